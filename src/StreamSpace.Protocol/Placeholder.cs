@@ -1,0 +1,2 @@
+namespace StreamSpace.Protocol;
+public static class ProtocolVersion { public const int Current = 1; }
