@@ -1,3 +1,4 @@
-var builder = WebApplication.CreateBuilder(args);
-var app = builder.Build();
-app.Run();
+using StreamSpace.ControlPlane.Hosting;
+
+var app = StreamSpaceApp.Build(args);
+await app.RunAsync();

@@ -1,0 +1,57 @@
+using Microsoft.Data.Sqlite;
+using Npgsql;
+
+namespace StreamSpace.ControlPlane.Data;
+
+public enum DatabaseKind { Sqlite, Postgres }
+
+/// <summary>
+/// Where the data lives, parsed from <c>STREAMSPACE_DATABASE</c>: <c>sqlite:PATH</c> or
+/// <c>postgres://user:pass@host:port/db</c> (a plain Npgsql connection string also works).
+/// </summary>
+public sealed record DatabaseTarget(DatabaseKind Kind, string ConnectionString)
+{
+    public static DatabaseTarget Parse(string? value, string dataFolder)
+    {
+        if (string.IsNullOrWhiteSpace(value))
+            return Sqlite(Path.Combine(dataFolder, "streamspace.db"));
+        if (value.StartsWith("sqlite:", StringComparison.OrdinalIgnoreCase))
+        {
+            var path = value["sqlite:".Length..];
+            if (path.Length == 0) throw new FormatException("STREAMSPACE_DATABASE 'sqlite:' needs a file path, e.g. sqlite:./data/streamspace.db");
+            return Sqlite(path);
+        }
+        if (value.StartsWith("postgres://", StringComparison.OrdinalIgnoreCase) || value.StartsWith("postgresql://", StringComparison.OrdinalIgnoreCase))
+        {
+            var uri = new Uri(value);
+            var userInfo = uri.UserInfo.Split(':', 2);
+            var csb = new NpgsqlConnectionStringBuilder
+            {
+                Host = uri.Host,
+                Port = uri.IsDefaultPort || uri.Port <= 0 ? 5432 : uri.Port,
+                Database = uri.AbsolutePath.Trim('/') is { Length: > 0 } db ? Uri.UnescapeDataString(db) : "streamspace",
+                Username = userInfo.Length > 0 && userInfo[0].Length > 0 ? Uri.UnescapeDataString(userInfo[0]) : "postgres",
+                Password = userInfo.Length > 1 ? Uri.UnescapeDataString(userInfo[1]) : null,
+                MaxPoolSize = 50,
+                Timeout = 5,
+            };
+            return new DatabaseTarget(DatabaseKind.Postgres, csb.ConnectionString);
+        }
+        if (value.Contains("Host=", StringComparison.OrdinalIgnoreCase))
+            return new DatabaseTarget(DatabaseKind.Postgres, value);
+        throw new FormatException($"STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got '{value}'");
+    }
+
+    private static DatabaseTarget Sqlite(string path)
+    {
+        var full = Path.GetFullPath(path);
+        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+        var csb = new SqliteConnectionStringBuilder { DataSource = full, Cache = SqliteCacheMode.Private, Pooling = true, DefaultTimeout = 30 };
+        return new DatabaseTarget(DatabaseKind.Sqlite, csb.ConnectionString);
+    }
+
+    /// <summary>For logs: never the password.</summary>
+    public string Describe() => Kind == DatabaseKind.Sqlite
+        ? $"sqlite:{new SqliteConnectionStringBuilder(ConnectionString).DataSource}"
+        : new NpgsqlConnectionStringBuilder(ConnectionString) is var b ? $"postgres://{b.Username}@{b.Host}:{b.Port}/{b.Database}" : "";
+}

@@ -1,0 +1,79 @@
+using System.Data.Common;
+using Dapper;
+using Microsoft.Data.Sqlite;
+using Npgsql;
+
+namespace StreamSpace.ControlPlane.Data;
+
+/// <summary>
+/// Opens connections to the one database, SQLite or PostgreSQL, and hides the few dialect differences.
+/// Plain SQL (Dapper) is written to run on both.
+/// </summary>
+public sealed class Db : IAsyncDisposable
+{
+    private readonly NpgsqlDataSource? _pg;
+
+    public Db(DatabaseTarget target)
+    {
+        Target = target;
+        if (target.Kind == DatabaseKind.Postgres)
+            _pg = new NpgsqlDataSourceBuilder(target.ConnectionString).Build();
+        DapperSetup.EnsureRegistered();
+    }
+
+    public DatabaseTarget Target { get; }
+    public DatabaseKind Kind => Target.Kind;
+    public bool IsPostgres => Kind == DatabaseKind.Postgres;
+
+    /// <summary>Row lock suffix for a SELECT inside a write transaction. SQLite serializes writers (BEGIN IMMEDIATE) instead.</summary>
+    public string ForUpdate => IsPostgres ? " FOR UPDATE" : "";
+
+    public async Task<DbConnection> OpenAsync(CancellationToken ct)
+    {
+        if (_pg is not null)
+            return await _pg.OpenConnectionAsync(ct);
+        var conn = new SqliteConnection(Target.ConnectionString);
+        await conn.OpenAsync(ct);
+        await conn.ExecuteAsync("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=30000;");
+        return conn;
+    }
+
+    /// <summary>
+    /// A write transaction. On SQLite it is BEGIN IMMEDIATE, so the read-then-write checks inside it
+    /// (quota, capacity) are serialized; on PostgreSQL use <see cref="ForUpdate"/> on the rows they read.
+    /// </summary>
+    public async Task<(DbConnection Connection, DbTransaction Transaction)> BeginWriteAsync(CancellationToken ct)
+    {
+        var conn = await OpenAsync(ct);
+        try
+        {
+            var tx = conn is SqliteConnection sqlite
+                ? sqlite.BeginTransaction(deferred: false)
+                : await conn.BeginTransactionAsync(ct);
+            return (conn, tx);
+        }
+        catch
+        {
+            await conn.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Runs <paramref name="work"/> in a write transaction and commits it.</summary>
+    public async Task<T> InTransactionAsync<T>(Func<DbConnection, DbTransaction, Task<T>> work, CancellationToken ct)
+    {
+        var (conn, tx) = await BeginWriteAsync(ct);
+        await using (conn)
+        await using (tx)
+        {
+            var result = await work(conn, tx);
+            await tx.CommitAsync(ct);
+            return result;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_pg is not null) await _pg.DisposeAsync();
+    }
+}

@@ -1,0 +1,85 @@
+using System.Text.Json;
+
+namespace StreamSpace.ControlPlane.Hosting;
+
+/// <summary>
+/// Turns every failure into a JSON <see cref="ApiError"/>: body binding errors into 400, oversized
+/// bodies into 413, an unreachable database into 503. Nothing reaches the client as an empty 500.
+/// </summary>
+public static class ErrorHandling
+{
+    public static IApplicationBuilder UseApiErrorHandling(this IApplicationBuilder app) =>
+        app.Use(async (context, next) =>
+        {
+            try
+            {
+                await next(context);
+            }
+            catch (BadHttpRequestException ex) when (!context.Response.HasStarted)
+            {
+                var (error, message) = ex.StatusCode switch
+                {
+                    StatusCodes.Status413PayloadTooLarge => ("Payload too large", "The request body is larger than the limit of 1 MiB."),
+                    _ => ("Invalid request", Describe(ex)),
+                };
+                await WriteAsync(context, ex.StatusCode, new ApiError(error, message));
+            }
+            catch (Exception ex) when (IsDatabaseOutage(ex) && !context.Response.HasStarted)
+            {
+                context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("StreamSpace.Database")
+                    .LogWarning(ex, "Database unavailable while serving {Path}", context.Request.Path);
+                context.Response.Headers.RetryAfter = "5";
+                await WriteAsync(context, StatusCodes.Status503ServiceUnavailable,
+                    new ApiError("Database unavailable", "The database cannot be reached right now; try again shortly."));
+            }
+            catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+            {
+                // The client went away; nothing to answer.
+            }
+            catch (Exception ex) when (!context.Response.HasStarted)
+            {
+                context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("StreamSpace.Errors")
+                    .LogError(ex, "Unhandled error serving {Method} {Path}", context.Request.Method, context.Request.Path);
+                await WriteAsync(context, StatusCodes.Status500InternalServerError,
+                    new ApiError("Internal error", "Something went wrong on the server; the error was logged."));
+            }
+        });
+
+    public static bool IsDatabaseOutage(Exception ex)
+    {
+        for (var e = ex; e is not null; e = e.InnerException)
+        {
+            if (e is Npgsql.NpgsqlException { IsTransient: true } or Npgsql.PostgresException { SqlState: "57P01" or "57P02" or "57P03" or "53300" or "08006" or "08001" })
+                return true;
+            if (e is Npgsql.NpgsqlException && e is not Npgsql.PostgresException)
+                return true;
+            if (e is Microsoft.Data.Sqlite.SqliteException { SqliteErrorCode: 5 or 6 or 10 or 14 }) // BUSY, LOCKED, IOERR, CANTOPEN
+                return true;
+            if (e is TimeoutException or System.Net.Sockets.SocketException)
+                return true;
+        }
+        return false;
+    }
+
+    private static string Describe(BadHttpRequestException ex)
+    {
+        if (ex.InnerException is JsonException json)
+        {
+            var path = string.IsNullOrEmpty(json.Path) || json.Path == "$" ? "" : $" at '{json.Path.TrimStart('$', '.')}'";
+            return $"The request body is not valid JSON for this endpoint{path}: {FirstSentence(json.Message)}";
+        }
+        return ex.Message;
+    }
+
+    private static string FirstSentence(string message)
+    {
+        var cut = message.IndexOf(" Path:", StringComparison.Ordinal);
+        return cut > 0 ? message[..cut] : message;
+    }
+
+    public static Task WriteAsync(HttpContext context, int status, ApiError error)
+    {
+        context.Response.StatusCode = status;
+        return context.Response.WriteAsJsonAsync(error, context.RequestAborted);
+    }
+}

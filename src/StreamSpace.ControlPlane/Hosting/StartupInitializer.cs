@@ -1,0 +1,48 @@
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Identity;
+using StreamSpace.ControlPlane.Templates;
+
+namespace StreamSpace.ControlPlane.Hosting;
+
+/// <summary>
+/// Everything that must happen before the first request: wait for the database, apply migrations,
+/// load the signing key, create the admin, seed the catalog. Runs in <c>StartingAsync</c>, before
+/// Kestrel listens and before other hosted services start.
+/// </summary>
+public sealed class StartupInitializer(IServiceProvider services, Db db, ILogger<StartupInitializer> logger) : IHostedLifecycleService
+{
+    private const int DatabaseAttempts = 30;
+
+    public async Task StartingAsync(CancellationToken cancellationToken)
+    {
+        logger.LogInformation("Using database {Database}", db.Target.Describe());
+        await WaitForDatabaseAsync(cancellationToken);
+        SchemaMigrator.MigrateUp(db.Target);
+        await services.GetRequiredService<SigningKeyProvider>().LoadAsync(cancellationToken);
+        await services.GetRequiredService<AdminBootstrap>().EnsureAdminAsync(cancellationToken);
+        await services.GetRequiredService<TemplateCatalog>().SeedBuiltInAsync(cancellationToken);
+    }
+
+    private async Task WaitForDatabaseAsync(CancellationToken ct)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await using var conn = await db.OpenAsync(ct);
+                return;
+            }
+            catch (Exception ex) when (attempt < DatabaseAttempts && ErrorHandling.IsDatabaseOutage(ex))
+            {
+                logger.LogWarning("Database not reachable yet (attempt {Attempt}/{Max}): {Error}", attempt, DatabaseAttempts, ex.Message);
+                await Task.Delay(TimeSpan.FromSeconds(1), ct);
+            }
+        }
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+}

@@ -1,0 +1,84 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Agents;
+using StreamSpace.ControlPlane.Agents.Hub;
+using StreamSpace.ControlPlane.Audit;
+using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Identity;
+using StreamSpace.ControlPlane.Ops;
+using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.ControlPlane.Templates;
+
+namespace StreamSpace.ControlPlane.Hosting;
+
+/// <summary>Composition of the control plane: services, middleware, and every feature's routes in one place.</summary>
+public static class StreamSpaceApp
+{
+    public static WebApplication Build(string[] args, Action<IServiceCollection>? configureServices = null)
+    {
+        var builder = WebApplication.CreateBuilder(args);
+        var options = StreamSpaceOptions.FromConfiguration(builder.Configuration);
+
+        if (builder.Configuration["STREAMSPACE_URLS"] is { Length: > 0 } urls && builder.Configuration["urls"] is null)
+            builder.WebHost.UseUrls(urls);
+        else if (builder.Configuration["urls"] is null && builder.Configuration["ASPNETCORE_URLS"] is null)
+            builder.WebHost.UseUrls("http://127.0.0.1:8000");
+
+        builder.Logging.ClearProviders();
+        builder.Logging.AddJsonConsole(o => o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ");
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes);
+        builder.Host.ConfigureHostOptions(h => h.ShutdownTimeout = TimeSpan.FromSeconds(15));
+
+        var services = builder.Services;
+        services.AddSingleton(Options.Create(options));
+        services.TryAddSingletonTimeProvider();
+        services.AddSingleton(_ => new Db(DatabaseTarget.Parse(options.Database, options.DataFolder)));
+        services.Configure<JsonOptions>(o =>
+        {
+            o.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.CamelCase;
+            o.SerializerOptions.UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow;
+            o.SerializerOptions.DefaultIgnoreCondition = JsonIgnoreCondition.Never;
+        });
+        services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+        services.AddProblemDetails();
+        services.AddOpenApi();
+        services.AddSingleton<AuditLog>();
+        services.AddSingleton<CommandOutbox>();
+        services.AddStreamSpaceIdentity();
+        services.AddStreamSpaceOps();
+        services.AddStreamSpaceTemplates();
+        services.AddStreamSpaceSessions();
+        services.AddStreamSpaceAgents(options);
+        services.AddAgentHub();
+        services.AddHostedService<StartupInitializer>();
+        configureServices?.Invoke(services);
+
+        var app = builder.Build();
+        app.UseApiErrorHandling();
+        app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(15) });
+        app.UseAuthentication();
+        app.UseAuthorization();
+
+        app.MapOpsEndpoints();
+        app.MapAuthApi();
+        app.MapUsersApi();
+        app.MapAuditApi();
+        app.MapTemplatesApi();
+        app.MapSessionsApi();
+        app.MapAgentsApi();
+        app.MapAgentHub();
+        app.MapFallback((HttpContext http) => TypedResults.Json(
+                new ApiError("Not found", $"No route for {http.Request.Method} {http.Request.Path}."), statusCode: StatusCodes.Status404NotFound))
+            .AllowAnonymous().ExcludeFromDescription();
+        return app;
+    }
+
+    private static void TryAddSingletonTimeProvider(this IServiceCollection services)
+    {
+        if (!services.Any(d => d.ServiceType == typeof(TimeProvider)))
+            services.AddSingleton(TimeProvider.System);
+    }
+}

@@ -1,0 +1,66 @@
+namespace StreamSpace.ControlPlane.Hosting;
+
+/// <summary>
+/// Every setting of the control plane. Read from <c>STREAMSPACE_*</c> environment variables or the
+/// <c>StreamSpace:*</c> configuration section (so <c>StreamSpace__Database</c> works too); validated on start.
+/// </summary>
+public sealed class StreamSpaceOptions
+{
+    public string DataFolder { get; set; } = "./data";
+    public string? Database { get; set; }
+    public string? AdminPassword { get; set; }
+    public bool EmbeddedAgent { get; set; }
+    /// <summary>JWT signing key (base64, ≥ 32 bytes). Generated and stored in the database when absent.</summary>
+    public string? JwtSigningKey { get; set; }
+    public TimeSpan TokenLifetime { get; set; } = TimeSpan.FromHours(12);
+    /// <summary>Default quota of live sessions for a new user.</summary>
+    public int DefaultMaxSessions { get; set; } = 5;
+    /// <summary>Heartbeat interval told to agents; an agent silent for 3 intervals is offline.</summary>
+    public int HeartbeatSeconds { get; set; } = 10;
+    public int MissedHeartbeatsBeforeOffline { get; set; } = 3;
+    /// <summary>How long a command may wait for its agent before it expires and fails its session.</summary>
+    public TimeSpan CommandTtl { get; set; } = TimeSpan.FromMinutes(10);
+    /// <summary>How long a sent command may stay unacknowledged before it is sent again.</summary>
+    public TimeSpan CommandAckTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    public int LoginAttemptsPerUsernamePerMinute { get; set; } = 10;
+    public int LoginAttemptsPerClientPerMinute { get; set; } = 30;
+    /// <summary>Largest request body accepted by the API (413 beyond).</summary>
+    public long MaxRequestBodyBytes { get; set; } = 1024 * 1024;
+
+    public static StreamSpaceOptions FromConfiguration(IConfiguration config)
+    {
+        var o = new StreamSpaceOptions();
+        string? Env(string name) => config[name] is { Length: > 0 } v ? v : null;
+        o.DataFolder = Env("STREAMSPACE_DATA") ?? o.DataFolder;
+        o.Database = Env("STREAMSPACE_DATABASE") ?? o.Database;
+        o.AdminPassword = Env("STREAMSPACE_ADMIN_PASSWORD") ?? o.AdminPassword;
+        o.JwtSigningKey = Env("STREAMSPACE_JWT_KEY") ?? o.JwtSigningKey;
+        if (Env("STREAMSPACE_EMBEDDED_AGENT") is { } embedded) o.EmbeddedAgent = ParseBool(embedded, "STREAMSPACE_EMBEDDED_AGENT");
+        if (Env("STREAMSPACE_HEARTBEAT_SECONDS") is { } hb) o.HeartbeatSeconds = int.Parse(hb, System.Globalization.CultureInfo.InvariantCulture);
+        // The StreamSpace section (StreamSpace__X variables, --StreamSpace:X arguments) wins over STREAMSPACE_X.
+        config.GetSection("StreamSpace").Bind(o);
+        o.DataFolder = Path.GetFullPath(o.DataFolder);
+        o.Validate();
+        return o;
+    }
+
+    private static bool ParseBool(string value, string name) => value.Trim().ToLowerInvariant() switch
+    {
+        "1" or "true" or "yes" or "on" => true,
+        "0" or "false" or "no" or "off" => false,
+        _ => throw new InvalidOperationException($"{name} must be true or false, got '{value}'"),
+    };
+
+    public void Validate()
+    {
+        var errors = new List<string>();
+        if (DefaultMaxSessions < 0) errors.Add("DefaultMaxSessions must be >= 0");
+        if (HeartbeatSeconds is < 1 or > 3600) errors.Add("HeartbeatSeconds must be between 1 and 3600");
+        if (MissedHeartbeatsBeforeOffline < 1) errors.Add("MissedHeartbeatsBeforeOffline must be >= 1");
+        if (CommandTtl <= TimeSpan.Zero) errors.Add("CommandTtl must be positive");
+        if (CommandAckTimeout <= TimeSpan.Zero) errors.Add("CommandAckTimeout must be positive");
+        if (TokenLifetime <= TimeSpan.Zero) errors.Add("TokenLifetime must be positive");
+        if (AdminPassword is { Length: < 8 }) errors.Add("STREAMSPACE_ADMIN_PASSWORD must be at least 8 characters");
+        if (errors.Count > 0) throw new InvalidOperationException("Invalid StreamSpace configuration: " + string.Join("; ", errors));
+    }
+}

@@ -1,0 +1,47 @@
+using Dapper;
+using Microsoft.AspNetCore.Http.HttpResults;
+using StreamSpace.ControlPlane.Audit;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Hosting;
+
+namespace StreamSpace.ControlPlane.Identity;
+
+public sealed record LoginRequest(string? Username, string? Password);
+public sealed record LoginResponse(string Token, DateTimeOffset ExpiresAt, LoginUser User);
+public sealed record LoginUser(string Id, string Username, string Role);
+
+/// <summary><c>POST /api/v1/auth/login</c>.</summary>
+public static class AuthApi
+{
+    public static IEndpointRouteBuilder MapAuthApi(this IEndpointRouteBuilder routes)
+    {
+        var group = routes.MapGroup("/api/v1/auth").WithTags("Auth");
+        group.MapPost("/login", LoginAsync).AllowAnonymous();
+        return routes;
+    }
+
+    public static async Task<Results<Ok<LoginResponse>, JsonHttpResult<ApiError>>> LoginAsync(
+        LoginRequest? body, Db db, TokenIssuer tokens, AuditLog audit, HttpContext http, CancellationToken ct)
+    {
+        var v = new Validation();
+        v.Require(body is not null, "body", "a JSON object {username, password} is required");
+        v.Require(!string.IsNullOrWhiteSpace(body?.Username), "username", "is required");
+        v.Require(!string.IsNullOrEmpty(body?.Password), "password", "is required");
+        if (!v.IsValid) return v.ToResult();
+
+        var username = body!.Username!.Trim();
+        await using var conn = await db.OpenAsync(ct);
+        var user = await conn.QuerySingleOrDefaultAsync<UserRecord>(new CommandDefinition(
+            $"SELECT {UserRecord.Columns} FROM users WHERE username = @username", new { username }, cancellationToken: ct));
+        // Verify against a dummy hash when the user is unknown so timing does not reveal which usernames exist.
+        var ok = PasswordHasher.Verify(body.Password!, user?.PasswordHash ?? PasswordHasher.Dummy) && user is { Disabled: false };
+        if (!ok)
+        {
+            await audit.WriteAsync(conn, null, username, AuditActions.LoginFailed, username, user is { Disabled: true } ? "user disabled" : "bad credentials", http, ct);
+            return ApiErrors.Of(StatusCodes.Status401Unauthorized, "Invalid credentials", "The username or password is wrong, or the account is disabled.");
+        }
+        await audit.WriteAsync(conn, null, user!.Username, AuditActions.LoginSucceeded, user.Username, null, http, ct);
+        var (token, expiresAt) = tokens.Issue(user);
+        return TypedResults.Ok(new LoginResponse(token, expiresAt, new LoginUser(user.Id, user.Username, user.Role)));
+    }
+}

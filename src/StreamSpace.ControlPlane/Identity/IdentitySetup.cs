@@ -1,0 +1,87 @@
+using System.Security.Claims;
+using Dapper;
+using Microsoft.AspNetCore.Authentication.JwtBearer;
+using Microsoft.Extensions.Options;
+using Microsoft.IdentityModel.Tokens;
+using StreamSpace.ControlPlane.Data;
+
+namespace StreamSpace.ControlPlane.Identity;
+
+public static class IdentitySetup
+{
+    public static IServiceCollection AddStreamSpaceIdentity(this IServiceCollection services)
+    {
+        services.AddSingleton<SigningKeyProvider>();
+        services.AddSingleton<TokenIssuer>();
+        services.AddSingleton<AdminBootstrap>();
+        services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
+        services.AddSingleton<IConfigureOptions<JwtBearerOptions>, ConfigureJwt>();
+        services.AddAuthorizationBuilder()
+            .AddPolicy(Policies.User, p => p.RequireAuthenticatedUser())
+            .AddPolicy(Policies.Admin, p => p.RequireAuthenticatedUser().RequireRole(Roles.Admin))
+            // Default deny: an endpoint that names no policy still needs a signed-in user.
+            .SetFallbackPolicy(new Microsoft.AspNetCore.Authorization.AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build());
+        return services;
+    }
+
+    private sealed class ConfigureJwt(SigningKeyProvider keys) : IConfigureNamedOptions<JwtBearerOptions>
+    {
+        public void Configure(string? name, JwtBearerOptions options) => Configure(options);
+
+        public void Configure(JwtBearerOptions options)
+        {
+            options.MapInboundClaims = false;
+            options.TokenValidationParameters = new TokenValidationParameters
+            {
+                ValidIssuer = TokenIssuer.Issuer,
+                ValidAudience = TokenIssuer.Audience,
+                IssuerSigningKeyResolver = (_, _, _, _) => [keys.Key],
+                ClockSkew = TimeSpan.FromSeconds(30),
+                NameClaimType = ClaimTypes.Name,
+                RoleClaimType = ClaimTypes.Role,
+            };
+            options.Events = new JwtBearerEvents
+            {
+                // Tokens are checked against the user row on every request: a disabled user, a bumped
+                // token version (disable, role or password change) or a deleted user ends the token at once.
+                OnTokenValidated = async context =>
+                {
+                    var principal = context.Principal!;
+                    var userId = principal.FindFirst("sub")?.Value;
+                    var tokenVersion = principal.FindFirst(TokenIssuer.TokenVersionClaim)?.Value;
+                    var db = context.HttpContext.RequestServices.GetRequiredService<Db>();
+                    await using var conn = await db.OpenAsync(context.HttpContext.RequestAborted);
+                    var user = await conn.QuerySingleOrDefaultAsync<UserRecord>(new CommandDefinition(
+                        $"SELECT {UserRecord.Columns} FROM users WHERE id = @userId", new { userId },
+                        cancellationToken: context.HttpContext.RequestAborted));
+                    if (user is null || user.Disabled || tokenVersion != user.TokenVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
+                    {
+                        context.Fail("The token is no longer valid.");
+                        return;
+                    }
+                    context.Principal = new ClaimsPrincipal(new ClaimsIdentity(
+                    [
+                        new Claim(ClaimTypes.NameIdentifier, user.Id),
+                        new Claim(ClaimTypes.Name, user.Username),
+                        new Claim(ClaimTypes.Role, user.Role),
+                    ], JwtBearerDefaults.AuthenticationScheme, ClaimTypes.Name, ClaimTypes.Role));
+                },
+                OnChallenge = async context =>
+                {
+                    context.HandleResponse();
+                    context.Response.StatusCode = StatusCodes.Status401Unauthorized;
+                    context.Response.Headers.WWWAuthenticate = "Bearer";
+                    await context.Response.WriteAsJsonAsync(new Hosting.ApiError("Unauthorized",
+                        context.AuthenticateFailure is null
+                            ? "Sign in first: send 'Authorization: Bearer <token>' from POST /api/v1/auth/login."
+                            : "The token is invalid or expired; sign in again."));
+                },
+                OnForbidden = context =>
+                {
+                    context.Response.StatusCode = StatusCodes.Status403Forbidden;
+                    return context.Response.WriteAsJsonAsync(new Hosting.ApiError("Forbidden", "This needs the admin role."));
+                },
+            };
+        }
+    }
+}

@@ -1,0 +1,47 @@
+using Dapper;
+using OpenTelemetry.Metrics;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Hosting;
+
+namespace StreamSpace.ControlPlane.Ops;
+
+/// <summary><c>/healthz</c>, <c>/readyz</c>, <c>/metrics</c> (Prometheus via OpenTelemetry) and <c>/openapi/v1.json</c>.</summary>
+public static class OpsEndpoints
+{
+    public const string MeterName = "StreamSpace.ControlPlane";
+
+    public static IServiceCollection AddStreamSpaceOps(this IServiceCollection services)
+    {
+        services.AddOpenTelemetry().WithMetrics(m => m
+            .AddAspNetCoreInstrumentation()
+            .AddRuntimeInstrumentation()
+            .AddMeter(MeterName)
+            .AddPrometheusExporter());
+        return services;
+    }
+
+    public static IEndpointRouteBuilder MapOpsEndpoints(this IEndpointRouteBuilder routes)
+    {
+        routes.MapGet("/healthz", () => TypedResults.Ok(new { status = "ok" })).AllowAnonymous().WithTags("Ops");
+        routes.MapGet("/readyz", ReadyAsync).AllowAnonymous().WithTags("Ops");
+        routes.MapPrometheusScrapingEndpoint("/metrics").AllowAnonymous();
+        routes.MapOpenApi("/openapi/{documentName}.json").AllowAnonymous();
+        return routes;
+    }
+
+    private static async Task<IResult> ReadyAsync(Db db, CancellationToken ct)
+    {
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            timeout.CancelAfter(TimeSpan.FromSeconds(3));
+            await using var conn = await db.OpenAsync(timeout.Token);
+            await conn.ExecuteScalarAsync<int>(new CommandDefinition("SELECT 1", cancellationToken: timeout.Token));
+            return TypedResults.Ok(new { status = "ready", database = "ok" });
+        }
+        catch (Exception ex) when (ex is OperationCanceledException || ErrorHandling.IsDatabaseOutage(ex) || ex is System.Data.Common.DbException)
+        {
+            return TypedResults.Json(new ApiError("Database unavailable", $"The database cannot be reached: {ex.Message}"), statusCode: StatusCodes.Status503ServiceUnavailable);
+        }
+    }
+}

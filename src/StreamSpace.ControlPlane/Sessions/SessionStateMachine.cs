@@ -1,0 +1,55 @@
+using System.Data.Common;
+using Dapper;
+
+namespace StreamSpace.ControlPlane.Sessions;
+
+/// <summary>
+/// The one table of allowed session transitions (design §5) and the one place that applies it.
+/// Every state change is a compare-and-set on the stored state, so two writers can never both move a
+/// session, and it runs in the caller's transaction so a command's final state and the session's
+/// change commit together (invariant 3).
+/// </summary>
+public static class SessionStateMachine
+{
+    private static readonly Dictionary<string, string[]> Allowed = new(StringComparer.Ordinal)
+    {
+        [SessionState.Pending] = [SessionState.Starting, SessionState.Running, SessionState.Terminating, SessionState.Failed],
+        [SessionState.Starting] = [SessionState.Running, SessionState.Terminating, SessionState.Failed],
+        [SessionState.Running] = [SessionState.Hibernating, SessionState.Terminating, SessionState.Failed],
+        [SessionState.Hibernating] = [SessionState.Hibernated, SessionState.Running, SessionState.Terminating, SessionState.Failed],
+        [SessionState.Hibernated] = [SessionState.Waking, SessionState.Terminating, SessionState.Failed],
+        [SessionState.Waking] = [SessionState.Running, SessionState.Hibernated, SessionState.Terminating, SessionState.Failed],
+        [SessionState.Terminating] = [SessionState.Terminated],
+        [SessionState.Terminated] = [],
+        [SessionState.Failed] = [],
+    };
+
+    public static bool CanTransition(string from, string to) =>
+        Allowed.TryGetValue(from, out var targets) && Array.IndexOf(targets, to) >= 0;
+
+    /// <summary>All states from which <paramref name="to"/> may be entered.</summary>
+    public static IReadOnlyList<string> SourcesOf(string to) =>
+        Allowed.Where(kv => Array.IndexOf(kv.Value, to) >= 0).Select(kv => kv.Key).ToList();
+
+    /// <summary>
+    /// Moves the session to <paramref name="to"/> if its current state allows it (and, when given, it is
+    /// still <paramref name="expectedFrom"/>). Returns the state it left, or null when nothing changed.
+    /// </summary>
+    public static async Task<string?> TryTransitionAsync(
+        DbConnection conn, DbTransaction? tx, string sessionId, string to, string? reason, DateTimeOffset now,
+        string? expectedFrom = null, CancellationToken ct = default)
+    {
+        var sources = expectedFrom is null ? SourcesOf(to) : CanTransition(expectedFrom, to) ? [expectedFrom] : [];
+        if (sources.Count == 0) return null;
+        var current = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
+            "SELECT state FROM sessions WHERE id = @sessionId", new { sessionId }, tx, cancellationToken: ct));
+        if (current is null || !sources.Contains(current)) return null;
+        var changed = await conn.ExecuteAsync(new CommandDefinition(
+            """
+            UPDATE sessions SET state = @to, state_reason = @reason, updated_at = @now
+            WHERE id = @sessionId AND state = @current
+            """,
+            new { sessionId, to, reason, now, current }, tx, cancellationToken: ct));
+        return changed == 1 ? current : null;
+    }
+}

@@ -1,0 +1,75 @@
+using System.Text.Json;
+
+namespace StreamSpace.Protocol;
+
+/// <summary>A durable command from the control plane. The agent acks it on receipt and answers with a result.</summary>
+public sealed record CommandPayload
+{
+    /// <summary>Stable across redeliveries: the agent deduplicates on it.</summary>
+    public required string CommandId { get; init; }
+    public required string Type { get; init; }
+    public string? SessionId { get; init; }
+    public JsonElement Args { get; init; }
+}
+
+public sealed record AckPayload
+{
+    public required string CommandId { get; init; }
+}
+
+public sealed record ResultPayload
+{
+    public required string CommandId { get; init; }
+    public bool Success { get; init; }
+    public string? Error { get; init; }
+    public JsonElement? Data { get; init; }
+}
+
+/// <summary>An observed change of a session on the agent (ready, exited, crashed, ...).</summary>
+public sealed record SessionStatusPayload
+{
+    public required string SessionId { get; init; }
+    /// <summary>One of <see cref="ObservedStates"/>.</summary>
+    public required string State { get; init; }
+    public string? Reason { get; init; }
+}
+
+/// <summary>Arguments of <see cref="CommandTypes.SessionStart"/>.</summary>
+public sealed record SessionStartArgs
+{
+    public required string SessionId { get; init; }
+    public required string User { get; init; }
+    public required string Template { get; init; }
+    public required SessionResources Resources { get; init; }
+    public bool PersistentHome { get; init; }
+    public required SessionLaunchSpec Launch { get; init; }
+}
+
+public sealed record SessionResources
+{
+    public required string Cpu { get; init; }
+    public required string Memory { get; init; }
+}
+
+/// <summary>What the template says about starting a session, per runtime.</summary>
+public sealed record SessionLaunchSpec
+{
+    /// <summary>Command line for the process runtime (run with /bin/sh -c inside the session's display).</summary>
+    public string? ProcessCommand { get; init; }
+    public string? DockerImage { get; init; }
+    public string? DockerCommand { get; init; }
+    public string? KubernetesImage { get; init; }
+    public int VncPort { get; init; } = 5900;
+    public string HomeMountPath { get; init; } = "/home/user";
+    public IReadOnlyDictionary<string, string> Env { get; init; } = new Dictionary<string, string>();
+}
+
+/// <summary>Arguments of <see cref="CommandTypes.StreamOpen"/>.</summary>
+public sealed record StreamOpenArgs
+{
+    public required string StreamId { get; init; }
+    /// <summary>Path (relative to the control plane base URL) of the one-time data WebSocket to dial.</summary>
+    public required string DataPath { get; init; }
+    /// <summary>One-time secret the agent presents on the data WebSocket.</summary>
+    public required string Token { get; init; }
+}

@@ -1,0 +1,63 @@
+namespace StreamSpace.Protocol;
+
+/// <summary>First message of an agent on a new control connection.</summary>
+public sealed record HelloPayload
+{
+    public required string AgentId { get; init; }
+    /// <summary>Agent software version.</summary>
+    public required string Version { get; init; }
+    public required string Platform { get; init; }
+    public string? Region { get; init; }
+    public required AgentCapacity Capacity { get; init; }
+    public bool Draining { get; init; }
+    /// <summary>Every session the agent has right now (invariant 4: the agent owns reality).</summary>
+    public IReadOnlyList<SessionInventoryItem> Inventory { get; init; } = [];
+}
+
+public sealed record AgentCapacity
+{
+    public int MaxSessions { get; init; }
+    public int ActiveSessions { get; init; }
+}
+
+/// <summary>One session as the agent sees it.</summary>
+public sealed record SessionInventoryItem
+{
+    public required string SessionId { get; init; }
+    /// <summary>One of <see cref="ObservedStates"/>.</summary>
+    public required string State { get; init; }
+}
+
+/// <summary>Session states as observed by an agent.</summary>
+public static class ObservedStates
+{
+    public const string Starting = "starting";
+    public const string Running = "running";
+    public const string Hibernated = "hibernated";
+    /// <summary>The session's app ended by itself (normal exit).</summary>
+    public const string Exited = "exited";
+    /// <summary>The session died abnormally (Xvnc or app crashed, killed).</summary>
+    public const string Crashed = "crashed";
+    public const string Stopped = "stopped";
+}
+
+public sealed record WelcomePayload
+{
+    public int HeartbeatIntervalSeconds { get; init; }
+    public int AcceptedVersion { get; init; } = ProtocolVersion.Current;
+    /// <summary>Identifies this connection (epoch) on the control plane; logged by the agent.</summary>
+    public required string ConnectionId { get; init; }
+}
+
+public sealed record RefusedPayload
+{
+    public required string Code { get; init; }
+    public required string Reason { get; init; }
+}
+
+public sealed record HeartbeatPayload
+{
+    public int ActiveSessions { get; init; }
+    public int MaxSessions { get; init; }
+    public bool Draining { get; init; }
+}

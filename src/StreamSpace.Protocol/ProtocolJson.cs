@@ -1,0 +1,51 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace StreamSpace.Protocol;
+
+/// <summary>Serializer settings and the frame codec shared by both ends.</summary>
+public static class ProtocolJson
+{
+    /// <summary>Largest text frame either side accepts. Inventories of hundreds of sessions fit easily.</summary>
+    public const int MaxFrameBytes = 1024 * 1024;
+
+    public static readonly JsonSerializerOptions Options = new(JsonSerializerDefaults.Web)
+    {
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    public static byte[] Encode(Envelope envelope) => JsonSerializer.SerializeToUtf8Bytes(envelope, Options);
+
+    /// <summary>Decodes one frame. Unknown fields are ignored; a newer or older unsupported version is an error.</summary>
+    public static bool TryDecode(ReadOnlySpan<byte> frame, out Envelope? envelope, out string? error)
+    {
+        envelope = null;
+        if (frame.Length > MaxFrameBytes)
+        {
+            error = $"frame of {frame.Length} bytes exceeds the {MaxFrameBytes}-byte limit";
+            return false;
+        }
+        try
+        {
+            envelope = JsonSerializer.Deserialize<Envelope>(frame, Options);
+        }
+        catch (JsonException ex)
+        {
+            error = $"malformed JSON: {ex.Message}";
+            return false;
+        }
+        if (envelope is null || string.IsNullOrEmpty(envelope.Type) || string.IsNullOrEmpty(envelope.Id))
+        {
+            error = "envelope needs 'type' and 'id'";
+            envelope = null;
+            return false;
+        }
+        if (!ProtocolVersion.IsSupported(envelope.V))
+        {
+            error = $"protocol version {envelope.V} is not supported (supported: {ProtocolVersion.MinSupported}..{ProtocolVersion.Current})";
+            return false;
+        }
+        error = null;
+        return true;
+    }
+}

@@ -1,0 +1,122 @@
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using Dapper;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Identity;
+
+namespace StreamSpace.ControlPlane.Tests.Infrastructure;
+
+/// <summary>
+/// The real control plane on a real loopback port (Kestrel), against a fresh real database.
+/// Derive per database: <see cref="SqliteControlPlane"/> and <see cref="PostgresControlPlane"/>, so
+/// every API test class runs on both.
+/// </summary>
+public abstract class ControlPlaneFixture : IAsyncLifetime
+{
+    public const string AdminPassword = "admin-test-password-1";
+
+    private readonly List<HttpClient> _clients = [];
+    private string? _adminToken;
+
+    protected ControlPlaneFixture(DatabaseKind kind) => Kind = kind;
+
+    public DatabaseKind Kind { get; }
+    public TestDatabase Database { get; private set; } = null!;
+    public WebApplication App { get; private set; } = null!;
+    public Uri BaseAddress { get; private set; } = null!;
+    public string DataFolder { get; private set; } = null!;
+    public Db Db => App.Services.GetRequiredService<Db>();
+
+    /// <summary>Extra <c>--StreamSpace:Key=value</c> settings for a derived fixture.</summary>
+    protected virtual IEnumerable<string> ExtraArgs => [];
+
+    /// <summary>Hook to replace services (e.g. a FakeTimeProvider) in a derived fixture.</summary>
+    protected virtual void ConfigureServices(IServiceCollection services) { }
+
+    public virtual async ValueTask InitializeAsync()
+    {
+        Database = await TestDatabase.CreateAsync(Kind);
+        DataFolder = Path.Combine(Path.GetTempPath(), "streamspace-tests", "data-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(DataFolder);
+        string[] args =
+        [
+            "--urls", "http://127.0.0.1:0",
+            "--environment", "Development",
+            $"--StreamSpace:Database={Database.Setting}",
+            $"--StreamSpace:DataFolder={DataFolder}",
+            $"--StreamSpace:AdminPassword={AdminPassword}",
+            "--StreamSpace:EmbeddedAgent=false",
+            "--Logging:LogLevel:Default=Warning",
+            .. ExtraArgs,
+        ];
+        App = StreamSpaceApp.Build(args, ConfigureServices);
+        await App.StartAsync();
+        var address = App.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        BaseAddress = new Uri(address);
+    }
+
+    public virtual async ValueTask DisposeAsync()
+    {
+        foreach (var c in _clients) c.Dispose();
+        if (App is not null)
+        {
+            await App.StopAsync();
+            await App.DisposeAsync();
+        }
+        if (Database is not null) await Database.DisposeAsync();
+        try { Directory.Delete(DataFolder, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>A client for the API; with a token, it sends it as a bearer token.</summary>
+    public HttpClient Client(string? token = null)
+    {
+        var client = new HttpClient { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
+        if (token is not null) client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        _clients.Add(client);
+        return client;
+    }
+
+    public async Task<string> LoginAsync(string username, string password)
+    {
+        using var response = await Client().PostAsJsonAsync("/api/v1/auth/login", new { username, password });
+        response.EnsureSuccessStatusCode();
+        var body = await response.Content.ReadFromJsonAsync<LoginResponse>();
+        return body!.Token;
+    }
+
+    public async Task<string> AdminTokenAsync() => _adminToken ??= await LoginAsync("admin", AdminPassword);
+
+    public Task<HttpClient> AdminClientAsync() => AdminTokenAsync().ContinueWith(t => Client(t.Result), TaskScheduler.Default);
+
+    /// <summary>
+    /// Creates a user directly in the database (test setup, independent of the users API) and returns
+    /// a signed-in client. Usernames must be unique within a fixture.
+    /// </summary>
+    public async Task<(HttpClient Client, string UserId, string Token)> CreateUserAsync(string username, string role = Roles.User, int maxSessions = 5, string password = "user-password-1")
+    {
+        var id = Guid.NewGuid().ToString("N");
+        var now = DateTimeOffset.UtcNow;
+        await using (var conn = await Db.OpenAsync(CancellationToken.None))
+        {
+            await conn.ExecuteAsync(
+                """
+                INSERT INTO users (id, username, password_hash, role, disabled, max_sessions, token_version, created_at, updated_at)
+                VALUES (@id, @username, @hash, @role, @disabled, @maxSessions, 1, @now, @now)
+                """,
+                new { id, username, hash = PasswordHasher.Hash(password), role, disabled = false, maxSessions, now });
+        }
+        var token = await LoginAsync(username, password);
+        return (Client(token), id, token);
+    }
+
+    /// <summary>Unique name helper so tests sharing a fixture never collide.</summary>
+    public static string Unique(string prefix) => $"{prefix}{Guid.NewGuid().ToString("N")[..8]}";
+}
+
+public sealed class SqliteControlPlane() : ControlPlaneFixture(DatabaseKind.Sqlite);
+
+public sealed class PostgresControlPlane() : ControlPlaneFixture(DatabaseKind.Postgres);
