@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# StreamSpace, the embedded default: installs what is missing (Debian/Ubuntu packages), builds, and
+# starts the control plane on http://127.0.0.1:8000 with SQLite under ./data and one embedded local
+# agent (process runtime). Every STREAMSPACE_* variable of the README is honoured.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+log() { printf '[run.sh] %s\n' "$*"; }
+
+# Packages a local session needs: TigerVNC (one Xvnc per session), the built-in templates' apps,
+# and setsid/setpriv (util-linux) to run sessions in their own process group as an unprivileged user.
+APT_PACKAGES=(tigervnc-standalone-server xterm firefox-esr chromium util-linux procps ca-certificates)
+if command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing missing packages: ${missing[*]} (this happens once)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+else
+  log "not a Debian/Ubuntu machine: install TigerVNC (Xvnc), xterm, firefox and chromium yourself"
+fi
+command -v dotnet >/dev/null || { log "the .NET 10 SDK is required: dotnet is not on PATH"; exit 1; }
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+
+log "building (Release)"
+dotnet build src/StreamSpace.ControlPlane/StreamSpace.ControlPlane.csproj -c Release -nologo -v:q -o .build/control-plane >/dev/null
+
+export STREAMSPACE_DATA=${STREAMSPACE_DATA:-./data}
+export STREAMSPACE_URLS=${STREAMSPACE_URLS:-http://127.0.0.1:8000}
+export STREAMSPACE_EMBEDDED_AGENT=${STREAMSPACE_EMBEDDED_AGENT:-true}
+mkdir -p "$STREAMSPACE_DATA"
+url=${STREAMSPACE_URLS%%;*}
+
+log "starting the control plane on $url (data: $STREAMSPACE_DATA, embedded agent: $STREAMSPACE_EMBEDDED_AGENT)"
+.build/control-plane/StreamSpace.ControlPlane "$@" &
+cp_pid=$!
+trap 'kill -TERM $cp_pid 2>/dev/null; wait $cp_pid 2>/dev/null' INT TERM
+
+for _ in $(seq 1 120); do
+  if curl -fsS "$url/healthz" >/dev/null 2>&1; then break; fi
+  kill -0 $cp_pid 2>/dev/null || { log "the control plane exited during start-up (see the log above)"; exit 1; }
+  sleep 0.5
+done
+
+echo
+echo "StreamSpace is running: $url"
+if [ -n "${STREAMSPACE_ADMIN_PASSWORD:-}" ]; then
+  echo "  admin login: admin / (the password in STREAMSPACE_ADMIN_PASSWORD)"
+elif [ -f "$STREAMSPACE_DATA/admin-password.txt" ]; then
+  echo "  admin login: admin / $(cat "$STREAMSPACE_DATA/admin-password.txt")  (saved in $STREAMSPACE_DATA/admin-password.txt)"
+fi
+if [ "$STREAMSPACE_EMBEDDED_AGENT" = "true" ]; then
+  echo "  an embedded local agent (process runtime) is attached"
+else
+  echo "  no agent is attached: add one with POST /api/v1/agents and start src/StreamSpace.Agent"
+fi
+echo "  stop with Ctrl-C"
+echo
+wait $cp_pid

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# StreamSpace test command: installs test prerequisites, starts a private PostgreSQL on a loopback
+# port, builds, runs every test tier (independent tiers in parallel), stops what it started and ends
+# with the line "N passed, N failed". Exit code 0 only when nothing failed.
+set -uo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+ART="$ROOT/artifacts/test-results"
+TMPD="$ROOT/.tmp"
+rm -rf "$ART"; mkdir -p "$ART" "$TMPD"
+
+log() { printf '[test.sh %(%H:%M:%S)T] %s\n' -1 "$*"; }
+
+# ---- prerequisites -------------------------------------------------------------------------------
+# Debian packages the tests use: PostgreSQL server, TigerVNC + xterm for sessions, Chromium for the
+# browser tests, iptables/iproute2 for network fault tests, websockify for the relay benchmark baseline.
+APT_PACKAGES=(postgresql tigervnc-standalone-server xterm chromium iptables iproute2 procps util-linux psmisc curl ca-certificates)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >"$TMPD/apt.log" 2>&1 \
+    || { log "apt-get install failed, see $TMPD/apt.log"; tail -20 "$TMPD/apt.log"; echo "0 passed, 1 failed"; exit 1; }
+fi
+command -v dotnet >/dev/null || { log "the .NET 10 SDK is required (dotnet not on PATH)"; echo "0 passed, 1 failed"; exit 1; }
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+# ---- private PostgreSQL --------------------------------------------------------------------------
+PGDIR="$TMPD/postgres-test"
+PGPORT=${PGTEST_PORT:-54330}
+while (exec 3<>/dev/tcp/127.0.0.1/$PGPORT) 2>/dev/null; do PGPORT=$((PGPORT+1)); done
+rm -rf "$PGDIR"
+scripts/postgres.sh start "$PGDIR" "$PGPORT" || { echo "0 passed, 1 failed"; exit 1; }
+export STREAMSPACE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$PGPORT/postgres"
+
+cleanup() {
+  scripts/postgres.sh stop "$PGDIR" "$PGPORT"
+  # Sessions started by tests run in their own process groups by design; end any a failed test left.
+  pkill -f "streamspace-tests" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# ---- build ---------------------------------------------------------------------------------------
+log "building"
+if ! dotnet build StreamSpace.slnx -c Debug -nologo -v:q >"$ART/build.log" 2>&1; then
+  grep -E 'error|Error' "$ART/build.log" | sort -u | head -40
+  echo "0 passed, 1 failed"; exit 1
+fi
+
+# ---- test tiers ----------------------------------------------------------------------------------
+# Each test project is an executable (xunit v3); its summary line "Total: N, Errors: E, Failed: F,
+# Skipped: S, Not Run: R" is what we count. A tier that dies without a summary counts as one failure.
+run_tier() { # name, timeout seconds
+  local name=$1 limit=$2 exe="tests/$1/bin/Debug/net10.0/$1"
+  [ -x "$exe" ] || { echo "MISSING $name" >"$ART/$name.log"; return; }
+  log "tier $name started"
+  timeout --kill-after=30 "$limit" "$exe" -noColor -xml "$ART/$name.xml" >"$ART/$name.log" 2>&1
+  log "tier $name finished (exit $?)"
+}
+
+TIERS_A=(StreamSpace.ControlPlane.Tests)
+TIERS_B=()
+for t in StreamSpace.Protocol.Tests StreamSpace.Agent.Tests StreamSpace.EndToEnd.Tests StreamSpace.Web.Tests StreamSpace.UiJourney.Tests; do
+  [ -d "tests/$t" ] && TIERS_B+=("$t")
+done
+
+( for t in "${TIERS_A[@]}"; do run_tier "$t" 1200; done ) &
+pid_a=$!
+( for t in "${TIERS_B[@]}"; do run_tier "$t" 1200; done ) &
+pid_b=$!
+wait $pid_a $pid_b
+
+passed=0; failed=0
+for t in "${TIERS_A[@]}" "${TIERS_B[@]}"; do
+  f="$ART/$t.log"
+  line=$(grep -E 'Total: [0-9]+, Errors: [0-9]+, Failed: [0-9]+, Skipped: [0-9]+' "$f" 2>/dev/null | tail -1)
+  if [ -z "$line" ]; then
+    log "tier $t produced no summary (crashed or timed out); last lines:"
+    tail -20 "$f" 2>/dev/null
+    failed=$((failed+1)); continue
+  fi
+  total=$(sed -E 's/.*Total: ([0-9]+).*/\1/' <<<"$line")
+  errors=$(sed -E 's/.*Errors: ([0-9]+).*/\1/' <<<"$line")
+  fails=$(sed -E 's/.*Failed: ([0-9]+).*/\1/' <<<"$line")
+  skipped=$(sed -E 's/.*Skipped: ([0-9]+).*/\1/' <<<"$line")
+  notrun=$(sed -E 's/.*Not Run: ([0-9]+).*/\1/' <<<"$line"); [[ "$notrun" =~ ^[0-9]+$ ]] || notrun=0
+  p=$((total - fails - skipped - notrun)); f_=$((fails + errors + skipped + notrun))
+  log "tier $t: $p passed, $f_ failed"
+  if [ "$f_" -gt 0 ]; then grep -E '\[FAIL\]' "$f" | head -30; fi
+  passed=$((passed + p)); failed=$((failed + f_))
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
