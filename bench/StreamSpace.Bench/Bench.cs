@@ -1,0 +1,289 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Dapper;
+using Npgsql;
+using StreamSpace.ControlPlane.Agents;
+using StreamSpace.ControlPlane.Identity;
+
+namespace StreamSpace.Bench;
+
+/// <summary>
+/// Control-plane benchmarks (issue 3). Each prints its figures and a ratio against a baseline or target
+/// measured in the same run. Usage: StreamSpace.Bench &lt;fanin|create|storm|all&gt; --pg URL --exe PATH [--agents 1000,5000,10000]
+/// </summary>
+internal static class Bench
+{
+    public const string AdminPassword = "bench-admin-password";
+
+    public static async Task<int> MainAsync(string[] args)
+    {
+        var scenario = args.FirstOrDefault() ?? "all";
+        string Arg(string name, string fallback) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? fallback;
+        var pg = Arg("--pg", Environment.GetEnvironmentVariable("STREAMSPACE_TEST_POSTGRES") ?? "postgres://postgres@127.0.0.1:54329/postgres");
+        var exe = Arg("--exe", Path.Combine(AppContext.BaseDirectory, "StreamSpace.ControlPlane"));
+        var fleets = Arg("--agents", "1000,5000,10000").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+        var seconds = int.Parse(Arg("--seconds", "30"), CultureInfo.InvariantCulture);
+        var stormAgents = int.Parse(Arg("--storm-agents", "5000"), CultureInfo.InvariantCulture);
+        ThreadPool.SetMinThreads(64, 64);
+
+        if (scenario is "fanin" or "all")
+            foreach (var n in fleets) await FanInAsync(pg, exe, n, seconds);
+        if (scenario is "create" or "all")
+            await CreateThroughputAsync(pg, exe, seconds: 10);
+        if (scenario is "storm" or "all")
+            await ReconnectStormAsync(pg, exe, stormAgents);
+        return 0;
+    }
+
+    // ---- fan-in ----------------------------------------------------------------------------------
+    private static async Task FanInAsync(string pg, string exe, int agents, int seconds)
+    {
+        Console.WriteLine($"== fan-in: {agents} simulated agents, 10 s heartbeats, {seconds} s measured");
+        await using var env = await BenchDatabase.CreateAsync(pg);
+        await using var cp = new ControlPlaneProcess(exe, env.Setting, FreePort(), env.DataFolder, heartbeatSeconds: 10);
+        await cp.StartAsync();
+        var fleet = await CreateFleetAsync(env, cp, agents, maxSessions: 10);
+        using var cts = new CancellationTokenSource();
+        var runs = await ConnectFleetAsync(fleet, cts.Token);
+
+        var idleCpu = ProcStats.CpuSeconds(cp.Pid);
+        var lags = new List<double>();
+        var seen = new Dictionary<string, DateTimeOffset>();
+        await using var conn = new NpgsqlConnection(env.ConnectionString);
+        await conn.OpenAsync();
+        var byId = fleet.ToDictionary(a => a.AgentId);
+        var cpu0 = ProcStats.CpuSeconds(cp.Pid);
+        var sw = Stopwatch.StartNew();
+        var rssMax = 0.0;
+        while (sw.Elapsed < TimeSpan.FromSeconds(seconds))
+        {
+            var now = DateTime.UtcNow;
+            foreach (var (id, hb) in await conn.QueryAsync<(string, DateTimeOffset?)>("SELECT agent_id, last_heartbeat FROM agents"))
+            {
+                if (hb is null) continue;
+                if (seen.TryGetValue(id, out var prev) && prev != hb.Value && byId.TryGetValue(id, out var a))
+                {
+                    var sent = new DateTime(Interlocked.Read(ref a.LastHeartbeatSentTicks), DateTimeKind.Utc);
+                    lags.Add((now - sent).TotalMilliseconds);
+                }
+                seen[id] = hb.Value;
+            }
+            rssMax = Math.Max(rssMax, ProcStats.RssMiB(cp.Pid));
+            await Task.Delay(250);
+        }
+        var cpuPct = (ProcStats.CpuSeconds(cp.Pid) - cpu0) / sw.Elapsed.TotalSeconds * 100;
+        var online = await conn.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM agents WHERE status = 'online'");
+        await cts.CancelAsync();
+        _ = idleCpu;
+        lags.Sort();
+        double P(double q) => lags.Count == 0 ? double.NaN : lags[Math.Min(lags.Count - 1, (int)(q * lags.Count))];
+        Console.WriteLine($"   online {online}/{agents}, heartbeats observed {lags.Count}, control-plane CPU {cpuPct:0.0}% of one core, RSS max {rssMax:0} MiB");
+        Console.WriteLine($"   heartbeat-to-database lag p50 {P(0.50):0} ms, p99 {P(0.99):0} ms (includes ≤ 250 ms polling)  → p99 / 2 s target = {P(0.99) / 2000:0.00}");
+        await Task.WhenAll(runs.Select(async t => { try { await t; } catch (OperationCanceledException) { } }));
+    }
+
+    // ---- creation throughput -----------------------------------------------------------------------
+    private static async Task CreateThroughputAsync(string pg, string exe, int seconds)
+    {
+        const int concurrency = 32;
+        Console.WriteLine($"== creation throughput on PostgreSQL: {concurrency} concurrent clients, {seconds} s each");
+        await using var env = await BenchDatabase.CreateAsync(pg);
+
+        // Baseline: raw single-row INSERT transactions with Npgsql, same server, same concurrency.
+        await using (var setup = new NpgsqlConnection(env.ConnectionString))
+        {
+            await setup.OpenAsync();
+            await setup.ExecuteAsync("CREATE TABLE bench_insert (id bigserial PRIMARY KEY, payload text NOT NULL, created_at timestamptz NOT NULL)");
+        }
+        long inserts = 0;
+        var baselineSw = Stopwatch.StartNew();
+        await Task.WhenAll(Enumerable.Range(0, concurrency).Select(async _ =>
+        {
+            await using var c = new NpgsqlConnection(env.ConnectionString);
+            await c.OpenAsync();
+            while (baselineSw.Elapsed < TimeSpan.FromSeconds(seconds))
+            {
+                await c.ExecuteAsync("INSERT INTO bench_insert (payload, created_at) VALUES (@p, @t)", new { p = "session-payload", t = DateTime.UtcNow });
+                Interlocked.Increment(ref inserts);
+            }
+        }));
+        var baseline = inserts / baselineSw.Elapsed.TotalSeconds;
+
+        await using var cp = new ControlPlaneProcess(exe, env.Setting, FreePort(), env.DataFolder, heartbeatSeconds: 10);
+        await cp.StartAsync();
+        var fleet = await CreateFleetAsync(env, cp, 4, maxSessions: 1_000_000);
+        using var cts = new CancellationTokenSource();
+        var runs = await ConnectFleetAsync(fleet, cts.Token);
+        var tokens = await CreateUsersAsync(env, cp, concurrency);
+
+        long accepted = 0, refused = 0;
+        var cmd0 = fleet.Sum(a => Interlocked.Read(ref a.CommandsReceived));
+        var sw = Stopwatch.StartNew();
+        await Task.WhenAll(tokens.Select(async token =>
+        {
+            using var http = new HttpClient { BaseAddress = cp.BaseAddress };
+            http.DefaultRequestHeaders.Authorization = new("Bearer", token);
+            while (sw.Elapsed < TimeSpan.FromSeconds(seconds))
+            {
+                using var r = await http.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" });
+                if ((int)r.StatusCode == 201) Interlocked.Increment(ref accepted); else Interlocked.Increment(ref refused);
+            }
+        }));
+        var elapsed = sw.Elapsed.TotalSeconds;
+        // Commands delivered: wait briefly for the outbox to drain what was accepted.
+        var drain = Stopwatch.StartNew();
+        while (fleet.Sum(a => Interlocked.Read(ref a.CommandsReceived)) - cmd0 < accepted && drain.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(100);
+        var delivered = fleet.Sum(a => Interlocked.Read(ref a.CommandsReceived)) - cmd0;
+        var deliveredRate = delivered / (elapsed + drain.Elapsed.TotalSeconds);
+        await cts.CancelAsync();
+        var rate = accepted / elapsed;
+        Console.WriteLine($"   baseline raw INSERT: {baseline:0} tx/s");
+        Console.WriteLine($"   sessions accepted: {rate:0}/s ({accepted} in {elapsed:0.0} s, {refused} refused) → {rate / baseline:0.00} × baseline (target ≥ 0.30)");
+        Console.WriteLine($"   commands delivered: {deliveredRate:0}/s ({delivered} of {accepted}, drained in {drain.Elapsed.TotalSeconds:0.0} s) → {deliveredRate / baseline:0.00} × baseline");
+        await Task.WhenAll(runs.Select(async t => { try { await t; } catch (OperationCanceledException) { } }));
+    }
+
+    // ---- reconnect storm -------------------------------------------------------------------------
+    private static async Task ReconnectStormAsync(string pg, string exe, int agents)
+    {
+        Console.WriteLine($"== reconnect storm: control plane killed (SIGKILL) and restarted under {agents} simulated agents");
+        await using var env = await BenchDatabase.CreateAsync(pg);
+        await using var cp = new ControlPlaneProcess(exe, env.Setting, FreePort(), env.DataFolder, heartbeatSeconds: 10);
+        await cp.StartAsync();
+        var fleet = await CreateFleetAsync(env, cp, agents, maxSessions: 10);
+        using var cts = new CancellationTokenSource();
+        var runs = await ConnectFleetAsync(fleet, cts.Token);
+
+        await cp.KillAsync();
+        var restart = DateTimeOffset.UtcNow;
+        var sw = Stopwatch.StartNew();
+        await cp.StartAsync();
+        var ready = sw.Elapsed;
+        await using var conn = new NpgsqlConnection(env.ConnectionString);
+        await conn.OpenAsync();
+        long back = 0;
+        while (sw.Elapsed < TimeSpan.FromSeconds(120))
+        {
+            back = await conn.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM agents WHERE status = 'online' AND connected_at >= @restart", new { restart });
+            if (back == agents) break;
+            await Task.Delay(100);
+        }
+        var all = sw.Elapsed;
+        await cts.CancelAsync();
+        Console.WriteLine($"   control plane ready after {ready.TotalSeconds:0.0} s; {back}/{agents} agents online again after {all.TotalSeconds:0.0} s → {all.TotalSeconds / 10:0.00} × the 10 s target");
+        await Task.WhenAll(runs.Select(async t => { try { await t; } catch (OperationCanceledException) { } }));
+    }
+
+    // ---- helpers ---------------------------------------------------------------------------------
+    private static async Task<List<SimAgent>> CreateFleetAsync(BenchDatabase env, ControlPlaneProcess cp, int count, int maxSessions)
+    {
+        var fleet = new List<SimAgent>(count);
+        await using var conn = new NpgsqlConnection(env.ConnectionString);
+        await conn.OpenAsync();
+        await using var tx = await conn.BeginTransactionAsync();
+        var now = DateTimeOffset.UtcNow;
+        for (var i = 0; i < count; i++)
+        {
+            var id = $"sim-{i:00000}";
+            var token = AgentTokens.Generate();
+            await conn.ExecuteAsync(
+                """
+                INSERT INTO agents (agent_id, token_hash, status, platform, region, max_sessions, active_sessions, draining, created_at, updated_at)
+                VALUES (@id, @hash, 'offline', 'simulated', 'default', @maxSessions, 0, false, @now, @now)
+                """, new { id, hash = AgentTokens.Hash(token), maxSessions, now }, tx);
+            fleet.Add(new SimAgent(id, token, cp.BaseAddress, maxSessions));
+        }
+        await tx.CommitAsync();
+        return fleet;
+    }
+
+    private static async Task<List<Task>> ConnectFleetAsync(List<SimAgent> fleet, CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        var runs = new List<Task>(fleet.Count);
+        foreach (var chunk in fleet.Chunk(200))
+        {
+            foreach (var a in chunk) runs.Add(Task.Run(() => a.RunAsync(ct), ct));
+            while (chunk.Any(a => !a.Online) && sw.Elapsed < TimeSpan.FromMinutes(5)) await Task.Delay(20, ct);
+        }
+        Console.WriteLine($"   {fleet.Count(a => a.Online)}/{fleet.Count} agents connected in {sw.Elapsed.TotalSeconds:0.0} s");
+        return runs;
+    }
+
+    private static async Task<List<string>> CreateUsersAsync(BenchDatabase env, ControlPlaneProcess cp, int count)
+    {
+        await using (var conn = new NpgsqlConnection(env.ConnectionString))
+        {
+            await conn.OpenAsync();
+            var hash = PasswordHasher.Hash("bench-user-password");
+            var now = DateTimeOffset.UtcNow;
+            for (var i = 0; i < count; i++)
+                await conn.ExecuteAsync(
+                    """
+                    INSERT INTO users (id, username, password_hash, role, disabled, max_sessions, token_version, created_at, updated_at)
+                    VALUES (@id, @name, @hash, 'user', false, 1000000, 1, @now, @now)
+                    """, new { id = Guid.NewGuid().ToString("N"), name = $"bench{i:000}", hash, now });
+        }
+        using var http = new HttpClient { BaseAddress = cp.BaseAddress };
+        var tokens = new List<string>();
+        for (var i = 0; i < count; i++)
+        {
+            using var r = await http.PostAsJsonAsync("/api/v1/auth/login", new { username = $"bench{i:000}", password = "bench-user-password" });
+            r.EnsureSuccessStatusCode();
+            tokens.Add(JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.GetProperty("token").GetString()!);
+        }
+        return tokens;
+    }
+
+    private static int FreePort()
+    {
+        using var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        l.Start();
+        return ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
+    }
+}
+
+/// <summary>A fresh database on the benchmark's PostgreSQL server, dropped afterwards.</summary>
+internal sealed class BenchDatabase : IAsyncDisposable
+{
+    private readonly string _admin;
+    private readonly string _name;
+
+    private BenchDatabase(string admin, string name, string setting, string connectionString)
+    {
+        _admin = admin;
+        _name = name;
+        Setting = setting;
+        ConnectionString = connectionString;
+        DataFolder = Directory.CreateTempSubdirectory("streamspace-bench-").FullName;
+    }
+
+    public string Setting { get; }
+    public string ConnectionString { get; }
+    public string DataFolder { get; }
+
+    public static async Task<BenchDatabase> CreateAsync(string server)
+    {
+        var uri = new Uri(server);
+        var admin = new NpgsqlConnectionStringBuilder { Host = uri.Host, Port = uri.Port, Username = uri.UserInfo.Split(':')[0], Database = "postgres", MaxPoolSize = 200 }.ConnectionString;
+        var name = "ss_bench_" + Guid.NewGuid().ToString("N")[..12];
+        await using (var c = new NpgsqlConnection(admin))
+        {
+            await c.OpenAsync();
+            await c.ExecuteAsync($"CREATE DATABASE {name}");
+        }
+        var cs = new NpgsqlConnectionStringBuilder(admin) { Database = name }.ConnectionString;
+        return new BenchDatabase(admin, name, $"postgres://{uri.UserInfo}@{uri.Host}:{uri.Port}/{name}", cs);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        NpgsqlConnection.ClearAllPools();
+        await using var c = new NpgsqlConnection(_admin);
+        await c.OpenAsync();
+        await c.ExecuteAsync($"DROP DATABASE IF EXISTS {_name} WITH (FORCE)");
+        try { Directory.Delete(DataFolder, true); } catch (IOException) { }
+    }
+}

@@ -1,0 +1,78 @@
+using System.Diagnostics;
+
+namespace StreamSpace.Bench;
+
+/// <summary>The control plane as a real process (Release build), restartable, sampled through /proc.</summary>
+internal sealed class ControlPlaneProcess(string exe, string database, int port, string dataFolder, int heartbeatSeconds) : IAsyncDisposable
+{
+    private Process? _process;
+
+    public Uri BaseAddress => new($"http://127.0.0.1:{port}");
+    public int Pid => _process?.Id ?? throw new InvalidOperationException("not started");
+
+    public async Task StartAsync()
+    {
+        var psi = new ProcessStartInfo(exe) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.Environment["STREAMSPACE_URLS"] = $"http://127.0.0.1:{port}";
+        psi.Environment["STREAMSPACE_DATABASE"] = database;
+        psi.Environment["STREAMSPACE_DATA"] = dataFolder;
+        psi.Environment["STREAMSPACE_ADMIN_PASSWORD"] = Bench.AdminPassword;
+        psi.Environment["STREAMSPACE_EMBEDDED_AGENT"] = "false";
+        psi.Environment["STREAMSPACE_HEARTBEAT_SECONDS"] = heartbeatSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        psi.Environment["Logging__LogLevel__Default"] = "Warning";
+        _process = Process.Start(psi)!;
+        _process.OutputDataReceived += (_, _) => { };
+        _process.ErrorDataReceived += (_, e) => { if (e.Data is not null && e.Data.Contains("\"Error\"", StringComparison.Ordinal)) Console.Error.WriteLine("  [cp] " + e.Data[..Math.Min(300, e.Data.Length)]); };
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            try
+            {
+                if ((await http.GetAsync(new Uri(BaseAddress, "/readyz"))).IsSuccessStatusCode) return;
+            }
+            catch (HttpRequestException) { }
+            catch (TaskCanceledException) { }
+            if (_process.HasExited) throw new InvalidOperationException("control plane exited during start-up");
+            await Task.Delay(100);
+        }
+        throw new TimeoutException("control plane not ready within 60 s");
+    }
+
+    public async Task KillAsync()
+    {
+        if (_process is null || _process.HasExited) return;
+        _process.Kill();
+        await _process.WaitForExitAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await KillAsync();
+        _process?.Dispose();
+    }
+}
+
+/// <summary>CPU time and resident memory of a process, from /proc.</summary>
+internal static class ProcStats
+{
+    private static readonly double TicksPerSecond = 100.0; // USER_HZ on Linux
+
+    public static double CpuSeconds(int pid)
+    {
+        var stat = File.ReadAllText($"/proc/{pid}/stat");
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        // After the command name: field 14 (utime) and 15 (stime) are at index 11 and 12.
+        return (long.Parse(fields[11], System.Globalization.CultureInfo.InvariantCulture) + long.Parse(fields[12], System.Globalization.CultureInfo.InvariantCulture)) / TicksPerSecond;
+    }
+
+    public static double RssMiB(int pid)
+    {
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) / 1024.0;
+        return 0;
+    }
+}

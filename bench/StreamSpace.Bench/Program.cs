@@ -1,0 +1,3 @@
+using StreamSpace.Bench;
+
+return await Bench.MainAsync(args);

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Benchmarks (not part of ./test.sh). Each prints its figures and a ratio against a baseline or target
+# measured in the same run. Usage: bench/run.sh [fanin|create|storm|all] [extra args, e.g. --agents 1000,5000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scenario=${1:-all}; shift || true
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+dotnet build bench/StreamSpace.Bench -c Release -nologo -v:q -o .build/bench >/dev/null
+PGDIR=$(pwd)/.tmp/postgres-bench; PGPORT=${PGBENCH_PORT:-54340}
+scripts/postgres.sh start "$PGDIR" "$PGPORT" >/dev/null
+trap 'scripts/postgres.sh stop "$PGDIR" "$PGPORT"' EXIT
+.build/bench/StreamSpace.Bench "$scenario" --pg "postgres://postgres@127.0.0.1:$PGPORT/postgres" --exe .build/bench/StreamSpace.ControlPlane "$@"
