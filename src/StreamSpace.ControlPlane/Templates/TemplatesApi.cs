@@ -21,10 +21,10 @@ public static class TemplatesApi
         var group = routes.MapGroup("/api/v1/templates").WithTags("Templates");
         group.MapGet("/", ListAsync).RequireAuthorization(Policies.User);
         group.MapGet("/{name}", GetAsync).RequireAuthorization(Policies.User);
-        group.MapPost("/{name}", CreateAsync).RequireAuthorization(Policies.Admin)
-            .Accepts<TemplateDefinition>("application/json", "application/yaml", "text/yaml");
-        group.MapPut("/{name}", ReplaceAsync).RequireAuthorization(Policies.Admin)
-            .Accepts<TemplateDefinition>("application/json", "application/yaml", "text/yaml");
+        // The body is read by hand (JSON or YAML), so no Accepts<> metadata: it would make routing refuse
+        // other media types before the handler can answer them with a clear 415.
+        group.MapPost("/{name}", CreateAsync).RequireAuthorization(Policies.Admin);
+        group.MapPut("/{name}", ReplaceAsync).RequireAuthorization(Policies.Admin);
         group.MapDelete("/{name}", DeleteAsync).RequireAuthorization(Policies.Admin);
         return routes;
     }

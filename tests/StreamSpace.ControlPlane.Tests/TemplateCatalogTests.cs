@@ -1,0 +1,91 @@
+using System.Net;
+using System.Net.Http.Json;
+using Dapper;
+using StreamSpace.ControlPlane.Templates;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Tests;
+
+/// <summary>The built-in YAML files and their seeding at start-up.</summary>
+public abstract class TemplateCatalogTests(ControlPlaneFixture cp)
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private static readonly string[] BuiltIns = ["chromium-browser", "firefox-browser", "xterm"];
+
+    [Fact]
+    public void The_built_in_files_load_and_validate()
+    {
+        var templates = TemplateCatalog.LoadBuiltIn(TemplateCatalog.BuiltInFolder);
+        templates.Select(t => t.Name).ShouldBe(BuiltIns);
+        var firefox = templates.Single(t => t.Name == "firefox-browser");
+        firefox.Process!.Command.ShouldBe("firefox-esr --no-remote --new-instance");
+        firefox.Stream!.Protocol.ShouldBe("vnc");
+        foreach (var t in templates)
+        {
+            t.RunsOn(Platforms.Process).ShouldBeTrue();
+            t.RunsOn(Platforms.Docker).ShouldBeTrue();
+            t.RunsOn(Platforms.Kubernetes).ShouldBeTrue();
+        }
+    }
+
+    [Fact]
+    public void A_template_becomes_a_launch_spec_for_the_agent()
+    {
+        var xterm = TemplateCatalog.LoadBuiltIn(TemplateCatalog.BuiltInFolder).Single(t => t.Name == "xterm");
+        var spec = xterm.ToLaunchSpec();
+        spec.ProcessCommand.ShouldBe("xterm");
+        spec.DockerImage.ShouldNotBeNullOrEmpty();
+        spec.KubernetesImage.ShouldNotBeNullOrEmpty();
+        spec.VncPort.ShouldBe(5900);
+        spec.HomeMountPath.ShouldBe("/home/user");
+    }
+
+    [Fact]
+    public async Task Seeding_again_and_concurrently_keeps_the_same_rows_and_never_overwrites_edits()
+    {
+        var admin = await cp.AdminClientAsync();
+        var before = await RowsAsync();
+        before.Where(r => r.Builtin).Select(r => r.Name).ShouldBe(BuiltIns, ignoreOrder: true);
+
+        // An admin edits a built-in: a later start must keep the edit.
+        var edited = await admin.PutAsJsonAsync("/api/v1/templates/chromium-browser", new
+        {
+            displayName = "Chromium (edited)",
+            defaultResources = new { cpu = "2", memory = "3Gi" },
+            stream = new { protocol = "vnc", port = 5900 },
+            process = new { command = "chromium --no-sandbox" },
+        }, Ct);
+        await edited.ShouldBeJsonAsync(HttpStatusCode.OK);
+        var afterEdit = await RowsAsync();
+
+        // Two more "replicas" start at once, then one more start.
+        var catalog = cp.App.Services.GetRequiredService<TemplateCatalog>();
+        await Task.WhenAll(catalog.SeedBuiltInAsync(Ct), catalog.SeedBuiltInAsync(Ct));
+        await catalog.SeedBuiltInAsync(Ct);
+
+        var after = await RowsAsync();
+        after.ShouldBe(afterEdit);
+        var chromium = await (await admin.GetAsync("/api/v1/templates/chromium-browser", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        chromium.GetProperty("displayName").GetString().ShouldBe("Chromium (edited)");
+    }
+
+    private sealed record TemplateRow
+    {
+        public string Name { get; init; } = "";
+        public string Definition { get; init; } = "";
+        public bool Builtin { get; init; }
+        public DateTimeOffset UpdatedAt { get; init; }
+    }
+
+    private async Task<List<TemplateRow>> RowsAsync()
+    {
+        await using var conn = await cp.Db.OpenAsync(Ct);
+        return (await conn.QueryAsync<TemplateRow>(
+            "SELECT name AS Name, definition AS Definition, builtin AS Builtin, updated_at AS UpdatedAt FROM templates ORDER BY name")).ToList();
+    }
+}
+
+public sealed class TemplateCatalogTests_Sqlite(SqliteControlPlane cp) : TemplateCatalogTests(cp), IClassFixture<SqliteControlPlane>;
+public sealed class TemplateCatalogTests_Postgres(PostgresControlPlane cp) : TemplateCatalogTests(cp), IClassFixture<PostgresControlPlane>;
