@@ -47,7 +47,11 @@ public abstract class TemplateCatalogTests(ControlPlaneFixture cp)
     {
         var admin = await cp.AdminClientAsync();
         var before = await RowsAsync();
-        before.Where(r => r.Builtin).Select(r => r.Name).ShouldBe(BuiltIns, ignoreOrder: true);
+        // All three were seeded at start-up (firefox-browser may already be gone: another test deletes it).
+        before.Where(r => r.Builtin).Select(r => r.Name).ShouldBeSubsetOf(BuiltIns);
+        before.Select(r => r.Name).ShouldContain("xterm");
+        before.Select(r => r.Name).ShouldContain("chromium-browser");
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM settings WHERE key LIKE 'template.seeded:%'")).ShouldBe(BuiltIns.Length);
 
         // An admin edits a built-in: a later start must keep the edit.
         var edited = await admin.PutAsJsonAsync("/api/v1/templates/chromium-browser", new
@@ -69,6 +73,18 @@ public abstract class TemplateCatalogTests(ControlPlaneFixture cp)
         after.ShouldBe(afterEdit);
         var chromium = await (await admin.GetAsync("/api/v1/templates/chromium-browser", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
         chromium.GetProperty("displayName").GetString().ShouldBe("Chromium (edited)");
+    }
+
+    [Fact]
+    public async Task A_deleted_built_in_does_not_come_back_on_the_next_start()
+    {
+        var admin = await cp.AdminClientAsync();
+        (await admin.DeleteAsync("/api/v1/templates/firefox-browser", Ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+
+        await cp.App.Services.GetRequiredService<TemplateCatalog>().SeedBuiltInAsync(Ct);
+
+        await (await admin.GetAsync("/api/v1/templates/firefox-browser", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        (await RowsAsync()).Select(r => r.Name).ShouldNotContain("firefox-browser");
     }
 
     private sealed record TemplateRow
