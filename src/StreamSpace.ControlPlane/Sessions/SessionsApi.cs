@@ -56,7 +56,6 @@ public static class SessionsApi
             return ApiErrors.Forbidden("Only an admin can create a session for another user.");
         var templateName = body.Template!.Trim();
 
-        string? agentId = null;
         var outcome = await db.InTransactionAsync(async (conn, tx) =>
         {
             var owner = await conn.QuerySingleOrDefaultAsync<UserRecord>(new CommandDefinition(
@@ -114,12 +113,11 @@ public static class SessionsApi
             }, ct);
             await audit.WriteAsync(conn, tx, caller.Username, AuditActions.SessionCreated, session.Id,
                 $"template={templateName} user={owner.Username} agent={decision.AgentId}", http, ct);
-            agentId = decision.AgentId;
             return new CreateOutcome(session.ToView(), null);
         }, ct);
 
         if (outcome.Error is not null) return outcome.Error;
-        outbox.NotifyQueued(agentId!);
+        outbox.NotifyQueued(outcome.Session!.AgentId!);
         return TypedResults.Created($"/api/v1/sessions/{outcome.Session!.Id}", outcome.Session);
     }
 
@@ -227,7 +225,7 @@ public static class SessionsApi
         var message = decision.RegisteredAgents == 0 && decision.Rejections.Count == 0
             ? "No agent is registered, so there is nowhere to run the session. An admin adds one with POST /api/v1/agents "
               + "and starts it with STREAMSPACE_AGENT_ID and STREAMSPACE_AGENT_TOKEN, or runs the control plane with STREAMSPACE_EMBEDDED_AGENT=true."
-            : $"None of the {decision.Rejections.Count} registered agents can take this session right now; 'reasons' says why for each.";
+            : $"No registered agent can take this session right now ({decision.Rejections.Count} registered); 'reasons' says why for each.";
         return TypedResults.Json(new ApiError("No agents available", message) { Reasons = decision.Rejections },
             statusCode: StatusCodes.Status503ServiceUnavailable);
     }
