@@ -76,6 +76,33 @@ public abstract class TemplateCatalogTests(ControlPlaneFixture cp)
     }
 
     [Fact]
+    public async Task A_second_start_on_the_same_database_leaves_the_catalog_as_it_was()
+    {
+        var before = await RowsAsync();
+        var data = Path.Combine(Path.GetTempPath(), "streamspace-tests", "restart-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(data);
+        var second = Hosting.StreamSpaceApp.Build(
+        [
+            "--urls", "http://127.0.0.1:0",
+            $"--StreamSpace:Database={cp.Database.Setting}",
+            $"--StreamSpace:DataFolder={data}",
+            $"--StreamSpace:AdminPassword={ControlPlaneFixture.AdminPassword}",
+            "--Logging:LogLevel:Default=Warning",
+        ]);
+        try
+        {
+            await second.StartAsync(Ct);
+            (await RowsAsync()).ShouldBe(before);
+        }
+        finally
+        {
+            await second.StopAsync(CancellationToken.None);
+            await second.DisposeAsync();
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task A_deleted_built_in_does_not_come_back_on_the_next_start()
     {
         var admin = await cp.AdminClientAsync();
