@@ -1,9 +1,148 @@
+using System.Text.RegularExpressions;
+using Dapper;
+using Microsoft.AspNetCore.Http.HttpResults;
+using StreamSpace.ControlPlane.Audit;
+using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Identity;
+using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.Protocol;
 
 namespace StreamSpace.ControlPlane.Agents;
 
-public static class AgentsApi
+public sealed record CreateAgentRequest(string? AgentId, string? Platform, string? Region, int? MaxSessions);
+
+/// <summary>The token is shown exactly once, here; only its hash is stored.</summary>
+public sealed record CreateAgentResponse(string AgentId, string Token);
+
+/// <summary>Agent registration and administration (admin only). The live connection side is the agent hub.</summary>
+public static partial class AgentsApi
 {
-    public static IServiceCollection AddStreamSpaceAgents(this IServiceCollection services, StreamSpaceOptions options) => services;
-    public static IEndpointRouteBuilder MapAgentsApi(this IEndpointRouteBuilder routes) => routes;
+    public const string DefaultRegion = "default";
+    public const int DefaultMaxSessions = 10;
+    public const int MaxMaxSessions = 10_000;
+
+    [GeneratedRegex(@"^[a-z0-9][a-z0-9._-]{0,62}\z")]
+    public static partial Regex AgentIdPattern();
+
+    [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\z")]
+    private static partial Regex RegionPattern();
+
+    public static IServiceCollection AddStreamSpaceAgents(this IServiceCollection services, StreamSpaceOptions options) =>
+        services.AddSingleton<AgentPlacement>();
+
+    public static IEndpointRouteBuilder MapAgentsApi(this IEndpointRouteBuilder routes)
+    {
+        var group = routes.MapGroup("/api/v1/agents").WithTags("Agents").RequireAuthorization(Policies.Admin);
+        group.MapPost("/", CreateAsync).RequireAuthorization(Policies.Admin);
+        group.MapGet("/", ListAsync).RequireAuthorization(Policies.Admin);
+        group.MapGet("/{agentId}", GetAsync).RequireAuthorization(Policies.Admin);
+        group.MapPost("/{agentId}/drain", DrainAsync).RequireAuthorization(Policies.Admin);
+        group.MapDelete("/{agentId}", DeleteAsync).RequireAuthorization(Policies.Admin);
+        return routes;
+    }
+
+    public static async Task<Results<Created<CreateAgentResponse>, JsonHttpResult<ApiError>>> CreateAsync(
+        CreateAgentRequest? body, HttpContext http, Db db, AuditLog audit, TimeProvider time, CancellationToken ct)
+    {
+        var v = new Validation();
+        if (body is null) return v.Add("body", "a JSON object {agentId, platform?, region?, maxSessions?} is required").ToResult();
+        if (string.IsNullOrEmpty(body.AgentId)) v.Add("agentId", "is required");
+        else if (!AgentIdPattern().IsMatch(body.AgentId)) v.Add("agentId", "must be 1-63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit");
+        var platform = body.Platform ?? Platforms.Process;
+        if (!Platforms.All.Contains(platform)) v.Add("platform", $"must be one of {string.Join(", ", Platforms.All)}");
+        var region = body.Region ?? DefaultRegion;
+        if (!RegionPattern().IsMatch(region)) v.Add("region", "must be 1-64 characters of letters, digits, '.', '_' and '-'");
+        var maxSessions = body.MaxSessions ?? DefaultMaxSessions;
+        if (maxSessions is < 1 or > MaxMaxSessions) v.Add("maxSessions", $"must be between 1 and {MaxMaxSessions}");
+        if (!v.IsValid) return v.ToResult();
+
+        var agentId = body.AgentId!;
+        var token = AgentTokens.Generate();
+        var caller = CurrentUser.From(http.User);
+        var created = await db.InTransactionAsync(async (conn, tx) =>
+        {
+            var now = time.GetUtcNow();
+            var inserted = await conn.ExecuteAsync(new CommandDefinition(
+                """
+                INSERT INTO agents (agent_id, token_hash, status, last_heartbeat, platform, region, max_sessions, active_sessions, draining, created_at, updated_at)
+                VALUES (@agentId, @hash, @status, NULL, @platform, @region, @maxSessions, 0, @draining, @now, @now)
+                ON CONFLICT (agent_id) DO NOTHING
+                """,
+                new { agentId, hash = AgentTokens.Hash(token), status = AgentStatus.Offline, platform, region, maxSessions, draining = false, now },
+                tx, cancellationToken: ct));
+            if (inserted == 0) return false;
+            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentCreated, agentId, $"platform={platform} region={region} maxSessions={maxSessions}", http, ct);
+            return true;
+        }, ct);
+        return created
+            ? TypedResults.Created($"/api/v1/agents/{agentId}", new CreateAgentResponse(agentId, token))
+            : ApiErrors.Conflict($"An agent named '{agentId}' is already registered.");
+    }
+
+    public static async Task<Ok<IReadOnlyList<AgentView>>> ListAsync(Db db, CancellationToken ct)
+    {
+        await using var conn = await db.OpenAsync(ct);
+        var rows = await conn.QueryAsync<AgentRecord>(new CommandDefinition(
+            $"SELECT {AgentRecord.Columns} FROM agents a ORDER BY a.agent_id", cancellationToken: ct));
+        return TypedResults.Ok<IReadOnlyList<AgentView>>(rows.Select(r => r.ToView()).ToList());
+    }
+
+    public static async Task<Results<Ok<AgentView>, JsonHttpResult<ApiError>>> GetAsync(string agentId, Db db, CancellationToken ct)
+    {
+        await using var conn = await db.OpenAsync(ct);
+        var agent = await FindAsync(conn, null, agentId, ct);
+        return agent is null ? NotFound(agentId) : TypedResults.Ok(agent.ToView());
+    }
+
+    /// <summary>
+    /// Stops new placements on the agent; its sessions keep running until they end. Idempotent.
+    /// </summary>
+    public static async Task<Results<Ok<AgentView>, JsonHttpResult<ApiError>>> DrainAsync(
+        string agentId, HttpContext http, Db db, AuditLog audit, TimeProvider time, CancellationToken ct)
+    {
+        var caller = CurrentUser.From(http.User);
+        var agent = await db.InTransactionAsync(async (conn, tx) =>
+        {
+            var changed = await conn.ExecuteAsync(new CommandDefinition(
+                "UPDATE agents SET draining = @yes, updated_at = @now WHERE agent_id = @agentId",
+                new { agentId, yes = true, now = time.GetUtcNow() }, tx, cancellationToken: ct));
+            if (changed == 0) return null;
+            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentDrained, agentId, null, http, ct);
+            return await FindAsync(conn, tx, agentId, ct);
+        }, ct);
+        return agent is null ? NotFound(agentId) : TypedResults.Ok(agent.ToView());
+    }
+
+    /// <summary>Refused while live sessions are placed on the agent: they would be orphaned with nobody to stop them.</summary>
+    public static async Task<Results<NoContent, JsonHttpResult<ApiError>>> DeleteAsync(
+        string agentId, HttpContext http, Db db, AuditLog audit, CancellationToken ct)
+    {
+        var caller = CurrentUser.From(http.User);
+        var (found, live) = await db.InTransactionAsync(async (conn, tx) =>
+        {
+            // Locked first: placement locks candidate agent rows too, so no session lands here between count and delete.
+            var exists = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
+                $"SELECT agent_id FROM agents WHERE agent_id = @agentId{db.ForUpdate}", new { agentId }, tx, cancellationToken: ct));
+            if (exists is null) return (false, 0L);
+            var liveSessions = await conn.ExecuteScalarAsync<long>(new CommandDefinition(
+                $"SELECT COUNT(*) FROM sessions WHERE agent_id = @agentId AND state IN ({SessionState.LiveSqlList})",
+                new { agentId }, tx, cancellationToken: ct));
+            if (liveSessions > 0) return (true, liveSessions);
+            await conn.ExecuteAsync(new CommandDefinition("DELETE FROM agents WHERE agent_id = @agentId", new { agentId }, tx, cancellationToken: ct));
+            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentDeleted, agentId, null, http, ct);
+            return (true, 0L);
+        }, ct);
+        if (!found) return NotFound(agentId);
+        if (live > 0)
+            return ApiErrors.Conflict(
+                $"Agent '{agentId}' still has {live} live session{(live == 1 ? "" : "s")}; drain it (POST /api/v1/agents/{agentId}/drain) and wait for them to end, or delete them first.");
+        return TypedResults.NoContent();
+    }
+
+    private static Task<AgentRecord?> FindAsync(System.Data.Common.DbConnection conn, System.Data.Common.DbTransaction? tx, string agentId, CancellationToken ct) =>
+        conn.QuerySingleOrDefaultAsync<AgentRecord?>(new CommandDefinition(
+            $"SELECT {AgentRecord.Columns} FROM agents a WHERE a.agent_id = @agentId", new { agentId }, tx, cancellationToken: ct));
+
+    private static JsonHttpResult<ApiError> NotFound(string agentId) => ApiErrors.NotFound($"There is no agent '{agentId}'.");
 }

@@ -1,7 +1,237 @@
+using System.Data.Common;
+using Dapper;
+using Microsoft.AspNetCore.Http.HttpResults;
+using StreamSpace.ControlPlane.Agents;
+using StreamSpace.ControlPlane.Audit;
+using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Identity;
+using StreamSpace.ControlPlane.Templates;
+using StreamSpace.Protocol;
+
 namespace StreamSpace.ControlPlane.Sessions;
 
+public sealed record CreateSessionRequest(string? Template, string? User, SessionResourcesRequest? Resources, bool? PersistentHome);
+public sealed record SessionResourcesRequest(string? Cpu, string? Memory);
+
+/// <summary>
+/// Sessions (design §4, §5). This side records intent only: it creates sessions and asks agents, through the
+/// command outbox, to start, stop, hibernate and wake them. The agent hub moves sessions on the agents' results.
+/// </summary>
 public static class SessionsApi
 {
-    public static IServiceCollection AddStreamSpaceSessions(this IServiceCollection services) => services;
-    public static IEndpointRouteBuilder MapSessionsApi(this IEndpointRouteBuilder routes) => routes;
+    public static IServiceCollection AddStreamSpaceSessions(this IServiceCollection services) =>
+        services.AddSingleton<SessionQuota>();
+
+    public static IEndpointRouteBuilder MapSessionsApi(this IEndpointRouteBuilder routes)
+    {
+        var group = routes.MapGroup("/api/v1/sessions").WithTags("Sessions").RequireAuthorization(Policies.User);
+        group.MapPost("/", CreateAsync).RequireAuthorization(Policies.User);
+        group.MapGet("/", ListAsync).RequireAuthorization(Policies.User);
+        group.MapGet("/{id}", GetAsync).RequireAuthorization(Policies.User);
+        group.MapDelete("/{id}", DeleteAsync).RequireAuthorization(Policies.User);
+        group.MapPost("/{id}/hibernate", HibernateAsync).RequireAuthorization(Policies.User);
+        group.MapPost("/{id}/wake", WakeAsync).RequireAuthorization(Policies.User);
+        return routes;
+    }
+
+    private sealed record CreateOutcome(SessionView? Session, JsonHttpResult<ApiError>? Error);
+
+    public static async Task<Results<Created<SessionView>, JsonHttpResult<ApiError>>> CreateAsync(
+        CreateSessionRequest? body, HttpContext http, Db db, TemplateCatalog catalog, SessionQuota quota, AgentPlacement placement,
+        CommandOutbox outbox, AuditLog audit, TimeProvider time, CancellationToken ct)
+    {
+        var v = new Validation();
+        if (body is null) return v.Add("body", "a JSON object {template, user?, resources?, persistentHome?} is required").ToResult();
+        if (string.IsNullOrWhiteSpace(body.Template)) v.Add("template", "is required");
+        if (body.User is not null && string.IsNullOrWhiteSpace(body.User)) v.Add("user", "must be a username when given");
+        if (body.Resources?.Cpu is not null && !ResourceQuantity.TryParseCpu(body.Resources.Cpu, out _, out var cpuError)) v.Add("resources.cpu", cpuError);
+        if (body.Resources?.Memory is not null && !ResourceQuantity.TryParseMemory(body.Resources.Memory, out _, out var memoryError)) v.Add("resources.memory", memoryError);
+        if (!v.IsValid) return v.ToResult();
+
+        var caller = CurrentUser.From(http.User);
+        var targetUsername = body.User?.Trim() ?? caller.Username;
+        if (targetUsername != caller.Username && !caller.IsAdmin)
+            return ApiErrors.Forbidden("Only an admin can create a session for another user.");
+        var templateName = body.Template!.Trim();
+
+        var outcome = await db.InTransactionAsync(async (conn, tx) =>
+        {
+            var owner = await conn.QuerySingleOrDefaultAsync<UserRecord>(new CommandDefinition(
+                $"SELECT {UserRecord.Columns} FROM users WHERE username = @targetUsername", new { targetUsername }, tx, cancellationToken: ct));
+            if (owner is null)
+                return Invalid("user", $"there is no user named '{targetUsername}'");
+            if (owner.Disabled)
+                return Invalid("user", $"the user '{targetUsername}' is disabled");
+
+            var template = await catalog.FindAsync(conn, tx, templateName, ct, TemplateLock.Share);
+            if (template is null)
+                return Invalid("template", $"there is no template named '{templateName}' (GET /api/v1/templates lists them)");
+
+            var quotaStatus = await quota.CheckAsync(conn, tx, owner.Id, ct);
+            if (quotaStatus is null)
+                return Invalid("user", $"there is no user named '{targetUsername}'");
+            if (quotaStatus.Exceeded)
+                return new CreateOutcome(null, ApiErrors.Forbidden(
+                    $"User '{owner.Username}' already has {quotaStatus.LiveSessions} live session(s) and may have at most {quotaStatus.MaxSessions}; delete one first.",
+                    "Quota exceeded"));
+
+            var decision = await placement.ChooseAsync(conn, tx, templateName, template, ct);
+            if (!decision.Placed)
+                return new CreateOutcome(null, NoAgents(decision));
+
+            var now = time.GetUtcNow();
+            var session = new SessionRecord
+            {
+                Id = SessionNames.New(owner.Username, templateName),
+                UserId = owner.Id,
+                Username = owner.Username,
+                Template = templateName,
+                State = SessionState.Pending,
+                AgentId = decision.AgentId,
+                Cpu = body.Resources?.Cpu ?? template.DefaultResources!.Cpu!,
+                Memory = body.Resources?.Memory ?? template.DefaultResources!.Memory!,
+                PersistentHome = body.PersistentHome ?? false,
+                CreatedAt = now,
+                UpdatedAt = now,
+            };
+            await conn.ExecuteAsync(new CommandDefinition(
+                """
+                INSERT INTO sessions (id, user_id, username, template, state, state_reason, agent_id, cpu, memory, persistent_home, created_at, updated_at, last_activity_at)
+                VALUES (@Id, @UserId, @Username, @Template, @State, NULL, @AgentId, @Cpu, @Memory, @PersistentHome, @CreatedAt, @UpdatedAt, NULL)
+                """,
+                session, tx, cancellationToken: ct));
+            await outbox.EnqueueAsync(conn, tx, decision.AgentId!, session.Id, CommandTypes.SessionStart, new SessionStartArgs
+            {
+                SessionId = session.Id,
+                User = session.Username,
+                Template = templateName,
+                Resources = new SessionResources { Cpu = session.Cpu, Memory = session.Memory },
+                PersistentHome = session.PersistentHome,
+                Launch = template.ToLaunchSpec(),
+            }, ct);
+            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.SessionCreated, session.Id,
+                $"template={templateName} user={owner.Username} agent={decision.AgentId}", http, ct);
+            return new CreateOutcome(session.ToView(), null);
+        }, ct);
+
+        if (outcome.Error is not null) return outcome.Error;
+        outbox.NotifyQueued(outcome.Session!.AgentId!);
+        return TypedResults.Created($"/api/v1/sessions/{outcome.Session!.Id}", outcome.Session);
+    }
+
+    public static async Task<Results<Ok<IReadOnlyList<SessionView>>, JsonHttpResult<ApiError>>> ListAsync(
+        HttpContext http, Db db, string? user, string? agent, string? state, CancellationToken ct)
+    {
+        if (state is not null && !SessionState.All.Contains(state))
+            return ApiErrors.BadRequest($"Unknown state '{state}'; one of: {string.Join(", ", SessionState.All)}.",
+                new Dictionary<string, string> { ["state"] = "is not a session state" });
+        var caller = CurrentUser.From(http.User);
+        var where = new List<string>();
+        // Users only ever see their own sessions; the filters narrow further, never widen.
+        if (!caller.IsAdmin) where.Add("user_id = @callerId");
+        if (user is not null) where.Add("username = @user");
+        if (agent is not null) where.Add("agent_id = @agent");
+        if (state is not null) where.Add("state = @state");
+        var sql = $"SELECT {SessionRecord.Columns} FROM sessions"
+                  + (where.Count > 0 ? " WHERE " + string.Join(" AND ", where) : "")
+                  + " ORDER BY created_at DESC, id";
+        await using var conn = await db.OpenAsync(ct);
+        var rows = await conn.QueryAsync<SessionRecord>(new CommandDefinition(sql, new { callerId = caller.Id, user, agent, state }, cancellationToken: ct));
+        return TypedResults.Ok<IReadOnlyList<SessionView>>(rows.Select(r => r.ToView()).ToList());
+    }
+
+    public static async Task<Results<Ok<SessionView>, JsonHttpResult<ApiError>>> GetAsync(string id, HttpContext http, Db db, CancellationToken ct)
+    {
+        await using var conn = await db.OpenAsync(ct);
+        var session = await FindVisibleAsync(conn, null, db, id, CurrentUser.From(http.User), forUpdate: false, ct);
+        return session is null ? NotFound(id) : TypedResults.Ok(session.ToView());
+    }
+
+    /// <summary>Idempotent: a session already on its way out (or gone) answers 202 with its current state.</summary>
+    public static async Task<Results<Accepted<SessionView>, JsonHttpResult<ApiError>>> DeleteAsync(
+        string id, HttpContext http, Db db, CommandOutbox outbox, AuditLog audit, TimeProvider time, CancellationToken ct)
+    {
+        var caller = CurrentUser.From(http.User);
+        string? notify = null;
+        var result = await db.InTransactionAsync(async (conn, tx) =>
+        {
+            var session = await FindVisibleAsync(conn, tx, db, id, caller, forUpdate: true, ct);
+            if (session is null) return null;
+            if (session.State is SessionState.Terminating || SessionState.IsFinal(session.State)) return session;
+            var now = time.GetUtcNow();
+            await SessionStateMachine.TryTransitionAsync(conn, tx, id, SessionState.Terminating, $"deleted by {caller.Username}", now, session.State, ct);
+            if (session.AgentId is not null)
+            {
+                await outbox.EnqueueAsync(conn, tx, session.AgentId, id, CommandTypes.SessionStop, new SessionCommandArgs(id), ct);
+                notify = session.AgentId;
+            }
+            else
+            {
+                // Never placed: there is nothing to stop anywhere.
+                await SessionStateMachine.TryTransitionAsync(conn, tx, id, SessionState.Terminated, $"deleted by {caller.Username}", now, SessionState.Terminating, ct);
+            }
+            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.SessionDeleted, id, $"was {session.State}", http, ct);
+            return await FindVisibleAsync(conn, tx, db, id, caller, forUpdate: false, ct);
+        }, ct);
+        if (result is null) return NotFound(id);
+        if (notify is not null) outbox.NotifyQueued(notify);
+        return TypedResults.Accepted($"/api/v1/sessions/{id}", result.ToView());
+    }
+
+    public static Task<Results<Accepted<SessionView>, JsonHttpResult<ApiError>>> HibernateAsync(
+        string id, HttpContext http, Db db, CommandOutbox outbox, TimeProvider time, CancellationToken ct) =>
+        RequestAsync(id, SessionState.Running, SessionState.Hibernating, CommandTypes.SessionHibernate, "hibernated", http, db, outbox, time, ct);
+
+    public static Task<Results<Accepted<SessionView>, JsonHttpResult<ApiError>>> WakeAsync(
+        string id, HttpContext http, Db db, CommandOutbox outbox, TimeProvider time, CancellationToken ct) =>
+        RequestAsync(id, SessionState.Hibernated, SessionState.Waking, CommandTypes.SessionWake, "woken", http, db, outbox, time, ct);
+
+    /// <summary>Moves a session from <paramref name="from"/> to <paramref name="to"/> and asks its agent to do the work.</summary>
+    private static async Task<Results<Accepted<SessionView>, JsonHttpResult<ApiError>>> RequestAsync(
+        string id, string from, string to, string commandType, string verb, HttpContext http, Db db, CommandOutbox outbox, TimeProvider time, CancellationToken ct)
+    {
+        var caller = CurrentUser.From(http.User);
+        var (session, error) = await db.InTransactionAsync<(SessionRecord?, JsonHttpResult<ApiError>?)>(async (conn, tx) =>
+        {
+            var current = await FindVisibleAsync(conn, tx, db, id, caller, forUpdate: true, ct);
+            if (current is null) return (null, NotFound(id));
+            if (current.State != from || current.AgentId is null)
+                return (null, ApiErrors.Conflict($"Session '{id}' is {current.State}; only a {from} session can be {verb}."));
+            await SessionStateMachine.TryTransitionAsync(conn, tx, id, to, $"{verb} by {caller.Username}", time.GetUtcNow(), from, ct);
+            await outbox.EnqueueAsync(conn, tx, current.AgentId, id, commandType, new SessionCommandArgs(id), ct);
+            return (await FindVisibleAsync(conn, tx, db, id, caller, forUpdate: false, ct), null);
+        }, ct);
+        if (error is not null) return error;
+        outbox.NotifyQueued(session!.AgentId!);
+        return TypedResults.Accepted($"/api/v1/sessions/{id}", session.ToView());
+    }
+
+    /// <summary>The session if the caller may see it (owner or admin); another user's session is "not found".</summary>
+    private static async Task<SessionRecord?> FindVisibleAsync(
+        DbConnection conn, DbTransaction? tx, Db db, string id, CurrentUser caller, bool forUpdate, CancellationToken ct)
+    {
+        var session = await conn.QuerySingleOrDefaultAsync<SessionRecord>(new CommandDefinition(
+            $"SELECT {SessionRecord.Columns} FROM sessions WHERE id = @id{(forUpdate ? db.ForUpdate : "")}", new { id }, tx, cancellationToken: ct));
+        return session is not null && (caller.IsAdmin || session.UserId == caller.Id) ? session : null;
+    }
+
+    private static CreateOutcome Invalid(string field, string message) =>
+        new(null, ApiErrors.BadRequest($"The request is invalid: {field}: {message}", new Dictionary<string, string> { [field] = message }));
+
+    private static JsonHttpResult<ApiError> NoAgents(PlacementDecision decision)
+    {
+        var message = decision.RegisteredAgents == 0 && decision.Rejections.Count == 0
+            ? "No agent is registered, so there is nowhere to run the session. An admin adds one with POST /api/v1/agents "
+              + "and starts it with STREAMSPACE_AGENT_ID and STREAMSPACE_AGENT_TOKEN, or runs the control plane with STREAMSPACE_EMBEDDED_AGENT=true."
+            : $"No registered agent can take this session right now ({decision.Rejections.Count} registered); 'reasons' says why for each.";
+        return TypedResults.Json(new ApiError("No agents available", message) { Reasons = decision.Rejections },
+            statusCode: StatusCodes.Status503ServiceUnavailable);
+    }
+
+    private static JsonHttpResult<ApiError> NotFound(string id) => ApiErrors.NotFound($"There is no session '{id}'.");
 }
+
+/// <summary>Arguments of <c>session.stop</c>, <c>session.hibernate</c> and <c>session.wake</c>: just the session.</summary>
+public sealed record SessionCommandArgs(string SessionId);

@@ -1,7 +1,163 @@
+using System.Data.Common;
+using System.Text.Json;
+using Dapper;
+using StreamSpace.ControlPlane.Data;
+
 namespace StreamSpace.ControlPlane.Templates;
 
-/// <summary>The template catalog. (Being built.)</summary>
-public sealed class TemplateCatalog
+/// <summary>
+/// The template catalog in <c>templates</c>: the built-ins from <c>templates/*.yaml</c> seeded at start-up,
+/// plus whatever admins add or edit through the API. The whole definition is stored as JSON.
+/// </summary>
+public sealed class TemplateCatalog(Db db, TimeProvider time, ILogger<TemplateCatalog> logger)
 {
-    public Task SeedBuiltInAsync(CancellationToken ct) => Task.CompletedTask;
+    /// <summary>Folder, next to the binaries, that the build copies <c>templates/*.yaml</c> into.</summary>
+    public static string BuiltInFolder => Path.Combine(AppContext.BaseDirectory, "templates");
+
+    /// <summary>
+    /// Marks in <c>settings</c> that a built-in was seeded once, so an admin who deletes a built-in does
+    /// not see it come back on the next start.
+    /// </summary>
+    private const string SeededKeyPrefix = "template.seeded:";
+
+    private static readonly JsonSerializerOptions StorageJson = new(JsonSerializerDefaults.Web);
+
+    private const string Columns = "name AS Name, definition AS Definition, builtin AS Builtin, created_at AS CreatedAt, updated_at AS UpdatedAt";
+
+    // Property-mapped (not positional): SQLite hands back booleans as Int64, which Dapper converts only for properties.
+    private sealed record Row
+    {
+        public string Name { get; init; } = "";
+        public string Definition { get; init; } = "";
+        public bool Builtin { get; init; }
+        public DateTimeOffset CreatedAt { get; init; }
+        public DateTimeOffset UpdatedAt { get; init; }
+    }
+
+    /// <summary>Reads and validates every built-in template. A broken built-in file is a build defect: start-up fails loudly.</summary>
+    public static IReadOnlyList<TemplateDefinition> LoadBuiltIn(string folder)
+    {
+        if (!Directory.Exists(folder)) return [];
+        var templates = new List<TemplateDefinition>();
+        foreach (var file in Directory.EnumerateFiles(folder, "*.yaml").Order(StringComparer.Ordinal))
+        {
+            if (!TemplateYaml.TryParse(File.ReadAllText(file), out var template, out var error))
+                throw new InvalidOperationException($"Built-in template {file}: {error}");
+            var validation = template!.Validate();
+            if (!validation.IsValid)
+                throw new InvalidOperationException($"Built-in template {file} is invalid: {validation.ToResult().Value!.Message}");
+            templates.Add(template.Normalize());
+        }
+        return templates;
+    }
+
+    /// <summary>
+    /// Inserts built-ins that were never seeded. Never overwrites a row (an admin's edits win), and is safe
+    /// when several replicas start at once: both inserts are <c>ON CONFLICT DO NOTHING</c>.
+    /// </summary>
+    public async Task SeedBuiltInAsync(CancellationToken ct)
+    {
+        var builtIns = LoadBuiltIn(BuiltInFolder);
+        if (builtIns.Count == 0)
+            logger.LogWarning("No built-in templates found in {Folder}", BuiltInFolder);
+        var seeded = await db.InTransactionAsync(async (conn, tx) =>
+        {
+            var count = 0;
+            var now = time.GetUtcNow();
+            foreach (var template in builtIns)
+            {
+                var firstTime = await conn.ExecuteAsync(new CommandDefinition(
+                    "INSERT INTO settings (key, value, updated_at) VALUES (@key, 'true', @now) ON CONFLICT (key) DO NOTHING",
+                    new { key = SeededKeyPrefix + template.Name, now }, tx, cancellationToken: ct));
+                if (firstTime == 1 && await InsertAsync(conn, tx, template, builtin: true, ct)) count++;
+            }
+            return count;
+        }, ct);
+        if (seeded > 0) logger.LogInformation("Seeded {Count} built-in templates", seeded);
+    }
+
+    public async Task<IReadOnlyList<TemplateView>> ListAsync(CancellationToken ct)
+    {
+        await using var conn = await db.OpenAsync(ct);
+        var rows = await conn.QueryAsync<Row>(new CommandDefinition($"SELECT {Columns} FROM templates ORDER BY name", cancellationToken: ct));
+        return rows.Select(ToView).ToList();
+    }
+
+    public async Task<TemplateView?> FindAsync(string name, CancellationToken ct)
+    {
+        await using var conn = await db.OpenAsync(ct);
+        return await FindAsync(conn, null, name, ct);
+    }
+
+    /// <summary>
+    /// Reads one template, optionally locking its row on PostgreSQL (SQLite write transactions are serialized anyway):
+    /// session creation takes <see cref="TemplateLock.Share"/> and template deletion <see cref="TemplateLock.Update"/>, so a
+    /// template can never be deleted while a session of it is being created.
+    /// </summary>
+    public async Task<TemplateView?> FindAsync(DbConnection conn, DbTransaction? tx, string name, CancellationToken ct, TemplateLock rowLock = TemplateLock.None)
+    {
+        var suffix = !db.IsPostgres ? "" : rowLock switch
+        {
+            TemplateLock.Share => " FOR SHARE",
+            TemplateLock.Update => " FOR UPDATE",
+            _ => "",
+        };
+        var row = await conn.QuerySingleOrDefaultAsync<Row>(new CommandDefinition(
+            $"SELECT {Columns} FROM templates WHERE name = @name{suffix}", new { name }, tx, cancellationToken: ct));
+        return row is null ? null : ToView(row);
+    }
+
+    /// <summary>Inserts a validated template; false when one with that name exists.</summary>
+    public async Task<bool> InsertAsync(DbConnection conn, DbTransaction? tx, TemplateDefinition template, bool builtin, CancellationToken ct)
+    {
+        var now = time.GetUtcNow();
+        var inserted = await conn.ExecuteAsync(new CommandDefinition(
+            """
+            INSERT INTO templates (name, display_name, category, definition, builtin, created_at, updated_at)
+            VALUES (@Name, @DisplayName, @Category, @Definition, @builtin, @now, @now)
+            ON CONFLICT (name) DO NOTHING
+            """,
+            new { template.Name, template.DisplayName, template.Category, Definition = Serialize(template), builtin, now },
+            tx, cancellationToken: ct));
+        return inserted == 1;
+    }
+
+    /// <summary>Replaces a validated template; false when there is none with that name.</summary>
+    public async Task<bool> UpdateAsync(DbConnection conn, DbTransaction? tx, TemplateDefinition template, CancellationToken ct)
+    {
+        var updated = await conn.ExecuteAsync(new CommandDefinition(
+            """
+            UPDATE templates SET display_name = @DisplayName, category = @Category, definition = @Definition, updated_at = @now
+            WHERE name = @Name
+            """,
+            new { template.Name, template.DisplayName, template.Category, Definition = Serialize(template), now = time.GetUtcNow() },
+            tx, cancellationToken: ct));
+        return updated == 1;
+    }
+
+    public async Task<bool> DeleteAsync(DbConnection conn, DbTransaction? tx, string name, CancellationToken ct) =>
+        await conn.ExecuteAsync(new CommandDefinition("DELETE FROM templates WHERE name = @name", new { name }, tx, cancellationToken: ct)) == 1;
+
+    // Stored without the view's bookkeeping fields: exactly the definition.
+    private static string Serialize(TemplateDefinition template) =>
+        JsonSerializer.Serialize<TemplateDefinition>(template, StorageJson);
+
+    private static TemplateView ToView(Row row)
+    {
+        var view = JsonSerializer.Deserialize<TemplateView>(row.Definition, StorageJson)
+            ?? throw new InvalidOperationException($"Template {row.Name} has an empty definition");
+        view.Name = row.Name;
+        view.Builtin = row.Builtin;
+        view.CreatedAt = row.CreatedAt;
+        view.UpdatedAt = row.UpdatedAt;
+        return view;
+    }
+}
+
+/// <summary>Row lock taken by <see cref="TemplateCatalog.FindAsync(DbConnection, DbTransaction?, string, CancellationToken, TemplateLock)"/>.</summary>
+public enum TemplateLock
+{
+    None,
+    Share,
+    Update,
 }

@@ -1,0 +1,146 @@
+using System.Text.RegularExpressions;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Templates;
+
+/// <summary>
+/// A template (design §8) exactly as written in <c>templates/*.yaml</c>, sent to the API (camelCase
+/// JSON or YAML) and stored as JSON in <c>templates.definition</c>. Every property is nullable so that
+/// a missing field is reported by <see cref="Validate"/> by name instead of failing deserialization.
+/// </summary>
+public partial class TemplateDefinition
+{
+    public string? Name { get; set; }
+    public string? DisplayName { get; set; }
+    public string? Description { get; set; }
+    public string? Category { get; set; }
+    public string? Icon { get; set; }
+    public TemplateResources? DefaultResources { get; set; }
+    public TemplateStream? Stream { get; set; }
+    public TemplateHome? Home { get; set; }
+    public Dictionary<string, string>? Env { get; set; }
+    public ProcessRuntime? Process { get; set; }
+    public DockerRuntime? Docker { get; set; }
+    public KubernetesRuntime? Kubernetes { get; set; }
+
+    public const string DefaultCategory = "Other";
+    public const string DefaultHomeMountPath = "/home/user";
+    public const int DefaultVncPort = 5900;
+
+    [GeneratedRegex(@"^[a-z0-9][a-z0-9-]{0,62}\z")]
+    public static partial Regex NamePattern();
+
+    /// <summary>Checks every rule of the catalog; the returned <see cref="Validation"/> names each bad field.</summary>
+    public Validation Validate()
+    {
+        var v = new Validation();
+        if (string.IsNullOrEmpty(Name)) v.Add("name", "is required");
+        else if (!NamePattern().IsMatch(Name)) v.Add("name", "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit");
+        if (string.IsNullOrWhiteSpace(DisplayName)) v.Add("displayName", "is required");
+        else if (DisplayName.Length > 200) v.Add("displayName", "must be at most 200 characters");
+        if (Category is { Length: > 100 }) v.Add("category", "must be at most 100 characters");
+
+        if (DefaultResources is null) v.Add("defaultResources", "is required ({cpu, memory})");
+        else
+        {
+            if (!ResourceQuantity.TryParseCpu(DefaultResources.Cpu, out _, out var cpuError)) v.Add("defaultResources.cpu", cpuError);
+            if (!ResourceQuantity.TryParseMemory(DefaultResources.Memory, out _, out var memoryError)) v.Add("defaultResources.memory", memoryError);
+        }
+
+        if (Stream is null) v.Add("stream", "is required ({protocol: vnc, port})");
+        else
+        {
+            if (Stream.Protocol != "vnc") v.Add("stream.protocol", "must be 'vnc'");
+            if (Stream.Port is < 1 or > 65535) v.Add("stream.port", "must be between 1 and 65535");
+        }
+        if (Home?.MountPath is { } mount && !mount.StartsWith('/')) v.Add("home.mountPath", "must be an absolute path");
+        if (Env is not null)
+        {
+            foreach (var key in Env.Keys)
+            {
+                if (!IsEnvName(key)) { v.Add("env", $"'{key}' is not a valid environment variable name"); break; }
+            }
+        }
+
+        if (Process is null && Docker is null && Kubernetes is null)
+            v.Add("process", "at least one runtime section (process, docker, kubernetes) is required");
+        if (Process is not null && string.IsNullOrWhiteSpace(Process.Command)) v.Add("process.command", "is required when the process section is present");
+        if (Docker is not null && string.IsNullOrWhiteSpace(Docker.Image)) v.Add("docker.image", "is required when the docker section is present");
+        if (Kubernetes is not null && string.IsNullOrWhiteSpace(Kubernetes.Image)) v.Add("kubernetes.image", "is required when the kubernetes section is present");
+        return v;
+    }
+
+    private static bool IsEnvName(string key) =>
+        key.Length is > 0 and <= 256 && (char.IsAsciiLetter(key[0]) || key[0] == '_') && key.All(c => char.IsAsciiLetterOrDigit(c) || c == '_');
+
+    /// <summary>Fills the optional parts with their defaults, so the stored form is complete. Call after a successful <see cref="Validate"/>.</summary>
+    public TemplateDefinition Normalize()
+    {
+        Category = string.IsNullOrWhiteSpace(Category) ? DefaultCategory : Category.Trim();
+        Description ??= "";
+        Icon ??= "";
+        Home ??= new TemplateHome();
+        Home.MountPath ??= DefaultHomeMountPath;
+        Env ??= [];
+        return this;
+    }
+
+    /// <summary>Can an agent of <paramref name="platform"/> start this template?</summary>
+    public bool RunsOn(string platform) => platform switch
+    {
+        Platforms.Process => !string.IsNullOrWhiteSpace(Process?.Command),
+        Platforms.Docker => !string.IsNullOrWhiteSpace(Docker?.Image),
+        Platforms.Kubernetes => !string.IsNullOrWhiteSpace(Kubernetes?.Image),
+        // Load-test agents pretend to run anything.
+        Platforms.Simulated => true,
+        _ => false,
+    };
+
+    /// <summary>What an agent needs to start a session of this template, for every runtime it offers.</summary>
+    public SessionLaunchSpec ToLaunchSpec() => new()
+    {
+        ProcessCommand = Process?.Command,
+        DockerImage = Docker?.Image,
+        DockerCommand = Docker?.Command,
+        KubernetesImage = Kubernetes?.Image,
+        VncPort = Stream?.Port ?? DefaultVncPort,
+        HomeMountPath = Home?.MountPath ?? DefaultHomeMountPath,
+        Env = new Dictionary<string, string>(Env ?? [], StringComparer.Ordinal),
+    };
+}
+
+public sealed class TemplateResources
+{
+    public string? Cpu { get; set; }
+    public string? Memory { get; set; }
+}
+
+public sealed class TemplateStream
+{
+    public string? Protocol { get; set; }
+    public int Port { get; set; } = TemplateDefinition.DefaultVncPort;
+}
+
+public sealed class TemplateHome
+{
+    public string? MountPath { get; set; }
+}
+
+public sealed class ProcessRuntime
+{
+    /// <summary>Run with <c>/bin/sh -c</c> on the session's display.</summary>
+    public string? Command { get; set; }
+}
+
+public sealed class DockerRuntime
+{
+    public string? Image { get; set; }
+    public string? Command { get; set; }
+}
+
+public sealed class KubernetesRuntime
+{
+    public string? Image { get; set; }
+}

@@ -1,0 +1,138 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using StreamSpace.ControlPlane.Agents;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+
+namespace StreamSpace.ControlPlane.Tests;
+
+public abstract class AgentsApiTests(ControlPlaneFixture cp)
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task Admin_registers_an_agent_and_gets_its_token_once()
+    {
+        var admin = await cp.AdminClientAsync();
+        var agentId = ControlPlaneFixture.Unique("worker-");
+
+        var created = await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+        created.GetProperty("agentId").GetString().ShouldBe(agentId);
+        var token = created.GetProperty("token").GetString()!;
+        token.ShouldStartWith("ssa_");
+
+        var stored = await cp.ScalarAsync<string>("SELECT token_hash FROM agents WHERE agent_id = @agentId", new { agentId });
+        stored.ShouldBe(AgentTokens.Hash(token));
+        stored.ShouldNotContain(token);
+
+        var agent = await (await admin.GetAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        agent.GetProperty("agentId").GetString().ShouldBe(agentId);
+        agent.GetProperty("status").GetString().ShouldBe("offline");
+        agent.GetProperty("platform").GetString().ShouldBe("process");
+        agent.GetProperty("region").GetString().ShouldBe("default");
+        agent.GetProperty("capacity").GetInt32().ShouldBe(10);
+        agent.GetProperty("activeSessions").GetInt32().ShouldBe(0);
+        agent.GetProperty("draining").GetBoolean().ShouldBeFalse();
+        agent.GetProperty("lastHeartbeat").ValueKind.ShouldBe(JsonValueKind.Null);
+        agent.GetProperty("version").ValueKind.ShouldBe(JsonValueKind.Null);
+        agent.GetProperty("connectedAt").ValueKind.ShouldBe(JsonValueKind.Null);
+        agent.TryGetProperty("token", out _).ShouldBeFalse();
+        agent.TryGetProperty("tokenHash", out _).ShouldBeFalse();
+
+        var list = await (await admin.GetAsync("/api/v1/agents", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        list.EnumerateArray().Select(a => a.GetProperty("agentId").GetString()).ShouldContain(agentId);
+
+        await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId, platform = "docker" }, Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'agent.created' AND target = @agentId", new { agentId })).ShouldBe(1);
+    }
+
+    [Fact]
+    public async Task Registration_takes_platform_region_and_capacity()
+    {
+        var admin = await cp.AdminClientAsync();
+        var agentId = ControlPlaneFixture.Unique("k8s.worker_");
+        await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId, platform = "kubernetes", region = "eu-west-1", maxSessions = 250 }, Ct))
+            .ShouldBeJsonAsync(HttpStatusCode.Created);
+        var agent = await (await admin.GetAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        agent.GetProperty("platform").GetString().ShouldBe("kubernetes");
+        agent.GetProperty("region").GetString().ShouldBe("eu-west-1");
+        agent.GetProperty("capacity").GetInt32().ShouldBe(250);
+    }
+
+    [Fact]
+    public async Task Bad_registrations_are_400_naming_the_field()
+    {
+        var admin = await cp.AdminClientAsync();
+
+        async Task ExpectFieldAsync(object body, string field)
+        {
+            var json = await (await admin.PostAsJsonAsync("/api/v1/agents", body, Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+            json.GetProperty("fields").TryGetProperty(field, out _).ShouldBeTrue($"fields should name {field}: {json}");
+        }
+
+        await ExpectFieldAsync(new { }, "agentId");
+        await ExpectFieldAsync(new { agentId = "" }, "agentId");
+        await ExpectFieldAsync(new { agentId = "Upper" }, "agentId");
+        await ExpectFieldAsync(new { agentId = "-leading" }, "agentId");
+        await ExpectFieldAsync(new { agentId = new string('a', 64) }, "agentId");
+        await ExpectFieldAsync(new { agentId = "has space" }, "agentId");
+        await ExpectFieldAsync(new { agentId = "ok-1", platform = "windows" }, "platform");
+        await ExpectFieldAsync(new { agentId = "ok-1", region = "" }, "region");
+        await ExpectFieldAsync(new { agentId = "ok-1", maxSessions = 0 }, "maxSessions");
+        await ExpectFieldAsync(new { agentId = "ok-1", maxSessions = 10001 }, "maxSessions");
+
+        foreach (var raw in new[] { "{", "null", "", "[]", """{"agentId": 7}""", """{"agentId": "ok-1", "maxSessions": "ten"}""", """{"agentId": "ok-1", "token": "mine"}""" })
+            await (await admin.PostRawAsync("/api/v1/agents", raw)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+
+        await (await admin.GetAsync("/api/v1/agents/ok-1", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+    }
+
+    [Fact]
+    public async Task Users_are_forbidden_and_anonymous_callers_unauthorized()
+    {
+        var (user, _, _) = await cp.QuickUserAsync("plain");
+        await (await user.GetAsync("/api/v1/agents", Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await user.GetAsync("/api/v1/agents/any", Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await user.PostAsJsonAsync("/api/v1/agents", new { agentId = "sneaky" }, Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await user.PostAsync("/api/v1/agents/any/drain", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await user.DeleteAsync("/api/v1/agents/any", Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await cp.Client().GetAsync("/api/v1/agents", Ct)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM agents WHERE agent_id = 'sneaky'")).ShouldBe(0);
+    }
+
+    [Fact]
+    public async Task Drain_stops_placement_and_delete_waits_for_live_sessions()
+    {
+        var admin = await cp.AdminClientAsync();
+        var agentId = ControlPlaneFixture.Unique("drain-");
+        await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+        await cp.InsertAgentAsync(agentId); // online, as after a heartbeat
+        var (_, userId, username) = await cp.QuickUserAsync("drainee");
+        await cp.InsertSessionAsync($"{username}-xterm-live01", userId, username, "running", agentId);
+        await cp.InsertSessionAsync($"{username}-xterm-live02", userId, username, "hibernated", agentId);
+        await cp.InsertSessionAsync($"{username}-xterm-gone01", userId, username, "failed", agentId);
+
+        var shown = await (await admin.GetAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        shown.GetProperty("activeSessions").GetInt32().ShouldBe(2);
+        shown.GetProperty("status").GetString().ShouldBe("online");
+
+        var drained = await (await admin.PostAsync($"/api/v1/agents/{agentId}/drain", null, Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        drained.GetProperty("draining").GetBoolean().ShouldBeTrue();
+        await (await admin.PostAsync($"/api/v1/agents/{agentId}/drain", null, Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        await (await admin.PostAsync("/api/v1/agents/no-such-agent/drain", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'agent.drained' AND target = @agentId", new { agentId })).ShouldBe(2);
+
+        var conflict = await (await admin.DeleteAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        conflict.GetProperty("message").GetString()!.ShouldContain("2 live sessions");
+
+        await using (var conn = await cp.Db.OpenAsync(Ct))
+            await Dapper.SqlMapper.ExecuteAsync(conn, "UPDATE sessions SET state = 'terminated' WHERE agent_id = @agentId", new { agentId });
+        (await admin.DeleteAsync($"/api/v1/agents/{agentId}", Ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        await (await admin.GetAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        await (await admin.DeleteAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'agent.deleted' AND target = @agentId", new { agentId })).ShouldBe(1);
+    }
+}
+
+public sealed class AgentsApiTests_Sqlite(SqliteControlPlane cp) : AgentsApiTests(cp), IClassFixture<SqliteControlPlane>;
+public sealed class AgentsApiTests_Postgres(PostgresControlPlane cp) : AgentsApiTests(cp), IClassFixture<PostgresControlPlane>;

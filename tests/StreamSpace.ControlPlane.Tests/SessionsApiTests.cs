@@ -1,0 +1,226 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Dapper;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Tests;
+
+/// <summary>Session creation, visibility and lifecycle requests, with one online agent of ample capacity.</summary>
+public abstract class SessionsApiTests(ControlPlaneFixture cp)
+{
+    private const string Agent = "sessions-agent";
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    /// <summary>Refreshed by every test: the hub's silence sweeper would otherwise mark it offline after 30 s.</summary>
+    private Task AgentOnlineAsync() => cp.InsertAgentAsync(Agent, maxSessions: 1000);
+
+    [Fact]
+    public async Task Create_returns_a_pending_session_on_an_agent_with_one_start_command()
+    {
+        await AgentOnlineAsync();
+        var (client, _, username) = await cp.QuickUserAsync("alice");
+
+        var json = await (await client.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+
+        var id = json.GetProperty("id").GetString()!;
+        id.ShouldMatch($"^{username}-xterm-[a-z]{{6}}$");
+        json.GetProperty("name").GetString().ShouldBe(id);
+        json.GetProperty("user").GetString().ShouldBe(username);
+        json.GetProperty("template").GetString().ShouldBe("xterm");
+        json.GetProperty("state").GetString().ShouldBe("pending");
+        json.GetProperty("agentId").GetString().ShouldBe(Agent);
+        json.GetProperty("resources").GetProperty("cpu").GetString().ShouldBe("250m");
+        json.GetProperty("resources").GetProperty("memory").GetString().ShouldBe("256Mi");
+        json.GetProperty("persistentHome").GetBoolean().ShouldBeFalse();
+        json.GetProperty("stateReason").ValueKind.ShouldBe(JsonValueKind.Null);
+        json.TryGetProperty("createdAt", out _).ShouldBeTrue();
+        json.TryGetProperty("updatedAt", out _).ShouldBeTrue();
+        json.TryGetProperty("lastActivityAt", out _).ShouldBeTrue();
+
+        await using var conn = await cp.Db.OpenAsync(Ct);
+        var commands = (await conn.QueryAsync<(string Type, string State, string AgentId, string Payload)>(
+            "SELECT type, state, agent_id, payload FROM agent_commands WHERE session_id = @id", new { id })).ToList();
+        commands.Count.ShouldBe(1);
+        commands[0].Type.ShouldBe(CommandTypes.SessionStart);
+        commands[0].State.ShouldBe("pending");
+        commands[0].AgentId.ShouldBe(Agent);
+        var args = JsonSerializer.Deserialize<SessionStartArgs>(commands[0].Payload, ProtocolJson.Options)!;
+        args.SessionId.ShouldBe(id);
+        args.User.ShouldBe(username);
+        args.Launch.ProcessCommand.ShouldBe("xterm");
+        args.Resources.Memory.ShouldBe("256Mi");
+
+        var audits = await conn.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'session.created' AND target = @id", new { id });
+        audits.ShouldBe(1);
+    }
+
+    [Fact]
+    public async Task Create_takes_resources_and_persistent_home_from_the_request()
+    {
+        await AgentOnlineAsync();
+        var (client, _, _) = await cp.QuickUserAsync("res");
+        var json = await (await client.PostAsJsonAsync("/api/v1/sessions",
+            new { template = "firefox-browser", resources = new { cpu = "1.5", memory = "1Gi" }, persistentHome = true }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+        json.GetProperty("resources").GetProperty("cpu").GetString().ShouldBe("1.5");
+        json.GetProperty("resources").GetProperty("memory").GetString().ShouldBe("1Gi");
+        json.GetProperty("persistentHome").GetBoolean().ShouldBeTrue();
+
+        var partial = await (await client.PostAsJsonAsync("/api/v1/sessions",
+            new { template = "firefox-browser", resources = new { memory = "3Gi" } }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+        partial.GetProperty("resources").GetProperty("cpu").GetString().ShouldBe("1");
+        partial.GetProperty("resources").GetProperty("memory").GetString().ShouldBe("3Gi");
+    }
+
+    [Fact]
+    public async Task Bad_create_bodies_are_4xx_naming_the_field()
+    {
+        await AgentOnlineAsync();
+        var (client, _, _) = await cp.QuickUserAsync("bad");
+
+        async Task ExpectFieldAsync(object body, string field)
+        {
+            var json = await (await client.PostAsJsonAsync("/api/v1/sessions", body, Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+            json.GetProperty("fields").TryGetProperty(field, out _).ShouldBeTrue($"fields should name {field}: {json}");
+        }
+
+        await ExpectFieldAsync(new { }, "template");
+        await ExpectFieldAsync(new { template = "" }, "template");
+        await ExpectFieldAsync(new { template = "no-such-template" }, "template");
+        await ExpectFieldAsync(new { template = "xterm", resources = new { cpu = "lots" } }, "resources.cpu");
+        await ExpectFieldAsync(new { template = "xterm", resources = new { cpu = "0" } }, "resources.cpu");
+        await ExpectFieldAsync(new { template = "xterm", resources = new { cpu = "100" } }, "resources.cpu");
+        await ExpectFieldAsync(new { template = "xterm", resources = new { memory = "-1Gi" } }, "resources.memory");
+        await ExpectFieldAsync(new { template = "xterm", resources = new { memory = "1Ti" } }, "resources.memory");
+        await ExpectFieldAsync(new { template = "xterm", user = "" }, "user");
+
+        foreach (var raw in new[]
+                 {
+                     "{not json", "[]", "null", "", """{"template": 5}""", """{"template": "xterm", "persistentHome": "yes"}""",
+                     """{"template": "xterm", "surprise": 1}""", """{"template": "xterm", "resources": {"cpu": "1", "gpu": 1}}""",
+                     """{"template": "xterm", "resources": "big"}""",
+                 })
+        {
+            var response = await client.PostAsync("/api/v1/sessions", new StringContent(raw, System.Text.Encoding.UTF8, "application/json"), Ct);
+            await response.ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        }
+
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM sessions WHERE username LIKE 'bad%'")).ShouldBe(0);
+    }
+
+    [Fact]
+    public async Task Users_create_only_for_themselves_admins_for_anyone()
+    {
+        await AgentOnlineAsync();
+        var (alice, _, _) = await cp.QuickUserAsync("self");
+        var (_, _, bob) = await cp.QuickUserAsync("other");
+        await (await alice.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm", user = bob }, Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+
+        var admin = await cp.AdminClientAsync();
+        var json = await (await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm", user = bob }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+        json.GetProperty("user").GetString().ShouldBe(bob);
+
+        var unknown = await (await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm", user = "nobody-at-all" }, Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        unknown.GetProperty("fields").TryGetProperty("user", out _).ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task Users_see_only_their_own_sessions_admins_see_all_with_filters()
+    {
+        await AgentOnlineAsync();
+        var admin = await cp.AdminClientAsync();
+        var adminSession = (await (await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
+            .GetProperty("id").GetString()!;
+        var (carol, _, carolName) = await cp.QuickUserAsync("carol");
+        var carolSession = (await (await carol.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
+            .GetProperty("id").GetString()!;
+
+        // Another user's session does not exist for carol: 404 on every verb.
+        await (await carol.GetAsync($"/api/v1/sessions/{adminSession}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        await (await carol.DeleteAsync($"/api/v1/sessions/{adminSession}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        await (await carol.PostAsync($"/api/v1/sessions/{adminSession}/hibernate", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        await (await carol.PostAsync($"/api/v1/sessions/{adminSession}/wake", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        await (await carol.GetAsync("/api/v1/sessions/no-such-session", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+
+        var own = await (await carol.GetAsync("/api/v1/sessions", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        own.EnumerateArray().Select(s => s.GetProperty("id").GetString()).ShouldBe([carolSession]);
+        var widened = await (await carol.GetAsync("/api/v1/sessions?user=admin", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        widened.GetArrayLength().ShouldBe(0);
+        await (await carol.GetAsync($"/api/v1/sessions/{carolSession}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+
+        var all = await (await admin.GetAsync("/api/v1/sessions", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        var allIds = all.EnumerateArray().Select(s => s.GetProperty("id").GetString()).ToList();
+        allIds.ShouldContain(adminSession);
+        allIds.ShouldContain(carolSession);
+        var filtered = await (await admin.GetAsync($"/api/v1/sessions?user={carolName}&agent={Agent}&state=pending", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        filtered.EnumerateArray().Select(s => s.GetProperty("id").GetString()).ShouldBe([carolSession]);
+        (await (await admin.GetAsync($"/api/v1/sessions?user={carolName}&state=running", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK)).GetArrayLength().ShouldBe(0);
+        await (await admin.GetAsync("/api/v1/sessions?state=sleeping", Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        await (await admin.GetAsync($"/api/v1/sessions/{carolSession}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+    }
+
+    [Fact]
+    public async Task Delete_moves_to_terminating_enqueues_one_stop_and_is_idempotent()
+    {
+        await AgentOnlineAsync();
+        var (client, _, _) = await cp.QuickUserAsync("del");
+        var id = (await (await client.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
+            .GetProperty("id").GetString()!;
+
+        var first = await (await client.DeleteAsync($"/api/v1/sessions/{id}", Ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        first.GetProperty("state").GetString().ShouldBe("terminating");
+        var second = await (await client.DeleteAsync($"/api/v1/sessions/{id}", Ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        second.GetProperty("state").GetString().ShouldBe("terminating");
+
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM agent_commands WHERE session_id = @id AND type = 'session.stop'", new { id })).ShouldBe(1);
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'session.deleted' AND target = @id", new { id })).ShouldBe(1);
+
+        // Already ended sessions: 202, nothing enqueued.
+        await using (var conn = await cp.Db.OpenAsync(Ct))
+            await conn.ExecuteAsync("UPDATE sessions SET state = 'terminated' WHERE id = @id", new { id });
+        var ended = await (await client.DeleteAsync($"/api/v1/sessions/{id}", Ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        ended.GetProperty("state").GetString().ShouldBe("terminated");
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM agent_commands WHERE session_id = @id", new { id })).ShouldBe(2);
+    }
+
+    [Fact]
+    public async Task Hibernate_and_wake_follow_the_state_machine()
+    {
+        await AgentOnlineAsync();
+        var (client, _, _) = await cp.QuickUserAsync("sleep");
+        var id = (await (await client.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
+            .GetProperty("id").GetString()!;
+
+        var early = await (await client.PostAsync($"/api/v1/sessions/{id}/hibernate", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        early.GetProperty("message").GetString()!.ShouldContain("pending");
+        await (await client.PostAsync($"/api/v1/sessions/{id}/wake", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+
+        // The hub would do this on the agent's result.
+        await using (var conn = await cp.Db.OpenAsync(Ct))
+            await conn.ExecuteAsync("UPDATE sessions SET state = 'running' WHERE id = @id", new { id });
+        var hibernating = await (await client.PostAsync($"/api/v1/sessions/{id}/hibernate", null, Ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        hibernating.GetProperty("state").GetString().ShouldBe("hibernating");
+        var again = await (await client.PostAsync($"/api/v1/sessions/{id}/hibernate", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        again.GetProperty("message").GetString()!.ShouldContain("hibernating");
+
+        await using (var conn = await cp.Db.OpenAsync(Ct))
+            await conn.ExecuteAsync("UPDATE sessions SET state = 'hibernated' WHERE id = @id", new { id });
+        var waking = await (await client.PostAsync($"/api/v1/sessions/{id}/wake", null, Ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        waking.GetProperty("state").GetString().ShouldBe("waking");
+
+        var types = await cp.ScalarAsync<long>(
+            "SELECT COUNT(*) FROM agent_commands WHERE session_id = @id AND type IN ('session.hibernate', 'session.wake') AND state = 'pending'", new { id });
+        types.ShouldBe(2);
+    }
+
+    [Fact]
+    public async Task Anonymous_callers_get_401()
+    {
+        await (await cp.Client().GetAsync("/api/v1/sessions", Ct)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        await (await cp.Client().PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, Ct)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+    }
+}
+
+public sealed class SessionsApiTests_Sqlite(SqliteControlPlane cp) : SessionsApiTests(cp), IClassFixture<SqliteControlPlane>;
+public sealed class SessionsApiTests_Postgres(PostgresControlPlane cp) : SessionsApiTests(cp), IClassFixture<PostgresControlPlane>;

@@ -1,0 +1,182 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+
+namespace StreamSpace.ControlPlane.Tests;
+
+public abstract class TemplatesApiTests(ControlPlaneFixture cp)
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private static object ValidBody(string displayName = "My App") => new
+    {
+        displayName,
+        description = "test",
+        category = "Tests",
+        defaultResources = new { cpu = "500m", memory = "512Mi" },
+        stream = new { protocol = "vnc", port = 5901 },
+        env = new Dictionary<string, string> { ["FOO"] = "bar" },
+        process = new { command = "xterm -e top" },
+    };
+
+    [Fact]
+    public async Task Users_list_and_read_the_seeded_catalog()
+    {
+        var (user, _, _) = await cp.QuickUserAsync("reader");
+        var list = await (await user.GetAsync("/api/v1/templates", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        var names = list.EnumerateArray().Select(t => t.GetProperty("name").GetString()).ToList();
+        names.ShouldContain("xterm");
+        names.ShouldContain("firefox-browser");
+        names.ShouldContain("chromium-browser");
+
+        var firefox = await (await user.GetAsync("/api/v1/templates/firefox-browser", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        firefox.GetProperty("displayName").GetString().ShouldBe("Firefox");
+        firefox.GetProperty("defaultResources").GetProperty("memory").GetString().ShouldBe("2Gi");
+        firefox.GetProperty("stream").GetProperty("port").GetInt32().ShouldBe(5900);
+        firefox.GetProperty("process").GetProperty("command").GetString().ShouldBe("firefox-esr --no-remote --new-instance");
+        firefox.GetProperty("builtin").GetBoolean().ShouldBeTrue();
+
+        await (await user.GetAsync("/api/v1/templates/no-such-template", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+    }
+
+    [Fact]
+    public async Task Users_cannot_change_the_catalog()
+    {
+        var (user, _, _) = await cp.QuickUserAsync("nosy");
+        await (await user.PostAsJsonAsync("/api/v1/templates/mine", ValidBody(), Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await user.PutAsJsonAsync("/api/v1/templates/xterm", ValidBody(), Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await user.DeleteAsync("/api/v1/templates/xterm", Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await cp.Client().GetAsync("/api/v1/templates", Ct)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+    }
+
+    [Fact]
+    public async Task Admin_creates_replaces_and_deletes_a_template()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("app-");
+
+        var created = await (await admin.PostAsJsonAsync($"/api/v1/templates/{name}", ValidBody(), Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+        created.GetProperty("name").GetString().ShouldBe(name);
+        created.GetProperty("builtin").GetBoolean().ShouldBeFalse();
+        created.GetProperty("home").GetProperty("mountPath").GetString().ShouldBe("/home/user");
+        created.GetProperty("env").GetProperty("FOO").GetString().ShouldBe("bar");
+
+        await (await admin.PostAsJsonAsync($"/api/v1/templates/{name}", ValidBody(), Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+
+        var replaced = await (await admin.PutAsJsonAsync($"/api/v1/templates/{name}", ValidBody("Renamed"), Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        replaced.GetProperty("displayName").GetString().ShouldBe("Renamed");
+        (await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK))
+            .GetProperty("displayName").GetString().ShouldBe("Renamed");
+
+        (await admin.DeleteAsync($"/api/v1/templates/{name}", Ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        await (await admin.DeleteAsync($"/api/v1/templates/{name}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        await (await admin.PutAsJsonAsync($"/api/v1/templates/{name}", ValidBody(), Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+
+        var audit = await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'template.changed' AND target = @name", new { name });
+        audit.ShouldBe(3);
+    }
+
+    [Fact]
+    public async Task Admin_creates_a_template_from_yaml()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("yaml-");
+        var yaml = $"""
+            name: {name}
+            displayName: From YAML
+            defaultResources:
+              cpu: 250m
+              memory: 256Mi
+            stream:
+              protocol: vnc
+              port: 5900
+            docker:
+              image: example/app:1
+            """;
+        var response = await admin.PostAsync($"/api/v1/templates/{name}", new StringContent(yaml, Encoding.UTF8, "application/yaml"), Ct);
+        var json = await response.ShouldBeJsonAsync(HttpStatusCode.Created);
+        json.GetProperty("docker").GetProperty("image").GetString().ShouldBe("example/app:1");
+        json.GetProperty("category").GetString().ShouldBe("Other");
+
+        var bad = await admin.PutAsync($"/api/v1/templates/{name}", new StringContent("displayName: [unclosed", Encoding.UTF8, "text/yaml"), Ct);
+        var error = await bad.ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        error.GetProperty("message").GetString()!.ShouldContain("YAML");
+
+        var unknownKey = await admin.PutAsync($"/api/v1/templates/{name}", new StringContent("displayName: X\nproccess:\n  command: xterm\n", Encoding.UTF8, "text/yaml"), Ct);
+        await unknownKey.ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+    }
+
+    [Fact]
+    public async Task Invalid_templates_are_400_naming_the_fields()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("bad-");
+
+        async Task ExpectFieldAsync(object body, params string[] fields)
+        {
+            var json = await (await admin.PostAsJsonAsync($"/api/v1/templates/{name}", body, Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+            var named = json.GetProperty("fields").EnumerateObject().Select(p => p.Name).ToList();
+            foreach (var field in fields) named.ShouldContain(field);
+        }
+
+        await ExpectFieldAsync(new { }, "displayName", "defaultResources", "stream", "process");
+        await ExpectFieldAsync(new
+        {
+            displayName = "X",
+            defaultResources = new { cpu = "lots", memory = "-1Gi" },
+            stream = new { protocol = "rdp", port = 70000 },
+            process = new { command = "" },
+        }, "defaultResources.cpu", "defaultResources.memory", "stream.protocol", "stream.port", "process.command");
+        await ExpectFieldAsync(new
+        {
+            name = "other-name",
+            displayName = "X",
+            defaultResources = new { cpu = "1", memory = "1Gi" },
+            stream = new { protocol = "vnc", port = 5900 },
+            process = new { command = "xterm" },
+        }, "name");
+        await ExpectFieldAsync(new
+        {
+            displayName = "X",
+            defaultResources = new { cpu = "1", memory = "1Gi" },
+            stream = new { protocol = "vnc", port = 5900 },
+            kubernetes = new { image = "" },
+        }, "kubernetes.image");
+
+        // An invalid name in the path.
+        var badName = await (await admin.PostAsJsonAsync("/api/v1/templates/Bad_Name", ValidBody(), Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        badName.GetProperty("fields").TryGetProperty("name", out _).ShouldBeTrue();
+
+        // Malformed JSON, wrong types, unknown fields, null body, unsupported media type.
+        await (await admin.PostRawAsync($"/api/v1/templates/{name}", "{not json")).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        await (await admin.PostRawAsync($"/api/v1/templates/{name}", """{"displayName": 5}""")).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        await (await admin.PostRawAsync($"/api/v1/templates/{name}", """{"stream": {"port": "x"}}""")).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        await (await admin.PostRawAsync($"/api/v1/templates/{name}", """{"displayName": "X", "surprise": true}""")).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        await (await admin.PostRawAsync($"/api/v1/templates/{name}", "null")).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        await (await admin.PostRawAsync($"/api/v1/templates/{name}", "")).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        await (await admin.PostRawAsync($"/api/v1/templates/{name}", "<xml/>", "application/xml")).ShouldBeErrorAsync(HttpStatusCode.UnsupportedMediaType);
+
+        await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+    }
+
+    [Fact]
+    public async Task Deleting_a_template_in_use_is_409_naming_how_many_sessions()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("busy-");
+        await (await admin.PostAsJsonAsync($"/api/v1/templates/{name}", ValidBody(), Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+        var (_, userId, username) = await cp.QuickUserAsync("busy");
+        await cp.InsertSessionAsync($"{username}-{name}-aaaaaa", userId, username, "running", template: name);
+        await cp.InsertSessionAsync($"{username}-{name}-bbbbbb", userId, username, "hibernated", template: name);
+        await cp.InsertSessionAsync($"{username}-{name}-cccccc", userId, username, "terminated", template: name);
+
+        var conflict = await (await admin.DeleteAsync($"/api/v1/templates/{name}", Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        conflict.GetProperty("message").GetString()!.ShouldContain("2 live sessions");
+        await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+    }
+}
+
+public sealed class TemplatesApiTests_Sqlite(SqliteControlPlane cp) : TemplatesApiTests(cp), IClassFixture<SqliteControlPlane>;
+public sealed class TemplatesApiTests_Postgres(PostgresControlPlane cp) : TemplatesApiTests(cp), IClassFixture<PostgresControlPlane>;
