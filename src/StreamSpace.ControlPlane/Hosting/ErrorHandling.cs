@@ -28,6 +28,7 @@ public static class ErrorHandling
             {
                 context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("StreamSpace.Database")
                     .LogWarning(ex, "Database unavailable while serving {Path}", context.Request.Path);
+                context.RequestServices.GetRequiredService<Data.Db>().ClearPool();
                 context.Response.Headers.RetryAfter = "5";
                 await WriteAsync(context, StatusCodes.Status503ServiceUnavailable,
                     new ApiError("Database unavailable", "The database cannot be reached right now; try again shortly."));

@@ -21,7 +21,7 @@ public static class AuthApi
     }
 
     public static async Task<Results<Ok<LoginResponse>, JsonHttpResult<ApiError>>> LoginAsync(
-        LoginRequest? body, Db db, TokenIssuer tokens, AuditLog audit, HttpContext http, CancellationToken ct)
+        LoginRequest? body, Db db, TokenIssuer tokens, AuditLog audit, LoginRateLimiter limiter, HttpContext http, CancellationToken ct)
     {
         var v = new Validation();
         v.Require(body is not null, "body", "a JSON object {username, password} is required");
@@ -30,6 +30,14 @@ public static class AuthApi
         if (!v.IsValid) return v.ToResult();
 
         var username = body!.Username!.Trim();
+        var throttle = limiter.TryAttempt(username, http.Connection.RemoteIpAddress?.ToString(), out var retryAfter);
+        if (throttle != LoginThrottle.None)
+        {
+            http.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return ApiErrors.Of(StatusCodes.Status429TooManyRequests, "Too many requests", throttle == LoginThrottle.Username
+                ? $"Too many login attempts for this username; try again in {Math.Ceiling(retryAfter.TotalSeconds)} seconds."
+                : $"Too many login attempts from this address; try again in {Math.Ceiling(retryAfter.TotalSeconds)} seconds.");
+        }
         await using var conn = await db.OpenAsync(ct);
         var user = await conn.QuerySingleOrDefaultAsync<UserRecord>(new CommandDefinition(
             $"SELECT {UserRecord.Columns} FROM users WHERE username = @username", new { username }, cancellationToken: ct));
