@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.AspNetCore.WebUtilities;
 
 namespace StreamSpace.ControlPlane.Hosting;
 
@@ -14,6 +15,12 @@ public static class ErrorHandling
             try
             {
                 await next(context);
+                // Some framework paths answer an error status with an empty body instead of throwing:
+                // minimal APIs swallow a body read that fails (BadHttpRequestException is an IOException)
+                // after setting 413, and routing answers 405 bare. Give those the JSON body too.
+                if (!context.Response.HasStarted && context.Response.StatusCode >= 400
+                    && context.Response.ContentType is null && context.Response.ContentLength is null)
+                    await WriteAsync(context, context.Response.StatusCode, ForBareStatus(context.Response.StatusCode));
             }
             catch (BadHttpRequestException ex) when (!context.Response.HasStarted)
             {
@@ -45,6 +52,15 @@ public static class ErrorHandling
                     new ApiError("Internal error", "Something went wrong on the server; the error was logged."));
             }
         });
+
+    private static ApiError ForBareStatus(int status) => status switch
+    {
+        StatusCodes.Status413PayloadTooLarge => new ApiError("Payload too large", "The request body is larger than the limit of 1 MiB."),
+        StatusCodes.Status405MethodNotAllowed => new ApiError("Method not allowed", "This route does not accept that HTTP method."),
+        StatusCodes.Status415UnsupportedMediaType => new ApiError("Unsupported media type", "Send the request body as application/json."),
+        StatusCodes.Status400BadRequest => new ApiError("Invalid request", "The request could not be read."),
+        _ => new ApiError(ReasonPhrases.GetReasonPhrase(status) is { Length: > 0 } phrase ? phrase : "Error", $"The request failed with status {status}."),
+    };
 
     public static bool IsDatabaseOutage(Exception ex)
     {
