@@ -45,7 +45,8 @@ public sealed class TcpProxy : IAsyncDisposable
         foreach (var c in open)
         {
             // Linger 0 sends RST: the peer sees a dead connection, not a graceful end.
-            try { c.Client.LingerState = new LingerOption(true, 0); } catch (ObjectDisposedException) { } catch (SocketException) { }
+            // Client is null once the pipe itself disposed this end concurrently.
+            try { c.Client?.LingerState = new LingerOption(true, 0); } catch (ObjectDisposedException) { } catch (SocketException) { }
             c.Dispose();
         }
     }
