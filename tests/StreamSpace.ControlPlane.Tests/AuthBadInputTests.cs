@@ -19,6 +19,7 @@ public abstract class AuthBadInputTests(ControlPlaneFixture cp)
     [InlineData("""[]""", HttpStatusCode.BadRequest)]
     [InlineData("""null""", HttpStatusCode.BadRequest)]
     [InlineData("", HttpStatusCode.BadRequest)]
+    [InlineData("""{"username":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","password":"whatever-1"}""", HttpStatusCode.BadRequest)]
     [InlineData("""{"username":"nobody-here","password":"whatever-1"}""", HttpStatusCode.Unauthorized)]
     public async Task Bad_login_bodies_get_a_clear_4xx(string body, HttpStatusCode expected)
     {

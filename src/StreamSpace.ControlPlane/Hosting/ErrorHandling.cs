@@ -20,13 +20,13 @@ public static class ErrorHandling
                 // after setting 413, and routing answers 405 bare. Give those the JSON body too.
                 if (!context.Response.HasStarted && context.Response.StatusCode >= 400
                     && context.Response.ContentType is null && context.Response.ContentLength is null)
-                    await WriteAsync(context, context.Response.StatusCode, ForBareStatus(context.Response.StatusCode));
+                    await WriteAsync(context, context.Response.StatusCode, ForBareStatus(context, context.Response.StatusCode));
             }
             catch (BadHttpRequestException ex) when (!context.Response.HasStarted)
             {
                 var (error, message) = ex.StatusCode switch
                 {
-                    StatusCodes.Status413PayloadTooLarge => ("Payload too large", "The request body is larger than the limit of 1 MiB."),
+                    StatusCodes.Status413PayloadTooLarge => ("Payload too large", TooLargeMessage(context)),
                     _ => ("Invalid request", Describe(ex)),
                 };
                 await WriteAsync(context, ex.StatusCode, new ApiError(error, message));
@@ -53,9 +53,12 @@ public static class ErrorHandling
             }
         });
 
-    private static ApiError ForBareStatus(int status) => status switch
+    private static string TooLargeMessage(HttpContext context) =>
+        $"The request body is larger than the limit of {context.RequestServices.GetRequiredService<Microsoft.Extensions.Options.IOptions<StreamSpaceOptions>>().Value.MaxRequestBodyBytes} bytes.";
+
+    private static ApiError ForBareStatus(HttpContext context, int status) => status switch
     {
-        StatusCodes.Status413PayloadTooLarge => new ApiError("Payload too large", "The request body is larger than the limit of 1 MiB."),
+        StatusCodes.Status413PayloadTooLarge => new ApiError("Payload too large", TooLargeMessage(context)),
         StatusCodes.Status405MethodNotAllowed => new ApiError("Method not allowed", "This route does not accept that HTTP method."),
         StatusCodes.Status415UnsupportedMediaType => new ApiError("Unsupported media type", "Send the request body as application/json."),
         StatusCodes.Status400BadRequest => new ApiError("Invalid request", "The request could not be read."),

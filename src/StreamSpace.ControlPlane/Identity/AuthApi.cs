@@ -13,6 +13,8 @@ public sealed record LoginUser(string Id, string Username, string Role);
 /// <summary><c>POST /api/v1/auth/login</c>.</summary>
 public static class AuthApi
 {
+    private const int MaxUsernameLength = 64;
+
     public static IEndpointRouteBuilder MapAuthApi(this IEndpointRouteBuilder routes)
     {
         var group = routes.MapGroup("/api/v1/auth").WithTags("Auth");
@@ -27,6 +29,8 @@ public static class AuthApi
         v.Require(body is not null, "body", "a JSON object {username, password} is required");
         v.Require(!string.IsNullOrWhiteSpace(body?.Username), "username", "is required");
         v.Require(!string.IsNullOrEmpty(body?.Password), "password", "is required");
+        // No real username is longer; the cap keeps junk out of the rate limiter's keys and the audit log.
+        v.Require(body?.Username is not { Length: > MaxUsernameLength }, "username", $"must be at most {MaxUsernameLength} characters");
         if (!v.IsValid) return v.ToResult();
 
         var username = body!.Username!.Trim();
