@@ -35,6 +35,8 @@ public static class AuthApi
 
         var username = body!.Username!.Trim();
         var throttle = limiter.TryAttempt(username, http.Connection.RemoteIpAddress?.ToString(), out var retryAfter);
+        // Checked before the database and the (deliberately slow) hash; throttled attempts are not audited,
+        // so a flood of them costs neither CPU nor database writes.
         if (throttle != LoginThrottle.None)
         {
             http.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
