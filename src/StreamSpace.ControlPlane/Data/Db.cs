@@ -28,6 +28,13 @@ public sealed class Db : IAsyncDisposable
     /// <summary>Row lock suffix for a SELECT inside a write transaction. SQLite serializes writers (BEGIN IMMEDIATE) instead.</summary>
     public string ForUpdate => IsPostgres ? " FOR UPDATE" : "";
 
+    /// <summary>
+    /// Drops every idle pooled connection. Called when the database turned out unreachable: the pooled
+    /// sockets are dead then, and without this the first requests after the database is back would each
+    /// pick up a dead one and fail once more. Connections in use are discarded when returned.
+    /// </summary>
+    public void ClearPool() => _pg?.Clear();
+
     public async Task<DbConnection> OpenAsync(CancellationToken ct)
     {
         if (_pg is not null)

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.AspNetCore.WebUtilities;
 
 namespace StreamSpace.ControlPlane.Hosting;
 
@@ -14,12 +15,18 @@ public static class ErrorHandling
             try
             {
                 await next(context);
+                // Some framework paths answer an error status with an empty body instead of throwing:
+                // minimal APIs swallow a body read that fails (BadHttpRequestException is an IOException)
+                // after setting 413, and routing answers 405 bare. Give those the JSON body too.
+                if (!context.Response.HasStarted && context.Response.StatusCode >= 400
+                    && context.Response.ContentType is null && context.Response.ContentLength is null)
+                    await WriteAsync(context, context.Response.StatusCode, ForBareStatus(context, context.Response.StatusCode));
             }
             catch (BadHttpRequestException ex) when (!context.Response.HasStarted)
             {
                 var (error, message) = ex.StatusCode switch
                 {
-                    StatusCodes.Status413PayloadTooLarge => ("Payload too large", "The request body is larger than the limit of 1 MiB."),
+                    StatusCodes.Status413PayloadTooLarge => ("Payload too large", TooLargeMessage(context)),
                     _ => ("Invalid request", Describe(ex)),
                 };
                 await WriteAsync(context, ex.StatusCode, new ApiError(error, message));
@@ -28,6 +35,7 @@ public static class ErrorHandling
             {
                 context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("StreamSpace.Database")
                     .LogWarning(ex, "Database unavailable while serving {Path}", context.Request.Path);
+                context.RequestServices.GetRequiredService<Data.Db>().ClearPool();
                 context.Response.Headers.RetryAfter = "5";
                 await WriteAsync(context, StatusCodes.Status503ServiceUnavailable,
                     new ApiError("Database unavailable", "The database cannot be reached right now; try again shortly."));
@@ -44,6 +52,18 @@ public static class ErrorHandling
                     new ApiError("Internal error", "Something went wrong on the server; the error was logged."));
             }
         });
+
+    private static string TooLargeMessage(HttpContext context) =>
+        $"The request body is larger than the limit of {context.RequestServices.GetRequiredService<Microsoft.Extensions.Options.IOptions<StreamSpaceOptions>>().Value.MaxRequestBodyBytes} bytes.";
+
+    private static ApiError ForBareStatus(HttpContext context, int status) => status switch
+    {
+        StatusCodes.Status413PayloadTooLarge => new ApiError("Payload too large", TooLargeMessage(context)),
+        StatusCodes.Status405MethodNotAllowed => new ApiError("Method not allowed", "This route does not accept that HTTP method."),
+        StatusCodes.Status415UnsupportedMediaType => new ApiError("Unsupported media type", "Send the request body as application/json."),
+        StatusCodes.Status400BadRequest => new ApiError("Invalid request", "The request could not be read."),
+        _ => new ApiError(ReasonPhrases.GetReasonPhrase(status) is { Length: > 0 } phrase ? phrase : "Error", $"The request failed with status {status}."),
+    };
 
     public static bool IsDatabaseOutage(Exception ex)
     {

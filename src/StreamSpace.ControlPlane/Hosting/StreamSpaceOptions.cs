@@ -60,6 +60,8 @@ public sealed class StreamSpaceOptions
         if (CommandTtl <= TimeSpan.Zero) errors.Add("CommandTtl must be positive");
         if (CommandAckTimeout <= TimeSpan.Zero) errors.Add("CommandAckTimeout must be positive");
         if (TokenLifetime <= TimeSpan.Zero) errors.Add("TokenLifetime must be positive");
+        if (LoginAttemptsPerUsernamePerMinute < 1) errors.Add("LoginAttemptsPerUsernamePerMinute must be >= 1");
+        if (LoginAttemptsPerClientPerMinute < 1) errors.Add("LoginAttemptsPerClientPerMinute must be >= 1");
         if (AdminPassword is { Length: < 8 }) errors.Add("STREAMSPACE_ADMIN_PASSWORD must be at least 8 characters");
         if (errors.Count > 0) throw new InvalidOperationException("Invalid StreamSpace configuration: " + string.Join("; ", errors));
     }

@@ -13,6 +13,8 @@ public sealed record LoginUser(string Id, string Username, string Role);
 /// <summary><c>POST /api/v1/auth/login</c>.</summary>
 public static class AuthApi
 {
+    private const int MaxUsernameLength = 64;
+
     public static IEndpointRouteBuilder MapAuthApi(this IEndpointRouteBuilder routes)
     {
         var group = routes.MapGroup("/api/v1/auth").WithTags("Auth");
@@ -21,15 +23,27 @@ public static class AuthApi
     }
 
     public static async Task<Results<Ok<LoginResponse>, JsonHttpResult<ApiError>>> LoginAsync(
-        LoginRequest? body, Db db, TokenIssuer tokens, AuditLog audit, HttpContext http, CancellationToken ct)
+        LoginRequest? body, Db db, TokenIssuer tokens, AuditLog audit, LoginRateLimiter limiter, HttpContext http, CancellationToken ct)
     {
         var v = new Validation();
         v.Require(body is not null, "body", "a JSON object {username, password} is required");
         v.Require(!string.IsNullOrWhiteSpace(body?.Username), "username", "is required");
         v.Require(!string.IsNullOrEmpty(body?.Password), "password", "is required");
+        // No real username is longer; the cap keeps junk out of the rate limiter's keys and the audit log.
+        v.Require(body?.Username is not { Length: > MaxUsernameLength }, "username", $"must be at most {MaxUsernameLength} characters");
         if (!v.IsValid) return v.ToResult();
 
         var username = body!.Username!.Trim();
+        var throttle = limiter.TryAttempt(username, http.Connection.RemoteIpAddress?.ToString(), out var retryAfter);
+        // Checked before the database and the (deliberately slow) hash; throttled attempts are not audited,
+        // so a flood of them costs neither CPU nor database writes.
+        if (throttle != LoginThrottle.None)
+        {
+            http.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return ApiErrors.Of(StatusCodes.Status429TooManyRequests, "Too many requests", throttle == LoginThrottle.Username
+                ? $"Too many login attempts for this username; try again in {Math.Ceiling(retryAfter.TotalSeconds)} seconds."
+                : $"Too many login attempts from this address; try again in {Math.Ceiling(retryAfter.TotalSeconds)} seconds.");
+        }
         await using var conn = await db.OpenAsync(ct);
         var user = await conn.QuerySingleOrDefaultAsync<UserRecord>(new CommandDefinition(
             $"SELECT {UserRecord.Columns} FROM users WHERE username = @username", new { username }, cancellationToken: ct));

@@ -14,6 +14,7 @@ public static class IdentitySetup
         services.AddSingleton<SigningKeyProvider>();
         services.AddSingleton<TokenIssuer>();
         services.AddSingleton<AdminBootstrap>();
+        services.AddSingleton<LoginRateLimiter>();
         services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
         services.AddSingleton<IConfigureOptions<JwtBearerOptions>, ConfigureJwt>();
         services.AddAuthorizationBuilder()

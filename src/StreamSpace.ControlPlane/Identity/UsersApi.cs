@@ -1,7 +1,201 @@
+using System.Data.Common;
+using System.Text.RegularExpressions;
+using Dapper;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Audit;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Sessions;
+
 namespace StreamSpace.ControlPlane.Identity;
 
-/// <summary>Users: <c>GET /api/v1/users/me</c>, admin management. (Being built.)</summary>
-public static class UsersApi
+public sealed record CreateUserRequest(string? Username, string? Password, string? Role, int? MaxSessions);
+public sealed record UpdateUserRequest(string? Role, int? MaxSessions, bool? Disabled, string? Password);
+
+/// <summary>
+/// Users: <c>GET /api/v1/users/me</c> for everyone signed in; listing, creating, changing and deleting
+/// users for admins. Nobody changes their own role, disables or deletes themselves.
+/// </summary>
+public static partial class UsersApi
 {
-    public static IEndpointRouteBuilder MapUsersApi(this IEndpointRouteBuilder routes) => routes;
+    public const int MinPasswordLength = 8;
+    public const int MaxPasswordLength = 256;
+    public const int MaxSessionsLimit = 1000;
+
+    /// <summary>Usernames become part of session ids (<c>{user}-{template}-{suffix}</c>), hence the narrow alphabet.</summary>
+    [GeneratedRegex("^[a-z0-9][a-z0-9_-]{1,31}$", RegexOptions.CultureInvariant)]
+    private static partial Regex UsernamePattern();
+
+    public static bool IsValidUsername(string? username) => username is not null && UsernamePattern().IsMatch(username);
+
+    public static IEndpointRouteBuilder MapUsersApi(this IEndpointRouteBuilder routes)
+    {
+        var group = routes.MapGroup("/api/v1/users").WithTags("Users");
+        group.MapGet("/me", GetMeAsync).RequireAuthorization(Policies.User);
+        group.MapGet("", ListAsync).RequireAuthorization(Policies.Admin);
+        group.MapPost("", CreateAsync).RequireAuthorization(Policies.Admin);
+        group.MapPatch("/{id}", UpdateAsync).RequireAuthorization(Policies.Admin);
+        group.MapDelete("/{id}", DeleteAsync).RequireAuthorization(Policies.Admin);
+        return routes;
+    }
+
+    public static async Task<Results<Ok<UserDto>, JsonHttpResult<ApiError>>> GetMeAsync(HttpContext http, Db db, CancellationToken ct)
+    {
+        var caller = CurrentUser.From(http.User);
+        await using var conn = await db.OpenAsync(ct);
+        var user = await FindAsync(conn, null, caller.Id, forUpdate: "", ct);
+        // Token validation just read this row; it can only be gone if it was deleted in between.
+        return user is null ? ApiErrors.NotFound("Your user no longer exists.") : TypedResults.Ok(user.ToDto());
+    }
+
+    public static async Task<Ok<List<UserDto>>> ListAsync(Db db, CancellationToken ct)
+    {
+        await using var conn = await db.OpenAsync(ct);
+        var users = await conn.QueryAsync<UserRecord>(new CommandDefinition(
+            $"SELECT {UserRecord.Columns} FROM users ORDER BY username", cancellationToken: ct));
+        return TypedResults.Ok(users.Select(u => u.ToDto()).ToList());
+    }
+
+    public static async Task<Results<Created<UserDto>, JsonHttpResult<ApiError>>> CreateAsync(
+        CreateUserRequest? body, HttpContext http, Db db, AuditLog audit, IOptions<StreamSpaceOptions> options, TimeProvider time, CancellationToken ct)
+    {
+        var v = new Validation();
+        v.Require(body is not null, "body", "a JSON object {username, password, role?, maxSessions?} is required");
+        v.Require(body?.Username is not null, "username", "is required");
+        if (body?.Username is not null)
+            v.Require(IsValidUsername(body.Username), "username", "must match ^[a-z0-9][a-z0-9_-]{1,31}$ (2-32 lowercase letters, digits, '-' or '_')");
+        ValidatePassword(v, body?.Password, required: true);
+        if (body?.Role is not null) v.Require(Roles.IsValid(body.Role), "role", "must be 'admin' or 'user'");
+        if (body?.MaxSessions is { } max) v.Require(max is >= 0 and <= MaxSessionsLimit, "maxSessions", $"must be between 0 and {MaxSessionsLimit}");
+        if (!v.IsValid) return v.ToResult();
+
+        var caller = CurrentUser.From(http.User);
+        var now = time.GetUtcNow();
+        var user = new UserRecord
+        {
+            Id = Guid.NewGuid().ToString("N"),
+            Username = body!.Username!,
+            PasswordHash = PasswordHasher.Hash(body.Password!),
+            Role = body.Role ?? Roles.User,
+            Disabled = false,
+            MaxSessions = body.MaxSessions ?? options.Value.DefaultMaxSessions,
+            TokenVersion = 1,
+            CreatedAt = now,
+            UpdatedAt = now,
+        };
+        var inserted = await db.InTransactionAsync(async (conn, tx) =>
+        {
+            // ON CONFLICT keeps the duplicate check race-free across requests and replicas.
+            var rows = await conn.ExecuteAsync(new CommandDefinition(
+                """
+                INSERT INTO users (id, username, password_hash, role, disabled, max_sessions, token_version, created_at, updated_at)
+                VALUES (@Id, @Username, @PasswordHash, @Role, @Disabled, @MaxSessions, @TokenVersion, @CreatedAt, @UpdatedAt)
+                ON CONFLICT (username) DO NOTHING
+                """, user, tx, cancellationToken: ct));
+            if (rows == 1)
+                await audit.WriteAsync(conn, tx, caller.Username, AuditActions.UserCreated, user.Username,
+                    $"role={user.Role} maxSessions={user.MaxSessions}", http, ct);
+            return rows == 1;
+        }, ct);
+        if (!inserted) return ApiErrors.Conflict($"A user named '{user.Username}' already exists.");
+        return TypedResults.Created($"/api/v1/users/{user.Id}", user.ToDto());
+    }
+
+    public static async Task<Results<Ok<UserDto>, JsonHttpResult<ApiError>>> UpdateAsync(
+        string id, UpdateUserRequest? body, HttpContext http, Db db, AuditLog audit, TimeProvider time, CancellationToken ct)
+    {
+        var v = new Validation();
+        v.Require(body is not null, "body", "a JSON object {role?, maxSessions?, disabled?, password?} is required");
+        v.Require(body is null || body.Role is not null || body.MaxSessions is not null || body.Disabled is not null || body.Password is not null,
+            "body", "name at least one of role, maxSessions, disabled, password");
+        if (body?.Role is not null) v.Require(Roles.IsValid(body.Role), "role", "must be 'admin' or 'user'");
+        if (body?.MaxSessions is { } max) v.Require(max is >= 0 and <= MaxSessionsLimit, "maxSessions", $"must be between 0 and {MaxSessionsLimit}");
+        ValidatePassword(v, body?.Password, required: false);
+        if (!v.IsValid) return v.ToResult();
+
+        var caller = CurrentUser.From(http.User);
+        var self = caller.Id == id;
+        if (self && body!.Disabled == true)
+            return ApiErrors.Forbidden("You cannot disable yourself; ask another admin.");
+        // Hashing is slow on purpose; do it before the row lock is taken.
+        var newHash = body!.Password is { } password ? PasswordHasher.Hash(password) : null;
+
+        return await db.InTransactionAsync<Results<Ok<UserDto>, JsonHttpResult<ApiError>>>(async (conn, tx) =>
+        {
+            var user = await FindAsync(conn, tx, id, db.ForUpdate, ct);
+            if (user is null) return ApiErrors.NotFound($"No user with id '{id}'.");
+            var roleChanged = body.Role is not null && body.Role != user.Role;
+            if (self && roleChanged)
+                return ApiErrors.Forbidden("Nobody changes their own role; ask another admin.");
+            var disabling = body.Disabled == true && !user.Disabled;
+            var enabling = body.Disabled == false && user.Disabled;
+            // Any of these must end the tokens already handed out, at once (token validation compares the version).
+            var endTokens = roleChanged || disabling || newHash is not null;
+            var updated = user with
+            {
+                Role = body.Role ?? user.Role,
+                MaxSessions = body.MaxSessions ?? user.MaxSessions,
+                Disabled = body.Disabled ?? user.Disabled,
+                PasswordHash = newHash ?? user.PasswordHash,
+                TokenVersion = endTokens ? user.TokenVersion + 1 : user.TokenVersion,
+                UpdatedAt = time.GetUtcNow(),
+            };
+            await conn.ExecuteAsync(new CommandDefinition(
+                """
+                UPDATE users SET role = @Role, max_sessions = @MaxSessions, disabled = @Disabled, password_hash = @PasswordHash,
+                                 token_version = @TokenVersion, updated_at = @UpdatedAt
+                WHERE id = @Id
+                """, updated, tx, cancellationToken: ct));
+
+            if (roleChanged)
+                await audit.WriteAsync(conn, tx, caller.Username, AuditActions.UserRoleChanged, user.Username, $"{user.Role} -> {updated.Role}", http, ct);
+            if (disabling)
+                await audit.WriteAsync(conn, tx, caller.Username, AuditActions.UserDisabled, user.Username, null, http, ct);
+            var other = new List<string>();
+            if (enabling) other.Add("enabled");
+            if (updated.MaxSessions != user.MaxSessions) other.Add($"maxSessions {user.MaxSessions} -> {updated.MaxSessions}");
+            if (newHash is not null) other.Add("password changed"); // never the password itself
+            if (other.Count > 0)
+                await audit.WriteAsync(conn, tx, caller.Username, AuditActions.UserUpdated, user.Username, string.Join("; ", other), http, ct);
+            return TypedResults.Ok(updated.ToDto());
+        }, ct);
+    }
+
+    public static async Task<Results<NoContent, JsonHttpResult<ApiError>>> DeleteAsync(
+        string id, HttpContext http, Db db, AuditLog audit, CancellationToken ct)
+    {
+        var caller = CurrentUser.From(http.User);
+        if (caller.Id == id) return ApiErrors.Forbidden("You cannot delete yourself; ask another admin.");
+
+        return await db.InTransactionAsync<Results<NoContent, JsonHttpResult<ApiError>>>(async (conn, tx) =>
+        {
+            var user = await FindAsync(conn, tx, id, db.ForUpdate, ct);
+            if (user is null) return ApiErrors.NotFound($"No user with id '{id}'.");
+            var live = await conn.ExecuteScalarAsync<long>(new CommandDefinition(
+                $"SELECT COUNT(*) FROM sessions WHERE user_id = @id AND state IN ({SessionState.LiveSqlList})", new { id }, tx, cancellationToken: ct));
+            if (live > 0)
+                return ApiErrors.Conflict($"User '{user.Username}' still has {live} live session(s); terminate them first.");
+            // Finished sessions only keep history of this user; they reference the row (foreign key) and go with it.
+            await conn.ExecuteAsync(new CommandDefinition("DELETE FROM sessions WHERE user_id = @id", new { id }, tx, cancellationToken: ct));
+            await conn.ExecuteAsync(new CommandDefinition("DELETE FROM users WHERE id = @id", new { id }, tx, cancellationToken: ct));
+            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.UserDeleted, user.Username, null, http, ct);
+            return TypedResults.NoContent();
+        }, ct);
+    }
+
+    private static void ValidatePassword(Validation v, string? password, bool required)
+    {
+        if (password is null)
+        {
+            if (required) v.Add("password", "is required");
+            return;
+        }
+        v.Require(password.Length >= MinPasswordLength, "password", $"must be at least {MinPasswordLength} characters");
+        v.Require(password.Length <= MaxPasswordLength, "password", $"must be at most {MaxPasswordLength} characters");
+    }
+
+    private static Task<UserRecord?> FindAsync(DbConnection conn, DbTransaction? tx, string id, string forUpdate, CancellationToken ct) =>
+        conn.QuerySingleOrDefaultAsync<UserRecord>(new CommandDefinition(
+            $"SELECT {UserRecord.Columns} FROM users WHERE id = @id{forUpdate}", new { id }, tx, cancellationToken: ct));
 }

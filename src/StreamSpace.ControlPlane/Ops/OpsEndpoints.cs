@@ -1,5 +1,6 @@
 using Dapper;
 using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
 
@@ -9,10 +10,14 @@ namespace StreamSpace.ControlPlane.Ops;
 public static class OpsEndpoints
 {
     public const string MeterName = "StreamSpace.ControlPlane";
+    /// <summary>The OpenTelemetry <c>service.name</c> every metric (and trace) of the control plane carries.</summary>
+    public const string ServiceName = "streamspace-control-plane";
 
     public static IServiceCollection AddStreamSpaceOps(this IServiceCollection services)
     {
-        services.AddOpenTelemetry().WithMetrics(m => m
+        services.AddOpenTelemetry()
+            .ConfigureResource(r => r.AddService(ServiceName, serviceVersion: typeof(OpsEndpoints).Assembly.GetName().Version?.ToString()))
+            .WithMetrics(m => m
             .AddAspNetCoreInstrumentation()
             .AddRuntimeInstrumentation()
             .AddMeter(MeterName)
@@ -41,6 +46,7 @@ public static class OpsEndpoints
         }
         catch (Exception ex) when (ex is OperationCanceledException || ErrorHandling.IsDatabaseOutage(ex) || ex is System.Data.Common.DbException)
         {
+            db.ClearPool();
             return TypedResults.Json(new ApiError("Database unavailable", $"The database cannot be reached: {ex.Message}"), statusCode: StatusCodes.Status503ServiceUnavailable);
         }
     }

@@ -50,6 +50,10 @@ public abstract class ControlPlaneFixture : IAsyncLifetime
             $"--StreamSpace:AdminPassword={AdminPassword}",
             "--StreamSpace:EmbeddedAgent=false",
             "--Logging:LogLevel:Default=Warning",
+            // Every test logs in from 127.0.0.1; the production limits (30/min per client) would throttle a
+            // busy test class. Rate-limit tests set their own small limits through ExtraArgs (later wins).
+            "--StreamSpace:LoginAttemptsPerClientPerMinute=100000",
+            "--StreamSpace:LoginAttemptsPerUsernamePerMinute=100000",
             .. ExtraArgs,
         ];
         App = StreamSpaceApp.Build(args, ConfigureServices);

@@ -1,0 +1,71 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+
+namespace StreamSpace.ControlPlane.Tests;
+
+public abstract class AuditApiTests(ControlPlaneFixture cp)
+{
+    [Fact]
+    public async Task Logins_are_listed_newest_first_with_all_fields()
+    {
+        var name = ControlPlaneFixture.Unique("aud");
+        await cp.CreateUserAsync(name); // logs in once: login.succeeded
+        await cp.Client().PostAsJsonAsync("/api/v1/auth/login", new { username = name, password = "wrong-password" }, TestContext.Current.CancellationToken);
+        var admin = await cp.AdminClientAsync();
+
+        var entries = await (await admin.GetAsync($"/api/v1/audit?user={name}", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        entries.ValueKind.ShouldBe(JsonValueKind.Array);
+        entries.GetArrayLength().ShouldBe(2);
+        entries[0].GetProperty("action").GetString().ShouldBe("login.failed");
+        entries[1].GetProperty("action").GetString().ShouldBe("login.succeeded");
+        entries[0].GetProperty("id").GetInt64().ShouldBeGreaterThan(entries[1].GetProperty("id").GetInt64());
+        var first = entries[0];
+        first.GetProperty("target").GetString().ShouldBe(name);
+        first.GetProperty("clientIp").GetString().ShouldBe("127.0.0.1");
+        first.GetProperty("detail").GetString().ShouldBe("bad credentials");
+        first.GetProperty("at").GetDateTimeOffset().ShouldBeGreaterThan(DateTimeOffset.UtcNow.AddMinutes(-5));
+        first.TryGetProperty("actor", out _).ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task Filters_by_action_and_limits()
+    {
+        var admin = await cp.AdminClientAsync();
+        for (var i = 0; i < 3; i++)
+            await cp.Client().PostAsJsonAsync("/api/v1/auth/login", new { username = ControlPlaneFixture.Unique("ghost"), password = "wrong-password" }, TestContext.Current.CancellationToken);
+
+        var two = await (await admin.GetAsync("/api/v1/audit?action=login.failed&limit=2", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        two.GetArrayLength().ShouldBe(2);
+        two.EnumerateArray().ShouldAllBe(e => e.GetProperty("action").GetString() == "login.failed");
+
+        var all = await (await admin.GetAsync("/api/v1/audit", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        all.GetArrayLength().ShouldBeInRange(4, 100);
+        var ids = all.EnumerateArray().Select(e => e.GetProperty("id").GetInt64()).ToList();
+        ids.ShouldBe(ids.OrderByDescending(x => x).ToList());
+    }
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("1001")]
+    [InlineData("-5")]
+    [InlineData("ten")]
+    [InlineData("")]
+    public async Task Bad_limit_is_400(string limit)
+    {
+        var admin = await cp.AdminClientAsync();
+        var error = await (await admin.GetAsync($"/api/v1/audit?limit={limit}", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        error.GetProperty("fields").TryGetProperty("limit", out _).ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task Plain_users_cannot_read_the_audit_log()
+    {
+        var (client, _, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("nosy"));
+        await (await client.GetAsync("/api/v1/audit", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+    }
+}
+
+public sealed class AuditApiTests_Sqlite(SqliteControlPlane cp) : AuditApiTests(cp), IClassFixture<SqliteControlPlane>;
+public sealed class AuditApiTests_Postgres(PostgresControlPlane cp) : AuditApiTests(cp), IClassFixture<PostgresControlPlane>;

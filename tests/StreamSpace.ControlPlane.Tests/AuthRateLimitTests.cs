@@ -1,0 +1,81 @@
+using System.Net;
+using System.Net.Http.Json;
+using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Identity;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+
+namespace StreamSpace.ControlPlane.Tests;
+
+/// <summary>A control plane with a small per-username login limit. The limiter is in memory, so one database suffices.</summary>
+public sealed class UsernameRateLimitedControlPlane() : ControlPlaneFixture(DatabaseKind.Sqlite)
+{
+    public const int PerUsername = 3;
+
+    protected override IEnumerable<string> ExtraArgs => [$"--StreamSpace:LoginAttemptsPerUsernamePerMinute={PerUsername}"];
+}
+
+/// <summary>A control plane with a small per-client login limit (every test client is 127.0.0.1).</summary>
+public sealed class ClientRateLimitedControlPlane() : ControlPlaneFixture(DatabaseKind.Sqlite)
+{
+    public const int PerClient = 5;
+
+    protected override IEnumerable<string> ExtraArgs => [$"--StreamSpace:LoginAttemptsPerClientPerMinute={PerClient}"];
+}
+
+public sealed class AuthRateLimitUsernameTests(UsernameRateLimitedControlPlane cp) : IClassFixture<UsernameRateLimitedControlPlane>
+{
+    [Fact]
+    public async Task Too_many_attempts_for_one_username_are_429_with_retry_after_even_with_the_right_password()
+    {
+        var name = ControlPlaneFixture.Unique("victim");
+        await cp.CreateUserAsync(name, password: "the-right-password"); // one successful login
+        for (var i = 1; i < UsernameRateLimitedControlPlane.PerUsername; i++)
+        {
+            var wrong = await cp.Client().PostAsJsonAsync("/api/v1/auth/login", new { username = name, password = "guess-" + i }, TestContext.Current.CancellationToken);
+            await wrong.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        }
+        var limited = await cp.Client().PostAsJsonAsync("/api/v1/auth/login", new { username = name.ToUpperInvariant(), password = "the-right-password" }, TestContext.Current.CancellationToken);
+        var error = await limited.ShouldBeErrorAsync(HttpStatusCode.TooManyRequests);
+        error.GetProperty("error").GetString().ShouldBe("Too many requests");
+        error.GetProperty("message").GetString()!.ShouldContain("username");
+        var retryAfter = limited.Headers.RetryAfter?.Delta;
+        retryAfter.ShouldNotBeNull();
+        retryAfter.Value.ShouldBeInRange(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(60));
+
+        // Other accounts are not affected by one account being throttled.
+        await cp.CreateUserAsync(ControlPlaneFixture.Unique("bystander"));
+    }
+}
+
+public sealed class AuthRateLimitClientTests(ClientRateLimitedControlPlane cp) : IClassFixture<ClientRateLimitedControlPlane>
+{
+    [Fact]
+    public async Task Too_many_attempts_from_one_client_are_429_across_usernames()
+    {
+        for (var i = 0; i < ClientRateLimitedControlPlane.PerClient; i++)
+        {
+            var response = await cp.Client().PostAsJsonAsync("/api/v1/auth/login", new { username = ControlPlaneFixture.Unique("spray"), password = "guess-password" }, TestContext.Current.CancellationToken);
+            await response.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        }
+        var limited = await cp.Client().PostAsJsonAsync("/api/v1/auth/login", new { username = "admin", password = ControlPlaneFixture.AdminPassword }, TestContext.Current.CancellationToken);
+        var error = await limited.ShouldBeErrorAsync(HttpStatusCode.TooManyRequests);
+        error.GetProperty("message").GetString()!.ShouldContain("address");
+        limited.Headers.RetryAfter?.Delta.ShouldNotBeNull();
+    }
+}
+
+public sealed class AuthRateLimiterTests
+{
+    [Fact]
+    public void Limiter_counts_usernames_case_insensitively_and_separately_per_client()
+    {
+        using var limiter = new LoginRateLimiter(Options.Create(new StreamSpaceOptions { LoginAttemptsPerUsernamePerMinute = 2, LoginAttemptsPerClientPerMinute = 100 }));
+        limiter.TryAttempt("bob", "10.0.0.1", out _).ShouldBe(LoginThrottle.None);
+        limiter.TryAttempt("BOB", "10.0.0.2", out _).ShouldBe(LoginThrottle.None);
+        limiter.TryAttempt("Bob", "10.0.0.3", out var after).ShouldBe(LoginThrottle.Username);
+        after.ShouldBeGreaterThan(TimeSpan.Zero);
+        limiter.TryAttempt("carol", "10.0.0.1", out _).ShouldBe(LoginThrottle.None);
+    }
+}

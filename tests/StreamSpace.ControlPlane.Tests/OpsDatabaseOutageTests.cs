@@ -1,0 +1,99 @@
+using System.Diagnostics;
+using System.Net;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+
+namespace StreamSpace.ControlPlane.Tests;
+
+/// <summary>The control plane on PostgreSQL behind a <see cref="TcpProxy"/> that can cut the database away.</summary>
+public sealed class ProxiedPostgresControlPlane() : ControlPlaneFixture(DatabaseKind.Postgres)
+{
+    private TcpProxy? _proxy;
+
+    public TcpProxy Proxy => _proxy ?? throw new InvalidOperationException("Not initialized");
+
+    /// <summary>Read once by the base fixture after it created the database: point the app at the proxy.</summary>
+    protected override IEnumerable<string> ExtraArgs
+    {
+        get
+        {
+            var direct = new Uri(Database.Setting);
+            _proxy ??= new TcpProxy(direct.Host, direct.Port);
+            return [$"--StreamSpace:Database={direct.Scheme}://{direct.UserInfo}@127.0.0.1:{_proxy.Port}{direct.AbsolutePath}"];
+        }
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        _proxy?.Restore();
+        await base.DisposeAsync();
+        if (_proxy is not null) await _proxy.DisposeAsync();
+    }
+}
+
+/// <summary>
+/// A database outage is a clear 503, fast, and the control plane recovers by itself when the database
+/// is back: no restart, no stuck pool of dead connections.
+/// </summary>
+public sealed class OpsDatabaseOutageTests(ProxiedPostgresControlPlane cp) : IClassFixture<ProxiedPostgresControlPlane>
+{
+    private static readonly TimeSpan MaxAnswerTime = TimeSpan.FromSeconds(10);
+
+    private static async Task<(HttpResponseMessage Response, TimeSpan Took)> TimedGetAsync(HttpClient client, string path)
+    {
+        var watch = Stopwatch.StartNew();
+        var response = await client.GetAsync(path, TestContext.Current.CancellationToken);
+        return (response, watch.Elapsed);
+    }
+
+    [Fact]
+    public async Task Readyz_and_api_are_503_while_the_database_is_cut_and_200_after_restore()
+    {
+        var (user, _, token) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("outage"));
+        var client = cp.Client();
+        // Warm the pool so that the cut also has live pooled connections to break.
+        for (var i = 0; i < 3; i++)
+        {
+            (await client.GetAsync("/readyz", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+            (await user.GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+        }
+
+        cp.Proxy.Cut();
+        try
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                var (ready, readyTook) = await TimedGetAsync(client, "/readyz");
+                await ready.ShouldBeErrorAsync(HttpStatusCode.ServiceUnavailable);
+                readyTook.ShouldBeLessThan(MaxAnswerTime);
+
+                var (me, meTook) = await TimedGetAsync(user, "/api/v1/users/me");
+                await me.ShouldBeErrorAsync(HttpStatusCode.ServiceUnavailable);
+                me.Headers.RetryAfter.ShouldNotBeNull();
+                meTook.ShouldBeLessThan(MaxAnswerTime);
+
+                var (login, loginTook) = await TimedPostLoginAsync(client);
+                await login.ShouldBeErrorAsync(HttpStatusCode.ServiceUnavailable);
+                loginTook.ShouldBeLessThan(MaxAnswerTime);
+            }
+        }
+        finally
+        {
+            cp.Proxy.Restore();
+        }
+
+        // The very first requests after the restore must already succeed: no dead pooled connection is reused.
+        (await client.GetAsync("/readyz", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+        var again = await (await user.GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        again.GetProperty("role").GetString().ShouldBe("user");
+        (await cp.Client(token).GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+        await cp.LoginAsync("admin", ControlPlaneFixture.AdminPassword);
+    }
+
+    private static async Task<(HttpResponseMessage, TimeSpan)> TimedPostLoginAsync(HttpClient client)
+    {
+        var watch = Stopwatch.StartNew();
+        var response = await client.PostRawAsync("/api/v1/auth/login", """{"username":"admin","password":"whatever-123"}""");
+        return (response, watch.Elapsed);
+    }
+}

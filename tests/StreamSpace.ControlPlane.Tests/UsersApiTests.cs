@@ -1,0 +1,267 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Dapper;
+using StreamSpace.ControlPlane.Identity;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+
+namespace StreamSpace.ControlPlane.Tests;
+
+public abstract class UsersApiTests(ControlPlaneFixture cp)
+{
+    private const string Password = "a-good-password";
+
+    private async Task<JsonElement> CreateViaApiAsync(HttpClient admin, string username, object? extra = null)
+    {
+        var body = new Dictionary<string, object?> { ["username"] = username, ["password"] = Password };
+        if (extra is not null)
+            foreach (var p in extra.GetType().GetProperties()) body[p.Name] = p.GetValue(extra);
+        var response = await admin.PostAsJsonAsync("/api/v1/users", body, TestContext.Current.CancellationToken);
+        return await response.ShouldBeJsonAsync(HttpStatusCode.Created);
+    }
+
+    [Fact]
+    public async Task Me_returns_the_caller()
+    {
+        var name = ControlPlaneFixture.Unique("me");
+        var (client, id, _) = await cp.CreateUserAsync(name, maxSessions: 3);
+        var me = await (await client.GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        me.GetProperty("id").GetString().ShouldBe(id);
+        me.GetProperty("username").GetString().ShouldBe(name);
+        me.GetProperty("role").GetString().ShouldBe("user");
+        me.GetProperty("disabled").GetBoolean().ShouldBeFalse();
+        me.GetProperty("maxSessions").GetInt32().ShouldBe(3);
+        me.GetProperty("createdAt").GetDateTimeOffset().ShouldBeGreaterThan(DateTimeOffset.UtcNow.AddMinutes(-5));
+        me.TryGetProperty("passwordHash", out _).ShouldBeFalse();
+    }
+
+    [Fact]
+    public async Task Admin_creates_a_user_with_defaults_who_can_then_log_in()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("new");
+        var created = await CreateViaApiAsync(admin, name);
+        created.GetProperty("username").GetString().ShouldBe(name);
+        created.GetProperty("role").GetString().ShouldBe("user");
+        created.GetProperty("maxSessions").GetInt32().ShouldBe(5); // StreamSpaceOptions.DefaultMaxSessions
+        created.GetProperty("disabled").GetBoolean().ShouldBeFalse();
+        var token = await cp.LoginAsync(name, Password);
+        var me = await (await cp.Client(token).GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        me.GetProperty("id").GetString().ShouldBe(created.GetProperty("id").GetString());
+
+        var list = await (await admin.GetAsync("/api/v1/users", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        list.ValueKind.ShouldBe(JsonValueKind.Array);
+        list.EnumerateArray().Select(u => u.GetProperty("username").GetString()).ShouldContain(name);
+        list.EnumerateArray().Select(u => u.GetProperty("username").GetString()).ShouldContain("admin");
+    }
+
+    [Fact]
+    public async Task Admin_creates_an_admin_with_a_quota()
+    {
+        var admin = await cp.AdminClientAsync();
+        var created = await CreateViaApiAsync(admin, ControlPlaneFixture.Unique("boss"), new { role = "admin", maxSessions = 1000 });
+        created.GetProperty("role").GetString().ShouldBe("admin");
+        created.GetProperty("maxSessions").GetInt32().ShouldBe(1000);
+    }
+
+    [Fact]
+    public async Task Duplicate_username_is_409()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("dup");
+        await CreateViaApiAsync(admin, name);
+        var again = await admin.PostAsJsonAsync("/api/v1/users", new { username = name, password = "another-password" }, TestContext.Current.CancellationToken);
+        await again.ShouldBeErrorAsync(HttpStatusCode.Conflict);
+    }
+
+    [Theory]
+    [InlineData("""{"username":"Alice","password":"long-enough"}""", "username")]
+    [InlineData("""{"username":"a","password":"long-enough"}""", "username")]
+    [InlineData("""{"username":"-alice","password":"long-enough"}""", "username")]
+    [InlineData("""{"username":"al ice","password":"long-enough"}""", "username")]
+    [InlineData("""{"username":"abcdefghijabcdefghijabcdefghijabc","password":"long-enough"}""", "username")]
+    [InlineData("""{"username":"alice","password":"short"}""", "password")]
+    [InlineData("""{"username":"alice"}""", "password")]
+    [InlineData("""{"password":"long-enough"}""", "username")]
+    [InlineData("""{"username":"alice","password":"long-enough","role":"root"}""", "role")]
+    [InlineData("""{"username":"alice","password":"long-enough","maxSessions":-1}""", "maxSessions")]
+    [InlineData("""{"username":"alice","password":"long-enough","maxSessions":1001}""", "maxSessions")]
+    public async Task Invalid_new_user_is_400_naming_the_field(string body, string field)
+    {
+        var admin = await cp.AdminClientAsync();
+        var response = await admin.PostRawAsync("/api/v1/users", body);
+        var error = await response.ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        error.GetProperty("fields").TryGetProperty(field, out _).ShouldBeTrue(error.ToString());
+    }
+
+    [Theory]
+    [InlineData("""{"username":"alice","password":"long-enough","maxSessions":"many"}""")]
+    [InlineData("""{"username":5,"password":"long-enough"}""")]
+    [InlineData("""{"username":"alice","password":"long-enough","isAdmin":true}""")]
+    [InlineData("""{"username":"alice","password":""")]
+    [InlineData("""[1,2]""")]
+    [InlineData("")]
+    [InlineData("null")]
+    public async Task Malformed_new_user_body_is_400(string body)
+    {
+        var admin = await cp.AdminClientAsync();
+        var response = await admin.PostRawAsync("/api/v1/users", body);
+        await response.ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+    }
+
+    [Fact]
+    public async Task Huge_body_is_413()
+    {
+        var admin = await cp.AdminClientAsync();
+        var huge = $$"""{"username":"alice","password":"{{new string('x', 1024 * 1024 + 10)}}"}""";
+        var response = await admin.PostRawAsync("/api/v1/users", huge);
+        await response.ShouldBeErrorAsync(HttpStatusCode.RequestEntityTooLarge);
+    }
+
+    [Fact]
+    public async Task Patch_changes_quota_and_keeps_tokens()
+    {
+        var admin = await cp.AdminClientAsync();
+        var (client, id, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("quota"));
+        var patched = await (await admin.PatchAsJsonAsync($"/api/v1/users/{id}", new { maxSessions = 9 }, TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        patched.GetProperty("maxSessions").GetInt32().ShouldBe(9);
+        (await client.GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+    }
+
+    [Fact]
+    public async Task Role_change_ends_existing_tokens_and_takes_effect_on_next_login()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("promo");
+        var (client, id, _) = await cp.CreateUserAsync(name, password: Password);
+        (await client.GetAsync("/api/v1/users", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.Forbidden);
+
+        var patched = await (await admin.PatchAsJsonAsync($"/api/v1/users/{id}", new { role = "admin" }, TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        patched.GetProperty("role").GetString().ShouldBe("admin");
+        await (await client.GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+
+        var fresh = cp.Client(await cp.LoginAsync(name, Password));
+        (await fresh.GetAsync("/api/v1/users", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+    }
+
+    [Fact]
+    public async Task Disabling_ends_tokens_and_blocks_login_and_enabling_restores_login()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("off");
+        var (client, id, _) = await cp.CreateUserAsync(name, password: Password);
+        (await admin.PatchAsJsonAsync($"/api/v1/users/{id}", new { disabled = true }, TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+        await (await client.GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        await (await cp.Client().PostAsJsonAsync("/api/v1/auth/login", new { username = name, password = Password }, TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+
+        (await admin.PatchAsJsonAsync($"/api/v1/users/{id}", new { disabled = false }, TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+        var token = await cp.LoginAsync(name, Password);
+        (await cp.Client(token).GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+    }
+
+    [Fact]
+    public async Task Password_change_ends_tokens_and_the_new_password_works()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("pw");
+        var (client, id, _) = await cp.CreateUserAsync(name, password: Password);
+        (await admin.PatchAsJsonAsync($"/api/v1/users/{id}", new { password = "the-new-password" }, TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+        await (await client.GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        await (await cp.Client().PostAsJsonAsync("/api/v1/auth/login", new { username = name, password = Password }, TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        await cp.LoginAsync(name, "the-new-password");
+    }
+
+    [Fact]
+    public async Task Admin_cannot_change_own_role_disable_or_delete_self()
+    {
+        var name = ControlPlaneFixture.Unique("selfadm");
+        var (client, id, _) = await cp.CreateUserAsync(name, role: Roles.Admin);
+        await (await client.PatchAsJsonAsync($"/api/v1/users/{id}", new { role = "user" }, TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await client.PatchAsJsonAsync($"/api/v1/users/{id}", new { disabled = true }, TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await client.DeleteAsync($"/api/v1/users/{id}", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        var me = await (await client.GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        me.GetProperty("role").GetString().ShouldBe("admin");
+        me.GetProperty("disabled").GetBoolean().ShouldBeFalse();
+    }
+
+    [Theory]
+    [InlineData("""{}""")]
+    [InlineData("""{"role":"superuser"}""")]
+    [InlineData("""{"maxSessions":5000}""")]
+    [InlineData("""{"password":"short"}""")]
+    [InlineData("""{"disabled":"yes"}""")]
+    [InlineData("""{"username":"renamed"}""")]
+    [InlineData("""not json""")]
+    public async Task Invalid_patch_is_400(string body)
+    {
+        var admin = await cp.AdminClientAsync();
+        var (_, id, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("badpatch"));
+        var response = await admin.PatchAsync($"/api/v1/users/{id}", new StringContent(body, System.Text.Encoding.UTF8, "application/json"), TestContext.Current.CancellationToken);
+        await response.ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+    }
+
+    [Fact]
+    public async Task Unknown_user_is_404_for_patch_and_delete()
+    {
+        var admin = await cp.AdminClientAsync();
+        await (await admin.PatchAsJsonAsync("/api/v1/users/no-such-id", new { maxSessions = 1 }, TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        await (await admin.DeleteAsync("/api/v1/users/no-such-id", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+    }
+
+    [Fact]
+    public async Task Delete_with_live_sessions_is_409_naming_the_count_and_deletes_once_they_ended()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("busy");
+        var (client, id, _) = await cp.CreateUserAsync(name);
+        var s1 = $"{name}-xterm-aaaaaa";
+        var s2 = $"{name}-xterm-bbbbbb";
+        var s3 = $"{name}-xterm-cccccc";
+        await InsertSessionAsync(s1, id, name, "running");
+        await InsertSessionAsync(s2, id, name, "pending");
+        await InsertSessionAsync(s3, id, name, "terminated");
+
+        var conflict = await (await admin.DeleteAsync($"/api/v1/users/{id}", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        conflict.GetProperty("message").GetString()!.ShouldContain("2 live session");
+
+        await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
+            await conn.ExecuteAsync("UPDATE sessions SET state = 'terminated' WHERE user_id = @id", new { id });
+        (await admin.DeleteAsync($"/api/v1/users/{id}", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        await (await client.GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        var list = await (await admin.GetAsync("/api/v1/users", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        list.EnumerateArray().Select(u => u.GetProperty("id").GetString()).ShouldNotContain(id);
+    }
+
+    [Fact]
+    public async Task User_changes_are_audited_without_the_password()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("audited");
+        var id = (await CreateViaApiAsync(admin, name)).GetProperty("id").GetString();
+        (await admin.PatchAsJsonAsync($"/api/v1/users/{id}", new { role = "admin" }, TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+        (await admin.PatchAsJsonAsync($"/api/v1/users/{id}", new { maxSessions = 2, password = "secret-password-9" }, TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+        (await admin.PatchAsJsonAsync($"/api/v1/users/{id}", new { disabled = true }, TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+        (await admin.DeleteAsync($"/api/v1/users/{id}", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+
+        var entries = await (await admin.GetAsync($"/api/v1/audit?user={name}", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        var actions = entries.EnumerateArray().Select(e => e.GetProperty("action").GetString()).ToList();
+        actions.ShouldBe(["user.deleted", "user.disabled", "user.updated", "user.role_changed", "user.created"]);
+        entries.EnumerateArray().ShouldAllBe(e => e.GetProperty("actor").GetString() == "admin" && e.GetProperty("target").GetString() == name);
+        entries.ToString().ShouldNotContain("secret-password-9");
+        entries[3].GetProperty("detail").GetString().ShouldBe("user -> admin");
+    }
+
+    private async Task InsertSessionAsync(string id, string userId, string username, string state)
+    {
+        var now = DateTimeOffset.UtcNow;
+        await using var conn = await cp.Db.OpenAsync(CancellationToken.None);
+        await conn.ExecuteAsync(
+            """
+            INSERT INTO sessions (id, user_id, username, template, state, cpu, memory, persistent_home, created_at, updated_at)
+            VALUES (@id, @userId, @username, 'xterm', @state, '1', '1Gi', @home, @now, @now)
+            """, new { id, userId, username, state, home = false, now });
+    }
+}
+
+public sealed class UsersApiTests_Sqlite(SqliteControlPlane cp) : UsersApiTests(cp), IClassFixture<SqliteControlPlane>;
+public sealed class UsersApiTests_Postgres(PostgresControlPlane cp) : UsersApiTests(cp), IClassFixture<PostgresControlPlane>;
