@@ -70,9 +70,7 @@ public static class StreamSpaceApp
         app.MapSessionsApi();
         app.MapAgentsApi();
         app.MapAgentHub();
-        app.MapFallback((HttpContext http) => TypedResults.Json(
-                new ApiError("Not found", $"No route for {http.Request.Method} {http.Request.Path}."), statusCode: StatusCodes.Status404NotFound))
-            .AllowAnonymous().ExcludeFromDescription();
+        app.MapUnmatchedRequests();
         return app;
     }
 

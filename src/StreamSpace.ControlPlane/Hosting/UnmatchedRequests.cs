@@ -1,0 +1,39 @@
+using Microsoft.AspNetCore.Routing.Template;
+
+namespace StreamSpace.ControlPlane.Hosting;
+
+/// <summary>
+/// The catch-all endpoint: answers requests no route took with a JSON error. Because a catch-all is
+/// a valid candidate for every request, routing hands it the requests it would otherwise answer
+/// itself with 405 (wrong method) or 415 (a body endpoint sent a non-JSON content type); this tells
+/// those apart from a truly unknown path so the client learns what is really wrong.
+/// </summary>
+public static class UnmatchedRequests
+{
+    public static IEndpointRouteBuilder MapUnmatchedRequests(this IEndpointRouteBuilder routes)
+    {
+        routes.MapFallback(Answer).AllowAnonymous().ExcludeFromDescription();
+        return routes;
+    }
+
+    private static IResult Answer(HttpContext http, EndpointDataSource endpoints)
+    {
+        var path = http.Request.Path;
+        var methods = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var endpoint in endpoints.Endpoints.OfType<RouteEndpoint>())
+        {
+            if (endpoint.Order == int.MaxValue || endpoint.RoutePattern.RawText is not { } raw || raw.Contains("{*", StringComparison.Ordinal)) continue;
+            var matcher = new TemplateMatcher(TemplateParser.Parse(raw), new RouteValueDictionary());
+            if (!matcher.TryMatch(path, new RouteValueDictionary())) continue;
+            foreach (var m in endpoint.Metadata.GetMetadata<HttpMethodMetadata>()?.HttpMethods ?? []) methods.Add(m);
+        }
+        if (methods.Count == 0)
+            return TypedResults.Json(new ApiError("Not found", $"No route for {http.Request.Method} {path}."), statusCode: StatusCodes.Status404NotFound);
+        if (methods.Contains(http.Request.Method))
+            return TypedResults.Json(new ApiError("Unsupported media type",
+                $"{http.Request.Method} {path} takes a JSON body: send it with Content-Type: application/json."), statusCode: StatusCodes.Status415UnsupportedMediaType);
+        http.Response.Headers.Allow = string.Join(", ", methods.Order());
+        return TypedResults.Json(new ApiError("Method not allowed",
+            $"{path} does not accept {http.Request.Method}; it accepts {string.Join(", ", methods.Order())}."), statusCode: StatusCodes.Status405MethodNotAllowed);
+    }
+}
