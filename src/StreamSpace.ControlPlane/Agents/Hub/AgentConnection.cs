@@ -53,7 +53,11 @@ public sealed class AgentConnection : IDisposable
         }
     }
 
-    /// <summary>Sends a close frame (best effort, bounded) and ends the connection; the read loop then exits.</summary>
+    /// <summary>
+    /// Sends a close frame (best effort, bounded) and ends the connection: the read loop sees the peer's
+    /// close answer, or is cancelled after <see cref="CloseGrace"/>. Aborting at once would reset the TCP
+    /// connection and could destroy the close frame (and a refusal before it) before the agent reads them.
+    /// </summary>
     public async Task CloseAsync(WebSocketCloseStatus status, string description)
     {
         try
@@ -69,10 +73,38 @@ public sealed class AgentConnection : IDisposable
             {
                 _sendLock.Release();
             }
+            _lifetime.CancelAfter(CloseGrace);
         }
         catch (Exception ex) when (ex is OperationCanceledException or WebSocketException or ObjectDisposedException)
         {
-            // The peer is gone or slow; aborting below is all that is left to do.
+            // The peer is gone or slow: nothing polite is left to do.
+            Abort();
+        }
+    }
+
+    /// <summary>
+    /// Called by the reader once it stopped reading: after a close we sent, reads (and discards) until the
+    /// peer's close arrives or the grace ends, then releases the socket.
+    /// </summary>
+    public async Task FinishAsync()
+    {
+        if (_socket.State == WebSocketState.CloseSent)
+        {
+            var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(16 * 1024);
+            try
+            {
+                using var grace = new CancellationTokenSource(CloseGrace);
+                while ((await _socket.ReceiveAsync(buffer.AsMemory(), grace.Token)).MessageType != WebSocketMessageType.Close)
+                {
+                }
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or WebSocketException or ObjectDisposedException)
+            {
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+            }
         }
         Abort();
     }

@@ -50,7 +50,7 @@ public sealed class AgentHub(
         }
         finally
         {
-            connection.Abort();
+            await connection.FinishAsync();
             await reconcileLoop;
             if (registered && registry.Remove(connection))
                 await MarkOfflineAfterCloseAsync(connection);

@@ -36,7 +36,7 @@ public sealed class AgentStatusWriter(
                 """,
                 new
                 {
-                    online = AgentStatus.Online, connection.ConnectionId, now, version = hello.Version, draining = hello.Draining,
+                    online = AgentStatus.Online, connectionId = connection.ConnectionId, now, version = hello.Version, draining = hello.Draining,
                     active = hello.Capacity.ActiveSessions, platform = hello.Platform, region = hello.Region, agentId = connection.AgentId,
                 },
                 cancellationToken: ct));
