@@ -99,6 +99,7 @@ public abstract class HubConnectionTests(HubControlPlane cp)
         var (agentId, token) = await cp.CreateAgentAsync();
         var agent = await cp.OnlineAgentAsync(agentId, token);
         agent.Crash();
+        // Not the 3 s silence timeout: the dropped TCP connection itself is noticed.
         (await cp.AgentStatusIsAsync(agentId, AgentStatus.Offline, OneSecond)).ShouldBeLessThan(OneSecond);
         await agent.DisposeAsync();
     }

@@ -33,6 +33,9 @@ public sealed class AgentConnection : IDisposable
     /// <summary>What the agent runs, by session id (observed states); from hello, kept current by results and events. Guarded by <see cref="ProcessingLock"/>.</summary>
     public Dictionary<string, string> Inventory { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>Set once the agents row names this connection; its cleanup then writes offline (conditionally).</summary>
+    public bool MarkedOnline { get; set; }
+
     // Latest capacity figures, written to the agents row by the heartbeat flusher.
     public bool Draining { get; set; }
     public int ActiveSessions { get; set; }

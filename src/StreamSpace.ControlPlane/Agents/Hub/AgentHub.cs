@@ -31,12 +31,10 @@ public sealed class AgentHub(
         using var reader = new FrameReader();
         using var onStopping = lifetime.ApplicationStopping.Register(
             () => _ = connection.CloseAsync(WebSocketCloseStatus.EndpointUnavailable, "control plane shutting down"));
-        var registered = false;
         Task reconcileLoop = Task.CompletedTask;
         try
         {
             if (!await HandshakeAsync(connection, reader)) return;
-            registered = true;
             reconcileLoop = ReconcilePeriodicallyAsync(connection);
             await ReadLoopAsync(connection, reader);
         }
@@ -52,7 +50,11 @@ public sealed class AgentHub(
         {
             await connection.FinishAsync();
             await reconcileLoop;
-            if (registered && registry.Remove(connection))
+            // Whatever ended the connection (even mid-handshake, after it was registered): offline only if it
+            // is still the current one, so a replaced connection's cleanup never touches its successor.
+            // The offline write is itself conditional on this connection id, so it is also safe (a no-op) for a
+            // connection that was replaced, and it covers one that died between its online write and registration.
+            if (registry.Remove(connection) || connection.MarkedOnline)
                 await MarkOfflineAfterCloseAsync(connection);
         }
     }
@@ -115,6 +117,7 @@ public sealed class AgentHub(
         foreach (var item in hello.Inventory) SessionObservations.Track(connection, item.SessionId, item.State);
         if (!await statusWriter.MarkOnlineAsync(connection, hello, now, connection.Lifetime))
             return await RefuseAsync(connection, "unknown_agent", "this agent is no longer registered");
+        connection.MarkedOnline = true;
 
         if (registry.Register(connection, now) is { } replaced)
         {
