@@ -147,6 +147,41 @@ public abstract class HubConnectionTests(HubControlPlane cp)
     }
 
     [Fact]
+    public async Task An_admin_drain_survives_heartbeats_and_an_agent_can_report_draining_itself()
+    {
+        var (drainedId, drainedToken) = await cp.CreateAgentAsync("drained");
+        await using var drained = await cp.OnlineAgentAsync(drainedId, drainedToken);
+        await cp.ExecuteAsync("UPDATE agents SET draining = @yes WHERE agent_id = @drainedId", new { yes = true, drainedId });
+        var before = (await cp.AgentRowAsync(drainedId))!.LastHeartbeat!.Value;
+        await HubControlPlane.EventuallyAsync(async () => (await cp.AgentRowAsync(drainedId))!.LastHeartbeat > before, TimeSpan.FromSeconds(5), "a heartbeat was flushed");
+        (await cp.AgentRowAsync(drainedId))!.Draining.ShouldBeTrue("a heartbeat saying 'not draining' must not undo an admin drain");
+
+        var (selfId, selfToken) = await cp.CreateAgentAsync("selfdrain");
+        await using var self = await cp.OnlineAgentAsync(selfId, selfToken, heartbeat: false);
+        await self.SendAsync(MessageTypes.Heartbeat, new HeartbeatPayload { ActiveSessions = 0, MaxSessions = 10, Draining = true });
+        await HubControlPlane.EventuallyAsync(async () => (await cp.AgentRowAsync(selfId))!.Draining, TimeSpan.FromSeconds(5), "the agent's own drain flag was written");
+    }
+
+    [Fact]
+    public async Task Hub_metrics_are_exported()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        await agent.HeartbeatAsync();
+        var sessionId = await cp.CreateSessionAsync(agentId, "pending");
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart);
+        (await agent.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
+        string text = "";
+        await HubControlPlane.EventuallyAsync(async () =>
+        {
+            text = await cp.Client().GetStringAsync("/metrics", TestContext.Current.CancellationToken);
+            return text.Contains("streamspace_agents_connected", StringComparison.Ordinal)
+                && text.Contains("streamspace_agent_heartbeats", StringComparison.Ordinal)
+                && text.Contains("streamspace_commands_sent", StringComparison.Ordinal);
+        }, TimeSpan.FromSeconds(10), "the hub instruments appear on /metrics");
+    }
+
+    [Fact]
     public async Task Deleting_the_agent_row_closes_its_socket()
     {
         var (agentId, token) = await cp.CreateAgentAsync();

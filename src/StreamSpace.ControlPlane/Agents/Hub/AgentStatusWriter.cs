@@ -11,7 +11,8 @@ namespace StreamSpace.ControlPlane.Agents.Hub;
 /// written at once; heartbeats are buffered and written in one transaction per flush, never one
 /// UPDATE per heartbeat. Every write is conditional on the connection id that owns the row, and
 /// flushes and offline writes are serialized by one gate, so a buffered heartbeat can never bring
-/// back a connection that was just marked offline.
+/// back a connection that was just marked offline. An agent can report itself draining but never clears
+/// a drain an admin set (POST /api/v1/agents/{id}/drain): the flag is only ever OR-ed in.
 /// </summary>
 public sealed class AgentStatusWriter(
     Db db, AgentConnectionRegistry registry, HubMetrics metrics, IOptions<StreamSpaceOptions> options, ILogger<AgentStatusWriter> logger) : IDisposable
@@ -30,7 +31,7 @@ public sealed class AgentStatusWriter(
             var rows = await conn.ExecuteAsync(new CommandDefinition(
                 """
                 UPDATE agents SET status = @online, connection_id = @connectionId, connected_at = @now, last_heartbeat = @now,
-                    version = @version, draining = @draining, active_sessions = @active, platform = @platform,
+                    version = @version, draining = (draining OR @draining), active_sessions = @active, platform = @platform,
                     region = COALESCE(@region, region), updated_at = @now
                 WHERE agent_id = @agentId
                 """,
@@ -110,7 +111,7 @@ public sealed class AgentStatusWriter(
                 {
                     var rows = await conn.ExecuteAsync(new CommandDefinition(
                         """
-                        UPDATE agents SET status = @online, last_heartbeat = @at, draining = @draining, active_sessions = @active, updated_at = @at
+                        UPDATE agents SET status = @online, last_heartbeat = @at, draining = (draining OR @draining), active_sessions = @active, updated_at = @at
                         WHERE agent_id = @agentId AND connection_id = @connectionId
                         """,
                         new
