@@ -143,6 +143,18 @@ public abstract class AgentInputTests(HubControlPlane cp)
     }
 
     [Fact]
+    public async Task A_connection_that_never_says_hello_is_closed_after_the_hello_timeout()
+    {
+        await using var bystander = await BystanderAsync();
+        await using var mute = await TroublemakerAsync(hello: false);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        await mute.ClosedByServerAsync(TimeSpan.FromSeconds(6));
+        watch.Elapsed.ShouldBeGreaterThan(TimeSpan.FromSeconds(1.5), "not before the 2 s hello timeout");
+        (await cp.AgentRowAsync(mute.AgentId))!.Status.ShouldBe(AgentStatus.Offline);
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    [Fact]
     public async Task An_unknown_message_type_is_logged_and_ignored_as_the_contract_says()
     {
         await using var agent = await TroublemakerAsync(hello: true);

@@ -98,6 +98,23 @@ public abstract class ReconciliationTests(HubControlPlane cp)
     }
 
     [Fact]
+    public async Task Sessions_that_ended_while_the_agent_was_away_end_truthfully_at_hello()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var exited = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var crashed = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        await using var agent = await cp.OnlineAgentAsync(agentId, token,
+        [
+            new SessionInventoryItem { SessionId = exited, State = ObservedStates.Exited },
+            new SessionInventoryItem { SessionId = crashed, State = ObservedStates.Crashed },
+        ]);
+        await cp.SessionStateIsAsync(exited, SessionState.Terminated, Soon);
+        (await cp.SessionRowAsync(exited)).Reason.ShouldBe("app exited");
+        await cp.SessionStateIsAsync(crashed, SessionState.Failed, Soon);
+        (await cp.SessionRowAsync(crashed)).Reason!.ShouldStartWith("crashed:");
+    }
+
+    [Fact]
     public async Task Session_status_events_drive_the_session()
     {
         var (agentId, token) = await cp.CreateAgentAsync();

@@ -134,9 +134,38 @@ public sealed class AgentHub(
         logger.LogInformation(HubEvents.AgentConnected, "Agent {AgentId} online: version {Version}, platform {Platform}, {Sessions} session(s) reported, connection {ConnectionId}",
             connection.AgentId, hello.Version, hello.Platform, hello.Inventory.Count, connection.ConnectionId);
 
+        await ApplyEndedInventoryAsync(connection, hello.Inventory);
         await ReconcileAsync(connection);
         delivery.Request(connection.AgentId, reconnected: true);
         return true;
+    }
+
+    /// <summary>
+    /// Sessions the hello reports as exited/crashed/stopped ended while the agent was away: apply them as the
+    /// observations they are (an exited app ends terminated, a crash fails with its reason) before
+    /// reconciliation would otherwise call them "lost".
+    /// </summary>
+    private async Task ApplyEndedInventoryAsync(AgentConnection connection, IReadOnlyList<SessionInventoryItem> inventory)
+    {
+        var ended = inventory.Where(i => i.State is ObservedStates.Exited or ObservedStates.Crashed or ObservedStates.Stopped).ToList();
+        if (ended.Count == 0) return;
+        await connection.ProcessingLock.WaitAsync(connection.Lifetime);
+        try
+        {
+            foreach (var item in ended)
+            {
+                await observations.ApplyAsync(connection,
+                    new SessionStatusPayload { SessionId = item.SessionId, State = item.State, Reason = "reported at reconnect" }, connection.Lifetime);
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            logger.LogError(HubEvents.HubLoopFailed, ex, "Could not apply the ended sessions in agent {AgentId}'s hello", connection.AgentId);
+        }
+        finally
+        {
+            connection.ProcessingLock.Release();
+        }
     }
 
     private static (string Code, string Reason)? Validate(HelloPayload hello, string authenticatedAgentId)
@@ -329,8 +358,8 @@ public sealed class AgentHub(
 
     private static string CloseDescription(string text)
     {
-        if (Encoding.UTF8.GetByteCount(text) <= MaxCloseDescriptionBytes) return text;
-        var cut = text[..Math.Min(text.Length, MaxCloseDescriptionBytes / 4)];
+        var cut = text.Length > MaxCloseDescriptionBytes ? text[..MaxCloseDescriptionBytes] : text;
+        while (Encoding.UTF8.GetByteCount(cut) > MaxCloseDescriptionBytes) cut = cut[..^1];
         return cut;
     }
 }

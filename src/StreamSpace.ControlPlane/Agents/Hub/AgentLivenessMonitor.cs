@@ -67,7 +67,7 @@ public sealed class AgentLivenessMonitor(
         await writer.SweepStaleAsync(time.GetUtcNow(), ct);
         foreach (var c in await writer.FindDisownedAsync(registry.Snapshot(), ct))
         {
-            // Only act if it is still current: a connection registered after the snapshot query is not disowned.
+            // Only act if it is still current: one replaced or timed out meanwhile is already being closed.
             if (!registry.IsCurrent(c.AgentId, c.ConnectionId)) continue;
             logger.LogWarning(HubEvents.AgentRowGone, "Agent {AgentId} row was deleted or is owned by another connection; closing {ConnectionId}", c.AgentId, c.ConnectionId);
             await c.CloseAsync(WebSocketCloseStatus.PolicyViolation, "agent removed or connected elsewhere");
