@@ -10,7 +10,8 @@ namespace StreamSpace.ControlPlane.Tests.Hub;
 
 /// <summary>
 /// The real control plane with hub timings shortened so liveness and redelivery are observable in
-/// seconds: heartbeat 1 s (offline after 3 s of silence), ack timeout 1 s, hello timeout 2 s.
+/// seconds: heartbeat 1 s (offline after 3 s of silence), ack timeout 1 s, hello timeout 2 s,
+/// reconciliation every 2 s.
 /// </summary>
 public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(kind)
 {
@@ -22,6 +23,7 @@ public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(k
         "--StreamSpace:OfflineSweepInterval=00:00:01",
         "--StreamSpace:OfflineSweepGrace=00:00:01",
         "--StreamSpace:HelloTimeout=00:00:02",
+        "--StreamSpace:ReconcileInterval=00:00:02",
     ];
 
     public HubMetrics Metrics => App.Services.GetRequiredService<HubMetrics>();

@@ -115,6 +115,28 @@ public abstract class ReconciliationTests(HubControlPlane cp)
     }
 
     [Fact]
+    public async Task Periodic_reconciliation_uses_the_tracked_inventory_of_a_connected_agent()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var started = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var startCommand = await cp.EnqueueAsync(agentId, started, CommandTypes.SessionStart);
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        (await agent.ExpectCommandAsync()).CommandId.ShouldBe(startCommand);
+        await agent.AckAsync(startCommand);
+        await agent.ResultAsync(startCommand, success: true);
+        await cp.SessionStateIsAsync(started, SessionState.Running, Soon);
+
+        // A session the database believes runs on this agent although the agent never started it.
+        var phantom = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        await cp.SessionStateIsAsync(phantom, SessionState.Failed, TimeSpan.FromSeconds(6));
+        (await cp.SessionRowAsync(phantom)).Reason!.ShouldContain("lost on agent");
+        // The session it did start (known from its result, not from hello) is left alone through several passes.
+        (await cp.SessionRowAsync(started)).State.ShouldBe(SessionState.Running);
+        await Task.Delay(TimeSpan.FromSeconds(2.5), TestContext.Current.CancellationToken);
+        (await cp.SessionRowAsync(started)).State.ShouldBe(SessionState.Running);
+    }
+
+    [Fact]
     public async Task Session_status_events_drive_the_session()
     {
         var (agentId, token) = await cp.CreateAgentAsync();
