@@ -22,8 +22,29 @@ public sealed class StreamSpaceOptions
     public TimeSpan CommandTtl { get; set; } = TimeSpan.FromMinutes(10);
     /// <summary>How long a sent command may stay unacknowledged before it is sent again.</summary>
     public TimeSpan CommandAckTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    /// <summary>How long an acknowledged command may run without a result before it is sent again (the agent dedupes).</summary>
+    public TimeSpan CommandResultTimeout { get; set; } = TimeSpan.FromSeconds(60);
+    /// <summary>Cap of the exponential backoff factor applied to <see cref="CommandAckTimeout"/> on each redelivery.</summary>
+    public int CommandBackoffMaxFactor { get; set; } = 8;
+    /// <summary>How often each replica looks for due commands (also ones written by other replicas).</summary>
+    public TimeSpan CommandPollInterval { get; set; } = TimeSpan.FromSeconds(1);
+    /// <summary>How long a new agent connection may take to send its hello.</summary>
+    public TimeSpan HelloTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    /// <summary>How often buffered heartbeats are written to the agents table, in one transaction.</summary>
+    public TimeSpan HeartbeatFlushInterval { get; set; } = TimeSpan.FromSeconds(1);
+    /// <summary>How often the hub checks its own connections for silence (in memory, cheap).</summary>
+    public TimeSpan LivenessCheckInterval { get; set; } = TimeSpan.FromMilliseconds(500);
+    /// <summary>How often the database sweep marks offline agents whose replica died (and closes deleted agents' sockets).</summary>
+    public TimeSpan OfflineSweepInterval { get; set; } = TimeSpan.FromSeconds(5);
+    /// <summary>Extra silence beyond the heartbeat timeout before the database sweep marks an agent offline: covers heartbeat batching.</summary>
+    public TimeSpan OfflineSweepGrace { get; set; } = TimeSpan.FromSeconds(5);
+    /// <summary>How often a connected agent's tracked inventory is reconciled with the sessions table (also on every hello).</summary>
+    public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(60);
     public int LoginAttemptsPerUsernamePerMinute { get; set; } = 10;
     public int LoginAttemptsPerClientPerMinute { get; set; } = 30;
+
+    /// <summary>Silence after which an agent is offline: <see cref="MissedHeartbeatsBeforeOffline"/> heartbeat intervals.</summary>
+    public TimeSpan AgentOfflineAfter => TimeSpan.FromSeconds((double)HeartbeatSeconds * MissedHeartbeatsBeforeOffline);
     /// <summary>Largest request body accepted by the API (413 beyond).</summary>
     public long MaxRequestBodyBytes { get; set; } = 1024 * 1024;
 
@@ -59,6 +80,15 @@ public sealed class StreamSpaceOptions
         if (MissedHeartbeatsBeforeOffline < 1) errors.Add("MissedHeartbeatsBeforeOffline must be >= 1");
         if (CommandTtl <= TimeSpan.Zero) errors.Add("CommandTtl must be positive");
         if (CommandAckTimeout <= TimeSpan.Zero) errors.Add("CommandAckTimeout must be positive");
+        if (CommandResultTimeout <= TimeSpan.Zero) errors.Add("CommandResultTimeout must be positive");
+        if (CommandBackoffMaxFactor < 1) errors.Add("CommandBackoffMaxFactor must be >= 1");
+        if (CommandPollInterval <= TimeSpan.Zero) errors.Add("CommandPollInterval must be positive");
+        if (HelloTimeout <= TimeSpan.Zero) errors.Add("HelloTimeout must be positive");
+        if (HeartbeatFlushInterval <= TimeSpan.Zero) errors.Add("HeartbeatFlushInterval must be positive");
+        if (LivenessCheckInterval <= TimeSpan.Zero) errors.Add("LivenessCheckInterval must be positive");
+        if (OfflineSweepInterval <= TimeSpan.Zero) errors.Add("OfflineSweepInterval must be positive");
+        if (OfflineSweepGrace < TimeSpan.Zero) errors.Add("OfflineSweepGrace must be >= 0");
+        if (ReconcileInterval <= TimeSpan.Zero) errors.Add("ReconcileInterval must be positive");
         if (TokenLifetime <= TimeSpan.Zero) errors.Add("TokenLifetime must be positive");
         if (LoginAttemptsPerUsernamePerMinute < 1) errors.Add("LoginAttemptsPerUsernamePerMinute must be >= 1");
         if (LoginAttemptsPerClientPerMinute < 1) errors.Add("LoginAttemptsPerClientPerMinute must be >= 1");

@@ -13,4 +13,6 @@ public static class Policies
     /// <summary>Any signed-in, enabled user.</summary>
     public const string User = "user";
     public const string Admin = "admin";
+    /// <summary>A worker agent on its control channel, authenticated by its agent token (scheme "AgentToken").</summary>
+    public const string Agent = "agent";
 }

@@ -1,0 +1,128 @@
+using System.Net.WebSockets;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Agents.Hub;
+
+/// <summary>
+/// One accepted control socket of one agent, identified by its own <see cref="ConnectionId"/> (epoch).
+/// Sends are serialized; message handling and periodic reconciliation take <see cref="ProcessingLock"/>
+/// so the tracked <see cref="Inventory"/> and the database change in the order the agent reported.
+/// </summary>
+public sealed class AgentConnection : IDisposable
+{
+    /// <summary>How long a polite close may take before the socket is aborted.</summary>
+    private static readonly TimeSpan CloseGrace = TimeSpan.FromSeconds(2);
+
+    private readonly WebSocket _socket;
+    private readonly SemaphoreSlim _sendLock = new(1, 1);
+    private readonly CancellationTokenSource _lifetime;
+
+    public AgentConnection(string agentId, WebSocket socket, CancellationToken requestAborted)
+    {
+        AgentId = agentId;
+        _socket = socket;
+        _lifetime = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
+    }
+
+    public string AgentId { get; }
+    public string ConnectionId { get; } = Guid.NewGuid().ToString("N");
+    /// <summary>Cancelled when the connection ends for any reason (closed, replaced, timed out, shutdown).</summary>
+    public CancellationToken Lifetime => _lifetime.Token;
+    public SemaphoreSlim ProcessingLock { get; } = new(1, 1);
+
+    /// <summary>What the agent runs, by session id (observed states); from hello, kept current by results and events. Guarded by <see cref="ProcessingLock"/>.</summary>
+    public Dictionary<string, string> Inventory { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Set once the agents row names this connection; its cleanup then writes offline (conditionally).</summary>
+    public bool MarkedOnline { get; set; }
+
+    // Latest capacity figures, written to the agents row by the heartbeat flusher.
+    public bool Draining { get; set; }
+    public int ActiveSessions { get; set; }
+
+    public WebSocket Socket => _socket;
+
+    public async Task SendAsync(Envelope envelope, CancellationToken ct)
+    {
+        var bytes = ProtocolJson.Encode(envelope);
+        await _sendLock.WaitAsync(ct);
+        try
+        {
+            await _socket.SendAsync(bytes, WebSocketMessageType.Text, endOfMessage: true, ct);
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+
+    /// <summary>
+    /// Sends a close frame (best effort, bounded) and ends the connection: the read loop sees the peer's
+    /// close answer, or is cancelled after <see cref="CloseGrace"/>. Aborting at once would reset the TCP
+    /// connection and could destroy the close frame (and a refusal before it) before the agent reads them.
+    /// </summary>
+    public async Task CloseAsync(WebSocketCloseStatus status, string description)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(CloseGrace);
+            await _sendLock.WaitAsync(timeout.Token);
+            try
+            {
+                if (_socket.State is WebSocketState.Open or WebSocketState.CloseReceived)
+                    await _socket.CloseOutputAsync(status, description, timeout.Token);
+            }
+            finally
+            {
+                _sendLock.Release();
+            }
+            _lifetime.CancelAfter(CloseGrace);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or WebSocketException or ObjectDisposedException)
+        {
+            // The peer is gone or slow: nothing polite is left to do.
+            Abort();
+        }
+    }
+
+    /// <summary>
+    /// Called by the reader once it stopped reading: after a close we sent, reads (and discards) until the
+    /// peer's close arrives or the grace ends, then releases the socket.
+    /// </summary>
+    public async Task FinishAsync()
+    {
+        if (_socket.State == WebSocketState.CloseSent)
+        {
+            var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(16 * 1024);
+            try
+            {
+                using var grace = new CancellationTokenSource(CloseGrace);
+                while ((await _socket.ReceiveAsync(buffer.AsMemory(), grace.Token)).MessageType != WebSocketMessageType.Close)
+                {
+                }
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or WebSocketException or ObjectDisposedException)
+            {
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+            }
+        }
+        Abort();
+    }
+
+    /// <summary>Ends the connection at once (dead peer, shutdown).</summary>
+    public void Abort()
+    {
+        try { _lifetime.Cancel(); } catch (ObjectDisposedException) { }
+        _socket.Abort();
+    }
+
+    public void Dispose()
+    {
+        _lifetime.Dispose();
+        _sendLock.Dispose();
+        ProcessingLock.Dispose();
+    }
+}

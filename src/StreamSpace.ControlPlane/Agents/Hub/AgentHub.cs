@@ -1,0 +1,365 @@
+using System.Net.WebSockets;
+using System.Text;
+using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Agents.Hub;
+
+/// <summary>
+/// Runs one agent control connection from the accepted socket to its end: the handshake (contract §2),
+/// the read loop that routes heartbeats, acks, results and observations, periodic reconciliation, and
+/// the cleanup that marks the agent offline — only if this connection is still the current one.
+/// Bad input from one agent closes that agent's socket and nothing else.
+/// </summary>
+public sealed class AgentHub(
+    AgentConnectionRegistry registry, AgentStatusWriter statusWriter, CommandDelivery delivery, CommandResults results,
+    SessionObservations observations, AgentReconciler reconciler, HubMetrics metrics, TimeProvider time,
+    IHostApplicationLifetime lifetime, IOptions<StreamSpaceOptions> options, ILogger<AgentHub> logger)
+{
+    /// <summary>WebSocket close descriptions are limited to 123 UTF-8 bytes by RFC 6455.</summary>
+    private const int MaxCloseDescriptionBytes = 123;
+    /// <summary>Bound on the offline write after the socket ended (the request's own token is already cancelled).</summary>
+    private static readonly TimeSpan CleanupTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly StreamSpaceOptions _options = options.Value;
+
+    public async Task RunAsync(WebSocket socket, string agentId, CancellationToken requestAborted)
+    {
+        using var connection = new AgentConnection(agentId, socket, requestAborted);
+        using var reader = new FrameReader();
+        using var onStopping = lifetime.ApplicationStopping.Register(
+            () => _ = connection.CloseAsync(WebSocketCloseStatus.EndpointUnavailable, "control plane shutting down"));
+        Task reconcileLoop = Task.CompletedTask;
+        try
+        {
+            if (!await HandshakeAsync(connection, reader)) return;
+            reconcileLoop = ReconcilePeriodicallyAsync(connection);
+            await ReadLoopAsync(connection, reader);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or WebSocketException or ObjectDisposedException)
+        {
+            // The socket ended (peer gone, replaced, timed out, shutdown); cleanup below.
+        }
+        catch (Exception ex)
+        {
+            logger.LogError(HubEvents.HubLoopFailed, ex, "Agent {AgentId} connection {ConnectionId} failed", agentId, connection.ConnectionId);
+        }
+        finally
+        {
+            await connection.FinishAsync();
+            await reconcileLoop;
+            // Whatever ended the connection (even mid-handshake, after it was registered): offline only if it
+            // is still the current one, so a replaced connection's cleanup never touches its successor.
+            // The offline write is itself conditional on this connection id, so it is also safe (a no-op) for a
+            // connection that was replaced, and it covers one that died between its online write and registration.
+            if (registry.Remove(connection) || connection.MarkedOnline)
+                await MarkOfflineAfterCloseAsync(connection);
+        }
+    }
+
+    private async Task MarkOfflineAfterCloseAsync(AgentConnection connection)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(CleanupTimeout);
+            await statusWriter.MarkOfflineAsync(connection.AgentId, connection.ConnectionId, time.GetUtcNow(), timeout.Token);
+            logger.LogInformation(HubEvents.AgentDisconnected, "Agent {AgentId} disconnected (connection {ConnectionId}); marked offline", connection.AgentId, connection.ConnectionId);
+        }
+        catch (Exception ex)
+        {
+            // The database sweep marks the row offline once the heartbeat timeout passes.
+            logger.LogError(HubEvents.HubLoopFailed, ex, "Could not mark agent {AgentId} offline after its connection closed", connection.AgentId);
+        }
+    }
+
+    /// <summary>Reads hello, validates it, marks the agent online and welcomes it. False when the connection was refused.</summary>
+    private async Task<bool> HandshakeAsync(AgentConnection connection, FrameReader reader)
+    {
+        FrameReadStatus status;
+        using (var helloTimeout = CancellationTokenSource.CreateLinkedTokenSource(connection.Lifetime))
+        {
+            helloTimeout.CancelAfter(_options.HelloTimeout);
+            try
+            {
+                status = await reader.ReadAsync(connection.Socket, helloTimeout.Token);
+            }
+            catch (OperationCanceledException) when (!connection.Lifetime.IsCancellationRequested)
+            {
+                logger.LogWarning(HubEvents.HandshakeRefused, "Agent {AgentId} sent no hello within {Timeout}; closed", connection.AgentId, _options.HelloTimeout);
+                return false;
+            }
+        }
+        if (status == FrameReadStatus.Closed) return false;
+        if (status != FrameReadStatus.Text)
+            return await RefuseAsync(connection, status == FrameReadStatus.TooLarge ? "frame_too_large" : "malformed", DescribeBadFrame(status));
+
+        if (!ProtocolJson.TryDecode(reader.Message.Span, out var envelope, out var error))
+            return await RefuseAsync(connection, envelope is null ? "malformed" : "unsupported_version", error!);
+        if (envelope!.Type != MessageTypes.Hello)
+            return await RefuseAsync(connection, "expected_hello", $"the first message must be 'hello', got '{envelope.Type}'");
+        HelloPayload hello;
+        try
+        {
+            hello = envelope.PayloadAs<HelloPayload>();
+        }
+        catch (ProtocolException ex)
+        {
+            return await RefuseAsync(connection, "malformed", ex.Message);
+        }
+        if (Validate(hello, connection.AgentId) is { } invalid)
+            return await RefuseAsync(connection, invalid.Code, invalid.Reason);
+
+        var now = time.GetUtcNow();
+        connection.Draining = hello.Draining;
+        connection.ActiveSessions = hello.Capacity.ActiveSessions;
+        foreach (var item in hello.Inventory) SessionObservations.Track(connection, item.SessionId, item.State);
+        if (!await statusWriter.MarkOnlineAsync(connection, hello, now, connection.Lifetime))
+            return await RefuseAsync(connection, "unknown_agent", "this agent is no longer registered");
+        connection.MarkedOnline = true;
+
+        if (registry.Register(connection, now) is { } replaced)
+        {
+            logger.LogInformation(HubEvents.AgentReplaced, "Agent {AgentId} reconnected: connection {New} replaces {Old}",
+                connection.AgentId, connection.ConnectionId, replaced.ConnectionId);
+            _ = replaced.CloseAsync(WebSocketCloseStatus.PolicyViolation, "replaced by a newer connection of the same agent");
+        }
+        await connection.SendAsync(Envelope.Create(MessageTypes.Welcome, new WelcomePayload
+        {
+            HeartbeatIntervalSeconds = _options.HeartbeatSeconds,
+            AcceptedVersion = ProtocolVersion.Current,
+            ConnectionId = connection.ConnectionId,
+        }, now, re: envelope.Id), connection.Lifetime);
+        logger.LogInformation(HubEvents.AgentConnected, "Agent {AgentId} online: version {Version}, platform {Platform}, {Sessions} session(s) reported, connection {ConnectionId}",
+            connection.AgentId, hello.Version, hello.Platform, hello.Inventory.Count, connection.ConnectionId);
+
+        await ApplyEndedInventoryAsync(connection, hello.Inventory);
+        await ReconcileAsync(connection);
+        delivery.Request(connection.AgentId, reconnected: true);
+        return true;
+    }
+
+    /// <summary>
+    /// Sessions the hello reports as exited/crashed/stopped ended while the agent was away: apply them as the
+    /// observations they are (an exited app ends terminated, a crash fails with its reason) before
+    /// reconciliation would otherwise call them "lost".
+    /// </summary>
+    private async Task ApplyEndedInventoryAsync(AgentConnection connection, IReadOnlyList<SessionInventoryItem> inventory)
+    {
+        var ended = inventory.Where(i => i.State is ObservedStates.Exited or ObservedStates.Crashed or ObservedStates.Stopped).ToList();
+        if (ended.Count == 0) return;
+        await connection.ProcessingLock.WaitAsync(connection.Lifetime);
+        try
+        {
+            foreach (var item in ended)
+            {
+                await observations.ApplyAsync(connection,
+                    new SessionStatusPayload { SessionId = item.SessionId, State = item.State, Reason = "reported at reconnect" }, connection.Lifetime);
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            logger.LogError(HubEvents.HubLoopFailed, ex, "Could not apply the ended sessions in agent {AgentId}'s hello", connection.AgentId);
+        }
+        finally
+        {
+            connection.ProcessingLock.Release();
+        }
+    }
+
+    private static (string Code, string Reason)? Validate(HelloPayload hello, string authenticatedAgentId)
+    {
+        if (hello.AgentId != authenticatedAgentId)
+            return ("agent_id_mismatch", $"hello names agent '{hello.AgentId}' but the token belongs to '{authenticatedAgentId}'");
+        if (!Platforms.All.Contains(hello.Platform))
+            return ("invalid_hello", $"unknown platform '{hello.Platform}' (known: {string.Join(", ", Platforms.All)})");
+        if (string.IsNullOrWhiteSpace(hello.Version) || hello.Version.Length > 64)
+            return ("invalid_hello", "version must be 1-64 characters");
+        if (hello.Region is { Length: 0 or > 64 })
+            return ("invalid_hello", "region must be 1-64 characters");
+        if (hello.Capacity.ActiveSessions < 0 || hello.Capacity.MaxSessions < 0)
+            return ("invalid_hello", "capacity figures must not be negative");
+        if (hello.Inventory.Any(i => string.IsNullOrEmpty(i.SessionId) || i.SessionId.Length > 200))
+            return ("invalid_hello", "every inventory item needs a sessionId of at most 200 characters");
+        return null;
+    }
+
+    private async Task ReadLoopAsync(AgentConnection connection, FrameReader reader)
+    {
+        while (!connection.Lifetime.IsCancellationRequested)
+        {
+            var status = await reader.ReadAsync(connection.Socket, connection.Lifetime);
+            if (status == FrameReadStatus.Closed)
+            {
+                await connection.CloseAsync(WebSocketCloseStatus.NormalClosure, "bye");
+                return;
+            }
+            if (status != FrameReadStatus.Text)
+            {
+                await ViolationAsync(connection, status == FrameReadStatus.TooLarge ? "frame_too_large" : "malformed", DescribeBadFrame(status));
+                return;
+            }
+            var now = time.GetUtcNow();
+            if (!registry.Heard(connection, now))
+            {
+                await connection.CloseAsync(WebSocketCloseStatus.PolicyViolation, "replaced by a newer connection or timed out");
+                return;
+            }
+            if (!ProtocolJson.TryDecode(reader.Message.Span, out var envelope, out var error))
+            {
+                await ViolationAsync(connection, envelope is null ? "malformed" : "unsupported_version", error!);
+                return;
+            }
+            try
+            {
+                await DispatchAsync(connection, envelope!);
+            }
+            catch (ProtocolException ex)
+            {
+                await ViolationAsync(connection, "malformed", ex.Message);
+                return;
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException && ex is not WebSocketException)
+            {
+                // A database failure while applying one report must not drop the agent: unfinished commands
+                // are redelivered and the agent re-reports their results.
+                logger.LogError(HubEvents.HubLoopFailed, ex, "Could not apply '{Type}' from agent {AgentId}", envelope!.Type, connection.AgentId);
+            }
+            statusWriter.Record(connection, now);
+        }
+    }
+
+    private async Task DispatchAsync(AgentConnection connection, Envelope envelope)
+    {
+        var ct = connection.Lifetime;
+        switch (envelope.Type)
+        {
+            case MessageTypes.Heartbeat:
+                var heartbeat = envelope.PayloadAs<HeartbeatPayload>();
+                connection.Draining = heartbeat.Draining;
+                connection.ActiveSessions = Math.Max(0, heartbeat.ActiveSessions);
+                metrics.HeartbeatReceived();
+                break;
+            case MessageTypes.Ack:
+                await results.AckAsync(connection.AgentId, envelope.PayloadAs<AckPayload>(), ct);
+                break;
+            case MessageTypes.Result:
+                var result = envelope.PayloadAs<ResultPayload>();
+                await connection.ProcessingLock.WaitAsync(ct);
+                try
+                {
+                    if (await results.CompleteAsync(connection.AgentId, result, ct) is { SessionId: { } sessionId } command)
+                        TrackResult(connection, sessionId, command.Type, result.Success);
+                }
+                finally
+                {
+                    connection.ProcessingLock.Release();
+                }
+                break;
+            case MessageTypes.SessionStatus:
+                var observed = envelope.PayloadAs<SessionStatusPayload>();
+                await connection.ProcessingLock.WaitAsync(ct);
+                try
+                {
+                    await observations.ApplyAsync(connection, observed, ct);
+                }
+                finally
+                {
+                    connection.ProcessingLock.Release();
+                }
+                break;
+            default:
+                // Contract §3: unknown types are logged and ignored, so newer agents can talk to older control planes.
+                logger.LogWarning(HubEvents.UnknownMessageType, "Agent {AgentId} sent a message of unknown or unexpected type '{Type}'; ignored",
+                    connection.AgentId, envelope.Type.Length > 64 ? envelope.Type[..64] : envelope.Type);
+                break;
+        }
+    }
+
+    private static void TrackResult(AgentConnection connection, string sessionId, string type, bool success)
+    {
+        switch (type, success)
+        {
+            case (CommandTypes.SessionStart, true) or (CommandTypes.SessionWake, true):
+                connection.Inventory[sessionId] = ObservedStates.Running;
+                break;
+            case (CommandTypes.SessionHibernate, true):
+                connection.Inventory[sessionId] = ObservedStates.Hibernated;
+                break;
+            case (CommandTypes.SessionStop, true) or (CommandTypes.SessionStart, false):
+                connection.Inventory.Remove(sessionId);
+                break;
+        }
+    }
+
+    private async Task ReconcilePeriodicallyAsync(AgentConnection connection)
+    {
+        using var timer = new PeriodicTimer(_options.ReconcileInterval, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(connection.Lifetime))
+                await ReconcileAsync(connection);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private async Task ReconcileAsync(AgentConnection connection)
+    {
+        await connection.ProcessingLock.WaitAsync(connection.Lifetime);
+        try
+        {
+            await reconciler.ReconcileAsync(connection, connection.Lifetime);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            logger.LogError(HubEvents.HubLoopFailed, ex, "Reconciliation of agent {AgentId} failed; it is retried on the next interval", connection.AgentId);
+        }
+        finally
+        {
+            connection.ProcessingLock.Release();
+        }
+    }
+
+    private async Task<bool> RefuseAsync(AgentConnection connection, string code, string reason)
+    {
+        logger.LogWarning(HubEvents.HandshakeRefused, "Refused agent {AgentId}: {Code}: {Reason}", connection.AgentId, code, reason);
+        await SendRefusedAndCloseAsync(connection, code, reason);
+        return false;
+    }
+
+    private async Task ViolationAsync(AgentConnection connection, string code, string reason)
+    {
+        logger.LogWarning(HubEvents.ProtocolViolation, "Closing agent {AgentId} connection {ConnectionId}: {Code}: {Reason}",
+            connection.AgentId, connection.ConnectionId, code, reason);
+        await SendRefusedAndCloseAsync(connection, code, reason);
+    }
+
+    private async Task SendRefusedAndCloseAsync(AgentConnection connection, string code, string reason)
+    {
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(connection.Lifetime);
+            timeout.CancelAfter(TimeSpan.FromSeconds(2));
+            await connection.SendAsync(Envelope.Create(MessageTypes.Refused, new RefusedPayload { Code = code, Reason = reason }, time.GetUtcNow()), timeout.Token);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or WebSocketException or ObjectDisposedException)
+        {
+            // The agent may already be gone (e.g. while it still pushes an oversized frame); closing is what matters.
+        }
+        await connection.CloseAsync(WebSocketCloseStatus.PolicyViolation, CloseDescription($"{code}: {reason}"));
+    }
+
+    private static string DescribeBadFrame(FrameReadStatus status) => status == FrameReadStatus.TooLarge
+        ? $"frame exceeds the {ProtocolJson.MaxFrameBytes}-byte limit"
+        : "binary frames are not part of the control protocol; send one JSON envelope per text frame";
+
+    private static string CloseDescription(string text)
+    {
+        var cut = text.Length > MaxCloseDescriptionBytes ? text[..MaxCloseDescriptionBytes] : text;
+        while (Encoding.UTF8.GetByteCount(cut) > MaxCloseDescriptionBytes) cut = cut[..^1];
+        return cut;
+    }
+}

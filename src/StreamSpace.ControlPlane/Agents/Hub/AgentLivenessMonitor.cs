@@ -1,0 +1,76 @@
+using System.Net.WebSockets;
+using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Hosting;
+
+namespace StreamSpace.ControlPlane.Agents.Hub;
+
+/// <summary>
+/// Keeps <c>agents.status</c> true over time: flushes buffered heartbeats, closes connections silent
+/// for longer than the timeout (and marks them offline), sweeps rows of agents whose replica died, and
+/// closes sockets of agents whose row was deleted or taken over by another replica.
+/// </summary>
+public sealed class AgentLivenessMonitor(
+    AgentConnectionRegistry registry, AgentStatusWriter writer, TimeProvider time,
+    IOptions<StreamSpaceOptions> options, ILogger<AgentLivenessMonitor> logger) : BackgroundService
+{
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.WhenAll(
+        RunEveryAsync(options.Value.HeartbeatFlushInterval, FlushAsync, stoppingToken),
+        RunEveryAsync(options.Value.LivenessCheckInterval, CloseSilentAsync, stoppingToken),
+        RunEveryAsync(options.Value.OfflineSweepInterval, SweepAsync, stoppingToken));
+
+    private async Task RunEveryAsync(TimeSpan interval, Func<CancellationToken, Task> work, CancellationToken ct)
+    {
+        using var timer = new PeriodicTimer(interval, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct))
+            {
+                try
+                {
+                    await work(ct);
+                }
+                catch (Exception ex) when (!ct.IsCancellationRequested)
+                {
+                    // A database hiccup must not stop liveness tracking; the next tick tries again.
+                    logger.LogError(HubEvents.HubLoopFailed, ex, "Agent liveness work {Work} failed", work.Method.Name);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+    }
+
+    private async Task FlushAsync(CancellationToken ct)
+    {
+        foreach (var c in await writer.FlushAsync(ct))
+        {
+            logger.LogWarning(HubEvents.AgentRowGone, "Agent {AgentId} connection {ConnectionId} no longer owns its row; closing it", c.AgentId, c.ConnectionId);
+            await c.CloseAsync(WebSocketCloseStatus.PolicyViolation, "agent removed or connected elsewhere");
+        }
+    }
+
+    private async Task CloseSilentAsync(CancellationToken ct)
+    {
+        var now = time.GetUtcNow();
+        foreach (var c in registry.TakeTimedOut(now))
+        {
+            logger.LogWarning(HubEvents.AgentTimedOut, "Agent {AgentId} connection {ConnectionId} silent for more than {Timeout}; closing it and marking it offline",
+                c.AgentId, c.ConnectionId, options.Value.AgentOfflineAfter);
+            c.Abort();
+            await writer.MarkOfflineAsync(c.AgentId, c.ConnectionId, now, ct);
+        }
+    }
+
+    private async Task SweepAsync(CancellationToken ct)
+    {
+        await writer.SweepStaleAsync(time.GetUtcNow(), ct);
+        foreach (var c in await writer.FindDisownedAsync(registry.Snapshot(), ct))
+        {
+            // Only act if it is still current: one replaced or timed out meanwhile is already being closed.
+            if (!registry.IsCurrent(c.AgentId, c.ConnectionId)) continue;
+            logger.LogWarning(HubEvents.AgentRowGone, "Agent {AgentId} row was deleted or is owned by another connection; closing {ConnectionId}", c.AgentId, c.ConnectionId);
+            await c.CloseAsync(WebSocketCloseStatus.PolicyViolation, "agent removed or connected elsewhere");
+        }
+    }
+}

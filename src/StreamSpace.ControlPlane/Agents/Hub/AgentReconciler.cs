@@ -1,0 +1,92 @@
+using Dapper;
+using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Agents.Hub;
+
+/// <summary>
+/// Invariant 4: the agent owns reality, the control plane owns intent. Compares the agent's inventory
+/// (from hello, kept current by results and events) with the sessions placed on it, in one transaction:
+/// adopts sessions the agent runs, stops orphans the database does not want, and fails or ends
+/// sessions the agent no longer has.
+/// </summary>
+public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider time, ILogger<AgentReconciler> logger)
+{
+    private static readonly string[] AwaitingStart = [SessionState.Pending, SessionState.Starting];
+    private static readonly string[] Established = [SessionState.Running, SessionState.Hibernating, SessionState.Hibernated, SessionState.Waking];
+
+    /// <summary>Call with <see cref="AgentConnection.ProcessingLock"/> held, so the inventory matches what was applied.</summary>
+    public async Task<ReconcileSummary> ReconcileAsync(AgentConnection connection, CancellationToken ct)
+    {
+        var agentId = connection.AgentId;
+        var inventory = new Dictionary<string, string>(connection.Inventory, StringComparer.Ordinal);
+        var now = time.GetUtcNow();
+        var summary = await db.InTransactionAsync(async (conn, tx) =>
+        {
+            var placed = (await conn.QueryAsync<(string Id, string State)>(new CommandDefinition(
+                    $"SELECT id, state FROM sessions WHERE agent_id = @agentId AND state IN ({SessionState.LiveSqlList}){db.ForUpdate}",
+                    new { agentId }, tx, cancellationToken: ct)))
+                .ToDictionary(r => r.Id, r => r.State, StringComparer.Ordinal);
+            var commands = (await conn.QueryAsync<(string SessionId, string Type, string State)>(new CommandDefinition(
+                $"""
+                SELECT session_id, type, state FROM agent_commands
+                WHERE agent_id = @agentId AND session_id IS NOT NULL
+                  AND (state IN ({CommandRow.OpenStatesSql}) OR (type = @start AND state = @succeeded))
+                """,
+                new { agentId, start = CommandTypes.SessionStart, succeeded = CommandState.Succeeded }, tx, cancellationToken: ct))).ToList();
+            bool HasOpen(string sessionId) => commands.Any(c => c.SessionId == sessionId && !CommandState.IsFinal(c.State));
+            bool StartSucceeded(string sessionId) => commands.Any(c => c.SessionId == sessionId && c.Type == CommandTypes.SessionStart && c.State == CommandState.Succeeded);
+            bool StopOpen(string sessionId) => commands.Any(c => c.SessionId == sessionId && c.Type == CommandTypes.SessionStop && !CommandState.IsFinal(c.State));
+
+            int adopted = 0, lost = 0, ended = 0, orphans = 0;
+            var lostReason = $"lost on agent {agentId}: the agent no longer reports this session";
+            foreach (var (sessionId, state) in placed)
+            {
+                inventory.TryGetValue(sessionId, out var observed);
+                string? to = null;
+                string? reason = null;
+                switch (observed)
+                {
+                    case ObservedStates.Running when Array.IndexOf(AwaitingStart, state) >= 0 || (state == SessionState.Waking && !HasOpen(sessionId)):
+                        to = SessionState.Running;
+                        break;
+                    case ObservedStates.Hibernated when state is SessionState.Hibernating or SessionState.Waking && !HasOpen(sessionId):
+                        to = SessionState.Hibernated;
+                        break;
+                    case null when Array.IndexOf(Established, state) >= 0 || (Array.IndexOf(AwaitingStart, state) >= 0 && StartSucceeded(sessionId)):
+                        to = SessionState.Failed;
+                        reason = lostReason;
+                        break;
+                    case null when state == SessionState.Terminating:
+                        to = SessionState.Terminated;
+                        reason = "stopped: the agent no longer reports this session";
+                        break;
+                }
+                if (to is null) continue;
+                if (await SessionStateMachine.TryTransitionAsync(conn, tx, sessionId, to, reason, now, expectedFrom: state, ct: ct) is null) continue;
+                if (to == SessionState.Failed) lost++;
+                else if (to == SessionState.Terminated) ended++;
+                else adopted++;
+            }
+            foreach (var sessionId in inventory.Keys)
+            {
+                // Running on the agent but unknown, finished, or placed elsewhere in the database: stop it.
+                if (placed.ContainsKey(sessionId) || StopOpen(sessionId)) continue;
+                await outbox.EnqueueAsync(conn, tx, agentId, sessionId, CommandTypes.SessionStop, new { sessionId }, ct);
+                orphans++;
+            }
+            return new ReconcileSummary(adopted, lost, ended, orphans);
+        }, ct);
+
+        if (summary.OrphansStopped > 0) outbox.NotifyQueued(agentId);
+        if (summary != default)
+            logger.LogInformation(HubEvents.Reconciled,
+                "Reconciled agent {AgentId}: {Adopted} adopted, {Lost} lost, {Ended} ended, {Orphans} orphan(s) to stop",
+                agentId, summary.Adopted, summary.Lost, summary.Ended, summary.OrphansStopped);
+        return summary;
+    }
+}
+
+public readonly record struct ReconcileSummary(int Adopted, int Lost, int Ended, int OrphansStopped);

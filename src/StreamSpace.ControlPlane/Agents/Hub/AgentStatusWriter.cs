@@ -1,0 +1,178 @@
+using Dapper;
+using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Agents.Hub;
+
+/// <summary>
+/// The only writer of <c>agents.status</c> (invariant 1). Online at hello and offline at close are
+/// written at once; heartbeats are buffered and written in one transaction per flush, never one
+/// UPDATE per heartbeat. Every write is conditional on the connection id that owns the row, and
+/// flushes and offline writes are serialized by one gate, so a buffered heartbeat can never bring
+/// back a connection that was just marked offline. An agent can report itself draining but never clears
+/// a drain an admin set (POST /api/v1/agents/{id}/drain): the flag is only ever OR-ed in.
+/// </summary>
+public sealed class AgentStatusWriter(
+    Db db, AgentConnectionRegistry registry, HubMetrics metrics, IOptions<StreamSpaceOptions> options, ILogger<AgentStatusWriter> logger) : IDisposable
+{
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly Lock _pendingLock = new();
+    private Dictionary<string, PendingHeartbeat> _pending = new(StringComparer.Ordinal);
+
+    /// <summary>Marks the agent online for <paramref name="connection"/>. False when the agent row no longer exists.</summary>
+    public async Task<bool> MarkOnlineAsync(AgentConnection connection, HelloPayload hello, DateTimeOffset now, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            await using var conn = await db.OpenAsync(ct);
+            var rows = await conn.ExecuteAsync(new CommandDefinition(
+                """
+                UPDATE agents SET status = @online, connection_id = @connectionId, connected_at = @now, last_heartbeat = @now,
+                    version = @version, draining = (draining OR @draining), active_sessions = @active, platform = @platform,
+                    region = COALESCE(@region, region), updated_at = @now
+                WHERE agent_id = @agentId
+                """,
+                new
+                {
+                    online = AgentStatus.Online, connectionId = connection.ConnectionId, now, version = hello.Version, draining = hello.Draining,
+                    active = hello.Capacity.ActiveSessions, platform = hello.Platform, region = hello.Region, agentId = connection.AgentId,
+                },
+                cancellationToken: ct));
+            return rows == 1;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>Buffers "heard now" for the next flush, with the connection's latest capacity figures.</summary>
+    public void Record(AgentConnection connection, DateTimeOffset at)
+    {
+        lock (_pendingLock)
+            _pending[connection.AgentId] = new PendingHeartbeat(connection, at, connection.Draining, connection.ActiveSessions);
+    }
+
+    /// <summary>
+    /// Marks the agent offline if <paramref name="connectionId"/> still owns its row. Must be called after
+    /// the connection left the registry, so no later flush can write it back.
+    /// </summary>
+    public async Task MarkOfflineAsync(string agentId, string connectionId, DateTimeOffset now, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            lock (_pendingLock)
+            {
+                if (_pending.TryGetValue(agentId, out var p) && p.Connection.ConnectionId == connectionId) _pending.Remove(agentId);
+            }
+            await using var conn = await db.OpenAsync(ct);
+            await conn.ExecuteAsync(new CommandDefinition(
+                """
+                UPDATE agents SET status = @offline, connection_id = NULL, updated_at = @now
+                WHERE agent_id = @agentId AND connection_id = @connectionId
+                """,
+                new { offline = AgentStatus.Offline, now, agentId, connectionId }, cancellationToken: ct));
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// Writes all buffered heartbeats in one transaction. Returns the connections whose row no longer
+    /// names them (agent deleted, or a newer connection on another replica took over): they must close.
+    /// </summary>
+    public async Task<IReadOnlyList<AgentConnection>> FlushAsync(CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            Dictionary<string, PendingHeartbeat> batch;
+            lock (_pendingLock)
+            {
+                if (_pending.Count == 0) return [];
+                batch = _pending;
+                _pending = new Dictionary<string, PendingHeartbeat>(StringComparer.Ordinal);
+            }
+            var live = batch.Values.Where(p => registry.IsCurrent(p.Connection.AgentId, p.Connection.ConnectionId)).ToList();
+            if (live.Count == 0) return [];
+
+            var orphaned = new List<AgentConnection>();
+            var (conn, tx) = await db.BeginWriteAsync(ct);
+            await using (conn)
+            await using (tx)
+            {
+                foreach (var p in live)
+                {
+                    var rows = await conn.ExecuteAsync(new CommandDefinition(
+                        """
+                        UPDATE agents SET status = @online, last_heartbeat = @at, draining = (draining OR @draining), active_sessions = @active, updated_at = @at
+                        WHERE agent_id = @agentId AND connection_id = @connectionId
+                        """,
+                        new
+                        {
+                            online = AgentStatus.Online, at = p.At, draining = p.Draining, active = p.ActiveSessions,
+                            agentId = p.Connection.AgentId, connectionId = p.Connection.ConnectionId,
+                        },
+                        tx, cancellationToken: ct));
+                    if (rows == 0) orphaned.Add(p.Connection);
+                }
+                await tx.CommitAsync(ct);
+            }
+            metrics.HeartbeatBatchWritten(live.Count - orphaned.Count);
+            return orphaned;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// Marks offline every 'online' row silent for longer than the timeout plus a grace: covers a replica
+    /// that died without closing its sockets. Live connections here are flushed far more often than that.
+    /// </summary>
+    public async Task<int> SweepStaleAsync(DateTimeOffset now, CancellationToken ct)
+    {
+        var cutoff = now - options.Value.AgentOfflineAfter - options.Value.OfflineSweepGrace;
+        await _gate.WaitAsync(ct);
+        try
+        {
+            await using var conn = await db.OpenAsync(ct);
+            var swept = await conn.ExecuteAsync(new CommandDefinition(
+                """
+                UPDATE agents SET status = @offline, connection_id = NULL, updated_at = @now
+                WHERE status = @online AND (last_heartbeat IS NULL OR last_heartbeat < @cutoff)
+                """,
+                new { offline = AgentStatus.Offline, online = AgentStatus.Online, now, cutoff }, cancellationToken: ct));
+            if (swept > 0) logger.LogWarning(HubEvents.StaleAgentsSwept, "Marked {Count} silent agent(s) offline (no heartbeat since {Cutoff})", swept, cutoff);
+            return swept;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>Local connections whose agent row is gone or owned by another connection (admin DELETE, takeover elsewhere).</summary>
+    public async Task<IReadOnlyList<AgentConnection>> FindDisownedAsync(IReadOnlyList<AgentConnection> connections, CancellationToken ct)
+    {
+        if (connections.Count == 0) return [];
+        await using var conn = await db.OpenAsync(ct);
+        var owners = (await conn.QueryAsync<(string AgentId, string? ConnectionId)>(new CommandDefinition(
+                // Npgsql takes the array as one parameter; Dapper expands the list for SQLite.
+                $"SELECT agent_id, connection_id FROM agents WHERE {(db.IsPostgres ? "agent_id = ANY(@ids)" : "agent_id IN @ids")}",
+                new { ids = connections.Select(c => c.AgentId).ToArray() }, cancellationToken: ct)))
+            .ToDictionary(r => r.AgentId, r => r.ConnectionId, StringComparer.Ordinal);
+        return connections.Where(c => !owners.TryGetValue(c.AgentId, out var owner) || owner != c.ConnectionId).ToList();
+    }
+
+    private sealed record PendingHeartbeat(AgentConnection Connection, DateTimeOffset At, bool Draining, int ActiveSessions);
+
+    public void Dispose() => _gate.Dispose();
+}

@@ -1,0 +1,234 @@
+using System.Text.Json;
+using System.Threading.Channels;
+using Dapper;
+using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Agents.Hub;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Commands;
+
+/// <summary>
+/// Sends due commands from <c>agent_commands</c> to the agents connected to this replica (invariant 2).
+/// The table is the only truth: delivery runs when a command is queued here, when an agent connects,
+/// and on a periodic poll that also picks up commands written by other replicas. Each send is claimed
+/// with a compare-and-set on <c>attempts</c>, so two loops or replicas never send the same attempt twice.
+/// The same poll expires commands past their TTL and fails their sessions.
+/// </summary>
+public sealed class CommandDelivery : BackgroundService
+{
+    private readonly Db _db;
+    private readonly AgentConnectionRegistry _registry;
+    private readonly HubMetrics _metrics;
+    private readonly TimeProvider _time;
+    private readonly StreamSpaceOptions _options;
+    private readonly ILogger<CommandDelivery> _logger;
+    private readonly CommandOutbox _outbox;
+    private readonly Channel<DeliveryRequest> _requests = Channel.CreateUnbounded<DeliveryRequest>(new UnboundedChannelOptions { SingleReader = true });
+
+    public CommandDelivery(Db db, AgentConnectionRegistry registry, CommandOutbox outbox, HubMetrics metrics, TimeProvider time,
+        IOptions<StreamSpaceOptions> options, ILogger<CommandDelivery> logger)
+    {
+        _db = db;
+        _registry = registry;
+        _metrics = metrics;
+        _time = time;
+        _options = options.Value;
+        _logger = logger;
+        _outbox = outbox;
+        _outbox.Queued += OnQueued;
+    }
+
+    /// <summary>Asks for delivery to one agent soon. <paramref name="reconnected"/>: also resend in-flight commands (the previous socket may have lost them).</summary>
+    public void Request(string agentId, bool reconnected = false) => _requests.Writer.TryWrite(new DeliveryRequest(agentId, reconnected));
+
+    private void OnQueued(string agentId) => Request(agentId);
+
+    public override void Dispose()
+    {
+        _outbox.Queued -= OnQueued;
+        base.Dispose();
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(_options.CommandPollInterval, _time);
+        var poll = PollAsync(timer, stoppingToken);
+        try
+        {
+            while (await _requests.Reader.WaitToReadAsync(stoppingToken))
+            {
+                // Coalesce bursts: one pass per agent, a reconnect request wins over a plain one.
+                var batch = new Dictionary<string, bool>(StringComparer.Ordinal);
+                var everyone = false;
+                while (_requests.Reader.TryRead(out var r))
+                {
+                    if (r.AgentId is null) everyone = true;
+                    else batch[r.AgentId] = batch.GetValueOrDefault(r.AgentId) || r.Reconnected;
+                }
+                try
+                {
+                    if (everyone)
+                    {
+                        await ExpireAsync(stoppingToken);
+                        foreach (var c in _registry.Snapshot()) batch.TryAdd(c.AgentId, false);
+                    }
+                    foreach (var (agentId, reconnected) in batch)
+                    {
+                        if (_registry.Find(agentId) is { } connection)
+                            await DeliverAsync(connection, reconnected, stoppingToken);
+                    }
+                }
+                catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
+                {
+                    // Nothing is lost: the rows stay due and the next poll tries again.
+                    _logger.LogError(HubEvents.HubLoopFailed, ex, "Command delivery pass failed");
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+        await poll;
+    }
+
+    private async Task PollAsync(PeriodicTimer timer, CancellationToken ct)
+    {
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct)) _requests.Writer.TryWrite(new DeliveryRequest(null, false));
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+    }
+
+    /// <summary>Sends the agent's due commands in created order over its current connection.</summary>
+    internal async Task DeliverAsync(AgentConnection connection, bool reconnected, CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        IReadOnlyList<CommandRow> due;
+        await using (var conn = await _db.OpenAsync(ct))
+        {
+            due = (await conn.QueryAsync<CommandRow>(new CommandDefinition(
+                $"""
+                SELECT {CommandRow.Columns} FROM agent_commands
+                WHERE agent_id = @agentId AND state IN ({CommandRow.OpenStatesSql}) AND expires_at > @now
+                  AND (next_attempt_at <= @now OR @reconnected)
+                ORDER BY created_at, id
+                """,
+                new { agentId = connection.AgentId, now, reconnected }, cancellationToken: ct))).ToList();
+        }
+        foreach (var command in due)
+        {
+            if (connection.Lifetime.IsCancellationRequested || !_registry.IsCurrent(connection.AgentId, connection.ConnectionId)) return;
+            if (!await ClaimAsync(command, now, ct)) continue;
+            var envelope = Envelope.Create(MessageTypes.Command, new CommandPayload
+            {
+                CommandId = command.Id,
+                Type = command.Type,
+                SessionId = command.SessionId,
+                Args = ParseArgs(command.Payload),
+            }, now);
+            try
+            {
+                await connection.SendAsync(envelope, ct);
+            }
+            catch (Exception ex) when (ex is System.Net.WebSockets.WebSocketException or OperationCanceledException or ObjectDisposedException && !ct.IsCancellationRequested)
+            {
+                // The socket died under us; the claimed attempt is redelivered on reconnect or after its deadline.
+                _logger.LogInformation("Could not send command {CommandId} to agent {AgentId}: {Error}", command.Id, connection.AgentId, ex.Message);
+                return;
+            }
+            _metrics.CommandSent(redelivery: command.Attempts > 0);
+            _logger.LogDebug(HubEvents.CommandSent, "Sent command {CommandId} ({Type}) for session {SessionId} to agent {AgentId}, attempt {Attempt}",
+                command.Id, command.Type, command.SessionId, connection.AgentId, command.Attempts + 1);
+        }
+    }
+
+    private async Task<bool> ClaimAsync(CommandRow command, DateTimeOffset now, CancellationToken ct)
+    {
+        // Ack timeout grows with each attempt (x1, x2, x4 ... capped) so a struggling agent is not flooded;
+        // an acked command waits for its result much longer and is only re-sent so the agent re-reports it.
+        var factor = Math.Min(_options.CommandBackoffMaxFactor, 1 << Math.Min(command.Attempts, 20));
+        var next = command.State == CommandState.Acked ? now + _options.CommandResultTimeout : now + _options.CommandAckTimeout * factor;
+        var newState = command.State == CommandState.Pending ? CommandState.Sent : command.State;
+        await using var conn = await _db.OpenAsync(ct);
+        var claimed = await conn.ExecuteAsync(new CommandDefinition(
+            """
+            UPDATE agent_commands SET state = @newState, attempts = attempts + 1, next_attempt_at = @next, updated_at = @now
+            WHERE id = @id AND state = @state AND attempts = @attempts
+            """,
+            new { newState, next, now, id = command.Id, state = command.State, attempts = command.Attempts }, cancellationToken: ct));
+        return claimed == 1;
+    }
+
+    private static JsonElement ParseArgs(string payload)
+    {
+        using var doc = JsonDocument.Parse(payload);
+        return doc.RootElement.Clone();
+    }
+
+    /// <summary>
+    /// Commands past their TTL become expired and their session ends truthfully: failed with a reason naming
+    /// the command and agent; an expired stop still ends the session (terminated), because reconciliation
+    /// stops the orphan when the agent comes back.
+    /// </summary>
+    internal async Task ExpireAsync(CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        IReadOnlyList<CommandRow> expired;
+        await using (var conn = await _db.OpenAsync(ct))
+        {
+            expired = (await conn.QueryAsync<CommandRow>(new CommandDefinition(
+                $"SELECT {CommandRow.Columns} FROM agent_commands WHERE state IN ({CommandRow.OpenStatesSql}) AND expires_at <= @now ORDER BY created_at",
+                new { now }, cancellationToken: ct))).ToList();
+        }
+        foreach (var command in expired)
+        {
+            var applied = await _db.InTransactionAsync(async (conn, tx) =>
+            {
+                var changed = await conn.ExecuteAsync(new CommandDefinition(
+                    "UPDATE agent_commands SET state = @expired, error = @error, updated_at = @now WHERE id = @id AND state = @state AND attempts = @attempts",
+                    new
+                    {
+                        expired = CommandState.Expired, error = $"not completed within {_options.CommandTtl}", now,
+                        id = command.Id, state = command.State, attempts = command.Attempts,
+                    },
+                    tx, cancellationToken: ct));
+                if (changed == 0) return false;
+                if (command.SessionId is { } sessionId)
+                {
+                    if (command.Type == CommandTypes.SessionStop)
+                        await SessionStateMachine.TryTransitionAsync(conn, tx, sessionId, SessionState.Terminated,
+                            $"stop command {command.Id} expired; agent {command.AgentId} will stop the session when it reconnects", now, ct: ct);
+                    else if (AwaitedStates(command.Type) is { } awaited)
+                        // Only a session still waiting for this command fails (one adopted meanwhile by reconciliation is fine).
+                        await SessionTransitions.FromAsync(conn, tx, sessionId, awaited, SessionState.Failed,
+                            CommandResults.Reason($"{command.Type} command {command.Id} expired: agent {command.AgentId} did not complete it within {_options.CommandTtl}"),
+                            now, ct);
+                }
+                return true;
+            }, ct);
+            if (applied)
+            {
+                _metrics.CommandExpired();
+                _logger.LogWarning(HubEvents.CommandExpired, "Command {CommandId} ({Type}) for session {SessionId} expired: agent {AgentId} did not complete it within {Ttl}",
+                    command.Id, command.Type, command.SessionId, command.AgentId, _options.CommandTtl);
+            }
+        }
+    }
+
+    /// <summary>The session states in which a session waits for a command of this type.</summary>
+    private static string[]? AwaitedStates(string type) => type switch
+    {
+        CommandTypes.SessionStart => [SessionState.Pending, SessionState.Starting],
+        CommandTypes.SessionHibernate => [SessionState.Hibernating],
+        CommandTypes.SessionWake => [SessionState.Waking],
+        _ => null,
+    };
+
+    private readonly record struct DeliveryRequest(string? AgentId, bool Reconnected);
+}

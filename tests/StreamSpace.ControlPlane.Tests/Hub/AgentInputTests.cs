@@ -1,0 +1,178 @@
+using System.Net.WebSockets;
+using System.Text;
+using StreamSpace.ControlPlane.Agents;
+using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Tests.Hub;
+
+/// <summary>
+/// Bad input from one agent closes that agent's socket with 1008 (contract §3) and is logged; another
+/// agent stays online and keeps receiving its commands; nothing turns into a 500.
+/// </summary>
+public abstract class AgentInputTests(HubControlPlane cp)
+{
+    private static readonly TimeSpan Soon = TimeSpan.FromSeconds(5);
+
+    private async Task<ScriptedAgent> BystanderAsync()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync("bystander");
+        return await cp.OnlineAgentAsync(agentId, token);
+    }
+
+    /// <summary>The well-behaved agent is still online and still gets (and completes) commands.</summary>
+    private async Task BystanderStillWorksAsync(ScriptedAgent bystander)
+    {
+        (await cp.AgentRowAsync(bystander.AgentId))!.Status.ShouldBe(AgentStatus.Online);
+        var sessionId = await cp.CreateSessionAsync(bystander.AgentId, SessionState.Pending);
+        var commandId = await cp.EnqueueAsync(bystander.AgentId, sessionId, CommandTypes.SessionStart);
+        (await bystander.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
+        await bystander.AckAsync(commandId);
+        await bystander.ResultAsync(commandId, success: true);
+        await cp.SessionStateIsAsync(sessionId, SessionState.Running, Soon);
+    }
+
+    private async Task<ScriptedAgent> TroublemakerAsync(bool hello)
+    {
+        var (agentId, token) = await cp.CreateAgentAsync("bad");
+        return hello ? await cp.OnlineAgentAsync(agentId, token) : await ScriptedAgent.ConnectAsync(cp.BaseAddress, agentId, token);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Malformed_json_closes_the_connection_with_1008(bool afterHello)
+    {
+        await using var bystander = await BystanderAsync();
+        await using var bad = await TroublemakerAsync(afterHello);
+        await bad.SendTextAsync("{\"v\":1,\"type\":\"heartbeat\",\"id\":\"x\",\"payload\":{");
+        (await bad.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
+        await cp.AgentStatusIsAsync(bad.AgentId, AgentStatus.Offline, Soon);
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    [Fact]
+    public async Task A_payload_of_the_wrong_shape_closes_the_connection_with_1008()
+    {
+        await using var bystander = await BystanderAsync();
+        await using var bad = await TroublemakerAsync(hello: true);
+        await bad.SendTextAsync("{\"v\":1,\"type\":\"ack\",\"id\":\"x\",\"payload\":{\"commandId\":42}}");
+        (await bad.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    [Fact]
+    public async Task An_unsupported_protocol_version_is_refused_with_a_reason_and_closed()
+    {
+        await using var bystander = await BystanderAsync();
+        await using var bad = await TroublemakerAsync(hello: false);
+        (await bad.HelloAsync(version: 99)).ShouldBeNull();
+        var refused = await bad.NextAsync(Soon);
+        // HelloAsync consumed the answer; it was a refusal, so the socket is closing now.
+        (await bad.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
+        refused.ShouldBeNull("nothing follows the refusal");
+        (await cp.AgentRowAsync(bad.AgentId))!.Status.ShouldBe(AgentStatus.Offline);
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    [Fact]
+    public async Task The_refusal_names_its_reason()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync("bad");
+        await using var bad = await ScriptedAgent.ConnectAsync(cp.BaseAddress, agentId, token);
+        await bad.SendTextAsync("{\"v\":99,\"type\":\"hello\",\"id\":\"x\",\"payload\":{}}");
+        var refused = await bad.NextAsync(Soon);
+        refused.ShouldNotBeNull();
+        refused.Type.ShouldBe(MessageTypes.Refused);
+        var payload = refused.PayloadAs<RefusedPayload>();
+        payload.Code.ShouldBe("unsupported_version");
+        payload.Reason.ShouldContain("99");
+        (await bad.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
+    }
+
+    [Fact]
+    public async Task A_hello_claiming_another_agents_id_is_refused_and_the_other_agent_is_untouched()
+    {
+        await using var bystander = await BystanderAsync();
+        var bystanderConnection = (await cp.AgentRowAsync(bystander.AgentId))!.ConnectionId;
+        await using var bad = await TroublemakerAsync(hello: false);
+        (await bad.HelloAsync(claimedAgentId: bystander.AgentId)).ShouldBeNull();
+        (await bad.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
+        (await cp.AgentRowAsync(bad.AgentId))!.Status.ShouldBe(AgentStatus.Offline);
+        (await cp.AgentRowAsync(bystander.AgentId))!.ConnectionId.ShouldBe(bystanderConnection);
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    [Fact]
+    public async Task A_ten_mebibyte_frame_is_refused_without_buffering_it()
+    {
+        await using var bystander = await BystanderAsync();
+        await using var bad = await TroublemakerAsync(hello: true);
+        var huge = Encoding.UTF8.GetBytes("{\"v\":1,\"type\":\"heartbeat\",\"id\":\"x\",\"payload\":{\"pad\":\"" + new string('a', 10 * 1024 * 1024) + "\"}}");
+        try
+        {
+            await bad.SendRawAsync(huge);
+        }
+        catch (Exception ex) when (ex is WebSocketException or OperationCanceledException)
+        {
+            // The control plane closed the socket while the frame was still being sent.
+        }
+        await bad.ClosedByServerAsync(Soon);
+        await cp.AgentStatusIsAsync(bad.AgentId, AgentStatus.Offline, Soon);
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    [Fact]
+    public async Task A_binary_frame_closes_the_connection_with_1008()
+    {
+        await using var bystander = await BystanderAsync();
+        await using var bad = await TroublemakerAsync(hello: true);
+        await bad.SendRawAsync([1, 2, 3], WebSocketMessageType.Binary);
+        (await bad.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    [Fact]
+    public async Task A_first_message_that_is_not_hello_is_refused()
+    {
+        await using var bad = await TroublemakerAsync(hello: false);
+        await bad.HeartbeatAsync();
+        var refused = await bad.NextAsync(Soon);
+        refused!.PayloadAs<RefusedPayload>().Code.ShouldBe("expected_hello");
+        (await bad.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
+    }
+
+    [Fact]
+    public async Task A_connection_that_never_says_hello_is_closed_after_the_hello_timeout()
+    {
+        await using var bystander = await BystanderAsync();
+        await using var mute = await TroublemakerAsync(hello: false);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        await mute.ClosedByServerAsync(TimeSpan.FromSeconds(6));
+        watch.Elapsed.ShouldBeGreaterThan(TimeSpan.FromSeconds(1.5), "not before the 2 s hello timeout");
+        (await cp.AgentRowAsync(mute.AgentId))!.Status.ShouldBe(AgentStatus.Offline);
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    [Fact]
+    public async Task An_unknown_message_type_is_logged_and_ignored_as_the_contract_says()
+    {
+        await using var agent = await TroublemakerAsync(hello: true);
+        await agent.SendAsync("telemetry.v2", new { cpu = 0.5 });
+        await BystanderStillWorksAsync(agent);
+        agent.IsOpen.ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task The_server_stays_healthy_after_all_of_it()
+    {
+        await using var bad = await TroublemakerAsync(hello: true);
+        await bad.SendTextAsync("not json at all");
+        await bad.ClosedByServerAsync(Soon);
+        var health = await cp.Client().GetAsync("/healthz", TestContext.Current.CancellationToken);
+        health.IsSuccessStatusCode.ShouldBeTrue();
+    }
+}
+
+public sealed class AgentInputTests_Sqlite(HubSqliteControlPlane cp) : AgentInputTests(cp), IClassFixture<HubSqliteControlPlane>;
+public sealed class AgentInputTests_Postgres(HubPostgresControlPlane cp) : AgentInputTests(cp), IClassFixture<HubPostgresControlPlane>;

@@ -1,0 +1,228 @@
+using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Tests.Hub;
+
+/// <summary>Durable command delivery (invariant 2) and results driving session state (invariant 3).</summary>
+public abstract class CommandDeliveryTests(HubControlPlane cp)
+{
+    private static readonly TimeSpan Soon = TimeSpan.FromSeconds(5);
+
+    [Fact]
+    public async Task A_start_command_is_delivered_once_and_its_ack_and_result_move_the_session_to_running()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart, new { sessionId, template = "xterm" });
+
+        var command = await agent.ExpectCommandAsync();
+        command.CommandId.ShouldBe(commandId);
+        command.Type.ShouldBe(CommandTypes.SessionStart);
+        command.SessionId.ShouldBe(sessionId);
+        command.Args.GetProperty("template").GetString().ShouldBe("xterm");
+        (await cp.CommandRowAsync(commandId)).State.ShouldBe(CommandState.Sent);
+
+        await agent.AckAsync(commandId);
+        await cp.SessionStateIsAsync(sessionId, SessionState.Starting, Soon);
+        (await cp.CommandRowAsync(commandId)).State.ShouldBe(CommandState.Acked);
+
+        await agent.ResultAsync(commandId, success: true);
+        await cp.SessionStateIsAsync(sessionId, SessionState.Running, Soon);
+        var row = await cp.CommandRowAsync(commandId);
+        row.State.ShouldBe(CommandState.Succeeded);
+        row.Attempts.ShouldBe(1);
+
+        // Longer than the ack timeout and a poll: still exactly one delivery.
+        await agent.ExpectNothingAsync(TimeSpan.FromSeconds(2.5));
+        agent.CommandsReceived.Count(c => c.CommandId == commandId).ShouldBe(1);
+    }
+
+    [Fact]
+    public async Task A_failed_start_fails_the_session_with_the_agents_reason()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart);
+        (await agent.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
+        await agent.AckAsync(commandId);
+        await agent.ResultAsync(commandId, success: false, error: "Xvnc did not start: display :12 in use");
+
+        await cp.SessionStateIsAsync(sessionId, SessionState.Failed, Soon);
+        (await cp.SessionRowAsync(sessionId)).Reason!.ShouldContain("Xvnc did not start");
+        (await cp.CommandRowAsync(commandId)).State.ShouldBe(CommandState.Failed);
+    }
+
+    [Fact]
+    public async Task A_command_queued_while_the_agent_is_offline_waits_and_is_delivered_once_after_it_connects()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart);
+        await Task.Delay(TimeSpan.FromSeconds(1.5), TestContext.Current.CancellationToken);
+        var waiting = await cp.CommandRowAsync(commandId);
+        waiting.State.ShouldBe(CommandState.Pending, "nothing is marked failed while the agent is away");
+        waiting.Attempts.ShouldBe(0);
+        (await cp.SessionRowAsync(sessionId)).State.ShouldBe(SessionState.Pending);
+
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        var command = await agent.ExpectCommandAsync();
+        command.CommandId.ShouldBe(commandId);
+        await agent.AckAsync(commandId);
+        await agent.ResultAsync(commandId, success: true);
+        await cp.SessionStateIsAsync(sessionId, SessionState.Running, Soon);
+        await agent.ExpectNothingAsync(TimeSpan.FromSeconds(2.5));
+        agent.CommandsReceived.Count.ShouldBe(1);
+    }
+
+    [Fact]
+    public async Task Commands_are_delivered_in_created_order()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var sessions = new List<string>();
+        var commands = new List<string>();
+        for (var i = 0; i < 5; i++)
+        {
+            var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+            sessions.Add(sessionId);
+            commands.Add(await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart));
+        }
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        foreach (var expected in commands)
+        {
+            var command = await agent.ExpectCommandAsync();
+            command.CommandId.ShouldBe(expected);
+            await agent.AckAsync(command.CommandId);
+        }
+    }
+
+    [Fact]
+    public async Task An_unacknowledged_command_is_redelivered_with_the_same_command_id()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var before = cp.Metrics.CommandsRedelivered;
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart);
+
+        (await agent.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
+        // No ack: after the 1 s ack timeout it comes again, same id (the agent dedupes on it).
+        (await agent.ExpectCommandAsync(TimeSpan.FromSeconds(4))).CommandId.ShouldBe(commandId);
+        (await cp.CommandRowAsync(commandId)).Attempts.ShouldBeGreaterThanOrEqualTo(2);
+        cp.Metrics.CommandsRedelivered.ShouldBeGreaterThan(before);
+
+        await agent.AckAsync(commandId);
+        await agent.ResultAsync(commandId, success: true);
+        await cp.SessionStateIsAsync(sessionId, SessionState.Running, Soon);
+        // A duplicate result (e.g. re-sent after a redelivery) is ignored.
+        await agent.ResultAsync(commandId, success: false, error: "late duplicate");
+        await Task.Delay(500, TestContext.Current.CancellationToken);
+        (await cp.SessionRowAsync(sessionId)).State.ShouldBe(SessionState.Running);
+        (await cp.CommandRowAsync(commandId)).State.ShouldBe(CommandState.Succeeded);
+    }
+
+    [Fact]
+    public async Task A_command_in_flight_when_the_agent_reconnects_is_sent_again_on_the_new_connection()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var first = await cp.OnlineAgentAsync(agentId, token);
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart);
+        (await first.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
+        await first.AckAsync(commandId);
+        await cp.SessionStateIsAsync(sessionId, SessionState.Starting, Soon);
+        first.Crash();
+        await first.DisposeAsync();
+
+        await using var second = await cp.OnlineAgentAsync(agentId, token);
+        (await second.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
+        await second.ResultAsync(commandId, success: true);
+        await cp.SessionStateIsAsync(sessionId, SessionState.Running, Soon);
+    }
+
+    [Fact]
+    public async Task A_command_past_its_ttl_expires_and_fails_its_session_with_a_reason_naming_command_and_agent()
+    {
+        var (agentId, _) = await cp.CreateAgentAsync();
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var before = cp.Metrics.CommandsExpired;
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart);
+        await cp.ExecuteAsync("UPDATE agent_commands SET expires_at = @at WHERE id = @commandId",
+            new { at = DateTimeOffset.UtcNow.AddMilliseconds(500), commandId });
+
+        await cp.SessionStateIsAsync(sessionId, SessionState.Failed, Soon);
+        var session = await cp.SessionRowAsync(sessionId);
+        session.Reason!.ShouldContain(commandId);
+        session.Reason!.ShouldContain(agentId);
+        session.Reason!.ShouldContain("expired");
+        (await cp.CommandRowAsync(commandId)).State.ShouldBe(CommandState.Expired);
+        cp.Metrics.CommandsExpired.ShouldBeGreaterThan(before);
+    }
+
+    [Fact]
+    public async Task An_expired_stop_ends_the_session_as_terminated()
+    {
+        var (agentId, _) = await cp.CreateAgentAsync();
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Terminating);
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStop);
+        await cp.ExecuteAsync("UPDATE agent_commands SET expires_at = @at WHERE id = @commandId",
+            new { at = DateTimeOffset.UtcNow.AddMilliseconds(200), commandId });
+        await cp.SessionStateIsAsync(sessionId, SessionState.Terminated, Soon);
+        (await cp.CommandRowAsync(commandId)).State.ShouldBe(CommandState.Expired);
+    }
+
+    [Theory]
+    [InlineData(CommandTypes.SessionStop, SessionState.Terminating, true, SessionState.Terminated)]
+    [InlineData(CommandTypes.SessionHibernate, SessionState.Hibernating, true, SessionState.Hibernated)]
+    [InlineData(CommandTypes.SessionHibernate, SessionState.Hibernating, false, SessionState.Running)]
+    [InlineData(CommandTypes.SessionWake, SessionState.Waking, true, SessionState.Running)]
+    [InlineData(CommandTypes.SessionWake, SessionState.Waking, false, SessionState.Hibernated)]
+    public async Task Results_move_the_session_through_the_state_machine(string type, string from, bool success, string to)
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var sessionId = await cp.CreateSessionAsync(agentId, from);
+        // As the sessions API does: the state change and its command are written together, before delivery.
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, type);
+        // The agent reports the session as it really is, so reconciliation on hello leaves it alone.
+        var observed = from == SessionState.Waking ? ObservedStates.Hibernated : ObservedStates.Running;
+        await using var agent = await cp.OnlineAgentAsync(agentId, token, [new SessionInventoryItem { SessionId = sessionId, State = observed }]);
+        (await agent.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
+        await agent.AckAsync(commandId);
+        await agent.ResultAsync(commandId, success, success ? null : "SIGSTOP refused");
+        await cp.SessionStateIsAsync(sessionId, to, Soon);
+        (await cp.CommandRowAsync(commandId)).State.ShouldBe(success ? CommandState.Succeeded : CommandState.Failed);
+    }
+
+    [Fact]
+    public async Task A_result_for_an_unknown_command_is_ignored_and_the_agent_keeps_working()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        await agent.ResultAsync(Guid.NewGuid().ToString("N"), success: true);
+        await agent.AckAsync(Guid.NewGuid().ToString("N"));
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart);
+        (await agent.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
+        agent.IsOpen.ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task A_command_for_another_agent_cannot_be_completed_by_this_one()
+    {
+        var (ownerId, _) = await cp.CreateAgentAsync("owner");
+        var (intruderId, intruderToken) = await cp.CreateAgentAsync("intruder");
+        var sessionId = await cp.CreateSessionAsync(ownerId, SessionState.Pending);
+        var commandId = await cp.EnqueueAsync(ownerId, sessionId, CommandTypes.SessionStart);
+        await using var intruder = await cp.OnlineAgentAsync(intruderId, intruderToken);
+        await intruder.AckAsync(commandId);
+        await intruder.ResultAsync(commandId, success: true);
+        await Task.Delay(500, TestContext.Current.CancellationToken);
+        (await cp.SessionRowAsync(sessionId)).State.ShouldBe(SessionState.Pending);
+        (await cp.CommandRowAsync(commandId)).State.ShouldBe(CommandState.Pending);
+    }
+}
+
+public sealed class CommandDeliveryTests_Sqlite(HubSqliteControlPlane cp) : CommandDeliveryTests(cp), IClassFixture<HubSqliteControlPlane>;
+public sealed class CommandDeliveryTests_Postgres(HubPostgresControlPlane cp) : CommandDeliveryTests(cp), IClassFixture<HubPostgresControlPlane>;

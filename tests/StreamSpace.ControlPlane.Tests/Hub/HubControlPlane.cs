@@ -1,0 +1,170 @@
+using System.Diagnostics;
+using Dapper;
+using StreamSpace.ControlPlane.Agents;
+using StreamSpace.ControlPlane.Agents.Hub;
+using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+
+namespace StreamSpace.ControlPlane.Tests.Hub;
+
+/// <summary>
+/// The real control plane with hub timings shortened so liveness and redelivery are observable in
+/// seconds: heartbeat 1 s (offline after 3 s of silence), ack timeout 1 s, hello timeout 2 s,
+/// reconciliation every 2 s.
+/// </summary>
+public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(kind)
+{
+    protected override IEnumerable<string> ExtraArgs =>
+    [
+        "--StreamSpace:HeartbeatSeconds=1",
+        "--StreamSpace:CommandAckTimeout=00:00:01",
+        "--StreamSpace:CommandBackoffMaxFactor=1",
+        "--StreamSpace:OfflineSweepInterval=00:00:01",
+        "--StreamSpace:OfflineSweepGrace=00:00:01",
+        "--StreamSpace:HelloTimeout=00:00:02",
+        "--StreamSpace:ReconcileInterval=00:00:02",
+    ];
+
+    public HubMetrics Metrics => App.Services.GetRequiredService<HubMetrics>();
+
+    private string? _userId;
+    private readonly string _username = Unique("hubuser");
+
+    /// <summary>Registers an agent directly in the agents table (the admin API is built elsewhere) and returns its token.</summary>
+    public async Task<(string AgentId, string Token)> CreateAgentAsync(string prefix = "agent")
+    {
+        var agentId = Unique(prefix);
+        var token = AgentTokens.Generate();
+        var now = DateTimeOffset.UtcNow;
+        await using var conn = await Db.OpenAsync(CancellationToken.None);
+        await conn.ExecuteAsync(
+            """
+            INSERT INTO agents (agent_id, token_hash, status, platform, region, max_sessions, active_sessions, draining, created_at, updated_at)
+            VALUES (@agentId, @hash, @offline, 'process', 'default', 10, 0, @no, @now, @now)
+            """,
+            new { agentId, hash = AgentTokens.Hash(token), offline = AgentStatus.Offline, no = false, now });
+        return (agentId, token);
+    }
+
+    public Task<ScriptedAgent> OnlineAgentAsync(string agentId, string token, IReadOnlyList<Protocol.SessionInventoryItem>? inventory = null, bool heartbeat = true) =>
+        ScriptedAgent.OnlineAsync(BaseAddress, agentId, token, inventory, heartbeat);
+
+    /// <summary>Inserts a session row placed on <paramref name="agentId"/> in <paramref name="state"/>.</summary>
+    public async Task<string> CreateSessionAsync(string agentId, string state)
+    {
+        await using var conn = await Db.OpenAsync(CancellationToken.None);
+        var now = DateTimeOffset.UtcNow;
+        if (_userId is null)
+        {
+            var id = Guid.NewGuid().ToString("N");
+            await conn.ExecuteAsync(
+                """
+                INSERT INTO users (id, username, password_hash, role, disabled, max_sessions, token_version, created_at, updated_at)
+                VALUES (@id, @username, 'not-a-real-hash', 'user', @no, 100, 1, @now, @now)
+                """,
+                new { id, username = _username, no = false, now });
+            _userId = id;
+        }
+        var sessionId = $"{_username}-xterm-{Guid.NewGuid().ToString("N")[..6]}";
+        await conn.ExecuteAsync(
+            """
+            INSERT INTO sessions (id, user_id, username, template, state, agent_id, cpu, memory, persistent_home, created_at, updated_at)
+            VALUES (@sessionId, @userId, @username, 'xterm', @state, @agentId, '500m', '512Mi', @no, @now, @now)
+            """,
+            new { sessionId, userId = _userId, username = _username, state, agentId, no = false, now });
+        return sessionId;
+    }
+
+    /// <summary>Writes a command through the real outbox (as the sessions API does) and signals delivery.</summary>
+    public async Task<string> EnqueueAsync(string agentId, string? sessionId, string type, object? args = null)
+    {
+        var outbox = App.Services.GetRequiredService<CommandOutbox>();
+        var id = await Db.InTransactionAsync((conn, tx) =>
+            outbox.EnqueueAsync(conn, tx, agentId, sessionId, type, args ?? new { sessionId }, CancellationToken.None), CancellationToken.None);
+        outbox.NotifyQueued(agentId);
+        return id;
+    }
+
+    public async Task<AgentRow?> AgentRowAsync(string agentId)
+    {
+        await using var conn = await Db.OpenAsync(CancellationToken.None);
+        return await conn.QuerySingleOrDefaultAsync<AgentRow>(
+            "SELECT status AS Status, last_heartbeat AS LastHeartbeat, connection_id AS ConnectionId, draining AS Draining, active_sessions AS ActiveSessions FROM agents WHERE agent_id = @agentId",
+            new { agentId });
+    }
+
+    public async Task<SessionRow> SessionRowAsync(string sessionId)
+    {
+        await using var conn = await Db.OpenAsync(CancellationToken.None);
+        return await conn.QuerySingleAsync<SessionRow>(
+            "SELECT state AS State, state_reason AS Reason FROM sessions WHERE id = @sessionId", new { sessionId });
+    }
+
+    public async Task<CommandStateRow> CommandRowAsync(string commandId)
+    {
+        await using var conn = await Db.OpenAsync(CancellationToken.None);
+        return await conn.QuerySingleAsync<CommandStateRow>(
+            "SELECT state AS State, attempts AS Attempts, error AS Error FROM agent_commands WHERE id = @commandId", new { commandId });
+    }
+
+    public async Task<IReadOnlyList<CommandStateRow>> CommandsForSessionAsync(string sessionId)
+    {
+        await using var conn = await Db.OpenAsync(CancellationToken.None);
+        return (await conn.QueryAsync<CommandStateRow>(
+            "SELECT id AS Id, type AS Type, state AS State, attempts AS Attempts, error AS Error FROM agent_commands WHERE session_id = @sessionId ORDER BY created_at",
+            new { sessionId })).ToList();
+    }
+
+    public async Task ExecuteAsync(string sql, object args)
+    {
+        await using var conn = await Db.OpenAsync(CancellationToken.None);
+        await conn.ExecuteAsync(sql, args);
+    }
+
+    /// <summary>Polls <paramref name="condition"/> until it holds; returns how long it took, failing after <paramref name="timeout"/>.</summary>
+    public static async Task<TimeSpan> EventuallyAsync(Func<Task<bool>> condition, TimeSpan timeout, string because)
+    {
+        var watch = Stopwatch.StartNew();
+        while (true)
+        {
+            if (await condition()) return watch.Elapsed;
+            if (watch.Elapsed > timeout) throw new ShouldAssertException($"not within {timeout}: {because}");
+            await Task.Delay(50);
+        }
+    }
+
+    public Task<TimeSpan> AgentStatusIsAsync(string agentId, string status, TimeSpan timeout) =>
+        EventuallyAsync(async () => (await AgentRowAsync(agentId))?.Status == status, timeout, $"agent {agentId} {status}");
+
+    public Task<TimeSpan> SessionStateIsAsync(string sessionId, string state, TimeSpan timeout) =>
+        EventuallyAsync(async () => (await SessionRowAsync(sessionId)).State == state, timeout, $"session {sessionId} {state}");
+}
+
+public sealed record AgentRow
+{
+    public required string Status { get; init; }
+    public DateTimeOffset? LastHeartbeat { get; init; }
+    public string? ConnectionId { get; init; }
+    public bool Draining { get; init; }
+    public int ActiveSessions { get; init; }
+}
+
+public sealed record SessionRow
+{
+    public required string State { get; init; }
+    public string? Reason { get; init; }
+}
+
+public sealed record CommandStateRow
+{
+    public string? Id { get; init; }
+    public string? Type { get; init; }
+    public required string State { get; init; }
+    public int Attempts { get; init; }
+    public string? Error { get; init; }
+}
+
+public sealed class HubSqliteControlPlane() : HubControlPlane(DatabaseKind.Sqlite);
+
+public sealed class HubPostgresControlPlane() : HubControlPlane(DatabaseKind.Postgres);

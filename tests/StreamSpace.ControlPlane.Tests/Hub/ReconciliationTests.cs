@@ -1,0 +1,174 @@
+using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Tests.Hub;
+
+/// <summary>Invariant 4: on every hello the agent's inventory is reconciled with the sessions placed on it; session.status events apply too.</summary>
+public abstract class ReconciliationTests(HubControlPlane cp)
+{
+    private static readonly TimeSpan Soon = TimeSpan.FromSeconds(5);
+
+    [Fact]
+    public async Task Hello_adopts_running_sessions_fails_lost_ones_ends_terminating_ones_and_stops_orphans()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var adopted = await cp.CreateSessionAsync(agentId, SessionState.Starting);
+        var adoptedHibernated = await cp.CreateSessionAsync(agentId, SessionState.Hibernating);
+        var lost = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var lostHibernated = await cp.CreateSessionAsync(agentId, SessionState.Hibernated);
+        var stopping = await cp.CreateSessionAsync(agentId, SessionState.Terminating);
+        var notStartedYet = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var startCommand = await cp.EnqueueAsync(agentId, notStartedYet, CommandTypes.SessionStart);
+        var finished = await cp.CreateSessionAsync(agentId, SessionState.Terminated);
+        var unknown = "ghost-xterm-" + Guid.NewGuid().ToString("N")[..6];
+        var steady = await cp.CreateSessionAsync(agentId, SessionState.Running);
+
+        await using var agent = await cp.OnlineAgentAsync(agentId, token,
+        [
+            new SessionInventoryItem { SessionId = adopted, State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = adoptedHibernated, State = ObservedStates.Hibernated },
+            new SessionInventoryItem { SessionId = finished, State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = unknown, State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = steady, State = ObservedStates.Running },
+        ]);
+
+        // Reconciliation runs right after the welcome.
+        await cp.SessionStateIsAsync(adopted, SessionState.Running, Soon);
+        (await cp.SessionRowAsync(adoptedHibernated)).State.ShouldBe(SessionState.Hibernated);
+        var lostRow = await cp.SessionRowAsync(lost);
+        lostRow.State.ShouldBe(SessionState.Failed);
+        lostRow.Reason!.ShouldContain("lost on agent");
+        lostRow.Reason!.ShouldContain(agentId);
+        (await cp.SessionRowAsync(lostHibernated)).State.ShouldBe(SessionState.Failed);
+        (await cp.SessionRowAsync(stopping)).State.ShouldBe(SessionState.Terminated);
+        (await cp.SessionRowAsync(notStartedYet)).State.ShouldBe(SessionState.Pending, "its start command has not succeeded yet");
+        (await cp.SessionRowAsync(steady)).State.ShouldBe(SessionState.Running);
+
+        // The agent gets the pending start and a stop for each orphan, and nothing else.
+        var received = new List<CommandPayload>();
+        for (var i = 0; i < 3; i++) received.Add(await agent.ExpectCommandAsync());
+        received.Single(c => c.Type == CommandTypes.SessionStart).CommandId.ShouldBe(startCommand);
+        received.Where(c => c.Type == CommandTypes.SessionStop).Select(c => c.SessionId).OrderBy(x => x)
+            .ShouldBe(new[] { finished, unknown }.OrderBy(x => x));
+        foreach (var c in received) await agent.AckAsync(c.CommandId);
+        foreach (var c in received.Where(c => c.Type == CommandTypes.SessionStop)) await agent.ResultAsync(c.CommandId, success: true);
+        await agent.ExpectNothingAsync(TimeSpan.FromSeconds(1.5));
+        (await cp.SessionRowAsync(finished)).State.ShouldBe(SessionState.Terminated, "a stop of an orphan never revives a finished session");
+    }
+
+    [Fact]
+    public async Task Reconnecting_again_does_not_queue_a_second_stop_for_the_same_orphan()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var unknown = "ghost-xterm-" + Guid.NewGuid().ToString("N")[..6];
+        SessionInventoryItem[] inventory = [new SessionInventoryItem { SessionId = unknown, State = ObservedStates.Running }];
+        var first = await cp.OnlineAgentAsync(agentId, token, inventory);
+        var stop = await first.ExpectCommandAsync();
+        stop.SessionId.ShouldBe(unknown);
+        await first.CloseAsync();
+        await first.DisposeAsync();
+        await cp.AgentStatusIsAsync(agentId, Agents.AgentStatus.Offline, Soon);
+
+        await using var second = await cp.OnlineAgentAsync(agentId, token, inventory);
+        (await second.ExpectCommandAsync()).CommandId.ShouldBe(stop.CommandId, "the same stop is redelivered, not a new one");
+        (await cp.CommandsForSessionAsync(unknown)).Count.ShouldBe(1);
+    }
+
+    [Fact]
+    public async Task A_start_that_succeeded_but_vanished_from_the_agent_is_lost()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var first = await cp.OnlineAgentAsync(agentId, token);
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart);
+        (await first.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
+        await first.AckAsync(commandId);
+        await first.ResultAsync(commandId, success: true);
+        await cp.SessionStateIsAsync(sessionId, SessionState.Running, Soon);
+        first.Crash();
+        await first.DisposeAsync();
+
+        // The agent restarted and lost the session: its inventory is empty.
+        await using var second = await cp.OnlineAgentAsync(agentId, token);
+        await cp.SessionStateIsAsync(sessionId, SessionState.Failed, Soon);
+        var row = await cp.SessionRowAsync(sessionId);
+        row.State.ShouldBe(SessionState.Failed);
+        row.Reason!.ShouldContain("lost on agent");
+    }
+
+    [Fact]
+    public async Task Sessions_that_ended_while_the_agent_was_away_end_truthfully_at_hello()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var exited = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var crashed = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        await using var agent = await cp.OnlineAgentAsync(agentId, token,
+        [
+            new SessionInventoryItem { SessionId = exited, State = ObservedStates.Exited },
+            new SessionInventoryItem { SessionId = crashed, State = ObservedStates.Crashed },
+        ]);
+        await cp.SessionStateIsAsync(exited, SessionState.Terminated, Soon);
+        (await cp.SessionRowAsync(exited)).Reason.ShouldBe("app exited");
+        await cp.SessionStateIsAsync(crashed, SessionState.Failed, Soon);
+        (await cp.SessionRowAsync(crashed)).Reason!.ShouldStartWith("crashed:");
+    }
+
+    [Fact]
+    public async Task Periodic_reconciliation_uses_the_tracked_inventory_of_a_connected_agent()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var started = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var startCommand = await cp.EnqueueAsync(agentId, started, CommandTypes.SessionStart);
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        (await agent.ExpectCommandAsync()).CommandId.ShouldBe(startCommand);
+        await agent.AckAsync(startCommand);
+        await agent.ResultAsync(startCommand, success: true);
+        await cp.SessionStateIsAsync(started, SessionState.Running, Soon);
+
+        // A session the database believes runs on this agent although the agent never started it.
+        var phantom = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        await cp.SessionStateIsAsync(phantom, SessionState.Failed, TimeSpan.FromSeconds(6));
+        (await cp.SessionRowAsync(phantom)).Reason!.ShouldContain("lost on agent");
+        // The session it did start (known from its result, not from hello) is left alone through several passes.
+        (await cp.SessionRowAsync(started)).State.ShouldBe(SessionState.Running);
+        await Task.Delay(TimeSpan.FromSeconds(2.5), TestContext.Current.CancellationToken);
+        (await cp.SessionRowAsync(started)).State.ShouldBe(SessionState.Running);
+    }
+
+    [Fact]
+    public async Task Session_status_events_drive_the_session()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var becomesReady = await cp.CreateSessionAsync(agentId, SessionState.Starting);
+        var exits = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var crashes = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var hibernates = await cp.CreateSessionAsync(agentId, SessionState.Hibernating);
+        var (otherAgentId, _) = await cp.CreateAgentAsync("other");
+        var foreign = await cp.CreateSessionAsync(otherAgentId, SessionState.Running);
+        await using var agent = await cp.OnlineAgentAsync(agentId, token,
+        [
+            new SessionInventoryItem { SessionId = becomesReady, State = ObservedStates.Starting },
+            new SessionInventoryItem { SessionId = exits, State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = crashes, State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = hibernates, State = ObservedStates.Running },
+        ]);
+
+        await agent.StatusAsync(becomesReady, ObservedStates.Running);
+        await agent.StatusAsync(exits, ObservedStates.Exited);
+        await agent.StatusAsync(crashes, ObservedStates.Crashed, "Xvnc killed by signal 9");
+        await agent.StatusAsync(hibernates, ObservedStates.Hibernated);
+        await agent.StatusAsync(foreign, ObservedStates.Crashed, "not mine");
+
+        await cp.SessionStateIsAsync(becomesReady, SessionState.Running, Soon);
+        await cp.SessionStateIsAsync(exits, SessionState.Terminated, Soon);
+        (await cp.SessionRowAsync(exits)).Reason.ShouldBe("app exited");
+        await cp.SessionStateIsAsync(crashes, SessionState.Failed, Soon);
+        (await cp.SessionRowAsync(crashes)).Reason.ShouldBe("crashed: Xvnc killed by signal 9");
+        await cp.SessionStateIsAsync(hibernates, SessionState.Hibernated, Soon);
+        (await cp.SessionRowAsync(foreign)).State.ShouldBe(SessionState.Running, "an agent cannot change another agent's session");
+    }
+}
+
+public sealed class ReconciliationTests_Sqlite(HubSqliteControlPlane cp) : ReconciliationTests(cp), IClassFixture<HubSqliteControlPlane>;
+public sealed class ReconciliationTests_Postgres(HubPostgresControlPlane cp) : ReconciliationTests(cp), IClassFixture<HubPostgresControlPlane>;
