@@ -34,8 +34,9 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     private readonly CancellationTokenSource _stopping = new();
     private SessionUser? _user;
     private Task? _monitor;
+    private int _disposed;
 
-    public ProcessRuntime(AgentOptions options, ILogger<ProcessRuntime> logger, TimeProvider time)
+    public ProcessRuntime(AgentOptions options, ILogger logger, TimeProvider time)
     {
         _options = options;
         _logger = logger;
@@ -158,17 +159,21 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
         start.WorkingDirectory = home;
 
+        var deadline = _time.GetTimestamp() + (long)(_options.SessionStartTimeout.TotalSeconds * _time.TimestampFrequency);
         using var leader = System.Diagnostics.Process.Start(start) ?? throw new SessionStartFailure("could not start the session leader", false);
-        var leaderStat = ProcFs.Stat(leader.Id);
-        if (leaderStat is not { } stat || stat.Pgid != leader.Id)
+        var pgid = leader.Id;
+        // setsid runs right after the fork: until then the child is still in the agent's process group.
+        while (ProcFs.Stat(pgid) is { } early && early.Pgid != pgid && !leader.HasExited && _time.GetTimestamp() < deadline)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(5), _time, ct);
+        }
+        if (ProcFs.Stat(pgid) is not { } stat || stat.Pgid != pgid)
         {
             throw new SessionStartFailure("the session leader did not get a process group of its own", false);
         }
-        var leaderProcess = new RecordedProcess(leader.Id, stat.StartTime);
-        var pgid = leader.Id;
+        var leaderProcess = new RecordedProcess(pgid, stat.StartTime);
         try
         {
-            var deadline = _time.GetTimestamp() + (long)(_options.SessionStartTimeout.TotalSeconds * _time.TimestampFrequency);
             var xvnc = await WaitForPidAsync(dir, SessionLauncher.XvncPidFile, pgid, leaderProcess, null, deadline, ct);
             await WaitForRfbAsync(dir, pgid, leaderProcess, xvnc, deadline, ct);
             File.WriteAllText(Path.Combine(dir, SessionLauncher.LaunchFile), "");
@@ -508,6 +513,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     public async ValueTask DisposeAsync()
     {
         // Sessions are deliberately left running: they outlive the agent and are re-adopted.
+        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
         await _stopping.CancelAsync();
         if (_monitor is not null) await _monitor;
         _stopping.Dispose();
