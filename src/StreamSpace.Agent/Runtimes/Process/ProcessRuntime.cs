@@ -137,7 +137,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
         var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/setsid") { UseShellExecute = false };
         foreach (var arg in user.SwitchArguments()) start.ArgumentList.Add(arg);
-        foreach (var arg in new[] { "/bin/sh", "-c", SessionLauncher.Script, "streamspace-session", dir, display.ToString(CultureInfo.InvariantCulture), _options.XvncPath, _options.Geometry, args.Launch.ProcessCommand! })
+        foreach (var arg in new[] { "/bin/sh", "-c", SessionLauncher.Script, "streamspace-session", dir, display.ToString(CultureInfo.InvariantCulture), _options.XvncPath, _options.Geometry, args.Launch.ProcessCommand!, LaunchPolls() })
         {
             start.ArgumentList.Add(arg);
         }
@@ -169,6 +169,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
         if (ProcFs.Stat(pgid) is not { } stat || stat.Pgid != pgid)
         {
+            if (!leader.HasExited) leader.Kill();
             throw new SessionStartFailure("the session leader did not get a process group of its own", false);
         }
         var leaderProcess = new RecordedProcess(pgid, stat.StartTime);
@@ -202,6 +203,10 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             throw;
         }
     }
+
+    /// <summary>The leader waits for the launch file a bit longer than the agent waits for readiness, then gives up.</summary>
+    private string LaunchPolls() =>
+        ((int)Math.Ceiling(_options.SessionStartTimeout.TotalSeconds * 2 / SessionLauncher.LaunchPollSeconds)).ToString(CultureInfo.InvariantCulture);
 
     private async Task<RecordedProcess> WaitForPidAsync(string dir, string file, int pgid, RecordedProcess leader, RecordedProcess? xvnc, long deadline, CancellationToken ct)
     {

@@ -16,14 +16,26 @@ internal static class SessionLauncher
     public const string AppExitFile = "app.exit";
     public const string LaunchFile = "launch";
 
-    /// <summary>Positional arguments: $1 session dir, $2 display number, $3 Xvnc path, $4 geometry, $5 app command.</summary>
+    /// <summary>Seconds between two looks for the launch file.</summary>
+    public const double LaunchPollSeconds = 0.05;
+
+    /// <summary>
+    /// Positional arguments: $1 session dir, $2 display number, $3 Xvnc path, $4 geometry, $5 app command,
+    /// $6 how many polls to wait for the launch file. If the agent dies (or gives up) before it says launch,
+    /// the leader stops Xvnc and exits instead of waiting forever with nobody knowing about it.
+    /// </summary>
     public const string Script = """
-        dir="$1"; display="$2"; xvnc="$3"; geometry="$4"; command="$5"
+        dir="$1"; display="$2"; xvnc="$3"; geometry="$4"; command="$5"; polls="$6"
         exec </dev/null >>"$dir/session.log" 2>&1
         "$xvnc" ":$display" -rfbunixpath "$dir/vnc.sock" -rfbunixmode 0600 -rfbport -1 -SecurityTypes None \
             -nolisten tcp -geometry "$geometry" -depth 24 -AlwaysShared -NeverShared=0 &
-        echo "$!" > "$dir/xvnc.pid"
-        while [ ! -e "$dir/launch" ]; do sleep 0.05; done
+        xvnc_pid="$!"
+        echo "$xvnc_pid" > "$dir/xvnc.pid"
+        while [ ! -e "$dir/launch" ]; do
+            polls=$((polls - 1))
+            if [ "$polls" -le 0 ] || [ ! -d "$dir" ]; then kill "$xvnc_pid"; exit 1; fi
+            sleep 0.05
+        done
         /bin/sh -c "$command" &
         echo "$!" > "$dir/app.pid"
         wait "$!"
