@@ -7,7 +7,11 @@ using StreamSpace.Agent.Runtimes;
 // The standalone agent: generic host, JSON console logs, SIGTERM/Ctrl-C = graceful drain (sessions keep running).
 var builder = Host.CreateApplicationBuilder(args);
 builder.Logging.ClearProviders();
-builder.Logging.AddJsonConsole(o => o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ");
+builder.Logging.AddJsonConsole(o =>
+{
+    o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
+    o.UseUtcTimestamp = true;
+});
 
 AgentOptions options;
 try

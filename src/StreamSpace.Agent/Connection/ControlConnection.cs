@@ -91,7 +91,7 @@ internal sealed class ControlConnection : IAsyncDisposable
         {
             await _socket.ConnectAsync(uri, timeout.Token);
         }
-        catch (Exception ex) when (ex is WebSocketException or HttpRequestException or OperationCanceledException && !ct.IsCancellationRequested)
+        catch (Exception ex) when (!ct.IsCancellationRequested && ex is WebSocketException or HttpRequestException or OperationCanceledException)
         {
             if (_socket.HttpStatusCode is System.Net.HttpStatusCode.Unauthorized or System.Net.HttpStatusCode.Forbidden)
             {
@@ -139,7 +139,7 @@ internal sealed class ControlConnection : IAsyncDisposable
                     return null;
             }
         }
-        catch (Exception ex) when (ex is WebSocketException or ProtocolException or OperationCanceledException && !ct.IsCancellationRequested)
+        catch (Exception ex) when (!ct.IsCancellationRequested && ex is WebSocketException or ProtocolException or OperationCanceledException)
         {
             _logger.LogWarning("Handshake with {Uri} failed: {Error}", uri, ex.Message);
             return null;

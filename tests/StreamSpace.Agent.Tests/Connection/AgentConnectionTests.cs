@@ -135,6 +135,27 @@ public class AgentConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Result_produced_while_disconnected_reaches_the_control_plane_after_reconnect()
+    {
+        var runtime = new InstrumentedRuntime();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        runtime.HoldStart["alice-xterm-rrrrrr"] = release.Task;
+        await StartAgentAsync(runtime);
+        var connection = await _cp.NextConnectionAsync();
+        await connection.SendCommandAsync("held", CommandTypes.SessionStart, "alice-xterm-rrrrrr", StartArgs.For("alice-xterm-rrrrrr"));
+        (await connection.CollectAsync(r => Has(r, MessageTypes.Ack, "held"), Wait)).ShouldNotBeEmpty();
+
+        await connection.CloseAsync(); // the control plane goes away while the start still runs
+        release.SetResult();           // ... and the start finishes while the agent is disconnected
+
+        var reconnected = await _cp.NextConnectionAsync();
+        await reconnected.SendCommandAsync("held", CommandTypes.SessionStart, "alice-xterm-rrrrrr", StartArgs.For("alice-xterm-rrrrrr"));
+        var received = await reconnected.CollectAsync(r => Has(r, MessageTypes.Result, "held") && Has(r, MessageTypes.Ack, "held"), Wait);
+        received.Where(e => e.Type == MessageTypes.Result).Select(e => e.PayloadAs<ResultPayload>()).ShouldAllBe(r => r.CommandId == "held" && r.Success);
+        runtime.Starts.ShouldBe(1);
+    }
+
+    [Fact]
     public async Task Observations_are_reported_as_session_status_and_bad_commands_fail_with_a_reason()
     {
         var runtime = new InstrumentedRuntime();

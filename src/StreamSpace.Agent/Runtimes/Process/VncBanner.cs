@@ -29,7 +29,7 @@ internal static class VncBanner
             var banner = Encoding.ASCII.GetString(buffer);
             return banner.StartsWith("RFB 003.", StringComparison.Ordinal) ? banner.TrimEnd('\n') : null;
         }
-        catch (Exception ex) when (ex is SocketException or OperationCanceledException && !ct.IsCancellationRequested)
+        catch (Exception ex) when (!ct.IsCancellationRequested && ex is SocketException or OperationCanceledException)
         {
             return null;
         }
