@@ -21,7 +21,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(50);
     private const string X11SocketDir = "/tmp/.X11-unix";
     /// <summary>Displays tried per start before giving up; another X server may grab a free number between check and bind.</summary>
-    private const int DisplayAttempts = 3;
+    private const int DisplayAttempts = 5;
 
     private readonly AgentOptions _options;
     private readonly ILogger _logger;
@@ -105,9 +105,9 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             var display = ReserveDisplay();
             try
             {
-                var record = await LaunchAsync(args, dir, display, home, temporary, user, ct);
+                var (record, leader) = await LaunchAsync(args, dir, display, home, temporary, user, ct);
                 record.Save(dir);
-                _sessions[args.SessionId] = new ProcessSession(record, dir);
+                _sessions[args.SessionId] = new ProcessSession(record, dir) { Leader = leader };
                 _logger.LogInformation("Session {SessionId} running on display :{Display} as {User} (pgid {Pgid})",
                     args.SessionId, display, user.Name, record.Pgid);
                 _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = args.SessionId, State = ObservedStates.Running });
@@ -129,7 +129,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         throw new SessionRuntimeException(lastFailure?.Message ?? "session failed to start");
     }
 
-    private async Task<ProcessSessionRecord> LaunchAsync(SessionStartArgs args, string dir, int display, string home, bool temporary, SessionUser user, CancellationToken ct)
+    private async Task<(ProcessSessionRecord Record, System.Diagnostics.Process Leader)> LaunchAsync(SessionStartArgs args, string dir, int display, string home, bool temporary, SessionUser user, CancellationToken ct)
     {
         foreach (var stale in new[] { SessionLauncher.XvncPidFile, SessionLauncher.AppPidFile, SessionLauncher.AppExitFile, SessionLauncher.LaunchFile, SessionLauncher.SocketFile })
         {
@@ -160,7 +160,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         start.WorkingDirectory = home;
 
         var deadline = _time.GetTimestamp() + (long)(_options.SessionStartTimeout.TotalSeconds * _time.TimestampFrequency);
-        using var leader = System.Diagnostics.Process.Start(start) ?? throw new SessionStartFailure("could not start the session leader", false);
+        // Kept (not disposed) while the session lives: the agent is the leader's parent and must reap it.
+        var leader = System.Diagnostics.Process.Start(start) ?? throw new SessionStartFailure("could not start the session leader", false);
         var pgid = leader.Id;
         // setsid runs right after the fork: until then the child is still in the agent's process group.
         while (ProcFs.Stat(pgid) is { } early && early.Pgid != pgid && !leader.HasExited && _time.GetTimestamp() < deadline)
@@ -170,6 +171,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         if (ProcFs.Stat(pgid) is not { } stat || stat.Pgid != pgid)
         {
             if (!leader.HasExited) leader.Kill();
+            leader.Dispose();
             throw new SessionStartFailure("the session leader did not get a process group of its own", false);
         }
         var leaderProcess = new RecordedProcess(pgid, stat.StartTime);
@@ -179,7 +181,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             await WaitForRfbAsync(dir, pgid, leaderProcess, xvnc, deadline, ct);
             File.WriteAllText(Path.Combine(dir, SessionLauncher.LaunchFile), "");
             var app = await WaitForPidAsync(dir, SessionLauncher.AppPidFile, pgid, leaderProcess, xvnc, deadline, ct);
-            return new ProcessSessionRecord
+            return (new ProcessSessionRecord
             {
                 SessionId = args.SessionId,
                 User = args.User,
@@ -194,12 +196,13 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 App = app,
                 State = ObservedStates.Running,
                 StartedAt = _time.GetUtcNow(),
-            };
+            }, leader);
         }
         catch
         {
             // Whatever went wrong, leave nothing of this attempt running.
             await KillGroupAsync(pgid, [leaderProcess], CancellationToken.None);
+            leader.Dispose();
             throw;
         }
     }
@@ -245,8 +248,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     private static void ThrowIfDead(string dir, RecordedProcess leader, RecordedProcess? xvnc)
     {
         if (leader.IsAlive && (xvnc is null || xvnc.IsAlive)) return;
-        var log = LogTail(dir);
-        throw new SessionStartFailure($"Xvnc exited during start: {log}", log.Contains("already active", StringComparison.OrdinalIgnoreCase));
+        throw new SessionStartFailure($"Xvnc exited during start: {LogTail(dir)}", DisplayTaken(LogTail(dir, lines: 15)));
     }
 
     public async Task StopAsync(string sessionId, CancellationToken ct)
@@ -411,6 +413,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     {
         var r = session.Record;
         _sessions.TryRemove(r.SessionId, out _);
+        session.Leader?.Dispose();
         CleanupX11(r.Display);
         if (r.TemporaryHome) TryDelete(r.HomePath);
         if (removeFolder)
@@ -480,12 +483,18 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
     }
 
-    private static string LogTail(string dir)
+    /// <summary>Another X server (of this or another agent) won the race for the display number between check and bind.</summary>
+    private static bool DisplayTaken(string log) =>
+        log.Contains("already active", StringComparison.OrdinalIgnoreCase)
+        || log.Contains("remove /tmp/.X", StringComparison.Ordinal)
+        || log.Contains("Cannot establish any listening sockets", StringComparison.Ordinal);
+
+    private static string LogTail(string dir, int lines = 3)
     {
         try
         {
-            var lines = File.ReadAllLines(Path.Combine(dir, SessionLauncher.LogFile)).Where(l => !string.IsNullOrWhiteSpace(l)).TakeLast(3);
-            return string.Join(" | ", lines.Select(l => l.Trim()));
+            var tail = File.ReadAllLines(Path.Combine(dir, SessionLauncher.LogFile)).Where(l => !string.IsNullOrWhiteSpace(l)).TakeLast(lines);
+            return string.Join(" | ", tail.Select(l => l.Trim()));
         }
         catch (IOException)
         {
@@ -530,6 +539,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         public string Dir { get; } = dir;
         /// <summary>Serializes commands and monitor passes on this one session.</summary>
         public SemaphoreSlim Gate { get; } = new(1, 1);
+        /// <summary>The leader when this agent process started it (null for re-adopted sessions).</summary>
+        public System.Diagnostics.Process? Leader { get; init; }
     }
 
     private sealed class SessionStartFailure(string message, bool displayInUse) : Exception(message)
