@@ -189,6 +189,33 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Session_user_cannot_make_the_agent_read_or_write_through_its_folder()
+    {
+        var runtime = await NewRuntimeAsync();
+        var args = Args();
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var record = Record(args.SessionId);
+        var runDir = Path.GetDirectoryName(record["socketPath"]!.GetValue<string>())!;
+        // The record is in the agent's folder, not in the session user's run folder.
+        File.Exists(Path.Combine(runDir, "session.json")).ShouldBeFalse();
+        File.GetUnixFileMode(Path.GetDirectoryName(runDir)!).HasFlag(UnixFileMode.OtherWrite).ShouldBeFalse();
+
+        // A hostile session swaps its log for a link to a file only root may read, then its Xvnc dies.
+        var secret = Path.Combine(_state.Folder, "root-only.txt");
+        File.WriteAllText(secret, "TOPSECRET-CONTENT");
+        File.SetUnixFileMode(secret, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        File.Delete(Path.Combine(runDir, "session.log"));
+        File.CreateSymbolicLink(Path.Combine(runDir, "session.log"), secret);
+        using (var kill = System.Diagnostics.Process.Start("kill", ["-KILL", record["xvnc"]!["pid"]!.GetValue<int>().ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await kill.WaitForExitAsync(TestContext.Current.CancellationToken);
+        }
+
+        var status = await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Crashed, ObservedStates.Exited);
+        status.Reason!.ShouldNotContain("TOPSECRET");
+    }
+
+    [Fact]
     public async Task App_that_ends_by_itself_is_reported_exited()
     {
         var runtime = await NewRuntimeAsync();

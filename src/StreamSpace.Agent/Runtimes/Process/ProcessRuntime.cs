@@ -20,6 +20,9 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 {
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(50);
     private const string X11SocketDir = "/tmp/.X11-unix";
+    private const UnixFileMode PrivateDir = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+    /// <summary>rwx--x--x: others may pass through to what they own below, but not list or change anything.</summary>
+    private const UnixFileMode TraverseOnly = PrivateDir | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
     /// <summary>Displays tried per start before giving up; another X server may grab a free number between check and bind.</summary>
     private const int DisplayAttempts = 5;
 
@@ -92,11 +95,17 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             return; // idempotent: it already runs
         }
         var user = _user ?? throw new InvalidOperationException("runtime not initialized");
+        // <id>/ belongs to the agent (the record lives here, out of the session user's reach, so the user can never
+        // plant a symlink the agent would write through); <id>/run/ belongs to the session user: its socket,
+        // pid files and log.
         var dir = Path.Combine(_sessionsDir, args.SessionId);
         if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); // leftovers of an ended session
         Directory.CreateDirectory(dir);
-        File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        user.Own(dir);
+        File.SetUnixFileMode(dir, user.SwitchUser ? TraverseOnly : PrivateDir);
+        var runDir = ProcessSession.RunDirOf(dir);
+        Directory.CreateDirectory(runDir);
+        File.SetUnixFileMode(runDir, PrivateDir);
+        user.Own(runDir);
 
         var (home, temporary) = PrepareHome(args, dir, user);
         SessionStartFailure? lastFailure = null;
@@ -105,7 +114,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             var display = ReserveDisplay();
             try
             {
-                var (record, leader) = await LaunchAsync(args, dir, display, home, temporary, user, ct);
+                var (record, leader) = await LaunchAsync(args, runDir, display, home, temporary, user, ct);
                 record.Save(dir);
                 _sessions[args.SessionId] = new ProcessSession(record, dir) { Leader = leader };
                 _logger.LogInformation("Session {SessionId} running on display :{Display} as {User} (pgid {Pgid})",
@@ -129,15 +138,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         throw new SessionRuntimeException(lastFailure?.Message ?? "session failed to start");
     }
 
-    private async Task<(ProcessSessionRecord Record, System.Diagnostics.Process Leader)> LaunchAsync(SessionStartArgs args, string dir, int display, string home, bool temporary, SessionUser user, CancellationToken ct)
+    private async Task<(ProcessSessionRecord Record, System.Diagnostics.Process Leader)> LaunchAsync(SessionStartArgs args, string runDir, int display, string home, bool temporary, SessionUser user, CancellationToken ct)
     {
         foreach (var stale in new[] { SessionLauncher.XvncPidFile, SessionLauncher.AppPidFile, SessionLauncher.AppExitFile, SessionLauncher.LaunchFile, SessionLauncher.SocketFile })
         {
-            File.Delete(Path.Combine(dir, stale));
+            File.Delete(Path.Combine(runDir, stale));
         }
         var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/setsid") { UseShellExecute = false };
         foreach (var arg in user.SwitchArguments()) start.ArgumentList.Add(arg);
-        foreach (var arg in new[] { "/bin/sh", "-c", SessionLauncher.Script, "streamspace-session", dir, display.ToString(CultureInfo.InvariantCulture), _options.XvncPath, _options.Geometry, args.Launch.ProcessCommand!, LaunchPolls() })
+        foreach (var arg in new[] { "/bin/sh", "-c", SessionLauncher.Script, "streamspace-session", runDir, display.ToString(CultureInfo.InvariantCulture), _options.XvncPath, _options.Geometry, args.Launch.ProcessCommand!, LaunchPolls() })
         {
             start.ArgumentList.Add(arg);
         }
@@ -177,17 +186,18 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         var leaderProcess = new RecordedProcess(pgid, stat.StartTime);
         try
         {
-            var xvnc = await WaitForPidAsync(dir, SessionLauncher.XvncPidFile, pgid, leaderProcess, null, deadline, ct);
-            await WaitForRfbAsync(dir, pgid, leaderProcess, xvnc, deadline, ct);
-            File.WriteAllText(Path.Combine(dir, SessionLauncher.LaunchFile), "");
-            var app = await WaitForPidAsync(dir, SessionLauncher.AppPidFile, pgid, leaderProcess, xvnc, deadline, ct);
+            var xvnc = await WaitForPidAsync(runDir, SessionLauncher.XvncPidFile, pgid, leaderProcess, null, deadline, ct);
+            await WaitForRfbAsync(runDir, pgid, leaderProcess, xvnc, deadline, ct);
+            // CreateNew = O_EXCL: never follows a symlink the session user may have put there.
+            new FileStream(Path.Combine(runDir, SessionLauncher.LaunchFile), FileMode.CreateNew, FileAccess.Write).Dispose();
+            var app = await WaitForPidAsync(runDir, SessionLauncher.AppPidFile, pgid, leaderProcess, xvnc, deadline, ct);
             return (new ProcessSessionRecord
             {
                 SessionId = args.SessionId,
                 User = args.User,
                 Template = args.Template,
                 Display = display,
-                SocketPath = Path.Combine(dir, SessionLauncher.SocketFile),
+                SocketPath = Path.Combine(runDir, SessionLauncher.SocketFile),
                 HomePath = home,
                 TemporaryHome = temporary,
                 Pgid = pgid,
@@ -368,10 +378,10 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         var r = session.Record;
         if (!r.Xvnc.IsAlive)
         {
-            return new SessionStatusPayload { SessionId = r.SessionId, State = ObservedStates.Crashed, Reason = $"Xvnc is gone: {LogTail(session.Dir)}" };
+            return new SessionStatusPayload { SessionId = r.SessionId, State = ObservedStates.Crashed, Reason = $"Xvnc is gone: {LogTail(session.RunDir)}" };
         }
         if (r.App.IsAlive) return null;
-        var exitPath = Path.Combine(session.Dir, SessionLauncher.AppExitFile);
+        var exitPath = Path.Combine(session.RunDir, SessionLauncher.AppExitFile);
         if (File.Exists(exitPath) && int.TryParse(File.ReadAllText(exitPath).Trim(), out var code))
         {
             // The shell reports death by signal N as 128+N.
@@ -435,10 +445,9 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         if (_user!.SwitchUser)
         {
             // The session user must reach its own session folder and home, but list nothing else.
-            const UnixFileMode traverseOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
-            File.SetUnixFileMode(state, traverseOnly);
-            File.SetUnixFileMode(_sessionsDir, traverseOnly);
-            File.SetUnixFileMode(_homesDir, traverseOnly);
+            File.SetUnixFileMode(state, TraverseOnly);
+            File.SetUnixFileMode(_sessionsDir, TraverseOnly);
+            File.SetUnixFileMode(_homesDir, TraverseOnly);
             // Xvnc creates its X socket here; as root we make sure it exists with the usual sticky mode.
             Directory.CreateDirectory(X11SocketDir);
             File.SetUnixFileMode(X11SocketDir, (UnixFileMode)Convert.ToInt32("1777", 8));
@@ -449,7 +458,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     {
         var home = args.PersistentHome ? Path.Combine(_homesDir, args.User) : Path.Combine(sessionDir, "home");
         Directory.CreateDirectory(home);
-        File.SetUnixFileMode(home, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        File.SetUnixFileMode(home, PrivateDir);
         user.Own(home);
         return (home, !args.PersistentHome);
     }
@@ -489,11 +498,14 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         || log.Contains("remove /tmp/.X", StringComparison.Ordinal)
         || log.Contains("Cannot establish any listening sockets", StringComparison.Ordinal);
 
-    private static string LogTail(string dir, int lines = 3)
+    private static string LogTail(string runDir, int lines = 3)
     {
         try
         {
-            var tail = File.ReadAllLines(Path.Combine(dir, SessionLauncher.LogFile)).Where(l => !string.IsNullOrWhiteSpace(l)).TakeLast(lines);
+            // The log sits in the session user's folder: never follow a link there into a file only root may read.
+            var log = new FileInfo(Path.Combine(runDir, SessionLauncher.LogFile));
+            if (log.LinkTarget is not null || !log.Exists) return "(no log)";
+            var tail = File.ReadAllLines(log.FullName).Where(l => !string.IsNullOrWhiteSpace(l)).TakeLast(lines);
             return string.Join(" | ", tail.Select(l => l.Trim()));
         }
         catch (IOException)
@@ -537,6 +549,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     {
         public ProcessSessionRecord Record { get; set; } = record;
         public string Dir { get; } = dir;
+        public string RunDir => RunDirOf(Dir);
+        public static string RunDirOf(string dir) => Path.Combine(dir, "run");
         /// <summary>Serializes commands and monitor passes on this one session.</summary>
         public SemaphoreSlim Gate { get; } = new(1, 1);
         /// <summary>The leader when this agent process started it (null for re-adopted sessions).</summary>
