@@ -47,6 +47,11 @@ internal sealed class CommandDedupeStore
     public void Load()
     {
         Directory.CreateDirectory(_folder);
+        if (!OperatingSystem.IsWindows())
+        {
+            // Only the agent reads its command history.
+            File.SetUnixFileMode(_folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
         foreach (var file in Directory.EnumerateFiles(_folder, "*.json"))
         {
             CommandRecord? record;

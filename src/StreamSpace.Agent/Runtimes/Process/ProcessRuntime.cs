@@ -126,8 +126,10 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             {
                 lastFailure = failure;
                 _logger.LogWarning("Session {SessionId} failed to start on display :{Display}: {Reason}", args.SessionId, display, failure.Message);
+                // A display another X server won is that server's: leave its lock and socket alone.
+                if (failure.DisplayInUse) continue;
                 CleanupX11(display);
-                if (!failure.DisplayInUse) break;
+                break;
             }
             finally
             {
