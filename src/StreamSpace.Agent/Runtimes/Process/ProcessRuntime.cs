@@ -473,12 +473,30 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             for (var n = _options.FirstDisplay; n < _options.FirstDisplay + 1000; n++)
             {
                 if (used.Contains(n) || _reservedDisplays.Contains(n)) continue;
-                if (File.Exists($"/tmp/.X{n}-lock") || File.Exists($"{X11SocketDir}/X{n}")) continue;
+                if (File.Exists($"/tmp/.X{n}-lock"))
+                {
+                    // A SIGKILLed X server leaves its lock behind; once its pid is gone the number is free again.
+                    if (!IsStaleLock(n)) continue;
+                    CleanupX11(n);
+                }
+                if (File.Exists($"{X11SocketDir}/X{n}")) continue;
                 _reservedDisplays.Add(n);
                 return n;
             }
         }
         throw new SessionRuntimeException("no free X display number");
+    }
+
+    private static bool IsStaleLock(int display)
+    {
+        try
+        {
+            return int.TryParse(File.ReadAllText($"/tmp/.X{display}-lock").Trim(), out var pid) && pid > 0 && !Directory.Exists($"/proc/{pid}");
+        }
+        catch (IOException)
+        {
+            return false;
+        }
     }
 
     /// <summary>A killed X server leaves its lock and socket behind; they would block the display number forever.</summary>
