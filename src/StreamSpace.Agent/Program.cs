@@ -1,2 +1,37 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using StreamSpace.Agent.Hosting;
+using StreamSpace.Agent.Runtimes;
+
+// The standalone agent: generic host, JSON console logs, SIGTERM/Ctrl-C = graceful drain (sessions keep running).
 var builder = Host.CreateApplicationBuilder(args);
-builder.Build().Run();
+builder.Logging.ClearProviders();
+builder.Logging.AddJsonConsole(o =>
+{
+    o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
+    o.UseUtcTimestamp = true;
+});
+
+AgentOptions options;
+try
+{
+    options = AgentOptions.FromConfiguration(builder.Configuration);
+    options.Validate();
+}
+catch (AgentOptionsException ex)
+{
+    await Console.Error.WriteLineAsync(ex.Message);
+    return 2;
+}
+
+builder.Services.AddSingleton(options);
+builder.Services.AddSingleton(TimeProvider.System);
+builder.Services.AddSingleton<ISessionRuntime>(sp => RuntimeFactory.Create(options, sp.GetRequiredService<ILoggerFactory>(), sp.GetRequiredService<TimeProvider>()));
+builder.Services.AddHostedService<AgentWorker>();
+// Long enough for the drain heartbeat and a clean close; sessions are never waited for.
+builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(15));
+
+using var host = builder.Build();
+await host.RunAsync();
+return 0;

@@ -1,0 +1,141 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.Agent.Commands;
+
+/// <summary>What to do with a received command.</summary>
+internal enum CommandAdmission
+{
+    /// <summary>First time seen: execute it.</summary>
+    Execute,
+    /// <summary>Seen and still executing: only re-ack.</summary>
+    AlreadyRunning,
+    /// <summary>Seen and finished: re-ack and re-send the stored result.</summary>
+    AlreadyFinished,
+}
+
+/// <summary>
+/// At-most-once execution (contract §5, invariant 2): every command id is persisted in
+/// <c>&lt;state&gt;/commands/</c> before it executes, with its result once it finishes, and kept for the
+/// retention period (≥ 24 h) so a redelivery, even across an agent restart, never runs it twice.
+/// </summary>
+internal sealed class CommandDedupeStore
+{
+    private static readonly JsonSerializerOptions Json = new(ProtocolJson.Options);
+
+    private readonly string _folder;
+    private readonly TimeSpan _retention;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly ConcurrentDictionary<string, CommandRecord> _records = new();
+    private readonly Lock _gate = new();
+
+    public CommandDedupeStore(string stateFolder, TimeSpan retention, TimeProvider time, ILogger logger)
+    {
+        _folder = Path.Combine(stateFolder, "commands");
+        _retention = retention;
+        _time = time;
+        _logger = logger;
+    }
+
+    /// <summary>Loads the persisted records. A command that was running when the agent died is finished as failed:
+    /// it may have half-happened, and running it again would break at-most-once.</summary>
+    public void Load()
+    {
+        Directory.CreateDirectory(_folder);
+        if (!OperatingSystem.IsWindows())
+        {
+            // Only the agent reads its command history.
+            File.SetUnixFileMode(_folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        foreach (var file in Directory.EnumerateFiles(_folder, "*.json"))
+        {
+            CommandRecord? record;
+            try
+            {
+                record = JsonSerializer.Deserialize<CommandRecord>(File.ReadAllText(file), Json);
+            }
+            catch (JsonException ex)
+            {
+                _logger.LogWarning("Ignoring unreadable command record {File}: {Error}", Path.GetFileName(file), ex.Message);
+                continue;
+            }
+            if (record is null) continue;
+            if (record.Result is null)
+            {
+                record = record with
+                {
+                    FinishedAt = _time.GetUtcNow(),
+                    Result = new ResultPayload { CommandId = record.CommandId, Success = false, Error = "the agent restarted while the command ran" },
+                };
+                Persist(record);
+            }
+            _records[record.CommandId] = record;
+        }
+        Prune();
+    }
+
+    /// <summary>Registers the command (persisted before it may execute) or tells how it was seen before.</summary>
+    public CommandAdmission Admit(CommandPayload command, out ResultPayload? storedResult)
+    {
+        lock (_gate)
+        {
+            if (_records.TryGetValue(command.CommandId, out var existing))
+            {
+                storedResult = existing.Result;
+                return existing.Result is null ? CommandAdmission.AlreadyRunning : CommandAdmission.AlreadyFinished;
+            }
+            var record = new CommandRecord { CommandId = command.CommandId, Type = command.Type, SessionId = command.SessionId, ReceivedAt = _time.GetUtcNow() };
+            Persist(record);
+            _records[command.CommandId] = record;
+            storedResult = null;
+            return CommandAdmission.Execute;
+        }
+    }
+
+    public void Complete(ResultPayload result)
+    {
+        lock (_gate)
+        {
+            if (!_records.TryGetValue(result.CommandId, out var record)) return;
+            record = record with { Result = result, FinishedAt = _time.GetUtcNow() };
+            Persist(record);
+            _records[result.CommandId] = record;
+        }
+    }
+
+    /// <summary>Drops records finished longer ago than the retention period.</summary>
+    public void Prune()
+    {
+        var cutoff = _time.GetUtcNow() - _retention;
+        foreach (var record in _records.Values)
+        {
+            if (record.FinishedAt is { } finished && finished < cutoff)
+            {
+                lock (_gate)
+                {
+                    _records.TryRemove(record.CommandId, out _);
+                    File.Delete(PathOf(record.CommandId));
+                }
+            }
+        }
+    }
+
+    public int Count => _records.Count;
+
+    private void Persist(CommandRecord record)
+    {
+        var path = PathOf(record.CommandId);
+        var temp = path + ".tmp";
+        File.WriteAllBytes(temp, JsonSerializer.SerializeToUtf8Bytes(record, Json));
+        File.Move(temp, path, overwrite: true);
+    }
+
+    /// <summary>Command ids come from the network: hash them into file names instead of trusting them as paths.</summary>
+    private string PathOf(string commandId) =>
+        Path.Combine(_folder, Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(commandId))) + ".json");
+}

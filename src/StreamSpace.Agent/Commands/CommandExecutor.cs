@@ -1,0 +1,159 @@
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using StreamSpace.Agent.Connection;
+using StreamSpace.Agent.Hosting;
+using StreamSpace.Agent.Runtimes;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.Agent.Commands;
+
+/// <summary>
+/// Runs commands off the read loop (invariant 8): commands of one session run one after another in arrival
+/// order, commands of different sessions run in parallel. Each finished command's result is stored in the
+/// dedupe store first (so a redelivery gets it even after a restart), then queued for sending.
+/// </summary>
+internal sealed class CommandExecutor
+{
+    private readonly ISessionRuntime _runtime;
+    private readonly CommandDedupeStore _store;
+    private readonly AgentOutbox _outbox;
+    private readonly AgentOptions _options;
+    private readonly Func<bool> _draining;
+    private readonly ILogger _logger;
+    private readonly Dictionary<string, Task> _tails = [];
+    private readonly Lock _gate = new();
+
+    public CommandExecutor(ISessionRuntime runtime, CommandDedupeStore store, AgentOutbox outbox, AgentOptions options, Func<bool> draining, ILogger logger)
+    {
+        _runtime = runtime;
+        _store = store;
+        _outbox = outbox;
+        _options = options;
+        _draining = draining;
+        _logger = logger;
+    }
+
+    /// <summary>Commands still queued or running.</summary>
+    public int Pending
+    {
+        get
+        {
+            lock (_gate) return _tails.Count;
+        }
+    }
+
+    /// <summary>Queues an admitted command behind earlier commands of the same session; returns at once.</summary>
+    public void Submit(CommandPayload command, CancellationToken ct)
+    {
+        var key = SessionKey(command);
+        lock (_gate)
+        {
+            var previous = _tails.GetValueOrDefault(key, Task.CompletedTask);
+            Task next = null!;
+            next = Task.Run(async () =>
+            {
+                try
+                {
+                    await previous; // never throws: RunAsync catches everything
+                    await RunAsync(command, ct);
+                }
+                finally
+                {
+                    lock (_gate)
+                    {
+                        if (_tails.TryGetValue(key, out var tail) && tail == next) _tails.Remove(key);
+                    }
+                }
+            }, CancellationToken.None);
+            _tails[key] = next;
+        }
+    }
+
+    private async Task RunAsync(CommandPayload command, CancellationToken ct)
+    {
+        ResultPayload result;
+        try
+        {
+            await ExecuteAsync(command, ct);
+            result = new ResultPayload { CommandId = command.CommandId, Success = true };
+            _logger.LogInformation("Command {CommandId} ({Type}, session {SessionId}) succeeded", command.CommandId, command.Type, command.SessionId);
+        }
+        catch (Exception ex) when (ex is SessionRuntimeException or ProtocolException or CommandRejectedException)
+        {
+            result = new ResultPayload { CommandId = command.CommandId, Success = false, Error = ex.Message };
+            _logger.LogWarning("Command {CommandId} ({Type}, session {SessionId}) failed: {Error}", command.CommandId, command.Type, command.SessionId, ex.Message);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // The agent is shutting down: the command stays "running" on disk and is answered as interrupted after a restart.
+            return;
+        }
+        catch (Exception ex)
+        {
+            result = new ResultPayload { CommandId = command.CommandId, Success = false, Error = $"internal agent error: {ex.Message}" };
+            _logger.LogError(ex, "Command {CommandId} ({Type}) failed unexpectedly", command.CommandId, command.Type);
+        }
+        _store.Complete(result);
+        _outbox.Post(MessageTypes.Result, result);
+    }
+
+    private async Task ExecuteAsync(CommandPayload command, CancellationToken ct)
+    {
+        switch (command.Type)
+        {
+            case CommandTypes.SessionStart:
+                var args = ReadArgs<SessionStartArgs>(command);
+                if (_draining()) throw new CommandRejectedException("agent draining");
+                var inventory = _runtime.Inventory();
+                if (inventory.All(s => s.SessionId != args.SessionId) && inventory.Count >= _options.MaxSessions)
+                {
+                    throw new CommandRejectedException($"agent full ({inventory.Count} of {_options.MaxSessions} sessions)");
+                }
+                await _runtime.StartAsync(args, ct);
+                break;
+            case CommandTypes.SessionStop:
+                await _runtime.StopAsync(RequireSession(command), ct);
+                break;
+            case CommandTypes.SessionHibernate:
+                await _runtime.HibernateAsync(RequireSession(command), ct);
+                break;
+            case CommandTypes.SessionWake:
+                await _runtime.WakeAsync(RequireSession(command), ct);
+                break;
+            case CommandTypes.StreamOpen:
+                throw new CommandRejectedException("stream.open is not supported by this agent version yet");
+            default:
+                throw new CommandRejectedException($"unknown command type '{command.Type}'");
+        }
+    }
+
+    private static T ReadArgs<T>(CommandPayload command)
+    {
+        try
+        {
+            return command.Args.ValueKind == JsonValueKind.Object
+                ? command.Args.Deserialize<T>(ProtocolJson.Options) ?? throw new CommandRejectedException($"'{command.Type}' needs args")
+                : throw new CommandRejectedException($"'{command.Type}' needs args");
+        }
+        catch (JsonException ex)
+        {
+            throw new CommandRejectedException($"'{command.Type}' args are malformed: {ex.Message}");
+        }
+    }
+
+    private static string RequireSession(CommandPayload command) =>
+        string.IsNullOrWhiteSpace(command.SessionId) ? throw new CommandRejectedException($"'{command.Type}' needs a sessionId") : command.SessionId;
+
+    private static string SessionKey(CommandPayload command)
+    {
+        if (!string.IsNullOrEmpty(command.SessionId)) return command.SessionId;
+        if (command.Args.ValueKind == JsonValueKind.Object && command.Args.TryGetProperty("sessionId", out var id) && id.ValueKind == JsonValueKind.String)
+        {
+            return id.GetString()!;
+        }
+        return "command:" + command.CommandId;
+    }
+}
+
+/// <summary>The agent will not run this command (bad args, draining, full, unknown type).</summary>
+internal sealed class CommandRejectedException(string message) : Exception(message);

@@ -1,0 +1,366 @@
+using System.Buffers;
+using System.Net.WebSockets;
+using Microsoft.Extensions.Logging;
+using StreamSpace.Agent.Commands;
+using StreamSpace.Agent.Hosting;
+using StreamSpace.Agent.Runtimes;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.Agent.Connection;
+
+/// <summary>How one connection ended, for the reconnect loop's log and backoff.</summary>
+internal enum ConnectionOutcome
+{
+    /// <summary>Never got a welcome (unreachable, 401, refused, timeout): back off.</summary>
+    HandshakeFailed,
+    /// <summary>Was welcomed, then the connection closed or broke: reconnect (backoff was reset).</summary>
+    Closed,
+}
+
+/// <summary>
+/// One control WebSocket: handshake, then three independent loops (invariant 8): the reader (acks commands
+/// at once and hands them to the executor), the single writer (drains the outbox) and the heartbeat timer.
+/// </summary>
+internal sealed class ControlConnection : IAsyncDisposable
+{
+    private static readonly TimeSpan CloseTimeout = TimeSpan.FromSeconds(2);
+
+    private readonly AgentOptions _options;
+    private readonly ISessionRuntime _runtime;
+    private readonly CommandDedupeStore _store;
+    private readonly CommandExecutor _executor;
+    private readonly AgentOutbox _outbox;
+    private readonly Func<bool> _draining;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    /// <summary>Commands outlive the connection they arrived on: they run on the agent's lifetime, not the socket's.</summary>
+    private readonly CancellationToken _agentLifetime;
+    private readonly ClientWebSocket _socket = new();
+    // Writer frames and the close frame share the socket's send side: one at a time.
+    private readonly SemaphoreSlim _sendLock = new(1, 1);
+
+    public ControlConnection(AgentOptions options, ISessionRuntime runtime, CommandDedupeStore store, CommandExecutor executor,
+        AgentOutbox outbox, Func<bool> draining, ILogger logger, TimeProvider time, CancellationToken agentLifetime)
+    {
+        _agentLifetime = agentLifetime;
+        _options = options;
+        _runtime = runtime;
+        _store = store;
+        _executor = executor;
+        _outbox = outbox;
+        _draining = draining;
+        _logger = logger;
+        _time = time;
+    }
+
+    public string? ConnectionId { get; private set; }
+
+    /// <summary>Connects and runs until the connection ends. <paramref name="welcomed"/> fires right after a welcome.</summary>
+    public async Task<ConnectionOutcome> RunAsync(Action welcomed, CancellationToken ct)
+    {
+        var heartbeatInterval = await HandshakeAsync(ct);
+        if (heartbeatInterval is null) return ConnectionOutcome.HandshakeFailed;
+        welcomed();
+
+        using var loops = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var writer = WriteLoopAsync(loops.Token);
+        var heartbeat = HeartbeatLoopAsync(heartbeatInterval.Value, loops.Token);
+        try
+        {
+            await ReadLoopAsync(loops.Token);
+        }
+        finally
+        {
+            await loops.CancelAsync();
+            await Task.WhenAll(writer, heartbeat);
+        }
+        return ConnectionOutcome.Closed;
+    }
+
+    /// <summary>Connect, hello, welcome. Null when the control plane is unreachable, rejects us or refuses the hello.</summary>
+    private async Task<TimeSpan?> HandshakeAsync(CancellationToken ct)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(_options.HandshakeTimeout);
+        _socket.Options.SetRequestHeader("Authorization", $"Bearer {_options.Token}");
+        _socket.Options.SetRequestHeader("X-StreamSpace-Agent-Id", _options.AgentId);
+        _socket.Options.KeepAliveInterval = _options.KeepAliveInterval;
+        _socket.Options.CollectHttpResponseDetails = true;
+        var uri = _options.ConnectUri();
+        try
+        {
+            await _socket.ConnectAsync(uri, timeout.Token);
+        }
+        catch (Exception ex) when (!ct.IsCancellationRequested && ex is WebSocketException or HttpRequestException or OperationCanceledException)
+        {
+            if (_socket.HttpStatusCode is System.Net.HttpStatusCode.Unauthorized or System.Net.HttpStatusCode.Forbidden)
+            {
+                _logger.LogError("Control plane at {Uri} rejected agent {AgentId}: HTTP {Status} (check STREAMSPACE_AGENT_TOKEN)", uri, _options.AgentId, (int)_socket.HttpStatusCode);
+            }
+            else
+            {
+                _logger.LogWarning("Cannot connect to the control plane at {Uri}: {Error}", uri, ex.Message);
+            }
+            return null;
+        }
+
+        var hello = new HelloPayload
+        {
+            AgentId = _options.AgentId,
+            Version = AgentVersion.Value,
+            Platform = _runtime.Platform,
+            Region = _options.Region,
+            Capacity = new AgentCapacity { MaxSessions = _options.MaxSessions, ActiveSessions = _runtime.Inventory().Count },
+            Draining = _draining(),
+            Inventory = _runtime.Inventory(),
+        };
+        try
+        {
+            await SendAsync(Envelope.Create(MessageTypes.Hello, hello, _time.GetUtcNow()), timeout.Token);
+            var answer = await ReceiveAsync(timeout.Token);
+            switch (answer?.Type)
+            {
+                case MessageTypes.Welcome:
+                    var welcome = answer.PayloadAs<WelcomePayload>();
+                    ConnectionId = welcome.ConnectionId;
+                    var seconds = welcome.HeartbeatIntervalSeconds > 0 ? welcome.HeartbeatIntervalSeconds : _options.HeartbeatSeconds;
+                    _logger.LogInformation("Connected to {Uri} as {AgentId} (connection {ConnectionId}, protocol v{Version}, heartbeat {Seconds} s, {Sessions} sessions in inventory)",
+                        uri, _options.AgentId, welcome.ConnectionId, welcome.AcceptedVersion, seconds, hello.Inventory.Count);
+                    return TimeSpan.FromSeconds(seconds);
+                case MessageTypes.Refused:
+                    var refused = answer.PayloadAs<RefusedPayload>();
+                    _logger.LogError("Control plane refused agent {AgentId}: {Code}: {Reason}", _options.AgentId, refused.Code, refused.Reason);
+                    return null;
+                case null:
+                    _logger.LogWarning("Control plane closed the connection before welcoming agent {AgentId}", _options.AgentId);
+                    return null;
+                default:
+                    _logger.LogWarning("Expected welcome or refused, got {Type}", answer.Type);
+                    return null;
+            }
+        }
+        catch (Exception ex) when (!ct.IsCancellationRequested && ex is WebSocketException or ProtocolException or OperationCanceledException)
+        {
+            _logger.LogWarning("Handshake with {Uri} failed: {Error}", uri, ex.Message);
+            return null;
+        }
+    }
+
+    private async Task ReadLoopAsync(CancellationToken ct)
+    {
+        try
+        {
+            while (!ct.IsCancellationRequested)
+            {
+                var envelope = await ReceiveAsync(ct);
+                if (envelope is null) return;
+                Handle(envelope);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+        catch (WebSocketException ex)
+        {
+            _logger.LogWarning("Control connection {ConnectionId} broke: {Error}", ConnectionId, ex.Message);
+        }
+    }
+
+    private void Handle(Envelope envelope)
+    {
+        switch (envelope.Type)
+        {
+            case MessageTypes.Command:
+                CommandPayload command;
+                try
+                {
+                    command = envelope.PayloadAs<CommandPayload>();
+                }
+                catch (ProtocolException ex)
+                {
+                    _logger.LogWarning("Ignoring malformed command {MessageId}: {Error}", envelope.Id, ex.Message);
+                    return;
+                }
+                // Ack first, before anything can take time (contract §5).
+                _outbox.Post(MessageTypes.Ack, new AckPayload { CommandId = command.CommandId }, envelope.Id);
+                switch (_store.Admit(command, out var stored))
+                {
+                    case CommandAdmission.Execute:
+                        _logger.LogInformation("Command {CommandId} ({Type}, session {SessionId}) received", command.CommandId, command.Type, command.SessionId);
+                        _executor.Submit(command, _agentLifetime);
+                        break;
+                    case CommandAdmission.AlreadyRunning:
+                        _logger.LogInformation("Command {CommandId} redelivered while still running: re-acked", command.CommandId);
+                        break;
+                    case CommandAdmission.AlreadyFinished:
+                        _logger.LogInformation("Command {CommandId} redelivered after it finished: re-sending its result", command.CommandId);
+                        _outbox.Post(MessageTypes.Result, stored!, envelope.Id);
+                        break;
+                }
+                break;
+            default:
+                _logger.LogWarning("Ignoring message of unknown type {Type}", envelope.Type);
+                break;
+        }
+    }
+
+    private async Task WriteLoopAsync(CancellationToken ct)
+    {
+        try
+        {
+            await foreach (var frame in _outbox.Reader.ReadAllAsync(ct))
+            {
+                try
+                {
+                    await SendAsync(frame.Envelope, ct);
+                    frame.Written?.TrySetResult(true);
+                }
+                catch (Exception ex) when (ex is WebSocketException or OperationCanceledException or ObjectDisposedException)
+                {
+                    frame.Written?.TrySetResult(false);
+                    _logger.LogDebug("Writer stopped: {Error}", ex.Message);
+                    return;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private async Task HeartbeatLoopAsync(TimeSpan interval, CancellationToken ct)
+    {
+        using var timer = new PeriodicTimer(interval, _time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct))
+            {
+                _outbox.Post(MessageTypes.Heartbeat, Heartbeat());
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    public HeartbeatPayload Heartbeat() => new()
+    {
+        ActiveSessions = _runtime.Inventory().Count,
+        MaxSessions = _options.MaxSessions,
+        Draining = _draining(),
+    };
+
+    /// <summary>Drain: tell the control plane (heartbeat with draining=true, through the writer), then close cleanly.</summary>
+    public async Task CloseForDrainAsync(CancellationToken ct)
+    {
+        if (_socket.State != WebSocketState.Open) return;
+        var sent = _outbox.PostAndWaitAsync(MessageTypes.Heartbeat, Heartbeat());
+        await Task.WhenAny(sent, Task.Delay(CloseTimeout, _time, ct));
+        await _sendLock.WaitAsync(ct);
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            timeout.CancelAfter(CloseTimeout);
+            await _socket.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, "agent draining", timeout.Token);
+        }
+        catch (Exception ex) when (ex is WebSocketException or OperationCanceledException)
+        {
+            _logger.LogDebug("Closing the control connection failed: {Error}", ex.Message);
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+
+    private async Task SendAsync(Envelope envelope, CancellationToken ct)
+    {
+        var bytes = ProtocolJson.Encode(envelope);
+        await _sendLock.WaitAsync(ct);
+        try
+        {
+            await _socket.SendAsync(bytes, WebSocketMessageType.Text, endOfMessage: true, ct);
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+
+    /// <summary>One whole text frame, decoded; null when the peer closed. Oversized frames close the connection.</summary>
+    private async Task<Envelope?> ReceiveAsync(CancellationToken ct)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(16 * 1024);
+        try
+        {
+            while (true)
+            {
+                var length = 0;
+                ValueWebSocketReceiveResult result;
+                do
+                {
+                    if (length == buffer.Length)
+                    {
+                        if (buffer.Length >= ProtocolJson.MaxFrameBytes)
+                        {
+                            _logger.LogWarning("Control plane sent a frame over {Limit} bytes; closing", ProtocolJson.MaxFrameBytes);
+                            await CloseQuietlyAsync(WebSocketCloseStatus.MessageTooBig, "frame too large", ct);
+                            return null;
+                        }
+                        var bigger = ArrayPool<byte>.Shared.Rent(Math.Min(buffer.Length * 2, ProtocolJson.MaxFrameBytes));
+                        buffer.AsSpan(0, length).CopyTo(bigger);
+                        ArrayPool<byte>.Shared.Return(buffer);
+                        buffer = bigger;
+                    }
+                    result = await _socket.ReceiveAsync(buffer.AsMemory(length), ct);
+                    if (result.MessageType == WebSocketMessageType.Close)
+                    {
+                        _logger.LogInformation("Control plane closed connection {ConnectionId}: {Status} {Description}",
+                            ConnectionId, _socket.CloseStatus, _socket.CloseStatusDescription);
+                        return null;
+                    }
+                    length += result.Count;
+                }
+                while (!result.EndOfMessage);
+
+                if (result.MessageType != WebSocketMessageType.Text)
+                {
+                    _logger.LogWarning("Ignoring a binary frame on the control connection");
+                    continue;
+                }
+                if (ProtocolJson.TryDecode(buffer.AsSpan(0, length), out var envelope, out var error))
+                {
+                    return envelope;
+                }
+                _logger.LogWarning("Ignoring an undecodable frame from the control plane: {Error}", error);
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private async Task CloseQuietlyAsync(WebSocketCloseStatus status, string description, CancellationToken ct)
+    {
+        await _sendLock.WaitAsync(ct);
+        try
+        {
+            await _socket.CloseOutputAsync(status, description, ct);
+        }
+        catch (WebSocketException)
+        {
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _socket.Dispose();
+        _sendLock.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}

@@ -1,0 +1,146 @@
+using Microsoft.Extensions.Configuration;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.Agent.Hosting;
+
+/// <summary>
+/// Every setting of an agent (contract §9/§10). Read from <c>STREAMSPACE_*</c> environment variables or the
+/// <c>StreamSpace:Agent:*</c> configuration section; validated once at start so a bad value stops the agent
+/// with a clear message instead of failing later.
+/// </summary>
+public sealed class AgentOptions
+{
+    public const string ConfigurationSection = "StreamSpace:Agent";
+
+    /// <summary>Control plane base URL (http:// or https://); the WebSocket URL is derived from it.</summary>
+    public string ControlPlaneUrl { get; set; } = "";
+    public string AgentId { get; set; } = "";
+    public string Token { get; set; } = "";
+    /// <summary>Folder for session records, homes and the command dedupe store; survives agent restarts.</summary>
+    public string StateFolder { get; set; } = "";
+    /// <summary>One of <see cref="Platforms.All"/>.</summary>
+    public string Runtime { get; set; } = Platforms.Process;
+    /// <summary>Used until the control plane's welcome says otherwise.</summary>
+    public int HeartbeatSeconds { get; set; } = 10;
+    public int MaxSessions { get; set; } = 10;
+    public string Region { get; set; } = "default";
+
+    /// <summary>First reconnect delay cap (contract §8: 0.5 s).</summary>
+    public TimeSpan ReconnectMinDelay { get; set; } = TimeSpan.FromMilliseconds(500);
+    /// <summary>Largest reconnect delay cap (contract §8: 30 s).</summary>
+    public TimeSpan ReconnectMaxDelay { get; set; } = TimeSpan.FromSeconds(30);
+    /// <summary>How long the TCP/TLS/upgrade plus the hello/welcome exchange may take.</summary>
+    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    /// <summary>WebSocket ping interval underneath the protocol heartbeat; detects dead TCP.</summary>
+    public TimeSpan KeepAliveInterval { get; set; } = TimeSpan.FromSeconds(15);
+    /// <summary>How long finished command results are kept for redelivery (contract §5: at least 24 h).</summary>
+    public TimeSpan CommandRetention { get; set; } = TimeSpan.FromHours(24);
+
+    /// <summary>Unprivileged user that sessions run as when the agent runs as root.</summary>
+    public string SessionUser { get; set; } = "streamspace";
+    /// <summary>Xvnc executable (PATH lookup when not absolute).</summary>
+    public string XvncPath { get; set; } = "Xvnc";
+    public string Geometry { get; set; } = "1280x800";
+    /// <summary>First X display number tried; lower numbers are left to a desktop the machine may have.</summary>
+    public int FirstDisplay { get; set; } = 20;
+    /// <summary>How long Xvnc may take to accept RFB connections and the app to launch.</summary>
+    public TimeSpan SessionStartTimeout { get; set; } = TimeSpan.FromSeconds(20);
+    /// <summary>Time between SIGTERM and SIGKILL when a session is stopped.</summary>
+    public TimeSpan StopGracePeriod { get; set; } = TimeSpan.FromSeconds(5);
+    /// <summary>How often the process monitor looks for exited or crashed sessions.</summary>
+    public TimeSpan MonitorInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Reads the options from <c>STREAMSPACE_*</c> variables, falling back to the <c>StreamSpace:Agent</c> section.</summary>
+    public static AgentOptions FromConfiguration(IConfiguration configuration)
+    {
+        ArgumentNullException.ThrowIfNull(configuration);
+        var section = configuration.GetSection(ConfigurationSection);
+        var options = new AgentOptions();
+        section.Bind(options);
+
+        string? Flat(string key) => configuration[key] is { Length: > 0 } value ? value : null;
+        options.ControlPlaneUrl = Flat("STREAMSPACE_CONTROL_PLANE") ?? options.ControlPlaneUrl;
+        options.AgentId = Flat("STREAMSPACE_AGENT_ID") ?? options.AgentId;
+        options.Token = Flat("STREAMSPACE_AGENT_TOKEN") ?? options.Token;
+        options.StateFolder = Flat("STREAMSPACE_AGENT_STATE") ?? options.StateFolder;
+        options.Runtime = Flat("STREAMSPACE_RUNTIME") ?? options.Runtime;
+        options.Region = Flat("STREAMSPACE_REGION") ?? options.Region;
+        options.HeartbeatSeconds = ParseInt("STREAMSPACE_HEARTBEAT_SECONDS", Flat("STREAMSPACE_HEARTBEAT_SECONDS")) ?? options.HeartbeatSeconds;
+        options.MaxSessions = ParseInt("STREAMSPACE_MAX_SESSIONS", Flat("STREAMSPACE_MAX_SESSIONS")) ?? options.MaxSessions;
+        if (string.IsNullOrWhiteSpace(options.StateFolder) && !string.IsNullOrWhiteSpace(options.AgentId))
+        {
+            options.StateFolder = Path.Combine("data", $"agent-{options.AgentId}");
+        }
+        return options;
+    }
+
+    private static int? ParseInt(string name, string? value) =>
+        value is null ? null
+        : int.TryParse(value, out var parsed) ? parsed
+        : throw new AgentOptionsException($"{name} must be a whole number, got '{value}'");
+
+    /// <summary>Throws <see cref="AgentOptionsException"/> naming every problem at once.</summary>
+    public void Validate()
+    {
+        var problems = new List<string>();
+        if (!Uri.TryCreate(ControlPlaneUrl, UriKind.Absolute, out var url) || (url.Scheme != Uri.UriSchemeHttp && url.Scheme != Uri.UriSchemeHttps))
+        {
+            problems.Add($"STREAMSPACE_CONTROL_PLANE must be an http:// or https:// URL, got '{ControlPlaneUrl}'");
+        }
+        if (string.IsNullOrWhiteSpace(AgentId) || AgentId.Length > 128 || AgentId.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
+        {
+            problems.Add("STREAMSPACE_AGENT_ID must be 1-128 characters of letters, digits, '-', '_' or '.'");
+        }
+        if (string.IsNullOrWhiteSpace(Token))
+        {
+            problems.Add("STREAMSPACE_AGENT_TOKEN is required");
+        }
+        if (string.IsNullOrWhiteSpace(StateFolder))
+        {
+            problems.Add("STREAMSPACE_AGENT_STATE is required");
+        }
+        if (Runtime is Platforms.Docker or Platforms.Kubernetes)
+        {
+            problems.Add($"STREAMSPACE_RUNTIME={Runtime} is not built yet; use '{Platforms.Process}'");
+        }
+        else if (Runtime is not (Platforms.Process or Platforms.Simulated))
+        {
+            problems.Add($"STREAMSPACE_RUNTIME must be one of {string.Join(", ", Platforms.All)}, got '{Runtime}'");
+        }
+        if (HeartbeatSeconds is < 1 or > 3600) problems.Add("STREAMSPACE_HEARTBEAT_SECONDS must be between 1 and 3600");
+        if (MaxSessions is < 0 or > 10_000) problems.Add("STREAMSPACE_MAX_SESSIONS must be between 0 and 10000");
+        if (string.IsNullOrWhiteSpace(Region)) problems.Add("STREAMSPACE_REGION must not be empty");
+        if (ReconnectMinDelay <= TimeSpan.Zero || ReconnectMaxDelay < ReconnectMinDelay) problems.Add("ReconnectMinDelay must be positive and not above ReconnectMaxDelay");
+        if (HandshakeTimeout <= TimeSpan.Zero) problems.Add("HandshakeTimeout must be positive");
+        if (KeepAliveInterval <= TimeSpan.Zero) problems.Add("KeepAliveInterval must be positive");
+        if (CommandRetention < TimeSpan.FromHours(24)) problems.Add("CommandRetention must be at least 24 hours (contract §5)");
+        if (string.IsNullOrWhiteSpace(SessionUser) || SessionUser == "root") problems.Add("SessionUser must name an unprivileged user");
+        if (string.IsNullOrWhiteSpace(XvncPath)) problems.Add("XvncPath is required");
+        if (!System.Text.RegularExpressions.Regex.IsMatch(Geometry, "^[0-9]{3,5}x[0-9]{3,5}$")) problems.Add("Geometry must look like 1280x800");
+        if (FirstDisplay is < 1 or > 60_000) problems.Add("FirstDisplay must be between 1 and 60000");
+        if (SessionStartTimeout <= TimeSpan.Zero) problems.Add("SessionStartTimeout must be positive");
+        if (StopGracePeriod < TimeSpan.Zero) problems.Add("StopGracePeriod must not be negative");
+        if (MonitorInterval <= TimeSpan.Zero) problems.Add("MonitorInterval must be positive");
+        if (problems.Count > 0)
+        {
+            throw new AgentOptionsException("invalid agent configuration: " + string.Join("; ", problems));
+        }
+    }
+
+    /// <summary>The control WebSocket URL: ws(s)://host/base/api/v1/agents/connect.</summary>
+    public Uri ConnectUri()
+    {
+        var builder = new UriBuilder(ControlPlaneUrl);
+        builder.Scheme = builder.Scheme == Uri.UriSchemeHttps ? "wss" : "ws";
+        builder.Path = builder.Path.TrimEnd('/') + "/api/v1/agents/connect";
+        return builder.Uri;
+    }
+}
+
+/// <summary>The agent configuration is unusable; the message names each problem.</summary>
+public sealed class AgentOptionsException : Exception
+{
+    public AgentOptionsException(string message) : base(message) { }
+    public AgentOptionsException() { }
+    public AgentOptionsException(string message, Exception inner) : base(message, inner) { }
+}

@@ -1,0 +1,584 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.RegularExpressions;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using StreamSpace.Agent.Hosting;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.Agent.Runtimes.Process;
+
+/// <summary>
+/// Runs each session as one TigerVNC Xvnc plus the template's command in a process group of its own (design §7).
+/// The VNC endpoint is a unix socket in the session folder (mode 0600, folder 0700), reachable only by the
+/// session user and the agent. Sessions outlive the agent and are re-adopted from their records.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed partial class ProcessRuntime : ISessionRuntime
+{
+    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(50);
+    private const string X11SocketDir = "/tmp/.X11-unix";
+    private const UnixFileMode PrivateDir = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+    /// <summary>rwx--x--x: others may pass through to what they own below, but not list or change anything.</summary>
+    private const UnixFileMode TraverseOnly = PrivateDir | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
+    /// <summary>Displays tried per start before giving up; another X server may grab a free number between check and bind.</summary>
+    private const int DisplayAttempts = 5;
+
+    private readonly AgentOptions _options;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly string _sessionsDir;
+    private readonly string _homesDir;
+    private readonly ConcurrentDictionary<string, ProcessSession> _sessions = new();
+    private readonly Channel<SessionStatusPayload> _observations = Channel.CreateUnbounded<SessionStatusPayload>();
+    private readonly HashSet<int> _reservedDisplays = [];
+    private readonly CancellationTokenSource _stopping = new();
+    private SessionUser? _user;
+    private Task? _monitor;
+    private int _disposed;
+
+    public ProcessRuntime(AgentOptions options, ILogger logger, TimeProvider time)
+    {
+        _options = options;
+        _logger = logger;
+        _time = time;
+        _sessionsDir = Path.Combine(Path.GetFullPath(options.StateFolder), "sessions");
+        _homesDir = Path.Combine(Path.GetFullPath(options.StateFolder), "homes");
+    }
+
+    public string Platform => Platforms.Process;
+
+    public ChannelReader<SessionStatusPayload> Observations => _observations.Reader;
+
+    public async Task InitializeAsync(CancellationToken ct)
+    {
+        _user = SessionUser.Resolve(_options.SessionUser);
+        PrepareFolders();
+        foreach (var dir in Directory.EnumerateDirectories(_sessionsDir))
+        {
+            if (ProcessSessionRecord.Load(dir) is { } record && record.SessionId == Path.GetFileName(dir))
+            {
+                _sessions[record.SessionId] = new ProcessSession(record, dir);
+            }
+            else if (Directory.GetLastWriteTimeUtc(dir) < _time.GetUtcNow().UtcDateTime - _options.CommandRetention)
+            {
+                // A folder without a record is a session that ended; its log is kept for a day, then pruned.
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+        // Judge the adopted sessions before the first hello, so the inventory never lists a dead one.
+        await CheckSessionsAsync(ct);
+        foreach (var session in _sessions.Values)
+        {
+            _logger.LogInformation("Re-adopted session {SessionId} on display :{Display} (pgid {Pgid}, {State})",
+                session.Record.SessionId, session.Record.Display, session.Record.Pgid, session.Record.State);
+        }
+        _monitor = MonitorAsync(_stopping.Token);
+    }
+
+    public IReadOnlyList<SessionInventoryItem> Inventory() =>
+        [.. _sessions.Values.Select(s => new SessionInventoryItem { SessionId = s.Record.SessionId, State = s.Record.State })
+            .OrderBy(s => s.SessionId, StringComparer.Ordinal)];
+
+    public async Task StartAsync(SessionStartArgs args, CancellationToken ct)
+    {
+        ValidateName(args.SessionId, "session id");
+        ValidateName(args.User, "user");
+        if (string.IsNullOrWhiteSpace(args.Launch.ProcessCommand))
+        {
+            throw new SessionRuntimeException($"template '{args.Template}' has no process command");
+        }
+        if (_sessions.ContainsKey(args.SessionId))
+        {
+            return; // idempotent: it already runs
+        }
+        var user = _user ?? throw new InvalidOperationException("runtime not initialized");
+        // <id>/ belongs to the agent (the record lives here, out of the session user's reach, so the user can never
+        // plant a symlink the agent would write through); <id>/run/ belongs to the session user: its socket,
+        // pid files and log.
+        var dir = Path.Combine(_sessionsDir, args.SessionId);
+        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); // leftovers of an ended session
+        Directory.CreateDirectory(dir);
+        File.SetUnixFileMode(dir, user.SwitchUser ? TraverseOnly : PrivateDir);
+        var runDir = ProcessSession.RunDirOf(dir);
+        Directory.CreateDirectory(runDir);
+        File.SetUnixFileMode(runDir, PrivateDir);
+        user.Own(runDir);
+
+        var (home, temporary) = PrepareHome(args, dir, user);
+        SessionStartFailure? lastFailure = null;
+        for (var attempt = 0; attempt < DisplayAttempts; attempt++)
+        {
+            var display = ReserveDisplay();
+            try
+            {
+                var (record, leader) = await LaunchAsync(args, runDir, display, home, temporary, user, ct);
+                record.Save(dir);
+                _sessions[args.SessionId] = new ProcessSession(record, dir) { Leader = leader };
+                _logger.LogInformation("Session {SessionId} running on display :{Display} as {User} (pgid {Pgid})",
+                    args.SessionId, display, user.Name, record.Pgid);
+                _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = args.SessionId, State = ObservedStates.Running });
+                return;
+            }
+            catch (SessionStartFailure failure)
+            {
+                lastFailure = failure;
+                _logger.LogWarning("Session {SessionId} failed to start on display :{Display}: {Reason}", args.SessionId, display, failure.Message);
+                // A display another X server won is that server's: leave its lock and socket alone.
+                if (failure.DisplayInUse) continue;
+                CleanupX11(display);
+                break;
+            }
+            finally
+            {
+                lock (_reservedDisplays) _reservedDisplays.Remove(display);
+            }
+        }
+        if (temporary) TryDelete(home);
+        throw new SessionRuntimeException(lastFailure?.Message ?? "session failed to start");
+    }
+
+    private async Task<(ProcessSessionRecord Record, System.Diagnostics.Process Leader)> LaunchAsync(SessionStartArgs args, string runDir, int display, string home, bool temporary, SessionUser user, CancellationToken ct)
+    {
+        foreach (var stale in new[] { SessionLauncher.XvncPidFile, SessionLauncher.AppPidFile, SessionLauncher.AppExitFile, SessionLauncher.LaunchFile, SessionLauncher.SocketFile })
+        {
+            File.Delete(Path.Combine(runDir, stale));
+        }
+        var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/setsid") { UseShellExecute = false };
+        foreach (var arg in user.SwitchArguments()) start.ArgumentList.Add(arg);
+        foreach (var arg in new[] { "/bin/sh", "-c", SessionLauncher.Script, "streamspace-session", runDir, display.ToString(CultureInfo.InvariantCulture), _options.XvncPath, _options.Geometry, args.Launch.ProcessCommand!, LaunchPolls() })
+        {
+            start.ArgumentList.Add(arg);
+        }
+        // A clean environment: nothing of the agent's (its token above all) leaks into a session.
+        start.Environment.Clear();
+        start.Environment["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        start.Environment["HOME"] = home;
+        start.Environment["USER"] = user.Name;
+        start.Environment["LOGNAME"] = user.Name;
+        start.Environment["SHELL"] = File.Exists("/bin/bash") ? "/bin/bash" : "/bin/sh";
+        start.Environment["LANG"] = "C.UTF-8";
+        start.Environment["DISPLAY"] = $":{display}";
+        start.Environment["STREAMSPACE_SESSION_ID"] = args.SessionId;
+        foreach (var (key, value) in args.Launch.Env)
+        {
+            // Never headless: the whole point is that the app draws into the session's display.
+            if (key == "MOZ_HEADLESS" || key == "DISPLAY") continue;
+            start.Environment[key] = value;
+        }
+        start.WorkingDirectory = home;
+
+        var deadline = _time.GetTimestamp() + (long)(_options.SessionStartTimeout.TotalSeconds * _time.TimestampFrequency);
+        // Kept (not disposed) while the session lives: the agent is the leader's parent and must reap it.
+        var leader = System.Diagnostics.Process.Start(start) ?? throw new SessionStartFailure("could not start the session leader", false);
+        var pgid = leader.Id;
+        // setsid runs right after the fork: until then the child is still in the agent's process group.
+        while (ProcFs.Stat(pgid) is { } early && early.Pgid != pgid && !leader.HasExited && _time.GetTimestamp() < deadline)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(5), _time, ct);
+        }
+        if (ProcFs.Stat(pgid) is not { } stat || stat.Pgid != pgid)
+        {
+            if (!leader.HasExited) leader.Kill();
+            leader.Dispose();
+            throw new SessionStartFailure("the session leader did not get a process group of its own", false);
+        }
+        var leaderProcess = new RecordedProcess(pgid, stat.StartTime);
+        try
+        {
+            var xvnc = await WaitForPidAsync(runDir, SessionLauncher.XvncPidFile, pgid, leaderProcess, null, deadline, ct);
+            await WaitForRfbAsync(runDir, pgid, leaderProcess, xvnc, deadline, ct);
+            // CreateNew = O_EXCL: never follows a symlink the session user may have put there.
+            new FileStream(Path.Combine(runDir, SessionLauncher.LaunchFile), FileMode.CreateNew, FileAccess.Write).Dispose();
+            var app = await WaitForPidAsync(runDir, SessionLauncher.AppPidFile, pgid, leaderProcess, xvnc, deadline, ct);
+            return (new ProcessSessionRecord
+            {
+                SessionId = args.SessionId,
+                User = args.User,
+                Template = args.Template,
+                Display = display,
+                SocketPath = Path.Combine(runDir, SessionLauncher.SocketFile),
+                HomePath = home,
+                TemporaryHome = temporary,
+                Pgid = pgid,
+                Leader = leaderProcess,
+                Xvnc = xvnc,
+                App = app,
+                State = ObservedStates.Running,
+                StartedAt = _time.GetUtcNow(),
+            }, leader);
+        }
+        catch
+        {
+            // Whatever went wrong, leave nothing of this attempt running.
+            await KillGroupAsync(pgid, [leaderProcess], CancellationToken.None);
+            leader.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The leader waits for the launch file a bit longer than the agent waits for readiness, then gives up.</summary>
+    private string LaunchPolls() =>
+        ((int)Math.Ceiling(_options.SessionStartTimeout.TotalSeconds * 2 / SessionLauncher.LaunchPollSeconds)).ToString(CultureInfo.InvariantCulture);
+
+    private async Task<RecordedProcess> WaitForPidAsync(string dir, string file, int pgid, RecordedProcess leader, RecordedProcess? xvnc, long deadline, CancellationToken ct)
+    {
+        var path = Path.Combine(dir, file);
+        while (true)
+        {
+            ct.ThrowIfCancellationRequested();
+            if (File.Exists(path) && int.TryParse(File.ReadAllText(path).Trim(), out var pid)
+                && ProcFs.Stat(pid) is { } stat && stat.Pgid == pgid)
+            {
+                return new RecordedProcess(pid, stat.StartTime);
+            }
+            ThrowIfDead(dir, leader, xvnc);
+            if (_time.GetTimestamp() > deadline) throw new SessionStartFailure($"timed out waiting for {file}", false);
+            await Task.Delay(PollInterval, _time, ct);
+        }
+    }
+
+    private async Task WaitForRfbAsync(string dir, int pgid, RecordedProcess leader, RecordedProcess xvnc, long deadline, CancellationToken ct)
+    {
+        var socketPath = Path.Combine(dir, SessionLauncher.SocketFile);
+        while (true)
+        {
+            ct.ThrowIfCancellationRequested();
+            if (File.Exists(socketPath) && await VncBanner.TryReadAsync(socketPath, ct) is { } banner)
+            {
+                _logger.LogDebug("Xvnc of pgid {Pgid} answered {Banner}", pgid, banner);
+                return;
+            }
+            ThrowIfDead(dir, leader, xvnc);
+            if (_time.GetTimestamp() > deadline) throw new SessionStartFailure("timed out waiting for Xvnc to accept RFB connections", false);
+            await Task.Delay(PollInterval, _time, ct);
+        }
+    }
+
+    private static void ThrowIfDead(string dir, RecordedProcess leader, RecordedProcess? xvnc)
+    {
+        if (leader.IsAlive && (xvnc is null || xvnc.IsAlive)) return;
+        throw new SessionStartFailure($"Xvnc exited during start: {LogTail(dir)}", DisplayTaken(LogTail(dir, lines: 15)));
+    }
+
+    public async Task StopAsync(string sessionId, CancellationToken ct)
+    {
+        if (!_sessions.TryGetValue(sessionId, out var session))
+        {
+            return; // idempotent: unknown = already stopped
+        }
+        await session.Gate.WaitAsync(ct);
+        try
+        {
+            if (!_sessions.ContainsKey(sessionId)) return;
+            var r = session.Record;
+            await KillGroupAsync(r.Pgid, [r.Leader, r.Xvnc, r.App], ct);
+            Forget(session, removeFolder: true);
+            _logger.LogInformation("Session {SessionId} stopped", sessionId);
+            _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = sessionId, State = ObservedStates.Stopped });
+        }
+        finally
+        {
+            session.Gate.Release();
+        }
+    }
+
+    public Task HibernateAsync(string sessionId, CancellationToken ct) =>
+        SignalAsync(sessionId, Posix.SIGSTOP, ObservedStates.Hibernated, ct);
+
+    public Task WakeAsync(string sessionId, CancellationToken ct) =>
+        SignalAsync(sessionId, Posix.SIGCONT, ObservedStates.Running, ct);
+
+    private async Task SignalAsync(string sessionId, int signal, string newState, CancellationToken ct)
+    {
+        var session = _sessions.GetValueOrDefault(sessionId) ?? throw new SessionRuntimeException($"session {sessionId} is not on this agent");
+        await session.Gate.WaitAsync(ct);
+        try
+        {
+            var r = session.Record;
+            if (!r.Xvnc.IsAlive) throw new SessionRuntimeException($"session {sessionId} is no longer running");
+            if (!Posix.SignalGroup(r.Pgid, signal)) throw new SessionRuntimeException($"session {sessionId}: signalling its process group failed");
+            if (r.State != newState)
+            {
+                session.Record = r with { State = newState };
+                session.Record.Save(session.Dir);
+                _logger.LogInformation("Session {SessionId} is now {State}", sessionId, newState);
+            }
+            _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = sessionId, State = newState });
+        }
+        finally
+        {
+            session.Gate.Release();
+        }
+    }
+
+    public async Task<Stream> ConnectVncAsync(string sessionId, CancellationToken ct)
+    {
+        var session = _sessions.GetValueOrDefault(sessionId) ?? throw new SessionRuntimeException($"session {sessionId} is not on this agent");
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            await socket.ConnectAsync(new UnixDomainSocketEndPoint(session.Record.SocketPath), ct);
+            return new NetworkStream(socket, ownsSocket: true);
+        }
+        catch (SocketException ex)
+        {
+            socket.Dispose();
+            throw new SessionRuntimeException($"session {sessionId}: VNC endpoint unreachable ({ex.SocketErrorCode})", ex);
+        }
+    }
+
+    private async Task MonitorAsync(CancellationToken ct)
+    {
+        using var timer = new PeriodicTimer(_options.MonitorInterval, _time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct))
+            {
+                try
+                {
+                    await CheckSessionsAsync(ct);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    _logger.LogError(ex, "Session monitor pass failed");
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    /// <summary>Finds sessions whose Xvnc or app ended and reports them as crashed or exited.</summary>
+    private async Task CheckSessionsAsync(CancellationToken ct)
+    {
+        foreach (var session in _sessions.Values)
+        {
+            // A session in the middle of a command is judged on the next pass.
+            if (!await session.Gate.WaitAsync(0, ct)) continue;
+            try
+            {
+                if (!_sessions.ContainsKey(session.Record.SessionId) || Judge(session) is not { } ending) continue;
+                var r = session.Record;
+                await KillGroupAsync(r.Pgid, [r.Leader, r.Xvnc, r.App], ct);
+                Forget(session, removeFolder: false);
+                _logger.LogWarning("Session {SessionId} {State}: {Reason}", r.SessionId, ending.State, ending.Reason);
+                _observations.Writer.TryWrite(ending);
+            }
+            finally
+            {
+                session.Gate.Release();
+            }
+        }
+    }
+
+    private static SessionStatusPayload? Judge(ProcessSession session)
+    {
+        var r = session.Record;
+        if (!r.Xvnc.IsAlive)
+        {
+            return new SessionStatusPayload { SessionId = r.SessionId, State = ObservedStates.Crashed, Reason = $"Xvnc is gone: {LogTail(session.RunDir)}" };
+        }
+        if (r.App.IsAlive) return null;
+        var exitPath = Path.Combine(session.RunDir, SessionLauncher.AppExitFile);
+        if (File.Exists(exitPath) && int.TryParse(File.ReadAllText(exitPath).Trim(), out var code))
+        {
+            // The shell reports death by signal N as 128+N.
+            return code > 128
+                ? new SessionStatusPayload { SessionId = r.SessionId, State = ObservedStates.Crashed, Reason = $"app killed by signal {code - 128}" }
+                : new SessionStatusPayload { SessionId = r.SessionId, State = ObservedStates.Exited, Reason = $"app exited with code {code}" };
+        }
+        // The leader writes the exit code right after the app ends: give it until the next pass.
+        return r.Leader.IsAlive
+            ? null
+            : new SessionStatusPayload { SessionId = r.SessionId, State = ObservedStates.Crashed, Reason = "session processes were killed" };
+    }
+
+    /// <summary>SIGTERM the group, SIGKILL what is left after the grace period. Only when the group is provably ours.</summary>
+    private async Task KillGroupAsync(int pgid, IReadOnlyList<RecordedProcess> recorded, CancellationToken ct)
+    {
+        // A pgid is only signalled while one of our recorded processes still lives: otherwise the number may
+        // belong to somebody else by now.
+        if (!recorded.Any(p => p.IsAlive)) return;
+        Posix.SignalGroup(pgid, Posix.SIGTERM);
+        Posix.SignalGroup(pgid, Posix.SIGCONT); // a hibernated (stopped) group only sees SIGTERM once continued
+        var deadline = _time.GetTimestamp() + (long)(_options.StopGracePeriod.TotalSeconds * _time.TimestampFrequency);
+        while (ProcFs.GroupMembers(pgid).Count > 0 && _time.GetTimestamp() < deadline)
+        {
+            await Task.Delay(PollInterval, _time, ct);
+        }
+        if (ProcFs.GroupMembers(pgid).Count > 0)
+        {
+            _logger.LogWarning("Process group {Pgid} ignored SIGTERM for {Grace}; sending SIGKILL", pgid, _options.StopGracePeriod);
+            Posix.SignalGroup(pgid, Posix.SIGKILL);
+            for (var i = 0; i < 40 && ProcFs.GroupMembers(pgid).Count > 0; i++)
+            {
+                await Task.Delay(PollInterval, _time, ct);
+            }
+        }
+    }
+
+    private void Forget(ProcessSession session, bool removeFolder)
+    {
+        var r = session.Record;
+        _sessions.TryRemove(r.SessionId, out _);
+        session.Leader?.Dispose();
+        CleanupX11(r.Display);
+        if (r.TemporaryHome) TryDelete(r.HomePath);
+        if (removeFolder)
+        {
+            TryDelete(session.Dir);
+        }
+        else
+        {
+            // Keep the folder (its log tells why the session ended) but drop the record, so it is not re-adopted.
+            File.Delete(Path.Combine(session.Dir, ProcessSessionRecord.FileName));
+        }
+    }
+
+    private void PrepareFolders()
+    {
+        var state = Path.GetFullPath(_options.StateFolder);
+        Directory.CreateDirectory(_sessionsDir);
+        Directory.CreateDirectory(_homesDir);
+        if (_user!.SwitchUser)
+        {
+            // The session user must reach its own session folder and home, but list nothing else.
+            File.SetUnixFileMode(state, TraverseOnly);
+            File.SetUnixFileMode(_sessionsDir, TraverseOnly);
+            File.SetUnixFileMode(_homesDir, TraverseOnly);
+            // Xvnc creates its X socket here; as root we make sure it exists with the usual sticky mode.
+            Directory.CreateDirectory(X11SocketDir);
+            File.SetUnixFileMode(X11SocketDir, (UnixFileMode)Convert.ToInt32("1777", 8));
+        }
+    }
+
+    private (string Home, bool Temporary) PrepareHome(SessionStartArgs args, string sessionDir, SessionUser user)
+    {
+        var home = args.PersistentHome ? Path.Combine(_homesDir, args.User) : Path.Combine(sessionDir, "home");
+        Directory.CreateDirectory(home);
+        File.SetUnixFileMode(home, PrivateDir);
+        user.Own(home);
+        return (home, !args.PersistentHome);
+    }
+
+    private int ReserveDisplay()
+    {
+        lock (_reservedDisplays)
+        {
+            var used = _sessions.Values.Select(s => s.Record.Display).ToHashSet();
+            for (var n = _options.FirstDisplay; n < _options.FirstDisplay + 1000; n++)
+            {
+                if (used.Contains(n) || _reservedDisplays.Contains(n)) continue;
+                if (File.Exists($"/tmp/.X{n}-lock"))
+                {
+                    // A SIGKILLed X server leaves its lock behind; once its pid is gone the number is free again.
+                    if (!IsStaleLock(n)) continue;
+                    CleanupX11(n);
+                }
+                if (File.Exists($"{X11SocketDir}/X{n}")) continue;
+                _reservedDisplays.Add(n);
+                return n;
+            }
+        }
+        throw new SessionRuntimeException("no free X display number");
+    }
+
+    private static bool IsStaleLock(int display)
+    {
+        try
+        {
+            return int.TryParse(File.ReadAllText($"/tmp/.X{display}-lock").Trim(), out var pid) && pid > 0 && !Directory.Exists($"/proc/{pid}");
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>A killed X server leaves its lock and socket behind; they would block the display number forever.</summary>
+    private static void CleanupX11(int display)
+    {
+        try
+        {
+            File.Delete($"/tmp/.X{display}-lock");
+            File.Delete($"{X11SocketDir}/X{display}");
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+
+    /// <summary>Another X server (of this or another agent) won the race for the display number between check and bind.</summary>
+    private static bool DisplayTaken(string log) =>
+        log.Contains("already active", StringComparison.OrdinalIgnoreCase)
+        || log.Contains("remove /tmp/.X", StringComparison.Ordinal)
+        || log.Contains("Cannot establish any listening sockets", StringComparison.Ordinal);
+
+    private static string LogTail(string runDir, int lines = 3)
+    {
+        try
+        {
+            // The log sits in the session user's folder: never follow a link there into a file only root may read.
+            var log = new FileInfo(Path.Combine(runDir, SessionLauncher.LogFile));
+            if (log.LinkTarget is not null || !log.Exists) return "(no log)";
+            var tail = File.ReadAllLines(log.FullName).Where(l => !string.IsNullOrWhiteSpace(l)).TakeLast(lines);
+            return string.Join(" | ", tail.Select(l => l.Trim()));
+        }
+        catch (IOException)
+        {
+            return "(no log)";
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+
+    private static void ValidateName(string value, string what)
+    {
+        if (!SafeName().IsMatch(value))
+        {
+            throw new SessionRuntimeException($"{what} '{value}' is not a safe name (letters, digits, '.', '_', '-'; at most 128)");
+        }
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    private static partial Regex SafeName();
+
+    public async ValueTask DisposeAsync()
+    {
+        // Sessions are deliberately left running: they outlive the agent and are re-adopted.
+        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
+        await _stopping.CancelAsync();
+        if (_monitor is not null) await _monitor;
+        _stopping.Dispose();
+    }
+
+    private sealed class ProcessSession(ProcessSessionRecord record, string dir)
+    {
+        public ProcessSessionRecord Record { get; set; } = record;
+        public string Dir { get; } = dir;
+        public string RunDir => RunDirOf(Dir);
+        public static string RunDirOf(string dir) => Path.Combine(dir, "run");
+        /// <summary>Serializes commands and monitor passes on this one session.</summary>
+        public SemaphoreSlim Gate { get; } = new(1, 1);
+        /// <summary>The leader when this agent process started it (null for re-adopted sessions).</summary>
+        public System.Diagnostics.Process? Leader { get; init; }
+    }
+
+    private sealed class SessionStartFailure(string message, bool displayInUse) : Exception(message)
+    {
+        public bool DisplayInUse { get; } = displayInUse;
+    }
+}

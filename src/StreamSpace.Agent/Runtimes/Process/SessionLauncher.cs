@@ -1,0 +1,44 @@
+namespace StreamSpace.Agent.Runtimes.Process;
+
+/// <summary>
+/// The session leader: a tiny shell that runs as the session user in its own session/process group (setsid),
+/// so everything it starts outlives an agent crash and is signalled as one group. It starts Xvnc, waits until
+/// the agent has seen Xvnc accept RFB connections (the agent then creates the <c>launch</c> file), starts the
+/// app and records the app's exit code, so an exit is told apart from a crash even across agent restarts.
+/// stdin is /dev/null and all output goes to the session's log file, never to a pipe of the agent.
+/// </summary>
+internal static class SessionLauncher
+{
+    public const string LogFile = "session.log";
+    public const string SocketFile = "vnc.sock";
+    public const string XvncPidFile = "xvnc.pid";
+    public const string AppPidFile = "app.pid";
+    public const string AppExitFile = "app.exit";
+    public const string LaunchFile = "launch";
+
+    /// <summary>Seconds between two looks for the launch file.</summary>
+    public const double LaunchPollSeconds = 0.05;
+
+    /// <summary>
+    /// Positional arguments: $1 session dir, $2 display number, $3 Xvnc path, $4 geometry, $5 app command,
+    /// $6 how many polls to wait for the launch file. If the agent dies (or gives up) before it says launch,
+    /// the leader stops Xvnc and exits instead of waiting forever with nobody knowing about it.
+    /// </summary>
+    public const string Script = """
+        dir="$1"; display="$2"; xvnc="$3"; geometry="$4"; command="$5"; polls="$6"
+        exec </dev/null >>"$dir/session.log" 2>&1
+        "$xvnc" ":$display" -rfbunixpath "$dir/vnc.sock" -rfbunixmode 0600 -rfbport -1 -SecurityTypes None \
+            -nolisten tcp -geometry "$geometry" -depth 24 -AlwaysShared -NeverShared=0 &
+        xvnc_pid="$!"
+        echo "$xvnc_pid" > "$dir/xvnc.pid"
+        while [ ! -e "$dir/launch" ]; do
+            polls=$((polls - 1))
+            if [ "$polls" -le 0 ] || [ ! -d "$dir" ]; then kill "$xvnc_pid"; exit 1; fi
+            sleep 0.05
+        done
+        /bin/sh -c "$command" &
+        echo "$!" > "$dir/app.pid"
+        wait "$!"
+        echo "$?" > "$dir/app.exit"
+        """;
+}

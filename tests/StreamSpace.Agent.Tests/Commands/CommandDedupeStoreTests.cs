@@ -1,0 +1,95 @@
+using System.Text.Json;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using StreamSpace.Agent.Commands;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.Agent.Tests.Commands;
+
+public class CommandDedupeStoreTests : IDisposable
+{
+    private readonly TestState _state = new();
+    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 3, 1, 12, 0, 0, TimeSpan.Zero));
+
+    private CommandDedupeStore NewStore()
+    {
+        var store = new CommandDedupeStore(_state.Folder, TimeSpan.FromHours(24), _time, NullLogger.Instance);
+        store.Load();
+        return store;
+    }
+
+    private static CommandPayload Command(string id) => new() { CommandId = id, Type = CommandTypes.SessionStop, SessionId = "s1" };
+
+    [Fact]
+    public void First_delivery_executes_redeliveries_do_not()
+    {
+        var store = NewStore();
+        store.Admit(Command("c1"), out _).ShouldBe(CommandAdmission.Execute);
+        store.Admit(Command("c1"), out var running).ShouldBe(CommandAdmission.AlreadyRunning);
+        running.ShouldBeNull();
+
+        store.Complete(new ResultPayload { CommandId = "c1", Success = true, Data = JsonSerializer.SerializeToElement(new { display = 20 }) });
+        store.Admit(Command("c1"), out var stored).ShouldBe(CommandAdmission.AlreadyFinished);
+        stored!.Success.ShouldBeTrue();
+        stored.Data!.Value.GetProperty("display").GetInt32().ShouldBe(20);
+    }
+
+    [Fact]
+    public void Results_survive_a_restart()
+    {
+        var store = NewStore();
+        store.Admit(Command("c1"), out _);
+        store.Complete(new ResultPayload { CommandId = "c1", Success = false, Error = "nope" });
+
+        var reopened = NewStore();
+        reopened.Admit(Command("c1"), out var stored).ShouldBe(CommandAdmission.AlreadyFinished);
+        stored!.Error.ShouldBe("nope");
+        reopened.Admit(Command("c2"), out _).ShouldBe(CommandAdmission.Execute);
+    }
+
+    [Fact]
+    public void A_command_interrupted_by_a_restart_is_never_run_again_but_answered_as_failed()
+    {
+        NewStore().Admit(Command("c1"), out _).ShouldBe(CommandAdmission.Execute);
+
+        var reopened = NewStore();
+        reopened.Admit(Command("c1"), out var stored).ShouldBe(CommandAdmission.AlreadyFinished);
+        stored!.Success.ShouldBeFalse();
+        stored.Error!.ShouldContain("restarted");
+    }
+
+    [Fact]
+    public void Finished_results_are_kept_24_hours_then_pruned()
+    {
+        var store = NewStore();
+        store.Admit(Command("old"), out _);
+        store.Complete(new ResultPayload { CommandId = "old", Success = true });
+        _time.Advance(TimeSpan.FromHours(23));
+        store.Admit(Command("young"), out _);
+        store.Complete(new ResultPayload { CommandId = "young", Success = true });
+        store.Admit(Command("busy"), out _);
+
+        store.Prune();
+        store.Count.ShouldBe(3);
+
+        _time.Advance(TimeSpan.FromHours(1) + TimeSpan.FromSeconds(1));
+        store.Prune();
+        store.Count.ShouldBe(2);
+        Directory.GetFiles(Path.Combine(_state.Folder, "commands"), "*.json").Length.ShouldBe(2);
+
+        var reopened = NewStore();
+        reopened.Admit(Command("old"), out _).ShouldBe(CommandAdmission.Execute);
+        reopened.Admit(Command("young"), out _).ShouldBe(CommandAdmission.AlreadyFinished);
+    }
+
+    [Fact]
+    public void Hostile_command_ids_never_become_paths()
+    {
+        var store = NewStore();
+        store.Admit(Command("../../etc/passwd"), out _).ShouldBe(CommandAdmission.Execute);
+        Directory.GetFiles(Path.Combine(_state.Folder, "commands")).Single().ShouldEndWith(".json");
+        Path.GetFileName(Directory.GetFiles(Path.Combine(_state.Folder, "commands")).Single()).Length.ShouldBe(64 + 5);
+    }
+
+    public void Dispose() => _state.Dispose();
+}

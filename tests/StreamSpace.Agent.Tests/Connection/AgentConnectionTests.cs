@@ -1,0 +1,251 @@
+using System.Diagnostics;
+using System.Net.WebSockets;
+using Microsoft.Extensions.Logging;
+using StreamSpace.Agent.Hosting;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.Agent.Tests.Connection;
+
+/// <summary>The real agent worker against a real (tiny) control plane over a loopback WebSocket.</summary>
+public class AgentConnectionTests : IAsyncLifetime
+{
+    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(10);
+    private readonly TestState _state = new();
+    private readonly TestLog _log = new();
+    private readonly List<AgentWorker> _workers = [];
+    private TestControlPlane _cp = null!;
+
+    public async ValueTask InitializeAsync() => _cp = await TestControlPlane.StartAsync();
+
+    private AgentOptions Options(string? token = null) => new()
+    {
+        ControlPlaneUrl = _cp.Url,
+        AgentId = TestControlPlane.AgentId,
+        Token = token ?? TestControlPlane.Token,
+        StateFolder = _state.Folder,
+        Runtime = Platforms.Simulated,
+        MaxSessions = 5,
+        Region = "test-region",
+    };
+
+    private async Task<AgentWorker> StartAgentAsync(InstrumentedRuntime runtime, AgentOptions? options = null, Random? random = null)
+    {
+        var worker = new AgentWorker(options ?? Options(), runtime, _log, TimeProvider.System, random ?? Random.Shared);
+        _workers.Add(worker);
+        await worker.StartAsync(TestContext.Current.CancellationToken);
+        return worker;
+    }
+
+    private static bool Has(List<Envelope> received, string type, string? commandId = null) =>
+        received.Any(e => e.Type == type && (commandId is null || e.Payload.GetProperty("commandId").GetString() == commandId));
+
+    private static ResultPayload ResultOf(List<Envelope> received, string commandId) =>
+        received.Where(e => e.Type == MessageTypes.Result).Select(e => e.PayloadAs<ResultPayload>()).Single(r => r.CommandId == commandId);
+
+    [Fact]
+    public async Task Hello_carries_identity_and_full_inventory_then_heartbeats_flow()
+    {
+        var runtime = new InstrumentedRuntime();
+        await runtime.StartAsync(StartArgs.For("alice-xterm-aaaaaa"), TestContext.Current.CancellationToken);
+        await runtime.StartAsync(StartArgs.For("bob-xterm-bbbbbb"), TestContext.Current.CancellationToken);
+        await runtime.HibernateAsync("bob-xterm-bbbbbb", TestContext.Current.CancellationToken);
+        var stopwatch = Stopwatch.StartNew();
+        await StartAgentAsync(runtime);
+
+        var connection = await _cp.NextConnectionAsync();
+        stopwatch.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(2), "a fresh agent is online within 2 s");
+        connection.Hello.AgentId.ShouldBe(TestControlPlane.AgentId);
+        connection.Hello.Platform.ShouldBe(Platforms.Simulated);
+        connection.Hello.Region.ShouldBe("test-region");
+        connection.Hello.Draining.ShouldBeFalse();
+        connection.Hello.Capacity.ShouldBe(new AgentCapacity { MaxSessions = 5, ActiveSessions = 2 });
+        connection.Hello.Inventory.ShouldBe([
+            new SessionInventoryItem { SessionId = "alice-xterm-aaaaaa", State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = "bob-xterm-bbbbbb", State = ObservedStates.Hibernated },
+        ]);
+        connection.Hello.Version.ShouldNotBeNullOrWhiteSpace();
+
+        var received = await connection.CollectAsync(r => r.Count(e => e.Type == MessageTypes.Heartbeat) >= 2, Wait);
+        var heartbeat = received.Last(e => e.Type == MessageTypes.Heartbeat).PayloadAs<HeartbeatPayload>();
+        heartbeat.ShouldBe(new HeartbeatPayload { ActiveSessions = 2, MaxSessions = 5, Draining = false });
+        _log.Contains("SIMULATED runtime").ShouldBeTrue("the simulated runtime says so in the logs");
+    }
+
+    [Fact]
+    public async Task Command_delivered_twice_is_executed_once_also_across_an_agent_restart()
+    {
+        var runtime = new InstrumentedRuntime();
+        var worker = await StartAgentAsync(runtime);
+        var connection = await _cp.NextConnectionAsync();
+        var args = StartArgs.For("alice-xterm-cccccc");
+
+        await connection.SendCommandAsync("cmd-1", CommandTypes.SessionStart, args.SessionId, args);
+        var first = await connection.CollectAsync(r => Has(r, MessageTypes.Result, "cmd-1"), Wait);
+        first.First(e => e.Type is MessageTypes.Ack or MessageTypes.Result).Type.ShouldBe(MessageTypes.Ack, "ack comes before the result");
+        ResultOf(first, "cmd-1").Success.ShouldBeTrue();
+
+        await connection.SendCommandAsync("cmd-1", CommandTypes.SessionStart, args.SessionId, args);
+        var again = await connection.CollectAsync(r => Has(r, MessageTypes.Result, "cmd-1"), Wait);
+        Has(again, MessageTypes.Ack, "cmd-1").ShouldBeTrue();
+        ResultOf(again, "cmd-1").Success.ShouldBeTrue();
+        runtime.Starts.ShouldBe(1);
+
+        // Restart the agent over the same state folder; the control plane redelivers.
+        await worker.StopAsync(TestContext.Current.CancellationToken);
+        await connection.CloseAsync();
+        var restartedRuntime = new InstrumentedRuntime();
+        await StartAgentAsync(restartedRuntime);
+        var reconnected = await _cp.NextConnectionAsync();
+        await reconnected.SendCommandAsync("cmd-1", CommandTypes.SessionStart, args.SessionId, args);
+        var redelivered = await reconnected.CollectAsync(r => Has(r, MessageTypes.Result, "cmd-1"), Wait);
+        Has(redelivered, MessageTypes.Ack, "cmd-1").ShouldBeTrue();
+        ResultOf(redelivered, "cmd-1").Success.ShouldBeTrue();
+        restartedRuntime.Starts.ShouldBe(0, "at most once across agent restarts");
+    }
+
+    [Fact]
+    public async Task Slow_session_start_never_delays_heartbeats_acks_or_other_sessions()
+    {
+        var runtime = new InstrumentedRuntime();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        runtime.HoldStart["slow-xterm-ssssss"] = release.Task;
+        await StartAgentAsync(runtime);
+        var connection = await _cp.NextConnectionAsync();
+
+        await connection.SendCommandAsync("slow-start", CommandTypes.SessionStart, "slow-xterm-ssssss", StartArgs.For("slow-xterm-ssssss"));
+        await connection.SendCommandAsync("slow-stop", CommandTypes.SessionStop, "slow-xterm-ssssss");
+        await connection.SendCommandAsync("fast-start", CommandTypes.SessionStart, "fast-xterm-ffffff", StartArgs.For("fast-xterm-ffffff"));
+
+        var whileSlow = await connection.CollectAsync(r =>
+            Has(r, MessageTypes.Result, "fast-start") && r.Count(e => e.Type == MessageTypes.Heartbeat) >= 2, Wait);
+        Has(whileSlow, MessageTypes.Ack, "slow-start").ShouldBeTrue();
+        Has(whileSlow, MessageTypes.Ack, "slow-stop").ShouldBeTrue();
+        Has(whileSlow, MessageTypes.Ack, "fast-start").ShouldBeTrue();
+        // Commands of one session run in order: the stop waits for the slow start.
+        Has(whileSlow, MessageTypes.Result, "slow-start").ShouldBeFalse();
+        Has(whileSlow, MessageTypes.Result, "slow-stop").ShouldBeFalse();
+
+        release.SetResult();
+        var after = await connection.CollectAsync(r => Has(r, MessageTypes.Result, "slow-stop"), Wait);
+        ResultOf(after, "slow-start").Success.ShouldBeTrue();
+        ResultOf(after, "slow-stop").Success.ShouldBeTrue();
+        after.FindIndex(e => e.Type == MessageTypes.Result && e.Payload.GetProperty("commandId").GetString() == "slow-start")
+            .ShouldBeLessThan(after.FindIndex(e => e.Type == MessageTypes.Result && e.Payload.GetProperty("commandId").GetString() == "slow-stop"));
+        runtime.Inventory().Select(s => s.SessionId).ShouldBe(["fast-xterm-ffffff"]);
+    }
+
+    [Fact]
+    public async Task Result_produced_while_disconnected_reaches_the_control_plane_after_reconnect()
+    {
+        var runtime = new InstrumentedRuntime();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        runtime.HoldStart["alice-xterm-rrrrrr"] = release.Task;
+        await StartAgentAsync(runtime);
+        var connection = await _cp.NextConnectionAsync();
+        await connection.SendCommandAsync("held", CommandTypes.SessionStart, "alice-xterm-rrrrrr", StartArgs.For("alice-xterm-rrrrrr"));
+        (await connection.CollectAsync(r => Has(r, MessageTypes.Ack, "held"), Wait)).ShouldNotBeEmpty();
+
+        await connection.CloseAsync(); // the control plane goes away while the start still runs
+        release.SetResult();           // ... and the start finishes while the agent is disconnected
+
+        var reconnected = await _cp.NextConnectionAsync();
+        await reconnected.SendCommandAsync("held", CommandTypes.SessionStart, "alice-xterm-rrrrrr", StartArgs.For("alice-xterm-rrrrrr"));
+        var received = await reconnected.CollectAsync(r => Has(r, MessageTypes.Result, "held") && Has(r, MessageTypes.Ack, "held"), Wait);
+        received.Where(e => e.Type == MessageTypes.Result).Select(e => e.PayloadAs<ResultPayload>()).ShouldAllBe(r => r.CommandId == "held" && r.Success);
+        runtime.Starts.ShouldBe(1);
+    }
+
+    [Fact]
+    public async Task Observations_are_reported_as_session_status_and_bad_commands_fail_with_a_reason()
+    {
+        var runtime = new InstrumentedRuntime();
+        await StartAgentAsync(runtime);
+        var connection = await _cp.NextConnectionAsync();
+
+        await connection.SendCommandAsync("start", CommandTypes.SessionStart, "alice-xterm-oooooo", StartArgs.For("alice-xterm-oooooo"));
+        await connection.SendCommandAsync("hibernate", CommandTypes.SessionHibernate, "alice-xterm-oooooo");
+        await connection.SendCommandAsync("bogus", "session.teleport", "alice-xterm-oooooo");
+        await connection.SendCommandAsync("no-args", CommandTypes.SessionStart, "x");
+        await connection.SendCommandAsync("stop-unknown", CommandTypes.SessionStop, "never-existed");
+        await connection.SendAsync("future.message", new { hello = "there" });
+
+        var received = await connection.CollectAsync(r => new[] { "start", "hibernate", "bogus", "no-args", "stop-unknown" }.All(id => Has(r, MessageTypes.Result, id))
+            && r.Count(e => e.Type == MessageTypes.SessionStatus) >= 2, Wait);
+        var statuses = received.Where(e => e.Type == MessageTypes.SessionStatus).Select(e => e.PayloadAs<SessionStatusPayload>()).ToList();
+        statuses.ShouldContain(new SessionStatusPayload { SessionId = "alice-xterm-oooooo", State = ObservedStates.Running });
+        statuses.ShouldContain(new SessionStatusPayload { SessionId = "alice-xterm-oooooo", State = ObservedStates.Hibernated });
+        ResultOf(received, "bogus").Error!.ShouldContain("unknown command type");
+        ResultOf(received, "no-args").Error!.ShouldContain("args");
+        ResultOf(received, "stop-unknown").Success.ShouldBeTrue("stopping an unknown session is success (idempotent)");
+        _log.Contains("unknown type future.message").ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task Refusal_is_logged_with_its_reason_and_retried_with_backoff_not_in_a_hot_loop()
+    {
+        _cp.Refuse = new RefusedPayload { Code = "unsupported_version", Reason = "protocol version 1 is not supported here" };
+        // Jitter pinned to the top of the range: delays 0.5 s, 1 s, 2 s, ...
+        await StartAgentAsync(new InstrumentedRuntime(), random: new FixedRandom(0.999));
+
+        await Task.Delay(TimeSpan.FromSeconds(2.2), TestContext.Current.CancellationToken);
+
+        _log.Contains("protocol version 1 is not supported here", LogLevel.Error).ShouldBeTrue();
+        _log.Contains("unsupported_version").ShouldBeTrue();
+        _cp.Attempts.ShouldBeInRange(2, 4);
+    }
+
+    [Fact]
+    public async Task Wrong_token_is_logged_as_rejected_and_never_welcomed()
+    {
+        await StartAgentAsync(new InstrumentedRuntime(), Options(token: "wrong"), new FixedRandom(0.999));
+        await TestProcesses.WaitUntilAsync(() => _log.Contains("HTTP 401"), Wait, "the rejection to be logged");
+        _cp.Attempts.ShouldBe(0);
+        _log.Contains("wrong").ShouldBeFalse("the token never appears in logs");
+    }
+
+    [Fact]
+    public async Task Agent_reconnects_quickly_after_the_control_plane_drops_it()
+    {
+        await StartAgentAsync(new InstrumentedRuntime());
+        var first = await _cp.NextConnectionAsync();
+        await first.CloseAsync();
+        var stopwatch = Stopwatch.StartNew();
+        var second = await _cp.NextConnectionAsync();
+        stopwatch.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(2), "backoff was reset by the welcome: first retry within 0.5 s");
+        second.Hello.AgentId.ShouldBe(TestControlPlane.AgentId);
+    }
+
+    [Fact]
+    public async Task Drain_sends_a_draining_heartbeat_closes_cleanly_and_keeps_sessions()
+    {
+        var runtime = new InstrumentedRuntime();
+        await runtime.StartAsync(StartArgs.For("alice-xterm-dddddd"), TestContext.Current.CancellationToken);
+        var worker = await StartAgentAsync(runtime);
+        var connection = await _cp.NextConnectionAsync();
+
+        var stopping = worker.StopAsync(TestContext.Current.CancellationToken);
+        var received = new List<Envelope>();
+        var closed = await Should.ThrowAsync<WebSocketClosedException>(async () =>
+        {
+            while (true) received.Add(await connection.ReceiveAsync(Wait));
+        });
+        await stopping;
+
+        closed.Status.ShouldBe(WebSocketCloseStatus.NormalClosure);
+        received.Where(e => e.Type == MessageTypes.Heartbeat).Select(e => e.PayloadAs<HeartbeatPayload>())
+            .ShouldContain(h => h.Draining && h.ActiveSessions == 1);
+        worker.Draining.ShouldBeTrue();
+        runtime.Inventory().Count.ShouldBe(1, "draining never kills sessions");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var worker in _workers)
+        {
+            await worker.StopAsync(CancellationToken.None);
+            worker.Dispose();
+        }
+        await _cp.DisposeAsync();
+        _state.Dispose();
+    }
+}

@@ -1,0 +1,82 @@
+using Microsoft.Extensions.Configuration;
+using StreamSpace.Agent.Hosting;
+
+namespace StreamSpace.Agent.Tests.Hosting;
+
+public class AgentOptionsTests
+{
+    private static AgentOptions From(Dictionary<string, string?> values) =>
+        AgentOptions.FromConfiguration(new ConfigurationBuilder().AddInMemoryCollection(values).Build());
+
+    [Fact]
+    public void Reads_the_contract_variables_with_defaults()
+    {
+        var options = From(new()
+        {
+            ["STREAMSPACE_CONTROL_PLANE"] = "http://127.0.0.1:8000",
+            ["STREAMSPACE_AGENT_ID"] = "edge-1",
+            ["STREAMSPACE_AGENT_TOKEN"] = "secret",
+        });
+        options.Validate();
+        options.StateFolder.ShouldBe(Path.Combine("data", "agent-edge-1"));
+        options.Runtime.ShouldBe("process");
+        options.HeartbeatSeconds.ShouldBe(10);
+        options.MaxSessions.ShouldBe(10);
+        options.Region.ShouldBe("default");
+        options.ConnectUri().ShouldBe(new Uri("ws://127.0.0.1:8000/api/v1/agents/connect"));
+    }
+
+    [Fact]
+    public void Section_form_works_and_flat_variables_win()
+    {
+        var options = From(new()
+        {
+            ["StreamSpace:Agent:ControlPlaneUrl"] = "https://cp.example:8443/base/",
+            ["StreamSpace:Agent:AgentId"] = "a",
+            ["StreamSpace:Agent:Token"] = "t",
+            ["StreamSpace:Agent:MaxSessions"] = "3",
+            ["STREAMSPACE_MAX_SESSIONS"] = "4",
+            ["STREAMSPACE_RUNTIME"] = "simulated",
+            ["STREAMSPACE_AGENT_STATE"] = "/var/lib/agent",
+        });
+        options.Validate();
+        options.MaxSessions.ShouldBe(4);
+        options.Runtime.ShouldBe("simulated");
+        options.StateFolder.ShouldBe("/var/lib/agent");
+        options.ConnectUri().ShouldBe(new Uri("wss://cp.example:8443/base/api/v1/agents/connect"));
+    }
+
+    [Theory]
+    [InlineData("docker", "not built yet")]
+    [InlineData("kubernetes", "not built yet")]
+    [InlineData("podman", "must be one of")]
+    public void Unbuilt_or_unknown_runtime_is_refused_clearly(string runtime, string expected)
+    {
+        var options = From(new()
+        {
+            ["STREAMSPACE_CONTROL_PLANE"] = "http://127.0.0.1:8000",
+            ["STREAMSPACE_AGENT_ID"] = "a",
+            ["STREAMSPACE_AGENT_TOKEN"] = "t",
+            ["STREAMSPACE_RUNTIME"] = runtime,
+        });
+        Should.Throw<AgentOptionsException>(options.Validate).Message.ShouldContain(expected);
+    }
+
+    [Fact]
+    public void Every_problem_is_named_at_once()
+    {
+        var options = From(new() { ["STREAMSPACE_CONTROL_PLANE"] = "ftp://x", ["STREAMSPACE_HEARTBEAT_SECONDS"] = "0" });
+        var message = Should.Throw<AgentOptionsException>(options.Validate).Message;
+        message.ShouldContain("STREAMSPACE_CONTROL_PLANE");
+        message.ShouldContain("STREAMSPACE_AGENT_ID");
+        message.ShouldContain("STREAMSPACE_AGENT_TOKEN");
+        message.ShouldContain("STREAMSPACE_HEARTBEAT_SECONDS");
+    }
+
+    [Fact]
+    public void Non_numeric_number_is_a_clear_error()
+    {
+        Should.Throw<AgentOptionsException>(() => From(new() { ["STREAMSPACE_MAX_SESSIONS"] = "ten" }))
+            .Message.ShouldContain("STREAMSPACE_MAX_SESSIONS");
+    }
+}

@@ -1,0 +1,288 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading.Channels;
+using StreamSpace.Agent.Hosting;
+using StreamSpace.Agent.Runtimes;
+using StreamSpace.Agent.Runtimes.Process;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.Agent.Tests.Runtimes;
+
+/// <summary>The process runtime against real Xvnc and xterm processes, run as root so the unprivileged-user path is used.</summary>
+public class ProcessRuntimeTests : IAsyncDisposable
+{
+    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(10);
+    private readonly TestState _state = new();
+    private readonly TestLog _log = new();
+    private readonly List<ProcessRuntime> _runtimes = [];
+
+    private async Task<ProcessRuntime> NewRuntimeAsync()
+    {
+        var options = new AgentOptions
+        {
+            StateFolder = _state.Folder,
+            StopGracePeriod = TimeSpan.FromSeconds(2),
+            MonitorInterval = TimeSpan.FromMilliseconds(200),
+        };
+        var runtime = new ProcessRuntime(options, _log.CreateLogger(nameof(ProcessRuntime)), TimeProvider.System);
+        _runtimes.Add(runtime);
+        await runtime.InitializeAsync(TestContext.Current.CancellationToken);
+        return runtime;
+    }
+
+    private static SessionStartArgs Args(string command = "xterm", bool persistentHome = false, string? id = null) => new()
+    {
+        SessionId = id ?? "alice-xterm-" + Guid.NewGuid().ToString("N")[..6],
+        User = "alice",
+        Template = "xterm",
+        Resources = new SessionResources { Cpu = "1", Memory = "1Gi" },
+        PersistentHome = persistentHome,
+        Launch = new SessionLaunchSpec { ProcessCommand = command, Env = new Dictionary<string, string> { ["GREETING"] = "hi", ["MOZ_HEADLESS"] = "1" } },
+    };
+
+    private JsonObject Record(string sessionId) =>
+        JsonNode.Parse(File.ReadAllText(Path.Combine(_state.Folder, "sessions", sessionId, "session.json")))!.AsObject();
+
+    private static async Task<SessionStatusPayload> NextObservationAsync(ChannelReader<SessionStatusPayload> reader, string sessionId, params string[] states)
+    {
+        using var timeout = new CancellationTokenSource(Wait);
+        while (true)
+        {
+            var status = await reader.ReadAsync(timeout.Token);
+            if (status.SessionId == sessionId && states.Contains(status.State)) return status;
+        }
+    }
+
+    [Fact]
+    public async Task Started_xterm_session_serves_RFB_through_ConnectVnc_as_the_unprivileged_user()
+    {
+        Environment.IsPrivilegedProcess.ShouldBeTrue("these tests run as root so the user switch is exercised");
+        var runtime = await NewRuntimeAsync();
+        var args = Args();
+
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+
+        (await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Running)).State.ShouldBe("running");
+        runtime.Inventory().ShouldContain(new SessionInventoryItem { SessionId = args.SessionId, State = ObservedStates.Running });
+        await using (var vnc = await runtime.ConnectVncAsync(args.SessionId, TestContext.Current.CancellationToken))
+        {
+            var banner = new byte[12];
+            await vnc.ReadExactlyAsync(banner, TestContext.Current.CancellationToken);
+            Encoding.ASCII.GetString(banner).ShouldStartWith("RFB 003.00");
+        }
+
+        var record = Record(args.SessionId);
+        var pgid = record["pgid"]!.GetValue<int>();
+        var members = TestProcesses.Group(pgid);
+        var names = members.Select(m => TestProcesses.CommandName(m.Pid)).ToList();
+        names.ShouldContain("Xvnc");
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).Any(m => TestProcesses.CommandName(m.Pid) == "xterm"), Wait, "xterm in the session group");
+        var uid = int.Parse(File.ReadAllLines("/etc/passwd").Single(l => l.StartsWith("streamspace:", StringComparison.Ordinal)).Split(':')[2], System.Globalization.CultureInfo.InvariantCulture);
+        uid.ShouldNotBe(0);
+        TestProcesses.Group(pgid).ShouldAllBe(m => m.Uid == uid);
+        // The session leader runs in a session of its own (setsid), so it survives the agent.
+        File.ReadAllText($"/proc/{pgid}/stat").Split(' ')[5].ShouldBe(pgid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+        // Environment: display set, template env passed, never headless, no agent secrets.
+        var appPid = record["app"]!["pid"]!.GetValue<int>();
+        var environ = File.ReadAllText($"/proc/{appPid}/environ").Split('\0');
+        environ.ShouldContain($":{record["display"]!.GetValue<int>()}".Insert(0, "DISPLAY="));
+        environ.ShouldContain("GREETING=hi");
+        environ.ShouldNotContain(e => e.StartsWith("MOZ_HEADLESS", StringComparison.Ordinal));
+        environ.ShouldNotContain(e => e.StartsWith("STREAMSPACE_AGENT_TOKEN", StringComparison.Ordinal));
+
+        // The VNC socket is 0600 in a 0700 folder of the session user: nobody else can reach it.
+        var socket = record["socketPath"]!.GetValue<string>();
+        File.GetUnixFileMode(socket).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        File.GetUnixFileMode(Path.GetDirectoryName(socket)!).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        // Output goes to the session's log file, not to the agent.
+        File.ReadAllText(Path.Combine(Path.GetDirectoryName(socket)!, "session.log")).ShouldContain("Listening for VNC connections");
+
+        // Starting again is idempotent.
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        runtime.Inventory().Count.ShouldBe(1);
+
+        var home = record["homePath"]!.GetValue<string>();
+        Directory.Exists(home).ShouldBeTrue();
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+
+        TestProcesses.Group(pgid).ShouldBeEmpty();
+        runtime.Inventory().ShouldBeEmpty();
+        Directory.Exists(home).ShouldBeFalse("a temporary home is removed on stop");
+        (await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Stopped)).State.ShouldBe("stopped");
+        // Stopping an unknown session succeeds.
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
+    public async Task Persistent_home_is_kept_and_owned_by_the_session_user()
+    {
+        var runtime = await NewRuntimeAsync();
+        var args = Args("touch \"$HOME/was-here\"; exec xterm", persistentHome: true);
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var home = Path.Combine(_state.Folder, "homes", "alice");
+        await TestProcesses.WaitUntilAsync(() => File.Exists(Path.Combine(home, "was-here")), Wait, "file written in the home");
+        File.GetUnixFileMode(home).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        File.Exists(Path.Combine(home, "was-here")).ShouldBeTrue("a persistent home is kept after stop");
+    }
+
+    [Fact]
+    public async Task New_runtime_over_the_same_state_re_adopts_running_sessions_and_reports_reused_pids_as_gone()
+    {
+        var first = await NewRuntimeAsync();
+        var kept = Args();
+        var reused = Args();
+        await first.StartAsync(kept, TestContext.Current.CancellationToken);
+        await first.StartAsync(reused, TestContext.Current.CancellationToken);
+        var keptPgid = Record(kept.SessionId)["pgid"]!.GetValue<int>();
+        var reusedPgid = Record(reused.SessionId)["pgid"]!.GetValue<int>();
+        _state.KillOnDispose(reusedPgid);
+        await first.DisposeAsync(); // the agent goes away; sessions must not
+
+        TestProcesses.Group(keptPgid).ShouldNotBeEmpty();
+        // Simulate pid reuse: same pids, but they no longer belong to the processes we started.
+        var record = Record(reused.SessionId);
+        foreach (var process in new[] { "leader", "xvnc", "app" })
+        {
+            record[process]!["startTime"] = record[process]!["startTime"]!.GetValue<long>() + 1;
+        }
+        File.WriteAllText(Path.Combine(_state.Folder, "sessions", reused.SessionId, "session.json"), record.ToJsonString());
+
+        var second = await NewRuntimeAsync();
+
+        second.Inventory().Select(s => s.SessionId).ShouldBe([kept.SessionId]);
+        var gone = await NextObservationAsync(second.Observations, reused.SessionId, ObservedStates.Crashed);
+        gone.Reason.ShouldNotBeNullOrWhiteSpace();
+        // Processes we cannot prove are ours are never signalled.
+        TestProcesses.Group(reusedPgid).ShouldNotBeEmpty();
+
+        await using (var vnc = await second.ConnectVncAsync(kept.SessionId, TestContext.Current.CancellationToken))
+        {
+            var banner = new byte[12];
+            await vnc.ReadExactlyAsync(banner, TestContext.Current.CancellationToken);
+            Encoding.ASCII.GetString(banner).ShouldStartWith("RFB ");
+        }
+        await second.StopAsync(kept.SessionId, TestContext.Current.CancellationToken);
+        TestProcesses.Group(keptPgid).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task Killed_session_is_reported_crashed_by_the_monitor()
+    {
+        var runtime = await NewRuntimeAsync();
+        var args = Args();
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var xvnc = Record(args.SessionId)["xvnc"]!["pid"]!.GetValue<int>();
+
+        using (var kill = System.Diagnostics.Process.Start("kill", ["-KILL", xvnc.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await kill.WaitForExitAsync(TestContext.Current.CancellationToken);
+        }
+
+        var status = await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Crashed, ObservedStates.Exited);
+        status.State.ShouldBe(ObservedStates.Crashed);
+        status.Reason!.ShouldContain("Xvnc");
+        runtime.Inventory().ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task Session_user_cannot_make_the_agent_read_or_write_through_its_folder()
+    {
+        var runtime = await NewRuntimeAsync();
+        var args = Args();
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var record = Record(args.SessionId);
+        var runDir = Path.GetDirectoryName(record["socketPath"]!.GetValue<string>())!;
+        // The record is in the agent's folder, not in the session user's run folder.
+        File.Exists(Path.Combine(runDir, "session.json")).ShouldBeFalse();
+        File.GetUnixFileMode(Path.GetDirectoryName(runDir)!).HasFlag(UnixFileMode.OtherWrite).ShouldBeFalse();
+
+        // A hostile session swaps its log for a link to a file only root may read, then its Xvnc dies.
+        var secret = Path.Combine(_state.Folder, "root-only.txt");
+        File.WriteAllText(secret, "TOPSECRET-CONTENT");
+        File.SetUnixFileMode(secret, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        File.Delete(Path.Combine(runDir, "session.log"));
+        File.CreateSymbolicLink(Path.Combine(runDir, "session.log"), secret);
+        using (var kill = System.Diagnostics.Process.Start("kill", ["-KILL", record["xvnc"]!["pid"]!.GetValue<int>().ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await kill.WaitForExitAsync(TestContext.Current.CancellationToken);
+        }
+
+        var status = await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Crashed, ObservedStates.Exited);
+        status.Reason!.ShouldNotContain("TOPSECRET");
+    }
+
+    [Fact]
+    public async Task App_that_ends_by_itself_is_reported_exited()
+    {
+        var runtime = await NewRuntimeAsync();
+        var args = Args("sleep 1");
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+
+        var status = await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Crashed, ObservedStates.Exited);
+
+        status.State.ShouldBe(ObservedStates.Exited);
+        status.Reason.ShouldBe("app exited with code 0");
+        runtime.Inventory().ShouldBeEmpty();
+        // The rest of the session (Xvnc) is cleaned up with it.
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).Count == 0, Wait, "the session group to be gone");
+    }
+
+    [Fact]
+    public async Task Hibernate_stops_every_process_of_the_session_and_wake_resumes_them()
+    {
+        var runtime = await NewRuntimeAsync();
+        var args = Args();
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+
+        await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).All(m => m.State == 'T'), Wait, "all processes stopped");
+        runtime.Inventory().Single().State.ShouldBe(ObservedStates.Hibernated);
+        Record(args.SessionId)["state"]!.GetValue<string>().ShouldBe("hibernated");
+        (await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Hibernated)).State.ShouldBe("hibernated");
+
+        // A new runtime sees it as hibernated too (the monitor must not mistake stopped for dead).
+        var adopted = await NewRuntimeAsync();
+        adopted.Inventory().Single().State.ShouldBe(ObservedStates.Hibernated);
+
+        await adopted.WakeAsync(args.SessionId, TestContext.Current.CancellationToken);
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).All(m => m.State != 'T'), Wait, "all processes continued");
+        adopted.Inventory().Single().State.ShouldBe(ObservedStates.Running);
+
+        // Stop works on a hibernated session as well.
+        await adopted.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
+        await adopted.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        TestProcesses.Group(pgid).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task Bad_start_requests_fail_with_a_reason()
+    {
+        var runtime = await NewRuntimeAsync();
+        (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(Args(id: "../escape"), TestContext.Current.CancellationToken)))
+            .Message.ShouldContain("not a safe name");
+        (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(Args() with { User = "../../root" }, TestContext.Current.CancellationToken)))
+            .Message.ShouldContain("not a safe name");
+        (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(Args() with { Launch = new SessionLaunchSpec() }, TestContext.Current.CancellationToken)))
+            .Message.ShouldContain("no process command");
+        await Should.ThrowAsync<SessionRuntimeException>(() => runtime.HibernateAsync("nope", TestContext.Current.CancellationToken));
+        runtime.Inventory().ShouldBeEmpty();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            foreach (var runtime in _runtimes) await runtime.DisposeAsync();
+        }
+        finally
+        {
+            _state.Dispose();
+        }
+    }
+}
