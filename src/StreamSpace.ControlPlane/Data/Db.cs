@@ -66,18 +66,38 @@ public sealed class Db : IAsyncDisposable
         }
     }
 
-    /// <summary>Runs <paramref name="work"/> in a write transaction and commits it.</summary>
+    /// <summary>How often a transaction PostgreSQL aborted as a deadlock victim is run again.</summary>
+    private const int ConflictRetries = 5;
+
+    /// <summary>
+    /// Runs <paramref name="work"/> in a write transaction and commits it. A transaction that PostgreSQL
+    /// aborts to break a deadlock or a serialization conflict is run again from the start (the work must
+    /// only touch the database), so concurrent writers never see those as errors.
+    /// </summary>
     public async Task<T> InTransactionAsync<T>(Func<DbConnection, DbTransaction, Task<T>> work, CancellationToken ct)
     {
-        var (conn, tx) = await BeginWriteAsync(ct);
-        await using (conn)
-        await using (tx)
+        for (var attempt = 1; ; attempt++)
         {
-            var result = await work(conn, tx);
-            await tx.CommitAsync(ct);
-            return result;
+            try
+            {
+                var (conn, tx) = await BeginWriteAsync(ct);
+                await using (conn)
+                await using (tx)
+                {
+                    var result = await work(conn, tx);
+                    await tx.CommitAsync(ct);
+                    return result;
+                }
+            }
+            catch (PostgresException ex) when (IsRetryableConflict(ex) && attempt < ConflictRetries)
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(Random.Shared.Next(5, 20 * attempt)), ct);
+            }
         }
     }
+
+    /// <summary>Deadlock victim (40P01) or serialization failure (40001): safe to run the transaction again.</summary>
+    public static bool IsRetryableConflict(Exception ex) => ex is PostgresException { SqlState: "40P01" or "40001" };
 
     public async ValueTask DisposeAsync()
     {

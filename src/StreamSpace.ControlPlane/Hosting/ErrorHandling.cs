@@ -69,6 +69,8 @@ public static class ErrorHandling
     {
         for (var e = ex; e is not null; e = e.InnerException)
         {
+            if (Data.Db.IsRetryableConflict(e))
+                return false; // a lost race, not an outage: see Db.InTransactionAsync
             if (e is Npgsql.NpgsqlException { IsTransient: true } or Npgsql.PostgresException { SqlState: "57P01" or "57P02" or "57P03" or "53300" or "08006" or "08001" })
                 return true;
             if (e is Npgsql.NpgsqlException && e is not Npgsql.PostgresException)

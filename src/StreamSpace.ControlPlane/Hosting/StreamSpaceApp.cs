@@ -54,6 +54,7 @@ public static class StreamSpaceApp
         services.AddStreamSpaceAgents(options);
         services.AddAgentHub();
         services.AddHostedService<StartupInitializer>();
+        services.AddHostedService<Agents.Embedded.EmbeddedAgentService>();
         configureServices?.Invoke(services);
 
         var app = builder.Build();

@@ -10,6 +10,8 @@ public sealed class StreamSpaceOptions
     public string? Database { get; set; }
     public string? AdminPassword { get; set; }
     public bool EmbeddedAgent { get; set; }
+    /// <summary>Capacity of the embedded local agent (registered on its first start; an admin may change it later).</summary>
+    public int EmbeddedAgentMaxSessions { get; set; } = 10;
     /// <summary>JWT signing key (base64, ≥ 32 bytes). Generated and stored in the database when absent.</summary>
     public string? JwtSigningKey { get; set; }
     public TimeSpan TokenLifetime { get; set; } = TimeSpan.FromHours(12);
@@ -75,6 +77,7 @@ public sealed class StreamSpaceOptions
     public void Validate()
     {
         var errors = new List<string>();
+        if (EmbeddedAgentMaxSessions is < 1 or > 10_000) errors.Add("EmbeddedAgentMaxSessions must be between 1 and 10000");
         if (DefaultMaxSessions < 0) errors.Add("DefaultMaxSessions must be >= 0");
         if (HeartbeatSeconds is < 1 or > 3600) errors.Add("HeartbeatSeconds must be between 1 and 3600");
         if (MissedHeartbeatsBeforeOffline < 1) errors.Add("MissedHeartbeatsBeforeOffline must be >= 1");

@@ -28,10 +28,10 @@ public static class Paths
 
     private static string Exe(string project)
     {
-        // The test project references both projects, so their outputs are copied next to the tests.
-        var local = Path.Combine(AppContext.BaseDirectory, project);
-        if (File.Exists(local)) return local;
-        var built = Path.Combine(RepoRoot, "src", project, "bin", "Debug", "net10.0", project);
+        // The project's own output, not the copy next to the tests: that copy runs with the test
+        // project's dependency manifest, which lacks the executable's own dependencies.
+        var configuration = AppContext.BaseDirectory.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
+        var built = Path.Combine(RepoRoot, "src", project, "bin", configuration, "net10.0", project);
         if (File.Exists(built)) return built;
         throw new FileNotFoundException($"{project} executable not found; build the solution first", built);
     }

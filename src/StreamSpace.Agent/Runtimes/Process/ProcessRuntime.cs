@@ -78,6 +78,21 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         _monitor = MonitorAsync(_stopping.Token);
     }
 
+    /// <summary>The program a shell command line starts, when it is a plain word (not a shell construct).</summary>
+    internal static string? ProgramOf(string command)
+    {
+        var first = command.TrimStart().Split([' ', '\t'], 2)[0];
+        return first.Length == 0 || first.Contains('=', StringComparison.Ordinal) || first.IndexOfAny(['$', '(', '`', ';', '&', '|', '<', '>', '{']) >= 0 ? null : first;
+    }
+
+    private static bool IsInstalled(string program) =>
+        program.Contains('/', StringComparison.Ordinal)
+            ? File.Exists(program)
+            : SessionPath.Split(':').Any(dir => File.Exists(Path.Combine(dir, program)));
+
+    /// <summary>The PATH a session's shell gets (its environment is clean, nothing inherited from the agent).</summary>
+    private const string SessionPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games";
+
     public IReadOnlyList<SessionInventoryItem> Inventory() =>
         [.. _sessions.Values.Select(s => new SessionInventoryItem { SessionId = s.Record.SessionId, State = s.Record.State })
             .OrderBy(s => s.SessionId, StringComparer.Ordinal)];
@@ -93,6 +108,11 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         if (_sessions.ContainsKey(args.SessionId))
         {
             return; // idempotent: it already runs
+        }
+        // Say plainly when the app is not installed here, instead of the Xvnc exit that would follow.
+        if (ProgramOf(args.Launch.ProcessCommand) is { } program && !IsInstalled(program))
+        {
+            throw new SessionRuntimeException($"'{program}' (template '{args.Template}') is not installed on this agent");
         }
         var user = _user ?? throw new InvalidOperationException("runtime not initialized");
         // <id>/ belongs to the agent (the record lives here, out of the session user's reach, so the user can never
@@ -154,7 +174,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
         // A clean environment: nothing of the agent's (its token above all) leaks into a session.
         start.Environment.Clear();
-        start.Environment["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        start.Environment["PATH"] = SessionPath;
         start.Environment["HOME"] = home;
         start.Environment["USER"] = user.Name;
         start.Environment["LOGNAME"] = user.Name;

@@ -102,11 +102,37 @@ public sealed class AgentStatusWriter(
             var live = batch.Values.Where(p => registry.IsCurrent(p.Connection.AgentId, p.Connection.ConnectionId)).ToList();
             if (live.Count == 0) return [];
 
-            var orphaned = new List<AgentConnection>();
-            var (conn, tx) = await db.BeginWriteAsync(ct);
-            await using (conn)
-            await using (tx)
+            // Rows are locked in agent-id order, the order placement locks them in, so a flush and a
+            // session create never deadlock; PostgreSQL gets one set-based statement per batch.
+            live.Sort((a, b) => string.CompareOrdinal(a.Connection.AgentId, b.Connection.AgentId));
+            var written = await db.InTransactionAsync(async (conn, tx) =>
             {
+                if (db.IsPostgres)
+                {
+                    var updated = await conn.QueryAsync<string>(new CommandDefinition(
+                        """
+                        WITH locked AS (
+                            SELECT agent_id FROM agents WHERE agent_id = ANY(@ids) ORDER BY agent_id FOR UPDATE)
+                        UPDATE agents a SET status = @online, last_heartbeat = v.at, draining = (a.draining OR v.draining),
+                            active_sessions = v.active, updated_at = v.at
+                        FROM unnest(@ids, @connections, @ats, @drains, @actives) AS v(agent_id, connection_id, at, draining, active)
+                        WHERE a.agent_id = v.agent_id AND a.connection_id = v.connection_id
+                          AND a.agent_id IN (SELECT agent_id FROM locked)
+                        RETURNING a.agent_id
+                        """,
+                        new
+                        {
+                            online = AgentStatus.Online,
+                            ids = live.Select(p => p.Connection.AgentId).ToArray(),
+                            connections = live.Select(p => p.Connection.ConnectionId).ToArray(),
+                            ats = live.Select(p => p.At.ToUniversalTime()).ToArray(),
+                            drains = live.Select(p => p.Draining).ToArray(),
+                            actives = live.Select(p => p.ActiveSessions).ToArray(),
+                        },
+                        tx, cancellationToken: ct));
+                    return updated.ToHashSet(StringComparer.Ordinal);
+                }
+                var done = new HashSet<string>(StringComparer.Ordinal);
                 foreach (var p in live)
                 {
                     var rows = await conn.ExecuteAsync(new CommandDefinition(
@@ -120,10 +146,11 @@ public sealed class AgentStatusWriter(
                             agentId = p.Connection.AgentId, connectionId = p.Connection.ConnectionId,
                         },
                         tx, cancellationToken: ct));
-                    if (rows == 0) orphaned.Add(p.Connection);
+                    if (rows == 1) done.Add(p.Connection.AgentId);
                 }
-                await tx.CommitAsync(ct);
-            }
+                return done;
+            }, ct);
+            var orphaned = live.Where(p => !written.Contains(p.Connection.AgentId)).Select(p => p.Connection).ToList();
             metrics.HeartbeatBatchWritten(live.Count - orphaned.Count);
             return orphaned;
         }
