@@ -10,6 +10,7 @@ using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Identity;
 using StreamSpace.ControlPlane.Ops;
 using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.ControlPlane.Streaming;
 using StreamSpace.ControlPlane.Templates;
 
 namespace StreamSpace.ControlPlane.Hosting;
@@ -53,6 +54,7 @@ public static class StreamSpaceApp
         services.AddStreamSpaceSessions();
         services.AddStreamSpaceAgents(options);
         services.AddAgentHub();
+        services.AddStreamSpaceStreaming();
         services.AddHostedService<StartupInitializer>();
         configureServices?.Invoke(services);
 
@@ -70,6 +72,7 @@ public static class StreamSpaceApp
         app.MapSessionsApi();
         app.MapAgentsApi();
         app.MapAgentHub();
+        app.MapStreamSpaceStreaming();
         app.MapFallback((HttpContext http) => TypedResults.Json(
                 new ApiError("Not found", $"No route for {http.Request.Method} {http.Request.Path}."), statusCode: StatusCodes.Status404NotFound))
             .AllowAnonymous().ExcludeFromDescription();
