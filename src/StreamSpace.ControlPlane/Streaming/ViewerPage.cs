@@ -21,7 +21,8 @@ public static class ViewerPage
 
     public static IEndpointRouteBuilder MapViewerPage(this IEndpointRouteBuilder routes)
     {
-        var files = new PhysicalFileProvider(ViewerRoot());
+        // Missing only when the build's npm step did not run; the API still works, the page answers 404.
+        IFileProvider files = Directory.Exists(ViewerRoot()) ? new PhysicalFileProvider(ViewerRoot()) : new NullFileProvider();
         var types = new FileExtensionContentTypeProvider();
 
         // Anonymous: the page shell holds nothing secret; it signs in to the API with the user's own
