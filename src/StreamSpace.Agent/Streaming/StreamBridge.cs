@@ -115,7 +115,7 @@ public sealed class StreamBridge : IAsyncDisposable
     }
 
     /// <summary>ws(s):// from the control plane's http(s):// base URL, plus the stream's data path.</summary>
-    internal static Uri DataUri(Uri controlPlaneBase, string dataPath)
+    public static Uri DataUri(Uri controlPlaneBase, string dataPath)
     {
         var builder = new UriBuilder(controlPlaneBase)
         {
