@@ -8,6 +8,8 @@ public sealed class StreamingXvnc : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly string _folder;
+    private Process? _app;
+    private int _disposed;
 
     private StreamingXvnc(Process process, string folder, string socketPath)
     {
@@ -18,7 +20,7 @@ public sealed class StreamingXvnc : IAsyncDisposable
 
     public string SocketPath { get; }
 
-    public static async Task<StreamingXvnc> StartAsync(int width, int height)
+    public static async Task<StreamingXvnc> StartAsync(int width, int height, string? withApp = null)
     {
         var folder = Path.Combine(Path.GetTempPath(), "streamspace-tests", "xvnc-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(folder);
@@ -47,6 +49,12 @@ public sealed class StreamingXvnc : IAsyncDisposable
             }
             await Task.Delay(50);
         }
+        if (withApp is not null)
+        {
+            var app = new ProcessStartInfo(withApp) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
+            app.Environment["DISPLAY"] = $":{display}";
+            xvnc._app = Process.Start(app);
+        }
         return xvnc;
     }
 
@@ -70,6 +78,12 @@ public sealed class StreamingXvnc : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
+        if (_app is not null)
+        {
+            try { _app.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+            _app.Dispose();
+        }
         try
         {
             if (!_process.HasExited)

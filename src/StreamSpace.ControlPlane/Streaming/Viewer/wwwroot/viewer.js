@@ -89,34 +89,34 @@ async function connect() {
   if (!sessionId) { showMessage('No session in this address.'); return; }
   userDisconnected = false;
   setStatus('Connecting…');
+  $('title').textContent = sessionId;
+  document.title = `${sessionId} — StreamSpace`;
 
-  let session;
+  // The ticket request is also the state check: 404 gone, 409 not running (then the session tells why).
+  let ticket;
   try {
-    session = await api('GET', apiBase);
+    ticket = await api('POST', `${apiBase}/viewer-ticket`);
   } catch {
     showMessage('The StreamSpace server cannot be reached. Retrying…');
     schedule(connect, backoffMs());
     return;
   }
-  if (session.status === 401) { showMessage('You are not signed in (or your sign-in expired).'); setStatus(''); return; }
-  if (session.status === 404) { showMessage('This session does not exist (any more).'); setStatus(''); return; }
-  if (session.status !== 200) {
-    showMessage(session.body?.message || `The server answered ${session.status}. Retrying…`);
-    schedule(connect, backoffMs());
+  if (ticket.status === 401) { showMessage('You are not signed in (or your sign-in expired).'); setStatus(''); return; }
+  if (ticket.status === 404) { showMessage('This session does not exist (any more).'); setStatus(''); return; }
+  if (ticket.status === 409) {
+    const session = await api('GET', apiBase).catch(() => null);
+    if (session?.status === 200) {
+      setStatus(session.body.state);
+      if (!explainState(session.body)) return;
+    } else {
+      setStatus('Not running');
+      showMessage(ticket.body?.message || 'The session is not running.');
+    }
+    schedule(connect, STATE_POLL_MS);
     return;
   }
-  $('title').textContent = session.body.name || sessionId;
-  document.title = `${session.body.name || sessionId} — StreamSpace`;
-  if (session.body.state !== 'running') {
-    setStatus(session.body.state);
-    if (explainState(session.body)) schedule(connect, STATE_POLL_MS);
-    return;
-  }
-
-  const ticket = await api('POST', `${apiBase}/viewer-ticket`).catch(() => null);
-  if (!ticket || ticket.status !== 200) {
-    if (ticket?.status === 409) { schedule(connect, STATE_POLL_MS); return; } // it just changed state
-    showMessage(ticket?.body?.message || 'Could not get a viewer ticket. Retrying…');
+  if (ticket.status !== 200) {
+    showMessage(ticket.body?.message || `The server answered ${ticket.status}. Retrying…`);
     schedule(connect, backoffMs());
     return;
   }
@@ -139,7 +139,6 @@ async function connect() {
     // Mirror into the local clipboard where the browser allows it (secure contexts); the panel always has it.
     navigator.clipboard?.writeText(e.detail.text).catch(() => {});
   });
-  rfb.addEventListener('desktopname', (e) => { if (e.detail.name) $('title').textContent = e.detail.name; });
   rfb.addEventListener('securityfailure', (e) => showMessage(`The session refused the connection: ${e.detail.reason || e.detail.status}`, { retry: true }));
 }
 
