@@ -27,7 +27,8 @@ internal static class StreamRelay
         var (status, reason) = result switch
         {
             RelayCopyResult.Success => (ended.CloseStatus ?? WebSocketCloseStatus.NormalClosure, ended.CloseStatusDescription ?? ""),
-            RelayCopyResult.Canceled => (WebSocketCloseStatus.EndpointUnavailable, "The server is shutting down."),
+            // The viewer's connection dropped, or the control plane is stopping.
+            RelayCopyResult.Canceled => (WebSocketCloseStatus.EndpointUnavailable, "The stream was ended by the server."),
             _ => (WebSocketCloseStatus.EndpointUnavailable, viewerEnded ? "The viewer connection failed." : "The session's stream ended unexpectedly."),
         };
         await SendCloseAsync(other, status, reason, closeTimeout);

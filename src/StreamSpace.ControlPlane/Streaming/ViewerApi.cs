@@ -49,7 +49,7 @@ public static class ViewerApi
 
     public static async Task<Results<EmptyHttpResult, JsonHttpResult<ApiError>>> ConnectAsync(
         string id, HttpContext http, Db db, ViewerTicketStore tickets, StreamRendezvous rendezvous, IStreamOpener opener,
-        SessionActivity activity, IOptions<StreamingOptions> options, ILoggerFactory loggers, CancellationToken ct)
+        SessionActivity activity, IOptions<StreamingOptions> options, ILoggerFactory loggers, IHostApplicationLifetime lifetime, CancellationToken ct)
     {
         // Cross-site WebSocket hijacking: a page elsewhere must not be able to use a ticket it got hold of.
         if (!ViewerOrigin.IsAllowed(http.Request, options.Value.AllowedOrigins))
@@ -92,7 +92,9 @@ public static class ViewerApi
 
         var subprotocol = http.WebSockets.WebSocketRequestedProtocols.Contains(BinarySubprotocol) ? BinarySubprotocol : null;
         using var viewer = await http.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext { SubProtocol = subprotocol });
-        await RelayAsync(viewer, session, rendezvous, opener, activity, options.Value, loggers.CreateLogger("StreamSpace.Streaming.Relay"), ct);
+        // Shutdown ends streams at once instead of letting them hold the host until its shutdown timeout.
+        using var relayCt = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
+        await RelayAsync(viewer, session, rendezvous, opener, activity, options.Value, loggers.CreateLogger("StreamSpace.Streaming.Relay"), relayCt.Token);
         return TypedResults.Empty;
     }
 

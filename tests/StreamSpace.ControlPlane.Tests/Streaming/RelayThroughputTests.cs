@@ -68,8 +68,8 @@ public sealed class RelayThroughputTests(StreamingSqliteControlPlane cp) : IClas
         cp.AgentSide.Serve(session, source.ConnectAsync);
         const int Readers = 3;
         const int Pairs = 5;
-        var window = TimeSpan.FromMilliseconds(700);
-        var settle = TimeSpan.FromMilliseconds(300);
+        var window = TimeSpan.FromMilliseconds(500);
+        var settle = TimeSpan.FromMilliseconds(250);
 
         // Three viewers read continuously; the machine is shared, so throughput is sampled in short
         // windows alternating without / with a stalled fourth viewer (ABBA order against drift), and

@@ -13,7 +13,6 @@ namespace StreamSpace.ControlPlane.Tests.Streaming;
 /// the user's bearer token from sessionStorage, noVNC connects through the relay to a real Xvnc running
 /// xterm, and the desktop is drawn; a hibernated session shows a message instead of a black screen.
 /// </summary>
-[Collection(nameof(RelayThroughputCollection))]
 public sealed partial class ViewerBrowserTests(StreamingSqliteControlPlane cp) : IClassFixture<StreamingSqliteControlPlane>
 {
     [Fact]
