@@ -10,9 +10,27 @@ namespace StreamSpace.ControlPlane.Streaming;
 public sealed class SessionActivity(TimeProvider time)
 {
     private readonly ConcurrentDictionary<string, Mark> _marks = new(StringComparer.Ordinal);
+    /// <summary>Serializes attach/detach against forgetting (cold paths: once per stream, once per flush); touches stay lock-free.</summary>
+    private readonly Lock _membership = new();
 
-    /// <summary>The relay's handle for one session; touching it is a clock read and a field write.</summary>
-    public Mark For(string sessionId) => _marks.GetOrAdd(sessionId, id => new Mark(id, time));
+    /// <summary>
+    /// The relay's handle for one session while a stream runs; touching it is a clock read and a field
+    /// write. Call <see cref="Detach"/> when the stream ends.
+    /// </summary>
+    public Mark Attach(string sessionId)
+    {
+        lock (_membership)
+        {
+            var mark = _marks.GetOrAdd(sessionId, id => new Mark(id, time));
+            mark.Users++;
+            return mark;
+        }
+    }
+
+    public void Detach(Mark mark)
+    {
+        lock (_membership) mark.Users--;
+    }
 
     /// <summary>Sessions with input since their last flush, with the latest input time; marks them clean.</summary>
     public IReadOnlyList<(string SessionId, DateTimeOffset At)> TakeDirty()
@@ -25,14 +43,22 @@ public sealed class SessionActivity(TimeProvider time)
         return dirty;
     }
 
-    /// <summary>Forgets sessions that had no input since the last flush, so the map does not grow with old sessions.</summary>
+    /// <summary>
+    /// Forgets sessions without streams and without input since their last flush, so the map does not
+    /// grow with old sessions. A mark still attached to a stream is kept: its next touch must count.
+    /// </summary>
     public void ForgetIdle()
     {
-        foreach (var (id, mark) in _marks)
+        lock (_membership)
         {
-            if (mark.IsIdle) _marks.TryRemove(new KeyValuePair<string, Mark>(id, mark));
+            foreach (var (id, mark) in _marks)
+            {
+                if (mark.Users == 0 && mark.IsIdle) _marks.TryRemove(new KeyValuePair<string, Mark>(id, mark));
+            }
         }
     }
+
+    internal int Count => _marks.Count;
 
     public sealed class Mark(string sessionId, TimeProvider time)
     {
@@ -41,6 +67,9 @@ public sealed class SessionActivity(TimeProvider time)
         private int _idleFlushes;
 
         public string SessionId { get; } = sessionId;
+
+        /// <summary>Streams attached; guarded by the owner's membership lock.</summary>
+        internal int Users { get; set; }
 
         internal bool IsIdle => Volatile.Read(ref _idleFlushes) > 1;
 

@@ -134,7 +134,15 @@ public static class ViewerApi
         }
 
         logger.LogInformation("Stream {StreamId} for session {SessionId} connected through agent {AgentId}", pending.StreamId, session.Id, session.AgentId);
-        await StreamRelay.RunAsync(viewer, agent, activity.For(session.Id), options.CloseTimeout, logger, pending.StreamId, ct);
+        var mark = activity.Attach(session.Id);
+        try
+        {
+            await StreamRelay.RunAsync(viewer, agent, mark, options.CloseTimeout, logger, pending.StreamId, ct);
+        }
+        finally
+        {
+            activity.Detach(mark);
+        }
     }
 
     private static async Task CloseViewerAsync(WebSocket viewer, WebSocketCloseStatus status, string reason, StreamingOptions options)
