@@ -83,6 +83,19 @@ public abstract class TicketTests(StreamingControlPlane cp)
     }
 
     [Fact]
+    public async Task Concurrent_presentations_of_one_ticket_consume_it_exactly_once()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId, agentId: null); // past the ticket: 409, so nothing is relayed
+        var (ticket, _) = await alice.TicketAsync(session);
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => cp.UpgradeRequestAsync(VncPath(session, ticket))));
+        responses.Count(r => r.StatusCode == HttpStatusCode.Conflict).ShouldBe(1);
+        responses.Count(r => r.StatusCode == HttpStatusCode.Unauthorized).ShouldBe(7);
+        foreach (var r in responses) r.Dispose();
+    }
+
+    [Fact]
     public async Task A_ticket_used_by_a_connected_viewer_cannot_connect_a_second_one()
     {
         var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
