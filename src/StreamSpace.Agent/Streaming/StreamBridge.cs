@@ -9,6 +9,15 @@ namespace StreamSpace.Agent.Streaming;
 /// and splices it with the session's VNC connection. One bridge per viewer; bridges share nothing, so
 /// a slow viewer stalls only its own VNC connection, never another stream or the control channel.
 /// </summary>
+/// <remarks>
+/// Wiring into the executor's <c>stream.open</c> handler (the command succeeds once the bridge is established,
+/// and the pump must not block the executor or the reader):
+/// <code>
+/// var bridge = await StreamBridge.ConnectAsync(controlPlaneUrl, args, ct => runtime.ConnectVncAsync(sessionId, ct), logger, ct);
+/// _ = Task.Run(async () => { await using (bridge) await bridge.PumpAsync(stoppingToken); });
+/// return success;   // ConnectAsync throwing = the command's failure (reason in the exception)
+/// </code>
+/// </remarks>
 public sealed class StreamBridge : IAsyncDisposable
 {
     /// <summary>WebSocket keep-alive on the data socket: idle viewers (minutes without a frame) must survive NATs and proxies.</summary>
@@ -31,7 +40,10 @@ public sealed class StreamBridge : IAsyncDisposable
         _logger = logger;
     }
 
-    /// <summary>Connects and pumps until either side ends. For callers that do not need the "established" moment.</summary>
+    /// <summary>
+    /// Connects and pumps until either side ends. For callers that do not need the "established" moment.
+    /// Throws when the data socket or the VNC endpoint cannot be connected (see <see cref="ConnectAsync"/>).
+    /// </summary>
     public static async Task<StreamBridgeResult> RunAsync(
         Uri controlPlaneBase, StreamOpenArgs args, Func<CancellationToken, Task<Stream>> connectVnc, ILogger logger, CancellationToken ct)
     {
