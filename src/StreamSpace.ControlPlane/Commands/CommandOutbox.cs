@@ -16,8 +16,9 @@ public sealed class CommandOutbox(TimeProvider time, IOptions<StreamSpaceOptions
     /// <summary>Raised by <see cref="NotifyQueued"/> so the delivery side sends at once instead of on its next poll.</summary>
     public event Action<string>? Queued;
 
+    /// <param name="ttl">Overrides the configured command TTL, for commands that are useless after a short while (stream.open).</param>
     public async Task<string> EnqueueAsync(
-        DbConnection conn, DbTransaction tx, string agentId, string? sessionId, string type, object args, CancellationToken ct)
+        DbConnection conn, DbTransaction tx, string agentId, string? sessionId, string type, object args, CancellationToken ct, TimeSpan? ttl = null)
     {
         var id = Guid.NewGuid().ToString("N");
         var now = time.GetUtcNow();
@@ -27,7 +28,7 @@ public sealed class CommandOutbox(TimeProvider time, IOptions<StreamSpaceOptions
             INSERT INTO agent_commands (id, agent_id, session_id, type, payload, state, attempts, next_attempt_at, expires_at, created_at, updated_at)
             VALUES (@id, @agentId, @sessionId, @type, @payload, @state, 0, @now, @expires, @now, @now)
             """,
-            new { id, agentId, sessionId, type, payload, state = CommandState.Pending, now, expires = now + options.Value.CommandTtl },
+            new { id, agentId, sessionId, type, payload, state = CommandState.Pending, now, expires = now + (ttl ?? options.Value.CommandTtl) },
             tx, cancellationToken: ct));
         return id;
     }

@@ -10,6 +10,7 @@ using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Identity;
 using StreamSpace.ControlPlane.Ops;
 using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.ControlPlane.Streaming;
 using StreamSpace.ControlPlane.Templates;
 
 namespace StreamSpace.ControlPlane.Hosting;
@@ -53,6 +54,7 @@ public static class StreamSpaceApp
         services.AddStreamSpaceSessions();
         services.AddStreamSpaceAgents(options);
         services.AddAgentHub();
+        services.AddStreamSpaceStreaming();
         services.AddHostedService<StartupInitializer>();
         services.AddHostedService<Agents.Embedded.EmbeddedAgentService>();
         configureServices?.Invoke(services);
@@ -71,6 +73,7 @@ public static class StreamSpaceApp
         app.MapSessionsApi();
         app.MapAgentsApi();
         app.MapAgentHub();
+        app.MapStreamSpaceStreaming();
         app.MapUnmatchedRequests();
         return app;
     }

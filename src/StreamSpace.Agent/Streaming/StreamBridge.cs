@@ -1,0 +1,159 @@
+using System.Net.WebSockets;
+using Microsoft.Extensions.Logging;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.Agent.Streaming;
+
+/// <summary>
+/// The agent side of a stream (design §6): dials the one-time data WebSocket back to the control plane
+/// and splices it with the session's VNC connection. One bridge per viewer; bridges share nothing, so
+/// a slow viewer stalls only its own VNC connection, never another stream or the control channel.
+/// </summary>
+/// <remarks>
+/// Wiring into the executor's <c>stream.open</c> handler (the command succeeds once the bridge is established,
+/// and the pump must not block the executor or the reader):
+/// <code>
+/// var bridge = await StreamBridge.ConnectAsync(controlPlaneUrl, args, ct => runtime.ConnectVncAsync(sessionId, ct), logger, ct);
+/// _ = Task.Run(async () => { await using (bridge) await bridge.PumpAsync(stoppingToken); });
+/// return success;   // ConnectAsync throwing = the command's failure (reason in the exception)
+/// </code>
+/// </remarks>
+public sealed class StreamBridge : IAsyncDisposable
+{
+    /// <summary>WebSocket keep-alive on the data socket: idle viewers (minutes without a frame) must survive NATs and proxies.</summary>
+    public static readonly TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(15);
+    /// <summary>A control plane that stops answering pings for this long is treated as gone.</summary>
+    public static readonly TimeSpan KeepAliveTimeout = TimeSpan.FromSeconds(45);
+    /// <summary>How long closing waits for the control plane's close answer before aborting.</summary>
+    public static readonly TimeSpan CloseTimeout = TimeSpan.FromSeconds(5);
+
+    private readonly ClientWebSocket _socket;
+    private readonly Stream _vnc;
+    private readonly string _streamId;
+    private readonly ILogger _logger;
+
+    private StreamBridge(ClientWebSocket socket, Stream vnc, string streamId, ILogger logger)
+    {
+        _socket = socket;
+        _vnc = vnc;
+        _streamId = streamId;
+        _logger = logger;
+    }
+
+    /// <summary>
+    /// Connects and pumps until either side ends. For callers that do not need the "established" moment.
+    /// Throws when the data socket or the VNC endpoint cannot be connected (see <see cref="ConnectAsync"/>).
+    /// </summary>
+    public static async Task<StreamBridgeResult> RunAsync(
+        Uri controlPlaneBase, StreamOpenArgs args, Func<CancellationToken, Task<Stream>> connectVnc, ILogger logger, CancellationToken ct)
+    {
+        await using var bridge = await ConnectAsync(controlPlaneBase, args, connectVnc, logger, ct);
+        return await bridge.PumpAsync(ct);
+    }
+
+    /// <summary>
+    /// Dials the data socket, then the VNC endpoint. Returns once both are connected (the moment the
+    /// <c>stream.open</c> command succeeds); run <see cref="PumpAsync"/> in the background afterwards.
+    /// If the VNC endpoint cannot be reached the data socket is closed with the reason, which the
+    /// control plane passes on to the viewer, and the error is rethrown.
+    /// </summary>
+    public static async Task<StreamBridge> ConnectAsync(
+        Uri controlPlaneBase, StreamOpenArgs args, Func<CancellationToken, Task<Stream>> connectVnc, ILogger logger, CancellationToken ct)
+    {
+        var socket = new ClientWebSocket();
+        socket.Options.SetRequestHeader("Authorization", "Bearer " + args.Token);
+        socket.Options.KeepAliveInterval = KeepAliveInterval;
+        socket.Options.KeepAliveTimeout = KeepAliveTimeout;
+        try
+        {
+            await socket.ConnectAsync(DataUri(controlPlaneBase, args.DataPath), ct);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+
+        Stream vnc;
+        try
+        {
+            vnc = await connectVnc(ct);
+        }
+        catch (Exception ex)
+        {
+            logger.LogWarning(ex, "Stream {StreamId}: could not connect to the session's VNC endpoint", args.StreamId);
+            await CloseQuietlyAsync(socket, WebSocketCloseStatus.InternalServerError, "The agent could not connect to the session's display.");
+            socket.Dispose();
+            throw;
+        }
+        logger.LogInformation("Stream {StreamId} established", args.StreamId);
+        return new StreamBridge(socket, vnc, args.StreamId, logger);
+    }
+
+    /// <summary>Pumps both directions until one ends, then closes both.</summary>
+    public async Task<StreamBridgeResult> PumpAsync(CancellationToken ct)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var toVnc = BridgeCopier.WebSocketToStreamAsync(_socket, _vnc, cts.Token);
+        var toControlPlane = BridgeCopier.StreamToWebSocketAsync(_vnc, _socket, cts.Token);
+        var first = await Task.WhenAny(toVnc, toControlPlane);
+        var result = await first;
+
+        if (first == toControlPlane)
+        {
+            // The VNC server ended: say so on the data socket (the viewer gets the reason), then stop reading it.
+            await CloseQuietlyAsync(_socket, result == StreamBridgeResult.Success ? WebSocketCloseStatus.NormalClosure : WebSocketCloseStatus.EndpointUnavailable,
+                result == StreamBridgeResult.Success ? "The session's display closed the connection." : "The connection to the session's display failed.");
+            if (await Task.WhenAny(toVnc, Task.Delay(CloseTimeout, CancellationToken.None)) != toVnc) await cts.CancelAsync();
+            await toVnc;
+        }
+        else
+        {
+            // The control plane closed (viewer gone): ending the VNC connection ends the other direction
+            // without cancelling a send, which would abort the socket before our close answer goes out.
+            await _vnc.DisposeAsync();
+            if (await Task.WhenAny(toControlPlane, Task.Delay(CloseTimeout, CancellationToken.None)) != toControlPlane) await cts.CancelAsync();
+            await toControlPlane;
+            await CloseQuietlyAsync(_socket, WebSocketCloseStatus.NormalClosure, "");
+        }
+        _logger.LogInformation("Stream {StreamId} closed: {Result}", _streamId, result);
+        return ct.IsCancellationRequested ? StreamBridgeResult.Canceled : result;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _vnc.DisposeAsync();
+        _socket.Dispose();
+    }
+
+    /// <summary>ws(s):// from the control plane's http(s):// base URL, plus the stream's data path.</summary>
+    public static Uri DataUri(Uri controlPlaneBase, string dataPath)
+    {
+        var builder = new UriBuilder(controlPlaneBase)
+        {
+            Scheme = controlPlaneBase.Scheme switch
+            {
+                "https" or "wss" => "wss",
+                "http" or "ws" => "ws",
+                var other => throw new ArgumentException($"Control plane URL must be http(s), got {other}://", nameof(controlPlaneBase)),
+            },
+        };
+        var basePath = builder.Path.TrimEnd('/');
+        builder.Path = basePath + "/" + dataPath.TrimStart('/');
+        builder.Query = "";
+        return builder.Uri;
+    }
+
+    private static async Task CloseQuietlyAsync(WebSocket socket, WebSocketCloseStatus status, string reason)
+    {
+        if (socket.State is not (WebSocketState.Open or WebSocketState.CloseReceived)) return;
+        using var cts = new CancellationTokenSource(CloseTimeout);
+        try
+        {
+            await socket.CloseOutputAsync(status, reason, cts.Token);
+        }
+        catch (Exception ex) when (ex is WebSocketException or OperationCanceledException or IOException or ObjectDisposedException)
+        {
+        }
+    }
+}

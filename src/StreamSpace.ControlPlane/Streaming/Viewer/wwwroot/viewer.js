@@ -1,0 +1,181 @@
+// StreamSpace viewer: noVNC (served from /viewer/novnc, copied from npm at build time) connected to
+// /api/v1/sessions/{id}/vnc with a one-time viewer ticket. The user's API credential (a same-origin
+// cookie, or a bearer token in sessionStorage) is only ever sent in request headers, never in a URL.
+import RFB from './novnc/core/rfb.js';
+
+const TOKEN_KEY = 'streamspace.token';
+const RECONNECT_MIN_MS = 1000;
+const RECONNECT_MAX_MS = 30000;
+const STATE_POLL_MS = 3000;
+
+const sessionId = decodeURIComponent(location.pathname.split('/')[2] || '');
+const apiBase = `/api/v1/sessions/${encodeURIComponent(sessionId)}`;
+const $ = (id) => document.getElementById(id);
+
+let rfb = null;
+let userDisconnected = false;
+let attempt = 0;
+let timer = null;
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+async function api(method, path) {
+  const response = await fetch(path, {
+    method,
+    headers: { Accept: 'application/json', ...authHeaders() },
+    credentials: 'same-origin',
+    cache: 'no-store',
+  });
+  let body = null;
+  try { body = await response.json(); } catch { /* empty or not JSON */ }
+  return { status: response.status, body };
+}
+
+function setStatus(text) { $('status').textContent = text; }
+
+function showMessage(text, { retry = false, wake = false } = {}) {
+  $('overlay-message').textContent = text;
+  $('overlay-retry').hidden = !retry;
+  $('overlay-wake').hidden = !wake;
+  $('overlay').hidden = false;
+}
+
+function hideMessage() { $('overlay').hidden = true; }
+
+function schedule(fn, ms) {
+  clearTimeout(timer);
+  timer = setTimeout(fn, ms);
+}
+
+/** Exponential backoff with full jitter, like the agents' reconnect loop. */
+function backoffMs() {
+  const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** attempt);
+  attempt += 1;
+  return Math.max(RECONNECT_MIN_MS / 2, Math.random() * ceiling);
+}
+
+/** Explains a session that cannot be shown; returns true when waiting (polling) makes sense. */
+function explainState(session) {
+  switch (session.state) {
+    case 'pending':
+    case 'starting':
+      showMessage('The session is starting…');
+      return true;
+    case 'waking':
+      showMessage('The session is waking up…');
+      return true;
+    case 'hibernating':
+    case 'hibernated':
+      showMessage('The session is hibernated.', { wake: true });
+      return true;
+    case 'failed':
+      showMessage(`The session failed${session.stateReason ? `: ${session.stateReason}` : '.'}`);
+      return false;
+    case 'terminating':
+    case 'terminated':
+      showMessage('The session has ended.');
+      return false;
+    default:
+      showMessage(`The session is ${session.state}.`);
+      return true;
+  }
+}
+
+async function connect() {
+  clearTimeout(timer);
+  if (!sessionId) { showMessage('No session in this address.'); return; }
+  userDisconnected = false;
+  setStatus('Connecting…');
+  $('title').textContent = sessionId;
+  document.title = `${sessionId} — StreamSpace`;
+
+  // The ticket request is also the state check: 404 gone, 409 not running (then the session tells why).
+  let ticket;
+  try {
+    ticket = await api('POST', `${apiBase}/viewer-ticket`);
+  } catch {
+    showMessage('The StreamSpace server cannot be reached. Retrying…');
+    schedule(connect, backoffMs());
+    return;
+  }
+  if (ticket.status === 401) { showMessage('You are not signed in (or your sign-in expired).'); setStatus(''); return; }
+  if (ticket.status === 404) { showMessage('This session does not exist (any more).'); setStatus(''); return; }
+  if (ticket.status === 409) {
+    const session = await api('GET', apiBase).catch(() => null);
+    if (session?.status === 200) {
+      setStatus(session.body.state);
+      if (!explainState(session.body)) return;
+    } else {
+      setStatus('Not running');
+      showMessage(ticket.body?.message || 'The session is not running.');
+    }
+    schedule(connect, STATE_POLL_MS);
+    return;
+  }
+  if (ticket.status !== 200) {
+    showMessage(ticket.body?.message || `The server answered ${ticket.status}. Retrying…`);
+    schedule(connect, backoffMs());
+    return;
+  }
+
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const url = `${scheme}//${location.host}${ticket.body.url}`;
+  rfb = new RFB($('screen'), url, { wsProtocols: ['binary'] });
+  rfb.scaleViewport = true;   // fit the window without scrollbars
+  rfb.resizeSession = true;   // ask Xvnc (SetDesktopSize) to match the window
+  rfb.focusOnClick = true;
+  rfb.addEventListener('connect', () => {
+    attempt = 0;
+    hideMessage();
+    setStatus('Connected');
+    rfb.focus();
+  });
+  rfb.addEventListener('disconnect', onDisconnect);
+  rfb.addEventListener('clipboard', (e) => {
+    $('clipboard-text').value = e.detail.text;
+    // Mirror into the local clipboard where the browser allows it (secure contexts); the panel always has it.
+    navigator.clipboard?.writeText(e.detail.text).catch(() => {});
+  });
+  rfb.addEventListener('securityfailure', (e) => showMessage(`The session refused the connection: ${e.detail.reason || e.detail.status}`, { retry: true }));
+}
+
+function onDisconnect() {
+  rfb = null;
+  setStatus('Disconnected');
+  if (userDisconnected) {
+    showMessage('Disconnected.', { retry: true });
+    return;
+  }
+  showMessage('The connection was lost. Reconnecting…', { retry: true });
+  // connect() re-reads the session first: a hibernated or ended session gets its message instead of a retry loop.
+  schedule(connect, backoffMs());
+}
+
+$('disconnect').addEventListener('click', () => {
+  userDisconnected = true;
+  clearTimeout(timer);
+  if (rfb) rfb.disconnect(); else showMessage('Disconnected.', { retry: true });
+});
+$('overlay-retry').addEventListener('click', () => { attempt = 0; connect(); });
+$('overlay-wake').addEventListener('click', async () => {
+  const r = await api('POST', `${apiBase}/wake`).catch(() => null);
+  if (r && r.status >= 400) showMessage(r.body?.message || `Wake failed (${r.status}).`, { wake: true });
+  else { showMessage('The session is waking up…'); schedule(connect, STATE_POLL_MS); }
+});
+$('fullscreen').addEventListener('click', () => {
+  if (document.fullscreenElement) document.exitFullscreen();
+  else document.documentElement.requestFullscreen().catch(() => {});
+});
+$('clipboard-toggle').addEventListener('click', () => {
+  const panel = $('clipboard-panel');
+  panel.hidden = !panel.hidden;
+  $('clipboard-toggle').setAttribute('aria-expanded', String(!panel.hidden));
+});
+$('clipboard-send').addEventListener('click', () => {
+  if (rfb) rfb.clipboardPasteFrom($('clipboard-text').value);
+});
+
+connect();

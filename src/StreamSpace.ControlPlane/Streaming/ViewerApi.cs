@@ -1,0 +1,172 @@
+using System.Net.WebSockets;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Identity;
+using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Streaming;
+
+public sealed record ViewerTicketResponse(string Ticket, DateTimeOffset ExpiresAt, string Url);
+
+/// <summary>
+/// <c>POST /api/v1/sessions/{id}/viewer-ticket</c> and the viewer's WebSocket
+/// <c>GET /api/v1/sessions/{id}/vnc?ticket=</c> (design §4, §6).
+/// </summary>
+public static class ViewerApi
+{
+    /// <summary>noVNC offers this WebSocket subprotocol for raw binary RFB frames.</summary>
+    public const string BinarySubprotocol = "binary";
+
+    public static IEndpointRouteBuilder MapViewerApi(this IEndpointRouteBuilder routes)
+    {
+        var group = routes.MapGroup("/api/v1/sessions").WithTags("Streaming");
+        group.MapPost("/{id}/viewer-ticket", IssueTicketAsync).RequireAuthorization(Policies.User);
+        // Anonymous at the routing level on purpose: browsers cannot put an Authorization header on a
+        // WebSocket, and the API token must never travel in a URL (invariant 6). The one-time, session-bound
+        // ticket in the query string is the credential; ConnectAsync checks and consumes it before the upgrade.
+        group.MapGet("/{id}/vnc", ConnectAsync).AllowAnonymous();
+        return routes;
+    }
+
+    public static async Task<Results<Ok<ViewerTicketResponse>, JsonHttpResult<ApiError>>> IssueTicketAsync(
+        string id, HttpContext http, Db db, ViewerTicketStore tickets, CancellationToken ct)
+    {
+        var user = CurrentUser.From(http.User);
+        StreamSession? session;
+        await using (var conn = await db.OpenAsync(ct))
+            session = await StreamSession.FindAsync(conn, id, ct);
+        if (session is null || (session.UserId != user.Id && !user.IsAdmin))
+            return ApiErrors.NotFound($"Session '{id}' was not found.");
+        if (session.State != SessionState.Running)
+            return ApiErrors.Conflict($"Session '{id}' is {session.State}; a viewer can connect only while it is running.");
+        var ticket = await tickets.IssueAsync(session.Id, user.Id, ct);
+        var url = $"/api/v1/sessions/{Uri.EscapeDataString(session.Id)}/vnc?ticket={ticket.Ticket}";
+        return TypedResults.Ok(new ViewerTicketResponse(ticket.Ticket, ticket.ExpiresAt, url));
+    }
+
+    public static async Task<Results<EmptyHttpResult, JsonHttpResult<ApiError>>> ConnectAsync(
+        string id, HttpContext http, Db db, ViewerTicketStore tickets, StreamRendezvous rendezvous, IStreamOpener opener,
+        SessionActivity activity, IOptions<StreamingOptions> options, ILoggerFactory loggers, IHostApplicationLifetime lifetime, CancellationToken ct)
+    {
+        // Cross-site WebSocket hijacking: a page elsewhere must not be able to use a ticket it got hold of.
+        if (!ViewerOrigin.IsAllowed(http.Request, options.Value.AllowedOrigins))
+            return ApiErrors.Forbidden("This origin may not open the viewer WebSocket.", "Origin not allowed");
+        if (http.Request.Query.ContainsKey("access_token"))
+            return Unauthorized("API token refused",
+                "API tokens are never accepted in a URL; get a one-time ticket from POST /api/v1/sessions/{id}/viewer-ticket.");
+        var ticket = http.Request.Query["ticket"].ToString();
+        if (ticket.Length == 0)
+            return Unauthorized("Ticket required", "Connect with ?ticket= from POST /api/v1/sessions/{id}/viewer-ticket.");
+        if (!http.WebSockets.IsWebSocketRequest)
+            return ApiErrors.BadRequest("This endpoint speaks WebSocket only (binary RFB frames).");
+
+        var (refusal, holder) = await tickets.ConsumeAsync(ticket, id, ct);
+        switch (refusal)
+        {
+            case TicketRefusal.Unknown when ticket.Count(c => c == '.') == 2:
+                return Unauthorized("API token refused", "An API token is not a viewer ticket; get a one-time ticket from POST /api/v1/sessions/{id}/viewer-ticket.");
+            case TicketRefusal.Unknown:
+                return Unauthorized("Invalid ticket", "The viewer ticket is not valid; get a fresh one.");
+            case TicketRefusal.Expired:
+                return Unauthorized("Ticket expired", "The viewer ticket has expired; get a fresh one.");
+            case TicketRefusal.AlreadyUsed:
+                return Unauthorized("Ticket already used", "A viewer ticket works once; get a fresh one for every connection.");
+            case TicketRefusal.OtherSession:
+                return ApiErrors.Forbidden("The viewer ticket was issued for another session.", "Ticket for another session");
+            case TicketRefusal.UserDisabled:
+                return ApiErrors.Forbidden("The user this ticket was issued to is disabled or gone.");
+        }
+
+        StreamSession? session;
+        await using (var conn = await db.OpenAsync(ct))
+            session = await StreamSession.FindAsync(conn, id, ct);
+        if (session is null || (session.UserId != holder!.UserId && holder.Role != Roles.Admin))
+            return ApiErrors.NotFound($"Session '{id}' was not found.");
+        if (session.State != SessionState.Running)
+            return ApiErrors.Conflict($"Session '{id}' is {session.State}; a viewer can connect only while it is running.");
+        if (session.AgentId is null)
+            return ApiErrors.Conflict($"Session '{id}' has no agent to stream from.");
+
+        var subprotocol = http.WebSockets.WebSocketRequestedProtocols.Contains(BinarySubprotocol) ? BinarySubprotocol : null;
+        using var viewer = await http.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext { SubProtocol = subprotocol });
+        // Shutdown ends streams at once instead of letting them hold the host until its shutdown timeout.
+        using var relayCt = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
+        await RelayAsync(viewer, session, rendezvous, opener, activity, options.Value, loggers.CreateLogger("StreamSpace.Streaming.Relay"), relayCt.Token);
+        return TypedResults.Empty;
+    }
+
+    private static async Task RelayAsync(
+        WebSocket viewer, StreamSession session, StreamRendezvous rendezvous, IStreamOpener opener, SessionActivity activity,
+        StreamingOptions options, ILogger logger, CancellationToken ct)
+    {
+        using var pending = rendezvous.Open(session.Id);
+        var args = new StreamOpenArgs { StreamId = pending.StreamId, DataPath = StreamRendezvous.DataPath(pending.StreamId), Token = pending.Token };
+        try
+        {
+            await opener.OpenAsync(session.AgentId!, session.Id, args, ct);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            logger.LogError(ex, "Could not ask agent {AgentId} to open stream {StreamId} for session {SessionId}", session.AgentId, pending.StreamId, session.Id);
+            await CloseViewerAsync(viewer, WebSocketCloseStatus.InternalServerError, "Could not ask the session's agent to open the stream.", options);
+            return;
+        }
+
+        WebSocket agent;
+        try
+        {
+            agent = await pending.AgentSocket.WaitAsync(options.RendezvousTimeout, ct);
+        }
+        catch (TimeoutException)
+        {
+            logger.LogWarning("Agent {AgentId} did not open stream {StreamId} for session {SessionId} within {Timeout}",
+                session.AgentId, pending.StreamId, session.Id, options.RendezvousTimeout);
+            await CloseViewerAsync(viewer, WebSocketCloseStatus.EndpointUnavailable,
+                $"The session's agent did not open the stream within {options.RendezvousTimeout.TotalSeconds:0} s; try again.", options);
+            return;
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+
+        logger.LogInformation("Stream {StreamId} for session {SessionId} connected through agent {AgentId}", pending.StreamId, session.Id, session.AgentId);
+        var mark = activity.Attach(session.Id);
+        try
+        {
+            await StreamRelay.RunAsync(viewer, agent, mark, options.CloseTimeout, logger, pending.StreamId, ct);
+        }
+        finally
+        {
+            activity.Detach(mark);
+        }
+    }
+
+    private static async Task CloseViewerAsync(WebSocket viewer, WebSocketCloseStatus status, string reason, StreamingOptions options)
+    {
+        await StreamRelay.SendCloseAsync(viewer, status, reason, options.CloseTimeout);
+        // Give the browser a moment to answer so it sees a clean close with the reason, not a reset.
+        using var cts = new CancellationTokenSource(options.CloseTimeout);
+        var scratch = new byte[1024];
+        try
+        {
+            while (viewer.State == WebSocketState.CloseSent)
+            {
+                var r = await viewer.ReceiveAsync(Memory<byte>.Empty, cts.Token);
+                if (r.MessageType == WebSocketMessageType.Close) break;
+                // Drain whatever the viewer sent before it saw our close.
+                await viewer.ReceiveAsync(scratch.AsMemory(), cts.Token);
+            }
+        }
+        catch (Exception ex) when (ex is WebSocketException or OperationCanceledException or IOException)
+        {
+        }
+        StreamRelay.AbortIfOpen(viewer);
+    }
+
+    private static JsonHttpResult<ApiError> Unauthorized(string error, string message) =>
+        ApiErrors.Of(StatusCodes.Status401Unauthorized, error, message);
+}

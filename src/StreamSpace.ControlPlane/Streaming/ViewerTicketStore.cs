@@ -1,0 +1,94 @@
+using System.Buffers.Text;
+using System.Security.Cryptography;
+using System.Text;
+using Dapper;
+using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Data;
+
+namespace StreamSpace.ControlPlane.Streaming;
+
+/// <summary>A ticket as handed to the viewer: the secret itself is returned once and never stored.</summary>
+public sealed record ViewerTicket(string Ticket, DateTimeOffset ExpiresAt);
+
+/// <summary>The user a consumed ticket was issued to, with the role they have now.</summary>
+public sealed record TicketHolder(string UserId, string Role);
+
+/// <summary>Why presenting a ticket failed; each maps to one HTTP status at the viewer endpoint.</summary>
+public enum TicketRefusal { None, Unknown, Expired, AlreadyUsed, OtherSession, UserDisabled }
+
+/// <summary>
+/// Issues and consumes one-time viewer tickets (design §4, invariant 6): 32 random bytes, base64url,
+/// stored as a SHA-256 hash, bound to one session and one user, valid ≤ 60 s, consumed atomically.
+/// </summary>
+public sealed class ViewerTicketStore(Db db, TimeProvider time, IOptions<StreamingOptions> options)
+{
+    /// <summary>Length of a ticket's secret. 256 bits: unguessable within its lifetime by any margin.</summary>
+    private const int TicketBytes = 32;
+
+    public async Task<ViewerTicket> IssueAsync(string sessionId, string userId, CancellationToken ct)
+    {
+        var ticket = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(TicketBytes));
+        var now = time.GetUtcNow();
+        var expiresAt = now + options.Value.TicketLifetime;
+        await using var conn = await db.OpenAsync(ct);
+        await conn.ExecuteAsync(new CommandDefinition(
+            """
+            INSERT INTO viewer_tickets (id, ticket_hash, session_id, user_id, expires_at, used_at, created_at)
+            VALUES (@id, @hash, @sessionId, @userId, @expiresAt, NULL, @now)
+            """,
+            new { id = Guid.NewGuid().ToString("N"), hash = Hash(ticket), sessionId, userId, expiresAt, now },
+            cancellationToken: ct));
+        // Expired tickets are worthless; dropping them here keeps the table small without a sweeper.
+        await conn.ExecuteAsync(new CommandDefinition(
+            "DELETE FROM viewer_tickets WHERE expires_at < @cutoff", new { cutoff = now - TimeSpan.FromHours(1) }, cancellationToken: ct));
+        return new ViewerTicket(ticket, expiresAt);
+    }
+
+    /// <summary>
+    /// Uses the ticket up for <paramref name="sessionId"/>. Any presentation of a live ticket consumes it,
+    /// also a refused one (a ticket shown for the wrong session is treated as leaked).
+    /// </summary>
+    public async Task<(TicketRefusal Refusal, TicketHolder? Holder)> ConsumeAsync(string ticket, string sessionId, CancellationToken ct)
+    {
+        if (!LooksLikeTicket(ticket)) return (TicketRefusal.Unknown, null);
+        var now = time.GetUtcNow();
+        await using var conn = await db.OpenAsync(ct);
+        var row = await conn.QuerySingleOrDefaultAsync<TicketRow>(new CommandDefinition(
+            """
+            SELECT t.id AS Id, t.session_id AS SessionId, t.user_id AS UserId, t.expires_at AS ExpiresAt,
+                   t.used_at AS UsedAt, u.disabled AS UserDisabled, u.role AS UserRole
+            FROM viewer_tickets t LEFT JOIN users u ON u.id = t.user_id
+            WHERE t.ticket_hash = @hash
+            """,
+            new { hash = Hash(ticket) }, cancellationToken: ct));
+        if (row is null) return (TicketRefusal.Unknown, null);
+        if (row.UsedAt is not null) return (TicketRefusal.AlreadyUsed, null);
+        if (row.ExpiresAt <= now) return (TicketRefusal.Expired, null);
+        // The atomic consume: of two racing presentations exactly one sees a row count of 1.
+        var consumed = await conn.ExecuteAsync(new CommandDefinition(
+            "UPDATE viewer_tickets SET used_at = @now WHERE id = @id AND used_at IS NULL AND expires_at > @now",
+            new { now, id = row.Id }, cancellationToken: ct));
+        if (consumed != 1) return (TicketRefusal.AlreadyUsed, null);
+        if (row.SessionId != sessionId) return (TicketRefusal.OtherSession, null);
+        if (row.UserDisabled is null or true) return (TicketRefusal.UserDisabled, null);
+        return (TicketRefusal.None, new TicketHolder(row.UserId, row.UserRole ?? ""));
+    }
+
+    /// <summary>A ticket is exactly 43 base64url characters; anything else (a JWT, say) is refused without a query.</summary>
+    private static bool LooksLikeTicket(string ticket) =>
+        ticket.Length == Base64Url.GetEncodedLength(TicketBytes) && Base64Url.IsValid(ticket);
+
+    internal static string Hash(string ticket) => Convert.ToHexStringLower(SHA256.HashData(Encoding.ASCII.GetBytes(ticket)));
+
+    private sealed record TicketRow
+    {
+        public required string Id { get; init; }
+        public required string SessionId { get; init; }
+        public required string UserId { get; init; }
+        public DateTimeOffset ExpiresAt { get; init; }
+        public DateTimeOffset? UsedAt { get; init; }
+        /// <summary>Null when the user row is gone.</summary>
+        public bool? UserDisabled { get; init; }
+        public string? UserRole { get; init; }
+    }
+}

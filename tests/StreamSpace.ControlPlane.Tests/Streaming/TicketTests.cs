@@ -1,0 +1,224 @@
+using System.Net;
+using System.Net.WebSockets;
+using System.Security.Cryptography;
+using System.Text;
+using Dapper;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+
+namespace StreamSpace.ControlPlane.Tests.Streaming;
+
+/// <summary>Viewer tickets: issuing (owner/admin, running only) and every way of misusing one at the viewer endpoint.</summary>
+public abstract class TicketTests(StreamingControlPlane cp)
+{
+    private static string VncPath(string sessionId, string ticket) => $"/api/v1/sessions/{sessionId}/vnc?ticket={ticket}";
+
+    [Fact]
+    public async Task Owner_gets_a_one_time_ticket_stored_only_as_its_hash()
+    {
+        var (alice, aliceId, aliceToken) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+
+        using var response = await alice.PostAsync($"/api/v1/sessions/{session}/viewer-ticket", null);
+        var json = await response.ShouldBeJsonAsync(HttpStatusCode.OK);
+        var ticket = json.GetProperty("ticket").GetString()!;
+        ticket.Length.ShouldBe(43); // 32 bytes, base64url without padding
+        ticket.ShouldMatch("^[A-Za-z0-9_-]{43}$");
+        json.GetProperty("url").GetString().ShouldBe($"/api/v1/sessions/{session}/vnc?ticket={ticket}");
+        json.GetProperty("url").GetString()!.ShouldNotContain(aliceToken);
+        var expiresAt = json.GetProperty("expiresAt").GetDateTimeOffset();
+        expiresAt.ShouldBeGreaterThan(cp.Clock.GetUtcNow());
+        expiresAt.ShouldBeLessThanOrEqualTo(cp.Clock.GetUtcNow().AddSeconds(60));
+
+        await using var conn = await cp.Db.OpenAsync(CancellationToken.None);
+        var row = await conn.QuerySingleAsync<(string Hash, string SessionId, string UserId)>(
+            "SELECT ticket_hash, session_id, user_id FROM viewer_tickets WHERE ticket_hash = @hash",
+            new { hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.ASCII.GetBytes(ticket))) });
+        row.SessionId.ShouldBe(session);
+        row.UserId.ShouldBe(aliceId);
+        (await conn.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM viewer_tickets WHERE ticket_hash = @ticket OR id = @ticket", new { ticket })).ShouldBe(0);
+    }
+
+    [Fact]
+    public async Task Another_users_session_is_404_and_an_admin_may_view_any()
+    {
+        var (_, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var (bob, _, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("bob"));
+        var session = await cp.CreateSessionAsync(aliceId);
+
+        using var asBob = await bob.PostAsync($"/api/v1/sessions/{session}/viewer-ticket", null);
+        await asBob.ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        using var missing = await bob.PostAsync("/api/v1/sessions/no-such-session/viewer-ticket", null);
+        await missing.ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        using var anonymous = await cp.Client().PostAsync($"/api/v1/sessions/{session}/viewer-ticket", null);
+        await anonymous.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+
+        var admin = await cp.AdminClientAsync();
+        await admin.TicketAsync(session);
+    }
+
+    [Fact]
+    public async Task A_session_that_is_not_running_gets_409_naming_its_state()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        foreach (var state in new[] { "pending", "starting", "hibernated", "failed", "terminated" })
+        {
+            var session = await cp.CreateSessionAsync(aliceId, state);
+            using var response = await alice.PostAsync($"/api/v1/sessions/{session}/viewer-ticket", null);
+            var error = await response.ShouldBeErrorAsync(HttpStatusCode.Conflict);
+            error.GetProperty("message").GetString()!.ShouldContain(state);
+        }
+    }
+
+    [Fact]
+    public async Task A_reused_ticket_is_refused()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId, agentId: null); // consumes, then 409 (no agent): nothing to relay
+        var (ticket, _) = await alice.TicketAsync(session);
+
+        using var first = await cp.UpgradeRequestAsync(VncPath(session, ticket));
+        await first.ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        using var second = await cp.UpgradeRequestAsync(VncPath(session, ticket));
+        (await second.ShouldBeErrorAsync(HttpStatusCode.Unauthorized)).GetProperty("error").GetString().ShouldBe("Ticket already used");
+    }
+
+    [Fact]
+    public async Task Concurrent_presentations_of_one_ticket_consume_it_exactly_once()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId, agentId: null); // past the ticket: 409, so nothing is relayed
+        var (ticket, _) = await alice.TicketAsync(session);
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => cp.UpgradeRequestAsync(VncPath(session, ticket))));
+        responses.Count(r => r.StatusCode == HttpStatusCode.Conflict).ShouldBe(1);
+        responses.Count(r => r.StatusCode == HttpStatusCode.Unauthorized).ShouldBe(7);
+        foreach (var r in responses) r.Dispose();
+    }
+
+    [Fact]
+    public async Task A_ticket_used_by_a_connected_viewer_cannot_connect_a_second_one()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        var (ticket, url) = await alice.TicketAsync(session);
+
+        using var viewer = await cp.ConnectViewerAsync(url);
+        viewer.SubProtocol.ShouldBe("binary");
+        using var again = await cp.UpgradeRequestAsync(VncPath(session, ticket));
+        await again.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        await viewer.CloseAsync(WebSocketCloseStatus.NormalClosure, "", CancellationToken.None);
+    }
+
+    [Fact]
+    public async Task A_ticket_for_another_session_is_refused_and_burnt()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var (_, bobId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("bob"));
+        var aliceSession = await cp.CreateSessionAsync(aliceId);
+        var aliceOther = await cp.CreateSessionAsync(aliceId);
+        var bobSession = await cp.CreateSessionAsync(bobId);
+
+        var (ticket, _) = await alice.TicketAsync(aliceSession);
+        using var otherOwn = await cp.UpgradeRequestAsync(VncPath(aliceOther, ticket));
+        await otherOwn.ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        // A ticket shown for the wrong session counts as leaked: it no longer works for its own session either.
+        using var ownAfter = await cp.UpgradeRequestAsync(VncPath(aliceSession, ticket));
+        await ownAfter.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+
+        var (ticket2, _) = await alice.TicketAsync(aliceSession);
+        using var otherUsers = await cp.UpgradeRequestAsync(VncPath(bobSession, ticket2));
+        await otherUsers.ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+    }
+
+    [Fact]
+    public async Task Missing_ticket_or_a_JWT_instead_of_one_is_refused()
+    {
+        var (_, aliceId, aliceToken) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+
+        using var missing = await cp.UpgradeRequestAsync($"/api/v1/sessions/{session}/vnc");
+        await missing.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        using var jwtAsTicket = await cp.UpgradeRequestAsync(VncPath(session, aliceToken));
+        (await jwtAsTicket.ShouldBeErrorAsync(HttpStatusCode.Unauthorized)).GetProperty("error").GetString().ShouldBe("API token refused");
+        using var accessToken = await cp.UpgradeRequestAsync($"/api/v1/sessions/{session}/vnc?access_token={aliceToken}");
+        (await accessToken.ShouldBeErrorAsync(HttpStatusCode.Unauthorized)).GetProperty("error").GetString().ShouldBe("API token refused");
+        using var bearerOnly = await cp.UpgradeRequestAsync($"/api/v1/sessions/{session}/vnc", bearer: aliceToken);
+        await bearerOnly.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        using var garbage = await cp.UpgradeRequestAsync(VncPath(session, "not-a-ticket"));
+        await garbage.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+    }
+
+    [Fact]
+    public async Task A_ticket_for_a_session_that_stopped_running_is_409()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        var (ticket, _) = await alice.TicketAsync(session);
+        await cp.SetSessionStateAsync(session, "hibernated");
+
+        using var response = await cp.UpgradeRequestAsync(VncPath(session, ticket));
+        (await response.ShouldBeErrorAsync(HttpStatusCode.Conflict)).GetProperty("message").GetString()!.ShouldContain("hibernated");
+    }
+
+    [Fact]
+    public async Task A_foreign_origin_is_403_before_the_ticket_is_touched()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        var (ticket, url) = await alice.TicketAsync(session);
+
+        using var foreign = await cp.UpgradeRequestAsync(VncPath(session, ticket), origin: "http://evil.example");
+        (await foreign.ShouldBeErrorAsync(HttpStatusCode.Forbidden)).GetProperty("error").GetString().ShouldBe("Origin not allowed");
+        using var otherPort = await cp.UpgradeRequestAsync(VncPath(session, ticket), origin: $"http://127.0.0.1:{cp.BaseAddress.Port + 1}");
+        await otherPort.ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+
+        // The same ticket still works from the control plane's own origin.
+        var ownOrigin = $"{cp.BaseAddress.Scheme}://{cp.BaseAddress.Authority}";
+        using var viewer = await cp.ConnectViewerAsync(url, ownOrigin);
+        viewer.State.ShouldBe(WebSocketState.Open);
+        await viewer.CloseAsync(WebSocketCloseStatus.NormalClosure, "", CancellationToken.None);
+    }
+
+    [Fact]
+    public async Task A_plain_GET_without_upgrade_is_400_and_keeps_the_ticket()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        var (ticket, _) = await alice.TicketAsync(session);
+        using var response = await cp.Client().GetAsync(VncPath(session, ticket));
+        await response.ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        await using var conn = await cp.Db.OpenAsync(CancellationToken.None);
+        (await conn.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM viewer_tickets WHERE session_id = @session AND used_at IS NULL", new { session })).ShouldBe(1);
+    }
+}
+
+public sealed class TicketTests_Sqlite(StreamingSqliteControlPlane cp) : TicketTests(cp), IClassFixture<StreamingSqliteControlPlane>;
+public sealed class TicketTests_Postgres(StreamingPostgresControlPlane cp) : TicketTests(cp), IClassFixture<StreamingPostgresControlPlane>;
+
+/// <summary>
+/// Expiry moves the fixture's fake clock past the ticket lifetime; it has a fixture of its own because
+/// API tokens issued after that would be "not yet valid" for the real-time JWT validation of other tests.
+/// </summary>
+public abstract class TicketExpiryTests(StreamingControlPlane cp)
+{
+    private static string VncPath(string sessionId, string ticket) => $"/api/v1/sessions/{sessionId}/vnc?ticket={ticket}";
+
+    [Fact]
+    public async Task An_expired_ticket_is_refused()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        var (ticket, _) = await alice.TicketAsync(session);
+        cp.Clock.Advance(TimeSpan.FromSeconds(61));
+
+        using var response = await cp.UpgradeRequestAsync(VncPath(session, ticket));
+        (await response.ShouldBeErrorAsync(HttpStatusCode.Unauthorized)).GetProperty("error").GetString().ShouldBe("Ticket expired");
+    }
+}
+
+public sealed class TicketExpiryTests_Sqlite(StreamingSqliteControlPlane cp) : TicketExpiryTests(cp), IClassFixture<StreamingSqliteControlPlane>;
+public sealed class TicketExpiryTests_Postgres(StreamingPostgresControlPlane cp) : TicketExpiryTests(cp), IClassFixture<StreamingPostgresControlPlane>;
