@@ -121,10 +121,30 @@ internal sealed class CommandExecutor
                 await _runtime.WakeAsync(RequireSession(command), ct);
                 break;
             case CommandTypes.StreamOpen:
-                throw new CommandRejectedException("stream.open is not supported by this agent version yet");
+                await OpenStreamAsync(RequireSession(command), ReadArgs<StreamOpenArgs>(command), ct);
+                break;
             default:
                 throw new CommandRejectedException($"unknown command type '{command.Type}'");
         }
+    }
+
+    /// <summary>
+    /// Succeeds once the data socket is established and spliced to the session's VNC endpoint; the bytes
+    /// then flow on their own task, so a long-lived stream never holds the executor or the reader. The pump
+    /// is not tied to this command's token: it ends when either side closes.
+    /// </summary>
+    private async Task OpenStreamAsync(string sessionId, StreamOpenArgs args, CancellationToken ct)
+    {
+        var bridge = await Streaming.StreamBridge.ConnectAsync(
+            new Uri(_options.ControlPlaneUrl), args, token => _runtime.ConnectVncAsync(sessionId, token), _logger, ct);
+        _ = Task.Run(async () =>
+        {
+            await using (bridge)
+            {
+                var outcome = await bridge.PumpAsync(CancellationToken.None);
+                _logger.LogInformation("Stream {StreamId} of session {SessionId} ended: {Outcome}", args.StreamId, sessionId, outcome);
+            }
+        }, CancellationToken.None);
     }
 
     private static T ReadArgs<T>(CommandPayload command)
