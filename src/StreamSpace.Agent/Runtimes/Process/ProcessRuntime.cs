@@ -129,9 +129,10 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
         var (home, temporary) = PrepareHome(args, dir, user);
         SessionStartFailure? lastFailure = null;
+        var taken = new HashSet<int>();
         for (var attempt = 0; attempt < DisplayAttempts; attempt++)
         {
-            var display = ReserveDisplay();
+            var display = ReserveDisplay(taken);
             try
             {
                 var (record, leader) = await LaunchAsync(args, runDir, display, home, temporary, user, ct);
@@ -147,7 +148,11 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 lastFailure = failure;
                 _logger.LogWarning("Session {SessionId} failed to start on display :{Display}: {Reason}", args.SessionId, display, failure.Message);
                 // A display another X server won is that server's: leave its lock and socket alone.
-                if (failure.DisplayInUse) continue;
+                if (failure.DisplayInUse)
+                {
+                    taken.Add(display);
+                    continue;
+                }
                 CleanupX11(display);
                 break;
             }
@@ -206,9 +211,10 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             throw new SessionStartFailure("the session leader did not get a process group of its own", false);
         }
         var leaderProcess = new RecordedProcess(pgid, stat.StartTime);
+        RecordedProcess? xvnc = null;
         try
         {
-            var xvnc = await WaitForPidAsync(runDir, SessionLauncher.XvncPidFile, pgid, leaderProcess, null, deadline, ct);
+            xvnc = await WaitForPidAsync(runDir, SessionLauncher.XvncPidFile, pgid, leaderProcess, null, deadline, ct);
             await WaitForRfbAsync(runDir, pgid, leaderProcess, xvnc, deadline, ct);
             // CreateNew = O_EXCL: never follows a symlink the session user may have put there.
             new FileStream(Path.Combine(runDir, SessionLauncher.LaunchFile), FileMode.CreateNew, FileAccess.Write).Dispose();
@@ -232,8 +238,9 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
         catch
         {
-            // Whatever went wrong, leave nothing of this attempt running.
-            await KillGroupAsync(pgid, [leaderProcess], CancellationToken.None);
+            // Whatever went wrong, leave nothing of this attempt running: the leader may be gone (its app
+            // exited) while Xvnc still runs in the group, so Xvnc counts as a witness that pgid is ours.
+            await KillGroupAsync(pgid, xvnc is null ? [leaderProcess] : [leaderProcess, xvnc], CancellationToken.None);
             leader.Dispose();
             throw;
         }
@@ -280,6 +287,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     private static void ThrowIfDead(string dir, RecordedProcess leader, RecordedProcess? xvnc)
     {
         if (leader.IsAlive && (xvnc is null || xvnc.IsAlive)) return;
+        if (xvnc is { IsAlive: true })
+            throw new SessionStartFailure($"the app exited right after it started: {LogTail(dir)}", false);
         throw new SessionStartFailure($"Xvnc exited during start: {LogTail(dir)}", DisplayTaken(LogTail(dir, lines: 15)));
     }
 
@@ -485,14 +494,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         return (home, !args.PersistentHome);
     }
 
-    private int ReserveDisplay()
+    private int ReserveDisplay(IReadOnlySet<int> taken)
     {
         lock (_reservedDisplays)
         {
             var used = _sessions.Values.Select(s => s.Record.Display).ToHashSet();
+            var listening = ListeningDisplays();
             for (var n = _options.FirstDisplay; n < _options.FirstDisplay + 1000; n++)
             {
-                if (used.Contains(n) || _reservedDisplays.Contains(n)) continue;
+                if (used.Contains(n) || _reservedDisplays.Contains(n) || taken.Contains(n) || listening.Contains(n)) continue;
                 if (File.Exists($"/tmp/.X{n}-lock"))
                 {
                     // A SIGKILLed X server leaves its lock behind; once its pid is gone the number is free again.
@@ -505,6 +515,27 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             }
         }
         throw new SessionRuntimeException("no free X display number");
+    }
+
+    /// <summary>
+    /// Displays some X server listens on, from /proc/net/unix: X servers also bind the abstract socket
+    /// <c>@/tmp/.X11-unix/X&lt;n&gt;</c>, which stays even when the lock and socket files were removed.
+    /// </summary>
+    private static HashSet<int> ListeningDisplays()
+    {
+        var displays = new HashSet<int>();
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/net/unix"))
+            {
+                var at = line.IndexOf("/tmp/.X11-unix/X", StringComparison.Ordinal);
+                if (at >= 0 && int.TryParse(line.AsSpan(at + "/tmp/.X11-unix/X".Length).Trim(), out var n)) displays.Add(n);
+            }
+        }
+        catch (IOException)
+        {
+        }
+        return displays;
     }
 
     private static bool IsStaleLock(int display)
