@@ -11,6 +11,7 @@ using StreamSpace.ControlPlane.Identity;
 using StreamSpace.ControlPlane.Ops;
 using StreamSpace.ControlPlane.Sessions;
 using StreamSpace.ControlPlane.Templates;
+using StreamSpace.ControlPlane.Web;
 
 namespace StreamSpace.ControlPlane.Hosting;
 
@@ -53,6 +54,7 @@ public static class StreamSpaceApp
         services.AddStreamSpaceSessions();
         services.AddStreamSpaceAgents(options);
         services.AddAgentHub();
+        services.AddStreamSpaceWeb();
         services.AddHostedService<StartupInitializer>();
         configureServices?.Invoke(services);
 
@@ -61,6 +63,7 @@ public static class StreamSpaceApp
         app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(15) });
         app.UseAuthentication();
         app.UseAuthorization();
+        app.UseAntiforgery();
 
         app.MapOpsEndpoints();
         app.MapAuthApi();
@@ -70,6 +73,7 @@ public static class StreamSpaceApp
         app.MapSessionsApi();
         app.MapAgentsApi();
         app.MapAgentHub();
+        app.MapStreamSpaceWeb();
         app.MapFallback((HttpContext http) => TypedResults.Json(
                 new ApiError("Not found", $"No route for {http.Request.Method} {http.Request.Path}."), statusCode: StatusCodes.Status404NotFound))
             .AllowAnonymous().ExcludeFromDescription();
