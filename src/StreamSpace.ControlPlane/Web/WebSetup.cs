@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Authorization;
+using Microsoft.AspNetCore.Hosting.StaticWebAssets;
 using StreamSpace.ControlPlane.Web.Api;
 using StreamSpace.ControlPlane.Web.Components;
 
@@ -50,10 +51,21 @@ public static class WebSetup
 
     private static void MapStreamSpaceStaticAssets(this WebApplication app)
     {
-        // The static web assets manifest is named after the control plane assembly. When the app is hosted by
-        // another entry assembly (the test fixtures), look for it explicitly and fall back to wwwroot files.
-        var manifest = Path.Combine(AppContext.BaseDirectory, typeof(WebSetup).Assembly.GetName().Name + ".staticwebassets.endpoints.json");
-        if (File.Exists(manifest))
-            app.MapStaticAssets(manifest).AllowAnonymous();
+        var name = typeof(WebSetup).Assembly.GetName().Name!;
+        // Run from a build (not a publish), the assets (app.css, blazor.web.js) stay in the project and package
+        // folders listed by the runtime manifest. ASP.NET Core loads that manifest only in Development and only
+        // under the entry assembly's name, so load it here for every other case (production runs, test hosts).
+        var runtimeManifest = Path.Combine(AppContext.BaseDirectory, name + ".staticwebassets.runtime.json");
+        var alreadyLoaded = app.Environment.IsDevelopment() && app.Environment.ApplicationName == name;
+        if (!alreadyLoaded && File.Exists(runtimeManifest))
+        {
+            var manifestSetting = new ConfigurationBuilder()
+                .AddInMemoryCollection([new KeyValuePair<string, string?>(WebHostDefaults.StaticWebAssetsKey, runtimeManifest)])
+                .Build();
+            StaticWebAssetsLoader.UseStaticWebAssets(app.Environment, manifestSetting);
+        }
+        var endpointsManifest = Path.Combine(AppContext.BaseDirectory, name + ".staticwebassets.endpoints.json");
+        if (File.Exists(endpointsManifest))
+            app.MapStaticAssets(endpointsManifest).AllowAnonymous();
     }
 }
