@@ -52,7 +52,7 @@ public static class WebAuthentication
         return services;
     }
 
-    internal static string SelectScheme(HttpContext context) =>
+    public static string SelectScheme(HttpContext context) =>
         context.Request.Path.StartsWithSegments("/api") || context.Request.Headers.Authorization.Count > 0
             ? JwtBearerDefaults.AuthenticationScheme
             : CookieScheme;

@@ -66,6 +66,12 @@ public static class WebSetup
         }
         var endpointsManifest = Path.Combine(AppContext.BaseDirectory, name + ".staticwebassets.endpoints.json");
         if (File.Exists(endpointsManifest))
-            app.MapStaticAssets(endpointsManifest).AllowAnonymous();
+        {
+            // A group, so that AllowAnonymous also reaches the fallback endpoint that a build manifest adds for
+            // files created after start-up (it only matches files that exist under wwwroot).
+            var assets = app.MapGroup("");
+            assets.AllowAnonymous();
+            assets.MapStaticAssets(endpointsManifest);
+        }
     }
 }
