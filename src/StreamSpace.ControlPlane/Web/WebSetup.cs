@@ -34,6 +34,7 @@ public static class WebSetup
     /// <summary>Maps the UI: static assets, sign-in/out endpoints and the Razor components (with the Blazor hub).</summary>
     public static IEndpointRouteBuilder MapStreamSpaceWeb(this WebApplication app)
     {
+        app.UseBrowserNotFoundPage();
         app.MapStreamSpaceStaticAssets();
         app.MapSignInEndpoints();
         var components = app.MapRazorComponents<App>().AddInteractiveServerRenderMode();
