@@ -12,8 +12,10 @@ namespace StreamSpace.ControlPlane.Web;
 
 /// <summary>
 /// Browser sign-in: a cookie (HttpOnly, SameSite=Strict, Secure over HTTPS) whose data-protected ticket carries
-/// the user's API token, so the UI calls the API as that user and no script can read the token. <c>/api/*</c>
-/// and any request with an <c>Authorization</c> header keep using the JWT bearer scheme.
+/// the user's API token, so the UI calls the API as that user and no script can read the token. Any request
+/// with an <c>Authorization</c> header, and any <c>/api/*</c> request without the cookie, uses the JWT bearer
+/// scheme as before; a same-origin page (the noVNC viewer) may call <c>/api/*</c> with the cookie, and then
+/// gets the API's JSON 401/403 instead of a redirect.
 /// </summary>
 public static class WebAuthentication
 {
@@ -39,6 +41,12 @@ public static class WebAuthentication
                 // The ticket lives exactly as long as the API token inside it (set at sign-in).
                 o.SlidingExpiration = false;
                 o.Events.OnValidatePrincipal = ValidatePrincipalAsync;
+                o.Events.OnRedirectToLogin = context => IsApi(context.Request)
+                    ? WriteApiErrorAsync(context.Response, StatusCodes.Status401Unauthorized, "Unauthorized", "Your sign-in has expired or is invalid; sign in again.")
+                    : RedirectAsync(context);
+                o.Events.OnRedirectToAccessDenied = context => IsApi(context.Request)
+                    ? WriteApiErrorAsync(context.Response, StatusCodes.Status403Forbidden, "Forbidden", "This needs the admin role.")
+                    : RedirectAsync(context);
             })
             .AddPolicyScheme(SelectorScheme, "Bearer token for the API, cookie for the UI", o => o.ForwardDefaultSelector = SelectScheme);
         // PostConfigure: runs after AddAuthentication(JwtBearer) set the JWT scheme as the default.
@@ -52,10 +60,42 @@ public static class WebAuthentication
         return services;
     }
 
-    public static string SelectScheme(HttpContext context) =>
-        context.Request.Path.StartsWithSegments("/api") || context.Request.Headers.Authorization.Count > 0
-            ? JwtBearerDefaults.AuthenticationScheme
-            : CookieScheme;
+    /// <summary>Bearer whenever a token is sent; otherwise the cookie when there is one; otherwise bearer for the API.</summary>
+    public static string SelectScheme(HttpContext context)
+    {
+        if (context.Request.Headers.Authorization.Count > 0) return JwtBearerDefaults.AuthenticationScheme;
+        if (IsApi(context.Request) && !context.Request.Cookies.ContainsKey(CookieName)) return JwtBearerDefaults.AuthenticationScheme;
+        return CookieScheme;
+    }
+
+    private static bool IsApi(HttpRequest request) => request.Path.StartsWithSegments("/api");
+
+    private static Task WriteApiErrorAsync(HttpResponse response, int status, string error, string message)
+    {
+        response.StatusCode = status;
+        return response.WriteAsJsonAsync(new Hosting.ApiError(error, message));
+    }
+
+    private static Task RedirectAsync(RedirectContext<CookieAuthenticationOptions> context)
+    {
+        context.Response.Redirect(context.RedirectUri);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// SameSite=Strict already keeps other sites' requests from carrying the cookie; in addition, an API call
+    /// that changes something with the cookie must come from this origin (a browser says so in Sec-Fetch-Site
+    /// and Origin).
+    /// </summary>
+    private static bool IsCrossSiteApiWrite(HttpRequest request)
+    {
+        if (!IsApi(request) || HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method) || HttpMethods.IsOptions(request.Method))
+            return false;
+        if (request.Headers["Sec-Fetch-Site"].ToString() is { Length: > 0 } site && site != "same-origin")
+            return true;
+        return request.Headers.Origin.ToString() is { Length: > 0 } origin
+            && !string.Equals(origin, $"{request.Scheme}://{request.Host.Value}", StringComparison.OrdinalIgnoreCase);
+    }
 
     /// <summary>The principal stored in the cookie: the user's identity plus the API token.</summary>
     internal static ClaimsPrincipal CreatePrincipal(string userId, string username, string role, string apiToken) =>
@@ -80,6 +120,12 @@ public static class WebAuthentication
         if (string.IsNullOrEmpty(token))
         {
             await RejectAsync(context);
+            return;
+        }
+        if (IsCrossSiteApiWrite(context.Request))
+        {
+            // Refuse this request only; the browser's sign-in stays.
+            context.RejectPrincipal();
             return;
         }
         var jwtOptions = services.GetRequiredService<IOptionsMonitor<JwtBearerOptions>>().Get(JwtBearerDefaults.AuthenticationScheme);

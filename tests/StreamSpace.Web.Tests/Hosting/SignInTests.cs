@@ -147,19 +147,52 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
     }
 
     [Fact]
-    public async Task Api_paths_keep_json_errors_and_browser_paths_do_not_use_the_api_scheme()
+    public void Bearer_is_used_whenever_a_token_is_sent_and_for_api_calls_without_the_cookie()
+    {
+        WebAuthentication.SelectScheme(Context("/api/v1/sessions")).ShouldBe("Bearer");
+        WebAuthentication.SelectScheme(Context("/api/v1/sessions", bearer: true, cookie: true)).ShouldBe("Bearer");
+        WebAuthentication.SelectScheme(Context("/sessions", bearer: true)).ShouldBe("Bearer");
+        WebAuthentication.SelectScheme(Context("/api/v1/sessions", cookie: true)).ShouldBe(WebAuthentication.CookieScheme);
+        WebAuthentication.SelectScheme(Context("/sessions")).ShouldBe(WebAuthentication.CookieScheme);
+        WebAuthentication.SelectScheme(Context("/_blazor")).ShouldBe(WebAuthentication.CookieScheme);
+    }
+
+    [Fact]
+    public async Task Api_calls_with_an_invalid_cookie_get_the_json_401_not_a_redirect()
+    {
+        using var browser = host.Browser();
+        browser.Cookies.Add(host.BaseAddress, new System.Net.Cookie(WebAuthentication.CookieName, "not-a-ticket"));
+        // No endpoint matches a path with a file extension, so the default-deny policy applies.
+        using var response = await browser.Http.GetAsync("/api/v1/sessions/x.json");
+        response.StatusCode.ShouldBe(HttpStatusCode.Unauthorized);
+        response.Content.Headers.ContentType!.MediaType.ShouldBe("application/json");
+        (await response.Content.ReadAsStringAsync()).ShouldContain("\"error\"");
+
+        using var page = await browser.Http.GetAsync("/sessions");
+        page.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+    }
+
+    [Fact]
+    public async Task A_same_origin_page_may_call_the_api_with_the_cookie_but_not_a_cross_site_write()
     {
         using var browser = host.Browser();
         (await browser.SignInAsync("admin", WebHostFixture.AdminPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        using var unknownApi = await browser.Http.GetAsync("/api/v1/no-such-thing");
-        unknownApi.StatusCode.ShouldBe(HttpStatusCode.NotFound);
-        unknownApi.Content.Headers.ContentType!.MediaType.ShouldBe("application/json");
-        (await unknownApi.Content.ReadAsStringAsync()).ShouldContain("\"error\"");
 
-        WebAuthentication.SelectScheme(Context("/api/v1/sessions")).ShouldBe("Bearer");
-        WebAuthentication.SelectScheme(Context("/sessions")).ShouldBe(WebAuthentication.CookieScheme);
-        WebAuthentication.SelectScheme(Context("/_blazor")).ShouldBe(WebAuthentication.CookieScheme);
-        WebAuthentication.SelectScheme(Context("/sessions", bearer: true)).ShouldBe("Bearer");
+        using var read = await browser.Http.GetAsync("/api/v1/sessions/x.json");
+        read.StatusCode.ShouldBe(HttpStatusCode.NotFound); // authorized by the cookie; simply nothing there
+
+        using var crossSite = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/x.json");
+        crossSite.Headers.Add("Origin", "http://evil.example");
+        using var refused = await browser.Http.SendAsync(crossSite);
+        refused.StatusCode.ShouldBe(HttpStatusCode.Unauthorized);
+
+        using var sameOrigin = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/x.json");
+        sameOrigin.Headers.Add("Origin", host.BaseAddress.GetLeftPart(UriPartial.Authority));
+        sameOrigin.Headers.Add("Sec-Fetch-Site", "same-origin");
+        using var allowed = await browser.Http.SendAsync(sameOrigin);
+        allowed.StatusCode.ShouldBe(HttpStatusCode.NotFound);
+
+        (await browser.Http.GetAsync("/sessions")).StatusCode.ShouldBe(HttpStatusCode.OK); // the sign-in survived
     }
 
     [Fact]
@@ -179,11 +212,12 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         (await scriptResponse.Content.ReadAsByteArrayAsync()).Length.ShouldBeGreaterThan(10_000);
     }
 
-    private static DefaultHttpContext Context(string path, bool bearer = false)
+    private static DefaultHttpContext Context(string path, bool bearer = false, bool cookie = false)
     {
         var context = new DefaultHttpContext();
         context.Request.Path = path;
         if (bearer) context.Request.Headers.Authorization = "Bearer abc";
+        if (cookie) context.Request.Headers.Cookie = $"{WebAuthentication.CookieName}=ticket";
         return context;
     }
 
