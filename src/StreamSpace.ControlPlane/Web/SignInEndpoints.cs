@@ -2,9 +2,6 @@ using Microsoft.AspNetCore.Antiforgery;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
-using StreamSpace.ControlPlane.Audit;
-using StreamSpace.ControlPlane.Data;
-using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Identity;
 
 namespace StreamSpace.ControlPlane.Web;
@@ -39,17 +36,16 @@ public static class SignInEndpoints
         return routes;
     }
 
-    private static async Task<RedirectHttpResult> SignInAsync(
-        [FromForm] SignInForm form, Db db, TokenIssuer tokens, AuditLog audit, HttpContext http, CancellationToken ct)
+    private static async Task<RedirectHttpResult> SignInAsync([FromForm] SignInForm form, HttpContext http, CancellationToken ct)
     {
         var returnUrl = LocalUrl.OrRoot(form.ReturnUrl);
         if (string.IsNullOrWhiteSpace(form.Username) || string.IsNullOrEmpty(form.Password))
             return BackToSignIn(ErrorMissing, returnUrl, form.Username);
 
-        var result = await AuthApi.LoginAsync(new LoginRequest(form.Username, form.Password), db, tokens, audit, http, ct);
-        if (result.Result is not Ok<LoginResponse> { Value: { } login })
+        var result = await ApiLoginAsync(new LoginRequest(form.Username, form.Password), http, ct);
+        if (result is not Ok<LoginResponse> { Value: { } login })
         {
-            var status = (result.Result as IStatusCodeHttpResult)?.StatusCode;
+            var status = (result as IStatusCodeHttpResult)?.StatusCode;
             return BackToSignIn(status switch
             {
                 StatusCodes.Status429TooManyRequests => ErrorRateLimited,
@@ -66,6 +62,25 @@ public static class SignInEndpoints
             AllowRefresh = false,
         });
         return TypedResults.LocalRedirect(returnUrl);
+    }
+
+    /// <summary>
+    /// The API's own login (<see cref="AuthApi.LoginAsync"/>), called in-process with the browser's request, so
+    /// validation, throttling and the audit log see the real client exactly as for <c>POST /api/v1/auth/login</c>.
+    /// Its other parameters are services, resolved by type as minimal APIs do.
+    /// </summary>
+    private static async Task<IResult> ApiLoginAsync(LoginRequest request, HttpContext http, CancellationToken ct)
+    {
+        Delegate login = AuthApi.LoginAsync;
+        var arguments = login.Method.GetParameters().Select(p =>
+            p.ParameterType == typeof(LoginRequest) ? request
+            : p.ParameterType == typeof(HttpContext) ? http
+            : p.ParameterType == typeof(CancellationToken) ? ct
+            : http.RequestServices.GetRequiredService(p.ParameterType)).ToArray();
+        var task = (Task)login.Method.Invoke(null, arguments)!;
+        await task;
+        var result = (IResult)task.GetType().GetProperty(nameof(Task<IResult>.Result))!.GetValue(task)!;
+        return result is INestedHttpResult nested ? nested.Result : result;
     }
 
     private static async Task<RedirectHttpResult> SignOutAsync(HttpContext http)
