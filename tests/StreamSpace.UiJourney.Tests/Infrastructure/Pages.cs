@@ -25,7 +25,7 @@ public static class Pages
 
     /// <summary>Waits until the page's live (interactive) circuit is up, so clicks reach the server.</summary>
     public static Task WaitInteractiveAsync(IPage page) =>
-        page.WaitForFunctionAsync("() => window.Blazor !== undefined && document.querySelector('#blazor-error-ui')?.style.display !== 'block'");
+        page.Locator("main[data-interactive='true']").WaitForAsync();
 
     /// <summary>Nothing sticks out sideways: the page is readable without horizontal scrolling.</summary>
     public static Task<bool> FitsWidthAsync(IPage page) =>
