@@ -44,6 +44,20 @@ public sealed class Chromium : IAsyncLifetime
     public static Task ScreenshotAsync(IPage page, string name) =>
         page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(ArtifactsFolder, name + ".png"), FullPage = true });
 
+    /// <summary>Runs part of a journey; when it fails, keeps a screenshot of the page as it was (the best clue).</summary>
+    public static async Task StepAsync(IPage page, string name, Func<Task> step)
+    {
+        try
+        {
+            await step();
+        }
+        catch
+        {
+            try { await ScreenshotAsync(page, "failed-" + name); } catch (PlaywrightException) { }
+            throw;
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (Browser is not null) await Browser.DisposeAsync();
