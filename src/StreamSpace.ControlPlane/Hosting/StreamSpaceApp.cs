@@ -12,6 +12,7 @@ using StreamSpace.ControlPlane.Ops;
 using StreamSpace.ControlPlane.Sessions;
 using StreamSpace.ControlPlane.Streaming;
 using StreamSpace.ControlPlane.Templates;
+using StreamSpace.ControlPlane.Web;
 
 namespace StreamSpace.ControlPlane.Hosting;
 
@@ -55,6 +56,7 @@ public static class StreamSpaceApp
         services.AddStreamSpaceAgents(options);
         services.AddAgentHub();
         services.AddStreamSpaceStreaming();
+        services.AddStreamSpaceWeb();
         services.AddHostedService<StartupInitializer>();
         services.AddHostedService<Agents.Embedded.EmbeddedAgentService>();
         configureServices?.Invoke(services);
@@ -64,6 +66,7 @@ public static class StreamSpaceApp
         app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(15) });
         app.UseAuthentication();
         app.UseAuthorization();
+        app.UseAntiforgery();
 
         app.MapOpsEndpoints();
         app.MapAuthApi();
@@ -74,6 +77,7 @@ public static class StreamSpaceApp
         app.MapAgentsApi();
         app.MapAgentHub();
         app.MapStreamSpaceStreaming();
+        app.MapStreamSpaceWeb();
         app.MapUnmatchedRequests();
         return app;
     }

@@ -1,0 +1,96 @@
+using Microsoft.AspNetCore.Antiforgery;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+using StreamSpace.ControlPlane.Identity;
+
+namespace StreamSpace.ControlPlane.Web;
+
+/// <summary>The sign-in form's target.</summary>
+public sealed class SignInForm
+{
+    public string? Username { get; set; }
+    public string? Password { get; set; }
+    public string? ReturnUrl { get; set; }
+}
+
+/// <summary>
+/// <c>POST /signin</c> and <c>POST /signout</c>: form posts (antiforgery-checked, because they bind a form) that
+/// turn the API login into a cookie and back. The pages themselves are Blazor components.
+/// </summary>
+public static class SignInEndpoints
+{
+    /// <summary>Codes for <c>/signin?error=</c>; the page turns them into sentences.</summary>
+    public const string ErrorInvalid = "invalid";
+    public const string ErrorMissing = "missing";
+    public const string ErrorRateLimited = "rate";
+    public const string ErrorUnavailable = "unavailable";
+
+    public static IEndpointRouteBuilder MapSignInEndpoints(this IEndpointRouteBuilder routes)
+    {
+        routes.MapPost("/signin", SignInAsync).AllowAnonymous().ExcludeFromDescription()
+            .WithMetadata(new RequireAntiforgeryTokenAttribute());
+        // Anonymous so that a browser whose sign-in already expired can still clear its cookie.
+        routes.MapPost("/signout", (Delegate)SignOutAsync).AllowAnonymous().ExcludeFromDescription()
+            .WithMetadata(new RequireAntiforgeryTokenAttribute());
+        return routes;
+    }
+
+    private static async Task<RedirectHttpResult> SignInAsync([FromForm] SignInForm form, HttpContext http, CancellationToken ct)
+    {
+        var returnUrl = LocalUrl.OrRoot(form.ReturnUrl);
+        if (string.IsNullOrWhiteSpace(form.Username) || string.IsNullOrEmpty(form.Password))
+            return BackToSignIn(ErrorMissing, returnUrl, form.Username);
+
+        var result = await ApiLoginAsync(new LoginRequest(form.Username, form.Password), http, ct);
+        if (result is not Ok<LoginResponse> { Value: { } login })
+        {
+            var status = (result as IStatusCodeHttpResult)?.StatusCode;
+            return BackToSignIn(status switch
+            {
+                StatusCodes.Status429TooManyRequests => ErrorRateLimited,
+                StatusCodes.Status503ServiceUnavailable => ErrorUnavailable,
+                _ => ErrorInvalid,
+            }, returnUrl, form.Username);
+        }
+
+        var principal = WebAuthentication.CreatePrincipal(login.User.Id, login.User.Username, login.User.Role, login.Token);
+        await http.SignInAsync(WebAuthentication.CookieScheme, principal, new AuthenticationProperties
+        {
+            ExpiresUtc = login.ExpiresAt,
+            IsPersistent = false,
+            AllowRefresh = false,
+        });
+        return TypedResults.LocalRedirect(returnUrl);
+    }
+
+    /// <summary>
+    /// The API's own login (<see cref="AuthApi.LoginAsync"/>), called in-process with the browser's request, so
+    /// validation, throttling and the audit log see the real client exactly as for <c>POST /api/v1/auth/login</c>.
+    /// Its other parameters are services, resolved by type as minimal APIs do.
+    /// </summary>
+    private static async Task<IResult> ApiLoginAsync(LoginRequest request, HttpContext http, CancellationToken ct)
+    {
+        Delegate login = AuthApi.LoginAsync;
+        var arguments = login.Method.GetParameters().Select(p =>
+            p.ParameterType == typeof(LoginRequest) ? request
+            : p.ParameterType == typeof(HttpContext) ? http
+            : p.ParameterType == typeof(CancellationToken) ? ct
+            : http.RequestServices.GetRequiredService(p.ParameterType)).ToArray();
+        var task = (Task)login.Method.Invoke(null, arguments)!;
+        await task;
+        var result = (IResult)task.GetType().GetProperty(nameof(Task<IResult>.Result))!.GetValue(task)!;
+        return result is INestedHttpResult nested ? nested.Result : result;
+    }
+
+    private static async Task<RedirectHttpResult> SignOutAsync(HttpContext http)
+    {
+        await http.SignOutAsync(WebAuthentication.CookieScheme);
+        return TypedResults.LocalRedirect("/signin?signedOut=1");
+    }
+
+    private static RedirectHttpResult BackToSignIn(string error, string returnUrl, string? username) =>
+        TypedResults.LocalRedirect(
+            $"/signin?error={error}&returnUrl={Uri.EscapeDataString(returnUrl)}" +
+            (string.IsNullOrWhiteSpace(username) ? "" : $"&username={Uri.EscapeDataString(username.Trim())}"));
+}

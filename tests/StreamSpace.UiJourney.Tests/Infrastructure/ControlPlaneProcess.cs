@@ -1,0 +1,88 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using StreamSpace.ControlPlane.Hosting;
+
+namespace StreamSpace.UiJourney.Tests.Infrastructure;
+
+/// <summary>
+/// The control plane as a user runs it: its own process (the built <c>StreamSpace.ControlPlane.dll</c>) on a
+/// loopback port, SQLite in a fresh data folder, and the embedded local agent.
+/// </summary>
+public sealed class ControlPlaneProcess : IAsyncLifetime
+{
+    public const string AdminPassword = "journey-admin-password-1";
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(90);
+
+    private Process? _process;
+    private readonly System.Text.StringBuilder _output = new();
+
+    public Uri BaseAddress { get; private set; } = null!;
+    public string DataFolder { get; } = Path.Combine(Path.GetTempPath(), "streamspace-journey", Guid.NewGuid().ToString("N"));
+
+    /// <summary>What the process printed so far (attached to failures).</summary>
+    public string Output
+    {
+        get { lock (_output) return _output.ToString(); }
+    }
+
+    public async ValueTask InitializeAsync()
+    {
+        Directory.CreateDirectory(DataFolder);
+        var port = FreeLoopbackPort();
+        BaseAddress = new Uri($"http://127.0.0.1:{port}/");
+        var dll = typeof(StreamSpaceApp).Assembly.Location;
+        var start = new ProcessStartInfo("dotnet")
+        {
+            ArgumentList = { dll },
+            WorkingDirectory = Path.GetDirectoryName(dll)!,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.Environment["STREAMSPACE_URLS"] = BaseAddress.ToString().TrimEnd('/');
+        start.Environment["STREAMSPACE_DATA"] = DataFolder;
+        start.Environment["STREAMSPACE_ADMIN_PASSWORD"] = AdminPassword;
+        start.Environment["STREAMSPACE_EMBEDDED_AGENT"] = "true";
+        start.Environment["STREAMSPACE_HEARTBEAT_SECONDS"] = "2";
+        _process = Process.Start(start) ?? throw new InvalidOperationException("dotnet did not start");
+        _process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (_output) _output.AppendLine(e.Data); };
+        _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_output) _output.AppendLine(e.Data); };
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+
+        using var http = new HttpClient { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(5) };
+        var deadline = DateTime.UtcNow + StartTimeout;
+        while (true)
+        {
+            if (_process.HasExited) throw new InvalidOperationException($"The control plane exited with {_process.ExitCode}:\n{Output}");
+            try
+            {
+                using var ready = await http.GetAsync("readyz");
+                if (ready.StatusCode == HttpStatusCode.OK) return;
+            }
+            catch (HttpRequestException) { }
+            catch (TaskCanceledException) { }
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"The control plane was not ready within {StartTimeout}:\n{Output}");
+            await Task.Delay(250);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_process is { HasExited: false })
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+        _process?.Dispose();
+        try { Directory.Delete(DataFolder, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    private static int FreeLoopbackPort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}

@@ -1,0 +1,155 @@
+using System.Net;
+using System.Text.Json;
+using StreamSpace.ControlPlane.Web.Components.Pages.Admin;
+using StreamSpace.Web.Tests.Infrastructure;
+
+namespace StreamSpace.Web.Tests.Components;
+
+/// <summary>Administration pages, against canned API JSON (component level).</summary>
+public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
+{
+    private string Agents(string status, int active, bool draining = false) => Json(new[]
+    {
+        new
+        {
+            agentId = "local", status, lastHeartbeat = Now.AddSeconds(-4), platform = "process", region = "here",
+            capacity = 4, activeSessions = active, version = "1.0.0", connectedAt = Now.AddMinutes(-10), draining,
+        },
+    });
+
+    [Fact]
+    public void Agents_show_status_heartbeat_age_capacity_version_and_platform_and_refresh_live()
+    {
+        Api.Answer("GET /api/v1/agents", Agents("online", 1))
+           .Answer("GET /api/v1/agents", Agents("offline", 0));
+        var cut = Render<AdminAgents>();
+        var row = cut.Find("tr[data-agent='local']");
+        row.QuerySelector(".badge")!.TextContent.ShouldBe("online");
+        row.TextContent.ShouldContain("4 s ago");
+        row.QuerySelector(".capacity")!.TextContent.ShouldBe("1 / 4");
+        row.TextContent.ShouldContain("1.0.0");
+        row.TextContent.ShouldContain("process");
+
+        NextRefresh();
+
+        cut.WaitForAssertion(() => cut.Find("tr[data-agent='local'] .badge").TextContent.ShouldBe("offline"));
+    }
+
+    [Fact]
+    public void Adding_an_agent_shows_its_token_once_with_the_command_to_start_it()
+    {
+        Api.Answer("GET /api/v1/agents", "[]")
+           .Answer("POST /api/v1/agents", HttpStatusCode.Created, """{"agentId":"worker-2","token":"tok_secret_123"}""");
+        var cut = Render<AdminAgents>();
+
+        cut.Find("#agent-id").Change("worker-2");
+        cut.Find("#agent-max").Change("6");
+        cut.Find("form").Submit();
+
+        cut.WaitForAssertion(() => cut.Find("#agent-token").GetAttribute("value").ShouldBe("tok_secret_123"));
+        var command = cut.Find("#agent-command").TextContent;
+        command.ShouldContain("STREAMSPACE_AGENT_ID=worker-2");
+        command.ShouldContain("STREAMSPACE_AGENT_TOKEN=tok_secret_123");
+        command.ShouldContain("STREAMSPACE_CONTROL_PLANE=http://localhost");
+        var body = JsonDocument.Parse(Api.RequestsTo("POST /api/v1/agents").Single().Body!).RootElement;
+        body.GetProperty("agentId").GetString().ShouldBe("worker-2");
+        body.GetProperty("maxSessions").GetInt32().ShouldBe(6);
+    }
+
+    [Fact]
+    public void Drain_asks_first_then_calls_the_api()
+    {
+        Api.Answer("GET /api/v1/agents", Agents("online", 0))
+           .Answer("GET /api/v1/agents", Agents("online", 0, draining: true))
+           .Answer("POST /api/v1/agents/local/drain", HttpStatusCode.Accepted, "");
+        var cut = Render<AdminAgents>();
+        cut.Find("button[aria-label='Drain local']").Click();
+        cut.Find(".confirm button.danger").Click();
+        cut.WaitForAssertion(() => cut.Find("tr[data-agent='local']").TextContent.ShouldContain("draining"));
+        Api.RequestsTo("POST /api/v1/agents/local/drain").Count.ShouldBe(1);
+    }
+
+    [Fact]
+    public void All_sessions_filter_by_user_agent_and_state()
+    {
+        Api.Answer("GET /api/v1/sessions", Json(new[]
+        {
+            Session("alice-xterm-aaaaaa", "running", user: "alice", agent: "local"),
+            Session("alice-xterm-bbbbbb", "terminated", user: "alice", agent: "local"),
+            Session("bob-xterm-cccccc", "running", user: "bob", agent: "worker-2"),
+        }));
+        var cut = Render<AdminSessions>();
+        cut.FindAll("tr[data-session]").Count.ShouldBe(3); // admins also see history (terminated)
+
+        cut.Find("#f-user").Change("alice");
+        cut.FindAll("tr[data-session]").Select(r => r.GetAttribute("data-session")).ShouldBe(["alice-xterm-aaaaaa", "alice-xterm-bbbbbb"], ignoreOrder: true);
+        cut.Find("#f-state").Change("terminated");
+        cut.FindAll("tr[data-session]").Single().GetAttribute("data-session").ShouldBe("alice-xterm-bbbbbb");
+        cut.Find("#f-user").Change("");
+        cut.Find("#f-state").Change("");
+        cut.Find("#f-agent").Change("worker-2");
+        cut.FindAll("tr[data-session]").Single().GetAttribute("data-session").ShouldBe("bob-xterm-cccccc");
+    }
+
+    [Fact]
+    public void Users_are_created_and_a_refused_change_shows_the_api_message_on_its_row()
+    {
+        const string users = """[{"id":"u1","username":"admin","role":"admin","disabled":false,"maxSessions":5,"createdAt":"2026-11-29T10:00:00Z"}]""";
+        Api.Answer("GET /api/v1/users", users)
+           .Answer("POST /api/v1/users", HttpStatusCode.Created, """{"id":"u2","username":"alice","role":"user","disabled":false,"maxSessions":3}""")
+           .Answer("PATCH /api/v1/users/u1", HttpStatusCode.Forbidden, """{"error":"Forbidden","message":"You cannot change your own role."}""");
+        var cut = Render<AdminUsers>();
+
+        cut.Find("#new-username").Change("alice");
+        cut.Find("#new-password").Change("alice-password-1");
+        cut.Find("#new-quota").Change("3");
+        cut.Find("form").Submit();
+
+        cut.WaitForAssertion(() => cut.Find(".notice").TextContent.ShouldContain("alice"));
+        var body = JsonDocument.Parse(Api.RequestsTo("POST /api/v1/users").Single().Body!).RootElement;
+        body.GetProperty("username").GetString().ShouldBe("alice");
+        body.GetProperty("password").GetString().ShouldBe("alice-password-1");
+        body.GetProperty("role").GetString().ShouldBe("user");
+        body.GetProperty("maxSessions").GetInt32().ShouldBe(3);
+
+        cut.Find("select[aria-label='Role of admin']").Change("user");
+        cut.WaitForAssertion(() => cut.Find("tr.row-error").TextContent.ShouldContain("You cannot change your own role."));
+        JsonDocument.Parse(Api.RequestsTo("PATCH /api/v1/users/u1").Single().Body!).RootElement.GetProperty("role").GetString().ShouldBe("user");
+    }
+
+    [Fact]
+    public void Template_yaml_validation_errors_are_shown_inline()
+    {
+        Api.Answer("GET /api/v1/templates", """[{"name":"xterm","displayName":"XTerm"}]""")
+           .Answer("GET /api/v1/templates/xterm", """{"name":"xterm","displayName":"XTerm","defaultResources":{"cpu":"1","memory":"512Mi"},"process":{"command":["xterm"]}}""")
+           .Answer("PUT /api/v1/templates/xterm", HttpStatusCode.BadRequest,
+               """{"error":"Validation failed","message":"The template is not valid.","fields":{"defaultResources.memory":"must be a quantity like 512Mi"}}""");
+        var cut = Render<AdminTemplates>();
+
+        cut.FindAll("ul.list button").Single().Click();
+        cut.WaitForAssertion(() => cut.Find("#yaml").GetAttribute("value")!.ShouldContain("memory: 512Mi"));
+        cut.Find("#yaml").Change("name: xterm\ndefaultResources:\n  memory: lots\n");
+        cut.FindAll("button").Single(b => b.TextContent == "Save").Click();
+
+        cut.WaitForAssertion(() => cut.Find("#yaml-errors .error").TextContent.ShouldContain("defaultResources.memory"));
+        cut.Find("#yaml-errors .error").TextContent.ShouldContain("must be a quantity like 512Mi");
+        var put = Api.RequestsTo("PUT /api/v1/templates/xterm").Single();
+        put.ContentType.ShouldBe("application/yaml");
+        put.Body!.ShouldContain("memory: lots");
+    }
+
+    [Fact]
+    public void Audit_log_filters_by_user_and_action()
+    {
+        Api.Answer("GET /api/v1/audit", """[{"id":1,"at":"2026-11-29T11:00:00Z","actor":"admin","action":"user.created","target":"alice","detail":null,"clientIp":"127.0.0.1"}]""");
+        var cut = Render<AdminAudit>();
+        cut.Find("table.audit tbody tr").TextContent.ShouldContain("user.created");
+
+        cut.Find("#a-user").Change("admin");
+        cut.Find("#a-action").Change("user.created");
+        cut.Find("form").Submit();
+
+        cut.WaitForAssertion(() => Api.RequestsTo("GET /api/v1/audit").Count.ShouldBe(2));
+        Api.RequestsTo("GET /api/v1/audit")[1].Query.ShouldBe("?user=admin&action=user.created");
+    }
+}

@@ -1,0 +1,126 @@
+using System.Net;
+using StreamSpace.ControlPlane.Web.Components.Pages;
+using StreamSpace.Web.Tests.Infrastructure;
+
+namespace StreamSpace.Web.Tests.Components;
+
+/// <summary>My sessions, against canned API JSON (component level).</summary>
+public sealed class MySessionsTests_CannedApi : ComponentTest
+{
+    private const string List = "GET /api/v1/sessions";
+
+    [Fact]
+    public void Shows_each_state_with_its_actions_and_the_failure_reason()
+    {
+        Api.Answer(List, Json(new[]
+        {
+            Session("alice-xterm-aaaaaa", "running"),
+            Session("alice-xterm-bbbbbb", "hibernated"),
+            Session("alice-xterm-cccccc", "failed", reason: "Xvnc exited with code 1"),
+            Session("alice-xterm-dddddd", "pending"),
+            Session("alice-xterm-eeeeee", "terminated"),
+        }));
+
+        var cut = Render<MySessions>();
+
+        var rows = cut.FindAll("tr[data-session]");
+        rows.Select(r => r.GetAttribute("data-state")).ShouldBe(["running", "hibernated", "failed", "pending"], ignoreOrder: true);
+        var running = cut.Find("tr[data-session='alice-xterm-aaaaaa']");
+        running.QuerySelector("a.button")!.GetAttribute("href").ShouldBe("/sessions/alice-xterm-aaaaaa/view");
+        running.TextContent.ShouldContain("Hibernate");
+        running.TextContent.ShouldContain("5 min"); // age from createdAt
+        cut.Find("tr[data-session='alice-xterm-bbbbbb']").TextContent.ShouldContain("Wake");
+        cut.Find("tr[data-session='alice-xterm-bbbbbb']").QuerySelector("a.button").ShouldBeNull();
+        cut.Find("tr[data-session='alice-xterm-cccccc']").TextContent.ShouldContain("Xvnc exited with code 1");
+        cut.Find("tr[data-session='alice-xterm-dddddd'] .badge").TextContent.ShouldBe("pending");
+        // The API is called as the signed-in user, with the token from the cookie ticket.
+        Api.RequestsTo(List)[0].Authorization.ShouldBe($"Bearer {Token}");
+    }
+
+    [Fact]
+    public void State_changes_appear_on_the_next_refresh_without_reloading()
+    {
+        Api.Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "starting") }))
+           .Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "running") }));
+        var cut = Render<MySessions>();
+        cut.Find(".badge").TextContent.ShouldBe("starting");
+        cut.FindAll("a.button").ShouldBeEmpty();
+
+        NextRefresh();
+
+        cut.WaitForAssertion(() => cut.Find(".badge").TextContent.ShouldBe("running"));
+        cut.Find("a.button").TextContent.ShouldBe("Connect");
+        Api.RequestsTo(List).Count.ShouldBe(2);
+    }
+
+    [Fact]
+    public void Terminate_asks_first_then_deletes_and_the_terminated_session_disappears()
+    {
+        Api.Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "running") }))
+           .Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "terminated") }))
+           .Answer("DELETE /api/v1/sessions/alice-xterm-aaaaaa", HttpStatusCode.Accepted, "");
+        var cut = Render<MySessions>();
+
+        cut.Find("button[aria-label='Terminate alice-xterm-aaaaaa']").Click();
+        Api.RequestsTo("DELETE /api/v1/sessions/alice-xterm-aaaaaa").ShouldBeEmpty();
+        cut.Find(".confirm").TextContent.ShouldContain("End this session?");
+
+        cut.Find(".confirm button.danger").Click();
+
+        cut.WaitForAssertion(() => cut.FindAll("tr[data-session]").ShouldBeEmpty());
+        Api.RequestsTo("DELETE /api/v1/sessions/alice-xterm-aaaaaa").Count.ShouldBe(1);
+        cut.Markup.ShouldContain("You have no sessions");
+    }
+
+    [Fact]
+    public void Cancel_on_the_confirmation_sends_nothing()
+    {
+        Api.Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "running") }));
+        var cut = Render<MySessions>();
+        cut.Find("button[aria-label='Terminate alice-xterm-aaaaaa']").Click();
+        cut.FindAll(".confirm button").Single(b => b.TextContent == "Cancel").Click();
+        cut.FindAll(".confirm").ShouldBeEmpty();
+        Api.Requests.ShouldNotContain(r => r.Route.StartsWith("DELETE", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Wake_and_hibernate_call_the_api_and_a_refused_action_shows_the_message_on_its_row()
+    {
+        Api.Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "hibernated"), Session("alice-xterm-bbbbbb", "running") }))
+           .Answer("POST /api/v1/sessions/alice-xterm-aaaaaa/wake", HttpStatusCode.Accepted, "")
+           .Answer("POST /api/v1/sessions/alice-xterm-bbbbbb/hibernate", HttpStatusCode.Conflict,
+               """{"error":"Conflict","message":"The session is already hibernating."}""");
+        var cut = Render<MySessions>();
+
+        cut.Find("button[aria-label='Wake alice-xterm-aaaaaa']").Click();
+        cut.Find("button[aria-label='Hibernate alice-xterm-bbbbbb']").Click();
+
+        cut.WaitForAssertion(() => cut.Find("tr.row-error").TextContent.ShouldContain("The session is already hibernating."));
+        Api.RequestsTo("POST /api/v1/sessions/alice-xterm-aaaaaa/wake").Count.ShouldBe(1);
+    }
+
+    [Fact]
+    public void A_failed_refresh_keeps_the_last_list_and_says_why()
+    {
+        Api.Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "running") }))
+           .Answer(List, HttpStatusCode.ServiceUnavailable, """{"error":"Database unavailable","message":"The database cannot be reached right now; try again shortly."}""");
+        var cut = Render<MySessions>();
+        NextRefresh();
+        cut.WaitForAssertion(() => cut.Find(".error").TextContent.ShouldContain("The database cannot be reached right now"));
+        cut.FindAll("tr[data-session]").Count.ShouldBe(1);
+    }
+
+    [Fact]
+    public void An_expired_sign_in_goes_to_the_sign_in_page_and_back()
+    {
+        Navigation.NavigateTo("/sessions");
+        Api.Answer(List, HttpStatusCode.Unauthorized, """{"error":"Unauthorized","message":"The token is invalid or expired; sign in again."}""");
+
+        Render<MySessions>();
+
+        var target = new Uri(Navigation.Uri);
+        target.AbsolutePath.ShouldBe("/signin");
+        System.Web.HttpUtility.ParseQueryString(target.Query)["returnUrl"].ShouldBe("/sessions");
+        Navigation.History.First().Options.ForceLoad.ShouldBeTrue();
+    }
+}

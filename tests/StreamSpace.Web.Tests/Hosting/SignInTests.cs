@@ -1,0 +1,256 @@
+using System.Net;
+using Microsoft.AspNetCore.Http;
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Time.Testing;
+using StreamSpace.ControlPlane.Identity;
+using StreamSpace.ControlPlane.Web;
+using StreamSpace.Web.Tests.Infrastructure;
+
+namespace StreamSpace.Web.Tests.Hosting;
+
+/// <summary>Browser sign-in against the real control plane: cookie flags, antiforgery, redirects, roles.</summary>
+public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<WebHostFixture>
+{
+    [Theory]
+    [InlineData("/")]
+    [InlineData("/sessions")]
+    [InlineData("/admin/users")]
+    public async Task A_signed_out_browser_is_sent_to_sign_in_and_told_where_to_return(string page)
+    {
+        using var browser = host.Browser();
+        using var response = await browser.Http.GetAsync(page);
+        response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        response.Headers.Location!.PathAndQuery.ShouldBe($"/signin?returnUrl={Uri.EscapeDataString(page)}");
+    }
+
+    [Fact]
+    public async Task Sign_in_sets_an_httponly_samesite_strict_cookie_without_the_token_in_clear_and_returns_to_the_page()
+    {
+        var name = WebHostFixture.Unique("alice");
+        await host.CreateUserAsync(name);
+        using var browser = host.Browser();
+
+        using var response = await browser.SignInAsync(name, WebHostFixture.UserPassword, "/sessions");
+
+        response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        response.Headers.Location!.OriginalString.ShouldBe("/sessions");
+        var cookie = response.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith(WebAuthentication.CookieName + "=", StringComparison.Ordinal));
+        cookie.ShouldContain("httponly", Case.Insensitive);
+        cookie.ShouldContain("samesite=strict", Case.Insensitive);
+        cookie.ShouldNotContain("secure;", Case.Insensitive); // plain HTTP here; Secure follows the request
+        cookie.ShouldNotContain("eyJ"); // a JWT starts with eyJ: the ticket is encrypted, never the token in clear
+
+        var page = await browser.Http.GetStringAsync("/sessions");
+        page.ShouldContain("<h1>My sessions</h1>");
+        page.ShouldContain(name);
+    }
+
+    [Fact]
+    public async Task A_wrong_password_returns_to_sign_in_with_a_sentence_and_keeps_the_return_address()
+    {
+        using var browser = host.Browser();
+        using var response = await browser.SignInAsync("admin", "not-the-password", "/admin");
+        response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        var location = response.Headers.Location!.OriginalString;
+        location.ShouldStartWith("/signin?error=invalid&returnUrl=%2Fadmin");
+        response.Headers.TryGetValues("Set-Cookie", out var cookies).ShouldBe(cookies is not null);
+        (cookies ?? []).ShouldNotContain(c => c.StartsWith(WebAuthentication.CookieName + "=", StringComparison.Ordinal));
+
+        var page = await browser.Http.GetStringAsync(location);
+        page.ShouldContain("The username or password is wrong, or the account is disabled.");
+        page.ShouldContain("value=\"/admin\"");
+    }
+
+    [Fact]
+    public async Task A_sign_in_post_without_the_antiforgery_token_is_refused()
+    {
+        using var browser = host.Browser();
+        using var response = await browser.Http.PostAsync("/signin", new FormUrlEncodedContent(new Dictionary<string, string>
+        {
+            ["Username"] = "admin",
+            ["Password"] = WebHostFixture.AdminPassword,
+        }));
+        response.StatusCode.ShouldBe(HttpStatusCode.BadRequest);
+        response.Headers.TryGetValues("Set-Cookie", out var cookies);
+        (cookies ?? []).ShouldNotContain(c => c.StartsWith(WebAuthentication.CookieName + "=", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("//evil.example/steal")]
+    [InlineData("https://evil.example/")]
+    [InlineData("/\\evil.example")]
+    public async Task The_return_address_must_be_on_this_site(string returnUrl)
+    {
+        using var browser = host.Browser();
+        using var response = await browser.SignInAsync("admin", WebHostFixture.AdminPassword, returnUrl);
+        response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        response.Headers.Location!.OriginalString.ShouldBe("/");
+    }
+
+    [Fact]
+    public async Task Sign_out_clears_the_cookie()
+    {
+        using var browser = host.Browser();
+        (await browser.SignInAsync("admin", WebHostFixture.AdminPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        var page = await browser.Http.GetStringAsync("/");
+        page.ShouldContain("action=\"/signout\"");
+        var token = WebUtility.HtmlDecode(AntiforgeryField().Match(page).Groups[1].Value);
+
+        using var signOut = await browser.Http.PostAsync("/signout", new FormUrlEncodedContent(new Dictionary<string, string> { ["__RequestVerificationToken"] = token }));
+
+        signOut.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        signOut.Headers.Location!.OriginalString.ShouldBe("/signin?signedOut=1");
+        using var after = await browser.Http.GetAsync("/");
+        after.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        after.Headers.Location!.AbsolutePath.ShouldBe("/signin");
+    }
+
+    [Theory]
+    [InlineData("/admin")]
+    [InlineData("/admin/sessions")]
+    [InlineData("/admin/users")]
+    [InlineData("/admin/templates")]
+    [InlineData("/admin/audit")]
+    public async Task A_user_cannot_open_administration_but_an_admin_can(string page)
+    {
+        var name = WebHostFixture.Unique("bob");
+        await host.CreateUserAsync(name);
+        using var user = host.Browser();
+        (await user.SignInAsync(name, WebHostFixture.UserPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        using var denied = await user.Http.GetAsync(page);
+        denied.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        denied.Headers.Location!.AbsolutePath.ShouldBe("/denied");
+        (await user.Http.GetStringAsync(denied.Headers.Location)).ShouldContain("Not allowed");
+        (await user.Http.GetStringAsync("/")).ShouldNotContain("href=\"/admin\"");
+
+        using var admin = host.Browser();
+        (await admin.SignInAsync("admin", WebHostFixture.AdminPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        using var allowed = await admin.Http.GetAsync(page);
+        allowed.StatusCode.ShouldBe(HttpStatusCode.OK);
+        (await allowed.Content.ReadAsStringAsync()).ShouldContain("<h1>Administration</h1>");
+    }
+
+    [Fact]
+    public async Task A_user_disabled_after_signing_in_is_sent_back_to_sign_in()
+    {
+        var name = WebHostFixture.Unique("carol");
+        var id = await host.CreateUserAsync(name);
+        using var browser = host.Browser();
+        (await browser.SignInAsync(name, WebHostFixture.UserPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        (await browser.Http.GetAsync("/sessions")).StatusCode.ShouldBe(HttpStatusCode.OK);
+
+        await host.SetDisabledAsync(id, true);
+
+        using var response = await browser.Http.GetAsync("/sessions");
+        response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        response.Headers.Location!.PathAndQuery.ShouldBe("/signin?returnUrl=%2Fsessions");
+    }
+
+    [Fact]
+    public void Bearer_is_used_whenever_a_token_is_sent_and_for_api_calls_without_the_cookie()
+    {
+        WebAuthentication.SelectScheme(Context("/api/v1/sessions")).ShouldBe("Bearer");
+        WebAuthentication.SelectScheme(Context("/api/v1/sessions", bearer: true, cookie: true)).ShouldBe("Bearer");
+        WebAuthentication.SelectScheme(Context("/sessions", bearer: true)).ShouldBe("Bearer");
+        WebAuthentication.SelectScheme(Context("/api/v1/sessions", cookie: true)).ShouldBe(WebAuthentication.CookieScheme);
+        WebAuthentication.SelectScheme(Context("/sessions")).ShouldBe(WebAuthentication.CookieScheme);
+        WebAuthentication.SelectScheme(Context("/_blazor")).ShouldBe(WebAuthentication.CookieScheme);
+    }
+
+    [Fact]
+    public async Task Api_calls_with_an_invalid_cookie_get_the_json_401_not_a_redirect()
+    {
+        using var browser = host.Browser();
+        browser.Cookies.Add(host.BaseAddress, new System.Net.Cookie(WebAuthentication.CookieName, "not-a-ticket"));
+        // No endpoint matches a path with a file extension, so the default-deny policy applies.
+        using var response = await browser.Http.GetAsync("/api/v1/sessions/x.json");
+        response.StatusCode.ShouldBe(HttpStatusCode.Unauthorized);
+        response.Content.Headers.ContentType!.MediaType.ShouldBe("application/json");
+        (await response.Content.ReadAsStringAsync()).ShouldContain("\"error\"");
+
+        using var page = await browser.Http.GetAsync("/sessions");
+        page.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+    }
+
+    [Fact]
+    public async Task A_same_origin_page_may_call_the_api_with_the_cookie_but_not_a_cross_site_write()
+    {
+        using var browser = host.Browser();
+        (await browser.SignInAsync("admin", WebHostFixture.AdminPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
+
+        using var read = await browser.Http.GetAsync("/api/v1/sessions/x.json");
+        read.StatusCode.ShouldBe(HttpStatusCode.NotFound); // authorized by the cookie; simply nothing there
+
+        using var crossSite = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/x.json");
+        crossSite.Headers.Add("Origin", "http://evil.example");
+        using var refused = await browser.Http.SendAsync(crossSite);
+        refused.StatusCode.ShouldBe(HttpStatusCode.Unauthorized);
+
+        using var sameOrigin = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/x.json");
+        sameOrigin.Headers.Add("Origin", host.BaseAddress.GetLeftPart(UriPartial.Authority));
+        sameOrigin.Headers.Add("Sec-Fetch-Site", "same-origin");
+        using var allowed = await browser.Http.SendAsync(sameOrigin);
+        allowed.StatusCode.ShouldBe(HttpStatusCode.NotFound);
+
+        (await browser.Http.GetAsync("/sessions")).StatusCode.ShouldBe(HttpStatusCode.OK); // the sign-in survived
+    }
+
+    [Fact]
+    public async Task Styles_and_the_blazor_script_are_served_from_a_production_build()
+    {
+        using var browser = host.Browser();
+        var html = await browser.Http.GetStringAsync("/signin");
+        var css = Regex.Match(html, "href=\"([^\"]*app[^\"]*\\.css)\"").Groups[1].Value;
+        var script = Regex.Match(html, "src=\"([^\"]*blazor\\.web[^\"]*\\.js)\"").Groups[1].Value;
+        css.ShouldNotBeEmpty();
+        script.ShouldNotBeEmpty();
+        using var cssResponse = await browser.Http.GetAsync("/" + css.TrimStart('/'));
+        cssResponse.StatusCode.ShouldBe(HttpStatusCode.OK);
+        (await cssResponse.Content.ReadAsStringAsync()).ShouldContain(".badge");
+        using var scriptResponse = await browser.Http.GetAsync("/" + script.TrimStart('/'));
+        scriptResponse.StatusCode.ShouldBe(HttpStatusCode.OK);
+        (await scriptResponse.Content.ReadAsByteArrayAsync()).Length.ShouldBeGreaterThan(10_000);
+    }
+
+    private static DefaultHttpContext Context(string path, bool bearer = false, bool cookie = false)
+    {
+        var context = new DefaultHttpContext();
+        context.Request.Path = path;
+        if (bearer) context.Request.Headers.Authorization = "Bearer abc";
+        if (cookie) context.Request.Headers.Cookie = $"{WebAuthentication.CookieName}=ticket";
+        return context;
+    }
+
+    [GeneratedRegex("name=\"__RequestVerificationToken\"[^>]*value=\"([^\"]+)\"")]
+    private static partial Regex AntiforgeryField();
+}
+
+/// <summary>A control plane whose clock the test moves, to expire sign-ins without waiting.</summary>
+public sealed class FakeClockWebHost : WebHostFixture
+{
+    public FakeTimeProvider Time { get; } = new(DateTimeOffset.UtcNow);
+
+    protected override void ConfigureServices(IServiceCollection services) => services.AddSingleton<TimeProvider>(Time);
+}
+
+public sealed class ExpiredSignInTests(FakeClockWebHost host) : IClassFixture<FakeClockWebHost>
+{
+    [Fact]
+    public async Task An_expired_sign_in_goes_back_to_the_sign_in_page_and_then_to_the_page()
+    {
+        var name = WebHostFixture.Unique("dave");
+        await host.CreateUserAsync(name);
+        using var browser = host.Browser();
+        (await browser.SignInAsync(name, WebHostFixture.UserPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        (await browser.Http.GetAsync("/sessions")).StatusCode.ShouldBe(HttpStatusCode.OK);
+
+        host.Time.Advance(TimeSpan.FromHours(13)); // past the 12 h token lifetime
+
+        using var expired = await browser.Http.GetAsync("/sessions");
+        expired.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        expired.Headers.Location!.PathAndQuery.ShouldBe("/signin?returnUrl=%2Fsessions");
+        using var again = await browser.SignInAsync(name, WebHostFixture.UserPassword, "/sessions");
+        again.Headers.Location!.OriginalString.ShouldBe("/sessions");
+        (await browser.Http.GetAsync("/sessions")).StatusCode.ShouldBe(HttpStatusCode.OK);
+    }
+}
