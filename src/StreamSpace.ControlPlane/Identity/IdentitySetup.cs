@@ -25,7 +25,7 @@ public static class IdentitySetup
         return services;
     }
 
-    private sealed class ConfigureJwt(SigningKeyProvider keys) : IConfigureNamedOptions<JwtBearerOptions>
+    private sealed class ConfigureJwt(SigningKeyProvider keys, TimeProvider time) : IConfigureNamedOptions<JwtBearerOptions>
     {
         public void Configure(string? name, JwtBearerOptions options) => Configure(options);
 
@@ -38,6 +38,12 @@ public static class IdentitySetup
                 ValidAudience = TokenIssuer.Audience,
                 IssuerSigningKeyResolver = (_, _, _, _) => [keys.Key],
                 ClockSkew = TimeSpan.FromSeconds(30),
+                // Token lifetimes are judged on the app's TimeProvider, the clock that issued them.
+                LifetimeValidator = (notBefore, expires, _, parameters) =>
+                {
+                    var now = time.GetUtcNow().UtcDateTime;
+                    return (notBefore is not { } nbf || nbf - parameters.ClockSkew <= now) && expires is { } exp && now < exp + parameters.ClockSkew;
+                },
                 NameClaimType = ClaimTypes.Name,
                 RoleClaimType = ClaimTypes.Role,
             };

@@ -241,8 +241,10 @@ public sealed class ExpiredSignInTests(FakeClockWebHost host) : IClassFixture<Fa
         var name = WebHostFixture.Unique("dave");
         await host.CreateUserAsync(name);
         using var browser = host.Browser();
-        (await browser.SignInAsync(name, WebHostFixture.UserPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        (await browser.Http.GetAsync("/sessions")).StatusCode.ShouldBe(HttpStatusCode.OK);
+        using var signedIn = await browser.SignInAsync(name, WebHostFixture.UserPassword);
+        signedIn.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        using var first = await browser.Http.GetAsync("/sessions");
+        first.StatusCode.ShouldBe(HttpStatusCode.OK, $"sign-in went to {signedIn.Headers.Location}, /sessions to {first.Headers.Location}");
 
         host.Time.Advance(TimeSpan.FromHours(13)); // past the 12 h token lifetime
 

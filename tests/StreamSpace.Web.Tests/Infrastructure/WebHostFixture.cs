@@ -37,6 +37,9 @@ public class WebHostFixture : IAsyncLifetime
             $"--StreamSpace:DataFolder={_folder}",
             $"--StreamSpace:AdminPassword={AdminPassword}",
             "--StreamSpace:EmbeddedAgent=false",
+            // Every test signs in from 127.0.0.1: the real per-client limit (30/min) would throttle the suite.
+            "--StreamSpace:LoginAttemptsPerClientPerMinute=100000",
+            "--StreamSpace:LoginAttemptsPerUsernamePerMinute=100000",
             "--Logging:LogLevel:Default=Warning",
         ], ConfigureServices);
         await App.StartAsync();
