@@ -96,8 +96,10 @@ public class ProcessRuntimeTests : IAsyncDisposable
         var socket = record["socketPath"]!.GetValue<string>();
         File.GetUnixFileMode(socket).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite);
         File.GetUnixFileMode(Path.GetDirectoryName(socket)!).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        // Short enough for a unix socket address (107 bytes) however deep the state folder is.
+        socket.Length.ShouldBeLessThan(100);
         // Output goes to the session's log file, not to the agent.
-        File.ReadAllText(Path.Combine(Path.GetDirectoryName(socket)!, "session.log")).ShouldContain("Listening for VNC connections");
+        File.ReadAllText(Path.Combine(_state.Folder, "sessions", args.SessionId, "run", "session.log")).ShouldContain("Listening for VNC connections");
 
         // Starting again is idempotent.
         await runtime.StartAsync(args, TestContext.Current.CancellationToken);
@@ -195,7 +197,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
         var args = Args();
         await runtime.StartAsync(args, TestContext.Current.CancellationToken);
         var record = Record(args.SessionId);
-        var runDir = Path.GetDirectoryName(record["socketPath"]!.GetValue<string>())!;
+        var runDir = Path.Combine(_state.Folder, "sessions", args.SessionId, "run");
         // The record is in the agent's folder, not in the session user's run folder.
         File.Exists(Path.Combine(runDir, "session.json")).ShouldBeFalse();
         File.GetUnixFileMode(Path.GetDirectoryName(runDir)!).HasFlag(UnixFileMode.OtherWrite).ShouldBeFalse();

@@ -127,6 +127,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         File.SetUnixFileMode(runDir, PrivateDir);
         user.Own(runDir);
 
+        var socketPath = PrepareSocketDir(dir, user);
         var (home, temporary) = PrepareHome(args, dir, user);
         SessionStartFailure? lastFailure = null;
         var taken = new HashSet<int>();
@@ -135,7 +136,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             var display = ReserveDisplay(taken);
             try
             {
-                var (record, leader) = await LaunchAsync(args, runDir, display, home, temporary, user, ct);
+                var (record, leader) = await LaunchAsync(args, runDir, socketPath, display, home, temporary, user, ct);
                 record.Save(dir);
                 _sessions[args.SessionId] = new ProcessSession(record, dir) { Leader = leader };
                 _logger.LogInformation("Session {SessionId} running on display :{Display} as {User} (pgid {Pgid})",
@@ -165,15 +166,16 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         throw new SessionRuntimeException(lastFailure?.Message ?? "session failed to start");
     }
 
-    private async Task<(ProcessSessionRecord Record, System.Diagnostics.Process Leader)> LaunchAsync(SessionStartArgs args, string runDir, int display, string home, bool temporary, SessionUser user, CancellationToken ct)
+    private async Task<(ProcessSessionRecord Record, System.Diagnostics.Process Leader)> LaunchAsync(SessionStartArgs args, string runDir, string socketPath, int display, string home, bool temporary, SessionUser user, CancellationToken ct)
     {
+        File.Delete(socketPath);
         foreach (var stale in new[] { SessionLauncher.XvncPidFile, SessionLauncher.AppPidFile, SessionLauncher.AppExitFile, SessionLauncher.LaunchFile, SessionLauncher.SocketFile })
         {
             File.Delete(Path.Combine(runDir, stale));
         }
         var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/setsid") { UseShellExecute = false };
         foreach (var arg in user.SwitchArguments()) start.ArgumentList.Add(arg);
-        foreach (var arg in new[] { "/bin/sh", "-c", SessionLauncher.Script, "streamspace-session", runDir, display.ToString(CultureInfo.InvariantCulture), _options.XvncPath, _options.Geometry, args.Launch.ProcessCommand!, LaunchPolls() })
+        foreach (var arg in new[] { "/bin/sh", "-c", SessionLauncher.Script, "streamspace-session", runDir, display.ToString(CultureInfo.InvariantCulture), _options.XvncPath, _options.Geometry, args.Launch.ProcessCommand!, LaunchPolls(), socketPath })
         {
             start.ArgumentList.Add(arg);
         }
@@ -215,7 +217,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         try
         {
             xvnc = await WaitForPidAsync(runDir, SessionLauncher.XvncPidFile, pgid, leaderProcess, null, deadline, ct);
-            await WaitForRfbAsync(runDir, pgid, leaderProcess, xvnc, deadline, ct);
+            await WaitForRfbAsync(runDir, socketPath, pgid, leaderProcess, xvnc, deadline, ct);
             // CreateNew = O_EXCL: never follows a symlink the session user may have put there.
             new FileStream(Path.Combine(runDir, SessionLauncher.LaunchFile), FileMode.CreateNew, FileAccess.Write).Dispose();
             var app = await WaitForPidAsync(runDir, SessionLauncher.AppPidFile, pgid, leaderProcess, xvnc, deadline, ct);
@@ -225,7 +227,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 User = args.User,
                 Template = args.Template,
                 Display = display,
-                SocketPath = Path.Combine(runDir, SessionLauncher.SocketFile),
+                SocketPath = socketPath,
                 HomePath = home,
                 TemporaryHome = temporary,
                 Pgid = pgid,
@@ -267,9 +269,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
     }
 
-    private async Task WaitForRfbAsync(string dir, int pgid, RecordedProcess leader, RecordedProcess xvnc, long deadline, CancellationToken ct)
+    private async Task WaitForRfbAsync(string dir, string socketPath, int pgid, RecordedProcess leader, RecordedProcess xvnc, long deadline, CancellationToken ct)
     {
-        var socketPath = Path.Combine(dir, SessionLauncher.SocketFile);
         while (true)
         {
             ct.ThrowIfCancellationRequested();
@@ -457,6 +458,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         session.Leader?.Dispose();
         CleanupX11(r.Display);
         if (r.TemporaryHome) TryDelete(r.HomePath);
+        if (Path.GetDirectoryName(r.SocketPath) is { } socketDir && socketDir.StartsWith(SocketBase + "/", StringComparison.Ordinal)) TryDelete(socketDir);
         if (removeFolder)
         {
             TryDelete(session.Dir);
@@ -467,6 +469,30 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             File.Delete(Path.Combine(session.Dir, ProcessSessionRecord.FileName));
         }
     }
+
+    /// <summary>
+    /// Unix socket paths are limited to 107 bytes, and a state folder can be deep (a repository checkout, a
+    /// test's temp folder). So the VNC socket lives in a short, root-owned base (<c>/run/streamspace</c>,
+    /// or a per-user folder in /tmp when the agent is not root) in a folder named by a hash of the session
+    /// folder, owned by the session user with mode 0700: reachable by the agent and that user only.
+    /// </summary>
+    private string PrepareSocketDir(string sessionDir, SessionUser user)
+    {
+        Directory.CreateDirectory(SocketBase);
+        File.SetUnixFileMode(SocketBase, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
+        var name = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(sessionDir))))[..16];
+        var dir = Path.Combine(SocketBase, name);
+        if (new DirectoryInfo(dir) is { Exists: true, LinkTarget: not null } || File.Exists(dir)) File.Delete(dir);
+        TryDelete(dir);
+        Directory.CreateDirectory(dir);
+        File.SetUnixFileMode(dir, PrivateDir);
+        user.Own(dir);
+        return Path.Combine(dir, SessionLauncher.SocketFile);
+    }
+
+    private static readonly string SocketBase = Environment.UserName == "root" && Directory.Exists("/run")
+        ? "/run/streamspace"
+        : Path.Combine(Path.GetTempPath(), $"streamspace-{Environment.UserName}");
 
     private void PrepareFolders()
     {

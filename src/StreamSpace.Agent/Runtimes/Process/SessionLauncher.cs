@@ -21,13 +21,13 @@ internal static class SessionLauncher
 
     /// <summary>
     /// Positional arguments: $1 session dir, $2 display number, $3 Xvnc path, $4 geometry, $5 app command,
-    /// $6 how many polls to wait for the launch file. If the agent dies (or gives up) before it says launch,
+    /// $6 how many polls to wait for the launch file, $7 the VNC unix socket path. If the agent dies (or gives up) before it says launch,
     /// the leader stops Xvnc and exits instead of waiting forever with nobody knowing about it.
     /// </summary>
     public const string Script = """
-        dir="$1"; display="$2"; xvnc="$3"; geometry="$4"; command="$5"; polls="$6"
+        dir="$1"; display="$2"; xvnc="$3"; geometry="$4"; command="$5"; polls="$6"; sock="$7"
         exec </dev/null >>"$dir/session.log" 2>&1
-        "$xvnc" ":$display" -rfbunixpath "$dir/vnc.sock" -rfbunixmode 0600 -rfbport -1 -SecurityTypes None \
+        "$xvnc" ":$display" -rfbunixpath "$sock" -rfbunixmode 0600 -rfbport -1 -SecurityTypes None \
             -nolisten tcp -geometry "$geometry" -depth 24 -AlwaysShared -NeverShared=0 &
         xvnc_pid="$!"
         echo "$xvnc_pid" > "$dir/xvnc.pid"
