@@ -23,6 +23,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >"$TMPD/apt.log" 2>&1 \
     || { log "apt-get install failed, see $TMPD/apt.log"; tail -20 "$TMPD/apt.log"; echo "0 passed, 1 failed"; exit 1; }
 fi
+# npm builds the noVNC viewer assets at build time (the machine image usually has Node.js already).
+if ! command -v npm >/dev/null; then
+  log "installing nodejs and npm"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >"$TMPD/apt-npm.log" 2>&1 || { log "npm install failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
 command -v dotnet >/dev/null || { log "the .NET 10 SDK is required (dotnet not on PATH)"; echo "0 passed, 1 failed"; exit 1; }
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
@@ -36,7 +41,11 @@ export STREAMSPACE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$PGPORT/postgres
 
 cleanup() {
   scripts/postgres.sh stop "$PGDIR" "$PGPORT"
-  # Sessions started by tests run in their own process groups by design; end any a failed test left.
+  # Sessions started by tests run in their own process groups by design (they outlive agents); end any
+  # a failed test left behind: their working directory is a home under a test's temp folder.
+  for p in /proc/[0-9]*; do
+    case "$(readlink "$p/cwd" 2>/dev/null)" in "${TMPDIR:-/tmp}"/streamspace-*) kill -9 "${p#/proc/}" 2>/dev/null ;; esac
+  done
   pkill -f "streamspace-tests" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -51,12 +60,14 @@ fi
 # ---- test tiers ----------------------------------------------------------------------------------
 # Each test project is an executable (xunit v3); its summary line "Total: N, Errors: E, Failed: F,
 # Skipped: S, Not Run: R" is what we count. A tier that dies without a summary counts as one failure.
-run_tier() { # name, timeout seconds
-  local name=$1 limit=$2 exe="tests/$1/bin/Debug/net10.0/$1"
-  [ -x "$exe" ] || { echo "MISSING $name" >"$ART/$name.log"; return; }
-  log "tier $name started"
-  timeout --kill-after=30 "$limit" "$exe" -noColor -xml "$ART/$name.xml" >"$ART/$name.log" 2>&1
-  log "tier $name finished (exit $?)"
+# Tests marked [Trait("Category","Timing")] compare throughput or latency: they run afterwards, alone.
+run_tier() { # project, timeout seconds, log name, extra runner args...
+  local name=$1 limit=$2 logname=$3; shift 3
+  local exe="tests/$name/bin/Debug/net10.0/$name"
+  [ -x "$exe" ] || { echo "MISSING $name" >"$ART/$logname.log"; return; }
+  log "tier $logname started"
+  timeout --kill-after=30 "$limit" "$exe" -noColor -xml "$ART/$logname.xml" "$@" >"$ART/$logname.log" 2>&1
+  log "tier $logname finished (exit $?)"
 }
 
 TIERS_A=(StreamSpace.ControlPlane.Tests)
@@ -65,14 +76,21 @@ for t in StreamSpace.Protocol.Tests StreamSpace.Agent.Tests StreamSpace.EndToEnd
   [ -d "tests/$t" ] && TIERS_B+=("$t")
 done
 
-( for t in "${TIERS_A[@]}"; do run_tier "$t" 1200; done ) &
+export STREAMSPACE_TEST_ARTIFACTS="$ROOT/artifacts/test-results/ui"
+( for t in "${TIERS_A[@]}"; do run_tier "$t" 1200 "$t" -trait- "Category=Timing"; done ) &
 pid_a=$!
-( for t in "${TIERS_B[@]}"; do run_tier "$t" 1200; done ) &
+( for t in "${TIERS_B[@]}"; do run_tier "$t" 1200 "$t" -trait- "Category=Timing"; done ) &
 pid_b=$!
 wait $pid_a $pid_b
+LOGS=("${TIERS_A[@]}" "${TIERS_B[@]}")
+for t in "${TIERS_A[@]}" "${TIERS_B[@]}"; do
+  if grep -rqs 'Trait("Category", "Timing")' "tests/$t" --include='*.cs'; then
+    run_tier "$t" 600 "$t.timing" -trait "Category=Timing"; LOGS+=("$t.timing")
+  fi
+done
 
 passed=0; failed=0
-for t in "${TIERS_A[@]}" "${TIERS_B[@]}"; do
+for t in "${LOGS[@]}"; do
   f="$ART/$t.log"
   line=$(grep -E 'Total: [0-9]+, Errors: [0-9]+, Failed: [0-9]+, Skipped: [0-9]+' "$f" 2>/dev/null | tail -1)
   if [ -z "$line" ]; then

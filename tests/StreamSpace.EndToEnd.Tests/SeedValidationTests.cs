@@ -63,6 +63,7 @@ public abstract class SeedValidationTests(DatabaseKind kind)
         await bob.WaitForSessionStateAsync(bobs, "running", TimeSpan.FromSeconds(60));
     }
 
+    /// <summary>Xvnc processes of an agent's sessions: their working directory is a home under its state folder.</summary>
     internal static List<int> XvncPids(string stateFolder)
     {
         var pids = new List<int>();
@@ -72,10 +73,12 @@ public abstract class SeedValidationTests(DatabaseKind kind)
             try
             {
                 var cmd = File.ReadAllText(Path.Combine(dir, "cmdline")).Split('\0');
-                if (cmd.Length > 0 && cmd[0].EndsWith("Xvnc", StringComparison.Ordinal) && cmd.Any(a => a.Contains(stateFolder, StringComparison.Ordinal)))
+                if (cmd.Length > 0 && cmd[0].EndsWith("Xvnc", StringComparison.Ordinal)
+                    && new DirectoryInfo(Path.Combine(dir, "cwd")).LinkTarget is { } cwd && cwd.StartsWith(stateFolder, StringComparison.Ordinal))
                     pids.Add(pid);
             }
             catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
         }
         pids.Sort();
         return pids;

@@ -15,6 +15,9 @@ public sealed class RelayThroughputCollection;
 /// <see cref="StreamBridge"/> (started by the in-process opener seam).
 /// </summary>
 [Collection(nameof(RelayThroughputCollection))]
+// Throughput comparisons need the machine to themselves: ./test.sh runs the "Timing" tests after the
+// parallel tiers, alone, instead of against whatever else the two cores are doing.
+[Trait("Category", "Timing")]
 public sealed class RelayThroughputTests(StreamingSqliteControlPlane cp) : IClassFixture<StreamingSqliteControlPlane>
 {
     private const int Streams = 20;

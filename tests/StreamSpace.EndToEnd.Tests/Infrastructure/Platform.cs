@@ -183,16 +183,18 @@ public sealed class AgentHandle(Platform platform, string agentId, string token,
         try { Directory.Delete(stateFolder, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
-    /// <summary>Kills every process whose command line mentions the state folder (Xvnc sockets, homes live there).</summary>
+    /// <summary>Kills every process running in the state folder (session homes live there) or naming it.</summary>
     public static void KillSessionProcesses(string folder)
     {
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
         {
-            if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
+            if (!int.TryParse(Path.GetFileName(dir), out var pid) || pid == Environment.ProcessId) continue;
             try
             {
                 var cmdline = File.ReadAllText(Path.Combine(dir, "cmdline")).Replace('\0', ' ');
-                if (cmdline.Contains(folder, StringComparison.Ordinal)) _ = Posix.Kill(pid, Posix.SIGKILL);
+                var cwd = new DirectoryInfo(Path.Combine(dir, "cwd")).LinkTarget ?? "";
+                if (cmdline.Contains(folder, StringComparison.Ordinal) || cwd.StartsWith(folder, StringComparison.Ordinal))
+                    _ = Posix.Kill(pid, Posix.SIGKILL);
             }
             catch (IOException) { }
             catch (UnauthorizedAccessException) { }
