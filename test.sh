@@ -72,7 +72,7 @@ run_tier() { # project, timeout seconds, log name, extra runner args...
 
 TIERS_A=(StreamSpace.ControlPlane.Tests)
 TIERS_B=()
-for t in StreamSpace.Protocol.Tests StreamSpace.Agent.Tests StreamSpace.EndToEnd.Tests StreamSpace.Web.Tests StreamSpace.UiJourney.Tests; do
+for t in StreamSpace.Protocol.Tests StreamSpace.Agent.Tests StreamSpace.Web.Tests StreamSpace.UiJourney.Tests; do
   [ -d "tests/$t" ] && TIERS_B+=("$t")
 done
 
@@ -83,6 +83,9 @@ pid_a=$!
 pid_b=$!
 wait $pid_a $pid_b
 LOGS=("${TIERS_A[@]}" "${TIERS_B[@]}")
+# The end-to-end tier asserts wall-clock bounds of the product (agent online within 2 s of its start,
+# offline within 3 heartbeats + 1 s, back within 5 s of a control-plane restart): it runs alone too.
+run_tier StreamSpace.EndToEnd.Tests 1200 StreamSpace.EndToEnd.Tests; LOGS+=(StreamSpace.EndToEnd.Tests)
 for t in "${TIERS_A[@]}" "${TIERS_B[@]}"; do
   if grep -rqs 'Trait("Category", "Timing")' "tests/$t" --include='*.cs'; then
     run_tier "$t" 600 "$t.timing" -trait "Category=Timing"; LOGS+=("$t.timing")

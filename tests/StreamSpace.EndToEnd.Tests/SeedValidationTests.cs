@@ -19,8 +19,9 @@ public abstract class SeedValidationTests(DatabaseKind kind)
         var admin = await platform.AdminAsync();
 
         // 1. A fresh agent process is online within 2 s, in the API and in the agents table.
+        var agent = await platform.AddAgentAsync("agent-seed", "process", maxSessions: 10, start: false);
         var sw = Stopwatch.StartNew();
-        var agent = await platform.AddAgentAsync("agent-seed", "process", maxSessions: 10);
+        agent.Start();
         await Platform.WaitUntilAsync(async () => await admin.AgentStatusAsync("agent-seed") == "online", TimeSpan.FromSeconds(10), "agent online in API");
         sw.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(2), "agent online in the API within 2 s of starting");
         (await platform.AgentStatusInDbAsync("agent-seed")).ShouldBe("online");

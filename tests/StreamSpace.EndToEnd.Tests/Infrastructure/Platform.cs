@@ -91,7 +91,8 @@ public sealed class Platform : IAsyncDisposable
 
     /// <summary>Registers an agent through the admin API and starts its process.</summary>
     /// <param name="networkNamespace">Run the agent inside this namespace, dialing the control plane across its link.</param>
-    public async Task<AgentHandle> AddAgentAsync(string agentId, string runtime = "process", int maxSessions = 10, NetworkNamespace? networkNamespace = null)
+    /// <param name="start">Start the process now; false leaves it to the caller (to time the start itself).</param>
+    public async Task<AgentHandle> AddAgentAsync(string agentId, string runtime = "process", int maxSessions = 10, NetworkNamespace? networkNamespace = null, bool start = true)
     {
         var admin = await AdminAsync();
         using var response = await admin.PostAsJsonAsync("/api/v1/agents", new { agentId, platform = runtime, maxSessions });
@@ -100,7 +101,7 @@ public sealed class Platform : IAsyncDisposable
         var token = JsonDocument.Parse(text).RootElement.GetProperty("token").GetString()!;
         var handle = new AgentHandle(this, agentId, token, runtime, maxSessions, Paths.NewTempFolder("e2e-agent"), networkNamespace);
         _agents.Add(handle);
-        handle.Start();
+        if (start) handle.Start();
         return handle;
     }
 
