@@ -174,5 +174,7 @@ public abstract class AgentInputTests(HubControlPlane cp)
     }
 }
 
+[Trait("Category", "Timing")]
 public sealed class AgentInputTests_Sqlite(HubSqliteControlPlane cp) : AgentInputTests(cp), IClassFixture<HubSqliteControlPlane>;
+[Trait("Category", "Timing")]
 public sealed class AgentInputTests_Postgres(HubPostgresControlPlane cp) : AgentInputTests(cp), IClassFixture<HubPostgresControlPlane>;

@@ -224,5 +224,7 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
     }
 }
 
+[Trait("Category", "Timing")]
 public sealed class CommandDeliveryTests_Sqlite(HubSqliteControlPlane cp) : CommandDeliveryTests(cp), IClassFixture<HubSqliteControlPlane>;
+[Trait("Category", "Timing")]
 public sealed class CommandDeliveryTests_Postgres(HubPostgresControlPlane cp) : CommandDeliveryTests(cp), IClassFixture<HubPostgresControlPlane>;

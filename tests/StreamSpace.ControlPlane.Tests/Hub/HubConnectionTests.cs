@@ -191,5 +191,7 @@ public abstract class HubConnectionTests(HubControlPlane cp)
     }
 }
 
+[Trait("Category", "Timing")]
 public sealed class HubConnectionTests_Sqlite(HubSqliteControlPlane cp) : HubConnectionTests(cp), IClassFixture<HubSqliteControlPlane>;
+[Trait("Category", "Timing")]
 public sealed class HubConnectionTests_Postgres(HubPostgresControlPlane cp) : HubConnectionTests(cp), IClassFixture<HubPostgresControlPlane>;

@@ -13,6 +13,8 @@ namespace StreamSpace.ControlPlane.Tests.Hub;
 /// seconds: heartbeat 1 s (offline after 3 s of silence), ack timeout 1 s, hello timeout 2 s,
 /// reconciliation every 2 s.
 /// </summary>
+// The hub tests run with 1-second heartbeats and ack timeouts and assert bounds on them: their classes
+// carry [Trait("Category", "Timing")] so ./test.sh runs them after the parallel tiers, alone.
 public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(kind)
 {
     protected override IEnumerable<string> ExtraArgs =>

@@ -49,5 +49,7 @@ public abstract class HubHeartbeatBatchTests(HubControlPlane cp)
     }
 }
 
+[Trait("Category", "Timing")]
 public sealed class HubHeartbeatBatchTests_Sqlite(HubSqliteControlPlane cp) : HubHeartbeatBatchTests(cp), IClassFixture<HubSqliteControlPlane>;
+[Trait("Category", "Timing")]
 public sealed class HubHeartbeatBatchTests_Postgres(HubPostgresControlPlane cp) : HubHeartbeatBatchTests(cp), IClassFixture<HubPostgresControlPlane>;

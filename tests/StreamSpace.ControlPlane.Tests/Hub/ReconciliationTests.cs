@@ -170,5 +170,7 @@ public abstract class ReconciliationTests(HubControlPlane cp)
     }
 }
 
+[Trait("Category", "Timing")]
 public sealed class ReconciliationTests_Sqlite(HubSqliteControlPlane cp) : ReconciliationTests(cp), IClassFixture<HubSqliteControlPlane>;
+[Trait("Category", "Timing")]
 public sealed class ReconciliationTests_Postgres(HubPostgresControlPlane cp) : ReconciliationTests(cp), IClassFixture<HubPostgresControlPlane>;
