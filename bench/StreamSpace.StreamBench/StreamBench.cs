@@ -26,6 +26,9 @@ public static class StreamBench
     private const int PingBytes = 64;
     private const string AdminPassword = "bench-admin-password-1";
 
+    /// <summary>USER_HZ of /proc/*/stat times: 100 on every Linux architecture .NET runs on.</summary>
+    private const int ClockTicksPerSecond = 100;
+
     public static async Task<int> MainAsync(string[] args)
     {
         var mib = IntArg(args, "--mib", 128);
@@ -43,16 +46,16 @@ public static class StreamBench
         Console.WriteLine();
 
         var results = new List<Row>();
-        results.AddRange(await MeasureAsync("direct TCP", ct => DirectAsync(echo.Port, ct), streamCounts, mib, pings));
+        results.AddRange(await MeasureAsync("direct TCP", ct => DirectAsync(echo.Port, ct), null, streamCounts, mib, pings));
         await using (var websockify = await Websockify.StartAsync(echo.Port))
-            results.AddRange(await MeasureAsync("websockify", websockify.ConnectAsync, streamCounts, mib, pings));
+            results.AddRange(await MeasureAsync("websockify", websockify.ConnectAsync, websockify.CpuTime, streamCounts, mib, pings));
         await using (var ours = await OurRelay.StartAsync(echo.Port))
-            results.AddRange(await MeasureAsync("StreamSpace", ours.ConnectAsync, streamCounts, mib, pings));
+            results.AddRange(await MeasureAsync("StreamSpace", ours.ConnectAsync, null, streamCounts, mib, pings));
 
         Console.WriteLine();
-        Console.WriteLine($"{"path",-12} {"streams",7} {"MiB/s",9} {"p50 µs",9} {"p99 µs",9}");
+        Console.WriteLine($"{"path",-12} {"streams",7} {"MiB/s",9} {"p50 µs",9} {"p99 µs",9} {"CPU ms/MiB",11} {"KiB/recv",9}");
         foreach (var r in results)
-            Console.WriteLine($"{r.Path,-12} {r.Streams,7} {r.MiBps,9:F1} {r.P50Us,9:F0} {r.P99Us,9:F0}");
+            Console.WriteLine($"{r.Path,-12} {r.Streams,7} {r.MiBps,9:F1} {r.P50Us,9:F0} {r.P99Us,9:F0} {r.CpuMsPerMiB,11:F2} {r.KiBPerReceive,9:F1}");
         Console.WriteLine();
         Console.WriteLine($"{"streams",7} {"ours/websockify MiB/s",22} {"(target >= 1.0)",16} {"ours added p50 µs",18} {"(target < 1000)",16} {"websockify added p50 µs",24}");
         foreach (var n in streamCounts)
@@ -67,9 +70,13 @@ public static class StreamBench
         return 0;
     }
 
-    private sealed record Row(string Path, int Streams, double MiBps, double P50Us, double P99Us);
+    /// <param name="CpuMsPerMiB">CPU time (this process: clients, echo server, and for ours the relay and bridge; plus
+    /// websockify's processes) per MiB echoed in the throughput phase: efficiency, independent of the machine's other load.</param>
+    /// <param name="KiBPerReceive">Average bytes a client receive returned: how finely the path fragments 64 KiB messages.</param>
+    private sealed record Row(string Path, int Streams, double MiBps, double P50Us, double P99Us, double CpuMsPerMiB, double KiBPerReceive);
 
-    private static async Task<IReadOnlyList<Row>> MeasureAsync(string path, Func<CancellationToken, Task<EchoChannel>> connect, int[] streamCounts, int mib, int pings)
+    private static async Task<IReadOnlyList<Row>> MeasureAsync(
+        string path, Func<CancellationToken, Task<EchoChannel>> connect, Func<TimeSpan>? externalCpu, int[] streamCounts, int mib, int pings)
     {
         var rows = new List<Row>();
         foreach (var n in streamCounts)
@@ -87,11 +94,15 @@ public static class StreamBench
                 var samples = await Task.WhenAll(channels.Select(c => Task.Run(() => LatencyAsync(c, perStream, cts.Token), cts.Token)));
                 var all = samples.SelectMany(s => s).Order().ToArray();
                 var bytesPerStream = (long)mib * 1024 * 1024 / n;
+                var cpuBefore = CpuTime(externalCpu);
                 var clock = Stopwatch.StartNew();
-                await Task.WhenAll(channels.Select(c => Task.Run(() => ThroughputAsync(c, bytesPerStream, cts.Token), cts.Token)));
-                var mibps = n * bytesPerStream / (1024.0 * 1024.0) / clock.Elapsed.TotalSeconds;
-                var row = new Row(path, n, mibps, Percentile(all, 0.50), Percentile(all, 0.99));
-                Console.WriteLine($"{row.Path,-12} {row.Streams,4} streams: {row.MiBps,8:F1} MiB/s   p50 {row.P50Us,6:F0} µs   p99 {row.P99Us,6:F0} µs   ({all.Length} round trips)");
+                var receives = (await Task.WhenAll(channels.Select(c => Task.Run(() => ThroughputAsync(c, bytesPerStream, cts.Token), cts.Token)))).Sum();
+                var totalMiB = n * bytesPerStream / (1024.0 * 1024.0);
+                var mibps = totalMiB / clock.Elapsed.TotalSeconds;
+                var cpuMsPerMiB = (CpuTime(externalCpu) - cpuBefore).TotalMilliseconds / totalMiB;
+                var row = new Row(path, n, mibps, Percentile(all, 0.50), Percentile(all, 0.99), cpuMsPerMiB, n * bytesPerStream / 1024.0 / receives);
+                Console.WriteLine($"{row.Path,-12} {row.Streams,4} streams: {row.MiBps,8:F1} MiB/s   p50 {row.P50Us,6:F0} µs   p99 {row.P99Us,6:F0} µs   " +
+                                  $"CPU {row.CpuMsPerMiB,5:F2} ms/MiB   {row.KiBPerReceive,5:F1} KiB/receive   ({all.Length} round trips)");
                 rows.Add(row);
             }
             finally
@@ -100,6 +111,12 @@ public static class StreamBench
             }
         }
         return rows;
+    }
+
+    private static TimeSpan CpuTime(Func<TimeSpan>? external)
+    {
+        using var self = Process.GetCurrentProcess();
+        return self.TotalProcessorTime + (external?.Invoke() ?? TimeSpan.Zero);
     }
 
     private static async Task<double[]> LatencyAsync(EchoChannel channel, int count, CancellationToken ct)
@@ -124,7 +141,7 @@ public static class StreamBench
         if (!back.AsSpan().SequenceEqual(ping)) throw new InvalidOperationException("the echo came back different");
     }
 
-    private static async Task ThroughputAsync(EchoChannel channel, long bytes, CancellationToken ct)
+    private static async Task<long> ThroughputAsync(EchoChannel channel, long bytes, CancellationToken ct)
     {
         var send = Task.Run(async () =>
         {
@@ -134,8 +151,10 @@ public static class StreamBench
                 await channel.SendAsync(chunk.AsMemory(0, (int)Math.Min(chunk.Length, bytes - sent)), ct);
         }, ct);
         var buffer = new byte[ChunkBytes];
-        for (long received = 0; received < bytes;) received += await channel.ReceiveAsync(buffer, ct);
+        long receives = 0;
+        for (long received = 0; received < bytes; receives++) received += await channel.ReceiveAsync(buffer, ct);
         await send;
+        return receives;
     }
 
     private static double Percentile(double[] sorted, double p) => sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
@@ -183,6 +202,34 @@ public static class StreamBench
         }
 
         public Task<EchoChannel> ConnectAsync(CancellationToken ct) => WebSocketAsync(new Uri($"ws://127.0.0.1:{_port}/"), ct);
+
+        /// <summary>CPU time of websockify and its live descendants (it forks a handler per connection).</summary>
+        public TimeSpan CpuTime()
+        {
+            var stats = new Dictionary<int, (int Parent, long Ticks)>();
+            foreach (var dir in Directory.EnumerateDirectories("/proc"))
+            {
+                if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
+                try
+                {
+                    var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                    var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                    // After "pid (comm) ": [1] ppid, [11] utime, [12] stime (clock ticks).
+                    stats[pid] = (int.Parse(f[1], CultureInfo.InvariantCulture), long.Parse(f[11], CultureInfo.InvariantCulture) + long.Parse(f[12], CultureInfo.InvariantCulture));
+                }
+                catch (IOException) { }
+            }
+            long ticks = 0;
+            foreach (var (pid, (_, t)) in stats)
+            {
+                for (var p = pid; stats.TryGetValue(p, out var s); p = s.Parent)
+                {
+                    if (p == _process.Id) { ticks += t; break; }
+                    if (s.Parent <= 1) break;
+                }
+            }
+            return TimeSpan.FromSeconds(ticks / (double)ClockTicksPerSecond);
+        }
 
         public async ValueTask DisposeAsync()
         {
