@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Stream relay benchmark: direct TCP vs websockify vs StreamSpace's full relay path, throughput and
+# 64-byte round-trip latency at 1, 10 and 100 streams. Builds Release, runs once (~1-3 minutes).
+# Usage: bench/stream.sh [--mib 128] [--pings 2000] [--streams 1,10,100]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v websockify >/dev/null || { echo "websockify is missing: apt-get install -y websockify" >&2; exit 1; }
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+dotnet build bench/StreamSpace.StreamBench -c Release -nologo -v:q -o .build/streambench >/dev/null
+exec .build/streambench/StreamSpace.StreamBench "$@"
