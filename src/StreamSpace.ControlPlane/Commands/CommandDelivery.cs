@@ -73,7 +73,10 @@ public sealed class CommandDelivery : BackgroundService
                     if (everyone)
                     {
                         await ExpireAsync(stoppingToken);
-                        foreach (var c in _registry.Snapshot()) batch.TryAdd(c.AgentId, false);
+                        // One query for the whole replica, not one per connected agent: with thousands of agents
+                        // a per-agent poll every second was thousands of queries a second for nothing.
+                        foreach (var agentId in await AgentsWithDueCommandsAsync(stoppingToken))
+                            if (_registry.Find(agentId) is not null) batch.TryAdd(agentId, false);
                     }
                     foreach (var (agentId, reconnected) in batch)
                     {
@@ -103,6 +106,15 @@ public sealed class CommandDelivery : BackgroundService
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
         }
+    }
+
+    /// <summary>Agents that have a command due now (never sent, or its ack/result deadline passed).</summary>
+    private async Task<IReadOnlyList<string>> AgentsWithDueCommandsAsync(CancellationToken ct)
+    {
+        await using var conn = await _db.OpenAsync(ct);
+        return (await conn.QueryAsync<string>(new CommandDefinition(
+            $"SELECT DISTINCT agent_id FROM agent_commands WHERE state IN ({CommandRow.OpenStatesSql}) AND next_attempt_at <= @now AND expires_at > @now",
+            new { now = _time.GetUtcNow() }, cancellationToken: ct))).ToList();
     }
 
     /// <summary>Sends the agent's due commands in created order over its current connection.</summary>
