@@ -10,7 +10,8 @@ internal sealed class ControlPlaneProcess(string exe, string database, int port,
     public Uri BaseAddress => new($"http://127.0.0.1:{port}");
     public int Pid => _process?.Id ?? throw new InvalidOperationException("not started");
 
-    public async Task StartAsync()
+    /// <param name="waitUntilReady">False: return once the process runs (a storm measures readiness itself).</param>
+    public async Task StartAsync(bool waitUntilReady = true)
     {
         var psi = new ProcessStartInfo(exe) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
         psi.Environment["STREAMSPACE_URLS"] = $"http://127.0.0.1:{port}";
@@ -20,11 +21,14 @@ internal sealed class ControlPlaneProcess(string exe, string database, int port,
         psi.Environment["STREAMSPACE_EMBEDDED_AGENT"] = "false";
         psi.Environment["STREAMSPACE_HEARTBEAT_SECONDS"] = heartbeatSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
         psi.Environment["Logging__LogLevel__Default"] = "Warning";
+        // The creation benchmark signs in its 32 users from one address: above the per-client login limit.
+        psi.Environment["StreamSpace__LoginAttemptsPerClientPerMinute"] = "100000";
         _process = Process.Start(psi)!;
         _process.OutputDataReceived += (_, _) => { };
         _process.ErrorDataReceived += (_, e) => { if (e.Data is not null && e.Data.Contains("\"Error\"", StringComparison.Ordinal)) Console.Error.WriteLine("  [cp] " + e.Data[..Math.Min(300, e.Data.Length)]); };
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
+        if (!waitUntilReady) return;
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
         var sw = Stopwatch.StartNew();
         while (sw.Elapsed < TimeSpan.FromSeconds(60))
