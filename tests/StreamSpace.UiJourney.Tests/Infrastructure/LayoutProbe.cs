@@ -20,7 +20,7 @@ public static class LayoutProbe
             const add = (key, el) => {
               const r = el.getBoundingClientRect();
               let x = r.x + window.scrollX, y = r.y + window.scrollY;
-              for (let a = el.parentElement; a; a = a.parentElement) { x += a.scrollLeft; y += a.scrollTop; }
+              for (let a = el.parentElement; a && a !== document.documentElement; a = a.parentElement) { x += a.scrollLeft; y += a.scrollTop; }
               boxes[key] = [x, y, r.width, r.height];
             };
             const h1 = document.querySelector('main h1'); if (h1) add('h1', h1);
