@@ -48,6 +48,13 @@ public static class Keyboard
         for (var i = 0; i < MaxTabs; i++)
         {
             await page.Keyboard.PressAsync("Tab");
+            // Past the last control (or after the focused control went away, e.g. a terminated session's row)
+            // Tab leaves the page for the browser's own controls; the next Tab comes back to the top.
+            if (await page.EvaluateAsync<bool>("() => !document.activeElement || document.activeElement === document.body"))
+            {
+                reached.Add("(browser)");
+                continue;
+            }
             reached.Add(await ShouldShowFocusAsync(page));
             if (await page.EvaluateAsync<bool>("s => document.activeElement?.matches(s) ?? false", selector)) return reached;
         }
