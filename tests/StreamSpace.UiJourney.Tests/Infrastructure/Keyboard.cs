@@ -55,6 +55,13 @@ public static class Keyboard
                 reached.Add("(browser)");
                 continue;
             }
+            // After an in-app navigation the app moves focus to the new page's heading (for screen readers); it may
+            // land between two Tabs. The heading is no control (not in the tab order) and needs no outline.
+            if (await page.EvaluateAsync<bool>("() => document.activeElement.tabIndex < 0"))
+            {
+                reached.Add("(heading)");
+                continue;
+            }
             reached.Add(await ShouldShowFocusAsync(page));
             if (await page.EvaluateAsync<bool>("s => document.activeElement?.matches(s) ?? false", selector)) return reached;
         }
