@@ -53,9 +53,16 @@ public sealed class SignInAndLayoutTests(ControlPlaneProcess cp, Chromium chromi
     [InlineData(390, 800, "narrow")]
     public async Task Every_page_is_readable_without_sideways_scrolling(int width, int height, string label)
     {
+        // A running session of admin's own, so the viewer is measured as it is used: toolbar and remote screen.
+        string sessionId;
+        using (var admin = await ApiScript.SignInAsync(cp.BaseAddress, "admin", ControlPlaneProcess.AdminPassword))
+            sessionId = await admin.CreateSessionAsync("xterm");
+
         await using var context = await chromium.NewContextAsync(cp.BaseAddress, width, height);
         var page = await context.NewPageAsync();
         await page.GotoAsync("/signin");
+        (await Pages.OutOfWidthAsync(page)).ShouldBeEmpty($"/signin fits a {width} px window");
+        await Chromium.ScreenshotAsync(page, $"layout-{label}-signin");
         await Pages.SignInAsync(page, "admin", ControlPlaneProcess.AdminPassword);
 
         foreach (var (path, name) in new[]
@@ -67,8 +74,30 @@ public sealed class SignInAndLayoutTests(ControlPlaneProcess cp, Chromium chromi
             await page.GotoAsync(path);
             await Pages.WaitInteractiveAsync(page);
             (await page.Locator("h1").CountAsync()).ShouldBeGreaterThan(0, $"{path} has a heading");
-            (await Pages.FitsWidthAsync(page)).ShouldBeTrue($"{path} fits a {width} px window");
+            (await Pages.OutOfWidthAsync(page)).ShouldBeEmpty($"{path} fits a {width} px window");
             await Chromium.ScreenshotAsync(page, $"layout-{label}-{name}");
         }
+
+        // An unknown address: a plain server-rendered 404 page (no live circuit to wait for).
+        await page.GotoAsync("/no-such-page");
+        await page.Locator("h1").WaitForAsync();
+        (await Pages.OutOfWidthAsync(page)).ShouldBeEmpty($"the not-found page fits a {width} px window");
+        await Chromium.ScreenshotAsync(page, $"layout-{label}-not-found");
+
+        // The template editor with a template open (the widest admin form).
+        await page.GotoAsync("/admin/templates");
+        await Pages.WaitInteractiveAsync(page);
+        var firstTemplate = page.Locator("ul.list button").First;
+        await firstTemplate.WaitForAsync();
+        await firstTemplate.ClickAsync();
+        await page.Locator("#yaml").WaitForAsync();
+        (await Pages.OutOfWidthAsync(page)).ShouldBeEmpty($"the open template editor fits a {width} px window");
+        await Chromium.ScreenshotAsync(page, $"layout-{label}-admin-template-open");
+
+        // The viewer, connected to the running session.
+        await page.GotoAsync($"/sessions/{Uri.EscapeDataString(sessionId)}/view");
+        await page.Locator("#status").Filter(new() { HasText = "Connected" }).WaitForAsync(new() { Timeout = 90_000 });
+        (await Pages.OutOfWidthAsync(page)).ShouldBeEmpty($"the viewer fits a {width} px window");
+        await Chromium.ScreenshotAsync(page, $"layout-{label}-viewer");
     }
 }

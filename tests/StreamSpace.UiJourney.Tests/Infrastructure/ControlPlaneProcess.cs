@@ -9,7 +9,7 @@ namespace StreamSpace.UiJourney.Tests.Infrastructure;
 /// The control plane as a user runs it: its own process (the built <c>StreamSpace.ControlPlane.dll</c>) on a
 /// loopback port, SQLite in a fresh data folder, and the embedded local agent.
 /// </summary>
-public sealed class ControlPlaneProcess : IAsyncLifetime
+public class ControlPlaneProcess : IAsyncLifetime
 {
     public const string AdminPassword = "journey-admin-password-1";
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(90);
@@ -25,6 +25,9 @@ public sealed class ControlPlaneProcess : IAsyncLifetime
     {
         get { lock (_output) return _output.ToString(); }
     }
+
+    /// <summary>Settings a variant of the control plane adds (e.g. a short sign-in lifetime).</summary>
+    protected virtual IReadOnlyDictionary<string, string> ExtraEnvironment { get; } = new Dictionary<string, string>();
 
     public async ValueTask InitializeAsync()
     {
@@ -45,6 +48,7 @@ public sealed class ControlPlaneProcess : IAsyncLifetime
         start.Environment["STREAMSPACE_ADMIN_PASSWORD"] = AdminPassword;
         start.Environment["STREAMSPACE_EMBEDDED_AGENT"] = "true";
         start.Environment["STREAMSPACE_HEARTBEAT_SECONDS"] = "2";
+        foreach (var (name, value) in ExtraEnvironment) start.Environment[name] = value;
         _process = Process.Start(start) ?? throw new InvalidOperationException("dotnet did not start");
         _process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (_output) _output.AppendLine(e.Data); };
         _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_output) _output.AppendLine(e.Data); };
@@ -68,7 +72,7 @@ public sealed class ControlPlaneProcess : IAsyncLifetime
         }
     }
 
-    public async ValueTask DisposeAsync()
+    public virtual async ValueTask DisposeAsync()
     {
         if (_process is { HasExited: false })
         {

@@ -1,3 +1,4 @@
+using Microsoft.AspNetCore.Components;
 using System.Net;
 using StreamSpace.ControlPlane.Web.Components.Pages;
 using StreamSpace.Web.Tests.Infrastructure;
@@ -70,6 +71,37 @@ public sealed class MySessionsTests_CannedApi : ComponentTest
         cut.WaitForAssertion(() => cut.FindAll("tr[data-session]").ShouldBeEmpty());
         Api.RequestsTo("DELETE /api/v1/sessions/alice-xterm-aaaaaa").Count.ShouldBe(1);
         cut.Markup.ShouldContain("You have no sessions");
+    }
+
+    [Fact]
+    public void The_confirmation_takes_the_keyboard_focus_and_cancel_gives_it_back()
+    {
+        Api.Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "running") }));
+        var cut = Render<MySessions>();
+
+        cut.Find("button[aria-label='Terminate alice-xterm-aaaaaa']").Click();
+        var onConfirm = JSInterop.VerifyFocusAsyncInvoke().Arguments[0].ShouldBeOfType<ElementReference>();
+        cut.Find(".confirm button.danger").GetAttribute("blazor:elementReference").ShouldBe(onConfirm.Id);
+
+        cut.FindAll(".confirm button").Single(b => b.TextContent == "Cancel").Click();
+        var back = JSInterop.VerifyFocusAsyncInvoke(calledTimes: 2)[1].Arguments[0].ShouldBeOfType<ElementReference>();
+        cut.Find("button[aria-label='Terminate alice-xterm-aaaaaa']").GetAttribute("blazor:elementReference").ShouldBe(back.Id);
+    }
+
+    [Fact]
+    public void Every_state_has_the_same_three_action_slots_and_a_reason_line_so_rows_keep_their_shape()
+    {
+        var states = new[] { "pending", "starting", "running", "hibernating", "hibernated", "waking", "terminating", "failed" };
+        Api.Answer(List, Json(states.Select((state, i) => Session($"alice-xterm-{(char)('a' + i)}aaaaa", state, reason: state == "failed" ? "boom" : null)).ToArray()));
+        var cut = Render<MySessions>();
+
+        var rows = cut.FindAll("tr[data-session]");
+        rows.Count.ShouldBe(states.Length);
+        foreach (var row in rows)
+        {
+            row.QuerySelectorAll("td.actions .action-slots > .slot").Length.ShouldBe(3, row.GetAttribute("data-state"));
+            row.QuerySelectorAll(".reason").Length.ShouldBe(1, row.GetAttribute("data-state"));
+        }
     }
 
     [Fact]
