@@ -136,6 +136,9 @@ public sealed class CommandDelivery : BackgroundService
         foreach (var command in due)
         {
             if (connection.Lifetime.IsCancellationRequested || !_registry.IsCurrent(connection.AgentId, connection.ConnectionId)) return;
+            // The reconnect pass re-sends what an earlier connection left in flight, due or not; a command this
+            // very connection already carried (sent between its hello and this pass) keeps its own deadline.
+            if (!connection.FirstDelivery(command.Id) && reconnected) continue;
             if (!await ClaimAsync(command, now, ct)) continue;
             var envelope = Envelope.Create(MessageTypes.Command, new CommandPayload
             {

@@ -30,6 +30,11 @@ public sealed class AgentConnection : IDisposable
     public CancellationToken Lifetime => _lifetime.Token;
     public SemaphoreSlim ProcessingLock { get; } = new(1, 1);
 
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte> _delivered = new(StringComparer.Ordinal);
+
+    /// <summary>True the first time a command id is offered for sending on this connection.</summary>
+    public bool FirstDelivery(string commandId) => _delivered.TryAdd(commandId, 0);
+
     /// <summary>What the agent runs, by session id (observed states); from hello, kept current by results and events. Guarded by <see cref="ProcessingLock"/>.</summary>
     public Dictionary<string, string> Inventory { get; } = new(StringComparer.Ordinal);
 
