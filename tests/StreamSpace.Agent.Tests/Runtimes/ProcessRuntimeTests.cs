@@ -243,7 +243,8 @@ public class ProcessRuntimeTests : IAsyncDisposable
         var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
 
         await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
-        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).All(m => m.State == 'T'), Wait, "all processes stopped");
+        // A zombie ('Z', a child that exited before its parent was stopped) has no CPU to stop.
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).All(m => m.State is 'T' or 'Z'), Wait, "all processes stopped");
         runtime.Inventory().Single().State.ShouldBe(ObservedStates.Hibernated);
         Record(args.SessionId)["state"]!.GetValue<string>().ShouldBe("hibernated");
         (await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Hibernated)).State.ShouldBe("hibernated");
