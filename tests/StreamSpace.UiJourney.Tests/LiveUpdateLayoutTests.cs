@@ -54,7 +54,9 @@ public sealed class LiveUpdateLayoutTests(ControlPlaneProcess cp, Chromium chrom
             var report = await LayoutProbe.ReadAsync(page);
             report.States.ShouldContain("running", report.ToString());
             report.States.ShouldContain("hibernated", report.ToString());
-            report.States.Count.ShouldBeGreaterThanOrEqualTo(5, report.ToString());
+            // The transitional states (hibernating, waking) may pass between two refreshes; at least the
+            // running → hibernated → running updates are always seen.
+            report.States.Count.ShouldBeGreaterThanOrEqualTo(3, report.ToString());
             report.Moves.ShouldBeEmpty(report.ToString());
             report.Cls.ShouldBeLessThan(0.001, report.ToString());
 
