@@ -72,7 +72,7 @@ run_tier() { # project, timeout seconds, log name, extra runner args...
 
 TIERS_A=(StreamSpace.ControlPlane.Tests)
 TIERS_B=()
-for t in StreamSpace.Protocol.Tests StreamSpace.Agent.Tests StreamSpace.Web.Tests StreamSpace.UiJourney.Tests; do
+for t in StreamSpace.Protocol.Tests StreamSpace.Agent.Tests StreamSpace.Web.Tests; do
   [ -d "tests/$t" ] && TIERS_B+=("$t")
 done
 
@@ -86,6 +86,8 @@ LOGS=("${TIERS_A[@]}" "${TIERS_B[@]}")
 # The end-to-end tier asserts wall-clock bounds of the product (agent online within 2 s of its start,
 # offline within 3 heartbeats + 1 s, back within 5 s of a control-plane restart): it runs alone too.
 run_tier StreamSpace.EndToEnd.Tests 1200 StreamSpace.EndToEnd.Tests; LOGS+=(StreamSpace.EndToEnd.Tests)
+# The browser journeys wait on live refreshes, pastes and session starts in real time: alone as well.
+run_tier StreamSpace.UiJourney.Tests 1200 StreamSpace.UiJourney.Tests; LOGS+=(StreamSpace.UiJourney.Tests)
 for t in "${TIERS_A[@]}" "${TIERS_B[@]}"; do
   if grep -rqs 'Trait("Category", "Timing")' "tests/$t" --include='*.cs'; then
     run_tier "$t" 600 "$t.timing" -trait "Category=Timing"; LOGS+=("$t.timing")
