@@ -6,70 +6,110 @@ using StreamSpace.ControlPlane.Templates;
 
 namespace StreamSpace.ControlPlane.Agents;
 
-/// <summary>The outcome of <see cref="AgentPlacement.ChooseAsync"/>: an agent, or why every agent was passed over.</summary>
+/// <summary>The outcome of <see cref="PlacementRound.ChooseAsync"/>: an agent, or why every agent was passed over.</summary>
 public sealed record PlacementDecision(string? AgentId, IReadOnlyList<AgentRejection> Rejections, int RegisteredAgents)
 {
     public bool Placed => AgentId is not null;
 }
 
 /// <summary>
-/// Chooses the agent for a new session: online, not draining, able to run the template on its platform,
-/// with capacity left; least loaded first. Runs inside the session-creating write transaction and counts
-/// load from <c>sessions</c> itself, so concurrent creates can never overfill an agent: on SQLite the
-/// transaction is BEGIN IMMEDIATE (writers serialized); on PostgreSQL the candidate agent rows are locked
-/// FOR UPDATE in agent-id order (a stable order, so two creates cannot deadlock on them).
+/// Chooses the agent for new sessions: online, not draining, able to run the template on its platform,
+/// with capacity left; least loaded first. A <see cref="PlacementRound"/> runs inside the session-creating
+/// write transaction and counts load from <c>sessions</c> itself, so concurrent creates can never overfill an
+/// agent: on SQLite the transaction is BEGIN IMMEDIATE (writers serialized); on PostgreSQL the candidate agent
+/// rows are locked (FOR NO KEY UPDATE) in agent-id order (a stable order, so two rounds cannot deadlock on them).
+/// One round places a whole batch of creates (<see cref="Sessions.SessionCreator"/>), so the locks and the load
+/// count are paid once per batch, not once per session.
 /// </summary>
 public sealed class AgentPlacement(Db db)
 {
-    // Property-mapped (not positional): SQLite hands back booleans and ints as Int64, which Dapper converts only for properties.
-    private sealed record Candidate
+    /// <summary>Locks the candidate agents and counts their live sessions; then place any number of sessions with the round.</summary>
+    public async Task<PlacementRound> BeginAsync(DbConnection conn, DbTransaction tx, CancellationToken ct)
     {
-        public string AgentId { get; init; } = "";
-        public string Status { get; init; } = "";
-        public bool Draining { get; init; }
-        public string Platform { get; init; } = "";
-        public int MaxSessions { get; init; }
-    }
-
-    public async Task<PlacementDecision> ChooseAsync(DbConnection conn, DbTransaction tx, string templateName, TemplateDefinition template, CancellationToken ct)
-    {
-        var locked = (await conn.QueryAsync<Candidate>(new CommandDefinition(
+        // One round trip, two statements: the count runs after the locks are held and, under READ COMMITTED (PostgreSQL),
+        // with its own snapshot, so it sees every session committed by a create that held these rows before us.
+        using var results = await conn.QueryMultipleAsync(new CommandDefinition(
             $"""
             SELECT agent_id AS AgentId, status AS Status, draining AS Draining, platform AS Platform, max_sessions AS MaxSessions
             FROM agents WHERE status = @online AND draining = @no
-            ORDER BY agent_id{db.ForUpdate}
-            """,
-            new { online = AgentStatus.Online, no = false }, tx, cancellationToken: ct))).ToList();
-
-        // Counted after the locks are held: on PostgreSQL (READ COMMITTED) this statement sees every session
-        // committed by a create that held these rows before us.
-        var load = (await conn.QueryAsync<(string AgentId, long Live)>(new CommandDefinition(
-            $"""
+            ORDER BY agent_id{db.ForUpdate};
             SELECT agent_id, COUNT(*) FROM sessions
             WHERE agent_id IS NOT NULL AND state IN ({Sessions.SessionState.LiveSqlList})
             GROUP BY agent_id
             """,
-            transaction: tx, cancellationToken: ct))).ToDictionary(r => r.AgentId, r => r.Live, StringComparer.Ordinal);
-        long LiveOn(string agentId) => load.GetValueOrDefault(agentId);
+            new { online = AgentStatus.Online, no = false }, tx, cancellationToken: ct));
+        var locked = (await results.ReadAsync<PlacementCandidate>()).ToList();
+        var load = (await results.ReadAsync<(string AgentId, long Live)>()).ToDictionary(r => r.AgentId, r => r.Live, StringComparer.Ordinal);
+        return new PlacementRound(conn, tx, locked, load);
+    }
+}
 
-        var chosen = locked
-            .Where(a => template.RunsOn(a.Platform) && LiveOn(a.AgentId) < a.MaxSessions)
-            .OrderBy(a => LiveOn(a.AgentId))
-            .ThenByDescending(a => a.MaxSessions - LiveOn(a.AgentId))
-            .ThenBy(a => a.AgentId, StringComparer.Ordinal)
-            .FirstOrDefault();
-        if (chosen is not null)
-            return new PlacementDecision(chosen.AgentId, [], locked.Count);
+// Property-mapped (not positional): SQLite hands back booleans and ints as Int64, which Dapper converts only for properties.
+internal sealed record PlacementCandidate
+{
+    public string AgentId { get; init; } = "";
+    public string Status { get; init; } = "";
+    public bool Draining { get; init; }
+    public string Platform { get; init; } = "";
+    public int MaxSessions { get; init; }
+}
 
-        // Nobody can take it: explain every registered agent, so an operator never has to guess.
-        var all = (await conn.QueryAsync<Candidate>(new CommandDefinition(
-            "SELECT agent_id AS AgentId, status AS Status, draining AS Draining, platform AS Platform, max_sessions AS MaxSessions FROM agents ORDER BY agent_id",
-            transaction: tx, cancellationToken: ct))).ToList();
-        var reasons = all.Select(a => new AgentRejection(a.AgentId, Explain(a, LiveOn(a.AgentId), templateName, template))).ToList();
-        return new PlacementDecision(null, reasons, all.Count);
+/// <summary>
+/// One placement pass inside a write transaction: the locked candidates and their live-session counts.
+/// Every successful <see cref="ChooseAsync"/> reserves a slot in the counts, so the next choice of the same
+/// round sees it, exactly as a later transaction would see the inserted session.
+/// </summary>
+public sealed class PlacementRound
+{
+    private readonly DbConnection _conn;
+    private readonly DbTransaction _tx;
+    private readonly List<PlacementCandidate> _candidates;
+    private readonly Dictionary<string, long> _load;
+    private List<PlacementCandidate>? _all;
+
+    internal PlacementRound(DbConnection conn, DbTransaction tx, List<PlacementCandidate> candidates, Dictionary<string, long> load)
+    {
+        _conn = conn;
+        _tx = tx;
+        _candidates = candidates;
+        _load = load;
     }
 
-    private static string Explain(Candidate agent, long live, string templateName, TemplateDefinition template)
+    private long LiveOn(string agentId) => _load.GetValueOrDefault(agentId);
+
+    public async ValueTask<PlacementDecision> ChooseAsync(string templateName, TemplateDefinition template, CancellationToken ct)
+    {
+        PlacementCandidate? chosen = null;
+        foreach (var a in _candidates)
+        {
+            if (!template.RunsOn(a.Platform) || LiveOn(a.AgentId) >= a.MaxSessions) continue;
+            if (chosen is null || Better(a, chosen)) chosen = a;
+        }
+        if (chosen is not null)
+        {
+            _load[chosen.AgentId] = LiveOn(chosen.AgentId) + 1;
+            return new PlacementDecision(chosen.AgentId, [], _candidates.Count);
+        }
+
+        // Nobody can take it: explain every registered agent, so an operator never has to guess.
+        _all ??= (await _conn.QueryAsync<PlacementCandidate>(new CommandDefinition(
+            "SELECT agent_id AS AgentId, status AS Status, draining AS Draining, platform AS Platform, max_sessions AS MaxSessions FROM agents ORDER BY agent_id",
+            transaction: _tx, cancellationToken: ct))).ToList();
+        var reasons = _all.Select(a => new AgentRejection(a.AgentId, Explain(a, LiveOn(a.AgentId), templateName, template))).ToList();
+        return new PlacementDecision(null, reasons, _all.Count);
+    }
+
+    /// <summary>Least loaded first, then the most room left, then agent id (a stable order).</summary>
+    private bool Better(PlacementCandidate a, PlacementCandidate b)
+    {
+        long la = LiveOn(a.AgentId), lb = LiveOn(b.AgentId);
+        if (la != lb) return la < lb;
+        long ra = a.MaxSessions - la, rb = b.MaxSessions - lb;
+        if (ra != rb) return ra > rb;
+        return string.CompareOrdinal(a.AgentId, b.AgentId) < 0;
+    }
+
+    private static string Explain(PlacementCandidate agent, long live, string templateName, TemplateDefinition template)
     {
         if (agent.Status != AgentStatus.Online) return agent.Status;
         if (agent.Draining) return "draining";

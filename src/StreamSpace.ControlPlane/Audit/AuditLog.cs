@@ -31,9 +31,47 @@ public sealed class AuditLog(Db db, TimeProvider time)
         await WriteAsync(conn, null, actor, action, target, detail, http, ct);
     }
 
+    /// <summary>Appends several entries in the caller's transaction: one set-based INSERT on PostgreSQL.</summary>
+    public async Task WriteManyAsync(DbConnection conn, DbTransaction tx, IReadOnlyList<NewAuditEntry> entries, CancellationToken ct)
+    {
+        if (entries.Count == 0) return;
+        var at = time.GetUtcNow();
+        if (db.IsPostgres)
+        {
+            var (sql, args) = PgInsertMany(entries);
+            await conn.ExecuteAsync(new CommandDefinition(sql, args, tx, cancellationToken: ct));
+            return;
+        }
+        foreach (var e in entries)
+            await conn.ExecuteAsync(new CommandDefinition(
+                "INSERT INTO audit_log (at, actor, action, target, detail, client_ip) VALUES (@at, @Actor, @Action, @Target, @Detail, @ClientIp)",
+                new { at, e.Actor, e.Action, e.Target, e.Detail, e.ClientIp }, tx, cancellationToken: ct));
+    }
+
+    /// <summary>
+    /// The PostgreSQL statement of <see cref="WriteManyAsync"/>, with parameter names (a_*) of its own so a caller can
+    /// send it together with other statements in one round trip.
+    /// </summary>
+    internal (string Sql, object Args) PgInsertMany(IReadOnlyList<NewAuditEntry> entries) =>
+        ("""
+         INSERT INTO audit_log (at, actor, action, target, detail, client_ip)
+         SELECT @a_at, v.actor, v.action, v.target, v.detail, v.ip
+         FROM unnest(@a_actors, @a_actions, @a_targets, @a_details, @a_ips) WITH ORDINALITY AS v(actor, action, target, detail, ip, n)
+         ORDER BY v.n
+         """,
+         new
+         {
+             a_at = time.GetUtcNow(), a_actors = entries.Select(e => e.Actor).ToArray(), a_actions = entries.Select(e => e.Action).ToArray(),
+             a_targets = entries.Select(e => e.Target).ToArray(), a_details = entries.Select(e => e.Detail).ToArray(),
+             a_ips = entries.Select(e => e.ClientIp).ToArray(),
+         });
+
     public Task WriteAsync(DbConnection conn, DbTransaction? tx, string? actor, string action, string? target, string? detail, HttpContext? http, CancellationToken ct) =>
         conn.ExecuteAsync(new CommandDefinition(
             "INSERT INTO audit_log (at, actor, action, target, detail, client_ip) VALUES (@at, @actor, @action, @target, @detail, @ip)",
             new { at = time.GetUtcNow(), actor, action, target, detail, ip = http?.Connection.RemoteIpAddress?.ToString() },
             tx, cancellationToken: ct));
 }
+
+/// <summary>One entry for <see cref="AuditLog.WriteManyAsync"/>.</summary>
+public sealed record NewAuditEntry(string? Actor, string Action, string? Target, string? Detail, string? ClientIp);

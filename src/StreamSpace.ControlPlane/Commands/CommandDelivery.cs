@@ -133,13 +133,15 @@ public sealed class CommandDelivery : BackgroundService
                 """,
                 new { agentId = connection.AgentId, now, reconnected }, cancellationToken: ct))).ToList();
         }
-        foreach (var command in due)
+        // The reconnect pass re-sends what an earlier connection left in flight, due or not; a command this
+        // very connection already carried (sent between its hello and this pass) keeps its own deadline.
+        var offered = due.Where(c => connection.FirstDelivery(c.Id) || !reconnected).ToList();
+        if (offered.Count == 0 || connection.Lifetime.IsCancellationRequested || !_registry.IsCurrent(connection.AgentId, connection.ConnectionId)) return;
+        var claimed = await ClaimAsync(offered, now, ct);
+        foreach (var command in offered)
         {
+            if (!claimed.Contains(command.Id)) continue;
             if (connection.Lifetime.IsCancellationRequested || !_registry.IsCurrent(connection.AgentId, connection.ConnectionId)) return;
-            // The reconnect pass re-sends what an earlier connection left in flight, due or not; a command this
-            // very connection already carried (sent between its hello and this pass) keeps its own deadline.
-            if (!connection.FirstDelivery(command.Id) && reconnected) continue;
-            if (!await ClaimAsync(command, now, ct)) continue;
             var envelope = Envelope.Create(MessageTypes.Command, new CommandPayload
             {
                 CommandId = command.Id,
@@ -153,7 +155,7 @@ public sealed class CommandDelivery : BackgroundService
             }
             catch (Exception ex) when (ex is System.Net.WebSockets.WebSocketException or OperationCanceledException or ObjectDisposedException && !ct.IsCancellationRequested)
             {
-                // The socket died under us; the claimed attempt is redelivered on reconnect or after its deadline.
+                // The socket died under us; the claimed attempts are redelivered on reconnect or after their deadline.
                 _logger.LogInformation("Could not send command {CommandId} to agent {AgentId}: {Error}", command.Id, connection.AgentId, ex.Message);
                 return;
             }
@@ -163,21 +165,49 @@ public sealed class CommandDelivery : BackgroundService
         }
     }
 
-    private async Task<bool> ClaimAsync(CommandRow command, DateTimeOffset now, CancellationToken ct)
+    /// <summary>
+    /// Claims the next attempt of each command with a compare-and-set on (state, attempts): one set-based UPDATE on
+    /// PostgreSQL. Returns the ids this pass may send; another loop or replica got the rest.
+    /// </summary>
+    private async Task<HashSet<string>> ClaimAsync(IReadOnlyList<CommandRow> commands, DateTimeOffset now, CancellationToken ct)
     {
         // Ack timeout grows with each attempt (x1, x2, x4 ... capped) so a struggling agent is not flooded;
         // an acked command waits for its result much longer and is only re-sent so the agent re-reports it.
-        var factor = Math.Min(_options.CommandBackoffMaxFactor, 1 << Math.Min(command.Attempts, 20));
-        var next = command.State == CommandState.Acked ? now + _options.CommandResultTimeout : now + _options.CommandAckTimeout * factor;
-        var newState = command.State == CommandState.Pending ? CommandState.Sent : command.State;
+        DateTimeOffset Next(CommandRow c) => c.State == CommandState.Acked
+            ? now + _options.CommandResultTimeout
+            : now + _options.CommandAckTimeout * Math.Min(_options.CommandBackoffMaxFactor, 1 << Math.Min(c.Attempts, 20));
+        static string NewState(CommandRow c) => c.State == CommandState.Pending ? CommandState.Sent : c.State;
         await using var conn = await _db.OpenAsync(ct);
-        var claimed = await conn.ExecuteAsync(new CommandDefinition(
-            """
-            UPDATE agent_commands SET state = @newState, attempts = attempts + 1, next_attempt_at = @next, updated_at = @now
-            WHERE id = @id AND state = @state AND attempts = @attempts
-            """,
-            new { newState, next, now, id = command.Id, state = command.State, attempts = command.Attempts }, cancellationToken: ct));
-        return claimed == 1;
+        if (_db.IsPostgres)
+        {
+            return (await conn.QueryAsync<string>(new CommandDefinition(
+                """
+                UPDATE agent_commands c SET state = v.new_state, attempts = c.attempts + 1, next_attempt_at = v.next, updated_at = @now
+                FROM unnest(@ids, @states, @attempts, @newStates, @nexts) AS v(id, state, attempts, new_state, next)
+                WHERE c.id = v.id AND c.state = v.state AND c.attempts = v.attempts
+                RETURNING c.id
+                """,
+                new
+                {
+                    now,
+                    ids = commands.Select(c => c.Id).ToArray(), states = commands.Select(c => c.State).ToArray(),
+                    attempts = commands.Select(c => c.Attempts).ToArray(), newStates = commands.Select(NewState).ToArray(),
+                    nexts = commands.Select(c => Next(c).ToUniversalTime()).ToArray(),
+                },
+                cancellationToken: ct))).ToHashSet(StringComparer.Ordinal);
+        }
+        var claimed = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var c in commands)
+        {
+            var rows = await conn.ExecuteAsync(new CommandDefinition(
+                """
+                UPDATE agent_commands SET state = @newState, attempts = attempts + 1, next_attempt_at = @next, updated_at = @now
+                WHERE id = @id AND state = @state AND attempts = @attempts
+                """,
+                new { newState = NewState(c), next = Next(c), now, id = c.Id, state = c.State, attempts = c.Attempts }, cancellationToken: ct));
+            if (rows == 1) claimed.Add(c.Id);
+        }
+        return claimed;
     }
 
     private static JsonElement ParseArgs(string payload)

@@ -25,8 +25,14 @@ public sealed class Db : IAsyncDisposable
     public DatabaseKind Kind => Target.Kind;
     public bool IsPostgres => Kind == DatabaseKind.Postgres;
 
-    /// <summary>Row lock suffix for a SELECT inside a write transaction. SQLite serializes writers (BEGIN IMMEDIATE) instead.</summary>
-    public string ForUpdate => IsPostgres ? " FOR UPDATE" : "";
+    /// <summary>
+    /// Row lock suffix for a SELECT inside a write transaction. SQLite serializes writers (BEGIN IMMEDIATE) instead.
+    /// On PostgreSQL it is FOR NO KEY UPDATE: it serializes the read-then-write checks exactly like FOR UPDATE but
+    /// does not block foreign-key checks (FOR KEY SHARE), which PostgreSQL takes on the parent row when a child row
+    /// is inserted or updated twice in one transaction; with FOR UPDATE a session create (locking its user) and a
+    /// batch of agent reports (updating that user's sessions) deadlocked.
+    /// </summary>
+    public string ForUpdate => IsPostgres ? " FOR NO KEY UPDATE" : "";
 
     /// <summary>
     /// Drops every idle pooled connection. Called when the database turned out unreachable: the pooled

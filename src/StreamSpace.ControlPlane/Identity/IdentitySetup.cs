@@ -15,6 +15,7 @@ public static class IdentitySetup
         services.AddSingleton<TokenIssuer>();
         services.AddSingleton<AdminBootstrap>();
         services.AddSingleton<LoginRateLimiter>();
+        services.AddSingleton<TokenUserLookup>().AddHostedService(sp => sp.GetRequiredService<TokenUserLookup>());
         services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
         services.AddSingleton<IConfigureOptions<JwtBearerOptions>, ConfigureJwt>();
         services.AddAuthorizationBuilder()
@@ -56,11 +57,8 @@ public static class IdentitySetup
                     var principal = context.Principal!;
                     var userId = principal.FindFirst("sub")?.Value;
                     var tokenVersion = principal.FindFirst(TokenIssuer.TokenVersionClaim)?.Value;
-                    var db = context.HttpContext.RequestServices.GetRequiredService<Db>();
-                    await using var conn = await db.OpenAsync(context.HttpContext.RequestAborted);
-                    var user = await conn.QuerySingleOrDefaultAsync<UserRecord>(new CommandDefinition(
-                        $"SELECT {UserRecord.Columns} FROM users WHERE id = @userId", new { userId },
-                        cancellationToken: context.HttpContext.RequestAborted));
+                    var user = userId is null ? null
+                        : await context.HttpContext.RequestServices.GetRequiredService<TokenUserLookup>().FindAsync(userId, context.HttpContext.RequestAborted);
                     if (user is null || user.Disabled || tokenVersion != user.TokenVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
                     {
                         context.Fail("The token is no longer valid.");

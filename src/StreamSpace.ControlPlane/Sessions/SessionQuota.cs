@@ -1,6 +1,7 @@
 using System.Data.Common;
 using Dapper;
 using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Identity;
 
 namespace StreamSpace.ControlPlane.Sessions;
 
@@ -11,21 +12,39 @@ public sealed record QuotaStatus(long LiveSessions, int MaxSessions)
 }
 
 /// <summary>
-/// The per-user limit of live sessions. Checked in the same write transaction that inserts the session,
-/// with the user row locked on PostgreSQL (SQLite serializes write transactions), so parallel creates by
-/// one user can never pass the limit together.
+/// The per-user limit of live sessions. Checked in the same write transaction that inserts the sessions,
+/// with the users' rows locked on PostgreSQL (in id order; SQLite serializes write transactions), so
+/// parallel creates by one user can never pass the limit together.
 /// </summary>
 public sealed class SessionQuota(Db db)
 {
-    /// <summary>Locks the user row and counts their live sessions; null when the user does not exist.</summary>
-    public async Task<QuotaStatus?> CheckAsync(DbConnection conn, DbTransaction tx, string userId, CancellationToken ct)
+    /// <summary>Locks the named users' rows and counts their live sessions, for a batch of creates.</summary>
+    public async Task<QuotaRound> BeginAsync(DbConnection conn, DbTransaction tx, IReadOnlyCollection<string> usernames, CancellationToken ct)
     {
-        var max = await conn.QuerySingleOrDefaultAsync<int?>(new CommandDefinition(
-            $"SELECT max_sessions FROM users WHERE id = @userId{db.ForUpdate}", new { userId }, tx, cancellationToken: ct));
-        if (max is null) return null;
-        var live = await conn.ExecuteScalarAsync<long>(new CommandDefinition(
-            $"SELECT COUNT(*) FROM sessions WHERE user_id = @userId AND state IN ({SessionState.LiveSqlList})",
-            new { userId }, tx, cancellationToken: ct));
-        return new QuotaStatus(live, max.Value);
+        var names = usernames.Distinct(StringComparer.Ordinal).ToArray();
+        var any = db.IsPostgres ? "= ANY(@names)" : "IN @names"; // Npgsql takes the array as one parameter; Dapper expands the list for SQLite.
+        // One round trip, two statements: the count runs after the locks are held and, under READ COMMITTED, with its
+        // own snapshot, so it sees every session committed by whoever held these rows before us.
+        using var results = await conn.QueryMultipleAsync(new CommandDefinition(
+            $"""
+            SELECT {UserRecord.Columns} FROM users WHERE username {any} ORDER BY id{db.ForUpdate};
+            SELECT s.user_id, COUNT(*) FROM sessions s JOIN users u ON u.id = s.user_id
+            WHERE u.username {any} AND s.state IN ({SessionState.LiveSqlList})
+            GROUP BY s.user_id
+            """,
+            new { names }, tx, cancellationToken: ct));
+        var owners = (await results.ReadAsync<UserRecord>()).ToDictionary(u => u.Username, StringComparer.Ordinal);
+        var live = (await results.ReadAsync<(string UserId, long Live)>()).ToDictionary(r => r.UserId, r => r.Live, StringComparer.Ordinal);
+        return new QuotaRound(owners, live);
     }
+}
+
+/// <summary>The locked users of one batch and their live-session counts; <see cref="Reserve"/> counts a session just placed.</summary>
+public sealed class QuotaRound(Dictionary<string, UserRecord> owners, Dictionary<string, long> live)
+{
+    public UserRecord? Owner(string username) => owners.GetValueOrDefault(username);
+
+    public QuotaStatus Check(UserRecord owner) => new(live.GetValueOrDefault(owner.Id), owner.MaxSessions);
+
+    public void Reserve(UserRecord owner) => live[owner.Id] = live.GetValueOrDefault(owner.Id) + 1;
 }

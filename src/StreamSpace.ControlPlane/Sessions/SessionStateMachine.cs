@@ -52,4 +52,38 @@ public static class SessionStateMachine
             new { sessionId, to, reason, now, current }, tx, cancellationToken: ct));
         return changed == 1 ? current : null;
     }
+
+    /// <summary>
+    /// The set form of <see cref="TryTransitionAsync"/> for a batch of reports: moves every listed session that is
+    /// currently in one of <paramref name="from"/> (and may go to <paramref name="to"/>) in ONE statement on
+    /// PostgreSQL; each session gets its own reason. Returns the ids that changed. Ids must be distinct.
+    /// </summary>
+    public static async Task<IReadOnlyList<string>> TryTransitionManyAsync(
+        DbConnection conn, DbTransaction tx, bool postgres, IReadOnlyList<(string Id, string? Reason)> sessions, IReadOnlyList<string> from, string to,
+        DateTimeOffset now, CancellationToken ct)
+    {
+        var sources = from.Where(f => CanTransition(f, to)).ToArray();
+        if (sources.Length == 0 || sessions.Count == 0) return [];
+        if (postgres)
+        {
+            return (await conn.QueryAsync<string>(new CommandDefinition(
+                """
+                UPDATE sessions s SET state = @to, state_reason = v.reason, updated_at = @now
+                FROM unnest(@ids, @reasons) AS v(id, reason)
+                WHERE s.id = v.id AND s.state = ANY(@sources)
+                RETURNING s.id
+                """,
+                new { to, now, sources, ids = sessions.Select(x => x.Id).ToArray(), reasons = sessions.Select(x => x.Reason).ToArray() },
+                tx, cancellationToken: ct))).ToList();
+        }
+        var changed = new List<string>();
+        foreach (var (id, reason) in sessions)
+        {
+            var current = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
+                "SELECT state FROM sessions WHERE id = @id", new { id }, tx, cancellationToken: ct));
+            if (current is null || Array.IndexOf(sources, current) < 0) continue;
+            if (await TryTransitionAsync(conn, tx, id, to, reason, now, current, ct) is not null) changed.Add(id);
+        }
+        return changed;
+    }
 }

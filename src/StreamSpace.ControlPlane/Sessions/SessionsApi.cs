@@ -22,7 +22,9 @@ public sealed record SessionResourcesRequest(string? Cpu, string? Memory);
 public static class SessionsApi
 {
     public static IServiceCollection AddStreamSpaceSessions(this IServiceCollection services) =>
-        services.AddSingleton<SessionQuota>();
+        services.AddSingleton<SessionQuota>()
+            .AddSingleton<SessionCreator>()
+            .AddHostedService(sp => sp.GetRequiredService<SessionCreator>());
 
     public static IEndpointRouteBuilder MapSessionsApi(this IEndpointRouteBuilder routes)
     {
@@ -36,11 +38,8 @@ public static class SessionsApi
         return routes;
     }
 
-    private sealed record CreateOutcome(SessionView? Session, JsonHttpResult<ApiError>? Error);
-
     public static async Task<Results<Created<SessionView>, JsonHttpResult<ApiError>>> CreateAsync(
-        CreateSessionRequest? body, HttpContext http, Db db, TemplateCatalog catalog, SessionQuota quota, AgentPlacement placement,
-        CommandOutbox outbox, AuditLog audit, TimeProvider time, CancellationToken ct)
+        CreateSessionRequest? body, HttpContext http, SessionCreator creator, CancellationToken ct)
     {
         var v = new Validation();
         if (body is null) return v.Add("body", "a JSON object {template, user?, resources?, persistentHome?} is required").ToResult();
@@ -54,70 +53,11 @@ public static class SessionsApi
         var targetUsername = body.User?.Trim() ?? caller.Username;
         if (targetUsername != caller.Username && !caller.IsAdmin)
             return ApiErrors.Forbidden("Only an admin can create a session for another user.");
-        var templateName = body.Template!.Trim();
 
-        var outcome = await db.InTransactionAsync(async (conn, tx) =>
-        {
-            var owner = await conn.QuerySingleOrDefaultAsync<UserRecord>(new CommandDefinition(
-                $"SELECT {UserRecord.Columns} FROM users WHERE username = @targetUsername", new { targetUsername }, tx, cancellationToken: ct));
-            if (owner is null)
-                return Invalid("user", $"there is no user named '{targetUsername}'");
-            if (owner.Disabled)
-                return Invalid("user", $"the user '{targetUsername}' is disabled");
-
-            var template = await catalog.FindAsync(conn, tx, templateName, ct, TemplateLock.Share);
-            if (template is null)
-                return Invalid("template", $"there is no template named '{templateName}' (GET /api/v1/templates lists them)");
-
-            var quotaStatus = await quota.CheckAsync(conn, tx, owner.Id, ct);
-            if (quotaStatus is null)
-                return Invalid("user", $"there is no user named '{targetUsername}'");
-            if (quotaStatus.Exceeded)
-                return new CreateOutcome(null, ApiErrors.Forbidden(
-                    $"User '{owner.Username}' already has {quotaStatus.LiveSessions} live session(s) and may have at most {quotaStatus.MaxSessions}; delete one first.",
-                    "Quota exceeded"));
-
-            var decision = await placement.ChooseAsync(conn, tx, templateName, template, ct);
-            if (!decision.Placed)
-                return new CreateOutcome(null, NoAgents(decision));
-
-            var now = time.GetUtcNow();
-            var session = new SessionRecord
-            {
-                Id = SessionNames.New(owner.Username, templateName),
-                UserId = owner.Id,
-                Username = owner.Username,
-                Template = templateName,
-                State = SessionState.Pending,
-                AgentId = decision.AgentId,
-                Cpu = body.Resources?.Cpu ?? template.DefaultResources!.Cpu!,
-                Memory = body.Resources?.Memory ?? template.DefaultResources!.Memory!,
-                PersistentHome = body.PersistentHome ?? false,
-                CreatedAt = now,
-                UpdatedAt = now,
-            };
-            await conn.ExecuteAsync(new CommandDefinition(
-                """
-                INSERT INTO sessions (id, user_id, username, template, state, state_reason, agent_id, cpu, memory, persistent_home, created_at, updated_at, last_activity_at)
-                VALUES (@Id, @UserId, @Username, @Template, @State, NULL, @AgentId, @Cpu, @Memory, @PersistentHome, @CreatedAt, @UpdatedAt, NULL)
-                """,
-                session, tx, cancellationToken: ct));
-            await outbox.EnqueueAsync(conn, tx, decision.AgentId!, session.Id, CommandTypes.SessionStart, new SessionStartArgs
-            {
-                SessionId = session.Id,
-                User = session.Username,
-                Template = templateName,
-                Resources = new SessionResources { Cpu = session.Cpu, Memory = session.Memory },
-                PersistentHome = session.PersistentHome,
-                Launch = template.ToLaunchSpec(),
-            }, ct);
-            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.SessionCreated, session.Id,
-                $"template={templateName} user={owner.Username} agent={decision.AgentId}", http, ct);
-            return new CreateOutcome(session.ToView(), null);
-        }, ct);
-
+        var outcome = await creator.CreateAsync(new SessionCreateRequest(
+            caller, targetUsername, body.Template!.Trim(), body.Resources?.Cpu, body.Resources?.Memory, body.PersistentHome ?? false,
+            http.Connection.RemoteIpAddress?.ToString()), ct);
         if (outcome.Error is not null) return outcome.Error;
-        outbox.NotifyQueued(outcome.Session!.AgentId!);
         return TypedResults.Created($"/api/v1/sessions/{outcome.Session!.Id}", outcome.Session);
     }
 
@@ -215,19 +155,6 @@ public static class SessionsApi
         var session = await conn.QuerySingleOrDefaultAsync<SessionRecord>(new CommandDefinition(
             $"SELECT {SessionRecord.Columns} FROM sessions WHERE id = @id{(forUpdate ? db.ForUpdate : "")}", new { id }, tx, cancellationToken: ct));
         return session is not null && (caller.IsAdmin || session.UserId == caller.Id) ? session : null;
-    }
-
-    private static CreateOutcome Invalid(string field, string message) =>
-        new(null, ApiErrors.BadRequest($"The request is invalid: {field}: {message}", new Dictionary<string, string> { [field] = message }));
-
-    private static JsonHttpResult<ApiError> NoAgents(PlacementDecision decision)
-    {
-        var message = decision.RegisteredAgents == 0 && decision.Rejections.Count == 0
-            ? "No agent is registered, so there is nowhere to run the session. An admin adds one with POST /api/v1/agents "
-              + "and starts it with STREAMSPACE_AGENT_ID and STREAMSPACE_AGENT_TOKEN, or runs the control plane with STREAMSPACE_EMBEDDED_AGENT=true."
-            : $"No registered agent can take this session right now ({decision.Rejections.Count} registered); 'reasons' says why for each.";
-        return TypedResults.Json(new ApiError("No agents available", message) { Reasons = decision.Rejections },
-            statusCode: StatusCodes.Status503ServiceUnavailable);
     }
 
     private static JsonHttpResult<ApiError> NotFound(string id) => ApiErrors.NotFound($"There is no session '{id}'.");

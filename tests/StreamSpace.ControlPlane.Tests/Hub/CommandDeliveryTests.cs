@@ -196,6 +196,45 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
     }
 
     [Fact]
+    public async Task A_burst_of_reports_is_applied_completely_and_in_the_order_sent()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        var sessions = new List<string>();
+        var commands = new List<string>();
+        for (var i = 0; i < 30; i++)
+        {
+            var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+            sessions.Add(sessionId);
+            commands.Add(await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart));
+        }
+        // Two starts for one session: the failure is reported first, so the session must end failed (a failed
+        // session stays failed); applied the other way round it would end running.
+        var twice = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var first = await cp.EnqueueAsync(agentId, twice, CommandTypes.SessionStart);
+        var second = await cp.EnqueueAsync(agentId, twice, CommandTypes.SessionStart);
+        for (var i = 0; i < 32; i++) await agent.ExpectCommandAsync();
+
+        // Everything back-to-back, without waiting: the hub applies these reports in batches.
+        foreach (var commandId in commands)
+        {
+            await agent.AckAsync(commandId);
+            await agent.ResultAsync(commandId, success: true);
+        }
+        await agent.AckAsync(first);
+        await agent.AckAsync(second);
+        await agent.ResultAsync(first, success: false, error: "first start failed");
+        await agent.ResultAsync(second, success: true);
+
+        foreach (var sessionId in sessions) await cp.SessionStateIsAsync(sessionId, SessionState.Running, Soon);
+        foreach (var commandId in commands) (await cp.CommandRowAsync(commandId)).State.ShouldBe(CommandState.Succeeded);
+        await cp.SessionStateIsAsync(twice, SessionState.Failed, Soon);
+        (await cp.SessionRowAsync(twice)).Reason!.ShouldContain("first start failed");
+        (await cp.CommandRowAsync(first)).State.ShouldBe(CommandState.Failed);
+        (await cp.CommandRowAsync(second)).State.ShouldBe(CommandState.Succeeded);
+    }
+
+    [Fact]
     public async Task A_result_for_an_unknown_command_is_ignored_and_the_agent_keeps_working()
     {
         var (agentId, token) = await cp.CreateAgentAsync();

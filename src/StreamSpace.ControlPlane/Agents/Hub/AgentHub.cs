@@ -1,5 +1,6 @@
 using System.Net.WebSockets;
 using System.Text;
+using System.Threading.Channels;
 using Microsoft.Extensions.Options;
 using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Hosting;
@@ -23,6 +24,9 @@ public sealed class AgentHub(
     /// <summary>Bound on the offline write after the socket ended (the request's own token is already cancelled).</summary>
     private static readonly TimeSpan CleanupTimeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>Reports applied in one transaction at most; also the per-connection queue bound (the agent's reads wait beyond it).</summary>
+    private const int MaxReportBatch = 512;
+
     private readonly StreamSpaceOptions _options = options.Value;
 
     public async Task RunAsync(WebSocket socket, string agentId, CancellationToken requestAborted)
@@ -32,11 +36,19 @@ public sealed class AgentHub(
         using var onStopping = lifetime.ApplicationStopping.Register(
             () => _ = connection.CloseAsync(WebSocketCloseStatus.EndpointUnavailable, "control plane shutting down"));
         Task reconcileLoop = Task.CompletedTask;
+        Task reportPump = Task.CompletedTask;
+        var reports = Channel.CreateBounded<AgentReport>(new BoundedChannelOptions(MaxReportBatch)
+        {
+            SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait,
+        });
+        // Reports already received are applied even after the socket ends (bounded by CleanupTimeout), not dropped.
+        using var drain = CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping);
         try
         {
             if (!await HandshakeAsync(connection, reader)) return;
             reconcileLoop = ReconcilePeriodicallyAsync(connection);
-            await ReadLoopAsync(connection, reader);
+            reportPump = PumpReportsAsync(connection, reports.Reader, drain.Token);
+            await ReadLoopAsync(connection, reader, reports.Writer);
         }
         catch (Exception ex) when (ex is OperationCanceledException or WebSocketException or ObjectDisposedException)
         {
@@ -48,7 +60,10 @@ public sealed class AgentHub(
         }
         finally
         {
+            reports.Writer.TryComplete();
+            drain.CancelAfter(CleanupTimeout);
             await connection.FinishAsync();
+            await reportPump;
             await reconcileLoop;
             // Whatever ended the connection (even mid-handshake, after it was registered): offline only if it
             // is still the current one, so a replaced connection's cleanup never touches its successor.
@@ -185,7 +200,7 @@ public sealed class AgentHub(
         return null;
     }
 
-    private async Task ReadLoopAsync(AgentConnection connection, FrameReader reader)
+    private async Task ReadLoopAsync(AgentConnection connection, FrameReader reader, ChannelWriter<AgentReport> reports)
     {
         while (!connection.Lifetime.IsCancellationRequested)
         {
@@ -213,7 +228,7 @@ public sealed class AgentHub(
             }
             try
             {
-                await DispatchAsync(connection, envelope!);
+                await DispatchAsync(connection, envelope!, reports);
             }
             catch (ProtocolException ex)
             {
@@ -230,7 +245,7 @@ public sealed class AgentHub(
         }
     }
 
-    private async Task DispatchAsync(AgentConnection connection, Envelope envelope)
+    private async Task DispatchAsync(AgentConnection connection, Envelope envelope, ChannelWriter<AgentReport> reports)
     {
         var ct = connection.Lifetime;
         switch (envelope.Type)
@@ -241,39 +256,105 @@ public sealed class AgentHub(
                 connection.ActiveSessions = Math.Max(0, heartbeat.ActiveSessions);
                 metrics.HeartbeatReceived();
                 break;
+            // Parsed here, so a malformed report closes the connection at once; applied by the report pump.
             case MessageTypes.Ack:
-                await results.AckAsync(connection.AgentId, envelope.PayloadAs<AckPayload>(), ct);
+                await reports.WriteAsync(AgentReport.Of(envelope.PayloadAs<AckPayload>()), ct);
                 break;
             case MessageTypes.Result:
-                var result = envelope.PayloadAs<ResultPayload>();
-                await connection.ProcessingLock.WaitAsync(ct);
-                try
-                {
-                    if (await results.CompleteAsync(connection.AgentId, result, ct) is { SessionId: { } sessionId } command)
-                        TrackResult(connection, sessionId, command.Type, result.Success);
-                }
-                finally
-                {
-                    connection.ProcessingLock.Release();
-                }
+                await reports.WriteAsync(AgentReport.Of(envelope.PayloadAs<ResultPayload>()), ct);
                 break;
             case MessageTypes.SessionStatus:
-                var observed = envelope.PayloadAs<SessionStatusPayload>();
-                await connection.ProcessingLock.WaitAsync(ct);
-                try
-                {
-                    await observations.ApplyAsync(connection, observed, ct);
-                }
-                finally
-                {
-                    connection.ProcessingLock.Release();
-                }
+                await reports.WriteAsync(AgentReport.Of(envelope.PayloadAs<SessionStatusPayload>()), ct);
                 break;
             default:
                 // Contract §3: unknown types are logged and ignored, so newer agents can talk to older control planes.
                 logger.LogWarning(HubEvents.UnknownMessageType, "Agent {AgentId} sent a message of unknown or unexpected type '{Type}'; ignored",
                     connection.AgentId, envelope.Type.Length > 64 ? envelope.Type[..64] : envelope.Type);
                 break;
+        }
+    }
+
+    /// <summary>
+    /// Applies the connection's acks, results and session events in the order the agent sent them, taking
+    /// everything queued since the last pass as one batch: acks and results go to the database set-based in one
+    /// transaction (a busy agent costs a few statements per batch, not several per command); a session event ends a
+    /// run, so every session still sees its reports in the order they were sent.
+    /// </summary>
+    private async Task PumpReportsAsync(AgentConnection connection, ChannelReader<AgentReport> reader, CancellationToken ct)
+    {
+        var batch = new List<AgentReport>(MaxReportBatch);
+        try
+        {
+            while (await reader.WaitToReadAsync(ct))
+            {
+                batch.Clear();
+                while (batch.Count < MaxReportBatch && reader.TryRead(out var report)) batch.Add(report);
+                await connection.ProcessingLock.WaitAsync(ct);
+                try
+                {
+                    await ApplyReportsAsync(connection, batch, ct);
+                }
+                finally
+                {
+                    connection.ProcessingLock.Release();
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Shutdown, or the drain after the socket ended took too long: unfinished commands are redelivered
+            // on the next connection and the agent reports them again.
+        }
+    }
+
+    private async Task ApplyReportsAsync(AgentConnection connection, List<AgentReport> batch, CancellationToken ct)
+    {
+        var acks = new List<AckPayload>();
+        var received = new List<ResultPayload>();
+        foreach (var report in batch)
+        {
+            if (report.Ack is { } ack)
+            {
+                acks.Add(ack);
+            }
+            else if (report.Result is { } result)
+            {
+                received.Add(result);
+            }
+            else if (report.Status is { } status)
+            {
+                await FlushAsync();
+                await GuardAsync(() => observations.ApplyAsync(connection, status, ct), MessageTypes.SessionStatus);
+            }
+        }
+        await FlushAsync();
+
+        async Task FlushAsync()
+        {
+            if (acks.Count == 0 && received.Count == 0) return;
+            var (a, r) = (acks.ToList(), received.ToList());
+            acks.Clear();
+            received.Clear();
+            await GuardAsync(async () =>
+            {
+                foreach (var applied in await results.ApplyAsync(connection.AgentId, a, r, ct))
+                    if (applied.Command.SessionId is { } sessionId)
+                        TrackResult(connection, sessionId, applied.Command.Type, applied.Success);
+            }, r.Count > 0 ? MessageTypes.Result : MessageTypes.Ack);
+        }
+
+        async Task GuardAsync(Func<Task> apply, string type)
+        {
+            try
+            {
+                await apply();
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // A database failure while applying reports must not drop the agent: unfinished commands are
+                // redelivered and the agent re-reports their results.
+                logger.LogError(HubEvents.HubLoopFailed, ex, "Could not apply '{Type}' reports from agent {AgentId}", type, connection.AgentId);
+            }
         }
     }
 

@@ -29,7 +29,7 @@ public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider ti
             // saw no stop command for an orphan would each enqueue one. (SQLite's writer lock does this already.)
             if (db.IsPostgres)
                 await conn.ExecuteAsync(new CommandDefinition(
-                    "SELECT agent_id FROM agents WHERE agent_id = @agentId FOR UPDATE", new { agentId }, tx, cancellationToken: ct));
+                    "SELECT agent_id FROM agents WHERE agent_id = @agentId FOR NO KEY UPDATE", new { agentId }, tx, cancellationToken: ct));
             var placed = (await conn.QueryAsync<(string Id, string State)>(new CommandDefinition(
                     $"SELECT id, state FROM sessions WHERE agent_id = @agentId AND state IN ({SessionState.LiveSqlList}){db.ForUpdate}",
                     new { agentId }, tx, cancellationToken: ct)))

@@ -112,7 +112,7 @@ public sealed class AgentStatusWriter(
                     var updated = await conn.QueryAsync<string>(new CommandDefinition(
                         """
                         WITH locked AS (
-                            SELECT agent_id FROM agents WHERE agent_id = ANY(@ids) ORDER BY agent_id FOR UPDATE)
+                            SELECT agent_id FROM agents WHERE agent_id = ANY(@ids) ORDER BY agent_id FOR NO KEY UPDATE)
                         UPDATE agents a SET status = @online, last_heartbeat = v.at, draining = (a.draining OR v.draining),
                             active_sessions = v.active, updated_at = v.at
                         FROM unnest(@ids, @connections, @ats, @drains, @actives) AS v(agent_id, connection_id, at, draining, active)

@@ -1,0 +1,247 @@
+using System.Data.Common;
+using System.Threading.Channels;
+using Dapper;
+using Microsoft.AspNetCore.Http.HttpResults;
+using StreamSpace.ControlPlane.Agents;
+using StreamSpace.ControlPlane.Audit;
+using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Identity;
+using StreamSpace.ControlPlane.Templates;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Sessions;
+
+/// <summary>A validated create request, as <see cref="SessionCreator"/> takes it.</summary>
+public sealed record SessionCreateRequest(
+    CurrentUser Caller, string TargetUsername, string TemplateName, string? Cpu, string? Memory, bool PersistentHome, string? ClientIp);
+
+/// <summary>The created session, or the error the API answers with.</summary>
+public sealed record SessionCreateOutcome(SessionView? Session, JsonHttpResult<ApiError>? Error);
+
+/// <summary>
+/// Creates sessions: owner, template, quota and placement checked and the session, its start command and the
+/// audit entry written in ONE write transaction (quota and capacity can never be exceeded, invariant 2: the
+/// command is written before it is sent). Creates that arrive together are group-committed: a worker takes
+/// every request queued while the previous transaction ran and handles them in a single transaction, so the
+/// row locks, the load counts and the commit are paid once per batch. Each request still gets its own answer
+/// (a refused one does not affect the others), and an idle control plane answers a lone create at once.
+/// </summary>
+public sealed class SessionCreator(
+    Db db, TemplateCatalog catalog, SessionQuota quota, AgentPlacement placement, CommandOutbox outbox, AuditLog audit,
+    TimeProvider time, ILogger<SessionCreator> logger) : BackgroundService
+{
+    /// <summary>Upper bound of one transaction, so a burst cannot build a transaction that holds its locks for long.</summary>
+    internal const int MaxBatch = 256;
+    /// <summary>
+    /// Batches in flight at once. Batches serialize on the agent rows (placement), but a second one can read its users
+    /// and templates while the first holds those rows, which keeps the pipeline full when round trips are slow.
+    /// </summary>
+    private const int Workers = 2;
+
+    private readonly Channel<Pending> _queue = Channel.CreateBounded<Pending>(new BoundedChannelOptions(16 * MaxBatch)
+    {
+        FullMode = BoundedChannelFullMode.Wait,
+    });
+
+    public async Task<SessionCreateOutcome> CreateAsync(SessionCreateRequest request, CancellationToken ct)
+    {
+        var pending = new Pending(request, new TaskCompletionSource<SessionCreateOutcome>(TaskCreationOptions.RunContinuationsAsynchronously), ct);
+        try
+        {
+            await _queue.Writer.WriteAsync(pending, ct);
+        }
+        catch (ChannelClosedException)
+        {
+            // Shutting down: the loop is gone, so this request is its own batch.
+            await RunBatchAsync([pending], ct);
+        }
+        return await pending.Completion.Task;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        await Task.WhenAll(Enumerable.Range(0, Workers).Select(_ => Task.Run(() => WorkAsync(stoppingToken), CancellationToken.None)));
+        // Whatever is still queued is answered, not dropped: requests in flight during shutdown get a real result.
+        _queue.Writer.TryComplete();
+        var rest = new List<Pending>(MaxBatch);
+        for (Take(rest); rest.Count > 0; Take(rest))
+            await RunBatchAsync(rest, CancellationToken.None);
+    }
+
+    private async Task WorkAsync(CancellationToken stoppingToken)
+    {
+        var batch = new List<Pending>(MaxBatch);
+        try
+        {
+            while (await _queue.Reader.WaitToReadAsync(stoppingToken))
+            {
+                Take(batch);
+                if (batch.Count > 0) await RunBatchAsync(batch, stoppingToken);
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    private void Take(List<Pending> batch)
+    {
+        batch.Clear();
+        while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var p))
+        {
+            if (p.Cancellation.IsCancellationRequested) p.Completion.TrySetCanceled(p.Cancellation);
+            else batch.Add(p);
+        }
+    }
+
+    private async Task RunBatchAsync(IReadOnlyList<Pending> batch, CancellationToken ct)
+    {
+        SessionCreateOutcome[] outcomes;
+        try
+        {
+            outcomes = await db.InTransactionAsync((conn, tx) => CreateAllAsync(conn, tx, batch, ct), ct);
+        }
+        catch (Exception ex)
+        {
+            // Nothing committed: every request of the batch fails the same way (a database outage becomes 503).
+            if (!ErrorHandling.IsDatabaseOutage(ex) && ex is not OperationCanceledException)
+                logger.LogError(ex, "Creating a batch of {Count} session(s) failed", batch.Count);
+            foreach (var p in batch) p.Completion.TrySetException(ex);
+            return;
+        }
+        for (var i = 0; i < batch.Count; i++) batch[i].Completion.TrySetResult(outcomes[i]);
+        foreach (var agentId in outcomes.Select(o => o.Session?.AgentId).OfType<string>().Distinct(StringComparer.Ordinal))
+            outbox.NotifyQueued(agentId);
+    }
+
+    /// <summary>Runs inside the write transaction; may run again from the start when PostgreSQL picks it as a deadlock victim.</summary>
+    private async Task<SessionCreateOutcome[]> CreateAllAsync(DbConnection conn, DbTransaction tx, IReadOnlyList<Pending> batch, CancellationToken ct)
+    {
+        var outcomes = new SessionCreateOutcome[batch.Count];
+        var users = await quota.BeginAsync(conn, tx, batch.Select(p => p.Request.TargetUsername).ToList(), ct);
+        var templates = new Dictionary<string, TemplateView?>(StringComparer.Ordinal);
+        PlacementRound? round = null;
+        var now = time.GetUtcNow();
+        var sessions = new List<SessionRecord>(batch.Count);
+        var commands = new List<NewCommand>(batch.Count);
+        var entries = new List<NewAuditEntry>(batch.Count);
+
+        for (var i = 0; i < batch.Count; i++)
+        {
+            var r = batch[i].Request;
+            var owner = users.Owner(r.TargetUsername);
+            if (owner is null) { outcomes[i] = Invalid("user", $"there is no user named '{r.TargetUsername}'"); continue; }
+            if (owner.Disabled) { outcomes[i] = Invalid("user", $"the user '{r.TargetUsername}' is disabled"); continue; }
+
+            if (!templates.TryGetValue(r.TemplateName, out var template))
+                templates[r.TemplateName] = template = await catalog.FindAsync(conn, tx, r.TemplateName, ct, TemplateLock.Share);
+            if (template is null) { outcomes[i] = Invalid("template", $"there is no template named '{r.TemplateName}' (GET /api/v1/templates lists them)"); continue; }
+
+            var quotaStatus = users.Check(owner);
+            if (quotaStatus.Exceeded)
+            {
+                outcomes[i] = new SessionCreateOutcome(null, ApiErrors.Forbidden(
+                    $"User '{owner.Username}' already has {quotaStatus.LiveSessions} live session(s) and may have at most {quotaStatus.MaxSessions}; delete one first.",
+                    "Quota exceeded"));
+                continue;
+            }
+
+            round ??= await placement.BeginAsync(conn, tx, ct);
+            var decision = await round.ChooseAsync(r.TemplateName, template, ct);
+            if (!decision.Placed) { outcomes[i] = new SessionCreateOutcome(null, NoAgents(decision)); continue; }
+            users.Reserve(owner);
+
+            var session = new SessionRecord
+            {
+                Id = SessionNames.New(owner.Username, r.TemplateName),
+                UserId = owner.Id,
+                Username = owner.Username,
+                Template = r.TemplateName,
+                State = SessionState.Pending,
+                AgentId = decision.AgentId,
+                Cpu = r.Cpu ?? template.DefaultResources!.Cpu!,
+                Memory = r.Memory ?? template.DefaultResources!.Memory!,
+                PersistentHome = r.PersistentHome,
+                CreatedAt = now,
+                UpdatedAt = now,
+            };
+            sessions.Add(session);
+            commands.Add(new NewCommand(decision.AgentId!, session.Id, CommandTypes.SessionStart, new SessionStartArgs
+            {
+                SessionId = session.Id,
+                User = session.Username,
+                Template = r.TemplateName,
+                Resources = new SessionResources { Cpu = session.Cpu, Memory = session.Memory },
+                PersistentHome = session.PersistentHome,
+                Launch = template.ToLaunchSpec(),
+            }));
+            entries.Add(new NewAuditEntry(r.Caller.Username, AuditActions.SessionCreated, session.Id,
+                $"template={r.TemplateName} user={owner.Username} agent={decision.AgentId}", r.ClientIp));
+            outcomes[i] = new SessionCreateOutcome(session.ToView(), null);
+        }
+
+        await InsertAsync(conn, tx, sessions, commands, entries, ct);
+        return outcomes;
+    }
+
+    /// <summary>Writes the sessions, their start commands and the audit entries: on PostgreSQL three set-based statements in one round trip.</summary>
+    private async Task InsertAsync(
+        DbConnection conn, DbTransaction tx, List<SessionRecord> sessions, List<NewCommand> commands, List<NewAuditEntry> entries, CancellationToken ct)
+    {
+        if (sessions.Count == 0) return;
+        if (!db.IsPostgres)
+        {
+            foreach (var session in sessions)
+                await conn.ExecuteAsync(new CommandDefinition(
+                    """
+                    INSERT INTO sessions (id, user_id, username, template, state, state_reason, agent_id, cpu, memory, persistent_home, created_at, updated_at, last_activity_at)
+                    VALUES (@Id, @UserId, @Username, @Template, @State, NULL, @AgentId, @Cpu, @Memory, @PersistentHome, @CreatedAt, @UpdatedAt, NULL)
+                    """,
+                    session, tx, cancellationToken: ct));
+            await outbox.EnqueueManyAsync(conn, tx, commands, ct);
+            await audit.WriteManyAsync(conn, tx, entries, ct);
+            return;
+        }
+
+        var args = new DynamicParameters(new
+        {
+            s_pending = SessionState.Pending, s_now = sessions[0].CreatedAt,
+            s_ids = sessions.Select(s => s.Id).ToArray(), s_users = sessions.Select(s => s.UserId).ToArray(),
+            s_names = sessions.Select(s => s.Username).ToArray(), s_templates = sessions.Select(s => s.Template).ToArray(),
+            s_agents = sessions.Select(s => s.AgentId).ToArray(), s_cpus = sessions.Select(s => s.Cpu).ToArray(),
+            s_memories = sessions.Select(s => s.Memory).ToArray(), s_homes = sessions.Select(s => s.PersistentHome).ToArray(),
+        });
+        var (commandSql, commandArgs, _) = outbox.PgInsertMany(commands);
+        var (auditSql, auditArgs) = audit.PgInsertMany(entries);
+        args.AddDynamicParams(commandArgs);
+        args.AddDynamicParams(auditArgs);
+        // Sessions first: the commands reference them.
+        await conn.ExecuteAsync(new CommandDefinition(
+            $"""
+            INSERT INTO sessions (id, user_id, username, template, state, state_reason, agent_id, cpu, memory, persistent_home, created_at, updated_at, last_activity_at)
+            SELECT v.id, v.user_id, v.username, v.template, @s_pending, NULL, v.agent_id, v.cpu, v.memory, v.home, @s_now, @s_now, NULL
+            FROM unnest(@s_ids, @s_users, @s_names, @s_templates, @s_agents, @s_cpus, @s_memories, @s_homes)
+                AS v(id, user_id, username, template, agent_id, cpu, memory, home);
+            {commandSql};
+            {auditSql}
+            """,
+            args, tx, cancellationToken: ct));
+    }
+
+    private static SessionCreateOutcome Invalid(string field, string message) =>
+        new(null, ApiErrors.BadRequest($"The request is invalid: {field}: {message}", new Dictionary<string, string> { [field] = message }));
+
+    private static JsonHttpResult<ApiError> NoAgents(PlacementDecision decision)
+    {
+        var message = decision.RegisteredAgents == 0 && decision.Rejections.Count == 0
+            ? "No agent is registered, so there is nowhere to run the session. An admin adds one with POST /api/v1/agents "
+              + "and starts it with STREAMSPACE_AGENT_ID and STREAMSPACE_AGENT_TOKEN, or runs the control plane with STREAMSPACE_EMBEDDED_AGENT=true."
+            : $"No registered agent can take this session right now ({decision.Rejections.Count} registered); 'reasons' says why for each.";
+        return TypedResults.Json(new ApiError("No agents available", message) { Reasons = decision.Rejections },
+            statusCode: StatusCodes.Status503ServiceUnavailable);
+    }
+
+    private sealed record Pending(SessionCreateRequest Request, TaskCompletionSource<SessionCreateOutcome> Completion, CancellationToken Cancellation);
+}
