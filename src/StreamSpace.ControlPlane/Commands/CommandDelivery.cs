@@ -78,11 +78,7 @@ public sealed class CommandDelivery : BackgroundService
                         foreach (var agentId in await AgentsWithDueCommandsAsync(stoppingToken))
                             if (_registry.Find(agentId) is not null) batch.TryAdd(agentId, false);
                     }
-                    foreach (var (agentId, reconnected) in batch)
-                    {
-                        if (_registry.Find(agentId) is { } connection)
-                            await DeliverAsync(connection, reconnected, stoppingToken);
-                    }
+                    await DeliverAsync(batch, stoppingToken);
                 }
                 catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
                 {
@@ -117,22 +113,40 @@ public sealed class CommandDelivery : BackgroundService
             new { now = _time.GetUtcNow() }, cancellationToken: ct))).ToList();
     }
 
-    /// <summary>Sends the agent's due commands in created order over its current connection.</summary>
-    internal async Task DeliverAsync(AgentConnection connection, bool reconnected, CancellationToken ct)
+    /// <summary>
+    /// Sends the due commands of the requested agents that are connected here: one query for all of them (after a
+    /// restart thousands of agents reconnect at once, and most have nothing due), then per agent in created order.
+    /// </summary>
+    private async Task DeliverAsync(Dictionary<string, bool> requests, CancellationToken ct)
     {
+        var connected = requests.Where(r => _registry.Find(r.Key) is not null).ToList();
+        if (connected.Count == 0) return;
         var now = _time.GetUtcNow();
-        IReadOnlyList<CommandRow> due;
+        List<CommandRow> due;
         await using (var conn = await _db.OpenAsync(ct))
         {
+            // Npgsql takes the array as one parameter; Dapper expands the list for SQLite.
+            string In(string name) => _db.IsPostgres ? $"= ANY(@{name})" : $"IN @{name}";
+            var reconnectedIds = connected.Where(r => r.Value).Select(r => r.Key).ToArray();
             due = (await conn.QueryAsync<CommandRow>(new CommandDefinition(
                 $"""
                 SELECT {CommandRow.Columns} FROM agent_commands
-                WHERE agent_id = @agentId AND state IN ({CommandRow.OpenStatesSql}) AND expires_at > @now
-                  AND (next_attempt_at <= @now OR @reconnected)
-                ORDER BY created_at, id
+                WHERE agent_id {In("ids")} AND state IN ({CommandRow.OpenStatesSql}) AND expires_at > @now
+                  AND (next_attempt_at <= @now{(reconnectedIds.Length > 0 ? $" OR agent_id {In("reconnected")}" : "")})
+                ORDER BY agent_id, created_at, id
                 """,
-                new { agentId = connection.AgentId, now, reconnected }, cancellationToken: ct))).ToList();
+                new { ids = connected.Select(r => r.Key).ToArray(), reconnected = reconnectedIds, now }, cancellationToken: ct))).ToList();
         }
+        foreach (var agentCommands in due.GroupBy(c => c.AgentId, StringComparer.Ordinal))
+        {
+            if (_registry.Find(agentCommands.Key) is { } connection)
+                await SendAsync(connection, requests[agentCommands.Key], agentCommands.ToList(), now, ct);
+        }
+    }
+
+    /// <summary>Claims and sends one agent's due commands (in created order) over its current connection.</summary>
+    private async Task SendAsync(AgentConnection connection, bool reconnected, List<CommandRow> due, DateTimeOffset now, CancellationToken ct)
+    {
         // The reconnect pass re-sends what an earlier connection left in flight, due or not; a command this
         // very connection already carried (sent between its hello and this pass) keeps its own deadline.
         var offered = due.Where(c => connection.FirstDelivery(c.Id) || !reconnected).ToList();

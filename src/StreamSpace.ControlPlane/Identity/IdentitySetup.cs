@@ -15,7 +15,7 @@ public static class IdentitySetup
         services.AddSingleton<TokenIssuer>();
         services.AddSingleton<AdminBootstrap>();
         services.AddSingleton<LoginRateLimiter>();
-        services.AddSingleton<TokenUserLookup>().AddHostedService(sp => sp.GetRequiredService<TokenUserLookup>());
+        services.AddSingleton<TokenUserLookup>();
         services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
         services.AddSingleton<IConfigureOptions<JwtBearerOptions>, ConfigureJwt>();
         services.AddAuthorizationBuilder()

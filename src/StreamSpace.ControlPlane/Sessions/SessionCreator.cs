@@ -1,5 +1,4 @@
 using System.Data.Common;
-using System.Threading.Channels;
 using Dapper;
 using Microsoft.AspNetCore.Http.HttpResults;
 using StreamSpace.ControlPlane.Agents;
@@ -23,14 +22,12 @@ public sealed record SessionCreateOutcome(SessionView? Session, JsonHttpResult<A
 /// <summary>
 /// Creates sessions: owner, template, quota and placement checked and the session, its start command and the
 /// audit entry written in ONE write transaction (quota and capacity can never be exceeded, invariant 2: the
-/// command is written before it is sent). Creates that arrive together are group-committed: a worker takes
-/// every request queued while the previous transaction ran and handles them in a single transaction, so the
-/// row locks, the load counts and the commit are paid once per batch. Each request still gets its own answer
+/// command is written before it is sent). Creates that arrive together are group-committed
+/// (<see cref="GroupCommitQueue{TItem, TResult}"/>) in a single transaction, so the row locks, the load counts and
+/// the commit are paid once per batch. Each request still gets its own answer
 /// (a refused one does not affect the others), and an idle control plane answers a lone create at once.
 /// </summary>
-public sealed class SessionCreator(
-    Db db, TemplateCatalog catalog, SessionQuota quota, AgentPlacement placement, CommandOutbox outbox, AuditLog audit,
-    TimeProvider time, ILogger<SessionCreator> logger) : BackgroundService
+public sealed class SessionCreator : IAsyncDisposable
 {
     /// <summary>Upper bound of one transaction, so a burst cannot build a transaction that holds its locks for long.</summary>
     internal const int MaxBatch = 256;
@@ -40,87 +37,57 @@ public sealed class SessionCreator(
     /// </summary>
     private const int Workers = 2;
 
-    private readonly Channel<Pending> _queue = Channel.CreateBounded<Pending>(new BoundedChannelOptions(16 * MaxBatch)
-    {
-        FullMode = BoundedChannelFullMode.Wait,
-    });
+    private readonly Db db;
+    private readonly TemplateCatalog catalog;
+    private readonly SessionQuota quota;
+    private readonly AgentPlacement placement;
+    private readonly CommandOutbox outbox;
+    private readonly AuditLog audit;
+    private readonly TimeProvider time;
+    private readonly ILogger<SessionCreator> logger;
+    private readonly GroupCommitQueue<SessionCreateRequest, SessionCreateOutcome> _queue;
 
-    public async Task<SessionCreateOutcome> CreateAsync(SessionCreateRequest request, CancellationToken ct)
+    public SessionCreator(Db db, TemplateCatalog catalog, SessionQuota quota, AgentPlacement placement, CommandOutbox outbox, AuditLog audit,
+        TimeProvider time, ILogger<SessionCreator> logger)
     {
-        var pending = new Pending(request, new TaskCompletionSource<SessionCreateOutcome>(TaskCreationOptions.RunContinuationsAsynchronously), ct);
-        try
-        {
-            await _queue.Writer.WriteAsync(pending, ct);
-        }
-        catch (ChannelClosedException)
-        {
-            // Shutting down: the loop is gone, so this request is its own batch.
-            await RunBatchAsync([pending], ct);
-        }
-        return await pending.Completion.Task;
+        this.db = db;
+        this.catalog = catalog;
+        this.quota = quota;
+        this.placement = placement;
+        this.outbox = outbox;
+        this.audit = audit;
+        this.time = time;
+        this.logger = logger;
+        _queue = new GroupCommitQueue<SessionCreateRequest, SessionCreateOutcome>(RunBatchAsync, MaxBatch, Workers);
     }
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        await Task.WhenAll(Enumerable.Range(0, Workers).Select(_ => Task.Run(() => WorkAsync(stoppingToken), CancellationToken.None)));
-        // Whatever is still queued is answered, not dropped: requests in flight during shutdown get a real result.
-        _queue.Writer.TryComplete();
-        var rest = new List<Pending>(MaxBatch);
-        for (Take(rest); rest.Count > 0; Take(rest))
-            await RunBatchAsync(rest, CancellationToken.None);
-    }
+    public Task<SessionCreateOutcome> CreateAsync(SessionCreateRequest request, CancellationToken ct) => _queue.EnqueueAsync(request, ct);
 
-    private async Task WorkAsync(CancellationToken stoppingToken)
-    {
-        var batch = new List<Pending>(MaxBatch);
-        try
-        {
-            while (await _queue.Reader.WaitToReadAsync(stoppingToken))
-            {
-                Take(batch);
-                if (batch.Count > 0) await RunBatchAsync(batch, stoppingToken);
-            }
-        }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
-        }
-    }
-
-    private void Take(List<Pending> batch)
-    {
-        batch.Clear();
-        while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var p))
-        {
-            if (p.Cancellation.IsCancellationRequested) p.Completion.TrySetCanceled(p.Cancellation);
-            else batch.Add(p);
-        }
-    }
-
-    private async Task RunBatchAsync(IReadOnlyList<Pending> batch, CancellationToken ct)
+    private async Task<IReadOnlyList<SessionCreateOutcome>> RunBatchAsync(IReadOnlyList<SessionCreateRequest> batch, CancellationToken ct)
     {
         SessionCreateOutcome[] outcomes;
         try
         {
             outcomes = await db.InTransactionAsync((conn, tx) => CreateAllAsync(conn, tx, batch, ct), ct);
         }
-        catch (Exception ex)
+        catch (Exception ex) when (!ErrorHandling.IsDatabaseOutage(ex) && ex is not OperationCanceledException)
         {
-            // Nothing committed: every request of the batch fails the same way (a database outage becomes 503).
-            if (!ErrorHandling.IsDatabaseOutage(ex) && ex is not OperationCanceledException)
-                logger.LogError(ex, "Creating a batch of {Count} session(s) failed", batch.Count);
-            foreach (var p in batch) p.Completion.TrySetException(ex);
-            return;
+            // Nothing committed; every request of the batch fails the same way.
+            logger.LogError(ex, "Creating a batch of {Count} session(s) failed", batch.Count);
+            throw;
         }
-        for (var i = 0; i < batch.Count; i++) batch[i].Completion.TrySetResult(outcomes[i]);
         foreach (var agentId in outcomes.Select(o => o.Session?.AgentId).OfType<string>().Distinct(StringComparer.Ordinal))
             outbox.NotifyQueued(agentId);
+        return outcomes;
     }
 
+    public ValueTask DisposeAsync() => _queue.DisposeAsync();
+
     /// <summary>Runs inside the write transaction; may run again from the start when PostgreSQL picks it as a deadlock victim.</summary>
-    private async Task<SessionCreateOutcome[]> CreateAllAsync(DbConnection conn, DbTransaction tx, IReadOnlyList<Pending> batch, CancellationToken ct)
+    private async Task<SessionCreateOutcome[]> CreateAllAsync(DbConnection conn, DbTransaction tx, IReadOnlyList<SessionCreateRequest> batch, CancellationToken ct)
     {
         var outcomes = new SessionCreateOutcome[batch.Count];
-        var users = await quota.BeginAsync(conn, tx, batch.Select(p => p.Request.TargetUsername).ToList(), ct);
+        var users = await quota.BeginAsync(conn, tx, batch.Select(r => r.TargetUsername).ToList(), ct);
         var templates = new Dictionary<string, TemplateView?>(StringComparer.Ordinal);
         PlacementRound? round = null;
         var now = time.GetUtcNow();
@@ -130,7 +97,7 @@ public sealed class SessionCreator(
 
         for (var i = 0; i < batch.Count; i++)
         {
-            var r = batch[i].Request;
+            var r = batch[i];
             var owner = users.Owner(r.TargetUsername);
             if (owner is null) { outcomes[i] = Invalid("user", $"there is no user named '{r.TargetUsername}'"); continue; }
             if (owner.Disabled) { outcomes[i] = Invalid("user", $"the user '{r.TargetUsername}' is disabled"); continue; }
@@ -242,6 +209,4 @@ public sealed class SessionCreator(
         return TypedResults.Json(new ApiError("No agents available", message) { Reasons = decision.Rejections },
             statusCode: StatusCodes.Status503ServiceUnavailable);
     }
-
-    private sealed record Pending(SessionCreateRequest Request, TaskCompletionSource<SessionCreateOutcome> Completion, CancellationToken Cancellation);
 }

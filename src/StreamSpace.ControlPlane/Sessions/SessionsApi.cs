@@ -23,8 +23,7 @@ public static class SessionsApi
 {
     public static IServiceCollection AddStreamSpaceSessions(this IServiceCollection services) =>
         services.AddSingleton<SessionQuota>()
-            .AddSingleton<SessionCreator>()
-            .AddHostedService(sp => sp.GetRequiredService<SessionCreator>());
+            .AddSingleton<SessionCreator>();
 
     public static IEndpointRouteBuilder MapSessionsApi(this IEndpointRouteBuilder routes)
     {

@@ -130,7 +130,13 @@ public sealed class AgentHub(
         connection.Draining = hello.Draining;
         connection.ActiveSessions = hello.Capacity.ActiveSessions;
         foreach (var item in hello.Inventory) SessionObservations.Track(connection, item.SessionId, item.State);
-        if (!await statusWriter.MarkOnlineAsync(connection, hello, now, connection.Lifetime))
+        var online = await statusWriter.MarkOnlineAsync(connection, hello, now, connection.Lifetime);
+        if (online.Superseded)
+        {
+            await connection.CloseAsync(WebSocketCloseStatus.PolicyViolation, "replaced by a newer connection of the same agent");
+            return false;
+        }
+        if (!online.Registered)
             return await RefuseAsync(connection, "unknown_agent", "this agent is no longer registered");
         connection.MarkedOnline = true;
 
@@ -150,7 +156,10 @@ public sealed class AgentHub(
             connection.AgentId, hello.Version, hello.Platform, hello.Inventory.Count, connection.ConnectionId);
 
         await ApplyEndedInventoryAsync(connection, hello.Inventory);
-        await ReconcileAsync(connection);
+        // Nothing reported and nothing placed here: reconciliation would change nothing, so a fleet of fresh or idle
+        // agents reconnecting at once (after a restart) costs no transaction per agent. The periodic pass still runs.
+        if (hello.Inventory.Count > 0 || online.HasLiveSessions)
+            await ReconcileAsync(connection);
         delivery.Request(connection.AgentId, reconnected: true);
         return true;
     }

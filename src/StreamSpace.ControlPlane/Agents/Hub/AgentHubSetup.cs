@@ -20,6 +20,7 @@ public static class AgentHubSetup
                 .AddAuthenticationSchemes(AgentTokenAuthentication.SchemeName)
                 .RequireAuthenticatedUser()
                 .RequireClaim(AgentTokenAuthentication.AgentIdClaim));
+        services.AddSingleton<AgentTokenHashes>();
         services.AddSingleton<AgentConnectionRegistry>();
         services.AddSingleton<HubMetrics>();
         services.AddSingleton<AgentStatusWriter>();

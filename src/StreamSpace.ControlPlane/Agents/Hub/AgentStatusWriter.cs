@@ -15,33 +15,85 @@ namespace StreamSpace.ControlPlane.Agents.Hub;
 /// a drain an admin set (POST /api/v1/agents/{id}/drain): the flag is only ever OR-ed in.
 /// </summary>
 public sealed class AgentStatusWriter(
-    Db db, AgentConnectionRegistry registry, HubMetrics metrics, IOptions<StreamSpaceOptions> options, ILogger<AgentStatusWriter> logger) : IDisposable
+    Db db, AgentConnectionRegistry registry, HubMetrics metrics, IOptions<StreamSpaceOptions> options, ILogger<AgentStatusWriter> logger) : IDisposable, IAsyncDisposable
 {
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private GroupCommitQueue<PendingHello, OnlineMark>? _hellosQueue;
+
+    private GroupCommitQueue<PendingHello, OnlineMark> Hellos
+    {
+        get
+        {
+            lock (_pendingLock) return _hellosQueue ??= new(WriteHellosAsync, maxBatch: 1000);
+        }
+    }
     private readonly Lock _pendingLock = new();
     private Dictionary<string, PendingHeartbeat> _pending = new(StringComparer.Ordinal);
 
-    /// <summary>Marks the agent online for <paramref name="connection"/>. False when the agent row no longer exists.</summary>
-    public async Task<bool> MarkOnlineAsync(AgentConnection connection, HelloPayload hello, DateTimeOffset now, CancellationToken ct)
+    /// <summary>
+    /// Marks the agent online for <paramref name="connection"/>. Hellos arriving together (a reconnect storm after a
+    /// restart) are written by one set-based UPDATE. <see cref="OnlineMark.Registered"/> is false when the agent row no
+    /// longer exists, or (<see cref="OnlineMark.Superseded"/>) when a newer hello of the same agent came in the same batch;
+    /// <see cref="OnlineMark.HasLiveSessions"/> says whether any live session is placed on the agent.
+    /// </summary>
+    public Task<OnlineMark> MarkOnlineAsync(AgentConnection connection, HelloPayload hello, DateTimeOffset now, CancellationToken ct) =>
+        Hellos.EnqueueAsync(new PendingHello(connection, hello, now), ct).WaitAsync(ct);
+
+    private async Task<IReadOnlyList<OnlineMark>> WriteHellosAsync(IReadOnlyList<PendingHello> hellos, CancellationToken ct)
     {
         await _gate.WaitAsync(ct);
         try
         {
             await using var conn = await db.OpenAsync(ct);
-            var rows = await conn.ExecuteAsync(new CommandDefinition(
-                """
-                UPDATE agents SET status = @online, connection_id = @connectionId, connected_at = @now, last_heartbeat = @now,
-                    version = @version, draining = (draining OR @draining), active_sessions = @active, platform = @platform,
-                    region = COALESCE(@region, region), updated_at = @now
-                WHERE agent_id = @agentId
-                """,
-                new
-                {
-                    online = AgentStatus.Online, connectionId = connection.ConnectionId, now, version = hello.Version, draining = hello.Draining,
-                    active = hello.Capacity.ActiveSessions, platform = hello.Platform, region = hello.Region, agentId = connection.AgentId,
-                },
-                cancellationToken: ct));
-            return rows == 1;
+            string LiveOn(string agent) => $"EXISTS (SELECT 1 FROM sessions s WHERE s.agent_id = {agent} AND s.state IN ({Sessions.SessionState.LiveSqlList}))";
+            if (db.IsPostgres)
+            {
+                // The same agent twice in one batch (a reconnect racing its predecessor): the later hello wins, as it would one by one.
+                var last = hellos.Select((h, i) => (h, i)).GroupBy(x => x.h.Connection.AgentId, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last().i, StringComparer.Ordinal);
+                var rows = hellos.Where((h, i) => last[h.Connection.AgentId] == i).ToList();
+                var marked = (await conn.QueryAsync<(string AgentId, bool Live)>(new CommandDefinition(
+                    $"""
+                    UPDATE agents a SET status = @online, connection_id = v.connection_id, connected_at = v.at, last_heartbeat = v.at,
+                        version = v.version, draining = (a.draining OR v.draining), active_sessions = v.active, platform = v.platform,
+                        region = COALESCE(v.region, a.region), updated_at = v.at
+                    FROM unnest(@ids, @connections, @ats, @versions, @drains, @actives, @platforms, @regions)
+                        AS v(agent_id, connection_id, at, version, draining, active, platform, region)
+                    WHERE a.agent_id = v.agent_id
+                    RETURNING a.agent_id, {LiveOn("a.agent_id")}
+                    """,
+                    new
+                    {
+                        online = AgentStatus.Online,
+                        ids = rows.Select(h => h.Connection.AgentId).ToArray(), connections = rows.Select(h => h.Connection.ConnectionId).ToArray(),
+                        ats = rows.Select(h => h.At.ToUniversalTime()).ToArray(), versions = rows.Select(h => h.Hello.Version).ToArray(),
+                        drains = rows.Select(h => h.Hello.Draining).ToArray(), actives = rows.Select(h => h.Hello.Capacity.ActiveSessions).ToArray(),
+                        platforms = rows.Select(h => h.Hello.Platform).ToArray(), regions = rows.Select(h => h.Hello.Region).ToArray(),
+                    },
+                    cancellationToken: ct))).ToDictionary(r => r.AgentId, r => r.Live, StringComparer.Ordinal);
+                // An earlier hello of the same agent in this batch is superseded by the later one before it was written.
+                return hellos.Select((h, i) => last[h.Connection.AgentId] != i ? new OnlineMark(false, false, Superseded: true)
+                    : marked.TryGetValue(h.Connection.AgentId, out var l) ? new OnlineMark(true, l) : new OnlineMark(false, false)).ToList();
+            }
+            var results = new List<OnlineMark>(hellos.Count);
+            foreach (var h in hellos)
+            {
+                var hasLive = await conn.QuerySingleOrDefaultAsync<bool?>(new CommandDefinition(
+                    $"""
+                    UPDATE agents SET status = @online, connection_id = @connectionId, connected_at = @now, last_heartbeat = @now,
+                        version = @version, draining = (draining OR @draining), active_sessions = @active, platform = @platform,
+                        region = COALESCE(@region, region), updated_at = @now
+                    WHERE agent_id = @agentId
+                    RETURNING {LiveOn("agents.agent_id")}
+                    """,
+                    new
+                    {
+                        online = AgentStatus.Online, connectionId = h.Connection.ConnectionId, now = h.At, version = h.Hello.Version, draining = h.Hello.Draining,
+                        active = h.Hello.Capacity.ActiveSessions, platform = h.Hello.Platform, region = h.Hello.Region, agentId = h.Connection.AgentId,
+                    },
+                    cancellationToken: ct));
+                results.Add(hasLive is { } l ? new OnlineMark(true, l) : new OnlineMark(false, false));
+            }
+            return results;
         }
         finally
         {
@@ -199,7 +251,18 @@ public sealed class AgentStatusWriter(
         return connections.Where(c => !owners.TryGetValue(c.AgentId, out var owner) || owner != c.ConnectionId).ToList();
     }
 
+    private sealed record PendingHello(AgentConnection Connection, HelloPayload Hello, DateTimeOffset At);
+
     private sealed record PendingHeartbeat(AgentConnection Connection, DateTimeOffset At, bool Draining, int ActiveSessions);
 
-    public void Dispose() => _gate.Dispose();
+    public async ValueTask DisposeAsync()
+    {
+        if (_hellosQueue is not null) await _hellosQueue.DisposeAsync();
+        _gate.Dispose();
+    }
+
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 }
+
+/// <summary>The outcome of <see cref="AgentStatusWriter.MarkOnlineAsync"/>.</summary>
+public readonly record struct OnlineMark(bool Registered, bool HasLiveSessions, bool Superseded = false);

@@ -1,9 +1,7 @@
 using System.Security.Claims;
 using System.Text.Encodings.Web;
-using Dapper;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.Extensions.Options;
-using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
 
 namespace StreamSpace.ControlPlane.Agents.Hub;
@@ -14,7 +12,7 @@ namespace StreamSpace.ControlPlane.Agents.Hub;
 /// authenticates only its own agent. Compared in constant time; the token is never logged.
 /// </summary>
 public sealed class AgentTokenAuthentication(
-    IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory loggerFactory, UrlEncoder encoder, Db db)
+    IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory loggerFactory, UrlEncoder encoder, AgentTokenHashes tokenHashes)
     : AuthenticationHandler<AuthenticationSchemeOptions>(options, loggerFactory, encoder)
 {
     public const string SchemeName = "AgentToken";
@@ -32,9 +30,7 @@ public sealed class AgentTokenAuthentication(
         if (token.Length == 0 || agentId.Length > 64)
             return AuthenticateResult.Fail("malformed agent credentials");
 
-        await using var conn = await db.OpenAsync(Context.RequestAborted);
-        var storedHash = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
-            "SELECT token_hash FROM agents WHERE agent_id = @agentId", new { agentId }, cancellationToken: Context.RequestAborted));
+        var storedHash = await tokenHashes.FindAsync(agentId, Context.RequestAborted);
         // Unknown agent and wrong token look the same to the caller.
         if (storedHash is null || !AgentTokens.Matches(token, storedHash))
         {
