@@ -157,25 +157,52 @@ internal static class Bench
         var runs = await ConnectFleetAsync(fleet, cts.Token);
 
         await cp.KillAsync();
+        var benchCpu0 = ProcStats.CpuSeconds(Environment.ProcessId);
         var restart = DateTimeOffset.UtcNow;
         var sw = Stopwatch.StartNew();
         await cp.StartAsync(waitUntilReady: false);
+        var ready = WhenReadyAsync(cp.BaseAddress, sw);
         await using var conn = new NpgsqlConnection(env.ConnectionString);
         await conn.OpenAsync();
         long back = 0;
+        var progress = new List<string>();
+        var nextMark = TimeSpan.FromSeconds(1);
         while (sw.Elapsed < TimeSpan.FromSeconds(120))
         {
             back = await conn.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM agents WHERE status = 'online' AND connected_at >= @restart", new { restart });
+            if (sw.Elapsed >= nextMark) { progress.Add($"{nextMark.TotalSeconds:0}s:{back}"); nextMark += TimeSpan.FromSeconds(1); }
             if (back == agents) break;
             await Task.Delay(100);
         }
         var all = sw.Elapsed;
+        var cpCpu = ProcStats.CpuSeconds(cp.Pid);
+        var benchCpu = ProcStats.CpuSeconds(Environment.ProcessId) - benchCpu0;
         await cts.CancelAsync();
+        Console.WriteLine($"   restarted control plane ready (GET /readyz) after {(await ready).TotalSeconds:0.0} s; online so far: {string.Join(" ", progress)}");
+        Console.WriteLine($"   CPU in that window: control plane {cpCpu:0.0} s, the 5000 simulated agents (this process) {benchCpu:0.0} s, on {Environment.ProcessorCount} cores");
         Console.WriteLine($"   {back}/{agents} agents online again {all.TotalSeconds:0.0} s after the restarted process started → {all.TotalSeconds / 10:0.00} × the 10 s target");
         await Task.WhenAll(runs.Select(async t => { try { await t; } catch (OperationCanceledException) { } }));
     }
 
     // ---- helpers ---------------------------------------------------------------------------------
+    /// <summary>Time on <paramref name="clock"/> when the control plane first answers /readyz with success.</summary>
+    private static async Task<TimeSpan> WhenReadyAsync(Uri baseAddress, Stopwatch clock)
+    {
+        using var http = new HttpClient { BaseAddress = baseAddress, Timeout = TimeSpan.FromSeconds(2) };
+        while (clock.Elapsed < TimeSpan.FromSeconds(120))
+        {
+            try
+            {
+                using var r = await http.GetAsync("/readyz");
+                if (r.IsSuccessStatusCode) return clock.Elapsed;
+            }
+            catch (HttpRequestException) { }
+            catch (TaskCanceledException) { }
+            await Task.Delay(50);
+        }
+        return clock.Elapsed;
+    }
+
     private static async Task<List<SimAgent>> CreateFleetAsync(BenchDatabase env, ControlPlaneProcess cp, int count, int maxSessions)
     {
         var fleet = new List<SimAgent>(count);

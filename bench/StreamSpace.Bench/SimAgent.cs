@@ -12,6 +12,12 @@ internal sealed class SimAgent(string agentId, string token, Uri controlPlane, i
 {
     private static readonly TimeSpan BackoffMin = TimeSpan.FromSeconds(0.5);
     private static readonly TimeSpan BackoffMax = TimeSpan.FromSeconds(30);
+    /// <summary>
+    /// One handler for the whole fleet: a ClientWebSocket without one builds its own handler per connect attempt, and
+    /// thousands of refused attempts while the control plane restarts then cost this process (which shares the two
+    /// cores with the control plane under test) seconds of CPU.
+    /// </summary>
+    private static readonly HttpMessageInvoker SharedInvoker = new(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.Zero });
 
     public string AgentId => agentId;
     public bool Online { get; private set; }
@@ -48,7 +54,7 @@ internal sealed class SimAgent(string agentId, string token, Uri controlPlane, i
         ws.Options.SetRequestHeader("X-StreamSpace-Agent-Id", agentId);
         ws.Options.KeepAliveInterval = TimeSpan.FromSeconds(30);
         var wsUri = new UriBuilder(new Uri(controlPlane, "/api/v1/agents/connect")) { Scheme = "ws" }.Uri;
-        await ws.ConnectAsync(wsUri, ct);
+        await ws.ConnectAsync(wsUri, SharedInvoker, ct);
         var send = new SemaphoreSlim(1, 1);
         async Task SendAsync(Envelope e)
         {

@@ -50,6 +50,15 @@ public static class IdentitySetup
             };
             options.Events = new JwtBearerEvents
             {
+                // A bearer token that is not even shaped like a JWT (header.payload.signature), such as an agent token on the
+                // agent channel, fails here instead of inside the token handler, where it costs a thrown exception per request.
+                OnMessageReceived = context =>
+                {
+                    var authorization = context.Request.Headers.Authorization.ToString();
+                    if (authorization.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) && authorization.AsSpan(7).Count('.') != 2)
+                        context.Fail("The bearer token is not a JWT.");
+                    return Task.CompletedTask;
+                },
                 // Tokens are checked against the user row on every request: a disabled user, a bumped
                 // token version (disable, role or password change) or a deleted user ends the token at once.
                 OnTokenValidated = async context =>

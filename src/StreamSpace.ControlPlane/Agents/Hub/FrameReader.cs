@@ -10,8 +10,11 @@ internal enum FrameReadStatus { Text, Closed, TooLarge, Binary }
 /// <summary>Reads one complete WebSocket message into a reusable buffer, refusing anything over <see cref="ProtocolJson.MaxFrameBytes"/>.</summary>
 internal sealed class FrameReader : IDisposable
 {
-    /// <summary>Receive chunk: control messages are small; big inventories simply take several reads.</summary>
-    private const int ChunkBytes = 16 * 1024;
+    /// <summary>
+    /// Receive chunk: control messages are small (a heartbeat is ~150 bytes); big inventories simply take several reads.
+    /// Kept small because every connected agent holds one, and 10 000 agents are a normal fleet.
+    /// </summary>
+    private const int ChunkBytes = 4 * 1024;
 
     private readonly ArrayBufferWriter<byte> _message = new(ChunkBytes);
     private readonly byte[] _chunk = ArrayPool<byte>.Shared.Rent(ChunkBytes);
