@@ -1,3 +1,6 @@
+using System.Reflection;
+using Dapper;
+using FluentMigrator;
 using FluentMigrator.Runner;
 
 namespace StreamSpace.ControlPlane.Data;
@@ -11,6 +14,25 @@ public static class SchemaMigrator
         var runner = services.GetRequiredService<IMigrationRunner>();
         if (toVersion is { } v) runner.MigrateUp(v);
         else runner.MigrateUp();
+    }
+
+    /// <summary>Every migration in this assembly, by version.</summary>
+    public static IReadOnlyList<long> KnownVersions { get; } = typeof(SchemaMigrator).Assembly.GetTypes()
+        .Select(t => t.GetCustomAttribute<MigrationAttribute>()?.Version).OfType<long>().Order().ToList();
+
+    /// <summary>
+    /// True when the <c>VersionInfo</c> history already lists every migration this build knows (a cheap query, no
+    /// migration runner); false when anything is missing, including a fresh database without that table.
+    /// </summary>
+    public static async Task<bool> IsUpToDateAsync(Db db, CancellationToken ct)
+    {
+        await using var conn = await db.OpenAsync(ct);
+        var exists = await conn.ExecuteScalarAsync<long>(new CommandDefinition(db.IsPostgres
+            ? "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'VersionInfo' AND table_schema = current_schema()"
+            : "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'VersionInfo'", cancellationToken: ct));
+        if (exists == 0) return false;
+        var applied = (await conn.QueryAsync<long>(new CommandDefinition("SELECT \"Version\" FROM \"VersionInfo\"", cancellationToken: ct))).ToHashSet();
+        return KnownVersions.All(applied.Contains);
     }
 
     public static IReadOnlyList<long> AppliedVersions(DatabaseTarget target)
