@@ -34,6 +34,8 @@ public static class StreamBench
         var mib = IntArg(args, "--mib", 128);
         var pings = IntArg(args, "--pings", 2000);
         var streamCounts = (StringArg(args, "--streams") ?? "1,10,100").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+        // --only ours: just our path, for profiling (perf/strace) without the baselines; no ratios then.
+        var only = StringArg(args, "--only");
         if (mib < 1 || pings < 100 || streamCounts.Any(n => n < 1))
         {
             Console.Error.WriteLine("usage: StreamBench [--mib N>=1 per measurement] [--pings N>=100 round trips per measurement] [--streams 1,10,100]");
@@ -46,11 +48,15 @@ public static class StreamBench
         Console.WriteLine();
 
         var results = new List<Row>();
-        results.AddRange(await MeasureAsync("direct TCP", ct => DirectAsync(echo.Port, ct), null, streamCounts, mib, pings));
-        await using (var websockify = await Websockify.StartAsync(echo.Port))
+        if (only is null)
+        {
+            results.AddRange(await MeasureAsync("direct TCP", ct => DirectAsync(echo.Port, ct), null, streamCounts, mib, pings));
+            await using var websockify = await Websockify.StartAsync(echo.Port);
             results.AddRange(await MeasureAsync("websockify", websockify.ConnectAsync, websockify.CpuTime, streamCounts, mib, pings));
+        }
         await using (var ours = await OurRelay.StartAsync(echo.Port))
             results.AddRange(await MeasureAsync("StreamSpace", ours.ConnectAsync, null, streamCounts, mib, pings));
+        if (only is not null) return 0;
 
         Console.WriteLine();
         Console.WriteLine($"{"path",-12} {"streams",7} {"MiB/s",9} {"p50 µs",9} {"p99 µs",9} {"CPU ms/MiB",11} {"KiB/recv",9}");

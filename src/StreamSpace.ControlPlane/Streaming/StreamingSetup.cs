@@ -1,3 +1,4 @@
+using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.Options;
 
 namespace StreamSpace.ControlPlane.Streaming;
@@ -14,6 +15,8 @@ public static class StreamingSetup
         services.AddSingleton<SessionActivity>();
         services.AddSingleton<IStreamOpener, CommandStreamOpener>();
         services.AddHostedService<SessionActivityFlusher>();
+        // Large receive blocks for Kestrel (see RelayMemoryPool): replaces the default factory, so it must not be TryAdd.
+        services.AddSingleton<IMemoryPoolFactory<byte>, RelayMemoryPool.Factory>();
         return services;
     }
 
