@@ -1,4 +1,3 @@
-using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.Options;
 
 namespace StreamSpace.ControlPlane.Streaming;
@@ -15,8 +14,7 @@ public static class StreamingSetup
         services.AddSingleton<SessionActivity>();
         services.AddSingleton<IStreamOpener, CommandStreamOpener>();
         services.AddHostedService<SessionActivityFlusher>();
-        // Large receive blocks for Kestrel (see RelayMemoryPool): replaces the default factory, so it must not be TryAdd.
-        services.AddSingleton<IMemoryPoolFactory<byte>, RelayMemoryPool.Factory>();
+        services.AddRelayTransportTuning();
         return services;
     }
 
