@@ -24,6 +24,11 @@ public static class StreamBench
 {
     private const int ChunkBytes = 64 * 1024;
     private const int PingBytes = 64;
+    /// <summary>
+    /// Paced latency: each stream sends one ping this often. 16 ms is the fastest interactive input a viewer sends:
+    /// browsers fire mousemove at most once per frame (60 Hz) and noVNC forwards each as a pointer event.
+    /// </summary>
+    private static readonly TimeSpan DefaultPaceInterval = TimeSpan.FromMilliseconds(16);
     private const string AdminPassword = "bench-admin-password-1";
 
     /// <summary>USER_HZ of /proc/*/stat times: 100 on every Linux architecture .NET runs on.</summary>
@@ -33,39 +38,53 @@ public static class StreamBench
     {
         var mib = IntArg(args, "--mib", 128);
         var pings = IntArg(args, "--pings", 2000);
+        var pace = TimeSpan.FromMilliseconds(IntArg(args, "--pace-ms", (int)DefaultPaceInterval.TotalMilliseconds));
+        var pacedFor = TimeSpan.FromSeconds(IntArg(args, "--paced-seconds", 2));
         var streamCounts = (StringArg(args, "--streams") ?? "1,10,100").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-        if (mib < 1 || pings < 100 || streamCounts.Any(n => n < 1))
+        // --only ours: just our path, for profiling (perf/strace) without the baselines; no ratios then.
+        var only = StringArg(args, "--only");
+        if (mib < 1 || pings < 100 || streamCounts.Any(n => n < 1) || pace <= TimeSpan.Zero || pacedFor <= TimeSpan.Zero)
         {
-            Console.Error.WriteLine("usage: StreamBench [--mib N>=1 per measurement] [--pings N>=100 round trips per measurement] [--streams 1,10,100]");
+            Console.Error.WriteLine("usage: StreamBench [--mib N>=1 per measurement] [--pings N>=100 saturated round trips per measurement] " +
+                                    "[--pace-ms N>0 paced ping interval per stream] [--paced-seconds N>0] [--streams 1,10,100] [--only ours]");
             return 2;
         }
         await using var echo = EchoServer.Start();
-        Console.WriteLine($"echo server on loopback; throughput: {mib} MiB echoed per measurement in {ChunkBytes / 1024} KiB messages, " +
-                          $"split over the streams; latency: {pings} round trips of {PingBytes} bytes per measurement, split over the streams");
+        Console.WriteLine($"echo server on loopback; throughput: {mib} MiB echoed per measurement in {ChunkBytes / 1024} KiB messages, split over the streams");
+        Console.WriteLine($"paced latency: every stream sends a {PingBytes}-byte ping every {pace.TotalMilliseconds:0} ms (random phase) for {pacedFor.TotalSeconds:0} s");
+        Console.WriteLine($"saturated latency: {pings} back-to-back round trips per measurement, split over the streams (measures CPU queueing, not the path)");
         Console.WriteLine($"{Environment.ProcessorCount} CPU(s); all clients, the relay and the in-process agent bridge share them");
         Console.WriteLine();
 
         var results = new List<Row>();
-        results.AddRange(await MeasureAsync("direct TCP", ct => DirectAsync(echo.Port, ct), null, streamCounts, mib, pings));
-        await using (var websockify = await Websockify.StartAsync(echo.Port))
-            results.AddRange(await MeasureAsync("websockify", websockify.ConnectAsync, websockify.CpuTime, streamCounts, mib, pings));
+        var plan = new Plan(streamCounts, mib, pings, pace, pacedFor);
+        if (only is null)
+        {
+            results.AddRange(await MeasureAsync("direct TCP", ct => DirectAsync(echo.Port, ct), null, plan));
+            await using var websockify = await Websockify.StartAsync(echo.Port);
+            results.AddRange(await MeasureAsync("websockify", websockify.ConnectAsync, websockify.CpuTime, plan));
+        }
         await using (var ours = await OurRelay.StartAsync(echo.Port))
-            results.AddRange(await MeasureAsync("StreamSpace", ours.ConnectAsync, null, streamCounts, mib, pings));
+            results.AddRange(await MeasureAsync("StreamSpace", ours.ConnectAsync, null, plan));
+        if (only is not null) return 0;
 
         Console.WriteLine();
-        Console.WriteLine($"{"path",-12} {"streams",7} {"MiB/s",9} {"p50 µs",9} {"p99 µs",9} {"CPU ms/MiB",11} {"KiB/recv",9}");
+        Console.WriteLine($"{"",29} {"paced (interactive)",-19} {"saturated",-19}");
+        Console.WriteLine($"{"path",-12} {"streams",7} {"MiB/s",8} {"p50 µs",9} {"p99 µs",9} {"p50 µs",9} {"p99 µs",9} {"CPU ms/MiB",11} {"KiB/recv",9}");
         foreach (var r in results)
-            Console.WriteLine($"{r.Path,-12} {r.Streams,7} {r.MiBps,9:F1} {r.P50Us,9:F0} {r.P99Us,9:F0} {r.CpuMsPerMiB,11:F2} {r.KiBPerReceive,9:F1}");
+            Console.WriteLine($"{r.Path,-12} {r.Streams,7} {r.MiBps,8:F1} {r.Paced.P50,9:F0} {r.Paced.P99,9:F0} {r.Saturated.P50,9:F0} {r.Saturated.P99,9:F0} {r.CpuMsPerMiB,11:F2} {r.KiBPerReceive,9:F1}");
         Console.WriteLine();
-        Console.WriteLine($"{"streams",7} {"ours/websockify MiB/s",22} {"(target >= 1.0)",16} {"ours added p50 µs",18} {"(target < 1000)",16} {"websockify added p50 µs",24}");
+        Console.WriteLine("added p50 = the path's paced round-trip p50 minus direct TCP's at the same streams and pacing (saturated: same, back-to-back pings)");
+        Console.WriteLine($"{"streams",7} {"ours/websockify MiB/s",22} {"(target >= 1.0)",16} {"ours added p50 µs",18} {"(target < 1000)",16} {"websockify added",17} {"saturated: ours added",22} {"websockify added",17}");
         foreach (var n in streamCounts)
         {
             var direct = results.Single(r => r.Path == "direct TCP" && r.Streams == n);
             var ws = results.Single(r => r.Path == "websockify" && r.Streams == n);
             var ours = results.Single(r => r.Path == "StreamSpace" && r.Streams == n);
             var ratio = ours.MiBps / ws.MiBps;
-            var added = ours.P50Us - direct.P50Us;
-            Console.WriteLine($"{n,7} {ratio,22:F2} {(ratio >= 1.0 ? "met" : "MISSED"),16} {added,18:F0} {(added < 1000 ? "met" : "MISSED"),16} {ws.P50Us - direct.P50Us,24:F0}");
+            var added = ours.Paced.P50 - direct.Paced.P50;
+            Console.WriteLine($"{n,7} {ratio,22:F2} {(ratio >= 1.0 ? "met" : "MISSED"),16} {added,18:F0} {(added < 1000 ? "met" : "MISSED"),16} " +
+                              $"{ws.Paced.P50 - direct.Paced.P50,17:F0} {ours.Saturated.P50 - direct.Saturated.P50,22:F0} {ws.Saturated.P50 - direct.Saturated.P50,17:F0}");
         }
         return 0;
     }
@@ -73,13 +92,26 @@ public static class StreamBench
     /// <param name="CpuMsPerMiB">CPU time (this process: clients, echo server, and for ours the relay and bridge; plus
     /// websockify's processes) per MiB echoed in the throughput phase: efficiency, independent of the machine's other load.</param>
     /// <param name="KiBPerReceive">Average bytes a client receive returned: how finely the path fragments 64 KiB messages.</param>
-    private sealed record Row(string Path, int Streams, double MiBps, double P50Us, double P99Us, double CpuMsPerMiB, double KiBPerReceive);
+    /// <param name="Paced">Round trips in µs with every stream pinging at the interactive pace: the path's added latency.</param>
+    /// <param name="Saturated">Round trips in µs with every stream pinging back-to-back: CPU queueing on a loaded machine.</param>
+    private sealed record Row(string Path, int Streams, double MiBps, Latency Paced, Latency Saturated, double CpuMsPerMiB, double KiBPerReceive);
+
+    private sealed record Latency(double P50, double P99, int Samples)
+    {
+        public static Latency Of(IEnumerable<double[]> perStream)
+        {
+            var all = perStream.SelectMany(s => s).Order().ToArray();
+            return new Latency(Percentile(all, 0.50), Percentile(all, 0.99), all.Length);
+        }
+    }
+
+    private sealed record Plan(int[] StreamCounts, int MiB, int Pings, TimeSpan Pace, TimeSpan PacedFor);
 
     private static async Task<IReadOnlyList<Row>> MeasureAsync(
-        string path, Func<CancellationToken, Task<EchoChannel>> connect, Func<TimeSpan>? externalCpu, int[] streamCounts, int mib, int pings)
+        string path, Func<CancellationToken, Task<EchoChannel>> connect, Func<TimeSpan>? externalCpu, Plan plan)
     {
         var rows = new List<Row>();
-        foreach (var n in streamCounts)
+        foreach (var n in plan.StreamCounts)
         {
             using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2));
             var channels = new List<EchoChannel>();
@@ -90,19 +122,22 @@ public static class StreamBench
                     channels.AddRange(await Task.WhenAll(batch.Select(_ => connect(cts.Token))));
                 foreach (var c in channels) await PingAsync(c, new byte[PingBytes], cts.Token); // warm up every path
 
-                var perStream = Math.Max(10, pings / n);
-                var samples = await Task.WhenAll(channels.Select(c => Task.Run(() => LatencyAsync(c, perStream, cts.Token), cts.Token)));
-                var all = samples.SelectMany(s => s).Order().ToArray();
-                var bytesPerStream = (long)mib * 1024 * 1024 / n;
+                var paced = Latency.Of(await Task.WhenAll(channels.Select(c => Task.Run(() => PacedLatencyAsync(c, plan.Pace, plan.PacedFor, cts.Token), cts.Token))));
+                var perStream = Math.Max(10, plan.Pings / n);
+                var saturated = Latency.Of(await Task.WhenAll(channels.Select(c => Task.Run(() => SaturatedLatencyAsync(c, perStream, cts.Token), cts.Token))));
+                var bytesPerStream = (long)plan.MiB * 1024 * 1024 / n;
                 var cpuBefore = CpuTime(externalCpu);
+                var allocatedBefore = GC.GetTotalAllocatedBytes();
                 var clock = Stopwatch.StartNew();
                 var receives = (await Task.WhenAll(channels.Select(c => Task.Run(() => ThroughputAsync(c, bytesPerStream, cts.Token), cts.Token)))).Sum();
                 var totalMiB = n * bytesPerStream / (1024.0 * 1024.0);
                 var mibps = totalMiB / clock.Elapsed.TotalSeconds;
                 var cpuMsPerMiB = (CpuTime(externalCpu) - cpuBefore).TotalMilliseconds / totalMiB;
-                var row = new Row(path, n, mibps, Percentile(all, 0.50), Percentile(all, 0.99), cpuMsPerMiB, n * bytesPerStream / 1024.0 / receives);
-                Console.WriteLine($"{row.Path,-12} {row.Streams,4} streams: {row.MiBps,8:F1} MiB/s   p50 {row.P50Us,6:F0} µs   p99 {row.P99Us,6:F0} µs   " +
-                                  $"CPU {row.CpuMsPerMiB,5:F2} ms/MiB   {row.KiBPerReceive,5:F1} KiB/receive   ({all.Length} round trips)");
+                // Managed allocation in this process per MiB echoed (clients included): a per-message allocation shows here.
+                var allocatedPerMiB = (GC.GetTotalAllocatedBytes() - allocatedBefore) / totalMiB;
+                var row = new Row(path, n, mibps, paced, saturated, cpuMsPerMiB, n * bytesPerStream / 1024.0 / receives);
+                Console.WriteLine($"{row.Path,-12} {row.Streams,4} streams: {row.MiBps,7:F1} MiB/s   paced p50 {paced.P50,6:F0} µs p99 {paced.P99,6:F0} µs ({paced.Samples})   " +
+                                  $"saturated p50 {saturated.P50,6:F0} µs p99 {saturated.P99,6:F0} µs ({saturated.Samples})   CPU {row.CpuMsPerMiB,5:F2} ms/MiB   {row.KiBPerReceive,4:F1} KiB/receive   {allocatedPerMiB / 1024,6:F1} KiB allocated/MiB");
                 rows.Add(row);
             }
             finally
@@ -119,7 +154,33 @@ public static class StreamBench
         return self.TotalProcessorTime + (external?.Invoke() ?? TimeSpan.Zero);
     }
 
-    private static async Task<double[]> LatencyAsync(EchoChannel channel, int count, CancellationToken ct)
+    /// <summary>
+    /// One ping every <paramref name="interval"/> for <paramref name="duration"/>, starting at a random phase so
+    /// the streams do not fire in lockstep. A ping that comes back late is followed at once by the next due one,
+    /// so a path that cannot keep up shows it in the figures instead of quietly sending fewer pings.
+    /// </summary>
+    private static async Task<double[]> PacedLatencyAsync(EchoChannel channel, TimeSpan interval, TimeSpan duration, CancellationToken ct)
+    {
+        var ping = new byte[PingBytes];
+        Random.Shared.NextBytes(ping);
+        var micros = new List<double>((int)(duration / interval) + 1);
+        await Task.Delay(TimeSpan.FromTicks(Random.Shared.NextInt64(interval.Ticks)), ct);
+        var start = Stopwatch.GetTimestamp();
+        for (var i = 0; ; i++)
+        {
+            var due = interval * i;
+            if (due >= duration) break;
+            var wait = due - Stopwatch.GetElapsedTime(start);
+            if (wait > TimeSpan.Zero) await Task.Delay(wait, ct);
+            var sent = Stopwatch.GetTimestamp();
+            await PingAsync(channel, ping, ct);
+            micros.Add(Stopwatch.GetElapsedTime(sent).TotalMicroseconds);
+        }
+        return [.. micros];
+    }
+
+    /// <summary>Back-to-back pings: with many streams this measures how long a ping queues behind the others on the CPUs.</summary>
+    private static async Task<double[]> SaturatedLatencyAsync(EchoChannel channel, int count, CancellationToken ct)
     {
         var ping = new byte[PingBytes];
         Random.Shared.NextBytes(ping);

@@ -94,10 +94,10 @@ public sealed class StreamBridge : IAsyncDisposable
     public async Task<StreamBridgeResult> PumpAsync(CancellationToken ct)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        var toVnc = BridgeCopier.WebSocketToStreamAsync(_socket, _vnc, cts.Token);
-        var toControlPlane = BridgeCopier.StreamToWebSocketAsync(_vnc, _socket, cts.Token);
+        var toVnc = RelayCopier.CopyAsync(_socket, _vnc, cts.Token);
+        var toControlPlane = RelayCopier.CopyAsync(_vnc, _socket, cts.Token);
         var first = await Task.WhenAny(toVnc, toControlPlane);
-        var result = await first;
+        var result = ToBridgeResult((await first).Result);
 
         if (first == toControlPlane)
         {
@@ -119,6 +119,14 @@ public sealed class StreamBridge : IAsyncDisposable
         _logger.LogInformation("Stream {StreamId} closed: {Result}", _streamId, result);
         return ct.IsCancellationRequested ? StreamBridgeResult.Canceled : result;
     }
+
+    private static StreamBridgeResult ToBridgeResult(RelayCopyResult result) => result switch
+    {
+        RelayCopyResult.Success => StreamBridgeResult.Success,
+        RelayCopyResult.InputError => StreamBridgeResult.InputError,
+        RelayCopyResult.OutputError => StreamBridgeResult.OutputError,
+        _ => StreamBridgeResult.Canceled,
+    };
 
     public async ValueTask DisposeAsync()
     {

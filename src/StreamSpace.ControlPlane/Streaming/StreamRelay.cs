@@ -1,4 +1,5 @@
 using System.Net.WebSockets;
+using StreamSpace.Protocol;
 
 namespace StreamSpace.ControlPlane.Streaming;
 
@@ -13,8 +14,8 @@ internal static class StreamRelay
         WebSocket viewer, WebSocket agent, SessionActivity.Mark activity, TimeSpan closeTimeout, ILogger logger, string streamId, CancellationToken ct)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        var toAgent = WebSocketRelayCopier.CopyAsync(viewer, agent, activity, cts.Token);
-        var toViewer = WebSocketRelayCopier.CopyAsync(agent, viewer, null, cts.Token);
+        var toAgent = RelayCopier.CopyAsync(viewer, agent, activity.Touch, cts.Token);
+        var toViewer = RelayCopier.CopyAsync(agent, viewer, null, cts.Token);
         var first = await Task.WhenAny(toAgent, toViewer);
         var viewerEnded = first == toAgent;
         var (result, error) = await first;

@@ -14,6 +14,7 @@ public static class StreamingSetup
         services.AddSingleton<SessionActivity>();
         services.AddSingleton<IStreamOpener, CommandStreamOpener>();
         services.AddHostedService<SessionActivityFlusher>();
+        services.AddRelayTransportTuning();
         return services;
     }
 

@@ -1,0 +1,111 @@
+using System.Buffers;
+using System.Net.Sockets;
+using System.Net.WebSockets;
+
+namespace StreamSpace.Protocol;
+
+/// <summary>
+/// Moves the bytes of one direction of a stream, in the style of YARP's StreamCopier: one pooled buffer held
+/// only while data flows (a zero-byte read waits for an idle input), a result value for expected endings, and
+/// no allocation per message. Shared by the control plane's relay (viewer WebSocket ↔ agent data WebSocket)
+/// and the agent's bridge (data WebSocket ↔ VNC connection), so both legs behave and perform the same.
+/// </summary>
+public static class RelayCopier
+{
+    /// <summary>
+    /// 64 KiB: the size YARP settled on for its copier (larger buffers stopped paying off in their throughput
+    /// measurements), and the biggest frame noVNC and the agent's bridge send, so a frame moves in one
+    /// receive/send pair. The control plane's Kestrel receive blocks are the same size (RelayMemoryPool).
+    /// </summary>
+    public const int BufferSize = 64 * 1024;
+
+    /// <summary>WebSocket → WebSocket, keeping message types and boundaries (the control plane's relay).</summary>
+    /// <param name="onInput">Called once per received chunk (viewer input marks session activity); null for none.</param>
+    public static Task<(RelayCopyResult Result, Exception? Error)> CopyAsync(WebSocket input, WebSocket output, Action? onInput, CancellationToken ct) =>
+        CopyAsync(new WebSocketRelayInput(input), new WebSocketRelayOutput(output), onInput, ct);
+
+    /// <summary>WebSocket → byte stream: message payloads in order (the agent's viewer-input direction).</summary>
+    public static Task<(RelayCopyResult Result, Exception? Error)> CopyAsync(WebSocket input, Stream output, CancellationToken ct) =>
+        CopyAsync(new WebSocketRelayInput(input), new StreamRelayOutput(output), null, ct);
+
+    /// <summary>Byte stream → WebSocket: every read becomes one binary message (the agent's framebuffer direction).</summary>
+    public static Task<(RelayCopyResult Result, Exception? Error)> CopyAsync(Stream input, WebSocket output, CancellationToken ct) =>
+        CopyAsync(new StreamRelayInput(input), new WebSocketRelayOutput(output), null, ct);
+
+    /// <summary>
+    /// Copies until the input ends, either side fails, or <paramref name="ct"/> fires. A WebSocket input's
+    /// close frame is not forwarded: the caller closes both sides once one direction has ended.
+    /// </summary>
+    private static async Task<(RelayCopyResult Result, Exception? Error)> CopyAsync<TInput, TOutput>(
+        TInput input, TOutput output, Action? onInput, CancellationToken ct)
+        where TInput : struct, IRelayInput
+        where TOutput : struct, IRelayOutput
+    {
+        byte[]? buffer = null;
+        // In the middle of a WebSocket message the rest of it is already on its way, so the next read goes
+        // straight into the buffer we hold: a zero-byte wait there would cost one more receive (a syscall on
+        // the agent's client socket) per chunk and release nothing. Between messages the wait is buffer-free
+        // again, so an idle stream pins no memory.
+        var midMessage = false;
+        try
+        {
+            while (true)
+            {
+                RelayChunk chunk;
+                try
+                {
+                    chunk = RelayChunk.Pending;
+                    if (!midMessage)
+                    {
+                        var wait = input.WaitAsync(ct);
+                        if (!wait.IsCompletedSuccessfully && buffer is not null)
+                        {
+                            ArrayPool<byte>.Shared.Return(buffer);
+                            buffer = null;
+                        }
+                        chunk = await wait;
+                    }
+                    if (chunk == RelayChunk.Pending)
+                    {
+                        buffer ??= ArrayPool<byte>.Shared.Rent(BufferSize);
+                        chunk = await input.ReadAsync(buffer.AsMemory(0, BufferSize), ct);
+                    }
+                }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                {
+                    return (RelayCopyResult.Canceled, null);
+                }
+                catch (Exception ex) when (IsConnectionFailure(ex))
+                {
+                    return (ct.IsCancellationRequested ? RelayCopyResult.Canceled : RelayCopyResult.InputError, ex);
+                }
+
+                if (chunk.Ended) return (RelayCopyResult.Success, null);
+                midMessage = !chunk.EndOfMessage;
+                onInput?.Invoke();
+
+                try
+                {
+                    var data = chunk.Count == 0 ? ReadOnlyMemory<byte>.Empty : buffer.AsMemory(0, chunk.Count);
+                    await output.WriteAsync(data, chunk, ct);
+                }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                {
+                    return (RelayCopyResult.Canceled, null);
+                }
+                catch (Exception ex) when (IsConnectionFailure(ex))
+                {
+                    return (ct.IsCancellationRequested ? RelayCopyResult.Canceled : RelayCopyResult.OutputError, ex);
+                }
+            }
+        }
+        finally
+        {
+            if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>The ways a peer going away or misbehaving surfaces from WebSockets and streams.</summary>
+    private static bool IsConnectionFailure(Exception ex) =>
+        ex is WebSocketException or IOException or SocketException or ObjectDisposedException or InvalidOperationException or NotSupportedException;
+}
