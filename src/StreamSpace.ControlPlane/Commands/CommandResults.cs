@@ -39,6 +39,14 @@ public sealed class CommandResults(Db db, TimeProvider time, IOptions<StreamSpac
     public async Task<IReadOnlyList<AppliedResult>> ApplyAsync(string agentId, IReadOnlyList<AckPayload> acks, IReadOnlyList<ResultPayload> results, CancellationToken ct)
     {
         var now = time.GetUtcNow();
+        // An ack whose result is in the same batch changes nothing the result does not: the result finishes the
+        // command and moves the session from pending or starting alike, in this same transaction. Skipping it saves
+        // two statements per command when an agent acks and finishes quickly (the usual case for a busy agent).
+        if (acks.Count > 0 && results.Count > 0)
+        {
+            var finished = results.Select(r => r.CommandId).ToHashSet(StringComparer.Ordinal);
+            acks = acks.Where(a => !finished.Contains(a.CommandId)).ToList();
+        }
         var applied = await db.InTransactionAsync(async (conn, tx) =>
         {
             if (acks.Count > 0) await AckAllAsync(conn, tx, agentId, acks, now, ct);

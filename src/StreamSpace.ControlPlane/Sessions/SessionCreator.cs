@@ -31,11 +31,6 @@ public sealed class SessionCreator : IAsyncDisposable
 {
     /// <summary>Upper bound of one transaction, so a burst cannot build a transaction that holds its locks for long.</summary>
     internal const int MaxBatch = 256;
-    /// <summary>
-    /// Batches in flight at once. Batches serialize on the agent rows (placement), but a second one can read its users
-    /// and templates while the first holds those rows, which keeps the pipeline full when round trips are slow.
-    /// </summary>
-    private const int Workers = 2;
 
     private readonly Db db;
     private readonly TemplateCatalog catalog;
@@ -58,7 +53,9 @@ public sealed class SessionCreator : IAsyncDisposable
         this.audit = audit;
         this.time = time;
         this.logger = logger;
-        _queue = new GroupCommitQueue<SessionCreateRequest, SessionCreateOutcome>(RunBatchAsync, MaxBatch, Workers);
+        // One batch in flight: batches serialize on the agent rows anyway, and a second worker only split the queue into
+        // smaller batches that then waited for each other's locks (measured: 695 vs 460-580 creates/s).
+        _queue = new GroupCommitQueue<SessionCreateRequest, SessionCreateOutcome>(RunBatchAsync, MaxBatch);
     }
 
     public Task<SessionCreateOutcome> CreateAsync(SessionCreateRequest request, CancellationToken ct) => _queue.EnqueueAsync(request, ct);
