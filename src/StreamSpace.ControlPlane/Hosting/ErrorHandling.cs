@@ -14,6 +14,7 @@ public static class ErrorHandling
         {
             try
             {
+                if (await RefusedOversizedBodyAsync(context)) return;
                 await next(context);
                 // Some framework paths answer an error status with an empty body instead of throwing:
                 // minimal APIs swallow a body read that fails (BadHttpRequestException is an IOException)
@@ -52,6 +53,46 @@ public static class ErrorHandling
                     new ApiError("Internal error", "Something went wrong on the server; the error was logged."));
             }
         });
+
+    /// <summary>How much of a refused body is read and discarded so the client can read the 413.</summary>
+    private const long DrainLimitBytes = 8 * 1024 * 1024;
+    private static readonly TimeSpan DrainTime = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// A body whose declared length is over the limit is refused before anything reads it. What the client is still
+    /// sending is read and discarded first (bounded in bytes and time): a server that closes a connection with unread
+    /// request bytes resets it, and the client then sees "broken pipe" or "connection reset" instead of the 413.
+    /// </summary>
+    private static async Task<bool> RefusedOversizedBodyAsync(HttpContext context)
+    {
+        var limit = context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>();
+        if (context.Request.ContentLength is not { } length || limit is not { IsReadOnly: false, MaxRequestBodySize: { } max } || length <= max)
+            return false;
+        if (length <= DrainLimitBytes)
+        {
+            limit.MaxRequestBodySize = DrainLimitBytes;
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+            timeout.CancelAfter(DrainTime);
+            var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(64 * 1024);
+            try
+            {
+                while (await context.Request.Body.ReadAsync(buffer, timeout.Token) > 0)
+                {
+                }
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or IOException)
+            {
+                // Too slow or gone: answer anyway (the connection closes after this response).
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+            }
+        }
+        context.Response.Headers.Connection = "close";
+        await WriteAsync(context, StatusCodes.Status413PayloadTooLarge, new ApiError("Payload too large", TooLargeMessage(context)));
+        return true;
+    }
 
     private static string TooLargeMessage(HttpContext context) =>
         $"The request body is larger than the limit of {context.RequestServices.GetRequiredService<Microsoft.Extensions.Options.IOptions<StreamSpaceOptions>>().Value.MaxRequestBodyBytes} bytes.";
