@@ -15,27 +15,28 @@ public sealed record PlacementDecision(string? AgentId, IReadOnlyList<AgentRejec
 /// <summary>
 /// Chooses the agent for new sessions: online, not draining, able to run the template on its platform,
 /// with capacity left; least loaded first. A <see cref="PlacementRound"/> runs inside the session-creating
-/// write transaction and counts load from <c>sessions</c> itself, so concurrent creates can never overfill an
+/// write transaction and reads load from the live-session counters the database keeps in step with <c>sessions</c>
+/// (triggers, migration M0004), so concurrent creates can never overfill an
 /// agent: on SQLite the transaction is BEGIN IMMEDIATE (writers serialized); on PostgreSQL the candidate agent
 /// rows are locked (FOR NO KEY UPDATE) in agent-id order (a stable order, so two rounds cannot deadlock on them).
 /// One round places a whole batch of creates (<see cref="Sessions.SessionCreator"/>), so the locks and the load
-/// count are paid once per batch, not once per session.
+/// read are paid once per batch, not once per session.
 /// </summary>
 public sealed class AgentPlacement(Db db)
 {
     /// <summary>Locks the candidate agents and counts their live sessions; then place any number of sessions with the round.</summary>
     public async Task<PlacementRound> BeginAsync(DbConnection conn, DbTransaction tx, CancellationToken ct)
     {
-        // One round trip, two statements: the count runs after the locks are held and, under READ COMMITTED (PostgreSQL),
-        // with its own snapshot, so it sees every session committed by a create that held these rows before us.
+        // One round trip, two statements: the live counts are read after the locks are held and, under READ COMMITTED
+        // (PostgreSQL), with their own snapshot, so they include every session committed by a create that held these
+        // rows before us. The counts are kept by triggers on sessions (migration M0004); a session ending concurrently
+        // can only make them briefly too high, which errs on the safe side.
         using var results = await conn.QueryMultipleAsync(new CommandDefinition(
             $"""
             SELECT agent_id AS AgentId, status AS Status, draining AS Draining, platform AS Platform, max_sessions AS MaxSessions
             FROM agents WHERE status = @online AND draining = @no
             ORDER BY agent_id{db.ForUpdate};
-            SELECT agent_id, COUNT(*) FROM sessions
-            WHERE agent_id IS NOT NULL AND state IN ({Sessions.SessionState.LiveSqlList})
-            GROUP BY agent_id
+            SELECT agent_id, live FROM agent_live_sessions WHERE live <> 0
             """,
             new { online = AgentStatus.Online, no = false }, tx, cancellationToken: ct));
         var locked = (await results.ReadAsync<PlacementCandidate>()).ToList();
