@@ -34,9 +34,17 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 # ---- private PostgreSQL --------------------------------------------------------------------------
 PGDIR="$TMPD/postgres-test"
 PGPORT=${PGTEST_PORT:-54330}
-while (exec 3<>/dev/tcp/127.0.0.1/$PGPORT) 2>/dev/null; do PGPORT=$((PGPORT+1)); done
-rm -rf "$PGDIR"
-scripts/postgres.sh start "$PGDIR" "$PGPORT" || { echo "0 passed, 1 failed"; exit 1; }
+# A port nobody listens on can still be taken as the local end of some connection (the ephemeral range covers
+# it), so a failed start moves on to the next port instead of failing the run.
+pg_started=0
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  while (exec 3<>/dev/tcp/127.0.0.1/$PGPORT) 2>/dev/null; do PGPORT=$((PGPORT+1)); done
+  rm -rf "$PGDIR"
+  if scripts/postgres.sh start "$PGDIR" "$PGPORT"; then pg_started=1; break; fi
+  log "PostgreSQL could not start on port $PGPORT; trying the next one"
+  PGPORT=$((PGPORT+1))
+done
+[ "$pg_started" = 1 ] || { log "PostgreSQL did not start (see $PGDIR/server.log)"; echo "0 passed, 1 failed"; exit 1; }
 export STREAMSPACE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$PGPORT/postgres"
 
 cleanup() {
