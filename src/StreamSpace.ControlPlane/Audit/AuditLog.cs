@@ -32,7 +32,7 @@ public sealed class AuditLog(Db db, TimeProvider time)
     }
 
     /// <summary>Appends several entries in the caller's transaction: one set-based INSERT on PostgreSQL.</summary>
-    public async Task WriteManyAsync(DbConnection conn, DbTransaction tx, IReadOnlyList<NewAuditEntry> entries, CancellationToken ct)
+    public async Task WriteManyAsync(DbConnection conn, DbTransaction? tx, IReadOnlyList<NewAuditEntry> entries, CancellationToken ct)
     {
         if (entries.Count == 0) return;
         var at = time.GetUtcNow();
@@ -67,10 +67,7 @@ public sealed class AuditLog(Db db, TimeProvider time)
          });
 
     public Task WriteAsync(DbConnection conn, DbTransaction? tx, string? actor, string action, string? target, string? detail, HttpContext? http, CancellationToken ct) =>
-        conn.ExecuteAsync(new CommandDefinition(
-            "INSERT INTO audit_log (at, actor, action, target, detail, client_ip) VALUES (@at, @actor, @action, @target, @detail, @ip)",
-            new { at = time.GetUtcNow(), actor, action, target, detail, ip = http?.Connection.RemoteIpAddress?.ToString() },
-            tx, cancellationToken: ct));
+        WriteManyAsync(conn, tx, [new NewAuditEntry(actor, action, target, detail, http?.Connection.RemoteIpAddress?.ToString())], ct);
 }
 
 /// <summary>One entry for <see cref="AuditLog.WriteManyAsync"/>.</summary>

@@ -125,14 +125,12 @@ public sealed class CommandDelivery : BackgroundService
         List<CommandRow> due;
         await using (var conn = await _db.OpenAsync(ct))
         {
-            // Npgsql takes the array as one parameter; Dapper expands the list for SQLite.
-            string In(string name) => _db.IsPostgres ? $"= ANY(@{name})" : $"IN @{name}";
             var reconnectedIds = connected.Where(r => r.Value).Select(r => r.Key).ToArray();
             due = (await conn.QueryAsync<CommandRow>(new CommandDefinition(
                 $"""
                 SELECT {CommandRow.Columns} FROM agent_commands
-                WHERE agent_id {In("ids")} AND state IN ({CommandRow.OpenStatesSql}) AND expires_at > @now
-                  AND (next_attempt_at <= @now{(reconnectedIds.Length > 0 ? $" OR agent_id {In("reconnected")}" : "")})
+                WHERE {_db.InList("agent_id", "ids")} AND state IN ({CommandRow.OpenStatesSql}) AND expires_at > @now
+                  AND (next_attempt_at <= @now{(reconnectedIds.Length > 0 ? $" OR {_db.InList("agent_id", "reconnected")}" : "")})
                 ORDER BY agent_id, created_at, id
                 """,
                 new { ids = connected.Select(r => r.Key).ToArray(), reconnected = reconnectedIds, now }, cancellationToken: ct))).ToList();

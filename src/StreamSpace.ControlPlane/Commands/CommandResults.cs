@@ -22,13 +22,6 @@ public sealed class CommandResults(Db db, TimeProvider time, IOptions<StreamSpac
 
     private static readonly string[] StartSources = [SessionState.Pending, SessionState.Starting];
 
-    /// <summary>The agent received the command: no more ack-timeout redelivery; a start moves pending → starting.</summary>
-    public Task AckAsync(string agentId, AckPayload ack, CancellationToken ct) => ApplyAsync(agentId, [ack], [], ct);
-
-    /// <summary>Finishes the command and moves its session. Returns the command when it was applied, null when ignored.</summary>
-    public async Task<CommandRow?> CompleteAsync(string agentId, ResultPayload result, CancellationToken ct) =>
-        (await ApplyAsync(agentId, [], [result], ct)) is [var applied] ? applied.Command : null;
-
     /// <summary>
     /// Applies one agent's acks and then its results, received together, in ONE transaction: on PostgreSQL one
     /// set-based UPDATE for the acks, one for the results and one per kind of session transition, whatever the
@@ -70,7 +63,7 @@ public sealed class CommandResults(Db db, TimeProvider time, IOptions<StreamSpac
         var acked = (await conn.QueryAsync<(string Id, string Type, string? SessionId)>(new CommandDefinition(
             $"""
             UPDATE agent_commands SET state = @acked, next_attempt_at = @deadline, updated_at = @now
-            WHERE agent_id = @agentId AND {(db.IsPostgres ? "id = ANY(@ids)" : "id IN @ids")} AND state IN (@pending, @sent)
+            WHERE agent_id = @agentId AND {db.InList("id", "ids")} AND state IN (@pending, @sent)
             RETURNING id, type, session_id
             """,
             new { acked = CommandState.Acked, deadline, now, agentId, ids, pending = CommandState.Pending, sent = CommandState.Sent },

@@ -35,6 +35,12 @@ public sealed class Db : IAsyncDisposable
     public string ForUpdate => IsPostgres ? " FOR NO KEY UPDATE" : "";
 
     /// <summary>
+    /// A membership test against a list parameter: <c>column = ANY(@parameter)</c> on PostgreSQL (Npgsql sends the array
+    /// as one parameter), <c>column IN @parameter</c> on SQLite (Dapper expands the list).
+    /// </summary>
+    public string InList(string column, string parameter) => IsPostgres ? $"{column} = ANY(@{parameter})" : $"{column} IN @{parameter}";
+
+    /// <summary>
     /// Drops every idle pooled connection. Called when the database turned out unreachable: the pooled
     /// sockets are dead then, and without this the first requests after the database is back would each
     /// pick up a dead one and fail once more. Connections in use are discarded when returned.

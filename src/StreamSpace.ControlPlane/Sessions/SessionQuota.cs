@@ -22,14 +22,13 @@ public sealed class SessionQuota(Db db)
     public async Task<QuotaRound> BeginAsync(DbConnection conn, DbTransaction tx, IReadOnlyCollection<string> usernames, CancellationToken ct)
     {
         var names = usernames.Distinct(StringComparer.Ordinal).ToArray();
-        var any = db.IsPostgres ? "= ANY(@names)" : "IN @names"; // Npgsql takes the array as one parameter; Dapper expands the list for SQLite.
         // One round trip, two statements: the live counts are read after the locks are held and, under READ COMMITTED,
         // with their own snapshot, so they include every session committed by whoever held these rows before us. The
         // counts are kept by triggers on sessions (migration M0004).
         using var results = await conn.QueryMultipleAsync(new CommandDefinition(
             $"""
-            SELECT {UserRecord.Columns} FROM users WHERE username {any} ORDER BY id{db.ForUpdate};
-            SELECT l.user_id, l.live FROM user_live_sessions l JOIN users u ON u.id = l.user_id WHERE u.username {any}
+            SELECT {UserRecord.Columns} FROM users WHERE {db.InList("username", "names")} ORDER BY id{db.ForUpdate};
+            SELECT l.user_id, l.live FROM user_live_sessions l JOIN users u ON u.id = l.user_id WHERE {db.InList("u.username", "names")}
             """,
             new { names }, tx, cancellationToken: ct));
         var owners = (await results.ReadAsync<UserRecord>()).ToDictionary(u => u.Username, StringComparer.Ordinal);

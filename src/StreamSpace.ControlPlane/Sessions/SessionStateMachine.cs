@@ -79,10 +79,10 @@ public static class SessionStateMachine
         var changed = new List<string>();
         foreach (var (id, reason) in sessions)
         {
-            var current = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
-                "SELECT state FROM sessions WHERE id = @id", new { id }, tx, cancellationToken: ct));
-            if (current is null || Array.IndexOf(sources, current) < 0) continue;
-            if (await TryTransitionAsync(conn, tx, id, to, reason, now, current, ct) is not null) changed.Add(id);
+            if (await conn.ExecuteAsync(new CommandDefinition(
+                    "UPDATE sessions SET state = @to, state_reason = @reason, updated_at = @now WHERE id = @id AND state IN @sources",
+                    new { to, reason, now, id, sources }, tx, cancellationToken: ct)) == 1)
+                changed.Add(id);
         }
         return changed;
     }

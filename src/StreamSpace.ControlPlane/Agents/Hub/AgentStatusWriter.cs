@@ -244,8 +244,7 @@ public sealed class AgentStatusWriter(
         if (connections.Count == 0) return [];
         await using var conn = await db.OpenAsync(ct);
         var owners = (await conn.QueryAsync<(string AgentId, string? ConnectionId)>(new CommandDefinition(
-                // Npgsql takes the array as one parameter; Dapper expands the list for SQLite.
-                $"SELECT agent_id, connection_id FROM agents WHERE {(db.IsPostgres ? "agent_id = ANY(@ids)" : "agent_id IN @ids")}",
+                $"SELECT agent_id, connection_id FROM agents WHERE {db.InList("agent_id", "ids")}",
                 new { ids = connections.Select(c => c.AgentId).ToArray() }, cancellationToken: ct)))
             .ToDictionary(r => r.AgentId, r => r.ConnectionId, StringComparer.Ordinal);
         return connections.Where(c => !owners.TryGetValue(c.AgentId, out var owner) || owner != c.ConnectionId).ToList();
