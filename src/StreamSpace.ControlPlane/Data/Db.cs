@@ -17,7 +17,19 @@ public sealed class Db : IAsyncDisposable
     {
         Target = target;
         if (target.Kind == DatabaseKind.Postgres)
-            _pg = new NpgsqlDataSourceBuilder(target.ConnectionString).Build();
+        {
+            var builder = new NpgsqlDataSourceBuilder(target.ConnectionString);
+            // Statements run thousands of times a second are parsed once per connection, not per call (unless the
+            // operator's connection string says otherwise)...
+            var csb = builder.ConnectionStringBuilder;
+            if (csb.MaxAutoPrepare == 0) csb.MaxAutoPrepare = 128;
+            // ...but planned on every call: a prepared statement's generic plan is made once, when the tables may still be
+            // small, and for the set-based UPDATE ... FROM unnest(@ids) statements that was a sequential scan. Measured
+            // with pg_stat_statements under the creation benchmark: 3.8 ms per report batch with generic plans, 0.5 ms custom.
+            if (csb.Options?.Contains("plan_cache_mode", StringComparison.Ordinal) != true)
+                csb.Options = $"{csb.Options} -c plan_cache_mode=force_custom_plan".Trim();
+            _pg = builder.Build();
+        }
         DapperSetup.EnsureRegistered();
     }
 
