@@ -39,6 +39,8 @@ public sealed class CommandDelivery : BackgroundService
         _logger = logger;
         _outbox = outbox;
         _outbox.Queued += OnQueued;
+        _outbox.HandedOff += OnHandedOff;
+        _outbox.CanHandOff = agentId => _registry.Find(agentId) is { } c && !c.Lifetime.IsCancellationRequested;
     }
 
     /// <summary>Asks for delivery to one agent soon. <paramref name="reconnected"/>: also resend in-flight commands (the previous socket may have lost them).</summary>
@@ -46,9 +48,14 @@ public sealed class CommandDelivery : BackgroundService
 
     private void OnQueued(string agentId) => Request(agentId);
 
+    private void OnHandedOff(string agentId, IReadOnlyList<CommandRow> claimed) =>
+        _requests.Writer.TryWrite(new DeliveryRequest(agentId, false, claimed));
+
     public override void Dispose()
     {
         _outbox.Queued -= OnQueued;
+        _outbox.HandedOff -= OnHandedOff;
+        _outbox.CanHandOff = null;
         base.Dispose();
     }
 
@@ -62,14 +69,23 @@ public sealed class CommandDelivery : BackgroundService
             {
                 // Coalesce bursts: one pass per agent, a reconnect request wins over a plain one.
                 var batch = new Dictionary<string, bool>(StringComparer.Ordinal);
+                var handedOff = new Dictionary<string, List<CommandRow>>(StringComparer.Ordinal);
                 var everyone = false;
                 while (_requests.Reader.TryRead(out var r))
                 {
                     if (r.AgentId is null) everyone = true;
+                    else if (r.Claimed is { } claimed)
+                    {
+                        if (!handedOff.TryGetValue(r.AgentId, out var list)) handedOff[r.AgentId] = list = [];
+                        list.AddRange(claimed);
+                    }
                     else batch[r.AgentId] = batch.GetValueOrDefault(r.AgentId) || r.Reconnected;
                 }
                 try
                 {
+                    // Handed-off commands first: they were claimed before any later command of their session was written.
+                    foreach (var (agentId, claimed) in handedOff)
+                        await SendHandedOffAsync(agentId, claimed, stoppingToken);
                     if (everyone)
                     {
                         await ExpireAsync(stoppingToken);
@@ -142,6 +158,22 @@ public sealed class CommandDelivery : BackgroundService
         }
     }
 
+    /// <summary>
+    /// Sends commands written already claimed for this agent (<see cref="CommandOutbox"/> hand-off) over its current
+    /// connection, no query and no claim. One the current connection already carried (its reconnect pass re-sent the
+    /// in-flight attempts) is not sent twice; with no connection, the next reconnect pass sends them.
+    /// </summary>
+    private async Task SendHandedOffAsync(string agentId, List<CommandRow> claimed, CancellationToken ct)
+    {
+        if (_registry.Find(agentId) is not { } connection) return;
+        var now = _time.GetUtcNow();
+        foreach (var command in claimed)
+        {
+            if (!connection.FirstDelivery(command.Id)) continue;
+            if (!await SendOneAsync(connection, command, now, ct)) return;
+        }
+    }
+
     /// <summary>Claims and sends one agent's due commands (in created order) over its current connection.</summary>
     private async Task SendAsync(AgentConnection connection, bool reconnected, List<CommandRow> due, DateTimeOffset now, CancellationToken ct)
     {
@@ -153,28 +185,35 @@ public sealed class CommandDelivery : BackgroundService
         foreach (var command in offered)
         {
             if (!claimed.Contains(command.Id)) continue;
-            if (connection.Lifetime.IsCancellationRequested || !_registry.IsCurrent(connection.AgentId, connection.ConnectionId)) return;
-            var envelope = Envelope.Create(MessageTypes.Command, new CommandPayload
-            {
-                CommandId = command.Id,
-                Type = command.Type,
-                SessionId = command.SessionId,
-                Args = ParseArgs(command.Payload),
-            }, now);
-            try
-            {
-                await connection.SendAsync(envelope, ct);
-            }
-            catch (Exception ex) when (ex is System.Net.WebSockets.WebSocketException or OperationCanceledException or ObjectDisposedException && !ct.IsCancellationRequested)
-            {
-                // The socket died under us; the claimed attempts are redelivered on reconnect or after their deadline.
-                _logger.LogInformation("Could not send command {CommandId} to agent {AgentId}: {Error}", command.Id, connection.AgentId, ex.Message);
-                return;
-            }
-            _metrics.CommandSent(redelivery: command.Attempts > 0);
-            _logger.LogDebug(HubEvents.CommandSent, "Sent command {CommandId} ({Type}) for session {SessionId} to agent {AgentId}, attempt {Attempt}",
-                command.Id, command.Type, command.SessionId, connection.AgentId, command.Attempts + 1);
+            if (!await SendOneAsync(connection, command with { Attempts = command.Attempts + 1 }, now, ct)) return;
         }
+    }
+
+    /// <summary>Sends one claimed attempt (<paramref name="command"/>.Attempts counts it). False: the connection is gone or replaced.</summary>
+    private async Task<bool> SendOneAsync(AgentConnection connection, CommandRow command, DateTimeOffset now, CancellationToken ct)
+    {
+        if (connection.Lifetime.IsCancellationRequested || !_registry.IsCurrent(connection.AgentId, connection.ConnectionId)) return false;
+        var envelope = Envelope.Create(MessageTypes.Command, new CommandPayload
+        {
+            CommandId = command.Id,
+            Type = command.Type,
+            SessionId = command.SessionId,
+            Args = ParseArgs(command.Payload),
+        }, now);
+        try
+        {
+            await connection.SendAsync(envelope, ct);
+        }
+        catch (Exception ex) when (ex is System.Net.WebSockets.WebSocketException or OperationCanceledException or ObjectDisposedException && !ct.IsCancellationRequested)
+        {
+            // The socket died under us; the claimed attempts are redelivered on reconnect or after their deadline.
+            _logger.LogInformation("Could not send command {CommandId} to agent {AgentId}: {Error}", command.Id, connection.AgentId, ex.Message);
+            return false;
+        }
+        _metrics.CommandSent(redelivery: command.Attempts > 1);
+        _logger.LogDebug(HubEvents.CommandSent, "Sent command {CommandId} ({Type}) for session {SessionId} to agent {AgentId}, attempt {Attempt}",
+            command.Id, command.Type, command.SessionId, connection.AgentId, command.Attempts);
+        return true;
     }
 
     /// <summary>
@@ -287,5 +326,6 @@ public sealed class CommandDelivery : BackgroundService
         _ => null,
     };
 
-    private readonly record struct DeliveryRequest(string? AgentId, bool Reconnected);
+    /// <param name="Claimed">Commands handed off by the outbox, already claimed: sent as they are.</param>
+    private readonly record struct DeliveryRequest(string? AgentId, bool Reconnected, IReadOnlyList<CommandRow>? Claimed = null);
 }

@@ -12,10 +12,24 @@ namespace StreamSpace.ControlPlane.Commands;
 /// Writes commands for agents into <c>agent_commands</c> in the caller's transaction (invariant 2:
 /// written before it is sent). Delivery, acks, redelivery and expiry are the agent hub's work.
 /// </summary>
+/// <remarks>
+/// Hand-off: when <see cref="CanHandOff"/> says the agent is connected to this replica, a command written through
+/// <see cref="PgInsertMany"/> with hand-off on is written already claimed (state sent, first attempt, the usual ack
+/// deadline), and <see cref="NotifyWritten"/> passes it after the commit straight to the delivery side, which sends it
+/// without querying and claiming it again. Nothing is lost if that send never happens (the connection died, the
+/// process crashed): the row is an in-flight attempt like any other, resent on the agent's reconnect or when its ack
+/// deadline passes.
+/// </remarks>
 public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpaceOptions> options)
 {
     /// <summary>Raised by <see cref="NotifyQueued"/> so the delivery side sends at once instead of on its next poll.</summary>
     public event Action<string>? Queued;
+
+    /// <summary>Raised by <see cref="NotifyWritten"/> with one agent's commands that were written already claimed.</summary>
+    public event Action<string, IReadOnlyList<CommandRow>>? HandedOff;
+
+    /// <summary>Set by the delivery side: whether the agent has a connection here, so its commands can be handed off.</summary>
+    public Func<string, bool>? CanHandOff { get; set; }
 
     /// <param name="ttl">Overrides the configured command TTL, for commands that are useless after a short while (stream.open).</param>
     public async Task<string> EnqueueAsync(
@@ -30,60 +44,90 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
         DbConnection conn, DbTransaction tx, IReadOnlyList<NewCommand> commands, CancellationToken ct, TimeSpan? ttl = null)
     {
         if (commands.Count == 0) return [];
+        return (await WriteManyAsync(conn, tx, commands, ct, ttl, handOff: false)).Ids;
+    }
+
+    /// <summary>
+    /// <see cref="EnqueueManyAsync"/> with optional hand-off (see the remarks on the class). Pass the result to
+    /// <see cref="NotifyWritten"/> once the transaction committed.
+    /// </summary>
+    public async Task<WrittenCommands> WriteManyAsync(
+        DbConnection conn, DbTransaction tx, IReadOnlyList<NewCommand> commands, CancellationToken ct, TimeSpan? ttl = null, bool handOff = false)
+    {
+        if (commands.Count == 0) return new WrittenCommands([]);
         if (db.IsPostgres)
         {
-            var (sql, args, ids) = PgInsertMany(commands, ttl);
+            var (sql, args, written) = PgInsertMany(commands, ttl, handOff);
             await conn.ExecuteAsync(new CommandDefinition(sql, args, tx, cancellationToken: ct));
-            return ids;
+            return written;
         }
-        var written = new List<string>(commands.Count);
-        foreach (var command in commands)
+        var rows = Rows(commands, handOff);
+        foreach (var row in rows)
         {
-            var (sql, args, id) = SqliteInsertOne(command, ttl);
+            var (sql, args, _) = SqliteInsertOne(row, ttl);
             await conn.ExecuteAsync(new CommandDefinition(sql, args, tx, cancellationToken: ct));
-            written.Add(id);
         }
-        return written;
+        return new WrittenCommands(rows);
     }
 
     /// <summary>
     /// The PostgreSQL statement of <see cref="EnqueueManyAsync"/>, with parameter names (c_*) of its own so a caller can
     /// send it together with other statements in one round trip. Returns the command ids in item order.
     /// </summary>
-    internal (string Sql, object Args, IReadOnlyList<string> Ids) PgInsertMany(IReadOnlyList<NewCommand> commands, TimeSpan? ttl = null)
+    internal (string Sql, object Args, WrittenCommands Written) PgInsertMany(IReadOnlyList<NewCommand> commands, TimeSpan? ttl = null, bool handOff = false)
     {
-        var ids = commands.Select(_ => NewId()).ToArray();
+        var rows = Rows(commands, handOff);
         var now = time.GetUtcNow();
         return ("""
             INSERT INTO agent_commands (id, agent_id, session_id, type, payload, state, attempts, next_attempt_at, expires_at, created_at, updated_at)
-            SELECT v.id, v.agent_id, v.session_id, v.type, v.payload, @c_state, 0, @c_now, @c_expires, @c_now, @c_now
-            FROM unnest(@c_ids, @c_agents, @c_sessions, @c_types, @c_payloads) WITH ORDINALITY AS v(id, agent_id, session_id, type, payload, n)
+            SELECT v.id, v.agent_id, v.session_id, v.type, v.payload, v.state, v.attempts, v.next, @c_expires, @c_now, @c_now
+            FROM unnest(@c_ids, @c_agents, @c_sessions, @c_types, @c_payloads, @c_states, @c_attempts, @c_nexts)
+                WITH ORDINALITY AS v(id, agent_id, session_id, type, payload, state, attempts, next, n)
             ORDER BY v.n
             """,
             new
             {
-                c_ids = ids, c_agents = commands.Select(c => c.AgentId).ToArray(), c_sessions = commands.Select(c => c.SessionId).ToArray(),
-                c_types = commands.Select(c => c.Type).ToArray(), c_payloads = commands.Select(c => Payload(c.Args)).ToArray(),
-                c_state = CommandState.Pending, c_now = now, c_expires = now + (ttl ?? options.Value.CommandTtl),
+                c_ids = rows.Select(r => r.Id).ToArray(), c_agents = rows.Select(r => r.AgentId).ToArray(),
+                c_sessions = rows.Select(r => r.SessionId).ToArray(), c_types = rows.Select(r => r.Type).ToArray(),
+                c_payloads = rows.Select(r => r.Payload).ToArray(), c_states = rows.Select(r => r.State).ToArray(),
+                c_attempts = rows.Select(r => r.Attempts).ToArray(), c_nexts = rows.Select(r => NextAttempt(r, now).ToUniversalTime()).ToArray(),
+                c_now = now, c_expires = now + (ttl ?? options.Value.CommandTtl),
             },
-            ids);
+            new WrittenCommands(rows));
     }
 
-    private (string Sql, object Args, string Id) SqliteInsertOne(NewCommand c, TimeSpan? ttl)
+    private (string Sql, object Args, string Id) SqliteInsertOne(CommandRow row, TimeSpan? ttl)
     {
-        var id = NewId();
         var now = time.GetUtcNow();
         return ("""
             INSERT INTO agent_commands (id, agent_id, session_id, type, payload, state, attempts, next_attempt_at, expires_at, created_at, updated_at)
-            VALUES (@id, @agentId, @sessionId, @type, @payload, @state, 0, @now, @expires, @now, @now)
+            VALUES (@id, @agentId, @sessionId, @type, @payload, @state, @attempts, @next, @expires, @now, @now)
             """,
             new
             {
-                id, agentId = c.AgentId, sessionId = c.SessionId, type = c.Type, payload = Payload(c.Args), state = CommandState.Pending,
-                now, expires = now + (ttl ?? options.Value.CommandTtl),
+                id = row.Id, agentId = row.AgentId, sessionId = row.SessionId, type = row.Type, payload = row.Payload, state = row.State,
+                attempts = row.Attempts, next = NextAttempt(row, now), now, expires = now + (ttl ?? options.Value.CommandTtl),
             },
-            id);
+            row.Id);
     }
+
+    /// <summary>The rows to write: pending, or (hand-off) already claimed for a connection of the agent on this replica.</summary>
+    private List<CommandRow> Rows(IReadOnlyList<NewCommand> commands, bool handOff)
+    {
+        var canHandOff = handOff ? CanHandOff : null;
+        return commands.Select(c =>
+        {
+            var claimed = canHandOff?.Invoke(c.AgentId) == true;
+            return new CommandRow
+            {
+                Id = NewId(), AgentId = c.AgentId, SessionId = c.SessionId, Type = c.Type, Payload = Payload(c.Args),
+                State = claimed ? CommandState.Sent : CommandState.Pending, Attempts = claimed ? 1 : 0,
+            };
+        }).ToList();
+    }
+
+    /// <summary>Due now when pending; a claimed first attempt waits for its ack like any sent one.</summary>
+    private DateTimeOffset NextAttempt(CommandRow row, DateTimeOffset now) => row.Attempts == 0 ? now : now + options.Value.CommandAckTimeout;
 
     private static string NewId() => Guid.NewGuid().ToString("N");
 
@@ -91,6 +135,23 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
 
     /// <summary>Call after the enqueuing transaction committed: the agent has new work.</summary>
     public void NotifyQueued(string agentId) => Queued?.Invoke(agentId);
+
+    /// <summary>Call after the transaction that wrote <paramref name="written"/> committed: hands off the claimed commands, and asks for delivery of the rest.</summary>
+    public void NotifyWritten(WrittenCommands written)
+    {
+        foreach (var agent in written.Rows.GroupBy(r => r.AgentId, StringComparer.Ordinal))
+        {
+            var claimed = agent.Where(r => r.Attempts > 0).ToList();
+            if (claimed.Count > 0) HandedOff?.Invoke(agent.Key, claimed);
+            if (claimed.Count < agent.Count()) NotifyQueued(agent.Key);
+        }
+    }
+}
+
+/// <summary>Commands as <see cref="CommandOutbox.WriteManyAsync"/> wrote them, in item order.</summary>
+public sealed record WrittenCommands(IReadOnlyList<CommandRow> Rows)
+{
+    public IReadOnlyList<string> Ids => Rows.Select(r => r.Id).ToList();
 }
 
 /// <summary>One command for <see cref="CommandOutbox.EnqueueManyAsync"/>.</summary>

@@ -63,9 +63,10 @@ public sealed class SessionCreator : IAsyncDisposable
     private async Task<IReadOnlyList<SessionCreateOutcome>> RunBatchAsync(IReadOnlyList<SessionCreateRequest> batch, CancellationToken ct)
     {
         SessionCreateOutcome[] outcomes;
+        WrittenCommands written;
         try
         {
-            outcomes = await db.InTransactionAsync((conn, tx) => CreateAllAsync(conn, tx, batch, ct), ct);
+            (outcomes, written) = await db.InTransactionAsync((conn, tx) => CreateAllAsync(conn, tx, batch, ct), ct);
         }
         catch (Exception ex) when (!ErrorHandling.IsDatabaseOutage(ex) && ex is not OperationCanceledException)
         {
@@ -73,15 +74,15 @@ public sealed class SessionCreator : IAsyncDisposable
             logger.LogError(ex, "Creating a batch of {Count} session(s) failed", batch.Count);
             throw;
         }
-        foreach (var agentId in outcomes.Select(o => o.Session?.AgentId).OfType<string>().Distinct(StringComparer.Ordinal))
-            outbox.NotifyQueued(agentId);
+        // Start commands for agents connected here were written already claimed and go straight to their connection.
+        outbox.NotifyWritten(written);
         return outcomes;
     }
 
     public ValueTask DisposeAsync() => _queue.DisposeAsync();
 
     /// <summary>Runs inside the write transaction; may run again from the start when PostgreSQL picks it as a deadlock victim.</summary>
-    private async Task<SessionCreateOutcome[]> CreateAllAsync(DbConnection conn, DbTransaction tx, IReadOnlyList<SessionCreateRequest> batch, CancellationToken ct)
+    private async Task<(SessionCreateOutcome[], WrittenCommands)> CreateAllAsync(DbConnection conn, DbTransaction tx, IReadOnlyList<SessionCreateRequest> batch, CancellationToken ct)
     {
         var outcomes = new SessionCreateOutcome[batch.Count];
         var users = await quota.BeginAsync(conn, tx, batch.Select(r => r.TargetUsername).ToList(), ct);
@@ -146,15 +147,17 @@ public sealed class SessionCreator : IAsyncDisposable
             outcomes[i] = new SessionCreateOutcome(session.ToView(), null);
         }
 
-        await InsertAsync(conn, tx, sessions, commands, entries, ct);
-        return outcomes;
+        return (outcomes, await InsertAsync(conn, tx, sessions, commands, entries, ct));
     }
 
-    /// <summary>Writes the sessions, their start commands and the audit entries: on PostgreSQL three set-based statements in one round trip.</summary>
-    private async Task InsertAsync(
+    /// <summary>
+    /// Writes the sessions, their start commands (handed off where the agent is connected here, see
+    /// <see cref="CommandOutbox"/>) and the audit entries: on PostgreSQL three set-based statements in one round trip.
+    /// </summary>
+    private async Task<WrittenCommands> InsertAsync(
         DbConnection conn, DbTransaction tx, List<SessionRecord> sessions, List<NewCommand> commands, List<NewAuditEntry> entries, CancellationToken ct)
     {
-        if (sessions.Count == 0) return;
+        if (sessions.Count == 0) return new WrittenCommands([]);
         if (!db.IsPostgres)
         {
             foreach (var session in sessions)
@@ -164,9 +167,9 @@ public sealed class SessionCreator : IAsyncDisposable
                     VALUES (@Id, @UserId, @Username, @Template, @State, NULL, @AgentId, @Cpu, @Memory, @PersistentHome, @CreatedAt, @UpdatedAt, NULL)
                     """,
                     session, tx, cancellationToken: ct));
-            await outbox.EnqueueManyAsync(conn, tx, commands, ct);
+            var rows = await outbox.WriteManyAsync(conn, tx, commands, ct, handOff: true);
             await audit.WriteManyAsync(conn, tx, entries, ct);
-            return;
+            return rows;
         }
 
         var args = new DynamicParameters(new
@@ -177,7 +180,7 @@ public sealed class SessionCreator : IAsyncDisposable
             s_agents = sessions.Select(s => s.AgentId).ToArray(), s_cpus = sessions.Select(s => s.Cpu).ToArray(),
             s_memories = sessions.Select(s => s.Memory).ToArray(), s_homes = sessions.Select(s => s.PersistentHome).ToArray(),
         });
-        var (commandSql, commandArgs, _) = outbox.PgInsertMany(commands);
+        var (commandSql, commandArgs, written) = outbox.PgInsertMany(commands, handOff: true);
         var (auditSql, auditArgs) = audit.PgInsertMany(entries);
         args.AddDynamicParams(commandArgs);
         args.AddDynamicParams(auditArgs);
@@ -192,6 +195,7 @@ public sealed class SessionCreator : IAsyncDisposable
             {auditSql}
             """,
             args, tx, cancellationToken: ct));
+        return written;
     }
 
     private static SessionCreateOutcome Invalid(string field, string message) =>
