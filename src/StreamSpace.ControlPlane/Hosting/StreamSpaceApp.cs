@@ -21,7 +21,10 @@ public static class StreamSpaceApp
 {
     public static WebApplication Build(string[] args, Action<IServiceCollection>? configureServices = null)
     {
-        var builder = WebApplication.CreateBuilder(args);
+        // No configuration reload: options are read once at start-up, and the reload watcher is a recursive inotify watch
+        // of the content root (the working folder): 1 300 watches when started in a source checkout, every write below
+        // it (a database's files, a build) handled by the control plane, and the whole file system when started in /.
+        var builder = WebApplication.CreateBuilder([.. args, "--hostBuilder:reloadConfigOnChange=false"]);
         var options = StreamSpaceOptions.FromConfiguration(builder.Configuration);
 
         if (builder.Configuration["STREAMSPACE_URLS"] is { Length: > 0 } urls && builder.Configuration["urls"] is null)
