@@ -72,6 +72,23 @@ internal static class ProcStats
         return (long.Parse(fields[11], System.Globalization.CultureInfo.InvariantCulture) + long.Parse(fields[12], System.Globalization.CultureInfo.InvariantCulture)) / TicksPerSecond;
     }
 
+    /// <summary>CPU seconds of every process whose command name is <paramref name="comm"/> (e.g. all PostgreSQL backends).</summary>
+    public static double CpuSecondsOfAll(string comm)
+    {
+        var total = 0.0;
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
+            try
+            {
+                if (File.ReadAllText($"/proc/{pid}/comm").Trim() == comm) total += CpuSeconds(pid);
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+        return total;
+    }
+
     public static double RssMiB(int pid)
     {
         foreach (var line in File.ReadLines($"/proc/{pid}/status"))
