@@ -25,8 +25,11 @@ fi
 command -v dotnet >/dev/null || { log "the .NET 10 SDK is required: dotnet is not on PATH"; exit 1; }
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 
-log "building (Release)"
-dotnet build src/StreamSpace.ControlPlane/StreamSpace.ControlPlane.csproj -c Release -nologo -v:q -o .build/control-plane >/dev/null
+# Published ReadyToRun (precompiled): a restart comes up with far less JIT work, which is what decides how fast
+# thousands of agents are back after one (bench/run.sh storm: 7.8 s against 11.2 s for a plain build).
+log "building (Release, ReadyToRun)"
+dotnet publish src/StreamSpace.ControlPlane/StreamSpace.ControlPlane.csproj -c Release --use-current-runtime --self-contained false \
+  -p:PublishReadyToRun=true -nologo -v:q -o .build/control-plane >/dev/null
 
 export STREAMSPACE_DATA=${STREAMSPACE_DATA:-./data}
 export STREAMSPACE_URLS=${STREAMSPACE_URLS:-http://127.0.0.1:8000}

@@ -7,6 +7,9 @@ scenario=${1:-all}; shift || true
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 dotnet build bench/StreamSpace.Bench -c Release -nologo -v:q -o .build/bench >/dev/null
+# The control plane under test is built the way run.sh deploys it (ReadyToRun), so start-up figures are a deployment's.
+dotnet publish src/StreamSpace.ControlPlane -c Release --use-current-runtime --self-contained false -p:PublishReadyToRun=true \
+  -nologo -v:q -o .build/bench-control-plane >/dev/null
 # Thousands of sockets left in TIME_WAIT by an earlier run (a storm opens ~15 000 connections) slow every new
 # connection's port search: back-to-back storms measured ~18 s against ~11 s from a clean state. Let them expire.
 tw() { ss -tan state time-wait 2>/dev/null | tail -n +2 | wc -l; }
@@ -17,4 +20,4 @@ fi
 PGDIR=$(pwd)/.tmp/postgres-bench; PGPORT=${PGBENCH_PORT:-54340}
 scripts/postgres.sh start "$PGDIR" "$PGPORT" >/dev/null
 trap 'scripts/postgres.sh stop "$PGDIR" "$PGPORT"' EXIT
-.build/bench/StreamSpace.Bench "$scenario" --pg "postgres://postgres@127.0.0.1:$PGPORT/postgres" --exe .build/bench/StreamSpace.ControlPlane "$@"
+.build/bench/StreamSpace.Bench "$scenario" --pg "postgres://postgres@127.0.0.1:$PGPORT/postgres" --exe .build/bench-control-plane/StreamSpace.ControlPlane "$@"
