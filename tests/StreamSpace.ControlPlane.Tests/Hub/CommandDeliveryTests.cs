@@ -235,6 +235,105 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
     }
 
     [Fact]
+    public async Task A_command_for_a_connected_agent_is_written_claimed_and_handed_to_its_connection_once()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var written = await cp.WriteHandedOffAsync(agentId, sessionId, CommandTypes.SessionStart);
+        written.State.ShouldBe(CommandState.Sent, "claimed in the writing transaction: no delivery pass queries it again");
+        written.Attempts.ShouldBe(1);
+
+        (await agent.ExpectCommandAsync()).CommandId.ShouldBe(written.Id);
+        await agent.AckAsync(written.Id);
+        await agent.ResultAsync(written.Id, success: true);
+        await cp.SessionStateIsAsync(sessionId, SessionState.Running, Soon);
+        var row = await cp.CommandRowAsync(written.Id);
+        row.State.ShouldBe(CommandState.Succeeded);
+        row.Attempts.ShouldBe(1);
+        await agent.ExpectNothingAsync(TimeSpan.FromSeconds(2.5));
+        agent.CommandsReceived.Count(c => c.CommandId == written.Id).ShouldBe(1);
+    }
+
+    [Fact]
+    public async Task A_command_for_an_agent_not_connected_here_is_written_pending_and_delivered_when_it_connects()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var written = await cp.WriteHandedOffAsync(agentId, sessionId, CommandTypes.SessionStart);
+        written.State.ShouldBe(CommandState.Pending);
+        written.Attempts.ShouldBe(0);
+
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        (await agent.ExpectCommandAsync()).CommandId.ShouldBe(written.Id);
+        await agent.ExpectNothingAsync(TimeSpan.FromSeconds(0.5));
+        agent.CommandsReceived.Count.ShouldBe(1);
+    }
+
+    [Fact]
+    public async Task A_handed_off_command_never_sent_before_its_connection_died_is_sent_once_on_the_next_connection()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var first = await cp.OnlineAgentAsync(agentId, token);
+        // Delivery handles requests in order: once a command queued now has arrived, the pass that re-sends what was in
+        // flight when this connection said hello is over (it would otherwise send the command below on this connection).
+        var other = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var otherCommand = await cp.EnqueueAsync(agentId, other, CommandTypes.SessionStart);
+        (await first.ExpectCommandAsync()).CommandId.ShouldBe(otherCommand);
+        await first.ResultAsync(otherCommand, success: true);
+        await cp.SessionStateIsAsync(other, SessionState.Running, Soon);
+        // Committed as claimed, but the hand-off never happens: the control plane died or the socket broke in between.
+        var written = await cp.WriteHandedOffAsync(agentId, sessionId, CommandTypes.SessionStart, notify: false);
+        written.State.ShouldBe(CommandState.Sent);
+        await first.ExpectNothingAsync(TimeSpan.FromSeconds(0.3));
+        first.Crash();
+        await first.DisposeAsync();
+
+        await using var second = await cp.OnlineAgentAsync(agentId, token);
+        (await second.ExpectCommandAsync()).CommandId.ShouldBe(written.Id);
+        await second.AckAsync(written.Id);
+        await second.ResultAsync(written.Id, success: true);
+        await cp.SessionStateIsAsync(sessionId, SessionState.Running, Soon);
+        await second.ExpectNothingAsync(TimeSpan.FromSeconds(0.5));
+        second.CommandsReceived.Count(c => c.CommandId == written.Id).ShouldBe(1);
+    }
+
+    [Fact]
+    public async Task Reports_from_several_agents_at_once_each_move_only_their_own_sessions()
+    {
+        var agents = new List<(ScriptedAgent Agent, string SessionId, string CommandId, bool Success)>();
+        for (var i = 0; i < 4; i++)
+        {
+            var (agentId, token) = await cp.CreateAgentAsync();
+            var agent = await cp.OnlineAgentAsync(agentId, token);
+            var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+            var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart);
+            (await agent.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
+            agents.Add((agent, sessionId, commandId, Success: i % 2 == 0));
+        }
+        try
+        {
+            // All at once, so their reports share the hub's transactions; odd agents report a failure.
+            await Task.WhenAll(agents.Select(async a =>
+            {
+                await a.Agent.AckAsync(a.CommandId);
+                await a.Agent.ResultAsync(a.CommandId, a.Success, a.Success ? null : $"no display on {a.SessionId}");
+            }));
+            foreach (var a in agents)
+            {
+                await cp.SessionStateIsAsync(a.SessionId, a.Success ? SessionState.Running : SessionState.Failed, Soon);
+                if (!a.Success) (await cp.SessionRowAsync(a.SessionId)).Reason!.ShouldContain($"no display on {a.SessionId}");
+                (await cp.CommandRowAsync(a.CommandId)).State.ShouldBe(a.Success ? CommandState.Succeeded : CommandState.Failed);
+            }
+        }
+        finally
+        {
+            foreach (var a in agents) await a.Agent.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task A_result_for_an_unknown_command_is_ignored_and_the_agent_keeps_working()
     {
         var (agentId, token) = await cp.CreateAgentAsync();

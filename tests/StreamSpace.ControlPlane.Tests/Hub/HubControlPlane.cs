@@ -88,6 +88,20 @@ public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(k
         return id;
     }
 
+    /// <summary>
+    /// Writes a command the way a session create does (hand-off on: claimed when the agent is connected here) and,
+    /// unless <paramref name="notify"/> is false (a crash between the commit and the send), hands it to delivery.
+    /// </summary>
+    public async Task<CommandRow> WriteHandedOffAsync(string agentId, string sessionId, string type, bool notify = true)
+    {
+        var outbox = App.Services.GetRequiredService<CommandOutbox>();
+        var written = await Db.InTransactionAsync((conn, tx) =>
+            outbox.WriteManyAsync(conn, tx, [new NewCommand(agentId, sessionId, type, new { sessionId })], CancellationToken.None, handOff: true),
+            CancellationToken.None);
+        if (notify) outbox.NotifyWritten(written);
+        return written.Rows.Single();
+    }
+
     public async Task<AgentRow?> AgentRowAsync(string agentId)
     {
         await using var conn = await Db.OpenAsync(CancellationToken.None);
