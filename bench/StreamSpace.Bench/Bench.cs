@@ -142,6 +142,7 @@ internal static class Bench
             return http;
         }).ToList();
         long accepted = 0, refused = 0;
+        var refusals = new System.Collections.Concurrent.ConcurrentDictionary<int, (int Count, string Sample)>();
         // The load generator shares the CPU with what it measures: the request body is serialized once, not per request.
         var body = System.Text.Encoding.UTF8.GetBytes("""{"template":"xterm"}""");
         ByteArrayContent CreateBody() => new(body) { Headers = { ContentType = new("application/json") } };
@@ -154,7 +155,10 @@ internal static class Bench
                 {
                     using var r = await http.PostAsync("/api/v1/sessions", CreateBody());
                     if (!count) continue;
-                    if ((int)r.StatusCode == 201) Interlocked.Increment(ref accepted); else Interlocked.Increment(ref refused);
+                    if ((int)r.StatusCode == 201) { Interlocked.Increment(ref accepted); continue; }
+                    Interlocked.Increment(ref refused);
+                    var text = await r.Content.ReadAsStringAsync();
+                    refusals.AddOrUpdate((int)r.StatusCode, _ => (1, text[..Math.Min(300, text.Length)]), (_, v) => (v.Count + 1, v.Sample));
                 }
             }));
         }
@@ -199,6 +203,8 @@ internal static class Bench
         var rate = accepted / oursSeconds;
         Console.WriteLine($"   baseline raw INSERT: {baseline:0} tx/s");
         Console.WriteLine($"   sessions accepted: {rate:0}/s ({accepted} in {oursSeconds:0.0} s, {refused} refused) → {rate / baseline:0.00} × baseline (target ≥ 0.30); per slice (ours/baseline): {string.Join(" ", perSlice)}");
+        foreach (var (status, (count, sample)) in refusals)
+            Console.WriteLine($"   refused with {status}: {count} time(s), e.g. {sample}");
         Console.WriteLine($"   CPU while creating (cores busy): control plane {cpCpu / oursSeconds:0.00}, PostgreSQL {pgCpu / oursSeconds:0.00}, clients and agents (this process) {benchCpu / oursSeconds:0.00}, of {Environment.ProcessorCount}");
         Console.WriteLine($"   commands delivered: {delivered} of {accepted} accepted (drained {drain.Elapsed.TotalSeconds:0.0} s after the last slice)");
         await Task.WhenAll(runs.Select(async t => { try { await t; } catch (OperationCanceledException) { } }));

@@ -53,6 +53,29 @@ public abstract class SessionCreateBatchTests(ControlPlaneFixture cp)
         foreach (var id in createdIds)
             (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'session.created' AND target = @id", new { id })).ShouldBe(1);
     }
+
+    [Fact]
+    public async Task A_new_session_id_that_is_already_taken_is_recognised_so_the_batch_retries_with_new_ids()
+    {
+        // Ids are {user}-{template}-{6 letters}: a user with thousands of sessions repeats one sooner or later, and the
+        // batch then draws new ids instead of failing every create in it. This is the database's own error for it.
+        var (_, userId, username) = await cp.QuickUserAsync("collide");
+        var id = $"{username}-xterm-aaaaaa";
+        const string insert = """
+            INSERT INTO sessions (id, user_id, username, template, state, cpu, memory, persistent_home, created_at, updated_at)
+            VALUES (@id, @userId, @username, 'xterm', 'terminated', '1', '1Gi', @no, @now, @now) RETURNING 1
+            """;
+        var args = new { id, userId, username, no = false, now = DateTimeOffset.UtcNow };
+        await cp.ScalarAsync<long>(insert, args);
+        var repeated = await Should.ThrowAsync<Exception>(() => cp.ScalarAsync<long>(insert, args));
+        Sessions.SessionCreator.IsSessionIdCollision(repeated).ShouldBeTrue(repeated.Message);
+
+        // Any other failure is not mistaken for one (here: a user name that is taken).
+        var (_, secondId, _) = await cp.QuickUserAsync("collide2");
+        var other = await Should.ThrowAsync<Exception>(() => cp.ScalarAsync<long>(
+            "UPDATE users SET username = @username WHERE id = @secondId RETURNING 1", new { username, secondId }));
+        Sessions.SessionCreator.IsSessionIdCollision(other).ShouldBeFalse(other.Message);
+    }
 }
 
 public sealed class SessionCreateBatchTests_Sqlite(SqliteControlPlane cp) : SessionCreateBatchTests(cp), IClassFixture<SqliteControlPlane>;

@@ -64,15 +64,24 @@ public sealed class SessionCreator : IAsyncDisposable
     {
         SessionCreateOutcome[] outcomes;
         WrittenCommands written;
-        try
+        for (var attempt = 1; ; attempt++)
         {
-            (outcomes, written) = await db.InTransactionAsync((conn, tx) => CreateAllAsync(conn, tx, batch, ct), ct);
-        }
-        catch (Exception ex) when (!ErrorHandling.IsDatabaseOutage(ex) && ex is not OperationCanceledException)
-        {
-            // Nothing committed; every request of the batch fails the same way.
-            logger.LogError(ex, "Creating a batch of {Count} session(s) failed", batch.Count);
-            throw;
+            try
+            {
+                (outcomes, written) = await db.InTransactionAsync((conn, tx) => CreateAllAsync(conn, tx, batch, ct), ct);
+                break;
+            }
+            catch (Exception ex) when (attempt < IdAttempts && IsSessionIdCollision(ex))
+            {
+                // A new id equals an existing session's: nothing committed, and the next attempt draws new ids for all.
+                logger.LogInformation("A new session id was already taken; creating the batch of {Count} again with new ids", batch.Count);
+            }
+            catch (Exception ex) when (!ErrorHandling.IsDatabaseOutage(ex) && ex is not OperationCanceledException)
+            {
+                // Nothing committed; every request of the batch fails the same way.
+                logger.LogError(ex, "Creating a batch of {Count} session(s) failed", batch.Count);
+                throw;
+            }
         }
         // Start commands for agents connected here were written already claimed and go straight to their connection.
         outbox.NotifyWritten(written);
@@ -80,6 +89,21 @@ public sealed class SessionCreator : IAsyncDisposable
     }
 
     public ValueTask DisposeAsync() => _queue.DisposeAsync();
+
+    /// <summary>
+    /// Attempts of a batch whose new session ids collide. Ids are {user}-{template}-{6 letters} (design §4): for a user
+    /// with thousands of sessions a repeat is likely sooner or later (the creation benchmark, ~2 000 sessions per user,
+    /// hit one every few runs, and the whole batch failed with it); a retry draws new ones.
+    /// </summary>
+    private const int IdAttempts = 5;
+
+    /// <summary>True for the primary-key violation of <c>sessions</c>, on either database.</summary>
+    internal static bool IsSessionIdCollision(Exception ex) => ex switch
+    {
+        Npgsql.PostgresException pg => pg.SqlState == "23505" && pg.ConstraintName == "PK_sessions",
+        Microsoft.Data.Sqlite.SqliteException lite => lite.SqliteErrorCode == 19 && lite.Message.Contains("sessions.id", StringComparison.Ordinal),
+        _ => false,
+    };
 
     /// <summary>Runs inside the write transaction; may run again from the start when PostgreSQL picks it as a deadlock victim.</summary>
     private async Task<(SessionCreateOutcome[], WrittenCommands)> CreateAllAsync(DbConnection conn, DbTransaction tx, IReadOnlyList<SessionCreateRequest> batch, CancellationToken ct)
