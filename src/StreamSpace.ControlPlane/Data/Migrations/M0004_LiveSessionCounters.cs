@@ -15,16 +15,8 @@ public sealed class M0004_LiveSessionCounters : Migration
 {
     private const string LiveStates = "'pending', 'starting', 'running', 'hibernating', 'hibernated', 'waking', 'terminating'";
 
-    public override void Up()
-    {
-        Create.Table("agent_live_sessions")
-            .WithColumn("agent_id").AsString(64).PrimaryKey()
-            .WithColumn("live").AsInt64().NotNullable();
-        Create.Table("user_live_sessions")
-            .WithColumn("user_id").AsString(40).PrimaryKey()
-            .WithColumn("live").AsInt64().NotNullable();
-
-        IfDatabase(t => t.StartsWith("Postgres", StringComparison.OrdinalIgnoreCase)).Execute.Sql($$"""
+    /// <summary>The PostgreSQL row trigger of this migration (M0005 replaces it, and its Down puts this one back).</summary>
+    internal const string PostgresRowTrigger = $$"""
             CREATE FUNCTION sessions_live_counters() RETURNS trigger LANGUAGE plpgsql AS $fn$
             DECLARE
                 old_live boolean := TG_OP IN ('UPDATE', 'DELETE') AND OLD.state IN ({{LiveStates}});
@@ -52,7 +44,18 @@ public sealed class M0004_LiveSessionCounters : Migration
             $fn$;
             CREATE TRIGGER sessions_live_counters AFTER INSERT OR UPDATE OR DELETE ON sessions
                 FOR EACH ROW EXECUTE FUNCTION sessions_live_counters();
-            """);
+            """;
+
+    public override void Up()
+    {
+        Create.Table("agent_live_sessions")
+            .WithColumn("agent_id").AsString(64).PrimaryKey()
+            .WithColumn("live").AsInt64().NotNullable();
+        Create.Table("user_live_sessions")
+            .WithColumn("user_id").AsString(40).PrimaryKey()
+            .WithColumn("live").AsInt64().NotNullable();
+
+        IfDatabase(t => t.StartsWith("Postgres", StringComparison.OrdinalIgnoreCase)).Execute.Sql(PostgresRowTrigger);
 
         IfDatabase("SQLite").Execute.Sql($"""
             CREATE TRIGGER sessions_live_insert AFTER INSERT ON sessions WHEN NEW.state IN ({LiveStates})

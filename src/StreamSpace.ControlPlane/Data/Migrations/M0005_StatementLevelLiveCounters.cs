@@ -34,40 +34,14 @@ public sealed class M0005_StatementLevelLiveCounters : Migration
 
     public override void Down()
     {
-        IfDatabase(IsPostgres).Execute.Sql($$"""
+        IfDatabase(IsPostgres).Execute.Sql($"""
             DROP TRIGGER sessions_live_insert ON sessions;
             DROP TRIGGER sessions_live_update ON sessions;
             DROP TRIGGER sessions_live_delete ON sessions;
             DROP FUNCTION sessions_live_insert();
             DROP FUNCTION sessions_live_update();
             DROP FUNCTION sessions_live_delete();
-            CREATE FUNCTION sessions_live_counters() RETURNS trigger LANGUAGE plpgsql AS $fn$
-            DECLARE
-                old_live boolean := TG_OP IN ('UPDATE', 'DELETE') AND OLD.state IN ({{LiveStates}});
-                new_live boolean := TG_OP IN ('UPDATE', 'INSERT') AND NEW.state IN ({{LiveStates}});
-            BEGIN
-                IF TG_OP = 'UPDATE' AND old_live = new_live AND OLD.agent_id IS NOT DISTINCT FROM NEW.agent_id AND OLD.user_id = NEW.user_id THEN
-                    RETURN NULL;
-                END IF;
-                IF old_live THEN
-                    UPDATE user_live_sessions SET live = live - 1 WHERE user_id = OLD.user_id;
-                    IF OLD.agent_id IS NOT NULL THEN
-                        UPDATE agent_live_sessions SET live = live - 1 WHERE agent_id = OLD.agent_id;
-                    END IF;
-                END IF;
-                IF new_live THEN
-                    INSERT INTO user_live_sessions (user_id, live) VALUES (NEW.user_id, 1)
-                        ON CONFLICT (user_id) DO UPDATE SET live = user_live_sessions.live + 1;
-                    IF NEW.agent_id IS NOT NULL THEN
-                        INSERT INTO agent_live_sessions (agent_id, live) VALUES (NEW.agent_id, 1)
-                            ON CONFLICT (agent_id) DO UPDATE SET live = agent_live_sessions.live + 1;
-                    END IF;
-                END IF;
-                RETURN NULL;
-            END
-            $fn$;
-            CREATE TRIGGER sessions_live_counters AFTER INSERT OR UPDATE OR DELETE ON sessions
-                FOR EACH ROW EXECUTE FUNCTION sessions_live_counters();
+            {M0004_LiveSessionCounters.PostgresRowTrigger}
             """);
     }
 
