@@ -34,22 +34,12 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
     /// <param name="ttl">Overrides the configured command TTL, for commands that are useless after a short while (stream.open).</param>
     public async Task<string> EnqueueAsync(
         DbConnection conn, DbTransaction tx, string agentId, string? sessionId, string type, object args, CancellationToken ct, TimeSpan? ttl = null) =>
-        (await EnqueueManyAsync(conn, tx, [new NewCommand(agentId, sessionId, type, args)], ct, ttl))[0];
+        (await WriteManyAsync(conn, tx, [new NewCommand(agentId, sessionId, type, args)], ct, ttl)).Rows[0].Id;
 
     /// <summary>
     /// Writes several commands (one per item, each for its agent and session): one set-based INSERT on PostgreSQL.
-    /// Returns the command ids in item order.
-    /// </summary>
-    public async Task<IReadOnlyList<string>> EnqueueManyAsync(
-        DbConnection conn, DbTransaction tx, IReadOnlyList<NewCommand> commands, CancellationToken ct, TimeSpan? ttl = null)
-    {
-        if (commands.Count == 0) return [];
-        return (await WriteManyAsync(conn, tx, commands, ct, ttl, handOff: false)).Ids;
-    }
-
-    /// <summary>
-    /// <see cref="EnqueueManyAsync"/> with optional hand-off (see the remarks on the class). Pass the result to
-    /// <see cref="NotifyWritten"/> once the transaction committed.
+    /// With <paramref name="handOff"/>, commands for agents connected here are written already claimed (see the remarks
+    /// on the class). Pass the result to <see cref="NotifyWritten"/> once the transaction committed.
     /// </summary>
     public async Task<WrittenCommands> WriteManyAsync(
         DbConnection conn, DbTransaction tx, IReadOnlyList<NewCommand> commands, CancellationToken ct, TimeSpan? ttl = null, bool handOff = false)
@@ -71,7 +61,7 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
     }
 
     /// <summary>
-    /// The PostgreSQL statement of <see cref="EnqueueManyAsync"/>, with parameter names (c_*) of its own so a caller can
+    /// The PostgreSQL statement of <see cref="WriteManyAsync"/>, with parameter names (c_*) of its own so a caller can
     /// send it together with other statements in one round trip. Returns the command ids in item order.
     /// </summary>
     internal (string Sql, object Args, WrittenCommands Written) PgInsertMany(IReadOnlyList<NewCommand> commands, TimeSpan? ttl = null, bool handOff = false)
@@ -149,10 +139,7 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
 }
 
 /// <summary>Commands as <see cref="CommandOutbox.WriteManyAsync"/> wrote them, in item order.</summary>
-public sealed record WrittenCommands(IReadOnlyList<CommandRow> Rows)
-{
-    public IReadOnlyList<string> Ids => Rows.Select(r => r.Id).ToList();
-}
+public sealed record WrittenCommands(IReadOnlyList<CommandRow> Rows);
 
-/// <summary>One command for <see cref="CommandOutbox.EnqueueManyAsync"/>.</summary>
+/// <summary>One command for <see cref="CommandOutbox.WriteManyAsync"/>.</summary>
 public sealed record NewCommand(string AgentId, string? SessionId, string Type, object Args);

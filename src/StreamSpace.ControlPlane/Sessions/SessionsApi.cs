@@ -1,13 +1,11 @@
 using System.Data.Common;
 using Dapper;
 using Microsoft.AspNetCore.Http.HttpResults;
-using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Audit;
 using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Identity;
-using StreamSpace.ControlPlane.Templates;
 using StreamSpace.Protocol;
 
 namespace StreamSpace.ControlPlane.Sessions;
