@@ -28,6 +28,10 @@ public sealed class StreamSpaceOptions
     public TimeSpan CommandResultTimeout { get; set; } = TimeSpan.FromSeconds(60);
     /// <summary>Cap of the exponential backoff factor applied to <see cref="CommandAckTimeout"/> on each redelivery.</summary>
     public int CommandBackoffMaxFactor { get; set; } = 8;
+    /// <summary>How long a finished command (succeeded, failed, expired) is kept before it is pruned; open ones are never pruned.</summary>
+    public TimeSpan CommandRetention { get; set; } = TimeSpan.FromDays(7);
+    /// <summary>How often finished commands older than <see cref="CommandRetention"/> are pruned (also once at start).</summary>
+    public TimeSpan CommandPruneInterval { get; set; } = TimeSpan.FromHours(1);
     /// <summary>How often each replica looks for due commands (also ones written by other replicas).</summary>
     public TimeSpan CommandPollInterval { get; set; } = TimeSpan.FromSeconds(1);
     /// <summary>How long a new agent connection may take to send its hello.</summary>
@@ -85,6 +89,8 @@ public sealed class StreamSpaceOptions
         if (CommandAckTimeout <= TimeSpan.Zero) errors.Add("CommandAckTimeout must be positive");
         if (CommandResultTimeout <= TimeSpan.Zero) errors.Add("CommandResultTimeout must be positive");
         if (CommandBackoffMaxFactor < 1) errors.Add("CommandBackoffMaxFactor must be >= 1");
+        if (CommandRetention <= TimeSpan.Zero) errors.Add("CommandRetention must be positive");
+        if (CommandPruneInterval <= TimeSpan.Zero) errors.Add("CommandPruneInterval must be positive");
         if (CommandPollInterval <= TimeSpan.Zero) errors.Add("CommandPollInterval must be positive");
         if (HelloTimeout <= TimeSpan.Zero) errors.Add("HelloTimeout must be positive");
         if (HeartbeatFlushInterval <= TimeSpan.Zero) errors.Add("HeartbeatFlushInterval must be positive");

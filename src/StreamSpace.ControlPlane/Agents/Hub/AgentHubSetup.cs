@@ -31,6 +31,8 @@ public static class AgentHubSetup
         services.AddSingleton<CommandDelivery>();
         services.AddHostedService(sp => sp.GetRequiredService<CommandDelivery>());
         services.AddHostedService<AgentLivenessMonitor>();
+        services.AddSingleton<CommandPruner>();
+        services.AddHostedService(sp => sp.GetRequiredService<CommandPruner>());
         return services;
     }
 

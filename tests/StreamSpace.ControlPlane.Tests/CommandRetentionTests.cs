@@ -1,0 +1,118 @@
+using Dapper;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Tests;
+
+/// <summary>
+/// Finished commands are pruned after <see cref="StreamSpaceOptions.CommandRetention"/>; open ones never are, and
+/// the succeeded start of a live session stays because reconciliation reads it.
+/// </summary>
+public abstract class CommandRetentionTests(ControlPlaneFixture cp)
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+    private static readonly TimeSpan Retention = TimeSpan.FromDays(7);
+
+    [Fact]
+    public async Task Finished_commands_older_than_the_retention_go_and_everything_else_stays()
+    {
+        var agentId = ControlPlaneFixture.Unique("prune");
+        await cp.InsertAgentAsync(agentId);
+        var (_, userId, username) = await cp.QuickUserAsync("prune");
+        var live = ControlPlaneFixture.Unique("live");
+        var ended = ControlPlaneFixture.Unique("ended");
+        await cp.InsertSessionAsync(live, userId, username, "running", agentId);
+        await cp.InsertSessionAsync(ended, userId, username, "terminated", agentId);
+        var now = DateTimeOffset.UtcNow;
+        var old = now - Retention - TimeSpan.FromHours(1);
+        var recent = now - Retention + TimeSpan.FromHours(1);
+
+        var pruned = new[]
+        {
+            await InsertCommandAsync(agentId, ended, CommandTypes.SessionStart, CommandState.Succeeded, old),
+            await InsertCommandAsync(agentId, ended, CommandTypes.SessionStop, CommandState.Failed, old),
+            await InsertCommandAsync(agentId, live, CommandTypes.StreamOpen, CommandState.Expired, old),
+            await InsertCommandAsync(agentId, live, CommandTypes.SessionHibernate, CommandState.Succeeded, old),
+            await InsertCommandAsync(agentId, null, CommandTypes.SessionStop, CommandState.Succeeded, old),
+        };
+        var kept = new[]
+        {
+            await InsertCommandAsync(agentId, live, CommandTypes.SessionStart, CommandState.Succeeded, old), // reconciliation reads it
+            await InsertCommandAsync(agentId, live, CommandTypes.SessionWake, CommandState.Pending, old),
+            await InsertCommandAsync(agentId, live, CommandTypes.SessionWake, CommandState.Sent, old),
+            await InsertCommandAsync(agentId, live, CommandTypes.SessionWake, CommandState.Acked, old),
+            await InsertCommandAsync(agentId, ended, CommandTypes.SessionStop, CommandState.Succeeded, recent),
+            await InsertCommandAsync(agentId, ended, CommandTypes.StreamOpen, CommandState.Expired, recent),
+        };
+
+        (await Pruner().PruneAsync(Ct)).ShouldBeGreaterThanOrEqualTo(pruned.Length);
+
+        var left = (await QueryIdsAsync(agentId)).ToHashSet(StringComparer.Ordinal);
+        left.ShouldBe(kept.ToHashSet(StringComparer.Ordinal), ignoreOrder: true);
+    }
+
+    [Fact]
+    public async Task A_backlog_larger_than_one_batch_is_pruned_completely()
+    {
+        var agentId = ControlPlaneFixture.Unique("backlog");
+        await cp.InsertAgentAsync(agentId);
+        var old = DateTimeOffset.UtcNow - Retention - TimeSpan.FromDays(1);
+        for (var i = 0; i < 23; i++) await InsertCommandAsync(agentId, null, CommandTypes.SessionStop, CommandState.Succeeded, old);
+
+        (await Pruner(batchSize: 5).PruneAsync(Ct)).ShouldBeGreaterThanOrEqualTo(23);
+
+        (await QueryIdsAsync(agentId)).ShouldBeEmpty();
+    }
+
+    private CommandPruner Pruner(int batchSize = 5000) =>
+        new(cp.Db, TimeProvider.System, Options.Create(new StreamSpaceOptions { CommandRetention = Retention }), NullLogger<CommandPruner>.Instance)
+        {
+            BatchSize = batchSize,
+        };
+
+    /// <summary>A command row as the outbox leaves it, last updated (and last scheduled) at <paramref name="at"/>.</summary>
+    private async Task<string> InsertCommandAsync(string agentId, string? sessionId, string type, string state, DateTimeOffset at)
+    {
+        var id = Guid.NewGuid().ToString("N");
+        await using var conn = await cp.Db.OpenAsync(Ct);
+        await conn.ExecuteAsync(new CommandDefinition(
+            """
+            INSERT INTO agent_commands (id, agent_id, session_id, type, payload, state, attempts, next_attempt_at, expires_at, result, error, created_at, updated_at)
+            VALUES (@id, @agentId, @sessionId, @type, '{}', @state, 1, @at, @expires, NULL, NULL, @created, @at)
+            """,
+            new { id, agentId, sessionId, type, state, at, expires = at + TimeSpan.FromMinutes(10), created = at - TimeSpan.FromMinutes(1) },
+            cancellationToken: Ct));
+        return id;
+    }
+
+    private async Task<IReadOnlyList<string>> QueryIdsAsync(string agentId)
+    {
+        await using var conn = await cp.Db.OpenAsync(Ct);
+        return (await conn.QueryAsync<string>(new CommandDefinition(
+            "SELECT id FROM agent_commands WHERE agent_id = @agentId", new { agentId }, cancellationToken: Ct))).ToList();
+    }
+}
+
+/// <summary>The retention settings are checked at start like every other setting.</summary>
+public sealed class CommandRetentionOptionsTests
+{
+    [Theory]
+    [InlineData("CommandRetention")]
+    [InlineData("CommandPruneInterval")]
+    public void A_retention_or_prune_interval_that_is_not_positive_is_refused_at_start(string setting)
+    {
+        var options = new StreamSpaceOptions();
+        if (setting == "CommandRetention") options.CommandRetention = TimeSpan.Zero;
+        else options.CommandPruneInterval = TimeSpan.FromSeconds(-1);
+
+        Should.Throw<InvalidOperationException>(options.Validate).Message.ShouldContain($"{setting} must be positive");
+    }
+}
+
+public sealed class CommandRetentionTests_Sqlite(SqliteControlPlane cp) : CommandRetentionTests(cp), IClassFixture<SqliteControlPlane>;
+
+public sealed class CommandRetentionTests_Postgres(PostgresControlPlane cp) : CommandRetentionTests(cp), IClassFixture<PostgresControlPlane>;
