@@ -279,18 +279,19 @@ public sealed class CommandDelivery : BackgroundService
         await using (var conn = await _db.OpenAsync(ct))
         {
             expired = (await conn.QueryAsync<CommandRow>(new CommandDefinition(
-                $"SELECT {CommandRow.Columns} FROM agent_commands WHERE state IN ({CommandRow.OpenStatesSql}) AND expires_at <= @now ORDER BY created_at",
+                $"SELECT {CommandRow.Columns}, created_at AS CreatedAt, expires_at AS ExpiresAt FROM agent_commands WHERE state IN ({CommandRow.OpenStatesSql}) AND expires_at <= @now ORDER BY created_at",
                 new { now }, cancellationToken: ct))).ToList();
         }
         foreach (var command in expired)
         {
+            var ttl = command.Ttl ?? _options.CommandTtl;
             var applied = await _db.InTransactionAsync(async (conn, tx) =>
             {
                 var changed = await conn.ExecuteAsync(new CommandDefinition(
                     "UPDATE agent_commands SET state = @expired, error = @error, updated_at = @now WHERE id = @id AND state = @state AND attempts = @attempts",
                     new
                     {
-                        expired = CommandState.Expired, error = $"not completed within {_options.CommandTtl}", now,
+                        expired = CommandState.Expired, error = $"not completed within {ttl}", now,
                         id = command.Id, state = command.State, attempts = command.Attempts,
                     },
                     tx, cancellationToken: ct));
@@ -303,7 +304,7 @@ public sealed class CommandDelivery : BackgroundService
                     else if (AwaitedStates(command.Type) is { } awaited)
                         // Only a session still waiting for this command fails (one adopted meanwhile by reconciliation is fine).
                         await SessionTransitions.FromAsync(conn, tx, sessionId, awaited, SessionState.Failed,
-                            CommandResults.Reason($"{command.Type} command {command.Id} expired: agent {command.AgentId} did not complete it within {_options.CommandTtl}"),
+                            CommandResults.Reason($"{command.Type} command {command.Id} expired: agent {command.AgentId} did not complete it within {ttl}"),
                             now, ct);
                 }
                 return true;
@@ -312,7 +313,7 @@ public sealed class CommandDelivery : BackgroundService
             {
                 _metrics.CommandExpired();
                 _logger.LogWarning(HubEvents.CommandExpired, "Command {CommandId} ({Type}) for session {SessionId} expired: agent {AgentId} did not complete it within {Ttl}",
-                    command.Id, command.Type, command.SessionId, command.AgentId, _options.CommandTtl);
+                    command.Id, command.Type, command.SessionId, command.AgentId, ttl);
             }
         }
     }

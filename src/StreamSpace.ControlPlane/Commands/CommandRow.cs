@@ -10,6 +10,12 @@ public sealed record CommandRow
     public required string Payload { get; init; }
     public required string State { get; init; }
     public int Attempts { get; init; }
+    /// <summary>Read only where asked for (not in <see cref="Columns"/>): the expiry pass, to quote the command's own TTL.</summary>
+    public DateTimeOffset? CreatedAt { get; init; }
+    public DateTimeOffset? ExpiresAt { get; init; }
+
+    /// <summary>The TTL this command was written with (they differ by type: stream.open's is short), or null when not read.</summary>
+    public TimeSpan? Ttl => CreatedAt is { } created && ExpiresAt is { } expires ? expires - created : null;
 
     public const string Columns =
         "id AS Id, agent_id AS AgentId, session_id AS SessionId, type AS Type, payload AS Payload, state AS State, attempts AS Attempts";

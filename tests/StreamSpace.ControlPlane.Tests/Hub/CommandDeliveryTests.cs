@@ -162,6 +162,24 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
     }
 
     [Fact]
+    public async Task An_expired_command_quotes_its_own_ttl_not_the_default_one()
+    {
+        // stream.open is written with a 30 s TTL while the default is 10 min; the reason must say which one ran out.
+        var (agentId, _) = await cp.CreateAgentAsync();
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart, ttl: TimeSpan.FromSeconds(1));
+
+        await cp.SessionStateIsAsync(sessionId, SessionState.Failed, Soon);
+        var reason = (await cp.SessionRowAsync(sessionId)).Reason!;
+        reason.ShouldContain($"{commandId} expired");
+        reason.ShouldContain("within 00:00:01");
+        reason.ShouldNotContain("00:10:00");
+        var row = await cp.CommandRowAsync(commandId);
+        row.State.ShouldBe(CommandState.Expired);
+        row.Error.ShouldBe("not completed within 00:00:01");
+    }
+
+    [Fact]
     public async Task An_expired_stop_ends_the_session_as_terminated()
     {
         var (agentId, _) = await cp.CreateAgentAsync();

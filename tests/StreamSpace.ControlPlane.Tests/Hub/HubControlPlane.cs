@@ -79,11 +79,11 @@ public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(k
     }
 
     /// <summary>Writes a command through the real outbox (as the sessions API does) and signals delivery.</summary>
-    public async Task<string> EnqueueAsync(string agentId, string? sessionId, string type, object? args = null)
+    public async Task<string> EnqueueAsync(string agentId, string? sessionId, string type, object? args = null, TimeSpan? ttl = null)
     {
         var outbox = App.Services.GetRequiredService<CommandOutbox>();
         var id = await Db.InTransactionAsync((conn, tx) =>
-            outbox.EnqueueAsync(conn, tx, agentId, sessionId, type, args ?? new { sessionId }, CancellationToken.None), CancellationToken.None);
+            outbox.EnqueueAsync(conn, tx, agentId, sessionId, type, args ?? new { sessionId }, CancellationToken.None, ttl), CancellationToken.None);
         outbox.NotifyQueued(agentId);
         return id;
     }
