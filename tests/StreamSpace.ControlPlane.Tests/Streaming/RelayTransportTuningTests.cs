@@ -9,18 +9,20 @@ using StreamSpace.ControlPlane.Tests.Infrastructure;
 
 namespace StreamSpace.ControlPlane.Tests.Streaming;
 
-/// <summary>The Kestrel transport settings the relay's throughput depends on (RelayMemoryPool, read-ahead limit).</summary>
+/// <summary>The Kestrel transport settings the relay's throughput depends on (RelayMemoryPool, read-ahead limit, inline scheduling).</summary>
 public sealed class RelayTransportTuningTests(StreamingSqliteControlPlane cp) : IClassFixture<StreamingSqliteControlPlane>
 {
     [Fact]
-    public void The_running_control_plane_gives_Kestrel_64_KiB_receive_blocks_and_a_128_KiB_read_ahead()
+    public void The_running_control_plane_gives_Kestrel_64_KiB_receive_blocks_a_128_KiB_read_ahead_and_inline_scheduling()
     {
         var factory = cp.App.Services.GetRequiredService<IMemoryPoolFactory<byte>>();
         factory.ShouldBeOfType<RelayMemoryPool.Factory>();
         using var pool = factory.Create(new MemoryPoolOptions());
         using var block = pool.Rent(2048); // the size hint Kestrel's socket receive loop asks for
         block.Memory.Length.ShouldBe(64 * 1024);
-        cp.App.Services.GetRequiredService<IOptions<SocketTransportOptions>>().Value.MaxReadBufferSize.ShouldBe(128 * 1024);
+        var transport = cp.App.Services.GetRequiredService<IOptions<SocketTransportOptions>>().Value;
+        transport.MaxReadBufferSize.ShouldBe(128 * 1024);
+        transport.UnsafePreferInlineScheduling.ShouldBeTrue();
     }
 
     [Fact]
