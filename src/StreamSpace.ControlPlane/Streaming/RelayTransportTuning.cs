@@ -29,7 +29,7 @@ internal static class RelayTransportTuning
     /// <remarks>
     /// "Unsafe" because application code then runs on the I/O thread. Here that thread is still a thread-pool
     /// thread: the runtime's own socket completions are not inlined (DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS is
-    /// not set), so the epoll thread never runs application code, and a request doing slow work (a password hash, a
+    /// not set, and must stay unset for the control plane), so the epoll thread never runs application code, and a request doing slow work (a password hash, a
     /// SQLite query) holds one pool thread exactly as before, only its own connection's I/O waits for it.
     /// </remarks>
     public const bool InlineScheduling = true;
