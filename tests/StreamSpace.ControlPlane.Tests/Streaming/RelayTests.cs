@@ -95,7 +95,8 @@ public sealed class RelayTests(StreamingSqliteControlPlane cp) : IClassFixture<S
         using (var noToken = await cp.UpgradeRequestAsync(args.DataPath))
             await noToken.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
         // A wrong token burns the rendezvous: the right one no longer works either (no guessing).
-        using (var wrong = await cp.UpgradeRequestAsync(args.DataPath, bearer: "x" + args.Token[1..]))
+        // (The first character is replaced by a different one: a token that starts with 'x' must not turn into itself.)
+        using (var wrong = await cp.UpgradeRequestAsync(args.DataPath, bearer: (args.Token[0] == 'x' ? "y" : "x") + args.Token[1..]))
             await wrong.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
         using (var right = await cp.UpgradeRequestAsync(args.DataPath, bearer: args.Token))
             await right.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
