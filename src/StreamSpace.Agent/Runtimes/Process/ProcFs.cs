@@ -32,15 +32,18 @@ internal static class ProcFs
         pid > 0 && Stat(pid) is { } stat && stat.StartTime == startTime && stat.State is not ('Z' or 'X');
 
     /// <summary>Live processes of a process group (zombies excluded).</summary>
-    public static IReadOnlyList<int> GroupMembers(int pgid)
+    public static IReadOnlyList<int> GroupMembers(int pgid) => GroupStates(pgid).Select(m => m.Pid).ToList();
+
+    /// <summary>Live processes of a process group (zombies excluded) with their state letters.</summary>
+    public static IReadOnlyList<(int Pid, char State)> GroupStates(int pgid)
     {
-        var members = new List<int>();
+        var members = new List<(int, char)>();
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
         {
             if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
             if (Stat(pid) is { } stat && stat.Pgid == pgid && stat.State is not ('Z' or 'X'))
             {
-                members.Add(pid);
+                members.Add((pid, stat.State));
             }
         }
         return members;

@@ -19,6 +19,8 @@ namespace StreamSpace.Agent.Runtimes.Process;
 public sealed partial class ProcessRuntime : ISessionRuntime
 {
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(50);
+    /// <summary>How long a hibernate waits for every process of the session to be stopped (see <see cref="WaitUntilStoppedAsync"/>).</summary>
+    private static readonly TimeSpan StopConfirmTimeout = TimeSpan.FromSeconds(30);
     private const string X11SocketDir = "/tmp/.X11-unix";
     private const UnixFileMode PrivateDir = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
     /// <summary>rwx--x--x: others may pass through to what they own below, but not list or change anything.</summary>
@@ -330,6 +332,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             var r = session.Record;
             if (!r.Xvnc.IsAlive) throw new SessionRuntimeException($"session {sessionId} is no longer running");
             if (!Posix.SignalGroup(r.Pgid, signal)) throw new SessionRuntimeException($"session {sessionId}: signalling its process group failed");
+            if (signal == Posix.SIGSTOP) await WaitUntilStoppedAsync(sessionId, r.Pgid, ct);
             if (r.State != newState)
             {
                 session.Record = r with { State = newState };
@@ -341,6 +344,31 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         finally
         {
             session.Gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// SIGSTOP takes effect when a process next leaves the kernel: one in the middle of a disk write (state D) stops
+    /// only after it, which under heavy disk load took more than 2 s (a full test run caught a session process still
+    /// in D then). "hibernated" is reported once every process of the group is really stopped, so the state never
+    /// runs ahead of the processes. A group that does not stop within <see cref="StopConfirmTimeout"/> is continued
+    /// again (it stays running, as the failed command then reports) and the hibernate fails with the culprit.
+    /// </summary>
+    private async Task WaitUntilStoppedAsync(string sessionId, int pgid, CancellationToken ct)
+    {
+        var deadline = _time.GetTimestamp() + (long)(StopConfirmTimeout.TotalSeconds * _time.TimestampFrequency);
+        while (true)
+        {
+            var moving = ProcFs.GroupStates(pgid).Where(m => m.State is not ('T' or 't')).ToList();
+            if (moving.Count == 0) return;
+            if (_time.GetTimestamp() > deadline)
+            {
+                Posix.SignalGroup(pgid, Posix.SIGCONT);
+                throw new SessionRuntimeException(
+                    $"session {sessionId}: {moving.Count} process(es) did not stop within {StopConfirmTimeout.TotalSeconds:0} s " +
+                    $"(pid {moving[0].Pid} in state {moving[0].State}); the session keeps running");
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(5), _time, ct);
         }
     }
 
