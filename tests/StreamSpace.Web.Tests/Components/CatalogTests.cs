@@ -99,7 +99,9 @@ public sealed class CatalogTests_CannedApi : ComponentTest
         cut.WaitForAssertion(() => cut.Find(".launch .error").TextContent.ShouldContain("xterm is not installed on agent local"));
         Navigation.History.ShouldBeEmpty();
         cut.Find(".launch button").Click(); // Close
-        cut.FindAll(".launch").ShouldBeEmpty();
+        // Closing re-renders the parent through the renderer's dispatcher; wait for that render instead of assuming it
+        // finished inside Click() (a full run once saw the panel still there right after the click).
+        cut.WaitForAssertion(() => cut.FindAll(".launch").ShouldBeEmpty());
     }
 
     [Fact]
