@@ -92,7 +92,8 @@ pid_b=$!
 wait $pid_a $pid_b
 LOGS=("${TIERS_A[@]}" "${TIERS_B[@]}")
 # The end-to-end tier asserts wall-clock bounds of the product (agent online within 2 s of its start,
-# offline within 3 heartbeats + 1 s, back within 5 s of a control-plane restart): it runs alone too.
+# offline within 3 heartbeats + 1 s, back within 5 s of a control-plane restart): it runs alone too, and its tests
+# one at a time (tests/StreamSpace.EndToEnd.Tests/Infrastructure/OneTestAtATime.cs).
 run_tier StreamSpace.EndToEnd.Tests 1200 StreamSpace.EndToEnd.Tests; LOGS+=(StreamSpace.EndToEnd.Tests)
 # The browser journeys wait on live refreshes, pastes and session starts in real time: alone as well.
 run_tier StreamSpace.UiJourney.Tests 1200 StreamSpace.UiJourney.Tests; LOGS+=(StreamSpace.UiJourney.Tests)
