@@ -111,7 +111,8 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
         // No ack: after the 1 s ack timeout it comes again, same id (the agent dedupes on it).
         (await agent.ExpectCommandAsync(TimeSpan.FromSeconds(4))).CommandId.ShouldBe(commandId);
         (await cp.CommandRowAsync(commandId)).Attempts.ShouldBeGreaterThanOrEqualTo(2);
-        cp.Metrics.CommandsRedelivered.ShouldBeGreaterThan(before);
+        // Counted once the send has completed on the control plane's side, which can be just after the agent has read it.
+        await HubControlPlane.EventuallyAsync(() => Task.FromResult(cp.Metrics.CommandsRedelivered > before), Soon, "the redelivery counted");
 
         await agent.AckAsync(commandId);
         await agent.ResultAsync(commandId, success: true);
@@ -158,7 +159,8 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
         session.Reason!.ShouldContain(agentId);
         session.Reason!.ShouldContain("expired");
         (await cp.CommandRowAsync(commandId)).State.ShouldBe(CommandState.Expired);
-        cp.Metrics.CommandsExpired.ShouldBeGreaterThan(before);
+        // Counted after the expiry's transaction commits, so just after its effects are visible.
+        await HubControlPlane.EventuallyAsync(() => Task.FromResult(cp.Metrics.CommandsExpired > before), Soon, "the expiry counted");
     }
 
     [Fact]
