@@ -29,8 +29,6 @@ internal sealed class CommandPruner(Db db, TimeProvider time, IOptions<StreamSpa
     /// <summary>Rows deleted per statement.</summary>
     internal int BatchSize { get; init; } = 5000;
 
-    private static readonly string FinishedStatesSql = $"'{CommandState.Succeeded}', '{CommandState.Failed}', '{CommandState.Expired}'";
-
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         using var timer = new PeriodicTimer(options.Value.CommandPruneInterval, time);
@@ -68,7 +66,7 @@ internal sealed class CommandPruner(Db db, TimeProvider time, IOptions<StreamSpa
             $"""
             DELETE FROM agent_commands WHERE id IN (
                 SELECT c.id FROM agent_commands c
-                WHERE c.state IN ({FinishedStatesSql}) AND c.next_attempt_at < @cutoff AND c.updated_at < @cutoff
+                WHERE c.state IN ({CommandRow.FinishedStatesSql}) AND c.next_attempt_at < @cutoff AND c.updated_at < @cutoff
                   AND NOT (c.type = @start AND c.state = @succeeded
                            AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = c.session_id AND s.state IN ({SessionState.LiveSqlList})))
                 LIMIT @batch)

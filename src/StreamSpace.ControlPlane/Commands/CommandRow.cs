@@ -22,4 +22,7 @@ public sealed record CommandRow
 
     /// <summary>SQL list of the states in which a command still waits for its agent.</summary>
     public static readonly string OpenStatesSql = $"'{CommandState.Pending}', '{CommandState.Sent}', '{CommandState.Acked}'";
+
+    /// <summary>SQL list of the final states (<see cref="CommandState.IsFinal"/>).</summary>
+    public static readonly string FinishedStatesSql = $"'{CommandState.Succeeded}', '{CommandState.Failed}', '{CommandState.Expired}'";
 }
