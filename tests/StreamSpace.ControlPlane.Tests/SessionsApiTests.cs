@@ -161,6 +161,78 @@ public abstract class SessionsApiTests(ControlPlaneFixture cp)
     }
 
     [Fact]
+    public async Task The_list_pages_newest_first_with_a_next_link_and_filters_live_and_ended_sessions()
+    {
+        await AgentOnlineAsync();
+        var (client, _, username) = await cp.QuickUserAsync("pager", maxSessions: 10);
+        var ids = new List<string>();
+        for (var i = 0; i < 7; i++)
+            ids.Add((await (await client.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
+                .GetProperty("id").GetString()!);
+        // Two share one creation time (a group-committed batch does that): the id breaks the tie, never skipped or repeated.
+        List<string> expected;
+        await using (var conn = await cp.Db.OpenAsync(Ct))
+        {
+            var created = await conn.QuerySingleAsync<DateTimeOffset>("SELECT created_at FROM sessions WHERE id = @id", new { id = ids[3] });
+            await conn.ExecuteAsync("UPDATE sessions SET created_at = @created WHERE id = @id", new { created, id = ids[4] });
+            foreach (var ended in new[] { ids[1], ids[5] })
+                await conn.ExecuteAsync("UPDATE sessions SET state = 'terminated' WHERE id = @ended", new { ended });
+            expected = (await conn.QueryAsync<string>("SELECT id FROM sessions WHERE username = @username ORDER BY created_at DESC, id DESC", new { username })).AsList();
+        }
+        expected.Count.ShouldBe(7);
+
+        // Pages of 3, following the Link header the API gives (relative to the control plane).
+        var seen = new List<string>();
+        var pages = 0;
+        string? next = "/api/v1/sessions?limit=3";
+        while (next is not null)
+        {
+            using var response = await client.GetAsync(next, Ct);
+            var page = await response.ShouldBeJsonAsync(HttpStatusCode.OK);
+            seen.AddRange(page.EnumerateArray().Select(e => e.GetProperty("id").GetString()!));
+            pages++;
+            next = response.Headers.TryGetValues("Link", out var links)
+                ? System.Text.RegularExpressions.Regex.Match(links.Single(), "^<([^>]+)>; rel=\"next\"$").Groups[1].Value
+                : null;
+            if (next is not null) next.ShouldStartWith("/api/v1/sessions?limit=3&after=");
+            if (next is not null) page.GetArrayLength().ShouldBe(3);
+        }
+        seen.ShouldBe(expected);
+        pages.ShouldBe(3);
+
+        // live=true: what still holds quota; live=false: the ended ones; both keep the filters in their next link.
+        var live = await (await client.GetAsync("/api/v1/sessions?live=true", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        live.EnumerateArray().Select(e => e.GetProperty("id").GetString()).ShouldBe(expected.Where(id => id != ids[1] && id != ids[5]));
+        using (var endedPage = await client.GetAsync("/api/v1/sessions?live=false&limit=1", Ct))
+        {
+            (await endedPage.ShouldBeJsonAsync(HttpStatusCode.OK)).EnumerateArray().Single().GetProperty("id").GetString().ShouldBe(ids[5]);
+            endedPage.Headers.GetValues("Link").Single().ShouldStartWith("</api/v1/sessions?live=false&limit=1&after=");
+        }
+        // Another user's cursor widens nothing: the caller's own sessions only, as always.
+        var (other, _, _) = await cp.QuickUserAsync("pager-other");
+        using var firstPage = await client.GetAsync("/api/v1/sessions?limit=1", Ct);
+        var cursorLink = firstPage.Headers.GetValues("Link").Single();
+        var otherPage = await (await other.GetAsync(cursorLink[1..cursorLink.IndexOf('>')], Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        otherPage.GetArrayLength().ShouldBe(0);
+    }
+
+    [Theory]
+    [InlineData("limit=0", "limit")]
+    [InlineData("limit=501", "limit")]
+    [InlineData("limit=ten", "limit")]
+    [InlineData("limit=-1", "limit")]
+    [InlineData("after=not-a-cursor", "after")]
+    [InlineData("after=MTIzNDU", "after")]
+    [InlineData("live=yes", "live")]
+    [InlineData("state=sleeping", "state")]
+    public async Task Bad_list_parameters_are_refused_with_the_field_named(string query, string field)
+    {
+        var (client, _, _) = await cp.QuickUserAsync("badlist");
+        var error = await (await client.GetAsync("/api/v1/sessions?" + query, Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        error.GetProperty("fields").TryGetProperty(field, out _).ShouldBeTrue(error.ToString());
+    }
+
+    [Fact]
     public async Task Delete_moves_to_terminating_enqueues_one_stop_and_is_idempotent()
     {
         await AgentOnlineAsync();

@@ -58,12 +58,28 @@ public static class SessionsApi
         return TypedResults.Created($"/api/v1/sessions/{outcome.Session!.Id}", outcome.Session);
     }
 
+    /// <summary>
+    /// Newest first, one page at a time (<see cref="SessionListPage"/>): <c>limit</c> sessions (default 100, at most
+    /// 500), and when more follow, a <c>Link: &lt;...&gt;; rel="next"</c> header with the next page's URL (same filters,
+    /// <c>after</c> = the cursor of this page's last session). The body stays a bare array (design §4).
+    /// <c>live=true</c> keeps the sessions that still hold quota (pending … terminating), <c>live=false</c> the ended ones.
+    /// </summary>
     public static async Task<Results<Ok<IReadOnlyList<SessionView>>, JsonHttpResult<ApiError>>> ListAsync(
-        HttpContext http, Db db, string? user, string? agent, string? state, CancellationToken ct)
+        HttpContext http, Db db, string? user, string? agent, string? state, string? live, string? limit, string? after, CancellationToken ct)
     {
+        var v = new Validation();
         if (state is not null && !SessionState.All.Contains(state))
-            return ApiErrors.BadRequest($"Unknown state '{state}'; one of: {string.Join(", ", SessionState.All)}.",
-                new Dictionary<string, string> { ["state"] = "is not a session state" });
+            v.Add("state", $"is not a session state; one of: {string.Join(", ", SessionState.All)}");
+        bool? liveOnly = live switch { null => null, "true" => true, "false" => false, _ => null };
+        if (live is not null && liveOnly is null) v.Add("live", "must be true or false");
+        if (!SessionListPage.TryParseLimit(limit, out var pageSize))
+            v.Add("limit", $"must be a whole number from 1 to {SessionListPage.MaxLimit}");
+        DateTimeOffset afterAt = default;
+        var afterId = "";
+        if (after is not null && !SessionListPage.TryParseCursor(after, out afterAt, out afterId))
+            v.Add("after", "is not a cursor from this API's Link header");
+        if (!v.IsValid) return v.ToResult();
+
         var caller = CurrentUser.From(http.User);
         var where = new List<string>();
         // Users only ever see their own sessions; the filters narrow further, never widen.
@@ -71,11 +87,27 @@ public static class SessionsApi
         if (user is not null) where.Add("username = @user");
         if (agent is not null) where.Add("agent_id = @agent");
         if (state is not null) where.Add("state = @state");
+        if (liveOnly is { } l) where.Add($"state {(l ? "" : "NOT ")}IN ({SessionState.LiveSqlList})");
+        if (after is not null) where.Add("(created_at < @afterAt OR (created_at = @afterAt AND id < @afterId))");
+        // One row more than the page tells whether a next page exists.
         var sql = $"SELECT {SessionRecord.Columns} FROM sessions"
                   + (where.Count > 0 ? " WHERE " + string.Join(" AND ", where) : "")
-                  + " ORDER BY created_at DESC, id";
+                  + " ORDER BY created_at DESC, id DESC LIMIT @take";
         await using var conn = await db.OpenAsync(ct);
-        var rows = await conn.QueryAsync<SessionRecord>(new CommandDefinition(sql, new { callerId = caller.Id, user, agent, state }, cancellationToken: ct));
+        var rows = (await conn.QueryAsync<SessionRecord>(new CommandDefinition(sql,
+            new { callerId = caller.Id, user, agent, state, afterAt, afterId, take = pageSize + 1 }, cancellationToken: ct))).AsList();
+        if (rows.Count > pageSize)
+        {
+            rows.RemoveRange(pageSize, rows.Count - pageSize);
+            var last = rows[^1];
+            var query = QueryString.Create(new Dictionary<string, string?>
+            {
+                ["user"] = user, ["agent"] = agent, ["state"] = state, ["live"] = live,
+                ["limit"] = pageSize.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["after"] = SessionListPage.Cursor(last.CreatedAt, last.Id),
+            }.Where(p => p.Value is not null));
+            http.Response.Headers.Link = $"</api/v1/sessions{query}>; rel=\"next\"";
+        }
         return TypedResults.Ok<IReadOnlyList<SessionView>>(rows.Select(r => r.ToView()).ToList());
     }
 
