@@ -70,25 +70,54 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
     }
 
     [Fact]
-    public void All_sessions_filter_by_user_agent_and_state()
+    public void All_sessions_are_filtered_by_the_api_so_the_filters_reach_the_whole_history()
     {
-        Api.Answer("GET /api/v1/sessions", Json(new[]
-        {
-            Session("alice-xterm-aaaaaa", "running", user: "alice", agent: "local"),
-            Session("alice-xterm-bbbbbb", "terminated", user: "alice", agent: "local"),
-            Session("bob-xterm-cccccc", "running", user: "bob", agent: "worker-2"),
-        }));
+        const string users = """[{"id":"u1","username":"alice","role":"user"},{"id":"u2","username":"bob","role":"user"}]""";
+        Api.Answer("GET /api/v1/users", users)
+           .Answer("GET /api/v1/agents", Agents("online", 0))
+           .Answer("GET /api/v1/sessions?limit=100", Json(new[]
+           {
+               Session("alice-xterm-aaaaaa", "running", user: "alice", agent: "local"),
+               Session("alice-xterm-bbbbbb", "terminated", user: "alice", agent: "local"),
+           }))
+           .Answer("GET /api/v1/sessions?user=bob&limit=100", Json(new[] { Session("bob-xterm-cccccc", "running", user: "bob", agent: "local") }))
+           .Answer("GET /api/v1/sessions?user=bob&state=failed&limit=100", "[]")
+           .Answer("GET /api/v1/sessions?agent=local&limit=100", Json(new[] { Session("bob-xterm-cccccc", "running", user: "bob", agent: "local") }));
         var cut = Render<AdminSessions>();
-        cut.FindAll("tr[data-session]").Count.ShouldBe(3); // admins also see history (terminated)
+        cut.FindAll("tr[data-session]").Count.ShouldBe(2); // admins also see history (terminated)
 
-        cut.Find("#f-user").Change("alice");
-        cut.FindAll("tr[data-session]").Select(r => r.GetAttribute("data-session")).ShouldBe(["alice-xterm-aaaaaa", "alice-xterm-bbbbbb"], ignoreOrder: true);
-        cut.Find("#f-state").Change("terminated");
-        cut.FindAll("tr[data-session]").Single().GetAttribute("data-session").ShouldBe("alice-xterm-bbbbbb");
+        // bob has no session on the first page, but he is a user, so he can be chosen.
+        cut.FindAll("#f-user option").Select(o => o.GetAttribute("value")).ShouldBe(["", "alice", "bob"]);
+        cut.Find("#f-user").Change("bob");
+        cut.WaitForAssertion(() => cut.FindAll("tr[data-session]").Single().GetAttribute("data-session").ShouldBe("bob-xterm-cccccc"));
+        cut.Find("#f-state").Change("failed");
+        cut.WaitForAssertion(() => cut.FindAll("tr[data-session]").ShouldBeEmpty());
         cut.Find("#f-user").Change("");
         cut.Find("#f-state").Change("");
-        cut.Find("#f-agent").Change("worker-2");
-        cut.FindAll("tr[data-session]").Single().GetAttribute("data-session").ShouldBe("bob-xterm-cccccc");
+        cut.FindAll("#f-agent option").Select(o => o.GetAttribute("value")).ShouldBe(["", "local"]);
+        cut.Find("#f-agent").Change("local");
+        cut.WaitForAssertion(() => cut.FindAll("tr[data-session]").Single().GetAttribute("data-session").ShouldBe("bob-xterm-cccccc"));
+        Api.RequestsTo("GET /api/v1/users").Count.ShouldBe(1); // the choices are loaded once per visit
+    }
+
+    [Fact]
+    public void Older_sessions_are_shown_on_request()
+    {
+        var history = Enumerable.Range(0, 101).Select(i => Session($"alice-xterm-{i:000000}", i == 0 ? "running" : "terminated")).ToArray();
+        Api.Answer("GET /api/v1/users", "[]").Answer("GET /api/v1/agents", "[]")
+           .Answer("GET /api/v1/sessions?limit=100", Json(history[..100]), link: "</api/v1/sessions?limit=100&after=CURSOR>; rel=\"next\"")
+           .Answer("GET /api/v1/sessions?limit=200", Json(history));
+        var cut = Render<AdminSessions>();
+        cut.Markup.ShouldContain("The newest 100 sessions");
+        cut.FindAll("tr[data-session]").Count.ShouldBe(100);
+
+        cut.FindAll("button").Single(b => b.TextContent == "Show 100 older sessions").Click();
+
+        cut.WaitForAssertion(() => cut.FindAll("tr[data-session]").Count.ShouldBe(101));
+        cut.Markup.ShouldContain("101 sessions");
+        cut.FindAll("button").ShouldNotContain(b => b.TextContent.Contains("older sessions", StringComparison.Ordinal));
+        // A full page answers what was asked for: its next page is only read when more are wanted.
+        Api.RequestsTo("GET /api/v1/sessions?limit=100&after=CURSOR").ShouldBeEmpty();
     }
 
     [Fact]

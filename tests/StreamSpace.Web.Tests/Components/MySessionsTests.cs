@@ -8,7 +8,11 @@ namespace StreamSpace.Web.Tests.Components;
 /// <summary>My sessions, against canned API JSON (component level).</summary>
 public sealed class MySessionsTests_CannedApi : ComponentTest
 {
-    private const string List = "GET /api/v1/sessions";
+    /// <summary>Every live session (all pages), and separately the newest failures.</summary>
+    private const string List = "GET /api/v1/sessions?live=true&limit=500";
+    private const string Failed = "GET /api/v1/sessions?state=failed&limit=20";
+
+    public MySessionsTests_CannedApi() => Api.Fallback(Failed, "[]");
 
     [Fact]
     public void Shows_each_state_with_its_actions_and_the_failure_reason()
@@ -17,10 +21,9 @@ public sealed class MySessionsTests_CannedApi : ComponentTest
         {
             Session("alice-xterm-aaaaaa", "running"),
             Session("alice-xterm-bbbbbb", "hibernated"),
-            Session("alice-xterm-cccccc", "failed", reason: "Xvnc exited with code 1"),
             Session("alice-xterm-dddddd", "pending"),
-            Session("alice-xterm-eeeeee", "terminated"),
         }));
+        Api.Answer(Failed, Json(new[] { Session("alice-xterm-cccccc", "failed", reason: "Xvnc exited with code 1") }));
 
         var cut = Render<MySessions>();
 
@@ -36,6 +39,40 @@ public sealed class MySessionsTests_CannedApi : ComponentTest
         cut.Find("tr[data-session='alice-xterm-dddddd'] .badge").TextContent.ShouldBe("pending");
         // The API is called as the signed-in user, with the token from the cookie ticket.
         Api.RequestsTo(List)[0].Authorization.ShouldBe($"Bearer {Token}");
+    }
+
+    [Fact]
+    public void Live_sessions_are_read_from_every_page_and_only_the_newest_failures_are_listed()
+    {
+        // The API pages (Link rel="next"): a live session on the second page must still be shown, however long the
+        // history is; of the ended sessions only the newest failures are asked for, and the page says so.
+        Api.Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "running") }),
+                link: "</api/v1/sessions?live=true&limit=500&after=CURSOR1>; rel=\"next\"")
+           .Answer("GET /api/v1/sessions?live=true&limit=500&after=CURSOR1", Json(new[] { Session("alice-xterm-bbbbbb", "hibernated") }))
+           .Answer(Failed, Json(Enumerable.Range(0, 20).Select(i => Session($"alice-xterm-f{i:00000}", "failed", reason: "boom")).ToArray()),
+                link: "</api/v1/sessions?state=failed&limit=20&after=CURSOR2>; rel=\"next\"");
+
+        var cut = Render<MySessions>();
+
+        var shown = cut.FindAll("tr[data-session]").Select(r => r.GetAttribute("data-session")).ToList();
+        shown.Count.ShouldBe(22);
+        shown.ShouldContain("alice-xterm-aaaaaa");
+        shown.ShouldContain("alice-xterm-bbbbbb");
+        cut.Markup.ShouldContain("Only your 20 most recent failed sessions are listed.");
+        Api.RequestsTo("GET /api/v1/sessions?live=true&limit=500&after=CURSOR1").Count.ShouldBe(1);
+        // The failures' next page is not read.
+        Api.RequestsTo("GET /api/v1/sessions?state=failed&limit=20&after=CURSOR2").ShouldBeEmpty();
+    }
+
+    [Fact]
+    public void A_session_in_both_lists_is_shown_once()
+    {
+        // It failed between the two calls.
+        Api.Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "starting") }))
+           .Answer(Failed, Json(new[] { Session("alice-xterm-aaaaaa", "failed", reason: "boom") }));
+        var cut = Render<MySessions>();
+        cut.FindAll("tr[data-session]").Count.ShouldBe(1);
+        cut.Markup.ShouldNotContain("most recent failed sessions");
     }
 
     [Fact]
@@ -58,7 +95,7 @@ public sealed class MySessionsTests_CannedApi : ComponentTest
     public void Terminate_asks_first_then_deletes_and_the_terminated_session_disappears()
     {
         Api.Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "running") }))
-           .Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "terminated") }))
+           .Answer(List, "[]")
            .Answer("DELETE /api/v1/sessions/alice-xterm-aaaaaa", HttpStatusCode.Accepted, "");
         var cut = Render<MySessions>();
 
@@ -92,7 +129,8 @@ public sealed class MySessionsTests_CannedApi : ComponentTest
     public void Every_state_has_the_same_three_action_slots_and_a_reason_line_so_rows_keep_their_shape()
     {
         var states = new[] { "pending", "starting", "running", "hibernating", "hibernated", "waking", "terminating", "failed" };
-        Api.Answer(List, Json(states.Select((state, i) => Session($"alice-xterm-{(char)('a' + i)}aaaaa", state, reason: state == "failed" ? "boom" : null)).ToArray()));
+        var sessions = states.Select((state, i) => Session($"alice-xterm-{(char)('a' + i)}aaaaa", state, reason: state == "failed" ? "boom" : null)).ToArray();
+        Api.Answer(List, Json(sessions[..^1])).Answer(Failed, Json(sessions[^1..]));
         var cut = Render<MySessions>();
 
         var rows = cut.FindAll("tr[data-session]");

@@ -105,3 +105,27 @@ public sealed record AuditEntryBody
     /// <summary>Who did it, whichever name the API gives that field.</summary>
     public string? Who => Actor ?? User;
 }
+
+/// <summary>
+/// Filters of <c>GET /api/v1/sessions</c> as the UI asks them, and how many sessions (newest first) to read through
+/// its pages. <see cref="Live"/>: true = only sessions that still hold quota, false = only ended ones.
+/// </summary>
+public sealed record SessionQuery(int Want, string? User = null, string? Agent = null, string? State = null, bool? Live = null)
+{
+    /// <summary>The API's largest page.</summary>
+    public const int MaxPage = 500;
+
+    public string ToQueryString()
+    {
+        var parts = new List<string>();
+        if (!string.IsNullOrEmpty(User)) parts.Add("user=" + Uri.EscapeDataString(User));
+        if (!string.IsNullOrEmpty(Agent)) parts.Add("agent=" + Uri.EscapeDataString(Agent));
+        if (!string.IsNullOrEmpty(State)) parts.Add("state=" + Uri.EscapeDataString(State));
+        if (Live is { } live) parts.Add(live ? "live=true" : "live=false");
+        parts.Add("limit=" + Math.Clamp(Want, 1, MaxPage).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        return "?" + string.Join('&', parts);
+    }
+}
+
+/// <summary>Sessions read through the API's pages; <see cref="More"/>: older sessions exist beyond these.</summary>
+public sealed record SessionList(List<SessionBody> Sessions, bool More);

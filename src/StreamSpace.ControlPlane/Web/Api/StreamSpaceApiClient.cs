@@ -51,8 +51,39 @@ public sealed class StreamSpaceApiClient(HttpClient http, AuthenticationStatePro
         SendAsync<NoContent>(HttpMethod.Delete, $"api/v1/templates/{Uri.EscapeDataString(name)}", null, ct);
 
     // Sessions
-    public Task<ApiResult<List<SessionBody>>> ListSessionsAsync(CancellationToken ct) =>
-        SendAsync<List<SessionBody>>(HttpMethod.Get, "api/v1/sessions", null, ct);
+    /// <summary>
+    /// Sessions newest first, following the API's pages (its <c>Link: rel="next"</c>) until <see cref="SessionQuery.Want"/>
+    /// sessions are read or none are left. <see cref="SessionList.More"/> says whether older ones exist beyond them.
+    /// </summary>
+    public async Task<ApiResult<SessionList>> ListSessionsAsync(SessionQuery query, CancellationToken ct)
+    {
+        var sessions = new List<SessionBody>();
+        string? next = "api/v1/sessions" + query.ToQueryString();
+        while (next is not null && sessions.Count < query.Want)
+        {
+            string? link = null;
+            var page = await SendAsync<List<SessionBody>>(HttpMethod.Get, next, null, ct, response => link = NextLink(response));
+            if (!page.IsSuccess) return ApiResult.Failure<SessionList>(page.Status, page.Error);
+            sessions.AddRange(page.Value ?? []);
+            next = link;
+        }
+        return ApiResult.Success(200, new SessionList(sessions, next is not null));
+    }
+
+    /// <summary>The target of a <c>Link: &lt;url&gt;; rel="next"</c> header, relative to the API's base address.</summary>
+    internal static string? NextLink(HttpResponseMessage response)
+    {
+        if (!response.Headers.TryGetValues("Link", out var values)) return null;
+        foreach (var value in values)
+        foreach (var part in value.Split(','))
+        {
+            var open = part.IndexOf('<', StringComparison.Ordinal);
+            var close = part.IndexOf('>', StringComparison.Ordinal);
+            if (open < 0 || close < open || !part[close..].Contains("rel=\"next\"", StringComparison.Ordinal)) continue;
+            return part[(open + 1)..close].TrimStart('/');
+        }
+        return null;
+    }
 
     public Task<ApiResult<SessionBody>> GetSessionAsync(string id, CancellationToken ct) =>
         SendAsync<SessionBody>(HttpMethod.Get, $"api/v1/sessions/{Uri.EscapeDataString(id)}", null, ct);
@@ -104,7 +135,8 @@ public sealed class StreamSpaceApiClient(HttpClient http, AuthenticationStatePro
         return SendAsync<List<AuditEntryBody>>(HttpMethod.Get, "api/v1/audit" + (query.Count > 0 ? "?" + string.Join('&', query) : ""), null, ct);
     }
 
-    private async Task<ApiResult<T>> SendAsync<T>(HttpMethod method, string path, HttpContent? content, CancellationToken ct)
+    private async Task<ApiResult<T>> SendAsync<T>(HttpMethod method, string path, HttpContent? content, CancellationToken ct,
+        Action<HttpResponseMessage>? onSuccess = null)
     {
         using var request = await CreateRequestAsync(method, path, content);
         var (response, failure) = await TrySendAsync<T>(request, ct);
@@ -112,6 +144,7 @@ public sealed class StreamSpaceApiClient(HttpClient http, AuthenticationStatePro
         using (response)
         {
             if (!response.IsSuccessStatusCode) return await FailureAsync<T>(response, ct);
+            onSuccess?.Invoke(response);
             if (typeof(T) == typeof(NoContent) || response.StatusCode == HttpStatusCode.NoContent || response.Content.Headers.ContentLength == 0)
                 return ApiResult.Success<T>((int)response.StatusCode, default);
             try
