@@ -11,6 +11,8 @@ public static class AuditActions
     public const string LoginFailed = "login.failed";
     public const string SessionCreated = "session.created";
     public const string SessionDeleted = "session.deleted";
+    /// <summary>A session hibernated or terminated by idle handling (actor <c>system</c>).</summary>
+    public const string SessionIdle = "session.idle";
     public const string UserCreated = "user.created";
     public const string UserUpdated = "user.updated";
     public const string UserRoleChanged = "user.role_changed";

@@ -46,6 +46,14 @@ public sealed class StreamSpaceOptions
     public TimeSpan OfflineSweepGrace { get; set; } = TimeSpan.FromSeconds(5);
     /// <summary>How often a connected agent's tracked inventory is reconciled with the sessions table (also on every hello).</summary>
     public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(60);
+    /// <summary>A running session without viewer input this long is hibernated or terminated (<see cref="IdleAction"/>); 0 = never.</summary>
+    public TimeSpan IdleTimeout { get; set; } = TimeSpan.Zero;
+    /// <summary>What idle handling does: <c>hibernate</c> (default) or <c>terminate</c>.</summary>
+    public string IdleAction { get; set; } = IdleHibernate;
+    /// <summary>How often running sessions are checked for idleness.</summary>
+    public TimeSpan IdleCheckInterval { get; set; } = TimeSpan.FromMinutes(1);
+    public const string IdleHibernate = "hibernate";
+    public const string IdleTerminate = "terminate";
     public int LoginAttemptsPerUsernamePerMinute { get; set; } = 10;
     public int LoginAttemptsPerClientPerMinute { get; set; } = 30;
 
@@ -98,6 +106,10 @@ public sealed class StreamSpaceOptions
         if (OfflineSweepInterval <= TimeSpan.Zero) errors.Add("OfflineSweepInterval must be positive");
         if (OfflineSweepGrace < TimeSpan.Zero) errors.Add("OfflineSweepGrace must be >= 0");
         if (ReconcileInterval <= TimeSpan.Zero) errors.Add("ReconcileInterval must be positive");
+        // Input reaches the database every few seconds (the relay's activity flush): shorter timeouts would idle active users.
+        if (IdleTimeout != TimeSpan.Zero && IdleTimeout < TimeSpan.FromMinutes(1)) errors.Add("IdleTimeout must be 0 (off) or at least 00:01:00");
+        if (IdleAction is not (IdleHibernate or IdleTerminate)) errors.Add($"IdleAction must be '{IdleHibernate}' or '{IdleTerminate}', got '{IdleAction}'");
+        if (IdleCheckInterval <= TimeSpan.Zero) errors.Add("IdleCheckInterval must be positive");
         if (TokenLifetime <= TimeSpan.Zero) errors.Add("TokenLifetime must be positive");
         if (LoginAttemptsPerUsernamePerMinute < 1) errors.Add("LoginAttemptsPerUsernamePerMinute must be >= 1");
         if (LoginAttemptsPerClientPerMinute < 1) errors.Add("LoginAttemptsPerClientPerMinute must be >= 1");

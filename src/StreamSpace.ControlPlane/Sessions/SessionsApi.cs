@@ -21,7 +21,9 @@ public static class SessionsApi
 {
     public static IServiceCollection AddStreamSpaceSessions(this IServiceCollection services) =>
         services.AddSingleton<SessionQuota>()
-            .AddSingleton<SessionCreator>();
+            .AddSingleton<SessionCreator>()
+            .AddSingleton<IdleSessionSweeper>()
+            .AddHostedService(sp => sp.GetRequiredService<IdleSessionSweeper>());
 
     public static IEndpointRouteBuilder MapSessionsApi(this IEndpointRouteBuilder routes)
     {

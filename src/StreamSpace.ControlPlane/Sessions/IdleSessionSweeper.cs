@@ -1,0 +1,110 @@
+using Dapper;
+using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Audit;
+using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Sessions;
+
+/// <summary>
+/// Idle handling: a running session with no viewer input for <see cref="StreamSpaceOptions.IdleTimeout"/> is hibernated
+/// (frees its CPU, wakes where it was) or terminated, per <see cref="StreamSpaceOptions.IdleAction"/>; off when the
+/// timeout is zero (the default). Checked every <see cref="StreamSpaceOptions.IdleCheckInterval"/>.
+/// </summary>
+/// <remarks>
+/// Idle since: the later of the last input the relay saw (<c>last_activity_at</c>) and the session's last state change
+/// (<c>updated_at</c>: when it became running, so a session just started or woken gets the whole timeout, and one that
+/// was never viewed idles from its start). Each session is handled in its own transaction that re-checks both under
+/// the row lock, exactly as <c>POST /hibernate</c> or <c>DELETE</c> would do it (state change, command through the
+/// outbox, audit entry), so input arriving meanwhile, a user's own request, or another replica's sweep wins cleanly.
+/// </remarks>
+internal sealed class IdleSessionSweeper(
+    Db db, CommandOutbox outbox, AuditLog audit, TimeProvider time, IOptions<StreamSpaceOptions> options, ILogger<IdleSessionSweeper> logger) : BackgroundService
+{
+    /// <summary>Sessions handled per check at most; the rest follow at the next one.</summary>
+    internal const int BatchSize = 500;
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var o = options.Value;
+        if (o.IdleTimeout == TimeSpan.Zero)
+        {
+            logger.LogInformation("Idle handling is off (StreamSpace__IdleTimeout is 0)");
+            return;
+        }
+        logger.LogInformation("Idle handling: running sessions without input for {Timeout} are {Action}d, checked every {Interval}",
+            o.IdleTimeout, o.IdleAction, o.IdleCheckInterval);
+        using var timer = new PeriodicTimer(o.IdleCheckInterval, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                try
+                {
+                    await SweepAsync(stoppingToken);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // An outage: the sessions are still idle at the next check.
+                    logger.LogWarning("Could not check for idle sessions, trying again in {Interval}: {Error}", o.IdleCheckInterval, ex.Message);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    /// <summary>Hibernates or terminates every session idle beyond the timeout (up to <see cref="BatchSize"/>); returns their ids.</summary>
+    internal async Task<IReadOnlyList<string>> SweepAsync(CancellationToken ct)
+    {
+        var o = options.Value;
+        var now = time.GetUtcNow();
+        var cutoff = now - o.IdleTimeout;
+        var greatest = db.IsPostgres ? "GREATEST" : "MAX";
+        var since = $"{greatest}(COALESCE(last_activity_at, updated_at), updated_at)";
+        var idle = $"state = @running AND agent_id IS NOT NULL AND {since} < @cutoff";
+        List<string> candidates;
+        await using (var conn = await db.OpenAsync(ct))
+        {
+            candidates = (await conn.QueryAsync<string>(new CommandDefinition(
+                $"SELECT id FROM sessions WHERE {idle} ORDER BY updated_at LIMIT @batch",
+                new { running = SessionState.Running, cutoff, batch = BatchSize }, cancellationToken: ct))).AsList();
+        }
+
+        var terminate = o.IdleAction == StreamSpaceOptions.IdleTerminate;
+        var handled = new List<string>();
+        foreach (var id in candidates)
+        {
+            var agent = await db.InTransactionAsync(async (conn, tx) =>
+            {
+                var row = await conn.QuerySingleOrDefaultAsync<IdleRow>(new CommandDefinition(
+                    $"SELECT agent_id AS AgentId, {since} AS IdleSince FROM sessions WHERE id = @id AND {idle}{db.ForUpdate}",
+                    new { id, running = SessionState.Running, cutoff }, tx, cancellationToken: ct));
+                if (row is null) return null; // input came, or the session moved on meanwhile
+                var reason = $"idle: no input for {o.IdleTimeout} (since {row.IdleSince:u})";
+                await SessionStateMachine.TryTransitionAsync(conn, tx, id, terminate ? SessionState.Terminating : SessionState.Hibernating,
+                    reason, now, SessionState.Running, ct);
+                await outbox.EnqueueAsync(conn, tx, row.AgentId, id, terminate ? CommandTypes.SessionStop : CommandTypes.SessionHibernate,
+                    new SessionCommandArgs(id), ct);
+                await audit.WriteAsync(conn, tx, "system", AuditActions.SessionIdle, id, $"{o.IdleAction}d after {o.IdleTimeout} without input", null, ct);
+                return row.AgentId;
+            }, ct);
+            if (agent is null) continue;
+            outbox.NotifyQueued(agent);
+            handled.Add(id);
+        }
+        if (handled.Count > 0)
+            logger.LogInformation("{Count} idle session(s) {Action}d after {Timeout} without input: {Sessions}",
+                handled.Count, o.IdleAction, o.IdleTimeout, string.Join(", ", handled.Take(20)));
+        return handled;
+    }
+
+    private sealed class IdleRow
+    {
+        public string AgentId { get; init; } = "";
+        public DateTimeOffset IdleSince { get; init; }
+    }
+}
