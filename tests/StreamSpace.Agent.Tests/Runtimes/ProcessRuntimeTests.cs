@@ -265,6 +265,35 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Hibernate_counts_a_process_held_by_its_stopped_vfork_child_as_stopped()
+    {
+        // dash vforks for every command it runs: between the vfork and the child's exec the parent waits in the kernel
+        // (state D) and SIGSTOP cannot stop it there. A full test run once stopped such a child before its exec and the
+        // hibernate waited 30 s for the shell, then failed. Made deterministic here: posix_spawn vforks and its child
+        // opens a FIFO nobody writes to before exec, so the child blocks (S, then T when stopped) and the parent stays D.
+        var command = """mkfifo "$HOME/held" && exec python3 -c 'import os; os.posix_spawn("/bin/true", ["true"], dict(os.environ), file_actions=[(os.POSIX_SPAWN_OPEN, 3, os.environ["HOME"] + "/held", os.O_RDONLY, 0)])'""";
+        var runtime = await NewRuntimeAsync();
+        var args = Args(command);
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).Any(m => m.State == 'D'), Wait, "the spawning parent waits for its vfork child");
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
+
+        clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(10), "the held parent counts as stopped at once");
+        var group = TestProcesses.Group(pgid);
+        group.Count(m => m.State == 'D').ShouldBe(1, "the parent is still held in the kernel, so the scenario was exercised");
+        group.ShouldAllBe(m => m.State == 'T' || m.State == 't' || m.State == 'Z' || m.State == 'D');
+        runtime.Inventory().Single().State.ShouldBe(ObservedStates.Hibernated);
+
+        await runtime.WakeAsync(args.SessionId, TestContext.Current.CancellationToken);
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).All(m => m.State != 'T'), Wait, "all processes continued");
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        TestProcesses.Group(pgid).ShouldBeEmpty();
+    }
+
+    [Fact]
     public async Task Bad_start_requests_fail_with_a_reason()
     {
         var runtime = await NewRuntimeAsync();

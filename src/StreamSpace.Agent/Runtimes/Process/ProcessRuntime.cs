@@ -352,14 +352,16 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     /// only after it, which under heavy disk load took more than 2 s (a full test run caught a session process still
     /// in D then). "hibernated" is reported once every process of the group is really stopped, so the state never
     /// runs ahead of the processes. A group that does not stop within <see cref="StopConfirmTimeout"/> is continued
-    /// again (it stays running, as the failed command then reports) and the hibernate fails with the culprit.
+    /// again (it stays running, as the failed command then reports) and the hibernate fails with the culprit. A shell
+    /// waiting in the kernel for a vfork child that was stopped before its exec counts as stopped (<see cref="ProcFs.IsHeld"/>).
     /// </summary>
     private async Task WaitUntilStoppedAsync(string sessionId, int pgid, CancellationToken ct)
     {
         var deadline = _time.GetTimestamp() + (long)(StopConfirmTimeout.TotalSeconds * _time.TimestampFrequency);
         while (true)
         {
-            var moving = ProcFs.GroupStates(pgid).Where(m => m.State is not ('T' or 't')).ToList();
+            var group = ProcFs.GroupStates(pgid);
+            var moving = group.Where(m => !ProcFs.IsHeld(m, group)).ToList();
             if (moving.Count == 0) return;
             if (_time.GetTimestamp() > deadline)
             {
