@@ -90,7 +90,10 @@ public static class SessionsApi
         if (agent is not null) where.Add("agent_id = @agent");
         if (state is not null) where.Add("state = @state");
         if (liveOnly is { } l) where.Add($"state {(l ? "" : "NOT ")}IN ({SessionState.LiveSqlList})");
-        if (after is not null) where.Add("(created_at < @afterAt OR (created_at = @afterAt AND id < @afterId))");
+        // After the cursor: older, or as old with a smaller id. Written so that "created_at <= @afterAt" alone is the
+        // index range (the plain OR form made PostgreSQL walk the index from the newest row: 156 ms vs 0.7 ms for a
+        // page 400 000 sessions deep); the OR only sorts out rows of the cursor's own instant.
+        if (after is not null) where.Add("created_at <= @afterAt AND (created_at < @afterAt OR id < @afterId)");
         // One row more than the page tells whether a next page exists.
         var sql = $"SELECT {SessionRecord.Columns} FROM sessions"
                   + (where.Count > 0 ? " WHERE " + string.Join(" AND ", where) : "")
