@@ -46,6 +46,9 @@ public sealed class CommandDelivery : BackgroundService
     /// <summary>Asks for delivery to one agent soon. <paramref name="reconnected"/>: also resend in-flight commands (the previous socket may have lost them).</summary>
     public void Request(string agentId, bool reconnected = false) => _requests.Writer.TryWrite(new DeliveryRequest(agentId, reconnected));
 
+    /// <summary>Asks for a pass over every agent connected here with a command due (what the poll does each interval).</summary>
+    public void RequestAll() => _requests.Writer.TryWrite(new DeliveryRequest(null, false));
+
     private void OnQueued(string agentId) => Request(agentId);
 
     private void OnHandedOff(string agentId, IReadOnlyList<CommandRow> claimed) =>
@@ -113,7 +116,7 @@ public sealed class CommandDelivery : BackgroundService
     {
         try
         {
-            while (await timer.WaitForNextTickAsync(ct)) _requests.Writer.TryWrite(new DeliveryRequest(null, false));
+            while (await timer.WaitForNextTickAsync(ct)) RequestAll();
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {

@@ -68,15 +68,21 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
     {
         var rows = Rows(commands, handOff);
         var now = time.GetUtcNow();
-        return ("""
+        // Agents whose new commands wait in the table and whose socket is not on this replica: the replica that holds
+        // it is woken at commit (CommandNotificationListener). Local agents are woken in process (NotifyWritten).
+        var remote = rows.Where(r => r.Attempts == 0 && CanHandOff?.Invoke(r.AgentId) != true)
+            .Select(r => r.AgentId).Distinct(StringComparer.Ordinal).ToArray();
+        var notify = remote.Length == 0 ? "" : $";\nSELECT pg_notify('{CommandNotificationListener.Channel}', a) FROM unnest(@c_notify) AS a";
+        return ($"""
             INSERT INTO agent_commands (id, agent_id, session_id, type, payload, state, attempts, next_attempt_at, expires_at, created_at, updated_at)
             SELECT v.id, v.agent_id, v.session_id, v.type, v.payload, v.state, v.attempts, v.next, @c_expires, @c_now, @c_now
             FROM unnest(@c_ids, @c_agents, @c_sessions, @c_types, @c_payloads, @c_states, @c_attempts, @c_nexts)
                 WITH ORDINALITY AS v(id, agent_id, session_id, type, payload, state, attempts, next, n)
-            ORDER BY v.n
+            ORDER BY v.n{notify}
             """,
             new
             {
+                c_notify = remote,
                 c_ids = rows.Select(r => r.Id).ToArray(), c_agents = rows.Select(r => r.AgentId).ToArray(),
                 c_sessions = rows.Select(r => r.SessionId).ToArray(), c_types = rows.Select(r => r.Type).ToArray(),
                 c_payloads = rows.Select(r => r.Payload).ToArray(), c_states = rows.Select(r => r.State).ToArray(),

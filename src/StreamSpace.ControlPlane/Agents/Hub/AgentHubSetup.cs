@@ -30,6 +30,8 @@ public static class AgentHubSetup
         services.AddSingleton<AgentHub>();
         services.AddSingleton<CommandDelivery>();
         services.AddHostedService(sp => sp.GetRequiredService<CommandDelivery>());
+        services.AddSingleton<CommandNotificationListener>();
+        services.AddHostedService(sp => sp.GetRequiredService<CommandNotificationListener>());
         services.AddHostedService<AgentLivenessMonitor>();
         services.AddSingleton<CommandPruner>();
         services.AddHostedService(sp => sp.GetRequiredService<CommandPruner>());

@@ -1,0 +1,101 @@
+using System.Net;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+using StreamSpace.Protocol;
+
+namespace StreamSpace.ControlPlane.Tests.Hub;
+
+/// <summary>
+/// Two control-plane replicas on one PostgreSQL database (design §9), both with a delivery poll of 5 minutes, so only
+/// the LISTEN/NOTIFY wake-up can bring a command written on replica A to an agent connected to replica B in seconds.
+/// </summary>
+public sealed class TwoReplicaControlPlane() : HubControlPlane(DatabaseKind.Postgres)
+{
+    private const string SlowPoll = "--StreamSpace:CommandPollInterval=00:05:00";
+
+    protected override IEnumerable<string> ExtraArgs => [.. base.ExtraArgs, SlowPoll];
+
+    public WebApplication ReplicaB { get; private set; } = null!;
+    public Uri ReplicaBAddress { get; private set; } = null!;
+
+    public override async ValueTask InitializeAsync()
+    {
+        await base.InitializeAsync();
+        string[] args =
+        [
+            "--urls", "http://127.0.0.1:0",
+            "--environment", "Development",
+            $"--StreamSpace:Database={Database.Setting}",
+            $"--StreamSpace:DataFolder={DataFolder}",
+            $"--StreamSpace:AdminPassword={AdminPassword}",
+            "--StreamSpace:EmbeddedAgent=false",
+            "--Logging:LogLevel:Default=Warning",
+            .. base.ExtraArgs, SlowPoll,
+        ];
+        ReplicaB = StreamSpaceApp.Build(args);
+        await ReplicaB.StartAsync();
+        ReplicaBAddress = new Uri(ReplicaB.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        if (ReplicaB is not null)
+        {
+            await ReplicaB.StopAsync();
+            await ReplicaB.DisposeAsync();
+        }
+        await base.DisposeAsync();
+    }
+}
+
+[Trait("Category", "Timing")]
+public sealed class CrossReplicaDeliveryTests_Postgres(TwoReplicaControlPlane cp) : IClassFixture<TwoReplicaControlPlane>
+{
+    [Fact]
+    public async Task A_command_written_on_one_replica_reaches_the_agent_on_another_at_once_not_at_the_next_poll()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync("xrep");
+        await using var agent = await ScriptedAgent.OnlineAsync(cp.ReplicaBAddress, agentId, token);
+        var sessionId = await cp.CreateSessionAsync(agentId, "running");
+        var listenerB = cp.ReplicaB.Services.GetRequiredService<CommandNotificationListener>();
+        var before = listenerB.Received;
+
+        // Replica A takes the request and writes the stop command; the agent's socket is on replica B.
+        var admin = await cp.AdminClientAsync();
+        using (var delete = await admin.DeleteAsync($"/api/v1/sessions/{sessionId}", TestContext.Current.CancellationToken))
+            delete.StatusCode.ShouldBe(HttpStatusCode.Accepted);
+
+        var command = await agent.ExpectCommandAsync(TimeSpan.FromSeconds(5));
+        command.Type.ShouldBe(CommandTypes.SessionStop);
+        command.SessionId.ShouldBe(sessionId);
+        listenerB.Received.ShouldBeGreaterThan(before);
+        await agent.AckAsync(command.CommandId);
+        await agent.ResultAsync(command.CommandId, success: true);
+    }
+
+    [Fact]
+    public async Task A_listener_whose_connection_died_listens_again_and_delivers_what_it_missed()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync("xrelisten");
+        await using var agent = await ScriptedAgent.OnlineAsync(cp.ReplicaBAddress, agentId, token);
+        var sessionId = await cp.CreateSessionAsync(agentId, "running");
+
+        // Both replicas' LISTEN connections are cut (as a database restart or a proxy would), then A writes a command.
+        await using (var conn = await cp.Db.OpenAsync(TestContext.Current.CancellationToken))
+            (await Dapper.SqlMapper.ExecuteScalarAsync<long>(conn,
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'"))
+                .ShouldBe(2, "one listener per replica");
+        var admin = await cp.AdminClientAsync();
+        using (var delete = await admin.DeleteAsync($"/api/v1/sessions/{sessionId}", TestContext.Current.CancellationToken))
+            delete.StatusCode.ShouldBe(HttpStatusCode.Accepted);
+
+        // The notification may have gone to nobody; the listener's return delivers everything due (the poll is 5 min).
+        var command = await agent.ExpectCommandAsync(TimeSpan.FromSeconds(10));
+        command.Type.ShouldBe(CommandTypes.SessionStop);
+        command.SessionId.ShouldBe(sessionId);
+    }
+}
