@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using StreamSpace.ControlPlane.Commands;
@@ -75,6 +76,18 @@ public sealed class CrossReplicaDeliveryTests_Postgres(TwoReplicaControlPlane cp
         listenerB.Received.ShouldBeGreaterThan(before);
         await agent.AckAsync(command.CommandId);
         await agent.ResultAsync(command.CommandId, success: true);
+
+        // Once replica B has applied that result (nothing else then wakes its delivery for this agent), a create on
+        // replica A: its start command is written with the session, in the same statement batch.
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (await cp.ScalarAsync<string>("SELECT state FROM sessions WHERE id = @sessionId", new { sessionId }) != "terminated" && DateTime.UtcNow < deadline)
+            await Task.Delay(50, TestContext.Current.CancellationToken);
+        (await cp.ScalarAsync<string>("SELECT state FROM sessions WHERE id = @sessionId", new { sessionId })).ShouldBe("terminated");
+        await Task.Delay(200, TestContext.Current.CancellationToken);
+        using (var create = await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, TestContext.Current.CancellationToken))
+            create.StatusCode.ShouldBe(HttpStatusCode.Created, await create.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
+        var start = await agent.ExpectCommandAsync(TimeSpan.FromSeconds(5));
+        start.Type.ShouldBe(CommandTypes.SessionStart);
     }
 
     [Fact]
