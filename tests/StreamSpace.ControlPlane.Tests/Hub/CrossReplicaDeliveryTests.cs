@@ -26,18 +26,7 @@ public sealed class TwoReplicaControlPlane() : HubControlPlane(DatabaseKind.Post
     public override async ValueTask InitializeAsync()
     {
         await base.InitializeAsync();
-        string[] args =
-        [
-            "--urls", "http://127.0.0.1:0",
-            "--environment", "Development",
-            $"--StreamSpace:Database={Database.Setting}",
-            $"--StreamSpace:DataFolder={DataFolder}",
-            $"--StreamSpace:AdminPassword={AdminPassword}",
-            "--StreamSpace:EmbeddedAgent=false",
-            "--Logging:LogLevel:Default=Warning",
-            .. base.ExtraArgs, SlowPoll,
-        ];
-        ReplicaB = StreamSpaceApp.Build(args);
+        ReplicaB = StreamSpaceApp.Build(AppArguments());
         await ReplicaB.StartAsync();
         ReplicaBAddress = new Uri(ReplicaB.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
     }

@@ -41,7 +41,14 @@ public abstract class ControlPlaneFixture : IAsyncLifetime
         Database = await TestDatabase.CreateAsync(Kind);
         DataFolder = Path.Combine(Path.GetTempPath(), "streamspace-tests", "data-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(DataFolder);
-        string[] args =
+        App = StreamSpaceApp.Build(AppArguments(), ConfigureServices);
+        await App.StartAsync();
+        var address = App.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        BaseAddress = new Uri(address);
+    }
+
+    /// <summary>The command line of the app under test (another replica on the same database can start with it too).</summary>
+    protected string[] AppArguments() =>
         [
             "--urls", "http://127.0.0.1:0",
             "--environment", "Development",
@@ -56,11 +63,6 @@ public abstract class ControlPlaneFixture : IAsyncLifetime
             "--StreamSpace:LoginAttemptsPerUsernamePerMinute=100000",
             .. ExtraArgs,
         ];
-        App = StreamSpaceApp.Build(args, ConfigureServices);
-        await App.StartAsync();
-        var address = App.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        BaseAddress = new Uri(address);
-    }
 
     public virtual async ValueTask DisposeAsync()
     {
