@@ -13,7 +13,8 @@ namespace StreamSpace.ControlPlane.Commands;
 /// truth, and the delivery poll (<c>CommandPollInterval</c>) still finds anything a lost notification missed — after
 /// a reconnect of this listener, everything due is delivered at once for the same reason. SQLite is single-replica.
 /// </summary>
-internal sealed class CommandNotificationListener(Db db, CommandDelivery delivery, TimeProvider time, ILogger<CommandNotificationListener> logger)
+internal sealed class CommandNotificationListener(
+    Db db, CommandDelivery delivery, HubMetrics metrics, TimeProvider time, ILogger<CommandNotificationListener> logger)
     : BackgroundService
 {
     public const string Channel = "streamspace_commands";
@@ -23,10 +24,6 @@ internal sealed class CommandNotificationListener(Db db, CommandDelivery deliver
 
     private static readonly TimeSpan RetryMin = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan RetryMax = TimeSpan.FromSeconds(30);
-
-    /// <summary>Notifications received (for tests and /metrics-style checks).</summary>
-    public long Received => Interlocked.Read(ref _received);
-    private long _received;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -66,7 +63,7 @@ internal sealed class CommandNotificationListener(Db db, CommandDelivery deliver
     private void OnNotification(object sender, NpgsqlNotificationEventArgs e)
     {
         if (e.Channel != Channel || e.Payload.Length == 0) return;
-        Interlocked.Increment(ref _received);
+        metrics.CommandWakeUpReceived();
         delivery.Request(e.Payload);
     }
 }

@@ -2,7 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
-using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Agents.Hub;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
@@ -48,31 +48,28 @@ public sealed class CrossReplicaDeliveryTests_Postgres(TwoReplicaControlPlane cp
     [Fact]
     public async Task A_command_written_on_one_replica_reaches_the_agent_on_another_at_once_not_at_the_next_poll()
     {
-        var (agentId, token) = await cp.CreateAgentAsync("xrep");
-        await using var agent = await ScriptedAgent.OnlineAsync(cp.ReplicaBAddress, agentId, token);
-        var sessionId = await cp.CreateSessionAsync(agentId, "running");
-        var listenerB = cp.ReplicaB.Services.GetRequiredService<CommandNotificationListener>();
-        var before = listenerB.Received;
+        var (agent, sessionId) = await AgentOnReplicaBWithASessionAsync("xrep");
+        await using var _ = agent;
+        var metricsB = cp.ReplicaB.Services.GetRequiredService<HubMetrics>();
+        var before = metricsB.CommandWakeUps;
 
         // Replica A takes the request and writes the stop command; the agent's socket is on replica B.
-        var admin = await cp.AdminClientAsync();
-        using (var delete = await admin.DeleteAsync($"/api/v1/sessions/{sessionId}", TestContext.Current.CancellationToken))
-            delete.StatusCode.ShouldBe(HttpStatusCode.Accepted);
+        await DeleteOnReplicaAAsync(sessionId);
 
         var command = await agent.ExpectCommandAsync(TimeSpan.FromSeconds(5));
         command.Type.ShouldBe(CommandTypes.SessionStop);
         command.SessionId.ShouldBe(sessionId);
-        listenerB.Received.ShouldBeGreaterThan(before);
+        metricsB.CommandWakeUps.ShouldBeGreaterThan(before);
         await agent.AckAsync(command.CommandId);
         await agent.ResultAsync(command.CommandId, success: true);
 
         // Once replica B has applied that result (nothing else then wakes its delivery for this agent), a create on
         // replica A: its start command is written with the session, in the same statement batch.
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (await cp.ScalarAsync<string>("SELECT state FROM sessions WHERE id = @sessionId", new { sessionId }) != "terminated" && DateTime.UtcNow < deadline)
-            await Task.Delay(50, TestContext.Current.CancellationToken);
-        (await cp.ScalarAsync<string>("SELECT state FROM sessions WHERE id = @sessionId", new { sessionId })).ShouldBe("terminated");
+        await HubControlPlane.EventuallyAsync(
+            async () => await cp.ScalarAsync<string>("SELECT state FROM sessions WHERE id = @sessionId", new { sessionId }) == "terminated",
+            TimeSpan.FromSeconds(10), $"replica B applied the stop of {sessionId}");
         await Task.Delay(200, TestContext.Current.CancellationToken);
+        var admin = await cp.AdminClientAsync();
         using (var create = await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, TestContext.Current.CancellationToken))
             create.StatusCode.ShouldBe(HttpStatusCode.Created, await create.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
         var start = await agent.ExpectCommandAsync(TimeSpan.FromSeconds(5));
@@ -82,22 +79,35 @@ public sealed class CrossReplicaDeliveryTests_Postgres(TwoReplicaControlPlane cp
     [Fact]
     public async Task A_listener_whose_connection_died_listens_again_and_delivers_what_it_missed()
     {
-        var (agentId, token) = await cp.CreateAgentAsync("xrelisten");
-        await using var agent = await ScriptedAgent.OnlineAsync(cp.ReplicaBAddress, agentId, token);
-        var sessionId = await cp.CreateSessionAsync(agentId, "running");
+        var (agent, sessionId) = await AgentOnReplicaBWithASessionAsync("xrelisten");
+        await using var _ = agent;
 
         // Both replicas' LISTEN connections are cut (as a database restart or a proxy would), then A writes a command.
         await using (var conn = await cp.Db.OpenAsync(TestContext.Current.CancellationToken))
             (await Dapper.SqlMapper.ExecuteScalarAsync<long>(conn,
                 "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'"))
                 .ShouldBe(2, "one listener per replica");
-        var admin = await cp.AdminClientAsync();
-        using (var delete = await admin.DeleteAsync($"/api/v1/sessions/{sessionId}", TestContext.Current.CancellationToken))
-            delete.StatusCode.ShouldBe(HttpStatusCode.Accepted);
+        await DeleteOnReplicaAAsync(sessionId);
 
         // The notification may have gone to nobody; the listener's return delivers everything due (the poll is 5 min).
         var command = await agent.ExpectCommandAsync(TimeSpan.FromSeconds(10));
         command.Type.ShouldBe(CommandTypes.SessionStop);
         command.SessionId.ShouldBe(sessionId);
+    }
+
+    /// <summary>A new agent online on replica B, with a running session placed on it.</summary>
+    private async Task<(ScriptedAgent Agent, string SessionId)> AgentOnReplicaBWithASessionAsync(string prefix)
+    {
+        var (agentId, token) = await cp.CreateAgentAsync(prefix);
+        var agent = await ScriptedAgent.OnlineAsync(cp.ReplicaBAddress, agentId, token);
+        return (agent, await cp.CreateSessionAsync(agentId, "running"));
+    }
+
+    /// <summary>Deletes the session through replica A (the fixture's own app): A writes the stop command.</summary>
+    private async Task DeleteOnReplicaAAsync(string sessionId)
+    {
+        var admin = await cp.AdminClientAsync();
+        using var delete = await admin.DeleteAsync($"/api/v1/sessions/{sessionId}", TestContext.Current.CancellationToken);
+        delete.StatusCode.ShouldBe(HttpStatusCode.Accepted);
     }
 }

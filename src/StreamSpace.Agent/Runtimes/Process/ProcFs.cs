@@ -65,6 +65,6 @@ internal static class ProcFs
         string wchan;
         try { wchan = File.ReadAllText($"/proc/{member.Pid}/wchan").Trim(); }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { return false; }
-        return wchan is "kernel_clone" or "wait_for_vfork_done" or "0" or "" || wchan.Contains("vfork", StringComparison.Ordinal);
+        return wchan is "kernel_clone" or "0" or "" || wchan.Contains("vfork", StringComparison.Ordinal);
     }
 }

@@ -14,11 +14,13 @@ public sealed class HubMetrics
     private readonly Counter<long> _commandsSent;
     private readonly Counter<long> _commandsRedelivered;
     private readonly Counter<long> _commandsExpired;
+    private readonly Counter<long> _commandWakeUps;
     private long _heartbeatBatchCount;
     private long _heartbeatRowsWritten;
     private long _commandsSentCount;
     private long _commandsRedeliveredCount;
     private long _commandsExpiredCount;
+    private long _commandWakeUpsCount;
 
     public HubMetrics(IMeterFactory meters, AgentConnectionRegistry registry)
     {
@@ -29,6 +31,8 @@ public sealed class HubMetrics
         _commandsSent = meter.CreateCounter<long>("streamspace.commands.sent", "{command}", "Commands sent to agents for the first time");
         _commandsRedelivered = meter.CreateCounter<long>("streamspace.commands.redelivered", "{command}", "Commands sent again after a reconnect or a timeout");
         _commandsExpired = meter.CreateCounter<long>("streamspace.commands.expired", "{command}", "Commands that reached their TTL before finishing");
+        _commandWakeUps = meter.CreateCounter<long>("streamspace.commands.wakeups", "{notification}",
+            "Notifications that another replica wrote commands for an agent connected here (PostgreSQL LISTEN/NOTIFY)");
     }
 
     public long HeartbeatBatches => Interlocked.Read(ref _heartbeatBatchCount);
@@ -36,6 +40,7 @@ public sealed class HubMetrics
     public long CommandsSent => Interlocked.Read(ref _commandsSentCount);
     public long CommandsRedelivered => Interlocked.Read(ref _commandsRedeliveredCount);
     public long CommandsExpired => Interlocked.Read(ref _commandsExpiredCount);
+    public long CommandWakeUps => Interlocked.Read(ref _commandWakeUpsCount);
 
     public void HeartbeatReceived() => _heartbeats.Add(1);
 
@@ -64,5 +69,11 @@ public sealed class HubMetrics
     {
         Interlocked.Increment(ref _commandsExpiredCount);
         _commandsExpired.Add(1);
+    }
+
+    public void CommandWakeUpReceived()
+    {
+        Interlocked.Increment(ref _commandWakeUpsCount);
+        _commandWakeUps.Add(1);
     }
 }
