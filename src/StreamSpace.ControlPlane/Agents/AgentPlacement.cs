@@ -24,21 +24,27 @@ public sealed record PlacementDecision(string? AgentId, IReadOnlyList<AgentRejec
 /// </summary>
 public sealed class AgentPlacement(Db db)
 {
-    /// <summary>Locks the candidate agents and counts their live sessions; then place any number of sessions with the round.</summary>
-    public async Task<PlacementRound> BeginAsync(DbConnection conn, DbTransaction tx, CancellationToken ct)
+    /// <summary>
+    /// The placement read of a batch of creates, for one round trip together with the batch's other reads
+    /// (<see cref="Sessions.SessionCreator"/>): locks the candidate agents and counts their live sessions; parameters
+    /// <c>@p_online</c> (<see cref="Parameters"/>). The live counts are read after the locks are held and, under READ
+    /// COMMITTED (PostgreSQL), with their own snapshot, so they include every session committed by a create that held
+    /// these rows before us. The counts are kept by triggers on sessions (migration M0004); a session ending concurrently
+    /// can only make them briefly too high, which errs on the safe side. Read the result with <see cref="ReadAsync"/>.
+    /// </summary>
+    public string LockSql => $"""
+        SELECT agent_id AS AgentId, status AS Status, draining AS Draining, platform AS Platform, max_sessions AS MaxSessions
+        FROM agents WHERE status = @p_online AND draining = @p_no
+        ORDER BY agent_id{db.ForUpdate};
+        SELECT agent_id, live FROM agent_live_sessions WHERE live <> 0
+        """;
+
+    /// <summary>The parameters of <see cref="LockSql"/>.</summary>
+    public static object Parameters { get; } = new { p_online = AgentStatus.Online, p_no = false };
+
+    /// <summary>Reads the two result sets of <see cref="LockSql"/>; then place any number of sessions with the round.</summary>
+    public static async Task<PlacementRound> ReadAsync(SqlMapper.GridReader results, DbConnection conn, DbTransaction tx)
     {
-        // One round trip, two statements: the live counts are read after the locks are held and, under READ COMMITTED
-        // (PostgreSQL), with their own snapshot, so they include every session committed by a create that held these
-        // rows before us. The counts are kept by triggers on sessions (migration M0004); a session ending concurrently
-        // can only make them briefly too high, which errs on the safe side.
-        using var results = await conn.QueryMultipleAsync(new CommandDefinition(
-            $"""
-            SELECT agent_id AS AgentId, status AS Status, draining AS Draining, platform AS Platform, max_sessions AS MaxSessions
-            FROM agents WHERE status = @online AND draining = @no
-            ORDER BY agent_id{db.ForUpdate};
-            SELECT agent_id, live FROM agent_live_sessions WHERE live <> 0
-            """,
-            new { online = AgentStatus.Online, no = false }, tx, cancellationToken: ct));
         var locked = (await results.ReadAsync<PlacementCandidate>()).ToList();
         var load = (await results.ReadAsync<(string AgentId, long Live)>()).ToDictionary(r => r.AgentId, r => r.Live, StringComparer.Ordinal);
         return new PlacementRound(conn, tx, locked, load);

@@ -109,9 +109,19 @@ public sealed class SessionCreator : IAsyncDisposable
     private async Task<(SessionCreateOutcome[], WrittenCommands)> CreateAllAsync(DbConnection conn, DbTransaction tx, IReadOnlyList<SessionCreateRequest> batch, CancellationToken ct)
     {
         var outcomes = new SessionCreateOutcome[batch.Count];
-        var users = await quota.BeginAsync(conn, tx, batch.Select(r => r.TargetUsername).ToList(), ct);
-        var templates = new Dictionary<string, TemplateView?>(StringComparer.Ordinal);
-        PlacementRound? round = null;
+        // Every read of the batch in ONE round trip, locks in a fixed order (users, templates, agents): the owners and their
+        // live counts, the templates, the candidate agents and their load.
+        var args = new DynamicParameters(AgentPlacement.Parameters);
+        args.AddDynamicParams(new
+        {
+            q_names = batch.Select(r => r.TargetUsername).Distinct(StringComparer.Ordinal).ToArray(),
+            t_names = batch.Select(r => r.TemplateName).Distinct(StringComparer.Ordinal).ToArray(),
+        });
+        using var reads = await conn.QueryMultipleAsync(new CommandDefinition(
+            $"{quota.LockSql};\n{catalog.ShareSql};\n{placement.LockSql}", args, tx, cancellationToken: ct));
+        var users = await SessionQuota.ReadAsync(reads);
+        var templates = await TemplateCatalog.ReadSharedAsync(reads);
+        var round = await AgentPlacement.ReadAsync(reads, conn, tx);
         var now = time.GetUtcNow();
         var sessions = new List<SessionRecord>(batch.Count);
         var commands = new List<NewCommand>(batch.Count);
@@ -125,8 +135,10 @@ public sealed class SessionCreator : IAsyncDisposable
             if (owner.Disabled) { outcomes[i] = Invalid("user", $"the user '{r.TargetUsername}' is disabled"); continue; }
 
             if (!templates.TryGetValue(r.TemplateName, out var template))
-                templates[r.TemplateName] = template = await catalog.FindAsync(conn, tx, r.TemplateName, ct, TemplateLock.Share);
-            if (template is null) { outcomes[i] = Invalid("template", $"there is no template named '{r.TemplateName}' (GET /api/v1/templates lists them)"); continue; }
+            {
+                outcomes[i] = Invalid("template", $"there is no template named '{r.TemplateName}' (GET /api/v1/templates lists them)");
+                continue;
+            }
 
             var quotaStatus = users.Check(owner);
             if (quotaStatus.Exceeded)
@@ -137,7 +149,6 @@ public sealed class SessionCreator : IAsyncDisposable
                 continue;
             }
 
-            round ??= await placement.BeginAsync(conn, tx, ct);
             var decision = await round.ChooseAsync(r.TemplateName, template, ct);
             if (!decision.Placed) { outcomes[i] = new SessionCreateOutcome(null, NoAgents(decision)); continue; }
             users.Reserve(owner);

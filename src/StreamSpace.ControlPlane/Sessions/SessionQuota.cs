@@ -1,4 +1,3 @@
-using System.Data.Common;
 using Dapper;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Identity;
@@ -18,19 +17,21 @@ public sealed record QuotaStatus(long LiveSessions, int MaxSessions)
 /// </summary>
 public sealed class SessionQuota(Db db)
 {
-    /// <summary>Locks the named users' rows and counts their live sessions, for a batch of creates.</summary>
-    public async Task<QuotaRound> BeginAsync(DbConnection conn, DbTransaction tx, IReadOnlyCollection<string> usernames, CancellationToken ct)
+    /// <summary>
+    /// The quota read of a batch of creates, for one round trip together with the batch's other reads
+    /// (<see cref="SessionCreator"/>): locks the rows of the users named in the parameter <c>@q_names</c> (in id order) and
+    /// counts their live sessions. The counts are read after the locks are held and, under READ COMMITTED, with their own
+    /// snapshot, so they include every session committed by whoever held these rows before us. The counts are kept by
+    /// triggers on sessions (migration M0004). Read the result with <see cref="ReadAsync"/>.
+    /// </summary>
+    public string LockSql => $"""
+        SELECT {UserRecord.Columns} FROM users WHERE {db.InList("username", "q_names")} ORDER BY id{db.ForUpdate};
+        SELECT l.user_id, l.live FROM user_live_sessions l JOIN users u ON u.id = l.user_id WHERE {db.InList("u.username", "q_names")}
+        """;
+
+    /// <summary>Reads the two result sets of <see cref="LockSql"/>.</summary>
+    public static async Task<QuotaRound> ReadAsync(SqlMapper.GridReader results)
     {
-        var names = usernames.Distinct(StringComparer.Ordinal).ToArray();
-        // One round trip, two statements: the live counts are read after the locks are held and, under READ COMMITTED,
-        // with their own snapshot, so they include every session committed by whoever held these rows before us. The
-        // counts are kept by triggers on sessions (migration M0004).
-        using var results = await conn.QueryMultipleAsync(new CommandDefinition(
-            $"""
-            SELECT {UserRecord.Columns} FROM users WHERE {db.InList("username", "names")} ORDER BY id{db.ForUpdate};
-            SELECT l.user_id, l.live FROM user_live_sessions l JOIN users u ON u.id = l.user_id WHERE {db.InList("u.username", "names")}
-            """,
-            new { names }, tx, cancellationToken: ct));
         var owners = (await results.ReadAsync<UserRecord>()).ToDictionary(u => u.Username, StringComparer.Ordinal);
         var live = (await results.ReadAsync<(string UserId, long Live)>()).ToDictionary(r => r.UserId, r => r.Live, StringComparer.Ordinal);
         return new QuotaRound(owners, live);

@@ -107,6 +107,18 @@ public sealed class TemplateCatalog(Db db, TimeProvider time, ILogger<TemplateCa
         return row is null ? null : ToView(row);
     }
 
+    /// <summary>
+    /// The template read of a batch of creates, for one round trip together with the batch's other reads
+    /// (<see cref="Sessions.SessionCreator"/>): the templates named in the parameter <c>@t_names</c>, locked
+    /// <see cref="TemplateLock.Share"/> on PostgreSQL (as <see cref="FindAsync(DbConnection, DbTransaction?, string, CancellationToken, TemplateLock)"/>
+    /// does), in name order. Read the result with <see cref="ReadSharedAsync"/>.
+    /// </summary>
+    public string ShareSql => $"SELECT {Columns} FROM templates WHERE {db.InList("name", "t_names")} ORDER BY name{(db.IsPostgres ? " FOR SHARE" : "")}";
+
+    /// <summary>Reads the result set of <see cref="ShareSql"/>: the templates that exist, by name.</summary>
+    public static async Task<Dictionary<string, TemplateView>> ReadSharedAsync(SqlMapper.GridReader results) =>
+        (await results.ReadAsync<Row>()).ToDictionary(r => r.Name, ToView, StringComparer.Ordinal);
+
     /// <summary>Inserts a validated template; false when one with that name exists.</summary>
     public async Task<bool> InsertAsync(DbConnection conn, DbTransaction? tx, TemplateDefinition template, bool builtin, CancellationToken ct)
     {
