@@ -69,10 +69,10 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
         var rows = Rows(commands, handOff);
         var now = time.GetUtcNow();
         // Agents whose new commands wait in the table and whose socket is not on this replica: the replica that holds
-        // it is woken at commit (CommandNotificationListener). Local agents are woken in process (NotifyWritten).
+        // it is woken at commit (DatabaseNotificationListener). Local agents are woken in process (NotifyWritten).
         var remote = rows.Where(r => r.Attempts == 0 && CanHandOff?.Invoke(r.AgentId) != true)
             .Select(r => r.AgentId).Distinct(StringComparer.Ordinal).ToArray();
-        var notify = remote.Length == 0 ? "" : $";\nSELECT pg_notify('{CommandNotificationListener.Channel}', a) FROM unnest(@c_notify) AS a";
+        var notify = remote.Length == 0 ? "" : $";\nSELECT pg_notify('{DatabaseNotificationListener.CommandsChannel}', a) FROM unnest(@c_notify) AS a";
         return ($"""
             INSERT INTO agent_commands (id, agent_id, session_id, type, payload, state, attempts, next_attempt_at, expires_at, created_at, updated_at)
             SELECT v.id, v.agent_id, v.session_id, v.type, v.payload, v.state, v.attempts, v.next, @c_expires, @c_now, @c_now

@@ -103,7 +103,7 @@ public static partial class UsersApi
     }
 
     public static async Task<Results<Ok<UserDto>, JsonHttpResult<ApiError>>> UpdateAsync(
-        string id, UpdateUserRequest? body, HttpContext http, Db db, AuditLog audit, TimeProvider time, CancellationToken ct)
+        string id, UpdateUserRequest? body, HttpContext http, Db db, AuditLog audit, TokenUserLookup tokenUsers, TimeProvider time, CancellationToken ct)
     {
         var v = new Validation();
         v.Require(body is not null, "body", "a JSON object {role?, maxSessions?, disabled?, password?} is required");
@@ -121,7 +121,7 @@ public static partial class UsersApi
         // Hashing is slow on purpose; do it before the row lock is taken.
         var newHash = body!.Password is { } password ? PasswordHasher.Hash(password) : null;
 
-        return await db.InTransactionAsync<Results<Ok<UserDto>, JsonHttpResult<ApiError>>>(async (conn, tx) =>
+        var result = await db.InTransactionAsync<Results<Ok<UserDto>, JsonHttpResult<ApiError>>>(async (conn, tx) =>
         {
             var user = await FindAsync(conn, tx, id, db.ForUpdate, ct);
             if (user is null) return ApiErrors.NotFound($"No user with id '{id}'.");
@@ -160,15 +160,18 @@ public static partial class UsersApi
                 await audit.WriteAsync(conn, tx, caller.Username, AuditActions.UserUpdated, user.Username, string.Join("; ", other), http, ct);
             return TypedResults.Ok(updated.ToDto());
         }, ct);
+        // Committed: this replica's next request with the user's token reads the new row (others hear of it, M0008).
+        tokenUsers.Invalidate(id);
+        return result;
     }
 
     public static async Task<Results<NoContent, JsonHttpResult<ApiError>>> DeleteAsync(
-        string id, HttpContext http, Db db, AuditLog audit, CancellationToken ct)
+        string id, HttpContext http, Db db, AuditLog audit, TokenUserLookup tokenUsers, CancellationToken ct)
     {
         var caller = CurrentUser.From(http.User);
         if (caller.Id == id) return ApiErrors.Forbidden("You cannot delete yourself; ask another admin.");
 
-        return await db.InTransactionAsync<Results<NoContent, JsonHttpResult<ApiError>>>(async (conn, tx) =>
+        var result = await db.InTransactionAsync<Results<NoContent, JsonHttpResult<ApiError>>>(async (conn, tx) =>
         {
             var user = await FindAsync(conn, tx, id, db.ForUpdate, ct);
             if (user is null) return ApiErrors.NotFound($"No user with id '{id}'.");
@@ -182,6 +185,8 @@ public static partial class UsersApi
             await audit.WriteAsync(conn, tx, caller.Username, AuditActions.UserDeleted, user.Username, null, http, ct);
             return TypedResults.NoContent();
         }, ct);
+        tokenUsers.Invalidate(id);
+        return result;
     }
 
     private static void ValidatePassword(Validation v, string? password, bool required)

@@ -1,11 +1,9 @@
 using System.Security.Claims;
-using Dapper;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.Cookies;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
 using Microsoft.Extensions.Options;
 using Microsoft.IdentityModel.JsonWebTokens;
-using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Identity;
 
 namespace StreamSpace.ControlPlane.Web;
@@ -141,10 +139,7 @@ public static class WebAuthentication
         }
         var userId = validation.ClaimsIdentity.FindFirst(JwtRegisteredClaimNames.Sub)?.Value;
         var tokenVersion = validation.ClaimsIdentity.FindFirst(TokenIssuer.TokenVersionClaim)?.Value;
-        var db = services.GetRequiredService<Db>();
-        await using var conn = await db.OpenAsync(ct);
-        var user = await conn.QuerySingleOrDefaultAsync<UserRecord>(new CommandDefinition(
-            $"SELECT {UserRecord.Columns} FROM users WHERE id = @userId", new { userId }, cancellationToken: ct));
+        var user = userId is null ? null : await services.GetRequiredService<TokenUserLookup>().FindAsync(userId, ct);
         if (user is null || user.Disabled || tokenVersion != user.TokenVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
         {
             await RejectAsync(context);

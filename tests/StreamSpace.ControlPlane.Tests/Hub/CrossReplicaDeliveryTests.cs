@@ -95,6 +95,30 @@ public sealed class CrossReplicaDeliveryTests_Postgres(TwoReplicaControlPlane cp
         command.SessionId.ShouldBe(sessionId);
     }
 
+    [Fact]
+    public async Task A_user_disabled_on_one_replica_loses_the_token_on_the_other_at_once()
+    {
+        var (_, id, token) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("xrepuser"));
+        using var onB = new HttpClient { BaseAddress = cp.ReplicaBAddress };
+        onB.DefaultRequestHeaders.Authorization = new("Bearer", token);
+        var lookupB = cp.ReplicaB.Services.GetRequiredService<Identity.TokenUserLookup>();
+        // Replica B keeps the user's row between requests (its listener connects in the background at start-up).
+        await HubControlPlane.EventuallyAsync(async () =>
+        {
+            (await onB.GetAsync("/api/v1/users/me")).StatusCode.ShouldBe(HttpStatusCode.OK);
+            var before = lookupB.DatabaseReads;
+            (await onB.GetAsync("/api/v1/users/me")).StatusCode.ShouldBe(HttpStatusCode.OK);
+            return lookupB.DatabaseReads == before;
+        }, TimeSpan.FromSeconds(10), "replica B keeps the user's row");
+
+        var admin = await cp.AdminClientAsync();
+        (await admin.PatchAsJsonAsync($"/api/v1/users/{id}", new { disabled = true }, TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+        var took = await HubControlPlane.EventuallyAsync(
+            async () => (await onB.GetAsync("/api/v1/users/me")).StatusCode == HttpStatusCode.Unauthorized,
+            TimeSpan.FromSeconds(3), "replica B refuses the disabled user's token");
+        took.ShouldBeLessThan(Identity.TokenUserLookup.MaxAge);
+    }
+
     /// <summary>A new agent online on replica B, with a running session placed on it.</summary>
     private async Task<(ScriptedAgent Agent, string SessionId)> AgentOnReplicaBWithASessionAsync(string prefix)
     {

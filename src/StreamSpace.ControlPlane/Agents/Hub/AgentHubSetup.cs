@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Http.HttpResults;
 using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Identity;
 
@@ -30,8 +31,8 @@ public static class AgentHubSetup
         services.AddSingleton<AgentHub>();
         services.AddSingleton<CommandDelivery>();
         services.AddHostedService(sp => sp.GetRequiredService<CommandDelivery>());
-        services.AddSingleton<CommandNotificationListener>();
-        services.AddHostedService(sp => sp.GetRequiredService<CommandNotificationListener>());
+        services.AddSingleton<DatabaseNotificationListener>();
+        services.AddHostedService(sp => sp.GetRequiredService<DatabaseNotificationListener>());
         services.AddHostedService<AgentLivenessMonitor>();
         services.AddSingleton<CommandPruner>();
         services.AddHostedService(sp => sp.GetRequiredService<CommandPruner>());
