@@ -70,6 +70,12 @@ public sealed record StreamOpenArgs
     public required string StreamId { get; init; }
     /// <summary>Path (relative to the control plane base URL) of the one-time data WebSocket to dial.</summary>
     public required string DataPath { get; init; }
+    /// <summary>
+    /// Absolute http(s) URL of the same data WebSocket on the replica that waits for it, when that replica has its own
+    /// address (<c>StreamSpace:Streaming:ReplicaUrl</c>); the agent then dials it instead of its control-plane URL plus
+    /// <see cref="DataPath"/>, which behind a load balancer may reach another replica. Absent otherwise (one replica).
+    /// </summary>
+    public string? DataUrl { get; init; }
     /// <summary>One-time secret the agent presents on the data WebSocket.</summary>
     public required string Token { get; init; }
 }

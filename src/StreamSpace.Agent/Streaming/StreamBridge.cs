@@ -66,7 +66,7 @@ public sealed class StreamBridge : IAsyncDisposable
         socket.Options.KeepAliveTimeout = KeepAliveTimeout;
         try
         {
-            await socket.ConnectAsync(DataUri(controlPlaneBase, args.DataPath), ct);
+            await socket.ConnectAsync(DataUri(controlPlaneBase, args), ct);
         }
         catch
         {
@@ -134,18 +134,30 @@ public sealed class StreamBridge : IAsyncDisposable
         _socket.Dispose();
     }
 
+    /// <summary>
+    /// Where to dial the stream's data socket: the replica's own URL when the control plane sent one
+    /// (<see cref="StreamOpenArgs.DataUrl"/>, so the socket reaches the replica where the viewer waits), else the
+    /// control plane's base URL plus the data path; as ws(s)://.
+    /// </summary>
+    public static Uri DataUri(Uri controlPlaneBase, StreamOpenArgs args)
+    {
+        if (string.IsNullOrEmpty(args.DataUrl)) return DataUri(controlPlaneBase, args.DataPath);
+        if (!Uri.TryCreate(args.DataUrl, UriKind.Absolute, out var url))
+            throw new ArgumentException($"stream.open dataUrl '{args.DataUrl}' is not an absolute URL", nameof(args));
+        return new UriBuilder(url) { Scheme = WebSocketScheme(url), Query = "" }.Uri;
+    }
+
+    private static string WebSocketScheme(Uri url) => url.Scheme switch
+    {
+        "https" or "wss" => "wss",
+        "http" or "ws" => "ws",
+        var other => throw new ArgumentException($"Control plane URL must be http(s), got {other}://", nameof(url)),
+    };
+
     /// <summary>ws(s):// from the control plane's http(s):// base URL, plus the stream's data path.</summary>
     public static Uri DataUri(Uri controlPlaneBase, string dataPath)
     {
-        var builder = new UriBuilder(controlPlaneBase)
-        {
-            Scheme = controlPlaneBase.Scheme switch
-            {
-                "https" or "wss" => "wss",
-                "http" or "ws" => "ws",
-                var other => throw new ArgumentException($"Control plane URL must be http(s), got {other}://", nameof(controlPlaneBase)),
-            },
-        };
+        var builder = new UriBuilder(controlPlaneBase) { Scheme = WebSocketScheme(controlPlaneBase) };
         var basePath = builder.Path.TrimEnd('/');
         builder.Path = basePath + "/" + dataPath.TrimStart('/');
         builder.Query = "";

@@ -32,6 +32,18 @@ public sealed class StreamingOptions
     /// </summary>
     public List<string> AllowedOrigins { get; set; } = [];
 
+    /// <summary>
+    /// This replica's own base URL as agents reach it (http(s)://host:port[/path]), e.g. the pod's address. With several
+    /// replicas behind one address, an agent's data socket must reach the replica where the viewer waits: with this
+    /// set, <c>stream.open</c> tells the agent to dial this URL (<see cref="StreamSpace.Protocol.StreamOpenArgs.DataUrl"/>)
+    /// instead of its control-plane URL. Unset: agents dial their control-plane URL (right for one replica).
+    /// </summary>
+    public string? ReplicaUrl { get; set; }
+
+    /// <summary>The data WebSocket's URL on this replica for <paramref name="dataPath"/>, or null without <see cref="ReplicaUrl"/>.</summary>
+    public string? DataUrl(string dataPath) =>
+        string.IsNullOrEmpty(ReplicaUrl) ? null : ReplicaUrl.TrimEnd('/') + "/" + dataPath.TrimStart('/');
+
     public IEnumerable<string> Validate()
     {
         if (TicketLifetime <= TimeSpan.Zero || TicketLifetime > TimeSpan.FromSeconds(60))
@@ -48,5 +60,9 @@ public sealed class StreamingOptions
             if (!Uri.TryCreate(origin, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.PathAndQuery != "/")
                 yield return $"Streaming:AllowedOrigins entry '{origin}' must be scheme://host[:port]";
         }
+        if (!string.IsNullOrEmpty(ReplicaUrl)
+            && (!Uri.TryCreate(ReplicaUrl, UriKind.Absolute, out var replica) || replica.Scheme is not ("http" or "https")
+                || replica.Query.Length > 0 || replica.Fragment.Length > 0 || replica.UserInfo.Length > 0))
+            yield return $"Streaming:ReplicaUrl '{ReplicaUrl}' must be http(s)://host[:port][/path] (this replica's own address as agents reach it)";
     }
 }

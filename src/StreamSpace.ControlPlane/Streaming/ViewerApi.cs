@@ -103,7 +103,8 @@ public static class ViewerApi
         StreamingOptions options, ILogger logger, CancellationToken ct)
     {
         using var pending = rendezvous.Open(session.Id);
-        var args = new StreamOpenArgs { StreamId = pending.StreamId, DataPath = StreamRendezvous.DataPath(pending.StreamId), Token = pending.Token };
+        var dataPath = StreamRendezvous.DataPath(pending.StreamId);
+        var args = new StreamOpenArgs { StreamId = pending.StreamId, DataPath = dataPath, DataUrl = options.DataUrl(dataPath), Token = pending.Token };
         try
         {
             await opener.OpenAsync(session.AgentId!, session.Id, args, ct);

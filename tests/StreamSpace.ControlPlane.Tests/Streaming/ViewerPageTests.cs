@@ -2,6 +2,7 @@ using Microsoft.Extensions.Configuration;
 using System.Net;
 using StreamSpace.Agent.Streaming;
 using StreamSpace.ControlPlane.Streaming;
+using StreamSpace.Protocol;
 
 namespace StreamSpace.ControlPlane.Tests.Streaming;
 
@@ -66,6 +67,24 @@ public sealed class ViewerPageTests(StreamingSqliteControlPlane cp) : IClassFixt
         StreamBridge.DataUri(new Uri(baseUrl), dataPath).ToString().ShouldBe(expected);
 
     [Theory]
+    [InlineData("http://127.0.0.7:8000/api/v1/agents/streams/abc", "ws://127.0.0.7:8000/api/v1/agents/streams/abc")]
+    [InlineData("https://replica-2.example/streamspace/api/v1/agents/streams/abc", "wss://replica-2.example/streamspace/api/v1/agents/streams/abc")]
+    public void The_agent_dials_the_replicas_own_data_url_when_the_control_plane_sends_one(string dataUrl, string expected) =>
+        StreamBridge.DataUri(new Uri("https://load-balancer.example/"), new StreamOpenArgs { StreamId = "abc", DataPath = "/api/v1/agents/streams/abc", DataUrl = dataUrl, Token = "t" })
+            .ToString().ShouldBe(expected);
+
+    [Fact]
+    public void A_replica_url_gives_the_absolute_data_url_and_none_gives_none()
+    {
+        new StreamingOptions { ReplicaUrl = "http://127.0.0.7:8000/" }.DataUrl("/api/v1/agents/streams/s1").ShouldBe("http://127.0.0.7:8000/api/v1/agents/streams/s1");
+        new StreamingOptions { ReplicaUrl = "https://replica-2.example/base" }.DataUrl("/api/v1/agents/streams/s1").ShouldBe("https://replica-2.example/base/api/v1/agents/streams/s1");
+        new StreamingOptions().DataUrl("/api/v1/agents/streams/s1").ShouldBeNull();
+    }
+
+    [Theory]
+    [InlineData("ReplicaUrl", "127.0.0.7:8000")]
+    [InlineData("ReplicaUrl", "ftp://127.0.0.7/")]
+    [InlineData("ReplicaUrl", "http://127.0.0.7:8000/?x=1")]
     [InlineData("TicketLifetime", "00:01:01")]
     [InlineData("DataTokenLifetime", "00:00:31")]
     [InlineData("RendezvousTimeout", "00:00:00")]
