@@ -118,6 +118,45 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task The_sessions_display_admits_only_programs_holding_its_cookie()
+    {
+        var runtime = await NewRuntimeAsync();
+        var args = Args();
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var record = Record(args.SessionId);
+        var display = $":{record["display"]!.GetValue<int>()}";
+        var xauthority = Path.Combine(_state.Folder, "sessions", args.SessionId, "run", XAuthority.FileName);
+        File.GetUnixFileMode(xauthority).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        var appPid = record["app"]!["pid"]!.GetValue<int>();
+        File.ReadAllText($"/proc/{appPid}/environ").Split('\0').ShouldContain($"XAUTHORITY={xauthority}");
+
+        // With the session's cookie (as the session user, like its app) the X server answers; without it nobody gets
+        // in, not even root, although X access is by socket and every local user can reach the socket.
+        var passwd = File.ReadAllLines("/etc/passwd").Single(l => l.StartsWith("streamspace:", StringComparison.Ordinal)).Split(':');
+        (await XdpyinfoAsync(display, xauthority, ["/usr/bin/setpriv", $"--reuid={passwd[2]}", $"--regid={passwd[3]}", "--clear-groups", "--"]))
+            .ShouldBe(0, "the session user with the cookie");
+        (await XdpyinfoAsync(display, "/nonexistent", [])).ShouldNotBe(0, "root without the cookie");
+        (await XdpyinfoAsync(display, "/nonexistent", ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]))
+            .ShouldNotBe(0, "another user without the cookie");
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+    }
+
+    private static async Task<int> XdpyinfoAsync(string display, string xauthority, string[] asUser)
+    {
+        string[] command = [.. asUser, "/usr/bin/xdpyinfo", "-display", display];
+        var start = new System.Diagnostics.ProcessStartInfo(command[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var arg in command[1..]) start.ArgumentList.Add(arg);
+        start.Environment.Clear();
+        start.Environment["PATH"] = "/usr/bin:/bin";
+        start.Environment["XAUTHORITY"] = xauthority;
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var output = Task.WhenAll(process.StandardOutput.ReadToEndAsync(), process.StandardError.ReadToEndAsync());
+        await process.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(Wait, TestContext.Current.CancellationToken);
+        await output;
+        return process.ExitCode;
+    }
+
+    [Fact]
     public async Task Persistent_home_is_kept_and_owned_by_the_session_user()
     {
         var runtime = await NewRuntimeAsync();

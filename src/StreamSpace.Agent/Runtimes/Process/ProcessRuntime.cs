@@ -175,6 +175,9 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             File.Delete(Path.Combine(runDir, stale));
         }
+        // X access control on, with a cookie of this session's own (a new one for each display tried).
+        var xauthority = Path.Combine(runDir, XAuthority.FileName);
+        XAuthority.Write(xauthority, display, user);
         var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/setsid") { UseShellExecute = false };
         foreach (var arg in user.SwitchArguments()) start.ArgumentList.Add(arg);
         foreach (var arg in new[] { "/bin/sh", "-c", SessionLauncher.Script, "streamspace-session", runDir, display.ToString(CultureInfo.InvariantCulture), _options.XvncPath, _options.Geometry, args.Launch.ProcessCommand!, LaunchPolls(), socketPath })
@@ -190,11 +193,12 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         start.Environment["SHELL"] = File.Exists("/bin/bash") ? "/bin/bash" : "/bin/sh";
         start.Environment["LANG"] = "C.UTF-8";
         start.Environment["DISPLAY"] = $":{display}";
+        start.Environment["XAUTHORITY"] = xauthority;
         start.Environment["STREAMSPACE_SESSION_ID"] = args.SessionId;
         foreach (var (key, value) in args.Launch.Env)
         {
             // Never headless: the whole point is that the app draws into the session's display.
-            if (key == "MOZ_HEADLESS" || key == "DISPLAY") continue;
+            if (key is "MOZ_HEADLESS" or "DISPLAY" or "XAUTHORITY") continue;
             start.Environment[key] = value;
         }
         start.WorkingDirectory = home;

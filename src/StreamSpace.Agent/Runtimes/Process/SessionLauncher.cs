@@ -5,6 +5,7 @@ namespace StreamSpace.Agent.Runtimes.Process;
 /// so everything it starts outlives an agent crash and is signalled as one group. It starts Xvnc, waits until
 /// the agent has seen Xvnc accept RFB connections (the agent then creates the <c>launch</c> file), starts the
 /// app and records the app's exit code, so an exit is told apart from a crash even across agent restarts.
+/// Xvnc requires the session's X cookie (<c>-auth "$XAUTHORITY"</c>, see <see cref="XAuthority"/>).
 /// stdin is /dev/null and all output goes to the session's log file, never to a pipe of the agent.
 /// </summary>
 internal static class SessionLauncher
@@ -27,7 +28,7 @@ internal static class SessionLauncher
     public const string Script = """
         dir="$1"; display="$2"; xvnc="$3"; geometry="$4"; command="$5"; polls="$6"; sock="$7"
         exec </dev/null >>"$dir/session.log" 2>&1
-        "$xvnc" ":$display" -rfbunixpath "$sock" -rfbunixmode 0600 -rfbport -1 -SecurityTypes None \
+        "$xvnc" ":$display" -auth "$XAUTHORITY" -rfbunixpath "$sock" -rfbunixmode 0600 -rfbport -1 -SecurityTypes None \
             -nolisten tcp -geometry "$geometry" -depth 24 -AlwaysShared -NeverShared=0 &
         xvnc_pid="$!"
         echo "$xvnc_pid" > "$dir/xvnc.pid"
