@@ -36,8 +36,13 @@ public sealed class AgentOptions
     /// <summary>How long finished command results are kept for redelivery (contract §5: at least 24 h).</summary>
     public TimeSpan CommandRetention { get; set; } = TimeSpan.FromHours(24);
 
-    /// <summary>Unprivileged user that sessions run as when the agent runs as root.</summary>
+    /// <summary>
+    /// When the agent runs as root: the unprivileged account sessions run as, or with <see cref="SessionUserPerOwner"/>
+    /// the prefix of one account per StreamSpace user (<c>streamspace-&lt;hash&gt;</c>), created on first use.
+    /// </summary>
     public string SessionUser { get; set; } = "streamspace";
+    /// <summary>One Unix account per StreamSpace user (true), or every session as <see cref="SessionUser"/> (false).</summary>
+    public bool SessionUserPerOwner { get; set; } = true;
     /// <summary>Xvnc executable (PATH lookup when not absolute).</summary>
     public string XvncPath { get; set; } = "Xvnc";
     public string Geometry { get; set; } = "1280x800";
@@ -67,6 +72,10 @@ public sealed class AgentOptions
         options.Region = Flat("STREAMSPACE_REGION") ?? options.Region;
         options.HeartbeatSeconds = ParseInt("STREAMSPACE_HEARTBEAT_SECONDS", Flat("STREAMSPACE_HEARTBEAT_SECONDS")) ?? options.HeartbeatSeconds;
         options.MaxSessions = ParseInt("STREAMSPACE_MAX_SESSIONS", Flat("STREAMSPACE_MAX_SESSIONS")) ?? options.MaxSessions;
+        options.SessionUser = Flat("STREAMSPACE_SESSION_USER") ?? options.SessionUser;
+        if (Flat("STREAMSPACE_SESSION_USER_PER_OWNER") is { } perOwner)
+            options.SessionUserPerOwner = bool.TryParse(perOwner, out var on) ? on
+                : throw new AgentOptionsException($"STREAMSPACE_SESSION_USER_PER_OWNER must be true or false, got '{perOwner}'");
         if (string.IsNullOrWhiteSpace(options.StateFolder) && !string.IsNullOrWhiteSpace(options.AgentId))
         {
             options.StateFolder = Path.Combine("data", $"agent-{options.AgentId}");
@@ -115,6 +124,8 @@ public sealed class AgentOptions
         if (KeepAliveInterval <= TimeSpan.Zero) problems.Add("KeepAliveInterval must be positive");
         if (CommandRetention < TimeSpan.FromHours(24)) problems.Add("CommandRetention must be at least 24 hours (contract §5)");
         if (string.IsNullOrWhiteSpace(SessionUser) || SessionUser == "root") problems.Add("SessionUser must name an unprivileged user");
+        else if (SessionUserPerOwner && SessionUser.Length > Runtimes.Process.SessionUser.MaxPrefixLength)
+            problems.Add($"SessionUser '{SessionUser}' is the prefix of per-owner accounts and may have at most {Runtimes.Process.SessionUser.MaxPrefixLength} characters");
         if (string.IsNullOrWhiteSpace(XvncPath)) problems.Add("XvncPath is required");
         if (!System.Text.RegularExpressions.Regex.IsMatch(Geometry, "^[0-9]{3,5}x[0-9]{3,5}$")) problems.Add("Geometry must look like 1280x800");
         if (FirstDisplay is < 1 or > 60_000) problems.Add("FirstDisplay must be between 1 and 60000");

@@ -74,6 +74,33 @@ public class AgentOptionsTests
     }
 
     [Fact]
+    public void Session_accounts_are_per_owner_by_default_and_their_prefix_fits_a_linux_account_name()
+    {
+        Dictionary<string, string?> Base() => new()
+        {
+            ["STREAMSPACE_CONTROL_PLANE"] = "http://127.0.0.1:8000", ["STREAMSPACE_AGENT_ID"] = "edge-1", ["STREAMSPACE_AGENT_TOKEN"] = "secret",
+        };
+        var defaults = From(Base());
+        defaults.SessionUserPerOwner.ShouldBeTrue();
+        defaults.SessionUser.ShouldBe("streamspace");
+        StreamSpace.Agent.Runtimes.Process.SessionUser.AccountName("streamspace", "alice").Length.ShouldBeLessThanOrEqualTo(32);
+
+        var shared = Base();
+        shared["STREAMSPACE_SESSION_USER_PER_OWNER"] = "false";
+        shared["STREAMSPACE_SESSION_USER"] = "a-long-shared-account";
+        var options = From(shared);
+        options.SessionUserPerOwner.ShouldBeFalse();
+        options.Validate(); // one shared account may have any valid name
+
+        var tooLong = Base();
+        tooLong["STREAMSPACE_SESSION_USER"] = "a-long-shared-account";
+        Should.Throw<AgentOptionsException>(() => From(tooLong).Validate()).Message.ShouldContain("at most 15 characters");
+        var notABool = Base();
+        notABool["STREAMSPACE_SESSION_USER_PER_OWNER"] = "yes";
+        Should.Throw<AgentOptionsException>(() => From(notABool)).Message.ShouldContain("true or false");
+    }
+
+    [Fact]
     public void Non_numeric_number_is_a_clear_error()
     {
         Should.Throw<AgentOptionsException>(() => From(new() { ["STREAMSPACE_MAX_SESSIONS"] = "ten" }))

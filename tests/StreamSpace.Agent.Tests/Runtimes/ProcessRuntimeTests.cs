@@ -78,8 +78,10 @@ public class ProcessRuntimeTests : IAsyncDisposable
         var names = members.Select(m => TestProcesses.CommandName(m.Pid)).ToList();
         names.ShouldContain("Xvnc");
         await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).Any(m => TestProcesses.CommandName(m.Pid) == "xterm"), Wait, "xterm in the session group");
-        var uid = int.Parse(File.ReadAllLines("/etc/passwd").Single(l => l.StartsWith("streamspace:", StringComparison.Ordinal)).Split(':')[2], System.Globalization.CultureInfo.InvariantCulture);
+        // Alice's own account, not root and not the shared one.
+        var (uid, _) = Account(SessionUser.AccountName("streamspace", "alice"));
         uid.ShouldNotBe(0);
+        uid.ShouldNotBe(Account("streamspace").Uid);
         TestProcesses.Group(pgid).ShouldAllBe(m => m.Uid == uid);
         // The session leader runs in a session of its own (setsid), so it survives the agent.
         File.ReadAllText($"/proc/{pgid}/stat").Split(' ')[5].ShouldBe(pgid.ToString(System.Globalization.CultureInfo.InvariantCulture));
@@ -132,13 +134,94 @@ public class ProcessRuntimeTests : IAsyncDisposable
 
         // With the session's cookie (as the session user, like its app) the X server answers; without it nobody gets
         // in, not even root, although X access is by socket and every local user can reach the socket.
-        var passwd = File.ReadAllLines("/etc/passwd").Single(l => l.StartsWith("streamspace:", StringComparison.Ordinal)).Split(':');
-        (await XdpyinfoAsync(display, xauthority, ["/usr/bin/setpriv", $"--reuid={passwd[2]}", $"--regid={passwd[3]}", "--clear-groups", "--"]))
+        (await XdpyinfoAsync(display, xauthority, AsAccount(SessionUser.AccountName("streamspace", "alice"))))
             .ShouldBe(0, "the session user with the cookie");
         (await XdpyinfoAsync(display, "/nonexistent", [])).ShouldNotBe(0, "root without the cookie");
         (await XdpyinfoAsync(display, "/nonexistent", ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]))
             .ShouldNotBe(0, "another user without the cookie");
         await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
+    public async Task Sessions_of_different_users_run_as_different_accounts_that_cannot_reach_each_other()
+    {
+        var runtime = await NewRuntimeAsync();
+        var alice = Args(persistentHome: true);
+        var bob = Args(persistentHome: true) with { SessionId = "bob-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "bob" };
+        await runtime.StartAsync(alice, TestContext.Current.CancellationToken);
+        await runtime.StartAsync(bob, TestContext.Current.CancellationToken);
+        var aliceAccount = SessionUser.AccountName("streamspace", "alice");
+        var bobAccount = SessionUser.AccountName("streamspace", "bob");
+        int Pgid(SessionStartArgs args) => Record(args.SessionId)["pgid"]!.GetValue<int>();
+        TestProcesses.Group(Pgid(alice)).ShouldAllBe(m => m.Uid == Account(aliceAccount).Uid);
+        TestProcesses.Group(Pgid(bob)).ShouldAllBe(m => m.Uid == Account(bobAccount).Uid);
+        Account(aliceAccount).Uid.ShouldNotBe(Account(bobAccount).Uid);
+
+        // Bob's programs can neither read Alice's X cookie or home nor open her display without the cookie.
+        var aliceCookie = Path.Combine(_state.Folder, "sessions", alice.SessionId, "run", XAuthority.FileName);
+        var aliceHome = Path.Combine(_state.Folder, "homes", "alice");
+        (await RunAsync([.. AsAccount(bobAccount), "/bin/cat", aliceCookie])).ShouldNotBe(0, "bob reads alice's cookie");
+        (await RunAsync([.. AsAccount(bobAccount), "/bin/ls", aliceHome])).ShouldNotBe(0, "bob lists alice's home");
+        (await RunAsync([.. AsAccount(aliceAccount), "/bin/ls", aliceHome])).ShouldBe(0, "alice lists her home");
+        var aliceDisplay = $":{Record(alice.SessionId)["display"]!.GetValue<int>()}";
+        (await XdpyinfoAsync(aliceDisplay, "/nonexistent", AsAccount(bobAccount))).ShouldNotBe(0, "bob opens alice's display");
+        await runtime.StopAsync(alice.SessionId, TestContext.Current.CancellationToken);
+        await runtime.StopAsync(bob.SessionId, TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
+    public async Task A_persistent_home_of_the_shared_account_becomes_the_owners_without_following_links()
+    {
+        var runtime = await NewRuntimeAsync();
+        // A home made while sessions ran as the shared account, with a link to a file of root's inside.
+        var home = Path.Combine(_state.Folder, "homes", "carol");
+        Directory.CreateDirectory(Path.Combine(home, ".config"));
+        await File.WriteAllTextAsync(Path.Combine(home, ".config", "settings"), "x", TestContext.Current.CancellationToken);
+        var rootFile = Path.Combine(_state.Folder, "root-owned");
+        await File.WriteAllTextAsync(rootFile, "secret", TestContext.Current.CancellationToken);
+        File.CreateSymbolicLink(Path.Combine(home, "link"), rootFile);
+        (await RunAsync(["/bin/chown", "-R", "-h", "streamspace:streamspace", home])).ShouldBe(0);
+
+        var args = Args(persistentHome: true) with { SessionId = "carol-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "carol" };
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var carol = Account(SessionUser.AccountName("streamspace", "carol"));
+        foreach (var path in new[] { home, Path.Combine(home, ".config"), Path.Combine(home, ".config", "settings"), Path.Combine(home, "link") })
+            (await OwnerAsync(path)).ShouldBe($"{carol.Uid}:{carol.Gid}", path);
+        (await OwnerAsync(rootFile)).ShouldBe("0:0", "the link's target is never handed over");
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+    }
+
+    private static (int Uid, int Gid) Account(string name)
+    {
+        var fields = File.ReadAllLines("/etc/passwd").Single(l => l.StartsWith(name + ":", StringComparison.Ordinal)).Split(':');
+        return (int.Parse(fields[2], System.Globalization.CultureInfo.InvariantCulture), int.Parse(fields[3], System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    private static string[] AsAccount(string name)
+    {
+        var (uid, gid) = Account(name);
+        return ["/usr/bin/setpriv", $"--reuid={uid}", $"--regid={gid}", "--clear-groups", "--"];
+    }
+
+    private static async Task<string> OwnerAsync(string path)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/stat") { RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var arg in new[] { "-c", "%u:%g", path }) start.ArgumentList.Add(arg);
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var output = await process.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
+        await process.WaitForExitAsync(TestContext.Current.CancellationToken);
+        return output.Trim();
+    }
+
+    private static async Task<int> RunAsync(string[] command)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo(command[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var arg in command[1..]) start.ArgumentList.Add(arg);
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var output = Task.WhenAll(process.StandardOutput.ReadToEndAsync(), process.StandardError.ReadToEndAsync());
+        await process.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(Wait, TestContext.Current.CancellationToken);
+        await output;
+        return process.ExitCode;
     }
 
     private static async Task<int> XdpyinfoAsync(string display, string xauthority, string[] asUser)

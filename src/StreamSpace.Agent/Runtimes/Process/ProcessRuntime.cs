@@ -38,6 +38,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     private readonly HashSet<int> _reservedDisplays = [];
     private readonly CancellationTokenSource _stopping = new();
     private SessionUser? _user;
+    private readonly ConcurrentDictionary<string, SessionUser> _owners = new(StringComparer.Ordinal);
     private Task? _monitor;
     private int _disposed;
 
@@ -116,7 +117,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             throw new SessionRuntimeException($"'{program}' (template '{args.Template}') is not installed on this agent");
         }
-        var user = _user ?? throw new InvalidOperationException("runtime not initialized");
+        var user = UserFor(args.User);
         // <id>/ belongs to the agent (the record lives here, out of the session user's reach, so the user can never
         // plant a symlink the agent would write through); <id>/run/ belongs to the session user: its socket,
         // pid files and log.
@@ -545,12 +546,22 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
     }
 
+    /// <summary>The account a session of this StreamSpace user runs as (see <see cref="SessionUser"/>).</summary>
+    private SessionUser UserFor(string owner)
+    {
+        var shared = _user ?? throw new InvalidOperationException("runtime not initialized");
+        if (!shared.SwitchUser || !_options.SessionUserPerOwner) return shared;
+        return _owners.GetOrAdd(owner, o => SessionUser.Resolve(SessionUser.AccountName(_options.SessionUser, o), o));
+    }
+
     private (string Home, bool Temporary) PrepareHome(SessionStartArgs args, string sessionDir, SessionUser user)
     {
         var home = args.PersistentHome ? Path.Combine(_homesDir, args.User) : Path.Combine(sessionDir, "home");
         Directory.CreateDirectory(home);
         File.SetUnixFileMode(home, PrivateDir);
-        user.Own(home);
+        // A persistent home may come from the time its sessions ran under the shared account: all of it becomes theirs.
+        if (args.PersistentHome) user.OwnTree(home);
+        else user.Own(home);
         return (home, !args.PersistentHome);
     }
 
