@@ -39,6 +39,20 @@ internal static class TestProcesses
         return members;
     }
 
+    /// <summary>The parent pid of a process, or 0 when it is gone.</summary>
+    public static int ParentOf(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1], CultureInfo.InvariantCulture);
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+
     public static string CommandName(int pid)
     {
         try

@@ -398,7 +398,13 @@ public class ProcessRuntimeTests : IAsyncDisposable
         var args = Args(command);
         await runtime.StartAsync(args, TestContext.Current.CancellationToken);
         var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
-        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).Any(m => m.State == 'D'), Wait, "the spawning parent waits for its vfork child");
+        // A parent in D with its child blocked in the FIFO open: the held state, not a passing disk wait of python's
+        // start-up (a full test run caught one of those and hibernated before the spawn).
+        await TestProcesses.WaitUntilAsync(() =>
+        {
+            var group = TestProcesses.Group(pgid);
+            return group.Any(parent => parent.State == 'D' && group.Any(child => child.State == 'S' && TestProcesses.ParentOf(child.Pid) == parent.Pid));
+        }, Wait, "the spawning parent waits for its vfork child");
 
         var clock = System.Diagnostics.Stopwatch.StartNew();
         await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
