@@ -70,14 +70,19 @@ public sealed class TokenUserCacheTests_Postgres(PostgresControlPlane cp) : ICla
             TimeSpan.FromSeconds(4), "the disabled user's token ends although its notification went to nobody");
     }
 
-    /// <summary>Until the user's row is kept: the listener connects in the background at start-up.</summary>
-    private async Task KeptAsync(HttpClient client) =>
+    private Task KeptAsync(HttpClient client) => KeptUser.UntilKeptAsync(client, Lookup);
+}
+
+public static class KeptUser
+{
+    /// <summary>Until the client's user row is kept between requests: the listener connects in the background at start-up.</summary>
+    public static async Task UntilKeptAsync(HttpClient client, TokenUserLookup lookup) =>
         await HubControlPlane.EventuallyAsync(async () =>
         {
             (await client.GetAsync("/api/v1/users/me")).StatusCode.ShouldBe(HttpStatusCode.OK);
-            var before = Lookup.DatabaseReads;
+            var before = lookup.DatabaseReads;
             (await client.GetAsync("/api/v1/users/me")).StatusCode.ShouldBe(HttpStatusCode.OK);
-            return Lookup.DatabaseReads == before;
+            return lookup.DatabaseReads == before;
         }, TimeSpan.FromSeconds(10), "the user's row is kept between requests");
 }
 

@@ -101,15 +101,7 @@ public sealed class CrossReplicaDeliveryTests_Postgres(TwoReplicaControlPlane cp
         var (_, id, token) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("xrepuser"));
         using var onB = new HttpClient { BaseAddress = cp.ReplicaBAddress };
         onB.DefaultRequestHeaders.Authorization = new("Bearer", token);
-        var lookupB = cp.ReplicaB.Services.GetRequiredService<Identity.TokenUserLookup>();
-        // Replica B keeps the user's row between requests (its listener connects in the background at start-up).
-        await HubControlPlane.EventuallyAsync(async () =>
-        {
-            (await onB.GetAsync("/api/v1/users/me")).StatusCode.ShouldBe(HttpStatusCode.OK);
-            var before = lookupB.DatabaseReads;
-            (await onB.GetAsync("/api/v1/users/me")).StatusCode.ShouldBe(HttpStatusCode.OK);
-            return lookupB.DatabaseReads == before;
-        }, TimeSpan.FromSeconds(10), "replica B keeps the user's row");
+        await KeptUser.UntilKeptAsync(onB, cp.ReplicaB.Services.GetRequiredService<Identity.TokenUserLookup>());
 
         var admin = await cp.AdminClientAsync();
         (await admin.PatchAsJsonAsync($"/api/v1/users/{id}", new { disabled = true }, TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);

@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Sockets;
-using System.Net.WebSockets;
 using System.Text.Json;
 using Dapper;
 using StreamSpace.Agent.Streaming;
@@ -76,12 +75,7 @@ public sealed class CrossReplicaStreamTests_Postgres(TwoReplicaStreamingControlP
 
         // The agent follows the command as the real agent does, with B as its control-plane URL.
         var bridge = StreamBridge.RunAsync(cp.ReplicaBAddress, args, echo.ConnectAsync, StreamingTestData.Log, CancellationToken.None);
-        using var cts = new CancellationTokenSource(Timeout);
-        var hello = "hello across replicas"u8.ToArray();
-        await viewer.SendAsync(hello, WebSocketMessageType.Binary, true, cts.Token);
-        (await new StreamingWebSocketReader(viewer).ReadExactAsync(hello.Length, cts.Token)).ShouldBe(hello);
-        await viewer.CloseAsync(WebSocketCloseStatus.NormalClosure, "", cts.Token);
-        (await bridge.WaitAsync(Timeout)).ShouldBe(StreamBridgeResult.Success);
+        await StreamingTestData.EchoesAndClosesAsync(viewer, bridge, "hello across replicas", Timeout);
     }
 
     private async Task<StreamOpenArgs?> StreamOpenArgsAsync(string session)

@@ -39,12 +39,7 @@ public sealed class StreamingCommandOpenerTests(StreamingCommandOpenerControlPla
         args.DataPath.ShouldBe($"/api/v1/agents/streams/{args.StreamId}");
 
         var bridge = StreamBridge.RunAsync(cp.BaseAddress, args, echo.ConnectAsync, StreamingTestData.Log, CancellationToken.None);
-        using var cts = new CancellationTokenSource(Timeout);
-        var hello = "hello through the agent"u8.ToArray();
-        await viewer.SendAsync(hello, WebSocketMessageType.Binary, true, cts.Token);
-        (await new StreamingWebSocketReader(viewer).ReadExactAsync(hello.Length, cts.Token)).ShouldBe(hello);
-        await viewer.CloseAsync(WebSocketCloseStatus.NormalClosure, "", cts.Token);
-        (await bridge.WaitAsync(Timeout)).ShouldBe(StreamBridgeResult.Success);
+        await StreamingTestData.EchoesAndClosesAsync(viewer, bridge, "hello through the agent", Timeout);
     }
 
     [Fact]

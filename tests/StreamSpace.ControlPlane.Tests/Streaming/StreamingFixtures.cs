@@ -73,6 +73,17 @@ public sealed class InProcessAgentSide : IStreamOpener
 
 public static class StreamingTestData
 {
+    /// <summary>Text sent by the viewer comes back through the agent's bridge to an echo endpoint; then the viewer closes and the bridge ends cleanly.</summary>
+    public static async Task EchoesAndClosesAsync(ClientWebSocket viewer, Task<StreamBridgeResult> bridge, string text, TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        var hello = System.Text.Encoding.UTF8.GetBytes(text);
+        await viewer.SendAsync(hello, WebSocketMessageType.Binary, true, cts.Token);
+        (await new StreamingWebSocketReader(viewer).ReadExactAsync(hello.Length, cts.Token)).ShouldBe(hello);
+        await viewer.CloseAsync(WebSocketCloseStatus.NormalClosure, "", cts.Token);
+        (await bridge.WaitAsync(timeout)).ShouldBe(StreamBridgeResult.Success);
+    }
+
     /// <summary>Inserts a session row directly (the sessions API is another branch's work).</summary>
     public static async Task<string> CreateSessionAsync(this ControlPlaneFixture cp, string userId, string state = "running", string? agentId = "agent-test")
     {
