@@ -98,17 +98,65 @@ public abstract class IdleSessionTests(ControlPlaneFixture cp)
         }
     }
 
-    private IdleSessionSweeper Sweeper(string action, TimeProvider? time = null)
+    [Fact]
+    public async Task A_template_can_set_its_own_idle_timeout_or_never_idle_out()
     {
-        var options = Options.Create(new StreamSpaceOptions { IdleTimeout = Timeout, IdleAction = action, IdleCheckInterval = TimeSpan.FromMinutes(1) });
-        return new IdleSessionSweeper(cp.Db, cp.App.Services.GetRequiredService<CommandOutbox>(), cp.App.Services.GetRequiredService<AuditLog>(),
-            time ?? TimeProvider.System, options, NullLogger<IdleSessionSweeper>.Instance);
+        var agentId = ControlPlaneFixture.Unique("idletpl");
+        await cp.InsertAgentAsync(agentId);
+        var (_, userId, username) = await cp.QuickUserAsync("idletpl", maxSessions: 10);
+        var quick = await TemplateAsync("idle-quick-", idleTimeoutMinutes: 30);
+        var never = await TemplateAsync("idle-never-", idleTimeoutMinutes: 0);
+        var now = DateTimeOffset.UtcNow;
+        var quickIdle = await SessionAsync(agentId, userId, username, "running", changed: now.AddMinutes(-40), input: null, template: quick);
+        var quickActive = await SessionAsync(agentId, userId, username, "running", changed: now.AddMinutes(-40), input: now.AddMinutes(-20), template: quick);
+        var neverIdle = await SessionAsync(agentId, userId, username, "running", changed: now.AddHours(-5), input: null, template: never);
+        var xtermAfter40 = await SessionAsync(agentId, userId, username, "running", changed: now.AddMinutes(-40), input: null);
+        var xtermAfter2h = await SessionAsync(agentId, userId, username, "running", changed: now.AddHours(-2), input: null);
+
+        // Global timeout 1 h: the quick template's own 30 min apply to its sessions, the others keep the hour.
+        var handled = await Sweeper(StreamSpaceOptions.IdleHibernate).SweepAsync(Ct);
+        handled.ShouldContain(quickIdle);
+        handled.ShouldContain(xtermAfter2h);
+        foreach (var id in new[] { quickActive, neverIdle, xtermAfter40 }) handled.ShouldNotContain(id);
+        (await StateAsync(quickIdle)).Reason.ShouldNotBeNull().ShouldStartWith("idle: no input for 00:30:00");
+
+        // Global idle handling off: a template's own timeout still applies.
+        var quickIdle2 = await SessionAsync(agentId, userId, username, "running", changed: now.AddMinutes(-40), input: null, template: quick);
+        var xtermAfter3h = await SessionAsync(agentId, userId, username, "running", changed: now.AddHours(-3), input: null);
+        var off = await Sweeper(StreamSpaceOptions.IdleHibernate, timeout: TimeSpan.Zero).SweepAsync(Ct);
+        off.ShouldContain(quickIdle2);
+        off.ShouldNotContain(xtermAfter3h);
+        off.ShouldNotContain(neverIdle);
+        // Back on: the hour applies to the xterm session again (and nothing idle is left for the other tests).
+        (await Sweeper(StreamSpaceOptions.IdleHibernate).SweepAsync(Ct)).ShouldBe([xtermAfter3h]);
     }
 
-    private async Task<string> SessionAsync(string agentId, string userId, string username, string state, DateTimeOffset changed, DateTimeOffset? input)
+    private async Task<string> TemplateAsync(string prefix, int idleTimeoutMinutes)
+    {
+        var name = ControlPlaneFixture.Unique(prefix);
+        var template = new Templates.TemplateDefinition
+        {
+            Name = name, DisplayName = name, DefaultResources = new() { Cpu = "250m", Memory = "256Mi" }, Stream = new() { Protocol = "vnc" },
+            Process = new() { Command = "xterm" }, IdleTimeoutMinutes = idleTimeoutMinutes,
+        };
+        template.Validate().IsValid.ShouldBeTrue();
+        await using var conn = await cp.Db.OpenAsync(Ct);
+        (await cp.App.Services.GetRequiredService<Templates.TemplateCatalog>().InsertAsync(conn, null, template.Normalize(), builtin: false, Ct)).ShouldBeTrue();
+        return name;
+    }
+
+    private IdleSessionSweeper Sweeper(string action, TimeProvider? time = null, TimeSpan? timeout = null)
+    {
+        var options = Options.Create(new StreamSpaceOptions { IdleTimeout = timeout ?? Timeout, IdleAction = action, IdleCheckInterval = TimeSpan.FromMinutes(1) });
+        return new IdleSessionSweeper(cp.Db, cp.App.Services.GetRequiredService<Templates.TemplateCatalog>(), cp.App.Services.GetRequiredService<CommandOutbox>(),
+            cp.App.Services.GetRequiredService<AuditLog>(), time ?? TimeProvider.System, options, NullLogger<IdleSessionSweeper>.Instance);
+    }
+
+    private async Task<string> SessionAsync(string agentId, string userId, string username, string state, DateTimeOffset changed, DateTimeOffset? input,
+        string template = "xterm")
     {
         var id = ControlPlaneFixture.Unique("s");
-        await cp.InsertSessionAsync(id, userId, username, state, agentId);
+        await cp.InsertSessionAsync(id, userId, username, state, agentId, template);
         await using var conn = await cp.Db.OpenAsync(Ct);
         await conn.ExecuteAsync("UPDATE sessions SET updated_at = @changed, last_activity_at = @input WHERE id = @id", new { changed, input, id });
         return id;

@@ -4,14 +4,16 @@ using StreamSpace.ControlPlane.Audit;
 using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Templates;
 using StreamSpace.Protocol;
 
 namespace StreamSpace.ControlPlane.Sessions;
 
 /// <summary>
-/// Idle handling: a running session with no viewer input for <see cref="StreamSpaceOptions.IdleTimeout"/> is hibernated
-/// (frees its CPU, wakes where it was) or terminated, per <see cref="StreamSpaceOptions.IdleAction"/>; off when the
-/// timeout is zero (the default). Checked every <see cref="StreamSpaceOptions.IdleCheckInterval"/>.
+/// Idle handling: a running session with no viewer input for its template's <c>idleTimeoutMinutes</c>, or else for
+/// <see cref="StreamSpaceOptions.IdleTimeout"/>, is hibernated (frees its CPU, wakes where it was) or terminated, per
+/// <see cref="StreamSpaceOptions.IdleAction"/>; a timeout of zero means never (the global default). Checked every
+/// <see cref="StreamSpaceOptions.IdleCheckInterval"/>.
 /// </summary>
 /// <remarks>
 /// Idle since: the later of the last input the relay saw (<c>last_activity_at</c>) and the session's last state change
@@ -21,7 +23,8 @@ namespace StreamSpace.ControlPlane.Sessions;
 /// outbox, audit entry), so input arriving meanwhile, a user's own request, or another replica's sweep wins cleanly.
 /// </remarks>
 internal sealed class IdleSessionSweeper(
-    Db db, CommandOutbox outbox, AuditLog audit, TimeProvider time, IOptions<StreamSpaceOptions> options, ILogger<IdleSessionSweeper> logger) : BackgroundService
+    Db db, TemplateCatalog catalog, CommandOutbox outbox, AuditLog audit, TimeProvider time, IOptions<StreamSpaceOptions> options,
+    ILogger<IdleSessionSweeper> logger) : BackgroundService
 {
     /// <summary>Sessions handled per check at most; the rest follow at the next one.</summary>
     internal const int BatchSize = 500;
@@ -30,12 +33,11 @@ internal sealed class IdleSessionSweeper(
     {
         var o = options.Value;
         if (o.IdleTimeout == TimeSpan.Zero)
-        {
-            logger.LogInformation("Idle handling is off (StreamSpace__IdleTimeout is 0)");
-            return;
-        }
-        logger.LogInformation("Idle handling: running sessions without input for {Timeout} are {Action}d, checked every {Interval}",
-            o.IdleTimeout, o.IdleAction, o.IdleCheckInterval);
+            logger.LogInformation("Idle handling is off by default (StreamSpace__IdleTimeout is 0); sessions of templates with " +
+                "idleTimeoutMinutes are {Action}d after theirs, checked every {Interval}", o.IdleAction, o.IdleCheckInterval);
+        else
+            logger.LogInformation("Idle handling: running sessions without input for {Timeout} (or their template's idleTimeoutMinutes) " +
+                "are {Action}d, checked every {Interval}", o.IdleTimeout, o.IdleAction, o.IdleCheckInterval);
         using var timer = new PeriodicTimer(o.IdleCheckInterval, time);
         try
         {
@@ -57,49 +59,69 @@ internal sealed class IdleSessionSweeper(
         }
     }
 
-    /// <summary>Hibernates or terminates every session idle beyond the timeout (up to <see cref="BatchSize"/>); returns their ids.</summary>
+    /// <summary>
+    /// Hibernates or terminates every session idle beyond its timeout (up to <see cref="BatchSize"/> per timeout); returns
+    /// their ids. Templates that set <c>idleTimeoutMinutes</c> are checked against theirs, all others against the global one.
+    /// </summary>
     internal async Task<IReadOnlyList<string>> SweepAsync(CancellationToken ct)
     {
         var o = options.Value;
+        var own = (await catalog.ListAsync(ct)).Where(t => t.IdleTimeoutMinutes is not null)
+            .ToDictionary(t => t.Name!, t => TimeSpan.FromMinutes(t.IdleTimeoutMinutes!.Value), StringComparer.Ordinal);
+        var handled = new List<string>();
+        if (o.IdleTimeout > TimeSpan.Zero)
+            await SweepAsync(o.IdleTimeout, only: null, except: [.. own.Keys], handled, ct);
+        foreach (var group in own.Where(t => t.Value > TimeSpan.Zero).GroupBy(t => t.Value))
+            await SweepAsync(group.Key, only: [.. group.Select(t => t.Key)], except: null, handled, ct);
+        return handled;
+    }
+
+    private async Task SweepAsync(TimeSpan timeout, string[]? only, string[]? except, List<string> handled, CancellationToken ct)
+    {
+        var o = options.Value;
         var now = time.GetUtcNow();
-        var cutoff = now - o.IdleTimeout;
+        var cutoff = now - timeout;
         var greatest = db.IsPostgres ? "GREATEST" : "MAX";
         var since = $"{greatest}(COALESCE(last_activity_at, updated_at), updated_at)";
-        var idle = $"state = @running AND agent_id IS NOT NULL AND {since} < @cutoff";
+        var templates = only is not null ? $" AND {db.InList("template", "templates")}"
+            : except is { Length: > 0 } ? $" AND NOT ({db.InList("template", "templates")})"
+            : "";
+        var idle = $"state = @running AND agent_id IS NOT NULL AND {since} < @cutoff{templates}";
+        var names = only ?? except ?? [];
         List<string> candidates;
         await using (var conn = await db.OpenAsync(ct))
         {
             candidates = (await conn.QueryAsync<string>(new CommandDefinition(
                 $"SELECT id FROM sessions WHERE {idle} ORDER BY updated_at LIMIT @batch",
-                new { running = SessionState.Running, cutoff, batch = BatchSize }, cancellationToken: ct))).AsList();
+                new { running = SessionState.Running, cutoff, templates = names, batch = BatchSize }, cancellationToken: ct))).AsList();
         }
 
         var terminate = o.IdleAction == StreamSpaceOptions.IdleTerminate;
-        var handled = new List<string>();
+        var done = new List<string>();
         foreach (var id in candidates)
         {
             var agent = await db.InTransactionAsync(async (conn, tx) =>
             {
                 var row = await conn.QuerySingleOrDefaultAsync<IdleRow>(new CommandDefinition(
                     $"SELECT agent_id AS AgentId, {since} AS IdleSince FROM sessions WHERE id = @id AND {idle}{db.ForUpdate}",
-                    new { id, running = SessionState.Running, cutoff }, tx, cancellationToken: ct));
+                    new { id, running = SessionState.Running, cutoff, templates = names }, tx, cancellationToken: ct));
                 if (row is null) return null; // input came, or the session moved on meanwhile
-                var reason = $"idle: no input for {o.IdleTimeout} (since {row.IdleSince:u})";
+                var reason = $"idle: no input for {timeout} (since {row.IdleSince:u})";
                 await SessionStateMachine.TryTransitionAsync(conn, tx, id, terminate ? SessionState.Terminating : SessionState.Hibernating,
                     reason, now, SessionState.Running, ct);
                 await outbox.EnqueueAsync(conn, tx, row.AgentId, id, terminate ? CommandTypes.SessionStop : CommandTypes.SessionHibernate,
                     new SessionCommandArgs(id), ct);
-                await audit.WriteAsync(conn, tx, "system", AuditActions.SessionIdle, id, $"{o.IdleAction}d after {o.IdleTimeout} without input", null, ct);
+                await audit.WriteAsync(conn, tx, "system", AuditActions.SessionIdle, id, $"{o.IdleAction}d after {timeout} without input", null, ct);
                 return row.AgentId;
             }, ct);
             if (agent is null) continue;
             outbox.NotifyQueued(agent);
-            handled.Add(id);
+            done.Add(id);
         }
-        if (handled.Count > 0)
+        if (done.Count > 0)
             logger.LogInformation("{Count} idle session(s) {Action}d after {Timeout} without input: {Sessions}",
-                handled.Count, o.IdleAction, o.IdleTimeout, string.Join(", ", handled.Take(20)));
-        return handled;
+                done.Count, o.IdleAction, timeout, string.Join(", ", done.Take(20)));
+        handled.AddRange(done);
     }
 
     private sealed class IdleRow

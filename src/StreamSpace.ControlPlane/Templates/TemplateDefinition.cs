@@ -21,6 +21,11 @@ public partial class TemplateDefinition
     public TemplateStream? Stream { get; set; }
     public TemplateHome? Home { get; set; }
     public Dictionary<string, string>? Env { get; set; }
+    /// <summary>
+    /// Minutes without viewer input after which this template's running sessions are handled as idle
+    /// (<c>StreamSpace__IdleAction</c>); 0 = never; absent = <c>StreamSpace__IdleTimeout</c>.
+    /// </summary>
+    public int? IdleTimeoutMinutes { get; set; }
     public ProcessRuntime? Process { get; set; }
     public DockerRuntime? Docker { get; set; }
     public KubernetesRuntime? Kubernetes { get; set; }
@@ -28,6 +33,7 @@ public partial class TemplateDefinition
     public const string DefaultCategory = "Other";
     public const string DefaultHomeMountPath = "/home/user";
     public const int DefaultVncPort = 5900;
+    public const int MaxIdleTimeoutMinutes = 525_600;
 
     [GeneratedRegex(@"^[a-z0-9][a-z0-9-]{0,62}\z")]
     public static partial Regex NamePattern();
@@ -56,6 +62,8 @@ public partial class TemplateDefinition
             if (Stream.Port is < 1 or > 65535) v.Add("stream.port", "must be between 1 and 65535");
         }
         if (Home?.MountPath is { } mount && !mount.StartsWith('/')) v.Add("home.mountPath", "must be an absolute path");
+        if (IdleTimeoutMinutes is < 0 or > MaxIdleTimeoutMinutes)
+            v.Add("idleTimeoutMinutes", $"must be between 0 (never idle out) and {MaxIdleTimeoutMinutes} (a year); leave it out for the control plane's IdleTimeout");
         if (Env is not null)
         {
             foreach (var key in Env.Keys)
