@@ -128,7 +128,8 @@ public abstract class TemplatesApiTests(ControlPlaneFixture cp)
             defaultResources = new { cpu = "lots", memory = "-1Gi" },
             stream = new { protocol = "rdp", port = 70000 },
             process = new { command = "" },
-        }, "defaultResources.cpu", "defaultResources.memory", "stream.protocol", "stream.port", "process.command");
+            idleTimeoutMinutes = -5,
+        }, "defaultResources.cpu", "defaultResources.memory", "stream.protocol", "stream.port", "process.command", "idleTimeoutMinutes");
         await ExpectFieldAsync(new
         {
             name = "other-name",
