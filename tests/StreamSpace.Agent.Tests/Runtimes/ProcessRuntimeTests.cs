@@ -203,40 +203,31 @@ public class ProcessRuntimeTests : IAsyncDisposable
         return ["/usr/bin/setpriv", $"--reuid={uid}", $"--regid={gid}", "--clear-groups", "--"];
     }
 
-    private static async Task<string> OwnerAsync(string path)
-    {
-        var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/stat") { RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var arg in new[] { "-c", "%u:%g", path }) start.ArgumentList.Add(arg);
-        using var process = System.Diagnostics.Process.Start(start)!;
-        var output = await process.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
-        await process.WaitForExitAsync(TestContext.Current.CancellationToken);
-        return output.Trim();
-    }
+    private static async Task<string> OwnerAsync(string path) => (await RunWithOutputAsync(["/usr/bin/stat", "-c", "%u:%g", path])).Output.Trim();
 
-    private static async Task<int> RunAsync(string[] command)
+    private static async Task<int> RunAsync(string[] command) => (await RunWithOutputAsync(command)).ExitCode;
+
+    /// <summary>xdpyinfo on the display with only this Xauthority file to go by (a clean environment), as the given user.</summary>
+    private static async Task<int> XdpyinfoAsync(string display, string xauthority, string[] asUser) =>
+        (await RunWithOutputAsync([.. asUser, "/usr/bin/xdpyinfo", "-display", display],
+            new Dictionary<string, string> { ["PATH"] = "/usr/bin:/bin", ["XAUTHORITY"] = xauthority })).ExitCode;
+
+    /// <param name="environment">The whole environment of the command; null: this process's.</param>
+    private static async Task<(int ExitCode, string Output)> RunWithOutputAsync(string[] command, Dictionary<string, string>? environment = null)
     {
         var start = new System.Diagnostics.ProcessStartInfo(command[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var arg in command[1..]) start.ArgumentList.Add(arg);
+        if (environment is not null)
+        {
+            start.Environment.Clear();
+            foreach (var (key, value) in environment) start.Environment[key] = value;
+        }
         using var process = System.Diagnostics.Process.Start(start)!;
-        var output = Task.WhenAll(process.StandardOutput.ReadToEndAsync(), process.StandardError.ReadToEndAsync());
+        var output = process.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
+        var error = process.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
         await process.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(Wait, TestContext.Current.CancellationToken);
-        await output;
-        return process.ExitCode;
-    }
-
-    private static async Task<int> XdpyinfoAsync(string display, string xauthority, string[] asUser)
-    {
-        string[] command = [.. asUser, "/usr/bin/xdpyinfo", "-display", display];
-        var start = new System.Diagnostics.ProcessStartInfo(command[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var arg in command[1..]) start.ArgumentList.Add(arg);
-        start.Environment.Clear();
-        start.Environment["PATH"] = "/usr/bin:/bin";
-        start.Environment["XAUTHORITY"] = xauthority;
-        using var process = System.Diagnostics.Process.Start(start)!;
-        var output = Task.WhenAll(process.StandardOutput.ReadToEndAsync(), process.StandardError.ReadToEndAsync());
-        await process.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(Wait, TestContext.Current.CancellationToken);
-        await output;
-        return process.ExitCode;
+        await error;
+        return (process.ExitCode, await output);
     }
 
     [Fact]

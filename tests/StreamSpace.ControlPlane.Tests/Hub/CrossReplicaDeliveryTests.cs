@@ -1,10 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using StreamSpace.ControlPlane.Agents.Hub;
 using StreamSpace.ControlPlane.Data;
-using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 using StreamSpace.Protocol;
 
@@ -26,19 +23,7 @@ public sealed class TwoReplicaControlPlane() : HubControlPlane(DatabaseKind.Post
     public override async ValueTask InitializeAsync()
     {
         await base.InitializeAsync();
-        ReplicaB = StreamSpaceApp.Build(AppArguments());
-        await ReplicaB.StartAsync();
-        ReplicaBAddress = new Uri(ReplicaB.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
-    }
-
-    public override async ValueTask DisposeAsync()
-    {
-        if (ReplicaB is not null)
-        {
-            await ReplicaB.StopAsync();
-            await ReplicaB.DisposeAsync();
-        }
-        await base.DisposeAsync();
+        (ReplicaB, ReplicaBAddress) = await StartReplicaAsync();
     }
 }
 

@@ -19,6 +19,7 @@ public abstract class ControlPlaneFixture : IAsyncLifetime
     public const string AdminPassword = "admin-test-password-1";
 
     private readonly List<HttpClient> _clients = [];
+    private readonly List<WebApplication> _replicas = [];
     private string? _adminToken;
 
     protected ControlPlaneFixture(DatabaseKind kind) => Kind = kind;
@@ -64,9 +65,26 @@ public abstract class ControlPlaneFixture : IAsyncLifetime
             .. ExtraArgs,
         ];
 
+    /// <summary>
+    /// Starts another replica of the app on the same database and data folder (its command line is
+    /// <see cref="AppArguments"/> plus <paramref name="extraArgs"/>, later settings win); stopped with the fixture.
+    /// </summary>
+    protected async Task<(WebApplication App, Uri Address)> StartReplicaAsync(params string[] extraArgs)
+    {
+        var replica = StreamSpaceApp.Build([.. AppArguments(), .. extraArgs]);
+        _replicas.Add(replica);
+        await replica.StartAsync();
+        return (replica, new Uri(replica.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()));
+    }
+
     public virtual async ValueTask DisposeAsync()
     {
         foreach (var c in _clients) c.Dispose();
+        foreach (var replica in _replicas)
+        {
+            await replica.StopAsync();
+            await replica.DisposeAsync();
+        }
         if (App is not null)
         {
             await App.StopAsync();

@@ -4,7 +4,6 @@ using System.Text.Json;
 using Dapper;
 using StreamSpace.Agent.Streaming;
 using StreamSpace.ControlPlane.Data;
-using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 using StreamSpace.Protocol;
 
@@ -34,18 +33,7 @@ public sealed class TwoReplicaStreamingControlPlane() : ControlPlaneFixture(Data
     public override async ValueTask InitializeAsync()
     {
         await base.InitializeAsync();
-        ReplicaB = StreamSpaceApp.Build([.. AppArguments(), .. ReplicaArgs(_portB)]);
-        await ReplicaB.StartAsync();
-    }
-
-    public override async ValueTask DisposeAsync()
-    {
-        if (ReplicaB is not null)
-        {
-            await ReplicaB.StopAsync();
-            await ReplicaB.DisposeAsync();
-        }
-        await base.DisposeAsync();
+        (ReplicaB, _) = await StartReplicaAsync(ReplicaArgs(_portB));
     }
 
     private static int FreePort()

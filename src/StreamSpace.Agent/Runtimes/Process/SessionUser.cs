@@ -3,7 +3,7 @@ using System.Diagnostics;
 namespace StreamSpace.Agent.Runtimes.Process;
 
 /// <summary>
-/// Who session processes run as. Under root that is an unprivileged system user (created on first use), never root
+/// Who session processes run as. Under root that is an unprivileged account (created on first use), never root
 /// itself: one account per StreamSpace user (<see cref="AccountName"/>), so sessions of different people on one agent
 /// cannot read each other's files, X cookies or processes; or one shared account when per-owner accounts are turned
 /// off. Otherwise sessions simply run as the agent's own user.
@@ -47,7 +47,7 @@ internal sealed record SessionUser(string Name, int Uid, int Gid, bool SwitchUse
     public void OwnTree(string path)
     {
         if (!SwitchUser) return;
-        var owner = Output("stat", "-c", "%u:%g", path).Trim();
+        var owner = Run("stat", "-c", "%u:%g", path).Trim();
         if (owner == $"{Uid}:{Gid}") return;
         Run("chown", "-R", "-h", $"{Uid}:{Gid}", path);
     }
@@ -75,29 +75,20 @@ internal sealed record SessionUser(string Name, int Uid, int Gid, bool SwitchUse
         return null;
     }
 
-    private static string Output(string file, params string[] args)
+    /// <summary>Runs a system tool and returns its output; a failure carries the tool's own message.</summary>
+    private static string Run(string file, params string[] args)
     {
         var start = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
         foreach (var arg in args) start.ArgumentList.Add(arg);
         using var process = System.Diagnostics.Process.Start(start) ?? throw new SessionRuntimeException($"{file} could not be started");
+        var error = process.StandardError.ReadToEndAsync();
         var output = process.StandardOutput.ReadToEnd();
-        var error = process.StandardError.ReadToEnd();
         process.WaitForExit();
-        if (process.ExitCode != 0) throw new SessionRuntimeException($"{file} failed with exit code {process.ExitCode}: {error.Trim()}");
-        return output;
-    }
-
-    private static void Run(string file, params string[] args)
-    {
-        var start = new ProcessStartInfo(file) { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var arg in args) start.ArgumentList.Add(arg);
-        using var process = System.Diagnostics.Process.Start(start) ?? throw new SessionRuntimeException($"{file} could not be started");
-        var error = process.StandardError.ReadToEnd();
-        process.WaitForExit();
-        // 9 = the user already exists (another agent created it concurrently): fine.
-        if (process.ExitCode is not (0 or 9))
+        // useradd 9 = the user already exists (another agent created it concurrently): fine.
+        if (process.ExitCode != 0 && !(file == "useradd" && process.ExitCode == 9))
         {
-            throw new SessionRuntimeException($"{file} failed with exit code {process.ExitCode}: {error.Trim()}");
+            throw new SessionRuntimeException($"{file} failed with exit code {process.ExitCode}: {error.Result.Trim()}");
         }
+        return output;
     }
 }
