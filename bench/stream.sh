@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Stream relay benchmark: direct TCP vs websockify vs StreamSpace's full relay path, throughput and
+# Stream relay benchmark: direct TCP vs websockify vs a bare 3-hop forwarder chain vs StreamSpace's full relay path, throughput and
 # 64-byte round-trip latency (paced like interactive input, and saturated) at 1, 10 and 100 streams.
 # Method in bench/StreamSpace.StreamBench/Program.cs. Builds Release, runs once (~1 minute).
-# Usage: bench/stream.sh [--mib 128] [--pings 2000] [--pace-ms 16] [--paced-seconds 2] [--streams 1,10,100] [--only ours]
+# Usage: bench/stream.sh [--mib 128] [--pings 2000] [--pace-ms 16] [--paced-seconds 2] [--streams 1,10,100] [--only ours|floor] [--websockify-target unix|tcp]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v websockify >/dev/null || { echo "websockify is missing: apt-get install -y websockify" >&2; exit 1; }

@@ -3,32 +3,45 @@ using System.Net.Sockets;
 
 namespace StreamSpace.StreamBench;
 
-/// <summary>A loopback TCP echo server standing in for a session's VNC endpoint.</summary>
+/// <summary>
+/// An echo server standing in for a session's VNC endpoint, on loopback TCP (what direct TCP connects to) and on a
+/// Unix socket, which is how the process runtime's Xvnc listens (<c>-rfbunixpath</c>) and how the agent reaches it.
+/// </summary>
 internal sealed class EchoServer : IAsyncDisposable
 {
-    private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+    private readonly Socket _tcp = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+    private readonly Socket _unix = new(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
     private readonly CancellationTokenSource _stop = new();
-    private Task _accepting = Task.CompletedTask;
+    private readonly List<Task> _accepting = [];
 
-    public int Port => ((IPEndPoint)_listener.LocalEndpoint).Port;
+    public int Port => ((IPEndPoint)_tcp.LocalEndPoint!).Port;
+
+    /// <summary>The Unix socket's path: the same echo, reached the way the agent reaches a session's Xvnc.</summary>
+    public string UnixPath { get; } = Path.Combine(Path.GetTempPath(), $"streamspace-bench-echo-{Environment.ProcessId}.sock");
 
     public static EchoServer Start()
     {
         var server = new EchoServer();
-        server._listener.Start(100);
-        server._accepting = server.AcceptAsync();
+        server._tcp.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        File.Delete(server.UnixPath);
+        server._unix.Bind(new UnixDomainSocketEndPoint(server.UnixPath));
+        foreach (var listener in new[] { server._tcp, server._unix })
+        {
+            listener.Listen(100);
+            server._accepting.Add(server.AcceptAsync(listener));
+        }
         return server;
     }
 
-    private async Task AcceptAsync()
+    private async Task AcceptAsync(Socket listener)
     {
         while (!_stop.IsCancellationRequested)
         {
             Socket socket;
-            try { socket = await _listener.AcceptSocketAsync(_stop.Token); }
+            try { socket = await listener.AcceptAsync(_stop.Token); }
             catch (OperationCanceledException) { return; }
             catch (SocketException) { return; }
-            socket.NoDelay = true;
+            if (socket.AddressFamily != AddressFamily.Unix) socket.NoDelay = true;
             _ = Task.Run(async () =>
             {
                 using (socket)
@@ -55,8 +68,10 @@ internal sealed class EchoServer : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync();
-        _listener.Stop();
-        await _accepting;
+        _tcp.Dispose();
+        _unix.Dispose();
+        await Task.WhenAll(_accepting);
+        File.Delete(UnixPath);
         _stop.Dispose();
     }
 }

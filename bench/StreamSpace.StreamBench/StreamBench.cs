@@ -41,12 +41,12 @@ public static class StreamBench
         var pace = TimeSpan.FromMilliseconds(IntArg(args, "--pace-ms", (int)DefaultPaceInterval.TotalMilliseconds));
         var pacedFor = TimeSpan.FromSeconds(IntArg(args, "--paced-seconds", 2));
         var streamCounts = (StringArg(args, "--streams") ?? "1,10,100").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-        // --only ours: just our path, for profiling (perf/strace) without the baselines; no ratios then.
+        // --only ours|floor: just that path, for profiling (perf/strace) without the others; no ratios then.
         var only = StringArg(args, "--only");
         if (mib < 1 || pings < 100 || streamCounts.Any(n => n < 1) || pace <= TimeSpan.Zero || pacedFor <= TimeSpan.Zero)
         {
             Console.Error.WriteLine("usage: StreamBench [--mib N>=1 per measurement] [--pings N>=100 saturated round trips per measurement] " +
-                                    "[--pace-ms N>0 paced ping interval per stream] [--paced-seconds N>0] [--streams 1,10,100] [--only ours]");
+                                    "[--pace-ms N>0 paced ping interval per stream] [--paced-seconds N>0] [--streams 1,10,100] [--only ours|floor] [--websockify-target unix|tcp]");
             return 2;
         }
         await using var echo = EchoServer.Start();
@@ -61,30 +61,39 @@ public static class StreamBench
         if (only is null)
         {
             results.AddRange(await MeasureAsync("direct TCP", ct => DirectAsync(echo.Port, ct), null, plan));
-            await using var websockify = await Websockify.StartAsync(echo.Port);
+            await using var websockify = await Websockify.StartAsync(echo, unixTarget: StringArg(args, "--websockify-target") != "tcp");
             results.AddRange(await MeasureAsync("websockify", websockify.ConnectAsync, websockify.CpuTime, plan));
         }
-        await using (var ours = await OurRelay.StartAsync(echo.Port))
+        if (only is null or "floor")
+        {
+            await using var floor = ForwarderChain.Start(echo.UnixPath);
+            results.AddRange(await MeasureAsync("3-hop floor", floor.ConnectAsync, null, plan));
+        }
+        if (only is null or "ours")
+        {
+            await using var ours = await OurRelay.StartAsync(echo.UnixPath);
             results.AddRange(await MeasureAsync("StreamSpace", ours.ConnectAsync, null, plan));
+        }
         if (only is not null) return 0;
 
         Console.WriteLine();
-        Console.WriteLine($"{"",29} {"paced (interactive)",-19} {"saturated",-19}");
-        Console.WriteLine($"{"path",-12} {"streams",7} {"MiB/s",8} {"p50 µs",9} {"p99 µs",9} {"p50 µs",9} {"p99 µs",9} {"CPU ms/MiB",11} {"KiB/recv",9}");
+        Console.WriteLine($"{"",29} {"paced (interactive)",-29} {"saturated",-19}");
+        Console.WriteLine($"{"path",-12} {"streams",7} {"MiB/s",8} {"p50 µs",9} {"p99 µs",9} {"CPU µs/rt",9} {"p50 µs",9} {"p99 µs",9} {"CPU ms/MiB",11} {"KiB/recv",9}");
         foreach (var r in results)
-            Console.WriteLine($"{r.Path,-12} {r.Streams,7} {r.MiBps,8:F1} {r.Paced.P50,9:F0} {r.Paced.P99,9:F0} {r.Saturated.P50,9:F0} {r.Saturated.P99,9:F0} {r.CpuMsPerMiB,11:F2} {r.KiBPerReceive,9:F1}");
+            Console.WriteLine($"{r.Path,-12} {r.Streams,7} {r.MiBps,8:F1} {r.Paced.P50,9:F0} {r.Paced.P99,9:F0} {r.PacedCpuMicros,9:F0} {r.Saturated.P50,9:F0} {r.Saturated.P99,9:F0} {r.CpuMsPerMiB,11:F2} {r.KiBPerReceive,9:F1}");
         Console.WriteLine();
         Console.WriteLine("added p50 = the path's paced round-trip p50 minus direct TCP's at the same streams and pacing (saturated: same, back-to-back pings)");
-        Console.WriteLine($"{"streams",7} {"ours/websockify MiB/s",22} {"(target >= 1.0)",16} {"ours added p50 µs",18} {"(target < 1000)",16} {"websockify added",17} {"saturated: ours added",22} {"websockify added",17}");
+        Console.WriteLine($"{"streams",7} {"ours/websockify MiB/s",22} {"(target >= 1.0)",16} {"ours added p50 µs",18} {"(target < 1000)",16} {"websockify added",17} {"3-hop floor added",18} {"saturated: ours added",22} {"websockify added",17}");
         foreach (var n in streamCounts)
         {
             var direct = results.Single(r => r.Path == "direct TCP" && r.Streams == n);
             var ws = results.Single(r => r.Path == "websockify" && r.Streams == n);
             var ours = results.Single(r => r.Path == "StreamSpace" && r.Streams == n);
+            var floor = results.Single(r => r.Path == "3-hop floor" && r.Streams == n);
             var ratio = ours.MiBps / ws.MiBps;
             var added = ours.Paced.P50 - direct.Paced.P50;
             Console.WriteLine($"{n,7} {ratio,22:F2} {(ratio >= 1.0 ? "met" : "MISSED"),16} {added,18:F0} {(added < 1000 ? "met" : "MISSED"),16} " +
-                              $"{ws.Paced.P50 - direct.Paced.P50,17:F0} {ours.Saturated.P50 - direct.Saturated.P50,22:F0} {ws.Saturated.P50 - direct.Saturated.P50,17:F0}");
+                              $"{ws.Paced.P50 - direct.Paced.P50,17:F0} {floor.Paced.P50 - direct.Paced.P50,18:F0} {ours.Saturated.P50 - direct.Saturated.P50,22:F0} {ws.Saturated.P50 - direct.Saturated.P50,17:F0}");
         }
         return 0;
     }
@@ -94,7 +103,8 @@ public static class StreamBench
     /// <param name="KiBPerReceive">Average bytes a client receive returned: how finely the path fragments 64 KiB messages.</param>
     /// <param name="Paced">Round trips in µs with every stream pinging at the interactive pace: the path's added latency.</param>
     /// <param name="Saturated">Round trips in µs with every stream pinging back-to-back: CPU queueing on a loaded machine.</param>
-    private sealed record Row(string Path, int Streams, double MiBps, Latency Paced, Latency Saturated, double CpuMsPerMiB, double KiBPerReceive);
+    /// <param name="PacedCpuMicros">CPU time (as for CpuMsPerMiB) per round trip in the paced phase.</param>
+    private sealed record Row(string Path, int Streams, double MiBps, Latency Paced, Latency Saturated, double CpuMsPerMiB, double KiBPerReceive, double PacedCpuMicros);
 
     private sealed record Latency(double P50, double P99, int Samples)
     {
@@ -122,7 +132,10 @@ public static class StreamBench
                     channels.AddRange(await Task.WhenAll(batch.Select(_ => connect(cts.Token))));
                 foreach (var c in channels) await PingAsync(c, new byte[PingBytes], cts.Token); // warm up every path
 
+                var pacedCpuBefore = CpuTime(externalCpu);
                 var paced = Latency.Of(await Task.WhenAll(channels.Select(c => Task.Run(() => PacedLatencyAsync(c, plan.Pace, plan.PacedFor, cts.Token), cts.Token))));
+                // CPU per paced round trip: what the path costs per interactive message, steadier than its latency on a shared machine.
+                var pacedCpuMicros = (CpuTime(externalCpu) - pacedCpuBefore).TotalMicroseconds / paced.Samples;
                 var perStream = Math.Max(10, plan.Pings / n);
                 var saturated = Latency.Of(await Task.WhenAll(channels.Select(c => Task.Run(() => SaturatedLatencyAsync(c, perStream, cts.Token), cts.Token))));
                 var bytesPerStream = (long)plan.MiB * 1024 * 1024 / n;
@@ -135,8 +148,8 @@ public static class StreamBench
                 var cpuMsPerMiB = (CpuTime(externalCpu) - cpuBefore).TotalMilliseconds / totalMiB;
                 // Managed allocation in this process per MiB echoed (clients included): a per-message allocation shows here.
                 var allocatedPerMiB = (GC.GetTotalAllocatedBytes() - allocatedBefore) / totalMiB;
-                var row = new Row(path, n, mibps, paced, saturated, cpuMsPerMiB, n * bytesPerStream / 1024.0 / receives);
-                Console.WriteLine($"{row.Path,-12} {row.Streams,4} streams: {row.MiBps,7:F1} MiB/s   paced p50 {paced.P50,6:F0} µs p99 {paced.P99,6:F0} µs ({paced.Samples})   " +
+                var row = new Row(path, n, mibps, paced, saturated, cpuMsPerMiB, n * bytesPerStream / 1024.0 / receives, pacedCpuMicros);
+                Console.WriteLine($"{row.Path,-12} {row.Streams,4} streams: {row.MiBps,7:F1} MiB/s   paced p50 {paced.P50,6:F0} µs p99 {paced.P99,6:F0} µs ({paced.Samples}, CPU {pacedCpuMicros:F0} µs each)   " +
                                   $"saturated p50 {saturated.P50,6:F0} µs p99 {saturated.P99,6:F0} µs ({saturated.Samples})   CPU {row.CpuMsPerMiB,5:F2} ms/MiB   {row.KiBPerReceive,4:F1} KiB/receive   {allocatedPerMiB / 1024,6:F1} KiB allocated/MiB");
                 rows.Add(row);
             }
@@ -247,10 +260,12 @@ public static class StreamBench
             _port = port;
         }
 
-        public static async Task<Websockify> StartAsync(int echoPort)
+        /// <param name="unixTarget">Reach the echo through its Unix socket, as our agent does (the default); else TCP.</param>
+        public static async Task<Websockify> StartAsync(EchoServer echo, bool unixTarget)
         {
             var port = FreePort();
-            var process = Process.Start(new ProcessStartInfo("websockify", [$"127.0.0.1:{port}", $"127.0.0.1:{echoPort}"])
+            string[] arguments = unixTarget ? [$"--unix-target={echo.UnixPath}", $"127.0.0.1:{port}"] : [$"127.0.0.1:{port}", $"127.0.0.1:{echo.Port}"];
+            var process = Process.Start(new ProcessStartInfo("websockify", arguments)
             {
                 RedirectStandardOutput = true,
                 RedirectStandardError = true,
@@ -321,11 +336,11 @@ public static class StreamBench
             _sessionId = sessionId;
         }
 
-        public static async Task<OurRelay> StartAsync(int echoPort)
+        public static async Task<OurRelay> StartAsync(string echoUnixPath)
         {
             var folder = Path.Combine(Path.GetTempPath(), "streamspace-bench-" + Guid.NewGuid().ToString("N")[..8]);
             Directory.CreateDirectory(folder);
-            var opener = new InProcessAgent(echoPort);
+            var opener = new InProcessAgent(echoUnixPath);
             var app = StreamSpaceApp.Build(
             [
                 "--urls", "http://127.0.0.1:0", $"--StreamSpace:DataFolder={folder}", $"--StreamSpace:AdminPassword={AdminPassword}",
@@ -406,7 +421,7 @@ public static class StreamBench
     }
 
     /// <summary>Plays the agent in-process: the real StreamBridge to the echo server, as the agent would to Xvnc.</summary>
-    private sealed class InProcessAgent(int echoPort) : IStreamOpener
+    private sealed class InProcessAgent(string echoUnixPath) : IStreamOpener
     {
         public Uri ControlPlane { get; set; } = null!;
 
@@ -414,8 +429,9 @@ public static class StreamBench
         {
             _ = Task.Run(() => StreamBridge.RunAsync(ControlPlane, args, async c =>
             {
-                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-                await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, echoPort), c);
+                // As ProcessRuntime.ConnectVncAsync reaches a session's Xvnc: its Unix socket.
+                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                await socket.ConnectAsync(new UnixDomainSocketEndPoint(echoUnixPath), c);
                 return new NetworkStream(socket, ownsSocket: true);
             }, NullLogger.Instance, CancellationToken.None), CancellationToken.None);
             return Task.CompletedTask;
