@@ -1,3 +1,4 @@
+using StreamSpace.Protocol;
 using StreamSpace.ControlPlane.Sessions;
 
 namespace StreamSpace.ControlPlane.Tests;

@@ -43,6 +43,13 @@ public sealed class AgentOptions
     public string SessionUser { get; set; } = "streamspace";
     /// <summary>One Unix account per StreamSpace user (true), or every session as <see cref="SessionUser"/> (false).</summary>
     public bool SessionUserPerOwner { get; set; } = true;
+    /// <summary>
+    /// Enforce each session's template cpu and memory with a cgroup per session (process runtime, agent as root,
+    /// cgroup v1 hierarchies). When the host cannot, the agent says why at start and sessions run without limits.
+    /// </summary>
+    public bool SessionLimits { get; set; } = true;
+    /// <summary>Where the cgroup hierarchies are mounted.</summary>
+    public string CgroupRoot { get; set; } = "/sys/fs/cgroup";
     /// <summary>Xvnc executable (PATH lookup when not absolute).</summary>
     public string XvncPath { get; set; } = "Xvnc";
     public string Geometry { get; set; } = "1280x800";
@@ -76,6 +83,9 @@ public sealed class AgentOptions
         if (Flat("STREAMSPACE_SESSION_USER_PER_OWNER") is { } perOwner)
             options.SessionUserPerOwner = bool.TryParse(perOwner, out var on) ? on
                 : throw new AgentOptionsException($"STREAMSPACE_SESSION_USER_PER_OWNER must be true or false, got '{perOwner}'");
+        if (Flat("STREAMSPACE_SESSION_LIMITS") is { } limits)
+            options.SessionLimits = bool.TryParse(limits, out var enforce) ? enforce
+                : throw new AgentOptionsException($"STREAMSPACE_SESSION_LIMITS must be true or false, got '{limits}'");
         if (string.IsNullOrWhiteSpace(options.StateFolder) && !string.IsNullOrWhiteSpace(options.AgentId))
         {
             options.StateFolder = Path.Combine("data", $"agent-{options.AgentId}");

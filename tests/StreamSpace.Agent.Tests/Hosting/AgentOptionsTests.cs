@@ -73,13 +73,15 @@ public class AgentOptionsTests
         message.ShouldContain("STREAMSPACE_HEARTBEAT_SECONDS");
     }
 
+    /// <summary>The three settings an agent cannot start without.</summary>
+    private static Dictionary<string, string?> Base() => new()
+    {
+        ["STREAMSPACE_CONTROL_PLANE"] = "http://127.0.0.1:8000", ["STREAMSPACE_AGENT_ID"] = "edge-1", ["STREAMSPACE_AGENT_TOKEN"] = "secret",
+    };
+
     [Fact]
     public void Session_accounts_are_per_owner_by_default_and_their_prefix_fits_a_linux_account_name()
     {
-        Dictionary<string, string?> Base() => new()
-        {
-            ["STREAMSPACE_CONTROL_PLANE"] = "http://127.0.0.1:8000", ["STREAMSPACE_AGENT_ID"] = "edge-1", ["STREAMSPACE_AGENT_TOKEN"] = "secret",
-        };
         var defaults = From(Base());
         defaults.SessionUserPerOwner.ShouldBeTrue();
         defaults.SessionUser.ShouldBe("streamspace");
@@ -98,6 +100,18 @@ public class AgentOptionsTests
         var notABool = Base();
         notABool["STREAMSPACE_SESSION_USER_PER_OWNER"] = "yes";
         Should.Throw<AgentOptionsException>(() => From(notABool)).Message.ShouldContain("true or false");
+    }
+
+    [Fact]
+    public void Session_limits_are_on_by_default_and_turned_off_by_environment()
+    {
+        From(Base()).SessionLimits.ShouldBeTrue();
+        var off = Base();
+        off["STREAMSPACE_SESSION_LIMITS"] = "false";
+        From(off).SessionLimits.ShouldBeFalse();
+        var notABool = Base();
+        notABool["STREAMSPACE_SESSION_LIMITS"] = "no";
+        Should.Throw<AgentOptionsException>(() => From(notABool)).Message.ShouldBe("STREAMSPACE_SESSION_LIMITS must be true or false, got 'no'");
     }
 
     [Fact]

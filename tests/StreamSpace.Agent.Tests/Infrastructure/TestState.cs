@@ -21,6 +21,19 @@ internal sealed class TestState : IDisposable
     /// <summary>Also kill this group on dispose (a session whose record was removed by the runtime).</summary>
     public void KillOnDispose(int pgid) => _extraGroups.Add(pgid);
 
+    /// <summary>The session cgroups a runtime over this folder made (process runtime limits), and their agent's parent.</summary>
+    private void RemoveCgroups()
+    {
+        if (!Environment.IsPrivilegedProcess || !Directory.Exists("/sys/fs/cgroup/memory/streamspace")) return;
+        if (StreamSpace.Agent.Runtimes.Process.SessionCgroups.Detect("/sys/fs/cgroup", Folder, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, out _) is not { } cgroups) return;
+        cgroups.RemoveStaleAsync(new HashSet<string>(), TimeProvider.System, CancellationToken.None).GetAwaiter().GetResult();
+        foreach (var parent in new[] { cgroups.MemoryDir("_"), cgroups.CpuDir("_") }.Select(Path.GetDirectoryName))
+        {
+            try { Directory.Delete(parent!); }
+            catch (IOException) { }
+        }
+    }
+
     public IEnumerable<int> RecordedGroups()
     {
         var sessions = Path.Combine(Folder, "sessions");
@@ -38,6 +51,7 @@ internal sealed class TestState : IDisposable
         {
             if (pgid > 1) TestProcesses.KillGroup(pgid);
         }
+        RemoveCgroups();
         try
         {
             Directory.Delete(Folder, recursive: true);

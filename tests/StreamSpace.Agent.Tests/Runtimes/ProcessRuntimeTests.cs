@@ -31,12 +31,12 @@ public class ProcessRuntimeTests : IAsyncDisposable
         return runtime;
     }
 
-    private static SessionStartArgs Args(string command = "xterm", bool persistentHome = false, string? id = null) => new()
+    private static SessionStartArgs Args(string command = "xterm", bool persistentHome = false, string? id = null, SessionResources? resources = null) => new()
     {
         SessionId = id ?? "alice-xterm-" + Guid.NewGuid().ToString("N")[..6],
         User = "alice",
         Template = "xterm",
-        Resources = new SessionResources { Cpu = "1", Memory = "1Gi" },
+        Resources = resources ?? new SessionResources { Cpu = "1", Memory = "1Gi" },
         PersistentHome = persistentHome,
         Launch = new SessionLaunchSpec { ProcessCommand = command, Env = new Dictionary<string, string> { ["GREETING"] = "hi", ["MOZ_HEADLESS"] = "1" } },
     };
@@ -258,7 +258,13 @@ public class ProcessRuntimeTests : IAsyncDisposable
         await first.DisposeAsync(); // the agent goes away; sessions must not
 
         TestProcesses.Group(keptPgid).ShouldNotBeEmpty();
-        // Simulate pid reuse: same pids, but they no longer belong to the processes we started.
+        // Simulate pid reuse: same pids, but they no longer belong to the processes we started. Unrelated processes
+        // are outside the session's cgroups (whose members the agent does kill: only its launcher puts processes there).
+        foreach (var (pid, _, _) in TestProcesses.Group(reusedPgid))
+        {
+            foreach (var hierarchy in new[] { "memory", "cpu" })
+                File.WriteAllText($"/sys/fs/cgroup/{hierarchy}/cgroup.procs", pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
         var record = Record(reused.SessionId);
         foreach (var process in new[] { "leader", "xvnc", "app" })
         {
@@ -424,6 +430,102 @@ public class ProcessRuntimeTests : IAsyncDisposable
             .Message.ShouldContain("no process command");
         await Should.ThrowAsync<SessionRuntimeException>(() => runtime.HibernateAsync("nope", TestContext.Current.CancellationToken));
         runtime.Inventory().ShouldBeEmpty();
+    }
+
+    private SessionCgroups Cgroups() =>
+        SessionCgroups.Detect("/sys/fs/cgroup", _state.Folder, _log.CreateLogger(nameof(SessionCgroups)), out var unavailable)
+        ?? throw new InvalidOperationException($"these tests need cgroup v1 memory and cpu hierarchies: {unavailable}");
+
+    /// <summary>The cgroup paths (one per hierarchy line of /proc/PID/cgroup) a process is in.</summary>
+    private static List<string> CgroupsOf(int pid) =>
+        [.. File.ReadAllLines($"/proc/{pid}/cgroup").Select(line => line.Split(':', 3)[2])];
+
+    [Fact]
+    public async Task Template_cpu_and_memory_become_the_limits_of_a_cgroup_every_session_process_is_in()
+    {
+        var runtime = await NewRuntimeAsync();
+        var args = Args("sh -c 'while :; do :; done'", resources: new SessionResources { Cpu = "200m", Memory = "96Mi" });
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var cgroups = Cgroups();
+        var memory = cgroups.MemoryDir(args.SessionId);
+        var cpu = cgroups.CpuDir(args.SessionId);
+
+        File.ReadAllText(Path.Combine(memory, "memory.limit_in_bytes")).Trim().ShouldBe((96L << 20).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        File.ReadAllText(Path.Combine(cpu, "cpu.cfs_period_us")).Trim().ShouldBe("100000");
+        File.ReadAllText(Path.Combine(cpu, "cpu.cfs_quota_us")).Trim().ShouldBe("20000");
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        var members = TestProcesses.Group(pgid);
+        members.Count.ShouldBeGreaterThanOrEqualTo(3); // leader, Xvnc, the app's shell
+        foreach (var (pid, _, _) in members)
+        {
+            var paths = CgroupsOf(pid);
+            paths.ShouldContain(p => memory.EndsWith(p, StringComparison.Ordinal), $"pid {pid} ({TestProcesses.CommandName(pid)}) in the memory cgroup");
+            paths.ShouldContain(p => cpu.EndsWith(p, StringComparison.Ordinal), $"pid {pid} ({TestProcesses.CommandName(pid)}) in the cpu cgroup");
+        }
+        // The kernel holds the busy loop to its 20 ms per 100 ms: it gets throttled.
+        await TestProcesses.WaitUntilAsync(() => ThrottledPeriods(cpu) > 0, Wait, "the session's cpu cgroup to be throttled");
+
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        Directory.Exists(memory).ShouldBeFalse();
+        Directory.Exists(cpu).ShouldBeFalse();
+    }
+
+    private static long ThrottledPeriods(string cpuDir) =>
+        long.Parse(File.ReadAllLines(Path.Combine(cpuDir, "cpu.stat")).Single(l => l.StartsWith("nr_throttled ", StringComparison.Ordinal))[13..], System.Globalization.CultureInfo.InvariantCulture);
+
+    [Fact]
+    public async Task An_app_beyond_its_memory_limit_is_killed_and_reported_out_of_memory()
+    {
+        var runtime = await NewRuntimeAsync();
+        // Touches 512 MiB in a session allowed 128 MiB.
+        var args = Args("python3 -c 'import time; b = bytearray(512 * 1024 * 1024); time.sleep(600)'", resources: new SessionResources { Cpu = "1", Memory = "128Mi" });
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+
+        var status = await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Crashed, ObservedStates.Exited);
+
+        status.State.ShouldBe(ObservedStates.Crashed);
+        status.Reason!.ShouldContain("app killed by signal 9");
+        status.Reason!.ShouldContain("out of memory");
+        Directory.Exists(Cgroups().MemoryDir(args.SessionId)).ShouldBeFalse();
+    }
+
+    [Fact]
+    public async Task Stop_also_kills_a_process_that_left_the_sessions_process_group()
+    {
+        var runtime = await NewRuntimeAsync();
+        // setsid gives the sleeper a session and process group of its own: signalling the session's group misses it.
+        var args = Args("setsid sh -c 'echo $$ > \"$HOME/escaped.pid\"; exec sleep 600' & exec sleep 600");
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var pidFile = Path.Combine(Record(args.SessionId)["homePath"]!.GetValue<string>(), "escaped.pid");
+        await TestProcesses.WaitUntilAsync(() => File.Exists(pidFile) && File.ReadAllText(pidFile).EndsWith('\n'), Wait, "the escaped process to write its pid");
+        var escaped = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        TestProcesses.Group(pgid).ShouldNotContain(m => m.Pid == escaped);
+        Directory.Exists($"/proc/{escaped}").ShouldBeTrue();
+
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+
+        await TestProcesses.WaitUntilAsync(() => !Directory.Exists($"/proc/{escaped}") || File.ReadAllText($"/proc/{escaped}/stat").Contains(") Z ", StringComparison.Ordinal),
+            Wait, "the escaped process to be killed");
+    }
+
+    [Fact]
+    public async Task Limits_are_off_with_a_reason_on_a_cgroup_v2_only_host_and_when_turned_off()
+    {
+        var root = Path.Combine(_state.Folder, "fake-cgroup2-root");
+        Directory.CreateDirectory(root);
+        File.WriteAllText(Path.Combine(root, "cgroup.controllers"), "cpu memory pids\n");
+        SessionCgroups.Detect(root, _state.Folder, _log.CreateLogger(nameof(SessionCgroups)), out var unavailable).ShouldBeNull();
+        unavailable.ShouldBe($"{root} is a cgroup v2 hierarchy, which the process runtime does not support yet");
+
+        var options = new AgentOptions { StateFolder = _state.Folder, SessionLimits = false, StopGracePeriod = TimeSpan.FromSeconds(2) };
+        var runtime = new ProcessRuntime(options, _log.CreateLogger(nameof(ProcessRuntime)), TimeProvider.System);
+        _runtimes.Add(runtime);
+        await runtime.InitializeAsync(TestContext.Current.CancellationToken);
+        var args = Args("sleep 600");
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        Directory.Exists(Cgroups().MemoryDir(args.SessionId)).ShouldBeFalse();
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
     }
 
     public async ValueTask DisposeAsync()

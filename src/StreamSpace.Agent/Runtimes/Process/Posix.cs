@@ -16,6 +16,9 @@ internal static partial class Posix
     [LibraryImport("libc", EntryPoint = "chown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int ChownNative(string path, int owner, int group);
 
+    /// <summary>Signals one process; false when it is gone.</summary>
+    public static bool Signal(int pid, int signal) => pid > 1 && KillNative(pid, signal) == 0;
+
     /// <summary>Signals the whole process group; false when no process of the group is left.</summary>
     public static bool SignalGroup(int pgid, int signal) => pgid > 1 && KillNative(-pgid, signal) == 0;
 

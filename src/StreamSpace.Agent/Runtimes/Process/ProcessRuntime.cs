@@ -38,6 +38,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     private readonly HashSet<int> _reservedDisplays = [];
     private readonly CancellationTokenSource _stopping = new();
     private SessionUser? _user;
+    /// <summary>Per-session cgroups enforcing template resources; null when the host cannot (said at start).</summary>
+    private SessionCgroups? _cgroups;
     private readonly ConcurrentDictionary<string, SessionUser> _owners = new(StringComparer.Ordinal);
     private Task? _monitor;
     private int _disposed;
@@ -71,8 +73,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 Directory.Delete(dir, recursive: true);
             }
         }
+        if (_options.SessionLimits)
+        {
+            _cgroups = SessionCgroups.Detect(_options.CgroupRoot, _options.StateFolder, _logger, out var unavailable);
+            if (_cgroups is null)
+                _logger.LogWarning("Session cpu and memory limits are not enforced on this agent: {Reason}", unavailable);
+        }
         // Judge the adopted sessions before the first hello, so the inventory never lists a dead one.
         await CheckSessionsAsync(ct);
+        if (_cgroups is not null) await _cgroups.RemoveStaleAsync(_sessions.Keys.ToHashSet(StringComparer.Ordinal), _time, ct);
         foreach (var session in _sessions.Values)
         {
             _logger.LogInformation("Re-adopted session {SessionId} on display :{Display} (pgid {Pgid}, {State})",
@@ -117,6 +126,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             throw new SessionRuntimeException($"'{program}' (template '{args.Template}') is not installed on this agent");
         }
+        var limits = Resources(args);
         var user = UserFor(args.User);
         // <id>/ belongs to the agent (the record lives here, out of the session user's reach, so the user can never
         // plant a symlink the agent would write through); <id>/run/ belongs to the session user: its socket,
@@ -132,6 +142,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
         var socketPath = PrepareSocketDir(dir, user);
         var (home, temporary) = PrepareHome(args, dir, user);
+        // The cgroup.procs files the leader joins before it starts anything: the session's limits, from its first process on.
+        var cgroups = _cgroups?.Prepare(args.SessionId, limits.Cpu, limits.Memory) ?? [];
         SessionStartFailure? lastFailure = null;
         var taken = new HashSet<int>();
         for (var attempt = 0; attempt < DisplayAttempts; attempt++)
@@ -139,7 +151,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             var display = ReserveDisplay(taken);
             try
             {
-                var (record, leader) = await LaunchAsync(args, runDir, socketPath, display, home, temporary, user, ct);
+                var (record, leader) = await LaunchAsync(args, runDir, socketPath, display, home, temporary, user, cgroups, ct);
                 record.Save(dir);
                 _sessions[args.SessionId] = new ProcessSession(record, dir) { Leader = leader };
                 _logger.LogInformation("Session {SessionId} running on display :{Display} as {User} (pgid {Pgid})",
@@ -166,10 +178,11 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             }
         }
         if (temporary) TryDelete(home);
+        if (_cgroups is not null) await _cgroups.KillAndRemoveAsync(args.SessionId, _time, CancellationToken.None);
         throw new SessionRuntimeException(lastFailure?.Message ?? "session failed to start");
     }
 
-    private async Task<(ProcessSessionRecord Record, System.Diagnostics.Process Leader)> LaunchAsync(SessionStartArgs args, string runDir, string socketPath, int display, string home, bool temporary, SessionUser user, CancellationToken ct)
+    private async Task<(ProcessSessionRecord Record, System.Diagnostics.Process Leader)> LaunchAsync(SessionStartArgs args, string runDir, string socketPath, int display, string home, bool temporary, SessionUser user, IReadOnlyList<string> cgroups, CancellationToken ct)
     {
         File.Delete(socketPath);
         foreach (var stale in new[] { SessionLauncher.XvncPidFile, SessionLauncher.AppPidFile, SessionLauncher.AppExitFile, SessionLauncher.LaunchFile, SessionLauncher.SocketFile })
@@ -179,12 +192,13 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         // X access control on, with a cookie of this session's own (a new one for each display tried).
         var xauthority = Path.Combine(runDir, XAuthority.FileName);
         XAuthority.Write(xauthority, display, user);
-        var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/setsid") { UseShellExecute = false };
-        foreach (var arg in user.SwitchArguments()) start.ArgumentList.Add(arg);
-        foreach (var arg in new[] { "/bin/sh", "-c", SessionLauncher.Script, "streamspace-session", runDir, display.ToString(CultureInfo.InvariantCulture), _options.XvncPath, _options.Geometry, args.Launch.ProcessCommand!, LaunchPolls(), socketPath })
-        {
-            start.ArgumentList.Add(arg);
-        }
+        string[] command = ["/usr/bin/setsid", .. user.SwitchArguments(), "/bin/sh", "-c", SessionLauncher.Script, "streamspace-session", runDir,
+            display.ToString(CultureInfo.InvariantCulture), _options.XvncPath, _options.Geometry, args.Launch.ProcessCommand!, LaunchPolls(), socketPath];
+        // With limits, the leader enters the session's cgroups first (as root, before anything of the session runs).
+        if (cgroups.Count > 0)
+            command = ["/bin/sh", "-c", SessionCgroups.JoinScript, "streamspace-join", .. cgroups, "--", .. command];
+        var start = new System.Diagnostics.ProcessStartInfo(command[0]) { UseShellExecute = false };
+        foreach (var arg in command.Skip(1)) start.ArgumentList.Add(arg);
         // A clean environment: nothing of the agent's (its token above all) leaks into a session.
         start.Environment.Clear();
         start.Environment["PATH"] = SessionPath;
@@ -215,9 +229,10 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
         if (ProcFs.Stat(pgid) is not { } stat || stat.Pgid != pgid)
         {
+            var joinFailed = leader.HasExited && leader.ExitCode == SessionCgroups.JoinFailedExitCode;
             if (!leader.HasExited) leader.Kill();
             leader.Dispose();
-            throw new SessionStartFailure("the session leader did not get a process group of its own", false);
+            throw new SessionStartFailure(joinFailed ? "the session leader could not enter the session's cgroups" : "the session leader did not get a process group of its own", false);
         }
         var leaderProcess = new RecordedProcess(pgid, stat.StartTime);
         RecordedProcess? xvnc = null;
@@ -312,6 +327,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             if (!_sessions.ContainsKey(sessionId)) return;
             var r = session.Record;
             await KillGroupAsync(r.Pgid, [r.Leader, r.Xvnc, r.App], ct);
+            if (_cgroups is not null) await _cgroups.KillAndRemoveAsync(sessionId, _time, ct);
             Forget(session, removeFolder: true);
             _logger.LogInformation("Session {SessionId} stopped", sessionId);
             _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = sessionId, State = ObservedStates.Stopped });
@@ -429,6 +445,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 if (!_sessions.ContainsKey(session.Record.SessionId) || Judge(session) is not { } ending) continue;
                 var r = session.Record;
                 await KillGroupAsync(r.Pgid, [r.Leader, r.Xvnc, r.App], ct);
+                if (_cgroups is not null) await _cgroups.KillAndRemoveAsync(r.SessionId, _time, ct);
                 Forget(session, removeFolder: false);
                 _logger.LogWarning("Session {SessionId} {State}: {Reason}", r.SessionId, ending.State, ending.Reason);
                 _observations.Writer.TryWrite(ending);
@@ -440,12 +457,12 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
     }
 
-    private static SessionStatusPayload? Judge(ProcessSession session)
+    private SessionStatusPayload? Judge(ProcessSession session)
     {
         var r = session.Record;
         if (!r.Xvnc.IsAlive)
         {
-            return new SessionStatusPayload { SessionId = r.SessionId, State = ObservedStates.Crashed, Reason = $"Xvnc is gone: {LogTail(session.RunDir)}" };
+            return new SessionStatusPayload { SessionId = r.SessionId, State = ObservedStates.Crashed, Reason = $"Xvnc is gone{OutOfMemory(r.SessionId)}: {LogTail(session.RunDir)}" };
         }
         if (r.App.IsAlive) return null;
         var exitPath = Path.Combine(session.RunDir, SessionLauncher.AppExitFile);
@@ -453,7 +470,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             // The shell reports death by signal N as 128+N.
             return code > 128
-                ? new SessionStatusPayload { SessionId = r.SessionId, State = ObservedStates.Crashed, Reason = $"app killed by signal {code - 128}" }
+                ? new SessionStatusPayload { SessionId = r.SessionId, State = ObservedStates.Crashed, Reason = $"app killed by signal {code - 128}{OutOfMemory(r.SessionId)}" }
                 : new SessionStatusPayload { SessionId = r.SessionId, State = ObservedStates.Exited, Reason = $"app exited with code {code}" };
         }
         // The leader writes the exit code right after the app ends: give it until the next pass.
@@ -461,6 +478,18 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             ? null
             : new SessionStatusPayload { SessionId = r.SessionId, State = ObservedStates.Crashed, Reason = "session processes were killed" };
     }
+
+    /// <summary>Why a session's process died, when its memory limit was the cause; empty otherwise.</summary>
+    private string OutOfMemory(string sessionId) =>
+        _cgroups?.HitMemoryLimit(sessionId) == true ? " (out of memory: the session reached its template's memory limit)" : "";
+
+    /// <summary>The session's template resources as the kernel takes them (validated by the control plane already).</summary>
+    private static (long Cpu, long Memory) Resources(SessionStartArgs args) =>
+        ResourceQuantity.TryParseCpu(args.Resources.Cpu, out var cpu, out var cpuError)
+            ? ResourceQuantity.TryParseMemory(args.Resources.Memory, out var memory, out var memoryError)
+                ? (cpu, memory)
+                : throw new SessionRuntimeException($"resources.memory {memoryError}")
+            : throw new SessionRuntimeException($"resources.cpu {cpuError}");
 
     /// <summary>SIGTERM the group, SIGKILL what is left after the grace period. Only when the group is provably ours.</summary>
     private async Task KillGroupAsync(int pgid, IReadOnlyList<RecordedProcess> recorded, CancellationToken ct)

@@ -2,11 +2,11 @@ using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Text.RegularExpressions;
 
-namespace StreamSpace.ControlPlane.Sessions;
+namespace StreamSpace.Protocol;
 
 /// <summary>
 /// Kubernetes-style resource quantities, the form a session's <c>resources{cpu, memory}</c> take on every
-/// runtime: cpu as cores or millicores (<c>250m</c>, <c>1</c>, <c>1.5</c>), memory as bytes with an
+/// runtime (the control plane validates them, the agent enforces them): cpu as cores or millicores (<c>250m</c>, <c>1</c>, <c>1.5</c>), memory as bytes with an
 /// optional binary (<c>Ki Mi Gi Ti</c>) or decimal (<c>k K M G T</c>) suffix. Values that no worker
 /// could honour (more than <see cref="MaxCpuMillis"/> or <see cref="MaxMemoryBytes"/>) are refused
 /// up front rather than left to fail on an agent.

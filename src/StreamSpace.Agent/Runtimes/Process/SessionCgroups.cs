@@ -1,0 +1,172 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+
+namespace StreamSpace.Agent.Runtimes.Process;
+
+/// <summary>
+/// A session's template resources enforced by the kernel: one cgroup per session in the cgroup v1 <c>memory</c> and
+/// <c>cpu</c> hierarchies (<c>memory.limit_in_bytes</c>; <c>cpu.cfs_quota_us</c> per 100 ms period), joined by the
+/// session leader before it starts anything, so Xvnc, the app and everything they start are inside. Beyond the
+/// limits, a cgroup holds every process of the session even when one leaves the process group (<c>setsid</c>), so a
+/// stop kills them all. Each agent keeps its sessions under a parent of its own
+/// (<c>streamspace/agent-&lt;hash of its state folder&gt;</c>), so agents sharing a host never touch each other's.
+/// </summary>
+/// <remarks>
+/// Only cgroup v1 (separate per-controller hierarchies, as on this project's machines) is supported; on a
+/// cgroup v2-only host, or when the agent is not root, <see cref="Detect"/> says why and sessions run without limits.
+/// </remarks>
+internal sealed class SessionCgroups
+{
+    /// <summary>The CFS period the CPU quota is expressed in (the kernel's default).</summary>
+    public const long CfsPeriodMicros = 100_000;
+    /// <summary>Exit code of the join step when the leader could not enter its cgroups.</summary>
+    public const int JoinFailedExitCode = 125;
+
+    /// <summary>Writes the shell's own pid into each cgroup.procs given before <c>--</c>, then execs the rest.</summary>
+    public const string JoinScript = """
+        while [ "$1" != "--" ]; do echo "$$" > "$1" || exit 125; shift; done
+        shift
+        exec "$@"
+        """;
+
+    private static readonly TimeSpan RemoveTimeout = TimeSpan.FromSeconds(5);
+
+    private readonly string _memory;
+    private readonly string _cpu;
+    private readonly ILogger _logger;
+
+    private SessionCgroups(string memoryParent, string cpuParent, ILogger logger)
+    {
+        _memory = memoryParent;
+        _cpu = cpuParent;
+        _logger = logger;
+    }
+
+    /// <summary>
+    /// The agent's cgroups under <paramref name="root"/> (normally <c>/sys/fs/cgroup</c>), or null with the reason
+    /// when this host or process cannot enforce limits.
+    /// </summary>
+    public static SessionCgroups? Detect(string root, string stateFolder, ILogger logger, out string? unavailable)
+    {
+        unavailable = null;
+        if (!Environment.IsPrivilegedProcess)
+        {
+            unavailable = "the agent does not run as root";
+            return null;
+        }
+        var memory = Path.Combine(root, "memory");
+        var cpu = Path.Combine(root, "cpu");
+        if (!File.Exists(Path.Combine(memory, "memory.limit_in_bytes")) || !File.Exists(Path.Combine(cpu, "cpu.cfs_quota_us")))
+        {
+            unavailable = File.Exists(Path.Combine(root, "cgroup.controllers"))
+                ? $"{root} is a cgroup v2 hierarchy, which the process runtime does not support yet"
+                : $"no cgroup v1 memory and cpu hierarchies under {root}";
+            return null;
+        }
+        var agent = "agent-" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
+            System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(stateFolder))))[..12];
+        var cgroups = new SessionCgroups(Path.Combine(memory, "streamspace", agent), Path.Combine(cpu, "streamspace", agent), logger);
+        try
+        {
+            Directory.CreateDirectory(cgroups._memory);
+            Directory.CreateDirectory(cgroups._cpu);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            unavailable = $"cannot create cgroups under {root} ({ex.Message})";
+            return null;
+        }
+        return cgroups;
+    }
+
+    /// <summary>The session's memory cgroup folder (its <c>memory.*</c> files).</summary>
+    public string MemoryDir(string sessionId) => Path.Combine(_memory, sessionId);
+
+    /// <summary>The session's cpu cgroup folder (its <c>cpu.*</c> files).</summary>
+    public string CpuDir(string sessionId) => Path.Combine(_cpu, sessionId);
+
+    /// <summary>
+    /// Creates (or re-limits) the session's cgroups and returns the <c>cgroup.procs</c> files its leader joins
+    /// (<see cref="JoinScript"/>).
+    /// </summary>
+    public IReadOnlyList<string> Prepare(string sessionId, long cpuMillicores, long memoryBytes)
+    {
+        var memory = MemoryDir(sessionId);
+        var cpu = CpuDir(sessionId);
+        Directory.CreateDirectory(memory);
+        Directory.CreateDirectory(cpu);
+        File.WriteAllText(Path.Combine(memory, "memory.limit_in_bytes"), memoryBytes.ToString(CultureInfo.InvariantCulture));
+        File.WriteAllText(Path.Combine(cpu, "cpu.cfs_period_us"), CfsPeriodMicros.ToString(CultureInfo.InvariantCulture));
+        File.WriteAllText(Path.Combine(cpu, "cpu.cfs_quota_us"), (cpuMillicores * CfsPeriodMicros / 1000).ToString(CultureInfo.InvariantCulture));
+        return [Path.Combine(memory, "cgroup.procs"), Path.Combine(cpu, "cgroup.procs")];
+    }
+
+    /// <summary>True when the kernel's OOM killer acted inside the session's memory cgroup.</summary>
+    public bool HitMemoryLimit(string sessionId)
+    {
+        try
+        {
+            foreach (var line in File.ReadLines(Path.Combine(MemoryDir(sessionId), "memory.oom_control")))
+            {
+                if (line.StartsWith("oom_kill ", StringComparison.Ordinal) && long.TryParse(line.AsSpan(9), CultureInfo.InvariantCulture, out var kills))
+                    return kills > 0;
+            }
+        }
+        catch (IOException)
+        {
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// SIGKILLs whatever is still in the session's cgroups (processes that left its process group) and removes them.
+    /// A cgroup that still has processes after <see cref="RemoveTimeout"/> is left, logged, and removed at the next start.
+    /// </summary>
+    public async Task KillAndRemoveAsync(string sessionId, TimeProvider time, CancellationToken ct)
+    {
+        var dirs = new[] { MemoryDir(sessionId), CpuDir(sessionId) };
+        var deadline = time.GetTimestamp() + (long)(RemoveTimeout.TotalSeconds * time.TimestampFrequency);
+        while (true)
+        {
+            var left = dirs.Where(Directory.Exists).ToList();
+            var pids = left.SelectMany(Pids).Distinct().ToList();
+            foreach (var pid in pids) Posix.Signal(pid, Posix.SIGKILL);
+            foreach (var dir in left)
+            {
+                try { Directory.Delete(dir); } // rmdir: a cgroup's files are not files, and it must be empty of processes
+                catch (IOException) { }
+            }
+            if (!dirs.Any(Directory.Exists)) return;
+            if (time.GetTimestamp() > deadline)
+            {
+                _logger.LogWarning("The cgroups of session {SessionId} still hold processes ({Pids}); left for the next start", sessionId, string.Join(", ", pids));
+                return;
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(20), time, ct);
+        }
+    }
+
+    /// <summary>Removes the cgroups of sessions this agent no longer runs (an agent that died mid-start), killing what is in them.</summary>
+    public async Task RemoveStaleAsync(IReadOnlySet<string> live, TimeProvider time, CancellationToken ct)
+    {
+        var stale = new[] { _memory, _cpu }.SelectMany(Directory.EnumerateDirectories).Select(Path.GetFileName).OfType<string>()
+            .Where(id => !live.Contains(id)).Distinct(StringComparer.Ordinal).ToList();
+        foreach (var id in stale)
+        {
+            _logger.LogInformation("Removing the cgroups of session {SessionId}, which this agent no longer runs", id);
+            await KillAndRemoveAsync(id, time, ct);
+        }
+    }
+
+    private static IEnumerable<int> Pids(string dir)
+    {
+        try
+        {
+            return File.ReadAllLines(Path.Combine(dir, "cgroup.procs")).Select(l => int.Parse(l, CultureInfo.InvariantCulture)).ToList();
+        }
+        catch (IOException)
+        {
+            return [];
+        }
+    }
+}
