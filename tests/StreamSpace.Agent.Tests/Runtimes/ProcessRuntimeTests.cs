@@ -510,6 +510,25 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Hibernate_also_stops_a_process_that_left_the_sessions_process_group()
+    {
+        var runtime = await NewRuntimeAsync();
+        var args = Args("setsid sh -c 'echo $$ > \"$HOME/escaped.pid\"; while :; do :; done' & exec sleep 600");
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var pidFile = Path.Combine(Record(args.SessionId)["homePath"]!.GetValue<string>(), "escaped.pid");
+        await TestProcesses.WaitUntilAsync(() => File.Exists(pidFile) && File.ReadAllText(pidFile).EndsWith('\n'), Wait, "the escaped process to write its pid");
+        var escaped = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        char State() => File.ReadAllText($"/proc/{escaped}/stat").Split(") ")[1][0];
+
+        await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
+        State().ShouldBe('T', "the busy loop that left the process group is stopped with the session");
+
+        await runtime.WakeAsync(args.SessionId, TestContext.Current.CancellationToken);
+        await TestProcesses.WaitUntilAsync(() => State() != 'T', Wait, "the escaped process to continue");
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
     public async Task Limits_are_off_with_a_reason_on_a_cgroup_v2_only_host_and_when_turned_off()
     {
         var root = Path.Combine(_state.Folder, "fake-cgroup2-root");

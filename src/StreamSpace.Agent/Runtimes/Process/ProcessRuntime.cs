@@ -353,6 +353,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             var r = session.Record;
             if (!r.Xvnc.IsAlive) throw new SessionRuntimeException($"session {sessionId} is no longer running");
             if (!Posix.SignalGroup(r.Pgid, signal)) throw new SessionRuntimeException($"session {sessionId}: signalling its process group failed");
+            // With a cgroup, also the processes that left the group (setsid): a hibernated session uses no CPU at all.
+            foreach (var pid in _cgroups?.Members(sessionId) ?? []) Posix.Signal(pid, signal);
             if (signal == Posix.SIGSTOP) await WaitUntilStoppedAsync(sessionId, r.Pgid, ct);
             if (r.State != newState)
             {
@@ -371,7 +373,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     /// <summary>
     /// SIGSTOP takes effect when a process next leaves the kernel: one in the middle of a disk write (state D) stops
     /// only after it, which under heavy disk load took more than 2 s (a full test run caught a session process still
-    /// in D then). "hibernated" is reported once every process of the group is really stopped, so the state never
+    /// in D then). "hibernated" is reported once every process of the session is really stopped, so the state never
     /// runs ahead of the processes. A group that does not stop within <see cref="StopConfirmTimeout"/> is continued
     /// again (it stays running, as the failed command then reports) and the hibernate fails with the culprit. A shell
     /// waiting in the kernel for a vfork child that was stopped before its exec counts as stopped (<see cref="ProcFs.IsHeld"/>).
@@ -381,18 +383,31 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         var deadline = _time.GetTimestamp() + (long)(StopConfirmTimeout.TotalSeconds * _time.TimestampFrequency);
         while (true)
         {
-            var group = ProcFs.GroupStates(pgid);
-            var moving = group.Where(m => !ProcFs.IsHeld(m, group)).ToList();
+            var members = Members(sessionId, pgid);
+            var moving = members.Where(m => !ProcFs.IsHeld(m, members)).ToList();
             if (moving.Count == 0) return;
             if (_time.GetTimestamp() > deadline)
             {
                 Posix.SignalGroup(pgid, Posix.SIGCONT);
+                foreach (var pid in _cgroups?.Members(sessionId) ?? []) Posix.Signal(pid, Posix.SIGCONT);
                 throw new SessionRuntimeException(
                     $"session {sessionId}: {moving.Count} process(es) did not stop within {StopConfirmTimeout.TotalSeconds:0} s " +
                     $"(pid {moving[0].Pid} in state {moving[0].State}); the session keeps running");
             }
             await Task.Delay(TimeSpan.FromMilliseconds(5), _time, ct);
         }
+    }
+
+    /// <summary>The session's live processes: its process group and, with a cgroup, those that left the group.</summary>
+    private List<(int Pid, char State, int Ppid)> Members(string sessionId, int pgid)
+    {
+        var members = ProcFs.GroupStates(pgid).ToList();
+        foreach (var pid in _cgroups?.Members(sessionId) ?? [])
+        {
+            if (members.All(m => m.Pid != pid) && ProcFs.Stat(pid) is { } stat && stat.State is not ('Z' or 'X'))
+                members.Add((pid, stat.State, stat.Ppid));
+        }
+        return members;
     }
 
     public async Task<Stream> ConnectVncAsync(string sessionId, CancellationToken ct)

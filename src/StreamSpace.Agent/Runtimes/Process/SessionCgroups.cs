@@ -101,6 +101,9 @@ internal sealed class SessionCgroups
         return [Path.Combine(memory, "cgroup.procs"), Path.Combine(cpu, "cgroup.procs")];
     }
 
+    /// <summary>The processes in the session's cgroup, including any that left its process group.</summary>
+    public IReadOnlyList<int> Members(string sessionId) => [.. Pids(MemoryDir(sessionId))];
+
     /// <summary>True when the kernel's OOM killer acted inside the session's memory cgroup.</summary>
     public bool HitMemoryLimit(string sessionId)
     {
