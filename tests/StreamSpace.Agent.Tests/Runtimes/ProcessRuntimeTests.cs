@@ -489,16 +489,24 @@ public class ProcessRuntimeTests : IAsyncDisposable
         Directory.Exists(Cgroups().MemoryDir(args.SessionId)).ShouldBeFalse();
     }
 
+    /// <summary>
+    /// Starts a session whose app runs <paramref name="script"/> under setsid, which gives it a session and process
+    /// group of its own (signalling the session's group misses it); returns that process's pid.
+    /// </summary>
+    private async Task<(SessionStartArgs Args, int Escaped)> StartWithEscapedProcessAsync(ProcessRuntime runtime, string script)
+    {
+        var args = Args($"setsid sh -c 'echo $$ > \"$HOME/escaped.pid\"; {script}' & exec sleep 600");
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var pidFile = Path.Combine(Record(args.SessionId)["homePath"]!.GetValue<string>(), "escaped.pid");
+        await TestProcesses.WaitUntilAsync(() => File.Exists(pidFile) && File.ReadAllText(pidFile).EndsWith('\n'), Wait, "the escaped process to write its pid");
+        return (args, int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture));
+    }
+
     [Fact]
     public async Task Stop_also_kills_a_process_that_left_the_sessions_process_group()
     {
         var runtime = await NewRuntimeAsync();
-        // setsid gives the sleeper a session and process group of its own: signalling the session's group misses it.
-        var args = Args("setsid sh -c 'echo $$ > \"$HOME/escaped.pid\"; exec sleep 600' & exec sleep 600");
-        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
-        var pidFile = Path.Combine(Record(args.SessionId)["homePath"]!.GetValue<string>(), "escaped.pid");
-        await TestProcesses.WaitUntilAsync(() => File.Exists(pidFile) && File.ReadAllText(pidFile).EndsWith('\n'), Wait, "the escaped process to write its pid");
-        var escaped = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        var (args, escaped) = await StartWithEscapedProcessAsync(runtime, "exec sleep 600");
         var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
         TestProcesses.Group(pgid).ShouldNotContain(m => m.Pid == escaped);
         Directory.Exists($"/proc/{escaped}").ShouldBeTrue();
@@ -513,11 +521,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
     public async Task Hibernate_also_stops_a_process_that_left_the_sessions_process_group()
     {
         var runtime = await NewRuntimeAsync();
-        var args = Args("setsid sh -c 'echo $$ > \"$HOME/escaped.pid\"; while :; do :; done' & exec sleep 600");
-        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
-        var pidFile = Path.Combine(Record(args.SessionId)["homePath"]!.GetValue<string>(), "escaped.pid");
-        await TestProcesses.WaitUntilAsync(() => File.Exists(pidFile) && File.ReadAllText(pidFile).EndsWith('\n'), Wait, "the escaped process to write its pid");
-        var escaped = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        var (args, escaped) = await StartWithEscapedProcessAsync(runtime, "while :; do :; done");
         char State() => File.ReadAllText($"/proc/{escaped}/stat").Split(") ")[1][0];
 
         await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
