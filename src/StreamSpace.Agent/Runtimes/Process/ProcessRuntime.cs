@@ -352,9 +352,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             var r = session.Record;
             if (!r.Xvnc.IsAlive) throw new SessionRuntimeException($"session {sessionId} is no longer running");
-            if (!Posix.SignalGroup(r.Pgid, signal)) throw new SessionRuntimeException($"session {sessionId}: signalling its process group failed");
-            // With a cgroup, also the processes that left the group (setsid): a hibernated session uses no CPU at all.
-            foreach (var pid in _cgroups?.Members(sessionId) ?? []) Posix.Signal(pid, signal);
+            if (!SignalSession(sessionId, r.Pgid, signal)) throw new SessionRuntimeException($"session {sessionId}: signalling its process group failed");
             if (signal == Posix.SIGSTOP) await WaitUntilStoppedAsync(sessionId, r.Pgid, ct);
             if (r.State != newState)
             {
@@ -388,14 +386,24 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             if (moving.Count == 0) return;
             if (_time.GetTimestamp() > deadline)
             {
-                Posix.SignalGroup(pgid, Posix.SIGCONT);
-                foreach (var pid in _cgroups?.Members(sessionId) ?? []) Posix.Signal(pid, Posix.SIGCONT);
+                SignalSession(sessionId, pgid, Posix.SIGCONT);
                 throw new SessionRuntimeException(
                     $"session {sessionId}: {moving.Count} process(es) did not stop within {StopConfirmTimeout.TotalSeconds:0} s " +
                     $"(pid {moving[0].Pid} in state {moving[0].State}); the session keeps running");
             }
             await Task.Delay(TimeSpan.FromMilliseconds(5), _time, ct);
         }
+    }
+
+    /// <summary>
+    /// Signals the session's process group and, with a cgroup, the processes that left the group (setsid), so a
+    /// hibernated session uses no CPU at all. False when the group is gone.
+    /// </summary>
+    private bool SignalSession(string sessionId, int pgid, int signal)
+    {
+        var delivered = Posix.SignalGroup(pgid, signal);
+        foreach (var pid in _cgroups?.Members(sessionId) ?? []) Posix.Signal(pid, signal);
+        return delivered;
     }
 
     /// <summary>The session's live processes: its process group and, with a cgroup, those that left the group.</summary>
