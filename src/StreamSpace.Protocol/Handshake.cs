@@ -10,6 +10,12 @@ public sealed record HelloPayload
     public string? Region { get; init; }
     public required AgentCapacity Capacity { get; init; }
     public bool Draining { get; init; }
+    /// <summary>
+    /// Whether the agent enforces sessions' cpu/memory, in words for an operator ("enforced …" or "not enforced: why");
+    /// absent when the runtime does not say (older agents, the simulated runtime). At most <see cref="MaxSessionLimitsLength"/> characters.
+    /// </summary>
+    public string? SessionLimits { get; init; }
+    public const int MaxSessionLimitsLength = 300;
     /// <summary>Every session the agent has right now (invariant 4: the agent owns reality).</summary>
     public IReadOnlyList<SessionInventoryItem> Inventory { get; init; } = [];
 }

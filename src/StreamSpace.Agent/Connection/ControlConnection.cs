@@ -112,6 +112,7 @@ internal sealed class ControlConnection : IAsyncDisposable
             Region = _options.Region,
             Capacity = new AgentCapacity { MaxSessions = _options.MaxSessions, ActiveSessions = _runtime.Inventory().Count },
             Draining = _draining(),
+            SessionLimits = _runtime.SessionLimits,
             Inventory = _runtime.Inventory(),
         };
         try

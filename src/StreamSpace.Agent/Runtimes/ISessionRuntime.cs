@@ -13,6 +13,9 @@ public interface ISessionRuntime : IAsyncDisposable
     /// <summary>One of <see cref="Platforms"/>; reported in hello.</summary>
     string Platform { get; }
 
+    /// <summary>Whether session cpu/memory limits are enforced, for the hello (<see cref="HelloPayload.SessionLimits"/>); null when the runtime does not say.</summary>
+    string? SessionLimits => null;
+
     /// <summary>Observed changes (running, exited, crashed, hibernated, stopped) to report as <c>session.status</c>.</summary>
     ChannelReader<SessionStatusPayload> Observations { get; }
 

@@ -45,7 +45,7 @@ public class AgentConnectionTests : IAsyncLifetime
     [Fact]
     public async Task Hello_carries_identity_and_full_inventory_then_heartbeats_flow()
     {
-        var runtime = new InstrumentedRuntime();
+        var runtime = new InstrumentedRuntime { SessionLimits = "not enforced: the agent does not run as root" };
         await runtime.StartAsync(StartArgs.For("alice-xterm-aaaaaa"), TestContext.Current.CancellationToken);
         await runtime.StartAsync(StartArgs.For("bob-xterm-bbbbbb"), TestContext.Current.CancellationToken);
         await runtime.HibernateAsync("bob-xterm-bbbbbb", TestContext.Current.CancellationToken);
@@ -64,6 +64,7 @@ public class AgentConnectionTests : IAsyncLifetime
             new SessionInventoryItem { SessionId = "bob-xterm-bbbbbb", State = ObservedStates.Hibernated },
         ]);
         connection.Hello.Version.ShouldNotBeNullOrWhiteSpace();
+        connection.Hello.SessionLimits.ShouldBe("not enforced: the agent does not run as root");
 
         var received = await connection.CollectAsync(r => r.Count(e => e.Type == MessageTypes.Heartbeat) >= 2, Wait);
         var heartbeat = received.Last(e => e.Type == MessageTypes.Heartbeat).PayloadAs<HeartbeatPayload>();

@@ -20,6 +20,8 @@ internal sealed class InstrumentedRuntime : ISessionRuntime
     public Dictionary<string, Task> HoldStart { get; } = [];
 
     public string Platform => _inner.Platform;
+    /// <summary>What the runtime says about session limits (the simulated runtime says nothing).</summary>
+    public string? SessionLimits { get; init; }
     public ChannelReader<SessionStatusPayload> Observations => _inner.Observations;
     public Task InitializeAsync(CancellationToken ct) => _inner.InitializeAsync(ct);
     public IReadOnlyList<SessionInventoryItem> Inventory() => _inner.Inventory();

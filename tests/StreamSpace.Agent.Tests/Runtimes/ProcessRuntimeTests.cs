@@ -444,6 +444,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
     public async Task Template_cpu_and_memory_become_the_limits_of_a_cgroup_every_session_process_is_in()
     {
         var runtime = await NewRuntimeAsync();
+        runtime.SessionLimits.ShouldBe("enforced: a cgroup v1 per session (cpu quota, memory limit)");
         var args = Args("sh -c 'while :; do :; done'", resources: new SessionResources { Cpu = "200m", Memory = "96Mi" });
         await runtime.StartAsync(args, TestContext.Current.CancellationToken);
         var cgroups = Cgroups();
@@ -545,6 +546,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
         var runtime = new ProcessRuntime(options, _log.CreateLogger(nameof(ProcessRuntime)), TimeProvider.System);
         _runtimes.Add(runtime);
         await runtime.InitializeAsync(TestContext.Current.CancellationToken);
+        runtime.SessionLimits.ShouldBe("not enforced: turned off (STREAMSPACE_SESSION_LIMITS=false)");
         var args = Args("sleep 600");
         await runtime.StartAsync(args, TestContext.Current.CancellationToken);
         Directory.Exists(Cgroups().MemoryDir(args.SessionId)).ShouldBeFalse();

@@ -1,5 +1,7 @@
 using System.Net;
 using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
 using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Agents.Hub;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
@@ -160,6 +162,26 @@ public abstract class HubConnectionTests(HubControlPlane cp)
         await using var self = await cp.OnlineAgentAsync(selfId, selfToken, heartbeat: false);
         await self.SendAsync(MessageTypes.Heartbeat, new HeartbeatPayload { ActiveSessions = 0, MaxSessions = 10, Draining = true });
         await HubControlPlane.EventuallyAsync(async () => (await cp.AgentRowAsync(selfId))!.Draining, TimeSpan.FromSeconds(5), "the agent's own drain flag was written");
+    }
+
+    [Fact]
+    public async Task The_agents_word_on_session_limits_reaches_the_agents_list_and_an_overlong_one_is_refused()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync("limits");
+        await using (var agent = await ScriptedAgent.ConnectAsync(cp.BaseAddress, agentId, token))
+        {
+            (await agent.HelloAsync(sessionLimits: "not enforced: the agent does not run as root")).ShouldNotBeNull();
+            var admin = await cp.AdminClientAsync();
+            var agents = await admin.GetFromJsonAsync<JsonElement>("/api/v1/agents", TestContext.Current.CancellationToken);
+            agents.EnumerateArray().Single(a => a.GetProperty("agentId").GetString() == agentId)
+                .GetProperty("sessionLimits").GetString().ShouldBe("not enforced: the agent does not run as root");
+        }
+
+        var (badId, badToken) = await cp.CreateAgentAsync("limits-long");
+        await using var bad = await ScriptedAgent.ConnectAsync(cp.BaseAddress, badId, badToken);
+        (await bad.HelloAsync(sessionLimits: new string('x', HelloPayload.MaxSessionLimitsLength + 1))).ShouldBeNull();
+        bad.Refusal.ShouldBe(new RefusedPayload { Code = "invalid_hello", Reason = "sessionLimits must be at most 300 characters" });
+        (await cp.AgentRowAsync(badId))!.Status.ShouldBe(AgentStatus.Offline);
     }
 
     [Fact]

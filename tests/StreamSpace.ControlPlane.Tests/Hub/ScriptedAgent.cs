@@ -84,8 +84,12 @@ public sealed class ScriptedAgent : IAsyncDisposable
         }
     }
 
-    /// <summary>Sends hello; returns the welcome, or null when refused (see <see cref="NextAsync"/> for the refusal).</summary>
-    public async Task<WelcomePayload?> HelloAsync(IReadOnlyList<SessionInventoryItem>? inventory = null, string? claimedAgentId = null, int version = ProtocolVersion.Current)
+    /// <summary>The refusal <see cref="HelloAsync"/> got instead of a welcome.</summary>
+    public RefusedPayload? Refusal { get; private set; }
+
+    /// <summary>Sends hello; returns the welcome, or null when refused (<see cref="Refusal"/> then says why).</summary>
+    public async Task<WelcomePayload?> HelloAsync(IReadOnlyList<SessionInventoryItem>? inventory = null, string? claimedAgentId = null, int version = ProtocolVersion.Current,
+        string? sessionLimits = null)
     {
         var hello = new HelloPayload
         {
@@ -94,10 +98,12 @@ public sealed class ScriptedAgent : IAsyncDisposable
             Platform = Platforms.Process,
             Region = "default",
             Capacity = new AgentCapacity { MaxSessions = 10, ActiveSessions = inventory?.Count ?? 0 },
+            SessionLimits = sessionLimits,
             Inventory = inventory ?? [],
         };
         await SendAsync(Envelope.Create(MessageTypes.Hello, hello, DateTimeOffset.UtcNow) with { V = version });
         var answer = await NextAsync(TimeSpan.FromSeconds(10));
+        if (answer?.Type == MessageTypes.Refused) Refusal = answer.PayloadAs<RefusedPayload>();
         if (answer?.Type != MessageTypes.Welcome) return null;
         Welcome = answer.PayloadAs<WelcomePayload>();
         return Welcome;

@@ -8,12 +8,12 @@ namespace StreamSpace.Web.Tests.Components;
 /// <summary>Administration pages, against canned API JSON (component level).</summary>
 public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
 {
-    private string Agents(string status, int active, bool draining = false) => Json(new[]
+    private string Agents(string status, int active, bool draining = false, string? sessionLimits = null) => Json(new[]
     {
         new
         {
             agentId = "local", status, lastHeartbeat = Now.AddSeconds(-4), platform = "process", region = "here",
-            capacity = 4, activeSessions = active, version = "1.0.0", connectedAt = Now.AddMinutes(-10), draining,
+            capacity = 4, activeSessions = active, version = "1.0.0", connectedAt = Now.AddMinutes(-10), draining, sessionLimits,
         },
     });
 
@@ -33,6 +33,20 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
         NextRefresh();
 
         cut.WaitForAssertion(() => cut.Find("tr[data-agent='local'] .badge").TextContent.ShouldBe("offline"));
+    }
+
+    [Fact]
+    public void Agents_say_whether_they_enforce_session_limits_with_the_agents_reason_on_hover()
+    {
+        Api.Answer("GET /api/v1/agents", Agents("online", 0, sessionLimits: "not enforced: the agent does not run as root"))
+           .Answer("GET /api/v1/agents", Agents("online", 0, sessionLimits: "enforced: a cgroup v1 per session (cpu quota, memory limit)"));
+        var cut = Render<AdminAgents>();
+        var limits = cut.Find("tr[data-agent='local'] .limits");
+        limits.TextContent.ShouldBe("limits not enforced");
+        limits.GetAttribute("title").ShouldBe("not enforced: the agent does not run as root");
+
+        NextRefresh();
+        cut.WaitForAssertion(() => cut.Find("tr[data-agent='local'] .limits").TextContent.ShouldBe("limits enforced"));
     }
 
     [Fact]

@@ -57,6 +57,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
     public ChannelReader<SessionStatusPayload> Observations => _observations.Reader;
 
+    public string? SessionLimits { get; private set; }
+
     public async Task InitializeAsync(CancellationToken ct)
     {
         _user = SessionUser.Resolve(_options.SessionUser);
@@ -78,6 +80,12 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             _cgroups = SessionCgroups.Detect(_options.CgroupRoot, _options.StateFolder, _logger, out var unavailable);
             if (_cgroups is null)
                 _logger.LogWarning("Session cpu and memory limits are not enforced on this agent: {Reason}", unavailable);
+            var limits = _cgroups is null ? $"not enforced: {unavailable}" : "enforced: a cgroup v1 per session (cpu quota, memory limit)";
+            SessionLimits = limits.Length <= HelloPayload.MaxSessionLimitsLength ? limits : limits[..HelloPayload.MaxSessionLimitsLength];
+        }
+        else
+        {
+            SessionLimits = "not enforced: turned off (STREAMSPACE_SESSION_LIMITS=false)";
         }
         // Judge the adopted sessions before the first hello, so the inventory never lists a dead one.
         await CheckSessionsAsync(ct);

@@ -202,6 +202,8 @@ public sealed class AgentHub(
             return ("invalid_hello", "version must be 1-64 characters");
         if (hello.Region is { Length: 0 or > 64 })
             return ("invalid_hello", "region must be 1-64 characters");
+        if (hello.SessionLimits is { Length: > HelloPayload.MaxSessionLimitsLength })
+            return ("invalid_hello", $"sessionLimits must be at most {HelloPayload.MaxSessionLimitsLength} characters");
         if (hello.Capacity.ActiveSessions < 0 || hello.Capacity.MaxSessions < 0)
             return ("invalid_hello", "capacity figures must not be negative");
         if (hello.Inventory.Any(i => string.IsNullOrEmpty(i.SessionId) || i.SessionId.Length > 200))

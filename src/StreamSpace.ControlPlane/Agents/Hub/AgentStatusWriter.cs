@@ -55,9 +55,9 @@ public sealed class AgentStatusWriter(
                     $"""
                     UPDATE agents a SET status = @online, connection_id = v.connection_id, connected_at = v.at, last_heartbeat = v.at,
                         version = v.version, draining = (a.draining OR v.draining), active_sessions = v.active, platform = v.platform,
-                        region = COALESCE(v.region, a.region), updated_at = v.at
-                    FROM unnest(@ids, @connections, @ats, @versions, @drains, @actives, @platforms, @regions)
-                        AS v(agent_id, connection_id, at, version, draining, active, platform, region)
+                        region = COALESCE(v.region, a.region), session_limits = v.session_limits, updated_at = v.at
+                    FROM unnest(@ids, @connections, @ats, @versions, @drains, @actives, @platforms, @regions, @limits)
+                        AS v(agent_id, connection_id, at, version, draining, active, platform, region, session_limits)
                     WHERE a.agent_id = v.agent_id
                     RETURNING a.agent_id, {LiveOn("a.agent_id")}
                     """,
@@ -68,6 +68,7 @@ public sealed class AgentStatusWriter(
                         ats = rows.Select(h => h.At.ToUniversalTime()).ToArray(), versions = rows.Select(h => h.Hello.Version).ToArray(),
                         drains = rows.Select(h => h.Hello.Draining).ToArray(), actives = rows.Select(h => h.Hello.Capacity.ActiveSessions).ToArray(),
                         platforms = rows.Select(h => h.Hello.Platform).ToArray(), regions = rows.Select(h => h.Hello.Region).ToArray(),
+                        limits = rows.Select(h => h.Hello.SessionLimits).ToArray(),
                     },
                     cancellationToken: ct))).ToDictionary(r => r.AgentId, r => r.Live, StringComparer.Ordinal);
                 // An earlier hello of the same agent in this batch is superseded by the later one before it was written.
@@ -81,7 +82,7 @@ public sealed class AgentStatusWriter(
                     $"""
                     UPDATE agents SET status = @online, connection_id = @connectionId, connected_at = @now, last_heartbeat = @now,
                         version = @version, draining = (draining OR @draining), active_sessions = @active, platform = @platform,
-                        region = COALESCE(@region, region), updated_at = @now
+                        region = COALESCE(@region, region), session_limits = @limits, updated_at = @now
                     WHERE agent_id = @agentId
                     RETURNING {LiveOn("agents.agent_id")}
                     """,
@@ -89,6 +90,7 @@ public sealed class AgentStatusWriter(
                     {
                         online = AgentStatus.Online, connectionId = h.Connection.ConnectionId, now = h.At, version = h.Hello.Version, draining = h.Hello.Draining,
                         active = h.Hello.Capacity.ActiveSessions, platform = h.Hello.Platform, region = h.Hello.Region, agentId = h.Connection.AgentId,
+                        limits = h.Hello.SessionLimits,
                     },
                     cancellationToken: ct));
                 results.Add(hasLive is { } l ? new OnlineMark(true, l) : new OnlineMark(false, false));

@@ -60,6 +60,7 @@ public sealed record AgentBody
     public string? Version { get; init; }
     public DateTimeOffset? ConnectedAt { get; init; }
     public bool Draining { get; init; }
+    public string? SessionLimits { get; init; }
 }
 
 public sealed record CreateAgentBody(
