@@ -48,6 +48,11 @@ public sealed class AgentOptions
     /// cgroup v1 hierarchies). When the host cannot, the agent says why at start and sessions run without limits.
     /// </summary>
     public bool SessionLimits { get; set; } = true;
+    /// <summary>
+    /// With <see cref="SessionLimits"/>: most processes and threads one session may have (cgroup <c>pids.max</c>), so a
+    /// fork bomb stays inside its session. Firefox with several content processes uses a few hundred.
+    /// </summary>
+    public int SessionMaxProcesses { get; set; } = 4096;
     /// <summary>Where the cgroup hierarchies are mounted.</summary>
     public string CgroupRoot { get; set; } = "/sys/fs/cgroup";
     /// <summary>Xvnc executable (PATH lookup when not absolute).</summary>
@@ -86,6 +91,7 @@ public sealed class AgentOptions
         if (Flat("STREAMSPACE_SESSION_LIMITS") is { } limits)
             options.SessionLimits = bool.TryParse(limits, out var enforce) ? enforce
                 : throw new AgentOptionsException($"STREAMSPACE_SESSION_LIMITS must be true or false, got '{limits}'");
+        options.SessionMaxProcesses = ParseInt("STREAMSPACE_SESSION_MAX_PROCESSES", Flat("STREAMSPACE_SESSION_MAX_PROCESSES")) ?? options.SessionMaxProcesses;
         if (string.IsNullOrWhiteSpace(options.StateFolder) && !string.IsNullOrWhiteSpace(options.AgentId))
         {
             options.StateFolder = Path.Combine("data", $"agent-{options.AgentId}");
@@ -142,6 +148,7 @@ public sealed class AgentOptions
         if (SessionStartTimeout <= TimeSpan.Zero) problems.Add("SessionStartTimeout must be positive");
         if (StopGracePeriod < TimeSpan.Zero) problems.Add("StopGracePeriod must not be negative");
         if (MonitorInterval <= TimeSpan.Zero) problems.Add("MonitorInterval must be positive");
+        if (SessionMaxProcesses is < 16 or > 4_194_304) problems.Add("SessionMaxProcesses (STREAMSPACE_SESSION_MAX_PROCESSES) must be between 16 and 4194304");
         if (problems.Count > 0)
         {
             throw new AgentOptionsException("invalid agent configuration: " + string.Join("; ", problems));

@@ -106,6 +106,12 @@ public class AgentOptionsTests
     public void Session_limits_are_on_by_default_and_turned_off_by_environment()
     {
         From(Base()).SessionLimits.ShouldBeTrue();
+        From(Base()).SessionMaxProcesses.ShouldBe(4096);
+        var fewer = Base();
+        fewer["STREAMSPACE_SESSION_MAX_PROCESSES"] = "512";
+        From(fewer).SessionMaxProcesses.ShouldBe(512);
+        fewer["STREAMSPACE_SESSION_MAX_PROCESSES"] = "8";
+        Should.Throw<AgentOptionsException>(() => From(fewer).Validate()).Message.ShouldContain("STREAMSPACE_SESSION_MAX_PROCESSES) must be between 16 and 4194304");
         var off = Base();
         off["STREAMSPACE_SESSION_LIMITS"] = "false";
         From(off).SessionLimits.ShouldBeFalse();

@@ -27,7 +27,7 @@ internal sealed class TestState : IDisposable
         if (!Environment.IsPrivilegedProcess || !Directory.Exists("/sys/fs/cgroup/memory/streamspace")) return;
         if (StreamSpace.Agent.Runtimes.Process.SessionCgroups.Detect("/sys/fs/cgroup", Folder, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, out _) is not { } cgroups) return;
         cgroups.RemoveStaleAsync(new HashSet<string>(), TimeProvider.System, CancellationToken.None).GetAwaiter().GetResult();
-        foreach (var parent in new[] { cgroups.MemoryDir("_"), cgroups.CpuDir("_") }.Select(Path.GetDirectoryName))
+        foreach (var parent in new[] { cgroups.MemoryDir("_"), cgroups.CpuDir("_"), cgroups.PidsDir("_") }.OfType<string>().Select(Path.GetDirectoryName))
         {
             try { Directory.Delete(parent!); }
             catch (IOException) { }

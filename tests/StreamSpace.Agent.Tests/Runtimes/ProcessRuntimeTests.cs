@@ -17,13 +17,14 @@ public class ProcessRuntimeTests : IAsyncDisposable
     private readonly TestLog _log = new();
     private readonly List<ProcessRuntime> _runtimes = [];
 
-    private async Task<ProcessRuntime> NewRuntimeAsync()
+    private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096)
     {
         var options = new AgentOptions
         {
             StateFolder = _state.Folder,
             StopGracePeriod = TimeSpan.FromSeconds(2),
             MonitorInterval = TimeSpan.FromMilliseconds(200),
+            SessionMaxProcesses = maxProcesses,
         };
         var runtime = new ProcessRuntime(options, _log.CreateLogger(nameof(ProcessRuntime)), TimeProvider.System);
         _runtimes.Add(runtime);
@@ -262,7 +263,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
         // are outside the session's cgroups (whose members the agent does kill: only its launcher puts processes there).
         foreach (var (pid, _, _) in TestProcesses.Group(reusedPgid))
         {
-            foreach (var hierarchy in new[] { "memory", "cpu" })
+            foreach (var hierarchy in new[] { "memory", "cpu", "pids" })
                 File.WriteAllText($"/sys/fs/cgroup/{hierarchy}/cgroup.procs", pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
         }
         var record = Record(reused.SessionId);
@@ -444,7 +445,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
     public async Task Template_cpu_and_memory_become_the_limits_of_a_cgroup_every_session_process_is_in()
     {
         var runtime = await NewRuntimeAsync();
-        runtime.SessionLimits.ShouldBe("enforced: a cgroup v1 per session (cpu quota, memory limit)");
+        runtime.SessionLimits.ShouldBe("enforced: a cgroup v1 per session (cpu quota, memory limit, at most 4096 processes)");
         var args = Args("sh -c 'while :; do :; done'", resources: new SessionResources { Cpu = "200m", Memory = "96Mi" });
         await runtime.StartAsync(args, TestContext.Current.CancellationToken);
         var cgroups = Cgroups();
@@ -473,6 +474,27 @@ public class ProcessRuntimeTests : IAsyncDisposable
 
     private static long ThrottledPeriods(string cpuDir) =>
         long.Parse(File.ReadAllLines(Path.Combine(cpuDir, "cpu.stat")).Single(l => l.StartsWith("nr_throttled ", StringComparison.Ordinal))[13..], System.Globalization.CultureInfo.InvariantCulture);
+
+    [Fact]
+    public async Task A_session_cannot_start_more_processes_than_its_limit()
+    {
+        var runtime = await NewRuntimeAsync(maxProcesses: 40);
+        // A small fork bomb: 100 sleepers wanted, the session may hold 40 tasks (Xvnc's threads and the shells count too).
+        var args = Args("sh -c 'i=0; while [ $i -lt 100 ]; do sleep 600 & i=$((i+1)); done; wait'");
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var pids = Cgroups().PidsDir(args.SessionId)!;
+        File.ReadAllText(Path.Combine(pids, "pids.max")).Trim().ShouldBe("40");
+
+        await TestProcesses.WaitUntilAsync(() => RefusedForks(pids) > 0, Wait, "a fork to be refused at the limit");
+        long.Parse(File.ReadAllText(Path.Combine(pids, "pids.current")).Trim(), System.Globalization.CultureInfo.InvariantCulture).ShouldBeLessThanOrEqualTo(40);
+
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        Directory.Exists(pids).ShouldBeFalse();
+    }
+
+    /// <summary>Forks the kernel refused because the cgroup was at pids.max (the "max" line of pids.events).</summary>
+    private static long RefusedForks(string pidsDir) =>
+        long.Parse(File.ReadAllLines(Path.Combine(pidsDir, "pids.events")).Single(l => l.StartsWith("max ", StringComparison.Ordinal))[4..], System.Globalization.CultureInfo.InvariantCulture);
 
     [Fact]
     public async Task An_app_beyond_its_memory_limit_is_killed_and_reported_out_of_memory()

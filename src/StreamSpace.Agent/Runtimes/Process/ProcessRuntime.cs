@@ -80,7 +80,9 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             _cgroups = SessionCgroups.Detect(_options.CgroupRoot, _options.StateFolder, _logger, out var unavailable);
             if (_cgroups is null)
                 _logger.LogWarning("Session cpu and memory limits are not enforced on this agent: {Reason}", unavailable);
-            var limits = _cgroups is null ? $"not enforced: {unavailable}" : "enforced: a cgroup v1 per session (cpu quota, memory limit)";
+            var limits = _cgroups is null ? $"not enforced: {unavailable}"
+                : _cgroups.LimitsProcesses ? $"enforced: a cgroup v1 per session (cpu quota, memory limit, at most {_options.SessionMaxProcesses} processes)"
+                : "enforced: a cgroup v1 per session (cpu quota, memory limit; no pids hierarchy, so no process limit)";
             SessionLimits = limits.Length <= HelloPayload.MaxSessionLimitsLength ? limits : limits[..HelloPayload.MaxSessionLimitsLength];
         }
         else
@@ -151,7 +153,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         var socketPath = PrepareSocketDir(dir, user);
         var (home, temporary) = PrepareHome(args, dir, user);
         // The cgroup.procs files the leader joins before it starts anything: the session's limits, from its first process on.
-        var cgroups = _cgroups?.Prepare(args.SessionId, limits.Cpu, limits.Memory) ?? [];
+        var cgroups = _cgroups?.Prepare(args.SessionId, limits.Cpu, limits.Memory, _options.SessionMaxProcesses) ?? [];
         SessionStartFailure? lastFailure = null;
         var taken = new HashSet<int>();
         for (var attempt = 0; attempt < DisplayAttempts; attempt++)

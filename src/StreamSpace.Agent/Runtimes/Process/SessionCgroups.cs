@@ -5,8 +5,9 @@ namespace StreamSpace.Agent.Runtimes.Process;
 
 /// <summary>
 /// A session's template resources enforced by the kernel: one cgroup per session in the cgroup v1 <c>memory</c> and
-/// <c>cpu</c> hierarchies (<c>memory.limit_in_bytes</c>; <c>cpu.cfs_quota_us</c> per 100 ms period), joined by the
-/// session leader before it starts anything, so Xvnc, the app and everything they start are inside. Beyond the
+/// <c>cpu</c> hierarchies (<c>memory.limit_in_bytes</c>; <c>cpu.cfs_quota_us</c> per 100 ms period), and in <c>pids</c>
+/// when the host has it (<c>pids.max</c>: a fork bomb in one session cannot take the agent host's process table),
+/// joined by the session leader before it starts anything, so Xvnc, the app and everything they start are inside. Beyond the
 /// limits, a cgroup holds every process of the session even when one leaves the process group (<c>setsid</c>), so a
 /// stop kills them all. Each agent keeps its sessions under a parent of its own
 /// (<c>streamspace/agent-&lt;hash of its state folder&gt;</c>), so agents sharing a host never touch each other's.
@@ -33,14 +34,22 @@ internal sealed class SessionCgroups
 
     private readonly string _memory;
     private readonly string _cpu;
+    /// <summary>The pids hierarchy's parent, when the host has one.</summary>
+    private readonly string? _pids;
     private readonly ILogger _logger;
 
-    private SessionCgroups(string memoryParent, string cpuParent, ILogger logger)
+    private SessionCgroups(string memoryParent, string cpuParent, string? pidsParent, ILogger logger)
     {
         _memory = memoryParent;
         _cpu = cpuParent;
+        _pids = pidsParent;
         _logger = logger;
     }
+
+    /// <summary>Whether sessions also get a process limit (the host has a cgroup v1 pids hierarchy).</summary>
+    public bool LimitsProcesses => _pids is not null;
+
+    private IEnumerable<string> Parents => _pids is null ? [_memory, _cpu] : [_memory, _cpu, _pids];
 
     /// <summary>
     /// The agent's cgroups under <paramref name="root"/> (normally <c>/sys/fs/cgroup</c>), or null with the reason
@@ -65,11 +74,12 @@ internal sealed class SessionCgroups
         }
         var agent = "agent-" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
             System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(stateFolder))))[..12];
-        var cgroups = new SessionCgroups(Path.Combine(memory, "streamspace", agent), Path.Combine(cpu, "streamspace", agent), logger);
+        var pids = Path.Combine(root, "pids");
+        var cgroups = new SessionCgroups(Path.Combine(memory, "streamspace", agent), Path.Combine(cpu, "streamspace", agent),
+            File.Exists(Path.Combine(pids, "cgroup.procs")) ? Path.Combine(pids, "streamspace", agent) : null, logger);
         try
         {
-            Directory.CreateDirectory(cgroups._memory);
-            Directory.CreateDirectory(cgroups._cpu);
+            foreach (var parent in cgroups.Parents) Directory.CreateDirectory(parent);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
@@ -85,20 +95,25 @@ internal sealed class SessionCgroups
     /// <summary>The session's cpu cgroup folder (its <c>cpu.*</c> files).</summary>
     public string CpuDir(string sessionId) => Path.Combine(_cpu, sessionId);
 
+    /// <summary>The session's pids cgroup folder (its <c>pids.*</c> files); null without a pids hierarchy.</summary>
+    public string? PidsDir(string sessionId) => _pids is null ? null : Path.Combine(_pids, sessionId);
+
+    private IEnumerable<string> Dirs(string sessionId) => Parents.Select(parent => Path.Combine(parent, sessionId));
+
     /// <summary>
     /// Creates (or re-limits) the session's cgroups and returns the <c>cgroup.procs</c> files its leader joins
     /// (<see cref="JoinScript"/>).
     /// </summary>
-    public IReadOnlyList<string> Prepare(string sessionId, long cpuMillicores, long memoryBytes)
+    public IReadOnlyList<string> Prepare(string sessionId, long cpuMillicores, long memoryBytes, int maxProcesses)
     {
+        foreach (var dir in Dirs(sessionId)) Directory.CreateDirectory(dir);
         var memory = MemoryDir(sessionId);
         var cpu = CpuDir(sessionId);
-        Directory.CreateDirectory(memory);
-        Directory.CreateDirectory(cpu);
         File.WriteAllText(Path.Combine(memory, "memory.limit_in_bytes"), memoryBytes.ToString(CultureInfo.InvariantCulture));
         File.WriteAllText(Path.Combine(cpu, "cpu.cfs_period_us"), CfsPeriodMicros.ToString(CultureInfo.InvariantCulture));
         File.WriteAllText(Path.Combine(cpu, "cpu.cfs_quota_us"), (cpuMillicores * CfsPeriodMicros / 1000).ToString(CultureInfo.InvariantCulture));
-        return [Path.Combine(memory, "cgroup.procs"), Path.Combine(cpu, "cgroup.procs")];
+        if (PidsDir(sessionId) is { } pids) File.WriteAllText(Path.Combine(pids, "pids.max"), maxProcesses.ToString(CultureInfo.InvariantCulture));
+        return [.. Dirs(sessionId).Select(dir => Path.Combine(dir, "cgroup.procs"))];
     }
 
     /// <summary>The processes in the session's cgroup, including any that left its process group.</summary>
@@ -127,7 +142,7 @@ internal sealed class SessionCgroups
     /// </summary>
     public async Task KillAndRemoveAsync(string sessionId, TimeProvider time, CancellationToken ct)
     {
-        var dirs = new[] { MemoryDir(sessionId), CpuDir(sessionId) };
+        var dirs = Dirs(sessionId).ToList();
         var deadline = time.GetTimestamp() + (long)(RemoveTimeout.TotalSeconds * time.TimestampFrequency);
         while (true)
         {
@@ -152,7 +167,7 @@ internal sealed class SessionCgroups
     /// <summary>Removes the cgroups of sessions this agent no longer runs (an agent that died mid-start), killing what is in them.</summary>
     public async Task RemoveStaleAsync(IReadOnlySet<string> live, TimeProvider time, CancellationToken ct)
     {
-        var stale = new[] { _memory, _cpu }.SelectMany(Directory.EnumerateDirectories).Select(Path.GetFileName).OfType<string>()
+        var stale = Parents.SelectMany(Directory.EnumerateDirectories).Select(Path.GetFileName).OfType<string>()
             .Where(id => !live.Contains(id)).Distinct(StringComparer.Ordinal).ToList();
         foreach (var id in stale)
         {
