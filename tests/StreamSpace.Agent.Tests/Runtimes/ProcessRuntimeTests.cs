@@ -472,6 +472,17 @@ public class ProcessRuntimeTests : IAsyncDisposable
         Directory.Exists(cpu).ShouldBeFalse();
     }
 
+    [Fact]
+    public async Task A_cpu_request_below_the_kernels_smallest_quota_gets_that_quota()
+    {
+        var cgroups = Cgroups();
+        var id = "tiny-" + Guid.NewGuid().ToString("N")[..6];
+        cgroups.Prepare(id, cpuMillicores: 5, memoryBytes: 64L << 20, maxProcesses: 100);
+        File.ReadAllText(Path.Combine(cgroups.CpuDir(id), "cpu.cfs_quota_us")).Trim().ShouldBe("1000"); // 5m would be 500 µs: EINVAL
+        await cgroups.KillAndRemoveAsync(id, TimeProvider.System, TestContext.Current.CancellationToken);
+        Directory.Exists(cgroups.CpuDir(id)).ShouldBeFalse();
+    }
+
     private static long ThrottledPeriods(string cpuDir) =>
         long.Parse(File.ReadAllLines(Path.Combine(cpuDir, "cpu.stat")).Single(l => l.StartsWith("nr_throttled ", StringComparison.Ordinal))[13..], System.Globalization.CultureInfo.InvariantCulture);
 

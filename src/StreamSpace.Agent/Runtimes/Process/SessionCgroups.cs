@@ -20,6 +20,8 @@ internal sealed class SessionCgroups
 {
     /// <summary>The CFS period the CPU quota is expressed in (the kernel's default).</summary>
     public const long CfsPeriodMicros = 100_000;
+    /// <summary>The smallest quota the kernel takes (1 ms per period, i.e. 10m); smaller cpu requests get this.</summary>
+    public const long MinCfsQuotaMicros = 1_000;
     /// <summary>Exit code of the join step when the leader could not enter its cgroups.</summary>
     public const int JoinFailedExitCode = 125;
 
@@ -106,13 +108,21 @@ internal sealed class SessionCgroups
     /// </summary>
     public IReadOnlyList<string> Prepare(string sessionId, long cpuMillicores, long memoryBytes, int maxProcesses)
     {
-        foreach (var dir in Dirs(sessionId)) Directory.CreateDirectory(dir);
-        var memory = MemoryDir(sessionId);
-        var cpu = CpuDir(sessionId);
-        File.WriteAllText(Path.Combine(memory, "memory.limit_in_bytes"), memoryBytes.ToString(CultureInfo.InvariantCulture));
-        File.WriteAllText(Path.Combine(cpu, "cpu.cfs_period_us"), CfsPeriodMicros.ToString(CultureInfo.InvariantCulture));
-        File.WriteAllText(Path.Combine(cpu, "cpu.cfs_quota_us"), (cpuMillicores * CfsPeriodMicros / 1000).ToString(CultureInfo.InvariantCulture));
-        if (PidsDir(sessionId) is { } pids) File.WriteAllText(Path.Combine(pids, "pids.max"), maxProcesses.ToString(CultureInfo.InvariantCulture));
+        try
+        {
+            foreach (var dir in Dirs(sessionId)) Directory.CreateDirectory(dir);
+            var memory = MemoryDir(sessionId);
+            var cpu = CpuDir(sessionId);
+            File.WriteAllText(Path.Combine(memory, "memory.limit_in_bytes"), memoryBytes.ToString(CultureInfo.InvariantCulture));
+            File.WriteAllText(Path.Combine(cpu, "cpu.cfs_period_us"), CfsPeriodMicros.ToString(CultureInfo.InvariantCulture));
+            var quota = Math.Max(MinCfsQuotaMicros, cpuMillicores * CfsPeriodMicros / 1000);
+            File.WriteAllText(Path.Combine(cpu, "cpu.cfs_quota_us"), quota.ToString(CultureInfo.InvariantCulture));
+            if (PidsDir(sessionId) is { } pids) File.WriteAllText(Path.Combine(pids, "pids.max"), maxProcesses.ToString(CultureInfo.InvariantCulture));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new SessionRuntimeException($"session {sessionId}: could not set up its cgroups ({ex.Message})", ex);
+        }
         return [.. Dirs(sessionId).Select(dir => Path.Combine(dir, "cgroup.procs"))];
     }
 
