@@ -336,8 +336,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             if (!_sessions.ContainsKey(sessionId)) return;
             var r = session.Record;
-            await KillGroupAsync(r.Pgid, [r.Leader, r.Xvnc, r.App], ct);
-            if (_cgroups is not null) await _cgroups.KillAndRemoveAsync(sessionId, _time, ct);
+            await KillSessionAsync(r, ct);
             Forget(session, removeFolder: true);
             _logger.LogInformation("Session {SessionId} stopped", sessionId);
             _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = sessionId, State = ObservedStates.Stopped });
@@ -477,8 +476,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             {
                 if (!_sessions.ContainsKey(session.Record.SessionId) || Judge(session) is not { } ending) continue;
                 var r = session.Record;
-                await KillGroupAsync(r.Pgid, [r.Leader, r.Xvnc, r.App], ct);
-                if (_cgroups is not null) await _cgroups.KillAndRemoveAsync(r.SessionId, _time, ct);
+                await KillSessionAsync(r, ct);
                 Forget(session, removeFolder: false);
                 _logger.LogWarning("Session {SessionId} {State}: {Reason}", r.SessionId, ending.State, ending.Reason);
                 _observations.Writer.TryWrite(ending);
@@ -525,6 +523,16 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             : throw new SessionRuntimeException($"resources.cpu {cpuError}");
 
     /// <summary>SIGTERM the group, SIGKILL what is left after the grace period. Only when the group is provably ours.</summary>
+    /// <summary>
+    /// Ends a session's processes: its group (<see cref="KillGroupAsync"/>), then whatever is left in its cgroups
+    /// (processes that left the group), and removes the cgroups.
+    /// </summary>
+    private async Task KillSessionAsync(ProcessSessionRecord r, CancellationToken ct)
+    {
+        await KillGroupAsync(r.Pgid, [r.Leader, r.Xvnc, r.App], ct);
+        if (_cgroups is not null) await _cgroups.KillAndRemoveAsync(r.SessionId, _time, ct);
+    }
+
     private async Task KillGroupAsync(int pgid, IReadOnlyList<RecordedProcess> recorded, CancellationToken ct)
     {
         // A pgid is only signalled while one of our recorded processes still lives: otherwise the number may
