@@ -28,41 +28,12 @@ internal sealed class EchoServer : IAsyncDisposable
         foreach (var listener in new[] { server._tcp, server._unix })
         {
             listener.Listen(100);
-            server._accepting.Add(server.AcceptAsync(listener));
+            server._accepting.Add(SocketPump.AcceptAsync(listener, async socket =>
+            {
+                using (socket) await SocketPump.CopyAsync(socket, socket, server._stop.Token);
+            }, server._stop.Token));
         }
         return server;
-    }
-
-    private async Task AcceptAsync(Socket listener)
-    {
-        while (!_stop.IsCancellationRequested)
-        {
-            Socket socket;
-            try { socket = await listener.AcceptAsync(_stop.Token); }
-            catch (OperationCanceledException) { return; }
-            catch (SocketException) { return; }
-            if (socket.AddressFamily != AddressFamily.Unix) socket.NoDelay = true;
-            _ = Task.Run(async () =>
-            {
-                using (socket)
-                {
-                    var buffer = new byte[64 * 1024];
-                    try
-                    {
-                        while (true)
-                        {
-                            var n = await socket.ReceiveAsync(buffer.AsMemory(), SocketFlags.None, _stop.Token);
-                            if (n == 0) return;
-                            await socket.SendAsync(buffer.AsMemory(0, n), SocketFlags.None, _stop.Token);
-                        }
-                    }
-                    catch (Exception ex) when (ex is SocketException or OperationCanceledException)
-                    {
-                        // The client went away.
-                    }
-                }
-            });
-        }
     }
 
     public async ValueTask DisposeAsync()

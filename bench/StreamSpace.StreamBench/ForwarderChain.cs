@@ -47,42 +47,16 @@ internal sealed class ForwarderChain : IAsyncDisposable
         return new TcpEchoChannel(socket);
     }
 
-    private async Task ForwardAsync(Socket listener, Func<CancellationToken, Task<Socket>> connectNext)
-    {
-        while (!_stop.IsCancellationRequested)
+    /// <summary>Each accepted connection is forwarded both ways to a new connection from <paramref name="connectNext"/>.</summary>
+    private Task ForwardAsync(Socket listener, Func<CancellationToken, Task<Socket>> connectNext) =>
+        SocketPump.AcceptAsync(listener, async inbound =>
         {
-            Socket inbound;
-            try { inbound = await listener.AcceptAsync(_stop.Token); }
-            catch (Exception ex) when (ex is OperationCanceledException or SocketException) { return; }
-            inbound.NoDelay = true;
-            _ = Task.Run(async () =>
+            using (inbound)
+            using (var outbound = await connectNext(_stop.Token))
             {
-                using (inbound)
-                using (var outbound = await connectNext(_stop.Token))
-                {
-                    await Task.WhenAny(CopyAsync(inbound, outbound, _stop.Token), CopyAsync(outbound, inbound, _stop.Token));
-                }
-            });
-        }
-    }
-
-    private static async Task CopyAsync(Socket from, Socket to, CancellationToken ct)
-    {
-        var buffer = new byte[64 * 1024];
-        try
-        {
-            while (true)
-            {
-                var n = await from.ReceiveAsync(buffer.AsMemory(), SocketFlags.None, ct);
-                if (n == 0) return;
-                for (var sent = 0; sent < n;) sent += await to.SendAsync(buffer.AsMemory(sent, n - sent), SocketFlags.None, ct);
+                await Task.WhenAny(SocketPump.CopyAsync(inbound, outbound, _stop.Token), SocketPump.CopyAsync(outbound, inbound, _stop.Token));
             }
-        }
-        catch (Exception ex) when (ex is SocketException or OperationCanceledException or ObjectDisposedException)
-        {
-            // Either side went away; the benchmark is over.
-        }
-    }
+        }, _stop.Token);
 
     public async ValueTask DisposeAsync()
     {
