@@ -445,7 +445,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
     public async Task Template_cpu_and_memory_become_the_limits_of_a_cgroup_every_session_process_is_in()
     {
         var runtime = await NewRuntimeAsync();
-        runtime.SessionLimits.ShouldBe("enforced: a cgroup v1 per session (cpu quota, memory limit, at most 4096 processes)");
+        runtime.SessionLimits.ShouldBe("enforced: a cgroup v1 per session (cpu quota, memory limit including swap, at most 4096 processes)");
         var args = Args("sh -c 'while :; do :; done'", resources: new SessionResources { Cpu = "200m", Memory = "96Mi" });
         await runtime.StartAsync(args, TestContext.Current.CancellationToken);
         var cgroups = Cgroups();
@@ -453,6 +453,8 @@ public class ProcessRuntimeTests : IAsyncDisposable
         var cpu = cgroups.CpuDir(args.SessionId);
 
         File.ReadAllText(Path.Combine(memory, "memory.limit_in_bytes")).Trim().ShouldBe((96L << 20).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        // Swap counts against the same limit (this machine's kernel accounts swap): no spilling past it into the host's swap.
+        File.ReadAllText(Path.Combine(memory, "memory.memsw.limit_in_bytes")).Trim().ShouldBe((96L << 20).ToString(System.Globalization.CultureInfo.InvariantCulture));
         File.ReadAllText(Path.Combine(cpu, "cpu.cfs_period_us")).Trim().ShouldBe("100000");
         File.ReadAllText(Path.Combine(cpu, "cpu.cfs_quota_us")).Trim().ShouldBe("20000");
         var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
@@ -481,6 +483,25 @@ public class ProcessRuntimeTests : IAsyncDisposable
         File.ReadAllText(Path.Combine(cgroups.CpuDir(id), "cpu.cfs_quota_us")).Trim().ShouldBe("1000"); // 5m would be 500 µs: EINVAL
         await cgroups.KillAndRemoveAsync(id, TimeProvider.System, TestContext.Current.CancellationToken);
         Directory.Exists(cgroups.CpuDir(id)).ShouldBeFalse();
+    }
+
+    [Fact]
+    public async Task A_session_can_be_limited_again_to_more_or_less_memory_with_swap_counted_each_time()
+    {
+        var cgroups = Cgroups();
+        cgroups.LimitsSwap.ShouldBeTrue("this machine's kernel accounts swap (memory.memsw.* exists)");
+        var id = "relimit-" + Guid.NewGuid().ToString("N")[..6];
+        string Read(string file) => File.ReadAllText(Path.Combine(cgroups.MemoryDir(id), file)).Trim();
+        // The kernel refuses memory.limit_in_bytes above memory.memsw.limit_in_bytes and the reverse: both directions.
+        foreach (var mib in new[] { 64L, 256L, 32L })
+        {
+            cgroups.Prepare(id, cpuMillicores: 500, memoryBytes: mib << 20, maxProcesses: 100);
+            var bytes = (mib << 20).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            Read("memory.limit_in_bytes").ShouldBe(bytes);
+            Read("memory.memsw.limit_in_bytes").ShouldBe(bytes);
+        }
+        await cgroups.KillAndRemoveAsync(id, TimeProvider.System, TestContext.Current.CancellationToken);
+        Directory.Exists(cgroups.MemoryDir(id)).ShouldBeFalse();
     }
 
     private static long ThrottledPeriods(string cpuDir) =>

@@ -80,9 +80,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             _cgroups = SessionCgroups.Detect(_options.CgroupRoot, _options.StateFolder, _logger, out var unavailable);
             if (_cgroups is null)
                 _logger.LogWarning("Session cpu and memory limits are not enforced on this agent: {Reason}", unavailable);
-            var limits = _cgroups is null ? $"not enforced: {unavailable}"
-                : _cgroups.LimitsProcesses ? $"enforced: a cgroup v1 per session (cpu quota, memory limit, at most {_options.SessionMaxProcesses} processes)"
-                : "enforced: a cgroup v1 per session (cpu quota, memory limit; no pids hierarchy, so no process limit)";
+            var limits = _cgroups is null ? $"not enforced: {unavailable}" : _cgroups.Describe(_options.SessionMaxProcesses);
             SessionLimits = limits.Length <= HelloPayload.MaxSessionLimitsLength ? limits : limits[..HelloPayload.MaxSessionLimitsLength];
         }
         else

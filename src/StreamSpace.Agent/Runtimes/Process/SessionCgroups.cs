@@ -5,7 +5,9 @@ namespace StreamSpace.Agent.Runtimes.Process;
 
 /// <summary>
 /// A session's template resources enforced by the kernel: one cgroup per session in the cgroup v1 <c>memory</c> and
-/// <c>cpu</c> hierarchies (<c>memory.limit_in_bytes</c>; <c>cpu.cfs_quota_us</c> per 100 ms period), and in <c>pids</c>
+/// <c>cpu</c> hierarchies (<c>memory.limit_in_bytes</c>, and <c>memory.memsw.limit_in_bytes</c> at the same value where the
+/// kernel accounts swap, so a session cannot spill past its memory into the host's swap; <c>cpu.cfs_quota_us</c> per
+/// 100 ms period), and in <c>pids</c>
 /// when the host has it (<c>pids.max</c>: a fork bomb in one session cannot take the agent host's process table),
 /// joined by the session leader before it starts anything, so Xvnc, the app and everything they start are inside. Beyond the
 /// limits, a cgroup holds every process of the session even when one leaves the process group (<c>setsid</c>), so a
@@ -40,16 +42,31 @@ internal sealed class SessionCgroups
     private readonly string? _pids;
     private readonly ILogger _logger;
 
-    private SessionCgroups(string memoryParent, string cpuParent, string? pidsParent, ILogger logger)
+    private SessionCgroups(string memoryParent, string cpuParent, string? pidsParent, bool limitsSwap, ILogger logger)
     {
         _memory = memoryParent;
         _cpu = cpuParent;
         _pids = pidsParent;
+        LimitsSwap = limitsSwap;
         _logger = logger;
     }
 
     /// <summary>Whether sessions also get a process limit (the host has a cgroup v1 pids hierarchy).</summary>
     public bool LimitsProcesses => _pids is not null;
+
+    /// <summary>
+    /// Whether a session's swap counts against its memory limit (the kernel accounts swap: <c>memory.memsw.*</c>, i.e.
+    /// <c>swapaccount=1</c>). Without it a session held at its memory limit can still push pages out to the host's swap.
+    /// </summary>
+    public bool LimitsSwap { get; }
+
+    /// <summary>What the limits are, in words for an operator (the hello's <c>sessionLimits</c>).</summary>
+    public string Describe(int maxProcesses)
+    {
+        var memory = LimitsSwap ? "memory limit including swap" : "memory limit (swap not counted: the kernel does not account it)";
+        var processes = LimitsProcesses ? $"at most {maxProcesses} processes" : "no pids hierarchy, so no process limit";
+        return $"enforced: a cgroup v1 per session (cpu quota, {memory}, {processes})";
+    }
 
     private IEnumerable<string> Parents => _pids is null ? [_memory, _cpu] : [_memory, _cpu, _pids];
 
@@ -78,7 +95,8 @@ internal sealed class SessionCgroups
             System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(stateFolder))))[..12];
         var pids = Path.Combine(root, "pids");
         var cgroups = new SessionCgroups(Path.Combine(memory, "streamspace", agent), Path.Combine(cpu, "streamspace", agent),
-            File.Exists(Path.Combine(pids, "cgroup.procs")) ? Path.Combine(pids, "streamspace", agent) : null, logger);
+            File.Exists(Path.Combine(pids, "cgroup.procs")) ? Path.Combine(pids, "streamspace", agent) : null,
+            File.Exists(Path.Combine(memory, "memory.memsw.limit_in_bytes")), logger);
         try
         {
             foreach (var parent in cgroups.Parents) Directory.CreateDirectory(parent);
@@ -113,7 +131,19 @@ internal sealed class SessionCgroups
             foreach (var dir in Dirs(sessionId)) Directory.CreateDirectory(dir);
             var memory = MemoryDir(sessionId);
             var cpu = CpuDir(sessionId);
-            File.WriteAllText(Path.Combine(memory, "memory.limit_in_bytes"), memoryBytes.ToString(CultureInfo.InvariantCulture));
+            var bytes = memoryBytes.ToString(CultureInfo.InvariantCulture);
+            if (LimitsSwap)
+            {
+                // The kernel keeps memory.limit_in_bytes <= memory.memsw.limit_in_bytes at every write: lift the swap
+                // limit first, so a re-limit to more memory than before is not refused, then set both to the same value.
+                File.WriteAllText(Path.Combine(memory, "memory.memsw.limit_in_bytes"), "-1");
+                File.WriteAllText(Path.Combine(memory, "memory.limit_in_bytes"), bytes);
+                File.WriteAllText(Path.Combine(memory, "memory.memsw.limit_in_bytes"), bytes);
+            }
+            else
+            {
+                File.WriteAllText(Path.Combine(memory, "memory.limit_in_bytes"), bytes);
+            }
             File.WriteAllText(Path.Combine(cpu, "cpu.cfs_period_us"), CfsPeriodMicros.ToString(CultureInfo.InvariantCulture));
             var quota = Math.Max(MinCfsQuotaMicros, cpuMillicores * CfsPeriodMicros / 1000);
             File.WriteAllText(Path.Combine(cpu, "cpu.cfs_quota_us"), quota.ToString(CultureInfo.InvariantCulture));
