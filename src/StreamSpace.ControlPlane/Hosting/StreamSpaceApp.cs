@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Http.Json;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.Options;
 using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Agents.Hub;
@@ -27,10 +28,18 @@ public static class StreamSpaceApp
         var builder = WebApplication.CreateBuilder([.. args, "--hostBuilder:reloadConfigOnChange=false"]);
         var options = StreamSpaceOptions.FromConfiguration(builder.Configuration);
 
-        if (builder.Configuration["STREAMSPACE_URLS"] is { Length: > 0 } urls && builder.Configuration["urls"] is null)
-            builder.WebHost.UseUrls(urls);
-        else if (builder.Configuration["urls"] is null && builder.Configuration["ASPNETCORE_URLS"] is null)
-            builder.WebHost.UseUrls("http://127.0.0.1:8000");
+        var urls = builder.Configuration["urls"];
+        if (urls is null && builder.Configuration["STREAMSPACE_URLS"] is { Length: > 0 } streamSpaceUrls)
+            builder.WebHost.UseUrls(urls = streamSpaceUrls);
+        else if (urls is null && builder.Configuration["ASPNETCORE_URLS"] is null)
+            builder.WebHost.UseUrls(urls = "http://127.0.0.1:8000");
+        // Listen now, so agents reconnecting while the rest starts up wait in the accept queue instead of backing off.
+        var early = EarlyListeners.Open(urls ?? builder.Configuration["ASPNETCORE_URLS"] ?? "");
+        builder.Services.Configure<SocketTransportOptions>(o =>
+        {
+            o.Backlog = EarlyListeners.AcceptBacklog;
+            o.CreateBoundListenSocket = early.CreateBoundListenSocket;
+        });
 
         builder.Logging.ClearProviders();
         builder.Logging.AddJsonConsole(o => o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ");
@@ -65,6 +74,8 @@ public static class StreamSpaceApp
         configureServices?.Invoke(services);
 
         var app = builder.Build();
+        app.Lifetime.ApplicationStarted.Register(early.Dispose);
+        app.Lifetime.ApplicationStopping.Register(early.Dispose);
         app.UseApiErrorHandling();
         app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(15) });
         app.UseAuthentication();
