@@ -169,8 +169,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             }
             catch (SessionStartFailure failure)
             {
-                lastFailure = failure.TimedOut ? WithCpuHint(failure, args) : failure;
-                _logger.LogWarning("Session {SessionId} failed to start on display :{Display}: {Reason}", args.SessionId, display, lastFailure.Message);
+                lastFailure = failure;
+                _logger.LogWarning("Session {SessionId} failed to start on display :{Display}: {Reason}", args.SessionId, display, failure.Message);
                 // A display another X server won is that server's: leave its lock and socket alone.
                 if (failure.DisplayInUse)
                 {
@@ -294,7 +294,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 return new RecordedProcess(pid, stat.StartTime);
             }
             ThrowIfDead(dir, leader, xvnc);
-            if (_time.GetTimestamp() > deadline) throw SessionStartFailure.Timeout($"timed out waiting for {file}");
+            if (_time.GetTimestamp() > deadline) throw new SessionStartFailure($"timed out waiting for {file}", false);
             await Task.Delay(PollInterval, _time, ct);
         }
     }
@@ -310,7 +310,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 return;
             }
             ThrowIfDead(dir, leader, xvnc);
-            if (_time.GetTimestamp() > deadline) throw SessionStartFailure.Timeout("timed out waiting for Xvnc to accept RFB connections");
+            if (_time.GetTimestamp() > deadline) throw new SessionStartFailure("timed out waiting for Xvnc to accept RFB connections", false);
             await Task.Delay(PollInterval, _time, ct);
         }
     }
@@ -767,26 +767,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         public System.Diagnostics.Process? Leader { get; init; }
     }
 
-    /// <summary>
-    /// A start that ran out of time while the session's cpu limit held it back says so: with a small template cpu (Xvnc
-    /// alone needs about 0.6 s of CPU time to start, so 10m takes a minute) a bare "timed out" leaves an operator guessing.
-    /// </summary>
-    private SessionStartFailure WithCpuHint(SessionStartFailure failure, SessionStartArgs args)
-    {
-        // Held back in at least a quarter of the periods it ran: the limit, not a hung program, decided the outcome.
-        if (_cgroups?.CpuThrottling(args.SessionId) is not { Throttled: > 0 } cpu || cpu.Throttled * 4 < cpu.Periods) return failure;
-        return new SessionStartFailure(
-            $"{failure.Message} after {_options.SessionStartTimeout.TotalSeconds:0.#} s; the session's cpu limit ({args.Resources.Cpu}) held it back " +
-            $"in {cpu.Throttled} of {cpu.Periods} scheduling periods: give the template more cpu (Xvnc alone needs about 0.6 s of CPU time to start)", false)
-        { TimedOut = true };
-    }
-
     private sealed class SessionStartFailure(string message, bool displayInUse) : Exception(message)
     {
-        public static SessionStartFailure Timeout(string message) => new(message, false) { TimedOut = true };
-
         public bool DisplayInUse { get; } = displayInUse;
-        /// <summary>The session did not get ready within <see cref="AgentOptions.SessionStartTimeout"/>.</summary>
-        public bool TimedOut { get; init; }
     }
 }

@@ -177,29 +177,6 @@ internal sealed class SessionCgroups
     }
 
     /// <summary>
-    /// The session's CFS periods so far in which it wanted the CPU, and in how many of them its quota ran out and the
-    /// kernel held it back (<c>cpu.stat</c> <c>nr_periods</c>, <c>nr_throttled</c>); zeros when the cgroup is gone.
-    /// </summary>
-    public (long Periods, long Throttled) CpuThrottling(string sessionId)
-    {
-        long periods = 0, throttled = 0;
-        try
-        {
-            foreach (var line in File.ReadLines(Path.Combine(CpuDir(sessionId), "cpu.stat")))
-            {
-                var space = line.IndexOf(' ', StringComparison.Ordinal);
-                if (space < 0 || !long.TryParse(line.AsSpan(space + 1), CultureInfo.InvariantCulture, out var value)) continue;
-                if (line.StartsWith("nr_periods ", StringComparison.Ordinal)) periods = value;
-                else if (line.StartsWith("nr_throttled ", StringComparison.Ordinal)) throttled = value;
-            }
-        }
-        catch (IOException)
-        {
-        }
-        return (periods, throttled);
-    }
-
-    /// <summary>
     /// SIGKILLs whatever is still in the session's cgroups (processes that left its process group) and removes them.
     /// A cgroup that still has processes after <see cref="RemoveTimeout"/> is left, logged, and removed at the next start.
     /// </summary>
