@@ -17,7 +17,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
     private readonly TestLog _log = new();
     private readonly List<ProcessRuntime> _runtimes = [];
 
-    private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096)
+    private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null)
     {
         var options = new AgentOptions
         {
@@ -26,6 +26,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
             MonitorInterval = TimeSpan.FromMilliseconds(200),
             SessionMaxProcesses = maxProcesses,
         };
+        if (startTimeout is { } timeout) options.SessionStartTimeout = timeout;
         var runtime = new ProcessRuntime(options, _log.CreateLogger(nameof(ProcessRuntime)), TimeProvider.System);
         _runtimes.Add(runtime);
         await runtime.InitializeAsync(TestContext.Current.CancellationToken);
@@ -475,11 +476,31 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Xvnc_starts_before_the_cpu_limit_applies_and_the_app_starts_under_it()
+    {
+        // 10m = 1 ms of CPU per 100 ms: Xvnc (~0.6 s of CPU to start) would need about a minute under it.
+        var runtime = await NewRuntimeAsync(startTimeout: TimeSpan.FromSeconds(8));
+        var args = Args(
+            """sh -c 'cat "/sys/fs/cgroup/cpu$(grep :cpu: /proc/self/cgroup | cut -d: -f3)/cpu.cfs_quota_us" > "$HOME/quota-at-start"; while :; do :; done'""",
+            resources: new SessionResources { Cpu = "10m", Memory = "1Gi" });
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var cpu = Cgroups().CpuDir(args.SessionId);
+        File.ReadAllText(Path.Combine(cpu, "cpu.cfs_quota_us")).Trim().ShouldBe("1000");
+        // The app saw the limit from its first instruction on, and its busy loop is held to it.
+        var recorded = Path.Combine(Record(args.SessionId)["homePath"]!.GetValue<string>(), "quota-at-start");
+        await TestProcesses.WaitUntilAsync(() => File.Exists(recorded) && File.ReadAllText(recorded).Length > 0, Wait, "the app to record its quota");
+        File.ReadAllText(recorded).Trim().ShouldBe("1000");
+        await TestProcesses.WaitUntilAsync(() => ThrottledPeriods(cpu) > 0, Wait, "the app to be throttled");
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
     public async Task A_cpu_request_below_the_kernels_smallest_quota_gets_that_quota()
     {
         var cgroups = Cgroups();
         var id = "tiny-" + Guid.NewGuid().ToString("N")[..6];
-        cgroups.Prepare(id, cpuMillicores: 5, memoryBytes: 64L << 20, maxProcesses: 100);
+        cgroups.Prepare(id, memoryBytes: 64L << 20, maxProcesses: 100);
+        cgroups.LimitCpu(id, cpuMillicores: 5);
         File.ReadAllText(Path.Combine(cgroups.CpuDir(id), "cpu.cfs_quota_us")).Trim().ShouldBe("1000"); // 5m would be 500 µs: EINVAL
         await cgroups.KillAndRemoveAsync(id, TimeProvider.System, TestContext.Current.CancellationToken);
         Directory.Exists(cgroups.CpuDir(id)).ShouldBeFalse();
@@ -495,7 +516,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
         // The kernel refuses memory.limit_in_bytes above memory.memsw.limit_in_bytes and the reverse: both directions.
         foreach (var mib in new[] { 64L, 256L, 32L })
         {
-            cgroups.Prepare(id, cpuMillicores: 500, memoryBytes: mib << 20, maxProcesses: 100);
+            cgroups.Prepare(id, memoryBytes: mib << 20, maxProcesses: 100);
             var bytes = (mib << 20).ToString(System.Globalization.CultureInfo.InvariantCulture);
             Read("memory.limit_in_bytes").ShouldBe(bytes);
             Read("memory.memsw.limit_in_bytes").ShouldBe(bytes);

@@ -151,7 +151,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         var socketPath = PrepareSocketDir(dir, user);
         var (home, temporary) = PrepareHome(args, dir, user);
         // The cgroup.procs files the leader joins before it starts anything: the session's limits, from its first process on.
-        var cgroups = _cgroups?.Prepare(args.SessionId, limits.Cpu, limits.Memory, _options.SessionMaxProcesses) ?? [];
+        var cgroups = _cgroups?.Prepare(args.SessionId, limits.Memory, _options.SessionMaxProcesses) ?? [];
         SessionStartFailure? lastFailure = null;
         var taken = new HashSet<int>();
         for (var attempt = 0; attempt < DisplayAttempts; attempt++)
@@ -159,7 +159,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             var display = ReserveDisplay(taken);
             try
             {
-                var (record, leader) = await LaunchAsync(args, runDir, socketPath, display, home, temporary, user, cgroups, ct);
+                var (record, leader) = await LaunchAsync(args, runDir, socketPath, display, home, temporary, user, cgroups, limits.Cpu, ct);
                 record.Save(dir);
                 _sessions[args.SessionId] = new ProcessSession(record, dir) { Leader = leader };
                 _logger.LogInformation("Session {SessionId} running on display :{Display} as {User} (pgid {Pgid})",
@@ -190,7 +190,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         throw new SessionRuntimeException(lastFailure?.Message ?? "session failed to start");
     }
 
-    private async Task<(ProcessSessionRecord Record, System.Diagnostics.Process Leader)> LaunchAsync(SessionStartArgs args, string runDir, string socketPath, int display, string home, bool temporary, SessionUser user, IReadOnlyList<string> cgroups, CancellationToken ct)
+    private async Task<(ProcessSessionRecord Record, System.Diagnostics.Process Leader)> LaunchAsync(SessionStartArgs args, string runDir, string socketPath, int display, string home, bool temporary, SessionUser user, IReadOnlyList<string> cgroups, long cpuMillicores, CancellationToken ct)
     {
         File.Delete(socketPath);
         foreach (var stale in new[] { SessionLauncher.XvncPidFile, SessionLauncher.AppPidFile, SessionLauncher.AppExitFile, SessionLauncher.LaunchFile, SessionLauncher.SocketFile })
@@ -248,6 +248,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             xvnc = await WaitForPidAsync(runDir, SessionLauncher.XvncPidFile, pgid, leaderProcess, null, deadline, ct);
             await WaitForRfbAsync(runDir, socketPath, pgid, leaderProcess, xvnc, deadline, ct);
+            // Xvnc started unthrottled (see SessionCgroups.Prepare); the app starts under the template's cpu.
+            _cgroups?.LimitCpu(args.SessionId, cpuMillicores);
             // CreateNew = O_EXCL: never follows a symlink the session user may have put there.
             new FileStream(Path.Combine(runDir, SessionLauncher.LaunchFile), FileMode.CreateNew, FileAccess.Write).Dispose();
             var app = await WaitForPidAsync(runDir, SessionLauncher.AppPidFile, pgid, leaderProcess, xvnc, deadline, ct);

@@ -7,7 +7,7 @@ namespace StreamSpace.Agent.Runtimes.Process;
 /// A session's template resources enforced by the kernel: one cgroup per session in the cgroup v1 <c>memory</c> and
 /// <c>cpu</c> hierarchies (<c>memory.limit_in_bytes</c>, and <c>memory.memsw.limit_in_bytes</c> at the same value where the
 /// kernel accounts swap, so a session cannot spill past its memory into the host's swap; <c>cpu.cfs_quota_us</c> per
-/// 100 ms period), and in <c>pids</c>
+/// 100 ms period, from the moment Xvnc answers, before the app starts), and in <c>pids</c>
 /// when the host has it (<c>pids.max</c>: a fork bomb in one session cannot take the agent host's process table),
 /// joined by the session leader before it starts anything, so Xvnc, the app and everything they start are inside. Beyond the
 /// limits, a cgroup holds every process of the session even when one leaves the process group (<c>setsid</c>), so a
@@ -122,15 +122,17 @@ internal sealed class SessionCgroups
 
     /// <summary>
     /// Creates (or re-limits) the session's cgroups and returns the <c>cgroup.procs</c> files its leader joins
-    /// (<see cref="JoinScript"/>).
+    /// (<see cref="JoinScript"/>). Memory and processes are limited from here on; the cpu quota is not set yet: Xvnc's
+    /// start-up (about 0.6 s of CPU) is the platform's work, not the app's, and under a small template cpu it took 2-4
+    /// times as long (250m: 1.25 s instead of 0.6 s) or, below ~30m, longer than the start timeout.
+    /// <see cref="LimitCpu"/> sets the quota once Xvnc answers, before the app is started.
     /// </summary>
-    public IReadOnlyList<string> Prepare(string sessionId, long cpuMillicores, long memoryBytes, int maxProcesses)
+    public IReadOnlyList<string> Prepare(string sessionId, long memoryBytes, int maxProcesses)
     {
         try
         {
             foreach (var dir in Dirs(sessionId)) Directory.CreateDirectory(dir);
             var memory = MemoryDir(sessionId);
-            var cpu = CpuDir(sessionId);
             var bytes = memoryBytes.ToString(CultureInfo.InvariantCulture);
             if (LimitsSwap)
             {
@@ -144,9 +146,9 @@ internal sealed class SessionCgroups
             {
                 File.WriteAllText(Path.Combine(memory, "memory.limit_in_bytes"), bytes);
             }
+            var cpu = CpuDir(sessionId);
             File.WriteAllText(Path.Combine(cpu, "cpu.cfs_period_us"), CfsPeriodMicros.ToString(CultureInfo.InvariantCulture));
-            var quota = Math.Max(MinCfsQuotaMicros, cpuMillicores * CfsPeriodMicros / 1000);
-            File.WriteAllText(Path.Combine(cpu, "cpu.cfs_quota_us"), quota.ToString(CultureInfo.InvariantCulture));
+            File.WriteAllText(Path.Combine(cpu, "cpu.cfs_quota_us"), "-1");
             if (PidsDir(sessionId) is { } pids) File.WriteAllText(Path.Combine(pids, "pids.max"), maxProcesses.ToString(CultureInfo.InvariantCulture));
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
@@ -154,6 +156,20 @@ internal sealed class SessionCgroups
             throw new SessionRuntimeException($"session {sessionId}: could not set up its cgroups ({ex.Message})", ex);
         }
         return [.. Dirs(sessionId).Select(dir => Path.Combine(dir, "cgroup.procs"))];
+    }
+
+    /// <summary>Sets the session's cpu quota: <paramref name="cpuMillicores"/> per <see cref="CfsPeriodMicros"/>, at least the kernel's smallest.</summary>
+    public void LimitCpu(string sessionId, long cpuMillicores)
+    {
+        var quota = Math.Max(MinCfsQuotaMicros, cpuMillicores * CfsPeriodMicros / 1000);
+        try
+        {
+            File.WriteAllText(Path.Combine(CpuDir(sessionId), "cpu.cfs_quota_us"), quota.ToString(CultureInfo.InvariantCulture));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new SessionRuntimeException($"session {sessionId}: could not set its cpu limit ({ex.Message})", ex);
+        }
     }
 
     /// <summary>The processes in the session's cgroup, including any that left its process group.</summary>
