@@ -21,11 +21,11 @@ internal sealed class TestState : IDisposable
     /// <summary>Also kill this group on dispose (a session whose record was removed by the runtime).</summary>
     public void KillOnDispose(int pgid) => _extraGroups.Add(pgid);
 
-    /// <summary>The session cgroups a runtime over this folder made (process runtime limits), and their agent's parent.</summary>
-    private void RemoveCgroups()
+    /// <summary>The session cgroups a runtime over <paramref name="stateFolder"/> made (process runtime limits), and their agent's parent.</summary>
+    public static void RemoveCgroupsOf(string stateFolder)
     {
         if (!Environment.IsPrivilegedProcess || !Directory.Exists("/sys/fs/cgroup/memory/streamspace")) return;
-        if (StreamSpace.Agent.Runtimes.Process.SessionCgroups.Detect("/sys/fs/cgroup", Folder, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, out _) is not { } cgroups) return;
+        if (StreamSpace.Agent.Runtimes.Process.SessionCgroups.Detect("/sys/fs/cgroup", stateFolder, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, out _) is not { } cgroups) return;
         cgroups.RemoveStaleAsync(new HashSet<string>(), TimeProvider.System, CancellationToken.None).GetAwaiter().GetResult();
         foreach (var parent in new[] { cgroups.MemoryDir("_"), cgroups.CpuDir("_"), cgroups.PidsDir("_") }.OfType<string>().Select(Path.GetDirectoryName))
         {
@@ -51,7 +51,7 @@ internal sealed class TestState : IDisposable
         {
             if (pgid > 1) TestProcesses.KillGroup(pgid);
         }
-        RemoveCgroups();
+        RemoveCgroupsOf(Folder);
         try
         {
             Directory.Delete(Folder, recursive: true);

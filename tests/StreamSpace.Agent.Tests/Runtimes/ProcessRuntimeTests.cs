@@ -17,11 +17,11 @@ public class ProcessRuntimeTests : IAsyncDisposable
     private readonly TestLog _log = new();
     private readonly List<ProcessRuntime> _runtimes = [];
 
-    private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null)
+    private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null, string? stateFolder = null)
     {
         var options = new AgentOptions
         {
-            StateFolder = _state.Folder,
+            StateFolder = stateFolder ?? _state.Folder,
             StopGracePeriod = TimeSpan.FromSeconds(2),
             MonitorInterval = TimeSpan.FromMilliseconds(200),
             SessionMaxProcesses = maxProcesses,
@@ -473,6 +473,35 @@ public class ProcessRuntimeTests : IAsyncDisposable
         await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
         Directory.Exists(memory).ShouldBeFalse();
         Directory.Exists(cpu).ShouldBeFalse();
+    }
+
+    [Fact]
+    public async Task A_state_folder_the_session_accounts_cannot_reach_fails_starts_with_the_folder_to_fix()
+    {
+        // A data folder made under umask 077: the agent (root) gets in, its sessions' accounts do not.
+        var closed = Path.Combine(_state.Folder, "closed");
+        var state = Path.Combine(closed, "state");
+        Directory.CreateDirectory(state);
+        File.SetUnixFileMode(closed, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        try
+        {
+            var runtime = await NewRuntimeAsync(stateFolder: state);
+            var failure = await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(Args(), TestContext.Current.CancellationToken));
+            failure.Message.ShouldBe($"sessions cannot start on this agent: their accounts cannot reach its state folder {state}, because {closed} is mode 700 " +
+                $"(give others search permission: chmod o+x {closed}, or put the state folder elsewhere with STREAMSPACE_AGENT_STATE)");
+            _log.Contains("sessions cannot start on this agent", Microsoft.Extensions.Logging.LogLevel.Error).ShouldBeTrue();
+
+            // Fixed while the agent runs: the next start works without a restart.
+            File.SetUnixFileMode(closed, File.GetUnixFileMode(closed) | UnixFileMode.OtherExecute);
+            var args = Args();
+            await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+            runtime.Inventory().ShouldContain(s => s.SessionId == args.SessionId);
+            await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        }
+        finally
+        {
+            TestState.RemoveCgroupsOf(state);
+        }
     }
 
     [Fact]

@@ -129,6 +129,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             return; // idempotent: it already runs
         }
+        // Say plainly what stops every session here, instead of the Xvnc exit "(no log)" that would follow.
+        if (UnreachableStateFolder() is { } unreachable) throw new SessionRuntimeException(unreachable);
         // Say plainly when the app is not installed here, instead of the Xvnc exit that would follow.
         if (ProgramOf(args.Launch.ProcessCommand) is { } program && !IsInstalled(program))
         {
@@ -613,7 +615,33 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             // Xvnc creates its X socket here; as root we make sure it exists with the usual sticky mode.
             Directory.CreateDirectory(X11SocketDir);
             File.SetUnixFileMode(X11SocketDir, (UnixFileMode)Convert.ToInt32("1777", 8));
+            if (UnreachableStateFolder() is { } unreachable) _logger.LogError("{Problem}", unreachable);
         }
+    }
+
+    /// <summary>
+    /// Why the session accounts cannot reach the state folder (an ancestor without search permission for others, e.g. a
+    /// data folder made under umask 077), or null. Every start would otherwise end in Xvnc failing to write its log
+    /// ("Xvnc exited during start: (no log)"). Checked at each start, so fixing the mode needs no agent restart.
+    /// </summary>
+    private string? UnreachableStateFolder()
+    {
+        if (_user is not { SwitchUser: true }) return null;
+        var state = Path.GetFullPath(_options.StateFolder);
+        if (FolderOthersCannotEnter(Path.GetDirectoryName(state)) is not { } closed) return null;
+        return $"sessions cannot start on this agent: their accounts cannot reach its state folder {state}, because {closed} " +
+            $"is mode {Convert.ToString((int)File.GetUnixFileMode(closed), 8)} (give others search permission: chmod o+x {closed}, " +
+            "or put the state folder elsewhere with STREAMSPACE_AGENT_STATE)";
+    }
+
+    /// <summary>The nearest of <paramref name="folder"/> and its ancestors that other users may not enter (no o+x), if any.</summary>
+    internal static string? FolderOthersCannotEnter(string? folder)
+    {
+        for (var dir = folder; !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
+        {
+            if (Directory.Exists(dir) && (File.GetUnixFileMode(dir) & UnixFileMode.OtherExecute) == 0) return dir;
+        }
+        return null;
     }
 
     /// <summary>The account a session of this StreamSpace user runs as (see <see cref="SessionUser"/>).</summary>
