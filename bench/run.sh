@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Benchmarks (not part of ./test.sh). Each prints its figures and a ratio against a baseline or target
-# measured in the same run. Usage: bench/run.sh [fanin|create|storm|all] [extra args, e.g. --agents 1000,5000]
+# measured in the same run. Usage: bench/run.sh [fanin|create|storm|launch|all] [extra args, e.g. --agents 1000,5000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:-all}; shift || true
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
-dotnet build bench/StreamSpace.Bench -c Release -nologo -v:q -o .build/bench >/dev/null
+# Quiet builds that still show why when one fails (set -e would otherwise end the script without a word).
+quiet() { local out; out=$("$@" 2>&1) || { printf '%s\n' "$out" >&2; echo "bench/run.sh: '$*' failed" >&2; exit 1; }; }
+quiet dotnet build bench/StreamSpace.Bench -c Release -nologo -v:q -o .build/bench
 # The control plane under test is built the way run.sh deploys it (ReadyToRun), so start-up figures are a deployment's.
-dotnet publish src/StreamSpace.ControlPlane -c Release --use-current-runtime --self-contained false -p:PublishReadyToRun=true \
-  -nologo -v:q -o .build/bench-control-plane >/dev/null
+quiet dotnet publish src/StreamSpace.ControlPlane -c Release --use-current-runtime --self-contained false -p:PublishReadyToRun=true \
+  -nologo -v:q -o .build/bench-control-plane
 # Thousands of sockets left in TIME_WAIT by an earlier run (a storm opens ~15 000 connections) slow every new
 # connection's port search: back-to-back storms measured ~18 s against ~11 s from a clean state. Let them expire.
 tw() { ss -tan state time-wait 2>/dev/null | tail -n +2 | wc -l; }

@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 command -v websockify >/dev/null || { echo "websockify is missing: apt-get install -y websockify" >&2; exit 1; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
-dotnet build bench/StreamSpace.StreamBench -c Release -nologo -v:q -o .build/streambench >/dev/null
+out=$(dotnet build bench/StreamSpace.StreamBench -c Release -nologo -v:q -o .build/streambench 2>&1) || { printf '%s\n' "$out" >&2; echo "bench/stream.sh: the build failed" >&2; exit 1; }
 exec .build/streambench/StreamSpace.StreamBench "$@"

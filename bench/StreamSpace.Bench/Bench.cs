@@ -11,7 +11,7 @@ namespace StreamSpace.Bench;
 
 /// <summary>
 /// Control-plane benchmarks (issue 3). Each prints its figures and a ratio against a baseline or target
-/// measured in the same run. Usage: StreamSpace.Bench &lt;fanin|create|storm|all&gt; --pg URL --exe PATH [--agents 1000,5000,10000]
+/// measured in the same run. Usage: StreamSpace.Bench &lt;fanin|create|storm|launch|all&gt; --pg URL --exe PATH [--agents 1000,5000,10000] [--launches 10]
 /// </summary>
 internal static class Bench
 {
@@ -34,6 +34,8 @@ internal static class Bench
             await CreateThroughputAsync(pg, exe, seconds: 10);
         if (scenario is "storm" or "all")
             await ReconnectStormAsync(pg, exe, stormAgents);
+        if (scenario is "launch" or "all")
+            await LaunchBench.RunAsync(pg, exe, int.Parse(Arg("--launches", "10"), CultureInfo.InvariantCulture));
         return 0;
     }
 
@@ -328,7 +330,7 @@ internal static class Bench
         return tokens;
     }
 
-    private static int FreePort()
+    internal static int FreePort()
     {
         using var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         l.Start();

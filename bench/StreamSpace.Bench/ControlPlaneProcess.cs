@@ -3,7 +3,8 @@ using System.Diagnostics;
 namespace StreamSpace.Bench;
 
 /// <summary>The control plane as a real process (Release build), restartable, sampled through /proc.</summary>
-internal sealed class ControlPlaneProcess(string exe, string database, int port, string dataFolder, int heartbeatSeconds) : IAsyncDisposable
+/// <param name="embeddedAgent">Runs the in-process agent (process runtime: real Xvnc sessions), for the launch benchmark.</param>
+internal sealed class ControlPlaneProcess(string exe, string database, int port, string dataFolder, int heartbeatSeconds, bool embeddedAgent = false) : IAsyncDisposable
 {
     private Process? _process;
 
@@ -18,7 +19,7 @@ internal sealed class ControlPlaneProcess(string exe, string database, int port,
         psi.Environment["STREAMSPACE_DATABASE"] = database;
         psi.Environment["STREAMSPACE_DATA"] = dataFolder;
         psi.Environment["STREAMSPACE_ADMIN_PASSWORD"] = Bench.AdminPassword;
-        psi.Environment["STREAMSPACE_EMBEDDED_AGENT"] = "false";
+        psi.Environment["STREAMSPACE_EMBEDDED_AGENT"] = embeddedAgent ? "true" : "false";
         psi.Environment["STREAMSPACE_HEARTBEAT_SECONDS"] = heartbeatSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
         psi.Environment["Logging__LogLevel__Default"] = "Warning";
         // The creation benchmark signs in its 32 users from one address: above the per-client login limit.
