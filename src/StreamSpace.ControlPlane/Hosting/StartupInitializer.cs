@@ -16,6 +16,15 @@ public sealed class StartupInitializer(IServiceProvider services, Db db, ILogger
     public async Task StartingAsync(CancellationToken cancellationToken)
     {
         logger.LogInformation("Using database {Database}", db.Target.Describe());
+        if (db.Kind == DatabaseKind.Sqlite)
+        {
+            var path = new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(db.Target.ConnectionString).DataSource;
+            foreach (var (file, was, now) in SqliteFileProtection.Apply(path))
+            {
+                logger.LogWarning("{File} was open to other accounts (mode {Was}); now {Now}: it holds the token signing key and password hashes",
+                    file, Convert.ToString((int)was, 8), Convert.ToString((int)now, 8));
+            }
+        }
         await WaitForDatabaseAsync(cancellationToken);
         // A restart against an up-to-date schema (the common case) skips the migration runner, whose set-up is most of a
         // start-up's CPU: agents reconnecting after a restart back off longer the longer the control plane is away.
