@@ -111,8 +111,13 @@ internal static class LaunchBench
         }
         finally
         {
-            xvnc.Kill();
-            await xvnc.WaitForExitAsync();
+            // SIGTERM, so Xvnc removes its /tmp/.X<n>-lock and X socket (a SIGKILL left one pair per launch behind).
+            using (var term = Process.Start("kill", ["-TERM", xvnc.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) await term.WaitForExitAsync();
+            using (var grace = new CancellationTokenSource(TimeSpan.FromSeconds(5)))
+            {
+                try { await xvnc.WaitForExitAsync(grace.Token); }
+                catch (OperationCanceledException) { xvnc.Kill(); await xvnc.WaitForExitAsync(); }
+            }
             File.Delete(socketPath);
         }
     }
