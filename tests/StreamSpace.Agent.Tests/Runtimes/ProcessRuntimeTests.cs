@@ -476,6 +476,21 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Sessions_without_accounts_of_their_own_are_called_out_and_with_them_nothing_is_said()
+    {
+        // Not root: sessions share the agent's account (SessionUser.Resolve's non-privileged answer).
+        var shared = new SessionUser("alice", -1, -1, SwitchUser: false);
+        ProcessRuntime.IsolationWarning(shared).ShouldBe(
+            "Sessions run as this agent's own account (alice) because the agent is not root: they are not isolated from each other " +
+            "nor from the agent (with the embedded agent, nor from the control plane's data folder, whose database holds the token " +
+            "signing key). Run the agent as root to give each StreamSpace user's sessions an unprivileged account of their own.");
+        // As root (these tests): accounts of their own, no warning logged.
+        await NewRuntimeAsync();
+        _log.Contains("are not isolated", Microsoft.Extensions.Logging.LogLevel.Warning).ShouldBeFalse();
+        ProcessRuntime.IsolationWarning(new SessionUser("streamspace", 999, 999, SwitchUser: true)).ShouldBeNull();
+    }
+
+    [Fact]
     public async Task A_state_folder_the_session_accounts_cannot_reach_fails_starts_with_the_folder_to_fix()
     {
         // A data folder made under umask 077: the agent (root) gets in, its sessions' accounts do not.

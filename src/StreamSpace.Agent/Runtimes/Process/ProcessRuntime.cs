@@ -62,6 +62,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     public async Task InitializeAsync(CancellationToken ct)
     {
         _user = SessionUser.Resolve(_options.SessionUser);
+        if (IsolationWarning(_user) is { } warning) _logger.LogWarning("{Warning}", warning);
         PrepareFolders();
         foreach (var dir in Directory.EnumerateDirectories(_sessionsDir))
         {
@@ -633,6 +634,16 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             $"is mode {Convert.ToString((int)File.GetUnixFileMode(closed), 8)} (give others search permission: chmod o+x {closed}, " +
             "or put the state folder elsewhere with STREAMSPACE_AGENT_STATE)";
     }
+
+    /// <summary>
+    /// What an operator must know when sessions cannot get accounts of their own (the agent is not root): they then run as
+    /// the agent's account, so every session's programs can reach every other session and whatever that account can,
+    /// which for the embedded agent includes the control plane's data folder (its database holds the token signing key).
+    /// </summary>
+    internal static string? IsolationWarning(SessionUser user) => user.SwitchUser ? null :
+        $"Sessions run as this agent's own account ({user.Name}) because the agent is not root: they are not isolated from " +
+        "each other nor from the agent (with the embedded agent, nor from the control plane's data folder, whose database holds " +
+        "the token signing key). Run the agent as root to give each StreamSpace user's sessions an unprivileged account of their own.";
 
     /// <summary>The nearest of <paramref name="folder"/> and its ancestors that other users may not enter (no o+x), if any.</summary>
     internal static string? FolderOthersCannotEnter(string? folder)
