@@ -7,12 +7,9 @@ namespace StreamSpace.StreamBench;
 /// An echo server standing in for a session's VNC endpoint, on loopback TCP (what direct TCP connects to) and on a
 /// Unix socket, which is how the process runtime's Xvnc listens (<c>-rfbunixpath</c>) and how the agent reaches it.
 /// </summary>
-internal sealed class EchoServer : IAsyncDisposable
+internal sealed class EchoServer : SocketServers
 {
-    private readonly Socket _tcp = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-    private readonly Socket _unix = new(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-    private readonly CancellationTokenSource _stop = new();
-    private readonly List<Task> _accepting = [];
+    private Socket _tcp = null!;
 
     public int Port => ((IPEndPoint)_tcp.LocalEndPoint!).Port;
 
@@ -22,27 +19,21 @@ internal sealed class EchoServer : IAsyncDisposable
     public static EchoServer Start()
     {
         var server = new EchoServer();
-        server._tcp.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         File.Delete(server.UnixPath);
-        server._unix.Bind(new UnixDomainSocketEndPoint(server.UnixPath));
-        foreach (var listener in new[] { server._tcp, server._unix })
+        server._tcp = server.Listen(new IPEndPoint(IPAddress.Loopback, 0));
+        foreach (var listener in new[] { server._tcp, server.Listen(new UnixDomainSocketEndPoint(server.UnixPath)) })
         {
-            listener.Listen(100);
-            server._accepting.Add(SocketPump.AcceptAsync(listener, async socket =>
+            server.Serve(listener, async socket =>
             {
-                using (socket) await SocketPump.CopyAsync(socket, socket, server._stop.Token);
-            }, server._stop.Token));
+                using (socket) await SocketPump.CopyAsync(socket, socket, server.Stopping);
+            });
         }
         return server;
     }
 
-    public async ValueTask DisposeAsync()
+    public override async ValueTask DisposeAsync()
     {
-        await _stop.CancelAsync();
-        _tcp.Dispose();
-        _unix.Dispose();
-        await Task.WhenAll(_accepting);
+        await base.DisposeAsync();
         File.Delete(UnixPath);
-        _stop.Dispose();
     }
 }

@@ -37,3 +37,41 @@ internal static class SocketPump
         }
     }
 }
+
+/// <summary>
+/// A set of listening sockets, each serving its connections with <see cref="SocketPump.AcceptAsync"/> until disposed:
+/// what the echo server and the forwarder chain have in common.
+/// </summary>
+internal abstract class SocketServers : IAsyncDisposable
+{
+    private readonly List<Socket> _listeners = [];
+    private readonly List<Task> _accepting = [];
+    private readonly CancellationTokenSource _stop = new();
+
+    /// <summary>Fires when the servers are disposed; connections end with it.</summary>
+    protected CancellationToken Stopping => _stop.Token;
+
+    /// <summary>A socket bound to <paramref name="endpoint"/> and listening (not serving yet, see <see cref="Serve"/>).</summary>
+    protected Socket Listen(System.Net.EndPoint endpoint)
+    {
+        var listener = StreamSocketFor(endpoint);
+        _listeners.Add(listener);
+        listener.Bind(endpoint);
+        listener.Listen(100);
+        return listener;
+    }
+
+    /// <summary>A stream socket of <paramref name="endpoint"/>'s family (TCP, or a Unix socket).</summary>
+    protected static Socket StreamSocketFor(System.Net.EndPoint endpoint) =>
+        new(endpoint.AddressFamily, SocketType.Stream, endpoint.AddressFamily == AddressFamily.Unix ? ProtocolType.Unspecified : ProtocolType.Tcp);
+
+    protected void Serve(Socket listener, Func<Socket, Task> handle) => _accepting.Add(SocketPump.AcceptAsync(listener, handle, _stop.Token));
+
+    public virtual async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        foreach (var listener in _listeners) listener.Dispose();
+        await Task.WhenAll(_accepting);
+        _stop.Dispose();
+    }
+}
