@@ -74,8 +74,8 @@ public static class StreamSpaceApp
         configureServices?.Invoke(services);
 
         var app = builder.Build();
+        // Kestrel took its sockets by now; whatever it did not take (other addresses configured) is closed.
         app.Lifetime.ApplicationStarted.Register(early.Dispose);
-        app.Lifetime.ApplicationStopping.Register(early.Dispose);
         app.UseApiErrorHandling();
         app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(15) });
         app.UseAuthentication();

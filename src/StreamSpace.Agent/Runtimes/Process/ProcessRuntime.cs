@@ -646,7 +646,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         "the token signing key). Run the agent as root to give each StreamSpace user's sessions an unprivileged account of their own.";
 
     /// <summary>The nearest of <paramref name="folder"/> and its ancestors that other users may not enter (no o+x), if any.</summary>
-    internal static string? FolderOthersCannotEnter(string? folder)
+    private static string? FolderOthersCannotEnter(string? folder)
     {
         for (var dir = folder; !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
         {
