@@ -41,6 +41,8 @@ public sealed class CommandDelivery : BackgroundService
         _outbox.Queued += OnQueued;
         _outbox.HandedOff += OnHandedOff;
         _outbox.CanHandOff = agentId => _registry.Find(agentId) is { } c && !c.Lifetime.IsCancellationRequested;
+        _outbox.ReserveHandOff = (agentId, commandId) =>
+            _registry.Find(agentId) is { } c && !c.Lifetime.IsCancellationRequested && c.ReserveHandOff(commandId);
     }
 
     /// <summary>Asks for delivery to one agent soon. <paramref name="reconnected"/>: also resend in-flight commands (the previous socket may have lost them).</summary>
@@ -59,6 +61,7 @@ public sealed class CommandDelivery : BackgroundService
         _outbox.Queued -= OnQueued;
         _outbox.HandedOff -= OnHandedOff;
         _outbox.CanHandOff = null;
+        _outbox.ReserveHandOff = null;
         base.Dispose();
     }
 
@@ -162,9 +165,9 @@ public sealed class CommandDelivery : BackgroundService
     }
 
     /// <summary>
-    /// Sends commands written already claimed for this agent (<see cref="CommandOutbox"/> hand-off) over its current
-    /// connection, no query and no claim. One the current connection already carried (its reconnect pass re-sent the
-    /// in-flight attempts) is not sent twice; with no connection, the next reconnect pass sends them.
+    /// Sends commands written already claimed for this agent (<see cref="CommandOutbox"/> hand-off) over the connection
+    /// they were reserved on (<see cref="AgentConnection.ReserveHandOff"/>), no query and no claim. When that connection
+    /// was replaced meanwhile, the new one's reconnect pass sends them (they are in-flight attempts like any other).
     /// </summary>
     private async Task SendHandedOffAsync(string agentId, List<CommandRow> claimed, CancellationToken ct)
     {
@@ -172,7 +175,7 @@ public sealed class CommandDelivery : BackgroundService
         var now = _time.GetUtcNow();
         foreach (var command in claimed)
         {
-            if (!connection.FirstDelivery(command.Id)) continue;
+            if (!connection.TakeHandOff(command.Id)) continue;
             if (!await SendOneAsync(connection, command, now, ct)) return;
         }
     }

@@ -13,7 +13,7 @@ namespace StreamSpace.ControlPlane.Commands;
 /// written before it is sent). Delivery, acks, redelivery and expiry are the agent hub's work.
 /// </summary>
 /// <remarks>
-/// Hand-off: when <see cref="CanHandOff"/> says the agent is connected to this replica, a command written through
+/// Hand-off: when <see cref="ReserveHandOff"/> finds the agent connected to this replica, a command written through
 /// <see cref="PgInsertMany"/> with hand-off on is written already claimed (state sent, first attempt, the usual ack
 /// deadline), and <see cref="NotifyWritten"/> passes it after the commit straight to the delivery side, which sends it
 /// without querying and claiming it again. Nothing is lost if that send never happens (the connection died, the
@@ -28,8 +28,15 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
     /// <summary>Raised by <see cref="NotifyWritten"/> with one agent's commands that were written already claimed.</summary>
     public event Action<string, IReadOnlyList<CommandRow>>? HandedOff;
 
-    /// <summary>Set by the delivery side: whether the agent has a connection here, so its commands can be handed off.</summary>
+    /// <summary>Set by the delivery side: whether the agent has a connection here (its new commands need no NOTIFY).</summary>
     public Func<string, bool>? CanHandOff { get; set; }
+
+    /// <summary>
+    /// Set by the delivery side: reserves a command id on the agent's connection here for hand-off (agent id, command id),
+    /// false when it has none. The reservation is taken before the row is written, so no delivery pass can claim the
+    /// committed row a second time before the hand-off sends it.
+    /// </summary>
+    public Func<string, string, bool>? ReserveHandOff { get; set; }
 
     /// <param name="ttl">Overrides the configured command TTL, for commands that are useless after a short while (stream.open).</param>
     public async Task<string> EnqueueAsync(
@@ -110,13 +117,14 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
     /// <summary>The rows to write: pending, or (hand-off) already claimed for a connection of the agent on this replica.</summary>
     private List<CommandRow> Rows(IReadOnlyList<NewCommand> commands, bool handOff)
     {
-        var canHandOff = handOff ? CanHandOff : null;
+        var reserve = handOff ? ReserveHandOff : null;
         return commands.Select(c =>
         {
-            var claimed = canHandOff?.Invoke(c.AgentId) == true;
+            var id = NewId();
+            var claimed = reserve?.Invoke(c.AgentId, id) == true;
             return new CommandRow
             {
-                Id = NewId(), AgentId = c.AgentId, SessionId = c.SessionId, Type = c.Type, Payload = Payload(c.Args),
+                Id = id, AgentId = c.AgentId, SessionId = c.SessionId, Type = c.Type, Payload = Payload(c.Args),
                 State = claimed ? CommandState.Sent : CommandState.Pending, Attempts = claimed ? 1 : 0,
             };
         }).ToList();

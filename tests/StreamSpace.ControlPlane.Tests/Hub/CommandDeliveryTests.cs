@@ -276,6 +276,24 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
     }
 
     [Fact]
+    public async Task A_command_handed_off_right_after_hello_is_claimed_once_though_the_hello_pass_may_read_it_first()
+    {
+        // The hello queues a pass that re-sends what an earlier connection left in flight; a command written claimed for
+        // the new connection a moment later can be committed before that pass reads the table. It must not claim it again.
+        for (var i = 0; i < 15; i++)
+        {
+            var (agentId, token) = await cp.CreateAgentAsync();
+            var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+            await using var agent = await cp.OnlineAgentAsync(agentId, token);
+            var written = await cp.WriteHandedOffAsync(agentId, sessionId, CommandTypes.SessionStart);
+            (await agent.ExpectCommandAsync()).CommandId.ShouldBe(written.Id);
+            await agent.ExpectNothingAsync(TimeSpan.FromSeconds(0.2));
+            (await cp.CommandRowAsync(written.Id)).Attempts.ShouldBe(1, $"round {i}: claimed by the hand-off only");
+            agent.CommandsReceived.Count(c => c.CommandId == written.Id).ShouldBe(1);
+        }
+    }
+
+    [Fact]
     public async Task A_command_for_an_agent_not_connected_here_is_written_pending_and_delivered_when_it_connects()
     {
         var (agentId, token) = await cp.CreateAgentAsync();

@@ -35,6 +35,18 @@ public sealed class AgentConnection : IDisposable
     /// <summary>True the first time a command id is offered for sending on this connection.</summary>
     public bool FirstDelivery(string commandId) => _delivered.TryAdd(commandId, 0);
 
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte> _handedOff = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Takes a command that is being written already claimed for this connection (the outbox's hand-off): from now on it
+    /// counts as carried here, so a reconnect pass that reads the committed row before the hand-off sends it leaves it
+    /// alone instead of claiming it a second time. <see cref="TakeHandOff"/> then lets the hand-off send it.
+    /// </summary>
+    public bool ReserveHandOff(string commandId) => FirstDelivery(commandId) && _handedOff.TryAdd(commandId, 0);
+
+    /// <summary>True once for a command <see cref="ReserveHandOff"/> took on this very connection (not on one that replaced it).</summary>
+    public bool TakeHandOff(string commandId) => _handedOff.TryRemove(commandId, out _);
+
     /// <summary>What the agent runs, by session id (observed states); from hello, kept current by results and events. Guarded by <see cref="ProcessingLock"/>.</summary>
     public Dictionary<string, string> Inventory { get; } = new(StringComparer.Ordinal);
 
