@@ -629,7 +629,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     {
         if (_user is not { SwitchUser: true }) return null;
         var state = Path.GetFullPath(_options.StateFolder);
-        if (FolderOthersCannotEnter(Path.GetDirectoryName(state)) is not { } closed) return null;
+        if (UnixFolders.OthersCannotEnter(Path.GetDirectoryName(state)) is not { } closed) return null;
         return $"sessions cannot start on this agent: their accounts cannot reach its state folder {state}, because {closed} " +
             $"is mode {Convert.ToString((int)File.GetUnixFileMode(closed), 8)} (give others search permission: chmod o+x {closed}, " +
             "or put the state folder elsewhere with STREAMSPACE_AGENT_STATE)";
@@ -644,16 +644,6 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         $"Sessions run as this agent's own account ({user.Name}) because the agent is not root: they are not isolated from " +
         "each other nor from the agent (with the embedded agent, nor from the control plane's data folder, whose database holds " +
         "the token signing key). Run the agent as root to give each StreamSpace user's sessions an unprivileged account of their own.";
-
-    /// <summary>The nearest of <paramref name="folder"/> and its ancestors that other users may not enter (no o+x), if any.</summary>
-    private static string? FolderOthersCannotEnter(string? folder)
-    {
-        for (var dir = folder; !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
-        {
-            if (Directory.Exists(dir) && (File.GetUnixFileMode(dir) & UnixFileMode.OtherExecute) == 0) return dir;
-        }
-        return null;
-    }
 
     /// <summary>The account a session of this StreamSpace user runs as (see <see cref="SessionUser"/>).</summary>
     private SessionUser UserFor(string owner)

@@ -16,7 +16,7 @@ namespace StreamSpace.ControlPlane.Agents.Embedded;
 /// treats it specially.
 /// </summary>
 public sealed class EmbeddedAgentService(
-    IOptions<StreamSpaceOptions> options, Db db, IServer server, TimeProvider time,
+    IOptions<StreamSpaceOptions> options, Db db, IServer server, TimeProvider time, IConfiguration configuration,
     ILoggerFactory loggerFactory, ILogger<EmbeddedAgentService> logger) : IHostedLifecycleService
 {
     public const string AgentId = "local";
@@ -40,17 +40,18 @@ public sealed class EmbeddedAgentService(
                 new { AgentId, hash = AgentTokens.Hash(token), platform = Platforms.Process, max = options.Value.EmbeddedAgentMaxSessions, draining = false, now },
                 cancellationToken: cancellationToken));
         }
-        var agentOptions = new AgentOptions
-        {
-            ControlPlaneUrl = baseUrl,
-            AgentId = AgentId,
-            Token = token,
-            StateFolder = Path.Combine(options.Value.DataFolder, "agent-local"),
-            Runtime = Platforms.Process,
-            HeartbeatSeconds = options.Value.HeartbeatSeconds,
-            MaxSessions = options.Value.EmbeddedAgentMaxSessions,
-            Region = "local",
-        };
+        var agentOptions = SessionSettings(configuration);
+        agentOptions.ControlPlaneUrl = baseUrl;
+        agentOptions.AgentId = AgentId;
+        agentOptions.Token = token;
+        agentOptions.Runtime = Platforms.Process;
+        agentOptions.HeartbeatSeconds = options.Value.HeartbeatSeconds;
+        agentOptions.MaxSessions = options.Value.EmbeddedAgentMaxSessions;
+        agentOptions.Region = "local";
+        var (state, why) = EmbeddedStateFolder.Choose(options.Value.DataFolder, agentOptions.StateFolder, Environment.IsPrivilegedProcess,
+            options.Value.EmbeddedAgentSharedStateRoot);
+        agentOptions.StateFolder = state;
+        if (why is not null) logger.LogWarning("The embedded agent keeps its state (sessions, homes) in {State}, not in the data folder: {Why}", state, why);
         _host = await EmbeddedAgentHost.StartAsync(agentOptions, loggerFactory, cancellationToken);
         logger.LogInformation("Embedded local agent '{AgentId}' started against {Url} (state in {State})", AgentId, baseUrl, agentOptions.StateFolder);
     }
@@ -59,6 +60,26 @@ public sealed class EmbeddedAgentService(
     {
         // Before Kestrel stops: the agent drains over its socket while it still can (sessions keep running).
         if (_host is not null) await _host.StopAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// The embedded agent's session settings, read like a standalone agent's (README, "Agent process"):
+    /// <c>STREAMSPACE_AGENT_STATE</c>, <c>STREAMSPACE_SESSION_LIMITS</c>, <c>STREAMSPACE_SESSION_MAX_PROCESSES</c>,
+    /// <c>STREAMSPACE_SESSION_USER</c> and <c>…_PER_OWNER</c> (or the <c>StreamSpace:Agent</c> section). Identity, runtime,
+    /// capacity and region are the embedded agent's own and set by the caller. StateFolder is empty unless configured.
+    /// </summary>
+    internal static AgentOptions SessionSettings(IConfiguration configuration)
+    {
+        var configured = AgentOptions.FromConfiguration(configuration);
+        return new AgentOptions
+        {
+            StateFolder = configuration["STREAMSPACE_AGENT_STATE"] is { Length: > 0 } state ? state
+                : configuration.GetSection(AgentOptions.ConfigurationSection)["StateFolder"] ?? "",
+            SessionUser = configured.SessionUser,
+            SessionUserPerOwner = configured.SessionUserPerOwner,
+            SessionLimits = configured.SessionLimits,
+            SessionMaxProcesses = configured.SessionMaxProcesses,
+        };
     }
 
     /// <summary>The address the agent dials: the first listening address, with a wildcard host replaced by loopback.</summary>

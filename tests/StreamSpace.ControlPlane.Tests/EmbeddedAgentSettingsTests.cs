@@ -1,0 +1,134 @@
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+
+namespace StreamSpace.ControlPlane.Tests;
+
+/// <summary>
+/// The embedded agent (./run.sh's) with its real process runtime: it reads the agent settings a standalone agent reads,
+/// and as root a data folder the session accounts cannot enter (a checkout under /root, mode 700) no longer keeps every
+/// session from starting. Real control plane, real SQLite, real Xvnc and xterm; needs root, as the process runtime's
+/// account tests do.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class EmbeddedAgentSettingsTests : IDisposable
+{
+    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(30);
+    private readonly string _root = Directory.CreateTempSubdirectory("streamspace-embedded-settings-").FullName;
+
+    // Temporary folders are made 0700; this one stands for / and must let the session accounts through.
+    public EmbeddedAgentSettingsTests() => File.SetUnixFileMode(_root, (UnixFileMode)Convert.ToInt32("755", 8));
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    private static async Task<(WebApplication App, HttpClient Admin)> StartAsync(string data, params string[] extra)
+    {
+        var app = StreamSpaceApp.Build(
+        [
+            "--urls", "http://127.0.0.1:0",
+            $"--StreamSpace:Database=sqlite:{Path.Combine(data, "streamspace.db")}",
+            $"--StreamSpace:DataFolder={data}",
+            $"--StreamSpace:AdminPassword={ControlPlaneFixture.AdminPassword}",
+            "--StreamSpace:EmbeddedAgent=true",
+            "--Logging:LogLevel:Default=Warning",
+            .. extra,
+        ]);
+        await app.StartAsync(TestContext.Current.CancellationToken);
+        var admin = new HttpClient { BaseAddress = new Uri(app.Urls.First()), Timeout = Wait };
+        using var login = await admin.PostAsJsonAsync("/api/v1/auth/login", new { username = "admin", password = ControlPlaneFixture.AdminPassword },
+            TestContext.Current.CancellationToken);
+        login.EnsureSuccessStatusCode();
+        var token = (await login.Content.ReadFromJsonAsync<JsonElement>(TestContext.Current.CancellationToken)).GetProperty("token").GetString();
+        admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        return (app, admin);
+    }
+
+    /// <summary>The embedded agent "local" as GET /api/v1/agents shows it once it said hello.</summary>
+    private static async Task<JsonElement> OnlineLocalAgentAsync(HttpClient admin)
+    {
+        var until = DateTime.UtcNow + Wait;
+        while (true)
+        {
+            var agents = await admin.GetFromJsonAsync<JsonElement>("/api/v1/agents", TestContext.Current.CancellationToken);
+            var local = agents.EnumerateArray().FirstOrDefault(a => a.GetProperty("agentId").GetString() == "local");
+            if (local.ValueKind == JsonValueKind.Object && local.GetProperty("status").GetString() == "online") return local;
+            if (DateTime.UtcNow > until) throw new TimeoutException($"the embedded agent did not come online: {agents}");
+            await Task.Delay(100, TestContext.Current.CancellationToken);
+        }
+    }
+
+    private static async Task<JsonElement> SessionWhenSettledAsync(HttpClient admin, string id)
+    {
+        var until = DateTime.UtcNow + Wait;
+        while (true)
+        {
+            var session = await admin.GetFromJsonAsync<JsonElement>($"/api/v1/sessions/{id}", TestContext.Current.CancellationToken);
+            if (session.GetProperty("state").GetString() is not ("pending" or "starting")) return session;
+            if (DateTime.UtcNow > until) throw new TimeoutException($"session {id} still {session.GetProperty("state")}");
+            await Task.Delay(100, TestContext.Current.CancellationToken);
+        }
+    }
+
+    [Fact]
+    public async Task As_root_sessions_start_when_the_data_folder_is_in_a_folder_the_session_accounts_cannot_enter()
+    {
+        Environment.IsPrivilegedProcess.ShouldBeTrue("this test is about sessions running as their own accounts under a root agent");
+        // A checkout under /root: the folder above the data folder is 0700, the data folder itself 0755 (umask 022).
+        var home = Directory.CreateDirectory(Path.Combine(_root, "root-home")).FullName;
+        File.SetUnixFileMode(home, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var data = Directory.CreateDirectory(Path.Combine(home, "streamspace", "data")).FullName;
+        File.SetUnixFileMode(data, (UnixFileMode)Convert.ToInt32("755", 8));
+        var shared = Directory.CreateDirectory(Path.Combine(_root, "var-lib-streamspace")).FullName;
+
+        var (app, admin) = await StartAsync(data, $"--StreamSpace:EmbeddedAgentSharedStateRoot={shared}");
+        await using (app)
+        using (admin)
+        {
+            await OnlineLocalAgentAsync(admin);
+            using var created = await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, TestContext.Current.CancellationToken);
+            created.StatusCode.ShouldBe(System.Net.HttpStatusCode.Created, await created.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
+            var id = (await created.Content.ReadFromJsonAsync<JsonElement>(TestContext.Current.CancellationToken)).GetProperty("id").GetString()!;
+
+            var session = await SessionWhenSettledAsync(admin, id);
+            session.GetProperty("state").GetString().ShouldBe("running", session.ToString());
+            var state = Directory.EnumerateDirectories(shared).ShouldHaveSingleItem();
+            Directory.Exists(Path.Combine(state, "sessions", id)).ShouldBeTrue();
+            Directory.Exists(Path.Combine(data, "agent-local")).ShouldBeFalse("the state went to the data folder after all");
+
+            using var deleted = await admin.DeleteAsync($"/api/v1/sessions/{id}", TestContext.Current.CancellationToken);
+            deleted.IsSuccessStatusCode.ShouldBeTrue();
+            (await SessionWhenSettledTerminatedAsync(admin, id)).ShouldBe("terminated");
+            await app.StopAsync(TestContext.Current.CancellationToken);
+        }
+    }
+
+    private static async Task<string?> SessionWhenSettledTerminatedAsync(HttpClient admin, string id)
+    {
+        var until = DateTime.UtcNow + Wait;
+        while (true)
+        {
+            var state = (await admin.GetFromJsonAsync<JsonElement>($"/api/v1/sessions/{id}", TestContext.Current.CancellationToken)).GetProperty("state").GetString();
+            if (state is "terminated" or "failed" || DateTime.UtcNow > until) return state;
+            await Task.Delay(100, TestContext.Current.CancellationToken);
+        }
+    }
+
+    [Fact]
+    public async Task The_embedded_agent_reads_the_state_folder_and_session_settings_a_standalone_agent_reads()
+    {
+        var data = Directory.CreateDirectory(Path.Combine(_root, "data")).FullName;
+        var state = Path.Combine(_root, "agent-state");
+        var (app, admin) = await StartAsync(data, $"--STREAMSPACE_AGENT_STATE={state}", "--STREAMSPACE_SESSION_LIMITS=false");
+        await using (app)
+        using (admin)
+        {
+            var local = await OnlineLocalAgentAsync(admin);
+            local.GetProperty("sessionLimits").GetString().ShouldBe("not enforced: turned off (STREAMSPACE_SESSION_LIMITS=false)");
+            Directory.Exists(Path.Combine(state, "sessions")).ShouldBeTrue();
+            Directory.Exists(Path.Combine(data, "agent-local")).ShouldBeFalse();
+            await app.StopAsync(TestContext.Current.CancellationToken);
+        }
+    }
+}
