@@ -41,6 +41,13 @@ public static class StreamSpaceApp
             o.CreateBoundListenSocket = early.CreateBoundListenSocket;
         });
 
+        // ASP.NET Core's own per-request lines (request starting/finished, endpoint executing/executed, result written:
+        // four JSON lines for every API call and viewer socket) only from warnings up, as its project templates set it;
+        // the lowest-priority source, so Logging__LogLevel__Microsoft.AspNetCore=Information brings them back.
+        builder.Configuration.Sources.Insert(0, new Microsoft.Extensions.Configuration.Memory.MemoryConfigurationSource
+        {
+            InitialData = [new("Logging:LogLevel:Microsoft.AspNetCore", "Warning")],
+        });
         builder.Logging.ClearProviders();
         builder.Logging.AddJsonConsole(o => o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ");
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes);

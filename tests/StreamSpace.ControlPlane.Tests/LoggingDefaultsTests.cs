@@ -1,0 +1,48 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+
+namespace StreamSpace.ControlPlane.Tests;
+
+/// <summary>
+/// What the control plane logs when the operator says nothing: its own events from Information up, ASP.NET Core's
+/// per-request lines only from Warning up; and the operator's Logging settings still win.
+/// </summary>
+public sealed class LoggingDefaultsTests : IDisposable
+{
+    private readonly string _data = Directory.CreateTempSubdirectory("streamspace-logging-").FullName;
+
+    public void Dispose() => Directory.Delete(_data, recursive: true);
+
+    private WebApplication Build(params string[] extra) =>
+        StreamSpaceApp.Build(
+        [
+            "--urls", "http://127.0.0.1:0",
+            $"--StreamSpace:Database=sqlite:{Path.Combine(_data, "streamspace.db")}",
+            $"--StreamSpace:DataFolder={_data}",
+            $"--StreamSpace:AdminPassword={ControlPlaneFixture.AdminPassword}",
+            "--StreamSpace:EmbeddedAgent=false",
+            .. extra,
+        ]);
+
+    [Fact]
+    public async Task Request_lines_of_the_framework_are_off_by_default_and_the_control_plane_events_are_on()
+    {
+        await using var app = Build();
+        var loggers = app.Services.GetRequiredService<ILoggerFactory>();
+        loggers.CreateLogger("Microsoft.AspNetCore.Hosting.Diagnostics").IsEnabled(LogLevel.Information).ShouldBeFalse();
+        loggers.CreateLogger("Microsoft.AspNetCore.Routing.EndpointMiddleware").IsEnabled(LogLevel.Information).ShouldBeFalse();
+        loggers.CreateLogger("Microsoft.AspNetCore.Server.Kestrel").IsEnabled(LogLevel.Warning).ShouldBeTrue();
+        loggers.CreateLogger("StreamSpace.ControlPlane.Commands.CommandResults").IsEnabled(LogLevel.Information).ShouldBeTrue();
+        loggers.CreateLogger("Microsoft.Hosting.Lifetime").IsEnabled(LogLevel.Information).ShouldBeTrue(); // "Now listening on"
+    }
+
+    [Fact]
+    public async Task The_operators_logging_settings_win_over_the_default()
+    {
+        await using var app = Build("--Logging:LogLevel:Microsoft.AspNetCore=Information");
+        var loggers = app.Services.GetRequiredService<ILoggerFactory>();
+        loggers.CreateLogger("Microsoft.AspNetCore.Hosting.Diagnostics").IsEnabled(LogLevel.Information).ShouldBeTrue();
+    }
+}
