@@ -37,14 +37,29 @@ export STREAMSPACE_EMBEDDED_AGENT=${STREAMSPACE_EMBEDDED_AGENT:-true}
 mkdir -p "$STREAMSPACE_DATA"
 url=${STREAMSPACE_URLS%%;*}
 
+# Something already answering there (a second ./run.sh, another service) would answer the readiness probe below
+# for us: say so instead of announcing a platform that is not ours.
+if [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$url/healthz" 2>/dev/null)" != "000" ]; then
+  log "something already answers on $url (another ./run.sh?): stop it, or choose another address with STREAMSPACE_URLS"
+  exit 1
+fi
+
 log "starting the control plane on $url (data: $STREAMSPACE_DATA, embedded agent: $STREAMSPACE_EMBEDDED_AGENT)"
 .build/control-plane/StreamSpace.ControlPlane "$@" &
 cp_pid=$!
 trap 'kill -TERM $cp_pid 2>/dev/null; wait $cp_pid 2>/dev/null' INT TERM
 
-for _ in $(seq 1 120); do
-  if curl -fsS "$url/healthz" >/dev/null 2>&1; then break; fi
-  kill -0 $cp_pid 2>/dev/null || { log "the control plane exited during start-up (see the log above)"; exit 1; }
+waited=0
+while true; do
+  # Alive first: only then is an answer on $url ours.
+  if ! kill -0 $cp_pid 2>/dev/null; then
+    code=0; wait $cp_pid || code=$?
+    log "the control plane exited during start-up (exit code $code; its message is above)"
+    exit 1
+  fi
+  curl -fsS "$url/healthz" >/dev/null 2>&1 && break
+  waited=$((waited + 1))
+  [ $waited -eq 240 ] && log "the control plane has not answered on $url for 120 s; still waiting for it (its log is above)"
   sleep 0.5
 done
 

@@ -87,4 +87,20 @@ public sealed class EarlyListenersTests
         using var refused = new TcpClient();
         Should.Throw<SocketException>(() => refused.Connect(IPAddress.Loopback, left)).SocketErrorCode.ShouldBe(SocketError.ConnectionRefused);
     }
+
+    [Fact]
+    public void An_address_in_use_ends_the_start_before_anything_else_runs()
+    {
+        using var occupant = new TcpListener(IPAddress.Loopback, 0);
+        occupant.Start();
+        var url = $"http://127.0.0.1:{((IPEndPoint)occupant.LocalEndpoint).Port}";
+        var free = FreePort();
+        var error = Should.Throw<ListenAddressInUseException>(() => EarlyListeners.Open($"http://127.0.0.1:{free};{url}"));
+        error.Url.ShouldBe(url);
+        error.Message.ShouldBe($"Cannot listen on {url}: the address is already in use (another StreamSpace control plane, or another " +
+            "program, listens there). Stop it, or choose another address with STREAMSPACE_URLS.");
+        // What was opened before it is closed again.
+        using var refused = new TcpClient();
+        Should.Throw<SocketException>(() => refused.Connect(IPAddress.Loopback, free)).SocketErrorCode.ShouldBe(SocketError.ConnectionRefused);
+    }
 }

@@ -17,7 +17,8 @@ namespace StreamSpace.ControlPlane.Hosting;
 /// <remarks>
 /// Only addresses given as IP literals with a fixed port are opened early (<c>http://127.0.0.1:8000</c>,
 /// <c>http://0.0.0.0:8000</c>, <c>http://[::]:8000</c>); a host name (<c>localhost</c>, <c>*</c>) or port 0 is bound by
-/// Kestrel as usual, and so is any address that cannot be bound here (Kestrel then reports the error as it always did).
+/// Kestrel as usual, and so is any address that cannot be bound here for another reason than being in use (Kestrel
+/// then reports the error as it always did). An address in use ends the start at once with <see cref="ListenAddressInUseException"/>.
 /// </remarks>
 public sealed class EarlyListeners : IDisposable
 {
@@ -54,6 +55,13 @@ public sealed class EarlyListeners : IDisposable
                 socket.Listen(AcceptBacklog);
                 early._sockets[endpoint] = socket;
             }
+            catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+            {
+                // Said now, before any start-up work, rather than by Kestrel after it (and plainly: see Program.cs).
+                socket?.Dispose();
+                early.Dispose();
+                throw new ListenAddressInUseException(url, ex);
+            }
             catch (SocketException)
             {
                 socket?.Dispose();
@@ -74,4 +82,12 @@ public sealed class EarlyListeners : IDisposable
             if (_sockets.TryRemove(endpoint, out var socket)) socket.Dispose();
         }
     }
+}
+
+/// <summary>A listen address is taken (another control plane, or another program, listens there).</summary>
+public sealed class ListenAddressInUseException(string url, Exception? inner = null) : IOException(
+    $"Cannot listen on {url}: the address is already in use (another StreamSpace control plane, or another program, listens there). " +
+    "Stop it, or choose another address with STREAMSPACE_URLS.", inner)
+{
+    public string Url { get; } = url;
 }

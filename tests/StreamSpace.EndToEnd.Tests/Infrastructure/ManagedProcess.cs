@@ -24,6 +24,10 @@ public sealed class ManagedProcess : IAsyncDisposable
     public string Name { get; }
     public int Pid => _process.Id;
     public bool HasExited => _process.HasExited;
+    public int ExitCode => _process.ExitCode;
+
+    /// <summary>Until the process exited and its output was read to the end.</summary>
+    public Task WaitForExitAsync(CancellationToken ct) => _process.WaitForExitAsync(ct);
 
     public static ManagedProcess Start(string name, string exe, IDictionary<string, string?> env, params string[] args)
     {

@@ -1,0 +1,43 @@
+using System.Net;
+using System.Net.Sockets;
+using StreamSpace.EndToEnd.Tests.Infrastructure;
+
+namespace StreamSpace.EndToEnd.Tests;
+
+/// <summary>The control plane process when it cannot start, as an operator sees it: exit code and its last words.</summary>
+public sealed class StartupFailureTests
+{
+    [Fact]
+    public async Task A_control_plane_whose_address_is_taken_exits_at_once_saying_so_plainly()
+    {
+        // Another program (or a second ./run.sh) already listens there.
+        using var occupant = new TcpListener(IPAddress.Loopback, 0);
+        occupant.Start();
+        var url = $"http://127.0.0.1:{((IPEndPoint)occupant.LocalEndpoint).Port}";
+        var data = Directory.CreateTempSubdirectory("streamspace-e2e-port-taken-").FullName;
+        try
+        {
+            await using var cp = ManagedProcess.Start("control-plane-port-taken", Paths.ControlPlaneExe, new Dictionary<string, string?>
+            {
+                ["STREAMSPACE_URLS"] = url,
+                ["STREAMSPACE_DATA"] = data,
+                ["STREAMSPACE_ADMIN_PASSWORD"] = Platform.AdminPassword,
+                ["STREAMSPACE_EMBEDDED_AGENT"] = "false",
+            });
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(30));
+            await cp.WaitForExitAsync(timeout.Token);
+
+            cp.ExitCode.ShouldBe(1, cp.Output);
+            cp.Output.ShouldContain($"streamspace: Cannot listen on {url}: the address is already in use");
+            cp.Output.ShouldContain("STREAMSPACE_URLS");
+            cp.Output.ShouldNotContain("Unhandled exception");
+            // Said before any start-up work: no database was made.
+            File.Exists(Path.Combine(data, "streamspace.db")).ShouldBeFalse();
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+}
