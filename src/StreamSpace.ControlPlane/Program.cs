@@ -1,16 +1,23 @@
 using Microsoft.AspNetCore.Connections;
+using StreamSpace.Agent.Hosting;
 using StreamSpace.ControlPlane.Hosting;
 
+// The start-up failures an operator meets most end in one plain line and an exit code, not an unhandled-exception dump
+// (which also aborts the process): a setting it cannot start with (2), an address already taken (1).
 try
 {
     var app = StreamSpaceApp.Build(args);
     await app.RunAsync();
     return 0;
 }
+catch (Exception ex) when (ex is StreamSpaceConfigurationException or AgentOptionsException)
+{
+    Console.Error.WriteLine($"streamspace: {ex.Message}");
+    return 2;
+}
 catch (Exception ex) when (ex is ListenAddressInUseException || ex is IOException { InnerException: AddressInUseException })
 {
-    // A plain line, not an unhandled-exception dump: the one start-up failure an operator meets most (a second ./run.sh,
-    // or another service on port 8000). Kestrel's own bind error (an address given by host name) says which address.
+    // Kestrel's own bind error (an address given by host name) says which address; ours says what to do too.
     Console.Error.WriteLine($"streamspace: {(ex is ListenAddressInUseException ? ex.Message : ex.Message + " Stop what listens there, or choose another address with STREAMSPACE_URLS.")}");
     return 1;
 }

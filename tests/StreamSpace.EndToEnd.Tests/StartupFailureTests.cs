@@ -40,4 +40,39 @@ public sealed class StartupFailureTests
             Directory.Delete(data, recursive: true);
         }
     }
+
+    [Theory]
+    [InlineData("STREAMSPACE_HEARTBEAT_SECONDS", "abc", "STREAMSPACE_HEARTBEAT_SECONDS must be a whole number, got 'abc'")]
+    [InlineData("STREAMSPACE_EMBEDDED_AGENT", "maybe", "STREAMSPACE_EMBEDDED_AGENT must be true or false, got 'maybe'")]
+    [InlineData("STREAMSPACE_DATABASE", "mysql://root:hunter2@db/x", "STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got 'mysql://root:***@db/x'")]
+    [InlineData("StreamSpace__CommandTtl", "banana", "Failed to convert configuration value 'banana' at 'StreamSpace:CommandTtl' to type 'System.TimeSpan'.")]
+    [InlineData("STREAMSPACE_ADMIN_PASSWORD", "short", "Invalid StreamSpace configuration: STREAMSPACE_ADMIN_PASSWORD must be at least 8 characters")]
+    [InlineData("STREAMSPACE_SESSION_LIMITS", "perhaps", "STREAMSPACE_SESSION_LIMITS must be true or false, got 'perhaps'")]
+    public async Task A_setting_the_control_plane_cannot_start_with_ends_it_at_once_with_one_plain_line(string variable, string value, string message)
+    {
+        var data = Directory.CreateTempSubdirectory("streamspace-e2e-bad-setting-").FullName;
+        try
+        {
+            var env = new Dictionary<string, string?>
+            {
+                ["STREAMSPACE_URLS"] = "http://127.0.0.1:0",
+                ["STREAMSPACE_DATA"] = data,
+                ["STREAMSPACE_ADMIN_PASSWORD"] = Platform.AdminPassword,
+                ["STREAMSPACE_EMBEDDED_AGENT"] = "true",
+            };
+            env[variable] = value;
+            await using var cp = ManagedProcess.Start("control-plane-bad-setting", Paths.ControlPlaneExe, env);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(30));
+            await cp.WaitForExitAsync(timeout.Token);
+
+            cp.ExitCode.ShouldBe(2, cp.Output);
+            cp.Output.Trim().ShouldBe($"streamspace: {message}");
+            File.Exists(Path.Combine(data, "streamspace.db")).ShouldBeFalse();
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
 }

@@ -1,5 +1,6 @@
 using Microsoft.Data.Sqlite;
 using Npgsql;
+using StreamSpace.ControlPlane.Hosting;
 
 namespace StreamSpace.ControlPlane.Data;
 
@@ -18,12 +19,13 @@ public sealed record DatabaseTarget(DatabaseKind Kind, string ConnectionString)
         if (value.StartsWith("sqlite:", StringComparison.OrdinalIgnoreCase))
         {
             var path = value["sqlite:".Length..];
-            if (path.Length == 0) throw new FormatException("STREAMSPACE_DATABASE 'sqlite:' needs a file path, e.g. sqlite:./data/streamspace.db");
+            if (path.Length == 0) throw new StreamSpaceConfigurationException("STREAMSPACE_DATABASE 'sqlite:' needs a file path, e.g. sqlite:./data/streamspace.db");
             return Sqlite(path);
         }
         if (value.StartsWith("postgres://", StringComparison.OrdinalIgnoreCase) || value.StartsWith("postgresql://", StringComparison.OrdinalIgnoreCase))
         {
-            var uri = new Uri(value);
+            if (!Uri.TryCreate(value, UriKind.Absolute, out var uri) || uri.Host.Length == 0)
+                throw new StreamSpaceConfigurationException($"STREAMSPACE_DATABASE is not a valid postgres:// URL (postgres://user:pass@host:port/db): '{Redacted(value)}'");
             var userInfo = uri.UserInfo.Split(':', 2);
             var csb = new NpgsqlConnectionStringBuilder
             {
@@ -39,8 +41,11 @@ public sealed record DatabaseTarget(DatabaseKind Kind, string ConnectionString)
         }
         if (value.Contains("Host=", StringComparison.OrdinalIgnoreCase))
             return new DatabaseTarget(DatabaseKind.Postgres, value);
-        throw new FormatException($"STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got '{value}'");
+        throw new StreamSpaceConfigurationException($"STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got '{Redacted(value)}'");
     }
+
+    /// <summary>The value without a password, for messages.</summary>
+    private static string Redacted(string value) => System.Text.RegularExpressions.Regex.Replace(value, "(://[^:/@]*:)[^@]*@", "$1***@");
 
     private static DatabaseTarget Sqlite(string path)
     {

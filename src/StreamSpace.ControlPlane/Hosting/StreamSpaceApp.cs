@@ -56,7 +56,10 @@ public static class StreamSpaceApp
         var services = builder.Services;
         services.AddSingleton(Options.Create(options));
         services.TryAddSingletonTimeProvider();
-        services.AddSingleton(_ => new Db(DatabaseTarget.Parse(options.Database, options.DataFolder)));
+        // Parsed now, so a wrong STREAMSPACE_DATABASE (or embedded-agent setting) stops the start before anything runs.
+        var database = DatabaseTarget.Parse(options.Database, options.DataFolder);
+        if (options.EmbeddedAgent) _ = Agents.Embedded.EmbeddedAgentService.SessionSettings(builder.Configuration);
+        services.AddSingleton(_ => new Db(database));
         services.Configure<JsonOptions>(o =>
         {
             o.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.CamelCase;

@@ -76,9 +76,19 @@ public sealed class StreamSpaceOptions
         o.AdminPassword = Env("STREAMSPACE_ADMIN_PASSWORD") ?? o.AdminPassword;
         o.JwtSigningKey = Env("STREAMSPACE_JWT_KEY") ?? o.JwtSigningKey;
         if (Env("STREAMSPACE_EMBEDDED_AGENT") is { } embedded) o.EmbeddedAgent = ParseBool(embedded, "STREAMSPACE_EMBEDDED_AGENT");
-        if (Env("STREAMSPACE_HEARTBEAT_SECONDS") is { } hb) o.HeartbeatSeconds = int.Parse(hb, System.Globalization.CultureInfo.InvariantCulture);
+        if (Env("STREAMSPACE_HEARTBEAT_SECONDS") is { } hb)
+            o.HeartbeatSeconds = int.TryParse(hb, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var seconds)
+                ? seconds : throw new StreamSpaceConfigurationException($"STREAMSPACE_HEARTBEAT_SECONDS must be a whole number, got '{hb}'");
         // The StreamSpace section (StreamSpace__X variables, --StreamSpace:X arguments) wins over STREAMSPACE_X.
-        config.GetSection("StreamSpace").Bind(o);
+        try
+        {
+            config.GetSection("StreamSpace").Bind(o);
+        }
+        catch (InvalidOperationException ex)
+        {
+            // "Failed to convert configuration value 'x' at 'StreamSpace:CommandTtl' to type 'System.TimeSpan'."
+            throw new StreamSpaceConfigurationException(ex.Message, ex);
+        }
         o.DataFolder = Path.GetFullPath(o.DataFolder);
         o.Validate();
         return o;
@@ -88,7 +98,7 @@ public sealed class StreamSpaceOptions
     {
         "1" or "true" or "yes" or "on" => true,
         "0" or "false" or "no" or "off" => false,
-        _ => throw new InvalidOperationException($"{name} must be true or false, got '{value}'"),
+        _ => throw new StreamSpaceConfigurationException($"{name} must be true or false, got '{value}'"),
     };
 
     public void Validate()
@@ -119,6 +129,9 @@ public sealed class StreamSpaceOptions
         if (LoginAttemptsPerUsernamePerMinute < 1) errors.Add("LoginAttemptsPerUsernamePerMinute must be >= 1");
         if (LoginAttemptsPerClientPerMinute < 1) errors.Add("LoginAttemptsPerClientPerMinute must be >= 1");
         if (AdminPassword is { Length: < 8 }) errors.Add("STREAMSPACE_ADMIN_PASSWORD must be at least 8 characters");
-        if (errors.Count > 0) throw new InvalidOperationException("Invalid StreamSpace configuration: " + string.Join("; ", errors));
+        if (errors.Count > 0) throw new StreamSpaceConfigurationException("Invalid StreamSpace configuration: " + string.Join("; ", errors));
     }
 }
+
+/// <summary>A setting the control plane cannot start with; the message names the setting and what it takes.</summary>
+public sealed class StreamSpaceConfigurationException(string message, Exception? inner = null) : InvalidOperationException(message, inner);
