@@ -25,16 +25,7 @@ public sealed class EmbeddedAgentSettingsTests : IDisposable
 
     private static async Task<(WebApplication App, HttpClient Admin)> StartAsync(string data, params string[] extra)
     {
-        var app = StreamSpaceApp.Build(
-        [
-            "--urls", "http://127.0.0.1:0",
-            $"--StreamSpace:Database=sqlite:{Path.Combine(data, "streamspace.db")}",
-            $"--StreamSpace:DataFolder={data}",
-            $"--StreamSpace:AdminPassword={ControlPlaneFixture.AdminPassword}",
-            "--StreamSpace:EmbeddedAgent=true",
-            "--Logging:LogLevel:Default=Warning",
-            .. extra,
-        ]);
+        var app = StreamSpaceApp.Build(ControlPlaneFixture.StandaloneArgs(data, embeddedAgent: true, extra));
         await app.StartAsync(TestContext.Current.CancellationToken);
         var admin = new HttpClient { BaseAddress = new Uri(app.Urls.First()), Timeout = Wait };
         using var login = await admin.PostAsJsonAsync("/api/v1/auth/login", new { username = "admin", password = ControlPlaneFixture.AdminPassword },
@@ -59,13 +50,14 @@ public sealed class EmbeddedAgentSettingsTests : IDisposable
         }
     }
 
-    private static async Task<JsonElement> SessionWhenSettledAsync(HttpClient admin, string id)
+    /// <summary>The session once its state is none of <paramref name="passing"/> (the states it moves through).</summary>
+    private static async Task<JsonElement> SessionPastAsync(HttpClient admin, string id, params string[] passing)
     {
         var until = DateTime.UtcNow + Wait;
         while (true)
         {
             var session = await admin.GetFromJsonAsync<JsonElement>($"/api/v1/sessions/{id}", TestContext.Current.CancellationToken);
-            if (session.GetProperty("state").GetString() is not ("pending" or "starting")) return session;
+            if (!passing.Contains(session.GetProperty("state").GetString())) return session;
             if (DateTime.UtcNow > until) throw new TimeoutException($"session {id} still {session.GetProperty("state")}");
             await Task.Delay(100, TestContext.Current.CancellationToken);
         }
@@ -91,7 +83,7 @@ public sealed class EmbeddedAgentSettingsTests : IDisposable
             created.StatusCode.ShouldBe(System.Net.HttpStatusCode.Created, await created.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
             var id = (await created.Content.ReadFromJsonAsync<JsonElement>(TestContext.Current.CancellationToken)).GetProperty("id").GetString()!;
 
-            var session = await SessionWhenSettledAsync(admin, id);
+            var session = await SessionPastAsync(admin, id, "pending", "starting");
             session.GetProperty("state").GetString().ShouldBe("running", session.ToString());
             var state = Directory.EnumerateDirectories(shared).ShouldHaveSingleItem();
             Directory.Exists(Path.Combine(state, "sessions", id)).ShouldBeTrue();
@@ -99,19 +91,8 @@ public sealed class EmbeddedAgentSettingsTests : IDisposable
 
             using var deleted = await admin.DeleteAsync($"/api/v1/sessions/{id}", TestContext.Current.CancellationToken);
             deleted.IsSuccessStatusCode.ShouldBeTrue();
-            (await SessionWhenSettledTerminatedAsync(admin, id)).ShouldBe("terminated");
+            (await SessionPastAsync(admin, id, "running", "terminating")).GetProperty("state").GetString().ShouldBe("terminated");
             await app.StopAsync(TestContext.Current.CancellationToken);
-        }
-    }
-
-    private static async Task<string?> SessionWhenSettledTerminatedAsync(HttpClient admin, string id)
-    {
-        var until = DateTime.UtcNow + Wait;
-        while (true)
-        {
-            var state = (await admin.GetFromJsonAsync<JsonElement>($"/api/v1/sessions/{id}", TestContext.Current.CancellationToken)).GetProperty("state").GetString();
-            if (state is "terminated" or "failed" || DateTime.UtcNow > until) return state;
-            await Task.Delay(100, TestContext.Current.CancellationToken);
         }
     }
 

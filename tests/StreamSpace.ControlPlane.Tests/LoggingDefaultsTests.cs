@@ -15,16 +15,9 @@ public sealed class LoggingDefaultsTests : IDisposable
 
     public void Dispose() => Directory.Delete(_data, recursive: true);
 
+    // Not quiet, unlike other in-process tests: the levels when nothing is said are the point here.
     private WebApplication Build(params string[] extra) =>
-        StreamSpaceApp.Build(
-        [
-            "--urls", "http://127.0.0.1:0",
-            $"--StreamSpace:Database=sqlite:{Path.Combine(_data, "streamspace.db")}",
-            $"--StreamSpace:DataFolder={_data}",
-            $"--StreamSpace:AdminPassword={ControlPlaneFixture.AdminPassword}",
-            "--StreamSpace:EmbeddedAgent=false",
-            .. extra,
-        ]);
+        StreamSpaceApp.Build(ControlPlaneFixture.StandaloneArgs(_data, embeddedAgent: false, extra, quiet: false));
 
     [Fact]
     public async Task Request_lines_of_the_framework_are_off_by_default_and_the_control_plane_events_are_on()

@@ -29,15 +29,7 @@ public sealed class SqliteFileProtectionTests : IDisposable
 
     private async Task StartAndStopAsync(string database)
     {
-        await using var app = StreamSpaceApp.Build(
-        [
-            "--urls", "http://127.0.0.1:0",
-            $"--StreamSpace:Database=sqlite:{database}",
-            $"--StreamSpace:DataFolder={_data}",
-            $"--StreamSpace:AdminPassword={ControlPlaneFixture.AdminPassword}",
-            "--StreamSpace:EmbeddedAgent=false",
-            "--Logging:LogLevel:Default=Warning",
-        ]);
+        await using var app = StreamSpaceApp.Build(ControlPlaneFixture.StandaloneArgs(_data, embeddedAgent: false, [$"--StreamSpace:Database=sqlite:{database}"]));
         await app.StartAsync(TestContext.Current.CancellationToken);
         // While it runs: the database and its WAL/shared-memory files are the control plane's alone.
         foreach (var file in Directory.EnumerateFiles(_data, Path.GetFileName(database) + "*"))

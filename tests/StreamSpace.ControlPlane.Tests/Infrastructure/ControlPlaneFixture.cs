@@ -18,6 +18,21 @@ public abstract class ControlPlaneFixture : IAsyncLifetime
 {
     public const string AdminPassword = "admin-test-password-1";
 
+    /// <summary>
+    /// Arguments of an in-process control plane (<see cref="StreamSpaceApp.Build"/>) of its own: SQLite in
+    /// <paramref name="dataFolder"/>, any free loopback port, logging warnings only (unless not <paramref name="quiet"/>).
+    /// </summary>
+    public static string[] StandaloneArgs(string dataFolder, bool embeddedAgent, string[] extra, bool quiet = true) =>
+    [
+        "--urls", "http://127.0.0.1:0",
+        $"--StreamSpace:Database=sqlite:{Path.Combine(dataFolder, "streamspace.db")}",
+        $"--StreamSpace:DataFolder={dataFolder}",
+        $"--StreamSpace:AdminPassword={AdminPassword}",
+        $"--StreamSpace:EmbeddedAgent={embeddedAgent}",
+        .. quiet ? ["--Logging:LogLevel:Default=Warning"] : Array.Empty<string>(),
+        .. extra,
+    ];
+
     private readonly List<HttpClient> _clients = [];
     private readonly List<WebApplication> _replicas = [];
     private string? _adminToken;
