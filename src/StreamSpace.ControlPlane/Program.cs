@@ -3,7 +3,8 @@ using StreamSpace.Agent.Hosting;
 using StreamSpace.ControlPlane.Hosting;
 
 // The start-up failures an operator meets most end in one plain line and an exit code, not an unhandled-exception dump
-// (which also aborts the process): a setting it cannot start with (2), an address already taken (1).
+// (which also aborts the process): a setting it cannot start with (2), an address already taken (1), a database it cannot
+// use (3).
 try
 {
     var app = StreamSpaceApp.Build(args);
@@ -14,6 +15,11 @@ catch (Exception ex) when (ex is StreamSpaceConfigurationException or AgentOptio
 {
     Console.Error.WriteLine($"streamspace: {ex.Message}");
     return 2;
+}
+catch (DatabaseUnavailableException ex)
+{
+    Console.Error.WriteLine($"streamspace: {ex.Message}");
+    return 3;
 }
 catch (Exception ex) when (ex is ListenAddressInUseException || ex is IOException { InnerException: AddressInUseException })
 {

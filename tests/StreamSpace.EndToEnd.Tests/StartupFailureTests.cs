@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
 using StreamSpace.EndToEnd.Tests.Infrastructure;
 
 namespace StreamSpace.EndToEnd.Tests;
@@ -69,6 +70,39 @@ public sealed class StartupFailureTests
             cp.ExitCode.ShouldBe(2, cp.Output);
             cp.Output.Trim().ShouldBe($"streamspace: {message}");
             File.Exists(Path.Combine(data, "streamspace.db")).ShouldBeFalse();
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_database_that_refuses_the_control_plane_ends_the_start_saying_which_and_why()
+    {
+        // The test PostgreSQL server, a database on it that does not exist: waiting would not cure it.
+        var server = Environment.GetEnvironmentVariable(TestDatabase.PostgresVariable)
+            ?? throw new InvalidOperationException($"{TestDatabase.PostgresVariable} is not set (./test.sh sets it)");
+        var missing = new UriBuilder(server) { Path = "/streamspace_no_such_database" }.Uri.ToString();
+        var data = Directory.CreateTempSubdirectory("streamspace-e2e-no-database-").FullName;
+        try
+        {
+            await using var cp = ManagedProcess.Start("control-plane-no-database", Paths.ControlPlaneExe, new Dictionary<string, string?>
+            {
+                ["STREAMSPACE_URLS"] = "http://127.0.0.1:0",
+                ["STREAMSPACE_DATA"] = data,
+                ["STREAMSPACE_DATABASE"] = missing,
+                ["STREAMSPACE_ADMIN_PASSWORD"] = Platform.AdminPassword,
+                ["STREAMSPACE_EMBEDDED_AGENT"] = "false",
+            });
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(30));
+            await cp.WaitForExitAsync(timeout.Token);
+
+            cp.ExitCode.ShouldBe(3, cp.Output);
+            cp.Output.ShouldContain("streamspace: cannot open the database postgres://");
+            cp.Output.ShouldContain("/streamspace_no_such_database: 3D000: database \"streamspace_no_such_database\" does not exist");
+            cp.Output.ShouldNotContain("Unhandled exception");
         }
         finally
         {

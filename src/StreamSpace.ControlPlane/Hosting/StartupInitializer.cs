@@ -49,6 +49,13 @@ public sealed class StartupInitializer(IServiceProvider services, Db db, ILogger
                 logger.LogWarning("Database not reachable yet (attempt {Attempt}/{Max}): {Error}", attempt, DatabaseAttempts, ex.Message);
                 await Task.Delay(TimeSpan.FromSeconds(1), ct);
             }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // Unreachable for good, or a refusal waiting does not cure (a wrong password, a database that does not exist).
+                throw new DatabaseUnavailableException(
+                    $"cannot open the database {db.Target.Describe()}: {ex.Message}" +
+                    (ErrorHandling.IsDatabaseOutage(ex) ? $" (tried {DatabaseAttempts} times, a second apart)" : ""), ex);
+            }
         }
     }
 
@@ -58,3 +65,6 @@ public sealed class StartupInitializer(IServiceProvider services, Db db, ILogger
     public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }
+
+/// <summary>The database the control plane is configured with cannot be used; the message says which and why.</summary>
+public sealed class DatabaseUnavailableException(string message, Exception inner) : Exception(message, inner);
