@@ -7,9 +7,10 @@ cd "$(dirname "$0")"
 
 log() { printf '[run.sh] %s\n' "$*"; }
 
-# Packages a local session needs: TigerVNC (one Xvnc per session), the built-in templates' apps,
-# and setsid/setpriv (util-linux) to run sessions in their own process group as an unprivileged user.
-APT_PACKAGES=(tigervnc-standalone-server xterm firefox-esr chromium util-linux procps ca-certificates)
+# Packages a local session needs: TigerVNC (one Xvnc per session), the built-in templates' apps, matchbox (a window
+# manager that makes each app fill the session's desktop as the viewer resizes it), and setsid/setpriv (util-linux)
+# to run sessions in their own process group as an unprivileged user.
+APT_PACKAGES=(tigervnc-standalone-server matchbox-window-manager xterm firefox-esr chromium util-linux procps ca-certificates)
 if command -v apt-get >/dev/null; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done

@@ -15,7 +15,7 @@ log() { printf '[test.sh %(%H:%M:%S)T] %s\n' -1 "$*"; }
 # Debian packages the tests use: PostgreSQL server, TigerVNC + xterm for sessions, Chromium for the
 # browser tests, iptables/iproute2 for network fault tests, python3 for a vfork case of the process runtime,
 # websockify for the relay benchmark baseline.
-APT_PACKAGES=(postgresql tigervnc-standalone-server xterm x11-utils chromium iptables iproute2 procps util-linux psmisc curl ca-certificates python3)
+APT_PACKAGES=(postgresql tigervnc-standalone-server matchbox-window-manager xterm x11-utils x11-xserver-utils chromium iptables iproute2 procps util-linux psmisc curl ca-certificates python3)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -53,6 +53,14 @@ public sealed class AgentOptions
     /// fork bomb stays inside its session. Firefox with several content processes uses a few hundred.
     /// </summary>
     public int SessionMaxProcesses { get; set; } = 4096;
+    /// <summary>
+    /// Window manager started in every session before its app, so the app fills the session's desktop and follows it
+    /// when the viewer resizes it: null (the default) for <see cref="DefaultWindowManager"/> when it is installed, "none"
+    /// for no window manager (apps keep the size they choose), or another command line.
+    /// </summary>
+    public string? SessionWindowManager { get; set; }
+    /// <summary>matchbox's single-window mode: each app's window fills the screen, dialogs stay dialogs.</summary>
+    public const string DefaultWindowManager = "matchbox-window-manager -use_titlebar no -use_cursor no";
     /// <summary>Where the cgroup hierarchies are mounted.</summary>
     public string CgroupRoot { get; set; } = "/sys/fs/cgroup";
     /// <summary>Xvnc executable (PATH lookup when not absolute).</summary>
@@ -92,6 +100,7 @@ public sealed class AgentOptions
             options.SessionLimits = bool.TryParse(limits, out var enforce) ? enforce
                 : throw new AgentOptionsException($"STREAMSPACE_SESSION_LIMITS must be true or false, got '{limits}'");
         options.SessionMaxProcesses = ParseInt("STREAMSPACE_SESSION_MAX_PROCESSES", Flat("STREAMSPACE_SESSION_MAX_PROCESSES")) ?? options.SessionMaxProcesses;
+        options.SessionWindowManager = Flat("STREAMSPACE_SESSION_WINDOW_MANAGER") ?? options.SessionWindowManager;
         if (string.IsNullOrWhiteSpace(options.StateFolder) && !string.IsNullOrWhiteSpace(options.AgentId))
         {
             options.StateFolder = Path.Combine("data", $"agent-{options.AgentId}");

@@ -17,7 +17,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
     private readonly TestLog _log = new();
     private readonly List<ProcessRuntime> _runtimes = [];
 
-    private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null, string? stateFolder = null)
+    private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null, string? stateFolder = null, string? windowManager = null)
     {
         var options = new AgentOptions
         {
@@ -25,6 +25,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
             StopGracePeriod = TimeSpan.FromSeconds(2),
             MonitorInterval = TimeSpan.FromMilliseconds(200),
             SessionMaxProcesses = maxProcesses,
+            SessionWindowManager = windowManager,
         };
         if (startTimeout is { } timeout) options.SessionStartTimeout = timeout;
         var runtime = new ProcessRuntime(options, _log.CreateLogger(nameof(ProcessRuntime)), TimeProvider.System);
@@ -54,6 +55,59 @@ public class ProcessRuntimeTests : IAsyncDisposable
             var status = await reader.ReadAsync(timeout.Token);
             if (status.SessionId == sessionId && states.Contains(status.State)) return status;
         }
+    }
+
+    /// <summary>Runs an X client of the tools package against a session's display, with the session's cookie.</summary>
+    private string X(string sessionId, string program, params string[] arguments)
+    {
+        var record = Record(sessionId);
+        var psi = new System.Diagnostics.ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in arguments) psi.ArgumentList.Add(a);
+        psi.Environment["DISPLAY"] = $":{record["display"]!.GetValue<int>()}";
+        psi.Environment["XAUTHORITY"] = Path.Combine(_state.Folder, "sessions", sessionId, "run", XAuthority.FileName);
+        using var process = System.Diagnostics.Process.Start(psi)!;
+        var output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        process.ExitCode.ShouldBe(0, $"{program}: {process.StandardError.ReadToEnd()}");
+        return output;
+    }
+
+    /// <summary>The xterm window's size (WxH) on the session's screen, or null while it has none.</summary>
+    private string? XtermSize(string sessionId) =>
+        X(sessionId, "xwininfo", "-root", "-tree").Split('\n').Where(l => l.Contains("(\"xterm\" \"XTerm\")", StringComparison.Ordinal))
+            .Select(l => l.Split(')', 2)[1].Trim().Split('+')[0]).FirstOrDefault();
+
+    [Fact]
+    public async Task The_app_fills_the_session_desktop_and_follows_it_when_the_viewer_resizes_it()
+    {
+        var runtime = await NewRuntimeAsync();
+        runtime.WindowManager.ShouldBe(AgentOptions.DefaultWindowManager, "matchbox-window-manager is installed by ./test.sh and ./run.sh");
+        var args = Args();
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Running);
+
+        await TestProcesses.WaitUntilAsync(() => XtermSize(args.SessionId) == "1280x800", Wait, "xterm filling the 1280x800 desktop");
+        // What a viewer's SetDesktopSize does to the screen; the window follows.
+        X(args.SessionId, "xrandr", "--fb", "1600x900");
+        await TestProcesses.WaitUntilAsync(() => XtermSize(args.SessionId) == "1600x900", Wait, "xterm following the desktop to 1600x900");
+        // The window manager belongs to the session: it ends with it.
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        TestProcesses.Group(pgid).Select(m => TestProcesses.CommandName(m.Pid)).ShouldContain("matchbox-window");
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        TestProcesses.Group(pgid).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task Without_a_window_manager_the_app_keeps_the_size_it_chooses()
+    {
+        var runtime = await NewRuntimeAsync(windowManager: "none");
+        runtime.WindowManager.ShouldBe("");
+        var args = Args();
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Running);
+        await TestProcesses.WaitUntilAsync(() => XtermSize(args.SessionId) is not null, Wait, "an xterm window");
+        XtermSize(args.SessionId).ShouldNotBe("1280x800"); // 80x24 characters
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
     }
 
     [Fact]

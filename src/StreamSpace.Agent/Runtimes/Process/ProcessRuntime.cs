@@ -59,9 +59,21 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
     public string? SessionLimits { get; private set; }
 
+    /// <summary>The window manager's command line sessions start with, or "" for none (see <see cref="AgentOptions.SessionWindowManager"/>).</summary>
+    internal string WindowManager { get; private set; } = "";
+
     public async Task InitializeAsync(CancellationToken ct)
     {
         _user = SessionUser.Resolve(_options.SessionUser);
+        WindowManager = _options.SessionWindowManager switch
+        {
+            null => IsInstalled(ProgramOf(AgentOptions.DefaultWindowManager)!) ? AgentOptions.DefaultWindowManager : "",
+            var none when none.Trim().Equals("none", StringComparison.OrdinalIgnoreCase) => "",
+            var given => given.Trim(),
+        };
+        if (WindowManager.Length == 0)
+            _logger.LogInformation("Sessions start without a window manager{Why}: each app keeps the window size it chooses, however large the viewer",
+                _options.SessionWindowManager is null ? " (matchbox-window-manager is not installed; with it, apps fill the session's desktop)" : "");
         if (IsolationWarning(_user) is { } warning) _logger.LogWarning("{Warning}", warning);
         PrepareFolders();
         foreach (var dir in Directory.EnumerateDirectories(_sessionsDir))
@@ -204,7 +216,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         var xauthority = Path.Combine(runDir, XAuthority.FileName);
         XAuthority.Write(xauthority, display, user);
         string[] command = ["/usr/bin/setsid", .. user.SwitchArguments(), "/bin/sh", "-c", SessionLauncher.Script, "streamspace-session", runDir,
-            display.ToString(CultureInfo.InvariantCulture), _options.XvncPath, _options.Geometry, args.Launch.ProcessCommand!, LaunchPolls(), socketPath];
+            display.ToString(CultureInfo.InvariantCulture), _options.XvncPath, _options.Geometry, args.Launch.ProcessCommand!, LaunchPolls(), socketPath,
+            WindowManager];
         // With limits, the leader enters the session's cgroups first (as root, before anything of the session runs).
         if (cgroups.Count > 0)
             command = ["/bin/sh", "-c", SessionCgroups.JoinScript, "streamspace-join", .. cgroups, "--", .. command];

@@ -22,11 +22,12 @@ internal static class SessionLauncher
 
     /// <summary>
     /// Positional arguments: $1 session dir, $2 display number, $3 Xvnc path, $4 geometry, $5 app command,
-    /// $6 how many polls to wait for the launch file, $7 the VNC unix socket path. If the agent dies (or gives up) before it says launch,
-    /// the leader stops Xvnc and exits instead of waiting forever with nobody knowing about it.
+    /// $6 how many polls to wait for the launch file, $7 the VNC unix socket path, $8 the window manager's command line
+    /// (empty: none; it starts just before the app, in the same process group). If the agent dies (or gives up) before it
+    /// says launch, the leader stops Xvnc and exits instead of waiting forever with nobody knowing about it.
     /// </summary>
     public const string Script = """
-        dir="$1"; display="$2"; xvnc="$3"; geometry="$4"; command="$5"; polls="$6"; sock="$7"
+        dir="$1"; display="$2"; xvnc="$3"; geometry="$4"; command="$5"; polls="$6"; sock="$7"; wm="$8"
         exec </dev/null >>"$dir/session.log" 2>&1
         "$xvnc" ":$display" -auth "$XAUTHORITY" -rfbunixpath "$sock" -rfbunixmode 0600 -rfbport -1 -SecurityTypes None \
             -nolisten tcp -geometry "$geometry" -depth 24 -AlwaysShared -NeverShared=0 &
@@ -37,6 +38,7 @@ internal static class SessionLauncher
             if [ "$polls" -le 0 ] || [ ! -d "$dir" ]; then kill "$xvnc_pid"; exit 1; fi
             sleep 0.05
         done
+        if [ -n "$wm" ]; then /bin/sh -c "exec $wm" & fi
         /bin/sh -c "$command" &
         echo "$!" > "$dir/app.pid"
         wait "$!"

@@ -65,7 +65,8 @@ public sealed class EmbeddedAgentService(
     /// <summary>
     /// The embedded agent's session settings, read like a standalone agent's (README, "Agent process"):
     /// <c>STREAMSPACE_AGENT_STATE</c>, <c>STREAMSPACE_SESSION_LIMITS</c>, <c>STREAMSPACE_SESSION_MAX_PROCESSES</c>,
-    /// <c>STREAMSPACE_SESSION_USER</c> and <c>…_PER_OWNER</c> (or the <c>StreamSpace:Agent</c> section). Identity, runtime,
+    /// <c>STREAMSPACE_SESSION_USER</c> and <c>…_PER_OWNER</c>, <c>STREAMSPACE_SESSION_WINDOW_MANAGER</c> (or the
+    /// <c>StreamSpace:Agent</c> section). Identity, runtime,
     /// capacity and region are the embedded agent's own and set by the caller. StateFolder is empty unless configured.
     /// </summary>
     internal static AgentOptions SessionSettings(IConfiguration configuration)
@@ -79,6 +80,7 @@ public sealed class EmbeddedAgentService(
             SessionUserPerOwner = configured.SessionUserPerOwner,
             SessionLimits = configured.SessionLimits,
             SessionMaxProcesses = configured.SessionMaxProcesses,
+            SessionWindowManager = configured.SessionWindowManager,
         };
     }
 
