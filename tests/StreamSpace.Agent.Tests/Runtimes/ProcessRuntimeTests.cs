@@ -98,6 +98,14 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_window_manager_that_is_not_installed_is_named_at_start_and_left_out()
+    {
+        var runtime = await NewRuntimeAsync(windowManager: "no-such-window-manager --flag");
+        runtime.WindowManager.ShouldBe("");
+        _log.Contains("'no-such-window-manager', which is not installed here", Microsoft.Extensions.Logging.LogLevel.Warning).ShouldBeTrue();
+    }
+
+    [Fact]
     public async Task Without_a_window_manager_the_app_keeps_the_size_it_chooses()
     {
         var runtime = await NewRuntimeAsync(windowManager: "none");

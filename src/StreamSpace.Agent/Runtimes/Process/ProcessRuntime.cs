@@ -71,7 +71,12 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             var none when none.Trim().Equals("none", StringComparison.OrdinalIgnoreCase) => "",
             var given => given.Trim(),
         };
-        if (WindowManager.Length == 0)
+        if (WindowManager.Length > 0 && ProgramOf(WindowManager) is { } wm && !IsInstalled(wm))
+        {
+            _logger.LogWarning("STREAMSPACE_SESSION_WINDOW_MANAGER names '{Program}', which is not installed here: sessions start without a window manager", wm);
+            WindowManager = "";
+        }
+        else if (WindowManager.Length == 0)
             _logger.LogInformation("Sessions start without a window manager{Why}: each app keeps the window size it chooses, however large the viewer",
                 _options.SessionWindowManager is null ? " (matchbox-window-manager is not installed; with it, apps fill the session's desktop)" : "");
         if (IsolationWarning(_user) is { } warning) _logger.LogWarning("{Warning}", warning);
