@@ -44,6 +44,8 @@ public sealed class StartupFailureTests
 
     [Theory]
     [InlineData("STREAMSPACE_HEARTBEAT_SECONDS", "abc", "STREAMSPACE_HEARTBEAT_SECONDS must be a whole number, got 'abc'")]
+    [InlineData("STREAMSPACE_HEARTBEAT_SECONDS", "0", "Invalid StreamSpace configuration: STREAMSPACE_HEARTBEAT_SECONDS (StreamSpace__HeartbeatSeconds) must be between 1 and 3600")]
+    [InlineData("StreamSpace__IdleTimeout", "00:00:10", "Invalid StreamSpace configuration: StreamSpace__IdleTimeout must be 0 (off) or at least 00:01:00")]
     [InlineData("STREAMSPACE_EMBEDDED_AGENT", "maybe", "STREAMSPACE_EMBEDDED_AGENT must be true or false, got 'maybe'")]
     [InlineData("STREAMSPACE_DATABASE", "mysql://root:hunter2@db/x", "STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got 'mysql://root:***@db/x'")]
     [InlineData("StreamSpace__CommandTtl", "banana", "Failed to convert configuration value 'banana' at 'StreamSpace:CommandTtl' to type 'System.TimeSpan'.")]

@@ -104,30 +104,30 @@ public sealed class StreamSpaceOptions
     public void Validate()
     {
         var errors = new List<string>();
-        if (EmbeddedAgentMaxSessions is < 1 or > 10_000) errors.Add("EmbeddedAgentMaxSessions must be between 1 and 10000");
-        if (DefaultMaxSessions < 0) errors.Add("DefaultMaxSessions must be >= 0");
-        if (HeartbeatSeconds is < 1 or > 3600) errors.Add("HeartbeatSeconds must be between 1 and 3600");
-        if (MissedHeartbeatsBeforeOffline < 1) errors.Add("MissedHeartbeatsBeforeOffline must be >= 1");
-        if (CommandTtl <= TimeSpan.Zero) errors.Add("CommandTtl must be positive");
-        if (CommandAckTimeout <= TimeSpan.Zero) errors.Add("CommandAckTimeout must be positive");
-        if (CommandResultTimeout <= TimeSpan.Zero) errors.Add("CommandResultTimeout must be positive");
-        if (CommandBackoffMaxFactor < 1) errors.Add("CommandBackoffMaxFactor must be >= 1");
-        if (CommandRetention <= TimeSpan.Zero) errors.Add("CommandRetention must be positive");
-        if (CommandPruneInterval <= TimeSpan.Zero) errors.Add("CommandPruneInterval must be positive");
-        if (CommandPollInterval <= TimeSpan.Zero) errors.Add("CommandPollInterval must be positive");
-        if (HelloTimeout <= TimeSpan.Zero) errors.Add("HelloTimeout must be positive");
-        if (HeartbeatFlushInterval <= TimeSpan.Zero) errors.Add("HeartbeatFlushInterval must be positive");
-        if (LivenessCheckInterval <= TimeSpan.Zero) errors.Add("LivenessCheckInterval must be positive");
-        if (OfflineSweepInterval <= TimeSpan.Zero) errors.Add("OfflineSweepInterval must be positive");
-        if (OfflineSweepGrace < TimeSpan.Zero) errors.Add("OfflineSweepGrace must be >= 0");
-        if (ReconcileInterval <= TimeSpan.Zero) errors.Add("ReconcileInterval must be positive");
+        if (EmbeddedAgentMaxSessions is < 1 or > 10_000) errors.Add("StreamSpace__EmbeddedAgentMaxSessions must be between 1 and 10000");
+        if (DefaultMaxSessions < 0) errors.Add("StreamSpace__DefaultMaxSessions must be >= 0");
+        if (HeartbeatSeconds is < 1 or > 3600) errors.Add("STREAMSPACE_HEARTBEAT_SECONDS (StreamSpace__HeartbeatSeconds) must be between 1 and 3600");
+        if (MissedHeartbeatsBeforeOffline < 1) errors.Add("StreamSpace__MissedHeartbeatsBeforeOffline must be >= 1");
+        if (CommandTtl <= TimeSpan.Zero) errors.Add("StreamSpace__CommandTtl must be positive");
+        if (CommandAckTimeout <= TimeSpan.Zero) errors.Add("StreamSpace__CommandAckTimeout must be positive");
+        if (CommandResultTimeout <= TimeSpan.Zero) errors.Add("StreamSpace__CommandResultTimeout must be positive");
+        if (CommandBackoffMaxFactor < 1) errors.Add("StreamSpace__CommandBackoffMaxFactor must be >= 1");
+        if (CommandRetention <= TimeSpan.Zero) errors.Add("StreamSpace__CommandRetention must be positive");
+        if (CommandPruneInterval <= TimeSpan.Zero) errors.Add("StreamSpace__CommandPruneInterval must be positive");
+        if (CommandPollInterval <= TimeSpan.Zero) errors.Add("StreamSpace__CommandPollInterval must be positive");
+        if (HelloTimeout <= TimeSpan.Zero) errors.Add("StreamSpace__HelloTimeout must be positive");
+        if (HeartbeatFlushInterval <= TimeSpan.Zero) errors.Add("StreamSpace__HeartbeatFlushInterval must be positive");
+        if (LivenessCheckInterval <= TimeSpan.Zero) errors.Add("StreamSpace__LivenessCheckInterval must be positive");
+        if (OfflineSweepInterval <= TimeSpan.Zero) errors.Add("StreamSpace__OfflineSweepInterval must be positive");
+        if (OfflineSweepGrace < TimeSpan.Zero) errors.Add("StreamSpace__OfflineSweepGrace must be >= 0");
+        if (ReconcileInterval <= TimeSpan.Zero) errors.Add("StreamSpace__ReconcileInterval must be positive");
         // Input reaches the database every few seconds (the relay's activity flush): shorter timeouts would idle active users.
-        if (IdleTimeout != TimeSpan.Zero && IdleTimeout < TimeSpan.FromMinutes(1)) errors.Add("IdleTimeout must be 0 (off) or at least 00:01:00");
+        if (IdleTimeout != TimeSpan.Zero && IdleTimeout < TimeSpan.FromMinutes(1)) errors.Add("StreamSpace__IdleTimeout must be 0 (off) or at least 00:01:00");
         if (IdleAction is not (IdleHibernate or IdleTerminate)) errors.Add($"IdleAction must be '{IdleHibernate}' or '{IdleTerminate}', got '{IdleAction}'");
-        if (IdleCheckInterval <= TimeSpan.Zero) errors.Add("IdleCheckInterval must be positive");
-        if (TokenLifetime <= TimeSpan.Zero) errors.Add("TokenLifetime must be positive");
-        if (LoginAttemptsPerUsernamePerMinute < 1) errors.Add("LoginAttemptsPerUsernamePerMinute must be >= 1");
-        if (LoginAttemptsPerClientPerMinute < 1) errors.Add("LoginAttemptsPerClientPerMinute must be >= 1");
+        if (IdleCheckInterval <= TimeSpan.Zero) errors.Add("StreamSpace__IdleCheckInterval must be positive");
+        if (TokenLifetime <= TimeSpan.Zero) errors.Add("StreamSpace__TokenLifetime must be positive");
+        if (LoginAttemptsPerUsernamePerMinute < 1) errors.Add("StreamSpace__LoginAttemptsPerUsernamePerMinute must be >= 1");
+        if (LoginAttemptsPerClientPerMinute < 1) errors.Add("StreamSpace__LoginAttemptsPerClientPerMinute must be >= 1");
         if (AdminPassword is { Length: < 8 }) errors.Add("STREAMSPACE_ADMIN_PASSWORD must be at least 8 characters");
         if (errors.Count > 0) throw new StreamSpaceConfigurationException("Invalid StreamSpace configuration: " + string.Join("; ", errors));
     }
