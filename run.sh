@@ -76,6 +76,10 @@ if [ "$STREAMSPACE_EMBEDDED_AGENT" = "true" ]; then
 else
   echo "  no agent is attached: add one with POST /api/v1/agents and start src/StreamSpace.Agent"
 fi
-echo "  stop with Ctrl-C"
+if [ "$STREAMSPACE_EMBEDDED_AGENT" = "true" ]; then
+  echo "  stop with Ctrl-C (running sessions keep running and the next ./run.sh takes them back; end them in the UI to stop them)"
+else
+  echo "  stop with Ctrl-C"
+fi
 echo
 wait $cp_pid
