@@ -27,6 +27,9 @@ public static class StreamSpaceApp
         // it (a database's files, a build) handled by the control plane, and the whole file system when started in /.
         var builder = WebApplication.CreateBuilder([.. args, "--hostBuilder:reloadConfigOnChange=false"]);
         var options = StreamSpaceOptions.FromConfiguration(builder.Configuration);
+        // Parsed now, so a wrong STREAMSPACE_DATABASE (or embedded-agent setting) stops the start before anything runs.
+        var database = DatabaseTarget.Parse(options.Database, options.DataFolder);
+        if (options.EmbeddedAgent) _ = Agents.Embedded.EmbeddedAgentService.SessionSettings(builder.Configuration);
 
         var urls = builder.Configuration["urls"];
         if (urls is null && builder.Configuration["STREAMSPACE_URLS"] is { Length: > 0 } streamSpaceUrls)
@@ -56,9 +59,6 @@ public static class StreamSpaceApp
         var services = builder.Services;
         services.AddSingleton(Options.Create(options));
         services.TryAddSingletonTimeProvider();
-        // Parsed now, so a wrong STREAMSPACE_DATABASE (or embedded-agent setting) stops the start before anything runs.
-        var database = DatabaseTarget.Parse(options.Database, options.DataFolder);
-        if (options.EmbeddedAgent) _ = Agents.Embedded.EmbeddedAgentService.SessionSettings(builder.Configuration);
         services.AddSingleton(_ => new Db(database));
         services.Configure<JsonOptions>(o =>
         {
