@@ -14,10 +14,16 @@ builder.Logging.AddJsonConsole(o =>
 });
 
 AgentOptions options;
+string? stateMoved = null;
 try
 {
     options = AgentOptions.FromConfiguration(builder.Configuration);
     options.Validate();
+    // The default ./data/agent-<id> moves out of a folder the session accounts cannot pass through (a checkout in /root).
+    var stateConfigured = builder.Configuration["STREAMSPACE_AGENT_STATE"] is { Length: > 0 }
+        || builder.Configuration.GetSection(AgentOptions.ConfigurationSection)["StateFolder"] is { Length: > 0 };
+    if (!stateConfigured)
+        (options.StateFolder, stateMoved) = StateFolderChoice.Choose(options.StateFolder, null, Environment.IsPrivilegedProcess, options.SharedStateRoot);
 }
 catch (AgentOptionsException ex)
 {
@@ -33,5 +39,8 @@ builder.Services.AddHostedService<AgentWorker>();
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(15));
 
 using var host = builder.Build();
+if (stateMoved is not null)
+    host.Services.GetRequiredService<ILoggerFactory>().CreateLogger("StreamSpace.Agent").LogWarning(
+        "The agent keeps its state (sessions, homes) in {State}, not in ./data: {Why}", options.StateFolder, stateMoved);
 await host.RunAsync();
 return 0;

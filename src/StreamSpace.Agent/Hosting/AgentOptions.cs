@@ -61,6 +61,11 @@ public sealed class AgentOptions
     public string? SessionWindowManager { get; set; }
     /// <summary>matchbox's single-window mode: each app's window fills the screen, dialogs stay dialogs.</summary>
     public const string DefaultWindowManager = "matchbox-window-manager -use_titlebar no -use_cursor no";
+    /// <summary>
+    /// Where the state goes when STREAMSPACE_AGENT_STATE is not set and, as root, the session accounts could not reach the
+    /// default <c>./data/agent-&lt;id&gt;</c> (<see cref="StateFolderChoice"/>).
+    /// </summary>
+    public string SharedStateRoot { get; set; } = StateFolderChoice.DefaultSharedRoot;
     /// <summary>Where the cgroup hierarchies are mounted.</summary>
     public string CgroupRoot { get; set; } = "/sys/fs/cgroup";
     /// <summary>Xvnc executable (PATH lookup when not absolute).</summary>

@@ -29,14 +29,17 @@ public sealed class ManagedProcess : IAsyncDisposable
     /// <summary>Until the process exited and its output was read to the end.</summary>
     public Task WaitForExitAsync(CancellationToken ct) => _process.WaitForExitAsync(ct);
 
-    public static ManagedProcess Start(string name, string exe, IDictionary<string, string?> env, params string[] args)
+    public static ManagedProcess Start(string name, string exe, IDictionary<string, string?> env, params string[] args) =>
+        Start(name, exe, env, Path.GetDirectoryName(exe)!, args);
+
+    public static ManagedProcess Start(string name, string exe, IDictionary<string, string?> env, string workingDirectory, params string[] args)
     {
         var psi = new ProcessStartInfo(exe)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
-            WorkingDirectory = Path.GetDirectoryName(exe)!,
+            WorkingDirectory = workingDirectory,
         };
         foreach (var a in args) psi.ArgumentList.Add(a);
         // Start from a clean StreamSpace environment: only what the test sets.

@@ -48,7 +48,7 @@ public sealed class EmbeddedAgentService(
         agentOptions.HeartbeatSeconds = options.Value.HeartbeatSeconds;
         agentOptions.MaxSessions = options.Value.EmbeddedAgentMaxSessions;
         agentOptions.Region = "local";
-        var (state, why) = EmbeddedStateFolder.Choose(options.Value.DataFolder, agentOptions.StateFolder, Environment.IsPrivilegedProcess,
+        var (state, why) = StateFolderChoice.ForEmbedded(options.Value.DataFolder, agentOptions.StateFolder, Environment.IsPrivilegedProcess,
             options.Value.EmbeddedAgentSharedStateRoot);
         agentOptions.StateFolder = state;
         if (why is not null) logger.LogWarning("The embedded agent keeps its state (sessions, homes) in {State}, not in the data folder: {Why}", state, why);

@@ -1,0 +1,49 @@
+using StreamSpace.EndToEnd.Tests.Infrastructure;
+
+namespace StreamSpace.EndToEnd.Tests;
+
+/// <summary>
+/// A standalone agent process started as root the way the README shows (from a checkout, no STREAMSPACE_AGENT_STATE)
+/// where that checkout is under a mode-700 folder, as /root is: its default ./data/agent-&lt;id&gt; could never start a
+/// session, so the state goes to a folder of its own, said in a warning.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class AgentStateFolderTests
+{
+    [Fact]
+    public async Task A_root_agent_started_in_a_folder_the_session_accounts_cannot_enter_keeps_its_state_elsewhere_and_says_so()
+    {
+        Environment.IsPrivilegedProcess.ShouldBeTrue("the session accounts only exist under a root agent");
+        var root = Directory.CreateTempSubdirectory("streamspace-e2e-agent-state-").FullName;
+        try
+        {
+            File.SetUnixFileMode(root, (UnixFileMode)Convert.ToInt32("755", 8));
+            var home = Directory.CreateDirectory(Path.Combine(root, "root-home")).FullName;
+            File.SetUnixFileMode(home, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            var checkout = Directory.CreateDirectory(Path.Combine(home, "streamspace")).FullName;
+            var shared = Directory.CreateDirectory(Path.Combine(root, "var-lib-streamspace")).FullName;
+
+            await using var agent = ManagedProcess.Start("agent-state-moved", Paths.AgentExe, new Dictionary<string, string?>
+            {
+                // Nothing listens there: the agent keeps retrying, which is all this test needs of it.
+                ["STREAMSPACE_CONTROL_PLANE"] = "http://127.0.0.1:1",
+                ["STREAMSPACE_AGENT_ID"] = "worker-7",
+                ["STREAMSPACE_AGENT_TOKEN"] = "ssa_unused",
+                ["StreamSpace__Agent__SharedStateRoot"] = shared,
+            }, checkout);
+            var until = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+            while (!agent.Output.Contains("The agent keeps its state", StringComparison.Ordinal) && !agent.HasExited && DateTime.UtcNow < until)
+                await Task.Delay(100, TestContext.Current.CancellationToken);
+
+            agent.Output.ShouldContain($"cannot pass through {home} (mode 700) to reach {Path.Combine(checkout, "data", "agent-worker-7")}");
+            var state = Directory.EnumerateDirectories(shared).ShouldHaveSingleItem();
+            Path.GetFileName(state).ShouldStartWith("agent-worker-7-");
+            Directory.Exists(Path.Combine(checkout, "data")).ShouldBeFalse("the state went to the checkout after all");
+            await agent.KillAsync();
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+}
