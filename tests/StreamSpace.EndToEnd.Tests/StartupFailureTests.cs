@@ -8,6 +8,38 @@ namespace StreamSpace.EndToEnd.Tests;
 /// <summary>The control plane process when it cannot start, as an operator sees it: exit code and its last words.</summary>
 public sealed class StartupFailureTests
 {
+    /// <summary>What a control plane process that ended by itself left: its exit code, its output, whether it made a database.</summary>
+    private sealed record Ending(int ExitCode, string Output, bool MadeDatabase);
+
+    /// <summary>
+    /// Starts a control plane (SQLite in a data folder of its own, no embedded agent, any port) with <paramref name="settings"/>
+    /// on top, and waits up to 30 s for it to end.
+    /// </summary>
+    private static async Task<Ending> StartUntilItEndsAsync(string name, Dictionary<string, string?> settings)
+    {
+        var data = Directory.CreateTempSubdirectory($"streamspace-e2e-{name}-").FullName;
+        try
+        {
+            var env = new Dictionary<string, string?>
+            {
+                ["STREAMSPACE_URLS"] = "http://127.0.0.1:0",
+                ["STREAMSPACE_DATA"] = data,
+                ["STREAMSPACE_ADMIN_PASSWORD"] = Platform.AdminPassword,
+                ["STREAMSPACE_EMBEDDED_AGENT"] = "false",
+            };
+            foreach (var (key, value) in settings) env[key] = value;
+            await using var cp = ManagedProcess.Start($"control-plane-{name}", Paths.ControlPlaneExe, env);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(30));
+            await cp.WaitForExitAsync(timeout.Token);
+            return new Ending(cp.ExitCode, cp.Output, File.Exists(Path.Combine(data, "streamspace.db")));
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
     [Fact]
     public async Task A_control_plane_whose_address_is_taken_exits_at_once_saying_so_plainly()
     {
@@ -15,31 +47,14 @@ public sealed class StartupFailureTests
         using var occupant = new TcpListener(IPAddress.Loopback, 0);
         occupant.Start();
         var url = $"http://127.0.0.1:{((IPEndPoint)occupant.LocalEndpoint).Port}";
-        var data = Directory.CreateTempSubdirectory("streamspace-e2e-port-taken-").FullName;
-        try
-        {
-            await using var cp = ManagedProcess.Start("control-plane-port-taken", Paths.ControlPlaneExe, new Dictionary<string, string?>
-            {
-                ["STREAMSPACE_URLS"] = url,
-                ["STREAMSPACE_DATA"] = data,
-                ["STREAMSPACE_ADMIN_PASSWORD"] = Platform.AdminPassword,
-                ["STREAMSPACE_EMBEDDED_AGENT"] = "false",
-            });
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(30));
-            await cp.WaitForExitAsync(timeout.Token);
 
-            cp.ExitCode.ShouldBe(1, cp.Output);
-            cp.Output.ShouldContain($"streamspace: Cannot listen on {url}: the address is already in use");
-            cp.Output.ShouldContain("STREAMSPACE_URLS");
-            cp.Output.ShouldNotContain("Unhandled exception");
-            // Said before any start-up work: no database was made.
-            File.Exists(Path.Combine(data, "streamspace.db")).ShouldBeFalse();
-        }
-        finally
-        {
-            Directory.Delete(data, recursive: true);
-        }
+        var ending = await StartUntilItEndsAsync("port-taken", new() { ["STREAMSPACE_URLS"] = url });
+
+        ending.ExitCode.ShouldBe(1, ending.Output);
+        ending.Output.ShouldContain($"streamspace: Cannot listen on {url}: the address is already in use");
+        ending.Output.ShouldContain("STREAMSPACE_URLS");
+        ending.Output.ShouldNotContain("Unhandled exception");
+        ending.MadeDatabase.ShouldBeFalse("said before any start-up work");
     }
 
     [Theory]
@@ -53,30 +68,12 @@ public sealed class StartupFailureTests
     [InlineData("STREAMSPACE_SESSION_LIMITS", "perhaps", "STREAMSPACE_SESSION_LIMITS must be true or false, got 'perhaps'")]
     public async Task A_setting_the_control_plane_cannot_start_with_ends_it_at_once_with_one_plain_line(string variable, string value, string message)
     {
-        var data = Directory.CreateTempSubdirectory("streamspace-e2e-bad-setting-").FullName;
-        try
-        {
-            var env = new Dictionary<string, string?>
-            {
-                ["STREAMSPACE_URLS"] = "http://127.0.0.1:0",
-                ["STREAMSPACE_DATA"] = data,
-                ["STREAMSPACE_ADMIN_PASSWORD"] = Platform.AdminPassword,
-                ["STREAMSPACE_EMBEDDED_AGENT"] = "true",
-            };
-            env[variable] = value;
-            await using var cp = ManagedProcess.Start("control-plane-bad-setting", Paths.ControlPlaneExe, env);
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(30));
-            await cp.WaitForExitAsync(timeout.Token);
+        // With the embedded agent on, so its settings are read too.
+        var ending = await StartUntilItEndsAsync("bad-setting", new() { ["STREAMSPACE_EMBEDDED_AGENT"] = "true", [variable] = value });
 
-            cp.ExitCode.ShouldBe(2, cp.Output);
-            cp.Output.Trim().ShouldBe($"streamspace: {message}");
-            File.Exists(Path.Combine(data, "streamspace.db")).ShouldBeFalse();
-        }
-        finally
-        {
-            Directory.Delete(data, recursive: true);
-        }
+        ending.ExitCode.ShouldBe(2, ending.Output);
+        ending.Output.Trim().ShouldBe($"streamspace: {message}");
+        ending.MadeDatabase.ShouldBeFalse();
     }
 
     [Fact]
@@ -86,29 +83,12 @@ public sealed class StartupFailureTests
         var server = Environment.GetEnvironmentVariable(TestDatabase.PostgresVariable)
             ?? throw new InvalidOperationException($"{TestDatabase.PostgresVariable} is not set (./test.sh sets it)");
         var missing = new UriBuilder(server) { Path = "/streamspace_no_such_database" }.Uri.ToString();
-        var data = Directory.CreateTempSubdirectory("streamspace-e2e-no-database-").FullName;
-        try
-        {
-            await using var cp = ManagedProcess.Start("control-plane-no-database", Paths.ControlPlaneExe, new Dictionary<string, string?>
-            {
-                ["STREAMSPACE_URLS"] = "http://127.0.0.1:0",
-                ["STREAMSPACE_DATA"] = data,
-                ["STREAMSPACE_DATABASE"] = missing,
-                ["STREAMSPACE_ADMIN_PASSWORD"] = Platform.AdminPassword,
-                ["STREAMSPACE_EMBEDDED_AGENT"] = "false",
-            });
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(30));
-            await cp.WaitForExitAsync(timeout.Token);
 
-            cp.ExitCode.ShouldBe(3, cp.Output);
-            cp.Output.ShouldContain("streamspace: cannot open the database postgres://");
-            cp.Output.ShouldContain("/streamspace_no_such_database: 3D000: database \"streamspace_no_such_database\" does not exist");
-            cp.Output.ShouldNotContain("Unhandled exception");
-        }
-        finally
-        {
-            Directory.Delete(data, recursive: true);
-        }
+        var ending = await StartUntilItEndsAsync("no-database", new() { ["STREAMSPACE_DATABASE"] = missing });
+
+        ending.ExitCode.ShouldBe(3, ending.Output);
+        ending.Output.ShouldContain("streamspace: cannot open the database postgres://");
+        ending.Output.ShouldContain("/streamspace_no_such_database: 3D000: database \"streamspace_no_such_database\" does not exist");
+        ending.Output.ShouldNotContain("Unhandled exception");
     }
 }
