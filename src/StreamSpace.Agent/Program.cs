@@ -20,9 +20,7 @@ try
     options = AgentOptions.FromConfiguration(builder.Configuration);
     options.Validate();
     // The default ./data/agent-<id> moves out of a folder the session accounts cannot pass through (a checkout in /root).
-    var stateConfigured = builder.Configuration["STREAMSPACE_AGENT_STATE"] is { Length: > 0 }
-        || builder.Configuration.GetSection(AgentOptions.ConfigurationSection)["StateFolder"] is { Length: > 0 };
-    if (!stateConfigured)
+    if (AgentOptions.ConfiguredStateFolder(builder.Configuration) is null)
         (options.StateFolder, stateMoved) = StateFolderChoice.Choose(options.StateFolder, null, Environment.IsPrivilegedProcess, options.SharedStateRoot);
 }
 catch (AgentOptionsException ex)

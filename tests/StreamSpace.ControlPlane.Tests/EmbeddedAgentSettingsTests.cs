@@ -74,7 +74,7 @@ public sealed class EmbeddedAgentSettingsTests : IDisposable
         File.SetUnixFileMode(data, (UnixFileMode)Convert.ToInt32("755", 8));
         var shared = Directory.CreateDirectory(Path.Combine(_root, "var-lib-streamspace")).FullName;
 
-        var (app, admin) = await StartAsync(data, $"--StreamSpace:EmbeddedAgentSharedStateRoot={shared}");
+        var (app, admin) = await StartAsync(data, $"--StreamSpace:Agent:SharedStateRoot={shared}");
         await using (app)
         using (admin)
         {

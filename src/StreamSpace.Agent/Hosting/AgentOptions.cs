@@ -92,7 +92,7 @@ public sealed class AgentOptions
         options.ControlPlaneUrl = Flat("STREAMSPACE_CONTROL_PLANE") ?? options.ControlPlaneUrl;
         options.AgentId = Flat("STREAMSPACE_AGENT_ID") ?? options.AgentId;
         options.Token = Flat("STREAMSPACE_AGENT_TOKEN") ?? options.Token;
-        options.StateFolder = Flat("STREAMSPACE_AGENT_STATE") ?? options.StateFolder;
+        options.StateFolder = ConfiguredStateFolder(configuration) ?? "";
         options.Runtime = Flat("STREAMSPACE_RUNTIME") ?? options.Runtime;
         options.Region = Flat("STREAMSPACE_REGION") ?? options.Region;
         options.HeartbeatSeconds = ParseInt("STREAMSPACE_HEARTBEAT_SECONDS", Flat("STREAMSPACE_HEARTBEAT_SECONDS")) ?? options.HeartbeatSeconds;
@@ -112,6 +112,12 @@ public sealed class AgentOptions
         }
         return options;
     }
+
+    /// <summary>The state folder the operator set (<c>STREAMSPACE_AGENT_STATE</c> or <c>StreamSpace:Agent:StateFolder</c>), or null.</summary>
+    public static string? ConfiguredStateFolder(IConfiguration configuration) =>
+        configuration["STREAMSPACE_AGENT_STATE"] is { Length: > 0 } flat ? flat
+        : configuration.GetSection(ConfigurationSection)["StateFolder"] is { Length: > 0 } sectioned ? sectioned
+        : null;
 
     private static int? ParseInt(string name, string? value) =>
         value is null ? null

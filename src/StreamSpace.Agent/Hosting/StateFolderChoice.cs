@@ -29,7 +29,7 @@ public static class StateFolderChoice
             return (shared, $"it holds this agent's sessions or homes from an earlier start ({usual} did not suit then)");
         if (OperatingSystem.IsWindows() || !root || InUse(usual) || UnixFolders.OthersCannotEnter(Path.GetDirectoryName(usual)) is not { } closed)
             return (usual, null);
-        return (shared, $"the session accounts cannot pass through {closed} (mode {Convert.ToString((int)File.GetUnixFileMode(closed), 8)}) " +
+        return (shared, $"the session accounts cannot pass through {closed} (mode {UnixFolders.ModeOf(closed)}) " +
             $"to reach {usual}; set STREAMSPACE_AGENT_STATE to choose the place");
     }
 
@@ -51,4 +51,7 @@ public static class UnixFolders
         }
         return null;
     }
+
+    /// <summary>A file's permission bits in octal, as ls and chmod write them (e.g. 700).</summary>
+    public static string ModeOf(string path) => OperatingSystem.IsWindows() ? "?" : Convert.ToString((int)File.GetUnixFileMode(path), 8);
 }

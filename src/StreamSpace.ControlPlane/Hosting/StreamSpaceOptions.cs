@@ -12,11 +12,6 @@ public sealed class StreamSpaceOptions
     public bool EmbeddedAgent { get; set; }
     /// <summary>Capacity of the embedded local agent (registered on its first start; an admin may change it later).</summary>
     public int EmbeddedAgentMaxSessions { get; set; } = 10;
-    /// <summary>
-    /// Where the embedded agent keeps its state when, as root, the session accounts could not reach it in the data
-    /// folder and STREAMSPACE_AGENT_STATE is not set (see <see cref="StreamSpace.Agent.Hosting.StateFolderChoice"/>).
-    /// </summary>
-    public string EmbeddedAgentSharedStateRoot { get; set; } = StreamSpace.Agent.Hosting.StateFolderChoice.DefaultSharedRoot;
     /// <summary>JWT signing key (base64, ≥ 32 bytes). Generated and stored in the database when absent.</summary>
     public string? JwtSigningKey { get; set; }
     public TimeSpan TokenLifetime { get; set; } = TimeSpan.FromHours(12);

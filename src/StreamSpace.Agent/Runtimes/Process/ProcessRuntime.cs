@@ -649,7 +649,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         var state = Path.GetFullPath(_options.StateFolder);
         if (UnixFolders.OthersCannotEnter(Path.GetDirectoryName(state)) is not { } closed) return null;
         return $"sessions cannot start on this agent: their accounts cannot reach its state folder {state}, because {closed} " +
-            $"is mode {Convert.ToString((int)File.GetUnixFileMode(closed), 8)} (give others search permission: chmod o+x {closed}, " +
+            $"is mode {UnixFolders.ModeOf(closed)} (give others search permission: chmod o+x {closed}, " +
             "or put the state folder elsewhere with STREAMSPACE_AGENT_STATE)";
     }
 

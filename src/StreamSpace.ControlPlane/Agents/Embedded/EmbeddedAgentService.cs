@@ -49,7 +49,7 @@ public sealed class EmbeddedAgentService(
         agentOptions.MaxSessions = options.Value.EmbeddedAgentMaxSessions;
         agentOptions.Region = "local";
         var (state, why) = StateFolderChoice.ForEmbedded(options.Value.DataFolder, agentOptions.StateFolder, Environment.IsPrivilegedProcess,
-            options.Value.EmbeddedAgentSharedStateRoot);
+            agentOptions.SharedStateRoot);
         agentOptions.StateFolder = state;
         if (why is not null) logger.LogWarning("The embedded agent keeps its state (sessions, homes) in {State}, not in the data folder: {Why}", state, why);
         _host = await EmbeddedAgentHost.StartAsync(agentOptions, loggerFactory, cancellationToken);
@@ -66,16 +66,16 @@ public sealed class EmbeddedAgentService(
     /// The embedded agent's session settings, read like a standalone agent's (README, "Agent process"):
     /// <c>STREAMSPACE_AGENT_STATE</c>, <c>STREAMSPACE_SESSION_LIMITS</c>, <c>STREAMSPACE_SESSION_MAX_PROCESSES</c>,
     /// <c>STREAMSPACE_SESSION_USER</c> and <c>…_PER_OWNER</c>, <c>STREAMSPACE_SESSION_WINDOW_MANAGER</c> (or the
-    /// <c>StreamSpace:Agent</c> section). Identity, runtime,
-    /// capacity and region are the embedded agent's own and set by the caller. StateFolder is empty unless configured.
+    /// <c>StreamSpace:Agent</c> section, also for <c>SharedStateRoot</c>). Identity, runtime, capacity and region are the
+    /// embedded agent's own and set by the caller. StateFolder is empty unless configured.
     /// </summary>
     internal static AgentOptions SessionSettings(IConfiguration configuration)
     {
         var configured = AgentOptions.FromConfiguration(configuration);
         return new AgentOptions
         {
-            StateFolder = configuration["STREAMSPACE_AGENT_STATE"] is { Length: > 0 } state ? state
-                : configuration.GetSection(AgentOptions.ConfigurationSection)["StateFolder"] ?? "",
+            StateFolder = AgentOptions.ConfiguredStateFolder(configuration) ?? "",
+            SharedStateRoot = configured.SharedStateRoot,
             SessionUser = configured.SessionUser,
             SessionUserPerOwner = configured.SessionUserPerOwner,
             SessionLimits = configured.SessionLimits,
