@@ -107,6 +107,12 @@ internal static class Bench
         {
             await setup.OpenAsync();
             await setup.ExecuteAsync("CREATE TABLE bench_insert (id bigserial PRIMARY KEY, payload text NOT NULL, created_at timestamptz NOT NULL)");
+            // Both sides commit the way the server is set: with durable commits every baseline transaction waits for its WAL
+            // flush (shared with concurrent ones), and so does every create batch.
+            var durability = await setup.QuerySingleAsync<(string Fsync, string SyncCommit)>(
+                "SELECT current_setting('fsync'), current_setting('synchronous_commit')");
+            Console.WriteLine($"   server: fsync={durability.Fsync}, synchronous_commit={durability.SyncCommit}" +
+                              (durability.Fsync == "on" && durability.SyncCommit != "off" ? " (durable commits, as deployed)" : " (commits not durable: the tests' settings)"));
         }
         // Baseline: raw single-row INSERT transactions with Npgsql, same server, same concurrency, own connections.
         var baselineConnections = new List<NpgsqlConnection>();
