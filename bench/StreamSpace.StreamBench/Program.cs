@@ -3,7 +3,9 @@
 // reaches Xvnc) against websockify (WebSocket → the same Unix socket, one hop; --websockify-target tcp for TCP) and
 // direct TCP, measured in the same run on the same echo server, at 1, 10 and 100 concurrent streams. A fourth path,
 // "3-hop floor", puts bare socket forwarders where the control plane and the agent are (TCP → TCP → Unix socket,
-// no WebSocket, no HTTP): the least any relay with the architecture's hops costs on the machine at hand.
+// no WebSocket, no HTTP): the least any relay with the architecture's hops costs on the machine at hand. A fifth,
+// "native floor", does the same with two native single-threaded epoll forwarders in processes of their own
+// (bench/native-forwarder/forwarder.c, built by bench/stream.sh with cc): no managed runtime in the relay at all.
 // Not a test: it prints figures and ratios against the targets.
 //
 // Method:
@@ -22,7 +24,7 @@
 //   code, while a measurement here lasts about a second, so tier-0 code and background JIT would be billed to
 //   whichever path runs first. Same setting for every path (the clients and echo server share the process).
 // Run: bench/stream.sh, or dotnet run -c Release --project bench/StreamSpace.StreamBench --
-//   [--mib 128] [--pings 2000] [--pace-ms 16] [--paced-seconds 2] [--streams 1,10,100] [--only ours|floor]
+//   [--mib 128] [--pings 2000] [--pace-ms 16] [--paced-seconds 2] [--streams 1,10,100] [--only ours|floor|native]
 //   [--websockify-target unix|tcp]
 using StreamSpace.StreamBench;
 

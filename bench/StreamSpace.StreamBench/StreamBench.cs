@@ -41,12 +41,12 @@ public static class StreamBench
         var pace = TimeSpan.FromMilliseconds(IntArg(args, "--pace-ms", (int)DefaultPaceInterval.TotalMilliseconds));
         var pacedFor = TimeSpan.FromSeconds(IntArg(args, "--paced-seconds", 2));
         var streamCounts = (StringArg(args, "--streams") ?? "1,10,100").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-        // --only ours|floor: just that path, for profiling (perf/strace) without the others; no ratios then.
+        // --only ours|floor|native: just that path, for profiling (perf/strace) without the others; no ratios then.
         var only = StringArg(args, "--only");
         if (mib < 1 || pings < 100 || streamCounts.Any(n => n < 1) || pace <= TimeSpan.Zero || pacedFor <= TimeSpan.Zero)
         {
             Console.Error.WriteLine("usage: StreamBench [--mib N>=1 per measurement] [--pings N>=100 saturated round trips per measurement] " +
-                                    "[--pace-ms N>0 paced ping interval per stream] [--paced-seconds N>0] [--streams 1,10,100] [--only ours|floor] [--websockify-target unix|tcp]");
+                                    "[--pace-ms N>0 paced ping interval per stream] [--paced-seconds N>0] [--streams 1,10,100] [--only ours|floor|native] [--websockify-target unix|tcp]");
             return 2;
         }
         await using var echo = EchoServer.Start();
@@ -69,6 +69,15 @@ public static class StreamBench
             await using var floor = ForwarderChain.Start(echo.UnixPath);
             results.AddRange(await MeasureAsync("3-hop floor", floor.ConnectAsync, null, plan));
         }
+        if (only is null or "native")
+        {
+            if (NativeForwarderChain.Executable() is { } forwarder)
+            {
+                await using var native = await NativeForwarderChain.StartAsync(forwarder, echo.UnixPath);
+                results.AddRange(await MeasureAsync("native floor", native.ConnectAsync, native.CpuTime, plan));
+            }
+            else Console.WriteLine("native floor: skipped, no native-forwarder next to the bench (bench/stream.sh builds it with cc)");
+        }
         if (only is null or "ours")
         {
             await using var ours = await OurRelay.StartAsync(echo.UnixPath);
@@ -83,17 +92,18 @@ public static class StreamBench
             Console.WriteLine($"{r.Path,-12} {r.Streams,7} {r.MiBps,8:F1} {r.Paced.P50,9:F0} {r.Paced.P99,9:F0} {r.PacedCpuMicros,9:F0} {r.Saturated.P50,9:F0} {r.Saturated.P99,9:F0} {r.CpuMsPerMiB,11:F2} {r.KiBPerReceive,9:F1}");
         Console.WriteLine();
         Console.WriteLine("added p50 = the path's paced round-trip p50 minus direct TCP's at the same streams and pacing (saturated: same, back-to-back pings)");
-        Console.WriteLine($"{"streams",7} {"ours/websockify MiB/s",22} {"(target >= 1.0)",16} {"ours added p50 µs",18} {"(target < 1000)",16} {"websockify added",17} {"3-hop floor added",18} {"saturated: ours added",22} {"websockify added",17}");
+        Console.WriteLine($"{"streams",7} {"ours/websockify MiB/s",22} {"(target >= 1.0)",16} {"ours added p50 µs",18} {"(target < 1000)",16} {"websockify added",17} {"3-hop floor added",18} {"native floor added",19} {"saturated: ours added",22} {"websockify added",17}");
         foreach (var n in streamCounts)
         {
             var direct = results.Single(r => r.Path == "direct TCP" && r.Streams == n);
             var ws = results.Single(r => r.Path == "websockify" && r.Streams == n);
             var ours = results.Single(r => r.Path == "StreamSpace" && r.Streams == n);
             var floor = results.Single(r => r.Path == "3-hop floor" && r.Streams == n);
+            var native = results.SingleOrDefault(r => r.Path == "native floor" && r.Streams == n);
             var ratio = ours.MiBps / ws.MiBps;
             var added = ours.Paced.P50 - direct.Paced.P50;
             Console.WriteLine($"{n,7} {ratio,22:F2} {(ratio >= 1.0 ? "met" : "MISSED"),16} {added,18:F0} {(added < 1000 ? "met" : "MISSED"),16} " +
-                              $"{ws.Paced.P50 - direct.Paced.P50,17:F0} {floor.Paced.P50 - direct.Paced.P50,18:F0} {ours.Saturated.P50 - direct.Saturated.P50,22:F0} {ws.Saturated.P50 - direct.Saturated.P50,17:F0}");
+                              $"{ws.Paced.P50 - direct.Paced.P50,17:F0} {floor.Paced.P50 - direct.Paced.P50,18:F0} {(native is null ? "-" : (native.Paced.P50 - direct.Paced.P50).ToString("F0", CultureInfo.InvariantCulture)),19} {ours.Saturated.P50 - direct.Saturated.P50,22:F0} {ws.Saturated.P50 - direct.Saturated.P50,17:F0}");
         }
         return 0;
     }
