@@ -1,3 +1,4 @@
+using System.Net;
 using System.Net.Sockets;
 using System.Net.WebSockets;
 
@@ -22,6 +23,14 @@ internal abstract class EchoChannel : IAsyncDisposable
 
 internal sealed class TcpEchoChannel(Socket socket) : EchoChannel
 {
+    /// <summary>A client connection (Nagle off, as a viewer's input would be sent) to a path's TCP entry.</summary>
+    public static async Task<EchoChannel> ConnectAsync(IPEndPoint endpoint, CancellationToken ct)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        await socket.ConnectAsync(endpoint, ct);
+        return new TcpEchoChannel(socket);
+    }
+
     public override async ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken ct)
     {
         for (var sent = 0; sent < data.Length;) sent += await socket.SendAsync(data[sent..], SocketFlags.None, ct);

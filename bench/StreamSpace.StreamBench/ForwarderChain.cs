@@ -23,12 +23,7 @@ internal sealed class ForwarderChain : SocketServers
         return chain;
     }
 
-    public async Task<EchoChannel> ConnectAsync(CancellationToken ct)
-    {
-        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        await socket.ConnectAsync((IPEndPoint)_first.LocalEndPoint!, ct);
-        return new TcpEchoChannel(socket);
-    }
+    public Task<EchoChannel> ConnectAsync(CancellationToken ct) => TcpEchoChannel.ConnectAsync((IPEndPoint)_first.LocalEndPoint!, ct);
 
     /// <summary>Each connection accepted on <paramref name="listener"/> is forwarded both ways to a new connection to <paramref name="next"/>.</summary>
     private void Forward(Socket listener, EndPoint next) =>

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
-using System.Net.Sockets;
 
 namespace StreamSpace.StreamBench;
 
@@ -48,12 +47,7 @@ internal sealed class NativeForwarderChain : IAsyncDisposable
         return (process, port);
     }
 
-    public async Task<EchoChannel> ConnectAsync(CancellationToken ct)
-    {
-        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, _port), ct);
-        return new TcpEchoChannel(socket);
-    }
+    public Task<EchoChannel> ConnectAsync(CancellationToken ct) => TcpEchoChannel.ConnectAsync(new IPEndPoint(IPAddress.Loopback, _port), ct);
 
     public TimeSpan CpuTime()
     {

@@ -243,12 +243,8 @@ public static class StreamBench
 
     private static double Percentile(double[] sorted, double p) => sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
 
-    private static async Task<EchoChannel> DirectAsync(int echoPort, CancellationToken ct)
-    {
-        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, echoPort), ct);
-        return new TcpEchoChannel(socket);
-    }
+    private static Task<EchoChannel> DirectAsync(int echoPort, CancellationToken ct) =>
+        TcpEchoChannel.ConnectAsync(new IPEndPoint(IPAddress.Loopback, echoPort), ct);
 
     private static async Task<EchoChannel> WebSocketAsync(Uri url, CancellationToken ct)
     {
