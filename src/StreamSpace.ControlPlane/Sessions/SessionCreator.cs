@@ -219,16 +219,12 @@ public sealed class SessionCreator : IAsyncDisposable
         var (auditSql, auditArgs) = audit.PgInsertMany(entries);
         args.AddDynamicParams(commandArgs);
         args.AddDynamicParams(auditArgs);
-        // Sessions first: the commands reference them. These three statements may use cached (generic) plans, unlike the
-        // connection's default (Db: force_custom_plan, for the UPDATE ... FROM unnest statements elsewhere): an INSERT from
-        // unnest scans no table, while under force_custom_plan PostgreSQL planned the foreign-key check on users again for
-        // every inserted row and the live-counter triggers' statements on every call. Measured with pgbench, 16-row
-        // batches: 0.80-0.87 ms per sessions INSERT with custom plans, 0.44-0.57 ms with cached ones. SET LOCAL ends with
-        // the transaction; the batch's locking reads before it keep custom plans (a generic plan made while users was
-        // tiny chose a sequential scan and kept it after the table grew).
+        // Sessions first: the commands reference them. Cached plans for the three INSERTs (they scan no table) and for the
+        // sessions' foreign-key check and live-counter triggers they fire; the batch's locking reads before them keep
+        // per-call plans (see Db.CachedPlansSql).
         await conn.ExecuteAsync(new CommandDefinition(
             $"""
-            SET LOCAL plan_cache_mode = auto;
+            {Db.CachedPlansSql}
             INSERT INTO sessions (id, user_id, username, template, state, state_reason, agent_id, cpu, memory, persistent_home, created_at, updated_at, last_activity_at)
             SELECT v.id, v.user_id, v.username, v.template, @s_pending, NULL, v.agent_id, v.cpu, v.memory, v.home, @s_now, @s_now, NULL
             FROM unnest(@s_ids, @s_users, @s_names, @s_templates, @s_agents, @s_cpus, @s_memories, @s_homes)
