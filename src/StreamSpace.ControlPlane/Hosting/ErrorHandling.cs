@@ -25,12 +25,9 @@ public static class ErrorHandling
             }
             catch (BadHttpRequestException ex) when (!context.Response.HasStarted)
             {
-                var (error, message) = ex.StatusCode switch
-                {
-                    StatusCodes.Status413PayloadTooLarge => ("Payload too large", TooLargeMessage(context)),
-                    _ => ("Invalid request", Describe(ex)),
-                };
-                await WriteAsync(context, ex.StatusCode, new ApiError(error, message));
+                await WriteAsync(context, ex.StatusCode, ex.StatusCode == StatusCodes.Status413PayloadTooLarge
+                    ? new ApiError("Payload too large", TooLargeMessage(context))
+                    : Describe(ex, context));
             }
             catch (Exception ex) when (IsDatabaseOutage(ex) && !context.Response.HasStarted)
             {
@@ -124,20 +121,17 @@ public static class ErrorHandling
         return false;
     }
 
-    private static string Describe(BadHttpRequestException ex)
+    /// <summary>A body the endpoint could not bind, in the API's words (see <see cref="JsonBodyErrors"/>).</summary>
+    private static ApiError Describe(BadHttpRequestException ex, HttpContext context)
     {
-        if (ex.InnerException is JsonException json)
+        if (ex.InnerException is not JsonException json) return new ApiError("Invalid request", ex.Message);
+        var bodyType = context.GetEndpoint()?.Metadata.GetMetadata<Microsoft.AspNetCore.Http.Metadata.IAcceptsMetadata>()?.RequestType;
+        var options = context.RequestServices.GetService<Microsoft.Extensions.Options.IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions>>()?.Value.SerializerOptions;
+        var (message, field, problem) = JsonBodyErrors.Describe(json, bodyType, options);
+        return new ApiError("Invalid request", message)
         {
-            var path = string.IsNullOrEmpty(json.Path) || json.Path == "$" ? "" : $" at '{json.Path.TrimStart('$', '.')}'";
-            return $"The request body is not valid JSON for this endpoint{path}: {FirstSentence(json.Message)}";
-        }
-        return ex.Message;
-    }
-
-    private static string FirstSentence(string message)
-    {
-        var cut = message.IndexOf(" Path:", StringComparison.Ordinal);
-        return cut > 0 ? message[..cut] : message;
+            Fields = field is not null && problem is not null ? new Dictionary<string, string> { [field] = problem } : null,
+        };
     }
 
     public static Task WriteAsync(HttpContext context, int status, ApiError error)

@@ -5,7 +5,7 @@ using YamlDotNet.Serialization.NamingConventions;
 namespace StreamSpace.ControlPlane.Templates;
 
 /// <summary>Reads a template from YAML: the built-in files, and API bodies sent as <c>application/yaml</c>.</summary>
-public static class TemplateYaml
+public static partial class TemplateYaml
 {
     // Unknown keys are an error (not ignored), so a typo such as "proccess:" is reported instead of silently dropped.
     private static readonly IDeserializer Deserializer = new DeserializerBuilder()
@@ -24,9 +24,65 @@ public static class TemplateYaml
         catch (YamlException ex)
         {
             template = null;
-            var inner = ex.InnerException is { } cause && cause.Message != ex.Message ? $" ({cause.Message})" : "";
-            error = $"invalid YAML at line {ex.Start.Line}, column {ex.Start.Column}: {ex.Message}{inner}";
+            error = $"invalid YAML at line {ex.Start.Line}, column {ex.Start.Column}: {Describe(ex)}";
             return false;
         }
     }
+
+    /// <summary>
+    /// The parser's complaint in a template author's words. YamlDotNet names .NET types ("Property 'proccess' not found
+    /// on type 'StreamSpace.ControlPlane.Templates.TemplateDefinition'", "... into type System.String, System.Private.CoreLib,
+    /// Version=..."), which say nothing to someone writing YAML.
+    /// </summary>
+    internal static string Describe(YamlException ex)
+    {
+        if (UnknownKey().Match(ex.Message) is { Success: true } unknown) return $"'{unknown.Groups[1].Value}' is not a template field here";
+        if (WrongShape().Match(ex.Message) is { Success: true } shape) return $"expected {Kind(shape.Groups[1].Value)} here";
+        if (ex.InnerException is { } cause && cause.Message != ex.Message)
+        {
+            if (CannotCreate().Match(cause.Message) is { Success: true } create) return $"expected {Kind(create.Groups[1].Value)} here";
+            if (InvalidCast().Match(cause.Message) is { Success: true } cast) return $"expected {Kind(cast.Groups[1].Value)} here";
+            return Plain(cause.Message);
+        }
+        return Plain(ex.Message);
+    }
+
+    /// <summary>"a text value" for System.String and so on; the shape a value of that .NET type has in YAML.</summary>
+    private static string Kind(string typeName)
+    {
+        if (NullableOf().Match(typeName) is { Success: true } nullable) typeName = nullable.Groups[1].Value;
+        typeName = typeName.Split(',')[0].Trim();
+        return typeName switch
+        {
+            "System.String" => "a text value",
+            "System.Boolean" => "true or false",
+            "System.Int32" or "System.Int64" or "System.Int16" or "System.UInt32" or "System.UInt64" or "System.Byte" => "a whole number",
+            "System.Double" or "System.Single" or "System.Decimal" => "a number",
+            _ when typeName.Contains("Dictionary", StringComparison.Ordinal) => "a mapping (key: value lines)",
+            _ when typeName.Contains("List", StringComparison.Ordinal) || typeName.EndsWith("[]", StringComparison.Ordinal) => "a list",
+            _ when typeName.StartsWith("StreamSpace.", StringComparison.Ordinal) => "a mapping (key: value lines)",
+            _ => "a value of another kind",
+        };
+    }
+
+    /// <summary>Any type name left in a message, in words.</summary>
+    private static string Plain(string message) => TypeName().Replace(message, m => Kind(m.Value));
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^Property '([^']+)' not found on type '[^']+'")]
+    private static partial System.Text.RegularExpressions.Regex UnknownKey();
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"deserialize the node into type ([^,]+(?:`1\[\[[^\]]+\]\])?)")]
+    private static partial System.Text.RegularExpressions.Regex WrongShape();
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"create an instance of type '([^']+)'")]
+    private static partial System.Text.RegularExpressions.Regex CannotCreate();
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^Invalid cast from '[^']+' to '([^']+)'")]
+    private static partial System.Text.RegularExpressions.Regex InvalidCast();
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"Nullable`1\[\[([^,\]]+)")]
+    private static partial System.Text.RegularExpressions.Regex NullableOf();
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"'?(?:System|StreamSpace)\.[\w.`+]+(?:\[\[.*\]\])?(?:, [\w.]+(?:, Version=[\d.]+, Culture=\w+, PublicKeyToken=\w+)?)?'?")]
+    private static partial System.Text.RegularExpressions.Regex TypeName();
 }

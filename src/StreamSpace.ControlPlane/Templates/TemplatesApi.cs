@@ -115,9 +115,10 @@ public static class TemplatesApi
             }
             catch (JsonException ex)
             {
-                var at = string.IsNullOrEmpty(ex.Path) || ex.Path == "$" ? "body" : ex.Path.TrimStart('$', '.');
-                var reason = ex.Message.Split(" Path:")[0];
-                return (null, ApiErrors.BadRequest($"The request body is not valid JSON for a template at '{at}': {reason}", new Dictionary<string, string> { [at] = reason }));
+                var (message, field, problem) = JsonBodyErrors.Describe(ex, typeof(TemplateDefinition), jsonOptions);
+                // A field's problem names the field; a body-level one already says "The request body ...".
+                return (null, ApiErrors.BadRequest(field is null ? message : $"The request body is not a valid template: {message}",
+                    new Dictionary<string, string> { [field ?? "body"] = problem ?? message }));
             }
             if (template is null)
                 return (null, ApiErrors.BadRequest("The request body must be a template object.", new Dictionary<string, string> { ["body"] = "is required" }));

@@ -16,6 +16,9 @@ public static class HttpAssertions
         error.GetString().ShouldNotBeNullOrWhiteSpace();
         json.TryGetProperty("message", out var message).ShouldBeTrue($"no 'message' in {text}");
         message.GetString().ShouldNotBeNullOrWhiteSpace();
+        // Messages speak the API's language: a .NET type name tells a client nothing it can act on.
+        foreach (var internals in (string[])[".NET", "StreamSpace.", "System."])
+            message.GetString()!.ShouldNotContain(internals, Case.Sensitive, $"internal names in the message of {text}");
         return json;
     }
 

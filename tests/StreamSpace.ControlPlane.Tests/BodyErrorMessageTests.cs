@@ -1,0 +1,60 @@
+using System.Net;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+
+namespace StreamSpace.ControlPlane.Tests;
+
+/// <summary>
+/// A body the endpoint cannot bind is answered in the API's own terms: the field by its JSON path, what it takes, and
+/// where malformed JSON stopped; never the serializer's .NET type names (HttpAssertions checks that for every error).
+/// </summary>
+public abstract class BodyErrorMessageTests(ControlPlaneFixture cp)
+{
+    [Theory]
+    [InlineData("/api/v1/sessions", """{"template":"xterm","cpu":"1"}""",
+        "'cpu' is not a field of this request; it takes template, user, resources and persistentHome.", "cpu")]
+    [InlineData("/api/v1/sessions", """{"template":"xterm","resources":{"gpu":"1"}}""",
+        "'resources.gpu' is not a field of this request; it takes cpu and memory.", "resources.gpu")]
+    [InlineData("/api/v1/sessions", """{"template":"xterm","resources":{"cpu":1}}""", "'resources.cpu' must be a string.", "resources.cpu")]
+    [InlineData("/api/v1/sessions", """{"template":"xterm","resources":[]}""", "'resources' must be a JSON object.", "resources")]
+    [InlineData("/api/v1/sessions", """{"template":"xterm","persistentHome":"yes"}""", "'persistentHome' must be true, false or null.", "persistentHome")]
+    [InlineData("/api/v1/sessions", """[]""", "The request body must be a JSON object with the fields template, user, resources and persistentHome.", null)]
+    [InlineData("/api/v1/sessions", """{"template":"xterm",""",
+        "The request body is not valid JSON: Expected start of a property name or value, but instead reached end of data (line 1, byte 20).", null)]
+    [InlineData("/api/v1/users", """{"username":"alice","password":"long-enough","maxSessions":"many"}""", "'maxSessions' must be a whole number or null.", "maxSessions")]
+    [InlineData("/api/v1/users", """{"username":"alice","password":"long-enough","isAdmin":true}""",
+        "'isAdmin' is not a field of this request; it takes username, password, role and maxSessions.", "isAdmin")]
+    public async Task A_body_that_cannot_be_bound_is_explained_in_the_apis_terms(string path, string body, string message, string? field)
+    {
+        var admin = await cp.AdminClientAsync();
+        var error = await (await admin.PostRawAsync(path, body)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        error.GetProperty("error").GetString().ShouldBe("Invalid request");
+        error.GetProperty("message").GetString().ShouldBe(message);
+        if (field is null)
+        {
+            error.TryGetProperty("fields", out _).ShouldBeFalse();
+            return;
+        }
+        var fields = error.GetProperty("fields").EnumerateObject().ToList();
+        fields.Count.ShouldBe(1);
+        fields[0].Name.ShouldBe(field);
+        message.ShouldContain(fields[0].Value.GetString()!);
+    }
+
+    [Theory]
+    [InlineData("application/yaml", "proccess:\n  command: xterm", "invalid YAML at line 1, column 1: 'proccess' is not a template field here")]
+    [InlineData("application/yaml", "displayName: {a: 1}", "invalid YAML at line 1, column 14: expected a text value here")]
+    [InlineData("application/yaml", "displayName: X\nstream: [1, 2]", "invalid YAML at line 2, column 9: expected a mapping (key: value lines) here")]
+    [InlineData("application/yaml", "displayName: X\nenv: 5", "invalid YAML at line 2, column 6: expected a mapping (key: value lines) here")]
+    [InlineData("application/yaml", "displayName: X\nidleTimeoutMinutes: [1]", "invalid YAML at line 2, column 21: expected a whole number here")]
+    [InlineData("application/json", """{"stream":{"port":"x"}}""", "'stream.port' must be a whole number.")]
+    public async Task A_template_that_cannot_be_read_is_explained_in_the_authors_terms(string contentType, string body, string problem)
+    {
+        var admin = await cp.AdminClientAsync();
+        var error = await (await admin.PostRawAsync($"/api/v1/templates/{ControlPlaneFixture.Unique("words-")}", body, contentType))
+            .ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        error.GetProperty("message").GetString().ShouldBe($"The request body is not a valid template: {problem}");
+    }
+}
+
+public sealed class BodyErrorMessageTests_Sqlite(SqliteControlPlane cp) : BodyErrorMessageTests(cp), IClassFixture<SqliteControlPlane>;
+public sealed class BodyErrorMessageTests_Postgres(PostgresControlPlane cp) : BodyErrorMessageTests(cp), IClassFixture<PostgresControlPlane>;
