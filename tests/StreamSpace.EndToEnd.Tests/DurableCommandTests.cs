@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using Dapper;
 using StreamSpace.ControlPlane.Data;
@@ -72,5 +73,76 @@ public sealed class DurableCommandTests
         using (var del = await admin.DeleteAsync($"/api/v1/sessions/{running}"))
             del.StatusCode.ShouldBe(HttpStatusCode.Accepted);
         await admin.WaitForSessionStateAsync(running, "terminated", TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary>
+    /// Invariant 2 under fire: a 201 means the session and its start command were committed. The control plane is
+    /// SIGKILLed while eight clients create sessions back to back (several group-committed batches in flight); after its
+    /// restart every answered session exists and runs, every committed one (answered or not: a batch can commit just
+    /// before the crash cuts its answers) runs with exactly one start command, and the agent holds exactly those.
+    /// The agent runs the simulated runtime: what is tested is the control plane's bookkeeping, and dozens of sessions
+    /// start in an instant with it.
+    /// </summary>
+    [Fact]
+    public async Task Control_plane_killed_in_a_burst_of_creates_keeps_every_answered_session_and_runs_every_committed_one()
+    {
+        await using var platform = await Platform.StartAsync(DatabaseKind.Postgres, heartbeatSeconds: 2);
+        var admin = await platform.AdminAsync();
+        await platform.AddAgentAsync("agent-burst", "simulated", maxSessions: 1000);
+        await Platform.WaitUntilAsync(async () => await admin.AgentStatusAsync("agent-burst") == "online", TimeSpan.FromSeconds(10), "agent online");
+        var users = Enumerable.Range(1, 8).Select(i => $"burst{i}").ToList();
+        foreach (var u in users) await admin.CreateUserAsync(u, "burst-password-1", maxSessions: 1000);
+        var clients = new List<HttpClient>();
+        foreach (var u in users) clients.Add(await platform.ClientForAsync(u, "burst-password-1"));
+
+        var answered = new ConcurrentBag<string>();
+        var refusals = new ConcurrentBag<string>();
+        var enough = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var loops = clients.Select(client => Task.Run(async () =>
+        {
+            while (true)
+            {
+                try
+                {
+                    var (status, body) = await client.TryCreateSessionAsync("xterm");
+                    if (status != HttpStatusCode.Created) { refusals.Add($"{(int)status} {body}"); return; }
+                    answered.Add(body.GetProperty("id").GetString()!);
+                    if (answered.Count >= 60) enough.TrySetResult();
+                }
+                catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or IOException or System.Text.Json.JsonException)
+                {
+                    return; // the control plane is gone: the request may or may not have committed
+                }
+            }
+        })).ToList();
+        await enough.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        await platform.ControlPlane!.KillAsync();
+        await Task.WhenAll(loops).WaitAsync(TimeSpan.FromSeconds(60));
+        refusals.ShouldBeEmpty();
+        var beforeCrash = answered.ToHashSet(StringComparer.Ordinal);
+
+        await platform.StartControlPlaneAsync();
+        admin = await platform.AdminAsync();
+        await Platform.WaitUntilAsync(async () => await admin.AgentStatusAsync("agent-burst") == "online", TimeSpan.FromSeconds(10), "agent back");
+        await using var conn = await platform.OpenDbAsync();
+        await Platform.WaitUntilAsync(async () => await conn.ExecuteScalarAsync<long>(
+            "SELECT count(*) FROM sessions WHERE username LIKE 'burst%' AND state <> 'running'") == 0,
+            TimeSpan.FromSeconds(30), "every committed session running", 200);
+
+        // Start commands whose results the crash cut off are sent again on the agent's reconnect, and its dedupe answers
+        // them with the results it kept.
+        await Platform.WaitUntilAsync(async () => await conn.ExecuteScalarAsync<long>(
+            "SELECT count(*) FROM agent_commands WHERE session_id LIKE 'burst%' AND state <> 'succeeded'") == 0,
+            TimeSpan.FromSeconds(30), "every start command succeeded", 200);
+        var committed = (await conn.QueryAsync<string>("SELECT id FROM sessions WHERE username LIKE 'burst%'")).ToHashSet(StringComparer.Ordinal);
+        beforeCrash.Except(committed).ShouldBeEmpty("answered 201 but not in the database");
+        var starts = (await conn.QueryAsync<(string SessionId, long Count, bool AllSucceeded)>(
+            "SELECT session_id, count(*), bool_and(state = 'succeeded') FROM agent_commands WHERE type = 'session.start' AND session_id LIKE 'burst%' GROUP BY session_id")).ToList();
+        starts.Select(s => s.SessionId).ToHashSet(StringComparer.Ordinal).SetEquals(committed).ShouldBeTrue("one start command per committed session");
+        starts.ShouldAllBe(s => s.Count == 1 && s.AllSucceeded);
+        // The agent holds exactly the committed sessions (its heartbeat reports what its runtime has).
+        await Platform.WaitUntilAsync(async () =>
+            (await admin.GetJsonAsync("/api/v1/agents/agent-burst")).GetProperty("activeSessions").GetInt32() == committed.Count,
+            TimeSpan.FromSeconds(10), $"the agent reporting {committed.Count} sessions", 200);
     }
 }
