@@ -49,7 +49,7 @@ public abstract class SessionsApiTests(ControlPlaneFixture cp)
         var args = JsonSerializer.Deserialize<SessionStartArgs>(commands[0].Payload, ProtocolJson.Options)!;
         args.SessionId.ShouldBe(id);
         args.User.ShouldBe(username);
-        args.Launch.ProcessCommand.ShouldBe("xterm");
+        args.Launch.ProcessCommand.ShouldBe("xterm -fa Monospace -fs 11");
         args.Resources.Memory.ShouldBe("256Mi");
 
         var audits = await conn.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'session.created' AND target = @id", new { id });

@@ -35,7 +35,7 @@ public abstract class TemplateCatalogTests(ControlPlaneFixture cp)
     {
         var xterm = TemplateCatalog.LoadBuiltIn(TemplateCatalog.BuiltInFolder).Single(t => t.Name == "xterm");
         var spec = xterm.ToLaunchSpec();
-        spec.ProcessCommand.ShouldBe("xterm");
+        spec.ProcessCommand.ShouldBe("xterm -fa Monospace -fs 11");
         spec.DockerImage.ShouldNotBeNullOrEmpty();
         spec.KubernetesImage.ShouldNotBeNullOrEmpty();
         spec.VncPort.ShouldBe(5900);
