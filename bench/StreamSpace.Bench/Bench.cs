@@ -11,7 +11,7 @@ namespace StreamSpace.Bench;
 
 /// <summary>
 /// Control-plane benchmarks (issue 3). Each prints its figures and a ratio against a baseline or target
-/// measured in the same run. Usage: StreamSpace.Bench &lt;fanin|create|storm|launch|all&gt; --pg URL --exe PATH [--agents 1000,5000,10000] [--launches 10]
+/// measured in the same run. Usage: StreamSpace.Bench &lt;fanin|create|storm|launch|all&gt; --pg URL --exe PATH [--agents 1000,5000,10000] [--launches 10] [--rounds N (creation)]
 /// </summary>
 internal static class Bench
 {
@@ -31,7 +31,24 @@ internal static class Bench
         if (scenario is "fanin" or "all")
             foreach (var n in fleets) await FanInAsync(pg, exe, n, seconds);
         if (scenario is "create" or "all")
-            await CreateThroughputAsync(pg, exe, seconds: 10);
+        {
+            // One run's ratio swings with what else the two cores do (0.25-0.33 x in one afternoon): --rounds N runs it N
+            // times, each on a fresh database and control plane, and sums up the spread against the target.
+            var rounds = int.Parse(Arg("--rounds", "1"), CultureInfo.InvariantCulture);
+            var ratios = new List<double>();
+            for (var round = 1; round <= rounds; round++)
+            {
+                if (rounds > 1) Console.WriteLine($"-- creation round {round} of {rounds}");
+                ratios.Add(await CreateThroughputAsync(pg, exe, seconds: 10));
+            }
+            if (rounds > 1)
+            {
+                var sorted = ratios.Order().ToList();
+                var median = sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
+                Console.WriteLine($"== creation over {rounds} rounds: ratios {string.Join(" ", ratios.Select(r => r.ToString("0.000", CultureInfo.InvariantCulture)))}; " +
+                                  $"min {sorted[0]:0.000}, median {median:0.000}, max {sorted[^1]:0.000} x; {ratios.Count(r => r >= CreationTarget)} of {rounds} at or above {CreationTarget:0.00}");
+            }
+        }
         if (scenario is "storm" or "all")
             await ReconnectStormAsync(pg, exe, stormAgents);
         if (scenario is "launch" or "all")
@@ -96,7 +113,11 @@ internal static class Bench
     /// not skewed when the machine's speed drifts during the run (on this shared VM the baseline alone varied from
     /// ~4 700 to ~8 400 tx/s between runs minutes apart).
     /// </summary>
-    private static async Task CreateThroughputAsync(string pg, string exe, int seconds)
+    /// <summary>Issue 3's target: sessions accepted per second at least this share of the raw INSERT baseline's transactions.</summary>
+    private const double CreationTarget = 0.30;
+
+    /// <summary>Runs the creation benchmark once and returns its ratio against the baseline.</summary>
+    private static async Task<double> CreateThroughputAsync(string pg, string exe, int seconds)
     {
         const int concurrency = 32;
         const int slices = 5;
@@ -210,12 +231,13 @@ internal static class Bench
         var baseline = inserts / baselineSeconds;
         var rate = accepted / oursSeconds;
         Console.WriteLine($"   baseline raw INSERT: {baseline:0} tx/s");
-        Console.WriteLine($"   sessions accepted: {rate:0}/s ({accepted} in {oursSeconds:0.0} s, {refused} refused) → {rate / baseline:0.00} × baseline (target ≥ 0.30); per slice (ours/baseline): {string.Join(" ", perSlice)}");
+        Console.WriteLine($"   sessions accepted: {rate:0}/s ({accepted} in {oursSeconds:0.0} s, {refused} refused) → {rate / baseline:0.00} × baseline (target ≥ {CreationTarget:0.00}); per slice (ours/baseline): {string.Join(" ", perSlice)}");
         foreach (var (status, (count, sample)) in refusals)
             Console.WriteLine($"   refused with {status}: {count} time(s), e.g. {sample}");
         Console.WriteLine($"   CPU while creating (cores busy): control plane {cpCpu / oursSeconds:0.00}, PostgreSQL {pgCpu / oursSeconds:0.00}, clients and agents (this process) {benchCpu / oursSeconds:0.00}, of {Environment.ProcessorCount}");
         Console.WriteLine($"   commands delivered: {delivered} of {accepted} accepted (drained {drain.Elapsed.TotalSeconds:0.0} s after the last slice)");
         await Task.WhenAll(runs.Select(async t => { try { await t; } catch (OperationCanceledException) { } }));
+        return rate / baseline;
     }
 
     // ---- reconnect storm -------------------------------------------------------------------------
