@@ -123,7 +123,7 @@ public sealed class DurableCommandTests
 
         await platform.StartControlPlaneAsync();
         admin = await platform.AdminAsync();
-        await Platform.WaitUntilAsync(async () => await admin.AgentStatusAsync("agent-burst") == "online", TimeSpan.FromSeconds(10), "agent back");
+        await Platform.WaitUntilAsync(async () => await admin.AgentStatusAsync("agent-burst") == "online", TimeSpan.FromSeconds(30), "agent back");
         await using var conn = await platform.OpenDbAsync();
         await Platform.WaitUntilAsync(async () => await conn.ExecuteScalarAsync<long>(
             "SELECT count(*) FROM sessions WHERE username LIKE 'burst%' AND state <> 'running'") == 0,
