@@ -32,6 +32,20 @@ public class ProtocolJsonTests
         Encoding.UTF8.GetString(frame).ShouldContain("\"agentId\":\"agent-1\"");
     }
 
+    [Theory]
+    [InlineData("""{"agentId":"a","version":"1","platform":"process","capacity":{"maxSessions":"ten"},"inventory":[]}""",
+        "'hello' payload is malformed: 'capacity.maxSessions' must be a whole number.")]
+    [InlineData("""{"agentId":"a","version":"1","platform":"process","capacity":[],"inventory":[]}""",
+        "'hello' payload is malformed: 'capacity' must be a JSON object.")]
+    [InlineData("""{"agentId":"a","version":"1","platform":"process","inventory":[]}""",
+        "'hello' payload is malformed: Required field(s) missing: capacity.")]
+    public void A_payload_that_does_not_fit_is_refused_naming_the_field_not_a_dotnet_type(string payload, string message)
+    {
+        var frame = Encoding.UTF8.GetBytes($$"""{"v":1,"type":"hello","id":"m1","ts":"2026-01-02T03:04:05Z","payload":{{payload}}}""");
+        ProtocolJson.TryDecode(frame, out var envelope, out var error).ShouldBeTrue(error);
+        Should.Throw<ProtocolException>(() => envelope!.PayloadAs<HelloPayload>()).Message.ShouldBe(message);
+    }
+
     [Fact]
     public void Unknown_fields_in_envelope_and_payload_are_ignored()
     {

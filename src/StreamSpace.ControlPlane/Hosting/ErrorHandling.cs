@@ -121,13 +121,13 @@ public static class ErrorHandling
         return false;
     }
 
-    /// <summary>A body the endpoint could not bind, in the API's words (see <see cref="JsonBodyErrors"/>).</summary>
+    /// <summary>A body the endpoint could not bind, in the API's words (see <see cref="StreamSpace.Protocol.JsonErrorText"/>).</summary>
     private static ApiError Describe(BadHttpRequestException ex, HttpContext context)
     {
         if (ex.InnerException is not JsonException json) return new ApiError("Invalid request", ex.Message);
         var bodyType = context.GetEndpoint()?.Metadata.GetMetadata<Microsoft.AspNetCore.Http.Metadata.IAcceptsMetadata>()?.RequestType;
         var options = context.RequestServices.GetService<Microsoft.Extensions.Options.IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions>>()?.Value.SerializerOptions;
-        var (message, field, problem) = JsonBodyErrors.Describe(json, bodyType, options);
+        var (message, field, problem) = StreamSpace.Protocol.JsonErrorText.Describe(json, bodyType, options);
         return new ApiError("Invalid request", message)
         {
             Fields = field is not null && problem is not null ? new Dictionary<string, string> { [field] = problem } : null,

@@ -115,7 +115,7 @@ public static class TemplatesApi
             }
             catch (JsonException ex)
             {
-                var (message, field, problem) = JsonBodyErrors.Describe(ex, typeof(TemplateDefinition), jsonOptions);
+                var (message, field, problem) = StreamSpace.Protocol.JsonErrorText.Describe(ex, typeof(TemplateDefinition), jsonOptions);
                 // A field's problem names the field; a body-level one already says "The request body ...".
                 return (null, ApiErrors.BadRequest(field is null ? message : $"The request body is not a valid template: {message}",
                     new Dictionary<string, string> { [field ?? "body"] = problem ?? message }));

@@ -1,20 +1,23 @@
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 
-namespace StreamSpace.ControlPlane.Hosting;
+namespace StreamSpace.Protocol;
 
 /// <summary>
-/// Plain words for a request body that System.Text.Json refused: which field, and what it takes, in the API's own
-/// names. The serializer's messages name .NET types ("could not be mapped to any .NET member contained in type
-/// 'StreamSpace.ControlPlane.Sessions.CreateSessionRequest'"), which tell an API client nothing it can act on.
+/// Plain words for JSON that System.Text.Json refused: which field, and what it takes, in the JSON's own names. The
+/// serializer's messages name .NET types ("could not be mapped to any .NET member contained in type
+/// 'StreamSpace.ControlPlane.Sessions.CreateSessionRequest'"), which tell an API client, or an operator reading why
+/// an agent was refused, nothing they can act on. Used for API request bodies and agent message payloads.
 /// </summary>
-internal static class JsonBodyErrors
+public static class JsonErrorText
 {
     /// <summary>
     /// The message, and for a refused field its path and what is wrong with it (for <see cref="ApiError.Fields"/>, as
     /// validation errors give them); no field for the body as a whole or malformed JSON.
     /// </summary>
-    public static (string Message, string? Field, string? Problem) Describe(JsonException json, Type? bodyType, JsonSerializerOptions? options)
+    /// <param name="container">What the JSON is, for an unknown field: "this request", "this message".</param>
+    public static (string Message, string? Field, string? Problem) Describe(
+        JsonException json, Type? bodyType, JsonSerializerOptions? options, string container = "this request")
     {
         var field = FieldPath(json.Path);
         var said = json.Message;
@@ -22,7 +25,7 @@ internal static class JsonBodyErrors
         if (said.Contains("could not be mapped to any .NET member", StringComparison.Ordinal) && field.Length > 0)
         {
             var takes = FieldsOf(TypeAt(bodyType, Parent(field), options), options);
-            problem = "is not a field of this request" + (takes is null ? "" : $"; it takes {takes}");
+            problem = $"is not a field of {container}" + (takes is null ? "" : $"; it takes {takes}");
         }
         else if (said.StartsWith("The JSON value could not be converted to", StringComparison.Ordinal))
         {
@@ -42,7 +45,7 @@ internal static class JsonBodyErrors
         // Not JSON at all, or cut short: the reader's own words name no type; say where it stopped.
         var reason = Cut(Cut(said, " Path:"), " LineNumber:").TrimEnd('.');
         var position = json.LineNumber is { } line && json.BytePositionInLine is { } column ? $" (line {line + 1}, byte {column + 1})" : "";
-        return ($"The request body is not valid JSON: {reason}{position}.", null, null);
+        return ($"{(container == "this request" ? "The request body" : "The JSON")} is not valid JSON: {reason}{position}.", null, null);
     }
 
     private const string MissingRequired = "missing required properties including: ";
