@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using YamlDotNet.Core;
 using YamlDotNet.Serialization;
 using YamlDotNet.Serialization.NamingConventions;
@@ -37,14 +38,12 @@ public static partial class TemplateYaml
     internal static string Describe(YamlException ex)
     {
         if (UnknownKey().Match(ex.Message) is { Success: true } unknown) return $"'{unknown.Groups[1].Value}' is not a template field here";
-        if (WrongShape().Match(ex.Message) is { Success: true } shape) return $"expected {Kind(shape.Groups[1].Value)} here";
-        if (ex.InnerException is { } cause && cause.Message != ex.Message)
+        var cause = ex.InnerException is { } inner && inner.Message != ex.Message ? inner.Message : null;
+        foreach (var said in (string?[])[ex.Message, cause])
         {
-            if (CannotCreate().Match(cause.Message) is { Success: true } create) return $"expected {Kind(create.Groups[1].Value)} here";
-            if (InvalidCast().Match(cause.Message) is { Success: true } cast) return $"expected {Kind(cast.Groups[1].Value)} here";
-            return Plain(cause.Message);
+            if (said is not null && ExpectedType().Match(said) is { Success: true } expected) return $"expected {Kind(expected.Groups["type"].Value)} here";
         }
-        return Plain(ex.Message);
+        return Plain(cause ?? ex.Message);
     }
 
     /// <summary>"a text value" for System.String and so on; the shape a value of that .NET type has in YAML.</summary>
@@ -68,21 +67,16 @@ public static partial class TemplateYaml
     /// <summary>Any type name left in a message, in words.</summary>
     private static string Plain(string message) => TypeName().Replace(message, m => Kind(m.Value));
 
-    [System.Text.RegularExpressions.GeneratedRegex(@"^Property '([^']+)' not found on type '[^']+'")]
-    private static partial System.Text.RegularExpressions.Regex UnknownKey();
+    [GeneratedRegex(@"^Property '([^']+)' not found on type '[^']+'")]
+    private static partial Regex UnknownKey();
 
-    [System.Text.RegularExpressions.GeneratedRegex(@"deserialize the node into type ([^,]+(?:`1\[\[[^\]]+\]\])?)")]
-    private static partial System.Text.RegularExpressions.Regex WrongShape();
+    /// <summary>The .NET type a value had to become, in the ways YamlDotNet says it could not.</summary>
+    [GeneratedRegex(@"deserialize the node into type (?<type>[^,]+(?:`1\[\[[^\]]+\]\])?)|create an instance of type '(?<type>[^']+)'|^Invalid cast from '[^']+' to '(?<type>[^']+)'")]
+    private static partial Regex ExpectedType();
 
-    [System.Text.RegularExpressions.GeneratedRegex(@"create an instance of type '([^']+)'")]
-    private static partial System.Text.RegularExpressions.Regex CannotCreate();
+    [GeneratedRegex(@"Nullable`1\[\[([^,\]]+)")]
+    private static partial Regex NullableOf();
 
-    [System.Text.RegularExpressions.GeneratedRegex(@"^Invalid cast from '[^']+' to '([^']+)'")]
-    private static partial System.Text.RegularExpressions.Regex InvalidCast();
-
-    [System.Text.RegularExpressions.GeneratedRegex(@"Nullable`1\[\[([^,\]]+)")]
-    private static partial System.Text.RegularExpressions.Regex NullableOf();
-
-    [System.Text.RegularExpressions.GeneratedRegex(@"'?(?:System|StreamSpace)\.[\w.`+]+(?:\[\[.*\]\])?(?:, [\w.]+(?:, Version=[\d.]+, Culture=\w+, PublicKeyToken=\w+)?)?'?")]
-    private static partial System.Text.RegularExpressions.Regex TypeName();
+    [GeneratedRegex(@"'?(?:System|StreamSpace)\.[\w.`+]+(?:\[\[.*\]\])?(?:, [\w.]+(?:, Version=[\d.]+, Culture=\w+, PublicKeyToken=\w+)?)?'?")]
+    private static partial Regex TypeName();
 }
