@@ -38,7 +38,7 @@ public sealed record Envelope
         }
         catch (JsonException ex)
         {
-            throw new ProtocolException($"'{Type}' payload is malformed: {JsonErrorText.Describe(ex, typeof(T), ProtocolJson.Options, "this message").Message}", ex);
+            throw new ProtocolException($"'{Type}' payload is malformed: {JsonErrorText.Describe(ex, typeof(T), ProtocolJson.Options, "The payload", "this message").Message}", ex);
         }
     }
 }

@@ -12,12 +12,13 @@ namespace StreamSpace.Protocol;
 public static class JsonErrorText
 {
     /// <summary>
-    /// The message, and for a refused field its path and what is wrong with it (for <see cref="ApiError.Fields"/>, as
-    /// validation errors give them); no field for the body as a whole or malformed JSON.
+    /// The message, and for a refused field its path and what is wrong with it (for an API error's <c>fields</c>, as
+    /// validation errors give them); no field for the JSON as a whole or malformed JSON.
     /// </summary>
-    /// <param name="container">What the JSON is, for an unknown field: "this request", "this message".</param>
+    /// <param name="whole">The JSON as a whole, starting a sentence: "The request body", "The payload".</param>
+    /// <param name="container">The same after "is not a field of": "this request", "this message".</param>
     public static (string Message, string? Field, string? Problem) Describe(
-        JsonException json, Type? bodyType, JsonSerializerOptions? options, string container = "this request")
+        JsonException json, Type? bodyType, JsonSerializerOptions? options, string whole = "The request body", string container = "this request")
     {
         var field = FieldPath(json.Path);
         var said = json.Message;
@@ -31,7 +32,7 @@ public static class JsonErrorText
         {
             var target = TypeAt(bodyType, field, options);
             if (field.Length == 0)
-                return ($"The request body must be {Expected(target, options, withFields: true) ?? "a JSON value of another kind"}.", null, null);
+                return ($"{whole} must be {Expected(target, options, withFields: true) ?? "a JSON value of another kind"}.", null, null);
             problem = $"must be {Expected(target, options, withFields: false) ?? "a value of another kind"}";
         }
         else if (said.IndexOf(MissingRequired, StringComparison.Ordinal) is var at and >= 0)
@@ -45,7 +46,7 @@ public static class JsonErrorText
         // Not JSON at all, or cut short: the reader's own words name no type; say where it stopped.
         var reason = Cut(Cut(said, " Path:"), " LineNumber:").TrimEnd('.');
         var position = json.LineNumber is { } line && json.BytePositionInLine is { } column ? $" (line {line + 1}, byte {column + 1})" : "";
-        return ($"{(container == "this request" ? "The request body" : "The JSON")} is not valid JSON: {reason}{position}.", null, null);
+        return ($"{whole} is not valid JSON: {reason}{position}.", null, null);
     }
 
     private const string MissingRequired = "missing required properties including: ";
@@ -108,7 +109,7 @@ public static class JsonErrorText
         }
     }
 
-    /// <summary>"template, user, resources or persistentHome" for an object type; null for anything else.</summary>
+    /// <summary>"template, user, resources and persistentHome" for an object type; null for anything else.</summary>
     private static string? FieldsOf(Type? type, JsonSerializerOptions? options)
     {
         if (type is null || options is null || Info(type, options) is not { Kind: JsonTypeInfoKind.Object } info || info.Properties.Count == 0) return null;

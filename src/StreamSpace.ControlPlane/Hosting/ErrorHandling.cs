@@ -1,5 +1,8 @@
 using System.Text.Json;
+using Microsoft.AspNetCore.Http.Metadata;
 using Microsoft.AspNetCore.WebUtilities;
+using Microsoft.Extensions.Options;
+using StreamSpace.Protocol;
 
 namespace StreamSpace.ControlPlane.Hosting;
 
@@ -92,7 +95,7 @@ public static class ErrorHandling
     }
 
     private static string TooLargeMessage(HttpContext context) =>
-        $"The request body is larger than the limit of {context.RequestServices.GetRequiredService<Microsoft.Extensions.Options.IOptions<StreamSpaceOptions>>().Value.MaxRequestBodyBytes} bytes.";
+        $"The request body is larger than the limit of {context.RequestServices.GetRequiredService<IOptions<StreamSpaceOptions>>().Value.MaxRequestBodyBytes} bytes.";
 
     private static ApiError ForBareStatus(HttpContext context, int status) => status switch
     {
@@ -121,13 +124,13 @@ public static class ErrorHandling
         return false;
     }
 
-    /// <summary>A body the endpoint could not bind, in the API's words (see <see cref="StreamSpace.Protocol.JsonErrorText"/>).</summary>
+    /// <summary>A body the endpoint could not bind, in the API's words (see <see cref="JsonErrorText"/>).</summary>
     private static ApiError Describe(BadHttpRequestException ex, HttpContext context)
     {
         if (ex.InnerException is not JsonException json) return new ApiError("Invalid request", ex.Message);
-        var bodyType = context.GetEndpoint()?.Metadata.GetMetadata<Microsoft.AspNetCore.Http.Metadata.IAcceptsMetadata>()?.RequestType;
-        var options = context.RequestServices.GetService<Microsoft.Extensions.Options.IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions>>()?.Value.SerializerOptions;
-        var (message, field, problem) = StreamSpace.Protocol.JsonErrorText.Describe(json, bodyType, options);
+        var bodyType = context.GetEndpoint()?.Metadata.GetMetadata<IAcceptsMetadata>()?.RequestType;
+        var options = context.RequestServices.GetService<IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions>>()?.Value.SerializerOptions;
+        var (message, field, problem) = JsonErrorText.Describe(json, bodyType, options);
         return new ApiError("Invalid request", message)
         {
             Fields = field is not null && problem is not null ? new Dictionary<string, string> { [field] = problem } : null,

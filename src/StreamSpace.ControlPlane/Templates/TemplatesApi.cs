@@ -8,6 +8,7 @@ using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Identity;
 using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.Protocol;
 
 namespace StreamSpace.ControlPlane.Templates;
 
@@ -115,7 +116,7 @@ public static class TemplatesApi
             }
             catch (JsonException ex)
             {
-                var (message, field, problem) = StreamSpace.Protocol.JsonErrorText.Describe(ex, typeof(TemplateDefinition), jsonOptions);
+                var (message, field, problem) = JsonErrorText.Describe(ex, typeof(TemplateDefinition), jsonOptions);
                 // A field's problem names the field; a body-level one already says "The request body ...".
                 return (null, ApiErrors.BadRequest(field is null ? message : $"The request body is not a valid template: {message}",
                     new Dictionary<string, string> { [field ?? "body"] = problem ?? message }));
