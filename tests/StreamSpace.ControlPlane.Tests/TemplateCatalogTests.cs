@@ -114,6 +114,68 @@ public abstract class TemplateCatalogTests(ControlPlaneFixture cp)
         (await RowsAsync()).Select(r => r.Name).ShouldNotContain("firefox-browser");
     }
 
+    [Fact]
+    public async Task An_upgrade_brings_an_untouched_built_in_up_to_date_and_keeps_one_an_admin_edited()
+    {
+        var admin = await cp.AdminClientAsync();
+        var catalog = cp.App.Services.GetRequiredService<TemplateCatalog>();
+        var folder = Directory.CreateTempSubdirectory("streamspace-builtins-").FullName;
+        string untouched = ControlPlaneFixture.Unique("shipped-a-"), edited = ControlPlaneFixture.Unique("shipped-b-");
+        void Ship(string name, string description) => File.WriteAllText(Path.Combine(folder, name + ".yaml"), $$"""
+            name: {{name}}
+            displayName: Shipped
+            description: {{description}}
+            defaultResources: {cpu: 250m, memory: 256Mi}
+            stream: {protocol: vnc, port: 5900}
+            process: {command: xterm}
+            """);
+        async Task<string?> DescriptionAsync(string name) =>
+            (await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK)).GetProperty("description").GetString();
+        try
+        {
+            Ship(untouched, "version 1");
+            Ship(edited, "version 1");
+            await catalog.SeedBuiltInAsync(Ct, folder);
+            (await DescriptionAsync(untouched)).ShouldBe("version 1");
+            await (await admin.PutAsJsonAsync($"/api/v1/templates/{edited}", new
+            {
+                displayName = "Mine", description = "mine", defaultResources = new { cpu = "1", memory = "1Gi" },
+                stream = new { protocol = "vnc", port = 5900 }, process = new { command = "xterm" },
+            }, Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+
+            // The next release ships version 2 of both; one more start with the same files changes nothing more.
+            Ship(untouched, "version 2");
+            Ship(edited, "version 2");
+            await catalog.SeedBuiltInAsync(Ct, folder);
+            (await DescriptionAsync(untouched)).ShouldBe("version 2");
+            (await DescriptionAsync(edited)).ShouldBe("mine");
+            var settled = await RowsAsync();
+            await catalog.SeedBuiltInAsync(Ct, folder);
+            (await RowsAsync()).ShouldBe(settled);
+
+            // Built-ins seeded before the marks held fingerprints ("true"): untouched while never updated, else edited.
+            await using (var conn = await cp.Db.OpenAsync(Ct))
+            {
+                await conn.ExecuteAsync("UPDATE settings SET value = 'true' WHERE key IN (@a, @b)", new { a = "template.seeded:" + untouched, b = "template.seeded:" + edited });
+                await conn.ExecuteAsync("UPDATE templates SET created_at = updated_at WHERE name = @untouched", new { untouched });
+            }
+            Ship(untouched, "version 3");
+            Ship(edited, "version 3");
+            await catalog.SeedBuiltInAsync(Ct, folder);
+            (await DescriptionAsync(untouched)).ShouldBe("version 3");
+            (await DescriptionAsync(edited)).ShouldBe("mine");
+        }
+        finally
+        {
+            await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
+            {
+                await conn.ExecuteAsync("DELETE FROM templates WHERE name IN (@untouched, @edited)", new { untouched, edited });
+                await conn.ExecuteAsync("DELETE FROM settings WHERE key IN (@a, @b)", new { a = "template.seeded:" + untouched, b = "template.seeded:" + edited });
+            }
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     private sealed record TemplateRow
     {
         public string Name { get; init; } = "";

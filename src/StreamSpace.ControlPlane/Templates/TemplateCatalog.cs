@@ -16,9 +16,14 @@ public sealed class TemplateCatalog(Db db, TimeProvider time, ILogger<TemplateCa
 
     /// <summary>
     /// Marks in <c>settings</c> that a built-in was seeded once, so an admin who deletes a built-in does
-    /// not see it come back on the next start.
+    /// not see it come back on the next start. The value is <see cref="Fingerprint"/> of the definition the control
+    /// plane last wrote for it, so a later start can tell an untouched built-in (follow the shipped file) from an
+    /// edited one (keep the edit).
     /// </summary>
     private const string SeededKeyPrefix = "template.seeded:";
+
+    /// <summary>The mark of built-ins seeded before fingerprints were kept: untouched while never updated.</summary>
+    private const string LegacySeededMark = "true";
 
     private static readonly JsonSerializerOptions StorageJson = new(JsonSerializerDefaults.Web);
 
@@ -52,29 +57,54 @@ public sealed class TemplateCatalog(Db db, TimeProvider time, ILogger<TemplateCa
     }
 
     /// <summary>
-    /// Inserts built-ins that were never seeded. Never overwrites a row (an admin's edits win), and is safe
-    /// when several replicas start at once: both inserts are <c>ON CONFLICT DO NOTHING</c>.
+    /// Inserts built-ins that were never seeded, and brings a built-in nobody edited up to date with the file shipped
+    /// now, so an upgrade's template fixes reach existing installs. An admin's edits win: a built-in edited (or
+    /// deleted) through the API is never written again. Safe when several replicas start at once (inserts are
+    /// <c>ON CONFLICT DO NOTHING</c>; an update writes the same definition).
     /// </summary>
-    public async Task SeedBuiltInAsync(CancellationToken ct)
+    /// <param name="folder">Where the shipped files are; <see cref="BuiltInFolder"/> unless a test says otherwise.</param>
+    public async Task SeedBuiltInAsync(CancellationToken ct, string? folder = null)
     {
-        var builtIns = LoadBuiltIn(BuiltInFolder);
+        var builtIns = LoadBuiltIn(folder ?? BuiltInFolder);
         if (builtIns.Count == 0)
-            logger.LogWarning("No built-in templates found in {Folder}", BuiltInFolder);
-        var seeded = await db.InTransactionAsync(async (conn, tx) =>
+            logger.LogWarning("No built-in templates found in {Folder}", folder ?? BuiltInFolder);
+        var (seeded, updated) = await db.InTransactionAsync(async (conn, tx) =>
         {
-            var count = 0;
+            int seededCount = 0, updatedCount = 0;
             var now = time.GetUtcNow();
             foreach (var template in builtIns)
             {
+                var key = SeededKeyPrefix + template.Name;
+                var shipped = Fingerprint(Serialize(template));
                 var firstTime = await conn.ExecuteAsync(new CommandDefinition(
-                    "INSERT INTO settings (key, value, updated_at) VALUES (@key, 'true', @now) ON CONFLICT (key) DO NOTHING",
-                    new { key = SeededKeyPrefix + template.Name, now }, tx, cancellationToken: ct));
-                if (firstTime == 1 && await InsertAsync(conn, tx, template, builtin: true, ct)) count++;
+                    "INSERT INTO settings (key, value, updated_at) VALUES (@key, @shipped, @now) ON CONFLICT (key) DO NOTHING",
+                    new { key, shipped, now }, tx, cancellationToken: ct));
+                if (firstTime == 1)
+                {
+                    if (await InsertAsync(conn, tx, template, builtin: true, ct)) seededCount++;
+                    continue;
+                }
+                var written = await conn.ExecuteScalarAsync<string?>(new CommandDefinition(
+                    "SELECT value FROM settings WHERE key = @key", new { key }, tx, cancellationToken: ct));
+                if (written == shipped) continue;
+                var row = await conn.QuerySingleOrDefaultAsync<Row>(new CommandDefinition(
+                    $"SELECT {Columns} FROM templates WHERE name = @name AND builtin = @yes", new { name = template.Name, yes = true }, tx, cancellationToken: ct));
+                var untouched = row is not null && (written == LegacySeededMark ? row.UpdatedAt == row.CreatedAt : Fingerprint(row.Definition) == written);
+                if (!untouched) continue;
+                await UpdateAsync(conn, tx, template, ct);
+                await conn.ExecuteAsync(new CommandDefinition(
+                    "UPDATE settings SET value = @shipped, updated_at = @now WHERE key = @key", new { key, shipped, now }, tx, cancellationToken: ct));
+                updatedCount++;
             }
-            return count;
+            return (seededCount, updatedCount);
         }, ct);
         if (seeded > 0) logger.LogInformation("Seeded {Count} built-in templates", seeded);
+        if (updated > 0) logger.LogInformation("Updated {Count} built-in template(s) nobody had edited to the version shipped now", updated);
     }
+
+    /// <summary>SHA-256 of a stored definition, as hex: what <see cref="SeededKeyPrefix"/> marks hold.</summary>
+    private static string Fingerprint(string definition) =>
+        "sha256:" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(definition)));
 
     public async Task<IReadOnlyList<TemplateView>> ListAsync(CancellationToken ct)
     {
