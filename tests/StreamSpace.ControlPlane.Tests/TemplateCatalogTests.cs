@@ -135,7 +135,7 @@ public abstract class TemplateCatalogTests(ControlPlaneFixture cp)
         {
             Ship(untouched, "version 1");
             Ship(edited, "version 1");
-            await catalog.SeedBuiltInAsync(Ct, folder);
+            await catalog.SeedBuiltInAsync(folder, Ct);
             (await DescriptionAsync(untouched)).ShouldBe("version 1");
             await (await admin.PutAsJsonAsync($"/api/v1/templates/{edited}", new
             {
@@ -146,11 +146,11 @@ public abstract class TemplateCatalogTests(ControlPlaneFixture cp)
             // The next release ships version 2 of both; one more start with the same files changes nothing more.
             Ship(untouched, "version 2");
             Ship(edited, "version 2");
-            await catalog.SeedBuiltInAsync(Ct, folder);
+            await catalog.SeedBuiltInAsync(folder, Ct);
             (await DescriptionAsync(untouched)).ShouldBe("version 2");
             (await DescriptionAsync(edited)).ShouldBe("mine");
             var settled = await RowsAsync();
-            await catalog.SeedBuiltInAsync(Ct, folder);
+            await catalog.SeedBuiltInAsync(folder, Ct);
             (await RowsAsync()).ShouldBe(settled);
 
             // Built-ins seeded before the marks held fingerprints ("true"): untouched while never updated, else edited.
@@ -161,7 +161,7 @@ public abstract class TemplateCatalogTests(ControlPlaneFixture cp)
             }
             Ship(untouched, "version 3");
             Ship(edited, "version 3");
-            await catalog.SeedBuiltInAsync(Ct, folder);
+            await catalog.SeedBuiltInAsync(folder, Ct);
             (await DescriptionAsync(untouched)).ShouldBe("version 3");
             (await DescriptionAsync(edited)).ShouldBe("mine");
         }

@@ -62,12 +62,14 @@ public sealed class TemplateCatalog(Db db, TimeProvider time, ILogger<TemplateCa
     /// deleted) through the API is never written again. Safe when several replicas start at once (inserts are
     /// <c>ON CONFLICT DO NOTHING</c>; an update writes the same definition).
     /// </summary>
-    /// <param name="folder">Where the shipped files are; <see cref="BuiltInFolder"/> unless a test says otherwise.</param>
-    public async Task SeedBuiltInAsync(CancellationToken ct, string? folder = null)
+    public Task SeedBuiltInAsync(CancellationToken ct) => SeedBuiltInAsync(BuiltInFolder, ct);
+
+    /// <summary>As <see cref="SeedBuiltInAsync(CancellationToken)"/>, with the shipped files in <paramref name="folder"/> (tests).</summary>
+    public async Task SeedBuiltInAsync(string folder, CancellationToken ct)
     {
-        var builtIns = LoadBuiltIn(folder ?? BuiltInFolder);
+        var builtIns = LoadBuiltIn(folder);
         if (builtIns.Count == 0)
-            logger.LogWarning("No built-in templates found in {Folder}", folder ?? BuiltInFolder);
+            logger.LogWarning("No built-in templates found in {Folder}", folder);
         var (seeded, updated) = await db.InTransactionAsync(async (conn, tx) =>
         {
             int seededCount = 0, updatedCount = 0;
