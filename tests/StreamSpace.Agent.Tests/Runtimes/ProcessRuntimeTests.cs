@@ -17,10 +17,12 @@ public class ProcessRuntimeTests : IAsyncDisposable
     private readonly TestLog _log = new();
     private readonly List<ProcessRuntime> _runtimes = [];
 
-    private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null, string? stateFolder = null, string? windowManager = null)
+    private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null, string? stateFolder = null, string? windowManager = null, string? cgroupRoot = null, string? geometry = null)
     {
         var options = new AgentOptions
         {
+            Geometry = geometry ?? "1280x800",
+            CgroupRoot = cgroupRoot ?? "/sys/fs/cgroup",
             StateFolder = stateFolder ?? _state.Folder,
             StopGracePeriod = TimeSpan.FromSeconds(2),
             MonitorInterval = TimeSpan.FromMilliseconds(200),
@@ -415,6 +417,20 @@ public class ProcessRuntimeTests : IAsyncDisposable
         runtime.Inventory().ShouldBeEmpty();
         // The rest of the session (Xvnc) is cleaned up with it.
         await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).Count == 0, Wait, "the session group to be gone");
+    }
+
+    [Fact]
+    public async Task An_Xvnc_that_exits_at_once_fails_the_start_at_once_with_its_own_words()
+    {
+        // A desktop of 99999x99999 pixels is more memory than Xvnc can get: it exits as it starts. The leader has reaped it
+        // by the time the agent reads its pid, which once left the start waiting out its whole timeout.
+        var runtime = await NewRuntimeAsync(geometry: "99999x99999");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var failure = await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(Args(), TestContext.Current.CancellationToken));
+        clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(10), "the start timeout is 20 s");
+        failure.Message.ShouldContain("Xvnc exited during start");
+        failure.Message.ShouldContain("Couldn't add screen");
+        runtime.Inventory().ShouldBeEmpty();
     }
 
     [Fact]

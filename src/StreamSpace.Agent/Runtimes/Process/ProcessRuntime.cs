@@ -311,10 +311,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         while (true)
         {
             ct.ThrowIfCancellationRequested();
-            if (File.Exists(path) && int.TryParse(File.ReadAllText(path).Trim(), out var pid)
-                && ProcFs.Stat(pid) is { } stat && stat.Pgid == pgid)
+            // The leader writes each pid (with its newline, in one write) after starting the process.
+            if (File.Exists(path) && File.ReadAllText(path) is { } text && text.EndsWith('\n') && int.TryParse(text.AsSpan().Trim(), out var pid))
             {
-                return new RecordedProcess(pid, stat.StartTime);
+                if (ProcFs.Stat(pid) is { } stat && stat.Pgid == pgid) return new RecordedProcess(pid, stat.StartTime);
+                // Gone already (and reaped by the leader): it exited at once. Said so now, not after the start timeout, and
+                // for Xvnc with whether another X server holds its display, so the start is retried on another one.
+                throw file == SessionLauncher.XvncPidFile
+                    ? new SessionStartFailure($"Xvnc exited during start: {LogTail(dir)}", DisplayTaken(LogTail(dir, lines: 15)))
+                    : new SessionStartFailure($"the app exited right after it started: {LogTail(dir)}", false);
             }
             ThrowIfDead(dir, leader, xvnc);
             if (_time.GetTimestamp() > deadline) throw new SessionStartFailure($"timed out waiting for {file}", false);
