@@ -65,8 +65,10 @@ public sealed class HibernateTests
             wake.StatusCode.ShouldBe(HttpStatusCode.Accepted, await wake.Content.ReadAsStringAsync());
         await admin.WaitForSessionStateAsync(id, "running", TimeSpan.FromSeconds(30));
 
-        // Continued, not restarted: the count never goes back, and it advances again.
-        var afterWake = ReadCounter(counterFile);
+        // Continued, not restarted: the count never goes back, and it advances again. The counter's shell, woken, may be
+        // between truncating the file and writing the next number: read again until a number is there.
+        var afterWake = -1L;
+        await Platform.WaitUntilAsync(() => Task.FromResult((afterWake = ReadCounter(counterFile)) >= 0), TimeSpan.FromSeconds(5), "the counter file to hold a number");
         afterWake.ShouldBeGreaterThanOrEqualTo(frozenAt);
         await Platform.WaitUntilAsync(() => Task.FromResult(ReadCounter(counterFile) > afterWake + 5), TimeSpan.FromSeconds(10), "the counter advances after wake");
         ReadCounter(counterFile).ShouldBeGreaterThan(frozenAt);
