@@ -24,13 +24,18 @@ internal sealed class TestState : IDisposable
     /// <summary>The session cgroups a runtime over <paramref name="stateFolder"/> made (process runtime limits), and their agent's parent.</summary>
     public static void RemoveCgroupsOf(string stateFolder)
     {
-        if (!Environment.IsPrivilegedProcess || !Directory.Exists("/sys/fs/cgroup/memory/streamspace")) return;
-        if (StreamSpace.Agent.Runtimes.Process.SessionCgroups.Detect("/sys/fs/cgroup", stateFolder, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, out _) is not { } cgroups) return;
-        cgroups.RemoveStaleAsync(new HashSet<string>(), TimeProvider.System, CancellationToken.None).GetAwaiter().GetResult();
-        foreach (var parent in new[] { cgroups.MemoryDir("_"), cgroups.CpuDir("_"), cgroups.PidsDir("_") }.OfType<string>().Select(Path.GetDirectoryName))
+        if (!Environment.IsPrivilegedProcess) return;
+        // The cgroup v1 hierarchies, and this machine's cgroup v2 hierarchy beside them.
+        foreach (var (root, made) in new[] { ("/sys/fs/cgroup", "/sys/fs/cgroup/memory/streamspace"), ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/unified/streamspace") })
         {
-            try { Directory.Delete(parent!); }
-            catch (IOException) { }
+            if (!Directory.Exists(made)) continue;
+            if (StreamSpace.Agent.Runtimes.Process.SessionCgroups.Detect(root, stateFolder, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, out _) is not { } cgroups) continue;
+            cgroups.RemoveStaleAsync(new HashSet<string>(), TimeProvider.System, CancellationToken.None).GetAwaiter().GetResult();
+            foreach (var parent in new[] { cgroups.MemoryDir("_"), cgroups.CpuDir("_"), cgroups.PidsDir("_") }.OfType<string>().Select(Path.GetDirectoryName).Distinct())
+            {
+                try { Directory.Delete(parent!); }
+                catch (IOException) { }
+            }
         }
     }
 

@@ -515,8 +515,8 @@ public class ProcessRuntimeTests : IAsyncDisposable
         runtime.Inventory().ShouldBeEmpty();
     }
 
-    private SessionCgroups Cgroups() =>
-        SessionCgroups.Detect("/sys/fs/cgroup", _state.Folder, _log.CreateLogger(nameof(SessionCgroups)), out var unavailable)
+    private SessionCgroups Cgroups(string root = "/sys/fs/cgroup") =>
+        SessionCgroups.Detect(root, _state.Folder, _log.CreateLogger(nameof(SessionCgroups)), out var unavailable)
         ?? throw new InvalidOperationException($"these tests need cgroup v1 memory and cpu hierarchies: {unavailable}");
 
     /// <summary>The cgroup paths (one per hierarchy line of /proc/PID/cgroup) a process is in.</summary>
@@ -739,13 +739,12 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
-    public async Task Limits_are_off_with_a_reason_on_a_cgroup_v2_only_host_and_when_turned_off()
+    public async Task Limits_are_off_with_a_reason_without_any_cgroup_hierarchy_and_when_turned_off()
     {
-        var root = Path.Combine(_state.Folder, "fake-cgroup2-root");
+        var root = Path.Combine(_state.Folder, "no-cgroups");
         Directory.CreateDirectory(root);
-        File.WriteAllText(Path.Combine(root, "cgroup.controllers"), "cpu memory pids\n");
         SessionCgroups.Detect(root, _state.Folder, _log.CreateLogger(nameof(SessionCgroups)), out var unavailable).ShouldBeNull();
-        unavailable.ShouldBe($"{root} is a cgroup v2 hierarchy, which the process runtime does not support yet");
+        unavailable.ShouldBe($"no cgroup v1 memory and cpu hierarchies and no cgroup v2 hierarchy under {root}");
 
         var options = new AgentOptions { StateFolder = _state.Folder, SessionLimits = false, StopGracePeriod = TimeSpan.FromSeconds(2) };
         var runtime = new ProcessRuntime(options, _log.CreateLogger(nameof(ProcessRuntime)), TimeProvider.System);
@@ -756,6 +755,102 @@ public class ProcessRuntimeTests : IAsyncDisposable
         await runtime.StartAsync(args, TestContext.Current.CancellationToken);
         Directory.Exists(Cgroups().MemoryDir(args.SessionId)).ShouldBeFalse();
         await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
+    public void Cgroup_v2_limits_are_written_as_the_kernel_documents_them_checked_on_a_fake_cgroupfs()
+    {
+        // A fake: this machine's cpu, memory and pids controllers are bound to its cgroup v1 hierarchies, so no cgroup v2
+        // hierarchy here can offer them. The files are checked on a folder shaped like one (the kernel's cgroup-v2 interface
+        // files); what the real v2 hierarchy here can do (hold a session, kill it, stop it) is tested below.
+        var log = _log.CreateLogger(nameof(SessionCgroups));
+        string FakeRoot(string name, string controllers)
+        {
+            var root = Path.Combine(_state.Folder, name);
+            Directory.CreateDirectory(root);
+            File.WriteAllText(Path.Combine(root, "cgroup.controllers"), controllers + "\n");
+            return root;
+        }
+        static string Read(string dir, string file) => File.ReadAllText(Path.Combine(dir, file)).Trim();
+
+        var root = FakeRoot("fake-cgroup2", "cpuset cpu io memory hugetlb pids rdma misc");
+        var cgroups = SessionCgroups.Detect(root, _state.Folder, log, out var unavailable).ShouldNotBeNull();
+        unavailable.ShouldBeNull();
+        var parent = Path.GetDirectoryName(cgroups.MemoryDir("x"))!;
+        Path.GetDirectoryName(parent).ShouldBe(Path.Combine(root, "streamspace"));
+        // The controllers are handed down at every level from the root to the agent's parent.
+        foreach (var level in new[] { root, Path.Combine(root, "streamspace"), parent }) Read(level, "cgroup.subtree_control").ShouldBe("+cpu +memory +pids");
+        cgroups.Describe(4096).ShouldBe("enforced: a cgroup v2 per session (cpu quota, memory limit (swap not limited: the kernel does not account it), at most 4096 processes)");
+        // Where the kernel accounts swap, memory.swap.max is in every cgroup that has memory.
+        File.WriteAllText(Path.Combine(parent, "memory.swap.max"), "max\n");
+        cgroups = SessionCgroups.Detect(root, _state.Folder, log, out _).ShouldNotBeNull();
+        cgroups.LimitsSwap.ShouldBeTrue();
+        cgroups.Describe(4096).ShouldBe("enforced: a cgroup v2 per session (cpu quota, memory limit with no swap, at most 4096 processes)");
+
+        var dir = Path.Combine(parent, "s1");
+        cgroups.Prepare("s1", memoryBytes: 96L << 20, maxProcesses: 40).ShouldBe([Path.Combine(dir, "cgroup.procs")]);
+        (cgroups.MemoryDir("s1"), cgroups.CpuDir("s1"), cgroups.PidsDir("s1")).ShouldBe((dir, dir, dir));
+        Read(dir, "memory.max").ShouldBe((96L << 20).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Read(dir, "memory.swap.max").ShouldBe("0");
+        Read(dir, "cpu.max").ShouldBe("max 100000"); // Xvnc starts unthrottled
+        Read(dir, "pids.max").ShouldBe("40");
+        cgroups.LimitCpu("s1", cpuMillicores: 200);
+        Read(dir, "cpu.max").ShouldBe("20000 100000");
+        cgroups.LimitCpu("s1", cpuMillicores: 5);
+        Read(dir, "cpu.max").ShouldBe("1000 100000"); // the kernel's smallest quota
+        cgroups.HitMemoryLimit("s1").ShouldBeFalse();
+        File.WriteAllText(Path.Combine(dir, "memory.events"), "low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\noom_group_kill 0\n");
+        cgroups.HitMemoryLimit("s1").ShouldBeTrue();
+
+        // No pids controller offered: no process limit.
+        var withoutPids = SessionCgroups.Detect(FakeRoot("fake-cgroup2-no-pids", "cpu memory"), _state.Folder, log, out _).ShouldNotBeNull();
+        withoutPids.Describe(4096).ShouldEndWith("no pids controller, so no process limit)");
+        withoutPids.PidsDir("s1").ShouldBeNull();
+
+        // Controllers that cannot be handed down (on a host: a cgroup holding processes; here a folder where the file would be):
+        // the sessions are still held in cgroups, without limits, and the reason says what to change.
+        var refusing = FakeRoot("fake-cgroup2-refusing", "cpu memory pids");
+        Directory.CreateDirectory(Path.Combine(refusing, "cgroup.subtree_control"));
+        var held = SessionCgroups.Detect(refusing, _state.Folder, log, out unavailable).ShouldNotBeNull();
+        unavailable.ShouldStartWith($"cannot hand the cpu and memory controllers down from {refusing} (");
+        unavailable.ShouldEndWith("; each session still gets a cgroup of its own, so a stop reaches every process it started");
+        held.Prepare("s2", memoryBytes: 96L << 20, maxProcesses: 40).ShouldBe([Path.Combine(Path.GetDirectoryName(held.MemoryDir("s2"))!, "s2", "cgroup.procs")]);
+        Directory.GetFiles(held.MemoryDir("s2")).ShouldBeEmpty("no limits are written");
+        held.LimitCpu("s2", cpuMillicores: 200);
+        Directory.GetFiles(held.CpuDir("s2")).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task On_this_machines_cgroup_v2_hierarchy_without_controllers_a_session_is_held_in_a_cgroup_but_not_limited()
+    {
+        // This machine mounts a cgroup v2 hierarchy beside its v1 ones (a hybrid host), every controller bound to v1: a
+        // real v2 cgroup that can hold, freeze-by-signal and kill a session's processes, but not limit them.
+        const string root = "/sys/fs/cgroup/unified";
+        File.Exists(Path.Combine(root, "cgroup.controllers")).ShouldBeTrue($"this machine mounts a cgroup v2 hierarchy at {root}");
+        var runtime = await NewRuntimeAsync(cgroupRoot: root);
+        runtime.SessionLimits.ShouldStartWith($"not enforced: the cgroup v2 hierarchy at {root} does not offer the cpu and memory controllers (its cgroup.controllers: ");
+        runtime.SessionLimits.ShouldEndWith("so a stop reaches every process it started");
+        _log.Contains("Session cpu and memory limits are not enforced on this agent", Microsoft.Extensions.Logging.LogLevel.Warning).ShouldBeTrue();
+
+        var (args, escaped) = await StartWithEscapedProcessAsync(runtime, "while :; do :; done");
+        var dir = Cgroups(root).MemoryDir(args.SessionId);
+        Directory.GetFiles(dir).ShouldNotContain(f => f.EndsWith("memory.max", StringComparison.Ordinal));
+        // Every process of the session is in its v2 cgroup, the one that left the process group too.
+        string V2PathOf(int pid) => File.ReadAllLines($"/proc/{pid}/cgroup").Single(l => l.StartsWith("0::", StringComparison.Ordinal))[3..];
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        foreach (var pid in TestProcesses.Group(pgid).Select(m => m.Pid).Append(escaped))
+            (root + V2PathOf(pid)).ShouldBe(dir, $"pid {pid} ({TestProcesses.CommandName(pid)})");
+
+        char State() => File.ReadAllText($"/proc/{escaped}/stat").Split(") ")[1][0];
+        await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
+        State().ShouldBe('T', "the busy loop that left the process group is stopped with the session");
+        await runtime.WakeAsync(args.SessionId, TestContext.Current.CancellationToken);
+        await TestProcesses.WaitUntilAsync(() => State() != 'T', Wait, "the escaped process to continue");
+
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        await TestProcesses.WaitUntilAsync(() => !Directory.Exists($"/proc/{escaped}") || File.ReadAllText($"/proc/{escaped}/stat").Contains(") Z ", StringComparison.Ordinal),
+            Wait, "the escaped process to be killed");
+        Directory.Exists(dir).ShouldBeFalse();
     }
 
     public async ValueTask DisposeAsync()

@@ -95,10 +95,12 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
         if (_options.SessionLimits)
         {
+            // Without limits there may still be cgroups: a cgroup v2 hierarchy without the cpu and memory controllers
+            // still holds each session's processes.
             _cgroups = SessionCgroups.Detect(_options.CgroupRoot, _options.StateFolder, _logger, out var unavailable);
-            if (_cgroups is null)
+            if (unavailable is not null)
                 _logger.LogWarning("Session cpu and memory limits are not enforced on this agent: {Reason}", unavailable);
-            var limits = _cgroups is null ? $"not enforced: {unavailable}" : _cgroups.Describe(_options.SessionMaxProcesses);
+            var limits = unavailable is null && _cgroups is not null ? _cgroups.Describe(_options.SessionMaxProcesses) : $"not enforced: {unavailable}";
             SessionLimits = limits.Length <= HelloPayload.MaxSessionLimitsLength ? limits : limits[..HelloPayload.MaxSessionLimitsLength];
         }
         else

@@ -4,21 +4,21 @@ using Microsoft.Extensions.Logging;
 namespace StreamSpace.Agent.Runtimes.Process;
 
 /// <summary>
-/// A session's template resources enforced by the kernel: one cgroup per session in the cgroup v1 <c>memory</c> and
-/// <c>cpu</c> hierarchies (<c>memory.limit_in_bytes</c>, and <c>memory.memsw.limit_in_bytes</c> at the same value where the
-/// kernel accounts swap, so a session cannot spill past its memory into the host's swap; <c>cpu.cfs_quota_us</c> per
-/// 100 ms period, from the moment Xvnc answers, before the app starts), and in <c>pids</c>
-/// when the host has it (<c>pids.max</c>: a fork bomb in one session cannot take the agent host's process table),
-/// joined by the session leader before it starts anything, so Xvnc, the app and everything they start are inside. Beyond the
-/// limits, a cgroup holds every process of the session even when one leaves the process group (<c>setsid</c>), so a
-/// stop kills them all. Each agent keeps its sessions under a parent of its own
-/// (<c>streamspace/agent-&lt;hash of its state folder&gt;</c>), so agents sharing a host never touch each other's.
+/// A session's template resources enforced by the kernel through a cgroup per session: the memory limit (the kernel's
+/// OOM killer acts inside the session), the cpu quota per 100 ms period (from the moment Xvnc answers, before the app
+/// starts) and, where the host has the controller, a process limit (a fork bomb in one session cannot take the agent
+/// host's process table). The session leader joins its cgroups before it starts anything (<see cref="JoinScript"/>), so
+/// Xvnc, the app and everything they start are inside. Beyond the limits, a cgroup holds every process of the session
+/// even when one leaves the process group (<c>setsid</c>), so a stop kills them all. Each agent keeps its sessions under
+/// a parent of its own (<c>streamspace/agent-&lt;hash of its state folder&gt;</c>), so agents sharing a host never touch
+/// each other's.
 /// </summary>
 /// <remarks>
-/// Only cgroup v1 (separate per-controller hierarchies, as on this project's machines) is supported; on a
-/// cgroup v2-only host, or when the agent is not root, <see cref="Detect"/> says why and sessions run without limits.
+/// Two layouts, chosen by <see cref="Detect"/>: cgroup v1 (a hierarchy per controller: <c>memory</c>, <c>cpu</c>,
+/// <c>pids</c> folders under the root) and cgroup v2 (one unified hierarchy, the default of current distributions). A v2
+/// hierarchy that does not offer the cpu and memory controllers still holds each session's processes, without limits.
 /// </remarks>
-internal sealed class SessionCgroups
+internal abstract class SessionCgroups
 {
     /// <summary>The CFS period the CPU quota is expressed in (the kernel's default).</summary>
     public const long CfsPeriodMicros = 100_000;
@@ -36,89 +36,34 @@ internal sealed class SessionCgroups
 
     private static readonly TimeSpan RemoveTimeout = TimeSpan.FromSeconds(5);
 
-    private readonly string _memory;
-    private readonly string _cpu;
-    /// <summary>The pids hierarchy's parent, when the host has one.</summary>
-    private readonly string? _pids;
     private readonly ILogger _logger;
 
-    private SessionCgroups(string memoryParent, string cpuParent, string? pidsParent, bool limitsSwap, ILogger logger)
-    {
-        _memory = memoryParent;
-        _cpu = cpuParent;
-        _pids = pidsParent;
-        LimitsSwap = limitsSwap;
-        _logger = logger;
-    }
+    private SessionCgroups(ILogger logger) => _logger = logger;
 
-    /// <summary>Whether sessions also get a process limit (the host has a cgroup v1 pids hierarchy).</summary>
-    public bool LimitsProcesses => _pids is not null;
+    /// <summary>Whether sessions get a process limit (the host has a pids controller for them).</summary>
+    public abstract bool LimitsProcesses { get; }
 
     /// <summary>
-    /// Whether a session's swap counts against its memory limit (the kernel accounts swap: <c>memory.memsw.*</c>, i.e.
-    /// <c>swapaccount=1</c>). Without it a session held at its memory limit can still push pages out to the host's swap.
+    /// Whether a session's swap counts against its memory limit: the kernel accounts swap (cgroup v1
+    /// <c>memory.memsw.*</c>; cgroup v2 <c>memory.swap.max</c>). Without it a session held at its memory limit can still
+    /// push pages out to the host's swap.
     /// </summary>
-    public bool LimitsSwap { get; }
+    public abstract bool LimitsSwap { get; }
 
-    /// <summary>What the limits are, in words for an operator (the hello's <c>sessionLimits</c>).</summary>
-    public string Describe(int maxProcesses)
-    {
-        var memory = LimitsSwap ? "memory limit including swap" : "memory limit (swap not counted: the kernel does not account it)";
-        var processes = LimitsProcesses ? $"at most {maxProcesses} processes" : "no pids hierarchy, so no process limit";
-        return $"enforced: a cgroup v1 per session (cpu quota, {memory}, {processes})";
-    }
+    /// <summary>What the limits are, in words for an operator (the hello's <c>sessionLimits</c>), when they are enforced.</summary>
+    public abstract string Describe(int maxProcesses);
 
-    private IEnumerable<string> Parents => _pids is null ? [_memory, _cpu] : [_memory, _cpu, _pids];
+    /// <summary>The agent's parents, one per hierarchy the sessions are in; membership is read from the first.</summary>
+    private protected abstract IReadOnlyList<string> Parents { get; }
 
-    /// <summary>
-    /// The agent's cgroups under <paramref name="root"/> (normally <c>/sys/fs/cgroup</c>), or null with the reason
-    /// when this host or process cannot enforce limits.
-    /// </summary>
-    public static SessionCgroups? Detect(string root, string stateFolder, ILogger logger, out string? unavailable)
-    {
-        unavailable = null;
-        if (!Environment.IsPrivilegedProcess)
-        {
-            unavailable = "the agent does not run as root";
-            return null;
-        }
-        var memory = Path.Combine(root, "memory");
-        var cpu = Path.Combine(root, "cpu");
-        if (!File.Exists(Path.Combine(memory, "memory.limit_in_bytes")) || !File.Exists(Path.Combine(cpu, "cpu.cfs_quota_us")))
-        {
-            unavailable = File.Exists(Path.Combine(root, "cgroup.controllers"))
-                ? $"{root} is a cgroup v2 hierarchy, which the process runtime does not support yet"
-                : $"no cgroup v1 memory and cpu hierarchies under {root}";
-            return null;
-        }
-        var agent = "agent-" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
-            System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(stateFolder))))[..12];
-        var pids = Path.Combine(root, "pids");
-        var cgroups = new SessionCgroups(Path.Combine(memory, "streamspace", agent), Path.Combine(cpu, "streamspace", agent),
-            File.Exists(Path.Combine(pids, "cgroup.procs")) ? Path.Combine(pids, "streamspace", agent) : null,
-            File.Exists(Path.Combine(memory, "memory.memsw.limit_in_bytes")), logger);
-        try
-        {
-            foreach (var parent in cgroups.Parents) Directory.CreateDirectory(parent);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            unavailable = $"cannot create cgroups under {root} ({ex.Message})";
-            return null;
-        }
-        return cgroups;
-    }
+    /// <summary>The session's cgroup folder holding its <c>memory.*</c> files.</summary>
+    public abstract string MemoryDir(string sessionId);
 
-    /// <summary>The session's memory cgroup folder (its <c>memory.*</c> files).</summary>
-    public string MemoryDir(string sessionId) => Path.Combine(_memory, sessionId);
+    /// <summary>The session's cgroup folder holding its <c>cpu.*</c> files.</summary>
+    public abstract string CpuDir(string sessionId);
 
-    /// <summary>The session's cpu cgroup folder (its <c>cpu.*</c> files).</summary>
-    public string CpuDir(string sessionId) => Path.Combine(_cpu, sessionId);
-
-    /// <summary>The session's pids cgroup folder (its <c>pids.*</c> files); null without a pids hierarchy.</summary>
-    public string? PidsDir(string sessionId) => _pids is null ? null : Path.Combine(_pids, sessionId);
-
-    private IEnumerable<string> Dirs(string sessionId) => Parents.Select(parent => Path.Combine(parent, sessionId));
+    /// <summary>The session's cgroup folder holding its <c>pids.*</c> files; null when sessions get no process limit.</summary>
+    public abstract string? PidsDir(string sessionId);
 
     /// <summary>
     /// Creates (or re-limits) the session's cgroups and returns the <c>cgroup.procs</c> files its leader joins
@@ -132,24 +77,7 @@ internal sealed class SessionCgroups
         try
         {
             foreach (var dir in Dirs(sessionId)) Directory.CreateDirectory(dir);
-            var memory = MemoryDir(sessionId);
-            var bytes = memoryBytes.ToString(CultureInfo.InvariantCulture);
-            if (LimitsSwap)
-            {
-                // The kernel keeps memory.limit_in_bytes <= memory.memsw.limit_in_bytes at every write: lift the swap
-                // limit first, so a re-limit to more memory than before is not refused, then set both to the same value.
-                File.WriteAllText(Path.Combine(memory, "memory.memsw.limit_in_bytes"), "-1");
-                File.WriteAllText(Path.Combine(memory, "memory.limit_in_bytes"), bytes);
-                File.WriteAllText(Path.Combine(memory, "memory.memsw.limit_in_bytes"), bytes);
-            }
-            else
-            {
-                File.WriteAllText(Path.Combine(memory, "memory.limit_in_bytes"), bytes);
-            }
-            var cpu = CpuDir(sessionId);
-            File.WriteAllText(Path.Combine(cpu, "cpu.cfs_period_us"), CfsPeriodMicros.ToString(CultureInfo.InvariantCulture));
-            File.WriteAllText(Path.Combine(cpu, "cpu.cfs_quota_us"), "-1");
-            if (PidsDir(sessionId) is { } pids) File.WriteAllText(Path.Combine(pids, "pids.max"), maxProcesses.ToString(CultureInfo.InvariantCulture));
+            WriteLimits(sessionId, memoryBytes.ToString(CultureInfo.InvariantCulture), maxProcesses.ToString(CultureInfo.InvariantCulture));
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
@@ -158,13 +86,16 @@ internal sealed class SessionCgroups
         return [.. Dirs(sessionId).Select(dir => Path.Combine(dir, "cgroup.procs"))];
     }
 
+    /// <summary>Writes the session's memory and process limits and lifts its cpu quota (<see cref="Prepare"/>).</summary>
+    private protected abstract void WriteLimits(string sessionId, string memoryBytes, string maxProcesses);
+
     /// <summary>Sets the session's cpu quota: <paramref name="cpuMillicores"/> per <see cref="CfsPeriodMicros"/>, at least the kernel's smallest.</summary>
     public void LimitCpu(string sessionId, long cpuMillicores)
     {
         var quota = Math.Max(MinCfsQuotaMicros, cpuMillicores * CfsPeriodMicros / 1000);
         try
         {
-            File.WriteAllText(Path.Combine(CpuDir(sessionId), "cpu.cfs_quota_us"), quota.ToString(CultureInfo.InvariantCulture));
+            WriteCpuQuota(sessionId, quota.ToString(CultureInfo.InvariantCulture));
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
@@ -172,17 +103,21 @@ internal sealed class SessionCgroups
         }
     }
 
+    /// <summary>Writes a cpu quota in microseconds per <see cref="CfsPeriodMicros"/>.</summary>
+    private protected abstract void WriteCpuQuota(string sessionId, string quotaMicros);
+
     /// <summary>The processes in the session's cgroup, including any that left its process group.</summary>
-    public IReadOnlyList<int> Members(string sessionId) => [.. Pids(MemoryDir(sessionId))];
+    public IReadOnlyList<int> Members(string sessionId) => [.. Pids(Path.Combine(Parents[0], sessionId))];
 
     /// <summary>True when the kernel's OOM killer acted inside the session's memory cgroup.</summary>
     public bool HitMemoryLimit(string sessionId)
     {
+        var (file, prefix) = OomKillCounter;
         try
         {
-            foreach (var line in File.ReadLines(Path.Combine(MemoryDir(sessionId), "memory.oom_control")))
+            foreach (var line in File.ReadLines(Path.Combine(MemoryDir(sessionId), file)))
             {
-                if (line.StartsWith("oom_kill ", StringComparison.Ordinal) && long.TryParse(line.AsSpan(9), CultureInfo.InvariantCulture, out var kills))
+                if (line.StartsWith(prefix, StringComparison.Ordinal) && long.TryParse(line.AsSpan(prefix.Length), CultureInfo.InvariantCulture, out var kills))
                     return kills > 0;
             }
         }
@@ -191,6 +126,40 @@ internal sealed class SessionCgroups
         }
         return false;
     }
+
+    /// <summary>The file of the session's memory cgroup that counts OOM kills, and the prefix of that count's line.</summary>
+    private protected abstract (string File, string Prefix) OomKillCounter { get; }
+
+    /// <summary>SIGKILLs every process in one of the session's cgroup folders.</summary>
+    private protected virtual void KillAll(string dir)
+    {
+        foreach (var pid in Pids(dir)) Posix.Signal(pid, Posix.SIGKILL);
+    }
+
+    /// <summary>
+    /// The agent's cgroups under <paramref name="root"/> (normally <c>/sys/fs/cgroup</c>), or null when this host or
+    /// process cannot make any. <paramref name="unavailable"/> says why the template's cpu and memory are not enforced,
+    /// and is null when they are; a cgroup v2 hierarchy without the controllers gives cgroups that only hold processes.
+    /// </summary>
+    public static SessionCgroups? Detect(string root, string stateFolder, ILogger logger, out string? unavailable)
+    {
+        unavailable = null;
+        if (!Environment.IsPrivilegedProcess)
+        {
+            unavailable = "the agent does not run as root";
+            return null;
+        }
+        var agent = "agent-" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
+            System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(stateFolder))))[..12];
+        if (File.Exists(Path.Combine(root, "memory", "memory.limit_in_bytes")) && File.Exists(Path.Combine(root, "cpu", "cpu.cfs_quota_us")))
+            return V1.Create(root, agent, logger, out unavailable);
+        if (File.Exists(Path.Combine(root, "cgroup.controllers")))
+            return V2.Create(root, agent, logger, out unavailable);
+        unavailable = $"no cgroup v1 memory and cpu hierarchies and no cgroup v2 hierarchy under {root}";
+        return null;
+    }
+
+    private IEnumerable<string> Dirs(string sessionId) => Parents.Select(parent => Path.Combine(parent, sessionId));
 
     /// <summary>
     /// SIGKILLs whatever is still in the session's cgroups (processes that left its process group) and removes them.
@@ -203,8 +172,7 @@ internal sealed class SessionCgroups
         while (true)
         {
             var left = dirs.Where(Directory.Exists).ToList();
-            var pids = left.SelectMany(Pids).Distinct().ToList();
-            foreach (var pid in pids) Posix.Signal(pid, Posix.SIGKILL);
+            foreach (var dir in left) KillAll(dir);
             foreach (var dir in left)
             {
                 try { Directory.Delete(dir); } // rmdir: a cgroup's files are not files, and it must be empty of processes
@@ -213,7 +181,8 @@ internal sealed class SessionCgroups
             if (!dirs.Any(Directory.Exists)) return;
             if (time.GetTimestamp() > deadline)
             {
-                _logger.LogWarning("The cgroups of session {SessionId} still hold processes ({Pids}); left for the next start", sessionId, string.Join(", ", pids));
+                _logger.LogWarning("The cgroups of session {SessionId} still hold processes ({Pids}); left for the next start",
+                    sessionId, string.Join(", ", dirs.SelectMany(Pids).Distinct()));
                 return;
             }
             await Task.Delay(TimeSpan.FromMilliseconds(20), time, ct);
@@ -241,6 +210,227 @@ internal sealed class SessionCgroups
         catch (IOException)
         {
             return [];
+        }
+    }
+
+    private static void Write(string dir, string file, string value) => File.WriteAllText(Path.Combine(dir, file), value);
+
+    /// <summary>
+    /// cgroup v1: a cgroup per session in the <c>memory</c> and <c>cpu</c> hierarchies (<c>memory.limit_in_bytes</c>, and
+    /// <c>memory.memsw.limit_in_bytes</c> at the same value where the kernel accounts swap; <c>cpu.cfs_quota_us</c>), and
+    /// in <c>pids</c> when the host has it (<c>pids.max</c>).
+    /// </summary>
+    private sealed class V1 : SessionCgroups
+    {
+        private readonly string _memory;
+        private readonly string _cpu;
+        /// <summary>The pids hierarchy's parent, when the host has one.</summary>
+        private readonly string? _pids;
+
+        private V1(string memoryParent, string cpuParent, string? pidsParent, bool limitsSwap, ILogger logger) : base(logger)
+        {
+            _memory = memoryParent;
+            _cpu = cpuParent;
+            _pids = pidsParent;
+            LimitsSwap = limitsSwap;
+            Parents = _pids is null ? [_memory, _cpu] : [_memory, _cpu, _pids];
+        }
+
+        public static V1? Create(string root, string agent, ILogger logger, out string? unavailable)
+        {
+            unavailable = null;
+            var memory = Path.Combine(root, "memory");
+            var pids = Path.Combine(root, "pids");
+            var cgroups = new V1(Path.Combine(memory, "streamspace", agent), Path.Combine(root, "cpu", "streamspace", agent),
+                File.Exists(Path.Combine(pids, "cgroup.procs")) ? Path.Combine(pids, "streamspace", agent) : null,
+                File.Exists(Path.Combine(memory, "memory.memsw.limit_in_bytes")), logger);
+            try
+            {
+                foreach (var parent in cgroups.Parents) Directory.CreateDirectory(parent);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                unavailable = $"cannot create cgroups under {root} ({ex.Message})";
+                return null;
+            }
+            return cgroups;
+        }
+
+        public override bool LimitsProcesses => _pids is not null;
+
+        public override bool LimitsSwap { get; }
+
+        private protected override IReadOnlyList<string> Parents { get; }
+
+        public override string Describe(int maxProcesses)
+        {
+            var memory = LimitsSwap ? "memory limit including swap" : "memory limit (swap not counted: the kernel does not account it)";
+            var processes = LimitsProcesses ? $"at most {maxProcesses} processes" : "no pids hierarchy, so no process limit";
+            return $"enforced: a cgroup v1 per session (cpu quota, {memory}, {processes})";
+        }
+
+        public override string MemoryDir(string sessionId) => Path.Combine(_memory, sessionId);
+
+        public override string CpuDir(string sessionId) => Path.Combine(_cpu, sessionId);
+
+        public override string? PidsDir(string sessionId) => _pids is null ? null : Path.Combine(_pids, sessionId);
+
+        private protected override void WriteLimits(string sessionId, string memoryBytes, string maxProcesses)
+        {
+            var memory = MemoryDir(sessionId);
+            if (LimitsSwap)
+            {
+                // The kernel keeps memory.limit_in_bytes <= memory.memsw.limit_in_bytes at every write: lift the swap
+                // limit first, so a re-limit to more memory than before is not refused, then set both to the same value.
+                Write(memory, "memory.memsw.limit_in_bytes", "-1");
+                Write(memory, "memory.limit_in_bytes", memoryBytes);
+                Write(memory, "memory.memsw.limit_in_bytes", memoryBytes);
+            }
+            else
+            {
+                Write(memory, "memory.limit_in_bytes", memoryBytes);
+            }
+            var cpu = CpuDir(sessionId);
+            Write(cpu, "cpu.cfs_period_us", CfsPeriodMicros.ToString(CultureInfo.InvariantCulture));
+            Write(cpu, "cpu.cfs_quota_us", "-1");
+            if (PidsDir(sessionId) is { } pids) Write(pids, "pids.max", maxProcesses);
+        }
+
+        private protected override void WriteCpuQuota(string sessionId, string quotaMicros) => Write(CpuDir(sessionId), "cpu.cfs_quota_us", quotaMicros);
+
+        private protected override (string File, string Prefix) OomKillCounter => ("memory.oom_control", "oom_kill ");
+    }
+
+    /// <summary>
+    /// cgroup v2: one cgroup per session in the unified hierarchy, its controllers handed down from the root
+    /// (<c>cgroup.subtree_control</c> of the root, <c>streamspace</c> and the agent's parent): <c>memory.max</c>,
+    /// <c>memory.swap.max</c> 0 where the kernel accounts swap (a session at its limit cannot spill into the host's swap),
+    /// <c>cpu.max</c> and <c>pids.max</c> when the pids controller is offered. A stop kills the whole cgroup at once
+    /// (<c>cgroup.kill</c>, Linux 5.14) where the kernel has it. Without the cpu and memory controllers (a hybrid host whose
+    /// controllers are bound to v1 hierarchies, or a container that was not handed any), sessions still get a cgroup
+    /// each that holds their processes, and no limits (<see cref="Limited"/> false).
+    /// </summary>
+    private sealed class V2 : SessionCgroups
+    {
+        private readonly string _parent;
+        private readonly bool _pids;
+
+        private V2(string parent, bool limited, bool pids, bool limitsSwap, ILogger logger) : base(logger)
+        {
+            _parent = parent;
+            Limited = limited;
+            _pids = limited && pids;
+            LimitsSwap = limited && limitsSwap;
+            Parents = [parent];
+        }
+
+        /// <summary>Whether the session cgroups have the cpu and memory controllers (false: they only hold processes).</summary>
+        private bool Limited { get; }
+
+        public static V2? Create(string root, string agent, ILogger logger, out string? unavailable)
+        {
+            unavailable = null;
+            string[] offered;
+            try
+            {
+                offered = File.ReadAllText(Path.Combine(root, "cgroup.controllers")).Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                unavailable = $"cannot read the controllers of the cgroup v2 hierarchy at {root} ({ex.Message})";
+                return null;
+            }
+            var streamspace = Path.Combine(root, "streamspace");
+            var parent = Path.Combine(streamspace, agent);
+            try
+            {
+                Directory.CreateDirectory(parent);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                unavailable = $"cannot create cgroups under {root} ({ex.Message})";
+                return null;
+            }
+            const string containedOnly = "; each session still gets a cgroup of its own, so a stop reaches every process it started";
+            string[] missing = [.. new[] { "cpu", "memory" }.Where(c => !offered.Contains(c))];
+            if (missing.Length > 0)
+            {
+                unavailable = $"the cgroup v2 hierarchy at {root} does not offer the {string.Join(" and ", missing)} controller{(missing.Length > 1 ? "s" : "")} " +
+                    $"(its cgroup.controllers: \"{string.Join(' ', offered)}\"){containedOnly}";
+                return new V2(parent, limited: false, pids: false, limitsSwap: false, logger);
+            }
+            var pids = offered.Contains("pids");
+            var wanted = pids ? "+cpu +memory +pids" : "+cpu +memory";
+            foreach (var level in new[] { root, streamspace, parent })
+            {
+                try
+                {
+                    Write(level, "cgroup.subtree_control", wanted);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    // The usual cause: a non-root cgroup that holds processes (a container's own cgroup) cannot hand controllers down.
+                    unavailable = $"cannot hand the cpu and memory controllers down from {level} ({ex.Message}); a cgroup that holds processes " +
+                        $"cannot, so give the agent a cgroup tree of its own{containedOnly}";
+                    return new V2(parent, limited: false, pids: false, limitsSwap: false, logger);
+                }
+            }
+            return new V2(parent, limited: true, pids, File.Exists(Path.Combine(parent, "memory.swap.max")), logger);
+        }
+
+        public override bool LimitsProcesses => _pids;
+
+        public override bool LimitsSwap { get; }
+
+        private protected override IReadOnlyList<string> Parents { get; }
+
+        public override string Describe(int maxProcesses)
+        {
+            var memory = LimitsSwap ? "memory limit with no swap" : "memory limit (swap not limited: the kernel does not account it)";
+            var processes = LimitsProcesses ? $"at most {maxProcesses} processes" : "no pids controller, so no process limit";
+            return $"enforced: a cgroup v2 per session (cpu quota, {memory}, {processes})";
+        }
+
+        public override string MemoryDir(string sessionId) => Path.Combine(_parent, sessionId);
+
+        public override string CpuDir(string sessionId) => Path.Combine(_parent, sessionId);
+
+        public override string? PidsDir(string sessionId) => _pids ? Path.Combine(_parent, sessionId) : null;
+
+        private protected override void WriteLimits(string sessionId, string memoryBytes, string maxProcesses)
+        {
+            if (!Limited) return;
+            var dir = Path.Combine(_parent, sessionId);
+            Write(dir, "memory.max", memoryBytes);
+            if (LimitsSwap) Write(dir, "memory.swap.max", "0");
+            Write(dir, "cpu.max", $"max {CfsPeriodMicros}");
+            if (_pids) Write(dir, "pids.max", maxProcesses);
+        }
+
+        private protected override void WriteCpuQuota(string sessionId, string quotaMicros)
+        {
+            if (Limited) Write(Path.Combine(_parent, sessionId), "cpu.max", $"{quotaMicros} {CfsPeriodMicros}");
+        }
+
+        private protected override (string File, string Prefix) OomKillCounter => ("memory.events", "oom_kill ");
+
+        private protected override void KillAll(string dir)
+        {
+            // One write kills the cgroup and everything below it, without racing a process that forks meanwhile.
+            var kill = Path.Combine(dir, "cgroup.kill");
+            if (File.Exists(kill))
+            {
+                try
+                {
+                    File.WriteAllText(kill, "1");
+                    return;
+                }
+                catch (IOException)
+                {
+                    // Fall back to signalling each process.
+                }
+            }
+            base.KillAll(dir);
         }
     }
 }
