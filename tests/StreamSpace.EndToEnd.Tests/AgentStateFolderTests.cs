@@ -31,12 +31,14 @@ public sealed class AgentStateFolderTests
                 ["STREAMSPACE_AGENT_TOKEN"] = "ssa_unused",
                 ["StreamSpace__Agent__SharedStateRoot"] = shared,
             }, checkout);
+            // The warning is logged as the agent starts, the folder made by its worker just after: wait for both.
             var until = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-            while (!agent.Output.Contains("The agent keeps its state", StringComparison.Ordinal) && !agent.HasExited && DateTime.UtcNow < until)
+            while (!(agent.Output.Contains("The agent keeps its state", StringComparison.Ordinal) && Directory.EnumerateDirectories(shared).Any())
+                   && !agent.HasExited && DateTime.UtcNow < until)
                 await Task.Delay(100, TestContext.Current.CancellationToken);
 
             agent.Output.ShouldContain($"cannot pass through {home} (mode 700) to reach {Path.Combine(checkout, "data", "agent-worker-7")}");
-            var state = Directory.EnumerateDirectories(shared).ShouldHaveSingleItem();
+            var state = Directory.GetDirectories(shared).ShouldHaveSingleItem();
             Path.GetFileName(state).ShouldStartWith("agent-worker-7-");
             Directory.Exists(Path.Combine(checkout, "data")).ShouldBeFalse("the state went to the checkout after all");
             await agent.KillAsync();
