@@ -719,8 +719,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
 
         await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
 
-        await TestProcesses.WaitUntilAsync(() => !Directory.Exists($"/proc/{escaped}") || File.ReadAllText($"/proc/{escaped}/stat").Contains(") Z ", StringComparison.Ordinal),
-            Wait, "the escaped process to be killed");
+        await WaitUntilKilledAsync(escaped);
     }
 
     [Fact]
@@ -728,15 +727,24 @@ public class ProcessRuntimeTests : IAsyncDisposable
     {
         var runtime = await NewRuntimeAsync();
         var (args, escaped) = await StartWithEscapedProcessAsync(runtime, "while :; do :; done");
-        char State() => File.ReadAllText($"/proc/{escaped}/stat").Split(") ")[1][0];
-
-        await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
-        State().ShouldBe('T', "the busy loop that left the process group is stopped with the session");
-
-        await runtime.WakeAsync(args.SessionId, TestContext.Current.CancellationToken);
-        await TestProcesses.WaitUntilAsync(() => State() != 'T', Wait, "the escaped process to continue");
+        await HibernateAndWakeStopAndContinueAsync(runtime, args, escaped);
         await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
     }
+
+    /// <summary>Hibernates and wakes the session: <paramref name="escaped"/>, a busy loop that left its process group, stops and continues with it.</summary>
+    private static async Task HibernateAndWakeStopAndContinueAsync(ProcessRuntime runtime, SessionStartArgs args, int escaped)
+    {
+        char State() => File.ReadAllText($"/proc/{escaped}/stat").Split(") ")[1][0];
+        await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
+        State().ShouldBe('T', "the busy loop that left the process group is stopped with the session");
+        await runtime.WakeAsync(args.SessionId, TestContext.Current.CancellationToken);
+        await TestProcesses.WaitUntilAsync(() => State() != 'T', Wait, "the escaped process to continue");
+    }
+
+    /// <summary>Waits until <paramref name="pid"/> is gone or a zombie.</summary>
+    private static Task WaitUntilKilledAsync(int pid) =>
+        TestProcesses.WaitUntilAsync(() => !Directory.Exists($"/proc/{pid}") || File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ", StringComparison.Ordinal),
+            Wait, "the escaped process to be killed");
 
     [Fact]
     public async Task Limits_are_off_with_a_reason_without_any_cgroup_hierarchy_and_when_turned_off()
@@ -841,15 +849,10 @@ public class ProcessRuntimeTests : IAsyncDisposable
         foreach (var pid in TestProcesses.Group(pgid).Select(m => m.Pid).Append(escaped))
             (root + V2PathOf(pid)).ShouldBe(dir, $"pid {pid} ({TestProcesses.CommandName(pid)})");
 
-        char State() => File.ReadAllText($"/proc/{escaped}/stat").Split(") ")[1][0];
-        await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
-        State().ShouldBe('T', "the busy loop that left the process group is stopped with the session");
-        await runtime.WakeAsync(args.SessionId, TestContext.Current.CancellationToken);
-        await TestProcesses.WaitUntilAsync(() => State() != 'T', Wait, "the escaped process to continue");
+        await HibernateAndWakeStopAndContinueAsync(runtime, args, escaped);
 
         await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
-        await TestProcesses.WaitUntilAsync(() => !Directory.Exists($"/proc/{escaped}") || File.ReadAllText($"/proc/{escaped}/stat").Contains(") Z ", StringComparison.Ordinal),
-            Wait, "the escaped process to be killed");
+        await WaitUntilKilledAsync(escaped);
         Directory.Exists(dir).ShouldBeFalse();
     }
 
