@@ -17,16 +17,25 @@ internal static class SessionLauncher
     public const string AppExitFile = "app.exit";
     public const string LaunchFile = "launch";
 
-    /// <summary>Seconds between two looks for the launch file.</summary>
+    /// <summary>
+    /// Seconds between two looks for the launch file. The agent signals the leader (SIGUSR1) right after making the file,
+    /// which ends the wait at once: the looks are the fallback.
+    /// </summary>
     public const double LaunchPollSeconds = 0.05;
+
+    /// <summary>The signal that tells the leader the launch file is there.</summary>
+    public const int LaunchSignal = 10; // SIGUSR1
 
     /// <summary>
     /// Positional arguments: $1 session dir, $2 display number, $3 Xvnc path, $4 geometry, $5 app command,
     /// $6 how many polls to wait for the launch file, $7 the VNC unix socket path, $8 the window manager's command line
     /// (empty: none; it starts just before the app, in the same process group). If the agent dies (or gives up) before it
-    /// says launch, the leader stops Xvnc and exits instead of waiting forever with nobody knowing about it.
+    /// says launch, the leader stops Xvnc and exits instead of waiting forever with nobody knowing about it. The agent's
+    /// SIGUSR1 after it made the launch file interrupts the <c>wait</c> for the current look's sleep (a trapped signal
+    /// ends <c>wait</c> at once); the trap is set first, long before the agent can send it (only once Xvnc answers).
     /// </summary>
     public const string Script = """
+        trap ':' USR1
         dir="$1"; display="$2"; xvnc="$3"; geometry="$4"; command="$5"; polls="$6"; sock="$7"; wm="$8"
         exec </dev/null >>"$dir/session.log" 2>&1
         "$xvnc" ":$display" -auth "$XAUTHORITY" -rfbunixpath "$sock" -rfbunixmode 0600 -rfbport -1 -SecurityTypes None \
@@ -36,7 +45,7 @@ internal static class SessionLauncher
         while [ ! -e "$dir/launch" ]; do
             polls=$((polls - 1))
             if [ "$polls" -le 0 ] || [ ! -d "$dir" ]; then kill "$xvnc_pid"; exit 1; fi
-            sleep 0.05
+            sleep 0.05 & wait "$!"
         done
         if [ -n "$wm" ]; then /bin/sh -c "exec $wm" & fi
         /bin/sh -c "$command" &
