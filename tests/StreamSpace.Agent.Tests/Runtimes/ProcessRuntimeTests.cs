@@ -131,6 +131,14 @@ public class ProcessRuntimeTests : IAsyncDisposable
 
         (await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Running)).State.ShouldBe("running");
         runtime.Inventory().ShouldContain(new SessionInventoryItem { SessionId = args.SessionId, State = ObservedStates.Running });
+        // The log says where the start's time went, step by step, and the steps add up to no more than the whole.
+        var started = _log.Entries.Single(e => e.Message.StartsWith($"Session {args.SessionId} running on display", StringComparison.Ordinal)).Message;
+        var phases = System.Text.RegularExpressions.Regex.Match(started,
+            @"after (\d+) ms: prepared in (\d+) ms, Xvnc answered (\d+) ms later, the app started (\d+) ms after that$");
+        phases.Success.ShouldBeTrue(started);
+        int Phase(int i) => int.Parse(phases.Groups[i].Value, System.Globalization.CultureInfo.InvariantCulture);
+        (Phase(2) + Phase(3) + Phase(4)).ShouldBeLessThanOrEqualTo(Phase(1));
+        Phase(3).ShouldBeGreaterThan(0, "Xvnc takes time to answer");
         await using (var vnc = await runtime.ConnectVncAsync(args.SessionId, TestContext.Current.CancellationToken))
         {
             var banner = new byte[12];

@@ -161,6 +161,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             throw new SessionRuntimeException($"'{program}' (template '{args.Template}') is not installed on this agent");
         }
+        var begun = _time.GetTimestamp();
         var limits = Resources(args);
         var user = UserFor(args.User);
         // <id>/ belongs to the agent (the record lives here, out of the session user's reach, so the user can never
@@ -186,11 +187,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             var display = ReserveDisplay(taken);
             try
             {
-                var (record, leader) = await LaunchAsync(args, runDir, socketPath, display, home, temporary, user, cgroups, limits.Cpu, ct);
+                var phases = new StartPhases { Begun = begun };
+                var (record, leader) = await LaunchAsync(args, runDir, socketPath, display, home, temporary, user, cgroups, limits.Cpu, phases, ct);
                 record.Save(dir);
                 _sessions[args.SessionId] = new ProcessSession(record, dir) { Leader = leader };
-                _logger.LogInformation("Session {SessionId} running on display :{Display} as {User} (pgid {Pgid})",
-                    args.SessionId, display, user.Name, record.Pgid);
+                _logger.LogInformation(
+                    "Session {SessionId} running on display :{Display} as {User} (pgid {Pgid}) after {StartMs} ms: prepared in {PrepareMs} ms, " +
+                    "Xvnc answered {XvncMs} ms later, the app started {AppMs} ms after that",
+                    args.SessionId, display, user.Name, record.Pgid, Ms(phases.Begun, _time.GetTimestamp()), Ms(phases.Begun, phases.Launched),
+                    Ms(phases.Launched, phases.XvncReady), Ms(phases.XvncReady, phases.AppStarted));
                 _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = args.SessionId, State = ObservedStates.Running });
                 return;
             }
@@ -217,7 +222,18 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         throw new SessionRuntimeException(lastFailure?.Message ?? "session failed to start");
     }
 
-    private async Task<(ProcessSessionRecord Record, System.Diagnostics.Process Leader)> LaunchAsync(SessionStartArgs args, string runDir, string socketPath, int display, string home, bool temporary, SessionUser user, IReadOnlyList<string> cgroups, long cpuMillicores, CancellationToken ct)
+    /// <summary>When a start reached each of its steps (<see cref="TimeProvider.GetTimestamp"/>), for the log line that says where its time went.</summary>
+    private sealed class StartPhases
+    {
+        public long Begun;
+        public long Launched;
+        public long XvncReady;
+        public long AppStarted;
+    }
+
+    private long Ms(long from, long to) => (long)_time.GetElapsedTime(from, to).TotalMilliseconds;
+
+    private async Task<(ProcessSessionRecord Record, System.Diagnostics.Process Leader)> LaunchAsync(SessionStartArgs args, string runDir, string socketPath, int display, string home, bool temporary, SessionUser user, IReadOnlyList<string> cgroups, long cpuMillicores, StartPhases phases, CancellationToken ct)
     {
         File.Delete(socketPath);
         foreach (var stale in new[] { SessionLauncher.XvncPidFile, SessionLauncher.AppPidFile, SessionLauncher.AppExitFile, SessionLauncher.LaunchFile, SessionLauncher.SocketFile })
@@ -256,6 +272,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
         var deadline = _time.GetTimestamp() + (long)(_options.SessionStartTimeout.TotalSeconds * _time.TimestampFrequency);
         // Kept (not disposed) while the session lives: the agent is the leader's parent and must reap it.
+        phases.Launched = _time.GetTimestamp();
         var leader = System.Diagnostics.Process.Start(start) ?? throw new SessionStartFailure("could not start the session leader", false);
         var pgid = leader.Id;
         // setsid runs right after the fork: until then the child is still in the agent's process group.
@@ -276,6 +293,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             xvnc = await WaitForPidAsync(runDir, SessionLauncher.XvncPidFile, pgid, leaderProcess, null, deadline, ct);
             await WaitForRfbAsync(runDir, socketPath, pgid, leaderProcess, xvnc, deadline, ct);
+            phases.XvncReady = _time.GetTimestamp();
             // Xvnc started unthrottled (see SessionCgroups.Prepare); the app starts under the template's cpu.
             _cgroups?.LimitCpu(args.SessionId, cpuMillicores);
             // CreateNew = O_EXCL: never follows a symlink the session user may have put there.
@@ -283,6 +301,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             // Wakes the leader from its wait for the launch file (the leader only: Xvnc must not get the signal).
             if (leaderProcess.IsAlive) Posix.Signal(leaderProcess.Pid, SessionLauncher.LaunchSignal);
             var app = await WaitForPidAsync(runDir, SessionLauncher.AppPidFile, pgid, leaderProcess, xvnc, deadline, ct);
+            phases.AppStarted = _time.GetTimestamp();
             return (new ProcessSessionRecord
             {
                 SessionId = args.SessionId,
