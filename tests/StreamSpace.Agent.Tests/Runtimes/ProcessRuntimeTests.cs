@@ -411,6 +411,23 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_late_launch_signal_does_not_pass_for_the_apps_exit()
+    {
+        // The agent signals the leader once the launch file is there. When the leader saw the file first and already waits
+        // for the app, that signal must not end the wait as if the app had ended.
+        var runtime = await NewRuntimeAsync();
+        var args = Args("sh -c 'sleep 1; exit 3'");
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Posix.Signal(Record(args.SessionId)["pgid"]!.GetValue<int>(), SessionLauncher.LaunchSignal).ShouldBeTrue();
+
+        var status = await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Crashed, ObservedStates.Exited);
+
+        status.Reason.ShouldBe("app exited with code 3");
+        clock.Elapsed.ShouldBeGreaterThan(TimeSpan.FromMilliseconds(500), "the app sleeps 1 s before it exits");
+    }
+
+    [Fact]
     public async Task App_that_ends_by_itself_is_reported_exited()
     {
         var runtime = await NewRuntimeAsync();

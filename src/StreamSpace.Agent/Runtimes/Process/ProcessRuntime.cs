@@ -271,8 +271,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         start.WorkingDirectory = home;
 
         var deadline = _time.GetTimestamp() + (long)(_options.SessionStartTimeout.TotalSeconds * _time.TimestampFrequency);
-        // Kept (not disposed) while the session lives: the agent is the leader's parent and must reap it.
         phases.Launched = _time.GetTimestamp();
+        // Kept (not disposed) while the session lives: the agent is the leader's parent and must reap it.
         var leader = System.Diagnostics.Process.Start(start) ?? throw new SessionStartFailure("could not start the session leader", false);
         var pgid = leader.Id;
         // setsid runs right after the fork: until then the child is still in the agent's process group.

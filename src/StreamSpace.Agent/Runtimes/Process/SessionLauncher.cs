@@ -32,7 +32,10 @@ internal static class SessionLauncher
     /// (empty: none; it starts just before the app, in the same process group). If the agent dies (or gives up) before it
     /// says launch, the leader stops Xvnc and exits instead of waiting forever with nobody knowing about it. The agent's
     /// SIGUSR1 after it made the launch file interrupts the <c>wait</c> for the current look's sleep (a trapped signal
-    /// ends <c>wait</c> at once); the trap is set first, long before the agent can send it (only once Xvnc answers).
+    /// ends <c>wait</c> at once); the trap is set first, long before the agent can send it (only once Xvnc answers). The
+    /// signal can also land after the leader saw the file by itself and started the app: the leader then waits for the
+    /// app again as long as it runs, so the signal never passes for the app's exit. (A trap, not an ignored signal: an
+    /// ignored one would stay ignored in the app and every program it starts.)
     /// </summary>
     public const string Script = """
         trap ':' USR1
@@ -49,8 +52,9 @@ internal static class SessionLauncher
         done
         if [ -n "$wm" ]; then /bin/sh -c "exec $wm" & fi
         /bin/sh -c "$command" &
-        echo "$!" > "$dir/app.pid"
-        wait "$!"
-        echo "$?" > "$dir/app.exit"
+        app="$!"
+        echo "$app" > "$dir/app.pid"
+        while wait "$app"; code="$?"; kill -0 "$app" 2>/dev/null; do :; done
+        echo "$code" > "$dir/app.exit"
         """;
 }
