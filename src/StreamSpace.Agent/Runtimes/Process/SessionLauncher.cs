@@ -32,10 +32,11 @@ internal static class SessionLauncher
     /// (empty: none; it starts just before the app, in the same process group). If the agent dies (or gives up) before it
     /// says launch, the leader stops Xvnc and exits instead of waiting forever with nobody knowing about it. The agent's
     /// SIGUSR1 after it made the launch file interrupts the <c>wait</c> for the current look's sleep (a trapped signal
-    /// ends <c>wait</c> at once); the trap is set first, long before the agent can send it (only once Xvnc answers). The
-    /// signal can also land after the leader saw the file by itself and started the app: the leader then waits for the
-    /// app again as long as it runs, so the signal never passes for the app's exit. (A trap, not an ignored signal: an
-    /// ignored one would stay ignored in the app and every program it starts.)
+    /// ends <c>wait</c> at once; the leader then ends that sleep, so nothing of the wait outlives it). The trap is set
+    /// first, long before the agent can send it (only once Xvnc answers). The signal can also land after the leader saw
+    /// the file by itself and started the app: the leader then waits for the app again as long as it runs, so the signal
+    /// never passes for the app's exit. (A trap, not an ignored signal: an ignored one would stay ignored in the app and
+    /// every program it starts.)
     /// </summary>
     public const string Script = """
         trap ':' USR1
@@ -48,8 +49,10 @@ internal static class SessionLauncher
         while [ ! -e "$dir/launch" ]; do
             polls=$((polls - 1))
             if [ "$polls" -le 0 ] || [ ! -d "$dir" ]; then kill "$xvnc_pid"; exit 1; fi
-            sleep 0.05 & wait "$!"
+            sleep 0.05 & sleeper="$!"
+            wait "$sleeper" && sleeper=""
         done
+        [ -z "$sleeper" ] || { kill "$sleeper"; wait "$sleeper"; } 2>/dev/null
         if [ -n "$wm" ]; then /bin/sh -c "exec $wm" & fi
         /bin/sh -c "$command" &
         app="$!"
