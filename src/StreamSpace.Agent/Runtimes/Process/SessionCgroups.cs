@@ -38,23 +38,29 @@ internal abstract class SessionCgroups
 
     private readonly ILogger _logger;
 
-    private SessionCgroups(ILogger logger) => _logger = logger;
+    private SessionCgroups(IReadOnlyList<string> parents, bool limitsProcesses, bool limitsSwap, ILogger logger)
+    {
+        Parents = parents;
+        LimitsProcesses = limitsProcesses;
+        LimitsSwap = limitsSwap;
+        _logger = logger;
+    }
 
     /// <summary>Whether sessions get a process limit (the host has a pids controller for them).</summary>
-    public abstract bool LimitsProcesses { get; }
+    public bool LimitsProcesses { get; }
 
     /// <summary>
     /// Whether a session's swap counts against its memory limit: the kernel accounts swap (cgroup v1
     /// <c>memory.memsw.*</c>; cgroup v2 <c>memory.swap.max</c>). Without it a session held at its memory limit can still
     /// push pages out to the host's swap.
     /// </summary>
-    public abstract bool LimitsSwap { get; }
+    public bool LimitsSwap { get; }
 
     /// <summary>What the limits are, in words for an operator (the hello's <c>sessionLimits</c>), when they are enforced.</summary>
     public abstract string Describe(int maxProcesses);
 
     /// <summary>The agent's parents, one per hierarchy the sessions are in; membership is read from the first.</summary>
-    private protected abstract IReadOnlyList<string> Parents { get; }
+    private IReadOnlyList<string> Parents { get; }
 
     /// <summary>The session's cgroup folder holding its <c>memory.*</c> files.</summary>
     public abstract string MemoryDir(string sessionId);
@@ -227,13 +233,12 @@ internal abstract class SessionCgroups
         /// <summary>The pids hierarchy's parent, when the host has one.</summary>
         private readonly string? _pids;
 
-        private V1(string memoryParent, string cpuParent, string? pidsParent, bool limitsSwap, ILogger logger) : base(logger)
+        private V1(string memoryParent, string cpuParent, string? pidsParent, bool limitsSwap, ILogger logger)
+            : base(pidsParent is null ? [memoryParent, cpuParent] : [memoryParent, cpuParent, pidsParent], pidsParent is not null, limitsSwap, logger)
         {
             _memory = memoryParent;
             _cpu = cpuParent;
             _pids = pidsParent;
-            LimitsSwap = limitsSwap;
-            Parents = _pids is null ? [_memory, _cpu] : [_memory, _cpu, _pids];
         }
 
         public static V1? Create(string root, string agent, ILogger logger, out string? unavailable)
@@ -255,12 +260,6 @@ internal abstract class SessionCgroups
             }
             return cgroups;
         }
-
-        public override bool LimitsProcesses => _pids is not null;
-
-        public override bool LimitsSwap { get; }
-
-        private protected override IReadOnlyList<string> Parents { get; }
 
         public override string Describe(int maxProcesses)
         {
@@ -313,15 +312,12 @@ internal abstract class SessionCgroups
     private sealed class V2 : SessionCgroups
     {
         private readonly string _parent;
-        private readonly bool _pids;
 
-        private V2(string parent, bool limited, bool pids, bool limitsSwap, ILogger logger) : base(logger)
+        private V2(string parent, bool limited, bool pids, bool limitsSwap, ILogger logger)
+            : base([parent], limited && pids, limited && limitsSwap, logger)
         {
             _parent = parent;
             Limited = limited;
-            _pids = limited && pids;
-            LimitsSwap = limited && limitsSwap;
-            Parents = [parent];
         }
 
         /// <summary>Whether the session cgroups have the cpu and memory controllers (false: they only hold processes).</summary>
@@ -378,12 +374,6 @@ internal abstract class SessionCgroups
             return new V2(parent, limited: true, pids, File.Exists(Path.Combine(parent, "memory.swap.max")), logger);
         }
 
-        public override bool LimitsProcesses => _pids;
-
-        public override bool LimitsSwap { get; }
-
-        private protected override IReadOnlyList<string> Parents { get; }
-
         public override string Describe(int maxProcesses)
         {
             var memory = LimitsSwap ? "memory limit with no swap" : "memory limit (swap not limited: the kernel does not account it)";
@@ -395,7 +385,7 @@ internal abstract class SessionCgroups
 
         public override string CpuDir(string sessionId) => Path.Combine(_parent, sessionId);
 
-        public override string? PidsDir(string sessionId) => _pids ? Path.Combine(_parent, sessionId) : null;
+        public override string? PidsDir(string sessionId) => LimitsProcesses ? Path.Combine(_parent, sessionId) : null;
 
         private protected override void WriteLimits(string sessionId, string memoryBytes, string maxProcesses)
         {
@@ -404,7 +394,7 @@ internal abstract class SessionCgroups
             Write(dir, "memory.max", memoryBytes);
             if (LimitsSwap) Write(dir, "memory.swap.max", "0");
             Write(dir, "cpu.max", $"max {CfsPeriodMicros}");
-            if (_pids) Write(dir, "pids.max", maxProcesses);
+            if (LimitsProcesses) Write(dir, "pids.max", maxProcesses);
         }
 
         private protected override void WriteCpuQuota(string sessionId, string quotaMicros)
