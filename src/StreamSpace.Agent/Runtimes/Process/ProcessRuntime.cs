@@ -343,11 +343,9 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             if (File.Exists(path) && File.ReadAllText(path) is { } text && text.EndsWith('\n') && int.TryParse(text.AsSpan().Trim(), out var pid))
             {
                 if (ProcFs.Stat(pid) is { } stat && stat.Pgid == pgid) return new RecordedProcess(pid, stat.StartTime);
-                // Gone already (and reaped by the leader): it exited at once. Said so now, not after the start timeout, and
-                // for Xvnc with whether another X server holds its display, so the start is retried on another one.
-                throw file == SessionLauncher.XvncPidFile
-                    ? new SessionStartFailure($"Xvnc exited during start: {LogTail(dir)}", DisplayTaken(LogTail(dir, lines: 15)))
-                    : new SessionStartFailure($"the app exited right after it started: {LogTail(dir)}", false);
+                // Gone already (and reaped by the leader): it exited at once. Said so now, not after the start timeout. No
+                // Xvnc yet means this is Xvnc's pid.
+                throw xvnc is null ? XvncExited(dir) : AppExited(dir);
             }
             ThrowIfDead(dir, leader, xvnc);
             if (_time.GetTimestamp() > deadline) throw new SessionStartFailure($"timed out waiting for {file}", false);
@@ -374,10 +372,14 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     private static void ThrowIfDead(string dir, RecordedProcess leader, RecordedProcess? xvnc)
     {
         if (leader.IsAlive && (xvnc is null || xvnc.IsAlive)) return;
-        if (xvnc is { IsAlive: true })
-            throw new SessionStartFailure($"the app exited right after it started: {LogTail(dir)}", false);
-        throw new SessionStartFailure($"Xvnc exited during start: {LogTail(dir)}", DisplayTaken(LogTail(dir, lines: 15)));
+        throw xvnc is { IsAlive: true } ? AppExited(dir) : XvncExited(dir);
     }
+
+    /// <summary>Xvnc ended during the start, with its log's words and whether another X server holds the display (then the start is retried on another one).</summary>
+    private static SessionStartFailure XvncExited(string dir) =>
+        new($"Xvnc exited during start: {LogTail(dir)}", DisplayTaken(LogTail(dir, lines: 15)));
+
+    private static SessionStartFailure AppExited(string dir) => new($"the app exited right after it started: {LogTail(dir)}", false);
 
     public async Task StopAsync(string sessionId, CancellationToken ct)
     {
