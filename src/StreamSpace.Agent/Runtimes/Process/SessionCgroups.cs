@@ -57,7 +57,18 @@ internal abstract class SessionCgroups
     public bool LimitsSwap { get; }
 
     /// <summary>What the limits are, in words for an operator (the hello's <c>sessionLimits</c>), when they are enforced.</summary>
-    public abstract string Describe(int maxProcesses);
+    public string Describe(int maxProcesses)
+    {
+        var memory = LimitsSwap ? SwapLimitWords : "memory limit (swap not limited: the kernel does not account it)";
+        var processes = LimitsProcesses ? $"at most {maxProcesses} processes" : "no pids controller, so no process limit";
+        return $"enforced: a {Layout} per session (cpu quota, {memory}, {processes})";
+    }
+
+    /// <summary>"cgroup v1" or "cgroup v2".</summary>
+    private protected abstract string Layout { get; }
+
+    /// <summary>How the layout keeps a session's swap within its limit, in words.</summary>
+    private protected abstract string SwapLimitWords { get; }
 
     /// <summary>The agent's parents, one per hierarchy the sessions are in; membership is read from the first.</summary>
     private IReadOnlyList<string> Parents { get; }
@@ -261,12 +272,9 @@ internal abstract class SessionCgroups
             return cgroups;
         }
 
-        public override string Describe(int maxProcesses)
-        {
-            var memory = LimitsSwap ? "memory limit including swap" : "memory limit (swap not counted: the kernel does not account it)";
-            var processes = LimitsProcesses ? $"at most {maxProcesses} processes" : "no pids hierarchy, so no process limit";
-            return $"enforced: a cgroup v1 per session (cpu quota, {memory}, {processes})";
-        }
+        private protected override string Layout => "cgroup v1";
+
+        private protected override string SwapLimitWords => "memory limit including swap";
 
         public override string MemoryDir(string sessionId) => Path.Combine(_memory, sessionId);
 
@@ -374,12 +382,9 @@ internal abstract class SessionCgroups
             return new V2(parent, limited: true, pids, File.Exists(Path.Combine(parent, "memory.swap.max")), logger);
         }
 
-        public override string Describe(int maxProcesses)
-        {
-            var memory = LimitsSwap ? "memory limit with no swap" : "memory limit (swap not limited: the kernel does not account it)";
-            var processes = LimitsProcesses ? $"at most {maxProcesses} processes" : "no pids controller, so no process limit";
-            return $"enforced: a cgroup v2 per session (cpu quota, {memory}, {processes})";
-        }
+        private protected override string Layout => "cgroup v2";
+
+        private protected override string SwapLimitWords => "memory limit with no swap";
 
         public override string MemoryDir(string sessionId) => Path.Combine(_parent, sessionId);
 
