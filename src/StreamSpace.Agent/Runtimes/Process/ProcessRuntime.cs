@@ -123,12 +123,23 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         _monitor = MonitorAsync(_stopping.Token);
     }
 
-    /// <summary>The program a shell command line starts, when it is a plain word (not a shell construct).</summary>
+    /// <summary>
+    /// The program a shell command line starts, when it is a plain word (not a shell construct); after <c>exec</c>, the
+    /// word that follows it. Other shell builtins and keywords (<c>cd</c>, <c>if</c>, ...) start no program of their own.
+    /// </summary>
     internal static string? ProgramOf(string command)
     {
-        var first = command.TrimStart().Split([' ', '\t'], 2)[0];
+        var words = command.TrimStart().Split([' ', '\t'], 2);
+        var first = words[0];
+        if (first == "exec") return words.Length > 1 ? ProgramOf(words[1]) : null;
+        if (ShellWords.Contains(first)) return null;
         return first.Length == 0 || first.Contains('=', StringComparison.Ordinal) || first.IndexOfAny(['$', '(', '`', ';', '&', '|', '<', '>', '{']) >= 0 ? null : first;
     }
+
+    private static readonly HashSet<string> ShellWords = new(StringComparer.Ordinal)
+    {
+        ".", ":", "[", "!", "cd", "command", "eval", "export", "if", "for", "while", "until", "case", "set", "trap", "ulimit", "umask", "unset", "wait",
+    };
 
     private static bool IsInstalled(string program) =>
         program.Contains('/', StringComparison.Ordinal)
