@@ -38,7 +38,14 @@ public sealed record SessionStatusPayload
 public sealed record SessionStartArgs
 {
     public required string SessionId { get; init; }
+    /// <summary>The owner's username (for people reading logs and accounts).</summary>
     public required string User { get; init; }
+    /// <summary>
+    /// The owner's user id, which is never given to anybody else (a username is: an admin may delete a user and create
+    /// another of the same name). Agents key the session account and the persistent home by it; null from control planes
+    /// older than this field, and agents then key them by <see cref="User"/>.
+    /// </summary>
+    public string? UserId { get; init; }
     public required string Template { get; init; }
     public required SessionResources Resources { get; init; }
     public bool PersistentHome { get; init; }

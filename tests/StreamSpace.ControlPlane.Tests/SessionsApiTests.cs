@@ -49,6 +49,8 @@ public abstract class SessionsApiTests(ControlPlaneFixture cp)
         var args = JsonSerializer.Deserialize<SessionStartArgs>(commands[0].Payload, ProtocolJson.Options)!;
         args.SessionId.ShouldBe(id);
         args.User.ShouldBe(username);
+        // The agent keys the session's account and home by the user id: a later user of the same name is somebody else.
+        args.UserId.ShouldBe(await conn.ExecuteScalarAsync<string>("SELECT id FROM users WHERE username = @username", new { username }));
         args.Launch.ProcessCommand.ShouldBe("xterm -fa Monospace -fs 11");
         args.Resources.Memory.ShouldBe("256Mi");
 

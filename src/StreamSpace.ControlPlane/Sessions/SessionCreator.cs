@@ -172,6 +172,7 @@ public sealed class SessionCreator : IAsyncDisposable
             {
                 SessionId = session.Id,
                 User = session.Username,
+                UserId = owner.Id,
                 Template = r.TemplateName,
                 Resources = new SessionResources { Cpu = session.Cpu, Memory = session.Memory },
                 PersistentHome = session.PersistentHome,

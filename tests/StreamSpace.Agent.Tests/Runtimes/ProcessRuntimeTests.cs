@@ -265,6 +265,57 @@ public class ProcessRuntimeTests : IAsyncDisposable
         await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
     }
 
+    [Fact]
+    public async Task A_user_made_again_under_a_deleted_users_name_gets_a_new_account_and_an_empty_home()
+    {
+        var runtime = await NewRuntimeAsync();
+        string[] ids = [Guid.NewGuid().ToString("N"), Guid.NewGuid().ToString("N")];
+        SessionStartArgs DaveArgs(string userId, string command) =>
+            Args(command, persistentHome: true) with { SessionId = "dave-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "dave", UserId = userId };
+        var first = DaveArgs(ids[0], "echo secret > \"$HOME/old-secret\"; exec xterm");
+        await runtime.StartAsync(first, TestContext.Current.CancellationToken);
+        var firstHome = Record(first.SessionId)["homePath"]!.GetValue<string>();
+        firstHome.ShouldBe(Path.Combine(_state.Folder, "homes", "id." + ids[0]));
+        await TestProcesses.WaitUntilAsync(() => File.Exists(Path.Combine(firstHome, "old-secret")), Wait, "the first dave's file");
+        await runtime.StopAsync(first.SessionId, TestContext.Current.CancellationToken);
+
+        // The admin deleted that dave and made another user named dave: same name, new user id.
+        var second = DaveArgs(ids[1], "exec xterm");
+        await runtime.StartAsync(second, TestContext.Current.CancellationToken);
+        var secondHome = Record(second.SessionId)["homePath"]!.GetValue<string>();
+        secondHome.ShouldBe(Path.Combine(_state.Folder, "homes", "id." + ids[1]));
+        Directory.EnumerateFileSystemEntries(secondHome).ShouldBeEmpty();
+        var firstAccount = SessionUser.AccountName("streamspace", "id." + ids[0]);
+        var secondAccount = SessionUser.AccountName("streamspace", "id." + ids[1]);
+        var pgid = Record(second.SessionId)["pgid"]!.GetValue<int>();
+        TestProcesses.Group(pgid).ShouldAllBe(m => m.Uid == Account(secondAccount).Uid);
+        Account(secondAccount).Uid.ShouldNotBe(Account(firstAccount).Uid);
+        (await RunAsync([.. AsAccount(secondAccount), "/bin/cat", Path.Combine(firstHome, "old-secret")])).ShouldNotBe(0, "the new dave reads the old one's file");
+        (await RunAsync([.. AsAccount(secondAccount), "/bin/ls", firstHome])).ShouldNotBe(0, "the new dave lists the old one's home");
+        await runtime.StopAsync(second.SessionId, TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
+    public async Task A_home_kept_by_username_moves_to_its_owners_user_id()
+    {
+        var runtime = await NewRuntimeAsync();
+        // A home an agent made before homes were kept by user id.
+        var legacy = Path.Combine(_state.Folder, "homes", "erin");
+        Directory.CreateDirectory(Path.Combine(legacy, ".config"));
+        await File.WriteAllTextAsync(Path.Combine(legacy, ".config", "settings"), "kept", TestContext.Current.CancellationToken);
+        var userId = Guid.NewGuid().ToString("N");
+
+        var args = Args(persistentHome: true) with { SessionId = "erin-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "erin", UserId = userId };
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var home = Path.Combine(_state.Folder, "homes", "id." + userId);
+        Record(args.SessionId)["homePath"]!.GetValue<string>().ShouldBe(home);
+        Directory.Exists(legacy).ShouldBeFalse();
+        (await File.ReadAllTextAsync(Path.Combine(home, ".config", "settings"), TestContext.Current.CancellationToken)).ShouldBe("kept");
+        var erin = Account(SessionUser.AccountName("streamspace", "id." + userId));
+        (await OwnerAsync(Path.Combine(home, ".config", "settings"))).ShouldBe($"{erin.Uid}:{erin.Gid}");
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+    }
+
     private static (int Uid, int Gid) Account(string name)
     {
         var fields = File.ReadAllLines("/etc/passwd").Single(l => l.StartsWith(name + ":", StringComparison.Ordinal)).Split(':');

@@ -157,6 +157,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     {
         ValidateName(args.SessionId, "session id");
         ValidateName(args.User, "user");
+        if (args.UserId is not null) ValidateName(args.UserId, "user id");
         if (string.IsNullOrWhiteSpace(args.Launch.ProcessCommand))
         {
             throw new SessionRuntimeException($"template '{args.Template}' has no process command");
@@ -174,7 +175,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
         var begun = _time.GetTimestamp();
         var limits = Resources(args);
-        var user = UserFor(args.User);
+        var ownerKey = OwnerKey(args);
+        var user = UserFor(ownerKey, args.User);
         // <id>/ belongs to the agent (the record lives here, out of the session user's reach, so the user can never
         // plant a symlink the agent would write through); <id>/run/ belongs to the session user: its socket,
         // pid files and log.
@@ -188,7 +190,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         user.Own(runDir);
 
         var socketPath = PrepareSocketDir(dir, user);
-        var (home, temporary) = PrepareHome(args, dir, user);
+        var (home, temporary) = PrepareHome(args, ownerKey, dir, user);
         // The cgroup.procs files the leader joins before it starts anything: the session's limits, from its first process on.
         var cgroups = _cgroups?.Prepare(args.SessionId, limits.Memory, _options.SessionMaxProcesses) ?? [];
         SessionStartFailure? lastFailure = null;
@@ -709,20 +711,54 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         "each other nor from the agent (with the embedded agent, nor from the control plane's data folder, whose database holds " +
         "the token signing key). Run the agent as root to give each StreamSpace user's sessions an unprivileged account of their own.";
 
-    /// <summary>The account a session of this StreamSpace user runs as (see <see cref="SessionUser"/>).</summary>
-    private SessionUser UserFor(string owner)
+    /// <summary>
+    /// The account a session of this StreamSpace user runs as (see <see cref="SessionUser"/>), keyed by
+    /// <paramref name="ownerKey"/> (see <see cref="OwnerKey"/>).
+    /// </summary>
+    private SessionUser UserFor(string ownerKey, string username)
     {
         var shared = _user ?? throw new InvalidOperationException("runtime not initialized");
         if (!shared.SwitchUser || !_options.SessionUserPerOwner) return shared;
-        return _owners.GetOrAdd(owner, o => SessionUser.Resolve(SessionUser.AccountName(_options.SessionUser, o), o));
+        return _owners.GetOrAdd(ownerKey, k => SessionUser.Resolve(SessionUser.AccountName(_options.SessionUser, k), username));
     }
 
-    private (string Home, bool Temporary) PrepareHome(SessionStartArgs args, string sessionDir, SessionUser user)
+    /// <summary>
+    /// What keys an owner's account and persistent home (<c>homes/&lt;key&gt;</c>): <c>id.&lt;user id&gt;</c> (the dot keeps it
+    /// apart from every username the control plane allows). A user id is never given to anybody else; a username is (an
+    /// admin may delete a user and create another of that name), and keying by it handed the new user the old one's
+    /// account and home. The username is the key only for control planes older than
+    /// user ids, and for a persistent home such an agent made (<c>homes/&lt;username&gt;</c>) while a session of this
+    /// agent still uses it; otherwise that home moves to the user id the first time its user asks for it (<see cref="PrepareHome"/>).
+    /// </summary>
+    private string OwnerKey(SessionStartArgs args)
     {
-        var home = args.PersistentHome ? Path.Combine(_homesDir, args.User) : Path.Combine(sessionDir, "home");
+        if (args.UserId is null) return args.User;
+        var key = "id." + args.UserId;
+        if (!args.PersistentHome || Directory.Exists(Path.Combine(_homesDir, key))) return key;
+        var legacy = Path.Combine(_homesDir, args.User);
+        return _sessions.Values.Any(s => s.Record.HomePath == legacy) ? args.User : key;
+    }
+
+    private (string Home, bool Temporary) PrepareHome(SessionStartArgs args, string ownerKey, string sessionDir, SessionUser user)
+    {
+        var home = args.PersistentHome ? Path.Combine(_homesDir, ownerKey) : Path.Combine(sessionDir, "home");
+        var legacy = Path.Combine(_homesDir, args.User);
+        if (args.PersistentHome && ownerKey != args.User && !Directory.Exists(home) && Directory.Exists(legacy))
+        {
+            try
+            {
+                Directory.Move(legacy, home);
+                _logger.LogInformation("Persistent home of {User} moved from {Legacy} to {Home}: homes are kept by user id", args.User, legacy, home);
+            }
+            catch (IOException) when (Directory.Exists(home))
+            {
+                // Another start of this user's sessions moved it first.
+            }
+        }
         Directory.CreateDirectory(home);
         File.SetUnixFileMode(home, PrivateDir);
-        // A persistent home may come from the time its sessions ran under the shared account: all of it becomes theirs.
+        // A persistent home may come from the time its sessions ran under the shared account or under an account keyed
+        // by the username: all of it becomes theirs.
         if (args.PersistentHome) user.OwnTree(home);
         else user.Own(home);
         return (home, !args.PersistentHome);
