@@ -550,6 +550,31 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_session_left_stopped_by_an_agent_that_ended_mid_hibernate_is_continued_when_re_adopted()
+    {
+        var first = await NewRuntimeAsync();
+        var args = Args();
+        await first.StartAsync(args, TestContext.Current.CancellationToken);
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        var xvnc = Record(args.SessionId)["xvnc"]!["pid"]!.GetValue<int>();
+        await first.DisposeAsync();
+        // The agent was killed after its SIGSTOP and before its record said "hibernated".
+        Posix.SignalGroup(pgid, Posix.SIGSTOP);
+        await TestProcesses.WaitUntilAsync(() => ProcFs.Stat(xvnc) is { State: 'T' }, Wait, "Xvnc stopped");
+
+        var second = await NewRuntimeAsync();
+        second.Inventory().Single().State.ShouldBe(ObservedStates.Running);
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).All(m => m.State != 'T'), Wait, "every process continued");
+        await using (var vnc = await second.ConnectVncAsync(args.SessionId, TestContext.Current.CancellationToken))
+        {
+            var banner = new byte[12];
+            await vnc.ReadExactlyAsync(banner, TestContext.Current.CancellationToken).AsTask().WaitAsync(Wait, TestContext.Current.CancellationToken);
+            Encoding.ASCII.GetString(banner).ShouldStartWith("RFB 003.00");
+        }
+        await second.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
     public async Task Hibernate_counts_a_process_held_by_its_stopped_vfork_child_as_stopped()
     {
         // dash vforks for every command it runs: between the vfork and the child's exec the parent waits in the kernel

@@ -119,6 +119,13 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             _logger.LogInformation("Re-adopted session {SessionId} on display :{Display} (pgid {Pgid}, {State})",
                 session.Record.SessionId, session.Record.Display, session.Record.Pgid, session.Record.State);
+            // Only a hibernate stops Xvnc. A running session whose Xvnc is stopped met the end of an agent between
+            // its SIGSTOP and the record saying "hibernated": the hibernate did not happen, so neither does the stop.
+            if (session.Record.State == ObservedStates.Running && ProcFs.Stat(session.Record.Xvnc.Pid) is { State: 'T' })
+            {
+                _logger.LogWarning("Session {SessionId} was left stopped by a hibernate the agent did not finish; continued", session.Record.SessionId);
+                SignalSession(session.Record.SessionId, session.Record.Pgid, Posix.SIGCONT);
+            }
         }
         _monitor = MonitorAsync(_stopping.Token);
     }
@@ -431,7 +438,19 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             var r = session.Record;
             if (!r.Xvnc.IsAlive) throw new SessionRuntimeException($"session {sessionId} is no longer running");
             if (!SignalSession(sessionId, r.Pgid, signal)) throw new SessionRuntimeException($"session {sessionId}: signalling its process group failed");
-            if (signal == Posix.SIGSTOP) await WaitUntilStoppedAsync(sessionId, r.Pgid, ct);
+            if (signal == Posix.SIGSTOP)
+            {
+                try
+                {
+                    await WaitUntilStoppedAsync(sessionId, r.Pgid, ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    // The agent is stopping before the session is hibernated: it stays running, as the record says.
+                    SignalSession(sessionId, r.Pgid, Posix.SIGCONT);
+                    throw;
+                }
+            }
             if (r.State != newState)
             {
                 session.Record = r with { State = newState };
