@@ -1,5 +1,6 @@
 using System.Net.WebSockets;
 using Microsoft.Extensions.Logging;
+using StreamSpace.Agent.Runtimes;
 using StreamSpace.Protocol;
 
 namespace StreamSpace.Agent.Streaming;
@@ -24,6 +25,13 @@ public sealed class StreamBridge : IAsyncDisposable
     public static readonly TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(15);
     /// <summary>A control plane that stops answering pings for this long is treated as gone.</summary>
     public static readonly TimeSpan KeepAliveTimeout = TimeSpan.FromSeconds(45);
+    /// <summary>
+    /// How long dialling the data socket and the VNC endpoint may take. The command that asked for the stream holds its
+    /// session's other commands (stop, hibernate) until it is answered, and the data socket's one-time token is good for
+    /// 30 s only: a replica that died since it asked, or a proxy that accepts and never answers, must fail the stream
+    /// soon, not after the kernel's minutes of SYN retries.
+    /// </summary>
+    public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
     /// <summary>How long closing waits for the control plane's close answer before aborting.</summary>
     public static readonly TimeSpan CloseTimeout = TimeSpan.FromSeconds(5);
 
@@ -58,15 +66,27 @@ public sealed class StreamBridge : IAsyncDisposable
     /// control plane passes on to the viewer, and the error is rethrown.
     /// </summary>
     public static async Task<StreamBridge> ConnectAsync(
-        Uri controlPlaneBase, StreamOpenArgs args, Func<CancellationToken, Task<Stream>> connectVnc, ILogger logger, CancellationToken ct)
+        Uri controlPlaneBase, StreamOpenArgs args, Func<CancellationToken, Task<Stream>> connectVnc, ILogger logger, CancellationToken ct,
+        TimeSpan? connectTimeout = null, TimeProvider? time = null)
     {
+        var dataUri = DataUri(controlPlaneBase, args);
+        var timeout = connectTimeout ?? ConnectTimeout;
+        using var timer = new CancellationTokenSource(timeout, time ?? TimeProvider.System);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, timer.Token);
         var socket = new ClientWebSocket();
         socket.Options.SetRequestHeader("Authorization", "Bearer " + args.Token);
         socket.Options.KeepAliveInterval = KeepAliveInterval;
         socket.Options.KeepAliveTimeout = KeepAliveTimeout;
         try
         {
-            await socket.ConnectAsync(DataUri(controlPlaneBase, args), ct);
+            await socket.ConnectAsync(dataUri, linked.Token);
+        }
+        catch (Exception ex) when (!ct.IsCancellationRequested && ex is OperationCanceledException or WebSocketException or HttpRequestException)
+        {
+            socket.Dispose();
+            throw new SessionRuntimeException(timer.IsCancellationRequested
+                ? $"the stream's data socket at {dataUri.Authority} did not answer within {timeout.TotalSeconds:0.#} s"
+                : $"the stream's data socket at {dataUri.Authority} could not be opened: {ex.Message}", ex);
         }
         catch
         {
@@ -77,13 +97,15 @@ public sealed class StreamBridge : IAsyncDisposable
         Stream vnc;
         try
         {
-            vnc = await connectVnc(ct);
+            vnc = await connectVnc(linked.Token);
         }
         catch (Exception ex)
         {
             logger.LogWarning(ex, "Stream {StreamId}: could not connect to the session's VNC endpoint", args.StreamId);
             await CloseQuietlyAsync(socket, WebSocketCloseStatus.InternalServerError, "The agent could not connect to the session's display.");
             socket.Dispose();
+            if (ex is OperationCanceledException && timer.IsCancellationRequested && !ct.IsCancellationRequested)
+                throw new SessionRuntimeException($"the session's VNC endpoint did not answer within {timeout.TotalSeconds:0.#} s", ex);
             throw;
         }
         logger.LogInformation("Stream {StreamId} established", args.StreamId);
