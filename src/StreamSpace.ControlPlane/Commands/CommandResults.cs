@@ -235,7 +235,7 @@ public sealed class CommandResults : IAsyncDisposable
     }
 
     /// <summary>How a command's result moves its session (invariant 3); null: it does not (a failed stop leaves the
-    /// session terminating, and reconciliation ends it once the agent no longer reports it).</summary>
+    /// session terminating: reconciliation stops it again while the agent reports it and ends it once it does not).</summary>
     private static (string[] From, string To, Func<AppliedResult, string>? Reason)? Move(string type, bool success) => (type, success) switch
     {
         (CommandTypes.SessionStart, true) => (StartSources, SessionState.Running, null),

@@ -76,6 +76,35 @@ public abstract class ReconciliationTests(HubControlPlane cp)
     }
 
     [Fact]
+    public async Task A_session_whose_stop_failed_on_the_agent_is_stopped_again_while_the_agent_still_runs_it()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var session = await cp.CreateSessionAsync(agentId, SessionState.Terminating);
+        var stop = await cp.EnqueueAsync(agentId, session, CommandTypes.SessionStop);
+        SessionInventoryItem[] inventory = [new SessionInventoryItem { SessionId = session, State = ObservedStates.Running }];
+        var first = await cp.OnlineAgentAsync(agentId, token, inventory);
+        (await first.ExpectCommandAsync()).CommandId.ShouldBe(stop);
+        await first.AckAsync(stop);
+        // The agent restarted while it stopped the session: the stored answer of that command is a failure.
+        await first.ResultAsync(stop, success: false, error: "the agent restarted while the command ran");
+        await first.ExpectNothingAsync(TimeSpan.FromSeconds(0.5));
+        (await cp.SessionRowAsync(session)).State.ShouldBe(SessionState.Terminating, "a failed stop does not end the session");
+        await first.CloseAsync();
+        await first.DisposeAsync();
+        await cp.AgentStatusIsAsync(agentId, Agents.AgentStatus.Offline, Soon);
+
+        // Back, still running it: the control plane still wants it gone, so it asks again (a new command, not the failed one).
+        await using var second = await cp.OnlineAgentAsync(agentId, token, inventory);
+        var again = await second.ExpectCommandAsync();
+        again.Type.ShouldBe(CommandTypes.SessionStop);
+        again.SessionId.ShouldBe(session);
+        again.CommandId.ShouldNotBe(stop);
+        await second.AckAsync(again.CommandId);
+        await second.ResultAsync(again.CommandId, success: true);
+        await cp.SessionStateIsAsync(session, SessionState.Terminated, Soon);
+    }
+
+    [Fact]
     public async Task A_start_that_succeeded_but_vanished_from_the_agent_is_lost()
     {
         var (agentId, token) = await cp.CreateAgentAsync();

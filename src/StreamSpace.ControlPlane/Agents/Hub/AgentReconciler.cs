@@ -45,7 +45,7 @@ public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider ti
             bool StartSucceeded(string sessionId) => commands.Any(c => c.SessionId == sessionId && c.Type == CommandTypes.SessionStart && c.State == CommandState.Succeeded);
             bool StopOpen(string sessionId) => commands.Any(c => c.SessionId == sessionId && c.Type == CommandTypes.SessionStop && !CommandState.IsFinal(c.State));
 
-            int adopted = 0, lost = 0, ended = 0, orphans = 0;
+            int adopted = 0, lost = 0, ended = 0, orphans = 0, restopped = 0;
             var lostReason = $"lost on agent {agentId}: the agent no longer reports this session";
             foreach (var (sessionId, state) in placed)
             {
@@ -77,21 +77,25 @@ public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider ti
             }
             foreach (var sessionId in inventory.Keys)
             {
-                // Running on the agent but unknown, finished, or placed elsewhere in the database: stop it.
-                if (placed.ContainsKey(sessionId) || StopOpen(sessionId)) continue;
+                // Running on the agent but unknown, finished, or placed elsewhere in the database: stop it. Also one
+                // the control plane still means to end (terminating) whose stop failed on the agent (e.g. the agent
+                // restarted while stopping it): a failed stop leaves the session terminating, so stop it again.
+                if (StopOpen(sessionId)) continue;
+                if (placed.TryGetValue(sessionId, out var wanted) && wanted != SessionState.Terminating) continue;
                 await outbox.EnqueueAsync(conn, tx, agentId, sessionId, CommandTypes.SessionStop, new { sessionId }, ct);
-                orphans++;
+                if (wanted is null) orphans++;
+                else restopped++;
             }
-            return new ReconcileSummary(adopted, lost, ended, orphans);
+            return new ReconcileSummary(adopted, lost, ended, orphans, restopped);
         }, ct);
 
-        if (summary.OrphansStopped > 0) outbox.NotifyQueued(agentId);
+        if (summary.OrphansStopped + summary.StoppedAgain > 0) outbox.NotifyQueued(agentId);
         if (summary != default)
             logger.LogInformation(HubEvents.Reconciled,
-                "Reconciled agent {AgentId}: {Adopted} adopted, {Lost} lost, {Ended} ended, {Orphans} orphan(s) to stop",
-                agentId, summary.Adopted, summary.Lost, summary.Ended, summary.OrphansStopped);
+                "Reconciled agent {AgentId}: {Adopted} adopted, {Lost} lost, {Ended} ended, {Orphans} orphan(s) to stop, {Again} to stop again after a failed stop",
+                agentId, summary.Adopted, summary.Lost, summary.Ended, summary.OrphansStopped, summary.StoppedAgain);
         return summary;
     }
 }
 
-public readonly record struct ReconcileSummary(int Adopted, int Lost, int Ended, int OrphansStopped);
+public readonly record struct ReconcileSummary(int Adopted, int Lost, int Ended, int OrphansStopped, int StoppedAgain);
