@@ -114,6 +114,11 @@ public static class RelayCopier
     }
 
     /// <summary>The ways a peer going away or misbehaving surfaces from WebSockets and streams.</summary>
+    /// <remarks>
+    /// An <see cref="OperationCanceledException"/> while <c>ct</c> has not fired is a connection aborted under the loop:
+    /// Kestrel's <c>ConnectionAbortedException</c> (one of them) when the server aborts a connection it accepted.
+    /// </remarks>
     private static bool IsConnectionFailure(Exception ex) =>
-        ex is WebSocketException or IOException or SocketException or ObjectDisposedException or InvalidOperationException or NotSupportedException;
+        ex is WebSocketException or IOException or SocketException or ObjectDisposedException or InvalidOperationException or NotSupportedException
+            or OperationCanceledException;
 }

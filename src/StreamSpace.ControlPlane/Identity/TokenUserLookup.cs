@@ -51,11 +51,18 @@ public sealed class TokenUserLookup(Db db, TimeProvider time) : IAsyncDisposable
         return user;
     }
 
+    /// <summary>
+    /// A user's row changed or is gone (the user id), after the change committed; null: any row may have changed unheard
+    /// (this replica listens again after its listener lost the connection). Handlers must not block.
+    /// </summary>
+    public event Action<string?>? Changed;
+
     /// <summary>The user's row changed or is gone: read it again on its next request.</summary>
     public void Invalidate(string userId)
     {
         Interlocked.Increment(ref _drops);
         _kept.TryRemove(userId, out _);
+        Changed?.Invoke(userId);
     }
 
     /// <summary>Changes are heard from now on (the listener is connected): keep rows read from now on.</summary>
@@ -64,6 +71,7 @@ public sealed class TokenUserLookup(Db db, TimeProvider time) : IAsyncDisposable
         Interlocked.Increment(ref _drops);
         _kept.Clear();
         _keeping = db.IsPostgres;
+        Changed?.Invoke(null);
     }
 
     /// <summary>Changes can no longer be heard: read every time until <see cref="StartCaching"/>.</summary>

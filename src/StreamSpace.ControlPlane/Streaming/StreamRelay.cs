@@ -10,10 +10,16 @@ namespace StreamSpace.ControlPlane.Streaming;
 /// </summary>
 internal static class StreamRelay
 {
+    /// <param name="access">When its <see cref="ViewerAccess.Grant.Ended"/> fires (the viewer's access ended), the stream
+    /// ends with <see cref="ViewerAccess.Grant.Close"/>. Unlike <paramref name="ct"/> (the server stopping, the viewer's
+    /// connection gone), which aborts both sockets, this drops the agent's side, so the viewer still gets a close frame
+    /// with the reason.</param>
     public static async Task RunAsync(
-        WebSocket viewer, WebSocket agent, SessionActivity.Mark activity, TimeSpan closeTimeout, ILogger logger, string streamId, CancellationToken ct)
+        WebSocket viewer, WebSocket agent, SessionActivity.Mark activity, TimeSpan closeTimeout, ILogger logger, string streamId,
+        ViewerAccess.Grant? access, CancellationToken ct)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        using var revocation = access?.Ended.Register(agent.Abort);
         var toAgent = RelayCopier.CopyAsync(viewer, agent, activity.Touch, cts.Token);
         var toViewer = RelayCopier.CopyAsync(agent, viewer, null, cts.Token);
         var first = await Task.WhenAny(toAgent, toViewer);
@@ -28,6 +34,7 @@ internal static class StreamRelay
         var (status, reason) = result switch
         {
             RelayCopyResult.Success => (ended.CloseStatus ?? WebSocketCloseStatus.NormalClosure, ended.CloseStatusDescription ?? ""),
+            _ when access?.Ended.IsCancellationRequested == true => ViewerAccess.Grant.Close,
             // The viewer's connection dropped, or the control plane is stopping.
             RelayCopyResult.Canceled => (WebSocketCloseStatus.EndpointUnavailable, "The stream was ended by the server."),
             _ => (WebSocketCloseStatus.EndpointUnavailable, viewerEnded ? "The viewer connection failed." : "The session's stream ended unexpectedly."),

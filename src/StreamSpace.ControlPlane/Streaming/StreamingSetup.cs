@@ -10,6 +10,7 @@ public static class StreamingSetup
         services.AddOptions<StreamingOptions>().BindConfiguration(StreamingOptions.Section).ValidateOnStart();
         services.AddSingleton<IValidateOptions<StreamingOptions>, ValidateStreamingOptions>();
         services.AddSingleton<ViewerTicketStore>();
+        services.AddSingleton<ViewerAccess>();
         services.AddSingleton<StreamRendezvous>();
         services.AddSingleton<SessionActivity>();
         services.AddSingleton<IStreamOpener, CommandStreamOpener>();

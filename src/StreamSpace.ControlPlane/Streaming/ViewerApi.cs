@@ -49,7 +49,8 @@ public static class ViewerApi
 
     public static async Task<Results<EmptyHttpResult, JsonHttpResult<ApiError>>> ConnectAsync(
         string id, HttpContext http, Db db, ViewerTicketStore tickets, StreamRendezvous rendezvous, IStreamOpener opener,
-        SessionActivity activity, IOptions<StreamingOptions> options, ILoggerFactory loggers, IHostApplicationLifetime lifetime, CancellationToken ct)
+        SessionActivity activity, ViewerAccess access, IOptions<StreamingOptions> options, ILoggerFactory loggers, IHostApplicationLifetime lifetime,
+        CancellationToken ct)
     {
         // Cross-site WebSocket hijacking: a page elsewhere must not be able to use a ticket it got hold of.
         if (!ViewerOrigin.IsAllowed(http.Request, options.Value.AllowedOrigins))
@@ -94,13 +95,15 @@ public static class ViewerApi
         using var viewer = await http.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext { SubProtocol = subprotocol });
         // Shutdown ends streams at once instead of letting them hold the host until its shutdown timeout.
         using var relayCt = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
-        await RelayAsync(viewer, session, rendezvous, opener, activity, options.Value, loggers.CreateLogger("StreamSpace.Streaming.Relay"), relayCt.Token);
+        // And so does the end of the user's access (disabled, deleted, tokens revoked, no longer admin).
+        using var grant = access.Track(holder, session.UserId);
+        await RelayAsync(viewer, session, rendezvous, opener, activity, grant, options.Value, loggers.CreateLogger("StreamSpace.Streaming.Relay"), relayCt.Token);
         return TypedResults.Empty;
     }
 
     private static async Task RelayAsync(
         WebSocket viewer, StreamSession session, StreamRendezvous rendezvous, IStreamOpener opener, SessionActivity activity,
-        StreamingOptions options, ILogger logger, CancellationToken ct)
+        ViewerAccess.Grant grant, StreamingOptions options, ILogger logger, CancellationToken ct)
     {
         using var pending = rendezvous.Open(session.Id);
         var dataPath = StreamRendezvous.DataPath(pending.StreamId);
@@ -119,7 +122,8 @@ public static class ViewerApi
         WebSocket agent;
         try
         {
-            agent = await pending.AgentSocket.WaitAsync(options.RendezvousTimeout, ct);
+            using var waiting = CancellationTokenSource.CreateLinkedTokenSource(ct, grant.Ended);
+            agent = await pending.AgentSocket.WaitAsync(options.RendezvousTimeout, waiting.Token);
         }
         catch (TimeoutException)
         {
@@ -131,6 +135,8 @@ public static class ViewerApi
         }
         catch (OperationCanceledException)
         {
+            if (grant.Ended.IsCancellationRequested && !ct.IsCancellationRequested)
+                await CloseViewerAsync(viewer, ViewerAccess.Grant.Close.Status, ViewerAccess.Grant.Close.Reason, options);
             return;
         }
 
@@ -138,7 +144,7 @@ public static class ViewerApi
         var mark = activity.Attach(session.Id);
         try
         {
-            await StreamRelay.RunAsync(viewer, agent, mark, options.CloseTimeout, logger, pending.StreamId, ct);
+            await StreamRelay.RunAsync(viewer, agent, mark, options.CloseTimeout, logger, pending.StreamId, grant, ct);
         }
         finally
         {

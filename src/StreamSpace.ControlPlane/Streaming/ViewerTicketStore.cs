@@ -10,8 +10,8 @@ namespace StreamSpace.ControlPlane.Streaming;
 /// <summary>A ticket as handed to the viewer: the secret itself is returned once and never stored.</summary>
 public sealed record ViewerTicket(string Ticket, DateTimeOffset ExpiresAt);
 
-/// <summary>The user a consumed ticket was issued to, with the role they have now.</summary>
-public sealed record TicketHolder(string UserId, string Role);
+/// <summary>The user a consumed ticket was issued to, with the role and token version they have now.</summary>
+public sealed record TicketHolder(string UserId, string Role, int TokenVersion);
 
 /// <summary>Why presenting a ticket failed; each maps to one HTTP status at the viewer endpoint.</summary>
 public enum TicketRefusal { None, Unknown, Expired, AlreadyUsed, OtherSession, UserDisabled }
@@ -56,7 +56,7 @@ public sealed class ViewerTicketStore(Db db, TimeProvider time, IOptions<Streami
         var row = await conn.QuerySingleOrDefaultAsync<TicketRow>(new CommandDefinition(
             """
             SELECT t.id AS Id, t.session_id AS SessionId, t.user_id AS UserId, t.expires_at AS ExpiresAt,
-                   t.used_at AS UsedAt, u.disabled AS UserDisabled, u.role AS UserRole
+                   t.used_at AS UsedAt, u.disabled AS UserDisabled, u.role AS UserRole, u.token_version AS UserTokenVersion
             FROM viewer_tickets t LEFT JOIN users u ON u.id = t.user_id
             WHERE t.ticket_hash = @hash
             """,
@@ -71,7 +71,7 @@ public sealed class ViewerTicketStore(Db db, TimeProvider time, IOptions<Streami
         if (consumed != 1) return (TicketRefusal.AlreadyUsed, null);
         if (row.SessionId != sessionId) return (TicketRefusal.OtherSession, null);
         if (row.UserDisabled is null or true) return (TicketRefusal.UserDisabled, null);
-        return (TicketRefusal.None, new TicketHolder(row.UserId, row.UserRole ?? ""));
+        return (TicketRefusal.None, new TicketHolder(row.UserId, row.UserRole ?? "", row.UserTokenVersion ?? 0));
     }
 
     /// <summary>A ticket is exactly 43 base64url characters; anything else (a JWT, say) is refused without a query.</summary>
@@ -90,5 +90,6 @@ public sealed class ViewerTicketStore(Db db, TimeProvider time, IOptions<Streami
         /// <summary>Null when the user row is gone.</summary>
         public bool? UserDisabled { get; init; }
         public string? UserRole { get; init; }
+        public int? UserTokenVersion { get; init; }
     }
 }
