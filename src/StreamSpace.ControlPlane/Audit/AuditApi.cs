@@ -40,6 +40,8 @@ public static class AuditApi
         var take = DefaultLimit;
         if (limit is not null && (!int.TryParse(limit, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out take) || take is < 1 or > MaxLimit))
             return ApiErrors.BadRequest($"limit must be a whole number between 1 and {MaxLimit}.", new Dictionary<string, string> { ["limit"] = $"must be between 1 and {MaxLimit}" });
+        var v = new Validation().RequireStorable("user", user).RequireStorable("action", action);
+        if (!v.IsValid) return v.ToResult();
 
         var sql = new StringBuilder("SELECT id AS Id, at AS At, actor AS Actor, action AS Action, target AS Target, detail AS Detail, client_ip AS ClientIp FROM audit_log WHERE 1 = 1");
         if (!string.IsNullOrEmpty(user)) sql.Append(" AND (actor = @user OR target = @user)");

@@ -7,7 +7,8 @@ namespace StreamSpace.ControlPlane.Data;
 /// queued while the previous batch ran and handles it in ONE call (one query or one transaction). Under load the
 /// database sees a few set-based statements instead of one round trip per request; a lone item is handled at once,
 /// so an idle control plane answers as fast as before. Each caller gets its own result; when the batch fails, every
-/// caller of that batch gets the exception (a database outage becomes 503 for each of them).
+/// caller of that batch gets the exception (a database outage becomes 503 for each of them), so an item the database
+/// would refuse on its own (such as text with U+0000, see <see cref="StorableText"/>) must never be queued.
 /// </summary>
 public sealed class GroupCommitQueue<TItem, TResult> : IAsyncDisposable
 {
@@ -16,6 +17,7 @@ public sealed class GroupCommitQueue<TItem, TResult> : IAsyncDisposable
     private readonly Channel<Entry> _queue = Channel.CreateUnbounded<Entry>();
     private readonly CancellationTokenSource _stop = new();
     private readonly Task[] _workers;
+    private int _inBatches;
 
     /// <param name="run">Handles a batch; returns one result per item, in item order.</param>
     /// <param name="maxBatch">Upper bound of one batch, so a burst never builds one huge statement or transaction.</param>
@@ -26,6 +28,9 @@ public sealed class GroupCommitQueue<TItem, TResult> : IAsyncDisposable
         _maxBatch = maxBatch;
         _workers = Enumerable.Range(0, workers).Select(_ => Task.Run(WorkAsync)).ToArray();
     }
+
+    /// <summary>Items waiting for a batch or in one that runs now (for diagnostics and tests).</summary>
+    public int Pending => _queue.Reader.Count + Volatile.Read(ref _inBatches);
 
     public Task<TResult> EnqueueAsync(TItem item, CancellationToken ct)
     {
@@ -52,6 +57,7 @@ public sealed class GroupCommitQueue<TItem, TResult> : IAsyncDisposable
                     else { batch.Add(entry); items.Add(entry.Item); }
                 }
                 if (batch.Count == 0) continue;
+                Interlocked.Add(ref _inBatches, batch.Count);
                 try
                 {
                     var results = await _run(items, _stop.Token);
@@ -60,6 +66,10 @@ public sealed class GroupCommitQueue<TItem, TResult> : IAsyncDisposable
                 catch (Exception ex)
                 {
                     foreach (var entry in batch) entry.Completion.TrySetException(ex);
+                }
+                finally
+                {
+                    Interlocked.Add(ref _inBatches, -batch.Count);
                 }
             }
         }

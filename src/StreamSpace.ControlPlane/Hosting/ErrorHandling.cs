@@ -7,8 +7,8 @@ using StreamSpace.Protocol;
 namespace StreamSpace.ControlPlane.Hosting;
 
 /// <summary>
-/// Turns every failure into a JSON <see cref="ApiError"/>: body binding errors into 400, oversized
-/// bodies into 413, an unreachable database into 503. Nothing reaches the client as an empty 500.
+/// Turns every failure into a JSON <see cref="ApiError"/>: body binding errors and text the database refused into
+/// 400, oversized bodies into 413, an unreachable database into 503. Nothing reaches the client as an empty 500.
 /// </summary>
 public static class ErrorHandling
 {
@@ -40,6 +40,14 @@ public static class ErrorHandling
                 context.Response.Headers.RetryAfter = "5";
                 await WriteAsync(context, StatusCodes.Status503ServiceUnavailable,
                     new ApiError("Database unavailable", "The database cannot be reached right now; try again shortly."));
+            }
+            catch (Exception ex) when (IsTextTheDatabaseRefused(ex) && !context.Response.HasStarted)
+            {
+                // Input validation refuses such text where it enters; this is the net for a place it missed.
+                context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("StreamSpace.Errors")
+                    .LogWarning(ex, "The database refused text of a request to {Method} {Path}", context.Request.Method, context.Request.Path);
+                await WriteAsync(context, StatusCodes.Status400BadRequest,
+                    new ApiError("Invalid request", "The request contains text the database cannot store, such as the character U+0000 (NUL)."));
             }
             catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
             {
@@ -121,6 +129,18 @@ public static class ErrorHandling
             if (e is TimeoutException or System.Net.Sockets.SocketException)
                 return true;
         }
+        return false;
+    }
+
+    /// <summary>
+    /// PostgreSQL refused a text value: U+0000 (22021, "invalid byte sequence for encoding UTF8: 0x00") or a character
+    /// the database's encoding lacks (22P05). The request's fault, not the database's: a 400, never a 500 or a 503.
+    /// </summary>
+    public static bool IsTextTheDatabaseRefused(Exception ex)
+    {
+        for (var e = ex; e is not null; e = e.InnerException)
+            if (e is Npgsql.PostgresException { SqlState: "22021" or "22P05" })
+                return true;
         return false;
     }
 

@@ -13,6 +13,9 @@ public sealed class Validation
         return this;
     }
 
+    /// <summary>Text the database cannot store (<see cref="Data.StorableText"/>) is refused by name.</summary>
+    public Validation RequireStorable(string field, string? text) => Require(Data.StorableText.IsStorable(text), field, Data.StorableText.Problem);
+
     public Validation Add(string field, string message)
     {
         _fields.TryAdd(field, message);

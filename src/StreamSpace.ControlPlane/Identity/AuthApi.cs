@@ -31,6 +31,7 @@ public static class AuthApi
         v.Require(!string.IsNullOrEmpty(body?.Password), "password", "is required");
         // No real username is longer; the cap keeps junk out of the rate limiter's keys and the audit log.
         v.Require(body?.Username is not { Length: > MaxUsernameLength }, "username", $"must be at most {MaxUsernameLength} characters");
+        v.RequireStorable("username", body?.Username);
         if (!v.IsValid) return v.ToResult();
 
         var username = body!.Username!.Trim();

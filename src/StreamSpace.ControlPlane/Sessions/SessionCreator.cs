@@ -58,7 +58,22 @@ public sealed class SessionCreator : IAsyncDisposable
         _queue = new GroupCommitQueue<SessionCreateRequest, SessionCreateOutcome>(RunBatchAsync, MaxBatch);
     }
 
-    public Task<SessionCreateOutcome> CreateAsync(SessionCreateRequest request, CancellationToken ct) => _queue.EnqueueAsync(request, ct);
+    /// <summary>
+    /// Queues the create for the next batch. Text the database would refuse (<see cref="StorableText"/>) is answered
+    /// here and never queued: PostgreSQL would fail the whole batch with it, every other caller's create included.
+    /// </summary>
+    public Task<SessionCreateOutcome> CreateAsync(SessionCreateRequest request, CancellationToken ct) =>
+        UnstorableField(request) is { } field ? Task.FromResult(Invalid(field, StorableText.Problem)) : _queue.EnqueueAsync(request, ct);
+
+    /// <summary>Creates queued or in the batch that runs now (for diagnostics and tests).</summary>
+    internal int Pending => _queue.Pending;
+
+    private static string? UnstorableField(SessionCreateRequest r) =>
+        !StorableText.IsStorable(r.TemplateName) ? "template"
+        : !StorableText.IsStorable(r.TargetUsername) ? "user"
+        : !StorableText.IsStorable(r.Cpu) ? "resources.cpu"
+        : !StorableText.IsStorable(r.Memory) ? "resources.memory"
+        : null;
 
     private async Task<IReadOnlyList<SessionCreateOutcome>> RunBatchAsync(IReadOnlyList<SessionCreateRequest> batch, CancellationToken ct)
     {

@@ -26,7 +26,7 @@ public static class SessionListPage
         if (cursor.Length is 0 or > 512 || !Base64Url.IsValid(cursor)) return false;
         var text = Encoding.UTF8.GetString(Base64Url.DecodeFromChars(cursor));
         var dot = text.IndexOf('.', StringComparison.Ordinal);
-        if (dot <= 0 || dot == text.Length - 1) return false;
+        if (dot <= 0 || dot == text.Length - 1 || !Data.StorableText.IsStorable(text)) return false;
         if (!long.TryParse(text.AsSpan(0, dot), NumberStyles.None, CultureInfo.InvariantCulture, out var ticks)
             || ticks < DateTimeOffset.MinValue.UtcTicks || ticks > DateTimeOffset.MaxValue.UtcTicks) return false;
         createdAt = new DateTimeOffset(ticks, TimeSpan.Zero);

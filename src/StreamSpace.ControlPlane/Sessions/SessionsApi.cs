@@ -44,6 +44,7 @@ public static class SessionsApi
         if (body is null) return v.Add("body", "a JSON object {template, user?, resources?, persistentHome?} is required").ToResult();
         if (string.IsNullOrWhiteSpace(body.Template)) v.Add("template", "is required");
         if (body.User is not null && string.IsNullOrWhiteSpace(body.User)) v.Add("user", "must be a username when given");
+        v.RequireStorable("template", body.Template).RequireStorable("user", body.User);
         if (body.Resources?.Cpu is not null && !ResourceQuantity.TryParseCpu(body.Resources.Cpu, out _, out var cpuError)) v.Add("resources.cpu", cpuError);
         if (body.Resources?.Memory is not null && !ResourceQuantity.TryParseMemory(body.Resources.Memory, out _, out var memoryError)) v.Add("resources.memory", memoryError);
         if (!v.IsValid) return v.ToResult();
@@ -69,7 +70,7 @@ public static class SessionsApi
     public static async Task<Results<Ok<IReadOnlyList<SessionView>>, JsonHttpResult<ApiError>>> ListAsync(
         HttpContext http, Db db, string? user, string? agent, string? state, string? live, string? limit, string? after, CancellationToken ct)
     {
-        var v = new Validation();
+        var v = new Validation().RequireStorable("user", user).RequireStorable("agent", agent);
         if (state is not null && !SessionState.All.Contains(state))
             v.Add("state", $"is not a session state; one of: {string.Join(", ", SessionState.All)}");
         bool? liveOnly = live switch { null => null, "true" => true, "false" => false, _ => null };

@@ -72,12 +72,29 @@ public partial class TemplateDefinition
             }
         }
 
+        foreach (var (field, text) in Texts()) v.RequireStorable(field, text);
+
         if (Process is null && Docker is null && Kubernetes is null)
             v.Add("process", "at least one runtime section (process, docker, kubernetes) is required");
         if (Process is not null && string.IsNullOrWhiteSpace(Process.Command)) v.Add("process.command", "is required when the process section is present");
         if (Docker is not null && string.IsNullOrWhiteSpace(Docker.Image)) v.Add("docker.image", "is required when the docker section is present");
         if (Kubernetes is not null && string.IsNullOrWhiteSpace(Kubernetes.Image)) v.Add("kubernetes.image", "is required when the kubernetes section is present");
         return v;
+    }
+
+    /// <summary>The free text of the template by field name: stored (display name and category also as columns) and handed to agents.</summary>
+    private IEnumerable<(string Field, string? Text)> Texts()
+    {
+        yield return ("displayName", DisplayName);
+        yield return ("description", Description);
+        yield return ("category", Category);
+        yield return ("icon", Icon);
+        yield return ("home.mountPath", Home?.MountPath);
+        foreach (var (key, value) in Env ?? []) yield return ($"env.{key}", value);
+        yield return ("process.command", Process?.Command);
+        yield return ("docker.image", Docker?.Image);
+        yield return ("docker.command", Docker?.Command);
+        yield return ("kubernetes.image", Kubernetes?.Image);
     }
 
     private static bool IsEnvName(string key) =>

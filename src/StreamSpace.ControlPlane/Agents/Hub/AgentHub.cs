@@ -3,6 +3,7 @@ using System.Text;
 using System.Threading.Channels;
 using Microsoft.Extensions.Options;
 using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.Protocol;
 
@@ -208,6 +209,10 @@ public sealed class AgentHub(
             return ("invalid_hello", "capacity figures must not be negative");
         if (hello.Inventory.Any(i => string.IsNullOrEmpty(i.SessionId) || i.SessionId.Length > 200))
             return ("invalid_hello", "every inventory item needs a sessionId of at most 200 characters");
+        // Checked before the hello joins other agents' hellos in one UPDATE, which PostgreSQL would refuse as a whole.
+        if (!StorableText.IsStorable(hello.Version) || !StorableText.IsStorable(hello.Region) || !StorableText.IsStorable(hello.SessionLimits)
+            || hello.Inventory.Any(i => !StorableText.IsStorable(i.SessionId)))
+            return ("invalid_hello", $"version, region, sessionLimits and inventory session ids {StorableText.Problem}");
         return null;
     }
 
@@ -268,14 +273,22 @@ public sealed class AgentHub(
                 metrics.HeartbeatReceived();
                 break;
             // Parsed here, so a malformed report closes the connection at once; applied by the report pump.
+            // Ids with U+0000 are malformed (PostgreSQL refuses them, and with them the batch of other agents' reports they
+            // would join); an error or reason, which may quote an app's own output, is kept with the character replaced.
             case MessageTypes.Ack:
-                await reports.WriteAsync(AgentReport.Of(envelope.PayloadAs<AckPayload>()), ct);
+                var ack = envelope.PayloadAs<AckPayload>();
+                RequireStorable(envelope.Type, "commandId", ack.CommandId);
+                await reports.WriteAsync(AgentReport.Of(ack), ct);
                 break;
             case MessageTypes.Result:
-                await reports.WriteAsync(AgentReport.Of(envelope.PayloadAs<ResultPayload>()), ct);
+                var result = envelope.PayloadAs<ResultPayload>();
+                RequireStorable(envelope.Type, "commandId", result.CommandId);
+                await reports.WriteAsync(AgentReport.Of(result with { Error = StorableText.Clean(result.Error) }), ct);
                 break;
             case MessageTypes.SessionStatus:
-                await reports.WriteAsync(AgentReport.Of(envelope.PayloadAs<SessionStatusPayload>()), ct);
+                var status = envelope.PayloadAs<SessionStatusPayload>();
+                RequireStorable(envelope.Type, "sessionId", status.SessionId);
+                await reports.WriteAsync(AgentReport.Of(status with { Reason = StorableText.Clean(status.Reason) }), ct);
                 break;
             default:
                 // Contract §3: unknown types are logged and ignored, so newer agents can talk to older control planes.
@@ -283,6 +296,11 @@ public sealed class AgentHub(
                     connection.AgentId, envelope.Type.Length > 64 ? envelope.Type[..64] : envelope.Type);
                 break;
         }
+    }
+
+    private static void RequireStorable(string type, string field, string? text)
+    {
+        if (!StorableText.IsStorable(text)) throw new ProtocolException($"'{type}' payload is malformed: '{field}' {StorableText.Problem}");
     }
 
     /// <summary>
