@@ -192,8 +192,18 @@ public sealed class AgentHub(
         }
     }
 
+    /// <summary>
+    /// The hello's shape and limits. System.Text.Json lets an explicit <c>null</c> through even for required members, so
+    /// nulls are checked here first: a hello that would otherwise fail with an exception gets a refusal that says why.
+    /// </summary>
     private static (string Code, string Reason)? Validate(HelloPayload hello, string authenticatedAgentId)
     {
+        if (hello.Capacity is null)
+            return ("invalid_hello", "capacity must be an object with maxSessions and activeSessions, not null");
+        if (hello.Inventory is null)
+            return ("invalid_hello", "inventory must be a list of the agent's sessions (empty when it has none), not null");
+        if (hello.Inventory.Any(i => i is null))
+            return ("invalid_hello", "every inventory item must be an object with sessionId and state, not null");
         if (hello.AgentId != authenticatedAgentId)
             return ("agent_id_mismatch", $"hello names agent '{hello.AgentId}' but the token belongs to '{authenticatedAgentId}'");
         if (!Platforms.All.Contains(hello.Platform))
@@ -208,6 +218,8 @@ public sealed class AgentHub(
             return ("invalid_hello", "capacity figures must not be negative");
         if (hello.Inventory.Any(i => string.IsNullOrEmpty(i.SessionId) || i.SessionId.Length > 200))
             return ("invalid_hello", "every inventory item needs a sessionId of at most 200 characters");
+        if (hello.Inventory.Any(i => string.IsNullOrEmpty(i.State)))
+            return ("invalid_hello", $"every inventory item needs a state ({ObservedStates.Starting}, {ObservedStates.Running}, {ObservedStates.Hibernated}, ...)");
         return null;
     }
 
@@ -269,13 +281,20 @@ public sealed class AgentHub(
                 break;
             // Parsed here, so a malformed report closes the connection at once; applied by the report pump.
             case MessageTypes.Ack:
-                await reports.WriteAsync(AgentReport.Of(envelope.PayloadAs<AckPayload>()), ct);
+                var ack = envelope.PayloadAs<AckPayload>();
+                RequireText(envelope.Type, "commandId", ack.CommandId);
+                await reports.WriteAsync(AgentReport.Of(ack), ct);
                 break;
             case MessageTypes.Result:
-                await reports.WriteAsync(AgentReport.Of(envelope.PayloadAs<ResultPayload>()), ct);
+                var result = envelope.PayloadAs<ResultPayload>();
+                RequireText(envelope.Type, "commandId", result.CommandId);
+                await reports.WriteAsync(AgentReport.Of(result), ct);
                 break;
             case MessageTypes.SessionStatus:
-                await reports.WriteAsync(AgentReport.Of(envelope.PayloadAs<SessionStatusPayload>()), ct);
+                var status = envelope.PayloadAs<SessionStatusPayload>();
+                RequireText(envelope.Type, "sessionId", status.SessionId);
+                RequireText(envelope.Type, "state", status.State);
+                await reports.WriteAsync(AgentReport.Of(status), ct);
                 break;
             default:
                 // Contract §3: unknown types are logged and ignored, so newer agents can talk to older control planes.
@@ -283,6 +302,16 @@ public sealed class AgentHub(
                     connection.AgentId, envelope.Type.Length > 64 ? envelope.Type[..64] : envelope.Type);
                 break;
         }
+    }
+
+    /// <summary>
+    /// System.Text.Json lets an explicit <c>null</c> through even for required members: a report without the id or state
+    /// it is about is the wrong shape, refused here like any other (instead of failing later, in the report pump).
+    /// </summary>
+    private static void RequireText(string type, string field, string? value)
+    {
+        if (string.IsNullOrEmpty(value))
+            throw new ProtocolException($"'{type}' payload is malformed: '{field}' must be a non-empty string.");
     }
 
     /// <summary>
