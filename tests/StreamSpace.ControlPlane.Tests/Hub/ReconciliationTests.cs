@@ -1,3 +1,5 @@
+using System.Net.WebSockets;
+using StreamSpace.ControlPlane.Agents.Hub;
 using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Sessions;
 using StreamSpace.Protocol;
@@ -134,6 +136,28 @@ public abstract class ReconciliationTests(HubControlPlane cp)
         (await cp.SessionRowAsync(started)).State.ShouldBe(SessionState.Running);
         await Task.Delay(TimeSpan.FromSeconds(2.5), TestContext.Current.CancellationToken);
         (await cp.SessionRowAsync(started)).State.ShouldBe(SessionState.Running);
+    }
+
+    [Fact]
+    public async Task A_connection_that_no_longer_owns_the_agent_row_reconciles_nothing()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var running = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        await using var current = await cp.OnlineAgentAsync(agentId, token,
+            [new SessionInventoryItem { SessionId = running, State = ObservedStates.Running }]);
+
+        // An older connection of the same agent (replaced, not yet closed) with an outdated inventory: without the
+        // session it runs now, with one it has stopped since.
+        var gone = "ghost-xterm-" + Guid.NewGuid().ToString("N")[..6];
+        using var socket = WebSocket.CreateFromStream(Stream.Null, new WebSocketCreationOptions());
+        using var stale = new AgentConnection(agentId, socket, TestContext.Current.CancellationToken);
+        stale.Inventory[gone] = ObservedStates.Running;
+        var reconciler = cp.App.Services.GetRequiredService<AgentReconciler>();
+        (await reconciler.ReconcileAsync(stale, TestContext.Current.CancellationToken)).ShouldBe(default(ReconcileSummary));
+
+        (await cp.SessionRowAsync(running)).State.ShouldBe(SessionState.Running);
+        (await cp.CommandsForSessionAsync(gone)).ShouldBeEmpty();
+        (await cp.CommandsForSessionAsync(running)).ShouldBeEmpty();
     }
 
     [Fact]
