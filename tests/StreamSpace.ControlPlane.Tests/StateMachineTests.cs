@@ -81,7 +81,7 @@ public abstract class StateMachineTests(ControlPlaneFixture cp)
         await using var conn = await cp.Db.OpenAsync(Ct);
 
         // The caller believed the session was still starting; it has moved on, so the change must not apply.
-        var left = await SessionStateMachine.TryTransitionAsync(conn, null, id, SessionState.Failed, "late", DateTimeOffset.UtcNow, SessionState.Starting, Ct);
+        var left = await SessionStateMachine.TryTransitionAsync(conn, null, id, SessionState.Failed, "late", DateTimeOffset.UtcNow, SessionState.Starting, ct: Ct);
 
         left.ShouldBeNull();
         (await ReadAsync(id)).State.ShouldBe(SessionState.Running);

@@ -304,9 +304,12 @@ public sealed class CommandDelivery : BackgroundService
                 if (changed == 0) return false;
                 if (command.SessionId is { } sessionId)
                 {
+                    // Only a session placed on the command's agent: an orphan stop of an agent's copy of another agent's
+                    // session must not end it there.
                     if (command.Type == CommandTypes.SessionStop)
                         await SessionStateMachine.TryTransitionAsync(conn, tx, sessionId, SessionState.Terminated,
-                            $"stop command {command.Id} expired; agent {command.AgentId} will stop the session when it reconnects", now, ct: ct);
+                            $"stop command {command.Id} expired; agent {command.AgentId} will stop the session when it reconnects", now,
+                            placedOn: command.AgentId, ct: ct);
                     else if (AwaitedStates(command.Type) is { } awaited)
                         // Only a session still waiting for this command fails (one adopted meanwhile by reconciliation is fine).
                         await SessionTransitions.FromAsync(conn, tx, sessionId, awaited, SessionState.Failed,

@@ -130,15 +130,15 @@ public sealed class CommandResults : IAsyncDisposable
     {
         var deadline = now + options.Value.CommandResultTimeout;
         var unique = acks.Distinct().ToList();
-        List<(string Id, string Type, string? SessionId)> acked;
+        List<(string Id, string AgentId, string Type, string? SessionId)> acked;
         if (db.IsPostgres)
         {
-            acked = (await conn.QueryAsync<(string Id, string Type, string? SessionId)>(new CommandDefinition(
+            acked = (await conn.QueryAsync<(string Id, string AgentId, string Type, string? SessionId)>(new CommandDefinition(
                 """
                 UPDATE agent_commands c SET state = @acked, next_attempt_at = @deadline, updated_at = @now
                 FROM unnest(@ids, @agents) AS v(id, agent_id)
                 WHERE c.id = v.id AND c.agent_id = v.agent_id AND c.state IN (@pending, @sent)
-                RETURNING c.id, c.type, c.session_id
+                RETURNING c.id, c.agent_id, c.type, c.session_id
                 """,
                 new
                 {
@@ -151,17 +151,18 @@ public sealed class CommandResults : IAsyncDisposable
         {
             acked = [];
             foreach (var (agentId, commandId) in unique)
-                acked.AddRange(await conn.QueryAsync<(string Id, string Type, string? SessionId)>(new CommandDefinition(
+                acked.AddRange(await conn.QueryAsync<(string Id, string AgentId, string Type, string? SessionId)>(new CommandDefinition(
                     """
                     UPDATE agent_commands SET state = @acked, next_attempt_at = @deadline, updated_at = @now
                     WHERE agent_id = @agentId AND id = @commandId AND state IN (@pending, @sent)
-                    RETURNING id, type, session_id
+                    RETURNING id, agent_id, type, session_id
                     """,
                     new { acked = CommandState.Acked, deadline, now, agentId, commandId, pending = CommandState.Pending, sent = CommandState.Sent },
                     tx, cancellationToken: ct)));
         }
+        // Only a session placed on the acking agent starts (the state machine checks the placement).
         var starting = acked.Where(c => c.Type == CommandTypes.SessionStart && c.SessionId is not null)
-            .Select(c => (c.SessionId!, (string?)null)).Distinct().ToList();
+            .DistinctBy(c => c.SessionId).Select(c => (c.SessionId!, c.AgentId, (string?)null)).ToList();
         await SessionStateMachine.TryTransitionManyAsync(conn, tx, db.IsPostgres, starting, [SessionState.Pending], SessionState.Starting, now, ct);
     }
 
@@ -179,7 +180,8 @@ public sealed class CommandResults : IAsyncDisposable
                 UPDATE agent_commands c SET state = v.state, result = v.data, error = v.error, updated_at = @now
                 FROM unnest(@ids, @agents, @states, @datas, @errors) AS v(id, agent_id, state, data, error)
                 WHERE c.id = v.id AND c.agent_id = v.agent_id AND c.state IN ({CommandRow.OpenStatesSql})
-                RETURNING c.id AS Id, c.agent_id AS AgentId, c.session_id AS SessionId, c.type AS Type, '' AS Payload, c.state AS State, c.attempts AS Attempts
+                RETURNING c.id AS Id, c.agent_id AS AgentId, c.session_id AS SessionId, c.type AS Type, '' AS Payload, c.state AS State, c.attempts AS Attempts,
+                    (SELECT s.agent_id FROM sessions s WHERE s.id = c.session_id) AS SessionAgentId
                 """,
                 new
                 {
@@ -201,7 +203,7 @@ public sealed class CommandResults : IAsyncDisposable
                     $"""
                     UPDATE agent_commands SET state = @state, result = @data, error = @error, updated_at = @now
                     WHERE id = @id AND agent_id = @agentId AND state IN ({CommandRow.OpenStatesSql})
-                    RETURNING {CommandRow.Columns}
+                    RETURNING {CommandRow.Columns}, (SELECT s.agent_id FROM sessions s WHERE s.id = agent_commands.session_id) AS SessionAgentId
                     """,
                     new
                     {
@@ -216,6 +218,13 @@ public sealed class CommandResults : IAsyncDisposable
         var byKey = unique.Select((r, i) => (r, i)).ToDictionary(x => (x.r.AgentId, x.r.Result.CommandId), x => (x.r.Result.Success, Error: errors[x.i], Order: x.i));
         var applied = done.Select(c => (c, info: byKey[(c.AgentId, c.Id)])).OrderBy(x => x.info.Order)
             .Select(x => new AppliedResult(x.c, x.info.Success, x.info.Error)).ToList();
+        // A result finishes its command but moves only a session placed on the reporting agent (the state machine checks
+        // that): an orphan stop of an agent's copy of another agent's session must not end it there.
+        foreach (var a in applied)
+            if (a.Command.SessionAgentId is { } placedOn && placedOn != a.Command.AgentId)
+                logger.LogWarning(HubEvents.CommandResultIgnored,
+                    "Command {CommandId} ({Type}) of agent {AgentId} finished, but session {SessionId} is placed on agent {Owner}: the session is left alone",
+                    a.Command.Id, a.Command.Type, a.Command.AgentId, a.Command.SessionId, placedOn);
         // Set-based per kind of transition, in waves: a session's second result in this batch goes in the next
         // wave, so each session still moves in the order its results were sent.
         var seen = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -227,7 +236,7 @@ public sealed class CommandResults : IAsyncDisposable
             foreach (var group in wave.Select(w => w.Result).GroupBy(a => (a.Command.Type, a.Success)))
             {
                 if (Move(group.Key.Type, group.Key.Success) is not { } move) continue;
-                var sessions = group.Select(a => (a.Command.SessionId!, move.Reason is null ? null : (string?)Reason(move.Reason(a)))).ToList();
+                var sessions = group.Select(a => (a.Command.SessionId!, a.Command.AgentId, move.Reason is null ? null : (string?)Reason(move.Reason(a)))).ToList();
                 await SessionStateMachine.TryTransitionManyAsync(conn, tx, db.IsPostgres, sessions, move.From, move.To, now, ct);
             }
         }

@@ -13,6 +13,8 @@ public sealed record CommandRow
     /// <summary>Read only where asked for (not in <see cref="Columns"/>): the expiry pass, to quote the command's own TTL.</summary>
     public DateTimeOffset? CreatedAt { get; init; }
     public DateTimeOffset? ExpiresAt { get; init; }
+    /// <summary>Read only where asked for: the agent the command's session is placed on (null: no session, or not placed).</summary>
+    public string? SessionAgentId { get; init; }
 
     /// <summary>The TTL this command was written with (they differ by type: stream.open's is short), or null when not read.</summary>
     public TimeSpan? Ttl => CreatedAt is { } created && ExpiresAt is { } expires ? expires - created : null;

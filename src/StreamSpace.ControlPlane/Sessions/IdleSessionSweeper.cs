@@ -108,7 +108,7 @@ internal sealed class IdleSessionSweeper(
                 if (row is null) return null; // input came, or the session moved on meanwhile
                 var reason = $"idle: no input for {timeout} (since {row.IdleSince:u})";
                 await SessionStateMachine.TryTransitionAsync(conn, tx, id, terminate ? SessionState.Terminating : SessionState.Hibernating,
-                    reason, now, SessionState.Running, ct);
+                    reason, now, SessionState.Running, ct: ct);
                 await outbox.EnqueueAsync(conn, tx, row.AgentId, id, terminate ? CommandTypes.SessionStop : CommandTypes.SessionHibernate,
                     new SessionCommandArgs(id), ct);
                 await audit.WriteAsync(conn, tx, "system", AuditActions.SessionIdle, id, $"{o.IdleAction}d after {timeout} without input", null, ct);

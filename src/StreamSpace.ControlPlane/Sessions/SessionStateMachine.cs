@@ -33,16 +33,18 @@ public static class SessionStateMachine
 
     /// <summary>
     /// Moves the session to <paramref name="to"/> if its current state allows it (and, when given, it is
-    /// still <paramref name="expectedFrom"/>). Returns the state it left, or null when nothing changed.
+    /// still <paramref name="expectedFrom"/> and placed on agent <paramref name="placedOn"/>). Returns the state it
+    /// left, or null when nothing changed.
     /// </summary>
     public static async Task<string?> TryTransitionAsync(
         DbConnection conn, DbTransaction? tx, string sessionId, string to, string? reason, DateTimeOffset now,
-        string? expectedFrom = null, CancellationToken ct = default)
+        string? expectedFrom = null, string? placedOn = null, CancellationToken ct = default)
     {
         var sources = expectedFrom is null ? SourcesOf(to) : CanTransition(expectedFrom, to) ? [expectedFrom] : [];
         if (sources.Count == 0) return null;
         var current = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
-            "SELECT state FROM sessions WHERE id = @sessionId", new { sessionId }, tx, cancellationToken: ct));
+            "SELECT state FROM sessions WHERE id = @sessionId" + (placedOn is null ? "" : " AND agent_id = @placedOn"),
+            new { sessionId, placedOn }, tx, cancellationToken: ct));
         if (current is null || !sources.Contains(current)) return null;
         var changed = await conn.ExecuteAsync(new CommandDefinition(
             """
@@ -54,13 +56,14 @@ public static class SessionStateMachine
     }
 
     /// <summary>
-    /// The set form of <see cref="TryTransitionAsync"/> for a batch of reports: moves every listed session that is
-    /// currently in one of <paramref name="from"/> (and may go to <paramref name="to"/>) in ONE statement on
-    /// PostgreSQL; each session gets its own reason. Returns the ids that changed. Ids must be distinct.
+    /// The set form of <see cref="TryTransitionAsync"/> for a batch of agents' reports: moves every listed session that
+    /// is placed on the listed agent (the one that reported about it) and currently in one of <paramref name="from"/>
+    /// (and may go to <paramref name="to"/>) in ONE statement on PostgreSQL; each session gets its own reason. Returns
+    /// the ids that changed. Ids must be distinct.
     /// </summary>
     public static async Task<IReadOnlyList<string>> TryTransitionManyAsync(
-        DbConnection conn, DbTransaction tx, bool postgres, IReadOnlyList<(string Id, string? Reason)> sessions, IReadOnlyList<string> from, string to,
-        DateTimeOffset now, CancellationToken ct)
+        DbConnection conn, DbTransaction tx, bool postgres, IReadOnlyList<(string Id, string AgentId, string? Reason)> sessions, IReadOnlyList<string> from,
+        string to, DateTimeOffset now, CancellationToken ct)
     {
         var sources = from.Where(f => CanTransition(f, to)).ToArray();
         if (sources.Length == 0 || sessions.Count == 0) return [];
@@ -69,19 +72,23 @@ public static class SessionStateMachine
             return (await conn.QueryAsync<string>(new CommandDefinition(
                 """
                 UPDATE sessions s SET state = @to, state_reason = v.reason, updated_at = @now
-                FROM unnest(@ids, @reasons) AS v(id, reason)
-                WHERE s.id = v.id AND s.state = ANY(@sources)
+                FROM unnest(@ids, @agents, @reasons) AS v(id, agent_id, reason)
+                WHERE s.id = v.id AND s.agent_id = v.agent_id AND s.state = ANY(@sources)
                 RETURNING s.id
                 """,
-                new { to, now, sources, ids = sessions.Select(x => x.Id).ToArray(), reasons = sessions.Select(x => x.Reason).ToArray() },
+                new
+                {
+                    to, now, sources, ids = sessions.Select(x => x.Id).ToArray(), agents = sessions.Select(x => x.AgentId).ToArray(),
+                    reasons = sessions.Select(x => x.Reason).ToArray(),
+                },
                 tx, cancellationToken: ct))).ToList();
         }
         var changed = new List<string>();
-        foreach (var (id, reason) in sessions)
+        foreach (var (id, agentId, reason) in sessions)
         {
             if (await conn.ExecuteAsync(new CommandDefinition(
-                    "UPDATE sessions SET state = @to, state_reason = @reason, updated_at = @now WHERE id = @id AND state IN @sources",
-                    new { to, reason, now, id, sources }, tx, cancellationToken: ct)) == 1)
+                    "UPDATE sessions SET state = @to, state_reason = @reason, updated_at = @now WHERE id = @id AND agent_id = @agentId AND state IN @sources",
+                    new { to, reason, now, id, agentId, sources }, tx, cancellationToken: ct)) == 1)
                 changed.Add(id);
         }
         return changed;

@@ -136,7 +136,7 @@ public static class SessionsApi
             if (session is null) return null;
             if (session.State is SessionState.Terminating || SessionState.IsFinal(session.State)) return session;
             var now = time.GetUtcNow();
-            await SessionStateMachine.TryTransitionAsync(conn, tx, id, SessionState.Terminating, $"deleted by {caller.Username}", now, session.State, ct);
+            await SessionStateMachine.TryTransitionAsync(conn, tx, id, SessionState.Terminating, $"deleted by {caller.Username}", now, session.State, ct: ct);
             if (session.AgentId is not null)
             {
                 await outbox.EnqueueAsync(conn, tx, session.AgentId, id, CommandTypes.SessionStop, new SessionCommandArgs(id), ct);
@@ -145,7 +145,7 @@ public static class SessionsApi
             else
             {
                 // Never placed: there is nothing to stop anywhere.
-                await SessionStateMachine.TryTransitionAsync(conn, tx, id, SessionState.Terminated, $"deleted by {caller.Username}", now, SessionState.Terminating, ct);
+                await SessionStateMachine.TryTransitionAsync(conn, tx, id, SessionState.Terminated, $"deleted by {caller.Username}", now, SessionState.Terminating, ct: ct);
             }
             await audit.WriteAsync(conn, tx, caller.Username, AuditActions.SessionDeleted, id, $"was {session.State}", http, ct);
             return await FindVisibleAsync(conn, tx, db, id, caller, forUpdate: false, ct);
@@ -174,7 +174,7 @@ public static class SessionsApi
             if (current is null) return (null, NotFound(id));
             if (current.State != from || current.AgentId is null)
                 return (null, ApiErrors.Conflict($"Session '{id}' is {current.State}; only a {from} session can be {verb}."));
-            await SessionStateMachine.TryTransitionAsync(conn, tx, id, to, $"{verb} by {caller.Username}", time.GetUtcNow(), from, ct);
+            await SessionStateMachine.TryTransitionAsync(conn, tx, id, to, $"{verb} by {caller.Username}", time.GetUtcNow(), from, ct: ct);
             await outbox.EnqueueAsync(conn, tx, current.AgentId, id, commandType, new SessionCommandArgs(id), ct);
             return (await FindVisibleAsync(conn, tx, db, id, caller, forUpdate: false, ct), null);
         }, ct);

@@ -1,5 +1,7 @@
 using System.Net.WebSockets;
 using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Sessions;
 using StreamSpace.Protocol;
@@ -100,6 +102,67 @@ public abstract class AgentInputTests(HubControlPlane cp)
         (await bad.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
         (await cp.AgentRowAsync(bad.AgentId))!.Status.ShouldBe(AgentStatus.Offline);
         (await cp.AgentRowAsync(bystander.AgentId))!.ConnectionId.ShouldBe(bystanderConnection);
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    /// <summary>
+    /// System.Text.Json accepts null even for required members, so a hello with a null where an object, list or text
+    /// belongs reaches validation: the agent must learn why it is refused (invariant 7) instead of seeing its socket
+    /// drop and retrying blindly.
+    /// </summary>
+    [Theory]
+    [InlineData("{\"capacity\":null}", "capacity")]
+    [InlineData("{\"inventory\":null}", "inventory")]
+    [InlineData("{\"inventory\":[null]}", "inventory")]
+    [InlineData("{\"inventory\":[{\"sessionId\":null,\"state\":\"running\"}]}", "sessionId")]
+    [InlineData("{\"inventory\":[{\"sessionId\":\"s-1\",\"state\":null}]}", "state")]
+    [InlineData("{\"platform\":null}", "platform")]
+    [InlineData("{\"version\":null}", "version")]
+    public async Task A_hello_with_a_null_field_is_refused_with_a_reason(string nulls, string named)
+    {
+        await using var bystander = await BystanderAsync();
+        await using var bad = await TroublemakerAsync(hello: false);
+        var payload = JsonSerializer.SerializeToNode(new HelloPayload
+        {
+            AgentId = bad.AgentId, Version = "test-1.0", Platform = Platforms.Process, Region = "default",
+            Capacity = new AgentCapacity { MaxSessions = 10 },
+        }, ProtocolJson.Options)!.AsObject();
+        foreach (var (key, value) in JsonNode.Parse(nulls)!.AsObject()) payload[key] = value?.DeepClone();
+        await bad.SendTextAsync(new JsonObject { ["v"] = ProtocolVersion.Current, ["type"] = MessageTypes.Hello, ["id"] = "h1", ["payload"] = payload }.ToJsonString());
+
+        var refused = await bad.NextAsync(Soon);
+        refused.ShouldNotBeNull($"the hello with {nulls} got no answer");
+        refused.Type.ShouldBe(MessageTypes.Refused);
+        var why = refused.PayloadAs<RefusedPayload>();
+        why.Code.ShouldBe("invalid_hello");
+        why.Reason.ShouldContain(named);
+        (await bad.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
+        (await cp.AgentRowAsync(bad.AgentId))!.Status.ShouldBe(AgentStatus.Offline);
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    /// <summary>A null where a report needs an id or a state is the wrong shape: refused as malformed with the field named, never an exception.</summary>
+    [Theory]
+    [InlineData(MessageTypes.Ack, "{\"commandId\":null}", "commandId")]
+    [InlineData(MessageTypes.Result, "{\"commandId\":null,\"success\":true}", "commandId")]
+    [InlineData(MessageTypes.SessionStatus, "{\"sessionId\":null,\"state\":\"crashed\"}", "sessionId")]
+    [InlineData(MessageTypes.SessionStatus, "{\"sessionId\":\"s-1\",\"state\":null}", "state")]
+    [InlineData(MessageTypes.Heartbeat, "{\"activeSessions\":null,\"maxSessions\":10}", "activeSessions")]
+    [InlineData(MessageTypes.Heartbeat, "null", "null payload")]
+    public async Task A_report_with_a_null_field_is_refused_with_a_reason(string type, string payload, string named)
+    {
+        await using var bystander = await BystanderAsync();
+        await using var bad = await TroublemakerAsync(hello: true);
+        await bad.SendTextAsync($"{{\"v\":1,\"type\":\"{type}\",\"id\":\"x\",\"payload\":{payload}}}");
+
+        var refused = await bad.NextAsync(Soon);
+        refused.ShouldNotBeNull($"the {type} with {payload} got no answer");
+        refused.Type.ShouldBe(MessageTypes.Refused);
+        var why = refused.PayloadAs<RefusedPayload>();
+        why.Code.ShouldBe("malformed");
+        why.Reason.ShouldContain(named);
+        (await bad.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
+        await cp.AgentStatusIsAsync(bad.AgentId, AgentStatus.Offline, Soon);
         await BystanderStillWorksAsync(bystander);
     }
 

@@ -1,3 +1,5 @@
+using System.Net.WebSockets;
+using StreamSpace.ControlPlane.Agents.Hub;
 using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Sessions;
 using StreamSpace.Protocol;
@@ -163,6 +165,97 @@ public abstract class ReconciliationTests(HubControlPlane cp)
         (await cp.SessionRowAsync(started)).State.ShouldBe(SessionState.Running);
         await Task.Delay(TimeSpan.FromSeconds(2.5), TestContext.Current.CancellationToken);
         (await cp.SessionRowAsync(started)).State.ShouldBe(SessionState.Running);
+    }
+
+    [Fact]
+    public async Task A_connection_that_no_longer_owns_the_agent_row_reconciles_nothing()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var running = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        await using var current = await cp.OnlineAgentAsync(agentId, token,
+            [new SessionInventoryItem { SessionId = running, State = ObservedStates.Running }]);
+
+        // An older connection of the same agent (replaced, not yet closed) with an outdated inventory: without the
+        // session it runs now, with one it has stopped since.
+        var gone = "ghost-xterm-" + Guid.NewGuid().ToString("N")[..6];
+        using var socket = WebSocket.CreateFromStream(Stream.Null, new WebSocketCreationOptions());
+        using var stale = new AgentConnection(agentId, socket, TestContext.Current.CancellationToken);
+        stale.Inventory[gone] = ObservedStates.Running;
+        var reconciler = cp.App.Services.GetRequiredService<AgentReconciler>();
+        (await reconciler.ReconcileAsync(stale, TestContext.Current.CancellationToken)).ShouldBe(default(ReconcileSummary));
+
+        (await cp.SessionRowAsync(running)).State.ShouldBe(SessionState.Running);
+        (await cp.CommandsForSessionAsync(gone)).ShouldBeEmpty();
+        (await cp.CommandsForSessionAsync(running)).ShouldBeEmpty();
+    }
+
+    /// <summary>Another agent's session, stopping there, and the agent that owns it, online and reporting it.</summary>
+    private async Task<(ScriptedAgent Owner, string Stopping, string Running)> OwnerWithSessionsAsync()
+    {
+        var (ownerId, ownerToken) = await cp.CreateAgentAsync("owner");
+        var stopping = await cp.CreateSessionAsync(ownerId, SessionState.Terminating);
+        var running = await cp.CreateSessionAsync(ownerId, SessionState.Running);
+        var owner = await cp.OnlineAgentAsync(ownerId, ownerToken,
+        [
+            new SessionInventoryItem { SessionId = stopping, State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = running, State = ObservedStates.Running },
+        ]);
+        return (owner, stopping, running);
+    }
+
+    [Fact]
+    public async Task Session_status_about_another_agents_session_is_ignored_and_not_tracked()
+    {
+        var (owner, stopping, running) = await OwnerWithSessionsAsync();
+        await using var _ = owner;
+        var (otherId, otherToken) = await cp.CreateAgentAsync("other");
+        await using var other = await cp.OnlineAgentAsync(otherId, otherToken);
+
+        await other.StatusAsync(stopping, ObservedStates.Stopped);
+        await other.StatusAsync(running, ObservedStates.Exited);
+        await other.StatusAsync(stopping, ObservedStates.Running);
+        await other.StatusAsync(running, ObservedStates.Running);
+
+        // Over two reconciliation passes: its reports are not its inventory, so nothing is sent to it for them.
+        await other.ExpectNothingAsync(TimeSpan.FromSeconds(4.5));
+        (await cp.SessionRowAsync(stopping)).State.ShouldBe(SessionState.Terminating);
+        (await cp.SessionRowAsync(running)).State.ShouldBe(SessionState.Running);
+    }
+
+    [Fact]
+    public async Task A_stop_result_for_another_agents_session_finishes_the_command_but_not_the_session()
+    {
+        var (owner, stopping, _) = await OwnerWithSessionsAsync();
+        await using var __ = owner;
+        var (otherId, otherToken) = await cp.CreateAgentAsync("other");
+        // The other agent claims to run the session too: reconciliation tells it to stop its copy (an orphan there).
+        await using var other = await cp.OnlineAgentAsync(otherId, otherToken,
+            [new SessionInventoryItem { SessionId = stopping, State = ObservedStates.Running }]);
+        var stop = await other.ExpectCommandAsync();
+        stop.Type.ShouldBe(CommandTypes.SessionStop);
+        stop.SessionId.ShouldBe(stopping);
+        await other.AckAsync(stop.CommandId);
+        await other.ResultAsync(stop.CommandId, success: true);
+
+        await HubControlPlane.EventuallyAsync(async () => (await cp.CommandRowAsync(stop.CommandId)).State == CommandState.Succeeded,
+            Soon, "the other agent's stop of its own copy succeeded");
+        (await cp.SessionRowAsync(stopping)).State.ShouldBe(SessionState.Terminating, "only the agent it is placed on can end it");
+    }
+
+    [Fact]
+    public async Task An_expired_stop_sent_to_another_agent_does_not_end_the_session()
+    {
+        var (owner, stopping, _) = await OwnerWithSessionsAsync();
+        await using var __ = owner;
+        var (otherId, otherToken) = await cp.CreateAgentAsync("other");
+        await using var other = await cp.OnlineAgentAsync(otherId, otherToken);
+        // An orphan stop as reconciliation writes it for the other agent, which never answers it.
+        var stop = await cp.EnqueueAsync(otherId, stopping, CommandTypes.SessionStop, ttl: TimeSpan.FromSeconds(1));
+        (await other.ExpectCommandAsync()).CommandId.ShouldBe(stop);
+
+        await HubControlPlane.EventuallyAsync(async () => (await cp.CommandRowAsync(stop)).State == CommandState.Expired,
+            Soon, "the unanswered stop expired");
+        (await cp.SessionRowAsync(stopping)).State.ShouldBe(SessionState.Terminating, "only the agent it is placed on can end it");
     }
 
     [Fact]

@@ -193,8 +193,18 @@ public sealed class AgentHub(
         }
     }
 
+    /// <summary>
+    /// The hello's shape and limits. System.Text.Json lets an explicit <c>null</c> through even for required members, so
+    /// nulls are checked here first: a hello that would otherwise fail with an exception gets a refusal that says why.
+    /// </summary>
     private static (string Code, string Reason)? Validate(HelloPayload hello, string authenticatedAgentId)
     {
+        if (hello.Capacity is null)
+            return ("invalid_hello", "capacity must be an object with maxSessions and activeSessions, not null");
+        if (hello.Inventory is null)
+            return ("invalid_hello", "inventory must be a list of the agent's sessions (empty when it has none), not null");
+        if (hello.Inventory.Any(i => i is null))
+            return ("invalid_hello", "every inventory item must be an object with sessionId and state, not null");
         if (hello.AgentId != authenticatedAgentId)
             return ("agent_id_mismatch", $"hello names agent '{hello.AgentId}' but the token belongs to '{authenticatedAgentId}'");
         if (!Platforms.All.Contains(hello.Platform))
@@ -209,6 +219,8 @@ public sealed class AgentHub(
             return ("invalid_hello", "capacity figures must not be negative");
         if (hello.Inventory.Any(i => string.IsNullOrEmpty(i.SessionId) || i.SessionId.Length > 200))
             return ("invalid_hello", "every inventory item needs a sessionId of at most 200 characters");
+        if (hello.Inventory.Any(i => string.IsNullOrEmpty(i.State)))
+            return ("invalid_hello", $"every inventory item needs a state ({ObservedStates.Starting}, {ObservedStates.Running}, {ObservedStates.Hibernated}, ...)");
         // Checked before the hello joins other agents' hellos in one UPDATE, which PostgreSQL would refuse as a whole.
         if (!StorableText.IsStorable(hello.Version) || !StorableText.IsStorable(hello.Region) || !StorableText.IsStorable(hello.SessionLimits)
             || hello.Inventory.Any(i => !StorableText.IsStorable(i.SessionId)))
@@ -277,17 +289,18 @@ public sealed class AgentHub(
             // would join); an error or reason, which may quote an app's own output, is kept with the character replaced.
             case MessageTypes.Ack:
                 var ack = envelope.PayloadAs<AckPayload>();
-                RequireStorable(envelope.Type, "commandId", ack.CommandId);
+                RequireText(envelope.Type, "commandId", ack.CommandId);
                 await reports.WriteAsync(AgentReport.Of(ack), ct);
                 break;
             case MessageTypes.Result:
                 var result = envelope.PayloadAs<ResultPayload>();
-                RequireStorable(envelope.Type, "commandId", result.CommandId);
+                RequireText(envelope.Type, "commandId", result.CommandId);
                 await reports.WriteAsync(AgentReport.Of(result with { Error = StorableText.Clean(result.Error) }), ct);
                 break;
             case MessageTypes.SessionStatus:
                 var status = envelope.PayloadAs<SessionStatusPayload>();
-                RequireStorable(envelope.Type, "sessionId", status.SessionId);
+                RequireText(envelope.Type, "sessionId", status.SessionId);
+                RequireText(envelope.Type, "state", status.State);
                 await reports.WriteAsync(AgentReport.Of(status with { Reason = StorableText.Clean(status.Reason) }), ct);
                 break;
             default:
@@ -298,9 +311,16 @@ public sealed class AgentHub(
         }
     }
 
-    private static void RequireStorable(string type, string field, string? text)
+    /// <summary>
+    /// System.Text.Json lets an explicit <c>null</c> through even for required members: a report without the id or state
+    /// it is about is the wrong shape, refused here like any other (instead of failing later, in the report pump). Nor
+    /// may it hold text the database cannot store (<see cref="StorableText"/>): the report would fail the batch it joins.
+    /// </summary>
+    private static void RequireText(string type, string field, string? value)
     {
-        if (!StorableText.IsStorable(text)) throw new ProtocolException($"'{type}' payload is malformed: '{field}' {StorableText.Problem}");
+        if (string.IsNullOrEmpty(value))
+            throw new ProtocolException($"'{type}' payload is malformed: '{field}' must be a non-empty string.");
+        if (!StorableText.IsStorable(value)) throw new ProtocolException($"'{type}' payload is malformed: '{field}' {StorableText.Problem}");
     }
 
     /// <summary>

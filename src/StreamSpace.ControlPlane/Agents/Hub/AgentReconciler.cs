@@ -10,7 +10,7 @@ namespace StreamSpace.ControlPlane.Agents.Hub;
 /// Invariant 4: the agent owns reality, the control plane owns intent. Compares the agent's inventory
 /// (from hello, kept current by results and events) with the sessions placed on it, in one transaction:
 /// adopts sessions the agent runs, stops orphans the database does not want, and fails or ends
-/// sessions the agent no longer has.
+/// sessions the agent no longer has. Only the connection the agent row names (<c>agents.connection_id</c>) reconciles.
 /// </summary>
 public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider time, ILogger<AgentReconciler> logger)
 {
@@ -23,13 +23,18 @@ public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider ti
         var agentId = connection.AgentId;
         var inventory = new Dictionary<string, string>(connection.Inventory, StringComparer.Ordinal);
         var now = time.GetUtcNow();
+        var owned = true;
         var summary = await db.InTransactionAsync(async (conn, tx) =>
         {
             // One reconciliation per agent at a time, across connections and replicas: two passes that both
             // saw no stop command for an orphan would each enqueue one. (SQLite's writer lock does this already.)
-            if (db.IsPostgres)
-                await conn.ExecuteAsync(new CommandDefinition(
-                    "SELECT agent_id FROM agents WHERE agent_id = @agentId FOR NO KEY UPDATE", new { agentId }, tx, cancellationToken: ct));
+            // And only by the connection that owns the row: a replaced one (still open on another replica, or not yet
+            // closed here) has an outdated inventory that would fail, or stop, what its successor runs.
+            var owner = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
+                $"SELECT connection_id FROM agents WHERE agent_id = @agentId{db.ForUpdate}",
+                new { agentId }, tx, cancellationToken: ct));
+            owned = owner == connection.ConnectionId;
+            if (!owned) return default;
             var placed = (await conn.QueryAsync<(string Id, string State)>(new CommandDefinition(
                     $"SELECT id, state FROM sessions WHERE agent_id = @agentId AND state IN ({SessionState.LiveSqlList}){db.ForUpdate}",
                     new { agentId }, tx, cancellationToken: ct)))
@@ -89,6 +94,13 @@ public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider ti
             return new ReconcileSummary(adopted, lost, ended, orphans, restopped);
         }, ct);
 
+        if (!owned)
+        {
+            logger.LogInformation(HubEvents.Reconciled,
+                "Skipped reconciling agent {AgentId} on connection {ConnectionId}: the agent row names another connection (or none), so this inventory is outdated",
+                agentId, connection.ConnectionId);
+            return default;
+        }
         if (summary.OrphansStopped + summary.StoppedAgain > 0) outbox.NotifyQueued(agentId);
         if (summary != default)
             logger.LogInformation(HubEvents.Reconciled,

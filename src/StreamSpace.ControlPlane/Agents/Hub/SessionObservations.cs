@@ -8,8 +8,9 @@ namespace StreamSpace.ControlPlane.Agents.Hub;
 
 /// <summary>
 /// Applies <c>session.status</c> events (what the agent observed) to the sessions table through the state
-/// machine, and keeps the connection's tracked inventory current. Events about sessions that are not
-/// placed on the reporting agent change nothing.
+/// machine, and keeps the connection's tracked inventory current. Events about sessions placed on another agent change
+/// nothing, not even the tracked inventory (logged as a warning); events about sessions the database does not know are
+/// tracked, so reconciliation stops them as orphans.
 /// </summary>
 public sealed class SessionObservations(Db db, TimeProvider time, ILogger<SessionObservations> logger)
 {
@@ -20,13 +21,22 @@ public sealed class SessionObservations(Db db, TimeProvider time, ILogger<Sessio
     /// <summary>Call with <see cref="AgentConnection.ProcessingLock"/> held.</summary>
     public async Task ApplyAsync(AgentConnection connection, SessionStatusPayload status, CancellationToken ct)
     {
-        Track(connection, status.SessionId, status.State);
         var now = time.GetUtcNow();
+        string? placedElsewhere = null;
         var outcome = await db.InTransactionAsync(async (conn, tx) =>
         {
             var owner = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
                 $"SELECT agent_id FROM sessions WHERE id = @id{db.ForUpdate}", new { id = status.SessionId }, tx, cancellationToken: ct));
-            if (owner != connection.AgentId) return "ignored: the session is not placed on this agent";
+            // Another agent's session: this agent's word about it counts for nothing, not even as inventory (a stop of
+            // it sent here would otherwise end the session on the agent it is placed on).
+            if (owner is not null && owner != connection.AgentId)
+            {
+                placedElsewhere = owner;
+                return null;
+            }
+            // Before anything can fail, so the inventory matches what the agent said (idempotent if the transaction is retried).
+            Track(connection, status.SessionId, status.State);
+            if (owner is null) return "ignored: the session is unknown or not placed on any agent";
             var current = await SessionTransitions.CurrentAsync(conn, tx, status.SessionId, ct);
             var from = status.State switch
             {
@@ -42,6 +52,12 @@ public sealed class SessionObservations(Db db, TimeProvider time, ILogger<Sessio
             };
             return from is null ? $"no change from {current}" : $"{from} -> changed";
         }, ct);
+        if (placedElsewhere is not null)
+        {
+            logger.LogWarning(HubEvents.SessionObserved, "Agent {AgentId} reported session {SessionId} {ObservedState}, but that session is placed on agent {Owner}; ignored",
+                connection.AgentId, status.SessionId, status.State, placedElsewhere);
+            return;
+        }
         logger.LogInformation(HubEvents.SessionObserved, "Agent {AgentId} reported session {SessionId} {ObservedState}: {Outcome}",
             connection.AgentId, status.SessionId, status.State, outcome);
     }
