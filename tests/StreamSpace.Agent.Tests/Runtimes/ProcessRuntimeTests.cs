@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -466,6 +467,51 @@ public class ProcessRuntimeTests : IAsyncDisposable
 
         var status = await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Crashed, ObservedStates.Exited);
         status.Reason!.ShouldNotContain("TOPSECRET");
+    }
+
+    [Fact]
+    public async Task A_vnc_socket_swapped_for_a_link_to_another_socket_is_refused_before_a_byte_moves()
+    {
+        var runtime = await NewRuntimeAsync();
+        var args = Args();
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var socketPath = Record(args.SessionId)["socketPath"]!.GetValue<string>();
+        // Root's socket the session user must never reach through the agent (think of the system bus or systemd's).
+        var rootSocket = Path.Combine(_state.Folder, "root-only.sock");
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(rootSocket));
+        listener.Listen();
+        // The socket's folder is the session user's: they replace their Xvnc's socket with a link.
+        File.Delete(socketPath);
+        File.CreateSymbolicLink(socketPath, rootSocket);
+
+        var refused = await Should.ThrowAsync<SessionRuntimeException>(() => runtime.ConnectVncAsync(args.SessionId, TestContext.Current.CancellationToken));
+        refused.Message.ShouldContain("does not lead to its Xvnc");
+        using var accepted = await listener.AcceptAsync(TestContext.Current.CancellationToken).AsTask().WaitAsync(Wait, TestContext.Current.CancellationToken);
+        var buffer = new byte[16];
+        (await accepted.ReceiveAsync(buffer, TestContext.Current.CancellationToken).AsTask().WaitAsync(Wait, TestContext.Current.CancellationToken))
+            .ShouldBe(0, "the agent hung up without sending anything");
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
+    public async Task A_fifo_for_the_apps_exit_file_stalls_neither_the_monitor_nor_a_stop()
+    {
+        var runtime = await NewRuntimeAsync();
+        var args = Args("sleep 600");
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var runDir = Path.Combine(_state.Folder, "sessions", args.SessionId, "run");
+        // A hostile session makes its exit file a FIFO nobody writes, then its app ends: the agent reads that file.
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", [Path.Combine(runDir, SessionLauncher.AppExitFile)]))
+            await mkfifo.WaitForExitAsync(TestContext.Current.CancellationToken);
+        Posix.Signal(Record(args.SessionId)["app"]!["pid"]!.GetValue<int>(), Posix.SIGKILL).ShouldBeTrue();
+
+        var other = Args();
+        await runtime.StartAsync(other, TestContext.Current.CancellationToken).WaitAsync(Wait, TestContext.Current.CancellationToken);
+        await Task.Delay(TimeSpan.FromSeconds(1), TestContext.Current.CancellationToken); // a few monitor passes over the FIFO
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken).WaitAsync(Wait, TestContext.Current.CancellationToken);
+        await runtime.StopAsync(other.SessionId, TestContext.Current.CancellationToken).WaitAsync(Wait, TestContext.Current.CancellationToken);
+        runtime.Inventory().ShouldBeEmpty();
     }
 
     [Fact]

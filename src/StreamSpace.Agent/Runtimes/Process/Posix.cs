@@ -2,9 +2,14 @@ using System.Runtime.InteropServices;
 
 namespace StreamSpace.Agent.Runtimes.Process;
 
-/// <summary>The few libc calls .NET has no API for: signals to process groups and chown.</summary>
+/// <summary>The few libc calls .NET has no API for: signals to process groups, chown, and opening without following links.</summary>
 internal static partial class Posix
 {
+    private const int O_RDONLY = 0;
+    private const int O_NONBLOCK = 0x800;
+    private const int O_NOFOLLOW = 0x20000;
+    private const int O_CLOEXEC = 0x80000;
+
     public const int SIGKILL = 9;
     public const int SIGTERM = 15;
     public const int SIGCONT = 18;
@@ -15,6 +20,12 @@ internal static partial class Posix
 
     [LibraryImport("libc", EntryPoint = "chown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int ChownNative(string path, int owner, int group);
+
+    [LibraryImport("libc", EntryPoint = "fchown", SetLastError = true)]
+    private static partial int FchownNative(SafeHandle fd, int owner, int group);
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int OpenNative(string path, int flags);
 
     /// <summary>Signals one process; false when it is gone.</summary>
     public static bool Signal(int pid, int signal) => pid > 1 && KillNative(pid, signal) == 0;
@@ -28,5 +39,24 @@ internal static partial class Posix
         {
             throw new IOException($"chown {path} to {uid}:{gid} failed (errno {Marshal.GetLastPInvokeError()})");
         }
+    }
+
+    /// <summary>chown of an open file: unlike a path, the handle cannot be swapped for a link by whoever owns the folder.</summary>
+    public static void Chown(SafeHandle file, int uid, int gid)
+    {
+        if (FchownNative(file, uid, gid) != 0)
+        {
+            throw new IOException($"fchown to {uid}:{gid} failed (errno {Marshal.GetLastPInvokeError()})");
+        }
+    }
+
+    /// <summary>
+    /// Opens <paramref name="path"/> for reading without following a link in its last part (O_NOFOLLOW) and without
+    /// waiting for a writer when it is a FIFO (O_NONBLOCK); null when it cannot be opened so.
+    /// </summary>
+    public static Microsoft.Win32.SafeHandles.SafeFileHandle? OpenNoFollow(string path)
+    {
+        var fd = OpenNative(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        return fd < 0 ? null : new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
     }
 }

@@ -95,7 +95,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             else if (Directory.GetLastWriteTimeUtc(dir) < _time.GetUtcNow().UtcDateTime - _options.CommandRetention)
             {
                 // A folder without a record is a session that ended; its log is kept for a day, then pruned.
-                Directory.Delete(dir, recursive: true);
+                RemoveTree(dir);
             }
         }
         if (_options.SessionLimits)
@@ -188,7 +188,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         // plant a symlink the agent would write through); <id>/run/ belongs to the session user: its socket,
         // pid files and log.
         var dir = Path.Combine(_sessionsDir, args.SessionId);
-        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); // leftovers of an ended session
+        RemoveTree(dir); // leftovers of an ended session
         Directory.CreateDirectory(dir);
         File.SetUnixFileMode(dir, user.SwitchUser ? TraverseOnly : PrivateDir);
         var runDir = ProcessSession.RunDirOf(dir);
@@ -263,7 +263,12 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         // X access control on, with a cookie of this session's own (a new one for each display tried).
         var xauthority = Path.Combine(runDir, XAuthority.FileName);
         XAuthority.Write(xauthority, display, user);
-        string[] command = ["/usr/bin/setsid", .. user.SwitchArguments(), "/bin/sh", "-c", SessionLauncher.Script, "streamspace-session", runDir,
+        // The template's environment reaches the session's own programs only: set by env after setpriv, never in the
+        // steps that still run as root (the cgroup join shell, setsid, setpriv), where LD_PRELOAD or the like would run an
+        // admin's choice of code as root on the agent's host. Never headless: the app must draw into the session's display.
+        var templateEnv = args.Launch.Env.Where(e => e.Key is not ("MOZ_HEADLESS" or "DISPLAY" or "XAUTHORITY")).Select(e => $"{e.Key}={e.Value}").ToArray();
+        string[] withEnv = templateEnv.Length > 0 ? ["/usr/bin/env", "--", .. templateEnv] : [];
+        string[] command = ["/usr/bin/setsid", .. user.SwitchArguments(), .. withEnv, "/bin/sh", "-c", SessionLauncher.Script, "streamspace-session", runDir,
             display.ToString(CultureInfo.InvariantCulture), _options.XvncPath, _options.Geometry, args.Launch.ProcessCommand!, LaunchPolls(), socketPath,
             WindowManager];
         // With limits, the leader enters the session's cgroups first (as root, before anything of the session runs).
@@ -282,12 +287,6 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         start.Environment["DISPLAY"] = $":{display}";
         start.Environment["XAUTHORITY"] = xauthority;
         start.Environment["STREAMSPACE_SESSION_ID"] = args.SessionId;
-        foreach (var (key, value) in args.Launch.Env)
-        {
-            // Never headless: the whole point is that the app draws into the session's display.
-            if (key is "MOZ_HEADLESS" or "DISPLAY" or "XAUTHORITY") continue;
-            start.Environment[key] = value;
-        }
         start.WorkingDirectory = home;
 
         var deadline = _time.GetTimestamp() + (long)(_options.SessionStartTimeout.TotalSeconds * _time.TimestampFrequency);
@@ -360,7 +359,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             ct.ThrowIfCancellationRequested();
             // The leader writes each pid (with its newline, in one write) after starting the process.
-            if (File.Exists(path) && File.ReadAllText(path) is { } text && text.EndsWith('\n') && int.TryParse(text.AsSpan().Trim(), out var pid))
+            if (UntrustedFile.ReadHead(path, 64) is { } text && text.EndsWith('\n') && int.TryParse(text.AsSpan().Trim(), out var pid))
             {
                 if (ProcFs.Stat(pid) is { } stat && stat.Pgid == pgid) return new RecordedProcess(pid, stat.StartTime);
                 // Gone already (and reaped by the leader): it exited at once. Said so now, not after the start timeout. No
@@ -522,6 +521,16 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         try
         {
             await socket.ConnectAsync(new UnixDomainSocketEndPoint(session.Record.SocketPath), ct);
+            // The socket's folder is the session user's: they can put a link to any unix socket in its place (the
+            // system bus, systemd's, another session's Xvnc), which the agent, as root, would reach and hand to the
+            // viewer. So the listening end must be this session's own Xvnc, by the kernel's word (SO_PEERCRED).
+            var listener = PeerPid(socket);
+            if (listener != session.Record.Xvnc.Pid)
+            {
+                _logger.LogWarning("Session {SessionId}: its VNC socket leads to process {Pid}, not to its Xvnc ({Xvnc}); refused",
+                    sessionId, listener, session.Record.Xvnc.Pid);
+                throw new SessionRuntimeException($"session {sessionId}: its VNC socket does not lead to its Xvnc");
+            }
             return new NetworkStream(socket, ownsSocket: true);
         }
         catch (SocketException ex)
@@ -529,6 +538,21 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             socket.Dispose();
             throw new SessionRuntimeException($"session {sessionId}: VNC endpoint unreachable ({ex.SocketErrorCode})", ex);
         }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The pid of the process that listens at the other end of a connected unix socket (SO_PEERCRED's <c>pid</c>).</summary>
+    private static int PeerPid(Socket socket)
+    {
+        const int SolSocket = 1, SoPeerCred = 17;
+        Span<byte> credentials = stackalloc byte[12]; // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+        return socket.GetRawSocketOption(SolSocket, SoPeerCred, credentials) >= 4
+            ? System.Runtime.InteropServices.MemoryMarshal.Read<int>(credentials)
+            : -1;
     }
 
     private async Task MonitorAsync(CancellationToken ct)
@@ -585,7 +609,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
         if (r.App.IsAlive) return null;
         var exitPath = Path.Combine(session.RunDir, SessionLauncher.AppExitFile);
-        if (File.Exists(exitPath) && int.TryParse(File.ReadAllText(exitPath).Trim(), out var code))
+        if (UntrustedFile.ReadHead(exitPath, 64) is { } exitText && int.TryParse(exitText.Trim(), out var code))
         {
             // The shell reports death by signal N as 128+N.
             return code > 128
@@ -829,14 +853,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
     private static bool IsStaleLock(int display)
     {
-        try
-        {
-            return int.TryParse(File.ReadAllText($"/tmp/.X{display}-lock").Trim(), out var pid) && pid > 0 && !Directory.Exists($"/proc/{pid}");
-        }
-        catch (IOException)
-        {
-            return false;
-        }
+        // /tmp is everybody's: the lock may be anybody's FIFO or link (UntrustedFile).
+        return int.TryParse(UntrustedFile.ReadHead($"/tmp/.X{display}-lock", 64)?.Trim(), out var pid) && pid > 0 && !Directory.Exists($"/proc/{pid}");
     }
 
     /// <summary>A killed X server leaves its lock and socket behind; they would block the display number forever.</summary>
@@ -860,29 +878,39 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
     private static string LogTail(string runDir, int lines = 3)
     {
-        try
-        {
-            // The log sits in the session user's folder: never follow a link there into a file only root may read.
-            var log = new FileInfo(Path.Combine(runDir, SessionLauncher.LogFile));
-            if (log.LinkTarget is not null || !log.Exists) return "(no log)";
-            var tail = File.ReadAllLines(log.FullName).Where(l => !string.IsNullOrWhiteSpace(l)).TakeLast(lines);
-            return string.Join(" | ", tail.Select(l => l.Trim()));
-        }
-        catch (IOException)
-        {
-            return "(no log)";
-        }
+        // The log sits in the session user's folder, and the app may write gigabytes to it (UntrustedFile).
+        if (UntrustedFile.ReadTail(Path.Combine(runDir, SessionLauncher.LogFile)) is not { } text) return "(no log)";
+        var tail = text.Split('\n').Where(l => !string.IsNullOrWhiteSpace(l)).TakeLast(lines);
+        return string.Join(" | ", tail.Select(l => l.Trim()));
     }
 
-    private static void TryDelete(string path)
+    private void TryDelete(string path)
     {
         try
         {
-            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
+            RemoveTree(path);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        catch (IOException ex)
         {
+            _logger.LogWarning("{Error}", ex.Message);
         }
+    }
+
+    /// <summary>
+    /// Removes a folder whose contents a session user may own (a session's folder, a temporary home, a socket folder),
+    /// as root. Directory.Delete walks by path: a user who swaps a folder inside for a link while it runs (a big folder
+    /// makes the moment long) would have root empty the link's target, /etc say. GNU rm never follows a link, enters each
+    /// folder by handle and checks it is the one it listed (and with --one-file-system never crosses into a mount).
+    /// </summary>
+    private static void RemoveTree(string path)
+    {
+        if (!Directory.Exists(path)) return;
+        var start = new System.Diagnostics.ProcessStartInfo("/bin/rm") { RedirectStandardError = true, UseShellExecute = false };
+        foreach (var arg in new[] { "-rf", "--one-file-system", "--", path }) start.ArgumentList.Add(arg);
+        using var rm = System.Diagnostics.Process.Start(start) ?? throw new IOException($"could not start rm to remove {path}");
+        var error = rm.StandardError.ReadToEnd();
+        rm.WaitForExit();
+        if (rm.ExitCode != 0) throw new IOException($"removing {path} failed: {error.Trim()}");
     }
 
     private static void ValidateName(string value, string what)

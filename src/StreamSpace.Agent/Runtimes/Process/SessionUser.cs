@@ -57,9 +57,16 @@ internal sealed record SessionUser(string Name, int Uid, int Gid, bool SwitchUse
         ? ["/usr/bin/setpriv", $"--reuid={Uid}", $"--regid={Gid}", "--clear-groups", "--"]
         : [];
 
+    /// <summary>Hands <paramref name="path"/> to this user; only for a path no other account can swap (its folder is root's).</summary>
     public void Own(string path)
     {
         if (SwitchUser) Posix.Chown(path, Uid, Gid);
+    }
+
+    /// <summary>Hands an open file to this user (for a file in a folder the user owns: see <see cref="Posix.Chown(System.Runtime.InteropServices.SafeHandle, int, int)"/>).</summary>
+    public void Own(System.Runtime.InteropServices.SafeHandle file)
+    {
+        if (SwitchUser) Posix.Chown(file, Uid, Gid);
     }
 
     private static (int Uid, int Gid)? Lookup(string name)

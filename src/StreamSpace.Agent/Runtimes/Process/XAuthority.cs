@@ -21,7 +21,7 @@ internal static class XAuthority
     /// <summary>
     /// Writes a new cookie for <paramref name="display"/> to <paramref name="path"/> (mode 0600, then owned by the
     /// session user). The file is created exclusively after removing any old one, so a link the session user put
-    /// there is never written through.
+    /// there is never written through, and handed over by its open handle, never by name.
     /// </summary>
     public static void Write(string path, int display, SessionUser user)
     {
@@ -33,8 +33,9 @@ internal static class XAuthority
         }))
         {
             file.Write(Entry(display, cookie));
+            // By the handle: the folder is the session user's, who could swap the name for a link to any file.
+            user.Own(file.SafeFileHandle);
         }
-        user.Own(path);
     }
 
     /// <summary>One Xauthority entry: family, address, display number, protocol name, data; each counted by a big-endian u16.</summary>

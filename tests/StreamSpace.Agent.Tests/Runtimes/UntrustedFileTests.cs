@@ -1,0 +1,57 @@
+using System.Diagnostics;
+using StreamSpace.Agent.Runtimes.Process;
+
+namespace StreamSpace.Agent.Tests.Runtimes;
+
+public sealed class UntrustedFileTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("untrusted-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void A_small_regular_file_is_read()
+    {
+        var path = Path.Combine(_dir, "app.exit");
+        File.WriteAllText(path, "3\n");
+        UntrustedFile.ReadHead(path).ShouldBe("3\n");
+        UntrustedFile.ReadHead(Path.Combine(_dir, "missing")).ShouldBeNull();
+    }
+
+    [Fact]
+    public void A_link_is_never_followed()
+    {
+        var secret = Path.Combine(_dir, "secret");
+        File.WriteAllText(secret, "TOPSECRET");
+        var link = Path.Combine(_dir, "session.log");
+        File.CreateSymbolicLink(link, secret);
+        UntrustedFile.ReadHead(link).ShouldBeNull();
+        UntrustedFile.ReadTail(link).ShouldBeNull();
+        File.CreateSymbolicLink(Path.Combine(_dir, "zero"), "/dev/zero");
+        UntrustedFile.ReadHead(Path.Combine(_dir, "zero")).ShouldBeNull();
+    }
+
+    [Fact]
+    public async Task A_fifo_nobody_writes_returns_at_once()
+    {
+        var fifo = Path.Combine(_dir, "app.pid");
+        using (var mkfifo = Process.Start("mkfifo", [fifo])) await mkfifo.WaitForExitAsync(TestContext.Current.CancellationToken);
+        var read = Task.Run(() => UntrustedFile.ReadHead(fifo), TestContext.Current.CancellationToken);
+        (await read.WaitAsync(TimeSpan.FromSeconds(5), TestContext.Current.CancellationToken)).ShouldBeNullOrEmpty();
+    }
+
+    [Fact]
+    public void A_huge_log_is_read_only_at_its_end()
+    {
+        var log = Path.Combine(_dir, "session.log");
+        using (var file = File.Create(log))
+        {
+            file.SetLength(256L * 1024 * 1024); // sparse: 256 MiB the agent must not load
+            file.Seek(0, SeekOrigin.End);
+            file.Write("last line\n"u8);
+        }
+        var tail = UntrustedFile.ReadTail(log, maxBytes: 1024)!;
+        tail.Length.ShouldBe(1024);
+        tail.ShouldEndWith("last line\n");
+    }
+}
