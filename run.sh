@@ -7,10 +7,41 @@ cd "$(dirname "$0")"
 
 log() { printf '[run.sh] %s\n' "$*"; }
 
+# --- listen addresses (kept self-contained: they can be sourced on their own to try them)
+# The host of a listen address (IPv6 in brackets) and its port (the scheme's default when it names none).
+listen_host() { local a=${1#*://}; a=${a%%/*}; case $a in \[*) printf '%s' "${a%%]*}]" ;; *) printf '%s' "${a%%:*}" ;; esac; }
+listen_port() {
+  local a=${1#*://}; a=${a%%/*}
+  case $a in \[*) a=${a#*]} ;; *) a=${a#"${a%%:*}"} ;; esac
+  if [ -n "${a#:}" ]; then printf '%s' "${a#:}"; elif [ "${1%%://*}" = https ]; then printf 443; else printf 80; fi
+}
+# Kestrel listens on every interface for *, +, 0.0.0.0, [::] and any host name other than localhost.
+all_interfaces() {
+  case ${1,,} in
+    localhost) return 1 ;;
+    '*' | + | 0.0.0.0 | '[::]') return 0 ;;
+    \[*\]) return 1 ;;
+  esac
+  ! [[ $1 =~ ^[0-9]+(\.[0-9]+){3}$ ]]
+}
+# Nothing answers at a wildcard address itself: this machine reaches such a listener on 127.0.0.1 (an IPv6 [::]
+# listener is dual-mode), and so does a person on it. A host name stays as given for the person, who chose it.
+probe_url() {
+  if all_interfaces "$(listen_host "$1")"; then printf '%s://127.0.0.1:%s' "${1%%://*}" "$(listen_port "$1")"; else printf '%s' "${1%/}"; fi
+}
+open_url() { case $(listen_host "$1") in '*' | + | 0.0.0.0 | '[::]') probe_url "$1" ;; *) printf '%s' "${1%/}" ;; esac; }
+# The HTTP status of GET $1, or 000 when nothing answered it with HTTP (refused, timed out, or curl itself missing).
+http_status() {
+  local code
+  code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null) || true
+  case $code in [1-5][0-9][0-9]) printf '%s' "$code" ;; *) printf 000 ;; esac
+}
+# --- end of listen addresses
+
 # Packages a local session needs: TigerVNC (one Xvnc per session), the built-in templates' apps, matchbox (a window
 # manager that makes each app fill the session's desktop as the viewer resizes it), and setsid/setpriv (util-linux)
-# to run sessions in their own process group as an unprivileged user.
-APT_PACKAGES=(tigervnc-standalone-server matchbox-window-manager xterm firefox-esr chromium util-linux procps ca-certificates)
+# to run sessions in their own process group as an unprivileged user; and curl, which this script probes /healthz with.
+APT_PACKAGES=(tigervnc-standalone-server matchbox-window-manager xterm firefox-esr chromium util-linux procps ca-certificates curl)
 if command -v apt-get >/dev/null; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
@@ -21,31 +52,39 @@ if command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 else
-  log "not a Debian/Ubuntu machine: install TigerVNC (Xvnc), xterm, firefox and chromium yourself"
+  log "not a Debian/Ubuntu machine: install TigerVNC (Xvnc), xterm, firefox, chromium and curl yourself"
 fi
 command -v dotnet >/dev/null || { log "the .NET 10 SDK is required: dotnet is not on PATH"; exit 1; }
+command -v curl >/dev/null || { log "curl is required (it probes the control plane's /healthz): curl is not on PATH"; exit 1; }
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 
 # Published ReadyToRun (precompiled): a restart comes up with far less JIT work, which is what decides how fast
 # thousands of agents are back after one (bench/run.sh storm: 7.8 s against 11.2 s for a plain build).
+# MSBuild writes its errors to stdout: kept, and shown only when the build fails.
 log "building (Release, ReadyToRun)"
-dotnet publish src/StreamSpace.ControlPlane/StreamSpace.ControlPlane.csproj -c Release --use-current-runtime --self-contained false \
-  -p:PublishReadyToRun=true -nologo -v:q -o .build/control-plane >/dev/null
+if ! build_output=$(dotnet publish src/StreamSpace.ControlPlane/StreamSpace.ControlPlane.csproj -c Release --use-current-runtime \
+    --self-contained false -p:PublishReadyToRun=true -nologo -v:q -o .build/control-plane 2>&1); then
+  printf '%s\n' "$build_output" >&2
+  log "the build failed (dotnet publish's output is above)"
+  exit 1
+fi
 
 export STREAMSPACE_DATA=${STREAMSPACE_DATA:-./data}
 export STREAMSPACE_URLS=${STREAMSPACE_URLS:-http://127.0.0.1:8000}
 export STREAMSPACE_EMBEDDED_AGENT=${STREAMSPACE_EMBEDDED_AGENT:-true}
 mkdir -p "$STREAMSPACE_DATA"
-url=${STREAMSPACE_URLS%%;*}
+listen=${STREAMSPACE_URLS%%;*}
+url=$(open_url "$listen")     # what a person opens
+probe=$(probe_url "$listen")  # what this script asks /healthz at
 
 # Something already answering there (a second ./run.sh, another service) would answer the readiness probe below
 # for us: say so instead of announcing a platform that is not ours.
-if [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$url/healthz" 2>/dev/null)" != "000" ]; then
-  log "something already answers on $url (another ./run.sh?): stop it, or choose another address with STREAMSPACE_URLS"
+if [ "$(http_status "$probe/healthz")" != 000 ]; then
+  log "something already answers on $probe (another ./run.sh?): stop it, or choose another address with STREAMSPACE_URLS"
   exit 1
 fi
 
-log "starting the control plane on $url (data: $STREAMSPACE_DATA, embedded agent: $STREAMSPACE_EMBEDDED_AGENT)"
+log "starting the control plane on $listen (data: $STREAMSPACE_DATA, embedded agent: $STREAMSPACE_EMBEDDED_AGENT)"
 .build/control-plane/StreamSpace.ControlPlane "$@" &
 cp_pid=$!
 trap 'kill -TERM $cp_pid 2>/dev/null; wait $cp_pid 2>/dev/null' INT TERM
@@ -58,14 +97,18 @@ while true; do
     log "the control plane exited during start-up (exit code $code; its message is above)"
     exit 1
   fi
-  curl -fsS "$url/healthz" >/dev/null 2>&1 && break
+  case $(http_status "$probe/healthz") in 2??) break ;; esac
   waited=$((waited + 1))
-  [ $waited -eq 240 ] && log "the control plane has not answered on $url for 120 s; still waiting for it (its log is above)"
+  [ $waited -eq 240 ] && log "the control plane has not answered on $probe for 120 s; still waiting for it (its log is above)"
   sleep 0.5
 done
 
 echo
 echo "StreamSpace is running: $url"
+if all_interfaces "$(listen_host "$listen")"; then
+  address=$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -m1 -E '^[0-9]+(\.[0-9]+){3}$' || true)
+  echo "  listening on all interfaces ($listen): from another machine use this machine's address${address:+, e.g. http://$address:$(listen_port "$listen")}"
+fi
 if [ -n "${STREAMSPACE_ADMIN_PASSWORD:-}" ]; then
   echo "  admin login: admin / (the password in STREAMSPACE_ADMIN_PASSWORD)"
 elif [ -f "$STREAMSPACE_DATA/admin-password.txt" ]; then

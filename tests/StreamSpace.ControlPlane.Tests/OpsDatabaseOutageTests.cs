@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using Microsoft.Extensions.Logging;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 
@@ -11,6 +12,11 @@ public sealed class ProxiedPostgresControlPlane() : ControlPlaneFixture(Database
     private TcpProxy? _proxy;
 
     public TcpProxy Proxy => _proxy ?? throw new InvalidOperationException("Not initialized");
+
+    /// <summary>Everything the app logs (at the fixture's level, warnings and up).</summary>
+    public CapturedLog Log { get; } = new();
+
+    protected override void ConfigureServices(IServiceCollection services) => services.AddSingleton<ILoggerProvider>(Log);
 
     /// <summary>Read once by the base fixture after it created the database: point the app at the proxy.</summary>
     protected override IEnumerable<string> ExtraArgs
@@ -64,8 +70,10 @@ public sealed class OpsDatabaseOutageTests(ProxiedPostgresControlPlane cp) : ICl
             for (var i = 0; i < 3; i++)
             {
                 var (ready, readyTook) = await TimedGetAsync(client, "/readyz");
+                var readyText = await ready.Content.ReadAsStringAsync(TestContext.Current.CancellationToken);
                 await ready.ShouldBeErrorAsync(HttpStatusCode.ServiceUnavailable);
                 readyTook.ShouldBeLessThan(MaxAnswerTime);
+                ShouldNotTellTheDatabase(readyText);
 
                 var (me, meTook) = await TimedGetAsync(user, "/api/v1/users/me");
                 await me.ShouldBeErrorAsync(HttpStatusCode.ServiceUnavailable);
@@ -88,6 +96,25 @@ public sealed class OpsDatabaseOutageTests(ProxiedPostgresControlPlane cp) : ICl
         again.GetProperty("role").GetString().ShouldBe("user");
         (await cp.Client(token).GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
         await cp.LoginAsync("admin", ControlPlaneFixture.AdminPassword);
+    }
+
+    /// <summary>
+    /// <c>/readyz</c> is anonymous: its answer must not name the database's host, port or user, nor carry the driver's
+    /// exception text (which does, e.g. "Failed to connect to 127.0.0.1:…"). The operator reads that in the log instead.
+    /// </summary>
+    private void ShouldNotTellTheDatabase(string body)
+    {
+        var database = new Uri(cp.Database.Setting);
+        var user = Uri.UnescapeDataString(database.UserInfo.Split(':')[0]);
+        foreach (var secret in (string[])[database.Host, "127.0.0.1", $":{cp.Proxy.Port}", $":{database.Port}", user])
+            body.ShouldNotContain(secret, Case.Insensitive, $"/readyz tells an anonymous client about the database: {body}");
+
+        var logged = cp.Log.Entries.Where(e => e.Level >= LogLevel.Warning && e.Exception is not null && e.Message.Contains("/readyz")).ToList();
+        logged.ShouldNotBeEmpty("the database outage behind /readyz is not logged with its exception");
+        foreach (var entry in logged)
+            for (var ex = entry.Exception; ex is not null; ex = ex.InnerException)
+                if (ex.Message.Length > 0)
+                    body.ShouldNotContain(ex.Message, Case.Sensitive, $"/readyz answers the exception text: {body}");
     }
 
     private static async Task<(HttpResponseMessage, TimeSpan)> TimedPostLoginAsync(HttpClient client)

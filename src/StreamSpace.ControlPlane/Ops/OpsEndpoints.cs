@@ -34,7 +34,11 @@ public static class OpsEndpoints
         return routes;
     }
 
-    private static async Task<IResult> ReadyAsync(Db db, CancellationToken ct)
+    /// <summary>
+    /// Anonymous, so a failure answers a fixed text: the driver's message names the database's host, port and user
+    /// ("Failed to connect to 10.0.0.5:5432", "password authentication failed for user …"). The log has the exception.
+    /// </summary>
+    private static async Task<IResult> ReadyAsync(Db db, ILoggerFactory loggers, CancellationToken ct)
     {
         try
         {
@@ -47,7 +51,8 @@ public static class OpsEndpoints
         catch (Exception ex) when (ex is OperationCanceledException || ErrorHandling.IsDatabaseOutage(ex) || ex is System.Data.Common.DbException)
         {
             db.ClearPool();
-            return TypedResults.Json(new ApiError("Database unavailable", $"The database cannot be reached: {ex.Message}"), statusCode: StatusCodes.Status503ServiceUnavailable);
+            loggers.CreateLogger("StreamSpace.Database").LogWarning(ex, "Database unavailable while serving /readyz");
+            return TypedResults.Json(new ApiError("Database unavailable", "The database cannot be reached."), statusCode: StatusCodes.Status503ServiceUnavailable);
         }
     }
 }
