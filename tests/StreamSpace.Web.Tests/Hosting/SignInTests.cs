@@ -195,6 +195,17 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         using var allowed = await browser.Http.SendAsync(sameOrigin);
         allowed.StatusCode.ShouldBe(HttpStatusCode.NotFound);
 
+        // Behind a TLS-terminating proxy the browser's origin is https while the request arrives as http: the browser's
+        // own Sec-Fetch-Site decides. Without it, the Origin must be this host's.
+        using var proxied = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/x.json");
+        proxied.Headers.Add("Origin", "https://" + host.BaseAddress.Authority);
+        proxied.Headers.Add("Sec-Fetch-Site", "same-origin");
+        (await browser.Http.SendAsync(proxied)).StatusCode.ShouldBe(HttpStatusCode.NotFound);
+        using var crossSiteBrowser = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/x.json");
+        crossSiteBrowser.Headers.Add("Origin", host.BaseAddress.GetLeftPart(UriPartial.Authority));
+        crossSiteBrowser.Headers.Add("Sec-Fetch-Site", "cross-site");
+        (await browser.Http.SendAsync(crossSiteBrowser)).StatusCode.ShouldBe(HttpStatusCode.Unauthorized);
+
         (await browser.Http.GetAsync("/sessions")).StatusCode.ShouldBe(HttpStatusCode.OK); // the sign-in survived
     }
 
