@@ -6,8 +6,8 @@ namespace StreamSpace.ControlPlane.Streaming;
 
 /// <summary>
 /// Ends open viewer streams whose user may no longer view them. A ticket is checked when the viewer connects, and a
-/// stream then lasts as long as the viewer keeps it open: without this, a user disabled, deleted or signed out
-/// everywhere (password change, token version) kept the keyboard and mouse of their desktop, and an admin demoted to
+/// stream then lasts as long as the viewer keeps it open: without this, a user disabled, deleted or whose tokens were
+/// revoked (a password or role change bumps the token version) kept the keyboard and mouse of their desktop, and an admin demoted to
 /// user kept viewing other people's sessions, for as long as the tab stayed open. Whenever a user's row changes
 /// (<see cref="TokenUserLookup.Changed"/>: this replica's own changes, and on PostgreSQL every replica's), each stream
 /// of that user on this replica is checked again against the row as it is now, and ended with
@@ -75,7 +75,7 @@ public sealed class ViewerAccess : IDisposable
     {
         null => "the user was deleted",
         { Disabled: true } => "the user was disabled",
-        _ when user.TokenVersion != grant.TokenVersion => "the user's tokens were revoked (password change or sign-out)",
+        _ when user.TokenVersion != grant.TokenVersion => "the user's tokens were revoked (password or role change)",
         _ => "the user is no longer an admin and the session is somebody else's",
     };
 
