@@ -130,14 +130,7 @@ public abstract class AgentInputTests(HubControlPlane cp)
         foreach (var (key, value) in JsonNode.Parse(nulls)!.AsObject()) payload[key] = value?.DeepClone();
         await bad.SendTextAsync(new JsonObject { ["v"] = ProtocolVersion.Current, ["type"] = MessageTypes.Hello, ["id"] = "h1", ["payload"] = payload }.ToJsonString());
 
-        var refused = await bad.NextAsync(Soon);
-        refused.ShouldNotBeNull($"the hello with {nulls} got no answer");
-        refused.Type.ShouldBe(MessageTypes.Refused);
-        var why = refused.PayloadAs<RefusedPayload>();
-        why.Code.ShouldBe("invalid_hello");
-        why.Reason.ShouldContain(named);
-        (await bad.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
-        (await cp.AgentRowAsync(bad.AgentId))!.Status.ShouldBe(AgentStatus.Offline);
+        await RefusedAsync(bad, "invalid_hello", named, $"the hello with {nulls}");
         await BystanderStillWorksAsync(bystander);
     }
 
@@ -155,15 +148,21 @@ public abstract class AgentInputTests(HubControlPlane cp)
         await using var bad = await TroublemakerAsync(hello: true);
         await bad.SendTextAsync($"{{\"v\":1,\"type\":\"{type}\",\"id\":\"x\",\"payload\":{payload}}}");
 
+        await RefusedAsync(bad, "malformed", named, $"the {type} with {payload}");
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    /// <summary>The agent got a refusal with <paramref name="code"/> and a reason naming <paramref name="named"/>, was closed (1008) and is offline.</summary>
+    private async Task RefusedAsync(ScriptedAgent bad, string code, string named, string what)
+    {
         var refused = await bad.NextAsync(Soon);
-        refused.ShouldNotBeNull($"the {type} with {payload} got no answer");
+        refused.ShouldNotBeNull($"{what} got no answer");
         refused.Type.ShouldBe(MessageTypes.Refused);
         var why = refused.PayloadAs<RefusedPayload>();
-        why.Code.ShouldBe("malformed");
+        why.Code.ShouldBe(code);
         why.Reason.ShouldContain(named);
         (await bad.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
         await cp.AgentStatusIsAsync(bad.AgentId, AgentStatus.Offline, Soon);
-        await BystanderStillWorksAsync(bystander);
     }
 
     [Fact]
