@@ -327,12 +327,17 @@ public sealed class CommandDelivery : BackgroundService
         }
     }
 
-    /// <summary>The session states in which a session waits for a command of this type.</summary>
+    /// <summary>
+    /// The session states in which a session waits for a command of this type and fails when it expires: only a start.
+    /// An expired hibernate or wake leaves its session hibernating or waking. The session exists on the agent (running
+    /// or hibernated, whichever the agent did), so failing it would free its quota and, at the agent's return, make
+    /// reconciliation stop it as an orphan: a healthy desktop destroyed because its agent was unreachable for a while
+    /// (the idle sweeper hibernates every session of an unreachable agent, nobody being able to type into them).
+    /// Reconciliation settles it at the agent's next hello to what the agent reports.
+    /// </summary>
     private static string[]? AwaitedStates(string type) => type switch
     {
         CommandTypes.SessionStart => [SessionState.Pending, SessionState.Starting],
-        CommandTypes.SessionHibernate => [SessionState.Hibernating],
-        CommandTypes.SessionWake => [SessionState.Waking],
         _ => null,
     };
 

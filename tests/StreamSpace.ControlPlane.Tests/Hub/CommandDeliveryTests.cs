@@ -181,6 +181,27 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
         row.Error.ShouldBe("not completed within 00:00:01");
     }
 
+    [Theory]
+    [InlineData(CommandTypes.SessionHibernate, SessionState.Hibernating, ObservedStates.Running, SessionState.Running)]
+    [InlineData(CommandTypes.SessionHibernate, SessionState.Hibernating, ObservedStates.Hibernated, SessionState.Hibernated)]
+    [InlineData(CommandTypes.SessionWake, SessionState.Waking, ObservedStates.Hibernated, SessionState.Hibernated)]
+    [InlineData(CommandTypes.SessionWake, SessionState.Waking, ObservedStates.Running, SessionState.Running)]
+    public async Task An_expired_hibernate_or_wake_leaves_the_session_as_the_agent_reports_it_on_its_return(
+        string type, string waiting, string observed, string settled)
+    {
+        // The agent was unreachable past the command's TTL (the idle sweeper hibernates sessions nobody can type into).
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var sessionId = await cp.CreateSessionAsync(agentId, waiting);
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, type, ttl: TimeSpan.FromSeconds(1));
+        await HubControlPlane.EventuallyAsync(async () => (await cp.CommandRowAsync(commandId)).State == CommandState.Expired, Soon, "the command expired");
+        (await cp.SessionRowAsync(sessionId)).State.ShouldBe(waiting, "the session still exists on its agent: not failed");
+
+        await using var agent = await cp.OnlineAgentAsync(agentId, token, [new SessionInventoryItem { SessionId = sessionId, State = observed }]);
+
+        await cp.SessionStateIsAsync(sessionId, settled, Soon);
+        await agent.ExpectNothingAsync(TimeSpan.FromSeconds(1)); // above all, no stop of the user's session
+    }
+
     [Fact]
     public async Task An_expired_stop_ends_the_session_as_terminated()
     {

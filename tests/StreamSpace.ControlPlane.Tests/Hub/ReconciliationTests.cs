@@ -266,6 +266,7 @@ public abstract class ReconciliationTests(HubControlPlane cp)
         var exits = await cp.CreateSessionAsync(agentId, SessionState.Running);
         var crashes = await cp.CreateSessionAsync(agentId, SessionState.Running);
         var hibernates = await cp.CreateSessionAsync(agentId, SessionState.Hibernating);
+        await cp.EnqueueAsync(agentId, hibernates, CommandTypes.SessionHibernate); // what a hibernating session waits for
         var (otherAgentId, _) = await cp.CreateAgentAsync("other");
         var foreign = await cp.CreateSessionAsync(otherAgentId, SessionState.Running);
         await using var agent = await cp.OnlineAgentAsync(agentId, token,

@@ -59,7 +59,7 @@ public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider ti
                 string? reason = null;
                 switch (observed)
                 {
-                    case ObservedStates.Running when Array.IndexOf(AwaitingStart, state) >= 0 || (state == SessionState.Waking && !HasOpen(sessionId)):
+                    case ObservedStates.Running when Array.IndexOf(AwaitingStart, state) >= 0 || (state is SessionState.Waking or SessionState.Hibernating && !HasOpen(sessionId)):
                         to = SessionState.Running;
                         break;
                     case ObservedStates.Hibernated when state is SessionState.Hibernating or SessionState.Waking && !HasOpen(sessionId):
