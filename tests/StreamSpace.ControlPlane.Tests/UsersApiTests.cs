@@ -79,6 +79,7 @@ public abstract class UsersApiTests(ControlPlaneFixture cp)
     [InlineData("""{"username":"a","password":"long-enough"}""", "username")]
     [InlineData("""{"username":"-alice","password":"long-enough"}""", "username")]
     [InlineData("""{"username":"al ice","password":"long-enough"}""", "username")]
+    [InlineData("""{"username":"alice\n","password":"long-enough"}""", "username")]
     [InlineData("""{"username":"abcdefghijabcdefghijabcdefghijabc","password":"long-enough"}""", "username")]
     [InlineData("""{"username":"alice","password":"short"}""", "password")]
     [InlineData("""{"username":"alice"}""", "password")]

@@ -163,7 +163,7 @@ public sealed class AgentOptions
         else if (SessionUserPerOwner && SessionUser.Length > Runtimes.Process.SessionUser.MaxPrefixLength)
             problems.Add($"SessionUser '{SessionUser}' is the prefix of per-owner accounts and may have at most {Runtimes.Process.SessionUser.MaxPrefixLength} characters");
         if (string.IsNullOrWhiteSpace(XvncPath)) problems.Add("XvncPath is required");
-        if (!System.Text.RegularExpressions.Regex.IsMatch(Geometry, "^[0-9]{3,5}x[0-9]{3,5}$")) problems.Add("Geometry must look like 1280x800");
+        if (!System.Text.RegularExpressions.Regex.IsMatch(Geometry, @"^[0-9]{3,5}x[0-9]{3,5}\z")) problems.Add("Geometry must look like 1280x800");
         if (FirstDisplay is < 1 or > 60_000) problems.Add("FirstDisplay must be between 1 and 60000");
         if (SessionStartTimeout <= TimeSpan.Zero) problems.Add("SessionStartTimeout must be positive");
         if (StopGracePeriod < TimeSpan.Zero) problems.Add("StopGracePeriod must not be negative");

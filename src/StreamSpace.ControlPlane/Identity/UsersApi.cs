@@ -24,7 +24,7 @@ public static partial class UsersApi
     public const int MaxSessionsLimit = 1000;
 
     /// <summary>Usernames become part of session ids (<c>{user}-{template}-{suffix}</c>), hence the narrow alphabet.</summary>
-    [GeneratedRegex("^[a-z0-9][a-z0-9_-]{1,31}$", RegexOptions.CultureInvariant)]
+    [GeneratedRegex(@"^[a-z0-9][a-z0-9_-]{1,31}\z", RegexOptions.CultureInvariant)]
     private static partial Regex UsernamePattern();
 
     public static bool IsValidUsername(string? username) => username is not null && UsernamePattern().IsMatch(username);

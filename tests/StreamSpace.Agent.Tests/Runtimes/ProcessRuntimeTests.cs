@@ -663,6 +663,10 @@ public class ProcessRuntimeTests : IAsyncDisposable
             .Message.ShouldContain("not a safe name");
         (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(Args() with { User = "../../root" }, TestContext.Current.CancellationToken)))
             .Message.ShouldContain("not a safe name");
+        (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(Args() with { User = "alice\n" }, TestContext.Current.CancellationToken)))
+            .Message.ShouldContain("not a safe name");
+        (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(Args() with { UserId = "../x" }, TestContext.Current.CancellationToken)))
+            .Message.ShouldContain("not a safe name");
         (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(Args() with { Launch = new SessionLaunchSpec() }, TestContext.Current.CancellationToken)))
             .Message.ShouldContain("no process command");
         await Should.ThrowAsync<SessionRuntimeException>(() => runtime.HibernateAsync("nope", TestContext.Current.CancellationToken));

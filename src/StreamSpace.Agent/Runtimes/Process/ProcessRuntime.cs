@@ -921,7 +921,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
     }
 
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\z")]
     private static partial Regex SafeName();
 
     public async ValueTask DisposeAsync()
