@@ -1,3 +1,4 @@
+using StreamSpace.ControlPlane.Templates;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text;
@@ -106,6 +107,37 @@ public abstract class TemplatesApiTests(ControlPlaneFixture cp)
 
         var unknownKey = await admin.PutAsync($"/api/v1/templates/{name}", new StringContent("displayName: X\nproccess:\n  command: xterm\n", Encoding.UTF8, "text/yaml"), Ct);
         await unknownKey.ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+    }
+
+    [Fact]
+    public async Task A_template_too_large_for_one_start_message_is_400_also_when_yaml_aliases_repeat_a_string()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("big-");
+        string Yaml(string extra) => $"""
+            name: {name}
+            displayName: Big
+            defaultResources:
+              cpu: 250m
+              memory: 256Mi
+            stream:
+              protocol: vnc
+              port: 5900
+            {extra}
+            """;
+        // A command of shell redirections: each '<' or '>' is six bytes in the JSON of a start command.
+        var command = "xterm " + string.Concat(Enumerable.Repeat("<>", 40_000));
+        var json = await (await admin.PostAsync($"/api/v1/templates/{name}",
+            new StringContent(Yaml($"process:\n  command: \"{command}\""), Encoding.UTF8, "application/yaml"), Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        json.GetProperty("fields").GetProperty("template").GetString()!.ShouldContain($"at most {TemplateDefinition.MaxTextLength}");
+
+        // One 100 000-character string named once and repeated by 5 000 aliases: 500 million characters once resolved.
+        var env = string.Concat(Enumerable.Range(0, 5_000).Select(i => $"  V{i}: *big\n"));
+        var bomb = Yaml($"description: &big \"{new string('x', 100_000)}\"\nprocess:\n  command: xterm\nenv:\n{env}");
+        json = await (await admin.PostAsync($"/api/v1/templates/{name}", new StringContent(bomb, Encoding.UTF8, "application/yaml"), Ct))
+            .ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        json.GetProperty("fields").GetProperty("template").GetString()!.ShouldContain("characters of text");
+        await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
     }
 
     [Fact]

@@ -38,10 +38,22 @@ public partial class TemplateDefinition
     [GeneratedRegex(@"^[a-z0-9][a-z0-9-]{0,62}\z")]
     public static partial Regex NamePattern();
 
+    /// <summary>
+    /// Most characters of free text (every field of <see cref="Texts"/> plus the env names) one template may hold. A
+    /// session's start command carries them to the agent in one message of at most 1 MiB, where JSON may write a
+    /// character as six (<c>\u003C</c>); a larger template made every start on an agent fail its connection, over and
+    /// over until the command expired, starving that agent's other commands. The sum also stops a YAML body whose
+    /// aliases repeat one long string thousands of times before anything walks the copies.
+    /// </summary>
+    public const int MaxTextLength = 64 * 1024;
+
     /// <summary>Checks every rule of the catalog; the returned <see cref="Validation"/> names each bad field.</summary>
     public Validation Validate()
     {
         var v = new Validation();
+        long total = (Env?.Keys.Sum(k => (long)k.Length) ?? 0) + Texts().Sum(t => (long)(t.Text?.Length ?? 0));
+        if (total > MaxTextLength)
+            return v.Add("template", $"holds {total} characters of text; at most {MaxTextLength} (command, env, description and the rest together)");
         if (string.IsNullOrEmpty(Name)) v.Add("name", "is required");
         else if (!NamePattern().IsMatch(Name)) v.Add("name", "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit");
         if (string.IsNullOrWhiteSpace(DisplayName)) v.Add("displayName", "is required");
