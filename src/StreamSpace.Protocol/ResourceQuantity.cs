@@ -17,7 +17,8 @@ public static partial class ResourceQuantity
     public const long MaxCpuMillis = 64_000;
     /// <summary>256 GiB.</summary>
     public const long MaxMemoryBytes = 256L * 1024 * 1024 * 1024;
-    private const int MaxLength = 32;
+    /// <summary>Longest quantity taken: the width of the control plane's <c>sessions.cpu</c> and <c>sessions.memory</c>.</summary>
+    public const int MaxLength = 32;
 
     [GeneratedRegex(@"^(?<n>[0-9]+(\.[0-9]+)?)(?<unit>m?)\z", RegexOptions.CultureInvariant)]
     private static partial Regex CpuPattern();
@@ -82,7 +83,7 @@ public static partial class ResourceQuantity
         if (string.IsNullOrWhiteSpace(text))
             return Fail($"is required: {expected}", out error);
         if (text.Length > MaxLength)
-            return Fail($"is too long: {expected}", out error);
+            return Fail($"must be at most {MaxLength} characters: {expected}", out error);
         var match = pattern.Match(text);
         if (!match.Success || !decimal.TryParse(match.Groups["n"].Value, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out number))
             return Fail($"'{text}' is not {expected}", out error);

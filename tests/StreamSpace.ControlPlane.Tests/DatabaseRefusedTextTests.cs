@@ -11,9 +11,10 @@ using StreamSpace.ControlPlane.Tests.Infrastructure;
 namespace StreamSpace.ControlPlane.Tests;
 
 /// <summary>
-/// The net behind input validation: text PostgreSQL refuses (U+0000: 22021; a character its conversion lacks: 22P05)
-/// that still reaches a statement is answered 400 by the API's error handling, not 500. PostgreSQL only: SQLite stores
-/// any text. The endpoint here passes its input to PostgreSQL unchecked, as a place validation missed would.
+/// The net behind input validation: text PostgreSQL refuses (U+0000: 22021; a character its conversion lacks: 22P05;
+/// longer than its varchar(n) column: 22001) that still reaches a statement is answered 400 by the API's error handling,
+/// not 500, and logged as a warning. PostgreSQL only: SQLite stores any text. The endpoints here pass their input to
+/// PostgreSQL unchecked, as a place validation missed would.
 /// </summary>
 public sealed class DatabaseRefusedTextTests_Postgres : IAsyncLifetime
 {
@@ -23,6 +24,7 @@ public sealed class DatabaseRefusedTextTests_Postgres : IAsyncLifetime
     private Db _db = null!;
     private WebApplication _app = null!;
     private HttpClient _client = null!;
+    private readonly CapturedLog _log = new();
 
     public async ValueTask InitializeAsync()
     {
@@ -31,6 +33,7 @@ public sealed class DatabaseRefusedTextTests_Postgres : IAsyncLifetime
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Logging.ClearProviders();
+        builder.Logging.AddProvider(_log);
         builder.Services.AddSingleton(_db);
         _app = builder.Build();
         _app.UseApiErrorHandling();
@@ -39,6 +42,13 @@ public sealed class DatabaseRefusedTextTests_Postgres : IAsyncLifetime
             await using var conn = await db.OpenAsync(ct);
             return await conn.ExecuteScalarAsync<int>(new CommandDefinition("SELECT length(convert_to(@text, 'LATIN1'))", new { text }, cancellationToken: ct));
         });
+        _app.MapPost("/short-text", async (string text, Db db, CancellationToken ct) =>
+        {
+            await using var conn = await db.OpenAsync(ct);
+            return await conn.ExecuteAsync(new CommandDefinition("INSERT INTO short_text (v) VALUES (@text)", new { text }, cancellationToken: ct));
+        });
+        await using (var conn = await _db.OpenAsync(Ct))
+            await conn.ExecuteAsync(new CommandDefinition("CREATE TABLE short_text (v varchar(5))", cancellationToken: Ct));
         await _app.StartAsync(Ct);
         _client = new HttpClient { BaseAddress = new Uri(_app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()) };
     }
@@ -63,8 +73,20 @@ public sealed class DatabaseRefusedTextTests_Postgres : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Text_longer_than_its_column_is_a_400_with_a_plain_message_and_a_warning()
+    {
+        var error = await (await _client.PostAsync("/short-text?text=abcdef", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        error.GetProperty("error").GetString().ShouldBe("Invalid request");
+        error.GetProperty("message").GetString().ShouldBe("The request contains text longer than the database stores for its field.");
+        _log.Entries.Where(e => e.Level == LogLevel.Warning && e.Category == "StreamSpace.Errors")
+            .Select(e => (e.Exception as Npgsql.PostgresException)?.SqlState).ShouldContain("22001");
+        _log.Entries.Where(e => e.Level >= LogLevel.Error).ShouldBeEmpty();
+    }
+
+    [Fact]
     public async Task Text_it_takes_is_answered_as_usual()
     {
         (await (await _client.GetAsync("/latin1-length?text=abc", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK)).GetInt32().ShouldBe(3);
+        (await (await _client.PostAsync("/short-text?text=abcde", null, Ct)).ShouldBeJsonAsync(HttpStatusCode.OK)).GetInt32().ShouldBe(1);
     }
 }

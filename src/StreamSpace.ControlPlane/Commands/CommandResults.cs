@@ -19,7 +19,8 @@ namespace StreamSpace.ControlPlane.Commands;
 /// </summary>
 public sealed class CommandResults : IAsyncDisposable
 {
-    private const int MaxErrorLength = 2000;
+    /// <summary>Width of <c>agent_commands.error</c>.</summary>
+    internal const int MaxErrorLength = 2000;
     /// <summary>Width of <c>sessions.state_reason</c>.</summary>
     internal const int MaxReasonLength = 1000;
     /// <summary>Agents' report batches per transaction (each is at most the hub's report batch).</summary>
@@ -257,9 +258,11 @@ public sealed class CommandResults : IAsyncDisposable
         _ => null,
     };
 
-    private static string Truncate(string s) => s.Length <= MaxErrorLength ? s : s[..MaxErrorLength];
+    /// <summary>An agent's error as <c>agent_commands.error</c> keeps it.</summary>
+    private static string Truncate(string s) => StorableText.Truncate(s, MaxErrorLength);
 
-    internal static string Reason(string s) => s.Length <= MaxReasonLength ? s : s[..MaxReasonLength];
+    /// <summary>A reason as <c>sessions.state_reason</c> keeps it.</summary>
+    internal static string Reason(string s) => StorableText.Truncate(s, MaxReasonLength);
 }
 
 /// <summary>A result that changed its command: the command as it was, and what the agent reported.</summary>

@@ -18,4 +18,12 @@ public static class StorableText
     /// U+0000 replaced by U+FFFD, so the report is kept instead of refused.
     /// </summary>
     public static string? Clean(string? text) => IsStorable(text) ? text : text!.Replace('\0', '\uFFFD');
+
+    /// <summary>
+    /// Free text cut to a column's width (<c>varchar(n)</c>: PostgreSQL refuses longer text, SQLite stores it), never
+    /// inside a surrogate pair: half a pair is no text either database takes alike (Npgsql cannot encode it and fails the
+    /// statement, SQLite stores U+FFFD).
+    /// </summary>
+    public static string Truncate(string text, int maxLength) =>
+        text.Length <= maxLength ? text : text[..(char.IsHighSurrogate(text[maxLength - 1]) ? maxLength - 1 : maxLength)];
 }

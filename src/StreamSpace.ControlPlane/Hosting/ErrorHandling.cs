@@ -7,8 +7,9 @@ using StreamSpace.Protocol;
 namespace StreamSpace.ControlPlane.Hosting;
 
 /// <summary>
-/// Turns every failure into a JSON <see cref="ApiError"/>: body binding errors and text the database refused into
-/// 400, oversized bodies into 413, an unreachable database into 503. Nothing reaches the client as an empty 500.
+/// Turns every failure into a JSON <see cref="ApiError"/>: body binding errors and text the database refused (a NUL,
+/// or longer than its column) into 400, oversized bodies into 413, an unreachable database into 503. Nothing reaches
+/// the client as an empty 500.
 /// </summary>
 public static class ErrorHandling
 {
@@ -41,13 +42,12 @@ public static class ErrorHandling
                 await WriteAsync(context, StatusCodes.Status503ServiceUnavailable,
                     new ApiError("Database unavailable", "The database cannot be reached right now; try again shortly."));
             }
-            catch (Exception ex) when (IsTextTheDatabaseRefused(ex) && !context.Response.HasStarted)
+            catch (Exception ex) when (RefusedTextMessage(ex) is { } message && !context.Response.HasStarted)
             {
                 // Input validation refuses such text where it enters; this is the net for a place it missed.
                 context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("StreamSpace.Errors")
                     .LogWarning(ex, "The database refused text of a request to {Method} {Path}", context.Request.Method, context.Request.Path);
-                await WriteAsync(context, StatusCodes.Status400BadRequest,
-                    new ApiError("Invalid request", "The request contains text the database cannot store, such as the character U+0000 (NUL)."));
+                await WriteAsync(context, StatusCodes.Status400BadRequest, new ApiError("Invalid request", message));
             }
             catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
             {
@@ -133,15 +133,23 @@ public static class ErrorHandling
     }
 
     /// <summary>
-    /// PostgreSQL refused a text value: U+0000 (22021, "invalid byte sequence for encoding UTF8: 0x00") or a character
-    /// the database's encoding lacks (22P05). The request's fault, not the database's: a 400, never a 500 or a 503.
+    /// PostgreSQL refused a text value: U+0000 (22021, "invalid byte sequence for encoding UTF8: 0x00"), a character
+    /// the database's encoding lacks (22P05), or text longer than its <c>varchar(n)</c> column (22001, "value too long for
+    /// type character varying(n)"; SQLite stores it). The request's fault, not the database's: a 400, never a 500 or a 503.
     /// </summary>
-    public static bool IsTextTheDatabaseRefused(Exception ex)
+    public static bool IsTextTheDatabaseRefused(Exception ex) => RefusedTextMessage(ex) is not null;
+
+    /// <summary>What the client is told when <see cref="IsTextTheDatabaseRefused"/>; null for any other failure.</summary>
+    private static string? RefusedTextMessage(Exception ex)
     {
         for (var e = ex; e is not null; e = e.InnerException)
+        {
             if (e is Npgsql.PostgresException { SqlState: "22021" or "22P05" })
-                return true;
-        return false;
+                return "The request contains text the database cannot store, such as the character U+0000 (NUL).";
+            if (e is Npgsql.PostgresException { SqlState: "22001" })
+                return "The request contains text longer than the database stores for its field.";
+        }
+        return null;
     }
 
     /// <summary>A body the endpoint could not bind, in the API's words (see <see cref="JsonErrorText"/>).</summary>

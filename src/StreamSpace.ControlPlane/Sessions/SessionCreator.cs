@@ -59,11 +59,21 @@ public sealed class SessionCreator : IAsyncDisposable
     }
 
     /// <summary>
-    /// Queues the create for the next batch. Text the database would refuse (<see cref="StorableText"/>) is answered
-    /// here and never queued: PostgreSQL would fail the whole batch with it, every other caller's create included.
+    /// Queues the create for the next batch. Text the database would refuse (<see cref="StorableText"/>, or resources
+    /// longer than their columns) is answered here and never queued: PostgreSQL would fail the whole batch with it,
+    /// every other caller's create included. A template or user name is only looked up, never written unless it exists.
     /// </summary>
     public Task<SessionCreateOutcome> CreateAsync(SessionCreateRequest request, CancellationToken ct) =>
-        UnstorableField(request) is { } field ? Task.FromResult(Invalid(field, StorableText.Problem)) : _queue.EnqueueAsync(request, ct);
+        Refused(request) is { } refused ? Task.FromResult(refused) : _queue.EnqueueAsync(request, ct);
+
+    private static SessionCreateOutcome? Refused(SessionCreateRequest r)
+    {
+        if (UnstorableField(r) is { } field) return Invalid(field, StorableText.Problem);
+        // Checked by the API too; written as given into sessions.cpu and sessions.memory, 32 wide (ResourceQuantity.MaxLength).
+        if (r.Cpu is not null && !ResourceQuantity.TryParseCpu(r.Cpu, out _, out var cpuError)) return Invalid("resources.cpu", cpuError);
+        if (r.Memory is not null && !ResourceQuantity.TryParseMemory(r.Memory, out _, out var memoryError)) return Invalid("resources.memory", memoryError);
+        return null;
+    }
 
     /// <summary>Creates queued or in the batch that runs now (for diagnostics and tests).</summary>
     internal int Pending => _queue.Pending;

@@ -217,8 +217,8 @@ public sealed class AgentHub(
             return ("invalid_hello", $"sessionLimits must be at most {HelloPayload.MaxSessionLimitsLength} characters");
         if (hello.Capacity.ActiveSessions < 0 || hello.Capacity.MaxSessions < 0)
             return ("invalid_hello", "capacity figures must not be negative");
-        if (hello.Inventory.Any(i => string.IsNullOrEmpty(i.SessionId) || i.SessionId.Length > 200))
-            return ("invalid_hello", "every inventory item needs a sessionId of at most 200 characters");
+        if (hello.Inventory.Any(i => string.IsNullOrEmpty(i.SessionId) || i.SessionId.Length > Sessions.SessionNames.MaxIdLength))
+            return ("invalid_hello", $"every inventory item needs a sessionId of at most {Sessions.SessionNames.MaxIdLength} characters");
         if (hello.Inventory.Any(i => string.IsNullOrEmpty(i.State)))
             return ("invalid_hello", $"every inventory item needs a state ({ObservedStates.Starting}, {ObservedStates.Running}, {ObservedStates.Hibernated}, ...)");
         // Checked before the hello joins other agents' hellos in one UPDATE, which PostgreSQL would refuse as a whole.
@@ -286,7 +286,9 @@ public sealed class AgentHub(
                 break;
             // Parsed here, so a malformed report closes the connection at once; applied by the report pump.
             // Ids with U+0000 are malformed (PostgreSQL refuses them, and with them the batch of other agents' reports they
-            // would join); an error or reason, which may quote an app's own output, is kept with the character replaced.
+            // would join), and so is a session id longer than sessions.id (an unknown one is tracked, and reconciliation
+            // writes a stop for it); an error or reason, which may quote an app's own output, is kept with the character
+            // replaced (and cut to its column's width where it is applied).
             case MessageTypes.Ack:
                 var ack = envelope.PayloadAs<AckPayload>();
                 RequireText(envelope.Type, "commandId", ack.CommandId);
@@ -299,7 +301,7 @@ public sealed class AgentHub(
                 break;
             case MessageTypes.SessionStatus:
                 var status = envelope.PayloadAs<SessionStatusPayload>();
-                RequireText(envelope.Type, "sessionId", status.SessionId);
+                RequireText(envelope.Type, "sessionId", status.SessionId, Sessions.SessionNames.MaxIdLength);
                 RequireText(envelope.Type, "state", status.State);
                 await reports.WriteAsync(AgentReport.Of(status with { Reason = StorableText.Clean(status.Reason) }), ct);
                 break;
@@ -314,12 +316,15 @@ public sealed class AgentHub(
     /// <summary>
     /// System.Text.Json lets an explicit <c>null</c> through even for required members: a report without the id or state
     /// it is about is the wrong shape, refused here like any other (instead of failing later, in the report pump). Nor
-    /// may it hold text the database cannot store (<see cref="StorableText"/>): the report would fail the batch it joins.
+    /// may it hold text the database cannot store (<see cref="StorableText"/>, or longer than <paramref name="maxLength"/>
+    /// where it may be written): the report would fail the batch it joins.
     /// </summary>
-    private static void RequireText(string type, string field, string? value)
+    private static void RequireText(string type, string field, string? value, int? maxLength = null)
     {
         if (string.IsNullOrEmpty(value))
             throw new ProtocolException($"'{type}' payload is malformed: '{field}' must be a non-empty string.");
+        if (value.Length > maxLength)
+            throw new ProtocolException($"'{type}' payload is malformed: '{field}' must be at most {maxLength} characters.");
         if (!StorableText.IsStorable(value)) throw new ProtocolException($"'{type}' payload is malformed: '{field}' {StorableText.Problem}");
     }
 
