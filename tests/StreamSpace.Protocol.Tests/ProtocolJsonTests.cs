@@ -40,6 +40,8 @@ public class ProtocolJsonTests
     [InlineData("""{"agentId":"a","version":"1","platform":"process","inventory":[]}""",
         "'hello' payload is malformed: Required field(s) missing: capacity.")]
     [InlineData("""[]""", "'hello' payload is malformed: The payload must be a JSON object with the fields ")]
+    [InlineData("""{"agentId":"a\ud800","version":"1","platform":"process","capacity":{},"inventory":[]}""",
+        "'hello' payload is malformed: ")]
     public void A_payload_that_does_not_fit_is_refused_naming_the_field_not_a_dotnet_type(string payload, string message)
     {
         var frame = Encoding.UTF8.GetBytes($$"""{"v":1,"type":"hello","id":"m1","ts":"2026-01-02T03:04:05Z","payload":{{payload}}}""");
