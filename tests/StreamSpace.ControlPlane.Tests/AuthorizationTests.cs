@@ -57,6 +57,8 @@ public sealed class AuthorizationTests(SqliteControlPlane cp) : IClassFixture<Sq
         { "PATCH", "/api/v1/users/some-id" },
         { "DELETE", "/api/v1/users/some-id" },
         { "GET", "/api/v1/audit" },
+        { "POST", "/api/v1/agents/some-agent/drain" },
+        { "POST", "/api/v1/agents/some-agent/undrain" },
     };
 
     private static HttpRequestMessage Request(string method, string path) => new(new HttpMethod(method), path)

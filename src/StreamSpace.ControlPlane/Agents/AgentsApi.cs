@@ -38,6 +38,7 @@ public static partial class AgentsApi
         group.MapGet("/", ListAsync).RequireAuthorization(Policies.Admin);
         group.MapGet("/{agentId}", GetAsync).RequireAuthorization(Policies.Admin);
         group.MapPost("/{agentId}/drain", DrainAsync).RequireAuthorization(Policies.Admin);
+        group.MapPost("/{agentId}/undrain", UndrainAsync).RequireAuthorization(Policies.Admin);
         group.MapDelete("/{agentId}", DeleteAsync).RequireAuthorization(Policies.Admin);
         return routes;
     }
@@ -96,19 +97,32 @@ public static partial class AgentsApi
     }
 
     /// <summary>
-    /// Stops new placements on the agent; its sessions keep running until they end. Idempotent.
+    /// Stops new placements on the agent; its sessions keep running until they end. Idempotent. This is the admin's drain
+    /// (<c>agents.draining</c>): the agent's own reports never clear it, only <see cref="UndrainAsync"/> does.
     /// </summary>
-    public static async Task<Results<Ok<AgentView>, JsonHttpResult<ApiError>>> DrainAsync(
-        string agentId, HttpContext http, Db db, AuditLog audit, TimeProvider time, CancellationToken ct)
+    public static Task<Results<Ok<AgentView>, JsonHttpResult<ApiError>>> DrainAsync(
+        string agentId, HttpContext http, Db db, AuditLog audit, TimeProvider time, CancellationToken ct) =>
+        SetAdminDrainAsync(agentId, true, AuditActions.AgentDrained, http, db, audit, time, ct);
+
+    /// <summary>
+    /// Lifts the admin's drain: the agent takes new sessions again, unless it says itself that it is draining
+    /// (<see cref="AgentView.AgentDraining"/>, while it stops). Idempotent.
+    /// </summary>
+    public static Task<Results<Ok<AgentView>, JsonHttpResult<ApiError>>> UndrainAsync(
+        string agentId, HttpContext http, Db db, AuditLog audit, TimeProvider time, CancellationToken ct) =>
+        SetAdminDrainAsync(agentId, false, AuditActions.AgentUndrained, http, db, audit, time, ct);
+
+    private static async Task<Results<Ok<AgentView>, JsonHttpResult<ApiError>>> SetAdminDrainAsync(
+        string agentId, bool draining, string action, HttpContext http, Db db, AuditLog audit, TimeProvider time, CancellationToken ct)
     {
         var caller = CurrentUser.From(http.User);
         var agent = await db.InTransactionAsync(async (conn, tx) =>
         {
             var changed = await conn.ExecuteAsync(new CommandDefinition(
-                "UPDATE agents SET draining = @yes, updated_at = @now WHERE agent_id = @agentId",
-                new { agentId, yes = true, now = time.GetUtcNow() }, tx, cancellationToken: ct));
+                "UPDATE agents SET draining = @draining, updated_at = @now WHERE agent_id = @agentId",
+                new { agentId, draining, now = time.GetUtcNow() }, tx, cancellationToken: ct));
             if (changed == 0) return null;
-            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentDrained, agentId, null, http, ct);
+            await audit.WriteAsync(conn, tx, caller.Username, action, agentId, null, http, ct);
             return await FindAsync(conn, tx, agentId, ct);
         }, ct);
         return agent is null ? NotFound(agentId) : TypedResults.Ok(agent.ToView());

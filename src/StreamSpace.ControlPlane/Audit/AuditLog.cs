@@ -21,6 +21,8 @@ public static class AuditActions
     public const string AgentCreated = "agent.created";
     public const string AgentDeleted = "agent.deleted";
     public const string AgentDrained = "agent.drained";
+    /// <summary>An admin lifted their drain (<c>POST /api/v1/agents/{id}/undrain</c>).</summary>
+    public const string AgentUndrained = "agent.undrained";
     public const string TemplateChanged = "template.changed";
 }
 
