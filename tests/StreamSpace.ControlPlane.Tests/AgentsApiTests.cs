@@ -103,21 +103,24 @@ public abstract class AgentsApiTests(ControlPlaneFixture cp)
     }
 
     [Fact]
-    public async Task Only_admins_lift_a_drain()
+    public async Task Only_admins_lift_a_drain_or_rotate_a_token()
     {
         var admin = await cp.AdminClientAsync();
         var agentId = ControlPlaneFixture.Unique("guarded-");
-        await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+        var token = (await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created)).GetProperty("token").GetString()!;
         await (await admin.PostAsync($"/api/v1/agents/{agentId}/drain", null, Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
 
         var (user, _, _) = await cp.QuickUserAsync("plain");
         await (await user.PostAsync($"/api/v1/agents/{agentId}/undrain", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await user.PostAsync($"/api/v1/agents/{agentId}/rotate-token", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
         await (await cp.Client().PostAsync($"/api/v1/agents/{agentId}/undrain", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        await (await cp.Client().PostAsync($"/api/v1/agents/{agentId}/rotate-token", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
 
-        // Nothing changed: still drained by the admin, nothing audited.
+        // Nothing changed: still drained by the admin, still the same token, nothing audited.
         var agent = await (await admin.GetAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
         agent.GetProperty("adminDraining").GetBoolean().ShouldBeTrue();
-        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'agent.undrained' AND target = @agentId", new { agentId })).ShouldBe(0);
+        (await cp.ScalarAsync<string>("SELECT token_hash FROM agents WHERE agent_id = @agentId", new { agentId })).ShouldBe(AgentTokens.Hash(token));
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action IN ('agent.undrained', 'agent.token_rotated') AND target = @agentId", new { agentId })).ShouldBe(0);
     }
 
     [Fact]
