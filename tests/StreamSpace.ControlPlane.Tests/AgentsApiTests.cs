@@ -33,6 +33,8 @@ public abstract class AgentsApiTests(ControlPlaneFixture cp)
         agent.GetProperty("capacity").GetInt32().ShouldBe(10);
         agent.GetProperty("activeSessions").GetInt32().ShouldBe(0);
         agent.GetProperty("draining").GetBoolean().ShouldBeFalse();
+        agent.GetProperty("adminDraining").GetBoolean().ShouldBeFalse();
+        agent.GetProperty("agentDraining").GetBoolean().ShouldBeFalse();
         agent.GetProperty("lastHeartbeat").ValueKind.ShouldBe(JsonValueKind.Null);
         agent.GetProperty("version").ValueKind.ShouldBe(JsonValueKind.Null);
         agent.GetProperty("connectedAt").ValueKind.ShouldBe(JsonValueKind.Null);
@@ -98,6 +100,27 @@ public abstract class AgentsApiTests(ControlPlaneFixture cp)
         await (await user.DeleteAsync("/api/v1/agents/any", Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
         await (await cp.Client().GetAsync("/api/v1/agents", Ct)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
         (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM agents WHERE agent_id = 'sneaky'")).ShouldBe(0);
+    }
+
+    [Fact]
+    public async Task Only_admins_lift_a_drain_or_rotate_a_token()
+    {
+        var admin = await cp.AdminClientAsync();
+        var agentId = ControlPlaneFixture.Unique("guarded-");
+        var token = (await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created)).GetProperty("token").GetString()!;
+        await (await admin.PostAsync($"/api/v1/agents/{agentId}/drain", null, Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+
+        var (user, _, _) = await cp.QuickUserAsync("plain");
+        await (await user.PostAsync($"/api/v1/agents/{agentId}/undrain", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await user.PostAsync($"/api/v1/agents/{agentId}/rotate-token", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await cp.Client().PostAsync($"/api/v1/agents/{agentId}/undrain", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        await (await cp.Client().PostAsync($"/api/v1/agents/{agentId}/rotate-token", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+
+        // Nothing changed: still drained by the admin, still the same token, nothing audited.
+        var agent = await (await admin.GetAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        agent.GetProperty("adminDraining").GetBoolean().ShouldBeTrue();
+        (await cp.ScalarAsync<string>("SELECT token_hash FROM agents WHERE agent_id = @agentId", new { agentId })).ShouldBe(AgentTokens.Hash(token));
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action IN ('agent.undrained', 'agent.token_rotated') AND target = @agentId", new { agentId })).ShouldBe(0);
     }
 
     [Fact]

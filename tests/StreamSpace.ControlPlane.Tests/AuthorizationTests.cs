@@ -57,6 +57,9 @@ public sealed class AuthorizationTests(SqliteControlPlane cp) : IClassFixture<Sq
         { "PATCH", "/api/v1/users/some-id" },
         { "DELETE", "/api/v1/users/some-id" },
         { "GET", "/api/v1/audit" },
+        { "POST", "/api/v1/agents/some-agent/drain" },
+        { "POST", "/api/v1/agents/some-agent/undrain" },
+        { "POST", "/api/v1/agents/some-agent/rotate-token" },
     };
 
     private static HttpRequestMessage Request(string method, string path) => new(new HttpMethod(method), path)

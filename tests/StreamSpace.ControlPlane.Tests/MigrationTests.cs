@@ -68,6 +68,31 @@ public abstract class MigrationTests(DatabaseKind kind)
     }
 
     [Fact]
+    public async Task A_drain_set_before_the_agents_own_drain_was_kept_apart_stays_as_an_admins()
+    {
+        await using var database = await TestDatabase.CreateAsync(kind);
+        SchemaMigrator.MigrateUp(database.Target, 2026113009);
+        await using var db = new Db(database.Target);
+        var now = DateTimeOffset.UtcNow;
+        await using (var conn = await db.OpenAsync(TestContext.Current.CancellationToken))
+            await conn.ExecuteAsync(
+                """
+                INSERT INTO agents (agent_id, token_hash, status, platform, region, max_sessions, active_sessions, draining, created_at, updated_at)
+                VALUES ('drained', 'h1', 'offline', 'process', 'default', 10, 0, @yes, @now, @now),
+                       ('open', 'h2', 'offline', 'process', 'default', 10, 0, @no, @now, @now)
+                """, new { yes = true, no = false, now });
+
+        SchemaMigrator.MigrateUp(database.Target);
+
+        await using (var conn = await db.OpenAsync(TestContext.Current.CancellationToken))
+        {
+            var rows = (await conn.QueryAsync<(string AgentId, bool Draining, bool AgentDraining)>(
+                "SELECT agent_id, draining, agent_draining FROM agents ORDER BY agent_id")).ToList();
+            rows.ShouldBe([("drained", true, false), ("open", false, false)]);
+        }
+    }
+
+    [Fact]
     public async Task Migrating_twice_is_a_no_op()
     {
         await using var database = await TestDatabase.CreateAsync(kind);

@@ -13,7 +13,8 @@ public sealed record PlacementDecision(string? AgentId, IReadOnlyList<AgentRejec
 }
 
 /// <summary>
-/// Chooses the agent for new sessions: online, not draining, able to run the template on its platform,
+/// Chooses the agent for new sessions: online, drained neither by an admin (<c>draining</c>) nor by itself
+/// (<c>agent_draining</c>, while it stops), able to run the template on its platform,
 /// with capacity left; least loaded first. A <see cref="PlacementRound"/> runs inside the session-creating
 /// write transaction and reads load from the live-session counters the database keeps in step with <c>sessions</c>
 /// (triggers, migration M0004), so concurrent creates can never overfill an
@@ -33,8 +34,8 @@ public sealed class AgentPlacement(Db db)
     /// can only make them briefly too high, which errs on the safe side. Read the result with <see cref="ReadAsync"/>.
     /// </summary>
     public string LockSql => $"""
-        SELECT agent_id AS AgentId, status AS Status, draining AS Draining, platform AS Platform, max_sessions AS MaxSessions
-        FROM agents WHERE status = @p_online AND draining = @p_no
+        SELECT agent_id AS AgentId, status AS Status, draining AS Draining, agent_draining AS AgentDraining, platform AS Platform, max_sessions AS MaxSessions
+        FROM agents WHERE status = @p_online AND draining = @p_no AND agent_draining = @p_no
         ORDER BY agent_id{db.ForUpdate};
         SELECT agent_id, live FROM agent_live_sessions WHERE live <> 0
         """;
@@ -56,7 +57,10 @@ internal sealed record PlacementCandidate
 {
     public string AgentId { get; init; } = "";
     public string Status { get; init; } = "";
+    /// <summary>Drained by an admin.</summary>
     public bool Draining { get; init; }
+    /// <summary>The agent said it is draining (it is stopping).</summary>
+    public bool AgentDraining { get; init; }
     public string Platform { get; init; } = "";
     public int MaxSessions { get; init; }
 }
@@ -100,7 +104,7 @@ public sealed class PlacementRound
 
         // Nobody can take it: explain every registered agent, so an operator never has to guess.
         _all ??= (await _conn.QueryAsync<PlacementCandidate>(new CommandDefinition(
-            "SELECT agent_id AS AgentId, status AS Status, draining AS Draining, platform AS Platform, max_sessions AS MaxSessions FROM agents ORDER BY agent_id",
+            "SELECT agent_id AS AgentId, status AS Status, draining AS Draining, agent_draining AS AgentDraining, platform AS Platform, max_sessions AS MaxSessions FROM agents ORDER BY agent_id",
             transaction: _tx, cancellationToken: ct))).ToList();
         var reasons = _all.Select(a => new AgentRejection(a.AgentId, Explain(a, LiveOn(a.AgentId), templateName, template))).ToList();
         return new PlacementDecision(null, reasons, _all.Count);
@@ -120,6 +124,7 @@ public sealed class PlacementRound
     {
         if (agent.Status != AgentStatus.Online) return agent.Status;
         if (agent.Draining) return "draining";
+        if (agent.AgentDraining) return "draining (the agent is stopping)";
         if (!template.RunsOn(agent.Platform)) return $"platform {agent.Platform} cannot run template {templateName}";
         if (live >= agent.MaxSessions) return $"full ({live}/{agent.MaxSessions} sessions)";
         // Changed between the two reads (e.g. came online just now); the caller may simply retry.

@@ -12,20 +12,28 @@ public sealed record AgentRecord
     public long LiveSessions { get; init; }
     public string? Version { get; init; }
     public DateTimeOffset? ConnectedAt { get; init; }
+    /// <summary>Drained by an admin (<c>agents.draining</c>): stays until an admin lifts it.</summary>
     public bool Draining { get; init; }
+    /// <summary>The agent's own drain (<c>agents.agent_draining</c>): what its last hello or heartbeat said.</summary>
+    public bool AgentDraining { get; init; }
     /// <summary>What the agent said in its last hello about enforcing session cpu/memory; null when it did not say.</summary>
     public string? SessionLimits { get; init; }
 
     /// <summary>Select list over <c>agents a</c>; the live-session count is a correlated subquery so it never drifts.</summary>
     public static string Columns =>
         "a.agent_id AS AgentId, a.status AS Status, a.last_heartbeat AS LastHeartbeat, a.platform AS Platform, a.region AS Region, " +
-        "a.max_sessions AS MaxSessions, a.version AS Version, a.connected_at AS ConnectedAt, a.draining AS Draining, a.session_limits AS SessionLimits, " +
+        "a.max_sessions AS MaxSessions, a.version AS Version, a.connected_at AS ConnectedAt, a.draining AS Draining, a.agent_draining AS AgentDraining, a.session_limits AS SessionLimits, " +
         $"(SELECT COUNT(*) FROM sessions s WHERE s.agent_id = a.agent_id AND s.state IN ({Sessions.SessionState.LiveSqlList})) AS LiveSessions";
 
-    public AgentView ToView() => new(AgentId, Status, LastHeartbeat, Platform, Region, MaxSessions, (int)LiveSessions, Version, ConnectedAt, Draining, SessionLimits);
+    public AgentView ToView() => new(AgentId, Status, LastHeartbeat, Platform, Region, MaxSessions, (int)LiveSessions, Version, ConnectedAt,
+        Draining || AgentDraining, Draining, AgentDraining, SessionLimits);
 }
 
-/// <summary>An agent as the admin API shows it (design §4).</summary>
+/// <summary>
+/// An agent as the admin API shows it (design §4). <see cref="Draining"/> is whether placement skips it as draining, for
+/// either reason: <see cref="AdminDraining"/> (an admin's drain, lifted by <c>POST /api/v1/agents/{id}/undrain</c>) or
+/// <see cref="AgentDraining"/> (the agent said it is draining, as it does while it stops; its next hello clears it).
+/// </summary>
 public sealed record AgentView(
     string AgentId, string Status, DateTimeOffset? LastHeartbeat, string Platform, string Region, int Capacity,
-    int ActiveSessions, string? Version, DateTimeOffset? ConnectedAt, bool Draining, string? SessionLimits);
+    int ActiveSessions, string? Version, DateTimeOffset? ConnectedAt, bool Draining, bool AdminDraining, bool AgentDraining, string? SessionLimits);

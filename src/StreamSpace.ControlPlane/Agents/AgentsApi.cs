@@ -1,6 +1,8 @@
+using System.Net.WebSockets;
 using System.Text.RegularExpressions;
 using Dapper;
 using Microsoft.AspNetCore.Http.HttpResults;
+using StreamSpace.ControlPlane.Agents.Hub;
 using StreamSpace.ControlPlane.Audit;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
@@ -12,7 +14,7 @@ namespace StreamSpace.ControlPlane.Agents;
 
 public sealed record CreateAgentRequest(string? AgentId, string? Platform, string? Region, int? MaxSessions);
 
-/// <summary>The token is shown exactly once, here; only its hash is stored.</summary>
+/// <summary>The token is shown exactly once, here (or by a rotation); only its hash is stored.</summary>
 public sealed record CreateAgentResponse(string AgentId, string Token);
 
 /// <summary>Agent registration and administration (admin only). The live connection side is the agent hub.</summary>
@@ -38,6 +40,8 @@ public static partial class AgentsApi
         group.MapGet("/", ListAsync).RequireAuthorization(Policies.Admin);
         group.MapGet("/{agentId}", GetAsync).RequireAuthorization(Policies.Admin);
         group.MapPost("/{agentId}/drain", DrainAsync).RequireAuthorization(Policies.Admin);
+        group.MapPost("/{agentId}/undrain", UndrainAsync).RequireAuthorization(Policies.Admin);
+        group.MapPost("/{agentId}/rotate-token", RotateTokenAsync).RequireAuthorization(Policies.Admin);
         group.MapDelete("/{agentId}", DeleteAsync).RequireAuthorization(Policies.Admin);
         return routes;
     }
@@ -96,22 +100,74 @@ public static partial class AgentsApi
     }
 
     /// <summary>
-    /// Stops new placements on the agent; its sessions keep running until they end. Idempotent.
+    /// Stops new placements on the agent; its sessions keep running until they end. Idempotent. This is the admin's drain
+    /// (<c>agents.draining</c>): the agent's own reports never clear it, only <see cref="UndrainAsync"/> does.
     /// </summary>
-    public static async Task<Results<Ok<AgentView>, JsonHttpResult<ApiError>>> DrainAsync(
-        string agentId, HttpContext http, Db db, AuditLog audit, TimeProvider time, CancellationToken ct)
+    public static Task<Results<Ok<AgentView>, JsonHttpResult<ApiError>>> DrainAsync(
+        string agentId, HttpContext http, Db db, AuditLog audit, TimeProvider time, CancellationToken ct) =>
+        SetAdminDrainAsync(agentId, true, AuditActions.AgentDrained, http, db, audit, time, ct);
+
+    /// <summary>
+    /// Lifts the admin's drain: the agent takes new sessions again, unless it says itself that it is draining
+    /// (<see cref="AgentView.AgentDraining"/>, while it stops). Idempotent.
+    /// </summary>
+    public static Task<Results<Ok<AgentView>, JsonHttpResult<ApiError>>> UndrainAsync(
+        string agentId, HttpContext http, Db db, AuditLog audit, TimeProvider time, CancellationToken ct) =>
+        SetAdminDrainAsync(agentId, false, AuditActions.AgentUndrained, http, db, audit, time, ct);
+
+    private static async Task<Results<Ok<AgentView>, JsonHttpResult<ApiError>>> SetAdminDrainAsync(
+        string agentId, bool draining, string action, HttpContext http, Db db, AuditLog audit, TimeProvider time, CancellationToken ct)
     {
         var caller = CurrentUser.From(http.User);
         var agent = await db.InTransactionAsync(async (conn, tx) =>
         {
             var changed = await conn.ExecuteAsync(new CommandDefinition(
-                "UPDATE agents SET draining = @yes, updated_at = @now WHERE agent_id = @agentId",
-                new { agentId, yes = true, now = time.GetUtcNow() }, tx, cancellationToken: ct));
+                "UPDATE agents SET draining = @draining, updated_at = @now WHERE agent_id = @agentId",
+                new { agentId, draining, now = time.GetUtcNow() }, tx, cancellationToken: ct));
             if (changed == 0) return null;
-            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentDrained, agentId, null, http, ct);
+            await audit.WriteAsync(conn, tx, caller.Username, action, agentId, null, http, ct);
             return await FindAsync(conn, tx, agentId, ct);
         }, ct);
         return agent is null ? NotFound(agentId) : TypedResults.Ok(agent.ToView());
+    }
+
+    /// <summary>
+    /// Replaces the agent's token (the new one is shown once, here; only its hash is stored) and ends the old one at
+    /// once: a connect with it is refused (401), the agent's live connection is disowned (its row names no connection and
+    /// says offline) and closed — here at once, on another replica by its next heartbeat flush or disowned-connection
+    /// sweep, as after a DELETE — and a socket that authenticated with the old token but has not said hello yet is
+    /// refused at its hello. Sessions placed on the agent are left as they are: the agent, restarted with the new token,
+    /// reports them in its hello as after any reconnect.
+    /// </summary>
+    public static async Task<Results<Ok<CreateAgentResponse>, JsonHttpResult<ApiError>>> RotateTokenAsync(
+        string agentId, HttpContext http, Db db, AuditLog audit, AgentConnectionRegistry registry, TimeProvider time,
+        ILoggerFactory loggers, CancellationToken ct)
+    {
+        var caller = CurrentUser.From(http.User);
+        var token = AgentTokens.Generate();
+        var hash = AgentTokens.Hash(token);
+        var rotated = await db.InTransactionAsync(async (conn, tx) =>
+        {
+            var changed = await conn.ExecuteAsync(new CommandDefinition(
+                """
+                UPDATE agents SET token_hash = @hash, status = @offline, connection_id = NULL, updated_at = @now
+                WHERE agent_id = @agentId
+                """,
+                new { agentId, hash, offline = AgentStatus.Offline, now = time.GetUtcNow() }, tx, cancellationToken: ct));
+            if (changed == 0) return false;
+            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentTokenRotated, agentId, null, http, ct);
+            return true;
+        }, ct);
+        if (!rotated) return NotFound(agentId);
+
+        // A connection that came with the new token already (another admin's rotation racing this one) is not ours to close.
+        if (registry.Find(agentId) is { } connection && connection.TokenHash != hash)
+        {
+            loggers.CreateLogger(typeof(AgentsApi)).LogInformation(HubEvents.AgentTokenRotated,
+                "Agent {AgentId} token rotated by {Admin}; closing its connection {ConnectionId}", agentId, caller.Username, connection.ConnectionId);
+            await connection.CloseAsync(WebSocketCloseStatus.PolicyViolation, "agent token rotated");
+        }
+        return TypedResults.Ok(new CreateAgentResponse(agentId, token));
     }
 
     /// <summary>Refused while live sessions are placed on the agent: they would be orphaned with nobody to stop them.</summary>

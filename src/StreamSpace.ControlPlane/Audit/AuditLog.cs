@@ -21,6 +21,10 @@ public static class AuditActions
     public const string AgentCreated = "agent.created";
     public const string AgentDeleted = "agent.deleted";
     public const string AgentDrained = "agent.drained";
+    /// <summary>An admin lifted their drain (<c>POST /api/v1/agents/{id}/undrain</c>).</summary>
+    public const string AgentUndrained = "agent.undrained";
+    /// <summary>An admin replaced the agent's token (<c>POST /api/v1/agents/{id}/rotate-token</c>).</summary>
+    public const string AgentTokenRotated = "agent.token_rotated";
     public const string TemplateChanged = "template.changed";
 }
 

@@ -96,6 +96,21 @@ public sealed class CrossReplicaDeliveryTests_Postgres(TwoReplicaControlPlane cp
         took.ShouldBeLessThan(Identity.TokenUserLookup.MaxAge);
     }
 
+    [Fact]
+    public async Task A_token_rotated_on_one_replica_closes_the_agents_connection_on_the_other()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync("xrotate");
+        await using var agent = await ScriptedAgent.OnlineAsync(cp.ReplicaBAddress, agentId, token);
+        var admin = await cp.AdminClientAsync();
+        using (var rotate = await admin.PostAsync($"/api/v1/agents/{agentId}/rotate-token", null, TestContext.Current.CancellationToken))
+            rotate.StatusCode.ShouldBe(HttpStatusCode.OK);
+
+        // Replica A does not hold the socket: replica B's next heartbeat flush finds that the row no longer names it.
+        (await agent.ClosedByServerAsync(TimeSpan.FromSeconds(5))).ShouldBe(System.Net.WebSockets.WebSocketCloseStatus.PolicyViolation);
+        (await ScriptedAgent.RefusedUpgradeStatusAsync(cp.ReplicaBAddress, agentId, token)).ShouldBe(HttpStatusCode.Unauthorized);
+        (await cp.AgentRowAsync(agentId))!.Status.ShouldBe(Agents.AgentStatus.Offline);
+    }
+
     /// <summary>A new agent online on replica B, with a running session placed on it.</summary>
     private async Task<(ScriptedAgent Agent, string SessionId)> AgentOnReplicaBWithASessionAsync(string prefix)
     {

@@ -161,7 +161,8 @@ public abstract class HubConnectionTests(HubControlPlane cp)
         var (selfId, selfToken) = await cp.CreateAgentAsync("selfdrain");
         await using var self = await cp.OnlineAgentAsync(selfId, selfToken, heartbeat: false);
         await self.SendAsync(MessageTypes.Heartbeat, new HeartbeatPayload { ActiveSessions = 0, MaxSessions = 10, Draining = true });
-        await HubControlPlane.EventuallyAsync(async () => (await cp.AgentRowAsync(selfId))!.Draining, TimeSpan.FromSeconds(5), "the agent's own drain flag was written");
+        await HubControlPlane.EventuallyAsync(async () => (await cp.AgentRowAsync(selfId))!.AgentDraining, TimeSpan.FromSeconds(5), "the agent's own drain flag was written");
+        (await cp.AgentRowAsync(selfId))!.Draining.ShouldBeFalse("the agent's own drain is kept apart from an admin's");
     }
 
     [Fact]

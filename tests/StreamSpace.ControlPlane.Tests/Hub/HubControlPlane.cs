@@ -106,7 +106,7 @@ public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(k
     {
         await using var conn = await Db.OpenAsync(CancellationToken.None);
         return await conn.QuerySingleOrDefaultAsync<AgentRow>(
-            "SELECT status AS Status, last_heartbeat AS LastHeartbeat, connection_id AS ConnectionId, draining AS Draining, active_sessions AS ActiveSessions FROM agents WHERE agent_id = @agentId",
+            "SELECT status AS Status, last_heartbeat AS LastHeartbeat, connection_id AS ConnectionId, draining AS Draining, agent_draining AS AgentDraining, active_sessions AS ActiveSessions FROM agents WHERE agent_id = @agentId",
             new { agentId });
     }
 
@@ -162,7 +162,10 @@ public sealed record AgentRow
     public required string Status { get; init; }
     public DateTimeOffset? LastHeartbeat { get; init; }
     public string? ConnectionId { get; init; }
+    /// <summary>An admin's drain.</summary>
     public bool Draining { get; init; }
+    /// <summary>The agent's own drain, from its last hello or heartbeat.</summary>
+    public bool AgentDraining { get; init; }
     public int ActiveSessions { get; init; }
 }
 

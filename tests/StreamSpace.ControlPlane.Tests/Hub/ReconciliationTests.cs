@@ -1,4 +1,5 @@
 using System.Net.WebSockets;
+using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Agents.Hub;
 using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Sessions;
@@ -179,7 +180,7 @@ public abstract class ReconciliationTests(HubControlPlane cp)
         // session it runs now, with one it has stopped since.
         var gone = "ghost-xterm-" + Guid.NewGuid().ToString("N")[..6];
         using var socket = WebSocket.CreateFromStream(Stream.Null, new WebSocketCreationOptions());
-        using var stale = new AgentConnection(agentId, socket, TestContext.Current.CancellationToken);
+        using var stale = new AgentConnection(agentId, AgentTokens.Hash(token), socket, TestContext.Current.CancellationToken);
         stale.Inventory[gone] = ObservedStates.Running;
         var reconciler = cp.App.Services.GetRequiredService<AgentReconciler>();
         (await reconciler.ReconcileAsync(stale, TestContext.Current.CancellationToken)).ShouldBe(default(ReconcileSummary));

@@ -89,7 +89,7 @@ public sealed class ScriptedAgent : IAsyncDisposable
 
     /// <summary>Sends hello; returns the welcome, or null when refused (<see cref="Refusal"/> then says why).</summary>
     public async Task<WelcomePayload?> HelloAsync(IReadOnlyList<SessionInventoryItem>? inventory = null, string? claimedAgentId = null, int version = ProtocolVersion.Current,
-        string? sessionLimits = null)
+        string? sessionLimits = null, bool draining = false)
     {
         var hello = new HelloPayload
         {
@@ -99,6 +99,7 @@ public sealed class ScriptedAgent : IAsyncDisposable
             Region = "default",
             Capacity = new AgentCapacity { MaxSessions = 10, ActiveSessions = inventory?.Count ?? 0 },
             SessionLimits = sessionLimits,
+            Draining = draining,
             Inventory = inventory ?? [],
         };
         await SendAsync(Envelope.Create(MessageTypes.Hello, hello, DateTimeOffset.UtcNow) with { V = version });
@@ -128,7 +129,8 @@ public sealed class ScriptedAgent : IAsyncDisposable
         });
     }
 
-    public Task HeartbeatAsync() => SendAsync(MessageTypes.Heartbeat, new HeartbeatPayload { ActiveSessions = ActiveSessions, MaxSessions = 10 });
+    public Task HeartbeatAsync(bool draining = false) =>
+        SendAsync(MessageTypes.Heartbeat, new HeartbeatPayload { ActiveSessions = ActiveSessions, MaxSessions = 10, Draining = draining });
 
     public Task SendAsync<T>(string type, T payload) => SendAsync(Envelope.Create(type, payload, DateTimeOffset.UtcNow));
 

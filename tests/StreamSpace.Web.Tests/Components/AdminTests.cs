@@ -8,12 +8,13 @@ namespace StreamSpace.Web.Tests.Components;
 /// <summary>Administration pages, against canned API JSON (component level).</summary>
 public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
 {
-    private string Agents(string status, int active, bool draining = false, string? sessionLimits = null) => Json(new[]
+    private string Agents(string status, int active, bool draining = false, string? sessionLimits = null, bool adminDraining = false, bool agentDraining = false) => Json(new[]
     {
         new
         {
             agentId = "local", status, lastHeartbeat = Now.AddSeconds(-4), platform = "process", region = "here",
-            capacity = 4, activeSessions = active, version = "1.0.0", connectedAt = Now.AddMinutes(-10), draining, sessionLimits,
+            capacity = 4, activeSessions = active, version = "1.0.0", connectedAt = Now.AddMinutes(-10),
+            draining = draining || adminDraining || agentDraining, adminDraining, agentDraining, sessionLimits,
         },
     });
 
@@ -74,13 +75,42 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
     public void Drain_asks_first_then_calls_the_api()
     {
         Api.Answer("GET /api/v1/agents", Agents("online", 0))
-           .Answer("GET /api/v1/agents", Agents("online", 0, draining: true))
+           .Answer("GET /api/v1/agents", Agents("online", 0, adminDraining: true))
            .Answer("POST /api/v1/agents/local/drain", HttpStatusCode.Accepted, "");
         var cut = Render<AdminAgents>();
         cut.Find("button[aria-label='Drain local']").Click();
         cut.Find(".confirm button.danger").Click();
         cut.WaitForAssertion(() => cut.Find("tr[data-agent='local']").TextContent.ShouldContain("draining"));
         Api.RequestsTo("POST /api/v1/agents/local/drain").Count.ShouldBe(1);
+        cut.FindAll("button[aria-label='Drain local']").ShouldBeEmpty();
+        cut.Find("button[aria-label='Resume local']");
+    }
+
+    [Fact]
+    public void An_admin_drained_agent_offers_resume_which_lifts_the_drain()
+    {
+        Api.Answer("GET /api/v1/agents", Agents("online", 0, adminDraining: true))
+           .Answer("GET /api/v1/agents", Agents("online", 0))
+           .Answer("POST /api/v1/agents/local/undrain", HttpStatusCode.OK, "{}");
+        var cut = Render<AdminAgents>();
+        cut.Find("tr[data-agent='local'] .state-draining").GetAttribute("title").ShouldBe("drained by an admin until an admin resumes it");
+        cut.FindAll("button[aria-label='Drain local']").ShouldBeEmpty();
+        cut.Find("button[aria-label='Resume local']").Click();
+        cut.Find(".confirm button.danger").Click();
+        cut.WaitForAssertion(() => cut.FindAll("tr[data-agent='local'] .state-draining").ShouldBeEmpty());
+        Api.RequestsTo("POST /api/v1/agents/local/undrain").Count.ShouldBe(1);
+        cut.Find("button[aria-label='Drain local']");
+    }
+
+    [Fact]
+    public void An_agent_draining_by_itself_shows_draining_and_offers_drain_not_resume()
+    {
+        // The agent's own drain (it is stopping) is not the admin's to lift; its next start clears it.
+        Api.Answer("GET /api/v1/agents", Agents("online", 0, agentDraining: true));
+        var stopping = Render<AdminAgents>();
+        stopping.Find("tr[data-agent='local'] .state-draining").GetAttribute("title").ShouldBe("the agent is stopping; its next start clears this");
+        stopping.FindAll("button[aria-label='Resume local']").ShouldBeEmpty();
+        stopping.Find("button[aria-label='Drain local']");
     }
 
     [Fact]

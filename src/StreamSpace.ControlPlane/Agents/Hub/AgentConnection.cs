@@ -17,14 +17,17 @@ public sealed class AgentConnection : IDisposable
     private readonly SemaphoreSlim _sendLock = new(1, 1);
     private readonly CancellationTokenSource _lifetime;
 
-    public AgentConnection(string agentId, WebSocket socket, CancellationToken requestAborted)
+    public AgentConnection(string agentId, string tokenHash, WebSocket socket, CancellationToken requestAborted)
     {
         AgentId = agentId;
+        TokenHash = tokenHash;
         _socket = socket;
         _lifetime = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
     }
 
     public string AgentId { get; }
+    /// <summary>The stored hash of the token that authenticated this socket: the hello is written only while it is still the agent's.</summary>
+    public string TokenHash { get; }
     public string ConnectionId { get; } = Guid.NewGuid().ToString("N");
     /// <summary>Cancelled when the connection ends for any reason (closed, replaced, timed out, shutdown).</summary>
     public CancellationToken Lifetime => _lifetime.Token;
@@ -53,7 +56,8 @@ public sealed class AgentConnection : IDisposable
     /// <summary>Set once the agents row names this connection; its cleanup then writes offline (conditionally).</summary>
     public bool MarkedOnline { get; set; }
 
-    // Latest capacity figures, written to the agents row by the heartbeat flusher.
+    // Latest capacity figures, written to the agents row by the heartbeat flusher. Draining is the agent's own word
+    // (agents.agent_draining), never an admin's drain.
     public bool Draining { get; set; }
     public int ActiveSessions { get; set; }
 

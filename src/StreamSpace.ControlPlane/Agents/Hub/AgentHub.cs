@@ -30,9 +30,9 @@ public sealed class AgentHub(
 
     private readonly StreamSpaceOptions _options = options.Value;
 
-    public async Task RunAsync(WebSocket socket, string agentId, CancellationToken requestAborted)
+    public async Task RunAsync(WebSocket socket, string agentId, string tokenHash, CancellationToken requestAborted)
     {
-        using var connection = new AgentConnection(agentId, socket, requestAborted);
+        using var connection = new AgentConnection(agentId, tokenHash, socket, requestAborted);
         using var reader = new FrameReader();
         using var onStopping = lifetime.ApplicationStopping.Register(
             () => _ = connection.CloseAsync(WebSocketCloseStatus.EndpointUnavailable, "control plane shutting down"));
@@ -138,7 +138,7 @@ public sealed class AgentHub(
             return false;
         }
         if (!online.Registered)
-            return await RefuseAsync(connection, "unknown_agent", "this agent is no longer registered");
+            return await RefuseAsync(connection, "unknown_agent", "this agent is no longer registered, or its token was replaced");
         connection.MarkedOnline = true;
 
         if (registry.Register(connection, now) is { } replaced)

@@ -54,8 +54,9 @@ public static class AgentHubSetup
             return ApiErrors.Of(StatusCodes.Status400BadRequest, "WebSocket required",
                 "This is the agent control channel: open it as a WebSocket (GET with Upgrade: websocket).");
         var agentId = http.User.FindFirst(AgentTokenAuthentication.AgentIdClaim)!.Value;
+        var tokenHash = http.User.FindFirst(AgentTokenAuthentication.TokenHashClaim)!.Value;
         using var socket = await http.WebSockets.AcceptWebSocketAsync();
-        await hub.RunAsync(socket, agentId, http.RequestAborted);
+        await hub.RunAsync(socket, agentId, tokenHash, http.RequestAborted);
         return TypedResults.Empty;
     }
 }

@@ -11,8 +11,11 @@ namespace StreamSpace.ControlPlane.Agents.Hub;
 /// written at once; heartbeats are buffered and written in one transaction per flush, never one
 /// UPDATE per heartbeat. Every write is conditional on the connection id that owns the row, and
 /// flushes and offline writes are serialized by one gate, so a buffered heartbeat can never bring
-/// back a connection that was just marked offline. An agent can report itself draining but never clears
-/// a drain an admin set (POST /api/v1/agents/{id}/drain): the flag is only ever OR-ed in.
+/// back a connection that was just marked offline. The agent's own drain (<c>agent_draining</c>) is what its latest
+/// hello or heartbeat says, so a restarted agent saying <c>draining: false</c> clears the drain it reported while it
+/// stopped; an admin's drain (<c>draining</c>, POST /api/v1/agents/{id}/drain) is never written here. A hello marks
+/// the agent online only while the token that authenticated its socket is still the agent's token (a rotation
+/// between the upgrade and the hello refuses it).
 /// </summary>
 public sealed class AgentStatusWriter(
     Db db, AgentConnectionRegistry registry, HubMetrics metrics, IOptions<StreamSpaceOptions> options, ILogger<AgentStatusWriter> logger) : IDisposable, IAsyncDisposable
@@ -33,7 +36,7 @@ public sealed class AgentStatusWriter(
     /// <summary>
     /// Marks the agent online for <paramref name="connection"/>. Hellos arriving together (a reconnect storm after a
     /// restart) are written by one set-based UPDATE. <see cref="OnlineMark.Registered"/> is false when the agent row no
-    /// longer exists, or (<see cref="OnlineMark.Superseded"/>) when a newer hello of the same agent came in the same batch;
+    /// longer exists or no longer holds the token that authenticated the connection (rotated meanwhile), or (<see cref="OnlineMark.Superseded"/>) when a newer hello of the same agent came in the same batch;
     /// <see cref="OnlineMark.HasLiveSessions"/> says whether any live session is placed on the agent.
     /// </summary>
     public Task<OnlineMark> MarkOnlineAsync(AgentConnection connection, HelloPayload hello, DateTimeOffset now, CancellationToken ct) =>
@@ -54,11 +57,11 @@ public sealed class AgentStatusWriter(
                 var marked = (await conn.QueryAsync<(string AgentId, bool Live)>(new CommandDefinition(
                     $"""
                     UPDATE agents a SET status = @online, connection_id = v.connection_id, connected_at = v.at, last_heartbeat = v.at,
-                        version = v.version, draining = (a.draining OR v.draining), active_sessions = v.active, platform = v.platform,
+                        version = v.version, agent_draining = v.draining, active_sessions = v.active, platform = v.platform,
                         region = COALESCE(v.region, a.region), session_limits = v.session_limits, updated_at = v.at
-                    FROM unnest(@ids, @connections, @ats, @versions, @drains, @actives, @platforms, @regions, @limits)
-                        AS v(agent_id, connection_id, at, version, draining, active, platform, region, session_limits)
-                    WHERE a.agent_id = v.agent_id
+                    FROM unnest(@ids, @connections, @ats, @versions, @drains, @actives, @platforms, @regions, @limits, @hashes)
+                        AS v(agent_id, connection_id, at, version, draining, active, platform, region, session_limits, token_hash)
+                    WHERE a.agent_id = v.agent_id AND a.token_hash = v.token_hash
                     RETURNING a.agent_id, {LiveOn("a.agent_id")}
                     """,
                     new
@@ -68,7 +71,7 @@ public sealed class AgentStatusWriter(
                         ats = rows.Select(h => h.At.ToUniversalTime()).ToArray(), versions = rows.Select(h => h.Hello.Version).ToArray(),
                         drains = rows.Select(h => h.Hello.Draining).ToArray(), actives = rows.Select(h => h.Hello.Capacity.ActiveSessions).ToArray(),
                         platforms = rows.Select(h => h.Hello.Platform).ToArray(), regions = rows.Select(h => h.Hello.Region).ToArray(),
-                        limits = rows.Select(h => h.Hello.SessionLimits).ToArray(),
+                        limits = rows.Select(h => h.Hello.SessionLimits).ToArray(), hashes = rows.Select(h => h.Connection.TokenHash).ToArray(),
                     },
                     cancellationToken: ct))).ToDictionary(r => r.AgentId, r => r.Live, StringComparer.Ordinal);
                 // An earlier hello of the same agent in this batch is superseded by the later one before it was written.
@@ -81,16 +84,16 @@ public sealed class AgentStatusWriter(
                 var hasLive = await conn.QuerySingleOrDefaultAsync<bool?>(new CommandDefinition(
                     $"""
                     UPDATE agents SET status = @online, connection_id = @connectionId, connected_at = @now, last_heartbeat = @now,
-                        version = @version, draining = (draining OR @draining), active_sessions = @active, platform = @platform,
+                        version = @version, agent_draining = @draining, active_sessions = @active, platform = @platform,
                         region = COALESCE(@region, region), session_limits = @limits, updated_at = @now
-                    WHERE agent_id = @agentId
+                    WHERE agent_id = @agentId AND token_hash = @tokenHash
                     RETURNING {LiveOn("agents.agent_id")}
                     """,
                     new
                     {
                         online = AgentStatus.Online, connectionId = h.Connection.ConnectionId, now = h.At, version = h.Hello.Version, draining = h.Hello.Draining,
                         active = h.Hello.Capacity.ActiveSessions, platform = h.Hello.Platform, region = h.Hello.Region, agentId = h.Connection.AgentId,
-                        limits = h.Hello.SessionLimits,
+                        limits = h.Hello.SessionLimits, tokenHash = h.Connection.TokenHash,
                     },
                     cancellationToken: ct));
                 results.Add(hasLive is { } l ? new OnlineMark(true, l) : new OnlineMark(false, false));
@@ -167,7 +170,7 @@ public sealed class AgentStatusWriter(
                         """
                         WITH locked AS (
                             SELECT agent_id FROM agents WHERE agent_id = ANY(@ids) ORDER BY agent_id FOR NO KEY UPDATE)
-                        UPDATE agents a SET status = @online, last_heartbeat = v.at, draining = (a.draining OR v.draining),
+                        UPDATE agents a SET status = @online, last_heartbeat = v.at, agent_draining = v.draining,
                             active_sessions = v.active, updated_at = v.at
                         FROM unnest(@ids, @connections, @ats, @drains, @actives) AS v(agent_id, connection_id, at, draining, active)
                         WHERE a.agent_id = v.agent_id AND a.connection_id = v.connection_id
@@ -191,7 +194,7 @@ public sealed class AgentStatusWriter(
                 {
                     var rows = await conn.ExecuteAsync(new CommandDefinition(
                         """
-                        UPDATE agents SET status = @online, last_heartbeat = @at, draining = (draining OR @draining), active_sessions = @active, updated_at = @at
+                        UPDATE agents SET status = @online, last_heartbeat = @at, agent_draining = @draining, active_sessions = @active, updated_at = @at
                         WHERE agent_id = @agentId AND connection_id = @connectionId
                         """,
                         new

@@ -19,6 +19,11 @@ public sealed class AgentTokenAuthentication(
     public const string AgentIdHeader = "X-StreamSpace-Agent-Id";
     /// <summary>Claim carrying the authenticated agent id.</summary>
     public const string AgentIdClaim = "agent_id";
+    /// <summary>
+    /// Claim carrying the stored hash the token matched (never the token): the hello is written only while the agent
+    /// still has that token, so a socket authenticated just before a rotation cannot come online after it.
+    /// </summary>
+    public const string TokenHashClaim = "agent_token_hash";
 
     protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
     {
@@ -38,7 +43,7 @@ public sealed class AgentTokenAuthentication(
                 agentId, Context.Connection.RemoteIpAddress);
             return AuthenticateResult.Fail("invalid agent token");
         }
-        var identity = new ClaimsIdentity([new Claim(AgentIdClaim, agentId), new Claim(ClaimTypes.Name, agentId)], SchemeName);
+        var identity = new ClaimsIdentity([new Claim(AgentIdClaim, agentId), new Claim(TokenHashClaim, storedHash), new Claim(ClaimTypes.Name, agentId)], SchemeName);
         return AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), SchemeName));
     }
 

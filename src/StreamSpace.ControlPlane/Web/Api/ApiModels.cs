@@ -60,6 +60,9 @@ public sealed record AgentBody
     public string? Version { get; init; }
     public DateTimeOffset? ConnectedAt { get; init; }
     public bool Draining { get; init; }
+    /// <summary>Drained by an admin (lifted by "Resume"); <see cref="AgentDraining"/>: the agent said so itself (it is stopping).</summary>
+    public bool AdminDraining { get; init; }
+    public bool AgentDraining { get; init; }
     public string? SessionLimits { get; init; }
 }
 

@@ -110,6 +110,9 @@ public sealed class StreamSpaceApiClient(HttpClient http, AuthenticationStatePro
     public Task<ApiResult<NoContent>> DrainAgentAsync(string agentId, CancellationToken ct) =>
         SendAsync<NoContent>(HttpMethod.Post, $"api/v1/agents/{Uri.EscapeDataString(agentId)}/drain", null, ct);
 
+    public Task<ApiResult<NoContent>> UndrainAgentAsync(string agentId, CancellationToken ct) =>
+        SendAsync<NoContent>(HttpMethod.Post, $"api/v1/agents/{Uri.EscapeDataString(agentId)}/undrain", null, ct);
+
     public Task<ApiResult<NoContent>> DeleteAgentAsync(string agentId, CancellationToken ct) =>
         SendAsync<NoContent>(HttpMethod.Delete, $"api/v1/agents/{Uri.EscapeDataString(agentId)}", null, ct);
 
