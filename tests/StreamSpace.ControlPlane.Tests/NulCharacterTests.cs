@@ -139,39 +139,8 @@ public abstract class NulCharacterTests(ControlPlaneFixture cp)
     }
 
     [Fact]
-    public async Task A_create_with_a_nul_in_its_template_fails_alone_among_concurrent_creates()
-    {
-        await cp.InsertAgentAsync(ControlPlaneFixture.Unique("nul-agent"), maxSessions: 1000);
-        var (client, userId, _) = await cp.QuickUserAsync("nulbatch", maxSessions: 100);
-        var creator = cp.App.Services.GetRequiredService<SessionCreator>();
-        Task<HttpResponseMessage> Create(string template) => client.PostAsJsonAsync("/api/v1/sessions", new { template }, Ct);
-        Task Until(Func<bool> condition, string what) => HubControlPlane.EventuallyAsync(() => Task.FromResult(condition()), TimeSpan.FromSeconds(15), what);
-
-        // The creates' write lock is held here until all of them are queued, so the bad one would share a batch with good
-        // ones: on SQLite the database's write lock, on PostgreSQL the owner's row, which a create batch locks first.
-        Task<HttpResponseMessage> first, bad;
-        List<Task<HttpResponseMessage>> others;
-        var (conn, tx) = await cp.Db.BeginWriteAsync(Ct);
-        await using (conn)
-        await using (tx)
-        {
-            if (cp.Db.IsPostgres)
-                await conn.ExecuteAsync(new CommandDefinition("SELECT id FROM users WHERE id = @userId FOR UPDATE", new { userId }, tx, cancellationToken: Ct));
-            first = Create("xterm");
-            await Until(() => creator.Pending >= 1, "the first create is queued");
-            bad = Create("xterm\0");
-            await Until(() => bad.IsCompleted || creator.Pending >= 2, "the bad create is answered or queued");
-            var queued = creator.Pending;
-            others = Enumerable.Range(0, 20).Select(_ => Create("xterm")).ToList();
-            await Until(() => creator.Pending >= queued + others.Count, "the other creates are queued");
-            await tx.RollbackAsync(Ct);
-        }
-
-        await FieldIsRefusedAsync(await bad, "template");
-        foreach (var response in others.Append(first))
-            await (await response).ShouldBeJsonAsync(HttpStatusCode.Created);
-        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM sessions WHERE user_id = @userId", new { userId })).ShouldBe(21);
-    }
+    public async Task A_create_with_a_nul_in_its_template_fails_alone_among_concurrent_creates() =>
+        await FieldIsRefusedAsync(await SharedCreateBatch.OneBadAmongGoodCreatesAsync(cp, "nulbatch", "xterm\0"), "template");
 }
 
 public sealed class NulCharacterTests_Sqlite(SqliteControlPlane cp) : NulCharacterTests(cp), IClassFixture<SqliteControlPlane>;

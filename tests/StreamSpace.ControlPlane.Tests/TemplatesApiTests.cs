@@ -84,18 +84,7 @@ public abstract class TemplatesApiTests(ControlPlaneFixture cp)
     {
         var admin = await cp.AdminClientAsync();
         var name = ControlPlaneFixture.Unique("yaml-");
-        var yaml = $"""
-            name: {name}
-            displayName: From YAML
-            defaultResources:
-              cpu: 250m
-              memory: 256Mi
-            stream:
-              protocol: vnc
-              port: 5900
-            docker:
-              image: example/app:1
-            """;
+        var yaml = TemplateYaml(name, "From YAML", "docker:\n  image: example/app:1");
         var response = await admin.PostAsync($"/api/v1/templates/{name}", new StringContent(yaml, Encoding.UTF8, "application/yaml"), Ct);
         var json = await response.ShouldBeJsonAsync(HttpStatusCode.Created);
         json.GetProperty("docker").GetProperty("image").GetString().ShouldBe("example/app:1");
@@ -109,22 +98,25 @@ public abstract class TemplatesApiTests(ControlPlaneFixture cp)
         await unknownKey.ShouldBeErrorAsync(HttpStatusCode.BadRequest);
     }
 
+    /// <summary>A template in YAML with the required fields, then <paramref name="rest"/> (runtime sections and the like).</summary>
+    private static string TemplateYaml(string name, string displayName, string rest) => $"""
+        name: {name}
+        displayName: {displayName}
+        defaultResources:
+          cpu: 250m
+          memory: 256Mi
+        stream:
+          protocol: vnc
+          port: 5900
+        {rest}
+        """;
+
     [Fact]
     public async Task A_template_too_large_for_one_start_message_is_400_also_when_yaml_aliases_repeat_a_string()
     {
         var admin = await cp.AdminClientAsync();
         var name = ControlPlaneFixture.Unique("big-");
-        string Yaml(string extra) => $"""
-            name: {name}
-            displayName: Big
-            defaultResources:
-              cpu: 250m
-              memory: 256Mi
-            stream:
-              protocol: vnc
-              port: 5900
-            {extra}
-            """;
+        string Yaml(string extra) => TemplateYaml(name, "Big", extra);
         // A command of shell redirections: each '<' or '>' is six bytes in the JSON of a start command.
         var command = "xterm " + string.Concat(Enumerable.Repeat("<>", 40_000));
         var json = await (await admin.PostAsync($"/api/v1/templates/{name}",

@@ -139,6 +139,31 @@ public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(k
     }
 
     /// <summary>Polls <paramref name="condition"/> until it holds; returns how long it took, failing after <paramref name="timeout"/>.</summary>
+    /// <summary>
+    /// An agent sends a report the hub must refuse (<paramref name="sendBad"/>) while another agent completes a start
+    /// command: the first is closed with 1008, the other's report is applied and it stays online.
+    /// </summary>
+    public async Task BadReportClosesOnlyThatAgentAsync(string label, Func<ScriptedAgent, Task> sendBad)
+    {
+        var soon = TimeSpan.FromSeconds(5);
+        var (bystanderId, bystanderToken) = await CreateAgentAsync("bystander");
+        await using var bystander = await OnlineAgentAsync(bystanderId, bystanderToken);
+        var (badId, badToken) = await CreateAgentAsync(label);
+        await using var bad = await OnlineAgentAsync(badId, badToken);
+        var sessionId = await CreateSessionAsync(bystanderId, Sessions.SessionState.Pending);
+        var commandId = await EnqueueAsync(bystanderId, sessionId, Protocol.CommandTypes.SessionStart);
+        (await bystander.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
+
+        await sendBad(bad);
+        await bystander.AckAsync(commandId);
+        await bystander.ResultAsync(commandId, success: true);
+
+        (await bad.ClosedByServerAsync(soon)).ShouldBe(System.Net.WebSockets.WebSocketCloseStatus.PolicyViolation);
+        await SessionStateIsAsync(sessionId, Sessions.SessionState.Running, soon);
+        bystander.IsOpen.ShouldBeTrue();
+        (await AgentRowAsync(bystanderId))!.Status.ShouldBe(AgentStatus.Online);
+    }
+
     public static async Task<TimeSpan> EventuallyAsync(Func<Task<bool>> condition, TimeSpan timeout, string because)
     {
         var watch = Stopwatch.StartNew();
