@@ -72,10 +72,26 @@ public sealed class AuthRateLimiterTests
     public void Limiter_counts_usernames_case_insensitively_and_separately_per_client()
     {
         using var limiter = new LoginRateLimiter(Options.Create(new StreamSpaceOptions { LoginAttemptsPerUsernamePerMinute = 2, LoginAttemptsPerClientPerMinute = 100 }));
-        limiter.TryAttempt("bob", "10.0.0.1", out _).ShouldBe(LoginThrottle.None);
-        limiter.TryAttempt("BOB", "10.0.0.2", out _).ShouldBe(LoginThrottle.None);
-        limiter.TryAttempt("Bob", "10.0.0.3", out var after).ShouldBe(LoginThrottle.Username);
+        limiter.TryAttempt("bob", IPAddress.Parse("10.0.0.1"), out _).ShouldBe(LoginThrottle.None);
+        limiter.TryAttempt("BOB", IPAddress.Parse("10.0.0.2"), out _).ShouldBe(LoginThrottle.None);
+        limiter.TryAttempt("Bob", IPAddress.Parse("10.0.0.3"), out var after).ShouldBe(LoginThrottle.Username);
         after.ShouldBeGreaterThan(TimeSpan.Zero);
-        limiter.TryAttempt("carol", "10.0.0.1", out _).ShouldBe(LoginThrottle.None);
+        limiter.TryAttempt("carol", IPAddress.Parse("10.0.0.1"), out _).ShouldBe(LoginThrottle.None);
+    }
+
+    [Fact]
+    public void An_ipv6_client_counts_by_its_64_network_and_an_ipv4_one_by_its_address()
+    {
+        using var limiter = new LoginRateLimiter(Options.Create(new StreamSpaceOptions { LoginAttemptsPerUsernamePerMinute = 100, LoginAttemptsPerClientPerMinute = 2 }));
+        // One host, a new address of its /64 for every attempt.
+        limiter.TryAttempt("a", IPAddress.Parse("2001:db8:1:2::1"), out _).ShouldBe(LoginThrottle.None);
+        limiter.TryAttempt("b", IPAddress.Parse("2001:db8:1:2:ffff::9"), out _).ShouldBe(LoginThrottle.None);
+        limiter.TryAttempt("c", IPAddress.Parse("2001:db8:1:2:abcd:1:2:3"), out _).ShouldBe(LoginThrottle.Client);
+        limiter.TryAttempt("d", IPAddress.Parse("2001:db8:1:3::1"), out _).ShouldBe(LoginThrottle.None, "another /64");
+        // IPv4, also when it arrives mapped into IPv6, is one address.
+        limiter.TryAttempt("e", IPAddress.Parse("192.0.2.7"), out _).ShouldBe(LoginThrottle.None);
+        limiter.TryAttempt("f", IPAddress.Parse("::ffff:192.0.2.7"), out _).ShouldBe(LoginThrottle.None);
+        limiter.TryAttempt("g", IPAddress.Parse("192.0.2.7"), out _).ShouldBe(LoginThrottle.Client);
+        limiter.TryAttempt("h", IPAddress.Parse("192.0.2.8"), out _).ShouldBe(LoginThrottle.None);
     }
 }

@@ -35,7 +35,7 @@ public static class AuthApi
         if (!v.IsValid) return v.ToResult();
 
         var username = body!.Username!.Trim();
-        var throttle = limiter.TryAttempt(username, http.Connection.RemoteIpAddress?.ToString(), out var retryAfter);
+        var throttle = limiter.TryAttempt(username, http.Connection.RemoteIpAddress, out var retryAfter);
         // Checked before the database and the (deliberately slow) hash; throttled attempts are not audited,
         // so a flood of them costs neither CPU nor database writes.
         if (throttle != LoginThrottle.None)

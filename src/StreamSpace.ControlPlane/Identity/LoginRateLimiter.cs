@@ -9,7 +9,8 @@ public enum LoginThrottle { None, Username, Client }
 
 /// <summary>
 /// Limits login attempts per username and per client address (fixed one-minute windows), so a password
-/// cannot be guessed quickly from one address nor against one account from many addresses.
+/// cannot be guessed quickly from one address nor against one account from many addresses. An IPv6 client counts by its
+/// /64 network: one host usually holds a whole /64 and may pick any address in it for every attempt.
 /// <para>
 /// The counters live in memory, per replica, on purpose: with N replicas an attacker gets at most N times
 /// the limit, which is still slow guessing, and no login needs a database write to be throttled.
@@ -30,10 +31,10 @@ public sealed class LoginRateLimiter : IDisposable
     }
 
     /// <summary>Counts one attempt against both limits; when either is exhausted says which and for how long.</summary>
-    public LoginThrottle TryAttempt(string username, string? clientAddress, out TimeSpan retryAfter)
+    public LoginThrottle TryAttempt(string username, System.Net.IPAddress? clientAddress, out TimeSpan retryAfter)
     {
         // The client limit is checked first so that spraying many usernames from one address is counted.
-        using (var client = _byClient.AttemptAcquire(clientAddress ?? "unknown"))
+        using (var client = _byClient.AttemptAcquire(ClientKey(clientAddress)))
         {
             if (!client.IsAcquired)
             {
@@ -51,6 +52,17 @@ public sealed class LoginRateLimiter : IDisposable
         }
         retryAfter = TimeSpan.Zero;
         return LoginThrottle.None;
+    }
+
+    /// <summary>An IPv4 address (also one mapped into IPv6) as it is; an IPv6 address by its first 64 bits.</summary>
+    internal static string ClientKey(System.Net.IPAddress? address)
+    {
+        if (address is null) return "unknown";
+        if (address.IsIPv4MappedToIPv6) address = address.MapToIPv4();
+        if (address.AddressFamily != System.Net.Sockets.AddressFamily.InterNetworkV6) return address.ToString();
+        var bytes = address.GetAddressBytes();
+        Array.Clear(bytes, 8, 8);
+        return new System.Net.IPAddress(bytes) + "/64";
     }
 
     private static PartitionedRateLimiter<string> PerKey(int permitsPerWindow) =>
