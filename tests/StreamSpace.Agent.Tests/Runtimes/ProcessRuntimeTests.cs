@@ -515,6 +515,33 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_process_group_number_given_to_somebody_else_is_never_signalled()
+    {
+        var first = await NewRuntimeAsync();
+        var args = Args();
+        await first.StartAsync(args, TestContext.Current.CancellationToken);
+        var ownPgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        await first.DisposeAsync();
+        // Somebody else's process group, standing for the session's group number after the kernel reused it (the
+        // session's processes left their group and it emptied): the record names it, no recorded process is in it.
+        using var foreign = System.Diagnostics.Process.Start("/usr/bin/setsid", ["/bin/sleep", "600"])!;
+        _state.KillOnDispose(foreign.Id);
+        await TestProcesses.WaitUntilAsync(() => ProcFs.Stat(foreign.Id) is { } stat && stat.Pgid == foreign.Id, Wait, "the foreign group");
+        var record = Record(args.SessionId);
+        record["pgid"] = foreign.Id;
+        File.WriteAllText(Path.Combine(_state.Folder, "sessions", args.SessionId, "session.json"), record.ToJsonString());
+
+        var second = await NewRuntimeAsync();
+        await second.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
+        ProcFs.Stat(foreign.Id)!.Value.State.ShouldNotBe('T', "the foreign group was stopped");
+        await second.WakeAsync(args.SessionId, TestContext.Current.CancellationToken);
+        await second.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+
+        foreign.HasExited.ShouldBeFalse("the foreign group was killed");
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(ownPgid).Count == 0, Wait, "the session's own processes ended one by one");
+    }
+
+    [Fact]
     public async Task A_late_launch_signal_does_not_pass_for_the_apps_exit()
     {
         // The agent signals the leader once the launch file is there. When the leader saw the file first and already waits

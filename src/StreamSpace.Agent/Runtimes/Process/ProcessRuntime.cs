@@ -124,7 +124,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             if (session.Record.State == ObservedStates.Running && ProcFs.Stat(session.Record.Xvnc.Pid) is { State: 'T' })
             {
                 _logger.LogWarning("Session {SessionId} was left stopped by a hibernate the agent did not finish; continued", session.Record.SessionId);
-                SignalSession(session.Record.SessionId, session.Record.Pgid, Posix.SIGCONT);
+                SignalSession(session.Record, Posix.SIGCONT);
             }
         }
         _monitor = MonitorAsync(_stopping.Token);
@@ -436,17 +436,17 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             var r = session.Record;
             if (!r.Xvnc.IsAlive) throw new SessionRuntimeException($"session {sessionId} is no longer running");
-            if (!SignalSession(sessionId, r.Pgid, signal)) throw new SessionRuntimeException($"session {sessionId}: signalling its process group failed");
+            if (!SignalSession(r, signal)) throw new SessionRuntimeException($"session {sessionId}: signalling its process group failed");
             if (signal == Posix.SIGSTOP)
             {
                 try
                 {
-                    await WaitUntilStoppedAsync(sessionId, r.Pgid, ct);
+                    await WaitUntilStoppedAsync(r, ct);
                 }
                 catch (OperationCanceledException)
                 {
                     // The agent is stopping before the session is hibernated: it stays running, as the record says.
-                    SignalSession(sessionId, r.Pgid, Posix.SIGCONT);
+                    SignalSession(r, Posix.SIGCONT);
                     throw;
                 }
             }
@@ -472,17 +472,18 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     /// again (it stays running, as the failed command then reports) and the hibernate fails with the culprit. A shell
     /// waiting in the kernel for a vfork child that was stopped before its exec counts as stopped (<see cref="ProcFs.IsHeld"/>).
     /// </summary>
-    private async Task WaitUntilStoppedAsync(string sessionId, int pgid, CancellationToken ct)
+    private async Task WaitUntilStoppedAsync(ProcessSessionRecord r, CancellationToken ct)
     {
+        var sessionId = r.SessionId;
         var deadline = _time.GetTimestamp() + (long)(StopConfirmTimeout.TotalSeconds * _time.TimestampFrequency);
         while (true)
         {
-            var members = Members(sessionId, pgid);
+            var members = Members(r);
             var moving = members.Where(m => !ProcFs.IsHeld(m, members)).ToList();
             if (moving.Count == 0) return;
             if (_time.GetTimestamp() > deadline)
             {
-                SignalSession(sessionId, pgid, Posix.SIGCONT);
+                SignalSession(r, Posix.SIGCONT);
                 throw new SessionRuntimeException(
                     $"session {sessionId}: {moving.Count} process(es) did not stop within {StopConfirmTimeout.TotalSeconds:0} s " +
                     $"(pid {moving[0].Pid} in state {moving[0].State}); the session keeps running");
@@ -493,20 +494,41 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
     /// <summary>
     /// Signals the session's process group and, with a cgroup, the processes that left the group (setsid), so a
-    /// hibernated session uses no CPU at all. False when the group is gone.
+    /// hibernated session uses no CPU at all. A group that is no longer provably the session's (<see cref="OwnsGroup"/>)
+    /// is not signalled; its recorded processes that still live are, one by one. False when none of it is left.
     /// </summary>
-    private bool SignalSession(string sessionId, int pgid, int signal)
+    private bool SignalSession(ProcessSessionRecord r, int signal)
     {
-        var delivered = Posix.SignalGroup(pgid, signal);
-        foreach (var pid in _cgroups?.Members(sessionId) ?? []) Posix.Signal(pid, signal);
+        RecordedProcess[] recorded = [r.Leader, r.Xvnc, r.App];
+        var delivered = OwnsGroup(r.Pgid, recorded) && Posix.SignalGroup(r.Pgid, signal);
+        if (!delivered)
+        {
+            foreach (var process in recorded.Where(p => p.IsAlive))
+                delivered |= Posix.Signal(process.Pid, signal);
+        }
+        foreach (var pid in _cgroups?.Members(r.SessionId) ?? []) Posix.Signal(pid, signal);
         return delivered;
     }
 
-    /// <summary>The session's live processes: its process group and, with a cgroup, those that left the group.</summary>
-    private List<(int Pid, char State, int Ppid)> Members(string sessionId, int pgid)
+    /// <summary>
+    /// Whether process group <paramref name="pgid"/> is still the session's: one of its recorded processes (pid and
+    /// start time checked) still lives in it. A group whose processes all left it (setsid) and ended gives its number
+    /// back, and the kernel may hand it to somebody else's group (with pid_max at 32 768, soon): signalling the number
+    /// then would stop or kill another user's processes. While a recorded process is in the group, the number cannot
+    /// be reused.
+    /// </summary>
+    private static bool OwnsGroup(int pgid, IEnumerable<RecordedProcess> recorded) =>
+        recorded.Any(p => p.IsAlive && ProcFs.Stat(p.Pid) is { } stat && stat.Pgid == pgid);
+
+    /// <summary>The session's live processes: its process group (when still its own) and, with a cgroup, those that left the group.</summary>
+    private List<(int Pid, char State, int Ppid)> Members(ProcessSessionRecord r)
     {
-        var members = ProcFs.GroupStates(pgid).ToList();
-        foreach (var pid in _cgroups?.Members(sessionId) ?? [])
+        RecordedProcess[] recorded = [r.Leader, r.Xvnc, r.App];
+        var members = OwnsGroup(r.Pgid, recorded)
+            ? ProcFs.GroupStates(r.Pgid).ToList()
+            : [.. recorded.Where(p => p.IsAlive).Select(p => (p.Pid, Stat: ProcFs.Stat(p.Pid)))
+                .Where(x => x.Stat is not null).Select(x => (x.Pid, x.Stat!.Value.State, x.Stat.Value.Ppid))];
+        foreach (var pid in _cgroups?.Members(r.SessionId) ?? [])
         {
             if (members.All(m => m.Pid != pid) && ProcFs.Stat(pid) is { } stat && stat.State is not ('Z' or 'X'))
                 members.Add((pid, stat.State, stat.Ppid));
@@ -647,9 +669,14 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
     private async Task KillGroupAsync(int pgid, IReadOnlyList<RecordedProcess> recorded, CancellationToken ct)
     {
-        // A pgid is only signalled while one of our recorded processes still lives: otherwise the number may
-        // belong to somebody else by now.
-        if (!recorded.Any(p => p.IsAlive)) return;
+        // A pgid is only signalled while one of our recorded processes is still in it (OwnsGroup): otherwise the number
+        // may belong to somebody else by now. Then the recorded processes that live are killed one by one (the cgroup,
+        // with limits, takes the rest). Once the group is ours it stays so while it has members: the number is not reused.
+        if (!OwnsGroup(pgid, recorded))
+        {
+            foreach (var process in recorded.Where(p => p.IsAlive)) Posix.Signal(process.Pid, Posix.SIGKILL);
+            return;
+        }
         Posix.SignalGroup(pgid, Posix.SIGTERM);
         Posix.SignalGroup(pgid, Posix.SIGCONT); // a hibernated (stopped) group only sees SIGTERM once continued
         var deadline = _time.GetTimestamp() + (long)(_options.StopGracePeriod.TotalSeconds * _time.TimestampFrequency);
