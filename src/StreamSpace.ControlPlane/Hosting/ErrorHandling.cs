@@ -133,13 +133,10 @@ public static class ErrorHandling
     }
 
     /// <summary>
-    /// PostgreSQL refused a text value: U+0000 (22021, "invalid byte sequence for encoding UTF8: 0x00"), a character
+    /// What the client is told when PostgreSQL refused a text value: U+0000 (22021, "invalid byte sequence for encoding UTF8: 0x00"), a character
     /// the database's encoding lacks (22P05), or text longer than its <c>varchar(n)</c> column (22001, "value too long for
-    /// type character varying(n)"; SQLite stores it). The request's fault, not the database's: a 400, never a 500 or a 503.
+    /// type character varying(n)"; SQLite stores it). The request's fault, not the database's: a 400, never a 500 or a 503. Null for any other failure.
     /// </summary>
-    public static bool IsTextTheDatabaseRefused(Exception ex) => RefusedTextMessage(ex) is not null;
-
-    /// <summary>What the client is told when <see cref="IsTextTheDatabaseRefused"/>; null for any other failure.</summary>
     private static string? RefusedTextMessage(Exception ex)
     {
         for (var e = ex; e is not null; e = e.InnerException)

@@ -499,7 +499,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     /// </summary>
     private bool SignalSession(ProcessSessionRecord r, int signal)
     {
-        RecordedProcess[] recorded = [r.Leader, r.Xvnc, r.App];
+        var recorded = r.Processes;
         var delivered = OwnsGroup(r.Pgid, recorded) && Posix.SignalGroup(r.Pgid, signal);
         if (!delivered)
         {
@@ -523,7 +523,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     /// <summary>The session's live processes: its process group (when still its own) and, with a cgroup, those that left the group.</summary>
     private List<(int Pid, char State, int Ppid)> Members(ProcessSessionRecord r)
     {
-        RecordedProcess[] recorded = [r.Leader, r.Xvnc, r.App];
+        var recorded = r.Processes;
         var members = OwnsGroup(r.Pgid, recorded)
             ? ProcFs.GroupStates(r.Pgid).ToList()
             : [.. recorded.Where(p => p.IsAlive).Select(p => (p.Pid, Stat: ProcFs.Stat(p.Pid)))
@@ -663,7 +663,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     /// </summary>
     private async Task KillSessionAsync(ProcessSessionRecord r, CancellationToken ct)
     {
-        await KillGroupAsync(r.Pgid, [r.Leader, r.Xvnc, r.App], ct);
+        await KillGroupAsync(r.Pgid, r.Processes, ct);
         if (_cgroups is not null) await _cgroups.KillAndRemoveAsync(r.SessionId, _time, ct);
     }
 

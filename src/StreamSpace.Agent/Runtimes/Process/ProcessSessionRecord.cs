@@ -22,6 +22,10 @@ internal sealed record ProcessSessionRecord
     public required RecordedProcess Leader { get; init; }
     public required RecordedProcess Xvnc { get; init; }
     public required RecordedProcess App { get; init; }
+
+    /// <summary>The three processes the agent started and recorded (pid and start time).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public IReadOnlyList<RecordedProcess> Processes => [Leader, Xvnc, App];
     /// <summary><c>running</c> or <c>hibernated</c>.</summary>
     public required string State { get; init; }
     public DateTimeOffset StartedAt { get; init; }

@@ -23,8 +23,7 @@ public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider ti
         var agentId = connection.AgentId;
         var inventory = new Dictionary<string, string>(connection.Inventory, StringComparer.Ordinal);
         var now = time.GetUtcNow();
-        var owned = true;
-        var summary = await db.InTransactionAsync(async (conn, tx) =>
+        var summary = await db.InTransactionAsync<ReconcileSummary?>(async (conn, tx) =>
         {
             // One reconciliation per agent at a time, across connections and replicas: two passes that both
             // saw no stop command for an orphan would each enqueue one. (SQLite's writer lock does this already.)
@@ -33,8 +32,7 @@ public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider ti
             var owner = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
                 $"SELECT connection_id FROM agents WHERE agent_id = @agentId{db.ForUpdate}",
                 new { agentId }, tx, cancellationToken: ct));
-            owned = owner == connection.ConnectionId;
-            if (!owned) return default;
+            if (owner != connection.ConnectionId) return null;
             var placed = (await conn.QueryAsync<(string Id, string State)>(new CommandDefinition(
                     $"SELECT id, state FROM sessions WHERE agent_id = @agentId AND state IN ({SessionState.LiveSqlList}){db.ForUpdate}",
                     new { agentId }, tx, cancellationToken: ct)))
@@ -94,19 +92,19 @@ public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider ti
             return new ReconcileSummary(adopted, lost, ended, orphans, restopped);
         }, ct);
 
-        if (!owned)
+        if (summary is not { } done)
         {
             logger.LogInformation(HubEvents.Reconciled,
                 "Skipped reconciling agent {AgentId} on connection {ConnectionId}: the agent row names another connection (or none), so this inventory is outdated",
                 agentId, connection.ConnectionId);
             return default;
         }
-        if (summary.OrphansStopped + summary.StoppedAgain > 0) outbox.NotifyQueued(agentId);
-        if (summary != default)
+        if (done.OrphansStopped + done.StoppedAgain > 0) outbox.NotifyQueued(agentId);
+        if (done != default)
             logger.LogInformation(HubEvents.Reconciled,
                 "Reconciled agent {AgentId}: {Adopted} adopted, {Lost} lost, {Ended} ended, {Orphans} orphan(s) to stop, {Again} to stop again after a failed stop",
-                agentId, summary.Adopted, summary.Lost, summary.Ended, summary.OrphansStopped, summary.StoppedAgain);
-        return summary;
+                agentId, done.Adopted, done.Lost, done.Ended, done.OrphansStopped, done.StoppedAgain);
+        return done;
     }
 }
 
