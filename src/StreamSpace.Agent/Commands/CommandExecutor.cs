@@ -1,8 +1,10 @@
+using System.Net.WebSockets;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using StreamSpace.Agent.Connection;
 using StreamSpace.Agent.Hosting;
 using StreamSpace.Agent.Runtimes;
+using StreamSpace.Agent.Streaming;
 using StreamSpace.Protocol;
 
 namespace StreamSpace.Agent.Commands;
@@ -22,6 +24,7 @@ internal sealed class CommandExecutor
     private readonly ILogger _logger;
     private readonly Dictionary<string, Task> _tails = [];
     private readonly Lock _gate = new();
+    private readonly SessionStreams _streams = new();
 
     public CommandExecutor(ISessionRuntime runtime, CommandDedupeStore store, AgentOutbox outbox, AgentOptions options, Func<bool> draining, ILogger logger)
     {
@@ -112,10 +115,17 @@ internal sealed class CommandExecutor
                 await _runtime.StartAsync(args, ct);
                 break;
             case CommandTypes.SessionStop:
-                await _runtime.StopAsync(RequireSession(command), ct);
+                var stopping = RequireSession(command);
+                await _streams.CloseAsync(stopping, WebSocketCloseStatus.EndpointUnavailable, SessionStreams.StoppingReason);
+                await _runtime.StopAsync(stopping, ct);
                 break;
             case CommandTypes.SessionHibernate:
-                await _runtime.HibernateAsync(RequireSession(command), ct);
+                // The streams end before the processes freeze: a frozen Xvnc would keep them open, showing a still desktop
+                // as connected and queueing the viewer's input for wake. This session's stream.open commands run in this
+                // queue too, so none can open a new one until the hibernate is done (and then the runtime refuses it).
+                var hibernating = RequireSession(command);
+                await _streams.CloseAsync(hibernating, WebSocketCloseStatus.EndpointUnavailable, SessionStreams.HibernatingReason);
+                await _runtime.HibernateAsync(hibernating, ct);
                 break;
             case CommandTypes.SessionWake:
                 await _runtime.WakeAsync(RequireSession(command), ct);
@@ -131,18 +141,27 @@ internal sealed class CommandExecutor
     /// <summary>
     /// Succeeds once the data socket is established and spliced to the session's VNC endpoint; the bytes
     /// then flow on their own task, so a long-lived stream never holds the executor or the reader. The pump
-    /// is not tied to this command's token: it ends when either side closes.
+    /// is not tied to this command's token: it ends when either side closes, or when the session's hibernate
+    /// or stop closes it (the bridge is in <see cref="_streams"/> before this command succeeds).
     /// </summary>
     private async Task OpenStreamAsync(string sessionId, StreamOpenArgs args, CancellationToken ct)
     {
-        var bridge = await Streaming.StreamBridge.ConnectAsync(
+        var bridge = await StreamBridge.ConnectAsync(
             new Uri(_options.ControlPlaneUrl), args, token => _runtime.ConnectVncAsync(sessionId, token), _logger, ct);
+        _streams.Add(sessionId, bridge);
         _ = Task.Run(async () =>
         {
             await using (bridge)
             {
-                var outcome = await bridge.PumpAsync(CancellationToken.None);
-                _logger.LogInformation("Stream {StreamId} of session {SessionId} ended: {Outcome}", args.StreamId, sessionId, outcome);
+                try
+                {
+                    var outcome = await bridge.PumpAsync(CancellationToken.None);
+                    _logger.LogInformation("Stream {StreamId} of session {SessionId} ended: {Outcome}", args.StreamId, sessionId, outcome);
+                }
+                finally
+                {
+                    _streams.Remove(sessionId, bridge);
+                }
             }
         }, CancellationToken.None);
     }

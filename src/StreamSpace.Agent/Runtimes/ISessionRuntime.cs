@@ -40,4 +40,10 @@ public sealed class SessionRuntimeException : Exception
     public SessionRuntimeException(string message) : base(message) { }
     public SessionRuntimeException(string message, Exception inner) : base(message, inner) { }
     public SessionRuntimeException() { }
+
+    /// <summary>
+    /// Set when the failure is the session's state rather than a fault (a stream asked of a hibernated session):
+    /// what a viewer is told, as the close reason of its stream.
+    /// </summary>
+    public string? ViewerReason { get; init; }
 }

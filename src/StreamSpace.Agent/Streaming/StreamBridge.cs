@@ -18,6 +18,8 @@ namespace StreamSpace.Agent.Streaming;
 /// _ = Task.Run(async () => { await using (bridge) await bridge.PumpAsync(stoppingToken); });
 /// return success;   // ConnectAsync throwing = the command's failure (reason in the exception)
 /// </code>
+/// The executor keeps each session's open bridges (<see cref="SessionStreams"/>) and ends them with
+/// <see cref="CloseAsync"/> before it hibernates or stops the session.
 /// </remarks>
 public sealed class StreamBridge : IAsyncDisposable
 {
@@ -39,6 +41,8 @@ public sealed class StreamBridge : IAsyncDisposable
     private readonly Stream _vnc;
     private readonly string _streamId;
     private readonly ILogger _logger;
+    private readonly TaskCompletionSource<(WebSocketCloseStatus Status, string Reason)> _closeRequest =
+        new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private StreamBridge(ClientWebSocket socket, Stream vnc, string streamId, ILogger logger)
     {
@@ -102,7 +106,11 @@ public sealed class StreamBridge : IAsyncDisposable
         catch (Exception ex)
         {
             logger.LogWarning(ex, "Stream {StreamId}: could not connect to the session's VNC endpoint", args.StreamId);
-            await CloseQuietlyAsync(socket, WebSocketCloseStatus.InternalServerError, "The agent could not connect to the session's display.");
+            // A session that cannot be viewed right now (hibernated) says why; anything else is the agent's failure.
+            var (status, reason) = ex is SessionRuntimeException { ViewerReason: { } why }
+                ? (WebSocketCloseStatus.EndpointUnavailable, why)
+                : (WebSocketCloseStatus.InternalServerError, "The agent could not connect to the session's display.");
+            await CloseQuietlyAsync(socket, status, reason);
             socket.Dispose();
             if (ex is OperationCanceledException && timer.IsCancellationRequested && !ct.IsCancellationRequested)
                 throw new SessionRuntimeException($"the session's VNC endpoint did not answer within {timeout.TotalSeconds:0.#} s", ex);
@@ -112,14 +120,39 @@ public sealed class StreamBridge : IAsyncDisposable
         return new StreamBridge(socket, vnc, args.StreamId, logger);
     }
 
-    /// <summary>Pumps both directions until one ends, then closes both.</summary>
+    /// <summary>
+    /// Ends the stream for the agent's own reason (the session is about to be hibernated or stopped): the VNC
+    /// connection is closed before this returns, so not one more byte of the viewer's input reaches the session (a
+    /// stopped Xvnc would find it queued in the kernel and replay it on wake); the data socket is then closed with
+    /// <paramref name="status"/> and <paramref name="reason"/>, which the control plane passes on to the viewer.
+    /// </summary>
+    public async Task CloseAsync(WebSocketCloseStatus status, string reason)
+    {
+        _closeRequest.TrySetResult((status, reason));
+        await _vnc.DisposeAsync();
+    }
+
+    /// <summary>Pumps both directions until one ends or <see cref="CloseAsync"/> is called, then closes both.</summary>
     public async Task<StreamBridgeResult> PumpAsync(CancellationToken ct)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var toVnc = RelayCopier.CopyAsync(_socket, _vnc, cts.Token);
         var toControlPlane = RelayCopier.CopyAsync(_vnc, _socket, cts.Token);
-        var first = await Task.WhenAny(toVnc, toControlPlane);
-        var result = ToBridgeResult((await first).Result);
+        var first = await Task.WhenAny(toVnc, toControlPlane, _closeRequest.Task);
+        if (_closeRequest.Task.IsCompleted)
+        {
+            // Closing the VNC connection (done by CloseAsync) fails both copies' use of it, whichever ended first.
+            var (status, reason) = await _closeRequest.Task;
+            await _vnc.DisposeAsync();
+            if (await Task.WhenAny(toControlPlane, Task.Delay(CloseTimeout, CancellationToken.None)) != toControlPlane) await cts.CancelAsync();
+            await toControlPlane;
+            await CloseQuietlyAsync(_socket, status, reason);
+            if (await Task.WhenAny(toVnc, Task.Delay(CloseTimeout, CancellationToken.None)) != toVnc) await cts.CancelAsync();
+            await toVnc;
+            _logger.LogInformation("Stream {StreamId} closed by the agent: {Reason}", _streamId, reason);
+            return StreamBridgeResult.ClosedByAgent;
+        }
+        var result = ToBridgeResult((await (first == toVnc ? toVnc : toControlPlane)).Result);
 
         if (first == toControlPlane)
         {

@@ -11,4 +11,6 @@ public enum StreamBridgeResult
     OutputError,
     /// <summary>The agent cancelled the bridge (shutdown).</summary>
     Canceled,
+    /// <summary>The agent ended the stream with a reason for the viewer (its session is being hibernated or stopped).</summary>
+    ClosedByAgent,
 }

@@ -536,9 +536,37 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         return members;
     }
 
+    /// <summary>
+    /// Connects to the session's Xvnc. A hibernated session is refused with the reason: its stopped Xvnc would take
+    /// the connection into its backlog and never answer it (the viewer waiting on a black "Connecting…" screen), and
+    /// replay whatever the viewer sent into it on wake. Under the session's gate, so a hibernate cannot stop Xvnc
+    /// between the look at the state and the connect.
+    /// </summary>
     public async Task<Stream> ConnectVncAsync(string sessionId, CancellationToken ct)
     {
         var session = _sessions.GetValueOrDefault(sessionId) ?? throw new SessionRuntimeException($"session {sessionId} is not on this agent");
+        await session.Gate.WaitAsync(ct);
+        try
+        {
+            if (!_sessions.ContainsKey(sessionId)) throw new SessionRuntimeException($"session {sessionId} is not on this agent");
+            if (session.Record.State == ObservedStates.Hibernated)
+            {
+                throw new SessionRuntimeException($"session {sessionId} is hibernated: wake it to view it")
+                {
+                    ViewerReason = "The session is hibernated.",
+                };
+            }
+            return await ConnectXvncAsync(session, ct);
+        }
+        finally
+        {
+            session.Gate.Release();
+        }
+    }
+
+    private async Task<Stream> ConnectXvncAsync(ProcessSession session, CancellationToken ct)
+    {
+        var sessionId = session.Record.SessionId;
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
