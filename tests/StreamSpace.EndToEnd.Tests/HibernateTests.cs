@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Http.Json;
+using System.Net.WebSockets;
+using System.Text;
 using System.Text.Json;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.EndToEnd.Tests.Infrastructure;
@@ -74,6 +76,40 @@ public sealed class HibernateTests
         ReadCounter(counterFile).ShouldBeGreaterThan(frozenAt);
         CpuTicks(pids).ShouldBeGreaterThanOrEqualTo(cpuAfter);
         foreach (var pid in pids.Where(p => File.Exists($"/proc/{p}/stat"))) ProcessState(pid).ShouldNotBe('T', $"pid {pid} runs again");
+    }
+
+    [Fact]
+    public async Task An_open_viewer_is_told_the_session_is_being_hibernated_instead_of_watching_a_frozen_desktop()
+    {
+        await using var platform = await Platform.StartAsync(DatabaseKind.Sqlite, heartbeatSeconds: 2);
+        var admin = await platform.AdminAsync();
+        await platform.AddAgentAsync("agent-hibernate-viewer", "process");
+        await Platform.WaitUntilAsync(async () => await admin.AgentStatusAsync("agent-hibernate-viewer") == "online", TimeSpan.FromSeconds(10), "agent online");
+        var id = (await admin.CreateSessionAsync("xterm")).GetProperty("id").GetString()!;
+        await admin.WaitForSessionStateAsync(id, "running", TimeSpan.FromSeconds(60));
+
+        using var ticket = await admin.PostAsync($"/api/v1/sessions/{id}/viewer-ticket", null);
+        var url = JsonDocument.Parse(await ticket.Content.ReadAsStringAsync()).RootElement.GetProperty("url").GetString()!;
+        using var viewer = new ClientWebSocket();
+        viewer.Options.AddSubProtocol("binary");
+        await viewer.ConnectAsync(new Uri($"ws://127.0.0.1:{platform.Port}{url}"), TestContext.Current.CancellationToken);
+        var buffer = new byte[64 * 1024];
+        using (var banner = new CancellationTokenSource(TimeSpan.FromSeconds(20)))
+        {
+            var first = await viewer.ReceiveAsync(buffer.AsMemory(), banner.Token);
+            Encoding.ASCII.GetString(buffer, 0, first.Count).ShouldStartWith("RFB 003.00", Case.Sensitive, "the stream is live");
+        }
+
+        using (var hibernate = await admin.PostAsync($"/api/v1/sessions/{id}/hibernate", null))
+            hibernate.StatusCode.ShouldBe(HttpStatusCode.Accepted, await hibernate.Content.ReadAsStringAsync());
+        // Agent → control plane → viewer: the stream ends with the agent's reason, within a few seconds of the request.
+        using (var closing = new CancellationTokenSource(TimeSpan.FromSeconds(10)))
+        {
+            while ((await viewer.ReceiveAsync(buffer.AsMemory(), closing.Token)).MessageType != WebSocketMessageType.Close) { }
+        }
+        viewer.CloseStatus.ShouldBe(WebSocketCloseStatus.EndpointUnavailable);
+        viewer.CloseStatusDescription.ShouldBe("The session is being hibernated.");
+        await admin.WaitForSessionStateAsync(id, "hibernated", TimeSpan.FromSeconds(30));
     }
 
     private static async Task CreateCounterTemplateAsync(HttpClient admin)
