@@ -85,6 +85,8 @@ internal sealed class ControlConnection : IAsyncDisposable
         _socket.Options.SetRequestHeader("Authorization", $"Bearer {_options.Token}");
         _socket.Options.SetRequestHeader("X-StreamSpace-Agent-Id", _options.AgentId);
         _socket.Options.KeepAliveInterval = _options.KeepAliveInterval;
+        // Pings that must be answered: without a timeout .NET sends unsolicited pongs and never notices a silent peer.
+        _socket.Options.KeepAliveTimeout = _options.KeepAliveTimeout;
         _socket.Options.CollectHttpResponseDetails = true;
         var uri = _options.ConnectUri();
         try
@@ -164,6 +166,11 @@ internal sealed class ControlConnection : IAsyncDisposable
         catch (WebSocketException ex)
         {
             _logger.LogWarning("Control connection {ConnectionId} broke: {Error}", ConnectionId, ex.Message);
+        }
+        catch (OperationCanceledException ex) when (ex.InnerException is WebSocketException inner)
+        {
+            // A keep-alive ping went unanswered: the socket aborts itself and the pending receive ends like this.
+            _logger.LogWarning("Control connection {ConnectionId} broke: {Error}", ConnectionId, inner.Message);
         }
     }
 

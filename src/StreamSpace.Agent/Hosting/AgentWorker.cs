@@ -84,12 +84,13 @@ public sealed class AgentWorker : BackgroundService
             {
                 await connection.RunAsync(_backoff.Reset, ct);
             }
-            catch (Exception ex) when (ex is not OperationCanceledException)
-            {
-                _logger.LogError(ex, "Control connection failed unexpectedly");
-            }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
+            }
+            catch (Exception ex)
+            {
+                // Whatever broke this connection, the agent dials again: only shutting down ends the loop.
+                _logger.LogError(ex, "Control connection failed unexpectedly");
             }
             finally
             {

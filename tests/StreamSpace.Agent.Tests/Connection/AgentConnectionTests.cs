@@ -217,6 +217,29 @@ public class AgentConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Control_plane_that_goes_silent_without_closing_is_given_up_on_after_the_keep_alive_timeout()
+    {
+        // The peer vanishes without FIN or RST (its node died, a NAT forgot the flow): only unanswered pings can tell.
+        await using var proxy = new TcpProxy(new Uri(_cp.Url));
+        var options = Options();
+        options.ControlPlaneUrl = proxy.Url;
+        options.KeepAliveInterval = TimeSpan.FromMilliseconds(500);
+        options.KeepAliveTimeout = TimeSpan.FromSeconds(1);
+        var worker = await StartAgentAsync(new InstrumentedRuntime(), options);
+        var first = await _cp.NextConnectionAsync();
+        (await first.ReceiveAsync(Wait)).Type.ShouldBe(MessageTypes.Heartbeat);
+        worker.Connected.ShouldBeTrue();
+
+        proxy.SilenceOpenConnections();
+        var stopwatch = Stopwatch.StartNew();
+        var second = await _cp.NextConnectionAsync();
+        stopwatch.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(3.5), "keep-alive interval + timeout (1.5 s), then at most 0.5 s of backoff");
+        second.Hello.AgentId.ShouldBe(TestControlPlane.AgentId);
+        proxy.Accepted.ShouldBe(2);
+        _log.Contains("broke: ", LogLevel.Warning).ShouldBeTrue("the dead connection is reported");
+    }
+
+    [Fact]
     public async Task Drain_sends_a_draining_heartbeat_closes_cleanly_and_keeps_sessions()
     {
         var runtime = new InstrumentedRuntime();
