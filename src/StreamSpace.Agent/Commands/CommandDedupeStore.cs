@@ -16,6 +16,11 @@ internal enum CommandAdmission
     AlreadyRunning,
     /// <summary>Seen and finished: re-ack and re-send the stored result.</summary>
     AlreadyFinished,
+    /// <summary>
+    /// First time seen, but the state folder could not record it: it must not execute (a redelivery after a restart
+    /// could not know it ran). Answer the stored failed result, which names the reason.
+    /// </summary>
+    NotRecorded,
 }
 
 /// <summary>
@@ -25,6 +30,11 @@ internal enum CommandAdmission
 /// </summary>
 internal sealed class CommandDedupeStore
 {
+    /// <summary>Why a command that may have half-happened is answered failed instead of running again (docs/protocol.md).</summary>
+    public const string InterruptedError = "the agent restarted while the command ran";
+    /// <summary>Why a command is refused when its admission cannot be persisted; the I/O error follows.</summary>
+    public const string NotRecordedError = "the agent cannot record commands in its state folder";
+
     private static readonly JsonSerializerOptions Json = new(ProtocolJson.Options);
 
     private readonly string _folder;
@@ -70,9 +80,9 @@ internal sealed class CommandDedupeStore
                 record = record with
                 {
                     FinishedAt = _time.GetUtcNow(),
-                    Result = new ResultPayload { CommandId = record.CommandId, Success = false, Error = "the agent restarted while the command ran" },
+                    Result = new ResultPayload { CommandId = record.CommandId, Success = false, Error = InterruptedError },
                 };
-                Persist(record);
+                TryPersist(record);
             }
             _records[record.CommandId] = record;
         }
@@ -90,21 +100,37 @@ internal sealed class CommandDedupeStore
                 return existing.Result is null ? CommandAdmission.AlreadyRunning : CommandAdmission.AlreadyFinished;
             }
             var record = new CommandRecord { CommandId = command.CommandId, Type = command.Type, SessionId = command.SessionId, ReceivedAt = _time.GetUtcNow() };
-            Persist(record);
+            try
+            {
+                Persist(record);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Not executed, so failing it is the truth; kept in memory so a redelivery gets the same answer.
+                _logger.LogError("Cannot record command {CommandId} in {Folder}, refusing it: {Error}", command.CommandId, _folder, ex.Message);
+                storedResult = new ResultPayload { CommandId = command.CommandId, Success = false, Error = $"{NotRecordedError}: {ex.Message}" };
+                _records[command.CommandId] = record with { FinishedAt = _time.GetUtcNow(), Result = storedResult };
+                return CommandAdmission.NotRecorded;
+            }
             _records[command.CommandId] = record;
             storedResult = null;
             return CommandAdmission.Execute;
         }
     }
 
+    /// <summary>
+    /// Stores the result of an executed command. Never throws for the state folder: a result that cannot be persisted
+    /// is still kept in memory and must still be sent; only a redelivery after an agent restart will miss it (and get
+    /// the interrupted answer, since the running record is on disk).
+    /// </summary>
     public void Complete(ResultPayload result)
     {
         lock (_gate)
         {
             if (!_records.TryGetValue(result.CommandId, out var record)) return;
             record = record with { Result = result, FinishedAt = _time.GetUtcNow() };
-            Persist(record);
             _records[result.CommandId] = record;
+            TryPersist(record);
         }
     }
 
@@ -119,13 +145,33 @@ internal sealed class CommandDedupeStore
                 lock (_gate)
                 {
                     _records.TryRemove(record.CommandId, out _);
-                    File.Delete(PathOf(record.CommandId));
+                    try
+                    {
+                        File.Delete(PathOf(record.CommandId));
+                    }
+                    catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                    {
+                        _logger.LogWarning("Cannot delete the expired command record of {CommandId}: {Error}", record.CommandId, ex.Message);
+                    }
                 }
             }
         }
     }
 
     public int Count => _records.Count;
+
+    private void TryPersist(CommandRecord record)
+    {
+        try
+        {
+            Persist(record);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            _logger.LogError("Cannot record the result of command {CommandId} in {Folder}; it is kept in memory until the agent restarts: {Error}",
+                record.CommandId, _folder, ex.Message);
+        }
+    }
 
     private void Persist(CommandRecord record)
     {

@@ -13,7 +13,7 @@ internal enum ConnectionOutcome
 {
     /// <summary>Never got a welcome (unreachable, 401, refused, timeout): back off.</summary>
     HandshakeFailed,
-    /// <summary>Was welcomed, then the connection closed or broke: reconnect (backoff was reset).</summary>
+    /// <summary>Was welcomed, then the connection closed or broke: reconnect (backoff was reset if it stayed up a heartbeat interval).</summary>
     Closed,
 }
 
@@ -55,16 +55,20 @@ internal sealed class ControlConnection : IAsyncDisposable
 
     public string? ConnectionId { get; private set; }
 
-    /// <summary>Connects and runs until the connection ends. <paramref name="welcomed"/> fires right after a welcome.</summary>
-    public async Task<ConnectionOutcome> RunAsync(Action welcomed, CancellationToken ct)
+    /// <summary>
+    /// Connects and runs until the connection ends. <paramref name="stayedUp"/> fires once the welcomed connection stayed
+    /// up for one heartbeat interval: a connection the control plane welcomes and then drops at once (it fails on every
+    /// hello, or a command kills the connection each time it is redelivered) must not reset the backoff into a hot loop.
+    /// </summary>
+    public async Task<ConnectionOutcome> RunAsync(Action stayedUp, CancellationToken ct)
     {
         var heartbeatInterval = await HandshakeAsync(ct);
         if (heartbeatInterval is null) return ConnectionOutcome.HandshakeFailed;
-        welcomed();
 
         using var loops = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var writer = WriteLoopAsync(loops.Token);
         var heartbeat = HeartbeatLoopAsync(heartbeatInterval.Value, loops.Token);
+        var stable = CallWhenStableAsync(heartbeatInterval.Value, stayedUp, loops.Token);
         try
         {
             await ReadLoopAsync(loops.Token);
@@ -72,9 +76,21 @@ internal sealed class ControlConnection : IAsyncDisposable
         finally
         {
             await loops.CancelAsync();
-            await Task.WhenAll(writer, heartbeat);
+            await Task.WhenAll(writer, heartbeat, stable);
         }
         return ConnectionOutcome.Closed;
+    }
+
+    private async Task CallWhenStableAsync(TimeSpan after, Action stayedUp, CancellationToken ct)
+    {
+        try
+        {
+            await Task.Delay(after, _time, ct);
+            stayedUp();
+        }
+        catch (OperationCanceledException)
+        {
+        }
     }
 
     /// <summary>Connect, hello, welcome. Null when the control plane is unreachable, rejects us or refuses the hello.</summary>
@@ -157,7 +173,16 @@ internal sealed class ControlConnection : IAsyncDisposable
             {
                 var envelope = await ReceiveAsync(ct);
                 if (envelope is null) return;
-                Handle(envelope);
+                try
+                {
+                    Handle(envelope);
+                }
+                catch (Exception ex)
+                {
+                    // One message the agent could not handle must not cost the connection: dropping it would only
+                    // bring the same message back after the reconnect, again and again.
+                    _logger.LogError(ex, "Handling {Type} message {MessageId} failed", envelope.Type, envelope.Id);
+                }
             }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -203,6 +228,10 @@ internal sealed class ControlConnection : IAsyncDisposable
                     case CommandAdmission.AlreadyFinished:
                         _logger.LogInformation("Command {CommandId} redelivered after it finished: re-sending its result", command.CommandId);
                         _outbox.Post(MessageTypes.Result, stored!, envelope.Id);
+                        break;
+                    case CommandAdmission.NotRecorded:
+                        _logger.LogWarning("Command {CommandId} ({Type}, session {SessionId}) not executed: {Error}", command.CommandId, command.Type, command.SessionId, stored!.Error);
+                        _outbox.Post(MessageTypes.Result, stored, envelope.Id);
                         break;
                 }
                 break;

@@ -9,7 +9,7 @@ namespace StreamSpace.Agent.Hosting;
 
 /// <summary>
 /// The agent: keeps one control connection to the control plane alive (reconnecting with full-jitter backoff,
-/// reset after each welcome), executes commands at most once and reports observations. On shutdown it
+/// reset once a connection stayed up for a heartbeat interval), executes commands at most once and reports observations. On shutdown it
 /// drains: refuses new sessions, tells the control plane, closes the socket cleanly and leaves every running
 /// session alive for the next agent process to re-adopt. The standalone agent and the embedded one run this.
 /// </summary>

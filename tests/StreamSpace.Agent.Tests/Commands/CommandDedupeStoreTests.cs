@@ -83,6 +83,27 @@ public class CommandDedupeStoreTests : IDisposable
     }
 
     [Fact]
+    public void A_command_the_state_folder_cannot_record_is_refused_with_the_reason_and_never_executed()
+    {
+        var store = NewStore();
+        store.Admit(Command("running"), out _).ShouldBe(CommandAdmission.Execute);
+        _state.BreakCommandsFolder();
+
+        store.Admit(Command("c1"), out var refused).ShouldBe(CommandAdmission.NotRecorded);
+        refused!.Success.ShouldBeFalse();
+        refused.Error!.ShouldStartWith("the agent cannot record commands in its state folder: ");
+        store.Admit(Command("c1"), out var again).ShouldBe(CommandAdmission.AlreadyFinished, "a redelivery gets the same answer, never an execution");
+        again.ShouldBe(refused);
+
+        // A finished command whose result cannot be written is still finished (in memory).
+        Should.NotThrow(() => store.Complete(new ResultPayload { CommandId = "running", Success = true }));
+        store.Admit(Command("running"), out var completed).ShouldBe(CommandAdmission.AlreadyFinished);
+        completed!.Success.ShouldBeTrue();
+        _time.Advance(TimeSpan.FromHours(25));
+        Should.NotThrow(store.Prune);
+    }
+
+    [Fact]
     public void Hostile_command_ids_never_become_paths()
     {
         var store = NewStore();

@@ -212,7 +212,7 @@ public class AgentConnectionTests : IAsyncLifetime
         await first.CloseAsync();
         var stopwatch = Stopwatch.StartNew();
         var second = await _cp.NextConnectionAsync();
-        stopwatch.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(2), "backoff was reset by the welcome: first retry within 0.5 s");
+        stopwatch.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(2), "first retry within 0.5 s");
         second.Hello.AgentId.ShouldBe(TestControlPlane.AgentId);
     }
 
@@ -237,6 +237,39 @@ public class AgentConnectionTests : IAsyncLifetime
         second.Hello.AgentId.ShouldBe(TestControlPlane.AgentId);
         proxy.Accepted.ShouldBe(2);
         _log.Contains("broke: ", LogLevel.Warning).ShouldBeTrue("the dead connection is reported");
+    }
+
+    [Fact]
+    public async Task Command_the_state_folder_cannot_record_is_answered_failed_and_the_connection_stays_up()
+    {
+        var runtime = new InstrumentedRuntime();
+        await StartAgentAsync(runtime);
+        var connection = await _cp.NextConnectionAsync();
+        _state.BreakCommandsFolder(); // disk full, read-only or gone: writing the command's record fails, also as root
+
+        await connection.SendCommandAsync("unrecordable", CommandTypes.SessionStart, "alice-xterm-uuuuuu", StartArgs.For("alice-xterm-uuuuuu"));
+        // Two heartbeats after the result: the same connection is still up a while later.
+        var received = await connection.CollectAsync(r => Has(r, MessageTypes.Result, "unrecordable")
+            && r.Skip(r.FindIndex(e => e.Type == MessageTypes.Result)).Count(e => e.Type == MessageTypes.Heartbeat) >= 2, Wait);
+
+        Has(received, MessageTypes.Ack, "unrecordable").ShouldBeTrue();
+        var result = ResultOf(received, "unrecordable");
+        result.Success.ShouldBeFalse();
+        result.Error!.ShouldStartWith("the agent cannot record commands in its state folder: ");
+        runtime.Starts.ShouldBe(0, "a command the agent cannot record is never executed");
+        _cp.Attempts.ShouldBe(1, "no reconnect");
+    }
+
+    [Fact]
+    public async Task Connection_dropped_right_after_each_welcome_is_retried_with_growing_backoff_not_in_a_hot_loop()
+    {
+        _cp.CloseAfterWelcome = true;
+        // Jitter pinned to the top of the range: delays 0.5 s, 1 s, 2 s, ... as long as no connection stays up a heartbeat (1 s).
+        await StartAgentAsync(new InstrumentedRuntime(), random: new FixedRandom(0.999));
+
+        await Task.Delay(TimeSpan.FromSeconds(2.6), TestContext.Current.CancellationToken);
+
+        _cp.Attempts.ShouldBeInRange(2, 4);
     }
 
     [Fact]
