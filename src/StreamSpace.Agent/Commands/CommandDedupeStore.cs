@@ -42,6 +42,8 @@ internal sealed class CommandDedupeStore
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, CommandRecord> _records = new();
+    /// <summary>Record files that could not be read at load (path → when found): their command ids are only known by hash.</summary>
+    private readonly ConcurrentDictionary<string, DateTimeOffset> _unreadable = new();
     private readonly Lock _gate = new();
 
     public CommandDedupeStore(string stateFolder, TimeSpan retention, TimeProvider time, ILogger logger)
@@ -52,8 +54,12 @@ internal sealed class CommandDedupeStore
         _logger = logger;
     }
 
-    /// <summary>Loads the persisted records. A command that was running when the agent died is finished as failed:
-    /// it may have half-happened, and running it again would break at-most-once.</summary>
+    /// <summary>
+    /// Loads the persisted records. A command that was running when the agent died is finished as failed: it may have
+    /// half-happened, and running it again would break at-most-once. So is a command whose record cannot be read (cut
+    /// short by a power loss, a broken disk): it was seen, and it may have run. Stray temporary files (a crash before
+    /// their rename, so before the command could run) are deleted.
+    /// </summary>
     public void Load()
     {
         Directory.CreateDirectory(_folder);
@@ -62,6 +68,10 @@ internal sealed class CommandDedupeStore
             // Only the agent reads its command history.
             File.SetUnixFileMode(_folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         }
+        foreach (var temp in Directory.EnumerateFiles(_folder, "*" + DurableFile.TempSuffix))
+        {
+            File.Delete(temp);
+        }
         foreach (var file in Directory.EnumerateFiles(_folder, "*.json"))
         {
             CommandRecord? record;
@@ -69,12 +79,17 @@ internal sealed class CommandDedupeStore
             {
                 record = JsonSerializer.Deserialize<CommandRecord>(File.ReadAllText(file), Json);
             }
-            catch (JsonException ex)
+            catch (Exception ex) when (ex is JsonException or IOException)
             {
-                _logger.LogWarning("Ignoring unreadable command record {File}: {Error}", Path.GetFileName(file), ex.Message);
+                record = null;
+                _logger.LogWarning("Command record {File} is unreadable ({Error}): its command is answered as interrupted if it comes again",
+                    Path.GetFileName(file), ex.Message);
+            }
+            if (record is null || PathOf(record.CommandId) != file)
+            {
+                _unreadable[file] = _time.GetUtcNow();
                 continue;
             }
-            if (record is null) continue;
             if (record.Result is null)
             {
                 record = record with
@@ -98,6 +113,18 @@ internal sealed class CommandDedupeStore
             {
                 storedResult = existing.Result;
                 return existing.Result is null ? CommandAdmission.AlreadyRunning : CommandAdmission.AlreadyFinished;
+            }
+            if (_unreadable.TryRemove(PathOf(command.CommandId), out var found))
+            {
+                var interrupted = new CommandRecord
+                {
+                    CommandId = command.CommandId, Type = command.Type, SessionId = command.SessionId, ReceivedAt = found, FinishedAt = found,
+                    Result = new ResultPayload { CommandId = command.CommandId, Success = false, Error = InterruptedError },
+                };
+                _records[command.CommandId] = interrupted;
+                TryPersist(interrupted);
+                storedResult = interrupted.Result;
+                return CommandAdmission.AlreadyFinished;
             }
             var record = new CommandRecord { CommandId = command.CommandId, Type = command.Type, SessionId = command.SessionId, ReceivedAt = _time.GetUtcNow() };
             try
@@ -134,10 +161,20 @@ internal sealed class CommandDedupeStore
         }
     }
 
-    /// <summary>Drops records finished longer ago than the retention period.</summary>
+    /// <summary>Drops records finished longer ago than the retention period (unreadable ones: found that long ago).</summary>
     public void Prune()
     {
         var cutoff = _time.GetUtcNow() - _retention;
+        foreach (var (file, found) in _unreadable)
+        {
+            if (found < cutoff)
+            {
+                lock (_gate)
+                {
+                    if (_unreadable.TryRemove(file, out _)) TryDelete(file);
+                }
+            }
+        }
         foreach (var record in _records.Values)
         {
             if (record.FinishedAt is { } finished && finished < cutoff)
@@ -145,14 +182,7 @@ internal sealed class CommandDedupeStore
                 lock (_gate)
                 {
                     _records.TryRemove(record.CommandId, out _);
-                    try
-                    {
-                        File.Delete(PathOf(record.CommandId));
-                    }
-                    catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-                    {
-                        _logger.LogWarning("Cannot delete the expired command record of {CommandId}: {Error}", record.CommandId, ex.Message);
-                    }
+                    TryDelete(PathOf(record.CommandId));
                 }
             }
         }
@@ -173,13 +203,20 @@ internal sealed class CommandDedupeStore
         }
     }
 
-    private void Persist(CommandRecord record)
+    private void TryDelete(string file)
     {
-        var path = PathOf(record.CommandId);
-        var temp = path + ".tmp";
-        File.WriteAllBytes(temp, JsonSerializer.SerializeToUtf8Bytes(record, Json));
-        File.Move(temp, path, overwrite: true);
+        try
+        {
+            File.Delete(file);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            _logger.LogWarning("Cannot delete the expired command record {File}: {Error}", Path.GetFileName(file), ex.Message);
+        }
     }
+
+    private void Persist(CommandRecord record) =>
+        DurableFile.Replace(PathOf(record.CommandId), JsonSerializer.SerializeToUtf8Bytes(record, Json));
 
     /// <summary>Command ids come from the network: hash them into file names instead of trusting them as paths.</summary>
     private string PathOf(string commandId) =>
