@@ -192,12 +192,20 @@ internal sealed class ControlConnection : IAsyncDisposable
         {
             _logger.LogWarning("Control connection {ConnectionId} broke: {Error}", ConnectionId, ex.Message);
         }
-        catch (OperationCanceledException ex) when (ex.InnerException is WebSocketException inner)
+        catch (OperationCanceledException ex)
         {
-            // A keep-alive ping went unanswered: the socket aborts itself and the pending receive ends like this.
-            _logger.LogWarning("Control connection {ConnectionId} broke: {Error}", ConnectionId, inner.Message);
+            // Not our cancellation: a keep-alive ping went unanswered, the socket aborted itself and the pending receive
+            // ends like this, with the WebSocketException inside (sometimes inside an AggregateException).
+            _logger.LogWarning("Control connection {ConnectionId} broke: {Error}", ConnectionId, AbortReason(ex));
         }
     }
+
+    private static string AbortReason(OperationCanceledException aborted) => aborted.InnerException switch
+    {
+        AggregateException all => all.InnerExceptions.OfType<WebSocketException>().FirstOrDefault()?.Message ?? all.Message,
+        { } inner => inner.Message,
+        null => aborted.Message,
+    };
 
     private void Handle(Envelope envelope)
     {
@@ -300,8 +308,9 @@ internal sealed class ControlConnection : IAsyncDisposable
             timeout.CancelAfter(CloseTimeout);
             await _socket.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, "agent draining", timeout.Token);
         }
-        catch (Exception ex) when (ex is WebSocketException or OperationCanceledException)
+        catch (Exception ex) when (ex is WebSocketException or OperationCanceledException or ObjectDisposedException)
         {
+            // ObjectDisposedException: the connection broke meanwhile and the worker disposed it.
             _logger.LogDebug("Closing the control connection failed: {Error}", ex.Message);
         }
         finally
@@ -397,7 +406,7 @@ internal sealed class ControlConnection : IAsyncDisposable
     public ValueTask DisposeAsync()
     {
         _socket.Dispose();
-        _sendLock.Dispose();
+        // _sendLock is not disposed: a drain may still wait on it for a connection that broke meanwhile (it has no wait handle to free).
         return ValueTask.CompletedTask;
     }
 }
