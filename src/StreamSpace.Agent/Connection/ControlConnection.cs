@@ -30,6 +30,7 @@ internal sealed class ControlConnection : IAsyncDisposable
     private readonly CommandDedupeStore _store;
     private readonly CommandExecutor _executor;
     private readonly AgentOutbox _outbox;
+    private readonly EndedSessions _ended;
     private readonly Func<bool> _draining;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
@@ -40,8 +41,9 @@ internal sealed class ControlConnection : IAsyncDisposable
     private readonly SemaphoreSlim _sendLock = new(1, 1);
 
     public ControlConnection(AgentOptions options, ISessionRuntime runtime, CommandDedupeStore store, CommandExecutor executor,
-        AgentOutbox outbox, Func<bool> draining, ILogger logger, TimeProvider time, CancellationToken agentLifetime)
+        AgentOutbox outbox, EndedSessions ended, Func<bool> draining, ILogger logger, TimeProvider time, CancellationToken agentLifetime)
     {
+        _ended = ended;
         _agentLifetime = agentLifetime;
         _options = options;
         _runtime = runtime;
@@ -75,6 +77,7 @@ internal sealed class ControlConnection : IAsyncDisposable
         }
         finally
         {
+            _ended.Disconnected(ConnectionId!);
             await loops.CancelAsync();
             await Task.WhenAll(writer, heartbeat, stable);
         }
@@ -122,16 +125,18 @@ internal sealed class ControlConnection : IAsyncDisposable
             return null;
         }
 
+        var live = _runtime.Inventory();
+        var ended = _ended.Snapshot().Where(e => live.All(s => s.SessionId != e.SessionId)).ToList();
         var hello = new HelloPayload
         {
             AgentId = _options.AgentId,
             Version = AgentVersion.Value,
             Platform = _runtime.Platform,
             Region = _options.Region,
-            Capacity = new AgentCapacity { MaxSessions = _options.MaxSessions, ActiveSessions = _runtime.Inventory().Count },
+            Capacity = new AgentCapacity { MaxSessions = _options.MaxSessions, ActiveSessions = live.Count },
             Draining = _draining(),
             SessionLimits = _runtime.SessionLimits,
-            Inventory = _runtime.Inventory(),
+            Inventory = [.. live, .. ended.Select(e => new SessionInventoryItem { SessionId = e.SessionId, State = e.State })],
         };
         try
         {
@@ -142,6 +147,7 @@ internal sealed class ControlConnection : IAsyncDisposable
                 case MessageTypes.Welcome:
                     var welcome = answer.PayloadAs<WelcomePayload>();
                     ConnectionId = welcome.ConnectionId;
+                    _ended.Welcomed(welcome.ConnectionId, ended, _time.GetUtcNow());
                     var seconds = welcome.HeartbeatIntervalSeconds > 0 ? welcome.HeartbeatIntervalSeconds : _options.HeartbeatSeconds;
                     _logger.LogInformation("Connected to {Uri} as {AgentId} (connection {ConnectionId}, protocol v{Version}, heartbeat {Seconds} s, {Sessions} sessions in inventory)",
                         uri, _options.AgentId, welcome.ConnectionId, welcome.AcceptedVersion, seconds, hello.Inventory.Count);
@@ -281,6 +287,9 @@ internal sealed class ControlConnection : IAsyncDisposable
             while (await timer.WaitForNextTickAsync(ct))
             {
                 _outbox.Post(MessageTypes.Heartbeat, Heartbeat());
+                // Still up: what this connection reported long before the keep-alive would have caught a dead peer
+                // (a ping within the interval after the write, unanswered for the timeout; twice that for the timers' slack) arrived.
+                _ended.Settle(ConnectionId!, _time.GetUtcNow() - 2 * (_options.KeepAliveInterval + _options.KeepAliveTimeout));
             }
         }
         catch (OperationCanceledException)

@@ -23,6 +23,7 @@ public sealed class AgentWorker : BackgroundService
     private readonly ILogger _logger;
     private readonly ILoggerFactory _loggerFactory;
     private readonly AgentOutbox _outbox;
+    private readonly EndedSessions _ended = new();
     private readonly CommandDedupeStore _store;
     private readonly Backoff _backoff;
     private readonly CancellationTokenSource _lifetime = new();
@@ -77,7 +78,7 @@ public sealed class AgentWorker : BackgroundService
             _options.AgentId, _runtime.Platform, _options.Region, _options.MaxSessions, _options.ControlPlaneUrl);
         while (!ct.IsCancellationRequested && !_draining)
         {
-            var connection = new ControlConnection(_options, _runtime, _store, _executor!, _outbox, () => _draining,
+            var connection = new ControlConnection(_options, _runtime, _store, _executor!, _outbox, _ended, () => _draining,
                 _loggerFactory.CreateLogger<ControlConnection>(), _time, ct);
             _connection = connection;
             try
@@ -134,6 +135,8 @@ public sealed class AgentWorker : BackgroundService
         {
             await foreach (var status in _runtime.Observations.ReadAllAsync(ct))
             {
+                // Before the post, so the hello after a broken connection lists an ended session even if this frame is lost.
+                _ended.Observed(status, _time.GetUtcNow());
                 _outbox.Post(MessageTypes.SessionStatus, status);
             }
         }

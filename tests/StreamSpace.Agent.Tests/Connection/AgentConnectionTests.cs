@@ -273,6 +273,59 @@ public class AgentConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Session_that_ended_while_the_connection_broke_is_listed_ended_in_the_next_hello_until_welcomed()
+    {
+        await using var proxy = new TcpProxy(new Uri(_cp.Url));
+        var options = Options();
+        options.ControlPlaneUrl = proxy.Url;
+        options.KeepAliveInterval = TimeSpan.FromMilliseconds(500);
+        options.KeepAliveTimeout = TimeSpan.FromSeconds(1);
+        var runtime = new InstrumentedRuntime();
+        await runtime.StartAsync(StartArgs.For("alice-xterm-eeeeee"), TestContext.Current.CancellationToken);
+        await runtime.StartAsync(StartArgs.For("bob-xterm-llllll"), TestContext.Current.CancellationToken);
+        await StartAgentAsync(runtime, options);
+        var first = await _cp.NextConnectionAsync();
+        await first.CollectAsync(r => r.Any(e => e.Type == MessageTypes.Heartbeat), Wait);
+
+        // The app exits just as the connection dies silently: its session.status goes into the void.
+        proxy.SilenceOpenConnections();
+        runtime.ExitApp("alice-xterm-eeeeee");
+
+        var second = await _cp.NextConnectionAsync();
+        second.Hello.Inventory.ShouldBe([
+            new SessionInventoryItem { SessionId = "bob-xterm-llllll", State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = "alice-xterm-eeeeee", State = ObservedStates.Exited },
+        ]);
+        second.Hello.Capacity.ActiveSessions.ShouldBe(1, "an ended session takes no capacity");
+
+        // Welcomed: the control plane has it, so the hello after that lists only what runs.
+        await second.CloseAsync();
+        var third = await _cp.NextConnectionAsync();
+        third.Hello.Inventory.ShouldBe([new SessionInventoryItem { SessionId = "bob-xterm-llllll", State = ObservedStates.Running }]);
+    }
+
+    [Fact]
+    public async Task Ended_session_reported_on_a_connection_that_stayed_up_is_not_listed_in_later_hellos()
+    {
+        var options = Options();
+        options.KeepAliveInterval = TimeSpan.FromMilliseconds(250);
+        options.KeepAliveTimeout = TimeSpan.FromMilliseconds(500); // settled after 2 × 0.75 s
+        var runtime = new InstrumentedRuntime();
+        await runtime.StartAsync(StartArgs.For("alice-xterm-ssssss"), TestContext.Current.CancellationToken);
+        await StartAgentAsync(runtime, options);
+        var first = await _cp.NextConnectionAsync();
+
+        runtime.ExitApp("alice-xterm-ssssss");
+        static bool IsExit(Envelope e) => e.Type == MessageTypes.SessionStatus && e.PayloadAs<SessionStatusPayload>().State == ObservedStates.Exited;
+        // Three heartbeats (1 s apart) after the exit was written: longer than the settle time.
+        await first.CollectAsync(r => r.Any(IsExit) && r.SkipWhile(e => !IsExit(e)).Count(e => e.Type == MessageTypes.Heartbeat) >= 3, Wait);
+
+        await first.CloseAsync();
+        var second = await _cp.NextConnectionAsync();
+        second.Hello.Inventory.ShouldBeEmpty("reported on a connection that stayed up long enough: not kept forever");
+    }
+
+    [Fact]
     public async Task Drain_sends_a_draining_heartbeat_closes_cleanly_and_keeps_sessions()
     {
         var runtime = new InstrumentedRuntime();
