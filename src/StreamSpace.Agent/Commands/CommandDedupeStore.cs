@@ -16,6 +16,11 @@ internal enum CommandAdmission
     AlreadyRunning,
     /// <summary>Seen and finished: re-ack and re-send the stored result.</summary>
     AlreadyFinished,
+    /// <summary>
+    /// First time seen, but the state folder could not record it: it must not execute (a redelivery after a restart
+    /// could not know it ran). Answer the stored failed result, which names the reason.
+    /// </summary>
+    NotRecorded,
 }
 
 /// <summary>
@@ -25,6 +30,11 @@ internal enum CommandAdmission
 /// </summary>
 internal sealed class CommandDedupeStore
 {
+    /// <summary>Why a command that may have half-happened is answered failed instead of running again (docs/protocol.md).</summary>
+    public const string InterruptedError = "the agent restarted while the command ran";
+    /// <summary>Why a command is refused when its admission cannot be persisted; the I/O error follows.</summary>
+    public const string NotRecordedError = "the agent cannot record commands in its state folder";
+
     private static readonly JsonSerializerOptions Json = new(ProtocolJson.Options);
 
     private readonly string _folder;
@@ -32,6 +42,8 @@ internal sealed class CommandDedupeStore
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, CommandRecord> _records = new();
+    /// <summary>Record files that could not be read at load (path → when found): their command ids are only known by hash.</summary>
+    private readonly ConcurrentDictionary<string, DateTimeOffset> _unreadable = new();
     private readonly Lock _gate = new();
 
     public CommandDedupeStore(string stateFolder, TimeSpan retention, TimeProvider time, ILogger logger)
@@ -42,8 +54,12 @@ internal sealed class CommandDedupeStore
         _logger = logger;
     }
 
-    /// <summary>Loads the persisted records. A command that was running when the agent died is finished as failed:
-    /// it may have half-happened, and running it again would break at-most-once.</summary>
+    /// <summary>
+    /// Loads the persisted records. A command that was running when the agent died is finished as failed: it may have
+    /// half-happened, and running it again would break at-most-once. So is a command whose record cannot be read (cut
+    /// short by a power loss, a broken disk): it was seen, and it may have run. Stray temporary files (a crash before
+    /// their rename, so before the command could run) are deleted.
+    /// </summary>
     public void Load()
     {
         Directory.CreateDirectory(_folder);
@@ -52,6 +68,10 @@ internal sealed class CommandDedupeStore
             // Only the agent reads its command history.
             File.SetUnixFileMode(_folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         }
+        foreach (var temp in Directory.EnumerateFiles(_folder, "*" + DurableFile.TempSuffix))
+        {
+            File.Delete(temp);
+        }
         foreach (var file in Directory.EnumerateFiles(_folder, "*.json"))
         {
             CommandRecord? record;
@@ -59,20 +79,25 @@ internal sealed class CommandDedupeStore
             {
                 record = JsonSerializer.Deserialize<CommandRecord>(File.ReadAllText(file), Json);
             }
-            catch (JsonException ex)
+            catch (Exception ex) when (ex is JsonException or IOException)
             {
-                _logger.LogWarning("Ignoring unreadable command record {File}: {Error}", Path.GetFileName(file), ex.Message);
+                record = null;
+                _logger.LogWarning("Command record {File} is unreadable ({Error}): its command is answered as interrupted if it comes again",
+                    Path.GetFileName(file), ex.Message);
+            }
+            if (record is null || PathOf(record.CommandId) != file)
+            {
+                _unreadable[file] = _time.GetUtcNow();
                 continue;
             }
-            if (record is null) continue;
             if (record.Result is null)
             {
                 record = record with
                 {
                     FinishedAt = _time.GetUtcNow(),
-                    Result = new ResultPayload { CommandId = record.CommandId, Success = false, Error = "the agent restarted while the command ran" },
+                    Result = new ResultPayload { CommandId = record.CommandId, Success = false, Error = InterruptedError },
                 };
-                Persist(record);
+                TryPersist(record);
             }
             _records[record.CommandId] = record;
         }
@@ -89,29 +114,67 @@ internal sealed class CommandDedupeStore
                 storedResult = existing.Result;
                 return existing.Result is null ? CommandAdmission.AlreadyRunning : CommandAdmission.AlreadyFinished;
             }
+            if (_unreadable.TryRemove(PathOf(command.CommandId), out var found))
+            {
+                var interrupted = new CommandRecord
+                {
+                    CommandId = command.CommandId, Type = command.Type, SessionId = command.SessionId, ReceivedAt = found, FinishedAt = found,
+                    Result = new ResultPayload { CommandId = command.CommandId, Success = false, Error = InterruptedError },
+                };
+                _records[command.CommandId] = interrupted;
+                TryPersist(interrupted);
+                storedResult = interrupted.Result;
+                return CommandAdmission.AlreadyFinished;
+            }
             var record = new CommandRecord { CommandId = command.CommandId, Type = command.Type, SessionId = command.SessionId, ReceivedAt = _time.GetUtcNow() };
-            Persist(record);
+            try
+            {
+                Persist(record);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Not executed, so failing it is the truth; kept in memory so a redelivery gets the same answer.
+                _logger.LogError("Cannot record command {CommandId} in {Folder}, refusing it: {Error}", command.CommandId, _folder, ex.Message);
+                storedResult = new ResultPayload { CommandId = command.CommandId, Success = false, Error = $"{NotRecordedError}: {ex.Message}" };
+                _records[command.CommandId] = record with { FinishedAt = _time.GetUtcNow(), Result = storedResult };
+                return CommandAdmission.NotRecorded;
+            }
             _records[command.CommandId] = record;
             storedResult = null;
             return CommandAdmission.Execute;
         }
     }
 
+    /// <summary>
+    /// Stores the result of an executed command. Never throws for the state folder: a result that cannot be persisted
+    /// is still kept in memory and must still be sent; only a redelivery after an agent restart will miss it (and get
+    /// the interrupted answer, since the running record is on disk).
+    /// </summary>
     public void Complete(ResultPayload result)
     {
         lock (_gate)
         {
             if (!_records.TryGetValue(result.CommandId, out var record)) return;
             record = record with { Result = result, FinishedAt = _time.GetUtcNow() };
-            Persist(record);
             _records[result.CommandId] = record;
+            TryPersist(record);
         }
     }
 
-    /// <summary>Drops records finished longer ago than the retention period.</summary>
+    /// <summary>Drops records finished longer ago than the retention period (unreadable ones: found that long ago).</summary>
     public void Prune()
     {
         var cutoff = _time.GetUtcNow() - _retention;
+        foreach (var (file, found) in _unreadable)
+        {
+            if (found < cutoff)
+            {
+                lock (_gate)
+                {
+                    if (_unreadable.TryRemove(file, out _)) TryDelete(file);
+                }
+            }
+        }
         foreach (var record in _records.Values)
         {
             if (record.FinishedAt is { } finished && finished < cutoff)
@@ -119,7 +182,7 @@ internal sealed class CommandDedupeStore
                 lock (_gate)
                 {
                     _records.TryRemove(record.CommandId, out _);
-                    File.Delete(PathOf(record.CommandId));
+                    TryDelete(PathOf(record.CommandId));
                 }
             }
         }
@@ -127,13 +190,33 @@ internal sealed class CommandDedupeStore
 
     public int Count => _records.Count;
 
-    private void Persist(CommandRecord record)
+    private void TryPersist(CommandRecord record)
     {
-        var path = PathOf(record.CommandId);
-        var temp = path + ".tmp";
-        File.WriteAllBytes(temp, JsonSerializer.SerializeToUtf8Bytes(record, Json));
-        File.Move(temp, path, overwrite: true);
+        try
+        {
+            Persist(record);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            _logger.LogError("Cannot record the result of command {CommandId} in {Folder}; it is kept in memory until the agent restarts: {Error}",
+                record.CommandId, _folder, ex.Message);
+        }
     }
+
+    private void TryDelete(string file)
+    {
+        try
+        {
+            File.Delete(file);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            _logger.LogWarning("Cannot delete the expired command record {File}: {Error}", Path.GetFileName(file), ex.Message);
+        }
+    }
+
+    private void Persist(CommandRecord record) =>
+        DurableFile.Replace(PathOf(record.CommandId), JsonSerializer.SerializeToUtf8Bytes(record, Json));
 
     /// <summary>Command ids come from the network: hash them into file names instead of trusting them as paths.</summary>
     private string PathOf(string commandId) =>

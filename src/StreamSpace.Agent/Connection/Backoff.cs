@@ -44,6 +44,6 @@ public sealed class Backoff
         return TimeSpan.FromTicks((long)(_random.NextDouble() * cap.Ticks));
     }
 
-    /// <summary>After a successful handshake the next failure starts from the minimum again.</summary>
+    /// <summary>After a connection that stayed up (a heartbeat interval) the next failure starts from the minimum again.</summary>
     public void Reset() => _attempt = 0;
 }

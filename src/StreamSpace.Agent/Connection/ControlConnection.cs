@@ -13,7 +13,7 @@ internal enum ConnectionOutcome
 {
     /// <summary>Never got a welcome (unreachable, 401, refused, timeout): back off.</summary>
     HandshakeFailed,
-    /// <summary>Was welcomed, then the connection closed or broke: reconnect (backoff was reset).</summary>
+    /// <summary>Was welcomed, then the connection closed or broke: reconnect (backoff was reset if it stayed up a heartbeat interval).</summary>
     Closed,
 }
 
@@ -30,6 +30,7 @@ internal sealed class ControlConnection : IAsyncDisposable
     private readonly CommandDedupeStore _store;
     private readonly CommandExecutor _executor;
     private readonly AgentOutbox _outbox;
+    private readonly EndedSessions _ended;
     private readonly Func<bool> _draining;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
@@ -40,8 +41,9 @@ internal sealed class ControlConnection : IAsyncDisposable
     private readonly SemaphoreSlim _sendLock = new(1, 1);
 
     public ControlConnection(AgentOptions options, ISessionRuntime runtime, CommandDedupeStore store, CommandExecutor executor,
-        AgentOutbox outbox, Func<bool> draining, ILogger logger, TimeProvider time, CancellationToken agentLifetime)
+        AgentOutbox outbox, EndedSessions ended, Func<bool> draining, ILogger logger, TimeProvider time, CancellationToken agentLifetime)
     {
+        _ended = ended;
         _agentLifetime = agentLifetime;
         _options = options;
         _runtime = runtime;
@@ -55,26 +57,43 @@ internal sealed class ControlConnection : IAsyncDisposable
 
     public string? ConnectionId { get; private set; }
 
-    /// <summary>Connects and runs until the connection ends. <paramref name="welcomed"/> fires right after a welcome.</summary>
-    public async Task<ConnectionOutcome> RunAsync(Action welcomed, CancellationToken ct)
+    /// <summary>
+    /// Connects and runs until the connection ends. <paramref name="stayedUp"/> fires once the welcomed connection stayed
+    /// up for one heartbeat interval: a connection the control plane welcomes and then drops at once (it fails on every
+    /// hello, or a command kills the connection each time it is redelivered) must not reset the backoff into a hot loop.
+    /// </summary>
+    public async Task<ConnectionOutcome> RunAsync(Action stayedUp, CancellationToken ct)
     {
         var heartbeatInterval = await HandshakeAsync(ct);
         if (heartbeatInterval is null) return ConnectionOutcome.HandshakeFailed;
-        welcomed();
 
         using var loops = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var writer = WriteLoopAsync(loops.Token);
         var heartbeat = HeartbeatLoopAsync(heartbeatInterval.Value, loops.Token);
+        var stable = CallWhenStableAsync(heartbeatInterval.Value, stayedUp, loops.Token);
         try
         {
             await ReadLoopAsync(loops.Token);
         }
         finally
         {
+            _ended.Disconnected(ConnectionId!);
             await loops.CancelAsync();
-            await Task.WhenAll(writer, heartbeat);
+            await Task.WhenAll(writer, heartbeat, stable);
         }
         return ConnectionOutcome.Closed;
+    }
+
+    private async Task CallWhenStableAsync(TimeSpan after, Action stayedUp, CancellationToken ct)
+    {
+        try
+        {
+            await Task.Delay(after, _time, ct);
+            stayedUp();
+        }
+        catch (OperationCanceledException)
+        {
+        }
     }
 
     /// <summary>Connect, hello, welcome. Null when the control plane is unreachable, rejects us or refuses the hello.</summary>
@@ -85,6 +104,8 @@ internal sealed class ControlConnection : IAsyncDisposable
         _socket.Options.SetRequestHeader("Authorization", $"Bearer {_options.Token}");
         _socket.Options.SetRequestHeader("X-StreamSpace-Agent-Id", _options.AgentId);
         _socket.Options.KeepAliveInterval = _options.KeepAliveInterval;
+        // Pings that must be answered: without a timeout .NET sends unsolicited pongs and never notices a silent peer.
+        _socket.Options.KeepAliveTimeout = _options.KeepAliveTimeout;
         _socket.Options.CollectHttpResponseDetails = true;
         var uri = _options.ConnectUri();
         try
@@ -104,16 +125,18 @@ internal sealed class ControlConnection : IAsyncDisposable
             return null;
         }
 
+        var live = _runtime.Inventory();
+        var ended = _ended.Snapshot().Where(e => live.All(s => s.SessionId != e.SessionId)).ToList();
         var hello = new HelloPayload
         {
             AgentId = _options.AgentId,
             Version = AgentVersion.Value,
             Platform = _runtime.Platform,
             Region = _options.Region,
-            Capacity = new AgentCapacity { MaxSessions = _options.MaxSessions, ActiveSessions = _runtime.Inventory().Count },
+            Capacity = new AgentCapacity { MaxSessions = _options.MaxSessions, ActiveSessions = live.Count },
             Draining = _draining(),
             SessionLimits = _runtime.SessionLimits,
-            Inventory = _runtime.Inventory(),
+            Inventory = [.. live, .. ended.Select(e => new SessionInventoryItem { SessionId = e.SessionId, State = e.State })],
         };
         try
         {
@@ -124,6 +147,7 @@ internal sealed class ControlConnection : IAsyncDisposable
                 case MessageTypes.Welcome:
                     var welcome = answer.PayloadAs<WelcomePayload>();
                     ConnectionId = welcome.ConnectionId;
+                    _ended.Welcomed(welcome.ConnectionId, ended, _time.GetUtcNow());
                     var seconds = welcome.HeartbeatIntervalSeconds > 0 ? welcome.HeartbeatIntervalSeconds : _options.HeartbeatSeconds;
                     _logger.LogInformation("Connected to {Uri} as {AgentId} (connection {ConnectionId}, protocol v{Version}, heartbeat {Seconds} s, {Sessions} sessions in inventory)",
                         uri, _options.AgentId, welcome.ConnectionId, welcome.AcceptedVersion, seconds, hello.Inventory.Count);
@@ -155,7 +179,16 @@ internal sealed class ControlConnection : IAsyncDisposable
             {
                 var envelope = await ReceiveAsync(ct);
                 if (envelope is null) return;
-                Handle(envelope);
+                try
+                {
+                    Handle(envelope);
+                }
+                catch (Exception ex)
+                {
+                    // One message the agent could not handle must not cost the connection: dropping it would only
+                    // bring the same message back after the reconnect, again and again.
+                    _logger.LogError(ex, "Handling {Type} message {MessageId} failed", envelope.Type, envelope.Id);
+                }
             }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -165,7 +198,20 @@ internal sealed class ControlConnection : IAsyncDisposable
         {
             _logger.LogWarning("Control connection {ConnectionId} broke: {Error}", ConnectionId, ex.Message);
         }
+        catch (OperationCanceledException ex)
+        {
+            // Not our cancellation: a keep-alive ping went unanswered, the socket aborted itself and the pending receive
+            // ends like this, with the WebSocketException inside (sometimes inside an AggregateException).
+            _logger.LogWarning("Control connection {ConnectionId} broke: {Error}", ConnectionId, AbortReason(ex));
+        }
     }
+
+    private static string AbortReason(OperationCanceledException aborted) => aborted.InnerException switch
+    {
+        AggregateException all => all.InnerExceptions.OfType<WebSocketException>().FirstOrDefault()?.Message ?? all.Message,
+        { } inner => inner.Message,
+        null => aborted.Message,
+    };
 
     private void Handle(Envelope envelope)
     {
@@ -196,6 +242,10 @@ internal sealed class ControlConnection : IAsyncDisposable
                     case CommandAdmission.AlreadyFinished:
                         _logger.LogInformation("Command {CommandId} redelivered after it finished: re-sending its result", command.CommandId);
                         _outbox.Post(MessageTypes.Result, stored!, envelope.Id);
+                        break;
+                    case CommandAdmission.NotRecorded:
+                        _logger.LogWarning("Command {CommandId} ({Type}, session {SessionId}) not executed: {Error}", command.CommandId, command.Type, command.SessionId, stored!.Error);
+                        _outbox.Post(MessageTypes.Result, stored, envelope.Id);
                         break;
                 }
                 break;
@@ -237,6 +287,9 @@ internal sealed class ControlConnection : IAsyncDisposable
             while (await timer.WaitForNextTickAsync(ct))
             {
                 _outbox.Post(MessageTypes.Heartbeat, Heartbeat());
+                // Still up: what this connection reported long before the keep-alive would have caught a dead peer
+                // (a ping within the interval after the write, unanswered for the timeout; twice that for the timers' slack) arrived.
+                _ended.Settle(ConnectionId!, _time.GetUtcNow() - 2 * (_options.KeepAliveInterval + _options.KeepAliveTimeout));
             }
         }
         catch (OperationCanceledException)
@@ -264,8 +317,9 @@ internal sealed class ControlConnection : IAsyncDisposable
             timeout.CancelAfter(CloseTimeout);
             await _socket.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, "agent draining", timeout.Token);
         }
-        catch (Exception ex) when (ex is WebSocketException or OperationCanceledException)
+        catch (Exception ex) when (ex is WebSocketException or OperationCanceledException or ObjectDisposedException)
         {
+            // ObjectDisposedException: the connection broke meanwhile and the worker disposed it.
             _logger.LogDebug("Closing the control connection failed: {Error}", ex.Message);
         }
         finally
@@ -361,7 +415,7 @@ internal sealed class ControlConnection : IAsyncDisposable
     public ValueTask DisposeAsync()
     {
         _socket.Dispose();
-        _sendLock.Dispose();
+        // _sendLock is not disposed: a drain may still wait on it for a connection that broke meanwhile (it has no wait handle to free).
         return ValueTask.CompletedTask;
     }
 }

@@ -33,6 +33,13 @@ public sealed class AgentOptions
     public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
     /// <summary>WebSocket ping interval underneath the protocol heartbeat; detects dead TCP.</summary>
     public TimeSpan KeepAliveInterval { get; set; } = TimeSpan.FromSeconds(15);
+    /// <summary>
+    /// How long a keep-alive ping may stay unanswered before the control connection is aborted and redialled. Without it a
+    /// control plane that vanished without FIN or RST (its node died, a NAT dropped the flow) holds the reader for the
+    /// kernel's retransmission timeout (~15 min), long after the control plane marked the agent offline
+    /// (3 missed heartbeats, 30 s by default).
+    /// </summary>
+    public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(30);
     /// <summary>How long finished command results are kept for redelivery (contract §5: at least 24 h).</summary>
     public TimeSpan CommandRetention { get; set; } = TimeSpan.FromHours(24);
 
@@ -158,6 +165,7 @@ public sealed class AgentOptions
         if (ReconnectMinDelay <= TimeSpan.Zero || ReconnectMaxDelay < ReconnectMinDelay) problems.Add("ReconnectMinDelay must be positive and not above ReconnectMaxDelay");
         if (HandshakeTimeout <= TimeSpan.Zero) problems.Add("HandshakeTimeout must be positive");
         if (KeepAliveInterval <= TimeSpan.Zero) problems.Add("KeepAliveInterval must be positive");
+        if (KeepAliveTimeout <= TimeSpan.Zero || KeepAliveTimeout > TimeSpan.FromHours(1)) problems.Add("KeepAliveTimeout must be positive and at most one hour");
         if (CommandRetention < TimeSpan.FromHours(24)) problems.Add("CommandRetention must be at least 24 hours (contract §5)");
         if (string.IsNullOrWhiteSpace(SessionUser) || SessionUser == "root") problems.Add("SessionUser must name an unprivileged user");
         else if (SessionUserPerOwner && SessionUser.Length > Runtimes.Process.SessionUser.MaxPrefixLength)

@@ -9,7 +9,7 @@ namespace StreamSpace.Agent.Hosting;
 
 /// <summary>
 /// The agent: keeps one control connection to the control plane alive (reconnecting with full-jitter backoff,
-/// reset after each welcome), executes commands at most once and reports observations. On shutdown it
+/// reset once a connection stayed up for a heartbeat interval), executes commands at most once and reports observations. On shutdown it
 /// drains: refuses new sessions, tells the control plane, closes the socket cleanly and leaves every running
 /// session alive for the next agent process to re-adopt. The standalone agent and the embedded one run this.
 /// </summary>
@@ -23,6 +23,7 @@ public sealed class AgentWorker : BackgroundService
     private readonly ILogger _logger;
     private readonly ILoggerFactory _loggerFactory;
     private readonly AgentOutbox _outbox;
+    private readonly EndedSessions _ended = new();
     private readonly CommandDedupeStore _store;
     private readonly Backoff _backoff;
     private readonly CancellationTokenSource _lifetime = new();
@@ -77,19 +78,20 @@ public sealed class AgentWorker : BackgroundService
             _options.AgentId, _runtime.Platform, _options.Region, _options.MaxSessions, _options.ControlPlaneUrl);
         while (!ct.IsCancellationRequested && !_draining)
         {
-            var connection = new ControlConnection(_options, _runtime, _store, _executor!, _outbox, () => _draining,
+            var connection = new ControlConnection(_options, _runtime, _store, _executor!, _outbox, _ended, () => _draining,
                 _loggerFactory.CreateLogger<ControlConnection>(), _time, ct);
             _connection = connection;
             try
             {
                 await connection.RunAsync(_backoff.Reset, ct);
             }
-            catch (Exception ex) when (ex is not OperationCanceledException)
-            {
-                _logger.LogError(ex, "Control connection failed unexpectedly");
-            }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
+            }
+            catch (Exception ex)
+            {
+                // Whatever broke this connection, the agent dials again: only shutting down ends the loop.
+                _logger.LogError(ex, "Control connection failed unexpectedly");
             }
             finally
             {
@@ -133,6 +135,8 @@ public sealed class AgentWorker : BackgroundService
         {
             await foreach (var status in _runtime.Observations.ReadAllAsync(ct))
             {
+                // Before the post, so the hello after a broken connection lists an ended session even if this frame is lost.
+                _ended.Observed(status, _time.GetUtcNow());
                 _outbox.Post(MessageTypes.SessionStatus, status);
             }
         }

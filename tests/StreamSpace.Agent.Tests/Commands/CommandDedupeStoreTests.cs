@@ -83,6 +83,77 @@ public class CommandDedupeStoreTests : IDisposable
     }
 
     [Fact]
+    public void A_command_the_state_folder_cannot_record_is_refused_with_the_reason_and_never_executed()
+    {
+        var store = NewStore();
+        store.Admit(Command("running"), out _).ShouldBe(CommandAdmission.Execute);
+        _state.BreakCommandsFolder();
+
+        store.Admit(Command("c1"), out var refused).ShouldBe(CommandAdmission.NotRecorded);
+        refused!.Success.ShouldBeFalse();
+        refused.Error!.ShouldStartWith("the agent cannot record commands in its state folder: ");
+        store.Admit(Command("c1"), out var again).ShouldBe(CommandAdmission.AlreadyFinished, "a redelivery gets the same answer, never an execution");
+        again.ShouldBe(refused);
+
+        // A finished command whose result cannot be written is still finished (in memory).
+        Should.NotThrow(() => store.Complete(new ResultPayload { CommandId = "running", Success = true }));
+        store.Admit(Command("running"), out var completed).ShouldBe(CommandAdmission.AlreadyFinished);
+        completed!.Success.ShouldBeTrue();
+        _time.Advance(TimeSpan.FromHours(25));
+        Should.NotThrow(store.Prune);
+    }
+
+    private string RecordFile(string commandId) => Path.Combine(_state.Folder, "commands",
+        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(commandId))) + ".json");
+
+    [Theory]
+    [InlineData("")]                        // renamed before its data reached the disk, then the power went
+    [InlineData("{\"commandId\":\"c1\",\"ty")] // cut short
+    public void A_command_whose_record_is_unreadable_is_answered_as_interrupted_never_run_again(string content)
+    {
+        NewStore().Admit(Command("other"), out _).ShouldBe(CommandAdmission.Execute); // creates the folder
+        File.WriteAllText(RecordFile("c1"), content);
+
+        var reopened = NewStore();
+        reopened.Admit(Command("c1"), out var stored).ShouldBe(CommandAdmission.AlreadyFinished);
+        stored.ShouldBe(new ResultPayload { CommandId = "c1", Success = false, Error = "the agent restarted while the command ran" });
+        reopened.Admit(Command("c2"), out _).ShouldBe(CommandAdmission.Execute, "only that command's record was unreadable");
+
+        // The answer replaced the unreadable record: it holds across the next restart too.
+        NewStore().Admit(Command("c1"), out var again).ShouldBe(CommandAdmission.AlreadyFinished);
+        again!.Error.ShouldBe("the agent restarted while the command ran");
+    }
+
+    [Fact]
+    public void Unreadable_records_are_kept_for_the_retention_period_then_pruned()
+    {
+        NewStore();
+        File.WriteAllText(RecordFile("c1"), "");
+        var store = NewStore();
+        _time.Advance(TimeSpan.FromHours(24) + TimeSpan.FromSeconds(1));
+        store.Prune();
+        File.Exists(RecordFile("c1")).ShouldBeFalse();
+        store.Admit(Command("c1"), out _).ShouldBe(CommandAdmission.Execute);
+    }
+
+    [Fact]
+    public void Stray_temporary_files_are_deleted_at_load_and_records_are_written_whole()
+    {
+        var store = NewStore();
+        store.Admit(Command("c1"), out _).ShouldBe(CommandAdmission.Execute);
+        store.Complete(new ResultPayload { CommandId = "c1", Success = true });
+        var stray = RecordFile("c2") + ".tmp";
+        File.WriteAllText(stray, "{\"commandId\":\"c2\",");
+
+        var reopened = NewStore();
+        File.Exists(stray).ShouldBeFalse();
+        Directory.GetFiles(Path.Combine(_state.Folder, "commands")).ShouldBe([RecordFile("c1")]);
+        reopened.Admit(Command("c1"), out var stored).ShouldBe(CommandAdmission.AlreadyFinished);
+        stored!.Success.ShouldBeTrue();
+        reopened.Admit(Command("c2"), out _).ShouldBe(CommandAdmission.Execute, "a crash before the rename came before the command could run");
+    }
+
+    [Fact]
     public void Hostile_command_ids_never_become_paths()
     {
         var store = NewStore();

@@ -80,5 +80,23 @@ public class CommandExecutorTests : IDisposable
         result.Error.ShouldNotBeNullOrWhiteSpace();
     }
 
+    [Fact]
+    public async Task Result_the_state_folder_cannot_store_is_still_sent_and_kept_for_redeliveries()
+    {
+        var command = Start("c1", "alice-xterm-aaaaaa");
+        _store.Admit(command, out _).ShouldBe(CommandAdmission.Execute);
+        _state.BreakCommandsFolder();
+
+        Executor().Submit(command, TestContext.Current.CancellationToken);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        var frame = await _outbox.Reader.ReadAsync(timeout.Token);
+
+        frame.Envelope.Type.ShouldBe(MessageTypes.Result);
+        frame.Envelope.PayloadAs<ResultPayload>().ShouldBe(new ResultPayload { CommandId = "c1", Success = true });
+        _runtime.Starts.ShouldBe(1);
+        _store.Admit(command, out var stored).ShouldBe(CommandAdmission.AlreadyFinished, "kept in memory");
+        stored!.Success.ShouldBeTrue();
+    }
+
     public void Dispose() => _state.Dispose();
 }

@@ -212,8 +212,117 @@ public class AgentConnectionTests : IAsyncLifetime
         await first.CloseAsync();
         var stopwatch = Stopwatch.StartNew();
         var second = await _cp.NextConnectionAsync();
-        stopwatch.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(2), "backoff was reset by the welcome: first retry within 0.5 s");
+        stopwatch.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(2), "first retry within 0.5 s");
         second.Hello.AgentId.ShouldBe(TestControlPlane.AgentId);
+    }
+
+    [Fact]
+    public async Task Control_plane_that_goes_silent_without_closing_is_given_up_on_after_the_keep_alive_timeout()
+    {
+        // The peer vanishes without FIN or RST (its node died, a NAT forgot the flow): only unanswered pings can tell.
+        await using var proxy = new TcpProxy(new Uri(_cp.Url));
+        var options = Options();
+        options.ControlPlaneUrl = proxy.Url;
+        options.KeepAliveInterval = TimeSpan.FromMilliseconds(500);
+        options.KeepAliveTimeout = TimeSpan.FromSeconds(1);
+        var worker = await StartAgentAsync(new InstrumentedRuntime(), options);
+        var first = await _cp.NextConnectionAsync();
+        (await first.ReceiveAsync(Wait)).Type.ShouldBe(MessageTypes.Heartbeat);
+        worker.Connected.ShouldBeTrue();
+
+        proxy.SilenceOpenConnections();
+        var stopwatch = Stopwatch.StartNew();
+        var second = await _cp.NextConnectionAsync();
+        stopwatch.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(3.5), "keep-alive interval + timeout (1.5 s), then at most 0.5 s of backoff");
+        second.Hello.AgentId.ShouldBe(TestControlPlane.AgentId);
+        proxy.Accepted.ShouldBe(2);
+        _log.Contains("broke: ", LogLevel.Warning).ShouldBeTrue("the dead connection is reported");
+    }
+
+    [Fact]
+    public async Task Command_the_state_folder_cannot_record_is_answered_failed_and_the_connection_stays_up()
+    {
+        var runtime = new InstrumentedRuntime();
+        await StartAgentAsync(runtime);
+        var connection = await _cp.NextConnectionAsync();
+        _state.BreakCommandsFolder(); // disk full, read-only or gone: writing the command's record fails, also as root
+
+        await connection.SendCommandAsync("unrecordable", CommandTypes.SessionStart, "alice-xterm-uuuuuu", StartArgs.For("alice-xterm-uuuuuu"));
+        // Two heartbeats after the result: the same connection is still up a while later.
+        var received = await connection.CollectAsync(r => Has(r, MessageTypes.Result, "unrecordable")
+            && r.Skip(r.FindIndex(e => e.Type == MessageTypes.Result)).Count(e => e.Type == MessageTypes.Heartbeat) >= 2, Wait);
+
+        Has(received, MessageTypes.Ack, "unrecordable").ShouldBeTrue();
+        var result = ResultOf(received, "unrecordable");
+        result.Success.ShouldBeFalse();
+        result.Error!.ShouldStartWith("the agent cannot record commands in its state folder: ");
+        runtime.Starts.ShouldBe(0, "a command the agent cannot record is never executed");
+        _cp.Attempts.ShouldBe(1, "no reconnect");
+    }
+
+    [Fact]
+    public async Task Connection_dropped_right_after_each_welcome_is_retried_with_growing_backoff_not_in_a_hot_loop()
+    {
+        _cp.CloseAfterWelcome = true;
+        // Jitter pinned to the top of the range: delays 0.5 s, 1 s, 2 s, ... as long as no connection stays up a heartbeat (1 s).
+        await StartAgentAsync(new InstrumentedRuntime(), random: new FixedRandom(0.999));
+
+        await Task.Delay(TimeSpan.FromSeconds(2.6), TestContext.Current.CancellationToken);
+
+        _cp.Attempts.ShouldBeInRange(2, 4);
+    }
+
+    [Fact]
+    public async Task Session_that_ended_while_the_connection_broke_is_listed_ended_in_the_next_hello_until_welcomed()
+    {
+        await using var proxy = new TcpProxy(new Uri(_cp.Url));
+        var options = Options();
+        options.ControlPlaneUrl = proxy.Url;
+        options.KeepAliveInterval = TimeSpan.FromMilliseconds(500);
+        options.KeepAliveTimeout = TimeSpan.FromSeconds(1);
+        var runtime = new InstrumentedRuntime();
+        await runtime.StartAsync(StartArgs.For("alice-xterm-eeeeee"), TestContext.Current.CancellationToken);
+        await runtime.StartAsync(StartArgs.For("bob-xterm-llllll"), TestContext.Current.CancellationToken);
+        await StartAgentAsync(runtime, options);
+        var first = await _cp.NextConnectionAsync();
+        await first.CollectAsync(r => r.Any(e => e.Type == MessageTypes.Heartbeat), Wait);
+
+        // The app exits just as the connection dies silently: its session.status goes into the void.
+        proxy.SilenceOpenConnections();
+        runtime.ExitApp("alice-xterm-eeeeee");
+
+        var second = await _cp.NextConnectionAsync();
+        second.Hello.Inventory.ShouldBe([
+            new SessionInventoryItem { SessionId = "bob-xterm-llllll", State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = "alice-xterm-eeeeee", State = ObservedStates.Exited },
+        ]);
+        second.Hello.Capacity.ActiveSessions.ShouldBe(1, "an ended session takes no capacity");
+
+        // Welcomed: the control plane has it, so the hello after that lists only what runs.
+        await second.CloseAsync();
+        var third = await _cp.NextConnectionAsync();
+        third.Hello.Inventory.ShouldBe([new SessionInventoryItem { SessionId = "bob-xterm-llllll", State = ObservedStates.Running }]);
+    }
+
+    [Fact]
+    public async Task Ended_session_reported_on_a_connection_that_stayed_up_is_not_listed_in_later_hellos()
+    {
+        var options = Options();
+        options.KeepAliveInterval = TimeSpan.FromMilliseconds(250);
+        options.KeepAliveTimeout = TimeSpan.FromMilliseconds(500); // settled after 2 × 0.75 s
+        var runtime = new InstrumentedRuntime();
+        await runtime.StartAsync(StartArgs.For("alice-xterm-ssssss"), TestContext.Current.CancellationToken);
+        await StartAgentAsync(runtime, options);
+        var first = await _cp.NextConnectionAsync();
+
+        runtime.ExitApp("alice-xterm-ssssss");
+        static bool IsExit(Envelope e) => e.Type == MessageTypes.SessionStatus && e.PayloadAs<SessionStatusPayload>().State == ObservedStates.Exited;
+        // Three heartbeats (1 s apart) after the exit was written: longer than the settle time.
+        await first.CollectAsync(r => r.Any(IsExit) && r.SkipWhile(e => !IsExit(e)).Count(e => e.Type == MessageTypes.Heartbeat) >= 3, Wait);
+
+        await first.CloseAsync();
+        var second = await _cp.NextConnectionAsync();
+        second.Hello.Inventory.ShouldBeEmpty("reported on a connection that stayed up long enough: not kept forever");
     }
 
     [Fact]

@@ -121,6 +121,18 @@ public class AgentOptionsTests
     }
 
     [Fact]
+    public void Keep_alive_pings_must_be_answered_within_a_bounded_time()
+    {
+        var options = From(Base());
+        options.KeepAliveTimeout.ShouldBe(TimeSpan.FromSeconds(30));
+        options.Validate();
+        options.KeepAliveTimeout = TimeSpan.Zero;
+        Should.Throw<AgentOptionsException>(options.Validate).Message.ShouldContain("KeepAliveTimeout must be positive");
+        options.KeepAliveTimeout = Timeout.InfiniteTimeSpan;
+        Should.Throw<AgentOptionsException>(options.Validate).Message.ShouldContain("KeepAliveTimeout must be positive");
+    }
+
+    [Fact]
     public void Non_numeric_number_is_a_clear_error()
     {
         Should.Throw<AgentOptionsException>(() => From(new() { ["STREAMSPACE_MAX_SESSIONS"] = "ten" }))

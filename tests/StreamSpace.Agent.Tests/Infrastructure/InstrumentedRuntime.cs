@@ -6,13 +6,30 @@ using StreamSpace.Protocol;
 namespace StreamSpace.Agent.Tests;
 
 /// <summary>
-/// The simulated runtime plus two instruments the connection tests need: it counts executions (to prove
-/// at-most-once) and can hold a session.start until the test releases it (a deliberately slow start).
+/// The simulated runtime plus the instruments the connection tests need: it counts executions (to prove
+/// at-most-once), can hold a session.start until the test releases it (a deliberately slow start) and can end a
+/// session's app on its own.
 /// </summary>
 internal sealed class InstrumentedRuntime : ISessionRuntime
 {
     private readonly SimulatedRuntime _inner = new();
+    private readonly Channel<SessionStatusPayload> _observations = Channel.CreateUnbounded<SessionStatusPayload>();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> _exited = new();
     private int _starts;
+
+    public InstrumentedRuntime() => _ = ForwardAsync();
+
+    private async Task ForwardAsync()
+    {
+        await foreach (var status in _inner.Observations.ReadAllAsync()) _observations.Writer.TryWrite(status);
+    }
+
+    /// <summary>The session's app ends by itself: gone from the inventory, reported <c>exited</c>.</summary>
+    public void ExitApp(string sessionId)
+    {
+        _exited[sessionId] = true;
+        _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = sessionId, State = ObservedStates.Exited, Reason = "app exited with code 0" });
+    }
 
     public int Starts => Volatile.Read(ref _starts);
 
@@ -22,9 +39,9 @@ internal sealed class InstrumentedRuntime : ISessionRuntime
     public string Platform => _inner.Platform;
     /// <summary>What the runtime says about session limits (the simulated runtime says nothing).</summary>
     public string? SessionLimits { get; init; }
-    public ChannelReader<SessionStatusPayload> Observations => _inner.Observations;
+    public ChannelReader<SessionStatusPayload> Observations => _observations.Reader;
     public Task InitializeAsync(CancellationToken ct) => _inner.InitializeAsync(ct);
-    public IReadOnlyList<SessionInventoryItem> Inventory() => _inner.Inventory();
+    public IReadOnlyList<SessionInventoryItem> Inventory() => [.. _inner.Inventory().Where(s => !_exited.ContainsKey(s.SessionId))];
 
     public async Task StartAsync(SessionStartArgs args, CancellationToken ct)
     {

@@ -32,6 +32,9 @@ internal sealed class TestControlPlane : IAsyncDisposable
 
     public int HeartbeatIntervalSeconds { get; set; } = 1;
 
+    /// <summary>When set, every connection is closed right after its welcome (a control plane failing each agent at once).</summary>
+    public bool CloseAfterWelcome { get; set; }
+
     /// <summary>WebSocket upgrade requests that presented valid credentials.</summary>
     public int Attempts => Volatile.Read(ref _attempts);
 
@@ -88,6 +91,11 @@ internal sealed class TestControlPlane : IAsyncDisposable
             HeartbeatIntervalSeconds = HeartbeatIntervalSeconds,
             ConnectionId = Guid.NewGuid().ToString("N"),
         });
+        if (CloseAfterWelcome)
+        {
+            await socket.CloseAsync(WebSocketCloseStatus.InternalServerError, "test: failed after welcome", CancellationToken.None);
+            return;
+        }
         _connections.Writer.TryWrite(connection);
         await connection.Closed.Task; // keep the request (and the socket) alive until the test is done with it
     }

@@ -18,6 +18,18 @@ internal sealed class TestState : IDisposable
 
     public string Folder { get; }
 
+    /// <summary>
+    /// Makes the command dedupe store's folder unwritable the way a broken disk would, even for root (whom file modes
+    /// do not stop): <c>&lt;state&gt;/commands</c> is moved aside and replaced by a plain file, so every write below it
+    /// fails (ENOTDIR).
+    /// </summary>
+    public void BreakCommandsFolder()
+    {
+        var commands = Path.Combine(Folder, "commands");
+        Directory.Move(commands, commands + ".moved");
+        File.WriteAllText(commands, "not a folder");
+    }
+
     /// <summary>Also kill this group on dispose (a session whose record was removed by the runtime).</summary>
     public void KillOnDispose(int pgid) => _extraGroups.Add(pgid);
 

@@ -1,0 +1,93 @@
+using StreamSpace.Protocol;
+
+namespace StreamSpace.Agent.Connection;
+
+/// <summary>
+/// Sessions that ended (exited, crashed, stopped) and that the control plane may not know about yet. A
+/// <c>session.status</c> is not answered, so one written while the socket broke is lost without a trace, and one still
+/// queued when the agent reconnects arrives after the control plane reconciled the hello, which no longer lists the
+/// session: it would fail it "lost on agent" instead of ending it as observed. So every ended session is also listed in
+/// each hello (with its ended state, which the control plane applies as the observation before it reconciles) until a
+/// welcome answers a hello that carried it, or it was reported on a connection that then stayed up long enough for the
+/// keep-alive to have caught a dead peer.
+/// </summary>
+internal sealed class EndedSessions
+{
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, Entry> _entries = new(StringComparer.Ordinal);
+    private string? _connectionId;
+
+    /// <summary>An ended session, and the welcomed connection its <c>session.status</c> went out on (null: not yet sent).</summary>
+    public sealed record Entry(string SessionId, string State, string? ConnectionId, DateTimeOffset At);
+
+    public int Count
+    {
+        get
+        {
+            lock (_gate) return _entries.Count;
+        }
+    }
+
+    /// <summary>Every observation passes here: an ended one is kept, a live one (a later start of the id) forgets it.</summary>
+    public void Observed(SessionStatusPayload status, DateTimeOffset now)
+    {
+        lock (_gate)
+        {
+            if (status.State is ObservedStates.Exited or ObservedStates.Crashed or ObservedStates.Stopped)
+                _entries[status.SessionId] = new Entry(status.SessionId, status.State, _connectionId, now);
+            else
+                _entries.Remove(status.SessionId);
+        }
+    }
+
+    /// <summary>What the next hello lists beside the live sessions.</summary>
+    public IReadOnlyList<Entry> Snapshot()
+    {
+        lock (_gate) return [.. _entries.Values];
+    }
+
+    /// <summary>
+    /// A welcome answered the hello that carried <paramref name="carried"/>: the control plane has those. The others
+    /// ended since the hello; their statuses wait in the outbox and go out on this connection.
+    /// </summary>
+    public void Welcomed(string connectionId, IReadOnlyList<Entry> carried, DateTimeOffset now)
+    {
+        lock (_gate)
+        {
+            // Only the very entry the hello carried: a newer observation of the same session replaced it since.
+            foreach (var entry in carried)
+            {
+                if (_entries.TryGetValue(entry.SessionId, out var current) && current == entry) _entries.Remove(entry.SessionId);
+            }
+            foreach (var entry in _entries.Values.Where(e => e.ConnectionId is null).ToList())
+            {
+                _entries[entry.SessionId] = entry with { ConnectionId = connectionId, At = now };
+            }
+            _connectionId = connectionId;
+        }
+    }
+
+    /// <summary>The connection ended: what ends from now on is reported after the next welcome.</summary>
+    public void Disconnected(string connectionId)
+    {
+        lock (_gate)
+        {
+            if (_connectionId == connectionId) _connectionId = null;
+        }
+    }
+
+    /// <summary>
+    /// <paramref name="connectionId"/> is still up: what it reported until <paramref name="cutoff"/> went out long enough
+    /// ago that a dead peer would have broken the connection by now, so the control plane has it.
+    /// </summary>
+    public void Settle(string connectionId, DateTimeOffset cutoff)
+    {
+        lock (_gate)
+        {
+            foreach (var entry in _entries.Values.Where(e => e.ConnectionId == connectionId && e.At <= cutoff).ToList())
+            {
+                _entries.Remove(entry.SessionId);
+            }
+        }
+    }
+}
