@@ -53,8 +53,11 @@ public sealed class AgentConnection : IDisposable
     /// <summary>What the agent runs, by session id (observed states); from hello, kept current by results and events. Guarded by <see cref="ProcessingLock"/>.</summary>
     public Dictionary<string, string> Inventory { get; } = new(StringComparer.Ordinal);
 
-    /// <summary>Set once the agents row names this connection; its cleanup then writes offline (conditionally).</summary>
-    public bool MarkedOnline { get; set; }
+    /// <summary>
+    /// The hello's online write, once submitted (<see cref="AgentStatusWriter.MarkOnlineAsync"/>): it may still commit after
+    /// the socket ended, so the cleanup waits for it and then writes offline (conditionally on this connection id).
+    /// </summary>
+    public Task? OnlineWrite { get; set; }
 
     // Latest capacity figures, written to the agents row by the heartbeat flusher. Draining is the agent's own word
     // (agents.agent_draining), never an admin's drain.

@@ -66,11 +66,11 @@ public sealed class AgentHub(
             await connection.FinishAsync();
             await reportPump;
             await reconcileLoop;
-            // Whatever ended the connection (even mid-handshake, after it was registered): offline only if it
-            // is still the current one, so a replaced connection's cleanup never touches its successor.
-            // The offline write is itself conditional on this connection id, so it is also safe (a no-op) for a
-            // connection that was replaced, and it covers one that died between its online write and registration.
-            if (registry.Remove(connection) || connection.MarkedOnline)
+            // Whatever ended the connection (even mid-handshake): offline, but only where the agents row still names
+            // this connection id, so a replaced connection's cleanup never touches its successor. That covers one
+            // that died between its online write and registration, and one whose hello was still being written
+            // when it died (the batch commits it regardless): the offline write waits for that write first.
+            if (registry.Remove(connection) || connection.OnlineWrite is not null)
                 await MarkOfflineAfterCloseAsync(connection);
         }
     }
@@ -80,8 +80,19 @@ public sealed class AgentHub(
         try
         {
             using var timeout = new CancellationTokenSource(CleanupTimeout);
-            await statusWriter.MarkOfflineAsync(connection.AgentId, connection.ConnectionId, time.GetUtcNow(), timeout.Token);
-            logger.LogInformation(HubEvents.AgentDisconnected, "Agent {AgentId} disconnected (connection {ConnectionId}); marked offline", connection.AgentId, connection.ConnectionId);
+            if (connection.OnlineWrite is { } write)
+            {
+                try
+                {
+                    await write.WaitAsync(timeout.Token);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException || !timeout.IsCancellationRequested)
+                {
+                    // Refused, dropped before its batch, or failed: nothing to undo, and the offline write is a no-op.
+                }
+            }
+            if (await statusWriter.MarkOfflineAsync(connection.AgentId, connection.ConnectionId, time.GetUtcNow(), timeout.Token))
+                logger.LogInformation(HubEvents.AgentDisconnected, "Agent {AgentId} disconnected (connection {ConnectionId}); marked offline", connection.AgentId, connection.ConnectionId);
         }
         catch (Exception ex)
         {
@@ -139,7 +150,6 @@ public sealed class AgentHub(
         }
         if (!online.Registered)
             return await RefuseAsync(connection, "unknown_agent", "this agent is no longer registered, or its token was replaced");
-        connection.MarkedOnline = true;
 
         if (registry.Register(connection, now) is { } replaced)
         {

@@ -31,6 +31,9 @@ public sealed class AgentStatusWriter(
         }
     }
     private readonly Lock _pendingLock = new();
+
+    /// <summary>Hellos waiting for their online write or in one that runs now (for tests).</summary>
+    internal int HellosPending => Volatile.Read(ref _hellosQueue)?.Pending ?? 0;
     private Dictionary<string, PendingHeartbeat> _pending = new(StringComparer.Ordinal);
 
     /// <summary>
@@ -38,9 +41,16 @@ public sealed class AgentStatusWriter(
     /// restart) are written by one set-based UPDATE. <see cref="OnlineMark.Registered"/> is false when the agent row no
     /// longer exists or no longer holds the token that authenticated the connection (rotated meanwhile), or (<see cref="OnlineMark.Superseded"/>) when a newer hello of the same agent came in the same batch;
     /// <see cref="OnlineMark.HasLiveSessions"/> says whether any live session is placed on the agent.
+    /// The caller may stop waiting (<paramref name="ct"/>), but a batch that already took the hello still commits it:
+    /// <see cref="AgentConnection.OnlineWrite"/> is the write itself, which the connection's cleanup waits for before its
+    /// offline write.
     /// </summary>
-    public Task<OnlineMark> MarkOnlineAsync(AgentConnection connection, HelloPayload hello, DateTimeOffset now, CancellationToken ct) =>
-        Hellos.EnqueueAsync(new PendingHello(connection, hello, now), ct).WaitAsync(ct);
+    public Task<OnlineMark> MarkOnlineAsync(AgentConnection connection, HelloPayload hello, DateTimeOffset now, CancellationToken ct)
+    {
+        var write = Hellos.EnqueueAsync(new PendingHello(connection, hello, now), ct);
+        connection.OnlineWrite = write;
+        return write.WaitAsync(ct);
+    }
 
     private async Task<IReadOnlyList<OnlineMark>> WriteHellosAsync(IReadOnlyList<PendingHello> hellos, CancellationToken ct)
     {
@@ -115,9 +125,9 @@ public sealed class AgentStatusWriter(
 
     /// <summary>
     /// Marks the agent offline if <paramref name="connectionId"/> still owns its row. Must be called after
-    /// the connection left the registry, so no later flush can write it back.
+    /// the connection left the registry, so no later flush can write it back. False when the row names another connection (or none).
     /// </summary>
-    public async Task MarkOfflineAsync(string agentId, string connectionId, DateTimeOffset now, CancellationToken ct)
+    public async Task<bool> MarkOfflineAsync(string agentId, string connectionId, DateTimeOffset now, CancellationToken ct)
     {
         await _gate.WaitAsync(ct);
         try
@@ -127,12 +137,12 @@ public sealed class AgentStatusWriter(
                 if (_pending.TryGetValue(agentId, out var p) && p.Connection.ConnectionId == connectionId) _pending.Remove(agentId);
             }
             await using var conn = await db.OpenAsync(ct);
-            await conn.ExecuteAsync(new CommandDefinition(
+            return await conn.ExecuteAsync(new CommandDefinition(
                 """
                 UPDATE agents SET status = @offline, connection_id = NULL, updated_at = @now
                 WHERE agent_id = @agentId AND connection_id = @connectionId
                 """,
-                new { offline = AgentStatus.Offline, now, agentId, connectionId }, cancellationToken: ct));
+                new { offline = AgentStatus.Offline, now, agentId, connectionId }, cancellationToken: ct)) > 0;
         }
         finally
         {
