@@ -212,6 +212,9 @@ public sealed class ScriptedAgent : IAsyncDisposable
 
     public bool IsOpen => _socket.State == WebSocketState.Open;
 
+    /// <summary>The description of the control plane's close frame, once it arrived.</summary>
+    public string? CloseDescription { get; private set; }
+
     private async Task ReadLoopAsync()
     {
         var buffer = new byte[64 * 1024];
@@ -226,6 +229,7 @@ public sealed class ScriptedAgent : IAsyncDisposable
                     result = await _socket.ReceiveAsync(buffer, _stop.Token);
                     if (result.MessageType == WebSocketMessageType.Close)
                     {
+                        CloseDescription = result.CloseStatusDescription;
                         _closed.TrySetResult(result.CloseStatus);
                         return;
                     }
