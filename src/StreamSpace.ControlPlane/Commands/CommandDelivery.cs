@@ -185,12 +185,19 @@ public sealed class CommandDelivery : BackgroundService
     {
         // The reconnect pass re-sends what an earlier connection left in flight, due or not; a command this
         // very connection already carried (sent between its hello and this pass) keeps its own deadline.
-        var offered = due.Where(c => connection.FirstDelivery(c.Id) || !reconnected).ToList();
+        var firstHere = new HashSet<string>(StringComparer.Ordinal);
+        var offered = due.Where(c => (connection.FirstDelivery(c.Id) && firstHere.Add(c.Id)) || !reconnected).ToList();
         if (offered.Count == 0 || connection.Lifetime.IsCancellationRequested || !_registry.IsCurrent(connection.AgentId, connection.ConnectionId)) return;
         var claimed = await ClaimAsync(offered, now, ct);
         foreach (var command in offered)
         {
-            if (!claimed.Contains(command.Id)) continue;
+            if (!claimed.Contains(command.Id))
+            {
+                // Finished meanwhile (its result beat this pass's read of the table) or claimed by another pass: not
+                // carried by this pass, so not remembered either (a finished command would stay remembered forever).
+                if (firstHere.Contains(command.Id)) connection.ForgetDelivery(command.Id);
+                continue;
+            }
             if (!await SendOneAsync(connection, command with { Attempts = command.Attempts + 1 }, now, ct)) return;
         }
     }
@@ -318,6 +325,8 @@ public sealed class CommandDelivery : BackgroundService
                 }
                 return true;
             }, ct);
+            // Final now, here or on another replica: the connection that carried it no longer needs to remember it.
+            _registry.Find(command.AgentId)?.ForgetDelivery(command.Id);
             if (applied)
             {
                 _metrics.CommandExpired();

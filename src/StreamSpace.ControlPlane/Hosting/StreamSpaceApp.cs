@@ -87,7 +87,9 @@ public static class StreamSpaceApp
         // Kestrel took its sockets by now; whatever it did not take (other addresses configured) is closed.
         app.Lifetime.ApplicationStarted.Register(early.Dispose);
         app.UseApiErrorHandling();
-        app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(15) });
+        // Pings with a timeout, not .NET's default unsolicited pongs (which never notice a silent peer): every accepted
+        // socket (agent control, agent data, viewer) is aborted once its peer stops answering.
+        app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = options.WebSocketKeepAliveInterval, KeepAliveTimeout = options.WebSocketKeepAliveTimeout });
         app.UseAuthentication();
         app.UseAuthorization();
         app.UseAntiforgery();

@@ -46,6 +46,14 @@ public sealed class StreamSpaceOptions
     public TimeSpan OfflineSweepGrace { get; set; } = TimeSpan.FromSeconds(5);
     /// <summary>How often a connected agent's tracked inventory is reconciled with the sessions table (also on every hello).</summary>
     public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(60);
+    /// <summary>How often the control plane pings the peer of every WebSocket it accepted (agents' control and data sockets, viewers).</summary>
+    public TimeSpan WebSocketKeepAliveInterval { get; set; } = TimeSpan.FromSeconds(15);
+    /// <summary>
+    /// How long a ping may go unanswered before the socket is aborted: a peer that vanished without closing (a viewer's
+    /// laptop asleep, an agent host without power) ends its relay within interval + timeout instead of ~15 min of TCP
+    /// retransmissions.
+    /// </summary>
+    public TimeSpan WebSocketKeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(30);
     /// <summary>A running session without viewer input this long is hibernated or terminated (<see cref="IdleAction"/>); 0 = never.</summary>
     public TimeSpan IdleTimeout { get; set; } = TimeSpan.Zero;
     /// <summary>What idle handling does: <c>hibernate</c> (default) or <c>terminate</c>.</summary>
@@ -116,6 +124,8 @@ public sealed class StreamSpaceOptions
         if (OfflineSweepInterval <= TimeSpan.Zero) errors.Add("StreamSpace__OfflineSweepInterval must be positive");
         if (OfflineSweepGrace < TimeSpan.Zero) errors.Add("StreamSpace__OfflineSweepGrace must be >= 0");
         if (ReconcileInterval <= TimeSpan.Zero) errors.Add("StreamSpace__ReconcileInterval must be positive");
+        if (WebSocketKeepAliveInterval <= TimeSpan.Zero) errors.Add("StreamSpace__WebSocketKeepAliveInterval must be positive");
+        if (WebSocketKeepAliveTimeout <= TimeSpan.Zero) errors.Add("StreamSpace__WebSocketKeepAliveTimeout must be positive");
         // Input reaches the database every few seconds (the relay's activity flush): shorter timeouts would idle active users.
         if (IdleTimeout != TimeSpan.Zero && IdleTimeout < TimeSpan.FromMinutes(1)) errors.Add("StreamSpace__IdleTimeout must be 0 (off) or at least 00:01:00");
         if (IdleAction is not (IdleHibernate or IdleTerminate)) errors.Add($"IdleAction must be '{IdleHibernate}' or '{IdleTerminate}', got '{IdleAction}'");

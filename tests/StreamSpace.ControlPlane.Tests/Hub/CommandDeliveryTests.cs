@@ -419,6 +419,42 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
         (await cp.SessionRowAsync(sessionId)).State.ShouldBe(SessionState.Pending);
         (await cp.CommandRowAsync(commandId)).State.ShouldBe(CommandState.Pending);
     }
+
+    [Fact]
+    public async Task A_connection_forgets_the_commands_it_carried_once_they_are_final_and_still_delivers_each_once()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        var connection = cp.App.Services.GetRequiredService<Agents.Hub.AgentConnectionRegistry>().Find(agentId)!;
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Running);
+
+        // Viewers opening streams, one command each, over a connection that lives for weeks.
+        var opened = new List<string>();
+        for (var i = 0; i < 20; i++) opened.Add(await cp.EnqueueAsync(agentId, sessionId, CommandTypes.StreamOpen, new { sessionId, streamId = $"s{i}" }));
+        var received = new List<CommandPayload>();
+        for (var i = 0; i < opened.Count; i++) received.Add(await agent.ExpectCommandAsync());
+        received.Select(c => c.CommandId).ShouldBe(opened, ignoreOrder: true);
+        connection.DeliveredCount.ShouldBe(opened.Count);
+        foreach (var id in opened)
+        {
+            await agent.AckAsync(id);
+            await agent.ResultAsync(id, success: true);
+        }
+        await HubControlPlane.EventuallyAsync(() => Task.FromResult(connection.DeliveredCount == 0), Soon, "finished commands are forgotten");
+
+        // One the agent never answers is redelivered after its ack timeout, and forgotten once it expires.
+        var unanswered = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.StreamOpen, new { sessionId, streamId = "late" }, ttl: TimeSpan.FromSeconds(2.5));
+        (await agent.ExpectCommandAsync()).CommandId.ShouldBe(unanswered);
+        (await agent.ExpectCommandAsync()).CommandId.ShouldBe(unanswered, "redelivered after the ack timeout");
+        connection.DeliveredCount.ShouldBe(1);
+        await HubControlPlane.EventuallyAsync(async () => (await cp.CommandRowAsync(unanswered)).State == CommandState.Expired, Soon, "the command expires");
+        await HubControlPlane.EventuallyAsync(() => Task.FromResult(connection.DeliveredCount == 0), Soon, "an expired command is forgotten");
+
+        // Nothing finished is sent again (the expired one may have gone out once more before it expired).
+        while (await agent.NextAsync(TimeSpan.FromMilliseconds(300)) is { } late) late.PayloadAs<CommandPayload>().CommandId.ShouldBe(unanswered);
+        await agent.ExpectNothingAsync(TimeSpan.FromSeconds(2.5));
+        agent.CommandsReceived.Count(c => opened.Contains(c.CommandId)).ShouldBe(opened.Count);
+    }
 }
 
 [Trait("Category", "Timing")]

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
+using Dapper;
 using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Agents.Hub;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
@@ -103,6 +104,33 @@ public abstract class HubConnectionTests(HubControlPlane cp)
         agent.Crash();
         // Not the 3 s silence timeout: the dropped TCP connection itself is noticed.
         (await cp.AgentStatusIsAsync(agentId, AgentStatus.Offline, OneSecond)).ShouldBeLessThan(OneSecond);
+        await agent.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task An_agent_whose_socket_dies_while_its_online_write_waits_for_the_database_ends_offline()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var (agentId, token) = await cp.CreateAgentAsync("dying");
+        var writer = cp.App.Services.GetRequiredService<AgentStatusWriter>();
+        var agent = await ScriptedAgent.ConnectAsync(cp.BaseAddress, agentId, token);
+        await using (var conn = await cp.Db.OpenAsync(ct))
+        {
+            // A slow database: another transaction holds the agent's row (PostgreSQL) or the write lock (SQLite), so the
+            // hello's online write waits in its batch; meanwhile the agent gives up (its handshake timeout) and is gone.
+            await using var tx = await conn.BeginTransactionAsync(ct);
+            await conn.ExecuteAsync(new CommandDefinition("UPDATE agents SET updated_at = updated_at WHERE agent_id = @agentId", new { agentId }, tx, cancellationToken: ct));
+            await agent.SendHelloAsync();
+            await HubControlPlane.EventuallyAsync(() => Task.FromResult(writer.HellosPending > 0), TimeSpan.FromSeconds(5), "the hello's online write is queued");
+            await Task.Delay(TimeSpan.FromMilliseconds(300), ct);
+            agent.Crash();
+            await Task.Delay(TimeSpan.FromMilliseconds(300), ct);
+            await tx.RollbackAsync(ct);
+        }
+        // The write commits 'online' for a connection that no longer exists: at once offline again (not ~4 s later by the sweep).
+        await HubControlPlane.EventuallyAsync(() => Task.FromResult(writer.HellosPending == 0), TimeSpan.FromSeconds(5), "the hello's online write finished");
+        await HubControlPlane.EventuallyAsync(async () => (await cp.AgentRowAsync(agentId)) is { Status: AgentStatus.Offline, ConnectionId: null },
+            OneSecond, "the dead connection's agent is offline");
         await agent.DisposeAsync();
     }
 

@@ -292,6 +292,48 @@ public abstract class ReconciliationTests(HubControlPlane cp)
         await cp.SessionStateIsAsync(hibernates, SessionState.Hibernated, Soon);
         (await cp.SessionRowAsync(foreign)).State.ShouldBe(SessionState.Running, "an agent cannot change another agent's session");
     }
+
+    [Fact]
+    public async Task An_agent_reporting_more_unknown_sessions_than_its_capacity_allows_is_closed_and_its_orphan_stops_stay_bounded()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync("inventor");
+        var limit = SessionObservations.TrackingLimit(10); // the agent's max_sessions
+        var prefix = "ghost-xterm-" + Guid.NewGuid().ToString("N")[..6] + "-";
+        await using (var agent = await cp.OnlineAgentAsync(agentId, token))
+        {
+            try
+            {
+                for (var i = 0; i < limit + 50 && agent.IsOpen; i++) await agent.StatusAsync(prefix + i, ObservedStates.Running);
+            }
+            catch (WebSocketException)
+            {
+                // Closed by the control plane while still reporting.
+            }
+            (await agent.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
+            agent.CloseDescription.ShouldBe($"too_many_sessions: more than {limit} sessions reported, {prefix}{limit} unknown here");
+        }
+        await cp.AgentStatusIsAsync(agentId, AgentStatus.Offline, Soon);
+        // Longer than a reconciliation interval: at most one stop per tracked session was written, never one per report.
+        await Task.Delay(TimeSpan.FromSeconds(2.5), TestContext.Current.CancellationToken);
+        (await StopsAsync(agentId)).ShouldBeLessThanOrEqualTo(limit);
+
+        // A hello with more sessions than that is refused the same way.
+        await using var again = await ScriptedAgent.ConnectAsync(cp.BaseAddress, agentId, token);
+        var inventory = Enumerable.Range(0, limit + 1).Select(i => new SessionInventoryItem { SessionId = prefix + i, State = ObservedStates.Running }).ToList();
+        (await again.HelloAsync(inventory)).ShouldBeNull();
+        again.Refusal!.Code.ShouldBe("too_many_sessions");
+        again.Refusal.Reason.ShouldBe($"hello reports {limit + 1} sessions; at most {limit} for this agent's capacity");
+        (await again.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
+        await cp.AgentStatusIsAsync(agentId, AgentStatus.Offline, Soon);
+        (await StopsAsync(agentId)).ShouldBeLessThanOrEqualTo(limit);
+    }
+
+    private async Task<long> StopsAsync(string agentId)
+    {
+        await using var conn = await cp.Db.OpenAsync(CancellationToken.None);
+        return await Dapper.SqlMapper.ExecuteScalarAsync<long>(conn,
+            "SELECT COUNT(*) FROM agent_commands WHERE agent_id = @agentId AND type = @stop", new { agentId, stop = CommandTypes.SessionStop });
+    }
 }
 
 [Trait("Category", "Timing")]

@@ -91,6 +91,18 @@ public sealed class ScriptedAgent : IAsyncDisposable
     public async Task<WelcomePayload?> HelloAsync(IReadOnlyList<SessionInventoryItem>? inventory = null, string? claimedAgentId = null, int version = ProtocolVersion.Current,
         string? sessionLimits = null, bool draining = false)
     {
+        await SendHelloAsync(inventory, claimedAgentId, version, sessionLimits, draining);
+        var answer = await NextAsync(TimeSpan.FromSeconds(10));
+        if (answer?.Type == MessageTypes.Refused) Refusal = answer.PayloadAs<RefusedPayload>();
+        if (answer?.Type != MessageTypes.Welcome) return null;
+        Welcome = answer.PayloadAs<WelcomePayload>();
+        return Welcome;
+    }
+
+    /// <summary>Sends hello without waiting for the answer.</summary>
+    public Task SendHelloAsync(IReadOnlyList<SessionInventoryItem>? inventory = null, string? claimedAgentId = null, int version = ProtocolVersion.Current,
+        string? sessionLimits = null, bool draining = false)
+    {
         var hello = new HelloPayload
         {
             AgentId = claimedAgentId ?? AgentId,
@@ -102,12 +114,7 @@ public sealed class ScriptedAgent : IAsyncDisposable
             Draining = draining,
             Inventory = inventory ?? [],
         };
-        await SendAsync(Envelope.Create(MessageTypes.Hello, hello, DateTimeOffset.UtcNow) with { V = version });
-        var answer = await NextAsync(TimeSpan.FromSeconds(10));
-        if (answer?.Type == MessageTypes.Refused) Refusal = answer.PayloadAs<RefusedPayload>();
-        if (answer?.Type != MessageTypes.Welcome) return null;
-        Welcome = answer.PayloadAs<WelcomePayload>();
-        return Welcome;
+        return SendAsync(Envelope.Create(MessageTypes.Hello, hello, DateTimeOffset.UtcNow) with { V = version });
     }
 
     public void StartHeartbeats()
@@ -205,6 +212,9 @@ public sealed class ScriptedAgent : IAsyncDisposable
 
     public bool IsOpen => _socket.State == WebSocketState.Open;
 
+    /// <summary>The description of the control plane's close frame, once it arrived.</summary>
+    public string? CloseDescription { get; private set; }
+
     private async Task ReadLoopAsync()
     {
         var buffer = new byte[64 * 1024];
@@ -219,6 +229,7 @@ public sealed class ScriptedAgent : IAsyncDisposable
                     result = await _socket.ReceiveAsync(buffer, _stop.Token);
                     if (result.MessageType == WebSocketMessageType.Close)
                     {
+                        CloseDescription = result.CloseStatusDescription;
                         _closed.TrySetResult(result.CloseStatus);
                         return;
                     }

@@ -6,7 +6,8 @@ namespace StreamSpace.ControlPlane.Tests.Infrastructure;
 /// <summary>
 /// A loopback TCP proxy for fault injection: forwards 127.0.0.1:<see cref="Port"/> to a target.
 /// <see cref="Cut"/> resets every open connection and stops listening, so new connections are refused,
-/// exactly as if the server went away; <see cref="Restore"/> listens on the same port again.
+/// exactly as if the server went away; <see cref="Restore"/> listens on the same port again. <see cref="BlackHole"/>
+/// drops every byte from then on while keeping both sockets open: a peer that vanished without a FIN or RST.
 /// </summary>
 public sealed class TcpProxy : IAsyncDisposable
 {
@@ -29,6 +30,10 @@ public sealed class TcpProxy : IAsyncDisposable
 
     public int Port { get; }
     public bool IsCut { get; private set; }
+    private volatile bool _blackHoled;
+
+    /// <summary>From now on, bytes in either direction are read and dropped; no connection is closed.</summary>
+    public void BlackHole() => _blackHoled = true;
 
     /// <summary>Resets all open connections and refuses new ones until <see cref="Restore"/>.</summary>
     public void Cut()
@@ -116,11 +121,16 @@ public sealed class TcpProxy : IAsyncDisposable
         }
     }
 
-    private static async Task CopyAsync(TcpClient from, TcpClient to, CancellationToken ct)
+    private async Task CopyAsync(TcpClient from, TcpClient to, CancellationToken ct)
     {
+        var buffer = new byte[64 * 1024];
         try
         {
-            await from.GetStream().CopyToAsync(to.GetStream(), ct);
+            var input = from.GetStream();
+            var output = to.GetStream();
+            int read;
+            while ((read = await input.ReadAsync(buffer, ct)) > 0)
+                if (!_blackHoled) await output.WriteAsync(buffer.AsMemory(0, read), ct);
         }
         catch (Exception e) when (e is SocketException or IOException or ObjectDisposedException or OperationCanceledException or InvalidOperationException)
         {

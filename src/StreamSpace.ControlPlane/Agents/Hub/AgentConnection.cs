@@ -38,6 +38,20 @@ public sealed class AgentConnection : IDisposable
     /// <summary>True the first time a command id is offered for sending on this connection.</summary>
     public bool FirstDelivery(string commandId) => _delivered.TryAdd(commandId, 0);
 
+    /// <summary>
+    /// Forgets a command id offered here: its command reached a final state (or this connection did not claim it), so
+    /// no pass offers it again as in flight. Without it, a connection carrying viewers' stream opens for weeks kept every
+    /// command id it ever carried.
+    /// </summary>
+    public void ForgetDelivery(string commandId)
+    {
+        _delivered.TryRemove(commandId, out _);
+        _handedOff.TryRemove(commandId, out _);
+    }
+
+    /// <summary>Command ids this connection remembers as offered (for tests).</summary>
+    internal int DeliveredCount => _delivered.Count;
+
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte> _handedOff = new(StringComparer.Ordinal);
 
     /// <summary>
@@ -53,8 +67,17 @@ public sealed class AgentConnection : IDisposable
     /// <summary>What the agent runs, by session id (observed states); from hello, kept current by results and events. Guarded by <see cref="ProcessingLock"/>.</summary>
     public Dictionary<string, string> Inventory { get; } = new(StringComparer.Ordinal);
 
-    /// <summary>Set once the agents row names this connection; its cleanup then writes offline (conditionally).</summary>
-    public bool MarkedOnline { get; set; }
+    /// <summary>
+    /// How many sessions <see cref="Inventory"/> may hold before a report of one more the database does not know closes the
+    /// connection (<see cref="SessionObservations.TrackingLimit"/>; set from the agent's capacity at hello).
+    /// </summary>
+    public int TrackedSessionLimit { get; set; } = SessionObservations.TrackingLimit(0);
+
+    /// <summary>
+    /// The hello's online write, once submitted (<see cref="AgentStatusWriter.MarkOnlineAsync"/>): it may still commit after
+    /// the socket ended, so the cleanup waits for it and then writes offline (conditionally on this connection id).
+    /// </summary>
+    public Task? OnlineWrite { get; set; }
 
     // Latest capacity figures, written to the agents row by the heartbeat flusher. Draining is the agent's own word
     // (agents.agent_draining), never an admin's drain.

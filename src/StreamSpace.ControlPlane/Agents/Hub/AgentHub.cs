@@ -28,6 +28,9 @@ public sealed class AgentHub(
     /// <summary>Reports applied in one transaction at most; also the per-connection queue bound (the agent's reads wait beyond it).</summary>
     private const int MaxReportBatch = 512;
 
+    /// <summary>Refusal code of an agent that reports more sessions than its capacity allows (<see cref="SessionObservations.TrackingLimit"/>).</summary>
+    private const string TooManySessions = "too_many_sessions";
+
     private readonly StreamSpaceOptions _options = options.Value;
 
     public async Task RunAsync(WebSocket socket, string agentId, string tokenHash, CancellationToken requestAborted)
@@ -66,11 +69,11 @@ public sealed class AgentHub(
             await connection.FinishAsync();
             await reportPump;
             await reconcileLoop;
-            // Whatever ended the connection (even mid-handshake, after it was registered): offline only if it
-            // is still the current one, so a replaced connection's cleanup never touches its successor.
-            // The offline write is itself conditional on this connection id, so it is also safe (a no-op) for a
-            // connection that was replaced, and it covers one that died between its online write and registration.
-            if (registry.Remove(connection) || connection.MarkedOnline)
+            // Whatever ended the connection (even mid-handshake): offline, but only where the agents row still names
+            // this connection id, so a replaced connection's cleanup never touches its successor. That covers one
+            // that died between its online write and registration, and one whose hello was still being written
+            // when it died (the batch commits it regardless): the offline write waits for that write first.
+            if (registry.Remove(connection) || connection.OnlineWrite is not null)
                 await MarkOfflineAfterCloseAsync(connection);
         }
     }
@@ -80,8 +83,19 @@ public sealed class AgentHub(
         try
         {
             using var timeout = new CancellationTokenSource(CleanupTimeout);
-            await statusWriter.MarkOfflineAsync(connection.AgentId, connection.ConnectionId, time.GetUtcNow(), timeout.Token);
-            logger.LogInformation(HubEvents.AgentDisconnected, "Agent {AgentId} disconnected (connection {ConnectionId}); marked offline", connection.AgentId, connection.ConnectionId);
+            if (connection.OnlineWrite is { } write)
+            {
+                try
+                {
+                    await write.WaitAsync(timeout.Token);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException || !timeout.IsCancellationRequested)
+                {
+                    // Refused, dropped before its batch, or failed: nothing to undo, and the offline write is a no-op.
+                }
+            }
+            if (await statusWriter.MarkOfflineAsync(connection.AgentId, connection.ConnectionId, time.GetUtcNow(), timeout.Token))
+                logger.LogInformation(HubEvents.AgentDisconnected, "Agent {AgentId} disconnected (connection {ConnectionId}); marked offline", connection.AgentId, connection.ConnectionId);
         }
         catch (Exception ex)
         {
@@ -139,7 +153,9 @@ public sealed class AgentHub(
         }
         if (!online.Registered)
             return await RefuseAsync(connection, "unknown_agent", "this agent is no longer registered, or its token was replaced");
-        connection.MarkedOnline = true;
+        connection.TrackedSessionLimit = SessionObservations.TrackingLimit(online.MaxSessions);
+        if (connection.Inventory.Count > connection.TrackedSessionLimit)
+            return await RefuseAsync(connection, TooManySessions, $"hello reports {connection.Inventory.Count} sessions; at most {connection.TrackedSessionLimit} for this agent's capacity");
 
         if (registry.Register(connection, now) is { } replaced)
         {
@@ -346,7 +362,8 @@ public sealed class AgentHub(
                 await connection.ProcessingLock.WaitAsync(ct);
                 try
                 {
-                    await ApplyReportsAsync(connection, batch, ct);
+                    // Refused: the connection is closing, and what it reported after that is not applied.
+                    if (!await ApplyReportsAsync(connection, batch, ct)) return;
                 }
                 finally
                 {
@@ -361,7 +378,8 @@ public sealed class AgentHub(
         }
     }
 
-    private async Task ApplyReportsAsync(AgentConnection connection, List<AgentReport> batch, CancellationToken ct)
+    /// <summary>False when a report was refused (too many unknown sessions) and the connection closed.</summary>
+    private async Task<bool> ApplyReportsAsync(AgentConnection connection, List<AgentReport> batch, CancellationToken ct)
     {
         var acks = new List<AckPayload>();
         var received = new List<ResultPayload>();
@@ -378,10 +396,18 @@ public sealed class AgentHub(
             else if (report.Status is { } status)
             {
                 await FlushAsync();
-                await GuardAsync(() => observations.ApplyAsync(connection, status, ct), MessageTypes.SessionStatus);
+                var admitted = true;
+                await GuardAsync(async () => admitted = await observations.ApplyAsync(connection, status, ct), MessageTypes.SessionStatus);
+                if (!admitted)
+                {
+                    await ViolationAsync(connection, TooManySessions,
+                        $"more than {connection.TrackedSessionLimit} sessions reported, {status.SessionId} unknown here");
+                    return false;
+                }
             }
         }
         await FlushAsync();
+        return true;
 
         async Task FlushAsync()
         {
@@ -392,8 +418,11 @@ public sealed class AgentHub(
             await GuardAsync(async () =>
             {
                 foreach (var applied in await results.ApplyAsync(connection.AgentId, a, r, ct))
+                {
+                    connection.ForgetDelivery(applied.Command.Id);
                     if (applied.Command.SessionId is { } sessionId)
                         TrackResult(connection, sessionId, applied.Command.Type, applied.Success);
+                }
             }, r.Count > 0 ? MessageTypes.Result : MessageTypes.Ack);
         }
 

@@ -31,6 +31,9 @@ public sealed class AgentStatusWriter(
         }
     }
     private readonly Lock _pendingLock = new();
+
+    /// <summary>Hellos waiting for their online write or in one that runs now (for tests).</summary>
+    internal int HellosPending => Volatile.Read(ref _hellosQueue)?.Pending ?? 0;
     private Dictionary<string, PendingHeartbeat> _pending = new(StringComparer.Ordinal);
 
     /// <summary>
@@ -38,9 +41,16 @@ public sealed class AgentStatusWriter(
     /// restart) are written by one set-based UPDATE. <see cref="OnlineMark.Registered"/> is false when the agent row no
     /// longer exists or no longer holds the token that authenticated the connection (rotated meanwhile), or (<see cref="OnlineMark.Superseded"/>) when a newer hello of the same agent came in the same batch;
     /// <see cref="OnlineMark.HasLiveSessions"/> says whether any live session is placed on the agent.
+    /// The caller may stop waiting (<paramref name="ct"/>), but a batch that already took the hello still commits it:
+    /// <see cref="AgentConnection.OnlineWrite"/> is the write itself, which the connection's cleanup waits for before its
+    /// offline write.
     /// </summary>
-    public Task<OnlineMark> MarkOnlineAsync(AgentConnection connection, HelloPayload hello, DateTimeOffset now, CancellationToken ct) =>
-        Hellos.EnqueueAsync(new PendingHello(connection, hello, now), ct).WaitAsync(ct);
+    public Task<OnlineMark> MarkOnlineAsync(AgentConnection connection, HelloPayload hello, DateTimeOffset now, CancellationToken ct)
+    {
+        var write = Hellos.EnqueueAsync(new PendingHello(connection, hello, now), ct);
+        connection.OnlineWrite = write;
+        return write.WaitAsync(ct);
+    }
 
     private async Task<IReadOnlyList<OnlineMark>> WriteHellosAsync(IReadOnlyList<PendingHello> hellos, CancellationToken ct)
     {
@@ -54,7 +64,7 @@ public sealed class AgentStatusWriter(
                 // The same agent twice in one batch (a reconnect racing its predecessor): the later hello wins, as it would one by one.
                 var last = hellos.Select((h, i) => (h, i)).GroupBy(x => x.h.Connection.AgentId, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last().i, StringComparer.Ordinal);
                 var rows = hellos.Where((h, i) => last[h.Connection.AgentId] == i).ToList();
-                var marked = (await conn.QueryAsync<(string AgentId, bool Live)>(new CommandDefinition(
+                var marked = (await conn.QueryAsync<(string AgentId, bool Live, int MaxSessions)>(new CommandDefinition(
                     $"""
                     UPDATE agents a SET status = @online, connection_id = v.connection_id, connected_at = v.at, last_heartbeat = v.at,
                         version = v.version, agent_draining = v.draining, active_sessions = v.active, platform = v.platform,
@@ -62,7 +72,7 @@ public sealed class AgentStatusWriter(
                     FROM unnest(@ids, @connections, @ats, @versions, @drains, @actives, @platforms, @regions, @limits, @hashes)
                         AS v(agent_id, connection_id, at, version, draining, active, platform, region, session_limits, token_hash)
                     WHERE a.agent_id = v.agent_id AND a.token_hash = v.token_hash
-                    RETURNING a.agent_id, {LiveOn("a.agent_id")}
+                    RETURNING a.agent_id, {LiveOn("a.agent_id")}, a.max_sessions
                     """,
                     new
                     {
@@ -73,21 +83,21 @@ public sealed class AgentStatusWriter(
                         platforms = rows.Select(h => h.Hello.Platform).ToArray(), regions = rows.Select(h => h.Hello.Region).ToArray(),
                         limits = rows.Select(h => h.Hello.SessionLimits).ToArray(), hashes = rows.Select(h => h.Connection.TokenHash).ToArray(),
                     },
-                    cancellationToken: ct))).ToDictionary(r => r.AgentId, r => r.Live, StringComparer.Ordinal);
+                    cancellationToken: ct))).ToDictionary(r => r.AgentId, StringComparer.Ordinal);
                 // An earlier hello of the same agent in this batch is superseded by the later one before it was written.
                 return hellos.Select((h, i) => last[h.Connection.AgentId] != i ? new OnlineMark(false, false, Superseded: true)
-                    : marked.TryGetValue(h.Connection.AgentId, out var l) ? new OnlineMark(true, l) : new OnlineMark(false, false)).ToList();
+                    : marked.TryGetValue(h.Connection.AgentId, out var m) ? new OnlineMark(true, m.Live, MaxSessions: m.MaxSessions) : new OnlineMark(false, false)).ToList();
             }
             var results = new List<OnlineMark>(hellos.Count);
             foreach (var h in hellos)
             {
-                var hasLive = await conn.QuerySingleOrDefaultAsync<bool?>(new CommandDefinition(
+                var row = (await conn.QueryAsync<(bool Live, int MaxSessions)>(new CommandDefinition(
                     $"""
                     UPDATE agents SET status = @online, connection_id = @connectionId, connected_at = @now, last_heartbeat = @now,
                         version = @version, agent_draining = @draining, active_sessions = @active, platform = @platform,
                         region = COALESCE(@region, region), session_limits = @limits, updated_at = @now
                     WHERE agent_id = @agentId AND token_hash = @tokenHash
-                    RETURNING {LiveOn("agents.agent_id")}
+                    RETURNING {LiveOn("agents.agent_id")}, max_sessions
                     """,
                     new
                     {
@@ -95,8 +105,8 @@ public sealed class AgentStatusWriter(
                         active = h.Hello.Capacity.ActiveSessions, platform = h.Hello.Platform, region = h.Hello.Region, agentId = h.Connection.AgentId,
                         limits = h.Hello.SessionLimits, tokenHash = h.Connection.TokenHash,
                     },
-                    cancellationToken: ct));
-                results.Add(hasLive is { } l ? new OnlineMark(true, l) : new OnlineMark(false, false));
+                    cancellationToken: ct))).ToList();
+                results.Add(row.Count == 1 ? new OnlineMark(true, row[0].Live, MaxSessions: row[0].MaxSessions) : new OnlineMark(false, false));
             }
             return results;
         }
@@ -115,9 +125,9 @@ public sealed class AgentStatusWriter(
 
     /// <summary>
     /// Marks the agent offline if <paramref name="connectionId"/> still owns its row. Must be called after
-    /// the connection left the registry, so no later flush can write it back.
+    /// the connection left the registry, so no later flush can write it back. False when the row names another connection (or none).
     /// </summary>
-    public async Task MarkOfflineAsync(string agentId, string connectionId, DateTimeOffset now, CancellationToken ct)
+    public async Task<bool> MarkOfflineAsync(string agentId, string connectionId, DateTimeOffset now, CancellationToken ct)
     {
         await _gate.WaitAsync(ct);
         try
@@ -127,12 +137,12 @@ public sealed class AgentStatusWriter(
                 if (_pending.TryGetValue(agentId, out var p) && p.Connection.ConnectionId == connectionId) _pending.Remove(agentId);
             }
             await using var conn = await db.OpenAsync(ct);
-            await conn.ExecuteAsync(new CommandDefinition(
+            return await conn.ExecuteAsync(new CommandDefinition(
                 """
                 UPDATE agents SET status = @offline, connection_id = NULL, updated_at = @now
                 WHERE agent_id = @agentId AND connection_id = @connectionId
                 """,
-                new { offline = AgentStatus.Offline, now, agentId, connectionId }, cancellationToken: ct));
+                new { offline = AgentStatus.Offline, now, agentId, connectionId }, cancellationToken: ct)) > 0;
         }
         finally
         {
@@ -268,5 +278,5 @@ public sealed class AgentStatusWriter(
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 }
 
-/// <summary>The outcome of <see cref="AgentStatusWriter.MarkOnlineAsync"/>.</summary>
-public readonly record struct OnlineMark(bool Registered, bool HasLiveSessions, bool Superseded = false);
+/// <summary>The outcome of <see cref="AgentStatusWriter.MarkOnlineAsync"/>; <paramref name="MaxSessions"/> is the agent's capacity (<c>agents.max_sessions</c>).</summary>
+public readonly record struct OnlineMark(bool Registered, bool HasLiveSessions, bool Superseded = false, int MaxSessions = 0);

@@ -10,19 +10,35 @@ namespace StreamSpace.ControlPlane.Agents.Hub;
 /// Applies <c>session.status</c> events (what the agent observed) to the sessions table through the state
 /// machine, and keeps the connection's tracked inventory current. Events about sessions placed on another agent change
 /// nothing, not even the tracked inventory (logged as a warning); events about sessions the database does not know are
-/// tracked, so reconciliation stops them as orphans.
+/// tracked, so reconciliation stops them as orphans — up to <see cref="AgentConnection.TrackedSessionLimit"/>: each one
+/// costs memory for the connection's life and a stop command per reconciliation, so an agent that reports session after
+/// session nobody placed there (a bug, a loop) is refused rather than followed.
 /// </summary>
 public sealed class SessionObservations(Db db, TimeProvider time, ILogger<SessionObservations> logger)
 {
+    /// <summary>Sessions an agent may report per slot of its capacity (<c>agents.max_sessions</c>): room for orphans
+    /// left from before a restart or an admin lowering the capacity, far below an agent inventing session ids.</summary>
+    public const int TrackedSessionsPerSlot = 4;
+    /// <summary>The least an agent may report, whatever its capacity (an agent set to 0 slots may still run old sessions).</summary>
+    public const int MinTrackedSessions = 100;
+
+    /// <summary>How many sessions an agent with <paramref name="maxSessions"/> slots may report at once.</summary>
+    public static int TrackingLimit(int maxSessions) =>
+        (int)Math.Min(int.MaxValue, Math.Max(MinTrackedSessions, (long)TrackedSessionsPerSlot * maxSessions));
+
     private static readonly string[] AwaitingReady = [SessionState.Pending, SessionState.Starting, SessionState.Waking];
     private static readonly string[] CanCrash =
         [SessionState.Pending, SessionState.Starting, SessionState.Running, SessionState.Hibernating, SessionState.Hibernated, SessionState.Waking];
 
-    /// <summary>Call with <see cref="AgentConnection.ProcessingLock"/> held.</summary>
-    public async Task ApplyAsync(AgentConnection connection, SessionStatusPayload status, CancellationToken ct)
+    /// <summary>
+    /// Call with <see cref="AgentConnection.ProcessingLock"/> held. False (and nothing changed) when the event reports one
+    /// more unknown session than <see cref="AgentConnection.TrackedSessionLimit"/> allows: the caller closes the connection.
+    /// </summary>
+    public async Task<bool> ApplyAsync(AgentConnection connection, SessionStatusPayload status, CancellationToken ct)
     {
         var now = time.GetUtcNow();
         string? placedElsewhere = null;
+        var overLimit = false;
         var outcome = await db.InTransactionAsync(async (conn, tx) =>
         {
             var owner = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
@@ -32,6 +48,12 @@ public sealed class SessionObservations(Db db, TimeProvider time, ILogger<Sessio
             if (owner is not null && owner != connection.AgentId)
             {
                 placedElsewhere = owner;
+                return null;
+            }
+            if (owner is null && !connection.Inventory.ContainsKey(status.SessionId) && IsTracked(status.State)
+                && connection.Inventory.Count >= connection.TrackedSessionLimit)
+            {
+                overLimit = true;
                 return null;
             }
             // Before anything can fail, so the inventory matches what the agent said (idempotent if the transaction is retried).
@@ -52,14 +74,16 @@ public sealed class SessionObservations(Db db, TimeProvider time, ILogger<Sessio
             };
             return from is null ? $"no change from {current}" : $"{from} -> changed";
         }, ct);
+        if (overLimit) return false;
         if (placedElsewhere is not null)
         {
             logger.LogWarning(HubEvents.SessionObserved, "Agent {AgentId} reported session {SessionId} {ObservedState}, but that session is placed on agent {Owner}; ignored",
                 connection.AgentId, status.SessionId, status.State, placedElsewhere);
-            return;
+            return true;
         }
         logger.LogInformation(HubEvents.SessionObserved, "Agent {AgentId} reported session {SessionId} {ObservedState}: {Outcome}",
             connection.AgentId, status.SessionId, status.State, outcome);
+        return true;
     }
 
     private static async Task<string?> EndAsync(
@@ -69,9 +93,13 @@ public sealed class SessionObservations(Db db, TimeProvider time, ILogger<Sessio
     /// <summary>Updates the tracked inventory with an observed state.</summary>
     public static void Track(AgentConnection connection, string sessionId, string observedState)
     {
-        if (observedState is ObservedStates.Running or ObservedStates.Hibernated or ObservedStates.Starting)
+        if (IsTracked(observedState))
             connection.Inventory[sessionId] = observedState;
         else if (observedState is ObservedStates.Exited or ObservedStates.Crashed or ObservedStates.Stopped)
             connection.Inventory.Remove(sessionId);
     }
+
+    /// <summary>Observed states of a session the agent still has (tracked in the inventory); the others end it there.</summary>
+    private static bool IsTracked(string observedState) =>
+        observedState is ObservedStates.Running or ObservedStates.Hibernated or ObservedStates.Starting;
 }
