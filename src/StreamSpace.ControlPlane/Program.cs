@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Connections;
+using Microsoft.Extensions.Options;
 using StreamSpace.Agent.Hosting;
 using StreamSpace.ControlPlane.Hosting;
 
@@ -14,6 +15,13 @@ try
 catch (Exception ex) when (ex is StreamSpaceConfigurationException or AgentOptionsException)
 {
     Console.Error.WriteLine($"streamspace: {ex.Message}");
+    return 2;
+}
+catch (Exception ex) when (ex is OptionsValidationException || ex is AggregateException { InnerExceptions: var inner } && inner.All(e => e is OptionsValidationException))
+{
+    // A section validated when the host starts (ValidateOnStart): its validator's own words, not a stack trace.
+    var failures = ex is AggregateException all ? all.InnerExceptions.Cast<OptionsValidationException>() : [(OptionsValidationException)ex];
+    Console.Error.WriteLine($"streamspace: {string.Join("; ", failures.SelectMany(f => f.Failures))}");
     return 2;
 }
 catch (DatabaseUnavailableException ex)

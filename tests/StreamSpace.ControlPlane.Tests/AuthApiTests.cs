@@ -1,4 +1,10 @@
 using System.Net;
+using Dapper;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Audit;
+using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Identity;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 
 namespace StreamSpace.ControlPlane.Tests;
@@ -19,6 +25,29 @@ public abstract class AuthApiTests(ControlPlaneFixture cp)
     {
         var response = await cp.Client().PostJsonAsync("/api/v1/auth/login", new { username = "admin", password = "nope-nope" });
         await response.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+    }
+
+    [Fact]
+    public async Task A_login_whose_token_cannot_be_issued_is_not_audited_as_succeeded()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var name = ControlPlaneFixture.Unique("noissue");
+        await cp.CreateUserAsync(name, password: "user-password-1");
+        async Task<long> SucceededAsync()
+        {
+            await using var conn = await cp.Db.OpenAsync(ct);
+            return await conn.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'login.succeeded' AND target = @name", new { name });
+        }
+        var before = await SucceededAsync();
+
+        // A lifetime that start-up validation refuses (it would end past the last representable date), given to the issuer directly.
+        var services = cp.App.Services;
+        var issuer = new TokenIssuer(services.GetRequiredService<SigningKeyProvider>(),
+            Options.Create(new StreamSpaceOptions { TokenLifetime = TimeSpan.FromDays(3_650_000) }), TimeProvider.System);
+        await Should.ThrowAsync<ArgumentOutOfRangeException>(() => AuthApi.LoginAsync(new LoginRequest(name, "user-password-1"),
+            cp.Db, issuer, services.GetRequiredService<AuditLog>(), services.GetRequiredService<LoginRateLimiter>(), new DefaultHttpContext(), ct));
+
+        (await SucceededAsync()).ShouldBe(before);
     }
 }
 

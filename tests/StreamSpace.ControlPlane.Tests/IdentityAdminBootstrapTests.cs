@@ -15,7 +15,7 @@ namespace StreamSpace.ControlPlane.Tests;
 /// </summary>
 public abstract class IdentityAdminBootstrapTests(DatabaseKind kind)
 {
-    private static async Task<(WebApplication App, HttpClient Client)> StartAsync(TestDatabase database, string dataFolder)
+    private static async Task<(WebApplication App, HttpClient Client)> StartAsync(TestDatabase database, string dataFolder, params string[] extra)
     {
         string[] args =
         [
@@ -24,6 +24,7 @@ public abstract class IdentityAdminBootstrapTests(DatabaseKind kind)
             $"--StreamSpace:DataFolder={dataFolder}",
             "--StreamSpace:EmbeddedAgent=false",
             "--Logging:LogLevel:Default=Warning",
+            .. extra,
         ];
         var app = StreamSpaceApp.Build(args);
         await app.StartAsync(TestContext.Current.CancellationToken);
@@ -38,8 +39,91 @@ public abstract class IdentityAdminBootstrapTests(DatabaseKind kind)
         await app.DisposeAsync();
     }
 
-    private static Task<HttpResponseMessage> LoginAsync(HttpClient client, string password) =>
-        client.PostAsJsonAsync("/api/v1/auth/login", new { username = "admin", password }, TestContext.Current.CancellationToken);
+    private static Task<HttpResponseMessage> LoginAsync(HttpClient client, string password, string username = "admin") =>
+        client.PostAsJsonAsync("/api/v1/auth/login", new { username, password }, TestContext.Current.CancellationToken);
+
+    private static HttpRequestMessage Authorized(HttpMethod method, string path, string token, object? body = null)
+    {
+        var request = new HttpRequestMessage(method, path) { Content = body is null ? null : JsonContent.Create(body) };
+        request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token);
+        return request;
+    }
+
+    [Fact]
+    public async Task A_deleted_admin_stays_deleted_across_restarts_and_its_creation_was_audited()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var database = await TestDatabase.CreateAsync(kind);
+        var dataFolder = Path.Combine(Path.GetTempPath(), "streamspace-tests", "data-" + Guid.NewGuid().ToString("N"));
+        const string adminPassword = "configured-password-1";
+        string[] settings = [$"--StreamSpace:AdminPassword={adminPassword}"];
+        try
+        {
+            var (app, client) = await StartAsync(database, dataFolder, settings);
+            try
+            {
+                var login = await (await LoginAsync(client, adminPassword)).ShouldBeJsonAsync(HttpStatusCode.OK);
+                var adminToken = login.GetProperty("token").GetString()!;
+                var adminId = login.GetProperty("user").GetProperty("id").GetString()!;
+                var audit = await (await client.SendAsync(Authorized(HttpMethod.Get, "/api/v1/audit?action=user.created", adminToken), ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+                var created = audit.EnumerateArray().ShouldHaveSingleItem();
+                created.GetProperty("actor").GetString().ShouldBe(AdminBootstrap.SystemActor);
+                created.GetProperty("target").GetString().ShouldBe("admin");
+
+                // The operator makes an admin of their own and deletes the built-in one.
+                (await client.SendAsync(Authorized(HttpMethod.Post, "/api/v1/users", adminToken,
+                    new { username = "operator", password = "operator-password", role = "admin" }), ct)).StatusCode.ShouldBe(HttpStatusCode.Created);
+                var operatorToken = (await (await LoginAsync(client, "operator-password", "operator")).ShouldBeJsonAsync(HttpStatusCode.OK))
+                    .GetProperty("token").GetString()!;
+                (await client.SendAsync(Authorized(HttpMethod.Delete, $"/api/v1/users/{adminId}", operatorToken), ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+            }
+            finally
+            {
+                await StopAsync(app, client);
+            }
+
+            // Restarted with the same settings, the old password opens nothing.
+            (app, client) = await StartAsync(database, dataFolder, settings);
+            try
+            {
+                await (await LoginAsync(client, adminPassword)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+                (await LoginAsync(client, "operator-password", "operator")).StatusCode.ShouldBe(HttpStatusCode.OK);
+            }
+            finally
+            {
+                await StopAsync(app, client);
+            }
+        }
+        finally
+        {
+            try { Directory.Delete(dataFolder, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    [Fact]
+    public async Task A_database_from_before_the_marker_that_has_users_gets_no_new_admin()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var database = await TestDatabase.CreateAsync(kind);
+        SchemaMigrator.MigrateUp(database.Target);
+        await using var db = new Db(database.Target);
+        await using (var conn = await db.OpenAsync(ct))
+        {
+            // An older control plane made admin, the operator their own admin, then deleted admin.
+            await Dapper.SqlMapper.ExecuteAsync(conn,
+                """
+                INSERT INTO users (id, username, password_hash, role, disabled, max_sessions, token_version, created_at, updated_at)
+                VALUES ('op', 'operator', @hash, 'admin', @no, 5, 1, @now, @now)
+                """, new { hash = PasswordHasher.Hash("operator-password"), no = false, now = DateTimeOffset.UtcNow });
+        }
+        var options = new StreamSpaceOptions { DataFolder = Path.GetTempPath(), AdminPassword = "configured-password" };
+        var bootstrap = new AdminBootstrap(db, Microsoft.Extensions.Options.Options.Create(options), new Audit.AuditLog(db, TimeProvider.System),
+            TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLogger<AdminBootstrap>.Instance);
+        await bootstrap.EnsureAdminAsync(ct);
+        await using var check = await db.OpenAsync(ct);
+        (await Dapper.SqlMapper.ExecuteScalarAsync<long>(check, "SELECT COUNT(*) FROM users WHERE username = 'admin'")).ShouldBe(0);
+        (await Dapper.SqlMapper.ExecuteScalarAsync<long>(check, "SELECT COUNT(*) FROM settings WHERE key = 'admin_bootstrapped'")).ShouldBe(1);
+    }
 
     [Fact]
     public async Task Generated_admin_password_is_saved_0600_works_and_survives_a_restart()
@@ -94,8 +178,8 @@ public abstract class IdentityAdminBootstrapTests(DatabaseKind kind)
         SchemaMigrator.MigrateUp(database.Target);
         await using var db = new Db(database.Target);
         var options = new StreamSpaceOptions { DataFolder = dataFolder, AdminPassword = "configured-password" };
-        var bootstrap = new AdminBootstrap(db, Microsoft.Extensions.Options.Options.Create(options), TimeProvider.System,
-            Microsoft.Extensions.Logging.Abstractions.NullLogger<AdminBootstrap>.Instance);
+        var bootstrap = new AdminBootstrap(db, Microsoft.Extensions.Options.Options.Create(options), new Audit.AuditLog(db, TimeProvider.System),
+            TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLogger<AdminBootstrap>.Instance);
         await bootstrap.EnsureAdminAsync(TestContext.Current.CancellationToken);
         await bootstrap.EnsureAdminAsync(TestContext.Current.CancellationToken);
         File.Exists(Path.Combine(dataFolder, AdminBootstrap.PasswordFileName)).ShouldBeFalse();

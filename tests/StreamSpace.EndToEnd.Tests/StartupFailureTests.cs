@@ -66,6 +66,17 @@ public sealed class StartupFailureTests
     [InlineData("StreamSpace__CommandTtl", "banana", "Failed to convert configuration value 'banana' at 'StreamSpace:CommandTtl' to type 'System.TimeSpan'.")]
     [InlineData("STREAMSPACE_ADMIN_PASSWORD", "short", "Invalid StreamSpace configuration: STREAMSPACE_ADMIN_PASSWORD must be at least 8 characters")]
     [InlineData("STREAMSPACE_SESSION_LIMITS", "perhaps", "STREAMSPACE_SESSION_LIMITS must be true or false, got 'perhaps'")]
+    [InlineData("STREAMSPACE_JWT_KEY", "not base64 at all!", "Invalid StreamSpace configuration: STREAMSPACE_JWT_KEY must be base64 of at least 32 bytes (e.g. the output of 'openssl rand -base64 48')")]
+    [InlineData("STREAMSPACE_JWT_KEY", "c2hvcnQta2V5", "Invalid StreamSpace configuration: STREAMSPACE_JWT_KEY must be base64 of at least 32 bytes (e.g. the output of 'openssl rand -base64 48')")]
+    [InlineData("StreamSpace__Web__AuditPageSize", "0", "Invalid StreamSpace configuration: StreamSpace__Web__AuditPageSize must be between 1 and 10000")]
+    [InlineData("StreamSpace__Web__LiveRefreshInterval", "60.00:00:00", "Invalid StreamSpace configuration: StreamSpace__Web__LiveRefreshInterval must be between 00:00:00.1 and 49.00:00:00")]
+    [InlineData("StreamSpace__MaxRequestBodyBytes", "-1", "Invalid StreamSpace configuration: StreamSpace__MaxRequestBodyBytes must be between 1024 and 1073741824")]
+    [InlineData("StreamSpace__CommandPruneInterval", "60.00:00:00", "Invalid StreamSpace configuration: StreamSpace__CommandPruneInterval must be at most 49.00:00:00")]
+    [InlineData("StreamSpace__ReconcileInterval", "60.00:00:00", "Invalid StreamSpace configuration: StreamSpace__ReconcileInterval must be at most 49.00:00:00")]
+    [InlineData("StreamSpace__HelloTimeout", "60.00:00:00", "Invalid StreamSpace configuration: StreamSpace__HelloTimeout must be at most 49.00:00:00")]
+    [InlineData("StreamSpace__TokenLifetime", "3650000.00:00:00", "Invalid StreamSpace configuration: StreamSpace__TokenLifetime must be at most 365.00:00:00")]
+    [InlineData("StreamSpace__IdleTimeout", "3650000.00:00:00", "Invalid StreamSpace configuration: StreamSpace__IdleTimeout must be at most 36500.00:00:00")]
+    [InlineData("StreamSpace__CommandRetention", "3650000.00:00:00", "Invalid StreamSpace configuration: StreamSpace__CommandRetention must be at most 36500.00:00:00")]
     public async Task A_setting_the_control_plane_cannot_start_with_ends_it_at_once_with_one_plain_line(string variable, string value, string message)
     {
         // With the embedded agent on, so its settings are read too.

@@ -94,6 +94,8 @@ public sealed class StreamSpaceOptions
         }
         o.DataFolder = Path.GetFullPath(o.DataFolder);
         o.Validate();
+        // The web UI's section (StreamSpace__Web__X) too, so its bad values also stop the start before anything runs.
+        _ = Web.WebUiOptions.FromConfiguration(config);
         return o;
     }
 
@@ -104,37 +106,81 @@ public sealed class StreamSpaceOptions
         _ => throw new StreamSpaceConfigurationException($"{name} must be true or false, got '{value}'"),
     };
 
+    /// <summary>
+    /// The longest period of a timer (<see cref="PeriodicTimer"/>, <see cref="CancellationTokenSource.CancelAfter(TimeSpan)"/>):
+    /// they take at most 2^32-2 ms, about 49.7 days, and throw at run time beyond.
+    /// </summary>
+    public static readonly TimeSpan MaxTimerPeriod = TimeSpan.FromDays(49);
+    /// <summary>Longest lifetime of an API token; a longer one would rather be no expiry at all.</summary>
+    public static readonly TimeSpan MaxTokenLifetime = TimeSpan.FromDays(365);
+    /// <summary>Longest time a command may wait or run (TTL, ack and result timeouts).</summary>
+    public static readonly TimeSpan MaxCommandTimeout = TimeSpan.FromDays(365);
+    /// <summary>Longest look-back (retention, idle timeout): <c>now - x</c> must stay a date.</summary>
+    public static readonly TimeSpan MaxLookBack = TimeSpan.FromDays(36_500);
+    public const int MaxBackoffFactor = 1024;
+    public const int MaxMissedHeartbeats = 100;
+    /// <summary>Largest <see cref="MaxRequestBodyBytes"/>: the API takes JSON and template YAML, never files.</summary>
+    public const long MaxRequestBodyLimit = 1L << 30;
+    public const long MinRequestBodyLimit = 1024;
+    public const int MinJwtKeyBytes = 32;
+
     public void Validate()
     {
         var errors = new List<string>();
+        void Interval(TimeSpan value, string name)
+        {
+            if (value <= TimeSpan.Zero) errors.Add($"StreamSpace__{name} must be positive");
+            else if (value > MaxTimerPeriod) errors.Add($"StreamSpace__{name} must be at most {MaxTimerPeriod:c}");
+        }
+        void Duration(TimeSpan value, string name, TimeSpan max)
+        {
+            if (value <= TimeSpan.Zero) errors.Add($"StreamSpace__{name} must be positive");
+            else if (value > max) errors.Add($"StreamSpace__{name} must be at most {max:c}");
+        }
+
         if (EmbeddedAgentMaxSessions is < 1 or > 10_000) errors.Add("StreamSpace__EmbeddedAgentMaxSessions must be between 1 and 10000");
-        if (DefaultMaxSessions < 0) errors.Add("StreamSpace__DefaultMaxSessions must be >= 0");
+        if (DefaultMaxSessions is < 0 or > Identity.UsersApi.MaxSessionsLimit)
+            errors.Add($"StreamSpace__DefaultMaxSessions must be between 0 and {Identity.UsersApi.MaxSessionsLimit}");
         if (HeartbeatSeconds is < 1 or > 3600) errors.Add("STREAMSPACE_HEARTBEAT_SECONDS (StreamSpace__HeartbeatSeconds) must be between 1 and 3600");
-        if (MissedHeartbeatsBeforeOffline < 1) errors.Add("StreamSpace__MissedHeartbeatsBeforeOffline must be >= 1");
-        if (CommandTtl <= TimeSpan.Zero) errors.Add("StreamSpace__CommandTtl must be positive");
-        if (CommandAckTimeout <= TimeSpan.Zero) errors.Add("StreamSpace__CommandAckTimeout must be positive");
-        if (CommandResultTimeout <= TimeSpan.Zero) errors.Add("StreamSpace__CommandResultTimeout must be positive");
-        if (CommandBackoffMaxFactor < 1) errors.Add("StreamSpace__CommandBackoffMaxFactor must be >= 1");
-        if (CommandRetention <= TimeSpan.Zero) errors.Add("StreamSpace__CommandRetention must be positive");
-        if (CommandPruneInterval <= TimeSpan.Zero) errors.Add("StreamSpace__CommandPruneInterval must be positive");
-        if (CommandPollInterval <= TimeSpan.Zero) errors.Add("StreamSpace__CommandPollInterval must be positive");
-        if (HelloTimeout <= TimeSpan.Zero) errors.Add("StreamSpace__HelloTimeout must be positive");
-        if (HeartbeatFlushInterval <= TimeSpan.Zero) errors.Add("StreamSpace__HeartbeatFlushInterval must be positive");
-        if (LivenessCheckInterval <= TimeSpan.Zero) errors.Add("StreamSpace__LivenessCheckInterval must be positive");
-        if (OfflineSweepInterval <= TimeSpan.Zero) errors.Add("StreamSpace__OfflineSweepInterval must be positive");
-        if (OfflineSweepGrace < TimeSpan.Zero) errors.Add("StreamSpace__OfflineSweepGrace must be >= 0");
-        if (ReconcileInterval <= TimeSpan.Zero) errors.Add("StreamSpace__ReconcileInterval must be positive");
-        if (WebSocketKeepAliveInterval <= TimeSpan.Zero) errors.Add("StreamSpace__WebSocketKeepAliveInterval must be positive");
-        if (WebSocketKeepAliveTimeout <= TimeSpan.Zero) errors.Add("StreamSpace__WebSocketKeepAliveTimeout must be positive");
+        if (MissedHeartbeatsBeforeOffline is < 1 or > MaxMissedHeartbeats)
+            errors.Add($"StreamSpace__MissedHeartbeatsBeforeOffline must be between 1 and {MaxMissedHeartbeats}");
+        Duration(CommandTtl, nameof(CommandTtl), MaxCommandTimeout);
+        Duration(CommandAckTimeout, nameof(CommandAckTimeout), MaxCommandTimeout);
+        Duration(CommandResultTimeout, nameof(CommandResultTimeout), MaxCommandTimeout);
+        if (CommandBackoffMaxFactor is < 1 or > MaxBackoffFactor) errors.Add($"StreamSpace__CommandBackoffMaxFactor must be between 1 and {MaxBackoffFactor}");
+        Duration(CommandRetention, nameof(CommandRetention), MaxLookBack);
+        Interval(CommandPruneInterval, nameof(CommandPruneInterval));
+        Interval(CommandPollInterval, nameof(CommandPollInterval));
+        Interval(HelloTimeout, nameof(HelloTimeout));
+        Interval(HeartbeatFlushInterval, nameof(HeartbeatFlushInterval));
+        Interval(LivenessCheckInterval, nameof(LivenessCheckInterval));
+        Interval(OfflineSweepInterval, nameof(OfflineSweepInterval));
+        if (OfflineSweepGrace < TimeSpan.Zero || OfflineSweepGrace > MaxTimerPeriod)
+            errors.Add($"StreamSpace__OfflineSweepGrace must be between 0 and {MaxTimerPeriod:c}");
+        Interval(ReconcileInterval, nameof(ReconcileInterval));
+        Interval(WebSocketKeepAliveInterval, nameof(WebSocketKeepAliveInterval));
+        Interval(WebSocketKeepAliveTimeout, nameof(WebSocketKeepAliveTimeout));
         // Input reaches the database every few seconds (the relay's activity flush): shorter timeouts would idle active users.
         if (IdleTimeout != TimeSpan.Zero && IdleTimeout < TimeSpan.FromMinutes(1)) errors.Add("StreamSpace__IdleTimeout must be 0 (off) or at least 00:01:00");
+        else if (IdleTimeout > MaxLookBack) errors.Add($"StreamSpace__IdleTimeout must be at most {MaxLookBack:c}");
         if (IdleAction is not (IdleHibernate or IdleTerminate)) errors.Add($"IdleAction must be '{IdleHibernate}' or '{IdleTerminate}', got '{IdleAction}'");
-        if (IdleCheckInterval <= TimeSpan.Zero) errors.Add("StreamSpace__IdleCheckInterval must be positive");
-        if (TokenLifetime <= TimeSpan.Zero) errors.Add("StreamSpace__TokenLifetime must be positive");
+        Interval(IdleCheckInterval, nameof(IdleCheckInterval));
+        Duration(TokenLifetime, nameof(TokenLifetime), MaxTokenLifetime);
         if (LoginAttemptsPerUsernamePerMinute < 1) errors.Add("StreamSpace__LoginAttemptsPerUsernamePerMinute must be >= 1");
         if (LoginAttemptsPerClientPerMinute < 1) errors.Add("StreamSpace__LoginAttemptsPerClientPerMinute must be >= 1");
+        if (MaxRequestBodyBytes is < MinRequestBodyLimit or > MaxRequestBodyLimit)
+            errors.Add($"StreamSpace__MaxRequestBodyBytes must be between {MinRequestBodyLimit} and {MaxRequestBodyLimit}");
         if (AdminPassword is { Length: < 8 }) errors.Add("STREAMSPACE_ADMIN_PASSWORD must be at least 8 characters");
+        // Never echoes the value: it is a secret.
+        if (JwtSigningKey is { Length: > 0 } key && !IsJwtKey(key))
+            errors.Add($"STREAMSPACE_JWT_KEY must be base64 of at least {MinJwtKeyBytes} bytes (e.g. the output of 'openssl rand -base64 48')");
         if (errors.Count > 0) throw new StreamSpaceConfigurationException("Invalid StreamSpace configuration: " + string.Join("; ", errors));
+    }
+
+    private static bool IsJwtKey(string key)
+    {
+        var bytes = new byte[(key.Length * 3 / 4) + 3];
+        return Convert.TryFromBase64String(key.Trim(), bytes, out var written) && written >= MinJwtKeyBytes;
     }
 }
 

@@ -55,8 +55,9 @@ public static class AuthApi
             await audit.WriteAsync(conn, null, username, AuditActions.LoginFailed, username, user is { Disabled: true } ? "user disabled" : "bad credentials", http, ct);
             return ApiErrors.Of(StatusCodes.Status401Unauthorized, "Invalid credentials", "The username or password is wrong, or the account is disabled.");
         }
+        // Issued first: the audit log records a login only once the caller really holds a token.
+        var (token, expiresAt) = tokens.Issue(user!);
         await audit.WriteAsync(conn, null, user!.Username, AuditActions.LoginSucceeded, user.Username, null, http, ct);
-        var (token, expiresAt) = tokens.Issue(user);
         return TypedResults.Ok(new LoginResponse(token, expiresAt, new LoginUser(user.Id, user.Username, user.Role)));
     }
 }

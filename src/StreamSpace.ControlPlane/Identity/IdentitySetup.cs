@@ -78,6 +78,8 @@ public static class IdentitySetup
                         new Claim(ClaimTypes.NameIdentifier, user.Id),
                         new Claim(ClaimTypes.Name, user.Username),
                         new Claim(ClaimTypes.Role, user.Role),
+                        // Checked again under the row lock where a change races with one to the caller (UsersApi).
+                        new Claim(TokenIssuer.TokenVersionClaim, user.TokenVersion.ToString(System.Globalization.CultureInfo.InvariantCulture)),
                     ], JwtBearerDefaults.AuthenticationScheme, ClaimTypes.Name, ClaimTypes.Role));
                 },
                 OnChallenge = async context =>

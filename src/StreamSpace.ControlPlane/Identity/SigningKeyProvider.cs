@@ -22,9 +22,8 @@ public sealed class SigningKeyProvider(Db db, IOptions<StreamSpaceOptions> optio
     {
         if (options.Value.JwtSigningKey is { Length: > 0 } configured)
         {
-            var bytes = Convert.FromBase64String(configured);
-            if (bytes.Length < 32) throw new InvalidOperationException("STREAMSPACE_JWT_KEY must be base64 of at least 32 bytes");
-            _key = new SymmetricSecurityKey(bytes);
+            // Checked when the options were read (StreamSpaceOptions.Validate), before anything started.
+            _key = new SymmetricSecurityKey(Convert.FromBase64String(configured.Trim()));
             return;
         }
         await using var conn = await db.OpenAsync(ct);

@@ -123,13 +123,17 @@ public static partial class UsersApi
 
         var result = await db.InTransactionAsync<Results<Ok<UserDto>, JsonHttpResult<ApiError>>>(async (conn, tx) =>
         {
-            var user = await FindAsync(conn, tx, id, db.ForUpdate, ct);
+            var (callerRow, user) = await LockCallerAndTargetAsync(conn, tx, db, caller.Id, id, ct);
+            if (CallerStillAdmin(callerRow, http) is { } refused) return refused;
             if (user is null) return ApiErrors.NotFound($"No user with id '{id}'.");
             var roleChanged = body.Role is not null && body.Role != user.Role;
             if (self && roleChanged)
                 return ApiErrors.Forbidden("Nobody changes their own role; ask another admin.");
             var disabling = body.Disabled == true && !user.Disabled;
             var enabling = body.Disabled == false && user.Disabled;
+            if (user is { Role: Roles.Admin, Disabled: false } && (disabling || roleChanged)
+                && await OtherEnabledAdminsAsync(conn, tx, user.Id, ct) == 0)
+                return ApiErrors.Conflict($"'{user.Username}' is the last enabled admin; make another admin first.");
             // Any of these must end the tokens already handed out, at once (token validation compares the version).
             var endTokens = roleChanged || disabling || newHash is not null;
             var updated = user with
@@ -173,8 +177,11 @@ public static partial class UsersApi
 
         var result = await db.InTransactionAsync<Results<NoContent, JsonHttpResult<ApiError>>>(async (conn, tx) =>
         {
-            var user = await FindAsync(conn, tx, id, db.ForUpdate, ct);
+            var (callerRow, user) = await LockCallerAndTargetAsync(conn, tx, db, caller.Id, id, ct);
+            if (CallerStillAdmin(callerRow, http) is { } refused) return refused;
             if (user is null) return ApiErrors.NotFound($"No user with id '{id}'.");
+            if (user is { Role: Roles.Admin, Disabled: false } && await OtherEnabledAdminsAsync(conn, tx, user.Id, ct) == 0)
+                return ApiErrors.Conflict($"'{user.Username}' is the last enabled admin; make another admin first.");
             var live = await conn.ExecuteScalarAsync<long>(new CommandDefinition(
                 $"SELECT COUNT(*) FROM sessions WHERE user_id = @id AND state IN ({SessionState.LiveSqlList})", new { id }, tx, cancellationToken: ct));
             if (live > 0)
@@ -199,6 +206,42 @@ public static partial class UsersApi
         v.Require(password.Length >= MinPasswordLength, "password", $"must be at least {MinPasswordLength} characters");
         v.Require(password.Length <= MaxPasswordLength, "password", $"must be at most {MaxPasswordLength} characters");
     }
+
+    /// <summary>
+    /// Locks the caller's and the target's rows, always in id order so two admins changing each other wait instead of
+    /// deadlocking. The caller's admin status was checked when the token was validated, before the transaction; two admins
+    /// disabling each other at the same moment both passed that check, so it is made again here, under the lock.
+    /// </summary>
+    private static async Task<(UserRecord? Caller, UserRecord? Target)> LockCallerAndTargetAsync(
+        DbConnection conn, DbTransaction tx, Db db, string callerId, string targetId, CancellationToken ct)
+    {
+        if (callerId == targetId)
+        {
+            var both = await FindAsync(conn, tx, callerId, db.ForUpdate, ct);
+            return (both, both);
+        }
+        var callerFirst = string.CompareOrdinal(callerId, targetId) < 0;
+        var first = await FindAsync(conn, tx, callerFirst ? callerId : targetId, db.ForUpdate, ct);
+        var second = await FindAsync(conn, tx, callerFirst ? targetId : callerId, db.ForUpdate, ct);
+        return callerFirst ? (first, second) : (second, first);
+    }
+
+    /// <summary>A refusal when the caller, read under the lock, is no longer an enabled admin holding a current token.</summary>
+    private static JsonHttpResult<ApiError>? CallerStillAdmin(UserRecord? caller, HttpContext http)
+    {
+        var tokenVersion = http.User.FindFirst(TokenIssuer.TokenVersionClaim)?.Value;
+        if (caller is null || caller.Disabled
+            || (tokenVersion is not null && tokenVersion != caller.TokenVersion.ToString(System.Globalization.CultureInfo.InvariantCulture)))
+            return ApiErrors.Of(StatusCodes.Status401Unauthorized, "Unauthorized", "Your account was changed while this request ran; sign in again.");
+        if (caller.Role != Roles.Admin)
+            return ApiErrors.Forbidden("This needs the admin role.");
+        return null;
+    }
+
+    private static Task<long> OtherEnabledAdminsAsync(DbConnection conn, DbTransaction tx, string exceptId, CancellationToken ct) =>
+        conn.ExecuteScalarAsync<long>(new CommandDefinition(
+            "SELECT COUNT(*) FROM users WHERE role = @role AND disabled = @disabled AND id <> @exceptId",
+            new { role = Roles.Admin, disabled = false, exceptId }, tx, cancellationToken: ct));
 
     private static Task<UserRecord?> FindAsync(DbConnection conn, DbTransaction? tx, string id, string forUpdate, CancellationToken ct) =>
         conn.QuerySingleOrDefaultAsync<UserRecord>(new CommandDefinition(

@@ -2,6 +2,8 @@ using Microsoft.AspNetCore.Antiforgery;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Identity;
 
 namespace StreamSpace.ControlPlane.Web;
@@ -25,20 +27,35 @@ public static class SignInEndpoints
     public const string ErrorMissing = "missing";
     public const string ErrorRateLimited = "rate";
     public const string ErrorUnavailable = "unavailable";
+    /// <summary>The form's antiforgery token was made for another sign-in state (the page was loaded before one in another tab).</summary>
+    public const string ErrorStaleForm = "stale";
 
     public static IEndpointRouteBuilder MapSignInEndpoints(this IEndpointRouteBuilder routes)
     {
+        // Checks its antiforgery token itself (SignInAsync): a failed check by the middleware is a bare 400 for a form that
+        // only went stale, because another tab signed in or out after this page was loaded.
         routes.MapPost("/signin", SignInAsync).AllowAnonymous().ExcludeFromDescription()
-            .WithMetadata(new RequireAntiforgeryTokenAttribute());
+            .DisableAntiforgery();
         // Anonymous so that a browser whose sign-in already expired can still clear its cookie.
         routes.MapPost("/signout", (Delegate)SignOutAsync).AllowAnonymous().ExcludeFromDescription()
             .WithMetadata(new RequireAntiforgeryTokenAttribute());
         return routes;
     }
 
-    private static async Task<RedirectHttpResult> SignInAsync([FromForm] SignInForm form, HttpContext http, CancellationToken ct)
+    private static async Task<Results<RedirectHttpResult, JsonHttpResult<ApiError>>> SignInAsync(
+        [FromForm] SignInForm form, HttpContext http, IAntiforgery antiforgery, IOptions<AntiforgeryOptions> antiforgeryOptions, CancellationToken ct)
     {
         var returnUrl = LocalUrl.OrRoot(form.ReturnUrl);
+        if (!await antiforgery.IsRequestValidAsync(http))
+        {
+            // No token at all: not our form (a cross-site post, a script); refused as the middleware would.
+            if (http.Request.Form[antiforgeryOptions.Value.FormFieldName] is not [{ Length: > 0 }])
+                return ApiErrors.Of(StatusCodes.Status400BadRequest, "Bad request", "The sign-in form has no antiforgery token; submit it from the sign-in page.");
+            // Our form, gone stale: signed in meanwhile means there is nothing left to do; otherwise the form is shown again.
+            return http.User.Identity?.IsAuthenticated == true
+                ? TypedResults.LocalRedirect(returnUrl)
+                : BackToSignIn(ErrorStaleForm, returnUrl, form.Username);
+        }
         if (string.IsNullOrWhiteSpace(form.Username) || string.IsNullOrEmpty(form.Password))
             return BackToSignIn(ErrorMissing, returnUrl, form.Username);
 

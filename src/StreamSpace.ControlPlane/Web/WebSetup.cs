@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Hosting.StaticWebAssets;
+using Microsoft.Extensions.Options;
 using StreamSpace.ControlPlane.Web.Api;
 using StreamSpace.ControlPlane.Web.Components;
 
@@ -24,8 +25,9 @@ public static class WebSetup
             o.Cookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
         });
         services.AddStreamSpaceCookieAuthentication();
-        services.AddOptions<WebUiOptions>().BindConfiguration(WebUiOptions.Section).ValidateOnStart()
-            .Validate(o => o.Validate() is null, "Invalid StreamSpace:Web settings");
+        // Also checked when the settings are read (StreamSpaceOptions.FromConfiguration); this names the setting for hosts built otherwise.
+        services.AddOptions<WebUiOptions>().BindConfiguration(WebUiOptions.Section).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<WebUiOptions>, ValidateWebUiOptions>();
         services.AddSingleton<ApiLoopbackAddress>();
         services.AddHttpClient<StreamSpaceApiClient>((sp, http) => http.BaseAddress = sp.GetRequiredService<ApiLoopbackAddress>().BaseAddress);
         return services;
@@ -48,6 +50,12 @@ public static class WebSetup
                 endpoint.Metadata.Add(new AllowAnonymousAttribute());
         });
         return app;
+    }
+
+    private sealed class ValidateWebUiOptions : IValidateOptions<WebUiOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, WebUiOptions options) =>
+            options.Validate() is { } error ? ValidateOptionsResult.Fail("Invalid StreamSpace configuration: " + error) : ValidateOptionsResult.Success;
     }
 
     private static void MapStreamSpaceStaticAssets(this WebApplication app)

@@ -17,12 +17,37 @@ public sealed class WebUiOptions
     /// <summary>Audit entries shown per page.</summary>
     public int AuditPageSize { get; set; } = 200;
 
+    /// <summary>Longest <see cref="LaunchTimeout"/>: a launch nobody watches longer than a day is not waited for.</summary>
+    public static readonly TimeSpan MaxLaunchTimeout = TimeSpan.FromDays(1);
+
+    /// <summary>The first thing wrong with these settings, naming the setting, or null when they are usable.</summary>
     public string? Validate()
     {
-        if (LiveRefreshInterval < TimeSpan.FromMilliseconds(100)) return "LiveRefreshInterval must be at least 100 ms";
-        if (LaunchProgressInterval < TimeSpan.FromMilliseconds(100)) return "LaunchProgressInterval must be at least 100 ms";
-        if (LaunchTimeout <= LaunchProgressInterval) return "LaunchTimeout must be longer than LaunchProgressInterval";
-        if (AuditPageSize is < 1 or > 10_000) return "AuditPageSize must be between 1 and 10000";
+        const string prefix = "StreamSpace__Web__";
+        var maxTimer = Hosting.StreamSpaceOptions.MaxTimerPeriod;
+        if (LiveRefreshInterval < TimeSpan.FromMilliseconds(100) || LiveRefreshInterval > maxTimer)
+            return $"{prefix}LiveRefreshInterval must be between 00:00:00.1 and {maxTimer:c}";
+        if (LaunchProgressInterval < TimeSpan.FromMilliseconds(100) || LaunchProgressInterval > maxTimer)
+            return $"{prefix}LaunchProgressInterval must be between 00:00:00.1 and {maxTimer:c}";
+        if (LaunchTimeout <= LaunchProgressInterval) return $"{prefix}LaunchTimeout must be longer than {prefix}LaunchProgressInterval";
+        if (LaunchTimeout > MaxLaunchTimeout) return $"{prefix}LaunchTimeout must be at most {MaxLaunchTimeout:c}";
+        if (AuditPageSize is < 1 or > 10_000) return $"{prefix}AuditPageSize must be between 1 and 10000";
         return null;
+    }
+
+    /// <summary>Binds and checks the section, throwing <see cref="Hosting.StreamSpaceConfigurationException"/> for a bad value.</summary>
+    public static WebUiOptions FromConfiguration(IConfiguration config)
+    {
+        var o = new WebUiOptions();
+        try
+        {
+            config.GetSection(Section).Bind(o);
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new Hosting.StreamSpaceConfigurationException(ex.Message, ex);
+        }
+        if (o.Validate() is { } error) throw new Hosting.StreamSpaceConfigurationException("Invalid StreamSpace configuration: " + error);
+        return o;
     }
 }

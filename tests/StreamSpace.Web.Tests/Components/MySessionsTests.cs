@@ -9,8 +9,8 @@ namespace StreamSpace.Web.Tests.Components;
 public sealed class MySessionsTests_CannedApi : ComponentTest
 {
     /// <summary>Every live session (all pages), and separately the newest failures.</summary>
-    private const string List = "GET /api/v1/sessions?live=true&limit=500";
-    private const string Failed = "GET /api/v1/sessions?state=failed&limit=20";
+    private const string List = "GET /api/v1/sessions?user=alice&live=true&limit=500";
+    private const string Failed = "GET /api/v1/sessions?user=alice&state=failed&limit=20";
 
     public MySessionsTests_CannedApi() => Api.Fallback(Failed, "[]");
 
@@ -47,10 +47,10 @@ public sealed class MySessionsTests_CannedApi : ComponentTest
         // The API pages (Link rel="next"): a live session on the second page must still be shown, however long the
         // history is; of the ended sessions only the newest failures are asked for, and the page says so.
         Api.Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "running") }),
-                link: "</api/v1/sessions?live=true&limit=500&after=CURSOR1>; rel=\"next\"")
-           .Answer("GET /api/v1/sessions?live=true&limit=500&after=CURSOR1", Json(new[] { Session("alice-xterm-bbbbbb", "hibernated") }))
+                link: "</api/v1/sessions?user=alice&live=true&limit=500&after=CURSOR1>; rel=\"next\"")
+           .Answer("GET /api/v1/sessions?user=alice&live=true&limit=500&after=CURSOR1", Json(new[] { Session("alice-xterm-bbbbbb", "hibernated") }))
            .Answer(Failed, Json(Enumerable.Range(0, 20).Select(i => Session($"alice-xterm-f{i:00000}", "failed", reason: "boom")).ToArray()),
-                link: "</api/v1/sessions?state=failed&limit=20&after=CURSOR2>; rel=\"next\"");
+                link: "</api/v1/sessions?user=alice&state=failed&limit=20&after=CURSOR2>; rel=\"next\"");
 
         var cut = Render<MySessions>();
 
@@ -59,9 +59,9 @@ public sealed class MySessionsTests_CannedApi : ComponentTest
         shown.ShouldContain("alice-xterm-aaaaaa");
         shown.ShouldContain("alice-xterm-bbbbbb");
         cut.Markup.ShouldContain("Only your 20 most recent failed sessions are listed.");
-        Api.RequestsTo("GET /api/v1/sessions?live=true&limit=500&after=CURSOR1").Count.ShouldBe(1);
+        Api.RequestsTo("GET /api/v1/sessions?user=alice&live=true&limit=500&after=CURSOR1").Count.ShouldBe(1);
         // The failures' next page is not read.
-        Api.RequestsTo("GET /api/v1/sessions?state=failed&limit=20&after=CURSOR2").ShouldBeEmpty();
+        Api.RequestsTo("GET /api/v1/sessions?user=alice&state=failed&limit=20&after=CURSOR2").ShouldBeEmpty();
     }
 
     [Fact]
@@ -192,5 +192,27 @@ public sealed class MySessionsTests_CannedApi : ComponentTest
         target.AbsolutePath.ShouldBe("/signin");
         System.Web.HttpUtility.ParseQueryString(target.Query)["returnUrl"].ShouldBe("/sessions");
         Navigation.History.First().Options.ForceLoad.ShouldBeTrue();
+    }
+}
+
+/// <summary>My sessions of an admin: their own sessions, not everybody's (the API lists all sessions to an admin who names no user).</summary>
+public sealed class MySessionsTests_Admin() : ComponentTest("root", admin: true)
+{
+    private const string List = "GET /api/v1/sessions?user=root&live=true&limit=500";
+    private const string Failed = "GET /api/v1/sessions?user=root&state=failed&limit=20";
+
+    [Fact]
+    public void Asks_only_for_the_admins_own_sessions_on_every_refresh()
+    {
+        Api.Fallback(List, Json(new[] { Session("root-xterm-aaaaaa", "running", user: "root") }))
+           .Fallback(Failed, "[]");
+
+        var cut = Render<MySessions>();
+        NextRefresh();
+
+        cut.WaitForAssertion(() => Api.RequestsTo(List).Count.ShouldBe(2));
+        Api.RequestsTo(Failed).Count.ShouldBe(2);
+        Api.Requests.ShouldAllBe(r => r.Route + r.Query == List || r.Route + r.Query == Failed);
+        cut.FindAll("tr[data-session]").Select(r => r.GetAttribute("data-session")).ShouldBe(["root-xterm-aaaaaa"]);
     }
 }

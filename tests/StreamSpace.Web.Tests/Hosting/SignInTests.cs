@@ -78,6 +78,58 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         (cookies ?? []).ShouldNotContain(c => c.StartsWith(WebAuthentication.CookieName + "=", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task A_sign_in_page_loaded_before_signing_in_elsewhere_goes_on_to_the_return_address()
+    {
+        var name = WebHostFixture.Unique("tabs");
+        await host.CreateUserAsync(name);
+        using var browser = host.Browser();
+        // Tab one shows the sign-in form (its token made for an anonymous visitor); tab two signs in meanwhile.
+        var staleToken = await browser.SignInFormTokenAsync();
+        (await browser.SignInAsync(name, WebHostFixture.UserPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
+
+        using var response = await browser.Http.PostAsync("/signin", new FormUrlEncodedContent(new Dictionary<string, string>
+        {
+            ["__RequestVerificationToken"] = staleToken,
+            ["Username"] = name,
+            ["Password"] = WebHostFixture.UserPassword,
+            ["ReturnUrl"] = "/sessions",
+        }));
+
+        response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        response.Headers.Location!.OriginalString.ShouldBe("/sessions");
+        (await browser.Http.GetStringAsync("/sessions")).ShouldContain("<h1>My sessions</h1>");
+    }
+
+    [Fact]
+    public async Task A_sign_in_form_whose_token_no_longer_fits_returns_to_sign_in_with_a_sentence()
+    {
+        var name = WebHostFixture.Unique("stale");
+        await host.CreateUserAsync(name);
+        using var browser = host.Browser();
+        // A form loaded while signed in, submitted after signing out (in another tab): its token was made for the old sign-in.
+        (await browser.SignInAsync(name, WebHostFixture.UserPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        var staleToken = await browser.SignInFormTokenAsync();
+        var signOutToken = WebUtility.HtmlDecode(AntiforgeryField().Match(await browser.Http.GetStringAsync("/")).Groups[1].Value);
+        using (var signOut = await browser.Http.PostAsync("/signout", new FormUrlEncodedContent(new Dictionary<string, string> { ["__RequestVerificationToken"] = signOutToken })))
+            signOut.Headers.Location!.OriginalString.ShouldBe("/signin?signedOut=1");
+
+        using var response = await browser.Http.PostAsync("/signin", new FormUrlEncodedContent(new Dictionary<string, string>
+        {
+            ["__RequestVerificationToken"] = staleToken,
+            ["Username"] = name,
+            ["Password"] = WebHostFixture.UserPassword,
+            ["ReturnUrl"] = "/sessions",
+        }));
+
+        response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        var location = response.Headers.Location!.OriginalString;
+        location.ShouldStartWith("/signin?error=stale&returnUrl=%2Fsessions");
+        response.Headers.TryGetValues("Set-Cookie", out var cookies);
+        (cookies ?? []).ShouldNotContain(c => c.StartsWith(WebAuthentication.CookieName + "=", StringComparison.Ordinal));
+        (await browser.Http.GetStringAsync(location)).ShouldContain("The sign-in form had expired; sign in again.");
+    }
+
     [Theory]
     [InlineData("//evil.example/steal")]
     [InlineData("https://evil.example/")]
