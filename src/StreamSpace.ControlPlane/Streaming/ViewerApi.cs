@@ -79,6 +79,9 @@ public static class ViewerApi
                 return ApiErrors.Forbidden("The viewer ticket was issued for another session.", "Ticket for another session");
             case TicketRefusal.UserDisabled:
                 return ApiErrors.Forbidden("The user this ticket was issued to is disabled or gone.");
+            case TicketRefusal.TokensRevoked:
+                return Unauthorized("Ticket revoked",
+                    "The user's password, role or access changed after this viewer ticket was issued; sign in again and get a fresh one.");
         }
 
         StreamSession? session;
@@ -91,12 +94,16 @@ public static class ViewerApi
         if (session.AgentId is null)
             return ApiErrors.Conflict($"Session '{id}' has no agent to stream from.");
 
+        // The end of the user's access (disabled, deleted, tokens revoked, no longer admin) ends the stream; tracked
+        // before the upgrade, so a change that landed since the ticket was checked is still refused with a status.
+        using var grant = await access.TrackAsync(holder, session.UserId, ct);
+        if (grant.Ended.IsCancellationRequested)
+            return ApiErrors.Forbidden(ViewerAccess.EndedReason, "Access ended");
+
         var subprotocol = http.WebSockets.WebSocketRequestedProtocols.Contains(BinarySubprotocol) ? BinarySubprotocol : null;
         using var viewer = await http.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext { SubProtocol = subprotocol });
         // Shutdown ends streams at once instead of letting them hold the host until its shutdown timeout.
         using var relayCt = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
-        // And so does the end of the user's access (disabled, deleted, tokens revoked, no longer admin).
-        using var grant = access.Track(holder, session.UserId);
         await RelayAsync(viewer, session, rendezvous, opener, activity, grant, options.Value, loggers.CreateLogger("StreamSpace.Streaming.Relay"), relayCt.Token);
         return TypedResults.Empty;
     }

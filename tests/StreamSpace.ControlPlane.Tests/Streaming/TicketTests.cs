@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Net.WebSockets;
 using System.Security.Cryptography;
 using System.Text;
@@ -160,6 +161,59 @@ public abstract class TicketTests(StreamingControlPlane cp)
 
         using var response = await cp.UpgradeRequestAsync(VncPath(session, ticket));
         (await response.ShouldBeErrorAsync(HttpStatusCode.Conflict)).GetProperty("message").GetString()!.ShouldContain("hibernated");
+    }
+
+    [Fact]
+    public async Task A_ticket_issued_before_a_password_change_is_refused_and_burnt()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        var (ticket, _) = await alice.TicketAsync(session);
+
+        await PatchUserAsync(aliceId, new { password = "a-new-password-2" });
+
+        using var response = await cp.UpgradeRequestAsync(VncPath(session, ticket));
+        var error = await response.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        error.GetProperty("error").GetString().ShouldBe("Ticket revoked");
+        error.GetProperty("message").GetString()!.ShouldContain("password");
+        await ShouldBeBurntAsync(session, ticket);
+        echo.ServedConnections.ShouldBe(0, "no stream was opened");
+    }
+
+    [Fact]
+    public async Task A_ticket_of_a_user_disabled_after_it_was_issued_is_refused_and_burnt()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        var (ticket, _) = await alice.TicketAsync(session);
+
+        await PatchUserAsync(aliceId, new { disabled = true });
+
+        using var response = await cp.UpgradeRequestAsync(VncPath(session, ticket));
+        (await response.ShouldBeErrorAsync(HttpStatusCode.Forbidden)).GetProperty("message").GetString()!.ShouldContain("disabled");
+        await ShouldBeBurntAsync(session, ticket);
+        echo.ServedConnections.ShouldBe(0, "no stream was opened");
+    }
+
+    private async Task PatchUserAsync(string userId, object change)
+    {
+        var admin = await cp.AdminClientAsync();
+        (await admin.PatchAsJsonAsync($"/api/v1/users/{userId}", change, TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+    }
+
+    private async Task ShouldBeBurntAsync(string session, string ticket)
+    {
+        await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
+        {
+            (await conn.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM viewer_tickets WHERE ticket_hash = @hash AND used_at IS NOT NULL",
+                new { hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.ASCII.GetBytes(ticket))) })).ShouldBe(1);
+        }
+        using var again = await cp.UpgradeRequestAsync(VncPath(session, ticket));
+        (await again.ShouldBeErrorAsync(HttpStatusCode.Unauthorized)).GetProperty("error").GetString().ShouldBe("Ticket already used");
     }
 
     [Fact]
