@@ -1,6 +1,7 @@
 using System.Net.WebSockets;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Audit;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Identity;
@@ -49,8 +50,8 @@ public static class ViewerApi
 
     public static async Task<Results<EmptyHttpResult, JsonHttpResult<ApiError>>> ConnectAsync(
         string id, HttpContext http, Db db, ViewerTicketStore tickets, StreamRendezvous rendezvous, IStreamOpener opener,
-        SessionActivity activity, ViewerAccess access, IOptions<StreamingOptions> options, ILoggerFactory loggers, IHostApplicationLifetime lifetime,
-        CancellationToken ct)
+        SessionActivity activity, ViewerAccess access, AuditLog audit, IOptions<StreamingOptions> options, ILoggerFactory loggers,
+        IHostApplicationLifetime lifetime, CancellationToken ct)
     {
         // Cross-site WebSocket hijacking: a page elsewhere must not be able to use a ticket it got hold of.
         if (!ViewerOrigin.IsAllowed(http.Request, options.Value.AllowedOrigins))
@@ -99,6 +100,9 @@ public static class ViewerApi
         using var grant = await access.TrackAsync(holder, session.UserId, ct);
         if (grant.Ended.IsCancellationRequested)
             return ApiErrors.Forbidden(ViewerAccess.EndedReason, "Access ended");
+        // An admin on somebody else's desktop sees it and can type into it: on the record before the first byte flows.
+        if (holder.UserId != session.UserId)
+            await audit.WriteAsync(holder.Username, AuditActions.SessionViewed, session.Id, $"owner={session.Username}", http, ct);
 
         var subprotocol = http.WebSockets.WebSocketRequestedProtocols.Contains(BinarySubprotocol) ? BinarySubprotocol : null;
         using var viewer = await http.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext { SubProtocol = subprotocol });

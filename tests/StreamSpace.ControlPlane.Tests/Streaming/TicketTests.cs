@@ -3,6 +3,7 @@ using System.Net.Http.Json;
 using System.Net.WebSockets;
 using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json;
 using Dapper;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 
@@ -197,6 +198,34 @@ public abstract class TicketTests(StreamingControlPlane cp)
         (await response.ShouldBeErrorAsync(HttpStatusCode.Forbidden)).GetProperty("message").GetString()!.ShouldContain("disabled");
         await ShouldBeBurntAsync(session, ticket);
         echo.ServedConnections.ShouldBe(0, "no stream was opened");
+    }
+
+    [Fact]
+    public async Task An_admin_viewing_another_users_session_is_audited_the_owner_viewing_their_own_is_not()
+    {
+        var aliceName = ControlPlaneFixture.Unique("alice");
+        var (alice, aliceId, _) = await cp.CreateUserAsync(aliceName);
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        var admin = await cp.AdminClientAsync();
+
+        using (var own = await cp.ConnectViewerAsync(alice, session))
+            await own.CloseAsync(WebSocketCloseStatus.NormalClosure, "", TestContext.Current.CancellationToken);
+        (await ViewedAsync(admin, session)).ShouldBeEmpty();
+
+        using (var watching = await cp.ConnectViewerAsync(admin, session))
+            await watching.CloseAsync(WebSocketCloseStatus.NormalClosure, "", TestContext.Current.CancellationToken);
+        var entry = (await ViewedAsync(admin, session)).ShouldHaveSingleItem();
+        entry.GetProperty("actor").GetString().ShouldBe("admin");
+        entry.GetProperty("detail").GetString().ShouldBe($"owner={aliceName}");
+        entry.GetProperty("clientIp").GetString().ShouldBe("127.0.0.1");
+    }
+
+    private static async Task<List<JsonElement>> ViewedAsync(HttpClient admin, string session)
+    {
+        using var response = await admin.GetAsync("/api/v1/audit?action=session.viewed&limit=1000", TestContext.Current.CancellationToken);
+        return (await response.ShouldBeJsonAsync(HttpStatusCode.OK)).EnumerateArray().Where(e => e.GetProperty("target").GetString() == session).ToList();
     }
 
     private async Task PatchUserAsync(string userId, object change)
