@@ -43,6 +43,12 @@ public static class ViewerApi
             return ApiErrors.NotFound($"Session '{id}' was not found.");
         if (session.State != SessionState.Running)
             return ApiErrors.Conflict($"Session '{id}' is {session.State}; a viewer can connect only while it is running.");
+        // Without its agent nobody can open the stream: say so now instead of letting the viewer wait for the rendezvous timeout.
+        if (session.AgentId is null)
+            return ApiErrors.Of(StatusCodes.Status409Conflict, "Agent offline", $"Session '{id}' has no agent to stream from.");
+        if (session.AgentStatus != Agents.AgentStatus.Online)
+            return ApiErrors.Of(StatusCodes.Status409Conflict, "Agent offline",
+                $"Session '{id}' runs on agent '{session.AgentId}', which is {session.AgentStatus ?? "no longer registered"}; the viewer can connect when the agent is back online.");
         var ticket = await tickets.IssueAsync(session.Id, user.Id, ct);
         var url = $"/api/v1/sessions/{Uri.EscapeDataString(session.Id)}/vnc?ticket={ticket.Ticket}";
         return TypedResults.Ok(new ViewerTicketResponse(ticket.Ticket, ticket.ExpiresAt, url));

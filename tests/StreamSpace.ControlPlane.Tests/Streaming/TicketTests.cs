@@ -5,6 +5,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using Dapper;
+using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 
 namespace StreamSpace.ControlPlane.Tests.Streaming;
@@ -72,11 +73,41 @@ public abstract class TicketTests(StreamingControlPlane cp)
     }
 
     [Fact]
+    public async Task A_session_whose_agent_is_offline_or_gone_gets_409_naming_the_agent_and_no_ticket()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var agentId = ControlPlaneFixture.Unique("agent-");
+        var session = await cp.CreateSessionAsync(aliceId, agentId: agentId);
+        await cp.InsertAgentAsync(agentId, AgentStatus.Offline);
+
+        using var offline = await alice.PostAsync($"/api/v1/sessions/{session}/viewer-ticket", null);
+        var error = await offline.ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        error.GetProperty("error").GetString().ShouldBe("Agent offline");
+        error.GetProperty("message").GetString()!.ShouldContain($"'{agentId}'");
+        error.GetProperty("message").GetString()!.ShouldContain("offline");
+
+        await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
+            await conn.ExecuteAsync("DELETE FROM agents WHERE agent_id = @agentId", new { agentId });
+        using var gone = await alice.PostAsync($"/api/v1/sessions/{session}/viewer-ticket", null);
+        (await gone.ShouldBeErrorAsync(HttpStatusCode.Conflict)).GetProperty("message").GetString()!.ShouldContain($"'{agentId}'");
+        var noAgent = await cp.CreateSessionAsync(aliceId, agentId: null);
+        using var none = await alice.PostAsync($"/api/v1/sessions/{noAgent}/viewer-ticket", null);
+        (await none.ShouldBeErrorAsync(HttpStatusCode.Conflict)).GetProperty("error").GetString().ShouldBe("Agent offline");
+
+        await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
+            (await conn.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM viewer_tickets WHERE session_id = @session", new { session })).ShouldBe(0);
+        // Back online: a ticket again.
+        await cp.InsertAgentAsync(agentId);
+        await alice.TicketAsync(session);
+    }
+
+    [Fact]
     public async Task A_reused_ticket_is_refused()
     {
         var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
-        var session = await cp.CreateSessionAsync(aliceId, agentId: null); // consumes, then 409 (no agent): nothing to relay
+        var session = await cp.CreateSessionAsync(aliceId);
         var (ticket, _) = await alice.TicketAsync(session);
+        await cp.ClearSessionAgentAsync(session); // consumes, then 409 (no agent): nothing to relay
 
         using var first = await cp.UpgradeRequestAsync(VncPath(session, ticket));
         await first.ShouldBeErrorAsync(HttpStatusCode.Conflict);
@@ -88,8 +119,9 @@ public abstract class TicketTests(StreamingControlPlane cp)
     public async Task Concurrent_presentations_of_one_ticket_consume_it_exactly_once()
     {
         var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
-        var session = await cp.CreateSessionAsync(aliceId, agentId: null); // past the ticket: 409, so nothing is relayed
+        var session = await cp.CreateSessionAsync(aliceId);
         var (ticket, _) = await alice.TicketAsync(session);
+        await cp.ClearSessionAgentAsync(session); // past the ticket: 409, so nothing is relayed
 
         var responses = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => cp.UpgradeRequestAsync(VncPath(session, ticket))));
         responses.Count(r => r.StatusCode == HttpStatusCode.Conflict).ShouldBe(1);
