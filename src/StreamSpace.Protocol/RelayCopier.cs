@@ -28,8 +28,9 @@ public static class RelayCopier
     private static readonly ArrayPool<byte> Buffers = ArrayPool<byte>.Create(BufferSize, 1024);
 
     /// <summary>WebSocket → WebSocket, keeping message types and boundaries (the control plane's relay).</summary>
-    /// <param name="onInput">Called once per received chunk (viewer input marks session activity); null for none.</param>
-    public static Task<(RelayCopyResult Result, Exception? Error)> CopyAsync(WebSocket input, WebSocket output, Action? onInput, CancellationToken ct) =>
+    /// <param name="onInput">Shown every received chunk before it is forwarded (the control plane looks for viewer input
+    /// in it); null for none.</param>
+    public static Task<(RelayCopyResult Result, Exception? Error)> CopyAsync(WebSocket input, WebSocket output, RelayInputObserver? onInput, CancellationToken ct) =>
         CopyAsync(new WebSocketRelayInput(input), new WebSocketRelayOutput(output), onInput, ct);
 
     /// <summary>WebSocket → byte stream: message payloads in order (the agent's viewer-input direction).</summary>
@@ -45,7 +46,7 @@ public static class RelayCopier
     /// close frame is not forwarded: the caller closes both sides once one direction has ended.
     /// </summary>
     private static async Task<(RelayCopyResult Result, Exception? Error)> CopyAsync<TInput, TOutput>(
-        TInput input, TOutput output, Action? onInput, CancellationToken ct)
+        TInput input, TOutput output, RelayInputObserver? onInput, CancellationToken ct)
         where TInput : struct, IRelayInput
         where TOutput : struct, IRelayOutput
     {
@@ -89,8 +90,9 @@ public static class RelayCopier
                 }
 
                 if (chunk.Ended) return (RelayCopyResult.Success, null);
+                var startOfMessage = !midMessage;
                 midMessage = !chunk.EndOfMessage;
-                onInput?.Invoke();
+                onInput?.Invoke(chunk.Count == 0 ? ReadOnlySpan<byte>.Empty : buffer.AsSpan(0, chunk.Count), startOfMessage);
 
                 try
                 {
@@ -122,3 +124,9 @@ public static class RelayCopier
         ex is WebSocketException or IOException or SocketException or ObjectDisposedException or InvalidOperationException or NotSupportedException
             or OperationCanceledException;
 }
+
+/// <summary>
+/// Sees one chunk of relayed input before it is forwarded: <paramref name="data"/> is only valid during the call, and
+/// <paramref name="startOfMessage"/> says whether it begins a WebSocket message (else it continues the previous one).
+/// </summary>
+public delegate void RelayInputObserver(ReadOnlySpan<byte> data, bool startOfMessage);

@@ -19,8 +19,9 @@ public sealed class RelayCopierTests
         await using var a = await WebSocketPair.OpenAsync();
         await using var b = await WebSocketPair.OpenAsync();
         using var cts = new CancellationTokenSource(Timeout);
-        var inputs = 0;
-        var copy = RelayCopier.CopyAsync(a.Server, b.Server, () => Interlocked.Increment(ref inputs), cts.Token);
+        // Each chunk as the observer saw it: whether it starts a message, and its length.
+        var inputs = new List<(bool Start, int Length)>();
+        var copy = RelayCopier.CopyAsync(a.Server, b.Server, (data, start) => inputs.Add((start, data.Length)), cts.Token);
 
         var big = RandomNumberGenerator.GetBytes(3 * RelayCopier.BufferSize + 17);
         await a.Client.SendAsync("hi"u8.ToArray(), WebSocketMessageType.Text, endOfMessage: true, cts.Token);
@@ -36,7 +37,11 @@ public sealed class RelayCopierTests
 
         await a.Client.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, "bye", cts.Token);
         (await copy).Result.ShouldBe(RelayCopyResult.Success);
-        inputs.ShouldBeGreaterThanOrEqualTo(5);
+        inputs.Count(i => i.Start).ShouldBe(4, "one start per message, also for the empty one and the fragmented one");
+        inputs[^1].ShouldBe((false, 4), "the last fragment continues its message");
+        inputs.Sum(i => i.Length).ShouldBe(2 + big.Length + 9);
+        inputs[0].ShouldBe((true, 2));
+        inputs[1].ShouldBe((true, 0));
     }
 
     [Fact]

@@ -13,6 +13,11 @@ public static class AuditActions
     public const string SessionDeleted = "session.deleted";
     /// <summary>A session hibernated or terminated by idle handling (actor <c>system</c>).</summary>
     public const string SessionIdle = "session.idle";
+    /// <summary>
+    /// An admin connected a viewer to somebody else's session (actor the admin, target the session, the owner in the
+    /// detail): they see that desktop and can type into it. An owner viewing their own session is not audited.
+    /// </summary>
+    public const string SessionViewed = "session.viewed";
     public const string UserCreated = "user.created";
     public const string UserUpdated = "user.updated";
     public const string UserRoleChanged = "user.role_changed";

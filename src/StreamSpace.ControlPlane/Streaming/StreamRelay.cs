@@ -20,7 +20,9 @@ internal static class StreamRelay
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         using var revocation = access?.Ended.Register(agent.Abort);
-        var toAgent = RelayCopier.CopyAsync(viewer, agent, activity.Touch, cts.Token);
+        // Only a person's input counts as activity, not what the viewer sends by itself (handshake, update requests, fences).
+        var input = new RfbInputDetector(activity.Touch);
+        var toAgent = RelayCopier.CopyAsync(viewer, agent, input.Observe, cts.Token);
         var toViewer = RelayCopier.CopyAsync(agent, viewer, null, cts.Token);
         var first = await Task.WhenAny(toAgent, toViewer);
         var viewerEnded = first == toAgent;

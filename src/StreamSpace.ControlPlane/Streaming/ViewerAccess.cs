@@ -30,12 +30,31 @@ public sealed class ViewerAccess : IDisposable
 
     /// <summary>
     /// Tracks a stream of <paramref name="holder"/> on a session of <paramref name="sessionOwnerId"/> until the grant is
-    /// disposed; its <see cref="Grant.Ended"/> is cancelled when the access ends.
+    /// disposed; its <see cref="Grant.Ended"/> is cancelled when the access ends, also when it is already gone here.
     /// </summary>
-    public Grant Track(TicketHolder holder, string sessionOwnerId)
+    /// <remarks>
+    /// The ticket was checked against the user's row a moment before, but a change that committed after that check and
+    /// whose notice arrived before the grant was tracked here would find no grant to end. So the row is read once more
+    /// after tracking: a change from then on finds the grant, and one before it shows in this read.
+    /// </remarks>
+    public async Task<Grant> TrackAsync(TicketHolder holder, string sessionOwnerId, CancellationToken ct)
     {
         var grant = new Grant(this, holder.UserId, holder.TokenVersion, sessionOwnerId);
         _grants[grant] = 0;
+        try
+        {
+            var user = await _users.FindAsync(holder.UserId, ct);
+            if (!Allows(user, grant))
+            {
+                _logger.LogInformation("Refusing a viewer stream of user {UserId} on a session of {Owner}: {Why}", grant.UserId, grant.SessionOwnerId, Why(user, grant));
+                grant.End();
+            }
+        }
+        catch
+        {
+            grant.Dispose();
+            throw;
+        }
         return grant;
     }
 

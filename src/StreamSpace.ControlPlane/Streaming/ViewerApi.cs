@@ -1,6 +1,7 @@
 using System.Net.WebSockets;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Audit;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Identity;
@@ -42,6 +43,12 @@ public static class ViewerApi
             return ApiErrors.NotFound($"Session '{id}' was not found.");
         if (session.State != SessionState.Running)
             return ApiErrors.Conflict($"Session '{id}' is {session.State}; a viewer can connect only while it is running.");
+        // Without its agent nobody can open the stream: say so now instead of letting the viewer wait for the rendezvous timeout.
+        if (session.AgentId is null)
+            return ApiErrors.Of(StatusCodes.Status409Conflict, "Agent offline", $"Session '{id}' has no agent to stream from.");
+        if (session.AgentStatus != Agents.AgentStatus.Online)
+            return ApiErrors.Of(StatusCodes.Status409Conflict, "Agent offline",
+                $"Session '{id}' runs on agent '{session.AgentId}', which is {session.AgentStatus ?? "no longer registered"}; the viewer can connect when the agent is back online.");
         var ticket = await tickets.IssueAsync(session.Id, user.Id, ct);
         var url = $"/api/v1/sessions/{Uri.EscapeDataString(session.Id)}/vnc?ticket={ticket.Ticket}";
         return TypedResults.Ok(new ViewerTicketResponse(ticket.Ticket, ticket.ExpiresAt, url));
@@ -49,8 +56,8 @@ public static class ViewerApi
 
     public static async Task<Results<EmptyHttpResult, JsonHttpResult<ApiError>>> ConnectAsync(
         string id, HttpContext http, Db db, ViewerTicketStore tickets, StreamRendezvous rendezvous, IStreamOpener opener,
-        SessionActivity activity, ViewerAccess access, IOptions<StreamingOptions> options, ILoggerFactory loggers, IHostApplicationLifetime lifetime,
-        CancellationToken ct)
+        SessionActivity activity, ViewerAccess access, AuditLog audit, IOptions<StreamingOptions> options, ILoggerFactory loggers,
+        IHostApplicationLifetime lifetime, CancellationToken ct)
     {
         // Cross-site WebSocket hijacking: a page elsewhere must not be able to use a ticket it got hold of.
         if (!ViewerOrigin.IsAllowed(http.Request, options.Value.AllowedOrigins))
@@ -79,6 +86,9 @@ public static class ViewerApi
                 return ApiErrors.Forbidden("The viewer ticket was issued for another session.", "Ticket for another session");
             case TicketRefusal.UserDisabled:
                 return ApiErrors.Forbidden("The user this ticket was issued to is disabled or gone.");
+            case TicketRefusal.TokensRevoked:
+                return Unauthorized("Ticket revoked",
+                    "The user's password, role or access changed after this viewer ticket was issued; sign in again and get a fresh one.");
         }
 
         StreamSession? session;
@@ -91,12 +101,19 @@ public static class ViewerApi
         if (session.AgentId is null)
             return ApiErrors.Conflict($"Session '{id}' has no agent to stream from.");
 
+        // The end of the user's access (disabled, deleted, tokens revoked, no longer admin) ends the stream; tracked
+        // before the upgrade, so a change that landed since the ticket was checked is still refused with a status.
+        using var grant = await access.TrackAsync(holder, session.UserId, ct);
+        if (grant.Ended.IsCancellationRequested)
+            return ApiErrors.Forbidden(ViewerAccess.EndedReason, "Access ended");
+        // An admin on somebody else's desktop sees it and can type into it: on the record before the first byte flows.
+        if (holder.UserId != session.UserId)
+            await audit.WriteAsync(holder.Username, AuditActions.SessionViewed, session.Id, $"owner={session.Username}", http, ct);
+
         var subprotocol = http.WebSockets.WebSocketRequestedProtocols.Contains(BinarySubprotocol) ? BinarySubprotocol : null;
         using var viewer = await http.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext { SubProtocol = subprotocol });
         // Shutdown ends streams at once instead of letting them hold the host until its shutdown timeout.
         using var relayCt = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
-        // And so does the end of the user's access (disabled, deleted, tokens revoked, no longer admin).
-        using var grant = access.Track(holder, session.UserId);
         await RelayAsync(viewer, session, rendezvous, opener, activity, grant, options.Value, loggers.CreateLogger("StreamSpace.Streaming.Relay"), relayCt.Token);
         return TypedResults.Empty;
     }

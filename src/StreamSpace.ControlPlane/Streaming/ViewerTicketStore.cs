@@ -10,15 +10,20 @@ namespace StreamSpace.ControlPlane.Streaming;
 /// <summary>A ticket as handed to the viewer: the secret itself is returned once and never stored.</summary>
 public sealed record ViewerTicket(string Ticket, DateTimeOffset ExpiresAt);
 
-/// <summary>The user a consumed ticket was issued to, with the role and token version they have now.</summary>
-public sealed record TicketHolder(string UserId, string Role, int TokenVersion);
+/// <summary>
+/// The user a consumed ticket was issued to, with the role they have now and the token version the ticket was issued
+/// under (the user's current one: a ticket from before a change of it is refused).
+/// </summary>
+public sealed record TicketHolder(string UserId, string Username, string Role, int TokenVersion);
 
 /// <summary>Why presenting a ticket failed; each maps to one HTTP status at the viewer endpoint.</summary>
-public enum TicketRefusal { None, Unknown, Expired, AlreadyUsed, OtherSession, UserDisabled }
+public enum TicketRefusal { None, Unknown, Expired, AlreadyUsed, OtherSession, UserDisabled, TokensRevoked }
 
 /// <summary>
 /// Issues and consumes one-time viewer tickets (design §4, invariant 6): 32 random bytes, base64url,
-/// stored as a SHA-256 hash, bound to one session and one user, valid ≤ 60 s, consumed atomically.
+/// stored as a SHA-256 hash, bound to one session and one user, valid ≤ 60 s, consumed atomically. A ticket keeps the
+/// user's token version at issue: a password, role or access change after it (which bumps the version and ends the
+/// user's API tokens) ends the ticket too.
 /// </summary>
 public sealed class ViewerTicketStore(Db db, TimeProvider time, IOptions<StreamingOptions> options)
 {
@@ -31,10 +36,11 @@ public sealed class ViewerTicketStore(Db db, TimeProvider time, IOptions<Streami
         var now = time.GetUtcNow();
         var expiresAt = now + options.Value.TicketLifetime;
         await using var conn = await db.OpenAsync(ct);
+        // The version is read in the insert itself; the caller's token was checked against the same row a moment ago.
         await conn.ExecuteAsync(new CommandDefinition(
             """
-            INSERT INTO viewer_tickets (id, ticket_hash, session_id, user_id, expires_at, used_at, created_at)
-            VALUES (@id, @hash, @sessionId, @userId, @expiresAt, NULL, @now)
+            INSERT INTO viewer_tickets (id, ticket_hash, session_id, user_id, token_version, expires_at, used_at, created_at)
+            SELECT @id, @hash, @sessionId, u.id, u.token_version, @expiresAt, NULL, @now FROM users u WHERE u.id = @userId
             """,
             new { id = Guid.NewGuid().ToString("N"), hash = Hash(ticket), sessionId, userId, expiresAt, now },
             cancellationToken: ct));
@@ -46,7 +52,8 @@ public sealed class ViewerTicketStore(Db db, TimeProvider time, IOptions<Streami
 
     /// <summary>
     /// Uses the ticket up for <paramref name="sessionId"/>. Any presentation of a live ticket consumes it,
-    /// also a refused one (a ticket shown for the wrong session is treated as leaked).
+    /// also a refused one (a ticket shown for the wrong session is treated as leaked, one of a disabled user or from
+    /// before the user's token version moved on is burnt as well).
     /// </summary>
     public async Task<(TicketRefusal Refusal, TicketHolder? Holder)> ConsumeAsync(string ticket, string sessionId, CancellationToken ct)
     {
@@ -55,8 +62,8 @@ public sealed class ViewerTicketStore(Db db, TimeProvider time, IOptions<Streami
         await using var conn = await db.OpenAsync(ct);
         var row = await conn.QuerySingleOrDefaultAsync<TicketRow>(new CommandDefinition(
             """
-            SELECT t.id AS Id, t.session_id AS SessionId, t.user_id AS UserId, t.expires_at AS ExpiresAt,
-                   t.used_at AS UsedAt, u.disabled AS UserDisabled, u.role AS UserRole, u.token_version AS UserTokenVersion
+            SELECT t.id AS Id, t.session_id AS SessionId, t.user_id AS UserId, t.token_version AS TokenVersion, t.expires_at AS ExpiresAt,
+                   t.used_at AS UsedAt, u.disabled AS UserDisabled, u.username AS Username, u.role AS UserRole, u.token_version AS UserTokenVersion
             FROM viewer_tickets t LEFT JOIN users u ON u.id = t.user_id
             WHERE t.ticket_hash = @hash
             """,
@@ -71,7 +78,8 @@ public sealed class ViewerTicketStore(Db db, TimeProvider time, IOptions<Streami
         if (consumed != 1) return (TicketRefusal.AlreadyUsed, null);
         if (row.SessionId != sessionId) return (TicketRefusal.OtherSession, null);
         if (row.UserDisabled is null or true) return (TicketRefusal.UserDisabled, null);
-        return (TicketRefusal.None, new TicketHolder(row.UserId, row.UserRole ?? "", row.UserTokenVersion ?? 0));
+        if (row.UserTokenVersion != row.TokenVersion) return (TicketRefusal.TokensRevoked, null);
+        return (TicketRefusal.None, new TicketHolder(row.UserId, row.Username ?? "", row.UserRole ?? "", row.TokenVersion));
     }
 
     /// <summary>A ticket is exactly 43 base64url characters; anything else (a JWT, say) is refused without a query.</summary>
@@ -85,10 +93,13 @@ public sealed class ViewerTicketStore(Db db, TimeProvider time, IOptions<Streami
         public required string Id { get; init; }
         public required string SessionId { get; init; }
         public required string UserId { get; init; }
+        /// <summary>The user's token version when the ticket was issued.</summary>
+        public int TokenVersion { get; init; }
         public DateTimeOffset ExpiresAt { get; init; }
         public DateTimeOffset? UsedAt { get; init; }
         /// <summary>Null when the user row is gone.</summary>
         public bool? UserDisabled { get; init; }
+        public string? Username { get; init; }
         public string? UserRole { get; init; }
         public int? UserTokenVersion { get; init; }
     }

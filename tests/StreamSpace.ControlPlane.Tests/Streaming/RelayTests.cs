@@ -114,14 +114,74 @@ public sealed class RelayTests(StreamingSqliteControlPlane cp) : IClassFixture<S
         using var viewer = await cp.ConnectViewerAsync(alice, session);
         using var cts = new CancellationTokenSource(Timeout);
 
+        var reader = new StreamingWebSocketReader(viewer);
+        await EchoedAsync(viewer, reader, Handshake, cts.Token);
         var inputAt = cp.Clock.GetUtcNow();
-        await viewer.SendAsync(new byte[] { 4, 1, 0, 0, 0, 0, 0, 0x41 }, WebSocketMessageType.Binary, true, cts.Token); // a KeyEvent
-        await new StreamingWebSocketReader(viewer).ReadExactAsync(8, cts.Token);
+        await EchoedAsync(viewer, reader, [KeyEvent], cts.Token);
         (await LastActivityAsync(session)).ShouldBeNull(); // not written per key press
         cp.Clock.Advance(TimeSpan.FromSeconds(5)); // the flush interval
         await WaitUntilAsync(async () => await LastActivityAsync(session) is not null);
         (await LastActivityAsync(session))!.Value.ShouldBe(inputAt, TimeSpan.FromMilliseconds(1));
         await viewer.CloseAsync(WebSocketCloseStatus.NormalClosure, "", cts.Token);
+    }
+
+    [Fact]
+    public async Task Relay_counts_only_input_as_activity_not_the_handshake_update_requests_or_fences()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var watched = await cp.CreateSessionAsync(aliceId);
+        var typed = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(watched, echo.ConnectAsync);
+        cp.AgentSide.Serve(typed, echo.ConnectAsync);
+        using var cts = new CancellationTokenSource(Timeout);
+        using var watching = await cp.ConnectViewerAsync(alice, watched);
+        using var typing = await cp.ConnectViewerAsync(alice, typed);
+        var watchingReader = new StreamingWebSocketReader(watching);
+        var typingReader = new StreamingWebSocketReader(typing);
+
+        // What noVNC sends by itself while the screen changes (each message echoed back, so the relay has seen it).
+        await EchoedAsync(watching, watchingReader, Handshake, cts.Token);
+        byte[] setEncodings = [2, 0, 0, 2, 0, 0, 0, 0, 0xff, 0xff, 0xfe, 0xfc];
+        byte[] updateRequest = [3, 1, 0, 0, 0, 0, 4, 0, 3, 0];
+        byte[] fence = [248, 0, 0, 0, 0x80, 0, 0, 0x03, 0];
+        byte[] continuousUpdates = [150, 1, 0, 0, 0, 0, 4, 0, 3, 0];
+        byte[] setDesktopSize = [251, 0, 4, 0, 3, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 3, 0, 0, 0, 0, 0];
+        byte[] clipboardCaps = [6, 0, 0, 0, 0xff, 0xff, 0xff, 0xf8, 0x1f, 0, 0, 1, 0, 0, 0x10, 0];
+        await EchoedAsync(watching, watchingReader, [setEncodings, updateRequest, fence, continuousUpdates, setDesktopSize, clipboardCaps, fence, updateRequest], cts.Token);
+        // The other session's viewer types: its time is written by the same flush.
+        await EchoedAsync(typing, typingReader, Handshake, cts.Token);
+        var inputAt = cp.Clock.GetUtcNow();
+        await EchoedAsync(typing, typingReader, [KeyEvent], cts.Token);
+
+        cp.Clock.Advance(TimeSpan.FromSeconds(5)); // the flush interval: one flush, one transaction for both sessions
+        await WaitUntilAsync(async () => await LastActivityAsync(typed) is not null);
+        (await LastActivityAsync(typed))!.Value.ShouldBe(inputAt, TimeSpan.FromMilliseconds(1));
+        (await LastActivityAsync(watched)).ShouldBeNull("a viewer that only watches leaves the session idle");
+
+        // Then a key press and a pointer move on the watched session count.
+        var keyAt = cp.Clock.GetUtcNow();
+        await EchoedAsync(watching, watchingReader, [KeyEvent, PointerEvent, updateRequest], cts.Token);
+        cp.Clock.Advance(TimeSpan.FromSeconds(5));
+        await WaitUntilAsync(async () => await LastActivityAsync(watched) is not null);
+        (await LastActivityAsync(watched))!.Value.ShouldBe(keyAt, TimeSpan.FromMilliseconds(1));
+        await watching.CloseAsync(WebSocketCloseStatus.NormalClosure, "", cts.Token);
+        await typing.CloseAsync(WebSocketCloseStatus.NormalClosure, "", cts.Token);
+    }
+
+    /// <summary>A viewer's side of an RFB 3.8 handshake with security type None: ProtocolVersion, the type, ClientInit.</summary>
+    private static readonly byte[][] Handshake = ["RFB 003.008\n"u8.ToArray(), [1], [1]];
+    private static readonly byte[] KeyEvent = [4, 1, 0, 0, 0, 0, 0, 0x41];
+    private static readonly byte[] PointerEvent = [5, 0, 0, 10, 0, 20];
+
+    /// <summary>Sends each message as a WebSocket message of its own (as noVNC does) and reads its echo.</summary>
+    private static async Task EchoedAsync(ClientWebSocket viewer, StreamingWebSocketReader reader, byte[][] messages, CancellationToken ct)
+    {
+        foreach (var message in messages)
+        {
+            await viewer.SendAsync(message, WebSocketMessageType.Binary, true, ct);
+            (await reader.ReadExactAsync(message.Length, ct)).ShouldBe(message);
+        }
     }
 
     private async Task<DateTimeOffset?> LastActivityAsync(string session)

@@ -84,9 +84,10 @@ public static class StreamingTestData
         (await bridge.WaitAsync(timeout)).ShouldBe(StreamBridgeResult.Success);
     }
 
-    /// <summary>Inserts a session row directly (the sessions API is another branch's work).</summary>
+    /// <summary>Inserts a session row directly (the sessions API is another branch's work), on an agent that is online.</summary>
     public static async Task<string> CreateSessionAsync(this ControlPlaneFixture cp, string userId, string state = "running", string? agentId = "agent-test")
     {
+        if (agentId is not null) await cp.InsertAgentAsync(agentId);
         var id = ControlPlaneFixture.Unique("s-xterm-");
         var now = DateTimeOffset.UtcNow;
         await using var conn = await cp.Db.OpenAsync(CancellationToken.None);
@@ -98,6 +99,13 @@ public static class StreamingTestData
             """,
             new { id, userId, username, state, agentId, home = false, now });
         return id;
+    }
+
+    /// <summary>The session loses its agent (after a ticket was issued for it, say).</summary>
+    public static async Task ClearSessionAgentAsync(this ControlPlaneFixture cp, string sessionId)
+    {
+        await using var conn = await cp.Db.OpenAsync(CancellationToken.None);
+        await conn.ExecuteAsync("UPDATE sessions SET agent_id = NULL WHERE id = @sessionId", new { sessionId });
     }
 
     public static async Task SetSessionStateAsync(this ControlPlaneFixture cp, string sessionId, string state)

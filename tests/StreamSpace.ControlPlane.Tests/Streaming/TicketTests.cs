@@ -1,8 +1,11 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Net.WebSockets;
 using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json;
 using Dapper;
+using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 
 namespace StreamSpace.ControlPlane.Tests.Streaming;
@@ -70,11 +73,41 @@ public abstract class TicketTests(StreamingControlPlane cp)
     }
 
     [Fact]
+    public async Task A_session_whose_agent_is_offline_or_gone_gets_409_naming_the_agent_and_no_ticket()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var agentId = ControlPlaneFixture.Unique("agent-");
+        var session = await cp.CreateSessionAsync(aliceId, agentId: agentId);
+        await cp.InsertAgentAsync(agentId, AgentStatus.Offline);
+
+        using var offline = await alice.PostAsync($"/api/v1/sessions/{session}/viewer-ticket", null);
+        var error = await offline.ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        error.GetProperty("error").GetString().ShouldBe("Agent offline");
+        error.GetProperty("message").GetString()!.ShouldContain($"'{agentId}'");
+        error.GetProperty("message").GetString()!.ShouldContain("offline");
+
+        await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
+            await conn.ExecuteAsync("DELETE FROM agents WHERE agent_id = @agentId", new { agentId });
+        using var gone = await alice.PostAsync($"/api/v1/sessions/{session}/viewer-ticket", null);
+        (await gone.ShouldBeErrorAsync(HttpStatusCode.Conflict)).GetProperty("message").GetString()!.ShouldContain($"'{agentId}'");
+        var noAgent = await cp.CreateSessionAsync(aliceId, agentId: null);
+        using var none = await alice.PostAsync($"/api/v1/sessions/{noAgent}/viewer-ticket", null);
+        (await none.ShouldBeErrorAsync(HttpStatusCode.Conflict)).GetProperty("error").GetString().ShouldBe("Agent offline");
+
+        await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
+            (await conn.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM viewer_tickets WHERE session_id = @session", new { session })).ShouldBe(0);
+        // Back online: a ticket again.
+        await cp.InsertAgentAsync(agentId);
+        await alice.TicketAsync(session);
+    }
+
+    [Fact]
     public async Task A_reused_ticket_is_refused()
     {
         var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
-        var session = await cp.CreateSessionAsync(aliceId, agentId: null); // consumes, then 409 (no agent): nothing to relay
+        var session = await cp.CreateSessionAsync(aliceId);
         var (ticket, _) = await alice.TicketAsync(session);
+        await cp.ClearSessionAgentAsync(session); // consumes, then 409 (no agent): nothing to relay
 
         using var first = await cp.UpgradeRequestAsync(VncPath(session, ticket));
         await first.ShouldBeErrorAsync(HttpStatusCode.Conflict);
@@ -86,8 +119,9 @@ public abstract class TicketTests(StreamingControlPlane cp)
     public async Task Concurrent_presentations_of_one_ticket_consume_it_exactly_once()
     {
         var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
-        var session = await cp.CreateSessionAsync(aliceId, agentId: null); // past the ticket: 409, so nothing is relayed
+        var session = await cp.CreateSessionAsync(aliceId);
         var (ticket, _) = await alice.TicketAsync(session);
+        await cp.ClearSessionAgentAsync(session); // past the ticket: 409, so nothing is relayed
 
         var responses = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => cp.UpgradeRequestAsync(VncPath(session, ticket))));
         responses.Count(r => r.StatusCode == HttpStatusCode.Conflict).ShouldBe(1);
@@ -160,6 +194,87 @@ public abstract class TicketTests(StreamingControlPlane cp)
 
         using var response = await cp.UpgradeRequestAsync(VncPath(session, ticket));
         (await response.ShouldBeErrorAsync(HttpStatusCode.Conflict)).GetProperty("message").GetString()!.ShouldContain("hibernated");
+    }
+
+    [Fact]
+    public async Task A_ticket_issued_before_a_password_change_is_refused_and_burnt()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        var (ticket, _) = await alice.TicketAsync(session);
+
+        await PatchUserAsync(aliceId, new { password = "a-new-password-2" });
+
+        using var response = await cp.UpgradeRequestAsync(VncPath(session, ticket));
+        var error = await response.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        error.GetProperty("error").GetString().ShouldBe("Ticket revoked");
+        error.GetProperty("message").GetString()!.ShouldContain("password");
+        await ShouldBeBurntAsync(session, ticket);
+        echo.ServedConnections.ShouldBe(0, "no stream was opened");
+    }
+
+    [Fact]
+    public async Task A_ticket_of_a_user_disabled_after_it_was_issued_is_refused_and_burnt()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        var (ticket, _) = await alice.TicketAsync(session);
+
+        await PatchUserAsync(aliceId, new { disabled = true });
+
+        using var response = await cp.UpgradeRequestAsync(VncPath(session, ticket));
+        (await response.ShouldBeErrorAsync(HttpStatusCode.Forbidden)).GetProperty("message").GetString()!.ShouldContain("disabled");
+        await ShouldBeBurntAsync(session, ticket);
+        echo.ServedConnections.ShouldBe(0, "no stream was opened");
+    }
+
+    [Fact]
+    public async Task An_admin_viewing_another_users_session_is_audited_the_owner_viewing_their_own_is_not()
+    {
+        var aliceName = ControlPlaneFixture.Unique("alice");
+        var (alice, aliceId, _) = await cp.CreateUserAsync(aliceName);
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        var admin = await cp.AdminClientAsync();
+
+        using (var own = await cp.ConnectViewerAsync(alice, session))
+            await own.CloseAsync(WebSocketCloseStatus.NormalClosure, "", TestContext.Current.CancellationToken);
+        (await ViewedAsync(admin, session)).ShouldBeEmpty();
+
+        using (var watching = await cp.ConnectViewerAsync(admin, session))
+            await watching.CloseAsync(WebSocketCloseStatus.NormalClosure, "", TestContext.Current.CancellationToken);
+        var entry = (await ViewedAsync(admin, session)).ShouldHaveSingleItem();
+        entry.GetProperty("actor").GetString().ShouldBe("admin");
+        entry.GetProperty("detail").GetString().ShouldBe($"owner={aliceName}");
+        entry.GetProperty("clientIp").GetString().ShouldBe("127.0.0.1");
+    }
+
+    private static async Task<List<JsonElement>> ViewedAsync(HttpClient admin, string session)
+    {
+        using var response = await admin.GetAsync("/api/v1/audit?action=session.viewed&limit=1000", TestContext.Current.CancellationToken);
+        return (await response.ShouldBeJsonAsync(HttpStatusCode.OK)).EnumerateArray().Where(e => e.GetProperty("target").GetString() == session).ToList();
+    }
+
+    private async Task PatchUserAsync(string userId, object change)
+    {
+        var admin = await cp.AdminClientAsync();
+        (await admin.PatchAsJsonAsync($"/api/v1/users/{userId}", change, TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+    }
+
+    private async Task ShouldBeBurntAsync(string session, string ticket)
+    {
+        await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
+        {
+            (await conn.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM viewer_tickets WHERE ticket_hash = @hash AND used_at IS NOT NULL",
+                new { hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.ASCII.GetBytes(ticket))) })).ShouldBe(1);
+        }
+        using var again = await cp.UpgradeRequestAsync(VncPath(session, ticket));
+        (await again.ShouldBeErrorAsync(HttpStatusCode.Unauthorized)).GetProperty("error").GetString().ShouldBe("Ticket already used");
     }
 
     [Fact]

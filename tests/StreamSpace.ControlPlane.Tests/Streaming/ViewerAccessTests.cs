@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Net.WebSockets;
+using Dapper;
 using StreamSpace.ControlPlane.Identity;
 using StreamSpace.ControlPlane.Streaming;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
@@ -89,6 +90,25 @@ public abstract class ViewerAccessTests(StreamingControlPlane cp)
         await PatchUserAsync(carolId, new { role = Roles.User });
 
         await EndedAsync(viewer, echo);
+    }
+
+    [Fact]
+    public async Task A_disable_heard_after_the_ticket_was_checked_but_before_the_stream_was_tracked_still_ends_it()
+    {
+        var (_, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var access = cp.App.Services.GetRequiredService<ViewerAccess>();
+        var users = cp.App.Services.GetRequiredService<TokenUserLookup>();
+        var before = (await users.FindAsync(aliceId, TestContext.Current.CancellationToken))!;
+        // What the ticket's consume saw: the user as allowed.
+        var holder = new TicketHolder(aliceId, before.Username, before.Role, before.TokenVersion);
+
+        // The disable commits and its notice is handled here before the stream's grant exists: nothing to end yet.
+        await using (var conn = await cp.Db.OpenAsync(TestContext.Current.CancellationToken))
+            await conn.ExecuteAsync("UPDATE users SET disabled = @yes WHERE id = @aliceId", new { yes = true, aliceId });
+        users.Invalidate(aliceId);
+
+        using var grant = await access.TrackAsync(holder, aliceId, TestContext.Current.CancellationToken);
+        grant.Ended.IsCancellationRequested.ShouldBeTrue();
     }
 
     [Fact]

@@ -1,9 +1,11 @@
 using System.Diagnostics;
+using System.Net.Http.Json;
 using System.Net.WebSockets;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using StreamSpace.ControlPlane.Streaming;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 
 namespace StreamSpace.ControlPlane.Tests.Streaming;
@@ -47,6 +49,35 @@ public sealed partial class ViewerBrowserTests(StreamingSqliteControlPlane cp) :
         await browser.WaitForAsync("document.getElementById('overlay-message').textContent.includes('hibernated')", TimeSpan.FromSeconds(30));
         (await browser.EvaluateAsync("document.getElementById('overlay').hidden")).ShouldBe("false");
         await browser.ScreenshotAsync(Path.Combine(Path.GetTempPath(), "streamspace-tests", "viewer-hibernated.png"));
+    }
+
+    [Fact]
+    public async Task Viewer_page_shows_the_servers_close_reason_and_stops_when_access_ended()
+    {
+        var (_, aliceId, aliceToken) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var silent = await cp.CreateSessionAsync(aliceId); // no endpoint: the "agent" never opens the stream
+        var echoed = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(echoed, echo.ConnectAsync);
+        await using var browser = await HeadlessChromium.StartAsync();
+        await browser.NavigateAsync(new Uri(cp.BaseAddress, "/viewer/viewer.css"));
+        await browser.EvaluateAsync($"sessionStorage.setItem('streamspace.token', {JsonSerializer.Serialize(aliceToken)})");
+
+        // The relay's reason (close 1001 after the rendezvous timeout) is on the page, not a generic "connection lost".
+        await browser.NavigateAsync(new Uri(cp.BaseAddress, $"/sessions/{silent}/view"));
+        await browser.WaitForAsync("document.getElementById('overlay-message').textContent.includes('did not open the stream')", TimeSpan.FromSeconds(30));
+
+        // A stream whose access ends (close 1008): the reason stays, no reconnect replaces it.
+        await browser.NavigateAsync(new Uri(cp.BaseAddress, $"/sessions/{echoed}/view"));
+        await RelayTests.WaitUntilAsync(() => echo.OpenConnections == 1);
+        var admin = await cp.AdminClientAsync();
+        (await admin.PatchAsJsonAsync($"/api/v1/users/{aliceId}", new { password = "a-new-password-2" }, TestContext.Current.CancellationToken))
+            .StatusCode.ShouldBe(System.Net.HttpStatusCode.OK);
+        var ended = $"document.getElementById('overlay-message').textContent === {JsonSerializer.Serialize(ViewerAccess.EndedReason)}";
+        await browser.WaitForAsync(ended, TimeSpan.FromSeconds(30));
+        await Task.Delay(TimeSpan.FromSeconds(3), TestContext.Current.CancellationToken); // longer than the first reconnect's backoff
+        (await browser.EvaluateAsync(ended)).ShouldBe("true");
+        (await browser.EvaluateAsync("document.getElementById('status').textContent")).ShouldBe("Disconnected");
     }
 
     /// <summary>Just enough of the Chrome DevTools protocol to drive one page.</summary>

@@ -7,6 +7,8 @@ const TOKEN_KEY = 'streamspace.token';
 const RECONNECT_MIN_MS = 1000;
 const RECONNECT_MAX_MS = 30000;
 const STATE_POLL_MS = 3000;
+/** WebSocket close code 1008 (policy violation): the server ended this viewer's access; retrying cannot help. */
+const CLOSE_ACCESS_ENDED = 1008;
 
 const sessionId = decodeURIComponent(location.pathname.split('/')[2] || '');
 const apiBase = `/api/v1/sessions/${encodeURIComponent(sessionId)}`;
@@ -92,7 +94,7 @@ async function connect() {
   $('title').textContent = sessionId;
   document.title = `${sessionId} — StreamSpace`;
 
-  // The ticket request is also the state check: 404 gone, 409 not running (then the session tells why).
+  // The ticket request is also the state check: 404 gone, 409 not running (then the session tells why) or its agent offline.
   let ticket;
   try {
     ticket = await api('POST', `${apiBase}/viewer-ticket`);
@@ -105,14 +107,16 @@ async function connect() {
   if (ticket.status === 404) { showMessage('This session does not exist (any more).'); setStatus(''); return; }
   if (ticket.status === 409) {
     const session = await api('GET', apiBase).catch(() => null);
-    if (session?.status === 200) {
+    if (session?.status === 200 && session.body.state !== 'running') {
       setStatus(session.body.state);
       if (!explainState(session.body)) return;
+      schedule(connect, STATE_POLL_MS);
     } else {
-      setStatus('Not running');
-      showMessage(ticket.body?.message || 'The session is not running.');
+      // Running, but its agent is offline (the answer names it): wait for the agent with backoff.
+      setStatus('Waiting');
+      showMessage(ticket.body?.message || 'The session is not available.');
+      schedule(connect, backoffMs());
     }
-    schedule(connect, STATE_POLL_MS);
     return;
   }
   if (ticket.status !== 200) {
@@ -123,7 +127,11 @@ async function connect() {
 
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const url = `${scheme}//${location.host}${ticket.body.url}`;
-  rfb = new RFB($('screen'), url, { wsProtocols: ['binary'] });
+  // The socket is opened here, not by noVNC, so its close code and reason (why the server ended the stream) can be shown.
+  const socket = new WebSocket(url, ['binary']);
+  const closed = { code: 0, reason: '' };
+  socket.addEventListener('close', (e) => { closed.code = e.code; closed.reason = e.reason; });
+  rfb = new RFB($('screen'), socket);
   rfb.scaleViewport = true;   // fit the window without scrollbars
   rfb.resizeSession = true;   // ask Xvnc (SetDesktopSize) to match the window
   rfb.focusOnClick = true;
@@ -133,7 +141,7 @@ async function connect() {
     setStatus('Connected');
     rfb.focus();
   });
-  rfb.addEventListener('disconnect', onDisconnect);
+  rfb.addEventListener('disconnect', () => onDisconnect(closed));
   rfb.addEventListener('clipboard', (e) => {
     $('clipboard-text').value = e.detail.text;
     // Mirror into the local clipboard where the browser allows it (secure contexts); the panel always has it.
@@ -142,14 +150,19 @@ async function connect() {
   rfb.addEventListener('securityfailure', (e) => showMessage(`The session refused the connection: ${e.detail.reason || e.detail.status}`, { retry: true }));
 }
 
-function onDisconnect() {
+/** The stream ended; `closed` is the WebSocket's close code and the server's reason (empty when the connection just broke). */
+function onDisconnect(closed) {
   rfb = null;
   setStatus('Disconnected');
   if (userDisconnected) {
     showMessage('Disconnected.', { retry: true });
     return;
   }
-  showMessage('The connection was lost. Reconnecting…', { retry: true });
+  if (closed.code === CLOSE_ACCESS_ENDED) {
+    showMessage(closed.reason || 'The server ended your access to this session.', { retry: true });
+    return;
+  }
+  showMessage(`${closed.reason || 'The connection was lost.'} Reconnecting…`, { retry: true });
   // connect() re-reads the session first: a hibernated or ended session gets its message instead of a retry loop.
   schedule(connect, backoffMs());
 }
