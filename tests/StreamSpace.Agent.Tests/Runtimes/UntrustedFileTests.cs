@@ -31,6 +31,22 @@ public sealed class UntrustedFileTests : IDisposable
         UntrustedFile.ReadHead(Path.Combine(_dir, "zero")).ShouldBeNull();
     }
 
+    /// <summary>
+    /// The link refusal above runs only on this machine's x86-64. The flag's value per architecture is the kernel's
+    /// (include/uapi/asm-generic/fcntl.h and arch/{arm,arm64,powerpc}/include/uapi/asm/fcntl.h): the x86-64 value on
+    /// arm64 is O_LARGEFILE, which would follow every link.
+    /// </summary>
+    [Theory]
+    [InlineData(System.Runtime.InteropServices.Architecture.X64, 0x20000)]
+    [InlineData(System.Runtime.InteropServices.Architecture.S390x, 0x20000)]
+    [InlineData(System.Runtime.InteropServices.Architecture.RiscV64, 0x20000)]
+    [InlineData(System.Runtime.InteropServices.Architecture.LoongArch64, 0x20000)]
+    [InlineData(System.Runtime.InteropServices.Architecture.Arm64, 0x8000)]
+    [InlineData(System.Runtime.InteropServices.Architecture.Arm, 0x8000)]
+    [InlineData(System.Runtime.InteropServices.Architecture.Ppc64le, 0x8000)]
+    public void No_follow_is_the_kernels_value_for_each_architecture(System.Runtime.InteropServices.Architecture architecture, int expected) =>
+        Posix.NoFollowFlag(architecture).ShouldBe(expected);
+
     [Fact]
     public async Task A_fifo_nobody_writes_returns_at_once()
     {

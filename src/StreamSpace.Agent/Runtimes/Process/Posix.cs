@@ -7,8 +7,20 @@ internal static partial class Posix
 {
     private const int O_RDONLY = 0;
     private const int O_NONBLOCK = 0x800;
-    private const int O_NOFOLLOW = 0x20000;
+    /// <summary>O_NOFOLLOW of this process's architecture (<see cref="NoFollowFlag"/>).</summary>
+    private static readonly int O_NOFOLLOW = NoFollowFlag(RuntimeInformation.ProcessArchitecture);
     private const int O_CLOEXEC = 0x80000;
+
+    /// <summary>
+    /// Linux's O_NOFOLLOW differs by architecture: 0100000 (octal) on arm, arm64 and powerpc, 0400000 in the generic
+    /// header (x86-64, s390x, riscv64, loongarch64). On arm64 0400000 is O_LARGEFILE: passing the x86-64 value there would
+    /// open links silently, handing a root agent whatever a session user's link points at.
+    /// </summary>
+    internal static int NoFollowFlag(Architecture architecture) => architecture switch
+    {
+        Architecture.Arm or Architecture.Arm64 or Architecture.Armv6 or Architecture.Ppc64le => 0x8000,
+        _ => 0x20000,
+    };
 
     public const int SIGKILL = 9;
     public const int SIGTERM = 15;
