@@ -81,6 +81,7 @@ public abstract class UsersApiTests(ControlPlaneFixture cp)
     [InlineData("""{"username":"al ice","password":"long-enough"}""", "username")]
     [InlineData("""{"username":"alice\n","password":"long-enough"}""", "username")]
     [InlineData("""{"username":"abcdefghijabcdefghijabcdefghijabc","password":"long-enough"}""", "username")]
+    [InlineData("""{"username":"system","password":"long-enough"}""", "username")]
     [InlineData("""{"username":"alice","password":"short"}""", "password")]
     [InlineData("""{"username":"alice"}""", "password")]
     [InlineData("""{"password":"long-enough"}""", "username")]

@@ -64,7 +64,11 @@ public static partial class UsersApi
         v.Require(body is not null, "body", "a JSON object {username, password, role?, maxSessions?} is required");
         v.Require(body?.Username is not null, "username", "is required");
         if (body?.Username is not null)
+        {
             v.Require(IsValidUsername(body.Username), "username", "must match ^[a-z0-9][a-z0-9_-]{1,31}$ (2-32 lowercase letters, digits, '-' or '_')");
+            // The audit log names the control plane's own actions (idle handling, the first admin) with this actor.
+            v.Require(body.Username != AdminBootstrap.SystemActor, "username", $"'{AdminBootstrap.SystemActor}' is reserved for the control plane's own entries in the audit log");
+        }
         ValidatePassword(v, body?.Password, required: true);
         if (body?.Role is not null) v.Require(Roles.IsValid(body.Role), "role", "must be 'admin' or 'user'");
         if (body?.MaxSessions is { } max) v.Require(max is >= 0 and <= MaxSessionsLimit, "maxSessions", $"must be between 0 and {MaxSessionsLimit}");

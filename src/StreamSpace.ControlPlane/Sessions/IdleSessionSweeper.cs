@@ -111,7 +111,7 @@ internal sealed class IdleSessionSweeper(
                     reason, now, SessionState.Running, ct: ct);
                 await outbox.EnqueueAsync(conn, tx, row.AgentId, id, terminate ? CommandTypes.SessionStop : CommandTypes.SessionHibernate,
                     new SessionCommandArgs(id), ct);
-                await audit.WriteAsync(conn, tx, "system", AuditActions.SessionIdle, id, $"{o.IdleAction}d after {timeout} without input", null, ct);
+                await audit.WriteAsync(conn, tx, Identity.AdminBootstrap.SystemActor, AuditActions.SessionIdle, id, $"{o.IdleAction}d after {timeout} without input", null, ct);
                 return row.AgentId;
             }, ct);
             if (agent is null) continue;
