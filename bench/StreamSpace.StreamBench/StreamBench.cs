@@ -13,6 +13,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 using StreamSpace.Agent.Streaming;
+using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Streaming;
@@ -351,6 +352,8 @@ public static class StreamBench
             [
                 "--urls", "http://127.0.0.1:0", $"--StreamSpace:DataFolder={folder}", $"--StreamSpace:AdminPassword={AdminPassword}",
                 "--StreamSpace:EmbeddedAgent=false", "--Logging:LogLevel:Default=Warning",
+                // The in-process agent sends no heartbeats: an hour's interval keeps its row online for the whole run.
+                "--StreamSpace:HeartbeatSeconds=3600",
             ], services => services.AddSingleton<IStreamOpener>(opener));
             await app.StartAsync();
             var baseAddress = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
@@ -365,6 +368,12 @@ public static class StreamBench
             await using (var conn = await app.Services.GetRequiredService<Db>().OpenAsync(CancellationToken.None))
             {
                 var now = DateTimeOffset.UtcNow;
+                // Viewer tickets are only issued for a session whose agent is online.
+                await conn.ExecuteAsync(
+                    """
+                    INSERT INTO agents (agent_id, token_hash, status, last_heartbeat, platform, region, max_sessions, active_sessions, draining, created_at, updated_at)
+                    VALUES ('bench-agent', @hash, 'online', @now, 'process', 'default', 10, 0, FALSE, @now, @now)
+                    """, new { hash = AgentTokens.Hash(AgentTokens.Generate()), now });
                 await conn.ExecuteAsync(
                     """
                     INSERT INTO sessions (id, user_id, username, template, state, agent_id, cpu, memory, persistent_home, created_at, updated_at)
