@@ -17,6 +17,17 @@ public class AgentConnectionTests : IAsyncLifetime
 
     public async ValueTask InitializeAsync() => _cp = await TestControlPlane.StartAsync();
 
+    /// <summary>Options of an agent that reaches the control plane through <paramref name="proxy"/>, with keep-alive pings
+    /// every 0.5 s and 1 s to answer them, so a silenced connection is given up on within 1.5 s.</summary>
+    private AgentOptions BehindProxy(TcpProxy proxy)
+    {
+        var options = Options();
+        options.ControlPlaneUrl = proxy.Url;
+        options.KeepAliveInterval = TimeSpan.FromMilliseconds(500);
+        options.KeepAliveTimeout = TimeSpan.FromSeconds(1);
+        return options;
+    }
+
     private AgentOptions Options(string? token = null) => new()
     {
         ControlPlaneUrl = _cp.Url,
@@ -221,10 +232,7 @@ public class AgentConnectionTests : IAsyncLifetime
     {
         // The peer vanishes without FIN or RST (its node died, a NAT forgot the flow): only unanswered pings can tell.
         await using var proxy = new TcpProxy(new Uri(_cp.Url));
-        var options = Options();
-        options.ControlPlaneUrl = proxy.Url;
-        options.KeepAliveInterval = TimeSpan.FromMilliseconds(500);
-        options.KeepAliveTimeout = TimeSpan.FromSeconds(1);
+        var options = BehindProxy(proxy);
         var worker = await StartAgentAsync(new InstrumentedRuntime(), options);
         var first = await _cp.NextConnectionAsync();
         (await first.ReceiveAsync(Wait)).Type.ShouldBe(MessageTypes.Heartbeat);
@@ -276,10 +284,7 @@ public class AgentConnectionTests : IAsyncLifetime
     public async Task Session_that_ended_while_the_connection_broke_is_listed_ended_in_the_next_hello_until_welcomed()
     {
         await using var proxy = new TcpProxy(new Uri(_cp.Url));
-        var options = Options();
-        options.ControlPlaneUrl = proxy.Url;
-        options.KeepAliveInterval = TimeSpan.FromMilliseconds(500);
-        options.KeepAliveTimeout = TimeSpan.FromSeconds(1);
+        var options = BehindProxy(proxy);
         var runtime = new InstrumentedRuntime();
         await runtime.StartAsync(StartArgs.For("alice-xterm-eeeeee"), TestContext.Current.CancellationToken);
         await runtime.StartAsync(StartArgs.For("bob-xterm-llllll"), TestContext.Current.CancellationToken);

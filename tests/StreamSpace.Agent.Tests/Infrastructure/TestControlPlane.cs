@@ -42,16 +42,29 @@ internal sealed class TestControlPlane : IAsyncDisposable
 
     public static async Task<TestControlPlane> StartAsync()
     {
+        var app = LoopbackHost();
+        var cp = new TestControlPlane(app);
+        app.Map("/api/v1/agents/connect", cp.AcceptAsync);
+        cp.Url = await StartAsync(app);
+        return cp;
+    }
+
+    /// <summary>Kestrel on 127.0.0.1:0 with WebSockets, quiet, quick to stop; map the endpoints, then <see cref="StartAsync(WebApplication)"/>.</summary>
+    internal static WebApplication LoopbackHost()
+    {
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseKestrel().UseUrls("http://127.0.0.1:0").UseShutdownTimeout(TimeSpan.FromSeconds(1));
         builder.Logging.ClearProviders();
         var app = builder.Build();
-        var cp = new TestControlPlane(app);
         app.UseWebSockets();
-        app.Map("/api/v1/agents/connect", cp.AcceptAsync);
+        return app;
+    }
+
+    /// <summary>Starts <paramref name="app"/> and returns the address it listens on.</summary>
+    internal static async Task<string> StartAsync(WebApplication app)
+    {
         await app.StartAsync();
-        cp.Url = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
-        return cp;
+        return app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
     }
 
     /// <summary>The next accepted, handshaken connection.</summary>

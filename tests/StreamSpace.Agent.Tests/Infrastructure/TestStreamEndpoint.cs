@@ -30,15 +30,10 @@ internal sealed class TestStreamEndpoint : IAsyncDisposable
 
     public static async Task<TestStreamEndpoint> StartAsync()
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseKestrel().UseUrls("http://127.0.0.1:0").UseShutdownTimeout(TimeSpan.FromSeconds(1));
-        builder.Logging.ClearProviders();
-        var app = builder.Build();
+        var app = TestControlPlane.LoopbackHost();
         var endpoint = new TestStreamEndpoint(app);
-        app.UseWebSockets();
         app.Map("/api/v1/agents/streams/{streamId}", endpoint.AcceptAsync);
-        await app.StartAsync();
-        endpoint.Url = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
+        endpoint.Url = await TestControlPlane.StartAsync(app);
         return endpoint;
     }
 

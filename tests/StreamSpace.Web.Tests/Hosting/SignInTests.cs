@@ -88,13 +88,7 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         var staleToken = await browser.SignInFormTokenAsync();
         (await browser.SignInAsync(name, WebHostFixture.UserPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
 
-        using var response = await browser.Http.PostAsync("/signin", new FormUrlEncodedContent(new Dictionary<string, string>
-        {
-            ["__RequestVerificationToken"] = staleToken,
-            ["Username"] = name,
-            ["Password"] = WebHostFixture.UserPassword,
-            ["ReturnUrl"] = "/sessions",
-        }));
+        using var response = await PostSignInAsync(browser, staleToken, name);
 
         response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
         response.Headers.Location!.OriginalString.ShouldBe("/sessions");
@@ -114,13 +108,7 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         using (var signOut = await browser.Http.PostAsync("/signout", new FormUrlEncodedContent(new Dictionary<string, string> { ["__RequestVerificationToken"] = signOutToken })))
             signOut.Headers.Location!.OriginalString.ShouldBe("/signin?signedOut=1");
 
-        using var response = await browser.Http.PostAsync("/signin", new FormUrlEncodedContent(new Dictionary<string, string>
-        {
-            ["__RequestVerificationToken"] = staleToken,
-            ["Username"] = name,
-            ["Password"] = WebHostFixture.UserPassword,
-            ["ReturnUrl"] = "/sessions",
-        }));
+        using var response = await PostSignInAsync(browser, staleToken, name);
 
         response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
         var location = response.Headers.Location!.OriginalString;
@@ -289,6 +277,16 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
 
     [GeneratedRegex("name=\"__RequestVerificationToken\"[^>]*value=\"([^\"]+)\"")]
     private static partial Regex AntiforgeryField();
+
+    /// <summary>Submits the sign-in form with <paramref name="token"/> as its antiforgery field, asking to return to /sessions.</summary>
+    private static Task<HttpResponseMessage> PostSignInAsync(BrowserClient browser, string token, string name) =>
+        browser.Http.PostAsync("/signin", new FormUrlEncodedContent(new Dictionary<string, string>
+        {
+            ["__RequestVerificationToken"] = token,
+            ["Username"] = name,
+            ["Password"] = WebHostFixture.UserPassword,
+            ["ReturnUrl"] = "/sessions",
+        }));
 }
 
 /// <summary>A control plane whose clock the test moves, to expire sign-ins without waiting.</summary>
