@@ -153,9 +153,11 @@ public sealed class AgentHub(
         }
         if (!online.Registered)
             return await RefuseAsync(connection, "unknown_agent", "this agent is no longer registered, or its token was replaced");
-        connection.TrackedSessionLimit = SessionObservations.TrackingLimit(online.MaxSessions);
-        if (connection.Inventory.Count > connection.TrackedSessionLimit)
-            return await RefuseAsync(connection, TooManySessions, $"hello reports {connection.Inventory.Count} sessions; at most {connection.TrackedSessionLimit} for this agent's capacity");
+        // A hello's inventory is what the agent really runs (bounded by the frame size): never a reason to refuse it, or an
+        // admin lowering the capacity of an agent with many sessions would lock it out. Only sessions reported later on
+        // top of it count against the limit.
+        connection.TrackedSessionLimit = Math.Max(SessionObservations.TrackingLimit(online.MaxSessions),
+            connection.Inventory.Count + SessionObservations.MinTrackedSessions);
 
         if (registry.Register(connection, now) is { } replaced)
         {
