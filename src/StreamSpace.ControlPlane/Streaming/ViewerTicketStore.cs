@@ -27,6 +27,9 @@ public enum TicketRefusal { None, Unknown, Expired, AlreadyUsed, OtherSession, U
 /// </summary>
 public sealed class ViewerTicketStore(Db db, TimeProvider time, IOptions<StreamingOptions> options)
 {
+    /// <summary>The token version of a ticket issued without one (before M0011, or by an older replica).</summary>
+    internal const int UnrecordedTokenVersion = 0;
+
     /// <summary>Length of a ticket's secret. 256 bits: unguessable within its lifetime by any margin.</summary>
     private const int TicketBytes = 32;
 
@@ -78,8 +81,11 @@ public sealed class ViewerTicketStore(Db db, TimeProvider time, IOptions<Streami
         if (consumed != 1) return (TicketRefusal.AlreadyUsed, null);
         if (row.SessionId != sessionId) return (TicketRefusal.OtherSession, null);
         if (row.UserDisabled is null or true) return (TicketRefusal.UserDisabled, null);
-        if (row.UserTokenVersion != row.TokenVersion) return (TicketRefusal.TokensRevoked, null);
-        return (TicketRefusal.None, new TicketHolder(row.UserId, row.Username ?? "", row.UserRole ?? "", row.TokenVersion));
+        // 0: issued before tickets recorded a version (M0011 gave those 0; users start at 1), or by a replica that does not
+        // record it yet during a rolling upgrade. Such a ticket is judged as before: by the user's version now.
+        var issuedAt = row.TokenVersion == UnrecordedTokenVersion ? row.UserTokenVersion ?? 0 : row.TokenVersion;
+        if (row.UserTokenVersion != issuedAt) return (TicketRefusal.TokensRevoked, null);
+        return (TicketRefusal.None, new TicketHolder(row.UserId, row.Username ?? "", row.UserRole ?? "", issuedAt));
     }
 
     /// <summary>A ticket is exactly 43 base64url characters; anything else (a JWT, say) is refused without a query.</summary>

@@ -216,6 +216,23 @@ public abstract class TicketTests(StreamingControlPlane cp)
     }
 
     [Fact]
+    public async Task A_ticket_issued_before_tickets_recorded_a_token_version_still_opens_the_viewer()
+    {
+        // As M0011 leaves a ticket issued before the upgrade (or a replica not upgraded yet issues one): version 0.
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        var (_, url) = await alice.TicketAsync(session);
+        await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
+            await Dapper.SqlMapper.ExecuteAsync(conn, "UPDATE viewer_tickets SET token_version = 0 WHERE session_id = @session", new { session });
+
+        using var viewer = await cp.ConnectViewerAsync(url);
+        viewer.State.ShouldBe(WebSocketState.Open);
+        await viewer.CloseAsync(WebSocketCloseStatus.NormalClosure, "", CancellationToken.None);
+    }
+
+    [Fact]
     public async Task A_ticket_of_a_user_disabled_after_it_was_issued_is_refused_and_burnt()
     {
         var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
