@@ -87,7 +87,9 @@ public static class SessionsApi
         var where = new List<string>();
         // Users only ever see their own sessions; the filters narrow further, never widen.
         if (!caller.IsAdmin) where.Add("user_id = @callerId");
-        if (user is not null) where.Add("username = @user");
+        // By the owner's id, whose index is in list order (user_id, created_at, id); sessions.username has no index, and an
+        // admin's filtered list (the "My sessions" page, every 2 s) walked the whole created_at index for it.
+        if (user is not null) where.Add("user_id = (SELECT u.id FROM users u WHERE u.username = @user)");
         if (agent is not null) where.Add("agent_id = @agent");
         if (state is not null) where.Add("state = @state");
         if (liveOnly is { } l) where.Add($"state {(l ? "" : "NOT ")}IN ({SessionState.LiveSqlList})");
