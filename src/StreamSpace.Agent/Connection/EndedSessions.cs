@@ -7,9 +7,9 @@ namespace StreamSpace.Agent.Connection;
 /// <c>session.status</c> is not answered, so one written while the socket broke is lost without a trace, and one still
 /// queued when the agent reconnects arrives after the control plane reconciled the hello, which no longer lists the
 /// session: it would fail it "lost on agent" instead of ending it as observed. So every ended session is also listed in
-/// each hello (with its ended state, which the control plane applies as the observation before it reconciles) until a
-/// welcome answers a hello that carried it, or it was reported on a connection that then stayed up long enough for the
-/// keep-alive to have caught a dead peer.
+/// each hello (with its ended state, which the control plane applies as the observation before it reconciles) until it
+/// was carried by a hello or reported on a connection that then stayed up long enough for the keep-alive to have caught
+/// a dead peer.
 /// </summary>
 internal sealed class EndedSessions
 {
@@ -47,19 +47,20 @@ internal sealed class EndedSessions
     }
 
     /// <summary>
-    /// A welcome answered the hello that carried <paramref name="carried"/>: the control plane has those. The others
-    /// ended since the hello; their statuses wait in the outbox and go out on this connection.
+    /// A welcome answered the hello that carried <paramref name="carried"/>. The control plane applies a hello's ended
+    /// sessions only after its welcome, and a connection that drops right then (or a database error there) loses them, so
+    /// they stay listed: stamped with this connection, they are let go only once it stayed up long enough
+    /// (<see cref="Settle"/>), like the statuses that ended since the hello and go out on this connection.
     /// </summary>
     public void Welcomed(string connectionId, IReadOnlyList<Entry> carried, DateTimeOffset now)
     {
         lock (_gate)
         {
             // Only the very entry the hello carried: a newer observation of the same session replaced it since.
-            foreach (var entry in carried)
-            {
-                if (_entries.TryGetValue(entry.SessionId, out var current) && current == entry) _entries.Remove(entry.SessionId);
-            }
-            foreach (var entry in _entries.Values.Where(e => e.ConnectionId is null).ToList())
+            var restamp = _entries.Values
+                .Where(e => e.ConnectionId is null || carried.Any(c => c == e))
+                .ToList();
+            foreach (var entry in restamp)
             {
                 _entries[entry.SessionId] = entry with { ConnectionId = connectionId, At = now };
             }
