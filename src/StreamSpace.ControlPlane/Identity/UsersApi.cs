@@ -135,6 +135,8 @@ public static partial class UsersApi
                 return ApiErrors.Forbidden("Nobody changes their own role; ask another admin.");
             var disabling = body.Disabled == true && !user.Disabled;
             var enabling = body.Disabled == false && user.Disabled;
+            // A backstop: the caller, re-checked above as an enabled admin and never the target here (nobody disables or
+            // demotes themselves), is already another enabled admin. It keeps the rule if either check is ever relaxed.
             if (user is { Role: Roles.Admin, Disabled: false } && (disabling || roleChanged)
                 && await OtherEnabledAdminsAsync(conn, tx, user.Id, ct) == 0)
                 return ApiErrors.Conflict($"'{user.Username}' is the last enabled admin; make another admin first.");
