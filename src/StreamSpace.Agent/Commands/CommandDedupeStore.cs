@@ -152,16 +152,13 @@ internal sealed class CommandDedupeStore
     /// </summary>
     public void Complete(ResultPayload result)
     {
-        CommandRecord record;
         lock (_gate)
         {
-            if (!_records.TryGetValue(result.CommandId, out var running)) return;
-            record = running with { Result = result, FinishedAt = _time.GetUtcNow() };
+            if (!_records.TryGetValue(result.CommandId, out var record)) return;
+            record = record with { Result = result, FinishedAt = _time.GetUtcNow() };
             _records[result.CommandId] = record;
+            TryPersist(record);
         }
-        // Outside the lock: its flushes (file, then folder) would hold up the reader's admission of every other session's
-        // commands. Redeliveries see the result in memory already; one command completes once, so nobody else writes this file.
-        TryPersist(record);
     }
 
     /// <summary>Drops records finished longer ago than the retention period (unreadable ones: found that long ago).</summary>
