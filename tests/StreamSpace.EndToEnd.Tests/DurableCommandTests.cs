@@ -131,9 +131,19 @@ public sealed class DurableCommandTests
 
         // Start commands whose results the crash cut off are sent again on the agent's reconnect, and its dedupe answers
         // them with the results it kept.
-        await Platform.WaitUntilAsync(async () => await conn.ExecuteScalarAsync<long>(
-            "SELECT count(*) FROM agent_commands WHERE session_id LIKE 'burst%' AND state <> 'succeeded'") == 0,
-            TimeSpan.FromSeconds(30), "every start command succeeded", 200);
+        try
+        {
+            await Platform.WaitUntilAsync(async () => await conn.ExecuteScalarAsync<long>(
+                "SELECT count(*) FROM agent_commands WHERE session_id LIKE 'burst%' AND state <> 'succeeded'") == 0,
+                TimeSpan.FromSeconds(30), "every start command succeeded", 200);
+        }
+        catch (TimeoutException ex)
+        {
+            // Which commands, in which state, and when they were last tried: what the next person needs to see.
+            var open = await conn.QueryAsync<string>(
+                "SELECT id || ' ' || type || ' ' || state || ' attempts=' || attempts || ' next=' || next_attempt_at || ' updated=' || updated_at FROM agent_commands WHERE session_id LIKE 'burst%' AND state <> 'succeeded' LIMIT 10");
+            throw new TimeoutException($"{ex.Message}; still open (now {DateTimeOffset.UtcNow:O}): {string.Join("; ", open)}", ex);
+        }
         var committed = (await conn.QueryAsync<string>("SELECT id FROM sessions WHERE username LIKE 'burst%'")).ToHashSet(StringComparer.Ordinal);
         beforeCrash.Except(committed).ShouldBeEmpty("answered 201 but not in the database");
         var starts = (await conn.QueryAsync<(string SessionId, long Count, bool AllSucceeded)>(
