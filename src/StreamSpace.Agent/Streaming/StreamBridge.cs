@@ -139,40 +139,37 @@ public sealed class StreamBridge : IAsyncDisposable
         var toVnc = RelayCopier.CopyAsync(_socket, _vnc, cts.Token);
         var toControlPlane = RelayCopier.CopyAsync(_vnc, _socket, cts.Token);
         var first = await Task.WhenAny(toVnc, toControlPlane, _closeRequest.Task);
-        if (_closeRequest.Task.IsCompleted)
-        {
-            // Closing the VNC connection (done by CloseAsync) fails both copies' use of it, whichever ended first.
-            var (status, reason) = await _closeRequest.Task;
-            await _vnc.DisposeAsync();
-            if (await Task.WhenAny(toControlPlane, Task.Delay(CloseTimeout, CancellationToken.None)) != toControlPlane) await cts.CancelAsync();
-            await toControlPlane;
-            await CloseQuietlyAsync(_socket, status, reason);
-            if (await Task.WhenAny(toVnc, Task.Delay(CloseTimeout, CancellationToken.None)) != toVnc) await cts.CancelAsync();
-            await toVnc;
-            _logger.LogInformation("Stream {StreamId} closed by the agent: {Reason}", _streamId, reason);
-            return StreamBridgeResult.ClosedByAgent;
-        }
-        var result = ToBridgeResult((await (first == toVnc ? toVnc : toControlPlane)).Result);
+        // The agent's own close (CloseAsync) wins whichever copy its closing of the VNC connection ended first.
+        var closedByAgent = _closeRequest.Task.IsCompleted;
+        var result = closedByAgent ? StreamBridgeResult.ClosedByAgent : ToBridgeResult((await (first == toVnc ? toVnc : toControlPlane)).Result);
 
-        if (first == toControlPlane)
+        if (!closedByAgent && first == toControlPlane)
         {
             // The VNC server ended: say so on the data socket (the viewer gets the reason), then stop reading it.
             await CloseQuietlyAsync(_socket, result == StreamBridgeResult.Success ? WebSocketCloseStatus.NormalClosure : WebSocketCloseStatus.EndpointUnavailable,
                 result == StreamBridgeResult.Success ? "The session's display closed the connection." : "The connection to the session's display failed.");
-            if (await Task.WhenAny(toVnc, Task.Delay(CloseTimeout, CancellationToken.None)) != toVnc) await cts.CancelAsync();
-            await toVnc;
+            await EndWithinCloseTimeoutAsync(toVnc, cts);
         }
         else
         {
-            // The control plane closed (viewer gone): ending the VNC connection ends the other direction
-            // without cancelling a send, which would abort the socket before our close answer goes out.
+            // The control plane closed (viewer gone), or the agent ends the stream: ending the VNC connection ends the
+            // other direction without cancelling a send, which would abort the socket before our close goes out.
             await _vnc.DisposeAsync();
-            if (await Task.WhenAny(toControlPlane, Task.Delay(CloseTimeout, CancellationToken.None)) != toControlPlane) await cts.CancelAsync();
-            await toControlPlane;
-            await CloseQuietlyAsync(_socket, WebSocketCloseStatus.NormalClosure, "");
+            await EndWithinCloseTimeoutAsync(toControlPlane, cts);
+            var (status, reason) = closedByAgent ? await _closeRequest.Task : (WebSocketCloseStatus.NormalClosure, "");
+            await CloseQuietlyAsync(_socket, status, reason);
+            // Ours: the control plane's answering close ends the data socket's reading side.
+            if (closedByAgent) await EndWithinCloseTimeoutAsync(toVnc, cts);
         }
         _logger.LogInformation("Stream {StreamId} closed: {Result}", _streamId, result);
-        return ct.IsCancellationRequested ? StreamBridgeResult.Canceled : result;
+        return !closedByAgent && ct.IsCancellationRequested ? StreamBridgeResult.Canceled : result;
+    }
+
+    /// <summary>Waits for a copy loop to end on its own for <see cref="CloseTimeout"/>, then cancels it.</summary>
+    private static async Task EndWithinCloseTimeoutAsync(Task loop, CancellationTokenSource cts)
+    {
+        if (await Task.WhenAny(loop, Task.Delay(CloseTimeout, CancellationToken.None)) != loop) await cts.CancelAsync();
+        await loop;
     }
 
     private static StreamBridgeResult ToBridgeResult(RelayCopyResult result) => result switch
