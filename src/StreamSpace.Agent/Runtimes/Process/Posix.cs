@@ -39,6 +39,9 @@ internal static partial class Posix
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int OpenNative(string path, int flags);
 
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static partial int FsyncNative(SafeHandle fd);
+
     /// <summary>Signals one process; false when it is gone.</summary>
     public static bool Signal(int pid, int signal) => pid > 1 && KillNative(pid, signal) == 0;
 
@@ -60,6 +63,15 @@ internal static partial class Posix
         {
             throw new IOException($"fchown to {uid}:{gid} failed (errno {Marshal.GetLastPInvokeError()})");
         }
+    }
+
+    /// <summary>fsync of a folder (which .NET cannot open as a file): makes a rename in it durable.</summary>
+    public static void SyncFolder(string folder)
+    {
+        var fd = OpenNative(folder, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) throw new IOException($"cannot open {folder} to flush it: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        using var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+        if (FsyncNative(handle) != 0) throw new IOException($"cannot flush {folder}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
     }
 
     /// <summary>
