@@ -69,8 +69,7 @@ internal sealed class ControlConnection : IAsyncDisposable
 
         using var loops = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var writer = WriteLoopAsync(loops.Token);
-        var heartbeat = HeartbeatLoopAsync(heartbeatInterval.Value, loops.Token);
-        var stable = CallWhenStableAsync(heartbeatInterval.Value, stayedUp, loops.Token);
+        var heartbeat = HeartbeatLoopAsync(heartbeatInterval.Value, stayedUp, loops.Token);
         try
         {
             await ReadLoopAsync(loops.Token);
@@ -79,21 +78,9 @@ internal sealed class ControlConnection : IAsyncDisposable
         {
             _ended.Disconnected(ConnectionId!);
             await loops.CancelAsync();
-            await Task.WhenAll(writer, heartbeat, stable);
+            await Task.WhenAll(writer, heartbeat);
         }
         return ConnectionOutcome.Closed;
-    }
-
-    private async Task CallWhenStableAsync(TimeSpan after, Action stayedUp, CancellationToken ct)
-    {
-        try
-        {
-            await Task.Delay(after, _time, ct);
-            stayedUp();
-        }
-        catch (OperationCanceledException)
-        {
-        }
     }
 
     /// <summary>Connect, hello, welcome. Null when the control plane is unreachable, rejects us or refuses the hello.</summary>
@@ -279,14 +266,18 @@ internal sealed class ControlConnection : IAsyncDisposable
         }
     }
 
-    private async Task HeartbeatLoopAsync(TimeSpan interval, CancellationToken ct)
+    /// <summary>Heartbeats every <paramref name="interval"/>; the first tick also means the connection stayed up that long.</summary>
+    private async Task HeartbeatLoopAsync(TimeSpan interval, Action stayedUp, CancellationToken ct)
     {
         using var timer = new PeriodicTimer(interval, _time);
         try
         {
+            var first = true;
             while (await timer.WaitForNextTickAsync(ct))
             {
                 _outbox.Post(MessageTypes.Heartbeat, Heartbeat());
+                if (first) stayedUp();
+                first = false;
                 // Still up: what this connection reported long before the keep-alive would have caught a dead peer
                 // (a ping within the interval after the write, unanswered for the timeout; twice that for the timers' slack) arrived.
                 _ended.Settle(ConnectionId!, _time.GetUtcNow() - 2 * (_options.KeepAliveInterval + _options.KeepAliveTimeout));

@@ -85,6 +85,8 @@ internal sealed class EndedSessions
     {
         lock (_gate)
         {
+            // Called on every heartbeat: nothing to look at, nothing allocated.
+            if (_entries.Count == 0) return;
             foreach (var entry in _entries.Values.Where(e => e.ConnectionId == connectionId && e.At <= cutoff).ToList())
             {
                 _entries.Remove(entry.SessionId);
