@@ -2,6 +2,7 @@
 # Benchmarks (not part of ./test.sh). Each prints its figures and a ratio against a baseline or target
 # measured in the same run. Usage: bench/run.sh [fanin|create|storm|launch|all] [extra args, e.g. --agents 1000,5000, or --rounds 5
 # to run the creation benchmark five times and print the spread of its ratio]
+# BENCH_CP_<NAME>=<value> sets <NAME> for the control plane under test only (e.g. BENCH_CP_DOTNET_gcServer=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:-all}; shift || true

@@ -24,6 +24,14 @@ internal sealed class ControlPlaneProcess(string exe, string database, int port,
         psi.Environment["Logging__LogLevel__Default"] = "Warning";
         // The creation benchmark signs in its 32 users from one address: above the per-client login limit.
         psi.Environment["StreamSpace__LoginAttemptsPerClientPerMinute"] = "100000";
+        // Experiments on the control plane alone: BENCH_CP_<NAME>=<value> in the bench's environment is <NAME>=<value> in
+        // the control plane's (e.g. BENCH_CP_DOTNET_gcServer=0), leaving the load generator in this process as it is.
+        foreach (System.Collections.DictionaryEntry e in Environment.GetEnvironmentVariables())
+            if (e.Key is string key && key.StartsWith("BENCH_CP_", StringComparison.Ordinal) && key.Length > "BENCH_CP_".Length)
+            {
+                psi.Environment[key["BENCH_CP_".Length..]] = e.Value as string;
+                Console.WriteLine($"   control plane started with {key["BENCH_CP_".Length..]}={e.Value}");
+            }
         _process = Process.Start(psi)!;
         _process.OutputDataReceived += (_, _) => { };
         _process.ErrorDataReceived += (_, e) => { if (e.Data is not null && e.Data.Contains("\"Error\"", StringComparison.Ordinal)) Console.Error.WriteLine("  [cp] " + e.Data[..Math.Min(300, e.Data.Length)]); };
