@@ -80,6 +80,8 @@ public sealed class AgentOptions
     public string Geometry { get; set; } = "1280x800";
     /// <summary>First X display number tried; lower numbers are left to a desktop the machine may have.</summary>
     public int FirstDisplay { get; set; } = 20;
+    /// <summary>How many display numbers from <see cref="FirstDisplay"/> on the agent tries before a start fails for want of one.</summary>
+    public int DisplayCount { get; set; } = 1000;
     /// <summary>How long Xvnc may take to accept RFB connections and the app to launch.</summary>
     public TimeSpan SessionStartTimeout { get; set; } = TimeSpan.FromSeconds(20);
     /// <summary>Time between SIGTERM and SIGKILL when a session is stopped.</summary>
@@ -173,6 +175,7 @@ public sealed class AgentOptions
         if (string.IsNullOrWhiteSpace(XvncPath)) problems.Add("XvncPath is required");
         if (!System.Text.RegularExpressions.Regex.IsMatch(Geometry, @"^[0-9]{3,5}x[0-9]{3,5}\z")) problems.Add("Geometry must look like 1280x800");
         if (FirstDisplay is < 1 or > 60_000) problems.Add("FirstDisplay must be between 1 and 60000");
+        if (DisplayCount is < 1 or > 10_000) problems.Add("DisplayCount must be between 1 and 10000");
         if (SessionStartTimeout <= TimeSpan.Zero) problems.Add("SessionStartTimeout must be positive");
         if (StopGracePeriod < TimeSpan.Zero) problems.Add("StopGracePeriod must not be negative");
         if (MonitorInterval <= TimeSpan.Zero) problems.Add("MonitorInterval must be positive");

@@ -18,7 +18,8 @@ public class ProcessRuntimeTests : IAsyncDisposable
     private readonly TestLog _log = new();
     private readonly List<ProcessRuntime> _runtimes = [];
 
-    private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null, string? stateFolder = null, string? windowManager = null, string? cgroupRoot = null, string? geometry = null)
+    private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null, string? stateFolder = null, string? windowManager = null, string? cgroupRoot = null, string? geometry = null,
+        int? firstDisplay = null, int? displayCount = null)
     {
         var options = new AgentOptions
         {
@@ -31,6 +32,8 @@ public class ProcessRuntimeTests : IAsyncDisposable
             SessionWindowManager = windowManager,
         };
         if (startTimeout is { } timeout) options.SessionStartTimeout = timeout;
+        if (firstDisplay is { } first) options.FirstDisplay = first;
+        if (displayCount is { } count) options.DisplayCount = count;
         var runtime = new ProcessRuntime(options, _log.CreateLogger(nameof(ProcessRuntime)), TimeProvider.System);
         _runtimes.Add(runtime);
         await runtime.InitializeAsync(TestContext.Current.CancellationToken);
@@ -1039,6 +1042,41 @@ public class ProcessRuntimeTests : IAsyncDisposable
         await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
         await WaitUntilKilledAsync(escaped);
         Directory.Exists(dir).ShouldBeFalse();
+    }
+
+    [Fact]
+    public async Task Lock_and_socket_files_another_account_made_for_every_display_hold_none_of_them()
+    {
+        // A range of its own, away from the :20 on that the other tests (and other agents on this machine) use.
+        var first = 6000 + Random.Shared.Next(1000) * 4;
+        const int count = 4;
+        var runtime = await NewRuntimeAsync(firstDisplay: first, displayCount: count);
+        var planted = Enumerable.Range(first, count).SelectMany(n => new[] { $"/tmp/.X11-unix/X{n}", $"/tmp/.X{n}-lock" }).ToList();
+        try
+        {
+            // What any session user's shell can do: /tmp and /tmp/.X11-unix are 1777, and pid 1 always lives.
+            (await RunAsync(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "/bin/sh", "-c",
+                $"for n in $(seq {first} {first + count - 1}); do touch /tmp/.X11-unix/X$n && echo 1 > /tmp/.X$n-lock || exit 1; done"])).ShouldBe(0);
+            planted.ShouldAllBe(path => File.Exists(path));
+
+            var args = Args();
+            await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+
+            Record(args.SessionId)["display"]!.GetValue<int>().ShouldBe(first);
+            _log.Contains($"Display :{first} is held by no X server; removed what claimed it: /tmp/.X{first}-lock, /tmp/.X11-unix/X{first}",
+                Microsoft.Extensions.Logging.LogLevel.Information).ShouldBeTrue();
+            await using (var vnc = await runtime.ConnectVncAsync(args.SessionId, TestContext.Current.CancellationToken))
+            {
+                var banner = new byte[12];
+                await vnc.ReadExactlyAsync(banner, TestContext.Current.CancellationToken);
+                Encoding.ASCII.GetString(banner).ShouldStartWith("RFB 003.00");
+            }
+            await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        }
+        finally
+        {
+            foreach (var path in planted) File.Delete(path);
+        }
     }
 
     public async ValueTask DisposeAsync()

@@ -2,7 +2,10 @@ using System.Runtime.InteropServices;
 
 namespace StreamSpace.Agent.Runtimes.Process;
 
-/// <summary>The few libc calls .NET has no API for: signals to process groups, chown, and opening without following links.</summary>
+/// <summary>
+/// The few libc calls .NET has no API for: signals to process groups, chown, opening without following links, and who owns
+/// a path.
+/// </summary>
 internal static partial class Posix
 {
     private const int O_RDONLY = 0;
@@ -41,6 +44,33 @@ internal static partial class Posix
 
     [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
     private static partial int FsyncNative(SafeHandle fd);
+
+    [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static unsafe partial int StatxNative(int dirfd, string path, int flags, uint mask, byte* buffer);
+
+    [LibraryImport("libc", EntryPoint = "geteuid")]
+    private static partial uint GetEffectiveUid();
+
+    /// <summary>The user id this process acts as.</summary>
+    public static int EffectiveUid => (int)GetEffectiveUid();
+
+    private const int AT_FDCWD = -100;
+    private const int AT_SYMLINK_NOFOLLOW = 0x100;
+    private const uint STATX_TYPE = 0x1, STATX_MODE = 0x2, STATX_UID = 0x8;
+
+    /// <summary>
+    /// What <paramref name="path"/> itself is (a link is not followed): its owner and its kind, or null when it does not
+    /// exist. statx, because its struct has one layout on every architecture (struct stat has not).
+    /// </summary>
+    public static unsafe (int Uid, bool IsDirectory, bool IsLink)? Entry(string path)
+    {
+        // struct statx: u32 mask, u32 blksize, u64 attributes, u32 nlink, u32 uid (offset 20), u32 gid, u16 mode (offset 28); 256 bytes.
+        var buffer = stackalloc byte[256];
+        if (StatxNative(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_MODE | STATX_UID, buffer) != 0) return null;
+        var uid = *(uint*)(buffer + 20);
+        var type = *(ushort*)(buffer + 28) & 0xF000;
+        return ((int)uid, type == 0x4000, type == 0xA000);
+    }
 
     /// <summary>Signals one process; false when it is gone.</summary>
     public static bool Signal(int pid, int signal) => pid > 1 && KillNative(pid, signal) == 0;

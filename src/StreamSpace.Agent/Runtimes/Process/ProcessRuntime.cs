@@ -862,27 +862,82 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         return (home, !args.PersistentHome);
     }
 
+    /// <summary>
+    /// The first display number from <see cref="AgentOptions.FirstDisplay"/> that no session of this agent uses and no X
+    /// server holds. An X server holds a number while something listens on its socket (<see cref="ListeningDisplays"/>),
+    /// or, while it starts, when its lock names a live X server of that display (<see cref="LockHeld"/>). The lock and
+    /// socket files alone hold nothing: /tmp and /tmp/.X11-unix are everybody's (1777), so any session user could make
+    /// them for every number and no session would start again, not even after an agent restart. Such files, and those a
+    /// killed X server left, are removed and the number is used.
+    /// </summary>
     private int ReserveDisplay(IReadOnlySet<int> taken)
     {
         lock (_reservedDisplays)
         {
             var used = _sessions.Values.Select(s => s.Record.Display).ToHashSet();
             var listening = ListeningDisplays();
-            for (var n = _options.FirstDisplay; n < _options.FirstDisplay + 1000; n++)
+            for (var n = _options.FirstDisplay; n < _options.FirstDisplay + _options.DisplayCount; n++)
             {
-                if (used.Contains(n) || _reservedDisplays.Contains(n) || taken.Contains(n) || listening.Contains(n)) continue;
-                if (File.Exists($"/tmp/.X{n}-lock"))
+                if (used.Contains(n) || _reservedDisplays.Contains(n) || taken.Contains(n) || listening.Contains(n) || LockHeld(n)) continue;
+                if (RemoveX11Files(n) is { Count: > 0 } removed)
                 {
-                    // A SIGKILLed X server leaves its lock behind; once its pid is gone the number is free again.
-                    if (!IsStaleLock(n)) continue;
-                    CleanupX11(n);
+                    _logger.LogInformation("Display :{Display} is held by no X server; removed what claimed it: {Files}", n, string.Join(", ", removed));
                 }
-                if (File.Exists($"{X11SocketDir}/X{n}")) continue;
+                // What could not be removed (another account's file, when the agent is not root) would stop Xvnc there.
+                if (X11Files(n).Any(path => Posix.Entry(path) is not null)) continue;
                 _reservedDisplays.Add(n);
                 return n;
             }
         }
         throw new SessionRuntimeException("no free X display number");
+    }
+
+    private static string[] X11Files(int display) => [$"/tmp/.X{display}-lock", $"{X11SocketDir}/X{display}"];
+
+    /// <summary>
+    /// Whether the lock of <paramref name="display"/> belongs to an X server that runs for it and does not listen yet
+    /// (it takes the lock first). An X server is told by its command line: its program's name starts with "X" (Xvnc,
+    /// Xorg, Xvfb, Xwayland, ...) and its last <c>:N</c> argument, the display it serves, is this one. Anybody can write
+    /// any pid into a lock file (pid 1 always lives); with that test one process can hold one number at most, as with
+    /// the sockets it may listen on.
+    /// </summary>
+    private static bool LockHeld(int display)
+    {
+        // /tmp is everybody's: the lock may be anybody's FIFO or link (UntrustedFile).
+        if (!int.TryParse(UntrustedFile.ReadHead($"/tmp/.X{display}-lock", 64)?.Trim(), out var pid) || pid <= 0) return false;
+        string[] argv;
+        try
+        {
+            argv = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0', StringSplitOptions.RemoveEmptyEntries);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false; // no such process
+        }
+        if (argv.Length == 0 || !Path.GetFileName(argv[0]).StartsWith('X')) return false;
+        var served = argv.Skip(1).LastOrDefault(a => a.Length > 1 && a[0] == ':' && a.AsSpan(1).IndexOfAnyExceptInRange('0', '9') < 0);
+        return served is not null && int.TryParse(served.AsSpan(1), NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n == display;
+    }
+
+    /// <summary>Removes the lock and socket files of a display no X server holds (whatever they are: a folder too, never following a link); returns those removed.</summary>
+    private List<string> RemoveX11Files(int display)
+    {
+        var removed = new List<string>();
+        foreach (var path in X11Files(display))
+        {
+            if (Posix.Entry(path) is not { } entry) continue;
+            try
+            {
+                if (entry.IsDirectory) RemoveTree(path);
+                else File.Delete(path);
+                removed.Add(path);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                _logger.LogWarning("Display :{Display} is held by no X server, but {Path} could not be removed: {Error}", display, path, ex.Message);
+            }
+        }
+        return removed;
     }
 
     /// <summary>
@@ -904,12 +959,6 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
         }
         return displays;
-    }
-
-    private static bool IsStaleLock(int display)
-    {
-        // /tmp is everybody's: the lock may be anybody's FIFO or link (UntrustedFile).
-        return int.TryParse(UntrustedFile.ReadHead($"/tmp/.X{display}-lock", 64)?.Trim(), out var pid) && pid > 0 && !Directory.Exists($"/proc/{pid}");
     }
 
     /// <summary>A killed X server leaves its lock and socket behind; they would block the display number forever.</summary>
