@@ -19,7 +19,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
     private readonly List<ProcessRuntime> _runtimes = [];
 
     private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null, string? stateFolder = null, string? windowManager = null, string? cgroupRoot = null, string? geometry = null,
-        int? firstDisplay = null, int? displayCount = null)
+        int? firstDisplay = null, int? displayCount = null, string? xvncPath = null)
     {
         var options = new AgentOptions
         {
@@ -34,6 +34,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
         if (startTimeout is { } timeout) options.SessionStartTimeout = timeout;
         if (firstDisplay is { } first) options.FirstDisplay = first;
         if (displayCount is { } count) options.DisplayCount = count;
+        if (xvncPath is not null) options.XvncPath = xvncPath;
         var runtime = new ProcessRuntime(options, _log.CreateLogger(nameof(ProcessRuntime)), TimeProvider.System);
         _runtimes.Add(runtime);
         await runtime.InitializeAsync(TestContext.Current.CancellationToken);
@@ -1077,6 +1078,128 @@ public class ProcessRuntimeTests : IAsyncDisposable
         {
             foreach (var path in planted) File.Delete(path);
         }
+    }
+
+    /// <summary>
+    /// An Xvnc that waits, before it runs the real one, until the test opens it (<see cref="HeldXvnc.Open"/>): the start
+    /// stands still at a known point, with its processes, cgroups and folders made.
+    /// </summary>
+    private sealed class HeldXvnc : IDisposable
+    {
+        private readonly string _folder = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "streamspace-agent-tests", "xvnc-" + Guid.NewGuid().ToString("N")[..12]);
+
+        public HeldXvnc()
+        {
+            Directory.CreateDirectory(_folder);
+            File.SetUnixFileMode(_folder, (UnixFileMode)Convert.ToInt32("755", 8));
+            File.WriteAllText(Path, $"#!/bin/sh\nwhile [ ! -e {_folder}/open ]; do sleep 0.02; done\nexec Xvnc \"$@\"\n");
+            File.SetUnixFileMode(Path, (UnixFileMode)Convert.ToInt32("755", 8));
+        }
+
+        public string Path => System.IO.Path.Combine(_folder, "Xvnc");
+
+        public void Open() => File.WriteAllText(System.IO.Path.Combine(_folder, "open"), "");
+
+        public void Dispose() => Directory.Delete(_folder, recursive: true);
+    }
+
+    /// <summary>The socket path the held Xvnc of a starting session was given, once the session's leader started it.</summary>
+    private async Task<string> HeldXvncSocketAsync(string sessionId)
+    {
+        var pidFile = Path.Combine(_state.Folder, "sessions", sessionId, "run", SessionLauncher.XvncPidFile);
+        string? socket = null;
+        await TestProcesses.WaitUntilAsync(() =>
+        {
+            if (!File.Exists(pidFile) || !int.TryParse(File.ReadAllText(pidFile).Trim(), out var pid)) return false;
+            var argv = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0');
+            socket = argv.SkipWhile(a => a != "-rfbunixpath").Skip(1).FirstOrDefault();
+            return socket is not null;
+        }, Wait, "the held Xvnc of the session");
+        return socket!;
+    }
+
+    /// <summary>Live processes started for a session, by the session id in their environment (every one of them has it).</summary>
+    private static List<int> SessionProcesses(string sessionId)
+    {
+        var pids = new List<int>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
+            try
+            {
+                if (File.ReadAllText(Path.Combine(dir, "environ")).Split('\0').Contains($"STREAMSPACE_SESSION_ID={sessionId}")
+                    && File.ReadAllText(Path.Combine(dir, "stat")).Split(") ")[1][0] is not ('Z' or 'X'))
+                    pids.Add(pid);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // gone meanwhile
+            }
+        }
+        return pids;
+    }
+
+    private static async Task<Exception> FailureOfAsync(Task start)
+    {
+        try
+        {
+            await start;
+        }
+        catch (Exception ex)
+        {
+            return ex;
+        }
+        throw new ShouldAssertException("the start succeeded");
+    }
+
+    /// <summary>Nothing of a failed start is left: no process, cgroup, temporary home or socket folder, and no record.</summary>
+    private async Task NothingOfTheStartIsLeftAsync(ProcessRuntime runtime, string sessionId, string socket)
+    {
+        await TestProcesses.WaitUntilAsync(() => SessionProcesses(sessionId).Count == 0, TimeSpan.FromSeconds(5), "no process of the session");
+        var cgroups = Cgroups();
+        Directory.Exists(cgroups.MemoryDir(sessionId)).ShouldBeFalse("its memory cgroup is removed");
+        Directory.Exists(cgroups.CpuDir(sessionId)).ShouldBeFalse("its cpu cgroup is removed");
+        Directory.Exists(Path.Combine(_state.Folder, "sessions", sessionId, "home")).ShouldBeFalse("its temporary home is removed");
+        Directory.Exists(Path.GetDirectoryName(socket)).ShouldBeFalse("its socket folder is removed");
+        File.Exists(Path.Combine(_state.Folder, "sessions", sessionId, ProcessSessionRecord.FileName)).ShouldBeFalse();
+        runtime.Inventory().ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task A_start_whose_record_cannot_be_written_leaves_no_process_cgroup_or_folder_behind()
+    {
+        using var xvnc = new HeldXvnc();
+        var runtime = await NewRuntimeAsync(xvncPath: xvnc.Path);
+        var args = Args();
+        var start = runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var socket = await HeldXvncSocketAsync(args.SessionId);
+        // The record is written beside and renamed over session.json: a folder of that name makes the rename fail
+        // (EISDIR), root or not, after Xvnc and the app run.
+        Directory.CreateDirectory(Path.Combine(_state.Folder, "sessions", args.SessionId, ProcessSessionRecord.FileName));
+        Directory.Exists(Path.Combine(_state.Folder, "sessions", args.SessionId, "home")).ShouldBeTrue();
+        Directory.Exists(Cgroups().MemoryDir(args.SessionId)).ShouldBeTrue();
+        xvnc.Open();
+
+        (await FailureOfAsync(start)).ShouldBeAssignableTo<IOException>();
+
+        _log.Contains($"Session {args.SessionId} failed to start", Microsoft.Extensions.Logging.LogLevel.Warning).ShouldBeTrue();
+        await NothingOfTheStartIsLeftAsync(runtime, args.SessionId, socket);
+    }
+
+    [Fact]
+    public async Task A_start_cancelled_while_Xvnc_starts_leaves_no_process_cgroup_or_folder_behind()
+    {
+        using var xvnc = new HeldXvnc();
+        var runtime = await NewRuntimeAsync(xvncPath: xvnc.Path);
+        var args = Args();
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+        var start = runtime.StartAsync(args, cancel.Token);
+        var socket = await HeldXvncSocketAsync(args.SessionId);
+        await cancel.CancelAsync();
+
+        (await FailureOfAsync(start)).ShouldBeAssignableTo<OperationCanceledException>();
+
+        await NothingOfTheStartIsLeftAsync(runtime, args.SessionId, socket);
     }
 
     public async ValueTask DisposeAsync()

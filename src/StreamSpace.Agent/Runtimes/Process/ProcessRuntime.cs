@@ -196,50 +196,90 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         File.SetUnixFileMode(runDir, PrivateDir);
         user.Own(runDir);
 
-        var socketPath = PrepareSocketDir(dir, user);
-        var (home, temporary) = PrepareHome(args, ownerKey, dir, user);
-        // The cgroup.procs files the leader joins before it starts anything: the session's limits, from its first process on.
-        var cgroups = _cgroups?.Prepare(args.SessionId, limits.Memory, _options.SessionMaxProcesses) ?? [];
-        SessionStartFailure? lastFailure = null;
-        var taken = new HashSet<int>();
-        for (var attempt = 0; attempt < DisplayAttempts; attempt++)
+        // What this start has taken so far: on any failure it is given back (AbandonStartAsync), so nothing of a start
+        // that was answered failed runs on untracked or stays behind.
+        string? socketPath = null;
+        string? temporaryHome = null;
+        (ProcessSessionRecord Record, System.Diagnostics.Process Leader)? launched = null;
+        try
         {
-            var display = ReserveDisplay(taken);
-            try
+            socketPath = PrepareSocketDir(dir, user);
+            var (home, temporary) = PrepareHome(args, ownerKey, dir, user);
+            if (temporary) temporaryHome = home;
+            // The cgroup.procs files the leader joins before it starts anything: the session's limits, from its first process on.
+            var cgroups = _cgroups?.Prepare(args.SessionId, limits.Memory, _options.SessionMaxProcesses) ?? [];
+            SessionStartFailure? lastFailure = null;
+            var taken = new HashSet<int>();
+            for (var attempt = 0; attempt < DisplayAttempts; attempt++)
             {
-                var phases = new StartPhases { Begun = begun };
-                var (record, leader) = await LaunchAsync(args, runDir, socketPath, display, home, temporary, user, cgroups, limits.Cpu, phases, ct);
-                record.Save(dir);
-                _sessions[args.SessionId] = new ProcessSession(record, dir) { Leader = leader };
-                _logger.LogInformation(
-                    "Session {SessionId} running on display :{Display} as {User} (pgid {Pgid}) after {StartMs} ms: prepared in {PrepareMs} ms, " +
-                    "Xvnc answered {XvncMs} ms later, the app started {AppMs} ms after that",
-                    args.SessionId, display, user.Name, record.Pgid, Ms(phases.Begun, _time.GetTimestamp()), Ms(phases.Begun, phases.Launched),
-                    Ms(phases.Launched, phases.XvncReady), Ms(phases.XvncReady, phases.AppStarted));
-                _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = args.SessionId, State = ObservedStates.Running });
-                return;
-            }
-            catch (SessionStartFailure failure)
-            {
-                lastFailure = failure;
-                _logger.LogWarning("Session {SessionId} failed to start on display :{Display}: {Reason}", args.SessionId, display, failure.Message);
-                // A display another X server won is that server's: leave its lock and socket alone.
-                if (failure.DisplayInUse)
+                var display = ReserveDisplay(taken);
+                try
                 {
-                    taken.Add(display);
-                    continue;
+                    var phases = new StartPhases { Begun = begun };
+                    launched = await LaunchAsync(args, runDir, socketPath, display, home, temporary, user, cgroups, limits.Cpu, phases, ct);
+                    var (record, leader) = launched.Value;
+                    record.Save(dir);
+                    _sessions[args.SessionId] = new ProcessSession(record, dir) { Leader = leader };
+                    _logger.LogInformation(
+                        "Session {SessionId} running on display :{Display} as {User} (pgid {Pgid}) after {StartMs} ms: prepared in {PrepareMs} ms, " +
+                        "Xvnc answered {XvncMs} ms later, the app started {AppMs} ms after that",
+                        args.SessionId, display, user.Name, record.Pgid, Ms(phases.Begun, _time.GetTimestamp()), Ms(phases.Begun, phases.Launched),
+                        Ms(phases.Launched, phases.XvncReady), Ms(phases.XvncReady, phases.AppStarted));
+                    _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = args.SessionId, State = ObservedStates.Running });
+                    return;
                 }
-                CleanupX11(display);
-                break;
+                catch (SessionStartFailure failure)
+                {
+                    lastFailure = failure;
+                    _logger.LogWarning("Session {SessionId} failed to start on display :{Display}: {Reason}", args.SessionId, display, failure.Message);
+                    // A display another X server won is that server's: leave its lock and socket alone.
+                    if (failure.DisplayInUse)
+                    {
+                        taken.Add(display);
+                        continue;
+                    }
+                    CleanupX11(display);
+                    break;
+                }
+                finally
+                {
+                    lock (_reservedDisplays) _reservedDisplays.Remove(display);
+                }
             }
-            finally
+            throw new SessionRuntimeException(lastFailure?.Message ?? "session failed to start");
+        }
+        catch (Exception ex)
+        {
+            if (ex is not SessionRuntimeException)
+                _logger.LogWarning("Session {SessionId} failed to start: {Error}; what it started and took is removed", args.SessionId, ex.Message);
+            await AbandonStartAsync(args.SessionId, dir, socketPath, temporaryHome, launched);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Gives back what a failed start took: the processes it launched (when the failure came after the launch, e.g. its
+    /// record could not be written), the session's cgroups, its temporary home and its socket folder. The session's
+    /// folder stays without a record: its log says why the start failed, and it is pruned like that of an ended session.
+    /// </summary>
+    private async Task AbandonStartAsync(string sessionId, string dir, string? socketPath, string? temporaryHome,
+        (ProcessSessionRecord Record, System.Diagnostics.Process Leader)? launched)
+    {
+        if (launched is { } started)
+        {
+            var (record, leader) = started;
+            await KillGroupAsync(record.Pgid, record.Processes, CancellationToken.None);
+            leader.Dispose();
+            CleanupX11(record.Display);
+            foreach (var file in new[] { ProcessSessionRecord.FileName, ProcessSessionRecord.FileName + ".tmp" })
             {
-                lock (_reservedDisplays) _reservedDisplays.Remove(display);
+                try { File.Delete(Path.Combine(dir, file)); }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { _logger.LogWarning("{Error}", ex.Message); }
             }
         }
-        if (temporary) TryDelete(home);
-        if (_cgroups is not null) await _cgroups.KillAndRemoveAsync(args.SessionId, _time, CancellationToken.None);
-        throw new SessionRuntimeException(lastFailure?.Message ?? "session failed to start");
+        if (_cgroups is not null) await _cgroups.KillAndRemoveAsync(sessionId, _time, CancellationToken.None);
+        if (temporaryHome is not null) TryDelete(temporaryHome);
+        if (socketPath is not null && Path.GetDirectoryName(socketPath) is { } socketDir) TryDelete(socketDir);
     }
 
     /// <summary>When a start reached each of its steps (<see cref="TimeProvider.GetTimestamp"/>), for the log line that says where its time went.</summary>
