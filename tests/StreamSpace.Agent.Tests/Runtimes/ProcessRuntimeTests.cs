@@ -19,7 +19,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
     private readonly List<ProcessRuntime> _runtimes = [];
 
     private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null, string? stateFolder = null, string? windowManager = null, string? cgroupRoot = null, string? geometry = null,
-        int? firstDisplay = null, int? displayCount = null, string? xvncPath = null)
+        int? firstDisplay = null, int? displayCount = null, string? xvncPath = null, string? socketBase = null)
     {
         var options = new AgentOptions
         {
@@ -35,7 +35,8 @@ public class ProcessRuntimeTests : IAsyncDisposable
         if (firstDisplay is { } first) options.FirstDisplay = first;
         if (displayCount is { } count) options.DisplayCount = count;
         if (xvncPath is not null) options.XvncPath = xvncPath;
-        var runtime = new ProcessRuntime(options, _log.CreateLogger(nameof(ProcessRuntime)), TimeProvider.System);
+        var logger = _log.CreateLogger(nameof(ProcessRuntime));
+        var runtime = socketBase is null ? new ProcessRuntime(options, logger, TimeProvider.System) : new ProcessRuntime(options, logger, TimeProvider.System) { SocketBase = socketBase };
         _runtimes.Add(runtime);
         await runtime.InitializeAsync(TestContext.Current.CancellationToken);
         return runtime;
@@ -1200,6 +1201,56 @@ public class ProcessRuntimeTests : IAsyncDisposable
         (await FailureOfAsync(start)).ShouldBeAssignableTo<OperationCanceledException>();
 
         await NothingOfTheStartIsLeftAsync(runtime, args.SessionId, socket);
+    }
+
+    [Fact]
+    public async Task A_socket_folder_another_account_made_first_or_a_link_is_refused_with_what_to_do()
+    {
+        ProcessRuntime.SocketBaseFor(root: true, "/run/user/0", "root").ShouldBe("/run/streamspace");
+        ProcessRuntime.SocketBaseFor(root: false, "/run/user/1000", "alice").ShouldBe("/run/user/1000/streamspace");
+        ProcessRuntime.SocketBaseFor(root: false, null, "alice").ShouldBe(Path.Combine(Path.GetTempPath(), "streamspace-alice"));
+        ProcessRuntime.SocketBaseFor(root: false, "relative/dir", "alice").ShouldBe(Path.Combine(Path.GetTempPath(), "streamspace-alice"));
+
+        // What another local account can do before a non-root agent's first start: make its folder in /tmp, open to all.
+        var folder = Path.Combine(Path.GetTempPath(), "streamspace-agent-tests", "sockets-" + Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(folder);
+        try
+        {
+            var foreign = Path.Combine(folder, "streamspace-mallory");
+            Directory.CreateDirectory(foreign);
+            File.SetUnixFileMode(foreign, (UnixFileMode)Convert.ToInt32("777", 8));
+            (await RunAsync(["/bin/chown", "65534:65534", foreign])).ShouldBe(0);
+            var runtime = await NewRuntimeAsync(socketBase: foreign);
+            var args = Args();
+            var refused = await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(args, TestContext.Current.CancellationToken));
+            refused.Message.ShouldBe($"sessions cannot start on this agent: its socket folder {foreign} belongs to uid 65534, not to the agent's account (uid 0), " +
+                "so that account could replace what the agent puts in it (remove it, or run the agent with XDG_RUNTIME_DIR set to a folder of its own account)");
+            Directory.EnumerateFileSystemEntries(foreign).ShouldBeEmpty("nothing is made in it");
+            File.GetUnixFileMode(foreign).ShouldBe((UnixFileMode)Convert.ToInt32("777", 8), "nor is it changed");
+            Directory.Exists(Path.Combine(_state.Folder, "sessions", args.SessionId, "home")).ShouldBeFalse();
+
+            // A link, even to a folder of the agent's own account.
+            var own = Path.Combine(folder, "own");
+            Directory.CreateDirectory(own);
+            var link = Path.Combine(folder, "streamspace-link");
+            File.CreateSymbolicLink(link, own);
+            var linked = await NewRuntimeAsync(socketBase: link);
+            (await Should.ThrowAsync<SessionRuntimeException>(() => linked.StartAsync(Args(), TestContext.Current.CancellationToken)))
+                .Message.ShouldContain($"its socket folder {link} is a link");
+            Directory.EnumerateFileSystemEntries(own).ShouldBeEmpty();
+
+            // One of its own, made by the agent, is used.
+            var fresh = Path.Combine(folder, "streamspace-agent");
+            var usable = await NewRuntimeAsync(socketBase: fresh);
+            var started = Args();
+            await usable.StartAsync(started, TestContext.Current.CancellationToken);
+            Record(started.SessionId)["socketPath"]!.GetValue<string>().ShouldStartWith(fresh + "/");
+            await usable.StopAsync(started.SessionId, TestContext.Current.CancellationToken);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
     }
 
     public async ValueTask DisposeAsync()

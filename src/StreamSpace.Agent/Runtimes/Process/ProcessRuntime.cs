@@ -784,13 +784,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
     /// <summary>
     /// Unix socket paths are limited to 107 bytes, and a state folder can be deep (a repository checkout, a
-    /// test's temp folder). So the VNC socket lives in a short, root-owned base (<c>/run/streamspace</c>,
-    /// or a per-user folder in /tmp when the agent is not root) in a folder named by a hash of the session
-    /// folder, owned by the session user with mode 0700: reachable by the agent and that user only.
+    /// test's temp folder). So the VNC socket lives in a short base of the agent's own (<see cref="SocketBase"/>) in a
+    /// folder named by a hash of the session folder, owned by the session user with mode 0700: reachable by the agent
+    /// and that user only.
     /// </summary>
     private string PrepareSocketDir(string sessionDir, SessionUser user)
     {
-        Directory.CreateDirectory(SocketBase);
+        if (Posix.Entry(SocketBase) is null) Directory.CreateDirectory(SocketBase);
+        // Checked after the creation too: somebody may have made it in between (the creation then does nothing).
+        if (SocketBaseProblem(SocketBase, Posix.EffectiveUid) is { } problem) throw new SessionRuntimeException(problem);
         File.SetUnixFileMode(SocketBase, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
         var name = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(sessionDir))))[..16];
         var dir = Path.Combine(SocketBase, name);
@@ -802,9 +804,39 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         return Path.Combine(dir, SessionLauncher.SocketFile);
     }
 
-    private static readonly string SocketBase = Environment.UserName == "root" && Directory.Exists("/run")
-        ? "/run/streamspace"
-        : Path.Combine(Path.GetTempPath(), $"streamspace-{Environment.UserName}");
+    /// <summary>
+    /// The base of the sessions' socket folders: <c>/run/streamspace</c> for a root agent; otherwise the agent account's
+    /// runtime folder (<c>$XDG_RUNTIME_DIR/streamspace</c>, private to that account), and without one
+    /// <c>/tmp/streamspace-&lt;user&gt;</c>, a name anybody can take first (<see cref="SocketBaseProblem"/>). Set by tests to
+    /// a folder somebody else made.
+    /// </summary>
+    internal string SocketBase { get; init; } =
+        SocketBaseFor(Environment.IsPrivilegedProcess && Directory.Exists("/run"), Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR"), Environment.UserName);
+
+    internal static string SocketBaseFor(bool root, string? runtimeDir, string userName) =>
+        root ? "/run/streamspace"
+        : runtimeDir is { Length: > 0 } && Path.IsPathFullyQualified(runtimeDir) ? Path.Combine(runtimeDir, "streamspace")
+        : Path.Combine(Path.GetTempPath(), $"streamspace-{userName}");
+
+    /// <summary>
+    /// Why the agent must not use <paramref name="path"/> as its socket base, or null: it must be a folder (not a link) of
+    /// the agent's own account. One that another account made (possible in /tmp) lets that account replace or remove
+    /// every session's socket folder in it, and starts failed with a bare "Access to the path ... is denied".
+    /// </summary>
+    internal static string? SocketBaseProblem(string path, int agentUid)
+    {
+        const string Fix = "remove it, or run the agent with XDG_RUNTIME_DIR set to a folder of its own account";
+        return Posix.Entry(path) switch
+        {
+            null => $"sessions cannot start on this agent: its socket folder {path} could not be made",
+            { IsLink: true } => $"sessions cannot start on this agent: its socket folder {path} is a link, and the agent uses only a folder of its own ({Fix})",
+            { IsDirectory: false } => $"sessions cannot start on this agent: its socket folder {path} is not a folder ({Fix})",
+            { Uid: var owner } when owner != agentUid =>
+                $"sessions cannot start on this agent: its socket folder {path} belongs to uid {owner}, not to the agent's account (uid {agentUid}), " +
+                $"so that account could replace what the agent puts in it ({Fix})",
+            _ => null,
+        };
+    }
 
     private void PrepareFolders()
     {
