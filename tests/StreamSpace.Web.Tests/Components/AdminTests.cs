@@ -191,6 +191,25 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
     }
 
     [Fact]
+    public void A_user_created_without_a_quota_gets_the_servers_default()
+    {
+        // No maxSessions in the request: the API applies StreamSpace__DefaultMaxSessions (the page cannot know it).
+        Api.Answer("GET /api/v1/users", "[]")
+           .Answer("POST /api/v1/users", HttpStatusCode.Created, """{"id":"u2","username":"bob","role":"user","disabled":false,"maxSessions":8}""");
+        var cut = Render<AdminUsers>();
+        cut.Find("#new-quota").GetAttribute("value").ShouldBeNullOrEmpty();
+
+        cut.Find("#new-username").Change("bob");
+        cut.Find("#new-password").Change("bob-password-1");
+        cut.Find("form").Submit();
+
+        cut.WaitForAssertion(() => cut.Find(".notice").TextContent.ShouldContain("bob"));
+        var body = JsonDocument.Parse(Api.RequestsTo("POST /api/v1/users").Single().Body!).RootElement;
+        body.TryGetProperty("maxSessions", out _).ShouldBeFalse(body.ToString());
+        body.GetProperty("username").GetString().ShouldBe("bob");
+    }
+
+    [Fact]
     public void Template_yaml_validation_errors_are_shown_inline()
     {
         Api.Answer("GET /api/v1/templates", """[{"name":"xterm","displayName":"XTerm"}]""")
