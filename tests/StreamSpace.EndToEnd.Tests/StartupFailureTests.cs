@@ -68,7 +68,7 @@ public sealed class StartupFailureTests
     [InlineData("STREAMSPACE_SESSION_LIMITS", "perhaps", "STREAMSPACE_SESSION_LIMITS must be true or false, got 'perhaps'")]
     [InlineData("STREAMSPACE_JWT_KEY", "not base64 at all!", "Invalid StreamSpace configuration: STREAMSPACE_JWT_KEY must be base64 of at least 32 bytes (e.g. the output of 'openssl rand -base64 48')")]
     [InlineData("STREAMSPACE_JWT_KEY", "c2hvcnQta2V5", "Invalid StreamSpace configuration: STREAMSPACE_JWT_KEY must be base64 of at least 32 bytes (e.g. the output of 'openssl rand -base64 48')")]
-    [InlineData("StreamSpace__Web__AuditPageSize", "0", "Invalid StreamSpace configuration: StreamSpace__Web__AuditPageSize must be between 1 and 10000")]
+    [InlineData("StreamSpace__Web__AuditPageSize", "0", "Invalid StreamSpace configuration: StreamSpace__Web__AuditPageSize must be between 1 and 1000")]
     [InlineData("StreamSpace__Web__LiveRefreshInterval", "60.00:00:00", "Invalid StreamSpace configuration: StreamSpace__Web__LiveRefreshInterval must be between 00:00:00.1 and 49.00:00:00")]
     [InlineData("StreamSpace__MaxRequestBodyBytes", "-1", "Invalid StreamSpace configuration: StreamSpace__MaxRequestBodyBytes must be between 1024 and 1073741824")]
     [InlineData("StreamSpace__CommandPruneInterval", "60.00:00:00", "Invalid StreamSpace configuration: StreamSpace__CommandPruneInterval must be at most 49.00:00:00")]

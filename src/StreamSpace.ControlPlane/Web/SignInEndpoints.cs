@@ -17,7 +17,7 @@ public sealed class SignInForm
 }
 
 /// <summary>
-/// <c>POST /signin</c> and <c>POST /signout</c>: form posts (antiforgery-checked, because they bind a form) that
+/// <c>POST /signin</c> and <c>POST /signout</c>: form posts (each checks its antiforgery token itself) that
 /// turn the API login into a cookie and back. The pages themselves are Blazor components.
 /// </summary>
 public static class SignInEndpoints
@@ -36,9 +36,11 @@ public static class SignInEndpoints
         // only went stale, because another tab signed in or out after this page was loaded.
         routes.MapPost("/signin", SignInAsync).AllowAnonymous().ExcludeFromDescription()
             .DisableAntiforgery();
-        // Anonymous so that a browser whose sign-in already expired can still clear its cookie.
-        routes.MapPost("/signout", (Delegate)SignOutAsync).AllowAnonymous().ExcludeFromDescription()
-            .WithMetadata(new RequireAntiforgeryTokenAttribute());
+        // Anonymous so that a browser whose sign-in already expired can still clear its cookie. Checks its antiforgery
+        // token itself (SignOutAsync): the middleware only records a failed check, which refuses the request when the
+        // endpoint binds a form, and this one binds none.
+        routes.MapPost("/signout", SignOutAsync).AllowAnonymous().ExcludeFromDescription()
+            .DisableAntiforgery();
         return routes;
     }
 
@@ -100,8 +102,14 @@ public static class SignInEndpoints
         return result is INestedHttpResult nested ? nested.Result : result;
     }
 
-    private static async Task<RedirectHttpResult> SignOutAsync(HttpContext http)
+    private static async Task<Results<RedirectHttpResult, JsonHttpResult<ApiError>>> SignOutAsync(HttpContext http, IAntiforgery antiforgery)
     {
+        // Without the check a form auto-submitted by another page would sign the user out. A browser that is no longer
+        // signed in (its sign-in expired, so the token made for it no longer fits) may still clear its cookie: that
+        // takes nothing from anybody.
+        if (http.User.Identity?.IsAuthenticated == true && !await antiforgery.IsRequestValidAsync(http))
+            return ApiErrors.Of(StatusCodes.Status400BadRequest, "Bad request",
+                "The sign-out form has no valid antiforgery token; reload the page and sign out again.");
         await http.SignOutAsync(WebAuthentication.CookieScheme);
         return TypedResults.LocalRedirect("/signin?signedOut=1");
     }

@@ -14,7 +14,7 @@ public sealed class WebUiOptions
     /// <summary>How long launch progress waits for a session to run before it says so and stops waiting.</summary>
     public TimeSpan LaunchTimeout { get; set; } = TimeSpan.FromMinutes(3);
 
-    /// <summary>Audit entries shown per page.</summary>
+    /// <summary>Audit entries shown per page: the newest ones, read in one API call, so at most its largest limit.</summary>
     public int AuditPageSize { get; set; } = 200;
 
     /// <summary>Longest <see cref="LaunchTimeout"/>: a launch nobody watches longer than a day is not waited for.</summary>
@@ -31,7 +31,7 @@ public sealed class WebUiOptions
             return $"{prefix}LaunchProgressInterval must be between 00:00:00.1 and {maxTimer:c}";
         if (LaunchTimeout <= LaunchProgressInterval) return $"{prefix}LaunchTimeout must be longer than {prefix}LaunchProgressInterval";
         if (LaunchTimeout > MaxLaunchTimeout) return $"{prefix}LaunchTimeout must be at most {MaxLaunchTimeout:c}";
-        if (AuditPageSize is < 1 or > 10_000) return $"{prefix}AuditPageSize must be between 1 and 10000";
+        if (AuditPageSize is < 1 or > Audit.AuditApi.MaxLimit) return $"{prefix}AuditPageSize must be between 1 and {Audit.AuditApi.MaxLimit}";
         return null;
     }
 

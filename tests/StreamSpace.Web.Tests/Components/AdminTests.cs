@@ -191,6 +191,25 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
     }
 
     [Fact]
+    public void A_user_created_without_a_quota_gets_the_servers_default()
+    {
+        // No maxSessions in the request: the API applies StreamSpace__DefaultMaxSessions (the page cannot know it).
+        Api.Answer("GET /api/v1/users", "[]")
+           .Answer("POST /api/v1/users", HttpStatusCode.Created, """{"id":"u2","username":"bob","role":"user","disabled":false,"maxSessions":8}""");
+        var cut = Render<AdminUsers>();
+        cut.Find("#new-quota").GetAttribute("value").ShouldBeNullOrEmpty();
+
+        cut.Find("#new-username").Change("bob");
+        cut.Find("#new-password").Change("bob-password-1");
+        cut.Find("form").Submit();
+
+        cut.WaitForAssertion(() => cut.Find(".notice").TextContent.ShouldContain("bob"));
+        var body = JsonDocument.Parse(Api.RequestsTo("POST /api/v1/users").Single().Body!).RootElement;
+        body.TryGetProperty("maxSessions", out _).ShouldBeFalse(body.ToString());
+        body.GetProperty("username").GetString().ShouldBe("bob");
+    }
+
+    [Fact]
     public void Template_yaml_validation_errors_are_shown_inline()
     {
         Api.Answer("GET /api/v1/templates", """[{"name":"xterm","displayName":"XTerm"}]""")
@@ -223,6 +242,24 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
         cut.Find("form").Submit();
 
         cut.WaitForAssertion(() => Api.RequestsTo("GET /api/v1/audit").Count.ShouldBe(2));
-        Api.RequestsTo("GET /api/v1/audit")[1].Query.ShouldBe("?user=admin&action=user.created");
+        Api.RequestsTo("GET /api/v1/audit")[0].Query.ShouldBe("?limit=200");
+        Api.RequestsTo("GET /api/v1/audit")[1].Query.ShouldBe("?user=admin&action=user.created&limit=200");
     }
+
+    [Fact]
+    public void Audit_log_asks_the_api_for_the_configured_page_size_within_its_maximum()
+    {
+        // The API answers 100 entries unless asked for more (at most 1000): without a limit the page never showed more.
+        UiOptions.AuditPageSize = 300;
+        Api.Answer("GET /api/v1/audit", "[]");
+        Render<AdminAudit>();
+        Api.RequestsTo("GET /api/v1/audit").Single().Query.ShouldBe("?limit=300");
+    }
+
+    [Theory]
+    [InlineData(1000, null)]
+    [InlineData(1001, "StreamSpace__Web__AuditPageSize must be between 1 and 1000")]
+    [InlineData(0, "StreamSpace__Web__AuditPageSize must be between 1 and 1000")]
+    public void The_audit_page_size_is_validated_against_the_apis_largest_limit(int size, string? error) =>
+        new StreamSpace.ControlPlane.Web.WebUiOptions { AuditPageSize = size }.Validate().ShouldBe(error);
 }

@@ -105,6 +105,62 @@ public sealed class CatalogTests_CannedApi : ComponentTest
     }
 
     [Fact]
+    public void Launching_again_after_a_failure_shows_and_follows_the_new_session()
+    {
+        Api.Answer("GET /api/v1/templates", Templates)
+           .Answer("POST /api/v1/sessions", HttpStatusCode.Created, Json(Session("alice-xterm-aaaaaa", "pending")))
+           .Answer("POST /api/v1/sessions", HttpStatusCode.Created, Json(Session("alice-xterm-bbbbbb", "pending")))
+           .Answer("GET /api/v1/sessions/alice-xterm-aaaaaa", Json(Session("alice-xterm-aaaaaa", "failed", reason: "Xvnc exited with code 1")))
+           .Answer("GET /api/v1/sessions/alice-xterm-bbbbbb", Json(Session("alice-xterm-bbbbbb", "starting")))
+           .Answer("GET /api/v1/sessions/alice-xterm-bbbbbb", Json(Session("alice-xterm-bbbbbb", "running")));
+        var cut = Render<Catalog>();
+        cut.Find("button[aria-label='Launch XTerm']").Click();
+        cut.WaitForAssertion(() => cut.Find(".launch .mono").TextContent.ShouldBe("alice-xterm-aaaaaa"));
+        Time.Advance(UiOptions.LaunchProgressInterval);
+        cut.WaitForAssertion(() => cut.Find(".launch .error").TextContent.ShouldContain("Xvnc exited with code 1"));
+
+        // Again, without closing the first one's panel.
+        cut.Find("button[aria-label='Launch XTerm']").Click();
+
+        cut.WaitForAssertion(() => cut.Find(".launch .mono").TextContent.ShouldBe("alice-xterm-bbbbbb"));
+        cut.Find(".launch .badge").TextContent.ShouldBe("pending");
+        cut.FindAll(".launch .error").ShouldBeEmpty();
+        Time.Advance(UiOptions.LaunchProgressInterval);
+        cut.WaitForAssertion(() => cut.Find(".launch .badge").TextContent.ShouldBe("starting"));
+        Time.Advance(UiOptions.LaunchProgressInterval);
+        cut.WaitForAssertion(() => new Uri(Navigation.Uri).AbsolutePath.ShouldBe("/sessions/alice-xterm-bbbbbb/view"));
+        Api.RequestsTo("GET /api/v1/sessions/alice-xterm-aaaaaa").Count.ShouldBe(1);
+    }
+
+    [Fact]
+    public void A_second_launch_stops_following_the_first_one_which_never_opens_its_viewer()
+    {
+        // The first session is still pending when the user launches again; it runs later, but the page follows the second.
+        Api.Answer("GET /api/v1/templates", Templates)
+           .Answer("POST /api/v1/sessions", HttpStatusCode.Created, Json(Session("alice-xterm-aaaaaa", "pending")))
+           .Answer("POST /api/v1/sessions", HttpStatusCode.Created, Json(Session("alice-xterm-bbbbbb", "pending")))
+           .Answer("GET /api/v1/sessions/alice-xterm-aaaaaa", Json(Session("alice-xterm-aaaaaa", "pending")))
+           .Answer("GET /api/v1/sessions/alice-xterm-aaaaaa", Json(Session("alice-xterm-aaaaaa", "running")))
+           .Answer("GET /api/v1/sessions/alice-xterm-bbbbbb", Json(Session("alice-xterm-bbbbbb", "starting")))
+           .Answer("GET /api/v1/sessions/alice-xterm-bbbbbb", Json(Session("alice-xterm-bbbbbb", "running")));
+        var cut = Render<Catalog>();
+        cut.Find("button[aria-label='Launch XTerm']").Click();
+        cut.WaitForAssertion(() => cut.Find(".launch .mono").TextContent.ShouldBe("alice-xterm-aaaaaa"));
+        Time.Advance(UiOptions.LaunchProgressInterval);
+        cut.WaitForAssertion(() => Api.RequestsTo("GET /api/v1/sessions/alice-xterm-aaaaaa").Count.ShouldBe(1));
+
+        cut.Find("button[aria-label='Launch XTerm']").Click();
+        cut.WaitForAssertion(() => cut.Find(".launch .mono").TextContent.ShouldBe("alice-xterm-bbbbbb"));
+        Time.Advance(UiOptions.LaunchProgressInterval);
+        cut.WaitForAssertion(() => cut.Find(".launch .badge").TextContent.ShouldBe("starting"));
+        Time.Advance(UiOptions.LaunchProgressInterval);
+
+        cut.WaitForAssertion(() => new Uri(Navigation.Uri).AbsolutePath.ShouldBe("/sessions/alice-xterm-bbbbbb/view"));
+        Navigation.History.Count.ShouldBe(1);
+        Api.RequestsTo("GET /api/v1/sessions/alice-xterm-aaaaaa").Count.ShouldBe(1);
+    }
+
+    [Fact]
     public void An_empty_catalog_says_so()
     {
         Api.Answer("GET /api/v1/templates", "[]");

@@ -143,6 +143,23 @@ public sealed class MySessionsTests_CannedApi : ComponentTest
     }
 
     [Fact]
+    public void A_session_that_already_ended_offers_no_terminate_or_remove()
+    {
+        // Deleting a failed session changes nothing (it is final; the API answers 202 and keeps it), so the row would stay.
+        Api.Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "running"), Session("alice-xterm-bbbbbb", "terminating") }))
+           .Answer(Failed, Json(new[] { Session("alice-xterm-cccccc", "failed", reason: "Xvnc exited with code 1") }));
+        var cut = Render<MySessions>();
+
+        cut.FindAll("button[aria-label='Terminate alice-xterm-aaaaaa']").Count.ShouldBe(1);
+        foreach (var ended in new[] { "alice-xterm-bbbbbb", "alice-xterm-cccccc" })
+        {
+            var row = cut.Find($"tr[data-session='{ended}']");
+            row.QuerySelectorAll("button").ShouldBeEmpty(ended);
+            row.TextContent.ShouldNotContain("Remove");
+        }
+    }
+
+    [Fact]
     public void Cancel_on_the_confirmation_sends_nothing()
     {
         Api.Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "running") }));

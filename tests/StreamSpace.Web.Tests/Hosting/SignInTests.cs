@@ -149,6 +149,43 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
     }
 
     [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_sign_out_post_without_the_antiforgery_token_is_refused_and_keeps_the_cookie(bool form)
+    {
+        // What a form auto-submitted by another page sends: the browser's cookies, no token of ours.
+        using var browser = host.Browser();
+        (await browser.SignInAsync("admin", WebHostFixture.AdminPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
+
+        using var signOut = await browser.Http.PostAsync("/signout",
+            form ? new FormUrlEncodedContent(new Dictionary<string, string> { ["x"] = "1" }) : null);
+
+        signOut.StatusCode.ShouldBe(HttpStatusCode.BadRequest);
+        (await signOut.Content.ReadAsStringAsync()).ShouldContain("\"message\"");
+        signOut.Headers.TryGetValues("Set-Cookie", out var cookies);
+        (cookies ?? []).ShouldNotContain(c => c.StartsWith(WebAuthentication.CookieName + "=", StringComparison.Ordinal));
+        using var after = await browser.Http.GetAsync("/");
+        after.StatusCode.ShouldBe(HttpStatusCode.OK);
+    }
+
+    [Fact]
+    public async Task A_browser_no_longer_signed_in_can_still_post_its_sign_out_form()
+    {
+        // The page's token was made for the sign-in that has ended since (here: signed out in another tab).
+        using var browser = host.Browser();
+        (await browser.SignInAsync("admin", WebHostFixture.AdminPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        var token = WebUtility.HtmlDecode(AntiforgeryField().Match(await browser.Http.GetStringAsync("/")).Groups[1].Value);
+        var form = new Dictionary<string, string> { ["__RequestVerificationToken"] = token };
+        using (var first = await browser.Http.PostAsync("/signout", new FormUrlEncodedContent(form)))
+            first.Headers.Location!.OriginalString.ShouldBe("/signin?signedOut=1");
+
+        using var again = await browser.Http.PostAsync("/signout", new FormUrlEncodedContent(form));
+
+        again.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        again.Headers.Location!.OriginalString.ShouldBe("/signin?signedOut=1");
+    }
+
+    [Theory]
     [InlineData("/admin")]
     [InlineData("/admin/sessions")]
     [InlineData("/admin/users")]

@@ -84,7 +84,10 @@ public sealed record UserBody
     public DateTimeOffset? CreatedAt { get; init; }
 }
 
-public sealed record CreateUserBody(string Username, string Password, string Role, int MaxSessions);
+/// <summary>A new user; without <see cref="MaxSessions"/> the API gives the configured default quota (<c>StreamSpace__DefaultMaxSessions</c>).</summary>
+public sealed record CreateUserBody(
+    string Username, string Password, string Role,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] int? MaxSessions);
 
 /// <summary>A partial update of a user; only the set fields are sent.</summary>
 public sealed record UpdateUserBody

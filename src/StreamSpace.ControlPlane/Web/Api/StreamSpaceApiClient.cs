@@ -130,12 +130,15 @@ public sealed class StreamSpaceApiClient(HttpClient http, AuthenticationStatePro
         SendAsync<NoContent>(HttpMethod.Delete, $"api/v1/users/{Uri.EscapeDataString(id)}", null, ct);
 
     // Audit
-    public Task<ApiResult<List<AuditEntryBody>>> ListAuditAsync(string? user, string? action, CancellationToken ct)
+    /// <summary>The newest <paramref name="limit"/> entries (at most the API's <see cref="Audit.AuditApi.MaxLimit"/>).</summary>
+    public Task<ApiResult<List<AuditEntryBody>>> ListAuditAsync(string? user, string? action, int limit, CancellationToken ct)
     {
         var query = new List<string>();
         if (!string.IsNullOrWhiteSpace(user)) query.Add("user=" + Uri.EscapeDataString(user.Trim()));
         if (!string.IsNullOrWhiteSpace(action)) query.Add("action=" + Uri.EscapeDataString(action.Trim()));
-        return SendAsync<List<AuditEntryBody>>(HttpMethod.Get, "api/v1/audit" + (query.Count > 0 ? "?" + string.Join('&', query) : ""), null, ct);
+        // Without a limit the API answers its default (100) whatever the page wants to show.
+        query.Add("limit=" + Math.Clamp(limit, 1, Audit.AuditApi.MaxLimit).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        return SendAsync<List<AuditEntryBody>>(HttpMethod.Get, "api/v1/audit?" + string.Join('&', query), null, ct);
     }
 
     private async Task<ApiResult<T>> SendAsync<T>(HttpMethod method, string path, HttpContent? content, CancellationToken ct,

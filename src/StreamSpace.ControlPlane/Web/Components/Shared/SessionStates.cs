@@ -8,8 +8,11 @@ public static class SessionStates
     public static bool CanConnect(string state) => state == "running";
     public static bool CanHibernate(string state) => state == "running";
     public static bool CanWake(string state) => state == "hibernated";
-    /// <summary>Live states can be terminated; a failed one can be removed the same way.</summary>
-    public static bool CanTerminate(string state) => state is not ("terminating" or "terminated");
+    /// <summary>
+    /// Live states can be terminated. Not one already on its way out, nor an ended one (terminated, failed): the API
+    /// answers 202 and leaves it as it is, so the button would do nothing.
+    /// </summary>
+    public static bool CanTerminate(string state) => state is not ("terminating" or "terminated" or "failed");
     /// <summary>Gone from the user's list: a terminated session has nothing left to do.</summary>
     public static bool IsGone(string state) => state == "terminated";
 }
