@@ -155,6 +155,56 @@ public abstract class AgentsApiTests(ControlPlaneFixture cp)
         await (await admin.DeleteAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
         (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'agent.deleted' AND target = @agentId", new { agentId })).ShouldBe(1);
     }
+
+    [Fact]
+    public async Task Delete_refuses_while_the_agent_may_still_run_a_session_whose_stop_expired_unless_forced()
+    {
+        var admin = await cp.AdminClientAsync();
+        var (owner, userId, username) = await cp.QuickUserAsync("unconfirmed");
+        // Two offline agents, each with a session its user deleted: the stop waits for the agent, then expires, and the
+        // session ends terminated "when it reconnects". Only one of them connects once after that.
+        var away = await AgentWithExpiredStopAsync("away-");
+        var back = await AgentWithExpiredStopAsync("back-");
+        // Its hello (an empty inventory: nothing left to stop) is what its reconnect would have settled.
+        await (await Hub.ScriptedAgent.OnlineAsync(cp.BaseAddress, back.AgentId, back.Token, heartbeat: false)).DisposeAsync();
+
+        var refused = await (await admin.DeleteAsync($"/api/v1/agents/{away.AgentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        refused.GetProperty("error").GetString().ShouldBe("Conflict");
+        var message = refused.GetProperty("message").GetString()!;
+        message.ShouldContain("1 session ");
+        message.ShouldContain("Bring the agent online once so it stops them");
+        message.ShouldContain("?force=true");
+        await (await admin.GetAsync($"/api/v1/agents/{away.AgentId}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+
+        var bad = await (await admin.DeleteAsync($"/api/v1/agents/{away.AgentId}?force=yes", Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        bad.GetProperty("fields").GetProperty("force").GetString().ShouldBe("must be true or false");
+
+        (await admin.DeleteAsync($"/api/v1/agents/{back.AgentId}", Ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        (await admin.DeleteAsync($"/api/v1/agents/{away.AgentId}?force=true", Ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        await (await admin.GetAsync($"/api/v1/agents/{away.AgentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        (await cp.ScalarAsync<string>("SELECT detail FROM audit_log WHERE action = 'agent.deleted' AND target = @agentId", new { agentId = away.AgentId }))
+            .ShouldStartWith("forced; 1 session(s)");
+        (await cp.ScalarAsync<string?>("SELECT detail FROM audit_log WHERE action = 'agent.deleted' AND target = @agentId", new { agentId = back.AgentId }))
+            .ShouldBeNull();
+
+        async Task<(string AgentId, string Token)> AgentWithExpiredStopAsync(string prefix)
+        {
+            var agentId = ControlPlaneFixture.Unique(prefix);
+            var token = (await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
+                .GetProperty("token").GetString()!;
+            var sessionId = $"{username}-xterm-{agentId[^6..]}";
+            await cp.InsertSessionAsync(sessionId, userId, username, "running", agentId);
+            await (await owner.DeleteAsync($"/api/v1/sessions/{sessionId}", Ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+            await using (var conn = await cp.Db.OpenAsync(Ct))
+                await Dapper.SqlMapper.ExecuteAsync(conn, "UPDATE agent_commands SET expires_at = @at WHERE session_id = @sessionId",
+                    new { at = DateTimeOffset.UtcNow, sessionId });
+            await Hub.HubControlPlane.EventuallyAsync(async () => await cp.ScalarAsync<string>(
+                "SELECT state FROM sessions WHERE id = @sessionId", new { sessionId }) == "terminated", TimeSpan.FromSeconds(10), "the expired stop ended the session");
+            (await cp.ScalarAsync<string>("SELECT state_reason FROM sessions WHERE id = @sessionId", new { sessionId }))
+                .ShouldContain("will stop the session when it reconnects");
+            return (agentId, token);
+        }
+    }
 }
 
 public sealed class AgentsApiTests_Sqlite(SqliteControlPlane cp) : AgentsApiTests(cp), IClassFixture<SqliteControlPlane>;

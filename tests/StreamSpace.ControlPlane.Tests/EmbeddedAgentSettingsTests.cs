@@ -112,4 +112,26 @@ public sealed class EmbeddedAgentSettingsTests : IDisposable
             await app.StopAsync(TestContext.Current.CancellationToken);
         }
     }
+
+    [Fact]
+    public async Task The_embedded_agents_capacity_follows_the_setting_on_every_start()
+    {
+        // The agent enforces StreamSpace__EmbeddedAgentMaxSessions; the row must say the same, or placement and the agent
+        // disagree about how many sessions fit (sessions fail at the agent instead of a 503, or room goes unused).
+        var data = Directory.CreateDirectory(Path.Combine(_root, "data")).FullName;
+        foreach (var max in new[] { 3, 5, 2 })
+        {
+            var (app, admin) = await StartAsync(data, $"--StreamSpace:EmbeddedAgentMaxSessions={max}");
+            await using (app)
+            using (admin)
+            {
+                var local = await OnlineLocalAgentAsync(admin);
+                local.GetProperty("maxSessions").GetInt32().ShouldBe(max);
+                local.GetProperty("reportedCapacity").GetInt32().ShouldBe(max);
+                local.GetProperty("capacity").GetInt32().ShouldBe(max);
+                local.GetProperty("region").GetString().ShouldBe("local");
+                await app.StopAsync(TestContext.Current.CancellationToken);
+            }
+        }
+    }
 }

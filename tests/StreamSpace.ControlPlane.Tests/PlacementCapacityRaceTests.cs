@@ -29,7 +29,7 @@ public abstract class PlacementCapacityRaceTests(ControlPlaneFixture cp)
 
         var error = await (await users[15].PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, Ct)).ShouldBeErrorAsync(HttpStatusCode.ServiceUnavailable);
         var reasons = error.GetProperty("reasons").EnumerateArray().Select(r => r.GetProperty("reason").GetString()).ToList();
-        reasons.ShouldBe(["full (5/5 sessions)", "full (5/5 sessions)", "full (5/5 sessions)"]);
+        reasons.ShouldBe(["full: 5/5 sessions, its registered maximum", "full: 5/5 sessions, its registered maximum", "full: 5/5 sessions, its registered maximum"]);
 
         var agents = await (await (await cp.AdminClientAsync()).GetAsync("/api/v1/agents", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
         foreach (var a in agents.EnumerateArray())

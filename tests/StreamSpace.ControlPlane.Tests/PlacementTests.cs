@@ -40,7 +40,7 @@ public abstract class PlacementTests(ControlPlaneFixture cp)
         reasons.Count.ShouldBe(4);
         reasons["a-offline"].ShouldBe("offline");
         reasons["b-draining"].ShouldBe("draining");
-        reasons["c-full"].ShouldBe("full (2/2 sessions)");
+        reasons["c-full"].ShouldBe("full: 2/2 sessions, its registered maximum");
         reasons["d-docker"].ShouldBe($"platform docker cannot run template {template}");
         (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM agent_commands")).ShouldBe(0);
 

@@ -15,7 +15,8 @@ public sealed record PlacementDecision(string? AgentId, IReadOnlyList<AgentRejec
 /// <summary>
 /// Chooses the agent for new sessions: online, drained neither by an admin (<c>draining</c>) nor by itself
 /// (<c>agent_draining</c>, while it stops), able to run the template on its platform,
-/// with capacity left; least loaded first. A <see cref="PlacementRound"/> runs inside the session-creating
+/// with capacity left (below both the registered maximum and the capacity the agent reports, which it enforces itself);
+/// least loaded first. A <see cref="PlacementRound"/> runs inside the session-creating
 /// write transaction and reads load from the live-session counters the database keeps in step with <c>sessions</c>
 /// (triggers, migration M0004), so concurrent creates can never overfill an
 /// agent: on SQLite the transaction is BEGIN IMMEDIATE (writers serialized); on PostgreSQL the candidate agent
@@ -34,7 +35,7 @@ public sealed class AgentPlacement(Db db)
     /// can only make them briefly too high, which errs on the safe side. Read the result with <see cref="ReadAsync"/>.
     /// </summary>
     public string LockSql => $"""
-        SELECT agent_id AS AgentId, status AS Status, draining AS Draining, agent_draining AS AgentDraining, platform AS Platform, max_sessions AS MaxSessions
+        SELECT agent_id AS AgentId, status AS Status, draining AS Draining, agent_draining AS AgentDraining, platform AS Platform, max_sessions AS MaxSessions, reported_capacity AS ReportedCapacity
         FROM agents WHERE status = @p_online AND draining = @p_no AND agent_draining = @p_no
         ORDER BY agent_id{db.ForUpdate};
         SELECT agent_id, live FROM agent_live_sessions WHERE live <> 0
@@ -62,7 +63,14 @@ internal sealed record PlacementCandidate
     /// <summary>The agent said it is draining (it is stopping).</summary>
     public bool AgentDraining { get; init; }
     public string Platform { get; init; } = "";
+    /// <summary>The registered maximum (an admin's).</summary>
     public int MaxSessions { get; init; }
+    /// <summary>What the agent's last hello or heartbeat said it accepts; null before its first hello.</summary>
+    public int? ReportedCapacity { get; init; }
+    /// <summary>Whether the agent's own figure is the one that limits it (below the registered maximum).</summary>
+    public bool LimitedByAgent => ReportedCapacity < MaxSessions;
+    /// <summary>The sessions placement puts on the agent at most: the agent refuses a start beyond its own figure.</summary>
+    public int Capacity => LimitedByAgent ? ReportedCapacity!.Value : MaxSessions;
 }
 
 /// <summary>
@@ -93,7 +101,7 @@ public sealed class PlacementRound
         PlacementCandidate? chosen = null;
         foreach (var a in _candidates)
         {
-            if (!template.RunsOn(a.Platform) || LiveOn(a.AgentId) >= a.MaxSessions) continue;
+            if (!template.RunsOn(a.Platform) || LiveOn(a.AgentId) >= a.Capacity) continue;
             if (chosen is null || Better(a, chosen)) chosen = a;
         }
         if (chosen is not null)
@@ -104,7 +112,7 @@ public sealed class PlacementRound
 
         // Nobody can take it: explain every registered agent, so an operator never has to guess.
         _all ??= (await _conn.QueryAsync<PlacementCandidate>(new CommandDefinition(
-            "SELECT agent_id AS AgentId, status AS Status, draining AS Draining, agent_draining AS AgentDraining, platform AS Platform, max_sessions AS MaxSessions FROM agents ORDER BY agent_id",
+            "SELECT agent_id AS AgentId, status AS Status, draining AS Draining, agent_draining AS AgentDraining, platform AS Platform, max_sessions AS MaxSessions, reported_capacity AS ReportedCapacity FROM agents ORDER BY agent_id",
             transaction: _tx, cancellationToken: ct))).ToList();
         var reasons = _all.Select(a => new AgentRejection(a.AgentId, Explain(a, LiveOn(a.AgentId), templateName, template))).ToList();
         return new PlacementDecision(null, reasons, _all.Count);
@@ -115,7 +123,7 @@ public sealed class PlacementRound
     {
         long la = LiveOn(a.AgentId), lb = LiveOn(b.AgentId);
         if (la != lb) return la < lb;
-        long ra = a.MaxSessions - la, rb = b.MaxSessions - lb;
+        long ra = a.Capacity - la, rb = b.Capacity - lb;
         if (ra != rb) return ra > rb;
         return string.CompareOrdinal(a.AgentId, b.AgentId) < 0;
     }
@@ -126,7 +134,10 @@ public sealed class PlacementRound
         if (agent.Draining) return "draining";
         if (agent.AgentDraining) return "draining (the agent is stopping)";
         if (!template.RunsOn(agent.Platform)) return $"platform {agent.Platform} cannot run template {templateName}";
-        if (live >= agent.MaxSessions) return $"full ({live}/{agent.MaxSessions} sessions)";
+        if (live >= agent.Capacity)
+            return agent.LimitedByAgent
+                ? $"full: the agent reports capacity {agent.Capacity} ({live} live; registered for {agent.MaxSessions})"
+                : $"full: {live}/{agent.MaxSessions} sessions, its registered maximum";
         // Changed between the two reads (e.g. came online just now); the caller may simply retry.
         return "became available during placement; try again";
     }

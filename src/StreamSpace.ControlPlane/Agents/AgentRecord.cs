@@ -8,7 +8,12 @@ public sealed record AgentRecord
     public DateTimeOffset? LastHeartbeat { get; init; }
     public required string Platform { get; init; }
     public required string Region { get; init; }
+    /// <summary>The registered maximum (an admin's, <c>POST /api/v1/agents</c>).</summary>
     public int MaxSessions { get; init; }
+    /// <summary>What the agent's last hello or heartbeat said it accepts; null before its first hello.</summary>
+    public int? ReportedCapacity { get; init; }
+    /// <summary>The sessions placement puts on the agent at most: the smaller of the two.</summary>
+    public int Capacity => ReportedCapacity is { } reported && reported < MaxSessions ? reported : MaxSessions;
     public long LiveSessions { get; init; }
     public string? Version { get; init; }
     public DateTimeOffset? ConnectedAt { get; init; }
@@ -22,18 +27,21 @@ public sealed record AgentRecord
     /// <summary>Select list over <c>agents a</c>; the live-session count is a correlated subquery so it never drifts.</summary>
     public static string Columns =>
         "a.agent_id AS AgentId, a.status AS Status, a.last_heartbeat AS LastHeartbeat, a.platform AS Platform, a.region AS Region, " +
-        "a.max_sessions AS MaxSessions, a.version AS Version, a.connected_at AS ConnectedAt, a.draining AS Draining, a.agent_draining AS AgentDraining, a.session_limits AS SessionLimits, " +
+        "a.max_sessions AS MaxSessions, a.reported_capacity AS ReportedCapacity, a.version AS Version, a.connected_at AS ConnectedAt, a.draining AS Draining, a.agent_draining AS AgentDraining, a.session_limits AS SessionLimits, " +
         $"(SELECT COUNT(*) FROM sessions s WHERE s.agent_id = a.agent_id AND s.state IN ({Sessions.SessionState.LiveSqlList})) AS LiveSessions";
 
-    public AgentView ToView() => new(AgentId, Status, LastHeartbeat, Platform, Region, MaxSessions, (int)LiveSessions, Version, ConnectedAt,
-        Draining || AgentDraining, Draining, AgentDraining, SessionLimits);
+    public AgentView ToView() => new(AgentId, Status, LastHeartbeat, Platform, Region, Capacity, (int)LiveSessions, Version, ConnectedAt,
+        Draining || AgentDraining, Draining, AgentDraining, SessionLimits, MaxSessions, ReportedCapacity);
 }
 
 /// <summary>
 /// An agent as the admin API shows it (design §4). <see cref="Draining"/> is whether placement skips it as draining, for
 /// either reason: <see cref="AdminDraining"/> (an admin's drain, lifted by <c>POST /api/v1/agents/{id}/undrain</c>) or
 /// <see cref="AgentDraining"/> (the agent said it is draining, as it does while it stops; its next hello clears it).
+/// <see cref="Capacity"/> is what placement fills the agent up to: the smaller of <see cref="MaxSessions"/> (registered by
+/// an admin) and <see cref="ReportedCapacity"/> (what the agent said last; null before its first hello).
 /// </summary>
 public sealed record AgentView(
     string AgentId, string Status, DateTimeOffset? LastHeartbeat, string Platform, string Region, int Capacity,
-    int ActiveSessions, string? Version, DateTimeOffset? ConnectedAt, bool Draining, bool AdminDraining, bool AgentDraining, string? SessionLimits);
+    int ActiveSessions, string? Version, DateTimeOffset? ConnectedAt, bool Draining, bool AdminDraining, bool AgentDraining, string? SessionLimits,
+    int MaxSessions, int? ReportedCapacity);

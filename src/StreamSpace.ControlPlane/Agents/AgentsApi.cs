@@ -4,6 +4,7 @@ using Dapper;
 using Microsoft.AspNetCore.Http.HttpResults;
 using StreamSpace.ControlPlane.Agents.Hub;
 using StreamSpace.ControlPlane.Audit;
+using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Identity;
@@ -170,31 +171,65 @@ public static partial class AgentsApi
         return TypedResults.Ok(new CreateAgentResponse(agentId, token));
     }
 
-    /// <summary>Refused while live sessions are placed on the agent: they would be orphaned with nobody to stop them.</summary>
+    /// <summary>
+    /// Refused while live sessions are placed on the agent: they would be orphaned with nobody to stop them. Refused too
+    /// while the agent may still run sessions the control plane ended without its word (<see cref="UnconfirmedSql"/>):
+    /// once the row is gone the agent never connects again, so its next hello would never stop them. <c>?force=true</c>
+    /// deletes in that case anyway (audited as forced), never with live sessions.
+    /// </summary>
     public static async Task<Results<NoContent, JsonHttpResult<ApiError>>> DeleteAsync(
-        string agentId, HttpContext http, Db db, AuditLog audit, CancellationToken ct)
+        string agentId, string? force, HttpContext http, Db db, AuditLog audit, CancellationToken ct)
     {
+        bool? forced = force switch { null => false, "true" => true, "false" => false, _ => null };
+        if (forced is null) return new Validation().Add("force", "must be true or false").ToResult();
         var caller = CurrentUser.From(http.User);
-        var (found, live) = await db.InTransactionAsync(async (conn, tx) =>
+        var outcome = await db.InTransactionAsync(async (conn, tx) =>
         {
             // Locked first: placement locks candidate agent rows too, so no session lands here between count and delete.
             var exists = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
                 $"SELECT agent_id FROM agents WHERE agent_id = @agentId{db.ForUpdate}", new { agentId }, tx, cancellationToken: ct));
-            if (exists is null) return (false, 0L);
+            if (exists is null) return new DeleteOutcome(false, 0, 0);
             var liveSessions = await conn.ExecuteScalarAsync<long>(new CommandDefinition(
                 $"SELECT COUNT(*) FROM sessions WHERE agent_id = @agentId AND state IN ({SessionState.LiveSqlList})",
                 new { agentId }, tx, cancellationToken: ct));
-            if (liveSessions > 0) return (true, liveSessions);
+            if (liveSessions > 0) return new DeleteOutcome(true, liveSessions, 0);
+            var unconfirmed = await conn.ExecuteScalarAsync<long>(new CommandDefinition(UnconfirmedSql, new
+            {
+                agentId, start = CommandTypes.SessionStart, stop = CommandTypes.SessionStop, expired = CommandState.Expired,
+            }, tx, cancellationToken: ct));
+            if (unconfirmed > 0 && forced != true) return new DeleteOutcome(true, 0, unconfirmed);
             await conn.ExecuteAsync(new CommandDefinition("DELETE FROM agents WHERE agent_id = @agentId", new { agentId }, tx, cancellationToken: ct));
-            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentDeleted, agentId, null, http, ct);
-            return (true, 0L);
+            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentDeleted, agentId,
+                forced == true ? $"forced; {unconfirmed} session(s) the agent had not confirmed stopping left to it" : null, http, ct);
+            return new DeleteOutcome(true, 0, 0);
         }, ct);
-        if (!found) return NotFound(agentId);
-        if (live > 0)
+        if (!outcome.Found) return NotFound(agentId);
+        if (outcome.Live > 0)
             return ApiErrors.Conflict(
-                $"Agent '{agentId}' still has {live} live session{(live == 1 ? "" : "s")}; drain it (POST /api/v1/agents/{agentId}/drain) and wait for them to end, or delete them first.");
+                $"Agent '{agentId}' still has {outcome.Live} live session{(outcome.Live == 1 ? "" : "s")}; drain it (POST /api/v1/agents/{agentId}/drain) and wait for them to end, or delete them first.");
+        if (outcome.Unconfirmed > 0)
+            return ApiErrors.Conflict(
+                $"Agent '{agentId}' may still run {outcome.Unconfirmed} session{(outcome.Unconfirmed == 1 ? "" : "s")} that ended here without its confirmation " +
+                "(a stop or start that expired or is still open since it last connected): deleting it now would leave them running on its host. " +
+                $"Bring the agent online once so it stops them, or delete with ?force=true (DELETE /api/v1/agents/{agentId}?force=true).");
         return TypedResults.NoContent();
     }
+
+    /// <summary>
+    /// The sessions this agent may still run though the control plane ended them without its word: a stop, or a start it
+    /// may have received (sent at least once), that is still open, or that expired after the agent's last hello (that
+    /// session ended terminated or failed, relying on the next hello's inventory to stop what is left). A hello after the
+    /// expiry reconciled it: what the agent still had got a new stop, which is open until it answers. Read through
+    /// <c>ix_agent_commands_agent_state</c> (agent_id, state): the open and expired rows of one agent.
+    /// </summary>
+    private static readonly string UnconfirmedSql = $"""
+        SELECT COUNT(DISTINCT c.session_id) FROM agent_commands c JOIN agents a ON a.agent_id = c.agent_id
+        WHERE c.agent_id = @agentId AND c.state IN ({CommandRow.OpenStatesSql}, @expired)
+          AND c.type IN (@start, @stop) AND c.session_id IS NOT NULL AND (c.type = @stop OR c.attempts > 0)
+          AND (c.state <> @expired OR a.connected_at IS NULL OR c.updated_at >= a.connected_at)
+        """;
+
+    private readonly record struct DeleteOutcome(bool Found, long Live, long Unconfirmed);
 
     private static Task<AgentRecord?> FindAsync(System.Data.Common.DbConnection conn, System.Data.Common.DbTransaction? tx, string agentId, CancellationToken ct) =>
         conn.QuerySingleOrDefaultAsync<AgentRecord?>(new CommandDefinition(

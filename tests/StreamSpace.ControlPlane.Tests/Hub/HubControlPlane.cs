@@ -34,7 +34,7 @@ public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(k
     private readonly string _username = Unique("hubuser");
 
     /// <summary>Registers an agent directly in the agents table (the admin API is built elsewhere) and returns its token.</summary>
-    public async Task<(string AgentId, string Token)> CreateAgentAsync(string prefix = "agent")
+    public async Task<(string AgentId, string Token)> CreateAgentAsync(string prefix = "agent", int maxSessions = 10, string region = "default")
     {
         var agentId = Unique(prefix);
         var token = AgentTokens.Generate();
@@ -43,9 +43,9 @@ public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(k
         await conn.ExecuteAsync(
             """
             INSERT INTO agents (agent_id, token_hash, status, platform, region, max_sessions, active_sessions, draining, created_at, updated_at)
-            VALUES (@agentId, @hash, @offline, 'process', 'default', 10, 0, @no, @now, @now)
+            VALUES (@agentId, @hash, @offline, 'process', @region, @maxSessions, 0, @no, @now, @now)
             """,
-            new { agentId, hash = AgentTokens.Hash(token), offline = AgentStatus.Offline, no = false, now });
+            new { agentId, hash = AgentTokens.Hash(token), offline = AgentStatus.Offline, region, maxSessions, no = false, now });
         return (agentId, token);
     }
 

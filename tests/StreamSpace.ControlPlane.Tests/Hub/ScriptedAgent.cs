@@ -32,6 +32,10 @@ public sealed class ScriptedAgent : IAsyncDisposable
     /// <summary>Every command frame received, in order (for exactly-once assertions).</summary>
     public List<CommandPayload> CommandsReceived { get; } = [];
     public int ActiveSessions { get; set; }
+    /// <summary>The capacity the agent reports in its hello and heartbeats.</summary>
+    public int MaxSessions { get; set; } = 10;
+    /// <summary>The region the agent reports in its hello.</summary>
+    public string Region { get; set; } = "default";
 
     public static Uri ConnectUri(Uri baseAddress) =>
         new(new Uri(baseAddress.ToString().Replace("http://", "ws://", StringComparison.Ordinal)), AgentHubSetup.ConnectPath);
@@ -108,8 +112,8 @@ public sealed class ScriptedAgent : IAsyncDisposable
             AgentId = claimedAgentId ?? AgentId,
             Version = "test-1.0",
             Platform = Platforms.Process,
-            Region = "default",
-            Capacity = new AgentCapacity { MaxSessions = 10, ActiveSessions = inventory?.Count ?? 0 },
+            Region = Region,
+            Capacity = new AgentCapacity { MaxSessions = MaxSessions, ActiveSessions = inventory?.Count ?? 0 },
             SessionLimits = sessionLimits,
             Draining = draining,
             Inventory = inventory ?? [],
@@ -137,7 +141,7 @@ public sealed class ScriptedAgent : IAsyncDisposable
     }
 
     public Task HeartbeatAsync(bool draining = false) =>
-        SendAsync(MessageTypes.Heartbeat, new HeartbeatPayload { ActiveSessions = ActiveSessions, MaxSessions = 10, Draining = draining });
+        SendAsync(MessageTypes.Heartbeat, new HeartbeatPayload { ActiveSessions = ActiveSessions, MaxSessions = MaxSessions, Draining = draining });
 
     public Task SendAsync<T>(string type, T payload) => SendAsync(Envelope.Create(type, payload, DateTimeOffset.UtcNow));
 

@@ -72,6 +72,53 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
     }
 
     [Fact]
+    public void The_start_command_gives_the_agent_the_capacity_and_region_it_was_registered_with()
+    {
+        // An agent started without them enforces its own defaults (10 sessions, region "default"), not the registered ones.
+        Api.Answer("GET /api/v1/agents", "[]")
+           .Answer("POST /api/v1/agents", HttpStatusCode.Created, """{"agentId":"worker-3","token":"tok_secret_456"}""")
+           .Answer("POST /api/v1/agents", HttpStatusCode.Created, """{"agentId":"worker-4","token":"tok_secret_789"}""");
+        var cut = Render<AdminAgents>();
+
+        cut.Find("#agent-id").Change("worker-3");
+        cut.Find("#agent-region").Change(" eu ");
+        cut.Find("#agent-max").Change("20");
+        cut.Find("form").Submit();
+
+        cut.WaitForAssertion(() => cut.Find("#agent-token").GetAttribute("value").ShouldBe("tok_secret_456"));
+        var lines = cut.Find("#agent-command").TextContent.Split('\n');
+        lines.ShouldContain("STREAMSPACE_MAX_SESSIONS=20 \\");
+        lines.ShouldContain("STREAMSPACE_REGION=eu \\");
+        lines[^1].ShouldBe("STREAMSPACE_RUNTIME=process dotnet StreamSpace.Agent.dll");
+        var body = JsonDocument.Parse(Api.RequestsTo("POST /api/v1/agents").Single().Body!).RootElement;
+        body.GetProperty("region").GetString().ShouldBe("eu");
+        body.GetProperty("maxSessions").GetInt32().ShouldBe(20);
+
+        // What the form says after the agent was added is not what it was registered with.
+        cut.Find("#agent-max").Change("7");
+        cut.Find("#agent-command").TextContent.ShouldContain("STREAMSPACE_MAX_SESSIONS=20 ");
+
+        // Left empty, the registration's defaults, spelled out.
+        cut.Find("#agent-id").Change("worker-4");
+        cut.Find("#agent-region").Change("");
+        cut.Find("#agent-max").Change("");
+        cut.Find("form").Submit();
+        cut.WaitForAssertion(() => cut.Find("#agent-token").GetAttribute("value").ShouldBe("tok_secret_789"));
+        var defaults = cut.Find("#agent-command").TextContent;
+        defaults.ShouldContain("STREAMSPACE_MAX_SESSIONS=10 ");
+        defaults.ShouldContain("STREAMSPACE_REGION=default ");
+    }
+
+    [Fact]
+    public void Only_runtimes_an_agent_is_built_with_are_offered()
+    {
+        // An agent refuses STREAMSPACE_RUNTIME=docker or kubernetes ("not built yet"): a command with them could never start.
+        Api.Answer("GET /api/v1/agents", "[]");
+        var cut = Render<AdminAgents>();
+        cut.FindAll("#agent-platform option").Select(o => o.GetAttribute("value")).ShouldBe(["process"]);
+    }
+
+    [Fact]
     public void Drain_asks_first_then_calls_the_api()
     {
         Api.Answer("GET /api/v1/agents", Agents("online", 0))

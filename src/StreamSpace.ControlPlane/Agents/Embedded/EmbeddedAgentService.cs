@@ -20,6 +20,7 @@ public sealed class EmbeddedAgentService(
     ILoggerFactory loggerFactory, ILogger<EmbeddedAgentService> logger) : IHostedLifecycleService
 {
     public const string AgentId = "local";
+    public const string Region = "local";
     private EmbeddedAgentHost? _host;
 
     public async Task StartedAsync(CancellationToken cancellationToken)
@@ -30,14 +31,16 @@ public sealed class EmbeddedAgentService(
         var now = time.GetUtcNow();
         await using (var conn = await db.OpenAsync(cancellationToken))
         {
-            // Insert on first start; afterwards only rotate the token (an admin's capacity or drain stays).
+            // Insert on first start; afterwards rotate the token and register the configured capacity and region again, so the
+            // row says what the agent started below enforces (a changed StreamSpace__EmbeddedAgentMaxSessions included). An
+            // admin's drain stays.
             await conn.ExecuteAsync(new CommandDefinition(
                 """
                 INSERT INTO agents (agent_id, token_hash, status, platform, region, max_sessions, active_sessions, draining, created_at, updated_at)
-                VALUES (@AgentId, @hash, 'offline', @platform, 'local', @max, 0, @draining, @now, @now)
-                ON CONFLICT (agent_id) DO UPDATE SET token_hash = @hash, updated_at = @now
+                VALUES (@AgentId, @hash, 'offline', @platform, @region, @max, 0, @draining, @now, @now)
+                ON CONFLICT (agent_id) DO UPDATE SET token_hash = @hash, region = @region, max_sessions = @max, updated_at = @now
                 """,
-                new { AgentId, hash = AgentTokens.Hash(token), platform = Platforms.Process, max = options.Value.EmbeddedAgentMaxSessions, draining = false, now },
+                new { AgentId, hash = AgentTokens.Hash(token), platform = Platforms.Process, region = Region, max = options.Value.EmbeddedAgentMaxSessions, draining = false, now },
                 cancellationToken: cancellationToken));
         }
         var agentOptions = SessionSettings(configuration);
@@ -47,7 +50,7 @@ public sealed class EmbeddedAgentService(
         agentOptions.Runtime = Platforms.Process;
         agentOptions.HeartbeatSeconds = options.Value.HeartbeatSeconds;
         agentOptions.MaxSessions = options.Value.EmbeddedAgentMaxSessions;
-        agentOptions.Region = "local";
+        agentOptions.Region = Region;
         var (state, why) = StateFolderChoice.ForEmbedded(options.Value.DataFolder, agentOptions.StateFolder, Environment.IsPrivilegedProcess,
             agentOptions.SharedStateRoot);
         agentOptions.StateFolder = state;

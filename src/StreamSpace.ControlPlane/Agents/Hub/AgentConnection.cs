@@ -83,6 +83,8 @@ public sealed class AgentConnection : IDisposable
     // (agents.agent_draining), never an admin's drain.
     public bool Draining { get; set; }
     public int ActiveSessions { get; set; }
+    /// <summary>The most sessions the agent says it accepts (<c>agents.reported_capacity</c>); placement uses the smaller of it and <c>max_sessions</c>.</summary>
+    public int ReportedCapacity { get; set; }
 
     public WebSocket Socket => _socket;
 

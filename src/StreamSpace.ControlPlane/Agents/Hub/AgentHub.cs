@@ -144,6 +144,7 @@ public sealed class AgentHub(
         var now = time.GetUtcNow();
         connection.Draining = hello.Draining;
         connection.ActiveSessions = hello.Capacity.ActiveSessions;
+        connection.ReportedCapacity = hello.Capacity.MaxSessions;
         foreach (var item in hello.Inventory) SessionObservations.Track(connection, item.SessionId, item.State);
         var online = await statusWriter.MarkOnlineAsync(connection, hello, now, connection.Lifetime);
         if (online.Superseded)
@@ -153,6 +154,11 @@ public sealed class AgentHub(
         }
         if (!online.Registered)
             return await RefuseAsync(connection, "unknown_agent", "this agent is no longer registered, or its token was replaced");
+        // The registered region is the admin's placement label and wins (README, "Agent process"): a different one in the
+        // hello is a misconfigured agent, said here so it can be fixed, and never written over the admin's.
+        if (hello.Region is { } reported && online.Region is { } registered && reported != registered)
+            logger.LogWarning(HubEvents.RegionMismatch, "Agent {AgentId} says its region is {Reported} but is registered in {Registered}; the registered region applies",
+                connection.AgentId, reported, registered);
         // A hello's inventory is what the agent really runs (bounded by the frame size): never a reason to refuse it, or an
         // admin lowering the capacity of an agent with many sessions would lock it out. Only sessions reported later on
         // top of it count against the limit.
@@ -300,6 +306,7 @@ public sealed class AgentHub(
                 var heartbeat = envelope.PayloadAs<HeartbeatPayload>();
                 connection.Draining = heartbeat.Draining;
                 connection.ActiveSessions = Math.Max(0, heartbeat.ActiveSessions);
+                connection.ReportedCapacity = Math.Max(0, heartbeat.MaxSessions);
                 metrics.HeartbeatReceived();
                 break;
             // Parsed here, so a malformed report closes the connection at once; applied by the report pump.

@@ -13,7 +13,9 @@ namespace StreamSpace.ControlPlane.Agents.Hub;
 /// flushes and offline writes are serialized by one gate, so a buffered heartbeat can never bring
 /// back a connection that was just marked offline. The agent's own drain (<c>agent_draining</c>) is what its latest
 /// hello or heartbeat says, so a restarted agent saying <c>draining: false</c> clears the drain it reported while it
-/// stopped; an admin's drain (<c>draining</c>, POST /api/v1/agents/{id}/drain) is never written here. A hello marks
+/// stopped; an admin's drain (<c>draining</c>, POST /api/v1/agents/{id}/drain) is never written here. Likewise the capacity the
+/// agent reports (<c>reported_capacity</c>) is what its latest hello or heartbeat says, while the registered maximum
+/// (<c>max_sessions</c>) and region, an admin's, are never written here. A hello marks
 /// the agent online only while the token that authenticated its socket is still the agent's token (a rotation
 /// between the upgrade and the hello refuses it).
 /// </summary>
@@ -64,15 +66,15 @@ public sealed class AgentStatusWriter(
                 // The same agent twice in one batch (a reconnect racing its predecessor): the later hello wins, as it would one by one.
                 var last = hellos.Select((h, i) => (h, i)).GroupBy(x => x.h.Connection.AgentId, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last().i, StringComparer.Ordinal);
                 var rows = hellos.Where((h, i) => last[h.Connection.AgentId] == i).ToList();
-                var marked = (await conn.QueryAsync<(string AgentId, bool Live, int MaxSessions)>(new CommandDefinition(
+                var marked = (await conn.QueryAsync<(string AgentId, bool Live, int MaxSessions, string Region)>(new CommandDefinition(
                     $"""
                     UPDATE agents a SET status = @online, connection_id = v.connection_id, connected_at = v.at, last_heartbeat = v.at,
-                        version = v.version, agent_draining = v.draining, active_sessions = v.active, platform = v.platform,
-                        region = COALESCE(v.region, a.region), session_limits = v.session_limits, updated_at = v.at
-                    FROM unnest(@ids, @connections, @ats, @versions, @drains, @actives, @platforms, @regions, @limits, @hashes)
-                        AS v(agent_id, connection_id, at, version, draining, active, platform, region, session_limits, token_hash)
+                        version = v.version, agent_draining = v.draining, active_sessions = v.active, reported_capacity = v.capacity,
+                        platform = v.platform, session_limits = v.session_limits, updated_at = v.at
+                    FROM unnest(@ids, @connections, @ats, @versions, @drains, @actives, @capacities, @platforms, @limits, @hashes)
+                        AS v(agent_id, connection_id, at, version, draining, active, capacity, platform, session_limits, token_hash)
                     WHERE a.agent_id = v.agent_id AND a.token_hash = v.token_hash
-                    RETURNING a.agent_id, {LiveOn("a.agent_id")}, a.max_sessions
+                    RETURNING a.agent_id, {LiveOn("a.agent_id")}, a.max_sessions, a.region
                     """,
                     new
                     {
@@ -80,33 +82,33 @@ public sealed class AgentStatusWriter(
                         ids = rows.Select(h => h.Connection.AgentId).ToArray(), connections = rows.Select(h => h.Connection.ConnectionId).ToArray(),
                         ats = rows.Select(h => h.At.ToUniversalTime()).ToArray(), versions = rows.Select(h => h.Hello.Version).ToArray(),
                         drains = rows.Select(h => h.Hello.Draining).ToArray(), actives = rows.Select(h => h.Hello.Capacity.ActiveSessions).ToArray(),
-                        platforms = rows.Select(h => h.Hello.Platform).ToArray(), regions = rows.Select(h => h.Hello.Region).ToArray(),
+                        capacities = rows.Select(h => h.Hello.Capacity.MaxSessions).ToArray(), platforms = rows.Select(h => h.Hello.Platform).ToArray(),
                         limits = rows.Select(h => h.Hello.SessionLimits).ToArray(), hashes = rows.Select(h => h.Connection.TokenHash).ToArray(),
                     },
                     cancellationToken: ct))).ToDictionary(r => r.AgentId, StringComparer.Ordinal);
                 // An earlier hello of the same agent in this batch is superseded by the later one before it was written.
                 return hellos.Select((h, i) => last[h.Connection.AgentId] != i ? new OnlineMark(false, false, Superseded: true)
-                    : marked.TryGetValue(h.Connection.AgentId, out var m) ? new OnlineMark(true, m.Live, MaxSessions: m.MaxSessions) : new OnlineMark(false, false)).ToList();
+                    : marked.TryGetValue(h.Connection.AgentId, out var m) ? new OnlineMark(true, m.Live, MaxSessions: m.MaxSessions, Region: m.Region) : new OnlineMark(false, false)).ToList();
             }
             var results = new List<OnlineMark>(hellos.Count);
             foreach (var h in hellos)
             {
-                var row = (await conn.QueryAsync<(bool Live, int MaxSessions)>(new CommandDefinition(
+                var row = (await conn.QueryAsync<(bool Live, int MaxSessions, string Region)>(new CommandDefinition(
                     $"""
                     UPDATE agents SET status = @online, connection_id = @connectionId, connected_at = @now, last_heartbeat = @now,
-                        version = @version, agent_draining = @draining, active_sessions = @active, platform = @platform,
-                        region = COALESCE(@region, region), session_limits = @limits, updated_at = @now
+                        version = @version, agent_draining = @draining, active_sessions = @active, reported_capacity = @capacity,
+                        platform = @platform, session_limits = @limits, updated_at = @now
                     WHERE agent_id = @agentId AND token_hash = @tokenHash
-                    RETURNING {LiveOn("agents.agent_id")}, max_sessions
+                    RETURNING {LiveOn("agents.agent_id")}, max_sessions, region
                     """,
                     new
                     {
                         online = AgentStatus.Online, connectionId = h.Connection.ConnectionId, now = h.At, version = h.Hello.Version, draining = h.Hello.Draining,
-                        active = h.Hello.Capacity.ActiveSessions, platform = h.Hello.Platform, region = h.Hello.Region, agentId = h.Connection.AgentId,
+                        active = h.Hello.Capacity.ActiveSessions, capacity = h.Hello.Capacity.MaxSessions, platform = h.Hello.Platform, agentId = h.Connection.AgentId,
                         limits = h.Hello.SessionLimits, tokenHash = h.Connection.TokenHash,
                     },
                     cancellationToken: ct))).ToList();
-                results.Add(row.Count == 1 ? new OnlineMark(true, row[0].Live, MaxSessions: row[0].MaxSessions) : new OnlineMark(false, false));
+                results.Add(row.Count == 1 ? new OnlineMark(true, row[0].Live, MaxSessions: row[0].MaxSessions, Region: row[0].Region) : new OnlineMark(false, false));
             }
             return results;
         }
@@ -120,7 +122,7 @@ public sealed class AgentStatusWriter(
     public void Record(AgentConnection connection, DateTimeOffset at)
     {
         lock (_pendingLock)
-            _pending[connection.AgentId] = new PendingHeartbeat(connection, at, connection.Draining, connection.ActiveSessions);
+            _pending[connection.AgentId] = new PendingHeartbeat(connection, at, connection.Draining, connection.ActiveSessions, connection.ReportedCapacity);
     }
 
     /// <summary>
@@ -181,8 +183,8 @@ public sealed class AgentStatusWriter(
                         WITH locked AS (
                             SELECT agent_id FROM agents WHERE agent_id = ANY(@ids) ORDER BY agent_id FOR NO KEY UPDATE)
                         UPDATE agents a SET status = @online, last_heartbeat = v.at, agent_draining = v.draining,
-                            active_sessions = v.active, updated_at = v.at
-                        FROM unnest(@ids, @connections, @ats, @drains, @actives) AS v(agent_id, connection_id, at, draining, active)
+                            active_sessions = v.active, reported_capacity = v.capacity, updated_at = v.at
+                        FROM unnest(@ids, @connections, @ats, @drains, @actives, @capacities) AS v(agent_id, connection_id, at, draining, active, capacity)
                         WHERE a.agent_id = v.agent_id AND a.connection_id = v.connection_id
                           AND a.agent_id IN (SELECT agent_id FROM locked)
                         RETURNING a.agent_id
@@ -195,6 +197,7 @@ public sealed class AgentStatusWriter(
                             ats = live.Select(p => p.At.ToUniversalTime()).ToArray(),
                             drains = live.Select(p => p.Draining).ToArray(),
                             actives = live.Select(p => p.ActiveSessions).ToArray(),
+                            capacities = live.Select(p => p.ReportedCapacity).ToArray(),
                         },
                         tx, cancellationToken: ct));
                     return updated.ToHashSet(StringComparer.Ordinal);
@@ -204,12 +207,13 @@ public sealed class AgentStatusWriter(
                 {
                     var rows = await conn.ExecuteAsync(new CommandDefinition(
                         """
-                        UPDATE agents SET status = @online, last_heartbeat = @at, agent_draining = @draining, active_sessions = @active, updated_at = @at
+                        UPDATE agents SET status = @online, last_heartbeat = @at, agent_draining = @draining, active_sessions = @active,
+                            reported_capacity = @capacity, updated_at = @at
                         WHERE agent_id = @agentId AND connection_id = @connectionId
                         """,
                         new
                         {
-                            online = AgentStatus.Online, at = p.At, draining = p.Draining, active = p.ActiveSessions,
+                            online = AgentStatus.Online, at = p.At, draining = p.Draining, active = p.ActiveSessions, capacity = p.ReportedCapacity,
                             agentId = p.Connection.AgentId, connectionId = p.Connection.ConnectionId,
                         },
                         tx, cancellationToken: ct));
@@ -267,7 +271,7 @@ public sealed class AgentStatusWriter(
 
     private sealed record PendingHello(AgentConnection Connection, HelloPayload Hello, DateTimeOffset At);
 
-    private sealed record PendingHeartbeat(AgentConnection Connection, DateTimeOffset At, bool Draining, int ActiveSessions);
+    private sealed record PendingHeartbeat(AgentConnection Connection, DateTimeOffset At, bool Draining, int ActiveSessions, int ReportedCapacity);
 
     public async ValueTask DisposeAsync()
     {
@@ -278,5 +282,8 @@ public sealed class AgentStatusWriter(
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 }
 
-/// <summary>The outcome of <see cref="AgentStatusWriter.MarkOnlineAsync"/>; <paramref name="MaxSessions"/> is the agent's capacity (<c>agents.max_sessions</c>).</summary>
-public readonly record struct OnlineMark(bool Registered, bool HasLiveSessions, bool Superseded = false, int MaxSessions = 0);
+/// <summary>
+/// The outcome of <see cref="AgentStatusWriter.MarkOnlineAsync"/>; <paramref name="MaxSessions"/> and <paramref name="Region"/> are the
+/// agent's registered maximum (<c>agents.max_sessions</c>) and region (<c>agents.region</c>, which a hello never changes).
+/// </summary>
+public readonly record struct OnlineMark(bool Registered, bool HasLiveSessions, bool Superseded = false, int MaxSessions = 0, string? Region = null);
