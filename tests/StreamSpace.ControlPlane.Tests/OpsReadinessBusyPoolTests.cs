@@ -45,8 +45,9 @@ public sealed class OpsReadinessBusyPoolTests(SmallPoolPostgresControlPlane cp) 
             using var probeTimeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
             probeTimeout.CancelAfter(TimeSpan.FromSeconds(1));
             await Should.ThrowAsync<OperationCanceledException>(() => cp.Client().GetAsync("/readyz", probeTimeout.Token));
-            // Until the control plane saw the hang-up and ended the request (well before its own 3 s ran out).
+            // Until the control plane saw the hang-up and ended the request: 499, not its own 3 s running out (503).
             await WaitUntilAsync(() => FinishedReadyz() > finished, TimeSpan.FromSeconds(30));
+            cp.Log.Entries.Last(e => IsFinishedReadyz(e.Message)).Message.ShouldContain(" - 499 ");
         }
         finally
         {
@@ -127,8 +128,10 @@ public sealed class OpsReadinessBusyPoolTests(SmallPoolPostgresControlPlane cp) 
         outages.ShouldBeEmpty($"reported as an outage: {string.Join(" | ", outages.Select(e => e.Message))}");
     }
 
-    private int FinishedReadyz() =>
-        cp.Log.Entries.Count(e => e.Message.StartsWith("Request finished", StringComparison.Ordinal) && e.Message.Contains("/readyz", StringComparison.Ordinal));
+    private int FinishedReadyz() => cp.Log.Entries.Count(e => IsFinishedReadyz(e.Message));
+
+    private static bool IsFinishedReadyz(string message) =>
+        message.StartsWith("Request finished", StringComparison.Ordinal) && message.Contains("/readyz", StringComparison.Ordinal);
 
     private static async Task WaitUntilAsync(Func<bool> condition, TimeSpan limit)
     {
