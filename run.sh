@@ -7,7 +7,47 @@ cd "$(dirname "$0")"
 
 log() { printf '[run.sh] %s\n' "$*"; }
 
-# --- listen addresses (kept self-contained: they can be sourced on their own to try them)
+# --- what the control plane will do (kept self-contained: tests source this part on its own, and so can you to try it)
+# A setting from the environment as .NET configuration reads it: the variable's name in any case; unset when empty.
+env_setting() {
+  local name
+  for name in $(compgen -e); do [ "${name,,}" = "${1,,}" ] && [ -n "${!name}" ] && { printf '%s' "${!name}"; return; }; done
+  return 0
+}
+# The value of the last command-line setting named $1 (--key value, --key=value, /key value, /key=value, key=value;
+# any case), as .NET's command-line configuration reads the control plane's arguments ($2...).
+arg_setting() {
+  local want=${1,,} key value found=""; shift
+  while [ $# -gt 0 ]; do
+    key=$1; shift
+    case $key in --*) key=${key#--} ;; /*) key=${key#/} ;; -*) continue ;; *=*) ;; *) continue ;; esac
+    if [[ $key == *=* ]]; then value=${key#*=}; key=${key%%=*}; elif [ $# -gt 0 ]; then value=$1; shift; else break; fi
+    [ "${key,,}" = "$want" ] && found=$value
+  done
+  printf '%s' "$found"
+}
+# The listen addresses the control plane takes (StreamSpaceApp.Build): its urls setting (a --urls argument, else the
+# variables URLS, DOTNET_URLS, ASPNETCORE_URLS in that order), else STREAMSPACE_URLS, else http://127.0.0.1:8000.
+control_plane_urls() {
+  local found # not "urls": a local of that name would hide the variable urls from env_setting
+  found=$(arg_setting urls "$@")
+  [ -n "$found" ] || found=$(env_setting URLS)
+  [ -n "$found" ] || found=$(env_setting DOTNET_URLS)
+  [ -n "$found" ] || found=$(env_setting ASPNETCORE_URLS)
+  [ -n "$found" ] || found=$(arg_setting STREAMSPACE_URLS "$@")
+  [ -n "$found" ] || found=$(env_setting STREAMSPACE_URLS)
+  printf '%s' "${found:-http://127.0.0.1:8000}"
+}
+# Whether the control plane runs its embedded agent: STREAMSPACE_EMBEDDED_AGENT read as it reads it (1, true, yes, on in
+# any case, spaces around), the StreamSpace:EmbeddedAgent setting (argument or StreamSpace__EmbeddedAgent) winning over it.
+embedded_agent_on() {
+  local v
+  v=$(arg_setting StreamSpace:EmbeddedAgent "$@")
+  [ -n "$v" ] || v=$(env_setting StreamSpace__EmbeddedAgent)
+  [ -n "$v" ] || v=$(env_setting STREAMSPACE_EMBEDDED_AGENT)
+  v=${v,,}; v=${v#"${v%%[![:space:]]*}"}; v=${v%"${v##*[![:space:]]}"}
+  case $v in 1 | true | yes | on) return 0 ;; *) return 1 ;; esac
+}
 # The host of a listen address (IPv6 in brackets) and its port (the scheme's default when it names none).
 listen_host() { local a=${1#*://}; a=${a%%/*}; case $a in \[*) printf '%s' "${a%%]*}]" ;; *) printf '%s' "${a%%:*}" ;; esac; }
 listen_port() {
@@ -36,7 +76,7 @@ http_status() {
   code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null) || true
   case $code in [1-5][0-9][0-9]) printf '%s' "$code" ;; *) printf 000 ;; esac
 }
-# --- end of listen addresses
+# --- end of what the control plane will do
 
 # Packages a local session needs: TigerVNC (one Xvnc per session), the built-in templates' apps, matchbox (a window
 # manager that makes each app fill the session's desktop as the viewer resizes it), and setsid/setpriv (util-linux)
@@ -70,21 +110,21 @@ if ! build_output=$(dotnet publish src/StreamSpace.ControlPlane/StreamSpace.Cont
 fi
 
 export STREAMSPACE_DATA=${STREAMSPACE_DATA:-./data}
-export STREAMSPACE_URLS=${STREAMSPACE_URLS:-http://127.0.0.1:8000}
 export STREAMSPACE_EMBEDDED_AGENT=${STREAMSPACE_EMBEDDED_AGENT:-true}
 mkdir -p "$STREAMSPACE_DATA"
-listen=${STREAMSPACE_URLS%%;*}
+listen=$(control_plane_urls "$@"); listen=${listen%%;*}
+if embedded_agent_on "$@"; then embedded=true; else embedded=false; fi
 url=$(open_url "$listen")     # what a person opens
 probe=$(probe_url "$listen")  # what this script asks /healthz at
 
 # Something already answering there (a second ./run.sh, another service) would answer the readiness probe below
 # for us: say so instead of announcing a platform that is not ours.
 if [ "$(http_status "$probe/healthz")" != 000 ]; then
-  log "something already answers on $probe (another ./run.sh?): stop it, or choose another address with STREAMSPACE_URLS"
+  log "something already answers on $probe (another ./run.sh?): stop it, or choose another address with STREAMSPACE_URLS or --urls"
   exit 1
 fi
 
-log "starting the control plane on $listen (data: $STREAMSPACE_DATA, embedded agent: $STREAMSPACE_EMBEDDED_AGENT)"
+log "starting the control plane on $listen (data: $STREAMSPACE_DATA, embedded agent: $embedded)"
 .build/control-plane/StreamSpace.ControlPlane "$@" &
 cp_pid=$!
 trap 'kill -TERM $cp_pid 2>/dev/null; wait $cp_pid 2>/dev/null' INT TERM
@@ -114,12 +154,12 @@ if [ -n "${STREAMSPACE_ADMIN_PASSWORD:-}" ]; then
 elif [ -f "$STREAMSPACE_DATA/admin-password.txt" ]; then
   echo "  admin login: admin / $(cat "$STREAMSPACE_DATA/admin-password.txt")  (saved in $STREAMSPACE_DATA/admin-password.txt)"
 fi
-if [ "$STREAMSPACE_EMBEDDED_AGENT" = "true" ]; then
+if [ "$embedded" = true ]; then
   echo "  an embedded local agent (process runtime) is attached"
 else
   echo "  no agent is attached: add one with POST /api/v1/agents and start src/StreamSpace.Agent"
 fi
-if [ "$STREAMSPACE_EMBEDDED_AGENT" = "true" ]; then
+if [ "$embedded" = true ]; then
   echo "  stop with Ctrl-C (running sessions keep running and the next ./run.sh takes them back; end them in the UI to stop them)"
 else
   echo "  stop with Ctrl-C"

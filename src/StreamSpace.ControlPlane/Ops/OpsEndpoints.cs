@@ -35,18 +35,45 @@ public static class OpsEndpoints
     }
 
     /// <summary>
+    /// How long <c>/readyz</c> waits for a database connection, and then again for its <c>SELECT 1</c>. Longer than a
+    /// Kubernetes probe's default timeout (1 s), so under load it is the prober that gives up first, not the answer.
+    /// </summary>
+    public static readonly TimeSpan ReadinessDatabaseTimeout = TimeSpan.FromSeconds(3);
+
+    /// <summary>
     /// Anonymous, so a failure answers a fixed text: the driver's message names the database's host, port and user
     /// ("Failed to connect to 10.0.0.5:5432", "password authentication failed for user …"). The log has the exception.
+    /// The pool is cleared only when the database failed us, never because the pool is busy or the prober hung up:
+    /// clearing closes every connection the busy requests hand back, and a probe every second would do that all day.
     /// </summary>
     private static async Task<IResult> ReadyAsync(Db db, ILoggerFactory loggers, CancellationToken ct)
     {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(ReadinessDatabaseTimeout);
+        var connected = false;
         try
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-            timeout.CancelAfter(TimeSpan.FromSeconds(3));
             await using var conn = await db.OpenAsync(timeout.Token);
+            connected = true;
+            timeout.CancelAfter(ReadinessDatabaseTimeout); // the wait for a free connection is not the database's time
             await conn.ExecuteScalarAsync<int>(new CommandDefinition("SELECT 1", cancellationToken: timeout.Token));
             return TypedResults.Ok(new { status = "ready", database = "ok" });
+        }
+        catch (Exception) when (ct.IsCancellationRequested)
+        {
+            // The prober hung up: that says nothing about the database, and nobody reads an answer. Passed on without the
+            // driver's exception, which the API's error handling would take for an outage.
+            throw new OperationCanceledException(ct);
+        }
+        catch (Exception ex) when (!connected && IsTimeout(ex))
+        {
+            // Every pooled connection is in use (or a new one is slow to open, which Npgsql tries only when none is idle):
+            // there is no idle connection to clear, and the busy ones are fine.
+            loggers.CreateLogger("StreamSpace.Database").LogInformation(
+                "No database connection was free within {Seconds} s while serving /readyz", ReadinessDatabaseTimeout.TotalSeconds);
+            return TypedResults.Json(
+                new ApiError("Database busy", $"No database connection became free within {ReadinessDatabaseTimeout.TotalSeconds:0} seconds."),
+                statusCode: StatusCodes.Status503ServiceUnavailable);
         }
         catch (Exception ex) when (ex is OperationCanceledException || ErrorHandling.IsDatabaseOutage(ex) || ex is System.Data.Common.DbException)
         {
@@ -55,4 +82,7 @@ public static class OpsEndpoints
             return TypedResults.Json(new ApiError("Database unavailable", "The database cannot be reached."), statusCode: StatusCodes.Status503ServiceUnavailable);
         }
     }
+
+    /// <summary>Our own time ran out, or Npgsql's (its <c>Timeout</c> setting, when shorter: "The connection pool has been exhausted").</summary>
+    private static bool IsTimeout(Exception ex) => ex is OperationCanceledException or Npgsql.NpgsqlException { InnerException: TimeoutException };
 }
