@@ -38,7 +38,7 @@ public sealed class OpsReadinessBusyPoolTests(SmallPoolPostgresControlPlane cp) 
     [Fact]
     public async Task A_prober_that_hangs_up_while_the_pool_is_busy_leaves_the_pool_and_the_log_alone()
     {
-        var held = await HoldEveryConnectionAsync();
+        var held = await BusyPool.HoldEveryConnectionAsync(cp.Db);
         try
         {
             var finished = FinishedReadyz();
@@ -51,17 +51,17 @@ public sealed class OpsReadinessBusyPoolTests(SmallPoolPostgresControlPlane cp) 
         }
         finally
         {
-            await ReleaseAsync(held);
+            await BusyPool.ReleaseAsync(held);
         }
 
-        await ShouldStillPoolAsync(held);
+        await BusyPool.ShouldStillPoolAsync(cp.Db, held);
         ShouldNotHaveReportedAnOutage();
     }
 
     [Fact]
     public async Task A_prober_that_waits_while_the_pool_is_busy_gets_503_database_busy_and_the_pool_is_kept()
     {
-        var held = await HoldEveryConnectionAsync();
+        var held = await BusyPool.HoldEveryConnectionAsync(cp.Db);
         try
         {
             var watch = Stopwatch.StartNew();
@@ -73,53 +73,12 @@ public sealed class OpsReadinessBusyPoolTests(SmallPoolPostgresControlPlane cp) 
         }
         finally
         {
-            await ReleaseAsync(held);
+            await BusyPool.ReleaseAsync(held);
         }
 
-        await ShouldStillPoolAsync(held);
+        await BusyPool.ShouldStillPoolAsync(cp.Db, held);
         ShouldNotHaveReportedAnOutage();
         (await cp.Client().GetAsync("/readyz", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
-    }
-
-    /// <summary>
-    /// Every connection of the app's pool that is free (its notification listener keeps one for itself), taken from its
-    /// <see cref="Db"/> until one more is not to be had, with the server process behind each.
-    /// </summary>
-    private async Task<List<(DbConnection Connection, int BackendPid)>> HoldEveryConnectionAsync()
-    {
-        var held = new List<(DbConnection, int)>();
-        while (true)
-        {
-            using var wait = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-            wait.CancelAfter(TimeSpan.FromMilliseconds(500));
-            DbConnection conn;
-            try
-            {
-                conn = await cp.Db.OpenAsync(wait.Token);
-            }
-            catch (OperationCanceledException) when (!TestContext.Current.CancellationToken.IsCancellationRequested)
-            {
-                held.ShouldNotBeEmpty("the test got no connection of the pool");
-                return held;
-            }
-            held.Add((conn, await conn.ExecuteScalarAsync<int>("SELECT pg_backend_pid()")));
-        }
-    }
-
-    private static async Task ReleaseAsync(List<(DbConnection Connection, int BackendPid)> held)
-    {
-        foreach (var (conn, _) in held) await conn.DisposeAsync();
-    }
-
-    /// <summary>
-    /// The connections handed back are pooled still: a cleared pool closes them as they come back, and the next one
-    /// opened is a new server process.
-    /// </summary>
-    private async Task ShouldStillPoolAsync(List<(DbConnection Connection, int BackendPid)> held)
-    {
-        await using var conn = await cp.Db.OpenAsync(TestContext.Current.CancellationToken);
-        var pid = await conn.ExecuteScalarAsync<int>("SELECT pg_backend_pid()");
-        held.Select(h => h.BackendPid).ShouldContain(pid, "the pool was cleared: a new connection was opened instead of a pooled one");
     }
 
     private void ShouldNotHaveReportedAnOutage()
@@ -141,5 +100,50 @@ public sealed class OpsReadinessBusyPoolTests(SmallPoolPostgresControlPlane cp) 
             watch.Elapsed.ShouldBeLessThan(limit, "the control plane did not finish the request");
             await Task.Delay(20, TestContext.Current.CancellationToken);
         }
+    }
+}
+
+/// <summary>Holding every free connection of a control plane's pool, and checking afterwards that it was not cleared.</summary>
+internal static class BusyPool
+{
+    /// <summary>
+    /// Every connection of the app's pool that is free (its notification listener keeps one for itself), taken from its
+    /// <see cref="Db"/> until one more is not to be had, with the server process behind each.
+    /// </summary>
+    public static async Task<List<(DbConnection Connection, int BackendPid)>> HoldEveryConnectionAsync(Db db)
+    {
+        var held = new List<(DbConnection, int)>();
+        while (true)
+        {
+            using var wait = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+            wait.CancelAfter(TimeSpan.FromMilliseconds(500));
+            DbConnection conn;
+            try
+            {
+                conn = await db.OpenAsync(wait.Token);
+            }
+            catch (OperationCanceledException) when (!TestContext.Current.CancellationToken.IsCancellationRequested)
+            {
+                held.ShouldNotBeEmpty("the test got no connection of the pool");
+                return held;
+            }
+            held.Add((conn, await conn.ExecuteScalarAsync<int>("SELECT pg_backend_pid()")));
+        }
+    }
+
+    public static async Task ReleaseAsync(List<(DbConnection Connection, int BackendPid)> held)
+    {
+        foreach (var (conn, _) in held) await conn.DisposeAsync();
+    }
+
+    /// <summary>
+    /// The connections handed back are pooled still: a cleared pool closes them as they come back, and the next one
+    /// opened is a new server process.
+    /// </summary>
+    public static async Task ShouldStillPoolAsync(Db db, List<(DbConnection Connection, int BackendPid)> held)
+    {
+        await using var conn = await db.OpenAsync(TestContext.Current.CancellationToken);
+        var pid = await conn.ExecuteScalarAsync<int>("SELECT pg_backend_pid()");
+        held.Select(h => h.BackendPid).ShouldContain(pid, "the pool was cleared: a new connection was opened instead of a pooled one");
     }
 }

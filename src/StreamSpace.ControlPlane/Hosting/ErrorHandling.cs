@@ -33,6 +33,18 @@ public static class ErrorHandling
                     ? new ApiError("Payload too large", TooLargeMessage(context))
                     : Describe(ex, context));
             }
+            catch (Exception ex) when (IsPoolExhausted(ex) && !context.Response.HasStarted)
+            {
+                // The database is fine and every connection is in use by other requests: clearing the pool (below) would
+                // close each of them as it comes back and make every next request open a new one, under the very load
+                // that exhausted it.
+                context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("StreamSpace.Database")
+                    .LogWarning("No database connection became free while serving {Path}: every pooled connection is in use " +
+                                "(raise 'Maximum Pool Size' in STREAMSPACE_DATABASE, or add replicas)", context.Request.Path);
+                context.Response.Headers.RetryAfter = "1";
+                await WriteAsync(context, StatusCodes.Status503ServiceUnavailable,
+                    new ApiError("Database busy", "Every database connection is in use; try again shortly."));
+            }
             catch (Exception ex) when (IsDatabaseOutage(ex) && !context.Response.HasStarted)
             {
                 context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("StreamSpace.Database")
@@ -113,6 +125,19 @@ public static class ErrorHandling
         StatusCodes.Status400BadRequest => new ApiError("Invalid request", "The request could not be read."),
         _ => new ApiError(ReasonPhrases.GetReasonPhrase(status) is { Length: > 0 } phrase ? phrase : "Error", $"The request failed with status {status}."),
     };
+
+    /// <summary>
+    /// Npgsql found no free connection in its pool within its <c>Timeout</c> (every one in use): the control plane is busy,
+    /// the database is not unreachable. Told by Npgsql's message, its only marker.
+    /// </summary>
+    public static bool IsPoolExhausted(Exception ex)
+    {
+        for (var e = ex; e is not null; e = e.InnerException)
+            if (e is Npgsql.NpgsqlException && e is not Npgsql.PostgresException
+                && e.Message.StartsWith("The connection pool has been exhausted", StringComparison.Ordinal))
+                return true;
+        return false;
+    }
 
     public static bool IsDatabaseOutage(Exception ex)
     {
