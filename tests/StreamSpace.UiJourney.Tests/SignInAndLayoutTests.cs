@@ -42,11 +42,22 @@ public sealed class SignInAndLayoutTests(ControlPlaneProcess cp, Chromium chromi
         await page.Locator("#username").FillAsync("admin");
         await page.Locator("#password").FillAsync("certainly-wrong");
         await page.Locator("#password").PressAsync("Enter");
-        await page.WaitForURLAsync(url => url.Contains("error=invalid", StringComparison.Ordinal));
+        // Any answer of the sign-in form, so that another one (rate, stale, missing, unavailable) fails here by its name.
+        try
+        {
+            await page.WaitForURLAsync(url => url.Contains("error=", StringComparison.Ordinal));
+        }
+        catch (TimeoutException)
+        {
+            throw new ShouldAssertException($"the sign-in form did not answer with an error; the page is at {page.Url}; the control plane said:\n{RecentOutput()}");
+        }
+        page.Url.ShouldContain("error=invalid", Case.Sensitive, $"the sign-in form answered {page.Url}; the control plane said:\n{RecentOutput()}");
         (await page.Locator(".error").InnerTextAsync()).ShouldContain("The username or password is wrong");
         (await page.Locator("#username").InputValueAsync()).ShouldBe("admin");
         await Chromium.ScreenshotAsync(page, "02-signin-error");
     }
+
+    private string RecentOutput() => cp.Output[^Math.Min(4000, cp.Output.Length)..];
 
     [Theory]
     [InlineData(1280, 800, "wide")]
