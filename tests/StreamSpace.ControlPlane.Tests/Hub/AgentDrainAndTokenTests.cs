@@ -26,19 +26,19 @@ public abstract class AgentDrainAndTokenTests(HubControlPlane cp)
         // SIGTERM: the agent says it drains, and the heartbeat reaches the row before it goes.
         await first.HeartbeatAsync(draining: true);
         await HubControlPlane.EventuallyAsync(async () => (await cp.AgentRowAsync(agentId))!.AgentDraining, Soon, "the agent's own drain was written");
-        var shown = await AgentAsync(agentId);
+        var shown = await cp.AgentJsonAsync(agentId);
         shown.GetProperty("draining").GetBoolean().ShouldBeTrue();
         shown.GetProperty("agentDraining").GetBoolean().ShouldBeTrue();
         shown.GetProperty("adminDraining").GetBoolean().ShouldBeFalse();
-        (await PlaceAsync(agentId)).ShouldBe("draining (the agent is stopping)");
+        (await cp.PlaceOnlyOnAsync(agentId)).ShouldBe("draining (the agent is stopping)");
         await first.DisposeAsync();
         await cp.AgentStatusIsAsync(agentId, AgentStatus.Offline, Soon);
 
         // The restarted agent's hello says draining: false; that clears its own drain at once.
         await using var restarted = await cp.OnlineAgentAsync(agentId, token);
         (await cp.AgentRowAsync(agentId))!.AgentDraining.ShouldBeFalse();
-        (await AgentAsync(agentId)).GetProperty("draining").GetBoolean().ShouldBeFalse();
-        (await PlaceAsync(agentId)).ShouldBe(agentId);
+        (await cp.AgentJsonAsync(agentId)).GetProperty("draining").GetBoolean().ShouldBeFalse();
+        (await cp.PlaceOnlyOnAsync(agentId)).ShouldBe(agentId);
     }
 
     [Fact]
@@ -58,11 +58,11 @@ public abstract class AgentDrainAndTokenTests(HubControlPlane cp)
         {
             var before = (await cp.AgentRowAsync(agentId))!.LastHeartbeat!.Value;
             await HubControlPlane.EventuallyAsync(async () => (await cp.AgentRowAsync(agentId))!.LastHeartbeat > before, Soon, "a heartbeat was flushed");
-            var shown = await AgentAsync(agentId);
+            var shown = await cp.AgentJsonAsync(agentId);
             shown.GetProperty("draining").GetBoolean().ShouldBeTrue();
             shown.GetProperty("adminDraining").GetBoolean().ShouldBeTrue();
             shown.GetProperty("agentDraining").GetBoolean().ShouldBeFalse();
-            (await PlaceAsync(agentId)).ShouldBe("draining");
+            (await cp.PlaceOnlyOnAsync(agentId)).ShouldBe("draining");
 
             var lifted = await (await admin.PostAsync($"/api/v1/agents/{agentId}/undrain", null, Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
             lifted.GetProperty("draining").GetBoolean().ShouldBeFalse();
@@ -70,7 +70,7 @@ public abstract class AgentDrainAndTokenTests(HubControlPlane cp)
             await (await admin.PostAsync($"/api/v1/agents/{agentId}/undrain", null, Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
             await (await admin.PostAsync("/api/v1/agents/no-such-agent/undrain", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
             (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'agent.undrained' AND target = @agentId", new { agentId })).ShouldBe(2);
-            (await PlaceAsync(agentId)).ShouldBe(agentId);
+            (await cp.PlaceOnlyOnAsync(agentId)).ShouldBe(agentId);
         }
 
         // Lifting the admin's drain does not lift the agent's own (here from a hello of an agent that starts draining).
@@ -134,28 +134,6 @@ public abstract class AgentDrainAndTokenTests(HubControlPlane cp)
         var row = (await cp.AgentRowAsync(agentId))!;
         row.Status.ShouldBe(AgentStatus.Offline);
         row.ConnectionId.ShouldBeNull();
-    }
-
-    private async Task<JsonElement> AgentAsync(string agentId)
-    {
-        var admin = await cp.AdminClientAsync();
-        return await (await admin.GetAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
-    }
-
-    /// <summary>
-    /// Creates a session through the API with every other agent drained by an admin (the class has its control plane to
-    /// itself), so placement can choose only <paramref name="agentId"/>: returns the agent chosen, or why this one was not.
-    /// </summary>
-    private async Task<string> PlaceAsync(string agentId)
-    {
-        await cp.ExecuteAsync("UPDATE agents SET draining = @yes WHERE agent_id <> @agentId", new { yes = true, agentId });
-        var (client, _, _) = await cp.QuickUserAsync("placed");
-        using var response = await client.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, Ct);
-        if (response.StatusCode == HttpStatusCode.Created)
-            return (await response.ShouldBeJsonAsync(HttpStatusCode.Created)).GetProperty("agentId").GetString()!;
-        var error = await response.ShouldBeErrorAsync(HttpStatusCode.ServiceUnavailable);
-        return error.GetProperty("reasons").EnumerateArray()
-            .Single(r => r.GetProperty("agentId").GetString() == agentId).GetProperty("reason").GetString()!;
     }
 }
 

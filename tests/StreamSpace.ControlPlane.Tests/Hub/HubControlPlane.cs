@@ -1,3 +1,6 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
 using System.Diagnostics;
 using Dapper;
 using StreamSpace.ControlPlane.Agents;
@@ -180,6 +183,29 @@ public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(k
 
     public Task<TimeSpan> SessionStateIsAsync(string sessionId, string state, TimeSpan timeout) =>
         EventuallyAsync(async () => (await SessionRowAsync(sessionId)).State == state, timeout, $"session {sessionId} {state}");
+
+    /// <summary>The agent as <c>GET /api/v1/agents/{agentId}</c> shows it to an admin.</summary>
+    public async Task<JsonElement> AgentJsonAsync(string agentId)
+    {
+        var admin = await AdminClientAsync();
+        return await (await admin.GetAsync($"/api/v1/agents/{agentId}", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+    }
+
+    /// <summary>
+    /// Creates a session through the API with every other agent drained by an admin (a test class has its control plane
+    /// to itself), so placement can choose only <paramref name="agentId"/>: returns the agent chosen, or why this one was not.
+    /// </summary>
+    public async Task<string> PlaceOnlyOnAsync(string agentId)
+    {
+        await ExecuteAsync("UPDATE agents SET draining = @yes WHERE agent_id <> @agentId", new { yes = true, agentId });
+        var (client, _, _) = await this.QuickUserAsync("placed");
+        using var response = await client.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, TestContext.Current.CancellationToken);
+        if (response.StatusCode == HttpStatusCode.Created)
+            return (await response.ShouldBeJsonAsync(HttpStatusCode.Created)).GetProperty("agentId").GetString()!;
+        var error = await response.ShouldBeErrorAsync(HttpStatusCode.ServiceUnavailable);
+        return error.GetProperty("reasons").EnumerateArray()
+            .Single(r => r.GetProperty("agentId").GetString() == agentId).GetProperty("reason").GetString()!;
+    }
 }
 
 public sealed record AgentRow
