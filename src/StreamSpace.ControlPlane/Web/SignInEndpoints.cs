@@ -104,9 +104,12 @@ public static class SignInEndpoints
 
     private static async Task<Results<RedirectHttpResult, JsonHttpResult<ApiError>>> SignOutAsync(HttpContext http, IAntiforgery antiforgery)
     {
-        // Without the check a form auto-submitted by another page would sign the user out. A browser that is no longer
-        // signed in (its sign-in expired, so the token made for it no longer fits) may still clear its cookie: that
-        // takes nothing from anybody.
+        // A post without our cookie has nothing to clear, and is what a form auto-submitted by another site sends (the
+        // cookie is SameSite=Strict): answering it with the cookie's deletion would sign the user out all the same.
+        if (!http.Request.Cookies.ContainsKey(WebAuthentication.CookieName))
+            return TypedResults.LocalRedirect("/signin?signedOut=1");
+        // With it, the post is our site's: a script or a page of ours without a valid token (refused), or a page whose
+        // sign-in has ended since (its token made for that sign-in no longer fits), which may still clear its cookie.
         if (http.User.Identity?.IsAuthenticated == true && !await antiforgery.IsRequestValidAsync(http))
             return ApiErrors.Of(StatusCodes.Status400BadRequest, "Bad request",
                 "The sign-out form has no valid antiforgery token; reload the page and sign out again.");

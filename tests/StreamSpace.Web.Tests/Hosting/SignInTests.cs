@@ -153,7 +153,7 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
     [InlineData(false)]
     public async Task A_sign_out_post_without_the_antiforgery_token_is_refused_and_keeps_the_cookie(bool form)
     {
-        // What a form auto-submitted by another page sends: the browser's cookies, no token of ours.
+        // A post of our own site without the token (a script, a page that lost it): the cookie, no token.
         using var browser = host.Browser();
         (await browser.SignInAsync("admin", WebHostFixture.AdminPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
 
@@ -166,6 +166,20 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         (cookies ?? []).ShouldNotContain(c => c.StartsWith(WebAuthentication.CookieName + "=", StringComparison.Ordinal));
         using var after = await browser.Http.GetAsync("/");
         after.StatusCode.ShouldBe(HttpStatusCode.OK);
+    }
+
+    [Fact]
+    public async Task A_sign_out_post_from_another_site_carries_no_cookie_and_deletes_none()
+    {
+        // What a form auto-submitted by another site sends: the sign-in cookie is SameSite=Strict, so the browser leaves
+        // it out, and an answer that deleted it would still sign the user out (the browser applies that answer's cookies).
+        using var crossSite = host.Browser();
+
+        using var signOut = await crossSite.Http.PostAsync("/signout", new FormUrlEncodedContent(new Dictionary<string, string> { ["x"] = "1" }));
+
+        signOut.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        signOut.Headers.TryGetValues("Set-Cookie", out var cookies);
+        (cookies ?? []).ShouldNotContain(c => c.StartsWith(WebAuthentication.CookieName + "=", StringComparison.Ordinal));
     }
 
     [Fact]
