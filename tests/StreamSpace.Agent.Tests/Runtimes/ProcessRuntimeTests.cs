@@ -1206,16 +1206,21 @@ public class ProcessRuntimeTests : IAsyncDisposable
     [Fact]
     public async Task A_socket_folder_another_account_made_first_or_a_link_is_refused_with_what_to_do()
     {
-        ProcessRuntime.SocketBaseFor(root: true, "/run/user/0", "root").ShouldBe("/run/streamspace");
-        ProcessRuntime.SocketBaseFor(root: false, "/run/user/1000", "alice").ShouldBe("/run/user/1000/streamspace");
-        ProcessRuntime.SocketBaseFor(root: false, null, "alice").ShouldBe(Path.Combine(Path.GetTempPath(), "streamspace-alice"));
-        ProcessRuntime.SocketBaseFor(root: false, "relative/dir", "alice").ShouldBe(Path.Combine(Path.GetTempPath(), "streamspace-alice"));
-
         // What another local account can do before a non-root agent's first start: make its folder in /tmp, open to all.
         var folder = Path.Combine(Path.GetTempPath(), "streamspace-agent-tests", "sockets-" + Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(folder);
         try
         {
+            // The runtime folder (XDG_RUNTIME_DIR) is used when it is there and the agent account's own: `su` keeps the
+            // caller's, and a container may name one it never made.
+            var tmpBase = Path.Combine(Path.GetTempPath(), "streamspace-alice");
+            ProcessRuntime.SocketBaseFor(root: true, "/run/user/0", "root", 0).ShouldBe("/run/streamspace");
+            ProcessRuntime.SocketBaseFor(root: false, folder, "alice", 0).ShouldBe(Path.Combine(folder, "streamspace"));
+            ProcessRuntime.SocketBaseFor(root: false, folder, "alice", 1000).ShouldBe(tmpBase, "another account's runtime folder");
+            ProcessRuntime.SocketBaseFor(root: false, Path.Combine(folder, "missing"), "alice", 0).ShouldBe(tmpBase, "a runtime folder that is not there");
+            ProcessRuntime.SocketBaseFor(root: false, null, "alice", 0).ShouldBe(tmpBase);
+            ProcessRuntime.SocketBaseFor(root: false, "relative/dir", "alice", 0).ShouldBe(tmpBase);
+
             var foreign = Path.Combine(folder, "streamspace-mallory");
             Directory.CreateDirectory(foreign);
             File.SetUnixFileMode(foreign, (UnixFileMode)Convert.ToInt32("777", 8));
@@ -1238,6 +1243,11 @@ public class ProcessRuntimeTests : IAsyncDisposable
             (await Should.ThrowAsync<SessionRuntimeException>(() => linked.StartAsync(Args(), TestContext.Current.CancellationToken)))
                 .Message.ShouldContain($"its socket folder {link} is a link");
             Directory.EnumerateFileSystemEntries(own).ShouldBeEmpty();
+
+            // One that cannot be made (its runtime folder went with the account's last login): said so, not "internal error".
+            var unmade = await NewRuntimeAsync(socketBase: "/proc/streamspace-missing/streamspace");
+            (await Should.ThrowAsync<SessionRuntimeException>(() => unmade.StartAsync(Args(), TestContext.Current.CancellationToken)))
+                .Message.ShouldStartWith("sessions cannot start on this agent: its socket folder /proc/streamspace-missing/streamspace cannot be made: ");
 
             // One of its own, made by the agent, is used.
             var fresh = Path.Combine(folder, "streamspace-agent");

@@ -790,7 +790,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     /// </summary>
     private string PrepareSocketDir(string sessionDir, SessionUser user)
     {
-        if (Posix.Entry(SocketBase) is null) Directory.CreateDirectory(SocketBase);
+        try
+        {
+            if (Posix.Entry(SocketBase) is null) Directory.CreateDirectory(SocketBase);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // E.g. the runtime folder it lies in was removed when the agent account's last login ended.
+            throw new SessionRuntimeException($"sessions cannot start on this agent: its socket folder {SocketBase} cannot be made: {ex.Message}");
+        }
         // Checked after the creation too: somebody may have made it in between (the creation then does nothing).
         if (SocketBaseProblem(SocketBase, Posix.EffectiveUid) is { } problem) throw new SessionRuntimeException(problem);
         File.SetUnixFileMode(SocketBase, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
@@ -811,11 +819,17 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     /// a folder somebody else made.
     /// </summary>
     internal string SocketBase { get; init; } =
-        SocketBaseFor(Environment.IsPrivilegedProcess && Directory.Exists("/run"), Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR"), Environment.UserName);
+        SocketBaseFor(Environment.IsPrivilegedProcess && Directory.Exists("/run"), Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR"),
+            Environment.UserName, Posix.EffectiveUid);
 
-    internal static string SocketBaseFor(bool root, string? runtimeDir, string userName) =>
+    /// <summary>
+    /// The runtime folder only when it is there and the agent account's own: <c>su</c> keeps the caller's
+    /// XDG_RUNTIME_DIR (another account's folder, or none), and a container may name one it never made.
+    /// </summary>
+    internal static string SocketBaseFor(bool root, string? runtimeDir, string userName, int agentUid) =>
         root ? "/run/streamspace"
-        : runtimeDir is { Length: > 0 } && Path.IsPathFullyQualified(runtimeDir) ? Path.Combine(runtimeDir, "streamspace")
+        : runtimeDir is { Length: > 0 } && Path.IsPathFullyQualified(runtimeDir) && SocketBaseProblem(runtimeDir, agentUid) is null
+            ? Path.Combine(runtimeDir, "streamspace")
         : Path.Combine(Path.GetTempPath(), $"streamspace-{userName}");
 
     /// <summary>
