@@ -68,6 +68,9 @@ public sealed class OpsReadinessBusyPoolTests(SmallPoolPostgresControlPlane cp) 
             var response = await cp.Client().GetAsync("/readyz", TestContext.Current.CancellationToken);
             var body = await response.ShouldBeErrorAsync(HttpStatusCode.ServiceUnavailable);
             body.GetProperty("error").GetString().ShouldBe("Database busy");
+            // Npgsql opens a new connection only when none is idle, so a database that stopped answering looks the same.
+            body.GetProperty("message").GetString().ShouldBe("No database connection within 3 seconds: every pooled connection is in use, or the database does not answer.");
+            cp.Log.Entries.ShouldContain(e => e.Level == LogLevel.Warning && e.Message.StartsWith("No database connection within 3 s while serving /readyz", StringComparison.Ordinal));
             watch.Elapsed.ShouldBeGreaterThanOrEqualTo(OpsEndpoints.ReadinessDatabaseTimeout - TimeSpan.FromMilliseconds(100));
             watch.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(10));
         }

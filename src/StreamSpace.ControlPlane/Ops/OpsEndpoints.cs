@@ -67,12 +67,14 @@ public static class OpsEndpoints
         }
         catch (Exception ex) when (!connected && IsTimeout(ex))
         {
-            // Every pooled connection is in use (or a new one is slow to open, which Npgsql tries only when none is idle):
-            // there is no idle connection to clear, and the busy ones are fine.
-            loggers.CreateLogger("StreamSpace.Database").LogInformation(
-                "No database connection was free within {Seconds} s while serving /readyz", ReadinessDatabaseTimeout.TotalSeconds);
+            // Every pooled connection is in use, or a new one did not open in time (Npgsql opens one only when none is idle,
+            // so a database that stopped answering looks the same here): there is no idle connection to clear either way,
+            // and busy ones are fine. Said as both, and as a warning: it may be an outage.
+            loggers.CreateLogger("StreamSpace.Database").LogWarning(
+                "No database connection within {Seconds} s while serving /readyz: every pooled connection is in use, or the database does not answer",
+                ReadinessDatabaseTimeout.TotalSeconds);
             return TypedResults.Json(
-                new ApiError("Database busy", $"No database connection became free within {ReadinessDatabaseTimeout.TotalSeconds:0} seconds."),
+                new ApiError("Database busy", $"No database connection within {ReadinessDatabaseTimeout.TotalSeconds:0} seconds: every pooled connection is in use, or the database does not answer."),
                 statusCode: StatusCodes.Status503ServiceUnavailable);
         }
         catch (Exception ex) when (ex is OperationCanceledException || ErrorHandling.IsDatabaseOutage(ex) || ex is System.Data.Common.DbException)
