@@ -204,14 +204,8 @@ public static partial class AgentsApi
             return new DeleteOutcome(true, 0, 0);
         }, ct);
         if (!outcome.Found) return NotFound(agentId);
-        if (outcome.Live > 0)
-            return ApiErrors.Conflict(
-                $"Agent '{agentId}' still has {outcome.Live} live session{(outcome.Live == 1 ? "" : "s")}; drain it (POST /api/v1/agents/{agentId}/drain) and wait for them to end, or delete them first.");
-        if (outcome.Unconfirmed > 0)
-            return ApiErrors.Conflict(
-                $"Agent '{agentId}' may still run {outcome.Unconfirmed} session{(outcome.Unconfirmed == 1 ? "" : "s")} that ended here without its confirmation " +
-                "(a stop or start that expired or is still open since it last connected): deleting it now would leave them running on its host. " +
-                $"Bring the agent online once so it stops them, or delete with ?force=true (DELETE /api/v1/agents/{agentId}?force=true).");
+        if (outcome.Live > 0) return LiveSessionsConflict(agentId, outcome.Live);
+        if (outcome.Unconfirmed > 0) return UnconfirmedSessionsConflict(agentId, outcome.Unconfirmed);
         return TypedResults.NoContent();
     }
 
@@ -230,6 +224,21 @@ public static partial class AgentsApi
         """;
 
     private readonly record struct DeleteOutcome(bool Found, long Live, long Unconfirmed);
+
+    /// <summary>The delete's 409 while sessions run on the agent: <c>?force=true</c> does not override it.</summary>
+    public static JsonHttpResult<ApiError> LiveSessionsConflict(string agentId, long live) => ApiErrors.Conflict(
+        $"Agent '{agentId}' still has {live} live session{(live == 1 ? "" : "s")}; drain it (POST /api/v1/agents/{agentId}/drain) and wait for them to end, or delete them first.");
+
+    /// <summary>
+    /// The delete's 409 while the agent may still run sessions that ended without its word. <c>unconfirmedSessions</c>
+    /// tells it apart from <see cref="LiveSessionsConflict"/> for clients (the admin agents page offers the force).
+    /// </summary>
+    public static JsonHttpResult<ApiError> UnconfirmedSessionsConflict(string agentId, long unconfirmed) => TypedResults.Json(
+        new ApiError("Conflict",
+            $"Agent '{agentId}' may still run {unconfirmed} session{(unconfirmed == 1 ? "" : "s")} that ended here without its confirmation " +
+            "(a stop or start that expired or is still open since it last connected): deleting it now would leave them running on its host. " +
+            $"Bring the agent online once so it stops them, or delete with ?force=true (DELETE /api/v1/agents/{agentId}?force=true).")
+        { UnconfirmedSessions = unconfirmed }, statusCode: StatusCodes.Status409Conflict);
 
     private static Task<AgentRecord?> FindAsync(System.Data.Common.DbConnection conn, System.Data.Common.DbTransaction? tx, string agentId, CancellationToken ct) =>
         conn.QuerySingleOrDefaultAsync<AgentRecord?>(new CommandDefinition(

@@ -11,6 +11,12 @@ public sealed record ApiError(string Error, string Message)
     /// <summary>Why each agent was passed over (503 at session creation).</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public IReadOnlyList<AgentRejection>? Reasons { get; init; }
+    /// <summary>
+    /// How many sessions the agent may still run that ended without its word (409 at agent delete): the one refusal
+    /// <c>?force=true</c> overrides, unlike live sessions.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public long? UnconfirmedSessions { get; init; }
 }
 
 public sealed record AgentRejection(string AgentId, string Reason);

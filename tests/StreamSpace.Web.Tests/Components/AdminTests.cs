@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text.Json;
+using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Web.Components.Pages.Admin;
 using StreamSpace.Web.Tests.Infrastructure;
 
@@ -158,6 +159,52 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
         stopping.Find("tr[data-agent='local'] .state-draining").GetAttribute("title").ShouldBe("the agent is stopping; its next start clears this");
         stopping.FindAll("button[aria-label='Resume local']").ShouldBeEmpty();
         stopping.Find("button[aria-label='Drain local']");
+    }
+
+    [Fact]
+    public void A_delete_refused_for_sessions_the_agent_has_not_confirmed_stopping_offers_delete_anyway_with_force()
+    {
+        // The agent's host is gone for good: it will never connect again to stop them, so only a forced delete ends it.
+        var refusal = AgentsApi.UnconfirmedSessionsConflict("local", 1).Value!;
+        Api.Answer("GET /api/v1/agents", Agents("offline", 0))
+           .Answer("GET /api/v1/agents", Agents("offline", 0))
+           .Answer("GET /api/v1/agents", "[]")
+           .Answer("DELETE /api/v1/agents/local", HttpStatusCode.Conflict, Json(refusal))
+           .Answer("DELETE /api/v1/agents/local?force=true", HttpStatusCode.NoContent, "");
+        var cut = Render<AdminAgents>();
+        cut.Find("button[aria-label='Delete local']").Click();
+        cut.Find(".confirm button.danger").Click();
+
+        cut.WaitForAssertion(() => cut.Find(".row-error .error").TextContent.ShouldContain(refusal.Message));
+        Api.RequestsTo("DELETE /api/v1/agents/local").Single().Query.ShouldBeEmpty();
+        cut.Find("tr[data-agent='local']");
+
+        cut.Find(".row-error button[aria-label='Delete local anyway']").Click();
+        cut.Find(".row-error .confirm").TextContent.ShouldContain("Delete anyway: sessions may keep running on its host.");
+        cut.Find(".row-error .confirm button.danger").TextContent.ShouldBe("Yes, delete anyway");
+        Api.RequestsTo("DELETE /api/v1/agents/local?force=true").ShouldBeEmpty(); // not before the second confirmation
+        cut.Find(".row-error .confirm button.danger").Click();
+
+        cut.WaitForAssertion(() => cut.FindAll("tr[data-agent='local']").ShouldBeEmpty());
+        Api.RequestsTo("DELETE /api/v1/agents/local?force=true").Count.ShouldBe(1);
+        cut.FindAll(".row-error").ShouldBeEmpty();
+    }
+
+    [Fact]
+    public void A_delete_refused_for_live_sessions_offers_no_force()
+    {
+        // ?force=true never overrides live sessions: offering it would only earn the same refusal.
+        var refusal = AgentsApi.LiveSessionsConflict("local", 2).Value!;
+        Api.Answer("GET /api/v1/agents", Agents("online", 2))
+           .Answer("DELETE /api/v1/agents/local", HttpStatusCode.Conflict, Json(refusal));
+        var cut = Render<AdminAgents>();
+        cut.Find("button[aria-label='Delete local']").Click();
+        cut.Find(".confirm button.danger").Click();
+
+        cut.WaitForAssertion(() => cut.Find(".row-error .error").TextContent.ShouldContain(refusal.Message));
+        cut.FindAll(".row-error button").ShouldBeEmpty();
+        cut.FindAll("button[aria-label='Delete local anyway']").ShouldBeEmpty();
+        Api.RequestsTo("DELETE /api/v1/agents/local").Count.ShouldBe(1);
     }
 
     [Fact]

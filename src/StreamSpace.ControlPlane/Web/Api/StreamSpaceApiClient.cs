@@ -113,8 +113,9 @@ public sealed class StreamSpaceApiClient(HttpClient http, AuthenticationStatePro
     public Task<ApiResult<NoContent>> UndrainAgentAsync(string agentId, CancellationToken ct) =>
         SendAsync<NoContent>(HttpMethod.Post, $"api/v1/agents/{Uri.EscapeDataString(agentId)}/undrain", null, ct);
 
-    public Task<ApiResult<NoContent>> DeleteAgentAsync(string agentId, CancellationToken ct) =>
-        SendAsync<NoContent>(HttpMethod.Delete, $"api/v1/agents/{Uri.EscapeDataString(agentId)}", null, ct);
+    /// <summary><paramref name="force"/> deletes even while the agent may still run sessions it has not confirmed stopping.</summary>
+    public Task<ApiResult<NoContent>> DeleteAgentAsync(string agentId, bool force, CancellationToken ct) =>
+        SendAsync<NoContent>(HttpMethod.Delete, $"api/v1/agents/{Uri.EscapeDataString(agentId)}{(force ? "?force=true" : "")}", null, ct);
 
     // Users
     public Task<ApiResult<List<UserBody>>> ListUsersAsync(CancellationToken ct) =>
