@@ -147,6 +147,7 @@ public abstract class AgentsApiTests(ControlPlaneFixture cp)
 
         var conflict = await (await admin.DeleteAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
         conflict.GetProperty("message").GetString()!.ShouldContain("2 live sessions");
+        conflict.TryGetProperty("unconfirmedSessions", out _).ShouldBeFalse("force does not override live sessions, so the UI offers none");
 
         await using (var conn = await cp.Db.OpenAsync(Ct))
             await Dapper.SqlMapper.ExecuteAsync(conn, "UPDATE sessions SET state = 'terminated' WHERE agent_id = @agentId", new { agentId });
@@ -170,6 +171,7 @@ public abstract class AgentsApiTests(ControlPlaneFixture cp)
 
         var refused = await (await admin.DeleteAsync($"/api/v1/agents/{away.AgentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
         refused.GetProperty("error").GetString().ShouldBe("Conflict");
+        refused.GetProperty("unconfirmedSessions").GetInt64().ShouldBe(1);
         var message = refused.GetProperty("message").GetString()!;
         message.ShouldContain("1 session ");
         message.ShouldContain("Bring the agent online once so it stops them");
