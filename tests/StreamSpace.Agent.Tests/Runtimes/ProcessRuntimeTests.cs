@@ -1263,6 +1263,66 @@ public class ProcessRuntimeTests : IAsyncDisposable
         }
     }
 
+    [Fact]
+    public async Task A_session_re_adopted_after_the_socket_base_moved_has_its_old_socket_folder_removed_when_it_stops()
+    {
+        var folder = Path.Combine(Path.GetTempPath(), "streamspace-agent-tests", "sockets-" + Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(folder);
+        try
+        {
+            var oldBase = Path.Combine(folder, "old");
+            var first = await NewRuntimeAsync(socketBase: oldBase);
+            var moved = Args();
+            var planted = Args();
+            await first.StartAsync(moved, TestContext.Current.CancellationToken);
+            await first.StartAsync(planted, TestContext.Current.CancellationToken);
+            var oldSocketDir = Path.GetDirectoryName(Record(moved.SessionId)["socketPath"]!.GetValue<string>())!;
+            Path.GetDirectoryName(oldSocketDir).ShouldBe(oldBase);
+            // A record naming a socket folder in a base of another account: that account could have put anything there.
+            var foreignBase = Path.Combine(folder, "foreign");
+            var foreignSocketDir = Path.Combine(foreignBase, "0123456789abcdef");
+            Directory.CreateDirectory(foreignSocketDir);
+            (await RunAsync(["/bin/chown", "-R", "65534:65534", foreignBase])).ShouldBe(0);
+            var record = Record(planted.SessionId);
+            record["socketPath"] = Path.Combine(foreignSocketDir, SessionLauncher.SocketFile);
+            File.WriteAllText(Path.Combine(_state.Folder, "sessions", planted.SessionId, "session.json"), record.ToJsonString());
+            await first.DisposeAsync(); // the agent is upgraded to one with another socket base
+
+            var second = await NewRuntimeAsync(socketBase: Path.Combine(folder, "new"));
+            second.Inventory().Select(s => s.SessionId).Order(StringComparer.Ordinal).ShouldBe(new[] { moved.SessionId, planted.SessionId }.Order(StringComparer.Ordinal));
+            await second.StopAsync(moved.SessionId, TestContext.Current.CancellationToken);
+            await second.StopAsync(planted.SessionId, TestContext.Current.CancellationToken);
+
+            Directory.Exists(oldSocketDir).ShouldBeFalse("the old base is the agent's own and the folder one it made");
+            Directory.Exists(oldBase).ShouldBeTrue();
+            Directory.Exists(foreignSocketDir).ShouldBeTrue("a folder in another account's base is not the agent's to remove");
+            _log.Contains($"The socket folder {foreignSocketDir} of session {planted.SessionId} is left in place", Microsoft.Extensions.Logging.LogLevel.Warning).ShouldBeTrue();
+
+            // Nor is anything removed that the runtime does not make: a link, a folder of a name it never gives, one of
+            // another account in the agent's own base, or a path that climbs out of the base.
+            var sessionRun = Path.Combine(_state.Folder, "sessions", moved.SessionId, "run");
+            var target = Path.Combine(folder, "target");
+            Directory.CreateDirectory(target);
+            var link = Path.Combine(oldBase, "fedcba9876543210");
+            File.CreateSymbolicLink(link, target);
+            ProcessRuntime.SocketDirProblem(link, sessionRun, 0).ShouldBe("it is a link");
+            var named = Path.Combine(oldBase, "not-a-hash");
+            Directory.CreateDirectory(named);
+            ProcessRuntime.SocketDirProblem(named, sessionRun, 0).ShouldBe("its name is not one the agent gives a socket folder");
+            var others = Path.Combine(oldBase, "00000000000000aa");
+            Directory.CreateDirectory(others);
+            (await RunAsync(["/bin/chown", "65534:65534", others])).ShouldBe(0);
+            ProcessRuntime.SocketDirProblem(others, sessionRun, 0).ShouldBe("it belongs to uid 65534, neither the session's account nor the agent's");
+            ProcessRuntime.SocketDirProblem(oldBase + "/../foreign/0123456789abcdef", sessionRun, 0).ShouldBe("it is not a normalized absolute path");
+            ProcessRuntime.SocketDirProblem(foreignSocketDir, sessionRun, 0).ShouldBe($"the folder it lies in, {foreignBase}, is not a folder of the agent's own account");
+            ProcessRuntime.SocketDirProblem(Path.Combine(oldBase, "00000000000000bb"), sessionRun, 0).ShouldBeNull("one that is gone");
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         try

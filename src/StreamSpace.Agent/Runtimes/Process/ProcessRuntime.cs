@@ -770,7 +770,14 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         session.Leader?.Dispose();
         CleanupX11(r.Display);
         if (r.TemporaryHome) TryDelete(r.HomePath);
-        if (Path.GetDirectoryName(r.SocketPath) is { } socketDir && socketDir.StartsWith(SocketBase + "/", StringComparison.Ordinal)) TryDelete(socketDir);
+        // Lexically normalized: every check below is made on the very path that is removed.
+        if (Path.IsPathFullyQualified(r.SocketPath) && Path.GetDirectoryName(Path.GetFullPath(r.SocketPath)) is { } socketDir && Posix.Entry(socketDir) is not null)
+        {
+            if (SocketDirProblem(socketDir, session.RunDir, Posix.EffectiveUid) is { } problem)
+                _logger.LogWarning("The socket folder {Folder} of session {SessionId} is left in place: {Problem}", socketDir, r.SessionId, problem);
+            else
+                TryDelete(socketDir);
+        }
         if (removeFolder)
         {
             TryDelete(session.Dir);
@@ -811,6 +818,33 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         user.Own(dir);
         return Path.Combine(dir, SessionLauncher.SocketFile);
     }
+
+    /// <summary>
+    /// Why a stopped session's socket folder (its record's socket path's parent) must not be removed, or null. It need not
+    /// lie in the current <see cref="SocketBase"/>: a session started before an upgrade moved the base keeps its folder in
+    /// the old one. So the folder must be one this runtime makes (<see cref="PrepareSocketDir"/>): named by the hash,
+    /// a folder and not a link, of the session's account (the owner of its <paramref name="runDir"/>) or the agent's, in a
+    /// base that is the agent's own folder (<see cref="SocketBaseProblem"/>), where nobody else can have put it or swapped it.
+    /// </summary>
+    internal static string? SocketDirProblem(string socketDir, string runDir, int agentUid)
+    {
+        if (!Path.IsPathFullyQualified(socketDir) || Path.GetFullPath(socketDir) != socketDir || Path.GetDirectoryName(socketDir) is not { } socketBase)
+            return "it is not a normalized absolute path";
+        if (!SocketDirName().IsMatch(Path.GetFileName(socketDir))) return "its name is not one the agent gives a socket folder";
+        if (SocketBaseProblem(socketBase, agentUid) is not null) return $"the folder it lies in, {socketBase}, is not a folder of the agent's own account";
+        return Posix.Entry(socketDir) switch
+        {
+            null => null, // gone already: nothing to remove
+            { IsLink: true } => "it is a link",
+            { IsDirectory: false } => "it is not a folder",
+            { Uid: var owner } when owner != agentUid && owner != Posix.Entry(runDir)?.Uid => $"it belongs to uid {owner}, neither the session's account nor the agent's",
+            _ => null,
+        };
+    }
+
+    /// <summary>The name <see cref="PrepareSocketDir"/> gives a socket folder: 16 hex digits of a hash.</summary>
+    [GeneratedRegex(@"^[0-9a-f]{16}\z")]
+    private static partial Regex SocketDirName();
 
     /// <summary>
     /// The base of the sessions' socket folders: <c>/run/streamspace</c> for a root agent; otherwise the agent account's
