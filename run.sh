@@ -15,16 +15,39 @@ env_setting() {
   return 0
 }
 # The value of the last command-line setting named $1 (--key value, --key=value, /key value, /key=value, key=value;
-# any case), as .NET's command-line configuration reads the control plane's arguments ($2...).
-arg_setting() {
-  local want=${1,,} key value found=""; shift
+# any case), as .NET's command-line configuration reads the control plane's arguments ($2...); status 1 when no
+# argument names it (an empty value is a value).
+arg_lookup() {
+  local want=${1,,} key value found="" given=1; shift
   while [ $# -gt 0 ]; do
     key=$1; shift
     case $key in --*) key=${key#--} ;; /*) key=${key#/} ;; -*) continue ;; *=*) ;; *) continue ;; esac
     if [[ $key == *=* ]]; then value=${key#*=}; key=${key%%=*}; elif [ $# -gt 0 ]; then value=$1; shift; else break; fi
-    [ "${key,,}" = "$want" ] && found=$value
+    [ "${key,,}" = "$want" ] && { found=$value; given=0; }
   done
   printf '%s' "$found"
+  return $given
+}
+# The same, empty when no argument names it.
+arg_setting() { arg_lookup "$@" || true; }
+# The value of the environment variable .NET's configuration reads as setting $1 (sections joined by ":"): its name in
+# any case, "__" for ":", after the prefix $2 (when given); status 1 when there is none (an empty value is a value).
+env_lookup() {
+  local _want=${1,,} _prefix=${2:-} _name _key
+  for _name in $(compgen -e); do
+    _key=${_name,,}
+    if [ -n "$_prefix" ]; then [[ $_key == "${_prefix,,}"* ]] || continue; _key=${_key#"${_prefix,,}"}; fi
+    [ "${_key//__/:}" = "$_want" ] && { printf '%s' "${!_name}"; return 0; }
+  done
+  return 1
+}
+# The value of the control plane's setting $1 (sections joined by ":") given its arguments ($2...), from the first of
+# the places ASP.NET Core reads it from (WebApplication.CreateBuilder, no appsettings file where run.sh starts it): a
+# command-line argument, an environment variable, one prefixed DOTNET_, one prefixed ASPNETCORE_. Status 1 when none
+# sets it; an empty value is a value (it hides those below).
+config_lookup() {
+  local want=$1; shift
+  arg_lookup "$want" "$@" || env_lookup "$want" || env_lookup "$want" DOTNET_ || env_lookup "$want" ASPNETCORE_
 }
 # The listen addresses the control plane takes (StreamSpaceApp.Build): its urls setting (a --urls argument, else the
 # variables URLS, DOTNET_URLS, ASPNETCORE_URLS in that order), else STREAMSPACE_URLS, else http://127.0.0.1:8000.
@@ -38,15 +61,20 @@ control_plane_urls() {
   [ -n "$found" ] || found=$(env_setting STREAMSPACE_URLS)
   printf '%s' "${found:-http://127.0.0.1:8000}"
 }
-# Whether the control plane runs its embedded agent: STREAMSPACE_EMBEDDED_AGENT read as it reads it (1, true, yes, on in
-# any case, spaces around), the StreamSpace:EmbeddedAgent setting (argument or StreamSpace__EmbeddedAgent) winning over it.
+# Whether the control plane runs its embedded agent (StreamSpaceOptions.FromConfiguration), each setting read wherever
+# it comes from (config_lookup): STREAMSPACE_EMBEDDED_AGENT as it reads it (1, true, yes, on or 0, false, no, off in any
+# case, spaces around; empty is unset, so false), the StreamSpace:EmbeddedAgent setting (true or false, any case, spaces
+# around) winning over it. A value it cannot read stops the control plane: no agent then either.
 embedded_agent_on() {
-  local v
-  v=$(arg_setting StreamSpace:EmbeddedAgent "$@")
-  [ -n "$v" ] || v=$(env_setting StreamSpace__EmbeddedAgent)
-  [ -n "$v" ] || v=$(env_setting STREAMSPACE_EMBEDDED_AGENT)
+  local v on=false
+  v=$(config_lookup STREAMSPACE_EMBEDDED_AGENT "$@") || v=""
   v=${v,,}; v=${v#"${v%%[![:space:]]*}"}; v=${v%"${v##*[![:space:]]}"}
-  case $v in 1 | true | yes | on) return 0 ;; *) return 1 ;; esac
+  case $v in "" | 0 | false | no | off) ;; 1 | true | yes | on) on=true ;; *) return 1 ;; esac
+  if v=$(config_lookup StreamSpace:EmbeddedAgent "$@"); then
+    v=${v,,}; v=${v#"${v%%[![:space:]]*}"}; v=${v%"${v##*[![:space:]]}"}
+    case $v in true) on=true ;; false) on=false ;; *) return 1 ;; esac
+  fi
+  [ "$on" = true ]
 }
 # The host of a listen address (IPv6 in brackets) and its port (the scheme's default when it names none).
 listen_host() { local a=${1#*://}; a=${a%%/*}; case $a in \[*) printf '%s' "${a%%]*}]" ;; *) printf '%s' "${a%%:*}" ;; esac; }

@@ -1,7 +1,9 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Configuration.EnvironmentVariables;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.EndToEnd.Tests.Infrastructure;
 
@@ -37,9 +39,41 @@ public sealed class RunShSettingsTests
         return await output;
     }
 
-    private static bool IsSetting(string name) =>
-        name.StartsWith("STREAMSPACE_", StringComparison.OrdinalIgnoreCase) || name.StartsWith("StreamSpace__", StringComparison.OrdinalIgnoreCase)
-        || name.EndsWith("URLS", StringComparison.OrdinalIgnoreCase);
+    private static bool IsSetting(string name)
+    {
+        // DOTNET_X and ASPNETCORE_X are settings X too (ControlPlaneConfiguration).
+        foreach (var prefix in new[] { "DOTNET_", "ASPNETCORE_" })
+            if (name.StartsWith(prefix, StringComparison.OrdinalIgnoreCase)) name = name[prefix.Length..];
+        return name.StartsWith("STREAMSPACE_", StringComparison.OrdinalIgnoreCase) || name.StartsWith("StreamSpace__", StringComparison.OrdinalIgnoreCase)
+            || name.EndsWith("URLS", StringComparison.OrdinalIgnoreCase);
+    }
+
+    /// <summary>
+    /// The control plane's configuration given <paramref name="args"/> and, as its whole environment, <paramref name="env"/>:
+    /// the sources ASP.NET Core gives it (WebApplication.CreateBuilder, as StreamSpaceApp.Build calls it, in the folder
+    /// run.sh starts it in), in their order, each environment-variable source read from <paramref name="env"/> instead
+    /// of this process's environment (with its prefix, DOTNET_ or ASPNETCORE_, taken off; "__" is ":").
+    /// </summary>
+    private static IConfiguration ControlPlaneConfiguration(IDictionary<string, string?> env, string[] args)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [.. args, "--hostBuilder:reloadConfigOnChange=false"], ContentRootPath = Paths.RepoRoot });
+        var layered = new ConfigurationBuilder();
+        foreach (var source in ((IConfigurationBuilder)builder.Configuration).Sources)
+        {
+            if (source is EnvironmentVariablesConfigurationSource variables)
+            {
+                var prefix = variables.Prefix ?? "";
+                layered.AddInMemoryCollection(env
+                    .Where(e => e.Value is not null && e.Key.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
+                    .Select(e => KeyValuePair.Create(e.Key[prefix.Length..].Replace("__", ":", StringComparison.Ordinal), e.Value)));
+            }
+            else
+            {
+                layered.Add(source);
+            }
+        }
+        return layered.Build();
+    }
 
     [Theory]
     [InlineData(new[] { "--urls", "http://127.0.0.1:{0}" }, new[] { "STREAMSPACE_URLS=http://127.0.0.1:{1}" })]
@@ -108,15 +142,38 @@ public sealed class RunShSettingsTests
     [InlineData(new[] { "STREAMSPACE_EMBEDDED_AGENT=no", "StreamSpace__EmbeddedAgent=True" }, new string[0])]
     [InlineData(new[] { "StreamSpace__EmbeddedAgent=true" }, new[] { "--StreamSpace:EmbeddedAgent=false" })]
     [InlineData(new[] { "STREAMSPACE_EMBEDDED_AGENT=false" }, new[] { "--streamspace:embeddedagent", "true" })]
+    // STREAMSPACE_EMBEDDED_AGENT given on the command line, in each form .NET reads there: it wins over the variable.
+    [InlineData(new[] { "STREAMSPACE_EMBEDDED_AGENT=true" }, new[] { "--STREAMSPACE_EMBEDDED_AGENT=false" })]
+    [InlineData(new[] { "STREAMSPACE_EMBEDDED_AGENT=true" }, new[] { "--streamspace_embedded_agent", "no" })]
+    [InlineData(new[] { "STREAMSPACE_EMBEDDED_AGENT=true" }, new[] { "/STREAMSPACE_EMBEDDED_AGENT", "0" })]
+    [InlineData(new[] { "STREAMSPACE_EMBEDDED_AGENT=true" }, new[] { "STREAMSPACE_EMBEDDED_AGENT=off" })]
+    [InlineData(new[] { "STREAMSPACE_EMBEDDED_AGENT=false" }, new[] { "--STREAMSPACE_EMBEDDED_AGENT=false", "--STREAMSPACE_EMBEDDED_AGENT=true" })]
+    [InlineData(new[] { "STREAMSPACE_EMBEDDED_AGENT=true" }, new[] { "--STREAMSPACE_EMBEDDED_AGENT=" })]
+    [InlineData(new[] { "StreamSpace__EmbeddedAgent=true" }, new[] { "--STREAMSPACE_EMBEDDED_AGENT=false" })]
+    // "__" is ":" in variables only: on the command line it is part of the name.
+    [InlineData(new[] { "STREAMSPACE_EMBEDDED_AGENT=true" }, new[] { "--StreamSpace__EmbeddedAgent=false" })]
+    // Variables with the prefixes ASP.NET Core also reads, under the plain ones: DOTNET_ over ASPNETCORE_.
+    [InlineData(new[] { "DOTNET_STREAMSPACE_EMBEDDED_AGENT=true" }, new string[0])]
+    [InlineData(new[] { "ASPNETCORE_STREAMSPACE_EMBEDDED_AGENT=no", "DOTNET_STREAMSPACE_EMBEDDED_AGENT=yes" }, new string[0])]
+    [InlineData(new[] { "DOTNET_STREAMSPACE_EMBEDDED_AGENT=true", "STREAMSPACE_EMBEDDED_AGENT=false" }, new string[0])]
+    [InlineData(new[] { "STREAMSPACE_EMBEDDED_AGENT=true", "DOTNET_StreamSpace__EmbeddedAgent=false" }, new string[0])]
+    [InlineData(new[] { "ASPNETCORE_StreamSpace__EmbeddedAgent=true" }, new[] { "--STREAMSPACE_EMBEDDED_AGENT=false" })]
+    // Values the control plane cannot read stop it: no agent. The section takes true or false only.
+    [InlineData(new[] { "STREAMSPACE_EMBEDDED_AGENT=true", "StreamSpace__EmbeddedAgent=yes" }, new string[0])]
+    [InlineData(new[] { "STREAMSPACE_EMBEDDED_AGENT=true" }, new[] { "--StreamSpace:EmbeddedAgent=" })]
+    [InlineData(new[] { "STREAMSPACE_EMBEDDED_AGENT=maybe", "StreamSpace__EmbeddedAgent=true" }, new string[0])]
     public async Task Run_sh_says_an_embedded_agent_is_attached_exactly_when_the_control_plane_runs_one(string[] envSettings, string[] args)
     {
         var env = envSettings.Select(e => e.Split('=', 2)).ToDictionary(e => e[0], e => (string?)e[1]);
-        // The control plane's own reading: environment variables ("__" is ":") under its command line, as ASP.NET Core layers them.
-        var configuration = new ConfigurationBuilder()
-            .AddInMemoryCollection(env.Select(e => KeyValuePair.Create(e.Key.Replace("__", ":", StringComparison.Ordinal), e.Value)))
-            .AddCommandLine(args)
-            .Build();
-        var controlPlaneRunsOne = StreamSpaceOptions.FromConfiguration(configuration).EmbeddedAgent;
+        bool controlPlaneRunsOne;
+        try
+        {
+            controlPlaneRunsOne = StreamSpaceOptions.FromConfiguration(ControlPlaneConfiguration(env, args)).EmbeddedAgent;
+        }
+        catch (StreamSpaceConfigurationException)
+        {
+            controlPlaneRunsOne = false; // it does not start
+        }
 
         var runShSays = await RunShPartAsync("""if embedded_agent_on "$@"; then echo attached; else echo none; fi""", env, args);
 
