@@ -77,6 +77,17 @@ public sealed class StartupFailureTests
     [InlineData("StreamSpace__TokenLifetime", "3650000.00:00:00", "Invalid StreamSpace configuration: StreamSpace__TokenLifetime must be at most 365.00:00:00")]
     [InlineData("StreamSpace__IdleTimeout", "3650000.00:00:00", "Invalid StreamSpace configuration: StreamSpace__IdleTimeout must be at most 36500.00:00:00")]
     [InlineData("StreamSpace__CommandRetention", "3650000.00:00:00", "Invalid StreamSpace configuration: StreamSpace__CommandRetention must be at most 36500.00:00:00")]
+    [InlineData("StreamSpace__Streaming__CloseTimeout", "60.00:00:00", "Invalid StreamSpace configuration: StreamSpace__Streaming__CloseTimeout must be positive and at most 49.00:00:00")]
+    [InlineData("StreamSpace__Streaming__CloseTimeout", "-00:00:01", "Invalid StreamSpace configuration: StreamSpace__Streaming__CloseTimeout must be positive and at most 49.00:00:00")]
+    [InlineData("StreamSpace__Streaming__CloseTimeout", "banana", "Failed to convert configuration value 'banana' at 'StreamSpace:Streaming:CloseTimeout' to type 'System.TimeSpan'.")]
+    [InlineData("StreamSpace__Streaming__ActivityFlushInterval", "60.00:00:00", "Invalid StreamSpace configuration: StreamSpace__Streaming__ActivityFlushInterval must be positive and at most 49.00:00:00")]
+    [InlineData("StreamSpace__Streaming__ActivityFlushInterval", "00:00:00", "Invalid StreamSpace configuration: StreamSpace__Streaming__ActivityFlushInterval must be positive and at most 49.00:00:00")]
+    [InlineData("StreamSpace__Streaming__StreamOpenCommandTtl", "3650000.00:00:00", "Invalid StreamSpace configuration: StreamSpace__Streaming__StreamOpenCommandTtl must be positive and at most 365.00:00:00")]
+    [InlineData("StreamSpace__Streaming__TicketLifetime", "00:01:01", "Invalid StreamSpace configuration: StreamSpace__Streaming__TicketLifetime must be positive and at most 00:01:00")]
+    [InlineData("StreamSpace__Streaming__DataTokenLifetime", "00:00:31", "Invalid StreamSpace configuration: StreamSpace__Streaming__DataTokenLifetime must be positive and at most 00:00:30")]
+    [InlineData("StreamSpace__Streaming__RendezvousTimeout", "00:00:31", "Invalid StreamSpace configuration: StreamSpace__Streaming__RendezvousTimeout must be positive and at most StreamSpace__Streaming__DataTokenLifetime (00:00:30)")]
+    [InlineData("StreamSpace__Streaming__AllowedOrigins__0", "not an origin", "Invalid StreamSpace configuration: StreamSpace__Streaming__AllowedOrigins__0 must be scheme://host[:port], got 'not an origin'")]
+    [InlineData("StreamSpace__Streaming__ReplicaUrl", "ftp://127.0.0.7/", "Invalid StreamSpace configuration: StreamSpace__Streaming__ReplicaUrl must be http(s)://host[:port][/path] (this replica's own address as agents reach it), got 'ftp://127.0.0.7/'")]
     public async Task A_setting_the_control_plane_cannot_start_with_ends_it_at_once_with_one_plain_line(string variable, string value, string message)
     {
         // With the embedded agent on, so its settings are read too.

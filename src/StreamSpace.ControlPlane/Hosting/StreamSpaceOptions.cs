@@ -94,8 +94,10 @@ public sealed class StreamSpaceOptions
         }
         o.DataFolder = Path.GetFullPath(o.DataFolder);
         o.Validate();
-        // The web UI's section (StreamSpace__Web__X) too, so its bad values also stop the start before anything runs.
+        // The web UI's and the streaming sections (StreamSpace__Web__X, StreamSpace__Streaming__X) too, so their bad values
+        // also stop the start before anything runs, in one line, rather than in ValidateOnStart's stack trace or a timer's.
         _ = Web.WebUiOptions.FromConfiguration(config);
+        _ = Streaming.StreamingOptions.FromConfiguration(config);
         return o;
     }
 

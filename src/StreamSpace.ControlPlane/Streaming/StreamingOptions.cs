@@ -44,25 +44,67 @@ public sealed class StreamingOptions
     public string? DataUrl(string dataPath) =>
         string.IsNullOrEmpty(ReplicaUrl) ? null : ReplicaUrl.TrimEnd('/') + "/" + dataPath.TrimStart('/');
 
+    /// <summary>Longest <see cref="TicketLifetime"/>: design §4 caps it at 60 s, it is a bearer credential in a URL.</summary>
+    public static readonly TimeSpan MaxTicketLifetime = TimeSpan.FromSeconds(60);
+    /// <summary>Longest <see cref="DataTokenLifetime"/> (design: ≤ 30 s); <see cref="RendezvousTimeout"/> is at most the lifetime used.</summary>
+    public static readonly TimeSpan MaxDataTokenLifetime = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// What is wrong with these settings, each naming the setting as an operator writes it
+    /// (<c>StreamSpace__Streaming__CloseTimeout</c>) and the range it takes; empty when they are usable.
+    /// </summary>
     public IEnumerable<string> Validate()
     {
-        if (TicketLifetime <= TimeSpan.Zero || TicketLifetime > TimeSpan.FromSeconds(60))
-            yield return "Streaming:TicketLifetime must be positive and at most 60 s";
-        if (RendezvousTimeout <= TimeSpan.Zero) yield return "Streaming:RendezvousTimeout must be positive";
-        if (DataTokenLifetime <= TimeSpan.Zero || DataTokenLifetime > TimeSpan.FromSeconds(30))
-            yield return "Streaming:DataTokenLifetime must be positive and at most 30 s";
-        if (RendezvousTimeout > DataTokenLifetime) yield return "Streaming:RendezvousTimeout must not exceed DataTokenLifetime";
-        if (StreamOpenCommandTtl <= TimeSpan.Zero) yield return "Streaming:StreamOpenCommandTtl must be positive";
-        if (ActivityFlushInterval <= TimeSpan.Zero) yield return "Streaming:ActivityFlushInterval must be positive";
-        if (CloseTimeout <= TimeSpan.Zero) yield return "Streaming:CloseTimeout must be positive";
-        foreach (var origin in AllowedOrigins)
+        const string prefix = "StreamSpace__Streaming__";
+        var maxTimer = Hosting.StreamSpaceOptions.MaxTimerPeriod;
+        static bool InRange(TimeSpan value, TimeSpan max) => value > TimeSpan.Zero && value <= max;
+
+        if (!InRange(TicketLifetime, MaxTicketLifetime))
+            yield return $"{prefix}TicketLifetime must be positive and at most {MaxTicketLifetime:c}";
+        if (!InRange(DataTokenLifetime, MaxDataTokenLifetime))
+            yield return $"{prefix}DataTokenLifetime must be positive and at most {MaxDataTokenLifetime:c}";
+        // The viewer waits for the agent's dial-back only as long as its token lives; a wrong lifetime is said once, above.
+        var rendezvousMax = InRange(DataTokenLifetime, MaxDataTokenLifetime) ? DataTokenLifetime : MaxDataTokenLifetime;
+        if (!InRange(RendezvousTimeout, rendezvousMax))
+            yield return $"{prefix}RendezvousTimeout must be positive and at most {prefix}DataTokenLifetime ({rendezvousMax:c})";
+        // Not a timer, but the command's expiry date: the same cap as every command timeout.
+        if (!InRange(StreamOpenCommandTtl, Hosting.StreamSpaceOptions.MaxCommandTimeout))
+            yield return $"{prefix}StreamOpenCommandTtl must be positive and at most {Hosting.StreamSpaceOptions.MaxCommandTimeout:c}";
+        // A PeriodicTimer's period and a CancellationTokenSource's delay: beyond the cap they throw while running.
+        if (!InRange(ActivityFlushInterval, maxTimer))
+            yield return $"{prefix}ActivityFlushInterval must be positive and at most {maxTimer:c}";
+        if (!InRange(CloseTimeout, maxTimer))
+            yield return $"{prefix}CloseTimeout must be positive and at most {maxTimer:c}";
+        for (var i = 0; i < AllowedOrigins.Count; i++)
         {
+            var origin = AllowedOrigins[i];
             if (!Uri.TryCreate(origin, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.PathAndQuery != "/")
-                yield return $"Streaming:AllowedOrigins entry '{origin}' must be scheme://host[:port]";
+                yield return $"{prefix}AllowedOrigins__{i} must be scheme://host[:port], got '{origin}'";
         }
         if (!string.IsNullOrEmpty(ReplicaUrl)
             && (!Uri.TryCreate(ReplicaUrl, UriKind.Absolute, out var replica) || replica.Scheme is not ("http" or "https")
                 || replica.Query.Length > 0 || replica.Fragment.Length > 0 || replica.UserInfo.Length > 0))
-            yield return $"Streaming:ReplicaUrl '{ReplicaUrl}' must be http(s)://host[:port][/path] (this replica's own address as agents reach it)";
+            yield return $"{prefix}ReplicaUrl must be http(s)://host[:port][/path] (this replica's own address as agents reach it), got '{ReplicaUrl}'";
+    }
+
+    /// <summary>
+    /// Binds and checks the section before anything starts, throwing <see cref="Hosting.StreamSpaceConfigurationException"/>
+    /// (one line and exit code 2, like every other setting) instead of failing the host's start with a stack trace.
+    /// </summary>
+    public static StreamingOptions FromConfiguration(IConfiguration config)
+    {
+        var o = new StreamingOptions();
+        try
+        {
+            config.GetSection(Section).Bind(o);
+        }
+        catch (InvalidOperationException ex)
+        {
+            // "Failed to convert configuration value 'x' at 'StreamSpace:Streaming:CloseTimeout' to type 'System.TimeSpan'."
+            throw new Hosting.StreamSpaceConfigurationException(ex.Message, ex);
+        }
+        if (o.Validate().ToList() is { Count: > 0 } errors)
+            throw new Hosting.StreamSpaceConfigurationException("Invalid StreamSpace configuration: " + string.Join("; ", errors));
+        return o;
     }
 }

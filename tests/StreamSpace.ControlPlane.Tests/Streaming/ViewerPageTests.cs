@@ -89,6 +89,9 @@ public sealed class ViewerPageTests(StreamingSqliteControlPlane cp) : IClassFixt
     [InlineData("DataTokenLifetime", "00:00:31")]
     [InlineData("RendezvousTimeout", "00:00:00")]
     [InlineData("AllowedOrigins:0", "not an origin")]
+    [InlineData("CloseTimeout", "60.00:00:00")]
+    [InlineData("ActivityFlushInterval", "60.00:00:00")]
+    [InlineData("StreamOpenCommandTtl", "3650000.00:00:00")]
     public void Streaming_options_are_validated(string key, string value)
     {
         var config = new ConfigurationBuilder().AddInMemoryCollection([new($"Streaming:{key}", value)]).Build();
