@@ -81,6 +81,16 @@ public sealed class ViewerPageTests(StreamingSqliteControlPlane cp) : IClassFixt
         new StreamingOptions().DataUrl("/api/v1/agents/streams/s1").ShouldBeNull();
     }
 
+    [Fact]
+    public void A_refused_replica_url_or_origin_is_repeated_without_its_credentials()
+    {
+        var errors = new StreamingOptions { ReplicaUrl = "ftp://ops:s3cret@127.0.0.7/", AllowedOrigins = ["https://ops:s3cret@ui.example/x"] }.Validate().ToList();
+        errors.Count.ShouldBe(2);
+        errors.ShouldAllBe(e => !e.Contains("s3cret"));
+        errors[0].ShouldEndWith("got 'https://***@ui.example/x'");
+        errors[1].ShouldEndWith("got 'ftp://***@127.0.0.7/'");
+    }
+
     [Theory]
     [InlineData("ReplicaUrl", "127.0.0.7:8000")]
     [InlineData("ReplicaUrl", "ftp://127.0.0.7/")]
