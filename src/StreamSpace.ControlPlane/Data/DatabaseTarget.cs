@@ -25,7 +25,7 @@ public sealed record DatabaseTarget(DatabaseKind Kind, string ConnectionString)
         if (value.StartsWith("postgres://", StringComparison.OrdinalIgnoreCase) || value.StartsWith("postgresql://", StringComparison.OrdinalIgnoreCase))
         {
             if (!Uri.TryCreate(value, UriKind.Absolute, out var uri) || uri.Host.Length == 0)
-                throw new StreamSpaceConfigurationException($"STREAMSPACE_DATABASE is not a valid postgres:// URL (postgres://user:pass@host:port/db): '{Redacted(value)}'");
+                throw new StreamSpaceConfigurationException($"STREAMSPACE_DATABASE is not a valid postgres:// URL (postgres://user:pass@host:port/db): '{StreamSpaceConfigurationException.WithoutPassword(value)}'");
             var userInfo = uri.UserInfo.Split(':', 2);
             var csb = new NpgsqlConnectionStringBuilder
             {
@@ -41,11 +41,8 @@ public sealed record DatabaseTarget(DatabaseKind Kind, string ConnectionString)
         }
         if (value.Contains("Host=", StringComparison.OrdinalIgnoreCase))
             return new DatabaseTarget(DatabaseKind.Postgres, value);
-        throw new StreamSpaceConfigurationException($"STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got '{Redacted(value)}'");
+        throw new StreamSpaceConfigurationException($"STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got '{StreamSpaceConfigurationException.WithoutPassword(value)}'");
     }
-
-    /// <summary>The value without a password, for messages.</summary>
-    private static string Redacted(string value) => System.Text.RegularExpressions.Regex.Replace(value, "(://[^:/@]*:)[^@]*@", "$1***@");
 
     private static DatabaseTarget Sqlite(string path)
     {

@@ -83,15 +83,7 @@ public sealed class StreamSpaceOptions
             o.HeartbeatSeconds = int.TryParse(hb, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var seconds)
                 ? seconds : throw new StreamSpaceConfigurationException($"STREAMSPACE_HEARTBEAT_SECONDS must be a whole number, got '{hb}'");
         // The StreamSpace section (StreamSpace__X variables, --StreamSpace:X arguments) wins over STREAMSPACE_X.
-        try
-        {
-            config.GetSection("StreamSpace").Bind(o);
-        }
-        catch (InvalidOperationException ex)
-        {
-            // "Failed to convert configuration value 'x' at 'StreamSpace:CommandTtl' to type 'System.TimeSpan'."
-            throw new StreamSpaceConfigurationException(ex.Message, ex);
-        }
+        StreamSpaceConfigurationException.Binding(() => config.GetSection("StreamSpace").Bind(o));
         o.DataFolder = Path.GetFullPath(o.DataFolder);
         o.Validate();
         // The web UI's and the streaming sections (StreamSpace__Web__X, StreamSpace__Streaming__X) too, so their bad values
@@ -176,7 +168,7 @@ public sealed class StreamSpaceOptions
         // Never echoes the value: it is a secret.
         if (JwtSigningKey is { Length: > 0 } key && !IsJwtKey(key))
             errors.Add($"STREAMSPACE_JWT_KEY must be base64 of at least {MinJwtKeyBytes} bytes (e.g. the output of 'openssl rand -base64 48')");
-        if (errors.Count > 0) throw new StreamSpaceConfigurationException("Invalid StreamSpace configuration: " + string.Join("; ", errors));
+        StreamSpaceConfigurationException.ThrowIfAny(errors);
     }
 
     private static bool IsJwtKey(string key)
@@ -187,4 +179,31 @@ public sealed class StreamSpaceOptions
 }
 
 /// <summary>A setting the control plane cannot start with; the message names the setting and what it takes.</summary>
-public sealed class StreamSpaceConfigurationException(string message, Exception? inner = null) : InvalidOperationException(message, inner);
+public sealed class StreamSpaceConfigurationException(string message, Exception? inner = null) : InvalidOperationException(message, inner)
+{
+    /// <summary>
+    /// Runs <paramref name="bind"/> (a section's Bind, at the call site so the configuration binder's generated code
+    /// knows the options type); a value that does not convert is this exception with the binder's own message
+    /// ("Failed to convert configuration value 'x' at 'StreamSpace:CommandTtl' to type 'System.TimeSpan'.").
+    /// </summary>
+    public static void Binding(Action bind)
+    {
+        try
+        {
+            bind();
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new StreamSpaceConfigurationException(ex.Message, ex);
+        }
+    }
+
+    /// <summary>Throws this exception listing <paramref name="errors"/>, when there are any.</summary>
+    public static void ThrowIfAny(IReadOnlyCollection<string> errors)
+    {
+        if (errors.Count > 0) throw new StreamSpaceConfigurationException("Invalid StreamSpace configuration: " + string.Join("; ", errors));
+    }
+
+    /// <summary>A URL-like value as an error repeats it: the password of a <c>user:password@</c> in it is not printed.</summary>
+    public static string WithoutPassword(string value) => System.Text.RegularExpressions.Regex.Replace(value, "(://[^:/@]*:)[^@]*@", "$1***@");
+}

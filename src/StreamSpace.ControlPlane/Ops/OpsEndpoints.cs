@@ -86,5 +86,5 @@ public static class OpsEndpoints
     }
 
     /// <summary>Our own time ran out, or Npgsql's (its <c>Timeout</c> setting, when shorter: "The connection pool has been exhausted").</summary>
-    private static bool IsTimeout(Exception ex) => ex is OperationCanceledException or Npgsql.NpgsqlException { InnerException: TimeoutException };
+    private static bool IsTimeout(Exception ex) => ex is OperationCanceledException || ErrorHandling.IsPoolExhausted(ex);
 }

@@ -4,7 +4,7 @@ namespace StreamSpace.ControlPlane.Streaming;
 /// Settings of viewer tickets and the stream relay (section <c>StreamSpace:Streaming</c>, e.g.
 /// <c>StreamSpace__Streaming__TicketLifetime=00:00:30</c>). Validated on start.
 /// </summary>
-public sealed partial class StreamingOptions
+public sealed class StreamingOptions
 {
     public const string Section = "StreamSpace:Streaming";
 
@@ -79,19 +79,13 @@ public sealed partial class StreamingOptions
         {
             var origin = AllowedOrigins[i];
             if (!Uri.TryCreate(origin, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.PathAndQuery != "/")
-                yield return $"{prefix}AllowedOrigins__{i} must be scheme://host[:port], got '{WithoutCredentials(origin)}'";
+                yield return $"{prefix}AllowedOrigins__{i} must be scheme://host[:port], got '{Hosting.StreamSpaceConfigurationException.WithoutPassword(origin)}'";
         }
         if (!string.IsNullOrEmpty(ReplicaUrl)
             && (!Uri.TryCreate(ReplicaUrl, UriKind.Absolute, out var replica) || replica.Scheme is not ("http" or "https")
                 || replica.Query.Length > 0 || replica.Fragment.Length > 0 || replica.UserInfo.Length > 0))
-            yield return $"{prefix}ReplicaUrl must be http(s)://host[:port][/path] (this replica's own address as agents reach it), got '{WithoutCredentials(ReplicaUrl)}'";
+            yield return $"{prefix}ReplicaUrl must be http(s)://host[:port][/path] (this replica's own address as agents reach it), got '{Hosting.StreamSpaceConfigurationException.WithoutPassword(ReplicaUrl)}'";
     }
-
-    /// <summary>A refused address as the start-up error repeats it: a <c>user:password@</c> in it is not printed.</summary>
-    internal static string WithoutCredentials(string address) => CredentialsPart().Replace(address, "$1***@");
-
-    [System.Text.RegularExpressions.GeneratedRegex("^([^/@]*//)[^/@]*@")]
-    private static partial System.Text.RegularExpressions.Regex CredentialsPart();
 
     /// <summary>
     /// Binds and checks the section before anything starts, throwing <see cref="Hosting.StreamSpaceConfigurationException"/>
@@ -100,17 +94,8 @@ public sealed partial class StreamingOptions
     public static StreamingOptions FromConfiguration(IConfiguration config)
     {
         var o = new StreamingOptions();
-        try
-        {
-            config.GetSection(Section).Bind(o);
-        }
-        catch (InvalidOperationException ex)
-        {
-            // "Failed to convert configuration value 'x' at 'StreamSpace:Streaming:CloseTimeout' to type 'System.TimeSpan'."
-            throw new Hosting.StreamSpaceConfigurationException(ex.Message, ex);
-        }
-        if (o.Validate().ToList() is { Count: > 0 } errors)
-            throw new Hosting.StreamSpaceConfigurationException("Invalid StreamSpace configuration: " + string.Join("; ", errors));
+        Hosting.StreamSpaceConfigurationException.Binding(() => config.GetSection(Section).Bind(o));
+        Hosting.StreamSpaceConfigurationException.ThrowIfAny(o.Validate().ToList());
         return o;
     }
 }

@@ -39,15 +39,8 @@ public sealed class WebUiOptions
     public static WebUiOptions FromConfiguration(IConfiguration config)
     {
         var o = new WebUiOptions();
-        try
-        {
-            config.GetSection(Section).Bind(o);
-        }
-        catch (InvalidOperationException ex)
-        {
-            throw new Hosting.StreamSpaceConfigurationException(ex.Message, ex);
-        }
-        if (o.Validate() is { } error) throw new Hosting.StreamSpaceConfigurationException("Invalid StreamSpace configuration: " + error);
+        Hosting.StreamSpaceConfigurationException.Binding(() => config.GetSection(Section).Bind(o));
+        Hosting.StreamSpaceConfigurationException.ThrowIfAny(o.Validate() is { } error ? [error] : []);
         return o;
     }
 }
