@@ -8,12 +8,6 @@ cd "$(dirname "$0")"
 log() { printf '[run.sh] %s\n' "$*"; }
 
 # --- what the control plane will do (kept self-contained: tests source this part on its own, and so can you to try it)
-# A setting from the environment as .NET configuration reads it: the variable's name in any case; unset when empty.
-env_setting() {
-  local name
-  for name in $(compgen -e); do [ "${name,,}" = "${1,,}" ] && [ -n "${!name}" ] && { printf '%s' "${!name}"; return; }; done
-  return 0
-}
 # The value of the last command-line setting named $1 (--key value, --key=value, /key value, /key=value, key=value;
 # any case), as .NET's command-line configuration reads the control plane's arguments ($2...); status 1 when no
 # argument names it (an empty value is a value).
@@ -28,8 +22,6 @@ arg_lookup() {
   printf '%s' "$found"
   return $given
 }
-# The same, empty when no argument names it.
-arg_setting() { arg_lookup "$@" || true; }
 # The value of the environment variable .NET's configuration reads as setting $1 (sections joined by ":"): its name in
 # any case, "__" for ":", after the prefix $2 (when given); status 1 when there is none (an empty value is a value).
 env_lookup() {
@@ -52,13 +44,9 @@ config_lookup() {
 # The listen addresses the control plane takes (StreamSpaceApp.Build): its urls setting (a --urls argument, else the
 # variables URLS, DOTNET_URLS, ASPNETCORE_URLS in that order), else STREAMSPACE_URLS, else http://127.0.0.1:8000.
 control_plane_urls() {
-  local found # not "urls": a local of that name would hide the variable urls from env_setting
-  found=$(arg_setting urls "$@")
-  [ -n "$found" ] || found=$(env_setting URLS)
-  [ -n "$found" ] || found=$(env_setting DOTNET_URLS)
-  [ -n "$found" ] || found=$(env_setting ASPNETCORE_URLS)
-  [ -n "$found" ] || found=$(arg_setting STREAMSPACE_URLS "$@")
-  [ -n "$found" ] || found=$(env_setting STREAMSPACE_URLS)
+  local found
+  found=$(config_lookup urls "$@") || found=""
+  [ -n "$found" ] || found=$(config_lookup STREAMSPACE_URLS "$@") || found=""
   printf '%s' "${found:-http://127.0.0.1:8000}"
 }
 # Whether the control plane runs its embedded agent (StreamSpaceOptions.FromConfiguration), each setting read wherever
