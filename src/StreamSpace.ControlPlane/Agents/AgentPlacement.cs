@@ -70,7 +70,7 @@ internal sealed record PlacementCandidate
     /// <summary>Whether the agent's own figure is the one that limits it (below the registered maximum).</summary>
     public bool LimitedByAgent => ReportedCapacity < MaxSessions;
     /// <summary>The sessions placement puts on the agent at most: the agent refuses a start beyond its own figure.</summary>
-    public int Capacity => LimitedByAgent ? ReportedCapacity!.Value : MaxSessions;
+    public int Capacity => AgentRecord.CapacityOf(MaxSessions, ReportedCapacity);
 }
 
 /// <summary>

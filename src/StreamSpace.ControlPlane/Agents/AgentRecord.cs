@@ -13,7 +13,11 @@ public sealed record AgentRecord
     /// <summary>What the agent's last hello or heartbeat said it accepts; null before its first hello.</summary>
     public int? ReportedCapacity { get; init; }
     /// <summary>The sessions placement puts on the agent at most: the smaller of the two.</summary>
-    public int Capacity => ReportedCapacity is { } reported && reported < MaxSessions ? reported : MaxSessions;
+    public int Capacity => CapacityOf(MaxSessions, ReportedCapacity);
+
+    /// <summary>What placement fills an agent up to: the registered maximum, or the agent's own figure when that is smaller.</summary>
+    internal static int CapacityOf(int maxSessions, int? reportedCapacity) =>
+        reportedCapacity is { } reported && reported < maxSessions ? reported : maxSessions;
     public long LiveSessions { get; init; }
     public string? Version { get; init; }
     public DateTimeOffset? ConnectedAt { get; init; }
