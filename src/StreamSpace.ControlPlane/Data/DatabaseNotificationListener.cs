@@ -43,7 +43,7 @@ internal sealed class DatabaseNotificationListener(
         {
             try
             {
-                await using var conn = (NpgsqlConnection)await db.OpenAsync(stoppingToken);
+                await using var conn = await db.OpenUnpooledAsync(stoppingToken);
                 conn.Notification += OnNotification;
                 await conn.ExecuteAsync(new CommandDefinition($"LISTEN {CommandsChannel}; LISTEN {UsersChannel}", cancellationToken: stoppingToken));
                 retry = RetryMin;
