@@ -18,7 +18,8 @@ internal enum CommandAdmission
     AlreadyFinished,
     /// <summary>
     /// First time seen, but the state folder could not record it: it must not execute (a redelivery after a restart
-    /// could not know it ran). Answer the stored failed result, which names the reason.
+    /// could not know it ran). Answer the stored failed result, which names the reason. Never for a stop or a
+    /// stream.open, which run unrecorded (see <see cref="CommandDedupeStore"/>).
     /// </summary>
     NotRecorded,
 }
@@ -133,6 +134,17 @@ internal sealed class CommandDedupeStore
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
+                if (RunsUnrecorded(command.Type))
+                {
+                    // Kept in memory, so a redelivery to this process is deduped as usual. Invariant 2 still holds after a
+                    // restart forgets it: running a stop again ends what is already ended (success), and a stream.open
+                    // again dials with a one-time token the control plane already took, so it is refused and opens nothing.
+                    _logger.LogWarning("Cannot record command {CommandId} ({Type}) in {Folder}, running it anyway (a repeat does nothing): {Error}",
+                        command.CommandId, command.Type, _folder, ex.Message);
+                    _records[command.CommandId] = record;
+                    storedResult = null;
+                    return CommandAdmission.Execute;
+                }
                 // Not executed, so failing it is the truth; kept in memory so a redelivery gets the same answer.
                 _logger.LogError("Cannot record command {CommandId} in {Folder}, refusing it: {Error}", command.CommandId, _folder, ex.Message);
                 storedResult = new ResultPayload { CommandId = command.CommandId, Success = false, Error = $"{NotRecordedError}: {ex.Message}" };
@@ -160,6 +172,14 @@ internal sealed class CommandDedupeStore
             TryPersist(record);
         }
     }
+
+    /// <summary>
+    /// Commands run even when the state folder cannot record them, because running one twice changes nothing. Every
+    /// session's home lives in the state folder, so one session filling its home must not stop viewers of all sessions
+    /// (stream.open) or an admin's terminate (stop). A start, hibernate or wake repeated after a restart could undo
+    /// what happened since (start a session stopped meanwhile, freeze one woken meanwhile): those are refused.
+    /// </summary>
+    private static bool RunsUnrecorded(string type) => type is CommandTypes.SessionStop or CommandTypes.StreamOpen;
 
     /// <summary>Drops records finished longer ago than the retention period (unreadable ones: found that long ago).</summary>
     public void Prune()

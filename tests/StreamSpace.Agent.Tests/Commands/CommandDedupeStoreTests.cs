@@ -18,7 +18,7 @@ public class CommandDedupeStoreTests : IDisposable
         return store;
     }
 
-    private static CommandPayload Command(string id) => new() { CommandId = id, Type = CommandTypes.SessionStop, SessionId = "s1" };
+    private static CommandPayload Command(string id, string type = CommandTypes.SessionStop) => new() { CommandId = id, Type = type, SessionId = "s1" };
 
     [Fact]
     public void First_delivery_executes_redeliveries_do_not()
@@ -89,11 +89,14 @@ public class CommandDedupeStoreTests : IDisposable
         store.Admit(Command("running"), out _).ShouldBe(CommandAdmission.Execute);
         _state.BreakCommandsFolder();
 
-        store.Admit(Command("c1"), out var refused).ShouldBe(CommandAdmission.NotRecorded);
-        refused!.Success.ShouldBeFalse();
-        refused.Error!.ShouldStartWith("the agent cannot record commands in its state folder: ");
-        store.Admit(Command("c1"), out var again).ShouldBe(CommandAdmission.AlreadyFinished, "a redelivery gets the same answer, never an execution");
-        again.ShouldBe(refused);
+        foreach (var type in new[] { CommandTypes.SessionStart, CommandTypes.SessionHibernate, CommandTypes.SessionWake })
+        {
+            store.Admit(Command("c-" + type, type), out var refused).ShouldBe(CommandAdmission.NotRecorded, type);
+            refused!.Success.ShouldBeFalse();
+            refused.Error!.ShouldStartWith("the agent cannot record commands in its state folder: ");
+            store.Admit(Command("c-" + type, type), out var again).ShouldBe(CommandAdmission.AlreadyFinished, "a redelivery gets the same answer, never an execution");
+            again.ShouldBe(refused);
+        }
 
         // A finished command whose result cannot be written is still finished (in memory).
         Should.NotThrow(() => store.Complete(new ResultPayload { CommandId = "running", Success = true }));
@@ -101,6 +104,22 @@ public class CommandDedupeStoreTests : IDisposable
         completed!.Success.ShouldBeTrue();
         _time.Advance(TimeSpan.FromHours(25));
         Should.NotThrow(store.Prune);
+    }
+
+    [Theory]
+    [InlineData(CommandTypes.SessionStop)]
+    [InlineData(CommandTypes.StreamOpen)]
+    public void A_stop_or_stream_open_the_state_folder_cannot_record_still_runs_once_per_process(string type)
+    {
+        var store = NewStore();
+        _state.BreakCommandsFolder(); // a session filled the disk its home shares with the state folder
+
+        store.Admit(Command("c1", type), out var none).ShouldBe(CommandAdmission.Execute, "running it twice changes nothing, refusing it blocks every viewer and terminate");
+        none.ShouldBeNull();
+        store.Admit(Command("c1", type), out _).ShouldBe(CommandAdmission.AlreadyRunning, "still deduped in memory");
+        store.Complete(new ResultPayload { CommandId = "c1", Success = true });
+        store.Admit(Command("c1", type), out var stored).ShouldBe(CommandAdmission.AlreadyFinished);
+        stored!.Success.ShouldBeTrue();
     }
 
     private string RecordFile(string commandId) => Path.Combine(_state.Folder, "commands",

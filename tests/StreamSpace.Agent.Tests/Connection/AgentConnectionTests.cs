@@ -251,6 +251,7 @@ public class AgentConnectionTests : IAsyncLifetime
     public async Task Command_the_state_folder_cannot_record_is_answered_failed_and_the_connection_stays_up()
     {
         var runtime = new InstrumentedRuntime();
+        await runtime.StartAsync(StartArgs.For("bob-xterm-ssssss"), TestContext.Current.CancellationToken);
         await StartAgentAsync(runtime);
         var connection = await _cp.NextConnectionAsync();
         _state.BreakCommandsFolder(); // disk full, read-only or gone: writing the command's record fails, also as root
@@ -264,8 +265,14 @@ public class AgentConnectionTests : IAsyncLifetime
         var result = ResultOf(received, "unrecordable");
         result.Success.ShouldBeFalse();
         result.Error!.ShouldStartWith("the agent cannot record commands in its state folder: ");
-        runtime.Starts.ShouldBe(0, "a command the agent cannot record is never executed");
+        runtime.Starts.ShouldBe(1, "a start the agent cannot record is never executed (the one start is the test's own)");
         _cp.Attempts.ShouldBe(1, "no reconnect");
+
+        // A stop still runs (a session filling its home fills the state folder: an admin's terminate must still end it).
+        await connection.SendCommandAsync("unrecordable-stop", CommandTypes.SessionStop, "bob-xterm-ssssss");
+        received = await connection.CollectAsync(r => Has(r, MessageTypes.Result, "unrecordable-stop"), Wait);
+        ResultOf(received, "unrecordable-stop").ShouldBe(new ResultPayload { CommandId = "unrecordable-stop", Success = true });
+        runtime.Inventory().ShouldBeEmpty();
     }
 
     [Fact]
