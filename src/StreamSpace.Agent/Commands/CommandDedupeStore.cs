@@ -57,12 +57,15 @@ internal sealed class CommandDedupeStore
 
     /// <summary>
     /// Loads the persisted records. A command that was running when the agent died is finished as failed: it may have
-    /// half-happened, and running it again would break at-most-once. So is a command whose record cannot be read (cut
-    /// short by a power loss, a broken disk): it was seen, and it may have run. Stray temporary files (a crash before
-    /// their rename, so before the command could run) are deleted.
+    /// half-happened, and running it again would break at-most-once; only a hibernate or wake whose session the
+    /// re-adopted <paramref name="inventory"/> shows in the state it asked for is finished as succeeded (see
+    /// <see cref="InterruptedResult"/>). A command whose record cannot be read (cut short by a power loss, a broken
+    /// disk) is failed too: it was seen, and it may have run. Stray temporary files (a crash before their rename, so
+    /// before the command could run) are deleted.
     /// </summary>
-    public void Load()
+    public void Load(IReadOnlyList<SessionInventoryItem> inventory)
     {
+        var observed = inventory.ToDictionary(s => s.SessionId, s => s.State, StringComparer.Ordinal);
         Directory.CreateDirectory(_folder);
         if (!OperatingSystem.IsWindows())
         {
@@ -93,16 +96,36 @@ internal sealed class CommandDedupeStore
             }
             if (record.Result is null)
             {
-                record = record with
-                {
-                    FinishedAt = _time.GetUtcNow(),
-                    Result = new ResultPayload { CommandId = record.CommandId, Success = false, Error = InterruptedError },
-                };
+                record = record with { FinishedAt = _time.GetUtcNow(), Result = InterruptedResult(record, observed) };
                 TryPersist(record);
             }
             _records[record.CommandId] = record;
         }
         Prune();
+    }
+
+    /// <summary>
+    /// The answer to a command the agent died running. A hibernate or wake whose session is already in the state it
+    /// asked for took effect (the runtime records that state only once it holds, and the session's later commands wait
+    /// behind this one): it succeeded, the answer running it again would give. Answered failed, the control plane would
+    /// move the session back (hibernating → running) while its desktop stayed frozen, and reconciliation has no rule
+    /// for running there and hibernated here. Anything else may have half-happened: failed, as interrupted.
+    /// </summary>
+    private ResultPayload InterruptedResult(CommandRecord record, Dictionary<string, string> observed)
+    {
+        var asked = record.Type switch
+        {
+            CommandTypes.SessionHibernate => ObservedStates.Hibernated,
+            CommandTypes.SessionWake => ObservedStates.Running,
+            _ => null,
+        };
+        if (asked is not null && record.SessionId is { } sessionId && observed.GetValueOrDefault(sessionId) == asked)
+        {
+            _logger.LogInformation("Command {CommandId} ({Type}) was running when the agent stopped; session {SessionId} is {State}, so it succeeded",
+                record.CommandId, record.Type, sessionId, asked);
+            return new ResultPayload { CommandId = record.CommandId, Success = true };
+        }
+        return new ResultPayload { CommandId = record.CommandId, Success = false, Error = InterruptedError };
     }
 
     /// <summary>Registers the command (persisted before it may execute) or tells how it was seen before.</summary>

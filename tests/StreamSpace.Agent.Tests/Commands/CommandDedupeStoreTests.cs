@@ -11,10 +11,11 @@ public class CommandDedupeStoreTests : IDisposable
     private readonly TestState _state = new();
     private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 3, 1, 12, 0, 0, TimeSpan.Zero));
 
-    private CommandDedupeStore NewStore()
+    /// <summary>A store on the test's state folder, loaded as the agent does after re-adopting <paramref name="inventory"/>.</summary>
+    private CommandDedupeStore NewStore(params SessionInventoryItem[] inventory)
     {
         var store = new CommandDedupeStore(_state.Folder, TimeSpan.FromHours(24), _time, NullLogger.Instance);
-        store.Load();
+        store.Load(inventory);
         return store;
     }
 
@@ -56,6 +57,36 @@ public class CommandDedupeStoreTests : IDisposable
         reopened.Admit(Command("c1"), out var stored).ShouldBe(CommandAdmission.AlreadyFinished);
         stored!.Success.ShouldBeFalse();
         stored.Error!.ShouldContain("restarted");
+    }
+
+    [Theory]
+    [InlineData(CommandTypes.SessionHibernate, ObservedStates.Hibernated)]
+    [InlineData(CommandTypes.SessionWake, ObservedStates.Running)]
+    public void A_hibernate_or_wake_interrupted_after_it_took_effect_is_answered_succeeded(string type, string reached)
+    {
+        // The agent was killed after the runtime recorded the new state and before the result was stored.
+        NewStore().Admit(Command("c1", type), out _).ShouldBe(CommandAdmission.Execute);
+
+        var reopened = NewStore(new SessionInventoryItem { SessionId = "s1", State = reached });
+        reopened.Admit(Command("c1", type), out var stored).ShouldBe(CommandAdmission.AlreadyFinished, "never run again");
+        stored.ShouldBe(new ResultPayload { CommandId = "c1", Success = true });
+        NewStore().Admit(Command("c1", type), out var again).ShouldBe(CommandAdmission.AlreadyFinished);
+        again!.Success.ShouldBeTrue("the answer is stored: it holds across the next restart");
+    }
+
+    [Theory]
+    [InlineData(CommandTypes.SessionHibernate, ObservedStates.Running)]    // killed before the processes stopped
+    [InlineData(CommandTypes.SessionWake, ObservedStates.Hibernated)]      // killed before they were continued
+    [InlineData(CommandTypes.SessionHibernate, null)]                      // the session is gone
+    [InlineData(CommandTypes.SessionStop, ObservedStates.Running)]
+    [InlineData(CommandTypes.SessionStart, ObservedStates.Running)]        // may have half-happened: never guessed
+    public void An_interrupted_command_whose_session_is_not_where_it_asked_is_answered_as_interrupted(string type, string? observed)
+    {
+        NewStore().Admit(Command("c1", type), out _).ShouldBe(CommandAdmission.Execute);
+
+        var reopened = NewStore(observed is null ? [] : [new SessionInventoryItem { SessionId = "s1", State = observed }]);
+        reopened.Admit(Command("c1", type), out var stored).ShouldBe(CommandAdmission.AlreadyFinished);
+        stored.ShouldBe(new ResultPayload { CommandId = "c1", Success = false, Error = "the agent restarted while the command ran" });
     }
 
     [Fact]

@@ -116,6 +116,29 @@ public class AgentConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Hibernate_interrupted_after_it_took_effect_is_answered_succeeded_after_the_restart()
+    {
+        // The previous agent process recorded the hibernate, froze the session and saved its new state, and was killed
+        // before it stored the result.
+        var runtime = new InstrumentedRuntime();
+        await runtime.StartAsync(StartArgs.For("alice-xterm-hhhhhh"), TestContext.Current.CancellationToken);
+        await runtime.HibernateAsync("alice-xterm-hhhhhh", TestContext.Current.CancellationToken);
+        var killed = new StreamSpace.Agent.Commands.CommandDedupeStore(_state.Folder, TimeSpan.FromHours(24), TimeProvider.System, _log.CreateLogger("killed"));
+        killed.Load([]);
+        var hibernate = new CommandPayload { CommandId = "hib-1", Type = CommandTypes.SessionHibernate, SessionId = "alice-xterm-hhhhhh" };
+        killed.Admit(hibernate, out _).ShouldBe(StreamSpace.Agent.Commands.CommandAdmission.Execute);
+
+        await StartAgentAsync(runtime);
+        var connection = await _cp.NextConnectionAsync();
+        connection.Hello.Inventory.ShouldBe([new SessionInventoryItem { SessionId = "alice-xterm-hhhhhh", State = ObservedStates.Hibernated }]);
+        await connection.SendCommandAsync("hib-1", CommandTypes.SessionHibernate, "alice-xterm-hhhhhh");
+        var received = await connection.CollectAsync(r => Has(r, MessageTypes.Result, "hib-1"), Wait);
+
+        // Failed, the control plane would put the session back to running while its desktop stays frozen.
+        ResultOf(received, "hib-1").ShouldBe(new ResultPayload { CommandId = "hib-1", Success = true });
+    }
+
+    [Fact]
     public async Task Slow_session_start_never_delays_heartbeats_acks_or_other_sessions()
     {
         var runtime = new InstrumentedRuntime();
