@@ -18,7 +18,8 @@ internal enum CommandAdmission
     AlreadyFinished,
     /// <summary>
     /// First time seen, but the state folder could not record it: it must not execute (a redelivery after a restart
-    /// could not know it ran). Answer the stored failed result, which names the reason.
+    /// could not know it ran). Answer the stored failed result, which names the reason. Never for a stop or a
+    /// stream.open, which run unrecorded (see <see cref="CommandDedupeStore"/>).
     /// </summary>
     NotRecorded,
 }
@@ -56,12 +57,15 @@ internal sealed class CommandDedupeStore
 
     /// <summary>
     /// Loads the persisted records. A command that was running when the agent died is finished as failed: it may have
-    /// half-happened, and running it again would break at-most-once. So is a command whose record cannot be read (cut
-    /// short by a power loss, a broken disk): it was seen, and it may have run. Stray temporary files (a crash before
-    /// their rename, so before the command could run) are deleted.
+    /// half-happened, and running it again would break at-most-once; only a hibernate or wake whose session the
+    /// re-adopted <paramref name="inventory"/> shows in the state it asked for is finished as succeeded (see
+    /// <see cref="InterruptedResult"/>). A command whose record cannot be read (cut short by a power loss, a broken
+    /// disk) is failed too: it was seen, and it may have run. Stray temporary files (a crash before their rename, so
+    /// before the command could run) are deleted.
     /// </summary>
-    public void Load()
+    public void Load(IReadOnlyList<SessionInventoryItem> inventory)
     {
+        var observed = inventory.ToDictionary(s => s.SessionId, s => s.State, StringComparer.Ordinal);
         Directory.CreateDirectory(_folder);
         if (!OperatingSystem.IsWindows())
         {
@@ -92,16 +96,36 @@ internal sealed class CommandDedupeStore
             }
             if (record.Result is null)
             {
-                record = record with
-                {
-                    FinishedAt = _time.GetUtcNow(),
-                    Result = new ResultPayload { CommandId = record.CommandId, Success = false, Error = InterruptedError },
-                };
+                record = record with { FinishedAt = _time.GetUtcNow(), Result = InterruptedResult(record, observed) };
                 TryPersist(record);
             }
             _records[record.CommandId] = record;
         }
         Prune();
+    }
+
+    /// <summary>
+    /// The answer to a command the agent died running. A hibernate or wake whose session is already in the state it
+    /// asked for took effect (the runtime records that state only once it holds, and the session's later commands wait
+    /// behind this one): it succeeded, the answer running it again would give. Answered failed, the control plane would
+    /// move the session back (hibernating → running) while its desktop stayed frozen, and reconciliation has no rule
+    /// for running there and hibernated here. Anything else may have half-happened: failed, as interrupted.
+    /// </summary>
+    private ResultPayload InterruptedResult(CommandRecord record, Dictionary<string, string> observed)
+    {
+        var asked = record.Type switch
+        {
+            CommandTypes.SessionHibernate => ObservedStates.Hibernated,
+            CommandTypes.SessionWake => ObservedStates.Running,
+            _ => null,
+        };
+        if (asked is not null && record.SessionId is { } sessionId && observed.GetValueOrDefault(sessionId) == asked)
+        {
+            _logger.LogInformation("Command {CommandId} ({Type}) was running when the agent stopped; session {SessionId} is {State}, so it succeeded",
+                record.CommandId, record.Type, sessionId, asked);
+            return new ResultPayload { CommandId = record.CommandId, Success = true };
+        }
+        return new ResultPayload { CommandId = record.CommandId, Success = false, Error = InterruptedError };
     }
 
     /// <summary>Registers the command (persisted before it may execute) or tells how it was seen before.</summary>
@@ -133,6 +157,17 @@ internal sealed class CommandDedupeStore
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
+                if (RunsUnrecorded(command.Type))
+                {
+                    // Kept in memory, so a redelivery to this process is deduped as usual. Invariant 2 still holds after a
+                    // restart forgets it: running a stop again ends what is already ended (success), and a stream.open
+                    // again dials with a one-time token the control plane already took, so it is refused and opens nothing.
+                    _logger.LogWarning("Cannot record command {CommandId} ({Type}) in {Folder}, running it anyway (a repeat does nothing): {Error}",
+                        command.CommandId, command.Type, _folder, ex.Message);
+                    _records[command.CommandId] = record;
+                    storedResult = null;
+                    return CommandAdmission.Execute;
+                }
                 // Not executed, so failing it is the truth; kept in memory so a redelivery gets the same answer.
                 _logger.LogError("Cannot record command {CommandId} in {Folder}, refusing it: {Error}", command.CommandId, _folder, ex.Message);
                 storedResult = new ResultPayload { CommandId = command.CommandId, Success = false, Error = $"{NotRecordedError}: {ex.Message}" };
@@ -160,6 +195,14 @@ internal sealed class CommandDedupeStore
             TryPersist(record);
         }
     }
+
+    /// <summary>
+    /// Commands run even when the state folder cannot record them, because running one twice changes nothing. Every
+    /// session's home lives in the state folder, so one session filling its home must not stop viewers of all sessions
+    /// (stream.open) or an admin's terminate (stop). A start, hibernate or wake repeated after a restart could undo
+    /// what happened since (start a session stopped meanwhile, freeze one woken meanwhile): those are refused.
+    /// </summary>
+    private static bool RunsUnrecorded(string type) => type is CommandTypes.SessionStop or CommandTypes.StreamOpen;
 
     /// <summary>Drops records finished longer ago than the retention period (unreadable ones: found that long ago).</summary>
     public void Prune()

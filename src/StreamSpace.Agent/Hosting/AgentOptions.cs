@@ -41,7 +41,7 @@ public sealed class AgentOptions
     /// </summary>
     public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(30);
     /// <summary>How long finished command results are kept for redelivery (contract §5: at least 24 h).</summary>
-    public TimeSpan CommandRetention { get; set; } = TimeSpan.FromHours(24);
+    public TimeSpan CommandRetention { get; set; } = CommandRecords.MinRetention;
 
     /// <summary>
     /// When the agent runs as root: the unprivileged account sessions run as, or with <see cref="SessionUserPerOwner"/>
@@ -168,7 +168,7 @@ public sealed class AgentOptions
         if (HandshakeTimeout <= TimeSpan.Zero) problems.Add("HandshakeTimeout must be positive");
         if (KeepAliveInterval <= TimeSpan.Zero) problems.Add("KeepAliveInterval must be positive");
         if (KeepAliveTimeout <= TimeSpan.Zero || KeepAliveTimeout > TimeSpan.FromHours(1)) problems.Add("KeepAliveTimeout must be positive and at most one hour");
-        if (CommandRetention < TimeSpan.FromHours(24)) problems.Add("CommandRetention must be at least 24 hours (contract §5)");
+        if (CommandRetention < CommandRecords.MinRetention) problems.Add("CommandRetention must be at least 24 hours (contract §5)");
         if (string.IsNullOrWhiteSpace(SessionUser) || SessionUser == "root") problems.Add("SessionUser must name an unprivileged user");
         else if (SessionUserPerOwner && SessionUser.Length > Runtimes.Process.SessionUser.MaxPrefixLength)
             problems.Add($"SessionUser '{SessionUser}' is the prefix of per-owner accounts and may have at most {Runtimes.Process.SessionUser.MaxPrefixLength} characters");

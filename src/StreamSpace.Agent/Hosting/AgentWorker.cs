@@ -63,7 +63,7 @@ public sealed class AgentWorker : BackgroundService
             _logger.LogWarning("SIMULATED runtime: sessions are in-memory records, nothing really runs. For load tests only");
         }
         await _runtime.InitializeAsync(cancellationToken);
-        _store.Load();
+        _store.Load(_runtime.Inventory()); // after re-adoption: an interrupted hibernate or wake is answered from it
         _executor = new CommandExecutor(_runtime, _store, _outbox, _options, () => _draining, _loggerFactory.CreateLogger<CommandExecutor>());
         await base.StartAsync(cancellationToken);
     }

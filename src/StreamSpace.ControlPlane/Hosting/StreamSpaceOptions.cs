@@ -1,3 +1,5 @@
+using StreamSpace.Protocol;
+
 namespace StreamSpace.ControlPlane.Hosting;
 
 /// <summary>
@@ -20,7 +22,7 @@ public sealed class StreamSpaceOptions
     /// <summary>Heartbeat interval told to agents; an agent silent for 3 intervals is offline.</summary>
     public int HeartbeatSeconds { get; set; } = 10;
     public int MissedHeartbeatsBeforeOffline { get; set; } = 3;
-    /// <summary>How long a command may wait for its agent before it expires and fails its session.</summary>
+    /// <summary>How long a command may wait for its agent before it expires and fails its session; at most <see cref="MaxCommandTtl"/>.</summary>
     public TimeSpan CommandTtl { get; set; } = TimeSpan.FromMinutes(10);
     /// <summary>How long a sent command may stay unacknowledged before it is sent again.</summary>
     public TimeSpan CommandAckTimeout { get; set; } = TimeSpan.FromSeconds(10);
@@ -107,8 +109,17 @@ public sealed class StreamSpaceOptions
     public static readonly TimeSpan MaxTimerPeriod = TimeSpan.FromDays(49);
     /// <summary>Longest lifetime of an API token; a longer one would rather be no expiry at all.</summary>
     public static readonly TimeSpan MaxTokenLifetime = TimeSpan.FromDays(365);
-    /// <summary>Longest time a command may wait or run (TTL, ack and result timeouts).</summary>
+    /// <summary>Longest ack and result timeout of a command.</summary>
     public static readonly TimeSpan MaxCommandTimeout = TimeSpan.FromDays(365);
+    /// <summary>
+    /// Longest command TTL: how long agents keep a finished command's record (<see cref="CommandRecords.MinRetention"/>).
+    /// A command still redelivered after its agent forgot it would run a second time (invariant 2).
+    /// </summary>
+    public static readonly TimeSpan MaxCommandTtl = CommandRecords.MinRetention;
+
+    /// <summary>The refusal of a command TTL above <see cref="MaxCommandTtl"/>, with the reason.</summary>
+    internal static string CommandTtlTooLong(string name) =>
+        $"{name} must be positive and at most {MaxCommandTtl:c}: agents remember a finished command for 24 h, and one redelivered later could run twice";
     /// <summary>Longest look-back (retention, idle timeout): <c>now - x</c> must stay a date.</summary>
     public static readonly TimeSpan MaxLookBack = TimeSpan.FromDays(36_500);
     public const int MaxBackoffFactor = 1024;
@@ -138,7 +149,7 @@ public sealed class StreamSpaceOptions
         if (HeartbeatSeconds is < 1 or > 3600) errors.Add("STREAMSPACE_HEARTBEAT_SECONDS (StreamSpace__HeartbeatSeconds) must be between 1 and 3600");
         if (MissedHeartbeatsBeforeOffline is < 1 or > MaxMissedHeartbeats)
             errors.Add($"StreamSpace__MissedHeartbeatsBeforeOffline must be between 1 and {MaxMissedHeartbeats}");
-        Duration(CommandTtl, nameof(CommandTtl), MaxCommandTimeout);
+        if (CommandTtl <= TimeSpan.Zero || CommandTtl > MaxCommandTtl) errors.Add(CommandTtlTooLong($"StreamSpace__{nameof(CommandTtl)}"));
         Duration(CommandAckTimeout, nameof(CommandAckTimeout), MaxCommandTimeout);
         Duration(CommandResultTimeout, nameof(CommandResultTimeout), MaxCommandTimeout);
         if (CommandBackoffMaxFactor is < 1 or > MaxBackoffFactor) errors.Add($"StreamSpace__CommandBackoffMaxFactor must be between 1 and {MaxBackoffFactor}");

@@ -67,9 +67,9 @@ public sealed class StreamingOptions
         var rendezvousMax = InRange(DataTokenLifetime, MaxDataTokenLifetime) ? DataTokenLifetime : MaxDataTokenLifetime;
         if (!InRange(RendezvousTimeout, rendezvousMax))
             yield return $"{prefix}RendezvousTimeout must be positive and at most {prefix}DataTokenLifetime ({rendezvousMax:c})";
-        // Not a timer, but the command's expiry date: the same cap as every command timeout.
-        if (!InRange(StreamOpenCommandTtl, Hosting.StreamSpaceOptions.MaxCommandTimeout))
-            yield return $"{prefix}StreamOpenCommandTtl must be positive and at most {Hosting.StreamSpaceOptions.MaxCommandTimeout:c}";
+        // Not a timer, but the command's expiry date: the same cap as every command TTL.
+        if (!InRange(StreamOpenCommandTtl, Hosting.StreamSpaceOptions.MaxCommandTtl))
+            yield return Hosting.StreamSpaceOptions.CommandTtlTooLong($"{prefix}StreamOpenCommandTtl");
         // A PeriodicTimer's period and a CancellationTokenSource's delay: beyond the cap they throw while running.
         if (!InRange(ActivityFlushInterval, maxTimer))
             yield return $"{prefix}ActivityFlushInterval must be positive and at most {maxTimer:c}";

@@ -11,14 +11,15 @@ public class CommandDedupeStoreTests : IDisposable
     private readonly TestState _state = new();
     private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 3, 1, 12, 0, 0, TimeSpan.Zero));
 
-    private CommandDedupeStore NewStore()
+    /// <summary>A store on the test's state folder, loaded as the agent does after re-adopting <paramref name="inventory"/>.</summary>
+    private CommandDedupeStore NewStore(params SessionInventoryItem[] inventory)
     {
         var store = new CommandDedupeStore(_state.Folder, TimeSpan.FromHours(24), _time, NullLogger.Instance);
-        store.Load();
+        store.Load(inventory);
         return store;
     }
 
-    private static CommandPayload Command(string id) => new() { CommandId = id, Type = CommandTypes.SessionStop, SessionId = "s1" };
+    private static CommandPayload Command(string id, string type = CommandTypes.SessionStop) => new() { CommandId = id, Type = type, SessionId = "s1" };
 
     [Fact]
     public void First_delivery_executes_redeliveries_do_not()
@@ -58,6 +59,36 @@ public class CommandDedupeStoreTests : IDisposable
         stored.Error!.ShouldContain("restarted");
     }
 
+    [Theory]
+    [InlineData(CommandTypes.SessionHibernate, ObservedStates.Hibernated)]
+    [InlineData(CommandTypes.SessionWake, ObservedStates.Running)]
+    public void A_hibernate_or_wake_interrupted_after_it_took_effect_is_answered_succeeded(string type, string reached)
+    {
+        // The agent was killed after the runtime recorded the new state and before the result was stored.
+        NewStore().Admit(Command("c1", type), out _).ShouldBe(CommandAdmission.Execute);
+
+        var reopened = NewStore(new SessionInventoryItem { SessionId = "s1", State = reached });
+        reopened.Admit(Command("c1", type), out var stored).ShouldBe(CommandAdmission.AlreadyFinished, "never run again");
+        stored.ShouldBe(new ResultPayload { CommandId = "c1", Success = true });
+        NewStore().Admit(Command("c1", type), out var again).ShouldBe(CommandAdmission.AlreadyFinished);
+        again!.Success.ShouldBeTrue("the answer is stored: it holds across the next restart");
+    }
+
+    [Theory]
+    [InlineData(CommandTypes.SessionHibernate, ObservedStates.Running)]    // killed before the processes stopped
+    [InlineData(CommandTypes.SessionWake, ObservedStates.Hibernated)]      // killed before they were continued
+    [InlineData(CommandTypes.SessionHibernate, null)]                      // the session is gone
+    [InlineData(CommandTypes.SessionStop, ObservedStates.Running)]
+    [InlineData(CommandTypes.SessionStart, ObservedStates.Running)]        // may have half-happened: never guessed
+    public void An_interrupted_command_whose_session_is_not_where_it_asked_is_answered_as_interrupted(string type, string? observed)
+    {
+        NewStore().Admit(Command("c1", type), out _).ShouldBe(CommandAdmission.Execute);
+
+        var reopened = NewStore(observed is null ? [] : [new SessionInventoryItem { SessionId = "s1", State = observed }]);
+        reopened.Admit(Command("c1", type), out var stored).ShouldBe(CommandAdmission.AlreadyFinished);
+        stored.ShouldBe(new ResultPayload { CommandId = "c1", Success = false, Error = "the agent restarted while the command ran" });
+    }
+
     [Fact]
     public void Finished_results_are_kept_24_hours_then_pruned()
     {
@@ -89,11 +120,14 @@ public class CommandDedupeStoreTests : IDisposable
         store.Admit(Command("running"), out _).ShouldBe(CommandAdmission.Execute);
         _state.BreakCommandsFolder();
 
-        store.Admit(Command("c1"), out var refused).ShouldBe(CommandAdmission.NotRecorded);
-        refused!.Success.ShouldBeFalse();
-        refused.Error!.ShouldStartWith("the agent cannot record commands in its state folder: ");
-        store.Admit(Command("c1"), out var again).ShouldBe(CommandAdmission.AlreadyFinished, "a redelivery gets the same answer, never an execution");
-        again.ShouldBe(refused);
+        foreach (var type in new[] { CommandTypes.SessionStart, CommandTypes.SessionHibernate, CommandTypes.SessionWake })
+        {
+            store.Admit(Command("c-" + type, type), out var refused).ShouldBe(CommandAdmission.NotRecorded, type);
+            refused!.Success.ShouldBeFalse();
+            refused.Error!.ShouldStartWith("the agent cannot record commands in its state folder: ");
+            store.Admit(Command("c-" + type, type), out var again).ShouldBe(CommandAdmission.AlreadyFinished, "a redelivery gets the same answer, never an execution");
+            again.ShouldBe(refused);
+        }
 
         // A finished command whose result cannot be written is still finished (in memory).
         Should.NotThrow(() => store.Complete(new ResultPayload { CommandId = "running", Success = true }));
@@ -101,6 +135,22 @@ public class CommandDedupeStoreTests : IDisposable
         completed!.Success.ShouldBeTrue();
         _time.Advance(TimeSpan.FromHours(25));
         Should.NotThrow(store.Prune);
+    }
+
+    [Theory]
+    [InlineData(CommandTypes.SessionStop)]
+    [InlineData(CommandTypes.StreamOpen)]
+    public void A_stop_or_stream_open_the_state_folder_cannot_record_still_runs_once_per_process(string type)
+    {
+        var store = NewStore();
+        _state.BreakCommandsFolder(); // a session filled the disk its home shares with the state folder
+
+        store.Admit(Command("c1", type), out var none).ShouldBe(CommandAdmission.Execute, "running it twice changes nothing, refusing it blocks every viewer and terminate");
+        none.ShouldBeNull();
+        store.Admit(Command("c1", type), out _).ShouldBe(CommandAdmission.AlreadyRunning, "still deduped in memory");
+        store.Complete(new ResultPayload { CommandId = "c1", Success = true });
+        store.Admit(Command("c1", type), out var stored).ShouldBe(CommandAdmission.AlreadyFinished);
+        stored!.Success.ShouldBeTrue();
     }
 
     private string RecordFile(string commandId) => Path.Combine(_state.Folder, "commands",

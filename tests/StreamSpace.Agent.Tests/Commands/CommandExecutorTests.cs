@@ -18,7 +18,7 @@ public class CommandExecutorTests : IDisposable
     public CommandExecutorTests()
     {
         _store = new CommandDedupeStore(_state.Folder, TimeSpan.FromHours(24), TimeProvider.System, NullLogger.Instance);
-        _store.Load();
+        _store.Load([]);
     }
 
     private CommandExecutor Executor(int maxSessions = 5) =>

@@ -116,6 +116,29 @@ public class AgentConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Hibernate_interrupted_after_it_took_effect_is_answered_succeeded_after_the_restart()
+    {
+        // The previous agent process recorded the hibernate, froze the session and saved its new state, and was killed
+        // before it stored the result.
+        var runtime = new InstrumentedRuntime();
+        await runtime.StartAsync(StartArgs.For("alice-xterm-hhhhhh"), TestContext.Current.CancellationToken);
+        await runtime.HibernateAsync("alice-xterm-hhhhhh", TestContext.Current.CancellationToken);
+        var killed = new StreamSpace.Agent.Commands.CommandDedupeStore(_state.Folder, TimeSpan.FromHours(24), TimeProvider.System, _log.CreateLogger("killed"));
+        killed.Load([]);
+        var hibernate = new CommandPayload { CommandId = "hib-1", Type = CommandTypes.SessionHibernate, SessionId = "alice-xterm-hhhhhh" };
+        killed.Admit(hibernate, out _).ShouldBe(StreamSpace.Agent.Commands.CommandAdmission.Execute);
+
+        await StartAgentAsync(runtime);
+        var connection = await _cp.NextConnectionAsync();
+        connection.Hello.Inventory.ShouldBe([new SessionInventoryItem { SessionId = "alice-xterm-hhhhhh", State = ObservedStates.Hibernated }]);
+        await connection.SendCommandAsync("hib-1", CommandTypes.SessionHibernate, "alice-xterm-hhhhhh");
+        var received = await connection.CollectAsync(r => Has(r, MessageTypes.Result, "hib-1"), Wait);
+
+        // Failed, the control plane would put the session back to running while its desktop stays frozen.
+        ResultOf(received, "hib-1").ShouldBe(new ResultPayload { CommandId = "hib-1", Success = true });
+    }
+
+    [Fact]
     public async Task Slow_session_start_never_delays_heartbeats_acks_or_other_sessions()
     {
         var runtime = new InstrumentedRuntime();
@@ -251,6 +274,7 @@ public class AgentConnectionTests : IAsyncLifetime
     public async Task Command_the_state_folder_cannot_record_is_answered_failed_and_the_connection_stays_up()
     {
         var runtime = new InstrumentedRuntime();
+        await runtime.StartAsync(StartArgs.For("bob-xterm-ssssss"), TestContext.Current.CancellationToken);
         await StartAgentAsync(runtime);
         var connection = await _cp.NextConnectionAsync();
         _state.BreakCommandsFolder(); // disk full, read-only or gone: writing the command's record fails, also as root
@@ -264,8 +288,14 @@ public class AgentConnectionTests : IAsyncLifetime
         var result = ResultOf(received, "unrecordable");
         result.Success.ShouldBeFalse();
         result.Error!.ShouldStartWith("the agent cannot record commands in its state folder: ");
-        runtime.Starts.ShouldBe(0, "a command the agent cannot record is never executed");
+        runtime.Starts.ShouldBe(1, "a start the agent cannot record is never executed (the one start is the test's own)");
         _cp.Attempts.ShouldBe(1, "no reconnect");
+
+        // A stop still runs (a session filling its home fills the state folder: an admin's terminate must still end it).
+        await connection.SendCommandAsync("unrecordable-stop", CommandTypes.SessionStop, "bob-xterm-ssssss");
+        received = await connection.CollectAsync(r => Has(r, MessageTypes.Result, "unrecordable-stop"), Wait);
+        ResultOf(received, "unrecordable-stop").ShouldBe(new ResultPayload { CommandId = "unrecordable-stop", Success = true });
+        runtime.Inventory().ShouldBeEmpty();
     }
 
     [Fact]

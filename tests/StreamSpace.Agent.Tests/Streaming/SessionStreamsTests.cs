@@ -42,7 +42,7 @@ public sealed class SessionStreamsTests : IAsyncDisposable
         _runtime = new ProcessRuntime(options, _log.CreateLogger(nameof(ProcessRuntime)), TimeProvider.System);
         await _runtime.InitializeAsync(TestContext.Current.CancellationToken);
         _store = new CommandDedupeStore(_state.Folder, TimeSpan.FromHours(24), TimeProvider.System, NullLogger.Instance);
-        _store.Load();
+        _store.Load([]);
         _executor = new CommandExecutor(_runtime, _store, _outbox, options, () => false, _log.CreateLogger(nameof(CommandExecutor)));
     }
 
