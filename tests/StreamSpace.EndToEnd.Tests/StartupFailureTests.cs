@@ -113,4 +113,25 @@ public sealed class StartupFailureTests
         ending.Output.ShouldContain("/streamspace_no_such_database: 3D000: database \"streamspace_no_such_database\" does not exist");
         ending.Output.ShouldNotContain("Unhandled exception");
     }
+
+    [Fact]
+    public async Task A_database_whose_schema_cannot_be_migrated_ends_the_start_saying_which_and_why()
+    {
+        // A table of the first migration's name already there (another application's, a half-restored dump).
+        await using var database = await TestDatabase.CreateAsync(StreamSpace.ControlPlane.Data.DatabaseKind.Postgres);
+        await using (var db = new StreamSpace.ControlPlane.Data.Db(database.Target))
+        await using (var conn = await db.OpenAsync(TestContext.Current.CancellationToken))
+        await using (var create = conn.CreateCommand())
+        {
+            create.CommandText = "CREATE TABLE users (something_else int)";
+            await create.ExecuteNonQueryAsync(TestContext.Current.CancellationToken);
+        }
+
+        var ending = await StartUntilItEndsAsync("migration-fails", new() { ["STREAMSPACE_DATABASE"] = database.Setting });
+
+        ending.ExitCode.ShouldBe(3, ending.Output);
+        ending.Output.ShouldContain("streamspace: cannot bring the schema of the database postgres://");
+        ending.Output.ShouldContain("42P07: relation \"users\" already exists");
+        ending.Output.ShouldNotContain("Unhandled exception");
+    }
 }
