@@ -15,7 +15,9 @@ public sealed class StartupFailureTests
     /// Starts a control plane (SQLite in a data folder of its own, no embedded agent, any port) with <paramref name="settings"/>
     /// on top, and waits up to 30 s for it to end.
     /// </summary>
-    private static async Task<Ending> StartUntilItEndsAsync(string name, Dictionary<string, string?> settings)
+    /// <param name="meanwhile">What happens to the running process before it ends by itself, if anything.</param>
+    private static async Task<Ending> StartUntilItEndsAsync(string name, Dictionary<string, string?> settings,
+        Func<ManagedProcess, Task>? meanwhile = null)
     {
         var data = Directory.CreateTempSubdirectory($"streamspace-e2e-{name}-").FullName;
         try
@@ -29,6 +31,7 @@ public sealed class StartupFailureTests
             };
             foreach (var (key, value) in settings) env[key] = value;
             await using var cp = ManagedProcess.Start($"control-plane-{name}", Paths.ControlPlaneExe, env);
+            if (meanwhile is not null) await meanwhile(cp);
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
             timeout.CancelAfter(TimeSpan.FromSeconds(30));
             await cp.WaitForExitAsync(timeout.Token);
@@ -133,5 +136,28 @@ public sealed class StartupFailureTests
         ending.Output.ShouldContain("streamspace: cannot bring the schema of the database postgres://");
         ending.Output.ShouldContain("42P07: relation \"users\" already exists");
         ending.Output.ShouldNotContain("Unhandled exception");
+    }
+
+    [Theory]
+    [InlineData(Posix.SIGINT)]
+    [InlineData(Posix.SIGTERM)]
+    public async Task A_control_plane_stopped_while_it_waits_for_its_database_exits_cleanly(int signal)
+    {
+        // Nothing listens there: the control plane retries every second for 30 s, unless it is stopped.
+        var closed = $"postgres://postgres@127.0.0.1:{FreePort.Next()}/streamspace";
+
+        var ending = await StartUntilItEndsAsync("stopped-while-starting", new() { ["STREAMSPACE_DATABASE"] = closed }, async cp =>
+        {
+            var until = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+            while (!cp.Output.Contains("Database not reachable yet", StringComparison.Ordinal) && !cp.HasExited && DateTime.UtcNow < until)
+                await Task.Delay(50, TestContext.Current.CancellationToken);
+            cp.Output.ShouldContain("Database not reachable yet");
+            cp.Signal(signal);
+        });
+
+        ending.ExitCode.ShouldBe(0, ending.Output);
+        ending.Output.ShouldContain("streamspace: stopped before start-up finished, as asked");
+        ending.Output.ShouldNotContain("Unhandled exception");
+        ending.Output.ShouldNotContain("cannot open the database");
     }
 }
