@@ -160,4 +160,32 @@ public sealed class StartupFailureTests
         ending.Output.ShouldNotContain("Unhandled exception");
         ending.Output.ShouldNotContain("cannot open the database");
     }
+
+    [Fact]
+    public async Task A_control_plane_whose_embedded_agent_cannot_use_its_state_folder_ends_at_once_with_one_plain_line()
+    {
+        var parent = Directory.CreateTempSubdirectory("streamspace-e2e-state-file-").FullName;
+        try
+        {
+            var notAFolder = Path.Combine(parent, "notadir");
+            await File.WriteAllTextAsync(notAFolder, "a file", TestContext.Current.CancellationToken);
+            var state = Path.Combine(notAFolder, "state");
+
+            var ending = await StartUntilItEndsAsync("embedded-state-file", new()
+            {
+                ["STREAMSPACE_EMBEDDED_AGENT"] = "true",
+                ["STREAMSPACE_AGENT_STATE"] = state,
+            });
+
+            ending.ExitCode.ShouldBe(2, ending.Output);
+            ending.Output.Trim().ShouldStartWith($"streamspace: invalid agent configuration: the state folder {state} cannot be used (");
+            ending.Output.Trim().ShouldEndWith("STREAMSPACE_AGENT_STATE sets it");
+            ending.Output.Trim().ShouldNotContain("\n");
+            ending.MadeDatabase.ShouldBeFalse("said before any start-up work");
+        }
+        finally
+        {
+            Directory.Delete(parent, recursive: true);
+        }
+    }
 }
