@@ -22,6 +22,7 @@ try
     // The default ./data/agent-<id> moves out of a folder the session accounts cannot pass through (a checkout in /root).
     if (AgentOptions.ConfiguredStateFolder(builder.Configuration) is null)
         (options.StateFolder, stateMoved) = StateFolderChoice.Choose(options.StateFolder, null, Environment.IsPrivilegedProcess, options.SharedStateRoot);
+    options.EnsureStateFolder();
 }
 catch (AgentOptionsException ex)
 {

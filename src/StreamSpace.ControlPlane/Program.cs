@@ -5,11 +5,18 @@ using StreamSpace.ControlPlane.Hosting;
 
 // The start-up failures an operator meets most end in one plain line and an exit code, not an unhandled-exception dump
 // (which also aborts the process): a setting it cannot start with (2), an address already taken (1), a database it cannot
-// use (3).
+// use (3). SIGTERM or Ctrl-C while it starts (waiting for its database, say) is a stop like any other: exit code 0.
+IHostApplicationLifetime? lifetime = null;
 try
 {
     var app = StreamSpaceApp.Build(args);
+    lifetime = app.Lifetime;
     await app.RunAsync();
+    return 0;
+}
+catch (OperationCanceledException) when (lifetime?.ApplicationStopping.IsCancellationRequested == true)
+{
+    Console.Error.WriteLine("streamspace: stopped before start-up finished, as asked");
     return 0;
 }
 catch (Exception ex) when (ex is StreamSpaceConfigurationException or AgentOptionsException)

@@ -48,4 +48,35 @@ public sealed class AgentStateFolderTests
             Directory.Delete(root, recursive: true);
         }
     }
+
+    [Fact]
+    public async Task An_agent_whose_state_folder_cannot_be_made_ends_at_once_with_one_plain_line()
+    {
+        var parent = Directory.CreateTempSubdirectory("streamspace-e2e-agent-state-file-").FullName;
+        try
+        {
+            var notAFolder = Path.Combine(parent, "notadir");
+            await File.WriteAllTextAsync(notAFolder, "a file", TestContext.Current.CancellationToken);
+            var state = Path.Combine(notAFolder, "state");
+            await using var agent = ManagedProcess.Start("agent-state-file", Paths.AgentExe, new Dictionary<string, string?>
+            {
+                ["STREAMSPACE_CONTROL_PLANE"] = "http://127.0.0.1:1",
+                ["STREAMSPACE_AGENT_ID"] = "worker-8",
+                ["STREAMSPACE_AGENT_TOKEN"] = "ssa_unused",
+                ["STREAMSPACE_AGENT_STATE"] = state,
+            }, parent);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(30));
+            await agent.WaitForExitAsync(timeout.Token);
+
+            agent.ExitCode.ShouldBe(2, agent.Output);
+            agent.Output.Trim().ShouldStartWith($"invalid agent configuration: the state folder {state} cannot be used (");
+            agent.Output.Trim().ShouldEndWith("STREAMSPACE_AGENT_STATE sets it");
+            agent.Output.Trim().ShouldNotContain("\n");
+        }
+        finally
+        {
+            Directory.Delete(parent, recursive: true);
+        }
+    }
 }

@@ -15,7 +15,9 @@ public sealed class StartupFailureTests
     /// Starts a control plane (SQLite in a data folder of its own, no embedded agent, any port) with <paramref name="settings"/>
     /// on top, and waits up to 30 s for it to end.
     /// </summary>
-    private static async Task<Ending> StartUntilItEndsAsync(string name, Dictionary<string, string?> settings)
+    /// <param name="meanwhile">What happens to the running process before it ends by itself, if anything.</param>
+    private static async Task<Ending> StartUntilItEndsAsync(string name, Dictionary<string, string?> settings,
+        Func<ManagedProcess, Task>? meanwhile = null)
     {
         var data = Directory.CreateTempSubdirectory($"streamspace-e2e-{name}-").FullName;
         try
@@ -29,6 +31,7 @@ public sealed class StartupFailureTests
             };
             foreach (var (key, value) in settings) env[key] = value;
             await using var cp = ManagedProcess.Start($"control-plane-{name}", Paths.ControlPlaneExe, env);
+            if (meanwhile is not null) await meanwhile(cp);
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
             timeout.CancelAfter(TimeSpan.FromSeconds(30));
             await cp.WaitForExitAsync(timeout.Token);
@@ -113,5 +116,77 @@ public sealed class StartupFailureTests
         ending.Output.ShouldContain("streamspace: cannot open the database postgres://");
         ending.Output.ShouldContain("/streamspace_no_such_database: 3D000: database \"streamspace_no_such_database\" does not exist");
         ending.Output.ShouldNotContain("Unhandled exception");
+    }
+
+    [Fact]
+    public async Task A_database_whose_schema_cannot_be_migrated_ends_the_start_saying_which_and_why()
+    {
+        // A table of the first migration's name already there (another application's, a half-restored dump).
+        await using var database = await TestDatabase.CreateAsync(StreamSpace.ControlPlane.Data.DatabaseKind.Postgres);
+        await using (var db = new StreamSpace.ControlPlane.Data.Db(database.Target))
+        await using (var conn = await db.OpenAsync(TestContext.Current.CancellationToken))
+        await using (var create = conn.CreateCommand())
+        {
+            create.CommandText = "CREATE TABLE users (something_else int)";
+            await create.ExecuteNonQueryAsync(TestContext.Current.CancellationToken);
+        }
+
+        var ending = await StartUntilItEndsAsync("migration-fails", new() { ["STREAMSPACE_DATABASE"] = database.Setting });
+
+        ending.ExitCode.ShouldBe(3, ending.Output);
+        ending.Output.ShouldContain("streamspace: cannot bring the schema of the database postgres://");
+        ending.Output.ShouldContain("42P07: relation \"users\" already exists");
+        ending.Output.ShouldNotContain("Unhandled exception");
+    }
+
+    [Theory]
+    [InlineData(Posix.SIGINT)]
+    [InlineData(Posix.SIGTERM)]
+    public async Task A_control_plane_stopped_while_it_waits_for_its_database_exits_cleanly(int signal)
+    {
+        // Nothing listens there: the control plane retries every second for 30 s, unless it is stopped.
+        var closed = $"postgres://postgres@127.0.0.1:{FreePort.Next()}/streamspace";
+
+        var ending = await StartUntilItEndsAsync("stopped-while-starting", new() { ["STREAMSPACE_DATABASE"] = closed }, async cp =>
+        {
+            var until = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+            while (!cp.Output.Contains("Database not reachable yet", StringComparison.Ordinal) && !cp.HasExited && DateTime.UtcNow < until)
+                await Task.Delay(50, TestContext.Current.CancellationToken);
+            cp.Output.ShouldContain("Database not reachable yet");
+            cp.Signal(signal);
+        });
+
+        ending.ExitCode.ShouldBe(0, ending.Output);
+        ending.Output.ShouldContain("streamspace: stopped before start-up finished, as asked");
+        ending.Output.ShouldNotContain("Unhandled exception");
+        ending.Output.ShouldNotContain("cannot open the database");
+    }
+
+    [Fact]
+    public async Task A_control_plane_whose_embedded_agent_cannot_use_its_state_folder_ends_at_once_with_one_plain_line()
+    {
+        var parent = Directory.CreateTempSubdirectory("streamspace-e2e-state-file-").FullName;
+        try
+        {
+            var notAFolder = Path.Combine(parent, "notadir");
+            await File.WriteAllTextAsync(notAFolder, "a file", TestContext.Current.CancellationToken);
+            var state = Path.Combine(notAFolder, "state");
+
+            var ending = await StartUntilItEndsAsync("embedded-state-file", new()
+            {
+                ["STREAMSPACE_EMBEDDED_AGENT"] = "true",
+                ["STREAMSPACE_AGENT_STATE"] = state,
+            });
+
+            ending.ExitCode.ShouldBe(2, ending.Output);
+            ending.Output.Trim().ShouldStartWith($"streamspace: invalid agent configuration: the state folder {state} cannot be used (");
+            ending.Output.Trim().ShouldEndWith("STREAMSPACE_AGENT_STATE sets it");
+            ending.Output.Trim().ShouldNotContain("\n");
+            ending.MadeDatabase.ShouldBeFalse("said before any start-up work");
+        }
+        finally
+        {
+            Directory.Delete(parent, recursive: true);
+        }
     }
 }

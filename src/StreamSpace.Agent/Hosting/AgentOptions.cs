@@ -186,6 +186,29 @@ public sealed class AgentOptions
         }
     }
 
+    /// <summary>
+    /// Makes the state folder when it is missing and checks the agent can write there, before anything starts; throws
+    /// <see cref="AgentOptionsException"/> naming the folder and why when it cannot (a file where a folder must be, no
+    /// permission). Not part of <see cref="Validate"/>, which touches nothing: the standalone agent may still move its
+    /// default folder after validating (<see cref="StateFolderChoice"/>).
+    /// </summary>
+    public void EnsureStateFolder()
+    {
+        try
+        {
+            Directory.CreateDirectory(StateFolder);
+            // Every command is recorded there before it runs: a folder the agent cannot write would refuse them all.
+            using (File.Create(Path.Combine(StateFolder, $".write-check-{Guid.NewGuid():N}"), 1, FileOptions.DeleteOnClose))
+            {
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            throw new AgentOptionsException(
+                $"invalid agent configuration: the state folder {StateFolder} cannot be used ({ex.Message}); STREAMSPACE_AGENT_STATE sets it", ex);
+        }
+    }
+
     /// <summary>The control WebSocket URL: ws(s)://host/base/api/v1/agents/connect.</summary>
     public Uri ConnectUri()
     {

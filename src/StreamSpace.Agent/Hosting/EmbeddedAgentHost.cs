@@ -23,6 +23,7 @@ public sealed class EmbeddedAgentHost : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        options.EnsureStateFolder();
         var runtime = RuntimeFactory.Create(options, loggerFactory, TimeProvider.System);
         var worker = new AgentWorker(options, runtime, loggerFactory, TimeProvider.System);
         try

@@ -16,6 +16,42 @@ public static class SchemaMigrator
         else runner.MigrateUp();
     }
 
+    /// <summary>
+    /// Key of the PostgreSQL advisory lock that serializes migrations between replicas ("SSMIGRAT" in ASCII). FluentMigrator
+    /// takes no lock: replicas starting together on one database each ran the same migrations, and all but one died
+    /// ("42P07: relation "VersionInfo" already exists", "42701: column ... already exists").
+    /// </summary>
+    internal const long MigrationLockKey = 0x53534D4947524154;
+
+    /// <summary>
+    /// Brings the schema up to date, as a control plane does at start-up. An up-to-date schema (the common restart) costs one
+    /// query. Otherwise, on PostgreSQL, one replica at a time migrates, holding an advisory lock on a connection of its own;
+    /// the replicas that waited for it find the schema up to date and do nothing. SQLite serves one replica.
+    /// </summary>
+    public static async Task MigrateToLatestAsync(Db db, CancellationToken ct)
+    {
+        if (await IsUpToDateAsync(db, ct)) return;
+        if (!db.IsPostgres)
+        {
+            MigrateUp(db.Target);
+            return;
+        }
+        // Unpooled: a session-level lock must end with its session, and pooled connections are handed on without a reset.
+        await using var holder = await db.OpenUnpooledAsync(ct);
+        await holder.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_lock(@key)", new { key = MigrationLockKey }, cancellationToken: ct));
+        try
+        {
+            if (!await IsUpToDateAsync(db, ct))
+                MigrateUp(db.Target);
+        }
+        finally
+        {
+            // Not cancellable, so the next replica need not wait for this connection's close (which releases it anyway).
+            await holder.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_unlock(@key)", new { key = MigrationLockKey },
+                cancellationToken: CancellationToken.None));
+        }
+    }
+
     /// <summary>Every migration in this assembly, by version.</summary>
     public static IReadOnlyList<long> KnownVersions { get; } = typeof(SchemaMigrator).Assembly.GetTypes()
         .Select(t => t.GetCustomAttribute<MigrationAttribute>()?.Version).OfType<long>().Order().ToList();

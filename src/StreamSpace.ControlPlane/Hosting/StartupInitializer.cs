@@ -26,10 +26,7 @@ public sealed class StartupInitializer(IServiceProvider services, Db db, ILogger
             }
         }
         await WaitForDatabaseAsync(cancellationToken);
-        // A restart against an up-to-date schema (the common case) skips the migration runner, whose set-up is most of a
-        // start-up's CPU: agents reconnecting after a restart back off longer the longer the control plane is away.
-        if (!await SchemaMigrator.IsUpToDateAsync(db, cancellationToken))
-            SchemaMigrator.MigrateUp(db.Target);
+        await MigrateAsync(cancellationToken);
         await services.GetRequiredService<SigningKeyProvider>().LoadAsync(cancellationToken);
         await services.GetRequiredService<AdminBootstrap>().EnsureAdminAsync(cancellationToken);
         await services.GetRequiredService<TemplateCatalog>().SeedBuiltInAsync(cancellationToken);
@@ -56,6 +53,23 @@ public sealed class StartupInitializer(IServiceProvider services, Db db, ILogger
                     $"cannot open the database {db.Target.Describe()}: {ex.Message}" +
                     (ErrorHandling.IsDatabaseOutage(ex) ? $" (tried {DatabaseAttempts} times, a second apart)" : ""), ex);
             }
+        }
+    }
+
+    private async Task MigrateAsync(CancellationToken ct)
+    {
+        try
+        {
+            // A restart against an up-to-date schema (the common case) skips the migration runner, whose set-up is most of a
+            // start-up's CPU: agents reconnecting after a restart back off longer the longer the control plane is away.
+            await SchemaMigrator.MigrateToLatestAsync(db, ct);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // FluentMigrator's message holds the failed statement and the database's answer ("The error was 42P07: ..."),
+            // over several lines: the start-up failure is said in one.
+            var what = string.Join(" ", ex.Message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            throw new DatabaseUnavailableException($"cannot bring the schema of the database {db.Target.Describe()} up to date: {what}", ex);
         }
     }
 

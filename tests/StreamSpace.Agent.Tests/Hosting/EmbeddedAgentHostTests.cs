@@ -69,6 +69,21 @@ public class EmbeddedAgentHostTests : IAsyncLifetime
         _cp.Attempts.ShouldBe(0);
     }
 
+    [Fact]
+    public async Task A_state_folder_that_cannot_be_made_is_refused_before_anything_starts()
+    {
+        var notAFolder = Path.Combine(_state.Folder, "notadir");
+        await File.WriteAllTextAsync(notAFolder, "a file", TestContext.Current.CancellationToken);
+        var options = Options();
+        options.StateFolder = Path.Combine(notAFolder, "state");
+
+        var refused = await Should.ThrowAsync<AgentOptionsException>(() => EmbeddedAgentHost.StartAsync(options, _log, TestContext.Current.CancellationToken));
+
+        refused.Message.ShouldStartWith($"invalid agent configuration: the state folder {options.StateFolder} cannot be used (");
+        refused.Message.ShouldEndWith("STREAMSPACE_AGENT_STATE sets it");
+        _cp.Attempts.ShouldBe(0);
+    }
+
     public async ValueTask DisposeAsync()
     {
         await _cp.DisposeAsync();

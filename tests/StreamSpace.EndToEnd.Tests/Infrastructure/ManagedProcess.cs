@@ -84,6 +84,12 @@ public sealed class ManagedProcess : IAsyncDisposable
         await _process.WaitForExitAsync();
     }
 
+    /// <summary>Sends <paramref name="signal"/> (e.g. <see cref="Posix.SIGINT"/>, Ctrl-C) and returns at once.</summary>
+    public void Signal(int signal)
+    {
+        if (!_process.HasExited) _ = Posix.Kill(_process.Id, signal);
+    }
+
     /// <summary>SIGTERM and wait for a graceful exit (SIGKILL after the timeout).</summary>
     public async Task StopAsync(TimeSpan timeout)
     {
@@ -104,6 +110,7 @@ public sealed class ManagedProcess : IAsyncDisposable
 
 internal static partial class Posix
 {
+    public const int SIGINT = 2;
     public const int SIGTERM = 15;
     public const int SIGKILL = 9;
 

@@ -70,11 +70,14 @@ public sealed class EmbeddedAgentService(
     /// <c>STREAMSPACE_AGENT_STATE</c>, <c>STREAMSPACE_SESSION_LIMITS</c>, <c>STREAMSPACE_SESSION_MAX_PROCESSES</c>,
     /// <c>STREAMSPACE_SESSION_USER</c> and <c>…_PER_OWNER</c>, <c>STREAMSPACE_SESSION_WINDOW_MANAGER</c> (or the
     /// <c>StreamSpace:Agent</c> section, also for <c>SharedStateRoot</c>). Identity, runtime, capacity and region are the
-    /// embedded agent's own and set by the caller. StateFolder is empty unless configured.
+    /// embedded agent's own and set by the caller. StateFolder is empty unless configured; a configured one is made now, or
+    /// refused (<see cref="AgentOptionsException"/>) when it cannot be used, so the control plane stops before anything runs.
     /// </summary>
     internal static AgentOptions SessionSettings(IConfiguration configuration)
     {
         var configured = AgentOptions.FromConfiguration(configuration);
+        if (AgentOptions.ConfiguredStateFolder(configuration) is { } folder)
+            new AgentOptions { StateFolder = folder }.EnsureStateFolder();
         return new AgentOptions
         {
             StateFolder = AgentOptions.ConfiguredStateFolder(configuration) ?? "",
