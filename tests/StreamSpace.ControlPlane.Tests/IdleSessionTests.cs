@@ -145,6 +145,43 @@ public abstract class IdleSessionTests(ControlPlaneFixture cp)
         return name;
     }
 
+    [Fact]
+    public async Task Idle_time_counts_only_while_the_agent_is_online_and_from_its_last_hello()
+    {
+        var (_, userId, username) = await cp.QuickUserAsync("idleagent", maxSessions: 10);
+        var now = DateTimeOffset.UtcNow;
+        // Each agent runs a session nobody touched for two hours; only the agent that has been back for three hours
+        // could have had a viewer all that time.
+        async Task<string> OnAgentAsync(string status, DateTimeOffset connectedAt)
+        {
+            var agentId = ControlPlaneFixture.Unique("idleagent");
+            await cp.InsertAgentAsync(agentId, status);
+            await using (var conn = await cp.Db.OpenAsync(Ct))
+                await conn.ExecuteAsync("UPDATE agents SET connected_at = @connectedAt WHERE agent_id = @agentId", new { connectedAt, agentId });
+            return await SessionAsync(agentId, userId, username, "running", changed: now.AddHours(-2), input: null);
+        }
+        var offline = await OnAgentAsync(Agents.AgentStatus.Offline, now.AddHours(-3)); // away: every viewer ticket is refused
+        var justBack = await OnAgentAsync(Agents.AgentStatus.Online, now.AddMinutes(-1)); // e.g. after a control-plane outage
+        var longBack = await OnAgentAsync(Agents.AgentStatus.Online, now.AddHours(-3));
+
+        (await Sweeper(StreamSpaceOptions.IdleTerminate).SweepAsync(Ct)).ShouldBe([longBack]);
+
+        (await StateAsync(longBack)).State.ShouldBe(SessionState.Terminating);
+        foreach (var id in new[] { offline, justBack })
+        {
+            (await StateAsync(id)).State.ShouldBe(SessionState.Running);
+            (await CommandsAsync(id)).ShouldBeEmpty(id);
+        }
+        await EndAsync(offline, justBack);
+    }
+
+    /// <summary>Ends sessions a test left running, so the other tests' sweeps do not find them idle later.</summary>
+    private async Task EndAsync(params string[] ids)
+    {
+        await using var conn = await cp.Db.OpenAsync(Ct);
+        await conn.ExecuteAsync($"UPDATE sessions SET state = 'terminated' WHERE {cp.Db.InList("id", "ids")}", new { ids });
+    }
+
     private IdleSessionSweeper Sweeper(string action, TimeProvider? time = null, TimeSpan? timeout = null)
     {
         var options = Options.Create(new StreamSpaceOptions { IdleTimeout = timeout ?? Timeout, IdleAction = action, IdleCheckInterval = TimeSpan.FromMinutes(1) });
