@@ -169,6 +169,13 @@ public abstract class AgentsApiTests(ControlPlaneFixture cp)
         // Its hello (an empty inventory: nothing left to stop) is what its reconnect would have settled.
         await (await Hub.ScriptedAgent.OnlineAsync(cp.BaseAddress, back.AgentId, back.Token, heartbeat: false)).DisposeAsync();
 
+        // Away longer than finished commands are kept: the expired stop says so as long as the agent stays away.
+        await using (var conn = await cp.Db.OpenAsync(Ct))
+            await Dapper.SqlMapper.ExecuteAsync(conn, "UPDATE agent_commands SET updated_at = @old, next_attempt_at = @old WHERE agent_id = @agentId",
+                new { old = DateTimeOffset.UtcNow.AddDays(-8), agentId = away.AgentId });
+        await new Commands.CommandPruner(cp.Db, TimeProvider.System, Microsoft.Extensions.Options.Options.Create(new Hosting.StreamSpaceOptions()),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<Commands.CommandPruner>.Instance).PruneAsync(Ct);
+
         var refused = await (await admin.DeleteAsync($"/api/v1/agents/{away.AgentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
         refused.GetProperty("error").GetString().ShouldBe("Conflict");
         refused.GetProperty("unconfirmedSessions").GetInt64().ShouldBe(1);

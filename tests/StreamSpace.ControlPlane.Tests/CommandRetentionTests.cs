@@ -72,6 +72,54 @@ public abstract class CommandRetentionTests(ControlPlaneFixture cp)
         (await QueryIdsAsync(agentId)).ShouldBeEmpty();
     }
 
+    [Fact]
+    public async Task An_expired_start_or_stop_stays_until_its_agent_has_said_hello_since()
+    {
+        var old = DateTimeOffset.UtcNow - Retention - TimeSpan.FromHours(2);
+        var (_, userId, username) = await cp.QuickUserAsync("unconfirmed");
+        // Away since before the commands expired (or never connected): DELETE /agents/{id} counts these rows for its 409.
+        var away = ControlPlaneFixture.Unique("away");
+        await cp.InsertAgentAsync(away, Agents.AgentStatus.Offline);
+        await ConnectedAsync(away, old - TimeSpan.FromDays(3));
+        var neverSeen = ControlPlaneFixture.Unique("never");
+        await cp.InsertAgentAsync(neverSeen, Agents.AgentStatus.Offline);
+        // Back after the expiry: its hello reconciled what it still ran.
+        var back = ControlPlaneFixture.Unique("back");
+        await cp.InsertAgentAsync(back, Agents.AgentStatus.Offline);
+        await ConnectedAsync(back, old + TimeSpan.FromMinutes(30));
+
+        async Task<string> SessionAsync(string agentId)
+        {
+            var id = ControlPlaneFixture.Unique("s");
+            await cp.InsertSessionAsync(id, userId, username, "terminated", agentId);
+            return id;
+        }
+        var kept = new[]
+        {
+            await InsertCommandAsync(away, await SessionAsync(away), CommandTypes.SessionStop, CommandState.Expired, old),
+            await InsertCommandAsync(away, await SessionAsync(away), CommandTypes.SessionStart, CommandState.Expired, old),
+            await InsertCommandAsync(neverSeen, await SessionAsync(neverSeen), CommandTypes.SessionStop, CommandState.Expired, old),
+        };
+        var pruned = new[]
+        {
+            await InsertCommandAsync(away, await SessionAsync(away), CommandTypes.SessionStart, CommandState.Expired, old, attempts: 0), // never sent
+            await InsertCommandAsync(away, await SessionAsync(away), CommandTypes.StreamOpen, CommandState.Expired, old),
+            await InsertCommandAsync(away, await SessionAsync(away), CommandTypes.SessionStop, CommandState.Succeeded, old),
+            await InsertCommandAsync(back, await SessionAsync(back), CommandTypes.SessionStop, CommandState.Expired, old),
+        };
+
+        (await Pruner().PruneAsync(Ct)).ShouldBeGreaterThanOrEqualTo(pruned.Length);
+
+        var left = (await QueryIdsAsync(away)).Concat(await QueryIdsAsync(neverSeen)).Concat(await QueryIdsAsync(back));
+        left.ShouldBe(kept, ignoreOrder: true);
+    }
+
+    private async Task ConnectedAsync(string agentId, DateTimeOffset at)
+    {
+        await using var conn = await cp.Db.OpenAsync(Ct);
+        await conn.ExecuteAsync(new CommandDefinition("UPDATE agents SET connected_at = @at WHERE agent_id = @agentId", new { at, agentId }, cancellationToken: Ct));
+    }
+
     private CommandPruner Pruner(int batchSize = 5000) =>
         new(cp.Db, TimeProvider.System, Options.Create(new StreamSpaceOptions { CommandRetention = Retention }), NullLogger<CommandPruner>.Instance)
         {
@@ -79,16 +127,16 @@ public abstract class CommandRetentionTests(ControlPlaneFixture cp)
         };
 
     /// <summary>A command row as the outbox leaves it, last updated (and last scheduled) at <paramref name="at"/>.</summary>
-    private async Task<string> InsertCommandAsync(string agentId, string? sessionId, string type, string state, DateTimeOffset at)
+    private async Task<string> InsertCommandAsync(string agentId, string? sessionId, string type, string state, DateTimeOffset at, int attempts = 1)
     {
         var id = Guid.NewGuid().ToString("N");
         await using var conn = await cp.Db.OpenAsync(Ct);
         await conn.ExecuteAsync(new CommandDefinition(
             """
             INSERT INTO agent_commands (id, agent_id, session_id, type, payload, state, attempts, next_attempt_at, expires_at, result, error, created_at, updated_at)
-            VALUES (@id, @agentId, @sessionId, @type, '{}', @state, 1, @at, @expires, NULL, NULL, @created, @at)
+            VALUES (@id, @agentId, @sessionId, @type, '{}', @state, @attempts, @at, @expires, NULL, NULL, @created, @at)
             """,
-            new { id, agentId, sessionId, type, state, at, expires = at + TimeSpan.FromMinutes(10), created = at - TimeSpan.FromMinutes(1) },
+            new { id, agentId, sessionId, type, state, attempts, at, expires = at + TimeSpan.FromMinutes(10), created = at - TimeSpan.FromMinutes(1) },
             cancellationToken: Ct));
         return id;
     }

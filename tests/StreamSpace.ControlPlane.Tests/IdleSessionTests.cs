@@ -5,6 +5,7 @@ using StreamSpace.ControlPlane.Audit;
 using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.ControlPlane.Streaming;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 using StreamSpace.Protocol;
 
@@ -145,11 +146,141 @@ public abstract class IdleSessionTests(ControlPlaneFixture cp)
         return name;
     }
 
-    private IdleSessionSweeper Sweeper(string action, TimeProvider? time = null, TimeSpan? timeout = null)
+    [Fact]
+    public async Task Idle_time_counts_only_while_the_agent_is_online_and_from_its_last_hello()
+    {
+        var (_, userId, username) = await cp.QuickUserAsync("idleagent", maxSessions: 10);
+        var now = DateTimeOffset.UtcNow;
+        // Each agent runs a session nobody touched for two hours; only the agent that has been back for three hours
+        // could have had a viewer all that time.
+        async Task<string> OnAgentAsync(string status, DateTimeOffset connectedAt)
+        {
+            var agentId = ControlPlaneFixture.Unique("idleagent");
+            await cp.InsertAgentAsync(agentId, status);
+            await using (var conn = await cp.Db.OpenAsync(Ct))
+                await conn.ExecuteAsync("UPDATE agents SET connected_at = @connectedAt WHERE agent_id = @agentId", new { connectedAt, agentId });
+            return await SessionAsync(agentId, userId, username, "running", changed: now.AddHours(-2), input: null);
+        }
+        var offline = await OnAgentAsync(Agents.AgentStatus.Offline, now.AddHours(-3)); // away: every viewer ticket is refused
+        var justBack = await OnAgentAsync(Agents.AgentStatus.Online, now.AddMinutes(-1)); // e.g. after a control-plane outage
+        var longBack = await OnAgentAsync(Agents.AgentStatus.Online, now.AddHours(-3));
+
+        (await Sweeper(StreamSpaceOptions.IdleTerminate).SweepAsync(Ct)).ShouldBe([longBack]);
+
+        (await StateAsync(longBack)).State.ShouldBe(SessionState.Terminating);
+        foreach (var id in new[] { offline, justBack })
+        {
+            (await StateAsync(id)).State.ShouldBe(SessionState.Running);
+            (await CommandsAsync(id)).ShouldBeEmpty(id);
+        }
+        await EndAsync(offline, justBack);
+    }
+
+    [Fact]
+    public async Task Input_this_replica_has_not_written_yet_keeps_a_session_from_idling_out()
+    {
+        var agentId = ControlPlaneFixture.Unique("idlelocal");
+        await cp.InsertAgentAsync(agentId);
+        var (_, userId, username) = await cp.QuickUserAsync("idlelocal");
+        var now = DateTimeOffset.UtcNow;
+        var typing = await SessionAsync(agentId, userId, username, "running", changed: now.AddHours(-2), input: null);
+        var idle = await SessionAsync(agentId, userId, username, "running", changed: now.AddHours(-2), input: null);
+        var activity = new SessionActivity(TimeProvider.System);
+        activity.Attach(typing).Touch(); // the relay saw a key press; the next activity flush would write it
+
+        (await Sweeper(StreamSpaceOptions.IdleTerminate, activity: activity).SweepAsync(Ct)).ShouldBe([idle]);
+
+        (await StateAsync(typing)).State.ShouldBe(SessionState.Running);
+        (await CommandsAsync(typing)).ShouldBeEmpty();
+        await EndAsync(typing);
+    }
+
+    [Fact]
+    public async Task Input_another_replica_has_not_written_yet_is_waited_for_one_activity_flush_interval()
+    {
+        var agentId = ControlPlaneFixture.Unique("idleflush");
+        await cp.InsertAgentAsync(agentId);
+        var (_, userId, username) = await cp.QuickUserAsync("idleflush", maxSessions: 10);
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        var flush = new StreamingOptions().ActivityFlushInterval;
+        var now = clock.GetUtcNow();
+        // Input at the last moment may sit in another replica's memory for up to one flush interval.
+        var withinFlush = await SessionAsync(agentId, userId, username, "running", changed: now.AddHours(-3), input: now - Timeout - flush / 2);
+        var beyondFlush = await SessionAsync(agentId, userId, username, "running", changed: now.AddHours(-3), input: now - Timeout - flush * 2);
+
+        (await Sweeper(StreamSpaceOptions.IdleHibernate, clock).SweepAsync(Ct)).ShouldBe([beyondFlush]);
+
+        (await StateAsync(withinFlush)).State.ShouldBe(SessionState.Running);
+        await EndAsync(withinFlush);
+    }
+
+    [Fact]
+    public async Task Input_whose_write_failed_is_written_by_the_next_activity_flush()
+    {
+        var agentId = ControlPlaneFixture.Unique("flushfail");
+        await cp.InsertAgentAsync(agentId);
+        var (_, userId, username) = await cp.QuickUserAsync("flushfail");
+        var failing = await SessionAsync(agentId, userId, username, "hibernated", changed: DateTimeOffset.UtcNow, input: null);
+        var other = await SessionAsync(agentId, userId, username, "hibernated", changed: DateTimeOffset.UtcNow, input: null);
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.Parse("2026-11-29T12:00:00Z"));
+        var activity = new SessionActivity(clock);
+        var flusher = new SessionActivityFlusher(activity, cp.Db, clock, Options.Create(new StreamingOptions()), NullLogger<SessionActivityFlusher>.Instance);
+        var first = clock.GetUtcNow();
+        activity.Attach(failing).Touch();
+        activity.Attach(other).Touch();
+
+        // The database refuses the write of one row: the whole batch is rolled back.
+        var trigger = ControlPlaneFixture.Unique("fail_activity_");
+        await ExecuteAsync(cp.Db.IsPostgres
+            ? $"""
+              CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+              CREATE TRIGGER {trigger} BEFORE UPDATE OF last_activity_at ON sessions FOR EACH ROW WHEN (NEW.id = '{failing}') EXECUTE FUNCTION {trigger}();
+              """
+            : $"CREATE TRIGGER {trigger} BEFORE UPDATE OF last_activity_at ON sessions WHEN NEW.id = '{failing}' BEGIN SELECT RAISE(ABORT, 'injected failure'); END;");
+        try
+        {
+            await flusher.FlushAsync(Ct);
+            (await LastActivityAsync(failing)).ShouldBeNull();
+            (await LastActivityAsync(other)).ShouldBeNull();
+        }
+        finally
+        {
+            await ExecuteAsync(cp.Db.IsPostgres
+                ? $"DROP TRIGGER {trigger} ON sessions; DROP FUNCTION {trigger}();" : $"DROP TRIGGER {trigger};");
+        }
+        clock.Advance(TimeSpan.FromSeconds(3));
+        var later = clock.GetUtcNow();
+        activity.LastInput(other).ShouldBe(first);
+        activity.Attach(other).Touch(); // newer input meanwhile wins over the one put back
+
+        await flusher.FlushAsync(Ct);
+
+        (await LastActivityAsync(failing)).ShouldBe(first);
+        (await LastActivityAsync(other)).ShouldBe(later);
+    }
+
+    private async Task ExecuteAsync(string sql)
+    {
+        await using var conn = await cp.Db.OpenAsync(Ct);
+        await conn.ExecuteAsync(new CommandDefinition(sql, cancellationToken: Ct));
+    }
+
+    private Task<DateTimeOffset?> LastActivityAsync(string id) =>
+        cp.ScalarAsync<DateTimeOffset?>("SELECT last_activity_at FROM sessions WHERE id = @id", new { id });
+
+    /// <summary>Ends sessions a test left running, so the other tests' sweeps do not find them idle later.</summary>
+    private async Task EndAsync(params string[] ids)
+    {
+        await using var conn = await cp.Db.OpenAsync(Ct);
+        await conn.ExecuteAsync($"UPDATE sessions SET state = 'terminated' WHERE {cp.Db.InList("id", "ids")}", new { ids });
+    }
+
+    private IdleSessionSweeper Sweeper(string action, TimeProvider? time = null, TimeSpan? timeout = null, SessionActivity? activity = null)
     {
         var options = Options.Create(new StreamSpaceOptions { IdleTimeout = timeout ?? Timeout, IdleAction = action, IdleCheckInterval = TimeSpan.FromMinutes(1) });
         return new IdleSessionSweeper(cp.Db, cp.App.Services.GetRequiredService<Templates.TemplateCatalog>(), cp.App.Services.GetRequiredService<CommandOutbox>(),
-            cp.App.Services.GetRequiredService<AuditLog>(), time ?? TimeProvider.System, options, NullLogger<IdleSessionSweeper>.Instance);
+            cp.App.Services.GetRequiredService<AuditLog>(), activity ?? new SessionActivity(TimeProvider.System), time ?? TimeProvider.System, options,
+            Options.Create(new StreamingOptions()), NullLogger<IdleSessionSweeper>.Instance);
     }
 
     private async Task<string> SessionAsync(string agentId, string userId, string username, string state, DateTimeOffset changed, DateTimeOffset? input,

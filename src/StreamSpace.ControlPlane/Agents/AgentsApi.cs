@@ -210,17 +210,28 @@ public static partial class AgentsApi
     }
 
     /// <summary>
-    /// The sessions this agent may still run though the control plane ended them without its word: a stop, or a start it
-    /// may have received (sent at least once), that is still open, or that expired after the agent's last hello (that
-    /// session ended terminated or failed, relying on the next hello's inventory to stop what is left). A hello after the
-    /// expiry reconciled it: what the agent still had got a new stop, which is open until it answers. Read through
-    /// <c>ix_agent_commands_agent_state</c> (agent_id, state): the open and expired rows of one agent.
+    /// An open or expired command <c>c</c> of agent <c>a</c> that leaves its session possibly running on the agent though
+    /// the control plane ended it without the agent's word: a stop, or a start it may have received (sent at least once),
+    /// that is still open, or that expired after the agent's last hello (that session ended terminated or failed, relying
+    /// on the next hello's inventory to stop what is left). A hello after the expiry reconciled it: what the agent still
+    /// had got a new stop, which is open until it answers. Parameters: <c>@start</c>, <c>@stop</c> and <c>@expired</c>, the
+    /// names of <c>session.start</c>, <c>session.stop</c> and the expired state. The delete's 409 counts these rows, so
+    /// <see cref="Commands.CommandPruner"/> keeps the expired ones past their retention.
+    /// </summary>
+    internal const string UnconfirmedCommandSql = """
+        c.type IN (@start, @stop) AND c.session_id IS NOT NULL AND (c.type = @stop OR c.attempts > 0)
+          AND (c.state <> @expired OR a.connected_at IS NULL OR c.updated_at >= a.connected_at)
+        """;
+
+    /// <summary>
+    /// The sessions this agent may still run though the control plane ended them without its word
+    /// (<see cref="UnconfirmedCommandSql"/>). Read through <c>ix_agent_commands_agent_state</c> (agent_id, state): the
+    /// open and expired rows of one agent.
     /// </summary>
     private static readonly string UnconfirmedSql = $"""
         SELECT COUNT(DISTINCT c.session_id) FROM agent_commands c JOIN agents a ON a.agent_id = c.agent_id
         WHERE c.agent_id = @agentId AND c.state IN ({CommandRow.OpenStatesSql}, @expired)
-          AND c.type IN (@start, @stop) AND c.session_id IS NOT NULL AND (c.type = @stop OR c.attempts > 0)
-          AND (c.state <> @expired OR a.connected_at IS NULL OR c.updated_at >= a.connected_at)
+          AND {UnconfirmedCommandSql}
         """;
 
     private readonly record struct DeleteOutcome(bool Found, long Live, long Unconfirmed);

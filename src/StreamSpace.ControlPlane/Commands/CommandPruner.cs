@@ -16,9 +16,12 @@ namespace StreamSpace.ControlPlane.Commands;
 /// tokens (design deviation 5). Open commands are never pruned, whatever their age: they end by result or expiry.
 /// </summary>
 /// <remarks>
-/// One exception to "finished and old": the succeeded start of a session that is still live is kept, because
+/// Two exceptions to "finished and old". The succeeded start of a session that is still live is kept, because
 /// reconciliation reads it (a session still pending or starting whose start succeeded but which the agent no
-/// longer reports was lost). Rows go in batches of <see cref="BatchSize"/>, each its own short statement, so a
+/// longer reports was lost). An expired start or stop the agent has not answered since with a hello is kept, because
+/// <c>DELETE /api/v1/agents/{id}</c> refuses while such rows say the agent may still run that session
+/// (<see cref="Agents.AgentsApi.UnconfirmedCommandSql"/>): a host away longer than the retention must still not be
+/// deleted without <c>?force=true</c>, or its sessions run on unmanaged when it returns. Rows go in batches of <see cref="BatchSize"/>, each its own short statement, so a
 /// large backlog (the first run after an upgrade) never holds locks on the outbox for long.
 /// </remarks>
 internal sealed class CommandPruner(Db db, TimeProvider time, IOptions<StreamSpaceOptions> options, ILogger<CommandPruner> logger) : BackgroundService
@@ -69,6 +72,8 @@ internal sealed class CommandPruner(Db db, TimeProvider time, IOptions<StreamSpa
                 WHERE c.state IN ({CommandRow.FinishedStatesSql}) AND c.next_attempt_at < @cutoff AND c.updated_at < @cutoff
                   AND NOT (c.type = @start AND c.state = @succeeded
                            AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = c.session_id AND s.state IN ({SessionState.LiveSqlList})))
+                  AND NOT (c.state = @expired
+                           AND EXISTS (SELECT 1 FROM agents a WHERE a.agent_id = c.agent_id AND {Agents.AgentsApi.UnconfirmedCommandSql}))
                 LIMIT @batch)
             """;
         var total = 0;
@@ -79,7 +84,11 @@ internal sealed class CommandPruner(Db db, TimeProvider time, IOptions<StreamSpa
             await using (var conn = await db.OpenAsync(ct))
             {
                 deleted = await conn.ExecuteAsync(new CommandDefinition(sql,
-                    new { cutoff, start = CommandTypes.SessionStart, succeeded = CommandState.Succeeded, batch = BatchSize }, cancellationToken: ct));
+                    new
+                    {
+                        cutoff, start = CommandTypes.SessionStart, stop = CommandTypes.SessionStop, succeeded = CommandState.Succeeded,
+                        expired = CommandState.Expired, batch = BatchSize,
+                    }, cancellationToken: ct));
             }
             total += deleted;
             if (deleted < BatchSize) break;

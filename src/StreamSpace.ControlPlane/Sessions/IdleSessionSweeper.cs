@@ -1,9 +1,11 @@
 using Dapper;
 using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Audit;
 using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
+using StreamSpace.ControlPlane.Streaming;
 using StreamSpace.ControlPlane.Templates;
 using StreamSpace.Protocol;
 
@@ -16,15 +18,22 @@ namespace StreamSpace.ControlPlane.Sessions;
 /// <see cref="StreamSpaceOptions.IdleCheckInterval"/>.
 /// </summary>
 /// <remarks>
-/// Idle since: the later of the last input the relay saw (<c>last_activity_at</c>) and the session's last state change
+/// Idle since: the latest of the last input the relay saw (<c>last_activity_at</c>), the session's last state change
 /// (<c>updated_at</c>: when it became running, so a session just started or woken gets the whole timeout, and one that
-/// was never viewed idles from its start). Each session is handled in its own transaction that re-checks both under
-/// the row lock, exactly as <c>POST /hibernate</c> or <c>DELETE</c> would do it (state change, command through the
-/// outbox, audit entry), so input arriving meanwhile, a user's own request, or another replica's sweep wins cleanly.
+/// was never viewed idles from its start) and its agent's last hello (<c>agents.connected_at</c>). Idle time only counts
+/// while somebody could give input: a session whose agent is offline is never idle (every viewer ticket is refused
+/// then), and one whose agent came back, or reconnected after the control plane was down (agents lose their socket
+/// then and say hello again), gets the whole timeout from that hello.
+/// Input still on its way counts too: this replica's input not yet written by <see cref="SessionActivityFlusher"/> is
+/// read from <see cref="SessionActivity"/>, and other replicas' is covered by deciding one
+/// <see cref="StreamingOptions.ActivityFlushInterval"/> late. Each session is handled in its own transaction that
+/// re-checks all of it under the row lock, exactly as <c>POST /hibernate</c> or <c>DELETE</c> would do it (state change,
+/// command through the outbox, audit entry), so input arriving meanwhile, a user's own request, or another replica's
+/// sweep wins cleanly.
 /// </remarks>
 internal sealed class IdleSessionSweeper(
-    Db db, TemplateCatalog catalog, CommandOutbox outbox, AuditLog audit, TimeProvider time, IOptions<StreamSpaceOptions> options,
-    ILogger<IdleSessionSweeper> logger) : BackgroundService
+    Db db, TemplateCatalog catalog, CommandOutbox outbox, AuditLog audit, SessionActivity activity, TimeProvider time,
+    IOptions<StreamSpaceOptions> options, IOptions<StreamingOptions> streaming, ILogger<IdleSessionSweeper> logger) : BackgroundService
 {
     /// <summary>Sessions handled per check at most; the rest follow at the next one.</summary>
     internal const int BatchSize = 500;
@@ -80,20 +89,24 @@ internal sealed class IdleSessionSweeper(
     {
         var o = options.Value;
         var now = time.GetUtcNow();
-        var cutoff = now - timeout;
+        // Other replicas' last input reaches the database up to one flush interval late.
+        var cutoff = now - timeout - streaming.Value.ActivityFlushInterval;
         var greatest = db.IsPostgres ? "GREATEST" : "MAX";
-        var since = $"{greatest}(COALESCE(last_activity_at, updated_at), updated_at)";
-        var templates = only is not null ? $" AND {db.InList("template", "templates")}"
-            : except is { Length: > 0 } ? $" AND NOT ({db.InList("template", "templates")})"
+        // connected_at is set by every hello, so it is there for an online agent; COALESCE keeps SQLite's MAX from a NULL.
+        var since = $"{greatest}(COALESCE(s.last_activity_at, s.updated_at), s.updated_at, COALESCE(a.connected_at, s.updated_at))";
+        var templates = only is not null ? $" AND {db.InList("s.template", "templates")}"
+            : except is { Length: > 0 } ? $" AND NOT ({db.InList("s.template", "templates")})"
             : "";
-        var idle = $"state = @running AND agent_id IS NOT NULL AND {since} < @cutoff{templates}";
+        var idle = $"s.state = @running AND a.status = @online AND {since} < @cutoff{templates}";
+        const string from = "sessions s JOIN agents a ON a.agent_id = s.agent_id";
         var names = only ?? except ?? [];
         List<string> candidates;
         await using (var conn = await db.OpenAsync(ct))
         {
             candidates = (await conn.QueryAsync<string>(new CommandDefinition(
-                $"SELECT id FROM sessions WHERE {idle} ORDER BY updated_at LIMIT @batch",
-                new { running = SessionState.Running, cutoff, templates = names, batch = BatchSize }, cancellationToken: ct))).AsList();
+                $"SELECT s.id FROM {from} WHERE {idle} ORDER BY s.updated_at LIMIT @batch",
+                new { running = SessionState.Running, online = AgentStatus.Online, cutoff, templates = names, batch = BatchSize },
+                cancellationToken: ct))).AsList();
         }
 
         var terminate = o.IdleAction == StreamSpaceOptions.IdleTerminate;
@@ -102,10 +115,12 @@ internal sealed class IdleSessionSweeper(
         {
             var agent = await db.InTransactionAsync(async (conn, tx) =>
             {
+                // Only the session row is locked: agent rows are placement's and the hub's to lock.
                 var row = await conn.QuerySingleOrDefaultAsync<IdleRow>(new CommandDefinition(
-                    $"SELECT agent_id AS AgentId, {since} AS IdleSince FROM sessions WHERE id = @id AND {idle}{db.ForUpdate}",
-                    new { id, running = SessionState.Running, cutoff, templates = names }, tx, cancellationToken: ct));
-                if (row is null) return null; // input came, or the session moved on meanwhile
+                    $"SELECT s.agent_id AS AgentId, {since} AS IdleSince FROM {from} WHERE s.id = @id AND {idle}{db.ForUpdate}{(db.IsPostgres ? " OF s" : "")}",
+                    new { id, running = SessionState.Running, online = AgentStatus.Online, cutoff, templates = names }, tx, cancellationToken: ct));
+                if (row is null) return null; // input came, the agent went away, or the session moved on meanwhile
+                if (activity.LastInput(id) is { } local && local >= cutoff) return null; // input here, not written yet
                 var reason = $"idle: no input for {timeout} (since {row.IdleSince:u})";
                 await SessionStateMachine.TryTransitionAsync(conn, tx, id, terminate ? SessionState.Terminating : SessionState.Hibernating,
                     reason, now, SessionState.Running, ct: ct);

@@ -44,6 +44,22 @@ public sealed class SessionActivity(TimeProvider time)
     }
 
     /// <summary>
+    /// Puts back what <see cref="TakeDirty"/> took when writing it failed, so the next flush writes it: a mark is dirty
+    /// again unless a later flush already took it. Input that came meanwhile stays, being later.
+    /// </summary>
+    public void Restore(IEnumerable<(string SessionId, DateTimeOffset At)> taken)
+    {
+        lock (_membership)
+        {
+            foreach (var (id, at) in taken)
+                _marks.GetOrAdd(id, key => new Mark(key, time)).Restore(at);
+        }
+    }
+
+    /// <summary>The last input this replica saw for the session, written to the database or not; null when it saw none lately.</summary>
+    public DateTimeOffset? LastInput(string sessionId) => _marks.TryGetValue(sessionId, out var mark) ? mark.LastInput : null;
+
+    /// <summary>
     /// Forgets sessions without streams and without input since their last flush, so the map does not
     /// grow with old sessions. A mark still attached to a stream is kept: its next touch must count.
     /// </summary>
@@ -74,6 +90,19 @@ public sealed class SessionActivity(TimeProvider time)
         internal bool IsIdle => Volatile.Read(ref _idleFlushes) > 1;
 
         public void Touch() => Volatile.Write(ref _lastInputUtcTicks, time.GetUtcNow().UtcTicks);
+
+        internal DateTimeOffset? LastInput => Volatile.Read(ref _lastInputUtcTicks) is var last and > 0 ? new DateTimeOffset(last, TimeSpan.Zero) : null;
+
+        /// <summary>Undoes the flush that took <paramref name="at"/> (the flusher's own thread, like <see cref="TakeIfDirty"/>).</summary>
+        internal void Restore(DateTimeOffset at)
+        {
+            // A mark forgotten meanwhile comes back with the input it had; a later touch is never moved back.
+            var ticks = at.UtcTicks;
+            var last = Volatile.Read(ref _lastInputUtcTicks);
+            while (last < ticks && Interlocked.CompareExchange(ref _lastInputUtcTicks, ticks, last) is var seen && seen != last) last = seen;
+            if (_flushedUtcTicks == ticks) _flushedUtcTicks = 0;
+            Volatile.Write(ref _idleFlushes, 0);
+        }
 
         internal DateTimeOffset? TakeIfDirty()
         {

@@ -28,20 +28,22 @@ internal sealed class SessionActivityFlusher(
         var dirty = activity.TakeDirty();
         activity.ForgetIdle();
         if (dirty.Count == 0) return;
+        // One order for every writer of these rows (reconciliation locks sessions too), so two never deadlock here.
+        var rows = dirty.OrderBy(d => d.SessionId, StringComparer.Ordinal).Select(d => new { d.SessionId, d.At }).ToList();
         try
         {
-            await using var conn = await db.OpenAsync(ct);
-            await using var tx = await conn.BeginTransactionAsync(ct);
             // Never move the time backwards (another replica may have written a later one).
-            await conn.ExecuteAsync(new CommandDefinition(
+            await db.InTransactionAsync((conn, tx) => conn.ExecuteAsync(new CommandDefinition(
                 "UPDATE sessions SET last_activity_at = @At WHERE id = @SessionId AND (last_activity_at IS NULL OR last_activity_at < @At)",
-                dirty.Select(d => new { d.SessionId, d.At }), tx, cancellationToken: ct));
-            await tx.CommitAsync(ct);
+                rows, tx, cancellationToken: ct)), ct);
         }
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        catch (Exception ex)
         {
-            // Activity is advisory (idle detection); losing one batch is better than stopping the flusher.
-            logger.LogWarning(ex, "Could not record viewer activity for {Count} sessions", dirty.Count);
+            // Idle handling reads this: the input is written by the next flush (the final one at shutdown included), never dropped.
+            activity.Restore(dirty);
+            if (ex is OperationCanceledException) throw;
+            logger.LogWarning(ex, "Could not record viewer activity for {Count} sessions, trying again in {Interval}", dirty.Count,
+                options.Value.ActivityFlushInterval);
         }
     }
 }
