@@ -24,6 +24,8 @@ internal sealed class CommandExecutor
     private readonly ILogger _logger;
     private readonly Dictionary<string, Task> _tails = [];
     private readonly Lock _gate = new();
+    /// <summary>Sessions whose start is under way: the runtime lists a session only once its launch finished.</summary>
+    private readonly HashSet<string> _starting = [];
     private readonly SessionStreams _streams = new();
 
     public CommandExecutor(ISessionRuntime runtime, CommandDedupeStore store, AgentOutbox outbox, AgentOptions options, Func<bool> draining, ILogger logger)
@@ -107,12 +109,16 @@ internal sealed class CommandExecutor
             case CommandTypes.SessionStart:
                 var args = ReadArgs<SessionStartArgs>(command);
                 if (_draining()) throw new CommandRejectedException("agent draining");
-                var inventory = _runtime.Inventory();
-                if (inventory.All(s => s.SessionId != args.SessionId) && inventory.Count >= _options.MaxSessions)
+                ReserveSlot(args.SessionId);
+                try
                 {
-                    throw new CommandRejectedException($"agent full ({inventory.Count} of {_options.MaxSessions} sessions)");
+                    await _runtime.StartAsync(args, ct);
                 }
-                await _runtime.StartAsync(args, ct);
+                finally
+                {
+                    // Started, the session is in the inventory now; failed, its slot is free again.
+                    lock (_gate) _starting.Remove(args.SessionId);
+                }
                 break;
             case CommandTypes.SessionStop:
                 var stopping = RequireSession(command);
@@ -135,6 +141,28 @@ internal sealed class CommandExecutor
                 break;
             default:
                 throw new CommandRejectedException($"unknown command type '{command.Type}'");
+        }
+    }
+
+    /// <summary>
+    /// Counts <paramref name="sessionId"/> against <see cref="AgentOptions.MaxSessions"/> until its start ends, so starts of
+    /// different sessions running at the same time cannot all pass the check. Starting a session that already runs is
+    /// idempotent and takes no slot.
+    /// </summary>
+    private void ReserveSlot(string sessionId)
+    {
+        lock (_gate)
+        {
+            // Read under the lock: a start finishing now joins the inventory before it leaves _starting, so it is never missed.
+            var running = _runtime.Inventory().Select(s => s.SessionId).ToHashSet();
+            if (running.Contains(sessionId)) return;
+            // A start that just finished is in both sets: it is counted once.
+            var taken = running.Union(_starting).Count();
+            if (taken >= _options.MaxSessions)
+            {
+                throw new CommandRejectedException($"agent full ({taken} of {_options.MaxSessions} sessions)");
+            }
+            _starting.Add(sessionId);
         }
     }
 

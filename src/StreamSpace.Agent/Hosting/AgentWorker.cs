@@ -11,7 +11,8 @@ namespace StreamSpace.Agent.Hosting;
 /// The agent: keeps one control connection to the control plane alive (reconnecting with full-jitter backoff,
 /// reset once a connection stayed up for a heartbeat interval), executes commands at most once and reports observations. On shutdown it
 /// drains: refuses new sessions, tells the control plane, closes the socket cleanly and leaves every running
-/// session alive for the next agent process to re-adopt. The standalone agent and the embedded one run this.
+/// session alive for the next agent process to re-adopt. It holds its state folder's lock from start to stop, so a second
+/// agent on the same folder is refused. The standalone agent and the embedded one run this.
 /// </summary>
 public sealed class AgentWorker : BackgroundService
 {
@@ -28,6 +29,7 @@ public sealed class AgentWorker : BackgroundService
     private readonly Backoff _backoff;
     private readonly CancellationTokenSource _lifetime = new();
     private CommandExecutor? _executor;
+    private StateFolderLock? _folderLock;
     private volatile ControlConnection? _connection;
     private volatile bool _draining;
 
@@ -58,6 +60,8 @@ public sealed class AgentWorker : BackgroundService
     public override async Task StartAsync(CancellationToken cancellationToken)
     {
         Directory.CreateDirectory(_options.StateFolder);
+        // Before anything reads the folder: a second agent on it must not adopt the first one's sessions.
+        _folderLock = StateFolderLock.Acquire(_options.StateFolder);
         if (_runtime.Platform == Platforms.Simulated)
         {
             _logger.LogWarning("SIMULATED runtime: sessions are in-memory records, nothing really runs. For load tests only");
@@ -127,6 +131,8 @@ public sealed class AgentWorker : BackgroundService
         }
         await _lifetime.CancelAsync();
         await base.StopAsync(cancellationToken);
+        // Stopped: the next agent on this folder (a restart, in this process or another) may start.
+        Interlocked.Exchange(ref _folderLock, null)?.Dispose();
     }
 
     private async Task ForwardObservationsAsync(CancellationToken ct)
@@ -162,6 +168,7 @@ public sealed class AgentWorker : BackgroundService
 
     public override void Dispose()
     {
+        Interlocked.Exchange(ref _folderLock, null)?.Dispose();
         _lifetime.Dispose();
         base.Dispose();
     }

@@ -14,6 +14,11 @@ public sealed class StreamSpaceOptions
     public bool EmbeddedAgent { get; set; }
     /// <summary>Capacity of the embedded local agent (registered on its first start; an admin may change it later).</summary>
     public int EmbeddedAgentMaxSessions { get; set; } = 10;
+    /// <summary>
+    /// Agent id of the embedded agent. Replicas sharing one database each need their own: the agent row belongs to one
+    /// replica's agent, whose sessions run on that replica's host.
+    /// </summary>
+    public string EmbeddedAgentId { get; set; } = "local";
     /// <summary>JWT signing key (base64, ≥ 32 bytes). Generated and stored in the database when absent.</summary>
     public string? JwtSigningKey { get; set; }
     public TimeSpan TokenLifetime { get; set; } = TimeSpan.FromHours(12);
@@ -144,6 +149,8 @@ public sealed class StreamSpaceOptions
         }
 
         if (EmbeddedAgentMaxSessions is < 1 or > 10_000) errors.Add("StreamSpace__EmbeddedAgentMaxSessions must be between 1 and 10000");
+        if (!Agents.AgentsApi.AgentIdPattern().IsMatch(EmbeddedAgentId))
+            errors.Add("StreamSpace__EmbeddedAgentId must be 1-63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit");
         if (DefaultMaxSessions is < 0 or > Identity.UsersApi.MaxSessionsLimit)
             errors.Add($"StreamSpace__DefaultMaxSessions must be between 0 and {Identity.UsersApi.MaxSessionsLimit}");
         if (HeartbeatSeconds is < 1 or > 3600) errors.Add("STREAMSPACE_HEARTBEAT_SECONDS (StreamSpace__HeartbeatSeconds) must be between 1 and 3600");

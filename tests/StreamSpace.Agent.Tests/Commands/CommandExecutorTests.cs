@@ -47,6 +47,16 @@ public class CommandExecutorTests : IDisposable
         }
     }
 
+    private async Task<ResultPayload> NextResultAsync()
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        while (true)
+        {
+            var frame = await _outbox.Reader.ReadAsync(timeout.Token);
+            if (frame.Envelope.Type == MessageTypes.Result) return frame.Envelope.PayloadAs<ResultPayload>();
+        }
+    }
+
     [Fact]
     public async Task Session_start_while_draining_fails_with_agent_draining()
     {
@@ -70,6 +80,38 @@ public class CommandExecutorTests : IDisposable
         full.Error.ShouldBe("agent full (1 of 1 sessions)");
         // Starting the session that already runs is still fine (idempotent), even when full.
         (await RunAsync(executor, Start("c3", "a-xterm-aaaaaa"))).Success.ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task Starts_running_at_the_same_time_never_exceed_capacity_and_a_failed_one_frees_its_slot()
+    {
+        var executor = Executor(maxSessions: 1);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _runtime.HoldStart["a-xterm-aaaaaa"] = release.Task;
+        _runtime.HoldStart["b-xterm-bbbbbb"] = release.Task;
+        foreach (var start in new[] { Start("c1", "a-xterm-aaaaaa"), Start("c2", "b-xterm-bbbbbb") })
+        {
+            _store.Admit(start, out _).ShouldBe(CommandAdmission.Execute);
+            executor.Submit(start, TestContext.Current.CancellationToken);
+        }
+        // Without a reservation both starts pass the capacity check and wait in the runtime; with it one is answered at once.
+        using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5)))
+        {
+            while (_runtime.Starts < 2 && !_outbox.Reader.TryPeek(out _)) await Task.Delay(10, timeout.Token);
+        }
+        release.SetResult();
+
+        ResultPayload[] results = [await NextResultAsync(), await NextResultAsync()];
+        results.Count(r => r.Success).ShouldBe(1);
+        results.Single(r => !r.Success).Error.ShouldBe("agent full (1 of 1 sessions)");
+        _runtime.Inventory().Count.ShouldBe(1);
+
+        // A start that fails gives its slot back: once the running session is stopped, the next start is admitted.
+        _runtime.HoldStart["d-xterm-dddddd"] = Task.FromException(new StreamSpace.Agent.Runtimes.SessionRuntimeException("no display free"));
+        var stop = new CommandPayload { CommandId = "c3", Type = CommandTypes.SessionStop, SessionId = _runtime.Inventory().Single().SessionId };
+        (await RunAsync(executor, stop)).Success.ShouldBeTrue();
+        (await RunAsync(executor, Start("c4", "d-xterm-dddddd"))).Error.ShouldBe("no display free");
+        (await RunAsync(executor, Start("c5", "e-xterm-eeeeee"))).Success.ShouldBeTrue();
     }
 
     [Fact]

@@ -84,6 +84,33 @@ public class AgentConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Second_agent_on_the_same_state_folder_is_refused_until_the_first_stops()
+    {
+        var first = await StartAgentAsync(new InstrumentedRuntime());
+        await _cp.NextConnectionAsync();
+
+        // The same agent started twice by mistake: it would adopt the first one's sessions and report its new ones as orphans.
+        var refused = await Should.ThrowAsync<AgentOptionsException>(() => StartAgentAsync(new InstrumentedRuntime()));
+        refused.Message.ShouldBe($"the agent state folder {Path.GetFullPath(_state.Folder)} is in use by another agent (pid {Environment.ProcessId}): " +
+            "one state folder serves one agent process (STREAMSPACE_AGENT_STATE)");
+        // Another folder is another agent's: it starts.
+        using (var elsewhere = new TestState())
+        {
+            var options = Options();
+            options.StateFolder = elsewhere.Folder;
+            var other = await StartAgentAsync(new InstrumentedRuntime(), options);
+            await _cp.NextConnectionAsync();
+            await other.StopAsync(TestContext.Current.CancellationToken);
+        }
+        _cp.Attempts.ShouldBe(2, "the refused agent never dialled");
+        first.Connected.ShouldBeTrue();
+
+        await first.StopAsync(TestContext.Current.CancellationToken);
+        await StartAgentAsync(new InstrumentedRuntime());
+        (await _cp.NextConnectionAsync()).Hello.AgentId.ShouldBe(TestControlPlane.AgentId);
+    }
+
+    [Fact]
     public async Task Command_delivered_twice_is_executed_once_also_across_an_agent_restart()
     {
         var runtime = new InstrumentedRuntime();

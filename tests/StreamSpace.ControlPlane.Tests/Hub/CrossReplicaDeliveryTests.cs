@@ -25,6 +25,27 @@ public sealed class TwoReplicaControlPlane() : HubControlPlane(DatabaseKind.Post
         await base.InitializeAsync();
         (ReplicaB, ReplicaBAddress) = await StartReplicaAsync();
     }
+
+    private readonly List<string> _hostFolders = [];
+
+    /// <summary>Another replica with the embedded agent (default id), as on a host of its own: its own data folder, so its own agent state.</summary>
+    public async Task<WebApplication> StartWithEmbeddedAgentAsync(string host, params string[] extraArgs)
+    {
+        var data = Directory.CreateDirectory($"{DataFolder}-{host}").FullName;
+        if (!_hostFolders.Contains(data)) _hostFolders.Add(data);
+        return (await StartReplicaAsync(["--StreamSpace:EmbeddedAgent=true", $"--StreamSpace:DataFolder={data}", .. extraArgs])).App;
+    }
+
+    public Task StopAsync(WebApplication replica) => StopReplicaAsync(replica);
+
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        foreach (var data in _hostFolders)
+        {
+            try { Directory.Delete(data, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
 }
 
 [Trait("Category", "Timing")]
@@ -109,6 +130,71 @@ public sealed class CrossReplicaDeliveryTests_Postgres(TwoReplicaControlPlane cp
         (await agent.ClosedByServerAsync(TimeSpan.FromSeconds(5))).ShouldBe(System.Net.WebSockets.WebSocketCloseStatus.PolicyViolation);
         (await ScriptedAgent.RefusedUpgradeStatusAsync(cp.ReplicaBAddress, agentId, token)).ShouldBe(HttpStatusCode.Unauthorized);
         (await cp.AgentRowAsync(agentId))!.Status.ShouldBe(Agents.AgentStatus.Offline);
+    }
+
+    [Fact]
+    public async Task A_replica_whose_embedded_agent_has_the_id_of_one_online_elsewhere_leaves_that_agent_and_its_sessions_alone()
+    {
+        // ./run.sh on two hosts with one STREAMSPACE_DATABASE: both embedded agents are "local".
+        var hostA = await cp.StartWithEmbeddedAgentAsync("host-a");
+        WebApplication? hostB = null;
+        try
+        {
+            await cp.AgentStatusIsAsync("local", "online", TimeSpan.FromSeconds(15));
+            await cp.ExecuteAsync("UPDATE agents SET draining = @yes WHERE agent_id <> 'local'", new { yes = true });
+            var admin = await cp.AdminClientAsync();
+            using var created = await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, TestContext.Current.CancellationToken);
+            var sessionId = (await created.ShouldBeJsonAsync(HttpStatusCode.Created)).GetProperty("id").GetString()!;
+            await cp.SessionStateIsAsync(sessionId, "running", TimeSpan.FromSeconds(20));
+            var before = (await cp.AgentRowAsync("local"))!;
+
+            hostB = await cp.StartWithEmbeddedAgentAsync("host-b");
+            // Long enough for a hello of B's agent, for A's agent to be found silent, and for a reconciliation pass.
+            await Task.Delay(TimeSpan.FromSeconds(4), TestContext.Current.CancellationToken);
+
+            var after = (await cp.AgentRowAsync("local"))!;
+            after.Status.ShouldBe(Agents.AgentStatus.Online);
+            after.ConnectionId.ShouldBe(before.ConnectionId, "host A's agent keeps its connection and its token");
+            (await cp.SessionRowAsync(sessionId)).State.ShouldBe("running");
+
+            // With an id of its own (StreamSpace__EmbeddedAgentId), host B's embedded agent runs beside host A's.
+            await cp.StopAsync(hostB);
+            hostB = await cp.StartWithEmbeddedAgentAsync("host-b", "--StreamSpace:EmbeddedAgentId=local-b");
+            await cp.AgentStatusIsAsync("local-b", "online", TimeSpan.FromSeconds(15));
+            (await cp.AgentRowAsync("local"))!.ConnectionId.ShouldBe(before.ConnectionId);
+
+            using var deleted = await admin.DeleteAsync($"/api/v1/sessions/{sessionId}", TestContext.Current.CancellationToken);
+            deleted.StatusCode.ShouldBe(HttpStatusCode.Accepted);
+            await cp.SessionStateIsAsync(sessionId, "terminated", TimeSpan.FromSeconds(20));
+        }
+        finally
+        {
+            if (hostB is not null) await cp.StopAsync(hostB);
+            await cp.StopAsync(hostA);
+        }
+    }
+
+    [Fact]
+    public async Task An_embedded_agent_whose_row_is_online_but_silent_starts_once_the_offline_timeout_passed()
+    {
+        // A control plane restarted after a crash: its agent's row still says online, and nothing answers for it any more.
+        await cp.ExecuteAsync(
+            """
+            INSERT INTO agents (agent_id, token_hash, status, platform, region, max_sessions, active_sessions, draining, created_at, updated_at,
+                connection_id, last_heartbeat)
+            VALUES ('local', 'old', 'online', 'process', 'local', 10, 0, false, now(), now(), 'crashed', now())
+            ON CONFLICT (agent_id) DO UPDATE SET status = 'online', connection_id = 'crashed', last_heartbeat = now(), token_hash = 'old'
+            """, new { });
+        var restarted = await cp.StartWithEmbeddedAgentAsync("host-a");
+        try
+        {
+            await HubControlPlane.EventuallyAsync(async () => (await cp.AgentRowAsync("local")) is { Status: "online", ConnectionId: not "crashed" and not null },
+                TimeSpan.FromSeconds(10), "the restarted control plane's embedded agent online as 'local'");
+        }
+        finally
+        {
+            await cp.StopAsync(restarted);
+        }
     }
 
     /// <summary>A new agent online on replica B, with a running session placed on it.</summary>

@@ -92,6 +92,14 @@ public abstract class ControlPlaneFixture : IAsyncLifetime
         return (replica, new Uri(replica.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()));
     }
 
+    /// <summary>Stops a replica from <see cref="StartReplicaAsync"/> before the fixture ends.</summary>
+    protected async Task StopReplicaAsync(WebApplication replica)
+    {
+        if (!_replicas.Remove(replica)) return;
+        await replica.StopAsync();
+        await replica.DisposeAsync();
+    }
+
     public virtual async ValueTask DisposeAsync()
     {
         foreach (var c in _clients) c.Dispose();

@@ -19,7 +19,6 @@ public sealed class EmbeddedAgentService(
     IOptions<StreamSpaceOptions> options, Db db, IServer server, TimeProvider time, IConfiguration configuration,
     ILoggerFactory loggerFactory, ILogger<EmbeddedAgentService> logger) : IHostedLifecycleService
 {
-    public const string AgentId = "local";
     public const string Region = "local";
     private EmbeddedAgentHost? _host;
 
@@ -28,24 +27,11 @@ public sealed class EmbeddedAgentService(
         if (!options.Value.EmbeddedAgent) return;
         var baseUrl = LoopbackAddress();
         var token = AgentTokens.Generate();
-        var now = time.GetUtcNow();
-        await using (var conn = await db.OpenAsync(cancellationToken))
-        {
-            // Insert on first start; afterwards rotate the token and register the configured capacity and region again, so the
-            // row says what the agent started below enforces (a changed StreamSpace__EmbeddedAgentMaxSessions included). An
-            // admin's drain stays.
-            await conn.ExecuteAsync(new CommandDefinition(
-                """
-                INSERT INTO agents (agent_id, token_hash, status, platform, region, max_sessions, active_sessions, draining, created_at, updated_at)
-                VALUES (@AgentId, @hash, 'offline', @platform, @region, @max, 0, @draining, @now, @now)
-                ON CONFLICT (agent_id) DO UPDATE SET token_hash = @hash, region = @region, max_sessions = @max, updated_at = @now
-                """,
-                new { AgentId, hash = AgentTokens.Hash(token), platform = Platforms.Process, region = Region, max = options.Value.EmbeddedAgentMaxSessions, draining = false, now },
-                cancellationToken: cancellationToken));
-        }
+        var agentId = options.Value.EmbeddedAgentId;
+        if (!await RegisterAsync(agentId, token, cancellationToken)) return;
         var agentOptions = SessionSettings(configuration);
         agentOptions.ControlPlaneUrl = baseUrl;
-        agentOptions.AgentId = AgentId;
+        agentOptions.AgentId = agentId;
         agentOptions.Token = token;
         agentOptions.Runtime = Platforms.Process;
         agentOptions.HeartbeatSeconds = options.Value.HeartbeatSeconds;
@@ -56,7 +42,69 @@ public sealed class EmbeddedAgentService(
         agentOptions.StateFolder = state;
         if (why is not null) logger.LogWarning("The embedded agent keeps its state (sessions, homes) in {State}, not in the data folder: {Why}", state, why);
         _host = await EmbeddedAgentHost.StartAsync(agentOptions, loggerFactory, cancellationToken);
-        logger.LogInformation("Embedded local agent '{AgentId}' started against {Url} (state in {State})", AgentId, baseUrl, agentOptions.StateFolder);
+        logger.LogInformation("Embedded local agent '{AgentId}' started against {Url} (state in {State})", agentId, baseUrl, agentOptions.StateFolder);
+    }
+
+    /// <summary>
+    /// Inserts the agent row on first start; afterwards rotates the token and registers the configured capacity and region
+    /// again, so the row says what the agent started here enforces (a changed StreamSpace__EmbeddedAgentMaxSessions
+    /// included). An admin's drain stays. On PostgreSQL, where several replicas share the database, the row is taken only
+    /// when no live connection holds it: a replica whose embedded agent has the same id (two hosts, both with the default
+    /// <c>local</c>) would otherwise lock that agent out with a new token, and its first hello would fail the other host's
+    /// sessions as lost while their processes kept running. A row online but silent for the offline timeout is this
+    /// replica's own connection from before a crash, so the wait is bounded by that timeout; false (logged) when the row is
+    /// still held then.
+    /// </summary>
+    private async Task<bool> RegisterAsync(string agentId, string token, CancellationToken ct)
+    {
+        // The sweep's own idea of a dead connection (the heartbeat timeout plus the grace that covers heartbeat batching).
+        var silence = options.Value.AgentOfflineAfter + options.Value.OfflineSweepGrace;
+        var deadline = time.GetUtcNow() + silence;
+        var waiting = false;
+        while (true)
+        {
+            var now = time.GetUtcNow();
+            await using (var conn = await db.OpenAsync(ct))
+            {
+                var registered = await conn.ExecuteAsync(new CommandDefinition(
+                    $"""
+                    INSERT INTO agents (agent_id, token_hash, status, platform, region, max_sessions, active_sessions, draining, created_at, updated_at)
+                    VALUES (@agentId, @hash, 'offline', @platform, @region, @max, 0, @draining, @now, @now)
+                    ON CONFLICT (agent_id) DO UPDATE SET token_hash = @hash, region = @region, max_sessions = @max, updated_at = @now
+                    {(db.IsPostgres ? "WHERE agents.status <> @online OR agents.last_heartbeat IS NULL OR agents.last_heartbeat < @cutoff" : "")}
+                    """,
+                    new
+                    {
+                        agentId, hash = AgentTokens.Hash(token), platform = Platforms.Process, region = Region, max = options.Value.EmbeddedAgentMaxSessions,
+                        draining = false, now, online = AgentStatus.Online, cutoff = now - silence,
+                    },
+                    cancellationToken: ct));
+                if (registered > 0) return true;
+            }
+            if (now >= deadline)
+            {
+                logger.LogError(
+                    "The embedded agent was not started: agent '{AgentId}' is online through another control plane sharing this database. " +
+                    "Give each replica's embedded agent its own id (StreamSpace__EmbeddedAgentId), or run one embedded agent",
+                    agentId);
+                return false;
+            }
+            if (!waiting)
+            {
+                waiting = true;
+                logger.LogWarning(
+                    "Agent '{AgentId}' is online through another connection; the embedded agent waits up to {Silence} for it to go silent " +
+                    "(this control plane's own agent from before a crash does)", agentId, silence);
+            }
+            try
+            {
+                await Task.Delay(TimeSpan.FromSeconds(options.Value.HeartbeatSeconds), time, ct);
+            }
+            catch (OperationCanceledException)
+            {
+                return false; // shutting down while it waited
+            }
+        }
     }
 
     public async Task StoppingAsync(CancellationToken cancellationToken)
