@@ -41,5 +41,14 @@ using var host = builder.Build();
 if (stateMoved is not null)
     host.Services.GetRequiredService<ILoggerFactory>().CreateLogger("StreamSpace.Agent").LogWarning(
         "The agent keeps its state (sessions, homes) in {State}, not in ./data: {Why}", options.StateFolder, stateMoved);
-await host.RunAsync();
+try
+{
+    await host.RunAsync();
+}
+catch (AgentOptionsException ex)
+{
+    // Found only as the worker starts: its state folder in use by another agent process.
+    await Console.Error.WriteLineAsync(ex.Message);
+    return 2;
+}
 return 0;
