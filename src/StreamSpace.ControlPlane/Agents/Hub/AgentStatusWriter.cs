@@ -59,37 +59,8 @@ public sealed class AgentStatusWriter(
         await _gate.WaitAsync(ct);
         try
         {
+            if (db.IsPostgres) return await WritePgHellosAsync(hellos, ct);
             await using var conn = await db.OpenAsync(ct);
-            string LiveOn(string agent) => $"EXISTS (SELECT 1 FROM sessions s WHERE s.agent_id = {agent} AND s.state IN ({Sessions.SessionState.LiveSqlList}))";
-            if (db.IsPostgres)
-            {
-                // The same agent twice in one batch (a reconnect racing its predecessor): the later hello wins, as it would one by one.
-                var last = hellos.Select((h, i) => (h, i)).GroupBy(x => x.h.Connection.AgentId, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last().i, StringComparer.Ordinal);
-                var rows = hellos.Where((h, i) => last[h.Connection.AgentId] == i).ToList();
-                var marked = (await conn.QueryAsync<(string AgentId, bool Live, int MaxSessions, string Region)>(new CommandDefinition(
-                    $"""
-                    UPDATE agents a SET status = @online, connection_id = v.connection_id, connected_at = v.at, last_heartbeat = v.at,
-                        version = v.version, agent_draining = v.draining, active_sessions = v.active, reported_capacity = v.capacity,
-                        platform = v.platform, session_limits = v.session_limits, updated_at = v.at
-                    FROM unnest(@ids, @connections, @ats, @versions, @drains, @actives, @capacities, @platforms, @limits, @hashes)
-                        AS v(agent_id, connection_id, at, version, draining, active, capacity, platform, session_limits, token_hash)
-                    WHERE a.agent_id = v.agent_id AND a.token_hash = v.token_hash
-                    RETURNING a.agent_id, {LiveOn("a.agent_id")}, a.max_sessions, a.region
-                    """,
-                    new
-                    {
-                        online = AgentStatus.Online,
-                        ids = rows.Select(h => h.Connection.AgentId).ToArray(), connections = rows.Select(h => h.Connection.ConnectionId).ToArray(),
-                        ats = rows.Select(h => h.At.ToUniversalTime()).ToArray(), versions = rows.Select(h => h.Hello.Version).ToArray(),
-                        drains = rows.Select(h => h.Hello.Draining).ToArray(), actives = rows.Select(h => h.Hello.Capacity.ActiveSessions).ToArray(),
-                        capacities = rows.Select(h => h.Hello.Capacity.MaxSessions).ToArray(), platforms = rows.Select(h => h.Hello.Platform).ToArray(),
-                        limits = rows.Select(h => h.Hello.SessionLimits).ToArray(), hashes = rows.Select(h => h.Connection.TokenHash).ToArray(),
-                    },
-                    cancellationToken: ct))).ToDictionary(r => r.AgentId, StringComparer.Ordinal);
-                // An earlier hello of the same agent in this batch is superseded by the later one before it was written.
-                return hellos.Select((h, i) => last[h.Connection.AgentId] != i ? new OnlineMark(false, false, Superseded: true)
-                    : marked.TryGetValue(h.Connection.AgentId, out var m) ? new OnlineMark(true, m.Live, MaxSessions: m.MaxSessions, Region: m.Region) : new OnlineMark(false, false)).ToList();
-            }
             var results = new List<OnlineMark>(hellos.Count);
             foreach (var h in hellos)
             {
@@ -116,6 +87,48 @@ public sealed class AgentStatusWriter(
         {
             _gate.Release();
         }
+    }
+
+    private static string LiveOn(string agent) =>
+        $"EXISTS (SELECT 1 FROM sessions s WHERE s.agent_id = {agent} AND s.state IN ({Sessions.SessionState.LiveSqlList}))";
+
+    /// <summary>
+    /// The PostgreSQL hello batch: one set-based UPDATE. Its rows are locked first, in agent-id order (the order placement
+    /// and <see cref="FlushAsync"/> lock them in): the UPDATE alone locked them in the order its join found them, so a batch
+    /// holding one agent while waiting for another deadlocked with a create holding the other, and the whole batch failed.
+    /// A deadlock with any other writer is run again (<see cref="Db.InTransactionAsync{T}"/>).
+    /// </summary>
+    private async Task<IReadOnlyList<OnlineMark>> WritePgHellosAsync(IReadOnlyList<PendingHello> hellos, CancellationToken ct)
+    {
+        // The same agent twice in one batch (a reconnect racing its predecessor): the later hello wins, as it would one by one.
+        var last = hellos.Select((h, i) => (h, i)).GroupBy(x => x.h.Connection.AgentId, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last().i, StringComparer.Ordinal);
+        var rows = hellos.Where((h, i) => last[h.Connection.AgentId] == i).ToList();
+        var args = new
+        {
+            online = AgentStatus.Online,
+            ids = rows.Select(h => h.Connection.AgentId).ToArray(), connections = rows.Select(h => h.Connection.ConnectionId).ToArray(),
+            ats = rows.Select(h => h.At.ToUniversalTime()).ToArray(), versions = rows.Select(h => h.Hello.Version).ToArray(),
+            drains = rows.Select(h => h.Hello.Draining).ToArray(), actives = rows.Select(h => h.Hello.Capacity.ActiveSessions).ToArray(),
+            capacities = rows.Select(h => h.Hello.Capacity.MaxSessions).ToArray(), platforms = rows.Select(h => h.Hello.Platform).ToArray(),
+            limits = rows.Select(h => h.Hello.SessionLimits).ToArray(), hashes = rows.Select(h => h.Connection.TokenHash).ToArray(),
+        };
+        var marked = await db.InTransactionAsync(async (conn, tx) => (await conn.QueryAsync<(string AgentId, bool Live, int MaxSessions, string Region)>(new CommandDefinition(
+            $"""
+            WITH locked AS (
+                SELECT agent_id FROM agents WHERE agent_id = ANY(@ids) ORDER BY agent_id FOR NO KEY UPDATE)
+            UPDATE agents a SET status = @online, connection_id = v.connection_id, connected_at = v.at, last_heartbeat = v.at,
+                version = v.version, agent_draining = v.draining, active_sessions = v.active, reported_capacity = v.capacity,
+                platform = v.platform, session_limits = v.session_limits, updated_at = v.at
+            FROM unnest(@ids, @connections, @ats, @versions, @drains, @actives, @capacities, @platforms, @limits, @hashes)
+                AS v(agent_id, connection_id, at, version, draining, active, capacity, platform, session_limits, token_hash)
+            WHERE a.agent_id = v.agent_id AND a.token_hash = v.token_hash
+              AND a.agent_id IN (SELECT agent_id FROM locked)
+            RETURNING a.agent_id, {LiveOn("a.agent_id")}, a.max_sessions, a.region
+            """,
+            args, tx, cancellationToken: ct))).ToDictionary(r => r.AgentId, StringComparer.Ordinal), ct);
+        // An earlier hello of the same agent in this batch is superseded by the later one before it was written.
+        return hellos.Select((h, i) => last[h.Connection.AgentId] != i ? new OnlineMark(false, false, Superseded: true)
+            : marked.TryGetValue(h.Connection.AgentId, out var m) ? new OnlineMark(true, m.Live, MaxSessions: m.MaxSessions, Region: m.Region) : new OnlineMark(false, false)).ToList();
     }
 
     /// <summary>Buffers "heard now" for the next flush, with the connection's latest capacity figures.</summary>
