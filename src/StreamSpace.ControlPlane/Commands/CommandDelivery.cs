@@ -43,6 +43,7 @@ public sealed class CommandDelivery : BackgroundService
         _outbox.CanHandOff = agentId => _registry.Find(agentId) is { } c && !c.Lifetime.IsCancellationRequested;
         _outbox.ReserveHandOff = (agentId, commandId) =>
             _registry.Find(agentId) is { } c && !c.Lifetime.IsCancellationRequested && c.ReserveHandOff(commandId);
+        _outbox.ForgetHandOff = (agentId, commandId) => _registry.Find(agentId)?.ForgetDelivery(commandId);
     }
 
     /// <summary>Asks for delivery to one agent soon. <paramref name="reconnected"/>: also resend in-flight commands (the previous socket may have lost them).</summary>
@@ -62,6 +63,7 @@ public sealed class CommandDelivery : BackgroundService
         _outbox.HandedOff -= OnHandedOff;
         _outbox.CanHandOff = null;
         _outbox.ReserveHandOff = null;
+        _outbox.ForgetHandOff = null;
         base.Dispose();
     }
 

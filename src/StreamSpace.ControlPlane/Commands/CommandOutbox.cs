@@ -18,7 +18,8 @@ namespace StreamSpace.ControlPlane.Commands;
 /// deadline), and <see cref="NotifyWritten"/> passes it after the commit straight to the delivery side, which sends it
 /// without querying and claiming it again. Nothing is lost if that send never happens (the connection died, the
 /// process crashed): the row is an in-flight attempt like any other, resent on the agent's reconnect or when its ack
-/// deadline passes.
+/// deadline passes. The reservation is taken inside the writing transaction; one that did not commit gives its
+/// reservations back (<see cref="HandOffReservations"/>).
 /// </remarks>
 public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpaceOptions> options)
 {
@@ -38,6 +39,12 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
     /// </summary>
     public Func<string, string, bool>? ReserveHandOff { get; set; }
 
+    /// <summary>Set by the delivery side: gives back a reservation whose row was never committed (agent id, command id).</summary>
+    public Action<string, string>? ForgetHandOff { get; set; }
+
+    /// <summary>The hand-off reservations of one writing transaction, to pass to <see cref="WriteManyAsync"/> or <see cref="PgInsertMany"/>.</summary>
+    public HandOffReservations NewHandOff() => new(this);
+
     /// <param name="ttl">Overrides the configured command TTL, for commands that are useless after a short while (stream.open).</param>
     public async Task<string> EnqueueAsync(
         DbConnection conn, DbTransaction tx, string agentId, string? sessionId, string type, object args, CancellationToken ct, TimeSpan? ttl = null) =>
@@ -46,10 +53,11 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
     /// <summary>
     /// Writes several commands (one per item, each for its agent and session): one set-based INSERT on PostgreSQL.
     /// With <paramref name="handOff"/>, commands for agents connected here are written already claimed (see the remarks
-    /// on the class). Pass the result to <see cref="NotifyWritten"/> once the transaction committed.
+    /// on the class) and their reservations recorded there. Pass the result to <see cref="NotifyWritten"/> once the
+    /// transaction committed; if it did not, <see cref="HandOffReservations.Release"/>.
     /// </summary>
     public async Task<WrittenCommands> WriteManyAsync(
-        DbConnection conn, DbTransaction tx, IReadOnlyList<NewCommand> commands, CancellationToken ct, TimeSpan? ttl = null, bool handOff = false)
+        DbConnection conn, DbTransaction tx, IReadOnlyList<NewCommand> commands, CancellationToken ct, TimeSpan? ttl = null, HandOffReservations? handOff = null)
     {
         if (commands.Count == 0) return new WrittenCommands([]);
         if (db.IsPostgres)
@@ -71,7 +79,7 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
     /// The PostgreSQL statement of <see cref="WriteManyAsync"/>, with parameter names (c_*) of its own so a caller can
     /// send it together with other statements in one round trip. Returns the command ids in item order.
     /// </summary>
-    internal (string Sql, object Args, WrittenCommands Written) PgInsertMany(IReadOnlyList<NewCommand> commands, TimeSpan? ttl = null, bool handOff = false)
+    internal (string Sql, object Args, WrittenCommands Written) PgInsertMany(IReadOnlyList<NewCommand> commands, TimeSpan? ttl = null, HandOffReservations? handOff = null)
     {
         var rows = Rows(commands, handOff);
         var now = time.GetUtcNow();
@@ -115,13 +123,14 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
     }
 
     /// <summary>The rows to write: pending, or (hand-off) already claimed for a connection of the agent on this replica.</summary>
-    private List<CommandRow> Rows(IReadOnlyList<NewCommand> commands, bool handOff)
+    private List<CommandRow> Rows(IReadOnlyList<NewCommand> commands, HandOffReservations? handOff)
     {
-        var reserve = handOff ? ReserveHandOff : null;
+        var reserve = handOff is null ? null : ReserveHandOff;
         return commands.Select(c =>
         {
             var id = NewId();
             var claimed = reserve?.Invoke(c.AgentId, id) == true;
+            if (claimed) handOff!.Add(c.AgentId, id);
             return new CommandRow
             {
                 Id = id, AgentId = c.AgentId, SessionId = c.SessionId, Type = c.Type, Payload = Payload(c.Args),
@@ -149,6 +158,29 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
             if (claimed.Count > 0) HandedOff?.Invoke(agent.Key, claimed);
             if (claimed.Count < agent.Count()) NotifyQueued(agent.Key);
         }
+    }
+}
+
+/// <summary>
+/// The hand-off reservations (<see cref="CommandOutbox.ReserveHandOff"/>) that the attempts of one writing transaction took.
+/// An attempt that does not commit (run again after a PostgreSQL deadlock, a create batch drawn again after a session-id
+/// collision, a batch that failed) gives them back with <see cref="Release"/>: its command ids are never written, so no
+/// hand-off takes them and no result forgets them, and the connection kept them for as long as it lived.
+/// </summary>
+public sealed class HandOffReservations
+{
+    private readonly CommandOutbox _outbox;
+    private readonly List<(string AgentId, string CommandId)> _taken = [];
+
+    internal HandOffReservations(CommandOutbox outbox) => _outbox = outbox;
+
+    internal void Add(string agentId, string commandId) => _taken.Add((agentId, commandId));
+
+    /// <summary>Forgets every reservation taken so far: call when an attempt did not commit, before the next one.</summary>
+    public void Release()
+    {
+        foreach (var (agentId, commandId) in _taken) _outbox.ForgetHandOff?.Invoke(agentId, commandId);
+        _taken.Clear();
     }
 }
 

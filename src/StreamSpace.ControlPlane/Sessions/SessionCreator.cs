@@ -89,24 +89,37 @@ public sealed class SessionCreator : IAsyncDisposable
     {
         SessionCreateOutcome[] outcomes;
         WrittenCommands written;
-        for (var attempt = 1; ; attempt++)
+        // The start commands' hand-off reservations on their agents' connections: an attempt that does not commit gives
+        // them back, else its never-written command ids stay reserved for as long as the connection lives.
+        var handOff = outbox.NewHandOff();
+        try
         {
-            try
+            for (var attempt = 1; ; attempt++)
             {
-                (outcomes, written) = await db.InTransactionAsync((conn, tx) => CreateAllAsync(conn, tx, batch, ct), ct);
-                break;
+                try
+                {
+                    (outcomes, written) = await db.InTransactionAsync((conn, tx) =>
+                    {
+                        // Run again (a PostgreSQL deadlock, or the id collision below): the attempt before did not commit.
+                        handOff.Release();
+                        return CreateAllAsync(conn, tx, batch, handOff, ct);
+                    }, ct);
+                    break;
+                }
+                catch (Exception ex) when (attempt < IdAttempts && IsSessionIdCollision(ex))
+                {
+                    // A new id equals an existing session's: nothing committed, and the next attempt draws new ids for all.
+                    logger.LogInformation("A new session id was already taken; creating the batch of {Count} again with new ids", batch.Count);
+                }
             }
-            catch (Exception ex) when (attempt < IdAttempts && IsSessionIdCollision(ex))
-            {
-                // A new id equals an existing session's: nothing committed, and the next attempt draws new ids for all.
-                logger.LogInformation("A new session id was already taken; creating the batch of {Count} again with new ids", batch.Count);
-            }
-            catch (Exception ex) when (!ErrorHandling.IsDatabaseOutage(ex) && ex is not OperationCanceledException)
-            {
-                // Nothing committed; every request of the batch fails the same way.
+        }
+        catch (Exception ex)
+        {
+            // Nothing committed; every request of the batch fails the same way.
+            handOff.Release();
+            if (!ErrorHandling.IsDatabaseOutage(ex) && ex is not OperationCanceledException)
                 logger.LogError(ex, "Creating a batch of {Count} session(s) failed", batch.Count);
-                throw;
-            }
+            throw;
         }
         // Start commands for agents connected here were written already claimed and go straight to their connection.
         outbox.NotifyWritten(written);
@@ -131,7 +144,8 @@ public sealed class SessionCreator : IAsyncDisposable
     };
 
     /// <summary>Runs inside the write transaction; may run again from the start when PostgreSQL picks it as a deadlock victim.</summary>
-    private async Task<(SessionCreateOutcome[], WrittenCommands)> CreateAllAsync(DbConnection conn, DbTransaction tx, IReadOnlyList<SessionCreateRequest> batch, CancellationToken ct)
+    private async Task<(SessionCreateOutcome[], WrittenCommands)> CreateAllAsync(
+        DbConnection conn, DbTransaction tx, IReadOnlyList<SessionCreateRequest> batch, HandOffReservations handOff, CancellationToken ct)
     {
         var outcomes = new SessionCreateOutcome[batch.Count];
         // Every read of the batch in ONE round trip, locks in a fixed order (users, templates, agents): the owners and their
@@ -208,7 +222,7 @@ public sealed class SessionCreator : IAsyncDisposable
             outcomes[i] = new SessionCreateOutcome(session.ToView(), null);
         }
 
-        return (outcomes, await InsertAsync(conn, tx, sessions, commands, entries, ct));
+        return (outcomes, await InsertAsync(conn, tx, sessions, commands, entries, handOff, ct));
     }
 
     /// <summary>
@@ -216,7 +230,8 @@ public sealed class SessionCreator : IAsyncDisposable
     /// <see cref="CommandOutbox"/>) and the audit entries: on PostgreSQL three set-based statements in one round trip.
     /// </summary>
     private async Task<WrittenCommands> InsertAsync(
-        DbConnection conn, DbTransaction tx, List<SessionRecord> sessions, List<NewCommand> commands, List<NewAuditEntry> entries, CancellationToken ct)
+        DbConnection conn, DbTransaction tx, List<SessionRecord> sessions, List<NewCommand> commands, List<NewAuditEntry> entries,
+        HandOffReservations handOff, CancellationToken ct)
     {
         if (sessions.Count == 0) return new WrittenCommands([]);
         if (!db.IsPostgres)
@@ -228,7 +243,7 @@ public sealed class SessionCreator : IAsyncDisposable
                     VALUES (@Id, @UserId, @Username, @Template, @State, NULL, @AgentId, @Cpu, @Memory, @PersistentHome, @CreatedAt, @UpdatedAt, NULL)
                     """,
                     session, tx, cancellationToken: ct));
-            var rows = await outbox.WriteManyAsync(conn, tx, commands, ct, handOff: true);
+            var rows = await outbox.WriteManyAsync(conn, tx, commands, ct, handOff: handOff);
             await audit.WriteManyAsync(conn, tx, entries, ct);
             return rows;
         }
@@ -241,7 +256,7 @@ public sealed class SessionCreator : IAsyncDisposable
             s_agents = sessions.Select(s => s.AgentId).ToArray(), s_cpus = sessions.Select(s => s.Cpu).ToArray(),
             s_memories = sessions.Select(s => s.Memory).ToArray(), s_homes = sessions.Select(s => s.PersistentHome).ToArray(),
         });
-        var (commandSql, commandArgs, written) = outbox.PgInsertMany(commands, handOff: true);
+        var (commandSql, commandArgs, written) = outbox.PgInsertMany(commands, handOff: handOff);
         var (auditSql, auditArgs) = audit.PgInsertMany(entries);
         args.AddDynamicParams(commandArgs);
         args.AddDynamicParams(auditArgs);

@@ -1,4 +1,7 @@
+using System.Net;
+using System.Net.Http.Json;
 using StreamSpace.ControlPlane.Commands;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
 using StreamSpace.ControlPlane.Sessions;
 using StreamSpace.Protocol;
 
@@ -455,6 +458,85 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
         await agent.ExpectNothingAsync(TimeSpan.FromSeconds(2.5));
         agent.CommandsReceived.Count(c => opened.Contains(c.CommandId)).ShouldBe(opened.Count);
     }
+
+    [Fact]
+    public async Task A_create_that_does_not_commit_leaves_none_of_its_command_ids_reserved_on_the_agents_connection()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var (agentId, token) = await cp.CreateAgentAsync("handoff");
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        var connection = cp.App.Services.GetRequiredService<Agents.Hub.AgentConnectionRegistry>().Find(agentId)!;
+        await cp.ExecuteAsync("UPDATE agents SET draining = @yes WHERE agent_id <> @agentId", new { yes = true, agentId });
+        var (client, _, _) = await cp.QuickUserAsync("handoff");
+        connection.DeliveredCount.ShouldBe(0);
+
+        // The start command's id is reserved on the connection before its row is written; the database then refuses the
+        // row, so the batch fails and nothing commits. Its id can never be sent, taken or finished: it must not stay.
+        var trigger = $"refuse_{agentId}";
+        await CreateTriggerAsync(trigger, agentId, cp.Db.IsPostgres
+            ? "RAISE EXCEPTION 'refused by the test'"
+            : "SELECT RAISE(ABORT, 'refused by the test')");
+        try
+        {
+            using var refused = await client.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, ct);
+            await refused.ShouldBeErrorAsync(HttpStatusCode.InternalServerError);
+        }
+        finally
+        {
+            await DropTriggerAsync(trigger);
+        }
+        connection.DeliveredCount.ShouldBe(0, "the failed batch's reservation was given back");
+
+        if (cp.Db.IsPostgres)
+        {
+            // Attempts that are run again (SQLite has no counter outside a transaction to refuse only the first ones): a
+            // deadlock victim (Db.InTransactionAsync), then a session-id collision (the create batch draws new ids).
+            await cp.ExecuteAsync($"CREATE SEQUENCE {trigger}_count", new { });
+            await CreateTriggerAsync(trigger, agentId,
+                $"""
+                CASE nextval('{trigger}_count')
+                    WHEN 1 THEN RAISE EXCEPTION 'deadlock made by the test' USING ERRCODE = '40P01';
+                    WHEN 2 THEN RAISE EXCEPTION 'duplicate key made by the test' USING ERRCODE = '23505', CONSTRAINT = 'PK_sessions';
+                    ELSE NULL;
+                END CASE
+                """);
+            try
+            {
+                using var created = await client.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, ct);
+                var sessionId = (await created.ShouldBeJsonAsync(HttpStatusCode.Created)).GetProperty("id").GetString()!;
+                (await cp.ScalarAsync<long>($"SELECT last_value FROM {trigger}_count")).ShouldBe(3, "the create was run three times");
+                var start = await agent.ExpectCommandAsync();
+                start.SessionId.ShouldBe(sessionId);
+                connection.DeliveredCount.ShouldBe(1, "only the committed start command is carried here");
+                await agent.AckAsync(start.CommandId);
+                await agent.ResultAsync(start.CommandId, success: true);
+                await cp.SessionStateIsAsync(sessionId, SessionState.Running, Soon);
+                await HubControlPlane.EventuallyAsync(() => Task.FromResult(connection.DeliveredCount == 0), Soon, "the finished command is forgotten");
+                await agent.ExpectNothingAsync(TimeSpan.FromSeconds(0.5));
+            }
+            finally
+            {
+                await DropTriggerAsync(trigger);
+                await cp.ExecuteAsync($"DROP SEQUENCE {trigger}_count", new { });
+            }
+        }
+    }
+
+    /// <summary>A trigger that runs <paramref name="body"/> before each command row for <paramref name="agentId"/> is inserted.</summary>
+    private Task CreateTriggerAsync(string name, string agentId, string body) => cp.Db.IsPostgres
+        ? cp.ExecuteAsync(
+            $"""
+            CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                {body};
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER {name} BEFORE INSERT ON agent_commands FOR EACH ROW WHEN (NEW.agent_id = '{agentId}') EXECUTE FUNCTION {name}();
+            """, new { })
+        : cp.ExecuteAsync($"CREATE TRIGGER {name} BEFORE INSERT ON agent_commands WHEN NEW.agent_id = '{agentId}' BEGIN {body}; END", new { });
+
+    private Task DropTriggerAsync(string name) => cp.ExecuteAsync(
+        cp.Db.IsPostgres ? $"DROP TRIGGER {name} ON agent_commands; DROP FUNCTION {name}()" : $"DROP TRIGGER {name}", new { });
 }
 
 [Trait("Category", "Timing")]

@@ -99,7 +99,7 @@ public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(k
     {
         var outbox = App.Services.GetRequiredService<CommandOutbox>();
         var written = await Db.InTransactionAsync((conn, tx) =>
-            outbox.WriteManyAsync(conn, tx, [new NewCommand(agentId, sessionId, type, new { sessionId })], CancellationToken.None, handOff: true),
+            outbox.WriteManyAsync(conn, tx, [new NewCommand(agentId, sessionId, type, new { sessionId })], CancellationToken.None, handOff: outbox.NewHandOff()),
             CancellationToken.None);
         if (notify) outbox.NotifyWritten(written);
         return written.Rows.Single();

@@ -64,6 +64,9 @@ public sealed class AgentLivenessMonitor(
 
     private async Task SweepAsync(CancellationToken ct)
     {
+        // The heartbeats buffered here first: after a database outage they are the only record that this replica's agents
+        // kept talking, and the sweep would otherwise mark them offline and the check below close their sockets.
+        await FlushAsync(ct);
         await writer.SweepStaleAsync(time.GetUtcNow(), ct);
         foreach (var c in await writer.FindDisownedAsync(registry.Snapshot(), ct))
         {

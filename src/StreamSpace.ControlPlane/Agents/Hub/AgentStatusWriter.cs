@@ -59,37 +59,8 @@ public sealed class AgentStatusWriter(
         await _gate.WaitAsync(ct);
         try
         {
+            if (db.IsPostgres) return await WritePgHellosAsync(hellos, ct);
             await using var conn = await db.OpenAsync(ct);
-            string LiveOn(string agent) => $"EXISTS (SELECT 1 FROM sessions s WHERE s.agent_id = {agent} AND s.state IN ({Sessions.SessionState.LiveSqlList}))";
-            if (db.IsPostgres)
-            {
-                // The same agent twice in one batch (a reconnect racing its predecessor): the later hello wins, as it would one by one.
-                var last = hellos.Select((h, i) => (h, i)).GroupBy(x => x.h.Connection.AgentId, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last().i, StringComparer.Ordinal);
-                var rows = hellos.Where((h, i) => last[h.Connection.AgentId] == i).ToList();
-                var marked = (await conn.QueryAsync<(string AgentId, bool Live, int MaxSessions, string Region)>(new CommandDefinition(
-                    $"""
-                    UPDATE agents a SET status = @online, connection_id = v.connection_id, connected_at = v.at, last_heartbeat = v.at,
-                        version = v.version, agent_draining = v.draining, active_sessions = v.active, reported_capacity = v.capacity,
-                        platform = v.platform, session_limits = v.session_limits, updated_at = v.at
-                    FROM unnest(@ids, @connections, @ats, @versions, @drains, @actives, @capacities, @platforms, @limits, @hashes)
-                        AS v(agent_id, connection_id, at, version, draining, active, capacity, platform, session_limits, token_hash)
-                    WHERE a.agent_id = v.agent_id AND a.token_hash = v.token_hash
-                    RETURNING a.agent_id, {LiveOn("a.agent_id")}, a.max_sessions, a.region
-                    """,
-                    new
-                    {
-                        online = AgentStatus.Online,
-                        ids = rows.Select(h => h.Connection.AgentId).ToArray(), connections = rows.Select(h => h.Connection.ConnectionId).ToArray(),
-                        ats = rows.Select(h => h.At.ToUniversalTime()).ToArray(), versions = rows.Select(h => h.Hello.Version).ToArray(),
-                        drains = rows.Select(h => h.Hello.Draining).ToArray(), actives = rows.Select(h => h.Hello.Capacity.ActiveSessions).ToArray(),
-                        capacities = rows.Select(h => h.Hello.Capacity.MaxSessions).ToArray(), platforms = rows.Select(h => h.Hello.Platform).ToArray(),
-                        limits = rows.Select(h => h.Hello.SessionLimits).ToArray(), hashes = rows.Select(h => h.Connection.TokenHash).ToArray(),
-                    },
-                    cancellationToken: ct))).ToDictionary(r => r.AgentId, StringComparer.Ordinal);
-                // An earlier hello of the same agent in this batch is superseded by the later one before it was written.
-                return hellos.Select((h, i) => last[h.Connection.AgentId] != i ? new OnlineMark(false, false, Superseded: true)
-                    : marked.TryGetValue(h.Connection.AgentId, out var m) ? new OnlineMark(true, m.Live, MaxSessions: m.MaxSessions, Region: m.Region) : new OnlineMark(false, false)).ToList();
-            }
             var results = new List<OnlineMark>(hellos.Count);
             foreach (var h in hellos)
             {
@@ -116,6 +87,48 @@ public sealed class AgentStatusWriter(
         {
             _gate.Release();
         }
+    }
+
+    private static string LiveOn(string agent) =>
+        $"EXISTS (SELECT 1 FROM sessions s WHERE s.agent_id = {agent} AND s.state IN ({Sessions.SessionState.LiveSqlList}))";
+
+    /// <summary>
+    /// The PostgreSQL hello batch: one set-based UPDATE. Its rows are locked first, in agent-id order (the order placement
+    /// and <see cref="FlushAsync"/> lock them in): the UPDATE alone locked them in the order its join found them, so a batch
+    /// holding one agent while waiting for another deadlocked with a create holding the other, and the whole batch failed.
+    /// A deadlock with any other writer is run again (<see cref="Db.InTransactionAsync{T}"/>).
+    /// </summary>
+    private async Task<IReadOnlyList<OnlineMark>> WritePgHellosAsync(IReadOnlyList<PendingHello> hellos, CancellationToken ct)
+    {
+        // The same agent twice in one batch (a reconnect racing its predecessor): the later hello wins, as it would one by one.
+        var last = hellos.Select((h, i) => (h, i)).GroupBy(x => x.h.Connection.AgentId, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Last().i, StringComparer.Ordinal);
+        var rows = hellos.Where((h, i) => last[h.Connection.AgentId] == i).ToList();
+        var args = new
+        {
+            online = AgentStatus.Online,
+            ids = rows.Select(h => h.Connection.AgentId).ToArray(), connections = rows.Select(h => h.Connection.ConnectionId).ToArray(),
+            ats = rows.Select(h => h.At.ToUniversalTime()).ToArray(), versions = rows.Select(h => h.Hello.Version).ToArray(),
+            drains = rows.Select(h => h.Hello.Draining).ToArray(), actives = rows.Select(h => h.Hello.Capacity.ActiveSessions).ToArray(),
+            capacities = rows.Select(h => h.Hello.Capacity.MaxSessions).ToArray(), platforms = rows.Select(h => h.Hello.Platform).ToArray(),
+            limits = rows.Select(h => h.Hello.SessionLimits).ToArray(), hashes = rows.Select(h => h.Connection.TokenHash).ToArray(),
+        };
+        var marked = await db.InTransactionAsync(async (conn, tx) => (await conn.QueryAsync<(string AgentId, bool Live, int MaxSessions, string Region)>(new CommandDefinition(
+            $"""
+            WITH locked AS (
+                SELECT agent_id FROM agents WHERE agent_id = ANY(@ids) ORDER BY agent_id FOR NO KEY UPDATE)
+            UPDATE agents a SET status = @online, connection_id = v.connection_id, connected_at = v.at, last_heartbeat = v.at,
+                version = v.version, agent_draining = v.draining, active_sessions = v.active, reported_capacity = v.capacity,
+                platform = v.platform, session_limits = v.session_limits, updated_at = v.at
+            FROM unnest(@ids, @connections, @ats, @versions, @drains, @actives, @capacities, @platforms, @limits, @hashes)
+                AS v(agent_id, connection_id, at, version, draining, active, capacity, platform, session_limits, token_hash)
+            WHERE a.agent_id = v.agent_id AND a.token_hash = v.token_hash
+              AND a.agent_id IN (SELECT agent_id FROM locked)
+            RETURNING a.agent_id, {LiveOn("a.agent_id")}, a.max_sessions, a.region
+            """,
+            args, tx, cancellationToken: ct))).ToDictionary(r => r.AgentId, StringComparer.Ordinal), ct);
+        // An earlier hello of the same agent in this batch is superseded by the later one before it was written.
+        return hellos.Select((h, i) => last[h.Connection.AgentId] != i ? new OnlineMark(false, false, Superseded: true)
+            : marked.TryGetValue(h.Connection.AgentId, out var m) ? new OnlineMark(true, m.Live, MaxSessions: m.MaxSessions, Region: m.Region) : new OnlineMark(false, false)).ToList();
     }
 
     /// <summary>Buffers "heard now" for the next flush, with the connection's latest capacity figures.</summary>
@@ -155,6 +168,9 @@ public sealed class AgentStatusWriter(
     /// <summary>
     /// Writes all buffered heartbeats in one transaction. Returns the connections whose row no longer
     /// names them (agent deleted, or a newer connection on another replica took over): they must close.
+    /// A write that fails (the database is away) keeps its heartbeats for the next flush, behind any newer one
+    /// recorded meanwhile: thrown away, the rows of agents that kept heartbeating through an outage stayed as old as
+    /// the outage, and the sweep (<see cref="SweepStaleAsync"/>) took them for silent once the database was back.
     /// </summary>
     public async Task<IReadOnlyList<AgentConnection>> FlushAsync(CancellationToken ct)
     {
@@ -174,56 +190,18 @@ public sealed class AgentStatusWriter(
             // Rows are locked in agent-id order, the order placement locks them in, so a flush and a
             // session create never deadlock; PostgreSQL gets one set-based statement per batch.
             live.Sort((a, b) => string.CompareOrdinal(a.Connection.AgentId, b.Connection.AgentId));
-            var written = await db.InTransactionAsync(async (conn, tx) =>
+            try
             {
-                if (db.IsPostgres)
+                return await WriteHeartbeatsAsync(live, ct);
+            }
+            catch
+            {
+                lock (_pendingLock)
                 {
-                    var updated = await conn.QueryAsync<string>(new CommandDefinition(
-                        """
-                        WITH locked AS (
-                            SELECT agent_id FROM agents WHERE agent_id = ANY(@ids) ORDER BY agent_id FOR NO KEY UPDATE)
-                        UPDATE agents a SET status = @online, last_heartbeat = v.at, agent_draining = v.draining,
-                            active_sessions = v.active, reported_capacity = v.capacity, updated_at = v.at
-                        FROM unnest(@ids, @connections, @ats, @drains, @actives, @capacities) AS v(agent_id, connection_id, at, draining, active, capacity)
-                        WHERE a.agent_id = v.agent_id AND a.connection_id = v.connection_id
-                          AND a.agent_id IN (SELECT agent_id FROM locked)
-                        RETURNING a.agent_id
-                        """,
-                        new
-                        {
-                            online = AgentStatus.Online,
-                            ids = live.Select(p => p.Connection.AgentId).ToArray(),
-                            connections = live.Select(p => p.Connection.ConnectionId).ToArray(),
-                            ats = live.Select(p => p.At.ToUniversalTime()).ToArray(),
-                            drains = live.Select(p => p.Draining).ToArray(),
-                            actives = live.Select(p => p.ActiveSessions).ToArray(),
-                            capacities = live.Select(p => p.ReportedCapacity).ToArray(),
-                        },
-                        tx, cancellationToken: ct));
-                    return updated.ToHashSet(StringComparer.Ordinal);
+                    foreach (var p in live) _pending.TryAdd(p.Connection.AgentId, p);
                 }
-                var done = new HashSet<string>(StringComparer.Ordinal);
-                foreach (var p in live)
-                {
-                    var rows = await conn.ExecuteAsync(new CommandDefinition(
-                        """
-                        UPDATE agents SET status = @online, last_heartbeat = @at, agent_draining = @draining, active_sessions = @active,
-                            reported_capacity = @capacity, updated_at = @at
-                        WHERE agent_id = @agentId AND connection_id = @connectionId
-                        """,
-                        new
-                        {
-                            online = AgentStatus.Online, at = p.At, draining = p.Draining, active = p.ActiveSessions, capacity = p.ReportedCapacity,
-                            agentId = p.Connection.AgentId, connectionId = p.Connection.ConnectionId,
-                        },
-                        tx, cancellationToken: ct));
-                    if (rows == 1) done.Add(p.Connection.AgentId);
-                }
-                return done;
-            }, ct);
-            var orphaned = live.Where(p => !written.Contains(p.Connection.AgentId)).Select(p => p.Connection).ToList();
-            metrics.HeartbeatBatchWritten(live.Count - orphaned.Count);
-            return orphaned;
+                throw;
+            }
         }
         finally
         {
@@ -231,9 +209,65 @@ public sealed class AgentStatusWriter(
         }
     }
 
+    private async Task<IReadOnlyList<AgentConnection>> WriteHeartbeatsAsync(List<PendingHeartbeat> live, CancellationToken ct)
+    {
+        var written = await db.InTransactionAsync(async (conn, tx) =>
+        {
+            if (db.IsPostgres)
+            {
+                var updated = await conn.QueryAsync<string>(new CommandDefinition(
+                    """
+                    WITH locked AS (
+                        SELECT agent_id FROM agents WHERE agent_id = ANY(@ids) ORDER BY agent_id FOR NO KEY UPDATE)
+                    UPDATE agents a SET status = @online, last_heartbeat = v.at, agent_draining = v.draining,
+                        active_sessions = v.active, reported_capacity = v.capacity, updated_at = v.at
+                    FROM unnest(@ids, @connections, @ats, @drains, @actives, @capacities) AS v(agent_id, connection_id, at, draining, active, capacity)
+                    WHERE a.agent_id = v.agent_id AND a.connection_id = v.connection_id
+                      AND a.agent_id IN (SELECT agent_id FROM locked)
+                    RETURNING a.agent_id
+                    """,
+                    new
+                    {
+                        online = AgentStatus.Online,
+                        ids = live.Select(p => p.Connection.AgentId).ToArray(),
+                        connections = live.Select(p => p.Connection.ConnectionId).ToArray(),
+                        ats = live.Select(p => p.At.ToUniversalTime()).ToArray(),
+                        drains = live.Select(p => p.Draining).ToArray(),
+                        actives = live.Select(p => p.ActiveSessions).ToArray(),
+                        capacities = live.Select(p => p.ReportedCapacity).ToArray(),
+                    },
+                    tx, cancellationToken: ct));
+                return updated.ToHashSet(StringComparer.Ordinal);
+            }
+            var done = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var p in live)
+            {
+                var rows = await conn.ExecuteAsync(new CommandDefinition(
+                    """
+                    UPDATE agents SET status = @online, last_heartbeat = @at, agent_draining = @draining, active_sessions = @active,
+                        reported_capacity = @capacity, updated_at = @at
+                    WHERE agent_id = @agentId AND connection_id = @connectionId
+                    """,
+                    new
+                    {
+                        online = AgentStatus.Online, at = p.At, draining = p.Draining, active = p.ActiveSessions, capacity = p.ReportedCapacity,
+                        agentId = p.Connection.AgentId, connectionId = p.Connection.ConnectionId,
+                    },
+                    tx, cancellationToken: ct));
+                if (rows == 1) done.Add(p.Connection.AgentId);
+            }
+            return done;
+        }, ct);
+        var orphaned = live.Where(p => !written.Contains(p.Connection.AgentId)).Select(p => p.Connection).ToList();
+        metrics.HeartbeatBatchWritten(live.Count - orphaned.Count);
+        return orphaned;
+    }
+
     /// <summary>
     /// Marks offline every 'online' row silent for longer than the timeout plus a grace: covers a replica
-    /// that died without closing its sockets. Live connections here are flushed far more often than that.
+    /// that died without closing its sockets. Flush first (<see cref="AgentLivenessMonitor"/> does): the rows of this
+    /// replica's own connections are then as fresh as the heartbeats they sent, also right after a database outage, when
+    /// the heartbeats of the outage are still buffered and the rows as old as the outage.
     /// </summary>
     public async Task<int> SweepStaleAsync(DateTimeOffset now, CancellationToken ct)
     {

@@ -1,0 +1,95 @@
+using System.Diagnostics;
+using StreamSpace.ControlPlane.Agents;
+using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Tests.Hub;
+using StreamSpace.ControlPlane.Tests.Infrastructure;
+
+namespace StreamSpace.ControlPlane.Tests;
+
+/// <summary>
+/// The hub control plane (1 s heartbeats, offline after 3 s of silence, database sweep grace 1 s) on PostgreSQL behind a
+/// <see cref="TcpProxy"/> that can cut the database away. The database sweep runs every 200 ms, far more often than the
+/// heartbeat flush (1 s), so right after the database is back the sweep is the first to reach it.
+/// </summary>
+public sealed class ProxiedHubControlPlane() : HubControlPlane(DatabaseKind.Postgres)
+{
+    private TcpProxy? _proxy;
+
+    public TcpProxy Proxy => _proxy ?? throw new InvalidOperationException("Not initialized");
+
+    protected override IEnumerable<string> ExtraArgs
+    {
+        get
+        {
+            var direct = new Uri(Database.Setting);
+            _proxy ??= new TcpProxy(direct.Host, direct.Port);
+            return
+            [
+                .. base.ExtraArgs,
+                "--StreamSpace:OfflineSweepInterval=00:00:00.200",
+                $"--StreamSpace:Database={direct.Scheme}://{direct.UserInfo}@127.0.0.1:{_proxy.Port}{direct.AbsolutePath}",
+            ];
+        }
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        _proxy?.Restore();
+        await base.DisposeAsync();
+        if (_proxy is not null) await _proxy.DisposeAsync();
+    }
+}
+
+/// <summary>
+/// Invariant 1 through a database outage: an agent that kept its socket and kept heartbeating is online, before, during
+/// (as far as this replica knows) and after. The heartbeats the replica could not write meanwhile are not lost, so the
+/// database sweep (meant for agents of a replica that died) never takes it for silent and never closes its socket.
+/// </summary>
+[Trait("Category", "Timing")]
+public sealed class OpsDatabaseOutageAgentTests(ProxiedHubControlPlane cp) : IClassFixture<ProxiedHubControlPlane>
+{
+    [Fact]
+    public async Task An_agent_heartbeating_through_a_database_outage_longer_than_the_offline_timeout_stays_connected_and_online()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var (agentId, token) = await cp.CreateAgentAsync("outage");
+        // Heartbeats by hand, so the test knows which ones fell into the outage.
+        await using var agent = await cp.OnlineAgentAsync(agentId, token, heartbeat: false);
+        var connectionId = agent.Welcome!.ConnectionId;
+
+        cp.Proxy.Cut();
+        try
+        {
+            // Longer than the offline timeout plus the sweep's grace (3 s + 1 s): the row's last heartbeat is that old
+            // when the database comes back, though the agent never went quiet.
+            var outage = Stopwatch.StartNew();
+            while (outage.Elapsed < TimeSpan.FromSeconds(5))
+            {
+                await agent.HeartbeatAsync();
+                await Task.Delay(TimeSpan.FromMilliseconds(400), ct);
+            }
+            await agent.HeartbeatAsync();
+            // The last heartbeat is older than a flush interval when the database is back: a failed flush took it.
+            await Task.Delay(TimeSpan.FromSeconds(1.2), ct);
+        }
+        finally
+        {
+            cp.Proxy.Restore();
+        }
+
+        // Several sweeps run before the agent's next heartbeat (within its 3 s timeout).
+        await Task.Delay(TimeSpan.FromSeconds(1), ct);
+        var after = Stopwatch.StartNew();
+        while (after.Elapsed < TimeSpan.FromSeconds(3))
+        {
+            await agent.HeartbeatAsync();
+            await Task.Delay(TimeSpan.FromMilliseconds(400), ct);
+        }
+
+        agent.IsOpen.ShouldBeTrue($"the agent's socket was closed: {agent.CloseDescription}");
+        var row = (await cp.AgentRowAsync(agentId))!;
+        row.Status.ShouldBe(AgentStatus.Online);
+        row.ConnectionId.ShouldBe(connectionId);
+        row.LastHeartbeat!.Value.ShouldBeGreaterThan(DateTimeOffset.UtcNow - TimeSpan.FromSeconds(3));
+    }
+}
