@@ -30,22 +30,11 @@ public sealed class Db : IAsyncDisposable
             // Statements that scan no table opt out per transaction with CachedPlansSql.
             if (csb.Options?.Contains("plan_cache_mode", StringComparison.Ordinal) != true)
                 csb.Options = $"{csb.Options} -c plan_cache_mode=force_custom_plan".Trim();
-            // A connection goes back to the pool as it is: by default Npgsql makes the server reset the session on its next
-            // use (seven statements: RESET ALL, CLOSE ALL, UNLISTEN *, ...), once per open, so once per group-commit batch
-            // and per request that reads. Nothing here leaves session state behind (settings are SET LOCAL, transactions
-            // are rolled back on close, the LISTEN connection is not pooled: OpenUnpooledAsync), and under
-            // the creation benchmark the reset cost PostgreSQL ~15 % of its CPU per create (bench/RESULTS.md, 2026-11-30).
-            if (!Mentions(target.ConnectionString, "NoResetOnClose")) csb.NoResetOnClose = true;
             _pg = builder.Build();
             _unpooled = new NpgsqlConnectionStringBuilder(csb.ConnectionString) { Pooling = false }.ConnectionString;
         }
         DapperSetup.EnsureRegistered();
     }
-
-    /// <summary>Whether the operator's connection string sets <paramref name="keyword"/> (spaces and case ignored).</summary>
-    private static bool Mentions(string connectionString, string keyword) =>
-        new DbConnectionStringBuilder { ConnectionString = connectionString }.Keys.Cast<string>()
-            .Any(k => string.Equals(k.Replace(" ", "", StringComparison.Ordinal), keyword, StringComparison.OrdinalIgnoreCase));
 
     /// <summary>
     /// PostgreSQL: put before statements that read no table by a parameter (e.g. INSERT ... SELECT FROM unnest) so they and
@@ -83,8 +72,8 @@ public sealed class Db : IAsyncDisposable
     public void ClearPool() => _pg?.Clear();
 
     /// <summary>
-    /// PostgreSQL: a connection of its own, closed for good when disposed, for session state no pooled connection may pass
-    /// on (LISTEN): pooled connections are handed on without a server-side reset.
+    /// PostgreSQL: a connection of its own, closed for good when disposed, for session state that must end with its user
+    /// (LISTEN, a session-level advisory lock) rather than wait for the pool's reset on the connection's next use.
     /// </summary>
     public async Task<NpgsqlConnection> OpenUnpooledAsync(CancellationToken ct)
     {

@@ -36,7 +36,7 @@ public static class SchemaMigrator
             MigrateUp(db.Target);
             return;
         }
-        // Unpooled: a session-level lock must end with its session, and pooled connections are handed on without a reset.
+        // Unpooled: a session-level lock ends with its session, whatever happens to this code.
         await using var holder = await db.OpenUnpooledAsync(ct);
         await holder.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_lock(@key)", new { key = MigrationLockKey }, cancellationToken: ct));
         try
