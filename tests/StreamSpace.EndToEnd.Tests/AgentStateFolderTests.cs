@@ -52,67 +52,52 @@ public sealed class AgentStateFolderTests
     [Fact]
     public async Task An_agent_whose_state_folder_cannot_be_made_ends_at_once_with_one_plain_line()
     {
-        var parent = Directory.CreateTempSubdirectory("streamspace-e2e-agent-state-file-").FullName;
-        try
+        using var scratch = new ScratchFolder("streamspace-e2e-agent-state-file-");
+        var state = await scratch.UnusableStateFolderAsync(TestContext.Current.CancellationToken);
+        await using var agent = ManagedProcess.Start("agent-state-file", Paths.AgentExe, new Dictionary<string, string?>
         {
-            var notAFolder = Path.Combine(parent, "notadir");
-            await File.WriteAllTextAsync(notAFolder, "a file", TestContext.Current.CancellationToken);
-            var state = Path.Combine(notAFolder, "state");
-            await using var agent = ManagedProcess.Start("agent-state-file", Paths.AgentExe, new Dictionary<string, string?>
-            {
-                ["STREAMSPACE_CONTROL_PLANE"] = "http://127.0.0.1:1",
-                ["STREAMSPACE_AGENT_ID"] = "worker-8",
-                ["STREAMSPACE_AGENT_TOKEN"] = "ssa_unused",
-                ["STREAMSPACE_AGENT_STATE"] = state,
-            }, parent);
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(30));
-            await agent.WaitForExitAsync(timeout.Token);
+            ["STREAMSPACE_CONTROL_PLANE"] = "http://127.0.0.1:1",
+            ["STREAMSPACE_AGENT_ID"] = "worker-8",
+            ["STREAMSPACE_AGENT_TOKEN"] = "ssa_unused",
+            ["STREAMSPACE_AGENT_STATE"] = state,
+        }, scratch.Path);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(30));
+        await agent.WaitForExitAsync(timeout.Token);
 
-            agent.ExitCode.ShouldBe(2, agent.Output);
-            agent.Output.Trim().ShouldStartWith($"invalid agent configuration: the state folder {state} cannot be used (");
-            agent.Output.Trim().ShouldEndWith("STREAMSPACE_AGENT_STATE sets it");
-            agent.Output.Trim().ShouldNotContain("\n");
-        }
-        finally
-        {
-            Directory.Delete(parent, recursive: true);
-        }
+        agent.ExitCode.ShouldBe(2, agent.Output);
+        agent.Output.Trim().ShouldStartWith($"invalid agent configuration: the state folder {state} cannot be used (");
+        agent.Output.Trim().ShouldEndWith("STREAMSPACE_AGENT_STATE sets it");
+        agent.Output.Trim().ShouldNotContain("\n");
     }
     [Fact]
     public async Task A_second_agent_on_a_state_folder_in_use_ends_at_once_saying_which_folder()
     {
-        var state = Directory.CreateTempSubdirectory("streamspace-e2e-agent-state-twice-").FullName;
-        try
+        using var scratch = new ScratchFolder("streamspace-e2e-agent-state-twice-");
+        var state = scratch.Path;
+        var settings = new Dictionary<string, string?>
         {
-            var settings = new Dictionary<string, string?>
-            {
-                // Nothing listens there: the first agent keeps retrying while it holds the folder.
-                ["STREAMSPACE_CONTROL_PLANE"] = "http://127.0.0.1:1",
-                ["STREAMSPACE_AGENT_ID"] = "worker-9",
-                ["STREAMSPACE_AGENT_TOKEN"] = "ssa_unused",
-                ["STREAMSPACE_AGENT_STATE"] = state,
-            };
-            await using var first = ManagedProcess.Start("agent-state-first", Paths.AgentExe, settings, state);
-            var until = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-            while (!File.Exists(Path.Combine(state, "agent.lock")) && !first.HasExited && DateTime.UtcNow < until)
-                await Task.Delay(100, TestContext.Current.CancellationToken);
-            first.HasExited.ShouldBeFalse(first.Output);
+            // Nothing listens there: the first agent keeps retrying while it holds the folder.
+            ["STREAMSPACE_CONTROL_PLANE"] = "http://127.0.0.1:1",
+            ["STREAMSPACE_AGENT_ID"] = "worker-9",
+            ["STREAMSPACE_AGENT_TOKEN"] = "ssa_unused",
+            ["STREAMSPACE_AGENT_STATE"] = state,
+        };
+        await using var first = ManagedProcess.Start("agent-state-first", Paths.AgentExe, settings, state);
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (!File.Exists(Path.Combine(state, "agent.lock")) && !first.HasExited && DateTime.UtcNow < until)
+            await Task.Delay(100, TestContext.Current.CancellationToken);
+        first.HasExited.ShouldBeFalse(first.Output);
 
-            await using var second = ManagedProcess.Start("agent-state-second", Paths.AgentExe, settings, state);
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(30));
-            await second.WaitForExitAsync(timeout.Token);
+        await using var second = ManagedProcess.Start("agent-state-second", Paths.AgentExe, settings, state);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(30));
+        await second.WaitForExitAsync(timeout.Token);
 
-            second.ExitCode.ShouldBe(2, second.Output);
-            second.Output.ShouldContain($"the agent state folder {state} is in use by another agent");
-            second.Output.ShouldNotContain("Unhandled exception");
-            first.HasExited.ShouldBeFalse("the agent that held the folder was disturbed");
-            await first.KillAsync();
-        }
-        finally
-        {
-            Directory.Delete(state, recursive: true);
-        }
+        second.ExitCode.ShouldBe(2, second.Output);
+        second.Output.ShouldContain($"the agent state folder {state} is in use by another agent");
+        second.Output.ShouldNotContain("Unhandled exception");
+        first.HasExited.ShouldBeFalse("the agent that held the folder was disturbed");
+        await first.KillAsync();
     }
 }

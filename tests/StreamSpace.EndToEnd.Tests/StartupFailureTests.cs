@@ -165,28 +165,19 @@ public sealed class StartupFailureTests
     [Fact]
     public async Task A_control_plane_whose_embedded_agent_cannot_use_its_state_folder_ends_at_once_with_one_plain_line()
     {
-        var parent = Directory.CreateTempSubdirectory("streamspace-e2e-state-file-").FullName;
-        try
-        {
-            var notAFolder = Path.Combine(parent, "notadir");
-            await File.WriteAllTextAsync(notAFolder, "a file", TestContext.Current.CancellationToken);
-            var state = Path.Combine(notAFolder, "state");
+        using var scratch = new ScratchFolder("streamspace-e2e-state-file-");
+        var state = await scratch.UnusableStateFolderAsync(TestContext.Current.CancellationToken);
 
-            var ending = await StartUntilItEndsAsync("embedded-state-file", new()
-            {
-                ["STREAMSPACE_EMBEDDED_AGENT"] = "true",
-                ["STREAMSPACE_AGENT_STATE"] = state,
-            });
-
-            ending.ExitCode.ShouldBe(2, ending.Output);
-            ending.Output.Trim().ShouldStartWith($"streamspace: invalid agent configuration: the state folder {state} cannot be used (");
-            ending.Output.Trim().ShouldEndWith("STREAMSPACE_AGENT_STATE sets it");
-            ending.Output.Trim().ShouldNotContain("\n");
-            ending.MadeDatabase.ShouldBeFalse("said before any start-up work");
-        }
-        finally
+        var ending = await StartUntilItEndsAsync("embedded-state-file", new()
         {
-            Directory.Delete(parent, recursive: true);
-        }
+            ["STREAMSPACE_EMBEDDED_AGENT"] = "true",
+            ["STREAMSPACE_AGENT_STATE"] = state,
+        });
+
+        ending.ExitCode.ShouldBe(2, ending.Output);
+        ending.Output.Trim().ShouldStartWith($"streamspace: invalid agent configuration: the state folder {state} cannot be used (");
+        ending.Output.Trim().ShouldEndWith("STREAMSPACE_AGENT_STATE sets it");
+        ending.Output.Trim().ShouldNotContain("\n");
+        ending.MadeDatabase.ShouldBeFalse("said before any start-up work");
     }
 }
