@@ -45,8 +45,10 @@ public static class SignInEndpoints
     }
 
     private static async Task<Results<RedirectHttpResult, JsonHttpResult<ApiError>>> SignInAsync(
-        [FromForm] SignInForm form, HttpContext http, IAntiforgery antiforgery, IOptions<AntiforgeryOptions> antiforgeryOptions, CancellationToken ct)
+        [FromForm] SignInForm? form, HttpContext http, IAntiforgery antiforgery, IOptions<AntiforgeryOptions> antiforgeryOptions, CancellationToken ct)
     {
+        // The binder gives null when the form has none of the fields (a=1, an antiforgery token alone).
+        form ??= new SignInForm();
         var returnUrl = LocalUrl.OrRoot(form.ReturnUrl);
         if (!await antiforgery.IsRequestValidAsync(http))
         {

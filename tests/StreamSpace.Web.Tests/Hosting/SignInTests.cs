@@ -78,6 +78,29 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         (cookies ?? []).ShouldNotContain(c => c.StartsWith(WebAuthentication.CookieName + "=", StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData("a=1")]
+    [InlineData("=")]
+    [InlineData("%ff=1")]
+    public async Task A_sign_in_post_with_none_of_the_forms_fields_is_a_400_not_a_500(string body)
+    {
+        using var browser = host.Browser();
+        using var response = await browser.Http.PostAsync("/signin", new StringContent(body, System.Text.Encoding.UTF8, "application/x-www-form-urlencoded"));
+        response.StatusCode.ShouldBe(HttpStatusCode.BadRequest, await response.Content.ReadAsStringAsync());
+        (await response.Content.ReadAsStringAsync()).ShouldContain("antiforgery token");
+    }
+
+    [Fact]
+    public async Task A_sign_in_post_with_only_a_token_goes_back_to_the_form()
+    {
+        using var browser = host.Browser();
+        var token = await browser.SignInFormTokenAsync();
+        using var response = await browser.Http.PostAsync("/signin",
+            new FormUrlEncodedContent(new Dictionary<string, string> { ["__RequestVerificationToken"] = token }));
+        response.StatusCode.ShouldBe(HttpStatusCode.Redirect, await response.Content.ReadAsStringAsync());
+        response.Headers.Location!.OriginalString.ShouldStartWith("/signin?error=missing");
+    }
+
     [Fact]
     public async Task A_sign_in_page_loaded_before_signing_in_elsewhere_goes_on_to_the_return_address()
     {
