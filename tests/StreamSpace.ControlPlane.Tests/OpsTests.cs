@@ -17,6 +17,18 @@ public abstract class OpsTests(ControlPlaneFixture cp)
         ready.GetProperty("database").GetString().ShouldBe("ok");
     }
 
+    [Theory]
+    [InlineData("/healthz")]
+    [InlineData("/readyz")]
+    [InlineData("/sessions/any-id/view")]
+    public async Task Health_checks_and_the_viewer_page_answer_head_as_get(string path)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Head, path);
+        using var response = await cp.Client().SendAsync(request, TestContext.Current.CancellationToken);
+        response.StatusCode.ShouldBe(HttpStatusCode.OK);
+        (await response.Content.ReadAsByteArrayAsync(TestContext.Current.CancellationToken)).ShouldBeEmpty();
+    }
+
     [Fact]
     public async Task Metrics_are_prometheus_text_with_request_metrics()
     {

@@ -25,10 +25,14 @@ public static class OpsEndpoints
         return services;
     }
 
+    /// <summary>The methods of a read-only endpoint that a probe or a link checker may use.</summary>
+    internal static readonly string[] GetOrHead = [HttpMethods.Get, HttpMethods.Head];
+
     public static IEndpointRouteBuilder MapOpsEndpoints(this IEndpointRouteBuilder routes)
     {
-        routes.MapGet("/healthz", () => TypedResults.Ok(new { status = "ok" })).AllowAnonymous().WithTags("Ops");
-        routes.MapGet("/readyz", ReadyAsync).AllowAnonymous().WithTags("Ops");
+        // HEAD as well: uptime monitors and load balancers probe with it (Kestrel sends no body then).
+        routes.MapMethods("/healthz", GetOrHead, () => TypedResults.Ok(new { status = "ok" })).AllowAnonymous().WithTags("Ops");
+        routes.MapMethods("/readyz", GetOrHead, ReadyAsync).AllowAnonymous().WithTags("Ops");
         routes.MapPrometheusScrapingEndpoint("/metrics").AllowAnonymous();
         routes.MapOpenApi("/openapi/{documentName}.json").AllowAnonymous();
         return routes;

@@ -27,9 +27,9 @@ public static class ViewerPage
 
         // Anonymous: the page shell holds nothing secret; it signs in to the API with the user's own
         // credentials (cookie or stored bearer token) to get a viewer ticket.
-        routes.MapGet("/sessions/{id}/view", (string id, HttpContext http) => ServeFile(http, files, types, "index.html", cache: false))
+        routes.MapMethods("/sessions/{id}/view", Ops.OpsEndpoints.GetOrHead, (string id, HttpContext http) => ServeFile(http, files, types, "index.html", cache: false))
             .AllowAnonymous().ExcludeFromDescription();
-        routes.MapGet(AssetsPath + "/{**path}", (string path, HttpContext http) => ServeFile(http, files, types, path, cache: true))
+        routes.MapMethods(AssetsPath + "/{**path}", Ops.OpsEndpoints.GetOrHead, (string path, HttpContext http) => ServeFile(http, files, types, path, cache: true))
             .AllowAnonymous().ExcludeFromDescription();
         return routes;
     }
