@@ -81,21 +81,13 @@ public static class WebAuthentication
     }
 
     /// <summary>
-    /// SameSite=Strict already keeps other sites' requests from carrying the cookie; in addition, an API call
-    /// that changes something with the cookie must come from this origin (a browser says so in Sec-Fetch-Site
-    /// and Origin). Sec-Fetch-Site, which no page script can set, is the browser's own word and enough; the Origin is
-    /// compared with this request's scheme and host only when a browser sends no Sec-Fetch-Site, because behind a
-    /// TLS-terminating proxy the browser's https origin arrives here as an http request.
+    /// SameSite=Strict already keeps other sites' requests from carrying the cookie, but not a page on another port of
+    /// this host (the same site); so an API call that changes something with the cookie must also pass the browser-origin
+    /// rule (<see cref="BrowserOrigin"/>: the browser's Sec-Fetch-Site, else its Origin).
     /// </summary>
-    private static bool IsCrossSiteApiWrite(HttpRequest request)
-    {
-        if (!IsApi(request) || HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method) || HttpMethods.IsOptions(request.Method))
-            return false;
-        if (request.Headers["Sec-Fetch-Site"].ToString() is { Length: > 0 } site)
-            return site != "same-origin";
-        return request.Headers.Origin.ToString() is { Length: > 0 } origin
-            && !string.Equals(origin, $"{request.Scheme}://{request.Host.Value}", StringComparison.OrdinalIgnoreCase);
-    }
+    private static bool IsCrossSiteApiWrite(HttpRequest request) =>
+        IsApi(request) && !HttpMethods.IsGet(request.Method) && !HttpMethods.IsHead(request.Method) && !HttpMethods.IsOptions(request.Method)
+        && !BrowserOrigin.IsAllowed(request);
 
     /// <summary>The principal stored in the cookie: the user's identity plus the API token.</summary>
     internal static ClaimsPrincipal CreatePrincipal(string userId, string username, string role, string apiToken) =>

@@ -36,12 +36,14 @@ public static class WebSetup
     /// <summary>Maps the UI: static assets, sign-in/out endpoints and the Razor components (with the Blazor hub).</summary>
     public static IEndpointRouteBuilder MapStreamSpaceWeb(this WebApplication app)
     {
+        app.UseBlazorHubOriginCheck();
         app.UseBrowserNotFoundPage();
         app.MapStreamSpaceStaticAssets();
         app.MapSignInEndpoints();
         var components = app.MapRazorComponents<App>().AddInteractiveServerRenderMode();
         // The Blazor hub and framework endpoints must be reachable by anyone (the sign-in page itself loads the
-        // script); each page declares [Authorize] or [AllowAnonymous] and is enforced on its own endpoint.
+        // script); each page declares [Authorize] or [AllowAnonymous] and is enforced on its own endpoint. The hub
+        // is reachable from this control plane's own pages only (UseBlazorHubOriginCheck above).
         components.Add(endpoint =>
         {
             if (endpoint is RouteEndpointBuilder route && route.RoutePattern.RawText is { } pattern
