@@ -27,6 +27,7 @@ public sealed class HelloLockOrderTests_Postgres(HubPostgresControlPlane cp) : I
         var (b1, b1Token) = await cp.CreateAgentAsync("locka");
         var (b0, b0Token) = await cp.CreateAgentAsync("lock0");
         string.CompareOrdinal(b1, b2).ShouldBeLessThan(0);
+        var deadlocksBefore = await DeadlocksAsync();
         var first = await ScriptedAgent.ConnectAsync(cp.BaseAddress, b0, b0Token);
         var agent2 = await ScriptedAgent.ConnectAsync(cp.BaseAddress, b2, b2Token);
         var agent1 = await ScriptedAgent.ConnectAsync(cp.BaseAddress, b1, b1Token);
@@ -65,7 +66,21 @@ public sealed class HelloLockOrderTests_Postgres(HubPostgresControlPlane cp) : I
             }
             (await first.NextAsync(Soon))!.Type.ShouldBe(MessageTypes.Welcome);
         }
+        // The welcomes alone do not show it: a batch aborted as a deadlock victim is run again (Db.InTransactionAsync) and
+        // succeeds once the placement let go. The victim's backend counts the deadlock in its statistics and reports them
+        // when it is next idle (after its rollback, before the retry); a report can still be held back by contention, so
+        // the count is watched for a while.
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        do
+        {
+            (await DeadlocksAsync()).ShouldBe(deadlocksBefore, "the hello batch deadlocked (and was run again)");
+            await Task.Delay(200, ct);
+        }
+        while (watch.Elapsed < TimeSpan.FromSeconds(2));
     }
+
+    /// <summary>Deadlocks PostgreSQL detected in this test class's database.</summary>
+    private Task<long> DeadlocksAsync() => cp.ScalarAsync<long>("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
 
     private static Task LockAsync(DbConnection conn, DbTransaction tx, string agentId, CancellationToken ct) =>
         conn.ExecuteAsync(new CommandDefinition("SELECT 1 FROM agents WHERE agent_id = @agentId FOR NO KEY UPDATE", new { agentId }, tx, cancellationToken: ct));

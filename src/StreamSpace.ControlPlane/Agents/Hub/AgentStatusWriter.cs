@@ -267,7 +267,8 @@ public sealed class AgentStatusWriter(
     /// Marks offline every 'online' row silent for longer than the timeout plus a grace: covers a replica
     /// that died without closing its sockets. Flush first (<see cref="AgentLivenessMonitor"/> does): the rows of this
     /// replica's own connections are then as fresh as the heartbeats they sent, also right after a database outage, when
-    /// the heartbeats of the outage are still buffered and the rows as old as the outage.
+    /// the heartbeats of the outage are still buffered and the rows as old as the outage. The rows of other replicas' connections
+    /// are that old too until those replicas flushed, so after an outage the monitor calls this only once every replica had time to.
     /// </summary>
     public async Task<int> SweepStaleAsync(DateTimeOffset now, CancellationToken ct)
     {
@@ -289,6 +290,13 @@ public sealed class AgentStatusWriter(
         {
             _gate.Release();
         }
+    }
+
+    /// <summary>Whether the database answers (throws when it does not): <see cref="AgentLivenessMonitor"/> uses it after an outage.</summary>
+    public async Task ProbeAsync(CancellationToken ct)
+    {
+        await using var conn = await db.OpenAsync(ct);
+        await conn.ExecuteScalarAsync<int>(new CommandDefinition("SELECT 1", cancellationToken: ct));
     }
 
     /// <summary>Local connections whose agent row is gone or owned by another connection (admin DELETE, takeover elsewhere).</summary>

@@ -15,6 +15,7 @@ internal static class HubEvents
     public static readonly EventId AgentRowGone = new(3010, nameof(AgentRowGone));
     public static readonly EventId AgentTokenRotated = new(3011, nameof(AgentTokenRotated));
     public static readonly EventId RegionMismatch = new(3012, nameof(RegionMismatch));
+    public static readonly EventId StaleSweepWaits = new(3013, nameof(StaleSweepWaits));
     public static readonly EventId CommandSent = new(3020, nameof(CommandSent));
     public static readonly EventId CommandExpired = new(3021, nameof(CommandExpired));
     public static readonly EventId CommandResultIgnored = new(3022, nameof(CommandResultIgnored));
