@@ -243,6 +243,9 @@ public class ProcessRuntimeTests : IAsyncDisposable
         (await RunAsync([.. AsAccount(bobAccount), "/bin/cat", aliceCookie])).ShouldNotBe(0, "bob reads alice's cookie");
         (await RunAsync([.. AsAccount(bobAccount), "/bin/ls", aliceHome])).ShouldNotBe(0, "bob lists alice's home");
         (await RunAsync([.. AsAccount(aliceAccount), "/bin/ls", aliceHome])).ShouldBe(0, "alice lists her home");
+        // Her session id is no secret (ps shows it on her Xvnc's command line), but her session's record is the agent's.
+        var aliceRecord = Path.Combine(_state.Folder, "sessions", alice.SessionId, ProcessSessionRecord.FileName);
+        (await RunAsync([.. AsAccount(bobAccount), "/bin/cat", aliceRecord])).ShouldNotBe(0, "bob reads alice's session record");
         var aliceDisplay = $":{Record(alice.SessionId)["display"]!.GetValue<int>()}";
         (await XdpyinfoAsync(aliceDisplay, "/nonexistent", AsAccount(bobAccount))).ShouldNotBe(0, "bob opens alice's display");
         await runtime.StopAsync(alice.SessionId, TestContext.Current.CancellationToken);
@@ -426,6 +429,26 @@ public class ProcessRuntimeTests : IAsyncDisposable
         }
         await second.StopAsync(kept.SessionId, TestContext.Current.CancellationToken);
         TestProcesses.Group(keptPgid).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task A_session_record_an_older_agent_left_readable_becomes_private_when_re_adopted()
+    {
+        var first = await NewRuntimeAsync();
+        var args = Args();
+        await first.StartAsync(args, TestContext.Current.CancellationToken);
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        _state.KillOnDispose(pgid);
+        await first.DisposeAsync();
+        // What agents before records were private wrote (the default umask).
+        var record = Path.Combine(_state.Folder, "sessions", args.SessionId, ProcessSessionRecord.FileName);
+        File.SetUnixFileMode(record, (UnixFileMode)Convert.ToInt32("644", 8));
+
+        var second = await NewRuntimeAsync();
+        second.Inventory().Select(s => s.SessionId).ShouldBe([args.SessionId]);
+        File.GetUnixFileMode(record).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        (await RunAsync(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "/bin/cat", record])).ShouldNotBe(0, "another account reads the record");
+        await second.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
     }
 
     [Fact]

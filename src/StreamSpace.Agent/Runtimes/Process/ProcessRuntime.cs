@@ -90,6 +90,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             if (ProcessSessionRecord.Load(dir) is { } record && record.SessionId == Path.GetFileName(dir))
             {
+                ProcessSessionRecord.MakePrivate(dir);
                 _sessions[record.SessionId] = new ProcessSession(record, dir);
             }
             else if (Directory.GetLastWriteTimeUtc(dir) < _time.GetUtcNow().UtcDateTime - _options.CommandRetention)
