@@ -314,7 +314,11 @@ public class ProcessRuntimeTests : IAsyncDisposable
         await File.WriteAllTextAsync(Path.Combine(legacy, ".config", "settings"), "kept", TestContext.Current.CancellationToken);
         var userId = Guid.NewGuid().ToString("N");
 
-        var args = Args(persistentHome: true) with { SessionId = "erin-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "erin", UserId = userId };
+        // Erin was created before that home was last changed: it is hers.
+        var args = Args(persistentHome: true) with
+        {
+            SessionId = "erin-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "erin", UserId = userId, UserCreatedAt = DateTimeOffset.UtcNow.AddHours(-1),
+        };
         await runtime.StartAsync(args, TestContext.Current.CancellationToken);
         var home = Path.Combine(_state.Folder, "homes", "id." + userId);
         Record(args.SessionId)["homePath"]!.GetValue<string>().ShouldBe(home);
@@ -323,6 +327,28 @@ public class ProcessRuntimeTests : IAsyncDisposable
         var erin = Account(SessionUser.AccountName("streamspace", "id." + userId));
         (await OwnerAsync(Path.Combine(home, ".config", "settings"))).ShouldBe($"{erin.Uid}:{erin.Gid}");
         await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+
+        // A home last changed before its user was created belonged to an earlier user of that name (deleted, the name
+        // given again); without the creation time (an older control plane) the agent cannot tell. Either way it stays.
+        foreach (var (name, createdAt) in new (string, DateTimeOffset?)[] { ("fay", DateTimeOffset.UtcNow.AddDays(-1)), ("gus", null) })
+        {
+            var earlier = Path.Combine(_state.Folder, "homes", name);
+            Directory.CreateDirectory(Path.Combine(earlier, ".config"));
+            await File.WriteAllTextAsync(Path.Combine(earlier, ".config", "settings"), "the earlier user's", TestContext.Current.CancellationToken);
+            Directory.SetLastWriteTimeUtc(earlier, DateTime.UtcNow.AddDays(-2));
+            var newcomer = Args(persistentHome: true) with
+            {
+                SessionId = name + "-xterm-" + Guid.NewGuid().ToString("N")[..6], User = name, UserId = Guid.NewGuid().ToString("N"), UserCreatedAt = createdAt,
+            };
+            await runtime.StartAsync(newcomer, TestContext.Current.CancellationToken);
+            var newHome = Path.Combine(_state.Folder, "homes", "id." + newcomer.UserId);
+            Record(newcomer.SessionId)["homePath"]!.GetValue<string>().ShouldBe(newHome, name);
+            Directory.EnumerateFileSystemEntries(newHome).ShouldBeEmpty(name);
+            File.Exists(Path.Combine(earlier, ".config", "settings")).ShouldBeTrue(name);
+            _log.Contains($"The persistent home {earlier}, kept by username by an older agent, is left where it is", Microsoft.Extensions.Logging.LogLevel.Warning)
+                .ShouldBeTrue(name);
+            await runtime.StopAsync(newcomer.SessionId, TestContext.Current.CancellationToken);
+        }
     }
 
     private static (int Uid, int Gid) Account(string name)
