@@ -90,7 +90,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             if (ProcessSessionRecord.Load(dir) is { } record && record.SessionId == Path.GetFileName(dir))
             {
-                ProcessSessionRecord.MakePrivate(dir);
+                try
+                {
+                    ProcessSessionRecord.MakePrivate(dir);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    // Another account's record (a state folder a root agent used before): re-adopted all the same.
+                    _logger.LogWarning("The record of session {SessionId} could not be made private (mode 0600): {Error}", record.SessionId, ex.Message);
+                }
                 _sessions[record.SessionId] = new ProcessSession(record, dir);
             }
             else if (Directory.GetLastWriteTimeUtc(dir) < _time.GetUtcNow().UtcDateTime - _options.CommandRetention)
