@@ -46,6 +46,12 @@ public sealed record SessionStartArgs
     /// older than this field, and agents then key them by <see cref="User"/>.
     /// </summary>
     public string? UserId { get; init; }
+    /// <summary>
+    /// When the owner's user was created. An agent moves a persistent home an older agent kept by username to the user id
+    /// only if that home was last changed after this: an older one belonged to an earlier user of the same name. Null from
+    /// control planes older than this field, and agents then move no such home.
+    /// </summary>
+    public DateTimeOffset? UserCreatedAt { get; init; }
     public required string Template { get; init; }
     public required SessionResources Resources { get; init; }
     public bool PersistentHome { get; init; }

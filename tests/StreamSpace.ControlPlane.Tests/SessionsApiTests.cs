@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Dapper;
+using StreamSpace.ControlPlane.Identity;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 using StreamSpace.Protocol;
 
@@ -50,7 +51,10 @@ public abstract class SessionsApiTests(ControlPlaneFixture cp)
         args.SessionId.ShouldBe(id);
         args.User.ShouldBe(username);
         // The agent keys the session's account and home by the user id: a later user of the same name is somebody else.
-        args.UserId.ShouldBe(await conn.ExecuteScalarAsync<string>("SELECT id FROM users WHERE username = @username", new { username }));
+        var owner = await conn.QuerySingleAsync<UserRecord>($"SELECT {UserRecord.Columns} FROM users WHERE username = @username", new { username });
+        args.UserId.ShouldBe(owner.Id);
+        // And when that user was created: a home an older agent kept under this name and left before then was somebody else's.
+        args.UserCreatedAt.ShouldBe(owner.CreatedAt);
         args.Launch.ProcessCommand.ShouldBe("xterm -fa Monospace -fs 11");
         args.Resources.Memory.ShouldBe("256Mi");
 

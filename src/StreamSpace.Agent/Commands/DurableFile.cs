@@ -11,12 +11,18 @@ namespace StreamSpace.Agent.Commands;
 internal static class DurableFile
 {
     public const string TempSuffix = ".tmp";
+    /// <summary>Only the agent reads what it records (commands name sessions and their users), whatever its folder's mode.</summary>
+    private const UnixFileMode PrivateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
     public static void Replace(string path, ReadOnlySpan<byte> content)
     {
         var temp = path + TempSuffix;
-        using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, Share = FileShare.None };
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = PrivateMode;
+        using (var stream = new FileStream(temp, options))
         {
+            // A temp file a crash left keeps its old mode through FileMode.Create: set it on the handle.
+            if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(stream.SafeFileHandle, PrivateMode);
             stream.Write(content);
             stream.Flush(flushToDisk: true);
         }

@@ -212,6 +212,7 @@ public sealed class SessionCreator : IAsyncDisposable
                 SessionId = session.Id,
                 User = session.Username,
                 UserId = owner.Id,
+                UserCreatedAt = owner.CreatedAt,
                 Template = r.TemplateName,
                 Resources = new SessionResources { Cpu = session.Cpu, Memory = session.Memory },
                 PersistentHome = session.PersistentHome,

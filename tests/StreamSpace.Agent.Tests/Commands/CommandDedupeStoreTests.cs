@@ -204,6 +204,16 @@ public class CommandDedupeStoreTests : IDisposable
     }
 
     [Fact]
+    public void Records_are_readable_by_the_agents_account_only()
+    {
+        var store = NewStore();
+        store.Admit(Command("c1"), out _).ShouldBe(CommandAdmission.Execute);
+        store.Complete(new ResultPayload { CommandId = "c1", Success = true });
+        // Whatever the folder's mode: the records name sessions, and through them their users.
+        File.GetUnixFileMode(RecordFile("c1")).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite);
+    }
+
+    [Fact]
     public void Hostile_command_ids_never_become_paths()
     {
         var store = NewStore();

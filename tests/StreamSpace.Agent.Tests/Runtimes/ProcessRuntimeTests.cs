@@ -243,6 +243,9 @@ public class ProcessRuntimeTests : IAsyncDisposable
         (await RunAsync([.. AsAccount(bobAccount), "/bin/cat", aliceCookie])).ShouldNotBe(0, "bob reads alice's cookie");
         (await RunAsync([.. AsAccount(bobAccount), "/bin/ls", aliceHome])).ShouldNotBe(0, "bob lists alice's home");
         (await RunAsync([.. AsAccount(aliceAccount), "/bin/ls", aliceHome])).ShouldBe(0, "alice lists her home");
+        // Her session id is no secret (ps shows it on her Xvnc's command line), but her session's record is the agent's.
+        var aliceRecord = Path.Combine(_state.Folder, "sessions", alice.SessionId, ProcessSessionRecord.FileName);
+        (await RunAsync([.. AsAccount(bobAccount), "/bin/cat", aliceRecord])).ShouldNotBe(0, "bob reads alice's session record");
         var aliceDisplay = $":{Record(alice.SessionId)["display"]!.GetValue<int>()}";
         (await XdpyinfoAsync(aliceDisplay, "/nonexistent", AsAccount(bobAccount))).ShouldNotBe(0, "bob opens alice's display");
         await runtime.StopAsync(alice.SessionId, TestContext.Current.CancellationToken);
@@ -311,7 +314,11 @@ public class ProcessRuntimeTests : IAsyncDisposable
         await File.WriteAllTextAsync(Path.Combine(legacy, ".config", "settings"), "kept", TestContext.Current.CancellationToken);
         var userId = Guid.NewGuid().ToString("N");
 
-        var args = Args(persistentHome: true) with { SessionId = "erin-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "erin", UserId = userId };
+        // Erin was created before that home was last changed: it is hers.
+        var args = Args(persistentHome: true) with
+        {
+            SessionId = "erin-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "erin", UserId = userId, UserCreatedAt = DateTimeOffset.UtcNow.AddHours(-1),
+        };
         await runtime.StartAsync(args, TestContext.Current.CancellationToken);
         var home = Path.Combine(_state.Folder, "homes", "id." + userId);
         Record(args.SessionId)["homePath"]!.GetValue<string>().ShouldBe(home);
@@ -320,6 +327,28 @@ public class ProcessRuntimeTests : IAsyncDisposable
         var erin = Account(SessionUser.AccountName("streamspace", "id." + userId));
         (await OwnerAsync(Path.Combine(home, ".config", "settings"))).ShouldBe($"{erin.Uid}:{erin.Gid}");
         await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+
+        // A home last changed before its user was created belonged to an earlier user of that name (deleted, the name
+        // given again); without the creation time (an older control plane) the agent cannot tell. Either way it stays.
+        foreach (var (name, createdAt) in new (string, DateTimeOffset?)[] { ("fay", DateTimeOffset.UtcNow.AddDays(-1)), ("gus", null) })
+        {
+            var earlier = Path.Combine(_state.Folder, "homes", name);
+            Directory.CreateDirectory(Path.Combine(earlier, ".config"));
+            await File.WriteAllTextAsync(Path.Combine(earlier, ".config", "settings"), "the earlier user's", TestContext.Current.CancellationToken);
+            Directory.SetLastWriteTimeUtc(earlier, DateTime.UtcNow.AddDays(-2));
+            var newcomer = Args(persistentHome: true) with
+            {
+                SessionId = name + "-xterm-" + Guid.NewGuid().ToString("N")[..6], User = name, UserId = Guid.NewGuid().ToString("N"), UserCreatedAt = createdAt,
+            };
+            await runtime.StartAsync(newcomer, TestContext.Current.CancellationToken);
+            var newHome = Path.Combine(_state.Folder, "homes", "id." + newcomer.UserId);
+            Record(newcomer.SessionId)["homePath"]!.GetValue<string>().ShouldBe(newHome, name);
+            Directory.EnumerateFileSystemEntries(newHome).ShouldBeEmpty(name);
+            File.Exists(Path.Combine(earlier, ".config", "settings")).ShouldBeTrue(name);
+            _log.Contains($"The persistent home {earlier}, kept by username by an older agent, is left where it is", Microsoft.Extensions.Logging.LogLevel.Warning)
+                .ShouldBeTrue(name);
+            await runtime.StopAsync(newcomer.SessionId, TestContext.Current.CancellationToken);
+        }
     }
 
     private static (int Uid, int Gid) Account(string name)
@@ -426,6 +455,26 @@ public class ProcessRuntimeTests : IAsyncDisposable
         }
         await second.StopAsync(kept.SessionId, TestContext.Current.CancellationToken);
         TestProcesses.Group(keptPgid).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task A_session_record_an_older_agent_left_readable_becomes_private_when_re_adopted()
+    {
+        var first = await NewRuntimeAsync();
+        var args = Args();
+        await first.StartAsync(args, TestContext.Current.CancellationToken);
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        _state.KillOnDispose(pgid);
+        await first.DisposeAsync();
+        // What agents before records were private wrote (the default umask).
+        var record = Path.Combine(_state.Folder, "sessions", args.SessionId, ProcessSessionRecord.FileName);
+        File.SetUnixFileMode(record, (UnixFileMode)Convert.ToInt32("644", 8));
+
+        var second = await NewRuntimeAsync();
+        second.Inventory().Select(s => s.SessionId).ShouldBe([args.SessionId]);
+        File.GetUnixFileMode(record).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        (await RunAsync(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "/bin/cat", record])).ShouldNotBe(0, "another account reads the record");
+        await second.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
     }
 
     [Fact]

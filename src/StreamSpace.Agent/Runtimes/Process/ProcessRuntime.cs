@@ -90,6 +90,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             if (ProcessSessionRecord.Load(dir) is { } record && record.SessionId == Path.GetFileName(dir))
             {
+                try
+                {
+                    ProcessSessionRecord.MakePrivate(dir);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    // Another account's record (a state folder a root agent used before): re-adopted all the same.
+                    _logger.LogWarning("The record of session {SessionId} could not be made private (mode 0600): {Error}", record.SessionId, ex.Message);
+                }
                 _sessions[record.SessionId] = new ProcessSession(record, dir);
             }
             else if (Directory.GetLastWriteTimeUtc(dir) < _time.GetUtcNow().UtcDateTime - _options.CommandRetention)
@@ -946,7 +955,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     /// admin may delete a user and create another of that name), and keying by it handed the new user the old one's
     /// account and home. The username is the key only for control planes older than
     /// user ids, and for a persistent home such an agent made (<c>homes/&lt;username&gt;</c>) while a session of this
-    /// agent still uses it; otherwise that home moves to the user id the first time its user asks for it (<see cref="PrepareHome"/>).
+    /// agent still uses it; otherwise that home moves to the user id the first time its user asks for it (<see cref="PrepareHome"/>),
+    /// when it is theirs (<see cref="LegacyHomeRefusal"/>).
     /// </summary>
     private string OwnerKey(SessionStartArgs args)
     {
@@ -954,7 +964,23 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         var key = "id." + args.UserId;
         if (!args.PersistentHome || Directory.Exists(Path.Combine(_homesDir, key))) return key;
         var legacy = Path.Combine(_homesDir, args.User);
-        return _sessions.Values.Any(s => s.Record.HomePath == legacy) ? args.User : key;
+        return _sessions.Values.Any(s => s.Record.HomePath == legacy) && LegacyHomeRefusal(args, legacy) is null ? args.User : key;
+    }
+
+    /// <summary>
+    /// Why the home an older agent kept by username (<paramref name="legacy"/>) is not this user's, or null. An agent
+    /// from before user ids cannot say whose it was: the user who has the name now, or an earlier one an admin deleted.
+    /// A home is made and changed only by its user's sessions, after that user was created; so one last changed before
+    /// this user was created belongs to an earlier user of the name. (The folder's own time, which a session changes by
+    /// adding or removing a file at its top, never later than the newest change inside: the stricter test.)
+    /// </summary>
+    private static string? LegacyHomeRefusal(SessionStartArgs args, string legacy)
+    {
+        if (args.UserCreatedAt is not { } created)
+            return "the control plane does not say when this user was created, so it may have belonged to an earlier user of that name";
+        var changed = new DateTimeOffset(Directory.GetLastWriteTimeUtc(legacy), TimeSpan.Zero);
+        return changed > created ? null
+            : $"it was last changed at {changed:O}, before this user was created ({created.ToUniversalTime():O}), so it belonged to an earlier user of that name";
     }
 
     private (string Home, bool Temporary) PrepareHome(SessionStartArgs args, string ownerKey, string sessionDir, SessionUser user)
@@ -963,14 +989,22 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         var legacy = Path.Combine(_homesDir, args.User);
         if (args.PersistentHome && ownerKey != args.User && !Directory.Exists(home) && Directory.Exists(legacy))
         {
-            try
+            if (LegacyHomeRefusal(args, legacy) is { } refusal)
             {
-                Directory.Move(legacy, home);
-                _logger.LogInformation("Persistent home of {User} moved from {Legacy} to {Home}: homes are kept by user id", args.User, legacy, home);
+                _logger.LogWarning("The persistent home {Legacy}, kept by username by an older agent, is left where it is and {User} (user id {UserId}) " +
+                    "gets a new one at {Home}: {Why} (if it is theirs, move its contents there by hand)", legacy, args.User, args.UserId, home, refusal);
             }
-            catch (IOException) when (Directory.Exists(home))
+            else
             {
-                // Another start of this user's sessions moved it first.
+                try
+                {
+                    Directory.Move(legacy, home);
+                    _logger.LogInformation("Persistent home of {User} moved from {Legacy} to {Home}: homes are kept by user id", args.User, legacy, home);
+                }
+                catch (IOException) when (Directory.Exists(home))
+                {
+                    // Another start of this user's sessions moved it first.
+                }
             }
         }
         Directory.CreateDirectory(home);

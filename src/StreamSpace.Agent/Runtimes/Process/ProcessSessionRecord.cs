@@ -6,6 +6,7 @@ namespace StreamSpace.Agent.Runtimes.Process;
 /// What the agent must remember about a session to re-adopt it after a restart:
 /// <c>&lt;state&gt;/sessions/&lt;id&gt;/session.json</c>. Pids are only trusted together with their start time.
 /// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 internal sealed record ProcessSessionRecord
 {
     public const string FileName = "session.json";
@@ -46,13 +47,32 @@ internal sealed record ProcessSessionRecord
         }
     }
 
-    /// <summary>Write-then-rename so a crash never leaves a half-written record.</summary>
+    /// <summary>Only the agent reads a record: it names the session's user, template, display, socket, home and pids.</summary>
+    public const UnixFileMode Mode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+
+    /// <summary>
+    /// Write-then-rename so a crash never leaves a half-written record, mode <see cref="Mode"/>: the session folder is
+    /// traverse-only for the session accounts, so any of them that knows (or sees in <c>ps</c>) a session id could
+    /// otherwise open its record by name.
+    /// </summary>
     public void Save(string sessionDir)
     {
         var path = Path.Combine(sessionDir, FileName);
         var temp = path + ".tmp";
-        File.WriteAllText(temp, JsonSerializer.Serialize(this, Json));
+        using (var file = new FileStream(temp, new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = Mode }))
+        {
+            // A temp file a crash left keeps its old mode through FileMode.Create: set it on the handle.
+            File.SetUnixFileMode(file.SafeFileHandle, Mode);
+            JsonSerializer.Serialize(file, this, Json);
+        }
         File.Move(temp, path, overwrite: true);
+    }
+
+    /// <summary>Makes a record a build before <see cref="Mode"/> left readable by everybody private (at re-adoption).</summary>
+    public static void MakePrivate(string sessionDir)
+    {
+        var path = Path.Combine(sessionDir, FileName);
+        if (File.GetUnixFileMode(path) != Mode) File.SetUnixFileMode(path, Mode);
     }
 }
 
