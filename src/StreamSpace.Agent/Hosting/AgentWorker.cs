@@ -60,8 +60,9 @@ public sealed class AgentWorker : BackgroundService
     public override async Task StartAsync(CancellationToken cancellationToken)
     {
         Directory.CreateDirectory(_options.StateFolder);
-        // Before anything reads the folder: a second agent on it must not adopt the first one's sessions.
-        _folderLock = StateFolderLock.Acquire(_options.StateFolder);
+        // Before anything reads the folder: a second agent on it, or one with another id, must not adopt its sessions.
+        _folderLock = StateFolderLock.Acquire(_options.StateFolder, _options.AgentId);
+        _folderLock.RecordOwner();
         if (_runtime.Platform == Platforms.Simulated)
         {
             _logger.LogWarning("SIMULATED runtime: sessions are in-memory records, nothing really runs. For load tests only");
