@@ -91,7 +91,7 @@ public sealed partial class StateFolderLock : IDisposable
             held.Dispose();
             throw new AgentOptionsException(
                 $"the agent state folder {folder} belongs to agent '{owner}', not '{agentId}': its sessions are that agent's, and " +
-                "under another id the control plane would stop them all; start it as '{owner}' again (STREAMSPACE_AGENT_ID, " +
+                $"under another id the control plane would stop them all; start the agent as '{owner}' again (STREAMSPACE_AGENT_ID, " +
                 $"StreamSpace__EmbeddedAgentId for the embedded agent), or give '{agentId}' a state folder of its own (STREAMSPACE_AGENT_STATE)");
         }
         return held;

@@ -128,7 +128,11 @@ public class AgentConnectionTests : IAsyncLifetime
         var other = Options();
         other.AgentId = "worker-2";
         var refused = await Should.ThrowAsync<AgentOptionsException>(() => StartAgentAsync(new InstrumentedRuntime(), other));
-        refused.Message.ShouldStartWith($"the agent state folder {Path.GetFullPath(_state.Folder)} belongs to agent '{TestControlPlane.AgentId}', not 'worker-2': ");
+        refused.Message.ShouldBe(
+            $"the agent state folder {Path.GetFullPath(_state.Folder)} belongs to agent '{TestControlPlane.AgentId}', not 'worker-2': " +
+            "its sessions are that agent's, and under another id the control plane would stop them all; " +
+            $"start the agent as '{TestControlPlane.AgentId}' again (STREAMSPACE_AGENT_ID, StreamSpace__EmbeddedAgentId for the embedded agent), " +
+            "or give 'worker-2' a state folder of its own (STREAMSPACE_AGENT_STATE)");
         _cp.Attempts.ShouldBe(1);
         await StartAgentAsync(new InstrumentedRuntime());
         (await _cp.NextConnectionAsync()).Hello.AgentId.ShouldBe(TestControlPlane.AgentId);
