@@ -134,4 +134,25 @@ public sealed class EmbeddedAgentSettingsTests : IDisposable
             }
         }
     }
+
+    [Fact]
+    public async Task A_changed_embedded_agent_id_is_refused_at_start_since_the_state_folder_holds_the_old_ids_sessions()
+    {
+        var data = Directory.CreateDirectory(Path.Combine(_root, "data")).FullName;
+        var (app, admin) = await StartAsync(data);
+        await using (app)
+        using (admin)
+        {
+            await OnlineLocalAgentAsync(admin);
+            await app.StopAsync(TestContext.Current.CancellationToken);
+        }
+
+        // Its sessions in <data>/agent-local are placed on 'local': under another id its hello would have them stopped.
+        await using var renamed = StreamSpaceApp.Build(ControlPlaneFixture.StandaloneArgs(data, embeddedAgent: true, ["--StreamSpace:EmbeddedAgentId=renamed"]));
+        var refused = await Should.ThrowAsync<StreamSpace.Agent.Hosting.AgentOptionsException>(() => renamed.StartAsync(TestContext.Current.CancellationToken));
+        refused.Message.ShouldStartWith($"the agent state folder {Path.Combine(data, "agent-local")} belongs to agent 'local', not 'renamed': ");
+        var db = renamed.Services.GetRequiredService<StreamSpace.ControlPlane.Data.Db>();
+        await using var conn = await db.OpenAsync(TestContext.Current.CancellationToken);
+        (await Dapper.SqlMapper.ExecuteScalarAsync<long>(conn, "SELECT COUNT(*) FROM agents WHERE agent_id = 'renamed'")).ShouldBe(0, "refused before it registered");
+    }
 }

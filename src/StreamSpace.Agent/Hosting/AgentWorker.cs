@@ -38,8 +38,12 @@ public sealed class AgentWorker : BackgroundService
     {
     }
 
-    internal AgentWorker(AgentOptions options, ISessionRuntime runtime, ILoggerFactory loggerFactory, TimeProvider time, Random random)
+    /// <param name="folderLock">The state folder's lock when the caller took it already (the embedded agent, which must hold
+    /// it before it registers); the worker owns it from here on.</param>
+    internal AgentWorker(AgentOptions options, ISessionRuntime runtime, ILoggerFactory loggerFactory, TimeProvider time, Random random,
+        StateFolderLock? folderLock = null)
     {
+        _folderLock = folderLock;
         _options = options;
         _runtime = runtime;
         _time = time;
@@ -60,8 +64,9 @@ public sealed class AgentWorker : BackgroundService
     public override async Task StartAsync(CancellationToken cancellationToken)
     {
         Directory.CreateDirectory(_options.StateFolder);
-        // Before anything reads the folder: a second agent on it must not adopt the first one's sessions.
-        _folderLock = StateFolderLock.Acquire(_options.StateFolder);
+        // Before anything reads the folder: a second agent on it, or one with another id, must not adopt its sessions.
+        _folderLock ??= StateFolderLock.Acquire(_options.StateFolder, _options.AgentId);
+        _folderLock.RecordOwner();
         if (_runtime.Platform == Platforms.Simulated)
         {
             _logger.LogWarning("SIMULATED runtime: sessions are in-memory records, nothing really runs. For load tests only");

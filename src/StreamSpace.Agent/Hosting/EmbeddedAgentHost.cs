@@ -19,13 +19,17 @@ public sealed class EmbeddedAgentHost : IAsyncDisposable
         _runtime = runtime;
     }
 
-    public static async Task<EmbeddedAgentHost> StartAsync(AgentOptions options, ILoggerFactory loggerFactory, CancellationToken ct)
+    public static Task<EmbeddedAgentHost> StartAsync(AgentOptions options, ILoggerFactory loggerFactory, CancellationToken ct) =>
+        StartAsync(options, null, loggerFactory, ct);
+
+    /// <summary>Starts on a state folder whose lock the caller holds already; the agent owns the lock once it started.</summary>
+    public static async Task<EmbeddedAgentHost> StartAsync(AgentOptions options, StateFolderLock? folderLock, ILoggerFactory loggerFactory, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         options.EnsureStateFolder();
         var runtime = RuntimeFactory.Create(options, loggerFactory, TimeProvider.System);
-        var worker = new AgentWorker(options, runtime, loggerFactory, TimeProvider.System);
+        var worker = new AgentWorker(options, runtime, loggerFactory, TimeProvider.System, Random.Shared, folderLock);
         try
         {
             await worker.StartAsync(ct);

@@ -8,7 +8,10 @@ namespace StreamSpace.Agent.Hosting;
 /// <summary>
 /// One agent per state folder: an exclusive lock on <c>&lt;state&gt;/agent.lock</c>, held while the agent runs. Two agents
 /// on one folder (the same agent started twice by mistake) would both adopt the folder's sessions, and each one's hello
-/// would report the sessions the other started since as orphans, which the control plane stops.
+/// would report the sessions the other started since as orphans, which the control plane stops. For the same reason a
+/// folder belongs to one agent id (<c>&lt;state&gt;/agent-id</c>): an agent started under another id on it (a changed
+/// <c>STREAMSPACE_AGENT_ID</c> or <c>StreamSpace__EmbeddedAgentId</c>) would re-adopt sessions the control plane has on
+/// the old id, and its hello would have them all stopped. Such a start is refused before anything reads the folder.
 /// </summary>
 /// <remarks>
 /// flock rather than fcntl record locks: a flock belongs to the open file, so two agents in one process (an embedded
@@ -16,9 +19,10 @@ namespace StreamSpace.Agent.Hosting;
 /// .NET's own advisory lock (which would also refuse a second agent, but lets nobody read the holder's pid from the file)
 /// and close-on-exec, so a session's processes never inherit it and keep the folder locked after the agent is gone.
 /// </remarks>
-internal sealed partial class StateFolderLock : IDisposable
+public sealed partial class StateFolderLock : IDisposable
 {
     public const string FileName = "agent.lock";
+    public const string OwnerFileName = "agent-id";
 
     private const int O_RDWR = 0x2;
     private const int O_CREAT = 0x40;
@@ -30,8 +34,17 @@ internal sealed partial class StateFolderLock : IDisposable
     private const uint OwnerReadWrite = 0x180; // 0600
 
     private readonly SafeFileHandle _file;
+    private readonly string _agentId;
 
-    private StateFolderLock(SafeFileHandle file) => _file = file;
+    private StateFolderLock(SafeFileHandle file, string folder, string agentId)
+    {
+        _file = file;
+        Folder = folder;
+        _agentId = agentId;
+    }
+
+    /// <summary>The locked folder, as a full path.</summary>
+    public string Folder { get; }
 
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int OpenNative(string path, int flags, uint mode);
@@ -39,8 +52,11 @@ internal sealed partial class StateFolderLock : IDisposable
     [LibraryImport("libc", EntryPoint = "flock", SetLastError = true)]
     private static partial int FlockNative(SafeFileHandle fd, int operation);
 
-    /// <summary>Takes the folder's lock without waiting; <see cref="AgentOptionsException"/> when another agent holds it.</summary>
-    public static StateFolderLock Acquire(string stateFolder)
+    /// <summary>
+    /// Takes the folder's lock without waiting for agent <paramref name="agentId"/>; <see cref="AgentOptionsException"/> when
+    /// another agent holds it or the folder belongs to another agent id.
+    /// </summary>
+    public static StateFolderLock Acquire(string stateFolder, string agentId)
     {
         var folder = Path.GetFullPath(stateFolder);
         var path = Path.Combine(folder, FileName);
@@ -69,7 +85,54 @@ internal sealed partial class StateFolderLock : IDisposable
         var pid = Encoding.ASCII.GetBytes(Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
         RandomAccess.SetLength(file, 0);
         RandomAccess.Write(file, pid, 0);
-        return new StateFolderLock(file);
+        var held = new StateFolderLock(file, folder, agentId);
+        if (held.ReadFile(OwnerFileName) is { } owner && owner != agentId)
+        {
+            held.Dispose();
+            throw new AgentOptionsException(
+                $"the agent state folder {folder} belongs to agent '{owner}', not '{agentId}': its sessions are that agent's, and " +
+                $"under another id the control plane would stop them all; start the agent as '{owner}' again (STREAMSPACE_AGENT_ID, " +
+                $"StreamSpace__EmbeddedAgentId for the embedded agent), or give '{agentId}' a state folder of its own (STREAMSPACE_AGENT_STATE)");
+        }
+        return held;
+    }
+
+    /// <summary>
+    /// Records the folder as this agent's, once it starts on it. A folder from before the record existed has none and is
+    /// adopted by whichever id starts on it first. That is safe enough: an upgrade keeps its settings, so that is the id
+    /// that used the folder; and had the id changed before the upgrade, that earlier start already reported the folder's
+    /// sessions under the new id and had the old id's stopped, so the sessions left there are the new id's.
+    /// </summary>
+    public void RecordOwner()
+    {
+        if (ReadFile(OwnerFileName) is null) WriteFile(OwnerFileName, _agentId);
+    }
+
+    /// <summary>A small file of the folder's (trimmed), or null when it is missing or empty.</summary>
+    public string? ReadFile(string name)
+    {
+        var path = Path.Combine(Folder, name);
+        if (!File.Exists(path)) return null;
+        var text = File.ReadAllText(path).Trim();
+        return text.Length == 0 ? null : text;
+    }
+
+    /// <summary>
+    /// Replaces a small file of the folder's (0600) as the lock's holder, durably: the text goes to a temporary file that
+    /// is flushed to disk and then renamed over the file, so a crash leaves the old text or the new, never a torn one.
+    /// </summary>
+    public void WriteFile(string name, string text)
+    {
+        var path = Path.Combine(Folder, name);
+        var temporary = path + ".tmp";
+        var create = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows()) create.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        using (var stream = new FileStream(temporary, create))
+        {
+            stream.Write(Encoding.UTF8.GetBytes(text + "\n"));
+            stream.Flush(flushToDisk: true);
+        }
+        File.Move(temporary, path, overwrite: true);
     }
 
     private static string LastError() => Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError());

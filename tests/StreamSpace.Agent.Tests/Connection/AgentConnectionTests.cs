@@ -111,6 +111,34 @@ public class AgentConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_state_folder_from_before_agent_ids_were_recorded_is_adopted_by_the_agent_that_starts_on_it()
+    {
+        // A folder an agent used before the id was recorded: its lock file and command records, no agent-id.
+        await File.WriteAllTextAsync(Path.Combine(_state.Folder, "agent.lock"), "12345\n", TestContext.Current.CancellationToken);
+        Directory.CreateDirectory(Path.Combine(_state.Folder, "commands"));
+        var owner = Path.Combine(_state.Folder, "agent-id");
+
+        var worker = await StartAgentAsync(new InstrumentedRuntime());
+        (await _cp.NextConnectionAsync()).Hello.AgentId.ShouldBe(TestControlPlane.AgentId);
+        (await File.ReadAllTextAsync(owner, TestContext.Current.CancellationToken)).ShouldBe(TestControlPlane.AgentId + "\n");
+        if (!OperatingSystem.IsWindows()) File.GetUnixFileMode(owner).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        await worker.StopAsync(TestContext.Current.CancellationToken);
+
+        // From now on the folder is that agent's: a standalone agent started on it with another STREAMSPACE_AGENT_ID is refused.
+        var other = Options();
+        other.AgentId = "worker-2";
+        var refused = await Should.ThrowAsync<AgentOptionsException>(() => StartAgentAsync(new InstrumentedRuntime(), other));
+        refused.Message.ShouldBe(
+            $"the agent state folder {Path.GetFullPath(_state.Folder)} belongs to agent '{TestControlPlane.AgentId}', not 'worker-2': " +
+            "its sessions are that agent's, and under another id the control plane would stop them all; " +
+            $"start the agent as '{TestControlPlane.AgentId}' again (STREAMSPACE_AGENT_ID, StreamSpace__EmbeddedAgentId for the embedded agent), " +
+            "or give 'worker-2' a state folder of its own (STREAMSPACE_AGENT_STATE)");
+        _cp.Attempts.ShouldBe(1);
+        await StartAgentAsync(new InstrumentedRuntime());
+        (await _cp.NextConnectionAsync()).Hello.AgentId.ShouldBe(TestControlPlane.AgentId);
+    }
+
+    [Fact]
     public async Task Command_delivered_twice_is_executed_once_also_across_an_agent_restart()
     {
         var runtime = new InstrumentedRuntime();

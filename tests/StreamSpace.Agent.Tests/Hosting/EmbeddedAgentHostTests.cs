@@ -60,6 +60,40 @@ public class EmbeddedAgentHostTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_agent_under_another_id_is_refused_on_the_state_folder_and_leaves_its_sessions_running()
+    {
+        var sessionId = "alice-xterm-" + Guid.NewGuid().ToString("N")[..6];
+        var first = await EmbeddedAgentHost.StartAsync(Options(), _log, TestContext.Current.CancellationToken);
+        var connection = await _cp.NextConnectionAsync();
+        await connection.SendCommandAsync("start-1", CommandTypes.SessionStart, sessionId, StartArgs.For(sessionId));
+        var started = await connection.CollectAsync(r => r.Any(e => e.Type == MessageTypes.Result), Wait);
+        started.Single(e => e.Type == MessageTypes.Result).PayloadAs<ResultPayload>().Success.ShouldBeTrue();
+        var pgid = _state.RecordedGroups().Single();
+        await first.StopAsync(TestContext.Current.CancellationToken);
+        await connection.CloseAsync();
+
+        // The host's agent id changed (StreamSpace__EmbeddedAgentId): its hello would list the session, which the control
+        // plane has on the old id, and the session would be stopped as an orphan.
+        var renamed = Options();
+        renamed.AgentId = "renamed";
+        var refused = await Should.ThrowAsync<AgentOptionsException>(() => EmbeddedAgentHost.StartAsync(renamed, _log, TestContext.Current.CancellationToken));
+
+        refused.Message.ShouldStartWith(
+            $"the agent state folder {Path.GetFullPath(_state.Folder)} belongs to agent '{TestControlPlane.AgentId}', not 'renamed': ");
+        refused.Message.ShouldContain("STREAMSPACE_AGENT_STATE");
+        _cp.Attempts.ShouldBe(1, "the refused agent never dialled, so no hello listed the session under another id");
+        TestProcesses.Group(pgid).ShouldNotBeEmpty();
+
+        // Under its own id again, the agent re-adopts the session (the refusal released the folder).
+        await using var again = await EmbeddedAgentHost.StartAsync(Options(), _log, TestContext.Current.CancellationToken);
+        var reconnected = await _cp.NextConnectionAsync();
+        reconnected.Hello.Inventory.ShouldBe([new SessionInventoryItem { SessionId = sessionId, State = ObservedStates.Running }]);
+        await reconnected.SendCommandAsync("stop-1", CommandTypes.SessionStop, sessionId);
+        var stopped = await reconnected.CollectAsync(r => r.Any(e => e.Type == MessageTypes.Result), Wait);
+        stopped.Single(e => e.Type == MessageTypes.Result).PayloadAs<ResultPayload>().Success.ShouldBeTrue();
+    }
+
+    [Fact]
     public async Task Invalid_options_are_refused_before_anything_starts()
     {
         var options = Options();

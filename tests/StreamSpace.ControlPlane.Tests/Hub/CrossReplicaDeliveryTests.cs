@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Json;
 using StreamSpace.ControlPlane.Agents.Hub;
@@ -190,6 +191,33 @@ public sealed class CrossReplicaDeliveryTests_Postgres(TwoReplicaControlPlane cp
         {
             await HubControlPlane.EventuallyAsync(async () => (await cp.AgentRowAsync("local")) is { Status: "online", ConnectionId: not "crashed" and not null },
                 TimeSpan.FromSeconds(10), "the restarted control plane's embedded agent online as 'local'");
+        }
+        finally
+        {
+            await cp.StopAsync(restarted);
+        }
+    }
+
+    [Fact]
+    public async Task A_replica_restarted_after_a_crash_has_its_embedded_agent_back_at_once_not_after_the_offline_timeout()
+    {
+        // The host's first run: its embedded agent registers and keeps the hash of its token in its own state folder.
+        var first = await cp.StartWithEmbeddedAgentAsync("host-c");
+        await cp.AgentStatusIsAsync("local", "online", TimeSpan.FromSeconds(15));
+        await cp.StopAsync(first);
+        // Then SIGKILL, as it were: the row still says online with a fresh heartbeat. The heartbeat lies ahead so that the
+        // other replicas' sweep (4 s here) does not end it during the test, as the production timeout (35 s) would not.
+        await cp.ExecuteAsync(
+            "UPDATE agents SET status = 'online', connection_id = 'crashed', last_heartbeat = now() + interval '1 minute' WHERE agent_id = 'local'",
+            new { });
+
+        var restart = Stopwatch.StartNew();
+        var restarted = await cp.StartWithEmbeddedAgentAsync("host-c");
+        try
+        {
+            await HubControlPlane.EventuallyAsync(async () => (await cp.AgentRowAsync("local")) is { Status: "online", ConnectionId: not "crashed" and not null },
+                TimeSpan.FromSeconds(10), "the restarted control plane's embedded agent online as 'local' again");
+            restart.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(5), "its own row from before the crash is taken at once");
         }
         finally
         {

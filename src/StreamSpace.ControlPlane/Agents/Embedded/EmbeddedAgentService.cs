@@ -22,13 +22,19 @@ public sealed class EmbeddedAgentService(
     public const string Region = "local";
     private EmbeddedAgentHost? _host;
 
+    /// <summary>
+    /// The hash of the token this host's embedded agent last registered, in its state folder. The folder is this host's
+    /// alone (it holds the agent's sessions and is locked while the agent runs), so after a crash the row that still carries
+    /// this hash is known to be this host's own agent from before, not another host's with the same id.
+    /// </summary>
+    public const string TokenHashFile = "embedded-token-hash";
+
     public async Task StartedAsync(CancellationToken cancellationToken)
     {
         if (!options.Value.EmbeddedAgent) return;
         var baseUrl = LoopbackAddress();
         var token = AgentTokens.Generate();
         var agentId = options.Value.EmbeddedAgentId;
-        if (!await RegisterAsync(agentId, token, cancellationToken)) return;
         var agentOptions = SessionSettings(configuration);
         agentOptions.ControlPlaneUrl = baseUrl;
         agentOptions.AgentId = agentId;
@@ -40,8 +46,27 @@ public sealed class EmbeddedAgentService(
         var (state, why) = StateFolderChoice.ForEmbedded(options.Value.DataFolder, agentOptions.StateFolder, Environment.IsPrivilegedProcess,
             agentOptions.SharedStateRoot);
         agentOptions.StateFolder = state;
-        if (why is not null) logger.LogWarning("The embedded agent keeps its state (sessions, homes) in {State}, not in the data folder: {Why}", state, why);
-        _host = await EmbeddedAgentHost.StartAsync(agentOptions, loggerFactory, cancellationToken);
+        agentOptions.EnsureStateFolder();
+        // Held from before the registration: only the host that holds the folder may claim the row as its own, and a folder
+        // that belongs to another agent id is refused before that id's row is touched.
+        var folderLock = StateFolderLock.Acquire(state, agentId);
+        try
+        {
+            if (!await RegisterAsync(agentId, token, folderLock.ReadFile(TokenHashFile), cancellationToken))
+            {
+                folderLock.Dispose();
+                return;
+            }
+            // After the commit: a crash in between leaves the previous hash here, and the restart waits out the offline timeout.
+            folderLock.WriteFile(TokenHashFile, AgentTokens.Hash(token));
+            if (why is not null) logger.LogWarning("The embedded agent keeps its state (sessions, homes) in {State}, not in the data folder: {Why}", state, why);
+            _host = await EmbeddedAgentHost.StartAsync(agentOptions, folderLock, loggerFactory, cancellationToken);
+        }
+        catch
+        {
+            folderLock.Dispose();
+            throw;
+        }
         logger.LogInformation("Embedded local agent '{AgentId}' started against {Url} (state in {State})", agentId, baseUrl, agentOptions.StateFolder);
     }
 
@@ -51,11 +76,12 @@ public sealed class EmbeddedAgentService(
     /// included). An admin's drain stays. On PostgreSQL, where several replicas share the database, the row is taken only
     /// when no live connection holds it: a replica whose embedded agent has the same id (two hosts, both with the default
     /// <c>local</c>) would otherwise lock that agent out with a new token, and its first hello would fail the other host's
-    /// sessions as lost while their processes kept running. A row online but silent for the offline timeout is this
-    /// replica's own connection from before a crash, so the wait is bounded by that timeout; false (logged) when the row is
-    /// still held then.
+    /// sessions as lost while their processes kept running. A row that carries <paramref name="previousHash"/>, the token this
+    /// host registered last (<see cref="TokenHashFile"/>), is this host's own agent from before a crash and is taken at once;
+    /// another host never has that hash. Otherwise a row online but silent for the offline timeout is taken (this host's own
+    /// agent whose hash was not stored), so the wait is bounded by that timeout; false (logged) when the row is still held then.
     /// </summary>
-    private async Task<bool> RegisterAsync(string agentId, string token, CancellationToken ct)
+    private async Task<bool> RegisterAsync(string agentId, string token, string? previousHash, CancellationToken ct)
     {
         // The sweep's own idea of a dead connection (the heartbeat timeout plus the grace that covers heartbeat batching).
         var silence = options.Value.AgentOfflineAfter + options.Value.OfflineSweepGrace;
@@ -71,12 +97,12 @@ public sealed class EmbeddedAgentService(
                     INSERT INTO agents (agent_id, token_hash, status, platform, region, max_sessions, active_sessions, draining, created_at, updated_at)
                     VALUES (@agentId, @hash, 'offline', @platform, @region, @max, 0, @draining, @now, @now)
                     ON CONFLICT (agent_id) DO UPDATE SET token_hash = @hash, region = @region, max_sessions = @max, updated_at = @now
-                    {(db.IsPostgres ? "WHERE agents.status <> @online OR agents.last_heartbeat IS NULL OR agents.last_heartbeat < @cutoff" : "")}
+                    {(db.IsPostgres ? "WHERE agents.status <> @online OR agents.last_heartbeat IS NULL OR agents.last_heartbeat < @cutoff OR agents.token_hash = @previousHash" : "")}
                     """,
                     new
                     {
                         agentId, hash = AgentTokens.Hash(token), platform = Platforms.Process, region = Region, max = options.Value.EmbeddedAgentMaxSessions,
-                        draining = false, now, online = AgentStatus.Online, cutoff = now - silence,
+                        draining = false, now, online = AgentStatus.Online, cutoff = now - silence, previousHash,
                     },
                     cancellationToken: ct));
                 if (registered > 0) return true;
