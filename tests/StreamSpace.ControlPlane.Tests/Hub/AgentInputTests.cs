@@ -153,6 +153,41 @@ public abstract class AgentInputTests(HubControlPlane cp)
     }
 
     /// <summary>
+    /// A field given twice is ambiguous (which one did the agent mean?), so it is refused naming the field instead of the
+    /// last one silently winning: an envelope saying both heartbeat and hello was taken as a hello.
+    /// </summary>
+    [Fact]
+    public async Task A_hello_envelope_with_a_repeated_type_is_refused_naming_it()
+    {
+        await using var bystander = await BystanderAsync();
+        await using var bad = await TroublemakerAsync(hello: false);
+        var payload = JsonSerializer.Serialize(new HelloPayload
+        {
+            AgentId = bad.AgentId, Version = "test-1.0", Platform = Platforms.Process, Region = "default",
+            Capacity = new AgentCapacity { MaxSessions = 10 },
+        }, ProtocolJson.Options);
+        await bad.SendTextAsync($$"""{"v":1,"type":"heartbeat","type":"hello","id":"h1","payload":{{payload}}}""");
+
+        await RefusedAsync(bad, "malformed", "'type'", "the envelope with 'type' twice");
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    /// <summary>A repeated field, or a number sent as text (the protocol's numbers are JSON numbers), is the wrong shape.</summary>
+    [Theory]
+    [InlineData(MessageTypes.SessionStatus, "{\"sessionId\":\"s-1\",\"state\":\"crashed\",\"state\":\"running\"}", "'payload.state'")]
+    [InlineData(MessageTypes.Ack, "{\"commandId\":\"c-1\",\"CommandId\":\"c-2\"}", "ommandId'")]
+    [InlineData(MessageTypes.Heartbeat, "{\"activeSessions\":\"3\",\"maxSessions\":10}", "'activeSessions'")]
+    public async Task A_report_with_a_repeated_field_or_a_number_as_text_is_refused_naming_it(string type, string payload, string named)
+    {
+        await using var bystander = await BystanderAsync();
+        await using var bad = await TroublemakerAsync(hello: true);
+        await bad.SendTextAsync($"{{\"v\":1,\"type\":\"{type}\",\"id\":\"x\",\"payload\":{payload}}}");
+
+        await RefusedAsync(bad, "malformed", named, $"the {type} with {payload}");
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    /// <summary>
     /// A state outside the protocol's list (a typo, "Running", a newer agent's state) is the wrong shape: the hello is
     /// refused naming the item, never welcomed with the session dropped from the inventory, which failed the running
     /// session as lost on its agent and had the next hello stop it.
