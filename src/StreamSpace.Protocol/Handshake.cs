@@ -45,6 +45,12 @@ public static class ObservedStates
     /// <summary>The session died abnormally (Xvnc or app crashed, killed).</summary>
     public const string Crashed = "crashed";
     public const string Stopped = "stopped";
+
+    /// <summary>
+    /// Every state an agent may report, in a hello's inventory or a <c>session.status</c>. Any other is malformed: a
+    /// control plane that skipped it would take a live session for one the agent no longer has.
+    /// </summary>
+    public static readonly IReadOnlyList<string> All = [Starting, Running, Hibernated, Exited, Crashed, Stopped];
 }
 
 public sealed record WelcomePayload

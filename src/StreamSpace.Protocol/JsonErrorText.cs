@@ -28,6 +28,11 @@ public static class JsonErrorText
             var takes = FieldsOf(TypeAt(bodyType, Parent(field), options), options);
             problem = $"is not a field of {container}" + (takes is null ? "" : $"; it takes {takes}");
         }
+        else if (said.StartsWith("Duplicate propert", StringComparison.Ordinal))
+        {
+            field = DuplicatedField(field, said);
+            problem = $"appears more than once in {container}";
+        }
         else if (said.StartsWith("The JSON value could not be converted to", StringComparison.Ordinal))
         {
             var target = TypeAt(bodyType, field, options);
@@ -50,6 +55,23 @@ public static class JsonErrorText
     }
 
     private const string MissingRequired = "missing required properties including: ";
+
+    /// <summary>
+    /// The repeated field: the serializer names it ("Duplicate property 'role' encountered ..."), by the spelling of the
+    /// member it matched where the path has the second one's ("Role"); inside a JSON element (an agent message's
+    /// <c>payload</c>) the path stops at the element, so the name is added to it.
+    /// </summary>
+    private static string DuplicatedField(string field, string said)
+    {
+        var open = said.IndexOf('\'');
+        var close = open < 0 ? -1 : said.IndexOf('\'', open + 1);
+        if (close < 0) return field;
+        var name = said[(open + 1)..close];
+        var parent = Parent(field);
+        var last = parent.Length == 0 ? field : field[(parent.Length + 1)..];
+        if (string.Equals(last, name, StringComparison.OrdinalIgnoreCase)) return parent.Length == 0 ? name : $"{parent}.{name}";
+        return field.Length == 0 ? name : $"{field}.{name}";
+    }
 
     /// <summary>"$.resources.cpu" → "resources.cpu"; "$['a b'][0]" → "a b[0]"; "$" → "".</summary>
     internal static string FieldPath(string? path)

@@ -9,9 +9,16 @@ public static class ProtocolJson
     /// <summary>Largest text frame either side accepts. Inventories of hundreds of sessions fit easily.</summary>
     public const int MaxFrameBytes = 1024 * 1024;
 
+    /// <summary>
+    /// camelCase, case-insensitive names. A field given twice is refused, not "the last one wins" (an envelope saying
+    /// both heartbeat and hello would be taken as a hello), and numbers are JSON numbers, never text: both ends write
+    /// them so, and the web defaults' lenient reading let a payload of the wrong shape through.
+    /// </summary>
     public static readonly JsonSerializerOptions Options = new(JsonSerializerDefaults.Web)
     {
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        AllowDuplicateProperties = false,
+        NumberHandling = JsonNumberHandling.Strict,
     };
 
     public static byte[] Encode(Envelope envelope) => JsonSerializer.SerializeToUtf8Bytes(envelope, Options);
@@ -31,7 +38,7 @@ public static class ProtocolJson
         }
         catch (JsonException ex)
         {
-            error = $"malformed JSON: {ex.Message}";
+            error = JsonErrorText.Describe(ex, typeof(Envelope), Options, "The frame", "this message").Message;
             return false;
         }
         if (envelope is null || string.IsNullOrEmpty(envelope.Type) || string.IsNullOrEmpty(envelope.Id))

@@ -23,6 +23,14 @@ public abstract class BodyErrorMessageTests(ControlPlaneFixture cp)
     [InlineData("/api/v1/users", """{"username":"alice","password":"long-enough","maxSessions":"many"}""", "'maxSessions' must be a whole number or null.", "maxSessions")]
     [InlineData("/api/v1/users", """{"username":"alice","password":"long-enough","isAdmin":true}""",
         "'isAdmin' is not a field of this request; it takes username, password, role and maxSessions.", "isAdmin")]
+    // A field given twice is refused, not "the last one wins"; a number sent as text is refused as the wrong kind.
+    [InlineData("/api/v1/users", """{"username":"alice","password":"long-enough","role":"user","role":"admin"}""",
+        "'role' appears more than once in this request.", "role")]
+    [InlineData("/api/v1/agents", """{"agentId":"w1","agentId":"w2"}""", "'agentId' appears more than once in this request.", "agentId")]
+    [InlineData("/api/v1/agents", """{"agentId":"w1","AgentId":"w2"}""", "'agentId' appears more than once in this request.", "agentId")]
+    [InlineData("/api/v1/sessions", """{"template":"xterm","resources":{"cpu":"1","memory":"1Gi","cpu":"64"}}""",
+        "'resources.cpu' appears more than once in this request.", "resources.cpu")]
+    [InlineData("/api/v1/agents", """{"agentId":"w1","maxSessions":"3"}""", "'maxSessions' must be a whole number or null.", "maxSessions")]
     public async Task A_body_that_cannot_be_bound_is_explained_in_the_apis_terms(string path, string body, string message, string? field)
     {
         var admin = await cp.AdminClientAsync();
@@ -40,7 +48,27 @@ public abstract class BodyErrorMessageTests(ControlPlaneFixture cp)
         message.ShouldContain(fields[0].Value.GetString()!);
     }
 
+    /// <summary>A PATCH that says role twice changes nothing: which one the admin meant is not for the server to guess.</summary>
+    [Fact]
+    public async Task A_patch_with_a_field_given_twice_is_refused_and_changes_nothing()
+    {
+        var admin = await cp.AdminClientAsync();
+        var (_, userId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("twice-"));
+        var patch = new HttpRequestMessage(HttpMethod.Patch, $"/api/v1/users/{userId}")
+        {
+            Content = new StringContent("""{"role":"user","role":"admin"}""", System.Text.Encoding.UTF8, "application/json"),
+        };
+        var error = await (await admin.SendAsync(patch, TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        error.GetProperty("message").GetString().ShouldBe("'role' appears more than once in this request.");
+        error.GetProperty("fields").GetProperty("role").GetString().ShouldBe("appears more than once in this request");
+        var users = await (await admin.GetAsync("/api/v1/users", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        users.EnumerateArray().Single(u => u.GetProperty("id").GetString() == userId).GetProperty("role").GetString().ShouldBe("user");
+    }
+
     [Theory]
+    [InlineData("application/yaml", "displayName: A\ndisplayName: B", "invalid YAML at line 2, column 1: 'displayName' appears more than once")]
+    [InlineData("application/yaml", "displayName: X\nenv:\n  LANG: C\n  LANG: C.UTF-8", "invalid YAML at line 3, column 3: 'LANG' appears more than once")]
+    [InlineData("application/json", """{"displayName":"A","displayName":"B"}""", "'displayName' appears more than once in this request.")]
     [InlineData("application/yaml", "proccess:\n  command: xterm", "invalid YAML at line 1, column 1: 'proccess' is not a template field here")]
     [InlineData("application/yaml", "displayName: {a: 1}", "invalid YAML at line 1, column 14: expected a text value here")]
     [InlineData("application/yaml", "displayName: X\nstream: [1, 2]", "invalid YAML at line 2, column 9: expected a mapping (key: value lines) here")]

@@ -96,6 +96,13 @@ public abstract class TemplatesApiTests(ControlPlaneFixture cp)
 
         var unknownKey = await admin.PutAsync($"/api/v1/templates/{name}", new StringContent("displayName: X\nproccess:\n  command: xterm\n", Encoding.UTF8, "text/yaml"), Ct);
         await unknownKey.ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+
+        // A key given twice is refused, not "the last one wins", and the template stays as it was.
+        var twice = await admin.PutAsync($"/api/v1/templates/{name}",
+            new StringContent(TemplateYaml(name, "Once", "docker:\n  image: example/app:1\ndisplayName: Twice"), Encoding.UTF8, "application/yaml"), Ct);
+        (await twice.ShouldBeErrorAsync(HttpStatusCode.BadRequest)).GetProperty("message").GetString()!.ShouldContain("'displayName' appears more than once");
+        (await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK))
+            .GetProperty("displayName").GetString().ShouldBe("From YAML");
     }
 
     /// <summary>A template in YAML with the required fields, then <paramref name="rest"/> (runtime sections and the like).</summary>

@@ -106,6 +106,31 @@ public class ProtocolJsonTests
         error.ShouldNotBeNullOrWhiteSpace();
     }
 
+    /// <summary>A field given twice is ambiguous: refused naming it, never "the last one wins" (a heartbeat that also says hello).</summary>
+    [Theory]
+    [InlineData("""{"v":1,"type":"heartbeat","type":"hello","id":"m1","payload":{}}""", "'type' appears more than once in this message.")]
+    [InlineData("""{"v":1,"type":"session.status","id":"m1","payload":{"sessionId":"s-1","state":"crashed","state":"running"}}""",
+        "'payload.state' appears more than once in this message.")]
+    [InlineData("""{"v":"1","type":"heartbeat","id":"m1","payload":{}}""", "'v' must be a whole number.")]
+    public void An_envelope_with_a_field_twice_or_a_number_as_text_is_refused_naming_the_field(string json, string message)
+    {
+        ProtocolJson.TryDecode(Encoding.UTF8.GetBytes(json), out var envelope, out var error).ShouldBeFalse();
+        envelope.ShouldBeNull();
+        error.ShouldBe(message);
+    }
+
+    [Theory]
+    [InlineData("""{"agentId":"a","version":"1","platform":"process","capacity":{"maxSessions":"10"},"inventory":[]}""",
+        "'hello' payload is malformed: 'capacity.maxSessions' must be a whole number.")]
+    [InlineData("""{"agentId":"a","AgentId":"b","version":"1","platform":"process","capacity":{},"inventory":[]}""",
+        "'hello' payload is malformed: 'agentId' appears more than once in this message.")]
+    public void A_payload_with_a_number_as_text_or_a_field_twice_in_two_spellings_is_refused_naming_it(string payload, string message)
+    {
+        var frame = Encoding.UTF8.GetBytes($$"""{"v":1,"type":"hello","id":"m1","payload":{{payload}}}""");
+        ProtocolJson.TryDecode(frame, out var envelope, out var error).ShouldBeTrue(error);
+        Should.Throw<ProtocolException>(() => envelope!.PayloadAs<HelloPayload>()).Message.ShouldBe(message);
+    }
+
     [Fact]
     public void Payload_that_does_not_fit_throws_protocol_exception()
     {

@@ -8,9 +8,11 @@ namespace StreamSpace.ControlPlane.Templates;
 /// <summary>Reads a template from YAML: the built-in files, and API bodies sent as <c>application/yaml</c>.</summary>
 public static partial class TemplateYaml
 {
-    // Unknown keys are an error (not ignored), so a typo such as "proccess:" is reported instead of silently dropped.
+    // Unknown keys are an error (not ignored), so a typo such as "proccess:" is reported instead of silently dropped; so
+    // is a key given twice, instead of the last one silently winning.
     private static readonly IDeserializer Deserializer = new DeserializerBuilder()
         .WithNamingConvention(CamelCaseNamingConvention.Instance)
+        .WithDuplicateKeyChecking()
         .Build();
 
     /// <summary>Parses one template; on failure <paramref name="error"/> says what and where (line, column).</summary>
@@ -38,6 +40,7 @@ public static partial class TemplateYaml
     internal static string Describe(YamlException ex)
     {
         if (UnknownKey().Match(ex.Message) is { Success: true } unknown) return $"'{unknown.Groups[1].Value}' is not a template field here";
+        if (DuplicateKey().Match(ex.Message) is { Success: true } duplicate) return $"'{duplicate.Groups[1].Value}' appears more than once";
         var cause = ex.InnerException is { } inner && inner.Message != ex.Message ? inner.Message : null;
         foreach (var said in (string?[])[ex.Message, cause])
         {
@@ -69,6 +72,9 @@ public static partial class TemplateYaml
 
     [GeneratedRegex(@"^Property '([^']+)' not found on type '[^']+'")]
     private static partial Regex UnknownKey();
+
+    [GeneratedRegex(@"^Encountered duplicate key (.+)$")]
+    private static partial Regex DuplicateKey();
 
     /// <summary>The .NET type a value had to become, in the ways YamlDotNet says it could not.</summary>
     [GeneratedRegex(@"deserialize the node into type (?<type>[^,]+(?:`1\[\[[^\]]+\]\])?)|create an instance of type '(?<type>[^']+)'|^Invalid cast from '[^']+' to '(?<type>[^']+)'")]

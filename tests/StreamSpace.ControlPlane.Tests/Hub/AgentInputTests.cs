@@ -152,8 +152,81 @@ public abstract class AgentInputTests(HubControlPlane cp)
         await BystanderStillWorksAsync(bystander);
     }
 
+    /// <summary>
+    /// A field given twice is ambiguous (which one did the agent mean?), so it is refused naming the field instead of the
+    /// last one silently winning: an envelope saying both heartbeat and hello was taken as a hello.
+    /// </summary>
+    [Fact]
+    public async Task A_hello_envelope_with_a_repeated_type_is_refused_naming_it()
+    {
+        await using var bystander = await BystanderAsync();
+        await using var bad = await TroublemakerAsync(hello: false);
+        var payload = JsonSerializer.Serialize(new HelloPayload
+        {
+            AgentId = bad.AgentId, Version = "test-1.0", Platform = Platforms.Process, Region = "default",
+            Capacity = new AgentCapacity { MaxSessions = 10 },
+        }, ProtocolJson.Options);
+        await bad.SendTextAsync($$"""{"v":1,"type":"heartbeat","type":"hello","id":"h1","payload":{{payload}}}""");
+
+        await RefusedAsync(bad, "malformed", "'type'", "the envelope with 'type' twice");
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    /// <summary>A repeated field, or a number sent as text (the protocol's numbers are JSON numbers), is the wrong shape.</summary>
+    [Theory]
+    [InlineData(MessageTypes.SessionStatus, "{\"sessionId\":\"s-1\",\"state\":\"crashed\",\"state\":\"running\"}", "'payload.state'")]
+    [InlineData(MessageTypes.Ack, "{\"commandId\":\"c-1\",\"CommandId\":\"c-2\"}", "ommandId'")]
+    [InlineData(MessageTypes.Heartbeat, "{\"activeSessions\":\"3\",\"maxSessions\":10}", "'activeSessions'")]
+    public async Task A_report_with_a_repeated_field_or_a_number_as_text_is_refused_naming_it(string type, string payload, string named)
+    {
+        await using var bystander = await BystanderAsync();
+        await using var bad = await TroublemakerAsync(hello: true);
+        await bad.SendTextAsync($"{{\"v\":1,\"type\":\"{type}\",\"id\":\"x\",\"payload\":{payload}}}");
+
+        await RefusedAsync(bad, "malformed", named, $"the {type} with {payload}");
+        await BystanderStillWorksAsync(bystander);
+    }
+
+    /// <summary>
+    /// A state outside the protocol's list (a typo, "Running", a newer agent's state) is the wrong shape: the hello is
+    /// refused naming the item, never welcomed with the session dropped from the inventory, which failed the running
+    /// session as lost on its agent and had the next hello stop it.
+    /// </summary>
+    [Theory]
+    [InlineData("bogus")]
+    [InlineData("Running")]
+    public async Task A_hello_with_an_unknown_inventory_state_is_refused_and_the_running_session_left_alone(string state)
+    {
+        var (agentId, token) = await cp.CreateAgentAsync("states");
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        await using (var bad = await ScriptedAgent.ConnectAsync(cp.BaseAddress, agentId, token))
+        {
+            await bad.SendHelloAsync([new SessionInventoryItem { SessionId = sessionId, State = state }]);
+            var why = await RefusedAsync(bad, "invalid_hello", sessionId, $"the hello with state '{state}'");
+            why.ShouldContain($"'{state}'");
+        }
+        (await cp.SessionRowAsync(sessionId)).State.ShouldBe(SessionState.Running);
+
+        await using var agent = await cp.OnlineAgentAsync(agentId, token, [new SessionInventoryItem { SessionId = sessionId, State = ObservedStates.Running }]);
+        await agent.ExpectNothingAsync(TimeSpan.FromSeconds(1));
+        (await cp.SessionRowAsync(sessionId)).State.ShouldBe(SessionState.Running);
+    }
+
+    /// <summary>A <c>session.status</c> with a state outside the protocol's list is malformed (protocol.md), not "no change".</summary>
+    [Fact]
+    public async Task A_session_status_with_an_unknown_state_is_refused_as_malformed()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync("states");
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        await using var bad = await cp.OnlineAgentAsync(agentId, token, [new SessionInventoryItem { SessionId = sessionId, State = ObservedStates.Running }]);
+        await bad.StatusAsync(sessionId, "bogus", "x");
+
+        (await RefusedAsync(bad, "malformed", "'state'", "the session.status with state 'bogus'")).ShouldContain("'bogus'");
+        (await cp.SessionRowAsync(sessionId)).State.ShouldBe(SessionState.Running);
+    }
+
     /// <summary>The agent got a refusal with <paramref name="code"/> and a reason naming <paramref name="named"/>, was closed (1008) and is offline.</summary>
-    private async Task RefusedAsync(ScriptedAgent bad, string code, string named, string what)
+    private async Task<string> RefusedAsync(ScriptedAgent bad, string code, string named, string what)
     {
         var refused = await bad.NextAsync(Soon);
         refused.ShouldNotBeNull($"{what} got no answer");
@@ -163,6 +236,7 @@ public abstract class AgentInputTests(HubControlPlane cp)
         why.Reason.ShouldContain(named);
         (await bad.ClosedByServerAsync(Soon)).ShouldBe(WebSocketCloseStatus.PolicyViolation);
         await cp.AgentStatusIsAsync(bad.AgentId, AgentStatus.Offline, Soon);
+        return why.Reason;
     }
 
     [Fact]

@@ -243,12 +243,16 @@ public sealed class AgentHub(
             return ("invalid_hello", "capacity figures must not be negative");
         if (hello.Inventory.Any(i => string.IsNullOrEmpty(i.SessionId) || i.SessionId.Length > Sessions.SessionNames.MaxIdLength))
             return ("invalid_hello", $"every inventory item needs a sessionId of at most {Sessions.SessionNames.MaxIdLength} characters");
-        if (hello.Inventory.Any(i => string.IsNullOrEmpty(i.State)))
-            return ("invalid_hello", $"every inventory item needs a state ({ObservedStates.Starting}, {ObservedStates.Running}, {ObservedStates.Hibernated}, ...)");
         // Checked before the hello joins other agents' hellos in one UPDATE, which PostgreSQL would refuse as a whole.
         if (!StorableText.IsStorable(hello.Version) || !StorableText.IsStorable(hello.Region) || !StorableText.IsStorable(hello.SessionLimits)
             || hello.Inventory.Any(i => !StorableText.IsStorable(i.SessionId)))
             return ("invalid_hello", $"version, region, sessionLimits and inventory session ids {StorableText.Problem}");
+        // Checked against the protocol's list, not only for presence: an item with a state nobody knows would be left out of
+        // the tracked inventory, and reconciliation would fail its running session as lost and stop it at the next hello.
+        if (hello.Inventory.FirstOrDefault(i => !ObservedStates.All.Contains(i.State)) is { } unknown)
+            return ("invalid_hello", string.IsNullOrEmpty(unknown.State)
+                ? $"inventory item '{unknown.SessionId}' has no state; {KnownStates}"
+                : $"inventory item '{unknown.SessionId}' has the unknown state '{Quoted(unknown.State)}'; {KnownStates}");
         return null;
     }
 
@@ -328,6 +332,8 @@ public sealed class AgentHub(
                 var status = envelope.PayloadAs<SessionStatusPayload>();
                 RequireText(envelope.Type, "sessionId", status.SessionId, Sessions.SessionNames.MaxIdLength);
                 RequireText(envelope.Type, "state", status.State);
+                if (!ObservedStates.All.Contains(status.State))
+                    throw new ProtocolException($"'{envelope.Type}' payload is malformed: 'state' is '{Quoted(status.State)}'; {KnownStates}");
                 await reports.WriteAsync(AgentReport.Of(status with { Reason = StorableText.Clean(status.Reason) }), ct);
                 break;
             default:
@@ -337,6 +343,12 @@ public sealed class AgentHub(
                 break;
         }
     }
+
+    /// <summary>Said when an agent reports a session state outside <see cref="ObservedStates.All"/>.</summary>
+    private static readonly string KnownStates = $"a state is one of {string.Join(", ", ObservedStates.All)}";
+
+    /// <summary>An agent's text quoted in a refusal: at most 64 characters, U+0000 shown as U+FFFD.</summary>
+    private static string Quoted(string text) => StorableText.Clean(StorableText.Truncate(text, 64))!;
 
     /// <summary>
     /// System.Text.Json lets an explicit <c>null</c> through even for required members: a report without the id or state
