@@ -71,7 +71,9 @@ public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(k
                 new { id, username = _username, no = false, now });
             _userId = id;
         }
-        var sessionId = $"{_username}-xterm-{Guid.NewGuid().ToString("N")[..6]}";
+        // 12 hex digits, not the product's 6 letters: every hub test class adds its sessions for this one user, and with
+        // 6 hex digits two of them met (PK_sessions) in a full run.
+        var sessionId = $"{_username}-xterm-{Guid.NewGuid().ToString("N")[..12]}";
         await conn.ExecuteAsync(
             """
             INSERT INTO sessions (id, user_id, username, template, state, agent_id, cpu, memory, persistent_home, created_at, updated_at)
