@@ -46,6 +46,13 @@ public sealed class CommandDelivery : BackgroundService
         _outbox.ForgetHandOff = (agentId, commandId) => _registry.Find(agentId)?.ForgetDelivery(commandId);
     }
 
+    /// <summary>
+    /// Agents whose resend-on-reconnect pass failed (a database error, a deadlock victim): the next pass makes it again.
+    /// Their in-flight commands are not due (an acked one waits CommandResultTimeout), so the poll alone would leave a
+    /// result lost with the old connection unasked for until then. Touched only by the delivery loop.
+    /// </summary>
+    private readonly HashSet<string> _resendAgain = new(StringComparer.Ordinal);
+
     /// <summary>Asks for delivery to one agent soon. <paramref name="reconnected"/>: also resend in-flight commands (the previous socket may have lost them).</summary>
     public void Request(string agentId, bool reconnected = false) => _requests.Writer.TryWrite(new DeliveryRequest(agentId, reconnected));
 
@@ -89,6 +96,8 @@ public sealed class CommandDelivery : BackgroundService
                     }
                     else batch[r.AgentId] = batch.GetValueOrDefault(r.AgentId) || r.Reconnected;
                 }
+                foreach (var agentId in _resendAgain) batch[agentId] = true;
+                _resendAgain.Clear();
                 try
                 {
                     // Handed-off commands first: they were claimed before any later command of their session was written.
@@ -106,7 +115,9 @@ public sealed class CommandDelivery : BackgroundService
                 }
                 catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
                 {
-                    // Nothing is lost: the rows stay due and the next poll tries again.
+                    // Nothing is lost: the rows stay due and the next poll tries again, and a reconnect's resend is made again.
+                    foreach (var (agentId, reconnected) in batch)
+                        if (reconnected) _resendAgain.Add(agentId);
                     _logger.LogError(HubEvents.HubLoopFailed, ex, "Command delivery pass failed");
                 }
             }
@@ -190,7 +201,17 @@ public sealed class CommandDelivery : BackgroundService
         var firstHere = new HashSet<string>(StringComparer.Ordinal);
         var offered = due.Where(c => (connection.FirstDelivery(c.Id) && firstHere.Add(c.Id)) || !reconnected).ToList();
         if (offered.Count == 0 || connection.Lifetime.IsCancellationRequested || !_registry.IsCurrent(connection.AgentId, connection.ConnectionId)) return;
-        var claimed = await ClaimAsync(offered, now, ct);
+        HashSet<string> claimed;
+        try
+        {
+            claimed = await ClaimAsync(offered, now, ct);
+        }
+        catch
+        {
+            // Not carried after all: the pass made again (_resendAgain) must find them new on this connection.
+            foreach (var id in firstHere) connection.ForgetDelivery(id);
+            throw;
+        }
         foreach (var command in offered)
         {
             if (!claimed.Contains(command.Id))
@@ -243,10 +264,11 @@ public sealed class CommandDelivery : BackgroundService
             ? now + _options.CommandResultTimeout
             : now + _options.CommandAckTimeout * Math.Min(_options.CommandBackoffMaxFactor, 1 << Math.Min(c.Attempts, 20));
         static string NewState(CommandRow c) => c.State == CommandState.Pending ? CommandState.Sent : c.State;
-        await using var conn = await _db.OpenAsync(ct);
         if (_db.IsPostgres)
         {
-            return (await conn.QueryAsync<string>(new CommandDefinition(
+            // In a transaction of its own so a deadlock victim (against a batch of results updating the same rows) is run
+            // again (Db.InTransactionAsync) rather than failing the pass.
+            return await _db.InTransactionAsync(async (conn, tx) => (await conn.QueryAsync<string>(new CommandDefinition(
                 """
                 UPDATE agent_commands c SET state = v.new_state, attempts = c.attempts + 1, next_attempt_at = v.next, updated_at = @now
                 FROM unnest(@ids, @states, @attempts, @newStates, @nexts) AS v(id, state, attempts, new_state, next)
@@ -260,8 +282,9 @@ public sealed class CommandDelivery : BackgroundService
                     attempts = commands.Select(c => c.Attempts).ToArray(), newStates = commands.Select(NewState).ToArray(),
                     nexts = commands.Select(c => Next(c).ToUniversalTime()).ToArray(),
                 },
-                cancellationToken: ct))).ToHashSet(StringComparer.Ordinal);
+                tx, cancellationToken: ct))).ToHashSet(StringComparer.Ordinal), ct);
         }
+        await using var conn = await _db.OpenAsync(ct);
         var claimed = new HashSet<string>(StringComparer.Ordinal);
         foreach (var c in commands)
         {

@@ -147,6 +147,44 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
     }
 
     [Fact]
+    public async Task A_resend_on_reconnect_that_fails_is_tried_again_at_the_next_pass_not_after_the_result_timeout()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync("resend");
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var first = await cp.OnlineAgentAsync(agentId, token);
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart);
+        (await first.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
+        await first.AckAsync(commandId);
+        await cp.SessionStateIsAsync(sessionId, SessionState.Starting, Soon);
+        // The result is lost with the connection (a control plane killed after it wrote the ack, in the end-to-end tests).
+        first.Crash();
+        await first.DisposeAsync();
+
+        // The new connection's resend pass fails (there it was a deadlock victim): the database refuses the claim for a while.
+        var trigger = $"refuse_{agentId}";
+        await CreateTriggerAsync(trigger, agentId, cp.Db.IsPostgres
+            ? "RAISE EXCEPTION 'refused by the test'"
+            : "SELECT RAISE(ABORT, 'refused by the test')", on: "UPDATE");
+        ScriptedAgent second;
+        try
+        {
+            second = await cp.OnlineAgentAsync(agentId, token);
+            await second.ExpectNothingAsync(TimeSpan.FromSeconds(1.5));
+        }
+        finally
+        {
+            await DropTriggerAsync(trigger);
+        }
+        await using (second)
+        {
+            // Well before the acked command's own deadline (CommandResultTimeout, 60 s): the resend is not lost with the pass.
+            (await second.ExpectCommandAsync(TimeSpan.FromSeconds(10))).CommandId.ShouldBe(commandId);
+            await second.ResultAsync(commandId, success: true);
+            await cp.SessionStateIsAsync(sessionId, SessionState.Running, Soon);
+        }
+    }
+
+    [Fact]
     public async Task A_command_past_its_ttl_expires_and_fails_its_session_with_a_reason_naming_command_and_agent()
     {
         var (agentId, _) = await cp.CreateAgentAsync();
@@ -522,8 +560,9 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
         }
     }
 
-    /// <summary>A trigger that runs <paramref name="body"/> before each command row for <paramref name="agentId"/> is inserted.</summary>
-    private Task CreateTriggerAsync(string name, string agentId, string body) => cp.Db.IsPostgres
+    /// <summary>A trigger that runs <paramref name="body"/> before each command row for <paramref name="agentId"/> is inserted
+    /// (or, with <paramref name="on"/> UPDATE, changed).</summary>
+    private Task CreateTriggerAsync(string name, string agentId, string body, string on = "INSERT") => cp.Db.IsPostgres
         ? cp.ExecuteAsync(
             $"""
             CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -531,9 +570,9 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
                 {body};
                 RETURN NEW;
             END $$;
-            CREATE TRIGGER {name} BEFORE INSERT ON agent_commands FOR EACH ROW WHEN (NEW.agent_id = '{agentId}') EXECUTE FUNCTION {name}();
+            CREATE TRIGGER {name} BEFORE {on} ON agent_commands FOR EACH ROW WHEN (NEW.agent_id = '{agentId}') EXECUTE FUNCTION {name}();
             """, new { })
-        : cp.ExecuteAsync($"CREATE TRIGGER {name} BEFORE INSERT ON agent_commands WHEN NEW.agent_id = '{agentId}' BEGIN {body}; END", new { });
+        : cp.ExecuteAsync($"CREATE TRIGGER {name} BEFORE {on} ON agent_commands WHEN NEW.agent_id = '{agentId}' BEGIN {body}; END", new { });
 
     private Task DropTriggerAsync(string name) => cp.ExecuteAsync(
         cp.Db.IsPostgres ? $"DROP TRIGGER {name} ON agent_commands; DROP FUNCTION {name}()" : $"DROP TRIGGER {name}", new { });
