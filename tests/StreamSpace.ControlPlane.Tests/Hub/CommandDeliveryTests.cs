@@ -130,15 +130,7 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
     [Fact]
     public async Task A_command_in_flight_when_the_agent_reconnects_is_sent_again_on_the_new_connection()
     {
-        var (agentId, token) = await cp.CreateAgentAsync();
-        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
-        var first = await cp.OnlineAgentAsync(agentId, token);
-        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart);
-        (await first.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
-        await first.AckAsync(commandId);
-        await cp.SessionStateIsAsync(sessionId, SessionState.Starting, Soon);
-        first.Crash();
-        await first.DisposeAsync();
+        var (agentId, token, sessionId, commandId) = await AckedStartWhoseConnectionDiedAsync();
 
         await using var second = await cp.OnlineAgentAsync(agentId, token);
         (await second.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
@@ -149,16 +141,8 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
     [Fact]
     public async Task A_resend_on_reconnect_that_fails_is_tried_again_at_the_next_pass_not_after_the_result_timeout()
     {
-        var (agentId, token) = await cp.CreateAgentAsync("resend");
-        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
-        var first = await cp.OnlineAgentAsync(agentId, token);
-        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart);
-        (await first.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
-        await first.AckAsync(commandId);
-        await cp.SessionStateIsAsync(sessionId, SessionState.Starting, Soon);
         // The result is lost with the connection (a control plane killed after it wrote the ack, in the end-to-end tests).
-        first.Crash();
-        await first.DisposeAsync();
+        var (agentId, token, sessionId, commandId) = await AckedStartWhoseConnectionDiedAsync("resend");
 
         // The new connection's resend pass fails (there it was a deadlock victim): the database refuses the claim for a while.
         var trigger = $"refuse_{agentId}";
@@ -558,6 +542,21 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
                 await cp.ExecuteAsync($"DROP SEQUENCE {trigger}_count", new { });
             }
         }
+    }
+
+    /// <summary>A start command delivered and acked on a connection that then died without a trace (its result never sent).</summary>
+    private async Task<(string AgentId, string Token, string SessionId, string CommandId)> AckedStartWhoseConnectionDiedAsync(string prefix = "agent")
+    {
+        var (agentId, token) = await cp.CreateAgentAsync(prefix);
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var first = await cp.OnlineAgentAsync(agentId, token);
+        var commandId = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart);
+        (await first.ExpectCommandAsync()).CommandId.ShouldBe(commandId);
+        await first.AckAsync(commandId);
+        await cp.SessionStateIsAsync(sessionId, SessionState.Starting, Soon);
+        first.Crash();
+        await first.DisposeAsync();
+        return (agentId, token, sessionId, commandId);
     }
 
     /// <summary>A trigger that runs <paramref name="body"/> before each command row for <paramref name="agentId"/> is inserted
