@@ -11,8 +11,8 @@ namespace StreamSpace.Agent.Commands;
 internal static class DurableFile
 {
     public const string TempSuffix = ".tmp";
-    /// <summary>Only the agent reads what it records (commands name sessions and their users), whatever its folder's mode.</summary>
-    private const UnixFileMode PrivateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+    /// <summary>Only the agent reads what it records (commands and session records name sessions and their users), whatever its folder's mode.</summary>
+    public const UnixFileMode PrivateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
     public static void Replace(string path, ReadOnlySpan<byte> content)
     {

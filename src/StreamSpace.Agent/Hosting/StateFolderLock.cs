@@ -117,23 +117,9 @@ public sealed partial class StateFolderLock : IDisposable
         return text.Length == 0 ? null : text;
     }
 
-    /// <summary>
-    /// Replaces a small file of the folder's (0600) as the lock's holder, durably: the text goes to a temporary file that
-    /// is flushed to disk and then renamed over the file, so a crash leaves the old text or the new, never a torn one.
-    /// </summary>
-    public void WriteFile(string name, string text)
-    {
-        var path = Path.Combine(Folder, name);
-        var temporary = path + ".tmp";
-        var create = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
-        if (!OperatingSystem.IsWindows()) create.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-        using (var stream = new FileStream(temporary, create))
-        {
-            stream.Write(Encoding.UTF8.GetBytes(text + "\n"));
-            stream.Flush(flushToDisk: true);
-        }
-        File.Move(temporary, path, overwrite: true);
-    }
+    /// <summary>Replaces a small file of the folder's (0600) as the lock's holder, durably (<see cref="Commands.DurableFile"/>).</summary>
+    public void WriteFile(string name, string text) =>
+        Commands.DurableFile.Replace(Path.Combine(Folder, name), Encoding.UTF8.GetBytes(text + "\n"));
 
     private static string LastError() => Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError());
 

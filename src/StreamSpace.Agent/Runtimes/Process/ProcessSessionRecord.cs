@@ -48,25 +48,15 @@ internal sealed record ProcessSessionRecord
     }
 
     /// <summary>Only the agent reads a record: it names the session's user, template, display, socket, home and pids.</summary>
-    public const UnixFileMode Mode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+    public const UnixFileMode Mode = Commands.DurableFile.PrivateMode;
 
     /// <summary>
-    /// Write-then-rename so a crash never leaves a half-written record, mode <see cref="Mode"/>: the session folder is
-    /// traverse-only for the session accounts, so any of them that knows (or sees in <c>ps</c>) a session id could
-    /// otherwise open its record by name.
+    /// Replaced as <see cref="Commands.DurableFile"/> replaces a file (never half-written, mode <see cref="Mode"/>): the
+    /// session folder is traverse-only for the session accounts, so any of them that knows (or sees in <c>ps</c>) a
+    /// session id could otherwise open its record by name.
     /// </summary>
-    public void Save(string sessionDir)
-    {
-        var path = Path.Combine(sessionDir, FileName);
-        var temp = path + ".tmp";
-        using (var file = new FileStream(temp, new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = Mode }))
-        {
-            // A temp file a crash left keeps its old mode through FileMode.Create: set it on the handle.
-            File.SetUnixFileMode(file.SafeFileHandle, Mode);
-            JsonSerializer.Serialize(file, this, Json);
-        }
-        File.Move(temp, path, overwrite: true);
-    }
+    public void Save(string sessionDir) =>
+        Commands.DurableFile.Replace(Path.Combine(sessionDir, FileName), JsonSerializer.SerializeToUtf8Bytes(this, Json));
 
     /// <summary>Makes a record a build before <see cref="Mode"/> left readable by everybody private (at re-adoption).</summary>
     public static void MakePrivate(string sessionDir)
