@@ -27,8 +27,9 @@ public sealed class StreamingOptions
     public TimeSpan CloseTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
-    /// Extra browser origins (scheme://host[:port]) allowed to open the viewer WebSocket besides the
-    /// control plane's own origin, e.g. the public https:// origin when a TLS proxy forwards plain http.
+    /// Extra browser origins (scheme://host[:port]) allowed besides the control plane's own origin, e.g. the public
+    /// https:// origin when a TLS proxy forwards plain http: for the viewer WebSocket, the web UI's hub and cookie API
+    /// writes alike (<see cref="Web.BrowserOrigin"/>).
     /// </summary>
     public List<string> AllowedOrigins { get; set; } = [];
 

@@ -60,7 +60,7 @@ public static class ViewerApi
         IHostApplicationLifetime lifetime, CancellationToken ct)
     {
         // Cross-site WebSocket hijacking: a page elsewhere must not be able to use a ticket it got hold of.
-        if (!ViewerOrigin.IsAllowed(http.Request, options.Value.AllowedOrigins))
+        if (!Web.BrowserOrigin.IsAllowed(http.Request, options.Value.AllowedOrigins))
             return ApiErrors.Forbidden("This origin may not open the viewer WebSocket.", "Origin not allowed");
         if (http.Request.Query.ContainsKey("access_token"))
             return Unauthorized("API token refused",
