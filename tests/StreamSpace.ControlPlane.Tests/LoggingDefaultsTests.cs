@@ -1,5 +1,8 @@
 using Microsoft.Extensions.DependencyInjection;
+using System.Globalization;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
+using Microsoft.Extensions.Options;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 
@@ -37,5 +40,16 @@ public sealed class LoggingDefaultsTests : IDisposable
         await using var app = Build("--Logging:LogLevel:Microsoft.AspNetCore=Information");
         var loggers = app.Services.GetRequiredService<ILoggerFactory>();
         loggers.CreateLogger("Microsoft.AspNetCore.Hosting.Diagnostics").IsEnabled(LogLevel.Information).ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task Log_timestamps_are_UTC_as_their_Z_says_and_parse_as_RFC_3339()
+    {
+        await using var app = Build();
+        var json = app.Services.GetRequiredService<IOptionsMonitor<JsonConsoleFormatterOptions>>().CurrentValue;
+        json.UseUtcTimestamp.ShouldBeTrue("a host not set to UTC would log its local time with a Z after it");
+        var written = new DateTimeOffset(2026, 12, 1, 2, 25, 6, 320, TimeSpan.Zero).ToString(json.TimestampFormat, CultureInfo.InvariantCulture);
+        DateTimeOffset.ParseExact(written, "yyyy-MM-ddTHH:mm:ss.fffK", CultureInfo.InvariantCulture).ShouldBe(
+            new DateTimeOffset(2026, 12, 1, 2, 25, 6, 320, TimeSpan.Zero));
     }
 }

@@ -52,7 +52,13 @@ public static class StreamSpaceApp
             InitialData = [new("Logging:LogLevel:Microsoft.AspNetCore", "Warning")],
         });
         builder.Logging.ClearProviders();
-        builder.Logging.AddJsonConsole(o => o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ");
+        // UTC, as the agent logs and as the audit log records: a "Z" after the host's local time would put every line hours
+        // off on a host not set to UTC.
+        builder.Logging.AddJsonConsole(o =>
+        {
+            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
+            o.UseUtcTimestamp = true;
+        });
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes);
         builder.Host.ConfigureHostOptions(h => h.ShutdownTimeout = TimeSpan.FromSeconds(15));
 
