@@ -66,6 +66,10 @@ public sealed class StartupFailureTests
     [InlineData("StreamSpace__IdleTimeout", "00:00:10", "Invalid StreamSpace configuration: StreamSpace__IdleTimeout must be 0 (off) or at least 00:01:00")]
     [InlineData("STREAMSPACE_EMBEDDED_AGENT", "maybe", "STREAMSPACE_EMBEDDED_AGENT must be true or false, got 'maybe'")]
     [InlineData("STREAMSPACE_DATABASE", "mysql://root:hunter2@db/x", "STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got 'mysql://root:***@db/x'")]
+    // The password is not repeated when it holds an '@', nor in a connection string's Password= or Pwd= (any spacing).
+    [InlineData("STREAMSPACE_DATABASE", "postgres://u:pg@Secret@/x", "STREAMSPACE_DATABASE is not a valid postgres:// URL (postgres://user:pass@host:port/db): 'postgres://u:***@/x'")]
+    [InlineData("STREAMSPACE_DATABASE", "Database=x;Password=pgSecretPw77;Pooling=true", "STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got 'Database=x;Password=***;Pooling=true'")]
+    [InlineData("STREAMSPACE_DATABASE", "Database = x; pwd = pgSecretPw77", "STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got 'Database = x; pwd = ***'")]
     [InlineData("StreamSpace__CommandTtl", "banana", "Failed to convert configuration value 'banana' at 'StreamSpace:CommandTtl' to type 'System.TimeSpan'.")]
     [InlineData("STREAMSPACE_ADMIN_PASSWORD", "short", "Invalid StreamSpace configuration: STREAMSPACE_ADMIN_PASSWORD must be at least 8 characters")]
     [InlineData("STREAMSPACE_SESSION_LIMITS", "perhaps", "STREAMSPACE_SESSION_LIMITS must be true or false, got 'perhaps'")]

@@ -8,7 +8,8 @@ public enum DatabaseKind { Sqlite, Postgres }
 
 /// <summary>
 /// Where the data lives, parsed from <c>STREAMSPACE_DATABASE</c>: <c>sqlite:PATH</c> or
-/// <c>postgres://user:pass@host:port/db</c> (a plain Npgsql connection string also works).
+/// <c>postgres://user:pass@host:port/db[?setting=value&amp;…]</c> (Npgsql's connection settings in the query, e.g.
+/// <c>sslmode=require</c>; a plain Npgsql connection string also works).
 /// </summary>
 public sealed record DatabaseTarget(DatabaseKind Kind, string ConnectionString)
 {
@@ -37,11 +38,52 @@ public sealed record DatabaseTarget(DatabaseKind Kind, string ConnectionString)
                 MaxPoolSize = 50,
                 Timeout = 5,
             };
+            ApplyQuery(csb, uri.Query);
             return new DatabaseTarget(DatabaseKind.Postgres, csb.ConnectionString);
         }
-        if (value.Contains("Host=", StringComparison.OrdinalIgnoreCase))
+        // A plain Npgsql connection string, in any of its spellings (Server= as well as Host=, spaces around '=').
+        if (value.Contains('=') && ConnectionStringHost(value) is { Length: > 0 })
             return new DatabaseTarget(DatabaseKind.Postgres, value);
         throw new StreamSpaceConfigurationException($"STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got '{StreamSpaceConfigurationException.WithoutPassword(value)}'");
+    }
+
+    /// <summary>
+    /// The URL's query as connection settings (<c>?sslmode=require&amp;Maximum%20Pool%20Size=80</c>), over the defaults
+    /// above; a name Npgsql does not know or a value it cannot take is refused, never dropped: a dropped
+    /// <c>sslmode=verify-full</c> would connect without the TLS the operator asked for.
+    /// </summary>
+    private static void ApplyQuery(NpgsqlConnectionStringBuilder csb, string query)
+    {
+        static string Unescape(string part) => Uri.UnescapeDataString(part.Replace('+', ' '));
+        foreach (var pair in query.TrimStart('?').Split('&', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var parts = pair.Split('=', 2);
+            var key = Unescape(parts[0]);
+            var value = parts.Length == 2 ? Unescape(parts[1]) : "";
+            try
+            {
+                csb[key] = value;
+            }
+            catch (Exception ex) when (ex is ArgumentException or FormatException or InvalidCastException or OverflowException)
+            {
+                var shown = key.Equals("password", StringComparison.OrdinalIgnoreCase) || key.Equals("pwd", StringComparison.OrdinalIgnoreCase) ? "***" : value;
+                throw new StreamSpaceConfigurationException(
+                    $"STREAMSPACE_DATABASE: '{key}={shown}' in the URL's query is not a connection setting PostgreSQL's client takes " +
+                    "(e.g. ?sslmode=require&Maximum%20Pool%20Size=80)");
+            }
+        }
+    }
+
+    private static string? ConnectionStringHost(string value)
+    {
+        try
+        {
+            return new NpgsqlConnectionStringBuilder(value).Host;
+        }
+        catch (ArgumentException)
+        {
+            return null; // not a connection string Npgsql reads (an unknown keyword, no '=' in a part)
+        }
     }
 
     private static DatabaseTarget Sqlite(string path)

@@ -223,5 +223,11 @@ public sealed class StreamSpaceConfigurationException(string message, Exception?
     }
 
     /// <summary>A URL-like value as an error repeats it: the password of a <c>user:password@</c> in it is not printed.</summary>
-    public static string WithoutPassword(string value) => System.Text.RegularExpressions.Regex.Replace(value, "(://[^:/@]*:)[^@]*@", "$1***@");
+    public static string WithoutPassword(string value)
+    {
+        // A URL's password runs to the last '@' (a password may hold an '@' of its own; hiding more is harmless); a
+        // connection string's runs to the next ';' (Password= or its alias Pwd=, spaces allowed around the '=').
+        var url = System.Text.RegularExpressions.Regex.Replace(value, "(://[^:/@]*:).*@", "$1***@");
+        return System.Text.RegularExpressions.Regex.Replace(url, @"(?i)\b(password|pwd)(\s*=\s*)[^;]*", "$1$2***");
+    }
 }
