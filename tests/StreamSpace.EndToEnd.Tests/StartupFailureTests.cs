@@ -70,6 +70,7 @@ public sealed class StartupFailureTests
     [InlineData("STREAMSPACE_DATABASE", "postgres://u:pg@Secret@/x", "STREAMSPACE_DATABASE is not a valid postgres:// URL (postgres://user:pass@host:port/db): 'postgres://u:***@/x'")]
     [InlineData("STREAMSPACE_DATABASE", "Database=x;Password=pgSecretPw77;Pooling=true", "STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got 'Database=x;Password=***;Pooling=true'")]
     [InlineData("STREAMSPACE_DATABASE", "Database = x; pwd = pgSecretPw77", "STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got 'Database = x; pwd = ***'")]
+    [InlineData("StreamSpace__Agent__SessionMaxProcesses", "abc", "Failed to convert configuration value 'abc' at 'StreamSpace:Agent:SessionMaxProcesses' to type 'System.Int32'.")]
     [InlineData("StreamSpace__CommandTtl", "banana", "Failed to convert configuration value 'banana' at 'StreamSpace:CommandTtl' to type 'System.TimeSpan'.")]
     [InlineData("STREAMSPACE_ADMIN_PASSWORD", "short", "Invalid StreamSpace configuration: STREAMSPACE_ADMIN_PASSWORD must be at least 8 characters")]
     [InlineData("STREAMSPACE_SESSION_LIMITS", "perhaps", "STREAMSPACE_SESSION_LIMITS must be true or false, got 'perhaps'")]

@@ -95,7 +95,16 @@ public sealed class AgentOptions
         ArgumentNullException.ThrowIfNull(configuration);
         var section = configuration.GetSection(ConfigurationSection);
         var options = new AgentOptions();
-        section.Bind(options);
+        try
+        {
+            section.Bind(options);
+        }
+        catch (InvalidOperationException ex)
+        {
+            // A value of the section that is not of its type ("SessionMaxProcesses=abc"): one line and exit code 2, not a
+            // stack trace, as for every other setting.
+            throw new AgentOptionsException(ex.Message, ex);
+        }
 
         string? Flat(string key) => configuration[key] is { Length: > 0 } value ? value : null;
         options.ControlPlaneUrl = Flat("STREAMSPACE_CONTROL_PLANE") ?? options.ControlPlaneUrl;
