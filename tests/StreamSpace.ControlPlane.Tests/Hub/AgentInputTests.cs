@@ -134,6 +134,28 @@ public abstract class AgentInputTests(HubControlPlane cp)
         await BystanderStillWorksAsync(bystander);
     }
 
+    /// <summary>A hello payload that does not read as one (a number where an object belongs, a number as text) is a hello of
+    /// the wrong shape: refused <c>invalid_hello</c> naming the field, as protocol.md says, like a hello with a null.</summary>
+    [Theory]
+    [InlineData("{\"capacity\":5}", "capacity")]
+    [InlineData("{\"capacity\":{\"maxSessions\":\"3\",\"activeSessions\":0}}", "maxSessions")]
+    [InlineData("{\"inventory\":{}}", "inventory")]
+    public async Task A_hello_whose_payload_is_the_wrong_shape_is_refused_as_an_invalid_hello(string wrong, string named)
+    {
+        await using var bystander = await BystanderAsync();
+        await using var bad = await TroublemakerAsync(hello: false);
+        var payload = JsonSerializer.SerializeToNode(new HelloPayload
+        {
+            AgentId = bad.AgentId, Version = "test-1.0", Platform = Platforms.Process, Region = "default",
+            Capacity = new AgentCapacity { MaxSessions = 10 },
+        }, ProtocolJson.Options)!.AsObject();
+        foreach (var (key, value) in JsonNode.Parse(wrong)!.AsObject()) payload[key] = value?.DeepClone();
+        await bad.SendTextAsync(new JsonObject { ["v"] = ProtocolVersion.Current, ["type"] = MessageTypes.Hello, ["id"] = "h1", ["payload"] = payload }.ToJsonString());
+
+        await RefusedAsync(bad, "invalid_hello", named, $"the hello with {wrong}");
+        await BystanderStillWorksAsync(bystander);
+    }
+
     /// <summary>A null where a report needs an id or a state is the wrong shape: refused as malformed with the field named, never an exception.</summary>
     [Theory]
     [InlineData(MessageTypes.Ack, "{\"commandId\":null}", "commandId")]

@@ -136,7 +136,7 @@ public sealed class AgentHub(
         }
         catch (ProtocolException ex)
         {
-            return await RefuseAsync(connection, "malformed", ex.Message);
+            return await RefuseAsync(connection, "invalid_hello", ex.Message);
         }
         if (Validate(hello, connection.AgentId) is { } invalid)
             return await RefuseAsync(connection, invalid.Code, invalid.Reason);
