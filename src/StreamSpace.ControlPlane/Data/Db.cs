@@ -90,14 +90,39 @@ public sealed class Db : IAsyncDisposable
         }
     }
 
+    private const string SqlitePragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=30000;";
+
     public async Task<DbConnection> OpenAsync(CancellationToken ct)
     {
         if (_pg is not null)
             return await _pg.OpenConnectionAsync(ct);
         var conn = new SqliteConnection(Target.ConnectionString);
         await conn.OpenAsync(ct);
-        await conn.ExecuteAsync("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=30000;");
+        await conn.ExecuteAsync(SqlitePragmas);
         return conn;
+    }
+
+    /// <summary>
+    /// A connection opened and set up without awaiting, for the rare caller behind a synchronous interface (the Data
+    /// Protection key ring, <see cref="Identity.DataProtectionKeyStore"/>): blocking on <see cref="OpenAsync"/> there would
+    /// hold a thread-pool thread waiting for another one.
+    /// </summary>
+    public DbConnection Open()
+    {
+        if (_pg is not null)
+            return _pg.OpenConnection();
+        var conn = new SqliteConnection(Target.ConnectionString);
+        try
+        {
+            conn.Open();
+            conn.Execute(SqlitePragmas);
+            return conn;
+        }
+        catch
+        {
+            conn.Dispose();
+            throw;
+        }
     }
 
     /// <summary>

@@ -1,6 +1,8 @@
 using System.Security.Claims;
 using Dapper;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
+using Microsoft.AspNetCore.DataProtection;
+using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.Extensions.Options;
 using Microsoft.IdentityModel.Tokens;
 using StreamSpace.ControlPlane.Data;
@@ -16,6 +18,7 @@ public static class IdentitySetup
         services.AddSingleton<AdminBootstrap>();
         services.AddSingleton<LoginRateLimiter>();
         services.AddSingleton<TokenUserLookup>();
+        services.AddStreamSpaceDataProtection();
         services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
         services.AddSingleton<IConfigureOptions<JwtBearerOptions>, ConfigureJwt>();
         services.AddAuthorizationBuilder()
@@ -23,6 +26,19 @@ public static class IdentitySetup
             .AddPolicy(Policies.Admin, p => p.RequireAuthenticatedUser().RequireRole(Roles.Admin))
             // Default deny: an endpoint that names no policy still needs a signed-in user.
             .SetFallbackPolicy(new Microsoft.AspNetCore.Authorization.AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build());
+        return services;
+    }
+
+    /// <summary>
+    /// Data Protection (the sign-in cookie's and the antiforgery tokens' encryption) with its key ring in the database, the
+    /// same on every replica (<see cref="DataProtectionKeyStore"/>).
+    /// </summary>
+    public static IServiceCollection AddStreamSpaceDataProtection(this IServiceCollection services)
+    {
+        services.AddSingleton<DataProtectionKeyStore>();
+        services.AddDataProtection().SetApplicationName(DataProtectionKeyStore.ApplicationName);
+        services.AddSingleton<IConfigureOptions<KeyManagementOptions>>(sp =>
+            new ConfigureOptions<KeyManagementOptions>(o => o.XmlRepository = sp.GetRequiredService<DataProtectionKeyStore>()));
         return services;
     }
 

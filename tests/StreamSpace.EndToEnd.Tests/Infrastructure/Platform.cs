@@ -16,6 +16,7 @@ public sealed class Platform : IAsyncDisposable
 {
     public const string AdminPassword = "e2e-admin-password";
     private readonly List<AgentHandle> _agents = [];
+    private readonly List<ControlPlaneReplica> _replicas = [];
     private readonly Dictionary<string, string?> _extraEnv;
     private HttpClient? _admin;
 
@@ -50,30 +51,70 @@ public sealed class Platform : IAsyncDisposable
         return platform;
     }
 
-    public async Task StartControlPlaneAsync()
+    /// <summary>
+    /// Starts the control plane (again, after a kill); <paramref name="env"/> adds to or replaces the installation's
+    /// environment for this start only (another HOME, as a new container has).
+    /// </summary>
+    public async Task StartControlPlaneAsync(IReadOnlyDictionary<string, string?>? env = null)
+    {
+        ControlPlane = await StartControlPlaneProcessAsync("control-plane", BaseAddress, DataFolder, env);
+        _admin = null;
+    }
+
+    /// <summary>
+    /// Another control-plane process on this installation's database, as a second replica (another pod, another host) runs
+    /// it: its own port and data folder, the installation's environment plus <paramref name="env"/>. Killed with the platform.
+    /// </summary>
+    public async Task<ControlPlaneReplica> StartReplicaAsync(IReadOnlyDictionary<string, string?>? env = null)
+    {
+        var baseAddress = new Uri($"http://127.0.0.1:{FreePort.Next()}");
+        var dataFolder = Paths.NewTempFolder("e2e-cp");
+        try
+        {
+            var replica = new ControlPlaneReplica(await StartControlPlaneProcessAsync("control-plane-replica", baseAddress, dataFolder, env), baseAddress, dataFolder);
+            _replicas.Add(replica);
+            return replica;
+        }
+        catch
+        {
+            Directory.Delete(dataFolder, true);
+            throw;
+        }
+    }
+
+    private async Task<ManagedProcess> StartControlPlaneProcessAsync(string name, Uri baseAddress, string dataFolder, IReadOnlyDictionary<string, string?>? startEnv)
     {
         var env = new Dictionary<string, string?>
         {
-            ["STREAMSPACE_URLS"] = BaseAddress.ToString().TrimEnd('/'),
+            ["STREAMSPACE_URLS"] = baseAddress.ToString().TrimEnd('/'),
             ["STREAMSPACE_DATABASE"] = Database.Setting,
-            ["STREAMSPACE_DATA"] = DataFolder,
+            ["STREAMSPACE_DATA"] = dataFolder,
             ["STREAMSPACE_ADMIN_PASSWORD"] = AdminPassword,
             ["STREAMSPACE_EMBEDDED_AGENT"] = "false",
         };
         foreach (var (k, v) in _extraEnv) env[k] = v;
-        ControlPlane = ManagedProcess.Start("control-plane", Paths.ControlPlaneExe, env);
-        await WaitUntilAsync(async () =>
+        foreach (var (k, v) in startEnv ?? new Dictionary<string, string?>()) env[k] = v;
+        var process = ManagedProcess.Start(name, Paths.ControlPlaneExe, env);
+        try
         {
-            if (ControlPlane.HasExited) throw new InvalidOperationException("control plane exited:\n" + ControlPlane.Output);
-            try
+            await WaitUntilAsync(async () =>
             {
-                using var probe = new HttpClient { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(2) };
-                return (await probe.GetAsync("/readyz")).IsSuccessStatusCode;
-            }
-            catch (HttpRequestException) { return false; }
-            catch (TaskCanceledException) { return false; }
-        }, TimeSpan.FromSeconds(60), "control plane ready");
-        _admin = null;
+                if (process.HasExited) throw new InvalidOperationException($"{name} exited:\n" + process.Output);
+                try
+                {
+                    using var probe = new HttpClient { BaseAddress = baseAddress, Timeout = TimeSpan.FromSeconds(2) };
+                    return (await probe.GetAsync("/readyz")).IsSuccessStatusCode;
+                }
+                catch (HttpRequestException) { return false; }
+                catch (TaskCanceledException) { return false; }
+            }, TimeSpan.FromSeconds(60), $"{name} ready");
+            return process;
+        }
+        catch
+        {
+            await process.DisposeAsync();
+            throw;
+        }
     }
 
     public async Task<HttpClient> AdminAsync() => _admin ??= await ClientForAsync("admin", AdminPassword);
@@ -133,11 +174,25 @@ public sealed class Platform : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         foreach (var a in _agents) await a.DisposeAsync();
+        foreach (var r in _replicas) await r.DisposeAsync();
         if (ControlPlane is not null) await ControlPlane.DisposeAsync();
         _admin?.Dispose();
         await Db.DisposeAsync();
         await Database.DisposeAsync();
         try { Directory.Delete(DataFolder, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+}
+
+/// <summary>A second control-plane process of a <see cref="Platform"/> (<see cref="Platform.StartReplicaAsync"/>).</summary>
+public sealed class ControlPlaneReplica(ManagedProcess process, Uri baseAddress, string dataFolder) : IAsyncDisposable
+{
+    public ManagedProcess Process => process;
+    public Uri BaseAddress => baseAddress;
+
+    public async ValueTask DisposeAsync()
+    {
+        await process.DisposeAsync();
+        try { Directory.Delete(dataFolder, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 }
 
