@@ -70,6 +70,12 @@ public sealed class StartupFailureTests
     [InlineData("STREAMSPACE_DATABASE", "postgres://u:pg@Secret@/x", "STREAMSPACE_DATABASE is not a valid postgres:// URL (postgres://user:pass@host:port/db): 'postgres://u:***@/x'")]
     [InlineData("STREAMSPACE_DATABASE", "Database=x;Password=pgSecretPw77;Pooling=true", "STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got 'Database=x;Password=***;Pooling=true'")]
     [InlineData("STREAMSPACE_DATABASE", "Database = x; pwd = pgSecretPw77", "STREAMSPACE_DATABASE must be 'sqlite:PATH' or 'postgres://user:pass@host:port/db', got 'Database = x; pwd = ***'")]
+    // A name that is no setting is refused, not ignored with the setting left at its default.
+    [InlineData("StreamSpace__IdelTimeout", "00:30:00", "Invalid StreamSpace configuration: StreamSpace__IdelTimeout is not a setting (did you mean StreamSpace__IdleTimeout?)")]
+    [InlineData("StreamSpace__Data", "/srv/streamspace", "Invalid StreamSpace configuration: StreamSpace__Data is not a setting (did you mean StreamSpace__DataFolder?)")]
+    [InlineData("StreamSpace__Web__PageSize", "50", "Invalid StreamSpace configuration: StreamSpace__Web__PageSize is not a setting (did you mean StreamSpace__Web__AuditPageSize?)")]
+    [InlineData("StreamSpace__Streaming__TicketLifeTime2", "00:00:30", "Invalid StreamSpace configuration: StreamSpace__Streaming__TicketLifeTime2 is not a setting (did you mean StreamSpace__Streaming__TicketLifetime?)")]
+    [InlineData("StreamSpace__Agent__MaxSesions", "5", "invalid agent configuration: StreamSpace__Agent__MaxSesions is not a setting (did you mean StreamSpace__Agent__MaxSessions?)")]
     [InlineData("StreamSpace__Agent__SessionMaxProcesses", "abc", "Failed to convert configuration value 'abc' at 'StreamSpace:Agent:SessionMaxProcesses' to type 'System.Int32'.")]
     [InlineData("StreamSpace__CommandTtl", "banana", "Failed to convert configuration value 'banana' at 'StreamSpace:CommandTtl' to type 'System.TimeSpan'.")]
     [InlineData("STREAMSPACE_ADMIN_PASSWORD", "short", "Invalid StreamSpace configuration: STREAMSPACE_ADMIN_PASSWORD must be at least 8 characters")]

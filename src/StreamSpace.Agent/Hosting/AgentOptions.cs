@@ -105,6 +105,8 @@ public sealed class AgentOptions
             // stack trace, as for every other setting.
             throw new AgentOptionsException(ex.Message, ex);
         }
+        if (SettingNames.Unknown(section, typeof(AgentOptions)) is { Count: > 0 } unknown)
+            throw new AgentOptionsException("invalid agent configuration: " + string.Join("; ", unknown));
 
         string? Flat(string key) => configuration[key] is { Length: > 0 } value ? value : null;
         options.ControlPlaneUrl = Flat("STREAMSPACE_CONTROL_PLANE") ?? options.ControlPlaneUrl;

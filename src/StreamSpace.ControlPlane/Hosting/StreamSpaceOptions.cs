@@ -91,6 +91,8 @@ public sealed class StreamSpaceOptions
                 ? seconds : throw new StreamSpaceConfigurationException($"STREAMSPACE_HEARTBEAT_SECONDS must be a whole number, got '{hb}'");
         // The StreamSpace section (StreamSpace__X variables, --StreamSpace:X arguments) wins over STREAMSPACE_X.
         StreamSpaceConfigurationException.Binding(() => config.GetSection("StreamSpace").Bind(o));
+        StreamSpaceConfigurationException.ThrowIfAny(Agent.Hosting.SettingNames.Unknown(
+            config.GetSection("StreamSpace"), typeof(StreamSpaceOptions), "Agent", "Web", "Streaming"));
         o.DataFolder = Path.GetFullPath(o.DataFolder);
         o.Validate();
         // The web UI's and the streaming sections (StreamSpace__Web__X, StreamSpace__Streaming__X) too, so their bad values

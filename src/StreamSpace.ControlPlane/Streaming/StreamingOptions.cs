@@ -96,6 +96,7 @@ public sealed class StreamingOptions
     {
         var o = new StreamingOptions();
         Hosting.StreamSpaceConfigurationException.Binding(() => config.GetSection(Section).Bind(o));
+        Hosting.StreamSpaceConfigurationException.ThrowIfAny(Agent.Hosting.SettingNames.Unknown(config.GetSection(Section), typeof(StreamingOptions)));
         Hosting.StreamSpaceConfigurationException.ThrowIfAny(o.Validate().ToList());
         return o;
     }

@@ -40,6 +40,7 @@ public sealed class WebUiOptions
     {
         var o = new WebUiOptions();
         Hosting.StreamSpaceConfigurationException.Binding(() => config.GetSection(Section).Bind(o));
+        Hosting.StreamSpaceConfigurationException.ThrowIfAny(Agent.Hosting.SettingNames.Unknown(config.GetSection(Section), typeof(WebUiOptions)));
         Hosting.StreamSpaceConfigurationException.ThrowIfAny(o.Validate() is { } error ? [error] : []);
         return o;
     }
