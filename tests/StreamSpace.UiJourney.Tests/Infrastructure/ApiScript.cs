@@ -48,6 +48,20 @@ public sealed class ApiScript : IDisposable
         }
     }
 
+    /// <summary>Waits until the session runs (its xterm under Xvnc started by the embedded agent).</summary>
+    public async Task WaitForRunningAsync(string sessionId)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
+        while (true)
+        {
+            var state = (await _http.GetFromJsonAsync<JsonElement>($"api/v1/sessions/{Uri.EscapeDataString(sessionId)}")).GetProperty("state").GetString();
+            if (state == "running") return;
+            state.ShouldNotBeOneOf(["failed", "terminated"], $"session {sessionId}");
+            DateTime.UtcNow.ShouldBeLessThan(deadline, $"session {sessionId} is still {state}");
+            await Task.Delay(300);
+        }
+    }
+
     /// <summary>Waits until the embedded agent is online, so a session created next is placed at once.</summary>
     public async Task WaitForAgentOnlineAsync()
     {

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using System.Text.Json;
 using StreamSpace.ControlPlane.Hosting;
 
 namespace StreamSpace.UiJourney.Tests.Infrastructure;
@@ -24,6 +25,31 @@ public class ControlPlaneProcess : IAsyncLifetime
     public string Output
     {
         get { lock (_output) return _output.ToString(); }
+    }
+
+    /// <summary>
+    /// The viewer streams of a session as the control plane's log tells them: how many connected through the agent
+    /// so far, and how many of those are still open (not yet logged as ended).
+    /// </summary>
+    public (int Connected, int Open) Streams(string sessionId)
+    {
+        var connected = new HashSet<string>(StringComparer.Ordinal);
+        var ended = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var line in Output.Split('\n'))
+        {
+            if (!line.StartsWith('{') || !line.Contains("\"StreamId\"", StringComparison.Ordinal)) continue;
+            using var entry = JsonDocument.Parse(line);
+            if (!entry.RootElement.TryGetProperty("State", out var state)
+                || !state.TryGetProperty("{OriginalFormat}", out var format)
+                || !state.TryGetProperty("StreamId", out var streamId)) continue;
+            var id = streamId.GetString()!;
+            if (format.GetString()!.StartsWith("Stream {StreamId} for session {SessionId} connected", StringComparison.Ordinal)
+                && state.GetProperty("SessionId").GetString() == sessionId)
+                connected.Add(id);
+            else if (format.GetString()!.StartsWith("Stream {StreamId} ended", StringComparison.Ordinal))
+                ended.Add(id);
+        }
+        return (connected.Count, connected.Count(id => !ended.Contains(id)));
     }
 
     /// <summary>Settings a variant of the control plane adds (e.g. a short sign-in lifetime).</summary>

@@ -15,6 +15,13 @@ const apiBase = `/api/v1/sessions/${encodeURIComponent(sessionId)}`;
 const $ = (id) => document.getElementById(id);
 
 let rfb = null;
+/**
+ * One connection attempt at a time: every connect() and every Disconnect starts a new generation. An attempt goes on
+ * after each await only while it is still the current one, and events of an older attempt's RFB are ignored, so a
+ * second Reconnect, a Disconnect while the ticket is fetched or a manual Reconnect during an automatic one never
+ * leaves a second stream open behind the one the page shows.
+ */
+let generation = 0;
 let userDisconnected = false;
 let attempt = 0;
 let timer = null;
@@ -46,6 +53,13 @@ function showMessage(text, { retry = false, wake = false } = {}) {
 }
 
 function hideMessage() { $('overlay').hidden = true; }
+
+/** Ends the current stream, if any, at once (noVNC removes its screen); its own events no longer count. */
+function closeStream() {
+  const old = rfb;
+  rfb = null;
+  if (old) old.disconnect();
+}
 
 function schedule(fn, ms) {
   clearTimeout(timer);
@@ -89,7 +103,12 @@ function explainState(session) {
 async function connect() {
   clearTimeout(timer);
   if (!sessionId) { showMessage('No session in this address.'); return; }
+  const own = ++generation;
+  const current = () => own === generation && !userDisconnected;
   userDisconnected = false;
+  closeStream();
+  // Reconnect is hidden while this attempt runs; a click that still gets through starts over instead of adding a stream.
+  if (!$('overlay').hidden && !$('overlay-retry').hidden) showMessage('Connecting…');
   setStatus('Connecting…');
   $('title').textContent = sessionId;
   document.title = `${sessionId} — StreamSpace`;
@@ -99,14 +118,17 @@ async function connect() {
   try {
     ticket = await api('POST', `${apiBase}/viewer-ticket`);
   } catch {
+    if (!current()) return;
     showMessage('The StreamSpace server cannot be reached. Retrying…');
     schedule(connect, backoffMs());
     return;
   }
+  if (!current()) return;
   if (ticket.status === 401) { showMessage('You are not signed in (or your sign-in expired).'); setStatus(''); return; }
   if (ticket.status === 404) { showMessage('This session does not exist (any more).'); setStatus(''); return; }
   if (ticket.status === 409) {
     const session = await api('GET', apiBase).catch(() => null);
+    if (!current()) return;
     if (session?.status === 200 && session.body.state !== 'running') {
       setStatus(session.body.state);
       if (!explainState(session.body)) return;
@@ -131,33 +153,36 @@ async function connect() {
   const socket = new WebSocket(url, ['binary']);
   const closed = { code: 0, reason: '' };
   socket.addEventListener('close', (e) => { closed.code = e.code; closed.reason = e.reason; });
-  rfb = new RFB($('screen'), socket);
-  rfb.scaleViewport = true;   // fit the window without scrollbars
-  rfb.resizeSession = true;   // ask Xvnc (SetDesktopSize) to match the window
-  rfb.focusOnClick = true;
-  rfb.addEventListener('connect', () => {
+  const stream = new RFB($('screen'), socket);
+  rfb = stream;
+  stream.scaleViewport = true;   // fit the window without scrollbars
+  stream.resizeSession = true;   // ask Xvnc (SetDesktopSize) to match the window
+  stream.focusOnClick = true;
+  // Events of a stream the page no longer shows (ended by Disconnect or replaced by a newer attempt) are ignored.
+  const mine = () => rfb === stream;
+  stream.addEventListener('connect', () => {
+    if (!mine()) return;
     attempt = 0;
     hideMessage();
     setStatus('Connected');
-    rfb.focus();
+    stream.focus();
   });
-  rfb.addEventListener('disconnect', () => onDisconnect(closed));
-  rfb.addEventListener('clipboard', (e) => {
+  stream.addEventListener('disconnect', () => { if (mine()) onDisconnect(closed); });
+  stream.addEventListener('clipboard', (e) => {
+    if (!mine()) return;
     $('clipboard-text').value = e.detail.text;
     // Mirror into the local clipboard where the browser allows it (secure contexts); the panel always has it.
     navigator.clipboard?.writeText(e.detail.text).catch(() => {});
   });
-  rfb.addEventListener('securityfailure', (e) => showMessage(`The session refused the connection: ${e.detail.reason || e.detail.status}`, { retry: true }));
+  stream.addEventListener('securityfailure', (e) => {
+    if (mine()) showMessage(`The session refused the connection: ${e.detail.reason || e.detail.status}`, { retry: true });
+  });
 }
 
 /** The stream ended; `closed` is the WebSocket's close code and the server's reason (empty when the connection just broke). */
 function onDisconnect(closed) {
   rfb = null;
   setStatus('Disconnected');
-  if (userDisconnected) {
-    showMessage('Disconnected.', { retry: true });
-    return;
-  }
   if (closed.code === CLOSE_ACCESS_ENDED) {
     showMessage(closed.reason || 'The server ended your access to this session.', { retry: true });
     return;
@@ -168,13 +193,18 @@ function onDisconnect(closed) {
 }
 
 $('disconnect').addEventListener('click', () => {
+  // Ends the stream, a scheduled reconnect and an attempt still waiting for its ticket alike.
   userDisconnected = true;
+  generation += 1;
   clearTimeout(timer);
-  if (rfb) rfb.disconnect(); else showMessage('Disconnected.', { retry: true });
+  closeStream();
+  setStatus('Disconnected');
+  showMessage('Disconnected.', { retry: true });
 });
 $('overlay-retry').addEventListener('click', () => { attempt = 0; connect(); });
 $('overlay-wake').addEventListener('click', async () => {
   const r = await api('POST', `${apiBase}/wake`).catch(() => null);
+  if (userDisconnected) return;
   if (r && r.status >= 400) showMessage(r.body?.message || `Wake failed (${r.status}).`, { wake: true });
   else { showMessage('The session is waking up…'); schedule(connect, STATE_POLL_MS); }
 });
