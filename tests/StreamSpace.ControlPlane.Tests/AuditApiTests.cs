@@ -60,6 +60,47 @@ public abstract class AuditApiTests(ControlPlaneFixture cp)
     }
 
     [Fact]
+    public async Task Older_entries_are_reached_page_by_page_through_the_Link_header()
+    {
+        var name = ControlPlaneFixture.Unique("pages");
+        for (var i = 0; i < 5; i++)
+            await cp.Client().PostAsJsonAsync("/api/v1/auth/login", new { username = name, password = "wrong-password" }, TestContext.Current.CancellationToken);
+        var admin = await cp.AdminClientAsync();
+
+        var seen = new List<long>();
+        var url = $"/api/v1/audit?user={name}&limit=2";
+        var pages = 0;
+        while (url is not null)
+        {
+            using var response = await admin.GetAsync(url, TestContext.Current.CancellationToken);
+            var page = await response.ShouldBeJsonAsync(HttpStatusCode.OK);
+            page.GetArrayLength().ShouldBeInRange(1, 2);
+            seen.AddRange(page.EnumerateArray().Select(e => e.GetProperty("id").GetInt64()));
+            pages++;
+            url = response.Headers.TryGetValues("Link", out var links)
+                ? links.Single().Split(';')[0].Trim('<', '>', ' ')
+                : null;
+            url?.ShouldContain($"user={name}");
+        }
+
+        pages.ShouldBe(3);
+        seen.Count.ShouldBe(5);
+        seen.ShouldBe(seen.OrderByDescending(id => id).Distinct().ToList());
+    }
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("-1")]
+    [InlineData("abc")]
+    [InlineData("")]
+    public async Task Bad_before_is_400(string before)
+    {
+        var admin = await cp.AdminClientAsync();
+        var error = await (await admin.GetAsync($"/api/v1/audit?before={before}", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        error.GetProperty("fields").TryGetProperty("before", out _).ShouldBeTrue();
+    }
+
+    [Fact]
     public async Task Plain_users_cannot_read_the_audit_log()
     {
         var (client, _, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("nosy"));

@@ -19,7 +19,11 @@ public sealed record AuditEntry
     public string? ClientIp { get; init; }
 }
 
-/// <summary><c>GET /api/v1/audit?user=&amp;action=&amp;limit=</c> (admin): newest first.</summary>
+/// <summary>
+/// <c>GET /api/v1/audit?user=&amp;action=&amp;limit=&amp;before=</c> (admin): newest first, a page of <c>limit</c> entries; when
+/// older ones follow, a <c>Link: &lt;...&gt;; rel="next"</c> header with the next page's URL (same filters, <c>before</c> = the
+/// id of this page's last entry), as <c>GET /api/v1/sessions</c> pages. The body stays a bare array.
+/// </summary>
 public static class AuditApi
 {
     public const int DefaultLimit = 100;
@@ -34,23 +38,42 @@ public static class AuditApi
 
     /// <param name="user">entries whose actor or target is this username</param>
     /// <param name="limit">read as text so a non-number is our clear 400, not a binder error</param>
+    /// <param name="before">only entries older than this id: the cursor of the Link header's next page</param>
     public static async Task<Results<Ok<List<AuditEntry>>, JsonHttpResult<ApiError>>> ListAsync(
-        string? user, string? action, string? limit, Db db, CancellationToken ct)
+        HttpContext http, string? user, string? action, string? limit, string? before, Db db, CancellationToken ct)
     {
+        const System.Globalization.NumberStyles digits = System.Globalization.NumberStyles.None;
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
         var take = DefaultLimit;
-        if (limit is not null && (!int.TryParse(limit, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out take) || take is < 1 or > MaxLimit))
+        if (limit is not null && (!int.TryParse(limit, digits, invariant, out take) || take is < 1 or > MaxLimit))
             return ApiErrors.BadRequest($"limit must be a whole number between 1 and {MaxLimit}.", new Dictionary<string, string> { ["limit"] = $"must be between 1 and {MaxLimit}" });
+        long beforeId = 0;
+        if (before is not null && (!long.TryParse(before, digits, invariant, out beforeId) || beforeId < 1))
+            return ApiErrors.BadRequest("before must be an audit entry id (a whole number from 1), as the Link header gives it.",
+                new Dictionary<string, string> { ["before"] = "must be an audit entry id" });
         var v = new Validation().RequireStorable("user", user).RequireStorable("action", action);
         if (!v.IsValid) return v.ToResult();
 
         var sql = new StringBuilder("SELECT id AS Id, at AS At, actor AS Actor, action AS Action, target AS Target, detail AS Detail, client_ip AS ClientIp FROM audit_log WHERE 1 = 1");
         if (!string.IsNullOrEmpty(user)) sql.Append(" AND (actor = @user OR target = @user)");
         if (!string.IsNullOrEmpty(action)) sql.Append(" AND action = @action");
-        // id is the insertion order; `at` can tie within a clock tick.
-        sql.Append(" ORDER BY id DESC LIMIT @take");
+        if (before is not null) sql.Append(" AND id < @beforeId");
+        // id is the insertion order; `at` can tie within a clock tick. One row more than the page tells whether more follow.
+        sql.Append(" ORDER BY id DESC LIMIT @fetch");
 
         await using var conn = await db.OpenAsync(ct);
-        var rows = await conn.QueryAsync<AuditEntry>(new CommandDefinition(sql.ToString(), new { user, action, take }, cancellationToken: ct));
-        return TypedResults.Ok(rows.ToList());
+        var rows = (await conn.QueryAsync<AuditEntry>(new CommandDefinition(sql.ToString(),
+            new { user, action, beforeId, fetch = take + 1 }, cancellationToken: ct))).ToList();
+        if (rows.Count > take)
+        {
+            rows.RemoveRange(take, rows.Count - take);
+            var query = QueryString.Create(new Dictionary<string, string?>
+            {
+                ["user"] = user, ["action"] = action, ["limit"] = take.ToString(invariant),
+                ["before"] = rows[^1].Id.ToString(invariant),
+            }.Where(p => !string.IsNullOrEmpty(p.Value)));
+            http.Response.Headers.Link = $"</api/v1/audit{query}>; rel=\"next\"";
+        }
+        return TypedResults.Ok(rows);
     }
 }
