@@ -356,6 +356,25 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
     }
 
     [Fact]
+    public void A_new_template_saved_as_the_editor_starts_it_is_a_valid_template()
+    {
+        Api.Answer("GET /api/v1/templates", "[]")
+           .Answer("POST /api/v1/templates/my-app", HttpStatusCode.Created, "{}");
+        var cut = Render<AdminTemplates>();
+
+        cut.Find("#new-template").Change("my-app");
+        cut.FindAll("button").Single(b => b.TextContent == "New").Click();
+        cut.FindAll("button").Single(b => b.TextContent == "Save").Click();
+
+        cut.WaitForAssertion(() => cut.Find(".notice").TextContent.ShouldBe("Saved."));
+        var yaml = Api.RequestsTo("POST /api/v1/templates/my-app").Single().Body!;
+        StreamSpace.ControlPlane.Templates.TemplateYaml.TryParse(yaml, out var template, out var error).ShouldBeTrue(error);
+        template!.Validate().IsValid.ShouldBeTrue(yaml);
+        template.Name.ShouldBe("my-app");
+        template.Process!.Command.ShouldBe("xterm");
+    }
+
+    [Fact]
     public void Audit_log_filters_by_user_and_action()
     {
         Api.Answer("GET /api/v1/audit", """[{"id":1,"at":"2026-11-29T11:00:00Z","actor":"admin","action":"user.created","target":"alice","detail":null,"clientIp":"127.0.0.1"}]""");

@@ -41,7 +41,7 @@ public static class TemplateYaml
         home:
           mountPath: /home/user
         process:
-          command: ["xterm"]
+          command: xterm
 
         """, name);
 }
