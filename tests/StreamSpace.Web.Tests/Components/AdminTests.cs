@@ -285,6 +285,29 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
     }
 
     [Fact]
+    public void A_second_submit_of_the_new_user_form_before_the_first_is_answered_sends_nothing_more()
+    {
+        // As the API answers a repeated create: the first is created, the second finds the name taken.
+        Api.Answer("GET /api/v1/users", "[]")
+           .Answer("POST /api/v1/users", HttpStatusCode.Created, """{"id":"u2","username":"bob","role":"user","disabled":false,"maxSessions":3}""")
+           .Answer("POST /api/v1/users", HttpStatusCode.Conflict, """{"error":"Conflict","message":"A user named 'bob' already exists."}""");
+        var answer = Api.Hold("POST /api/v1/users");
+        var cut = Render<AdminUsers>();
+        cut.Find("#new-username").Change("bob");
+        cut.Find("#new-password").Change("bob-password-1");
+        var form = cut.Find("form");
+
+        form.Submit();
+        cut.WaitForAssertion(() => Api.RequestsTo("POST /api/v1/users").Count.ShouldBe(1));
+        form.Submit();
+        answer();
+
+        cut.WaitForAssertion(() => cut.Find(".notice").TextContent.ShouldContain("bob"));
+        Api.RequestsTo("POST /api/v1/users").Count.ShouldBe(1);
+        cut.FindAll(".panel .error").ShouldBeEmpty();
+    }
+
+    [Fact]
     public void A_user_created_without_a_quota_gets_the_servers_default()
     {
         // No maxSessions in the request: the API applies StreamSpace__DefaultMaxSessions (the page cannot know it).
