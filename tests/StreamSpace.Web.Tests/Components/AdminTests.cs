@@ -285,6 +285,29 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
     }
 
     [Fact]
+    public void A_second_submit_of_the_new_user_form_before_the_first_is_answered_sends_nothing_more()
+    {
+        // As the API answers a repeated create: the first is created, the second finds the name taken.
+        Api.Answer("GET /api/v1/users", "[]")
+           .Answer("POST /api/v1/users", HttpStatusCode.Created, """{"id":"u2","username":"bob","role":"user","disabled":false,"maxSessions":3}""")
+           .Answer("POST /api/v1/users", HttpStatusCode.Conflict, """{"error":"Conflict","message":"A user named 'bob' already exists."}""");
+        var answer = Api.Hold("POST /api/v1/users");
+        var cut = Render<AdminUsers>();
+        cut.Find("#new-username").Change("bob");
+        cut.Find("#new-password").Change("bob-password-1");
+        var form = cut.Find("form");
+
+        form.Submit();
+        cut.WaitForAssertion(() => Api.RequestsTo("POST /api/v1/users").Count.ShouldBe(1));
+        form.Submit();
+        answer();
+
+        cut.WaitForAssertion(() => cut.Find(".notice").TextContent.ShouldContain("bob"));
+        Api.RequestsTo("POST /api/v1/users").Count.ShouldBe(1);
+        cut.FindAll(".panel .error").ShouldBeEmpty();
+    }
+
+    [Fact]
     public void A_user_created_without_a_quota_gets_the_servers_default()
     {
         // No maxSessions in the request: the API applies StreamSpace__DefaultMaxSessions (the page cannot know it).
@@ -307,7 +330,7 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
     public void Template_yaml_validation_errors_are_shown_inline()
     {
         Api.Answer("GET /api/v1/templates", """[{"name":"xterm","displayName":"XTerm"}]""")
-           .Answer("GET /api/v1/templates/xterm", """{"name":"xterm","displayName":"XTerm","defaultResources":{"cpu":"1","memory":"512Mi"},"process":{"command":["xterm"]}}""")
+           .Answer("GET /api/v1/templates/xterm", """{"name":"xterm","displayName":"XTerm","defaultResources":{"cpu":"1","memory":"512Mi"},"process":{"command":"xterm"}}""")
            .Answer("PUT /api/v1/templates/xterm", HttpStatusCode.BadRequest,
                """{"error":"Validation failed","message":"The template is not valid.","fields":{"defaultResources.memory":"must be a quantity like 512Mi"}}""");
         var cut = Render<AdminTemplates>();
@@ -322,6 +345,56 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
         var put = Api.RequestsTo("PUT /api/v1/templates/xterm").Single();
         put.ContentType.ShouldBe("application/yaml");
         put.Body!.ShouldContain("memory: lots");
+    }
+
+    [Fact]
+    public void An_existing_template_saved_unchanged_is_a_valid_template_without_the_catalogs_bookkeeping()
+    {
+        // The API's answer as GET /api/v1/templates/xterm gives it: the definition, then builtin/createdAt/updatedAt.
+        Api.Answer("GET /api/v1/templates", """[{"name":"xterm","displayName":"XTerm"}]""")
+           .Answer("GET /api/v1/templates/xterm", """
+               {"name":"xterm","displayName":"XTerm","description":"A terminal: \"quoted\", # not a comment","category":"Development","icon":"terminal",
+                "defaultResources":{"cpu":"250m","memory":"256Mi"},"stream":{"protocol":"vnc","port":5900},"home":{"mountPath":"/home/user"},
+                "env":{"LANG":"C.UTF-8"},"idleTimeoutMinutes":null,"process":{"command":"xterm -fa Monospace -fs 11"},
+                "docker":{"image":"streamspace/xterm:latest","command":"xterm"},"kubernetes":{"image":"streamspace/xterm:latest"},
+                "builtin":true,"createdAt":"2026-11-29T10:00:00+00:00","updatedAt":"2026-11-29T10:00:00+00:00"}
+               """)
+           .Answer("PUT /api/v1/templates/xterm", "{}");
+        var cut = Render<AdminTemplates>();
+
+        cut.FindAll("ul.list button").Single().Click();
+        cut.WaitForAssertion(() => cut.Find("#yaml").GetAttribute("value")!.ShouldContain("name: xterm"));
+        cut.FindAll("button").Single(b => b.TextContent == "Save").Click();
+
+        cut.WaitForAssertion(() => cut.Find(".notice").TextContent.ShouldBe("Saved."));
+        var yaml = Api.RequestsTo("PUT /api/v1/templates/xterm").Single().Body!;
+        // Parsed as the API parses a YAML body: an unknown key such as 'builtin' is refused there.
+        StreamSpace.ControlPlane.Templates.TemplateYaml.TryParse(yaml, out var template, out var error).ShouldBeTrue(error);
+        template!.Validate().IsValid.ShouldBeTrue(yaml);
+        template.Description.ShouldBe("A terminal: \"quoted\", # not a comment");
+        template.Env.ShouldBe(new Dictionary<string, string> { ["LANG"] = "C.UTF-8" });
+        template.Process!.Command.ShouldBe("xterm -fa Monospace -fs 11");
+        template.Docker!.Image.ShouldBe("streamspace/xterm:latest");
+        template.Kubernetes!.Image.ShouldBe("streamspace/xterm:latest");
+    }
+
+    [Fact]
+    public void A_new_template_saved_as_the_editor_starts_it_is_a_valid_template()
+    {
+        Api.Answer("GET /api/v1/templates", "[]")
+           .Answer("POST /api/v1/templates/my-app", HttpStatusCode.Created, "{}");
+        var cut = Render<AdminTemplates>();
+
+        cut.Find("#new-template").Change("my-app");
+        cut.FindAll("button").Single(b => b.TextContent == "New").Click();
+        cut.FindAll("button").Single(b => b.TextContent == "Save").Click();
+
+        cut.WaitForAssertion(() => cut.Find(".notice").TextContent.ShouldBe("Saved."));
+        var yaml = Api.RequestsTo("POST /api/v1/templates/my-app").Single().Body!;
+        StreamSpace.ControlPlane.Templates.TemplateYaml.TryParse(yaml, out var template, out var error).ShouldBeTrue(error);
+        template!.Validate().IsValid.ShouldBeTrue(yaml);
+        template.Name.ShouldBe("my-app");
+        template.Process!.Command.ShouldBe("xterm");
     }
 
     [Fact]

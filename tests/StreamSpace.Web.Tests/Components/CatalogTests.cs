@@ -49,6 +49,25 @@ public sealed class CatalogTests_CannedApi : ComponentTest
     }
 
     [Fact]
+    public void A_second_click_on_launch_before_the_first_is_answered_creates_no_second_session()
+    {
+        Api.Answer("GET /api/v1/templates", Templates)
+           .Answer("POST /api/v1/sessions", HttpStatusCode.Created, Json(Session("alice-xterm-abcdef", "pending")));
+        var answer = Api.Hold("POST /api/v1/sessions");
+        var cut = Render<Catalog>();
+        var launch = cut.Find("button[aria-label='Launch XTerm']");
+
+        // A double click: the browser sends the second before the render that disables the button reaches it.
+        launch.Click();
+        cut.WaitForAssertion(() => Api.RequestsTo("POST /api/v1/sessions").Count.ShouldBe(1));
+        launch.Click();
+        answer();
+
+        cut.WaitForAssertion(() => cut.Find(".launch .badge").TextContent.ShouldBe("pending"));
+        Api.RequestsTo("POST /api/v1/sessions").Count.ShouldBe(1);
+    }
+
+    [Fact]
     public void Launch_options_send_resources_and_the_persistent_home_choice()
     {
         Api.Answer("GET /api/v1/templates", Templates)

@@ -187,6 +187,29 @@ public sealed class MySessionsTests_CannedApi : ComponentTest
     }
 
     [Fact]
+    public void A_second_click_on_a_row_action_before_the_first_is_answered_sends_nothing_more()
+    {
+        // As the API answers a repeated hibernate: the first is accepted, the second finds it hibernating.
+        Api.Answer(List, Json(new[] { Session("alice-xterm-bbbbbb", "running") }))
+           .Answer("POST /api/v1/sessions/alice-xterm-bbbbbb/hibernate", HttpStatusCode.Accepted, "")
+           .Answer("POST /api/v1/sessions/alice-xterm-bbbbbb/hibernate", HttpStatusCode.Conflict,
+               """{"error":"Conflict","message":"The session is already hibernating."}""");
+        var answer = Api.Hold("POST /api/v1/sessions/alice-xterm-bbbbbb/hibernate");
+        var cut = Render<MySessions>();
+        var hibernate = cut.Find("button[aria-label='Hibernate alice-xterm-bbbbbb']");
+
+        hibernate.Click();
+        cut.WaitForAssertion(() => Api.RequestsTo("POST /api/v1/sessions/alice-xterm-bbbbbb/hibernate").Count.ShouldBe(1));
+        hibernate.Click();
+        answer();
+
+        // The accepted action reloads the list at once.
+        cut.WaitForAssertion(() => Api.RequestsTo(List).Count.ShouldBe(2));
+        Api.RequestsTo("POST /api/v1/sessions/alice-xterm-bbbbbb/hibernate").Count.ShouldBe(1);
+        cut.FindAll("tr.row-error").ShouldBeEmpty();
+    }
+
+    [Fact]
     public void A_failed_refresh_keeps_the_last_list_and_says_why()
     {
         Api.Answer(List, Json(new[] { Session("alice-xterm-aaaaaa", "running") }))

@@ -13,6 +13,7 @@ public sealed class CannedApiHandler : HttpMessageHandler
 {
     private readonly Dictionary<string, Queue<(HttpStatusCode Status, string Body, string? Link)>> _answers = [];
     private readonly Dictionary<string, string> _fallbacks = [];
+    private readonly Dictionary<string, TaskCompletionSource> _held = [];
     private readonly Lock _gate = new();
 
     public List<RecordedRequest> Requests { get; } = [];
@@ -37,6 +38,17 @@ public sealed class CannedApiHandler : HttpMessageHandler
 
     public CannedApiHandler Answer(string route, string json, string? link = null) => Answer(route, HttpStatusCode.OK, json, link);
 
+    /// <summary>
+    /// A slow API: requests to <paramref name="route"/> are recorded at once but answered only after the returned
+    /// action is called, so a test can act while one is in flight (a second click before the first is answered).
+    /// </summary>
+    public Action Hold(string route)
+    {
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_gate) _held[route] = held;
+        return () => held.TrySetResult();
+    }
+
     /// <summary>Requests to a route, with any query; or, when <paramref name="route"/> names a query, with exactly that one.</summary>
     public IReadOnlyList<RecordedRequest> RequestsTo(string route)
     {
@@ -48,6 +60,7 @@ public sealed class CannedApiHandler : HttpMessageHandler
         var route = $"{request.Method} {request.RequestUri!.AbsolutePath}";
         var body = request.Content is null ? null : await request.Content.ReadAsStringAsync(cancellationToken);
         (HttpStatusCode Status, string Body, string? Link) answer;
+        TaskCompletionSource? held;
         lock (_gate)
         {
             Requests.Add(new RecordedRequest(route, request.RequestUri.Query, request.Headers.Authorization?.ToString(), request.Content?.Headers.ContentType?.MediaType, body));
@@ -56,7 +69,9 @@ public sealed class CannedApiHandler : HttpMessageHandler
                 answer = _fallbacks.TryGetValue(route + request.RequestUri.Query, out var fallback) ? (HttpStatusCode.OK, fallback, null)
                     : (HttpStatusCode.NotFound, """{"error":"Not found","message":"No canned answer."}""", null);
             else answer = queue.Count > 1 ? queue.Dequeue() : queue.Peek();
+            _held.TryGetValue(route, out held);
         }
+        if (held is not null) await held.Task.WaitAsync(cancellationToken);
         var response = new HttpResponseMessage(answer.Status)
         {
             Content = answer.Body.Length == 0 ? new ByteArrayContent([]) : new StringContent(answer.Body, Encoding.UTF8, "application/json"),
