@@ -13,7 +13,14 @@ public sealed class ProxiedPostgresControlPlane() : ControlPlaneFixture(Database
 
     public TcpProxy Proxy => _proxy ?? throw new InvalidOperationException("Not initialized");
 
-    /// <summary>Everything the app logs (at the fixture's level, warnings and up).</summary>
+    /// <summary>Log categories of the background loops that use the database every second or so, even when nothing happens.</summary>
+    public static readonly string[] OutageLoggingLoops =
+    [
+        "StreamSpace.ControlPlane.Commands.CommandDelivery",
+        "StreamSpace.ControlPlane.Agents.Hub.AgentLivenessMonitor",
+    ];
+
+    /// <summary>Everything the app logs (at the fixture's level, warnings and up; Information for <see cref="OutageLoggingLoops"/>).</summary>
     public CapturedLog Log { get; } = new();
 
     protected override void ConfigureServices(IServiceCollection services) => services.AddSingleton<ILoggerProvider>(Log);
@@ -25,7 +32,12 @@ public sealed class ProxiedPostgresControlPlane() : ControlPlaneFixture(Database
         {
             var direct = new Uri(Database.Setting);
             _proxy ??= new TcpProxy(direct.Host, direct.Port);
-            return [$"--StreamSpace:Database={direct.Scheme}://{direct.UserInfo}@127.0.0.1:{_proxy.Port}{direct.AbsolutePath}"];
+            return
+            [
+                $"--StreamSpace:Database={direct.Scheme}://{direct.UserInfo}@127.0.0.1:{_proxy.Port}{direct.AbsolutePath}",
+                // The loops' "database reachable again" is Information.
+                .. OutageLoggingLoops.Select(loop => $"--Logging:LogLevel:{loop}=Information"),
+            ];
         }
     }
 
@@ -96,6 +108,49 @@ public sealed class OpsDatabaseOutageTests(ProxiedPostgresControlPlane cp) : ICl
         again.GetProperty("role").GetString().ShouldBe("user");
         (await cp.Client(token).GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
         await cp.LoginAsync("admin", ControlPlaneFixture.AdminPassword);
+    }
+
+    [Fact]
+    public async Task A_database_outage_is_logged_once_per_loop_without_stack_traces_and_its_end_once_it_is_over()
+    {
+        // Before, every loop logged an Error with the whole stack on every pass: a 20 s outage was 41 lines of 2-6 KB, none
+        // saying the database was away.
+        (await cp.Client().GetAsync("/readyz", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+        var cutAt = cp.Log.Entries.Count;
+        int restoredAt;
+        cp.Proxy.Cut();
+        try
+        {
+            // Two passes of the slowest loop (the sweep of silent agents, every 5 s), ten of command delivery's poll.
+            await Task.Delay(TimeSpan.FromSeconds(11), TestContext.Current.CancellationToken);
+        }
+        finally
+        {
+            restoredAt = cp.Log.Entries.Count;
+            cp.Proxy.Restore();
+        }
+
+        bool Back(string loop) => cp.Log.Entries.Skip(restoredAt).Any(e => e.Category == loop && e.Message.Contains("database reachable again"));
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while (!ProxiedPostgresControlPlane.OutageLoggingLoops.All(Back) && DateTime.UtcNow < until)
+            await Task.Delay(100, TestContext.Current.CancellationToken);
+
+        var logged = cp.Log.Entries.Skip(cutAt).ToList();
+        foreach (var loop in ProxiedPostgresControlPlane.OutageLoggingLoops)
+        {
+            var lines = logged.Where(e => e.Category == loop).ToList();
+            var said = string.Join("\n", lines.Select(e => $"{e.Level}: {e.Message}{(e.Exception is null ? "" : " + stack trace")}"));
+            lines.ShouldNotContain(e => e.Exception != null, $"{loop} logged a stack trace for an outage:\n{said}");
+            lines.ShouldNotContain(e => e.Level >= LogLevel.Error, $"{loop}:\n{said}");
+            lines.Count(e => e.Level == LogLevel.Warning).ShouldBeInRange(1, 2, $"{loop}:\n{said}");
+            var down = lines.FindIndex(e => e.Level == LogLevel.Warning && e.Message.Contains(": database unreachable: "));
+            down.ShouldBeGreaterThanOrEqualTo(0, $"{loop} never said the database is unreachable:\n{said}");
+            lines[down].Message.ShouldContain("retrying every");
+            var back = lines.Where(e => e.Message.Contains("database reachable again")).ToList();
+            back.Count.ShouldBe(1, $"{loop}:\n{said}");
+            back[0].Level.ShouldBe(LogLevel.Information);
+            logged.IndexOf(back[0]).ShouldBeGreaterThanOrEqualTo(restoredAt - cutAt, $"{loop} said the database is back before it was");
+        }
     }
 
     /// <summary>

@@ -13,11 +13,11 @@ public sealed class StartupFailureTests
 
     /// <summary>
     /// Starts a control plane (SQLite in a data folder of its own, no embedded agent, any port) with <paramref name="settings"/>
-    /// on top, and waits up to 30 s for it to end.
+    /// on top, and waits up to <paramref name="within"/> (30 s unless given) for it to end.
     /// </summary>
     /// <param name="meanwhile">What happens to the running process before it ends by itself, if anything.</param>
     private static async Task<Ending> StartUntilItEndsAsync(string name, Dictionary<string, string?> settings,
-        Func<ManagedProcess, Task>? meanwhile = null)
+        Func<ManagedProcess, Task>? meanwhile = null, TimeSpan? within = null)
     {
         var data = Directory.CreateTempSubdirectory($"streamspace-e2e-{name}-").FullName;
         try
@@ -33,7 +33,7 @@ public sealed class StartupFailureTests
             await using var cp = ManagedProcess.Start($"control-plane-{name}", Paths.ControlPlaneExe, env);
             if (meanwhile is not null) await meanwhile(cp);
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(30));
+            timeout.CancelAfter(within ?? TimeSpan.FromSeconds(30));
             await cp.WaitForExitAsync(timeout.Token);
             return new Ending(cp.ExitCode, cp.Output, File.Exists(Path.Combine(data, "streamspace.db")));
         }
@@ -126,6 +126,45 @@ public sealed class StartupFailureTests
         ending.ExitCode.ShouldBe(3, ending.Output);
         ending.Output.ShouldContain("streamspace: cannot open the database postgres://");
         ending.Output.ShouldContain("/streamspace_no_such_database: 3D000: database \"streamspace_no_such_database\" does not exist");
+        ending.Output.ShouldNotContain("Unhandled exception");
+    }
+
+    [Fact]
+    public async Task A_database_that_accepts_connections_and_never_answers_ends_the_start_after_30_s()
+    {
+        // A hung server, or a proxy in front of one that is down: every connection is accepted, nothing is ever said on it.
+        // Each attempt then lasts Npgsql's connect timeout (5 s), and 30 attempts of it were 3 minutes.
+        using var silent = new TcpListener(IPAddress.Loopback, 0);
+        silent.Start();
+        var held = new List<Socket>();
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+        var accepting = Task.Run(async () =>
+        {
+            try
+            {
+                while (true) held.Add(await silent.AcceptSocketAsync(stop.Token));
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                // Stopped, or the listener closed by a failing test.
+            }
+        }, TestContext.Current.CancellationToken);
+        var database = $"postgres://postgres@127.0.0.1:{((IPEndPoint)silent.LocalEndpoint).Port}/streamspace";
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var ending = await StartUntilItEndsAsync("silent-database", new() { ["STREAMSPACE_DATABASE"] = database },
+            within: TimeSpan.FromSeconds(45));
+        var took = clock.Elapsed;
+        await stop.CancelAsync();
+        await accepting;
+        foreach (var socket in held) socket.Dispose();
+
+        ending.ExitCode.ShouldBe(3, ending.Output);
+        took.ShouldBeLessThan(TimeSpan.FromSeconds(40), ending.Output);
+        took.ShouldBeGreaterThan(TimeSpan.FromSeconds(29), ending.Output); // it did wait, as documented
+        held.Count.ShouldBeGreaterThan(1, "it tried more than once");
+        ending.Output.ShouldContain("streamspace: cannot open the database postgres://postgres@127.0.0.1:");
+        ending.Output.ShouldMatch(@"streamspace: cannot open the database \S+: The operation has timed out \(gave up after 3[01] s: \d+ attempts, a second apart");
         ending.Output.ShouldNotContain("Unhandled exception");
     }
 

@@ -26,6 +26,7 @@ public sealed class CommandDelivery : BackgroundService
     private readonly StreamSpaceOptions _options;
     private readonly ILogger<CommandDelivery> _logger;
     private readonly CommandOutbox _outbox;
+    private readonly DatabaseOutageLog _outage;
     private readonly Channel<DeliveryRequest> _requests = Channel.CreateUnbounded<DeliveryRequest>(new UnboundedChannelOptions { SingleReader = true });
 
     public CommandDelivery(Db db, AgentConnectionRegistry registry, CommandOutbox outbox, HubMetrics metrics, TimeProvider time,
@@ -37,6 +38,7 @@ public sealed class CommandDelivery : BackgroundService
         _time = time;
         _options = options.Value;
         _logger = logger;
+        _outage = new DatabaseOutageLog(logger, time, "Command delivery", _options.CommandPollInterval);
         _outbox = outbox;
         _outbox.Queued += OnQueued;
         _outbox.HandedOff += OnHandedOff;
@@ -112,13 +114,15 @@ public sealed class CommandDelivery : BackgroundService
                             if (_registry.Find(agentId) is not null) batch.TryAdd(agentId, false);
                     }
                     await DeliverAsync(batch, stoppingToken);
+                    // A poll pass always queries; a pass for one agent's hand-off may not, and proves nothing.
+                    if (everyone) _outage.Succeeded();
                 }
                 catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
                 {
                     // Nothing is lost: the rows stay due and the next poll tries again, and a reconnect's resend is made again.
                     foreach (var (agentId, reconnected) in batch)
                         if (reconnected) _resendAgain.Add(agentId);
-                    _logger.LogError(HubEvents.HubLoopFailed, ex, "Command delivery pass failed");
+                    if (!_outage.Failed(ex)) _logger.LogError(HubEvents.HubLoopFailed, ex, "Command delivery pass failed");
                 }
             }
         }

@@ -9,9 +9,13 @@ namespace StreamSpace.ControlPlane.Hosting;
 /// load the signing key, create the admin, seed the catalog. Runs in <c>StartingAsync</c>, before
 /// Kestrel listens and before other hosted services start.
 /// </summary>
-public sealed class StartupInitializer(IServiceProvider services, Db db, ILogger<StartupInitializer> logger) : IHostedLifecycleService
+public sealed class StartupInitializer(IServiceProvider services, Db db, TimeProvider time, ILogger<StartupInitializer> logger)
+    : IHostedLifecycleService
 {
-    private const int DatabaseAttempts = 30;
+    /// <summary>How long the start waits for its database (a server starting alongside, a failover) before it gives up.</summary>
+    private static readonly TimeSpan DatabaseWait = TimeSpan.FromSeconds(30);
+
+    private static readonly TimeSpan DatabaseRetryDelay = TimeSpan.FromSeconds(1);
 
     public async Task StartingAsync(CancellationToken cancellationToken)
     {
@@ -34,25 +38,49 @@ public sealed class StartupInitializer(IServiceProvider services, Db db, ILogger
 
     private async Task WaitForDatabaseAsync(CancellationToken ct)
     {
+        // One budget for the whole wait, not a number of attempts: an attempt against a server that accepts the connection
+        // and never answers lasts Npgsql's connect timeout (5 s from a postgres:// URL), and 30 of them took 3 minutes.
+        var started = time.GetTimestamp();
+        using var deadline = new CancellationTokenSource(DatabaseWait, time);
+        using var attemptCt = CancellationTokenSource.CreateLinkedTokenSource(ct, deadline.Token);
+        Exception? lastOutage = null;
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                await using var conn = await db.OpenAsync(ct);
+                await using var conn = await db.OpenAsync(attemptCt.Token);
                 return;
             }
-            catch (Exception ex) when (attempt < DatabaseAttempts && ErrorHandling.IsDatabaseOutage(ex))
+            catch (Exception ex) when (!ct.IsCancellationRequested && (deadline.IsCancellationRequested || ErrorHandling.IsDatabaseOutage(ex)))
             {
-                logger.LogWarning("Database not reachable yet (attempt {Attempt}/{Max}): {Error}", attempt, DatabaseAttempts, ex.Message);
-                await Task.Delay(TimeSpan.FromSeconds(1), ct);
+                if (deadline.IsCancellationRequested) throw GaveUp(attempt, lastOutage, cutOff: true, ex);
+                lastOutage = ex;
+                logger.LogWarning("Database not reachable yet (attempt {Attempt}, {Elapsed:0} s of {Wait:0} s): {Error}",
+                    attempt, time.GetElapsedTime(started).TotalSeconds, DatabaseWait.TotalSeconds, ex.Message);
             }
-            catch (Exception ex) when (ex is not OperationCanceledException)
+            catch (Exception ex) when (ex is not OperationCanceledException && !ct.IsCancellationRequested)
             {
-                // Unreachable for good, or a refusal waiting does not cure (a wrong password, a database that does not exist).
-                throw new DatabaseUnavailableException(
-                    $"cannot open the database {db.Target.Describe()}: {ex.Message}" +
-                    (ErrorHandling.IsDatabaseOutage(ex) ? $" (tried {DatabaseAttempts} times, a second apart)" : ""), ex);
+                // A refusal waiting does not cure (a wrong password, a database that does not exist).
+                throw new DatabaseUnavailableException($"cannot open the database {db.Target.Describe()}: {ex.Message}", ex);
             }
+            try
+            {
+                await Task.Delay(DatabaseRetryDelay, time, attemptCt.Token);
+            }
+            catch (OperationCanceledException ex) when (deadline.IsCancellationRequested && !ct.IsCancellationRequested)
+            {
+                throw GaveUp(attempt, lastOutage, cutOff: false, ex);
+            }
+        }
+
+        DatabaseUnavailableException GaveUp(int attempts, Exception? last, bool cutOff, Exception inner)
+        {
+            var what = last is null ? "no answer" : last.Message;
+            var tries = attempts == 1 ? "1 attempt" : $"{attempts} attempts";
+            var how = cutOff ? "; the last was still waiting for an answer" : "";
+            return new DatabaseUnavailableException(
+                $"cannot open the database {db.Target.Describe()}: {what} (gave up after {time.GetElapsedTime(started).TotalSeconds:0} s: " +
+                $"{tries}, a second apart{how})", inner);
         }
     }
 

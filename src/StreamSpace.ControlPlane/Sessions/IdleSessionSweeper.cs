@@ -48,6 +48,7 @@ internal sealed class IdleSessionSweeper(
             logger.LogInformation("Idle handling: running sessions without input for {Timeout} (or their template's idleTimeoutMinutes) " +
                 "are {Action}d, checked every {Interval}", o.IdleTimeout, o.IdleAction, o.IdleCheckInterval);
         using var timer = new PeriodicTimer(o.IdleCheckInterval, time);
+        var outage = new DatabaseOutageLog(logger, time, "Idle session check", o.IdleCheckInterval);
         try
         {
             while (await timer.WaitForNextTickAsync(stoppingToken))
@@ -55,11 +56,13 @@ internal sealed class IdleSessionSweeper(
                 try
                 {
                     await SweepAsync(stoppingToken);
+                    outage.Succeeded();
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
-                    // An outage: the sessions are still idle at the next check.
-                    logger.LogWarning("Could not check for idle sessions, trying again in {Interval}: {Error}", o.IdleCheckInterval, ex.Message);
+                    // The sessions are still idle at the next check.
+                    if (!outage.Failed(ex))
+                        logger.LogWarning("Could not check for idle sessions, trying again in {Interval}: {Error}", o.IdleCheckInterval, ex.Message);
                 }
             }
         }

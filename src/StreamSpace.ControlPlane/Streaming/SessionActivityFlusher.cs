@@ -8,6 +8,9 @@ namespace StreamSpace.ControlPlane.Streaming;
 internal sealed class SessionActivityFlusher(
     SessionActivity activity, Db db, TimeProvider time, IOptions<StreamingOptions> options, ILogger<SessionActivityFlusher> logger) : BackgroundService
 {
+    // Used by the flush loop and, after it ended, by the final flush: never two at a time.
+    private readonly DatabaseOutageLog _outage = new(logger, time, "Viewer activity flush", options.Value.ActivityFlushInterval);
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         using var timer = new PeriodicTimer(options.Value.ActivityFlushInterval, time);
@@ -36,14 +39,16 @@ internal sealed class SessionActivityFlusher(
             await db.InTransactionAsync((conn, tx) => conn.ExecuteAsync(new CommandDefinition(
                 "UPDATE sessions SET last_activity_at = @At WHERE id = @SessionId AND (last_activity_at IS NULL OR last_activity_at < @At)",
                 rows, tx, cancellationToken: ct)), ct);
+            _outage.Succeeded();
         }
         catch (Exception ex)
         {
             // Idle handling reads this: the input is written by the next flush (the final one at shutdown included), never dropped.
             activity.Restore(dirty);
             if (ex is OperationCanceledException) throw;
-            logger.LogWarning(ex, "Could not record viewer activity for {Count} sessions, trying again in {Interval}", dirty.Count,
-                options.Value.ActivityFlushInterval);
+            if (!_outage.Failed(ex))
+                logger.LogWarning(ex, "Could not record viewer activity for {Count} sessions, trying again in {Interval}", dirty.Count,
+                    options.Value.ActivityFlushInterval);
         }
     }
 }

@@ -1,5 +1,6 @@
 using System.Net.WebSockets;
 using Microsoft.Extensions.Options;
+using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
 
 namespace StreamSpace.ControlPlane.Agents.Hub;
@@ -25,12 +26,14 @@ public sealed class AgentLivenessMonitor(
     private int _outages;
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.WhenAll(
-        RunEveryAsync(options.Value.HeartbeatFlushInterval, FlushAsync, stoppingToken),
-        RunEveryAsync(options.Value.LivenessCheckInterval, CloseSilentAsync, stoppingToken),
-        RunEveryAsync(options.Value.OfflineSweepInterval, SweepAsync, stoppingToken));
+        RunEveryAsync(options.Value.HeartbeatFlushInterval, "Heartbeat flush", FlushAsync, stoppingToken),
+        RunEveryAsync(options.Value.LivenessCheckInterval, "Closing silent agents", CloseSilentAsync, stoppingToken),
+        RunEveryAsync(options.Value.OfflineSweepInterval, "Sweep of silent agents", SweepAsync, stoppingToken));
 
-    private async Task RunEveryAsync(TimeSpan interval, Func<CancellationToken, Task> work, CancellationToken ct)
+    /// <param name="work">One pass; returns whether it reached the database (a pass with nothing to write may not).</param>
+    private async Task RunEveryAsync(TimeSpan interval, string name, Func<CancellationToken, Task<bool>> work, CancellationToken ct)
     {
+        var outage = new DatabaseOutageLog(logger, time, name, interval);
         using var timer = new PeriodicTimer(interval, time);
         try
         {
@@ -38,13 +41,13 @@ public sealed class AgentLivenessMonitor(
             {
                 try
                 {
-                    await work(ct);
+                    if (await work(ct)) outage.Succeeded();
                 }
                 catch (Exception ex) when (!ct.IsCancellationRequested)
                 {
-                    if (ErrorHandling.IsDatabaseOutage(ex)) NoteOutage();
                     // A database hiccup must not stop liveness tracking; the next tick tries again.
-                    logger.LogError(HubEvents.HubLoopFailed, ex, "Agent liveness work {Work} failed", work.Method.Name);
+                    if (outage.Failed(ex)) NoteOutage();
+                    else logger.LogError(HubEvents.HubLoopFailed, ex, "Agent liveness work {Work} failed", name);
                 }
             }
         }
@@ -53,28 +56,34 @@ public sealed class AgentLivenessMonitor(
         }
     }
 
-    private async Task FlushAsync(CancellationToken ct)
+    // A failed flush keeps its heartbeats for the next one, so the pass after a failure writes (reaches the database).
+    private async Task<bool> FlushAsync(CancellationToken ct)
     {
         foreach (var c in await writer.FlushAsync(ct))
         {
             logger.LogWarning(HubEvents.AgentRowGone, "Agent {AgentId} connection {ConnectionId} no longer owns its row; closing it", c.AgentId, c.ConnectionId);
             await c.CloseAsync(WebSocketCloseStatus.PolicyViolation, "agent removed or connected elsewhere");
         }
+        return true;
     }
 
-    private async Task CloseSilentAsync(CancellationToken ct)
+    private async Task<bool> CloseSilentAsync(CancellationToken ct)
     {
         var now = time.GetUtcNow();
+        var wrote = false;
         foreach (var c in registry.TakeTimedOut(now))
         {
             logger.LogWarning(HubEvents.AgentTimedOut, "Agent {AgentId} connection {ConnectionId} silent for more than {Timeout}; closing it and marking it offline",
                 c.AgentId, c.ConnectionId, options.Value.AgentOfflineAfter);
             c.Abort();
             await writer.MarkOfflineAsync(c.AgentId, c.ConnectionId, now, ct);
+            wrote = true;
         }
+        return wrote;
     }
 
-    private async Task SweepAsync(CancellationToken ct)
+    // After an outage each pass probes the database until it answers; otherwise the stale sweep queries it.
+    private async Task<bool> SweepAsync(CancellationToken ct)
     {
         // The heartbeats buffered here first: after a database outage they are the only record that this replica's agents
         // kept talking, and the sweep would otherwise mark them offline and the check below close their sockets.
@@ -87,6 +96,7 @@ public sealed class AgentLivenessMonitor(
             logger.LogWarning(HubEvents.AgentRowGone, "Agent {AgentId} row was deleted or is owned by another connection; closing {ConnectionId}", c.AgentId, c.ConnectionId);
             await c.CloseAsync(WebSocketCloseStatus.PolicyViolation, "agent removed or connected elsewhere");
         }
+        return true;
     }
 
     private void NoteOutage()
