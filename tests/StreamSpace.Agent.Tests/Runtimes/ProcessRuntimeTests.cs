@@ -811,6 +811,27 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_session_user_whose_account_cannot_be_made_is_a_setting_the_agent_cannot_start_with()
+    {
+        // A valid name that useradd still refuses: a group of that name exists (exit 9) but no account, so none is made.
+        var name = "sst" + Guid.NewGuid().ToString("N")[..10];
+        (await RunAsync(["groupadd", name])).ShouldBe(0);
+        try
+        {
+            var options = new AgentOptions { StateFolder = _state.Folder, SessionUser = name, SessionUserPerOwner = false };
+            options.SessionUserProblem().ShouldBeNull("the name itself is fine");
+            await using var runtime = new ProcessRuntime(options, _log.CreateLogger(nameof(ProcessRuntime)), TimeProvider.System);
+
+            var refused = await Should.ThrowAsync<AgentOptionsException>(() => runtime.InitializeAsync(TestContext.Current.CancellationToken));
+            refused.Message.ShouldBe($"invalid agent configuration: the session user '{name}' cannot be used (user '{name}' could not be created); STREAMSPACE_SESSION_USER sets it");
+        }
+        finally
+        {
+            await RunAsync(["groupdel", name]);
+        }
+    }
+
+    [Fact]
     public async Task A_state_folder_the_session_accounts_cannot_reach_fails_starts_with_the_folder_to_fix()
     {
         // A data folder made under umask 077: the agent (root) gets in, its sessions' accounts do not.

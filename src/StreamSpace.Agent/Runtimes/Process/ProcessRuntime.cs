@@ -69,7 +69,17 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
     public async Task InitializeAsync(CancellationToken ct)
     {
-        _user = SessionUser.Resolve(_options.SessionUser);
+        try
+        {
+            _user = SessionUser.Resolve(_options.SessionUser);
+        }
+        catch (Exception ex) when (ex is SessionRuntimeException or System.ComponentModel.Win32Exception or IOException or UnauthorizedAccessException)
+        {
+            // A setting the agent cannot start with, said in one line like the others: not an unhandled exception that
+            // aborts the process (and the control plane an embedded agent runs in).
+            throw new AgentOptionsException(
+                $"invalid agent configuration: the session user '{_options.SessionUser}' cannot be used ({ex.Message.ReplaceLineEndings(" ")}); STREAMSPACE_SESSION_USER sets it", ex);
+        }
         WindowManager = _options.SessionWindowManager switch
         {
             null => IsInstalled(ProgramOf(AgentOptions.DefaultWindowManager)!) ? AgentOptions.DefaultWindowManager : "",
