@@ -955,6 +955,23 @@ public class ProcessRuntimeTests : IAsyncDisposable
         Directory.Exists(Cgroups().MemoryDir(args.SessionId)).ShouldBeFalse();
     }
 
+    [Theory]
+    [InlineData("4Mi")]
+    [InlineData("8Mi")]
+    public async Task A_start_killed_by_its_memory_limit_fails_out_of_memory_not_as_an_Xvnc_failure(string memory)
+    {
+        var runtime = await NewRuntimeAsync();
+        // Too little for Xvnc itself: the memory cgroup kills it while the session starts.
+        var args = Args(resources: new SessionResources { Cpu = "1", Memory = memory });
+
+        var failure = await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(args, TestContext.Current.CancellationToken));
+
+        failure.Message.ShouldStartWith($"out of memory during start: the session reached its template's memory limit ({memory}); ");
+        failure.Message.ShouldContain("Xvnc exited during start", Case.Sensitive, "what died of it is still said");
+        Directory.Exists(Cgroups().MemoryDir(args.SessionId)).ShouldBeFalse();
+        runtime.Inventory().ShouldBeEmpty();
+    }
+
     /// <summary>
     /// Starts a session whose app runs <paramref name="script"/> under setsid, which gives it a session and process
     /// group of its own (signalling the session's group misses it); returns that process's pid.

@@ -271,7 +271,13 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             if (ex is not SessionRuntimeException)
                 _logger.LogWarning("Session {SessionId} failed to start: {Error}; what it started and took is removed", args.SessionId, ex.Message);
+            // Asked before the session's cgroups go: a start the memory limit killed (Xvnc or the app) fails for that, not
+            // for what died of it ("Xvnc exited during start" would send the operator after Xvnc).
+            var outOfMemory = ex is SessionRuntimeException && _cgroups?.HitMemoryLimit(args.SessionId) == true;
             await AbandonStartAsync(args.SessionId, dir, socketPath, temporaryHome, launched);
+            if (outOfMemory)
+                throw new SessionRuntimeException(
+                    $"out of memory during start: the session reached its template's memory limit ({args.Resources.Memory}); {ex.Message}", ex);
             throw;
         }
     }
