@@ -458,6 +458,51 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_session_whose_Xvnc_died_while_the_agent_was_away_leaves_the_X_server_that_took_its_display_alone()
+    {
+        // A range of its own, away from the :20 on that the other tests use and the 6000s of the planted-files test.
+        var display = 12000 + Random.Shared.Next(1000) * 4;
+        var first = await NewRuntimeAsync(firstDisplay: display, displayCount: 4);
+        var args = Args();
+        await first.StartAsync(args, TestContext.Current.CancellationToken);
+        Record(args.SessionId)["display"]!.GetValue<int>().ShouldBe(display);
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        await first.DisposeAsync();
+        // While the agent is away the session dies (its lock and socket stay behind) and another X server takes the number.
+        TestProcesses.KillGroup(pgid);
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).Count == 0, Wait, "the session's processes to die");
+        string[] files = [$"/tmp/.X{display}-lock", $"/tmp/.X11-unix/X{display}"];
+        // What the dead Xvnc left is removed first, as another agent reserving the number does (an X server would wait
+        // for the lock's pid while it is an unreaped zombie).
+        foreach (var path in files) File.Delete(path);
+        var other = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("Xvnc",
+            [$":{display}", "-rfbport", "-1", "-SecurityTypes", "None", "-nolisten", "tcp"]) { RedirectStandardError = true, RedirectStandardOutput = true })!;
+        try
+        {
+            await TestProcesses.WaitUntilAsync(() => File.Exists(files[1]) && File.Exists(files[0]) && File.ReadAllText(files[0]).Trim() == other.Id.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                Wait, "the other X server to take the display");
+
+            var second = await NewRuntimeAsync(firstDisplay: display, displayCount: 4);
+            await NextObservationAsync(second.Observations, args.SessionId, ObservedStates.Crashed);
+
+            second.Inventory().ShouldBeEmpty();
+            files.ShouldAllBe(path => File.Exists(path), "the other X server's lock and socket");
+            other.HasExited.ShouldBeFalse();
+            // And its display is not given to a new session.
+            var next = Args();
+            await second.StartAsync(next, TestContext.Current.CancellationToken);
+            Record(next.SessionId)["display"]!.GetValue<int>().ShouldNotBe(display);
+            await second.StopAsync(next.SessionId, TestContext.Current.CancellationToken);
+        }
+        finally
+        {
+            other.Kill();
+            await other.WaitForExitAsync(TestContext.Current.CancellationToken);
+            other.Dispose();
+        }
+    }
+
+    [Fact]
     public async Task A_session_record_an_older_agent_left_readable_becomes_private_when_re_adopted()
     {
         var first = await NewRuntimeAsync();

@@ -1131,9 +1131,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         return displays;
     }
 
-    /// <summary>A killed X server leaves its lock and socket behind; they would block the display number forever.</summary>
+    /// <summary>
+    /// A killed X server leaves its lock and socket behind; they would block the display number forever. Removed only
+    /// while no X server holds the number (as <see cref="ReserveDisplay"/> decides): a session whose Xvnc died while the
+    /// agent was away is forgotten after a restart, and another X server may have taken its number meanwhile. Files
+    /// left here because of that are removed by the next <see cref="ReserveDisplay"/> once nothing holds the number.
+    /// </summary>
     private static void CleanupX11(int display)
     {
+        if (ListeningDisplays().Contains(display) || LockHeld(display)) return;
         try
         {
             File.Delete($"/tmp/.X{display}-lock");
