@@ -1336,6 +1336,28 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task The_socket_folder_of_a_start_the_agent_died_in_is_removed_when_the_agent_starts_again()
+    {
+        var first = await NewRuntimeAsync();
+        var args = Args();
+        await first.StartAsync(args, TestContext.Current.CancellationToken);
+        var socketDir = Path.GetDirectoryName(Record(args.SessionId)["socketPath"]!.GetValue<string>())!;
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        await first.DisposeAsync();
+        // What an agent that died before it wrote the record leaves: the session's folder without a record, its socket
+        // folder, and processes nothing tracks (they die with the machine's next clean-up; here with the test).
+        TestProcesses.KillGroup(pgid);
+        File.Delete(Path.Combine(_state.Folder, "sessions", args.SessionId, ProcessSessionRecord.FileName));
+        Directory.Exists(socketDir).ShouldBeTrue();
+
+        var second = await NewRuntimeAsync();
+
+        second.Inventory().ShouldBeEmpty();
+        Directory.Exists(socketDir).ShouldBeFalse();
+        Directory.Exists(Path.Combine(_state.Folder, "sessions", args.SessionId)).ShouldBeTrue("its log is kept for a day");
+    }
+
+    [Fact]
     public async Task A_socket_folder_another_account_made_first_or_a_link_is_refused_with_what_to_do()
     {
         // What another local account can do before a non-root agent's first start: make its folder in /tmp, open to all.

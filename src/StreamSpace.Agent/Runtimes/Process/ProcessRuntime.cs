@@ -111,10 +111,13 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 }
                 _sessions[record.SessionId] = new ProcessSession(record, dir);
             }
-            else if (Directory.GetLastWriteTimeUtc(dir) < _time.GetUtcNow().UtcDateTime - _options.CommandRetention)
+            else
             {
-                // A folder without a record is a session that ended; its log is kept for a day, then pruned.
-                RemoveTree(dir);
+                // A folder without a record is a session that ended, or a start the agent died in: that one's socket folder
+                // (an ended session's went with it) serves nothing now.
+                RemoveSocketDirOf(dir);
+                // Its log is kept for a day, then pruned.
+                if (Directory.GetLastWriteTimeUtc(dir) < _time.GetUtcNow().UtcDateTime - _options.CommandRetention) RemoveTree(dir);
             }
         }
         if (_options.SessionLimits)
@@ -834,14 +837,28 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         // Checked after the creation too: somebody may have made it in between (the creation then does nothing).
         if (SocketBaseProblem(SocketBase, Posix.EffectiveUid) is { } problem) throw new SessionRuntimeException(problem);
         File.SetUnixFileMode(SocketBase, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
-        var name = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(sessionDir))))[..16];
-        var dir = Path.Combine(SocketBase, name);
+        var dir = SocketDirOf(sessionDir);
         if (new DirectoryInfo(dir) is { Exists: true, LinkTarget: not null } || File.Exists(dir)) File.Delete(dir);
         TryDelete(dir);
         Directory.CreateDirectory(dir);
         File.SetUnixFileMode(dir, PrivateDir);
         user.Own(dir);
         return Path.Combine(dir, SessionLauncher.SocketFile);
+    }
+
+    /// <summary>The socket folder <see cref="PrepareSocketDir"/> gives the session of <paramref name="sessionDir"/> in the current base.</summary>
+    private string SocketDirOf(string sessionDir) =>
+        Path.Combine(SocketBase, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(sessionDir))))[..16]);
+
+    /// <summary>Removes the socket folder of a session without a record (<see cref="InitializeAsync"/>), when it is one the agent made.</summary>
+    private void RemoveSocketDirOf(string sessionDir)
+    {
+        var socketDir = SocketDirOf(sessionDir);
+        if (Posix.Entry(socketDir) is null) return;
+        if (SocketDirProblem(socketDir, ProcessSession.RunDirOf(sessionDir), Posix.EffectiveUid) is { } problem)
+            _logger.LogWarning("The socket folder {Folder} of the ended session in {SessionFolder} is left in place: {Problem}", socketDir, sessionDir, problem);
+        else
+            TryDelete(socketDir);
     }
 
     /// <summary>
