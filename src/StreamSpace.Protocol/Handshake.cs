@@ -32,6 +32,11 @@ public sealed record SessionInventoryItem
     public required string SessionId { get; init; }
     /// <summary>One of <see cref="ObservedStates"/>.</summary>
     public required string State { get; init; }
+    /// <summary>
+    /// Why an ended session (<c>exited</c>, <c>crashed</c>, <c>stopped</c>) ended, as its <c>session.status</c> said
+    /// ("app killed by signal 15"); absent for live sessions and from older agents.
+    /// </summary>
+    public string? Reason { get; init; }
 }
 
 /// <summary>Session states as observed by an agent.</summary>

@@ -80,6 +80,7 @@ public sealed class StartupFailureTests
     [InlineData("StreamSpace__CommandTtl", "banana", "Failed to convert configuration value 'banana' at 'StreamSpace:CommandTtl' to type 'System.TimeSpan'.")]
     [InlineData("STREAMSPACE_ADMIN_PASSWORD", "short", "Invalid StreamSpace configuration: STREAMSPACE_ADMIN_PASSWORD must be at least 8 characters")]
     [InlineData("STREAMSPACE_SESSION_LIMITS", "perhaps", "STREAMSPACE_SESSION_LIMITS must be true or false, got 'perhaps'")]
+    [InlineData("STREAMSPACE_SESSION_USER", "bad:user", "invalid agent configuration: STREAMSPACE_SESSION_USER 'bad:user' is not a valid account name: lower-case letters, digits, '_' and '-', beginning with a letter or '_'")]
     [InlineData("STREAMSPACE_JWT_KEY", "not base64 at all!", "Invalid StreamSpace configuration: STREAMSPACE_JWT_KEY must be base64 of at least 32 bytes (e.g. the output of 'openssl rand -base64 48')")]
     [InlineData("STREAMSPACE_JWT_KEY", "c2hvcnQta2V5", "Invalid StreamSpace configuration: STREAMSPACE_JWT_KEY must be base64 of at least 32 bytes (e.g. the output of 'openssl rand -base64 48')")]
     [InlineData("StreamSpace__Web__AuditPageSize", "0", "Invalid StreamSpace configuration: StreamSpace__Web__AuditPageSize must be between 1 and 1000")]
@@ -210,6 +211,41 @@ public sealed class StartupFailureTests
         ending.Output.ShouldContain("streamspace: stopped before start-up finished, as asked");
         ending.Output.ShouldNotContain("Unhandled exception");
         ending.Output.ShouldNotContain("cannot open the database");
+    }
+
+    [Fact]
+    public async Task A_control_plane_whose_embedded_agent_cannot_make_its_session_user_ends_with_one_plain_line_not_an_abort()
+    {
+        // A valid name that useradd still refuses (as root, like these tests): a group of that name exists, no account.
+        var name = "sst" + Guid.NewGuid().ToString("N")[..10];
+        await RunAsync("groupadd", name);
+        try
+        {
+            var ending = await StartUntilItEndsAsync("embedded-session-user", new()
+            {
+                ["STREAMSPACE_EMBEDDED_AGENT"] = "true",
+                ["STREAMSPACE_SESSION_USER"] = name,
+                ["STREAMSPACE_SESSION_USER_PER_OWNER"] = "false",
+            });
+
+            ending.ExitCode.ShouldBe(2, ending.Output);
+            // Found once the agent starts, after the control plane logged where it listens (and the host logged the failure
+            // as JSON): its last line, not an unhandled exception that aborts the process.
+            ending.Output.Trim().Split('\n')[^1].ShouldBe(
+                $"streamspace: invalid agent configuration: the session user '{name}' cannot be used (user '{name}' could not be created); STREAMSPACE_SESSION_USER sets it");
+            ending.Output.ShouldNotContain("Unhandled exception");
+        }
+        finally
+        {
+            await RunAsync("groupdel", name);
+        }
+    }
+
+    private static async Task RunAsync(string program, params string[] arguments)
+    {
+        using var process = System.Diagnostics.Process.Start(program, arguments);
+        await process.WaitForExitAsync(TestContext.Current.CancellationToken);
+        process.ExitCode.ShouldBe(0, $"{program} {string.Join(' ', arguments)}");
     }
 
     [Fact]

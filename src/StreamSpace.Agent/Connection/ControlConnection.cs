@@ -123,7 +123,7 @@ internal sealed class ControlConnection : IAsyncDisposable
             Capacity = new AgentCapacity { MaxSessions = _options.MaxSessions, ActiveSessions = live.Count },
             Draining = _draining(),
             SessionLimits = _runtime.SessionLimits,
-            Inventory = [.. live, .. ended.Select(e => new SessionInventoryItem { SessionId = e.SessionId, State = e.State })],
+            Inventory = [.. live, .. ended.Select(e => new SessionInventoryItem { SessionId = e.SessionId, State = e.State, Reason = e.Reason })],
         };
         try
         {

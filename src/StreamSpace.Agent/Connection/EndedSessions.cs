@@ -17,8 +17,12 @@ internal sealed class EndedSessions
     private readonly Dictionary<string, Entry> _entries = new(StringComparer.Ordinal);
     private string? _connectionId;
 
-    /// <summary>An ended session, and the welcomed connection its <c>session.status</c> went out on (null: not yet sent).</summary>
-    public sealed record Entry(string SessionId, string State, string? ConnectionId, DateTimeOffset At);
+    /// <summary>
+    /// An ended session, why (its <c>session.status</c>'s reason, which the hello carries too: the control plane applies
+    /// the hello's entry first, and a crash must fail with what crashed, not "reported at reconnect"), and the welcomed
+    /// connection its <c>session.status</c> went out on (null: not yet sent).
+    /// </summary>
+    public sealed record Entry(string SessionId, string State, string? Reason, string? ConnectionId, DateTimeOffset At);
 
     public int Count
     {
@@ -34,7 +38,7 @@ internal sealed class EndedSessions
         lock (_gate)
         {
             if (status.State is ObservedStates.Exited or ObservedStates.Crashed or ObservedStates.Stopped)
-                _entries[status.SessionId] = new Entry(status.SessionId, status.State, _connectionId, now);
+                _entries[status.SessionId] = new Entry(status.SessionId, status.State, status.Reason, _connectionId, now);
             else
                 _entries.Remove(status.SessionId);
         }

@@ -8,7 +8,7 @@ namespace StreamSpace.Agent.Hosting;
 /// <c>StreamSpace:Agent:*</c> configuration section; validated once at start so a bad value stops the agent
 /// with a clear message instead of failing later.
 /// </summary>
-public sealed class AgentOptions
+public sealed partial class AgentOptions
 {
     public const string ConfigurationSection = "StreamSpace:Agent";
 
@@ -180,9 +180,7 @@ public sealed class AgentOptions
         if (KeepAliveInterval <= TimeSpan.Zero) problems.Add("KeepAliveInterval must be positive");
         if (KeepAliveTimeout <= TimeSpan.Zero || KeepAliveTimeout > TimeSpan.FromHours(1)) problems.Add("KeepAliveTimeout must be positive and at most one hour");
         if (CommandRetention < CommandRecords.MinRetention) problems.Add("CommandRetention must be at least 24 hours (contract §5)");
-        if (string.IsNullOrWhiteSpace(SessionUser) || SessionUser == "root") problems.Add("SessionUser must name an unprivileged user");
-        else if (SessionUserPerOwner && SessionUser.Length > Runtimes.Process.SessionUser.MaxPrefixLength)
-            problems.Add($"SessionUser '{SessionUser}' is the prefix of per-owner accounts and may have at most {Runtimes.Process.SessionUser.MaxPrefixLength} characters");
+        if (SessionUserProblem() is { } sessionUser) problems.Add(sessionUser);
         if (string.IsNullOrWhiteSpace(XvncPath)) problems.Add("XvncPath is required");
         if (!System.Text.RegularExpressions.Regex.IsMatch(Geometry, @"^[0-9]{3,5}x[0-9]{3,5}\z")) problems.Add("Geometry must look like 1280x800");
         if (FirstDisplay is < 1 or > 60_000) problems.Add("FirstDisplay must be between 1 and 60000");
@@ -196,6 +194,39 @@ public sealed class AgentOptions
             throw new AgentOptionsException("invalid agent configuration: " + string.Join("; ", problems));
         }
     }
+
+    /// <summary>
+    /// Why <see cref="SessionUser"/> cannot name the session accounts, or null. Checked before anything starts: useradd
+    /// refuses a name outside the portable account-name rule (<c>bad:user</c> would also break <c>/etc/passwd</c>'s
+    /// format), and a per-owner account adds <c>-</c> and 16 hex digits to the prefix, within Linux's 32 characters.
+    /// </summary>
+    public string? SessionUserProblem()
+    {
+        const string Variable = "STREAMSPACE_SESSION_USER";
+        if (string.IsNullOrWhiteSpace(SessionUser) || SessionUser == "root") return $"{Variable} must name an unprivileged user";
+        if (!AccountNameRule().IsMatch(SessionUser))
+            return $"{Variable} '{Printable(SessionUser)}' is not a valid account name: lower-case letters, digits, '_' and '-', beginning with a letter or '_'";
+        if (SessionUserPerOwner && SessionUser.Length > Runtimes.Process.SessionUser.MaxPrefixLength)
+            return $"{Variable} '{SessionUser}' is the prefix of per-owner accounts and may have at most {Runtimes.Process.SessionUser.MaxPrefixLength} characters";
+        if (SessionUser.Length > MaxAccountNameLength)
+            return $"{Variable} '{SessionUser}' may have at most {MaxAccountNameLength} characters";
+        return null;
+    }
+
+    /// <summary>Throws <see cref="AgentOptionsException"/> when <see cref="SessionUserProblem"/> finds one (for callers that do not <see cref="Validate"/>).</summary>
+    public void ValidateSessionUser()
+    {
+        if (SessionUserProblem() is { } problem) throw new AgentOptionsException("invalid agent configuration: " + problem);
+    }
+
+    /// <summary>Linux account names: at most 32 characters (utmp, and what shadow's useradd accepts).</summary>
+    private const int MaxAccountNameLength = 32;
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^[a-z_][a-z0-9_-]*\z")]
+    private static partial System.Text.RegularExpressions.Regex AccountNameRule();
+
+    /// <summary>A configured value as one line of an error message: control characters (a newline) shown as '?'.</summary>
+    private static string Printable(string value) => string.Concat(value.Select(c => char.IsControl(c) ? '?' : c));
 
     /// <summary>
     /// Makes the state folder when it is missing and checks the agent can write there, before anything starts; throws

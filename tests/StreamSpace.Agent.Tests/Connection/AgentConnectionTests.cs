@@ -373,26 +373,31 @@ public class AgentConnectionTests : IAsyncLifetime
         var runtime = new InstrumentedRuntime();
         await runtime.StartAsync(StartArgs.For("alice-xterm-eeeeee"), TestContext.Current.CancellationToken);
         await runtime.StartAsync(StartArgs.For("bob-xterm-llllll"), TestContext.Current.CancellationToken);
+        await runtime.StartAsync(StartArgs.For("carol-xterm-cccccc"), TestContext.Current.CancellationToken);
         await StartAgentAsync(runtime, options);
         var first = await _cp.NextConnectionAsync();
         await first.CollectAsync(r => r.Any(e => e.Type == MessageTypes.Heartbeat), Wait);
 
-        // The app exits just as the connection dies silently: its session.status goes into the void.
+        // The app exits, and another session is killed, just as the connection dies silently: their session.status go
+        // into the void.
         proxy.SilenceOpenConnections();
         runtime.ExitApp("alice-xterm-eeeeee");
+        runtime.Crash("carol-xterm-cccccc", "app killed by signal 15");
 
+        // With why they ended: the control plane applies these before any status, so they must say it.
+        var alice = new SessionInventoryItem { SessionId = "alice-xterm-eeeeee", State = ObservedStates.Exited, Reason = "app exited with code 0" };
+        var carol = new SessionInventoryItem { SessionId = "carol-xterm-cccccc", State = ObservedStates.Crashed, Reason = "app killed by signal 15" };
         var second = await _cp.NextConnectionAsync();
-        second.Hello.Inventory.ShouldBe([
-            new SessionInventoryItem { SessionId = "bob-xterm-llllll", State = ObservedStates.Running },
-            new SessionInventoryItem { SessionId = "alice-xterm-eeeeee", State = ObservedStates.Exited },
-        ]);
+        second.Hello.Inventory[0].ShouldBe(new SessionInventoryItem { SessionId = "bob-xterm-llllll", State = ObservedStates.Running });
+        second.Hello.Inventory.Skip(1).OrderBy(i => i.SessionId, StringComparer.Ordinal).ShouldBe([alice, carol]);
         second.Hello.Capacity.ActiveSessions.ShouldBe(1, "an ended session takes no capacity");
 
         // Welcomed, but dropped at once: the control plane applies a hello's ended sessions after the welcome, so the
         // connection may have ended before it did. Still listed in the next hello.
         await second.CloseAsync();
         var third = await _cp.NextConnectionAsync();
-        third.Hello.Inventory.ShouldContain(new SessionInventoryItem { SessionId = "alice-xterm-eeeeee", State = ObservedStates.Exited });
+        third.Hello.Inventory.ShouldContain(alice);
+        third.Hello.Inventory.ShouldContain(carol);
 
         // A connection that carried it and stayed up long enough (twice keep-alive interval + timeout, 3 s here): the
         // control plane has it, so the hello after that lists only what runs.

@@ -102,6 +102,41 @@ public class AgentOptionsTests
         Should.Throw<AgentOptionsException>(() => From(notABool)).Message.ShouldContain("true or false");
     }
 
+    [Theory]
+    [InlineData("bad:user", "true", "STREAMSPACE_SESSION_USER 'bad:user' is not a valid account name: lower-case letters, digits, '_' and '-', beginning with a letter or '_'")]
+    [InlineData("Alice", "true", "STREAMSPACE_SESSION_USER 'Alice' is not a valid account name: lower-case letters, digits, '_' and '-', beginning with a letter or '_'")]
+    [InlineData("-streams", "false", "STREAMSPACE_SESSION_USER '-streams' is not a valid account name: lower-case letters, digits, '_' and '-', beginning with a letter or '_'")]
+    [InlineData("9lives", "false", "STREAMSPACE_SESSION_USER '9lives' is not a valid account name: lower-case letters, digits, '_' and '-', beginning with a letter or '_'")]
+    [InlineData("ss/x", "false", "STREAMSPACE_SESSION_USER 'ss/x' is not a valid account name: lower-case letters, digits, '_' and '-', beginning with a letter or '_'")]
+    [InlineData("two\nlines", "false", "STREAMSPACE_SESSION_USER 'two?lines' is not a valid account name: lower-case letters, digits, '_' and '-', beginning with a letter or '_'")]
+    [InlineData("trailing$", "false", "STREAMSPACE_SESSION_USER 'trailing$' is not a valid account name: lower-case letters, digits, '_' and '-', beginning with a letter or '_'")]
+    [InlineData("root", "false", "STREAMSPACE_SESSION_USER must name an unprivileged user")]
+    [InlineData("a-shared-session-account-33-chars", "false", "STREAMSPACE_SESSION_USER 'a-shared-session-account-33-chars' may have at most 32 characters")]
+    public void A_session_user_that_is_no_valid_account_name_is_refused_before_anything_starts(string name, string perOwner, string problem)
+    {
+        var settings = Base();
+        settings["STREAMSPACE_SESSION_USER"] = name;
+        settings["STREAMSPACE_SESSION_USER_PER_OWNER"] = perOwner;
+        var options = From(settings);
+        options.SessionUserProblem().ShouldBe(problem);
+        Should.Throw<AgentOptionsException>(options.Validate).Message.ShouldBe($"invalid agent configuration: {problem}");
+        Should.Throw<AgentOptionsException>(options.ValidateSessionUser).Message.ShouldBe($"invalid agent configuration: {problem}");
+    }
+
+    [Theory]
+    [InlineData("streamspace", "true")]
+    [InlineData("_ss-2", "true")]
+    [InlineData("a-shared-session-account-32chars", "false")]
+    public void A_session_user_that_is_a_valid_account_name_is_accepted(string name, string perOwner)
+    {
+        var settings = Base();
+        settings["STREAMSPACE_SESSION_USER"] = name;
+        settings["STREAMSPACE_SESSION_USER_PER_OWNER"] = perOwner;
+        var options = From(settings);
+        options.Validate();
+        options.ValidateSessionUser();
+    }
+
     [Fact]
     public void Session_limits_are_on_by_default_and_turned_off_by_environment()
     {

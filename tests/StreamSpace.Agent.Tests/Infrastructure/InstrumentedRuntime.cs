@@ -8,7 +8,7 @@ namespace StreamSpace.Agent.Tests;
 /// <summary>
 /// The simulated runtime plus the instruments the connection tests need: it counts executions (to prove
 /// at-most-once), can hold a session.start until the test releases it (a deliberately slow start) and can end a
-/// session's app on its own.
+/// session's app on its own or crash a session.
 /// </summary>
 internal sealed class InstrumentedRuntime : ISessionRuntime
 {
@@ -29,6 +29,13 @@ internal sealed class InstrumentedRuntime : ISessionRuntime
     {
         _exited[sessionId] = true;
         _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = sessionId, State = ObservedStates.Exited, Reason = "app exited with code 0" });
+    }
+
+    /// <summary>The session dies (its app killed, its Xvnc gone): gone from the inventory, reported <c>crashed</c> with <paramref name="reason"/>.</summary>
+    public void Crash(string sessionId, string reason)
+    {
+        _exited[sessionId] = true;
+        _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = sessionId, State = ObservedStates.Crashed, Reason = reason });
     }
 
     public int Starts => Volatile.Read(ref _starts);

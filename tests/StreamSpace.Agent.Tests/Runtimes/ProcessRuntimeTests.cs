@@ -458,6 +458,51 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_session_whose_Xvnc_died_while_the_agent_was_away_leaves_the_X_server_that_took_its_display_alone()
+    {
+        // A range of its own, away from the :20 on that the other tests use and the 6000s of the planted-files test.
+        var display = 12000 + Random.Shared.Next(1000) * 4;
+        var first = await NewRuntimeAsync(firstDisplay: display, displayCount: 4);
+        var args = Args();
+        await first.StartAsync(args, TestContext.Current.CancellationToken);
+        Record(args.SessionId)["display"]!.GetValue<int>().ShouldBe(display);
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        await first.DisposeAsync();
+        // While the agent is away the session dies (its lock and socket stay behind) and another X server takes the number.
+        TestProcesses.KillGroup(pgid);
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).Count == 0, Wait, "the session's processes to die");
+        string[] files = [$"/tmp/.X{display}-lock", $"/tmp/.X11-unix/X{display}"];
+        // What the dead Xvnc left is removed first, as another agent reserving the number does (an X server would wait
+        // for the lock's pid while it is an unreaped zombie).
+        foreach (var path in files) File.Delete(path);
+        var other = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("Xvnc",
+            [$":{display}", "-rfbport", "-1", "-SecurityTypes", "None", "-nolisten", "tcp"]) { RedirectStandardError = true, RedirectStandardOutput = true })!;
+        try
+        {
+            await TestProcesses.WaitUntilAsync(() => File.Exists(files[1]) && File.Exists(files[0]) && File.ReadAllText(files[0]).Trim() == other.Id.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                Wait, "the other X server to take the display");
+
+            var second = await NewRuntimeAsync(firstDisplay: display, displayCount: 4);
+            await NextObservationAsync(second.Observations, args.SessionId, ObservedStates.Crashed);
+
+            second.Inventory().ShouldBeEmpty();
+            files.ShouldAllBe(path => File.Exists(path), "the other X server's lock and socket");
+            other.HasExited.ShouldBeFalse();
+            // And its display is not given to a new session.
+            var next = Args();
+            await second.StartAsync(next, TestContext.Current.CancellationToken);
+            Record(next.SessionId)["display"]!.GetValue<int>().ShouldNotBe(display);
+            await second.StopAsync(next.SessionId, TestContext.Current.CancellationToken);
+        }
+        finally
+        {
+            other.Kill();
+            await other.WaitForExitAsync(TestContext.Current.CancellationToken);
+            other.Dispose();
+        }
+    }
+
+    [Fact]
     public async Task A_session_record_an_older_agent_left_readable_becomes_private_when_re_adopted()
     {
         var first = await NewRuntimeAsync();
@@ -811,6 +856,27 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_session_user_whose_account_cannot_be_made_is_a_setting_the_agent_cannot_start_with()
+    {
+        // A valid name that useradd still refuses: a group of that name exists (exit 9) but no account, so none is made.
+        var name = "sst" + Guid.NewGuid().ToString("N")[..10];
+        (await RunAsync(["groupadd", name])).ShouldBe(0);
+        try
+        {
+            var options = new AgentOptions { StateFolder = _state.Folder, SessionUser = name, SessionUserPerOwner = false };
+            options.SessionUserProblem().ShouldBeNull("the name itself is fine");
+            await using var runtime = new ProcessRuntime(options, _log.CreateLogger(nameof(ProcessRuntime)), TimeProvider.System);
+
+            var refused = await Should.ThrowAsync<AgentOptionsException>(() => runtime.InitializeAsync(TestContext.Current.CancellationToken));
+            refused.Message.ShouldBe($"invalid agent configuration: the session user '{name}' cannot be used (user '{name}' could not be created); STREAMSPACE_SESSION_USER sets it");
+        }
+        finally
+        {
+            await RunAsync(["groupdel", name]);
+        }
+    }
+
+    [Fact]
     public async Task A_state_folder_the_session_accounts_cannot_reach_fails_starts_with_the_folder_to_fix()
     {
         // A data folder made under umask 077: the agent (root) gets in, its sessions' accounts do not.
@@ -932,6 +998,23 @@ public class ProcessRuntimeTests : IAsyncDisposable
         status.Reason!.ShouldContain("app killed by signal 9");
         status.Reason!.ShouldContain("out of memory");
         Directory.Exists(Cgroups().MemoryDir(args.SessionId)).ShouldBeFalse();
+    }
+
+    [Theory]
+    [InlineData("4Mi")]
+    [InlineData("8Mi")]
+    public async Task A_start_killed_by_its_memory_limit_fails_out_of_memory_not_as_an_Xvnc_failure(string memory)
+    {
+        var runtime = await NewRuntimeAsync();
+        // Too little for Xvnc itself: the memory cgroup kills it while the session starts.
+        var args = Args(resources: new SessionResources { Cpu = "1", Memory = memory });
+
+        var failure = await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(args, TestContext.Current.CancellationToken));
+
+        failure.Message.ShouldStartWith($"out of memory during start: the session reached its template's memory limit ({memory}); ");
+        failure.Message.ShouldContain("Xvnc exited during start", Case.Sensitive, "what died of it is still said");
+        Directory.Exists(Cgroups().MemoryDir(args.SessionId)).ShouldBeFalse();
+        runtime.Inventory().ShouldBeEmpty();
     }
 
     /// <summary>
@@ -1250,6 +1333,28 @@ public class ProcessRuntimeTests : IAsyncDisposable
         (await FailureOfAsync(start)).ShouldBeAssignableTo<OperationCanceledException>();
 
         await NothingOfTheStartIsLeftAsync(runtime, args.SessionId, socket);
+    }
+
+    [Fact]
+    public async Task The_socket_folder_of_a_start_the_agent_died_in_is_removed_when_the_agent_starts_again()
+    {
+        var first = await NewRuntimeAsync();
+        var args = Args();
+        await first.StartAsync(args, TestContext.Current.CancellationToken);
+        var socketDir = Path.GetDirectoryName(Record(args.SessionId)["socketPath"]!.GetValue<string>())!;
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        await first.DisposeAsync();
+        // What an agent that died before it wrote the record leaves: the session's folder without a record, its socket
+        // folder, and processes nothing tracks (they die with the machine's next clean-up; here with the test).
+        TestProcesses.KillGroup(pgid);
+        File.Delete(Path.Combine(_state.Folder, "sessions", args.SessionId, ProcessSessionRecord.FileName));
+        Directory.Exists(socketDir).ShouldBeTrue();
+
+        var second = await NewRuntimeAsync();
+
+        second.Inventory().ShouldBeEmpty();
+        Directory.Exists(socketDir).ShouldBeFalse();
+        Directory.Exists(Path.Combine(_state.Folder, "sessions", args.SessionId)).ShouldBeTrue("its log is kept for a day");
     }
 
     [Fact]

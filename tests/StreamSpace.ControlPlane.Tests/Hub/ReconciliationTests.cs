@@ -135,15 +135,24 @@ public abstract class ReconciliationTests(HubControlPlane cp)
         var (agentId, token) = await cp.CreateAgentAsync();
         var exited = await cp.CreateSessionAsync(agentId, SessionState.Running);
         var crashed = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var killed = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var killedHibernated = await cp.CreateSessionAsync(agentId, SessionState.Hibernated);
         await using var agent = await cp.OnlineAgentAsync(agentId, token,
         [
-            new SessionInventoryItem { SessionId = exited, State = ObservedStates.Exited },
+            new SessionInventoryItem { SessionId = exited, State = ObservedStates.Exited, Reason = "app exited with code 0" },
+            // An older agent's item: no reason.
             new SessionInventoryItem { SessionId = crashed, State = ObservedStates.Crashed },
+            new SessionInventoryItem { SessionId = killed, State = ObservedStates.Crashed, Reason = "app killed by signal 15" },
+            new SessionInventoryItem { SessionId = killedHibernated, State = ObservedStates.Crashed, Reason = "Xvnc is gone: killed by signal 9\0" },
         ]);
         await cp.SessionStateIsAsync(exited, SessionState.Terminated, Soon);
-        (await cp.SessionRowAsync(exited)).Reason.ShouldBe("app exited");
+        (await cp.SessionRowAsync(exited)).Reason.ShouldBe("app exited", "an app that exited by itself ended normally, whatever it said");
         await cp.SessionStateIsAsync(crashed, SessionState.Failed, Soon);
-        (await cp.SessionRowAsync(crashed)).Reason!.ShouldStartWith("crashed:");
+        (await cp.SessionRowAsync(crashed)).Reason.ShouldBe("crashed: reported at reconnect");
+        await cp.SessionStateIsAsync(killed, SessionState.Failed, Soon);
+        (await cp.SessionRowAsync(killed)).Reason.ShouldBe("crashed: app killed by signal 15");
+        await cp.SessionStateIsAsync(killedHibernated, SessionState.Failed, Soon);
+        (await cp.SessionRowAsync(killedHibernated)).Reason.ShouldBe("crashed: Xvnc is gone: killed by signal 9\uFFFD", "kept like a status's reason");
     }
 
     [Fact]

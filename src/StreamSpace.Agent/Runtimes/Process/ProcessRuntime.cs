@@ -69,7 +69,17 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
     public async Task InitializeAsync(CancellationToken ct)
     {
-        _user = SessionUser.Resolve(_options.SessionUser);
+        try
+        {
+            _user = SessionUser.Resolve(_options.SessionUser);
+        }
+        catch (Exception ex) when (ex is SessionRuntimeException or System.ComponentModel.Win32Exception or IOException or UnauthorizedAccessException)
+        {
+            // A setting the agent cannot start with, said in one line like the others: not an unhandled exception that
+            // aborts the process (and the control plane an embedded agent runs in).
+            throw new AgentOptionsException(
+                $"invalid agent configuration: the session user '{_options.SessionUser}' cannot be used ({ex.Message.ReplaceLineEndings(" ")}); STREAMSPACE_SESSION_USER sets it", ex);
+        }
         WindowManager = _options.SessionWindowManager switch
         {
             null => IsInstalled(ProgramOf(AgentOptions.DefaultWindowManager)!) ? AgentOptions.DefaultWindowManager : "",
@@ -101,10 +111,13 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 }
                 _sessions[record.SessionId] = new ProcessSession(record, dir);
             }
-            else if (Directory.GetLastWriteTimeUtc(dir) < _time.GetUtcNow().UtcDateTime - _options.CommandRetention)
+            else
             {
-                // A folder without a record is a session that ended; its log is kept for a day, then pruned.
-                RemoveTree(dir);
+                // A folder without a record is a session that ended, or a start the agent died in: that one's socket folder
+                // (an ended session's went with it) serves nothing now.
+                RemoveSocketDirOf(dir);
+                // Its log is kept for a day, then pruned.
+                if (Directory.GetLastWriteTimeUtc(dir) < _time.GetUtcNow().UtcDateTime - _options.CommandRetention) RemoveTree(dir);
             }
         }
         if (_options.SessionLimits)
@@ -261,7 +274,13 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             if (ex is not SessionRuntimeException)
                 _logger.LogWarning("Session {SessionId} failed to start: {Error}; what it started and took is removed", args.SessionId, ex.Message);
+            // Asked before the session's cgroups go: a start the memory limit killed (Xvnc or the app) fails for that, not
+            // for what died of it ("Xvnc exited during start" would send the operator after Xvnc).
+            var outOfMemory = ex is SessionRuntimeException && _cgroups?.HitMemoryLimit(args.SessionId) == true;
             await AbandonStartAsync(args.SessionId, dir, socketPath, temporaryHome, launched);
+            if (outOfMemory)
+                throw new SessionRuntimeException(
+                    $"out of memory during start: the session reached its template's memory limit ({args.Resources.Memory}); {ex.Message}", ex);
             throw;
         }
     }
@@ -818,14 +837,28 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         // Checked after the creation too: somebody may have made it in between (the creation then does nothing).
         if (SocketBaseProblem(SocketBase, Posix.EffectiveUid) is { } problem) throw new SessionRuntimeException(problem);
         File.SetUnixFileMode(SocketBase, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
-        var name = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(sessionDir))))[..16];
-        var dir = Path.Combine(SocketBase, name);
+        var dir = SocketDirOf(sessionDir);
         if (new DirectoryInfo(dir) is { Exists: true, LinkTarget: not null } || File.Exists(dir)) File.Delete(dir);
         TryDelete(dir);
         Directory.CreateDirectory(dir);
         File.SetUnixFileMode(dir, PrivateDir);
         user.Own(dir);
         return Path.Combine(dir, SessionLauncher.SocketFile);
+    }
+
+    /// <summary>The socket folder <see cref="PrepareSocketDir"/> gives the session of <paramref name="sessionDir"/> in the current base.</summary>
+    private string SocketDirOf(string sessionDir) =>
+        Path.Combine(SocketBase, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(sessionDir))))[..16]);
+
+    /// <summary>Removes the socket folder of a session without a record (<see cref="InitializeAsync"/>), when it is one the agent made.</summary>
+    private void RemoveSocketDirOf(string sessionDir)
+    {
+        var socketDir = SocketDirOf(sessionDir);
+        if (Posix.Entry(socketDir) is null) return;
+        if (SocketDirProblem(socketDir, ProcessSession.RunDirOf(sessionDir), Posix.EffectiveUid) is { } problem)
+            _logger.LogWarning("The socket folder {Folder} of the ended session in {SessionFolder} is left in place: {Problem}", socketDir, sessionDir, problem);
+        else
+            TryDelete(socketDir);
     }
 
     /// <summary>
@@ -1115,9 +1148,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         return displays;
     }
 
-    /// <summary>A killed X server leaves its lock and socket behind; they would block the display number forever.</summary>
+    /// <summary>
+    /// A killed X server leaves its lock and socket behind; they would block the display number forever. Removed only
+    /// while no X server holds the number (as <see cref="ReserveDisplay"/> decides): a session whose Xvnc died while the
+    /// agent was away is forgotten after a restart, and another X server may have taken its number meanwhile. Files
+    /// left here because of that are removed by the next <see cref="ReserveDisplay"/> once nothing holds the number.
+    /// </summary>
     private static void CleanupX11(int display)
     {
+        if (ListeningDisplays().Contains(display) || LockHeld(display)) return;
         try
         {
             File.Delete($"/tmp/.X{display}-lock");

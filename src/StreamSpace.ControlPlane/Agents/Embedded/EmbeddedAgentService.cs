@@ -145,14 +145,15 @@ public sealed class EmbeddedAgentService(
     /// <c>STREAMSPACE_SESSION_USER</c> and <c>…_PER_OWNER</c>, <c>STREAMSPACE_SESSION_WINDOW_MANAGER</c> (or the
     /// <c>StreamSpace:Agent</c> section, also for <c>SharedStateRoot</c>). Identity, runtime, capacity and region are the
     /// embedded agent's own and set by the caller. StateFolder is empty unless configured; a configured one is made now, or
-    /// refused (<see cref="AgentOptionsException"/>) when it cannot be used, so the control plane stops before anything runs.
+    /// refused (<see cref="AgentOptionsException"/>) when it cannot be used, so the control plane stops before anything runs;
+    /// so is a session user that cannot name an account.
     /// </summary>
     internal static AgentOptions SessionSettings(IConfiguration configuration)
     {
         var configured = AgentOptions.FromConfiguration(configuration);
         if (AgentOptions.ConfiguredStateFolder(configuration) is { } folder)
             new AgentOptions { StateFolder = folder }.EnsureStateFolder();
-        return new AgentOptions
+        var settings = new AgentOptions
         {
             StateFolder = AgentOptions.ConfiguredStateFolder(configuration) ?? "",
             SharedStateRoot = configured.SharedStateRoot,
@@ -162,6 +163,9 @@ public sealed class EmbeddedAgentService(
             SessionMaxProcesses = configured.SessionMaxProcesses,
             SessionWindowManager = configured.SessionWindowManager,
         };
+        // Here, not only when the agent starts: that is after the control plane listens and made its database.
+        settings.ValidateSessionUser();
+        return settings;
     }
 
     /// <summary>The address the agent dials: the first listening address, with a wildcard host replaced by loopback.</summary>

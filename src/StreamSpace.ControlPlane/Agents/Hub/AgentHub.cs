@@ -191,7 +191,7 @@ public sealed class AgentHub(
 
     /// <summary>
     /// Sessions the hello reports as exited/crashed/stopped ended while the agent was away: apply them as the
-    /// observations they are (an exited app ends terminated, a crash fails with its reason) before
+    /// observations they are (an exited app ends terminated, a crash fails with the reason the item carries) before
     /// reconciliation would otherwise call them "lost".
     /// </summary>
     private async Task ApplyEndedInventoryAsync(AgentConnection connection, IReadOnlyList<SessionInventoryItem> inventory)
@@ -203,8 +203,10 @@ public sealed class AgentHub(
         {
             foreach (var item in ended)
             {
+                // The agent's own reason (kept like a status's: NUL replaced, cut to the column); older agents send none.
+                var reason = string.IsNullOrWhiteSpace(item.Reason) ? "reported at reconnect" : StorableText.Clean(item.Reason);
                 await observations.ApplyAsync(connection,
-                    new SessionStatusPayload { SessionId = item.SessionId, State = item.State, Reason = "reported at reconnect" }, connection.Lifetime);
+                    new SessionStatusPayload { SessionId = item.SessionId, State = item.State, Reason = reason }, connection.Lifetime);
             }
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
