@@ -1,6 +1,7 @@
 using System.Data.Common;
 using Dapper;
 using Microsoft.AspNetCore.Http.HttpResults;
+using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Audit;
 using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Data;
@@ -176,6 +177,14 @@ public static class SessionsApi
             if (current is null) return (null, NotFound(id));
             if (current.State != from || current.AgentId is null)
                 return (null, ApiErrors.Conflict($"Session '{id}' is {current.State}; only a {from} session can be {verb}."));
+            // An offline agent cannot do it: the command would wait, expire and leave the session hibernating or waking
+            // (design-deviations 3) until the agent is back, neither viewable nor retryable. Read under the session's lock,
+            // so the answer and the state change agree; the agent row is the hub's to lock.
+            var agentStatus = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
+                "SELECT status FROM agents WHERE agent_id = @agentId", new { agentId = current.AgentId }, tx, cancellationToken: ct));
+            if (agentStatus != AgentStatus.Online)
+                return (null, ApiErrors.Of(StatusCodes.Status409Conflict, "Agent offline",
+                    $"Session '{id}' runs on agent '{current.AgentId}', which is {agentStatus ?? "no longer registered"}; it can be {verb} when the agent is back online."));
             await SessionStateMachine.TryTransitionAsync(conn, tx, id, to, $"{verb} by {caller.Username}", time.GetUtcNow(), from, ct: ct);
             await outbox.EnqueueAsync(conn, tx, current.AgentId, id, commandType, new SessionCommandArgs(id), ct);
             return (await FindVisibleAsync(conn, tx, db, id, caller, forUpdate: false, ct), null);
