@@ -264,6 +264,56 @@ public abstract class SessionsApiTests(ControlPlaneFixture cp)
     }
 
     [Fact]
+    public async Task A_deleted_session_keeps_its_reason_once_the_agent_stopped_it()
+    {
+        var admin = await cp.AdminClientAsync();
+        var agentId = ControlPlaneFixture.Unique("stopper-");
+        var token = (await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
+            .GetProperty("token").GetString()!;
+        var (_, userId, username) = await cp.QuickUserAsync("ended");
+        var confirmed = $"{username}-xterm-confrm";
+        var vanished = $"{username}-xterm-vanish";
+        await cp.InsertSessionAsync(confirmed, userId, username, "running", agentId);
+        await cp.InsertSessionAsync(vanished, userId, username, "running", agentId);
+        var agent = await ScriptedAgent.OnlineAsync(cp.BaseAddress, agentId, token,
+        [
+            new SessionInventoryItem { SessionId = confirmed, State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = vanished, State = ObservedStates.Running },
+        ], heartbeat: false);
+        try
+        {
+            // The agent reports the stop as it sees it, then the stop's result (no reason of its own).
+            var deleted = await (await admin.DeleteAsync($"/api/v1/sessions/{confirmed}", Ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+            deleted.GetProperty("stateReason").GetString().ShouldBe("deleted by admin");
+            var stop = await agent.ExpectCommandAsync();
+            stop.SessionId.ShouldBe(confirmed);
+            await agent.AckAsync(stop.CommandId);
+            await agent.StatusAsync(confirmed, ObservedStates.Stopped);
+            await agent.ResultAsync(stop.CommandId, success: true);
+            await HubControlPlane.EventuallyAsync(async () => await cp.ScalarAsync<long>("SELECT COUNT(*) FROM agent_commands WHERE id = @id AND state = 'succeeded'",
+                new { id = stop.CommandId }) == 1, TimeSpan.FromSeconds(10), "the stop's result applied");
+            var ended = await (await admin.GetAsync($"/api/v1/sessions/{confirmed}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+            ended.GetProperty("state").GetString().ShouldBe("terminated");
+            ended.GetProperty("stateReason").GetString().ShouldBe("deleted by admin");
+
+            // The agent goes down with the other stop unanswered and comes back without the session: reconciliation ends it.
+            await (await admin.DeleteAsync($"/api/v1/sessions/{vanished}", Ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+            (await agent.ExpectCommandAsync()).SessionId.ShouldBe(vanished);
+            agent.Crash();
+            await agent.DisposeAsync();
+            agent = await ScriptedAgent.OnlineAsync(cp.BaseAddress, agentId, token, heartbeat: false);
+            await HubControlPlane.EventuallyAsync(async () => await cp.ScalarAsync<string>("SELECT state FROM sessions WHERE id = @vanished", new { vanished }) == "terminated",
+                TimeSpan.FromSeconds(10), "reconciliation ends the session the agent no longer reports");
+            var gone = await (await admin.GetAsync($"/api/v1/sessions/{vanished}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+            gone.GetProperty("stateReason").GetString().ShouldBe("deleted by admin");
+        }
+        finally
+        {
+            await agent.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task Hibernate_and_wake_follow_the_state_machine()
     {
         await AgentOnlineAsync();
