@@ -46,6 +46,36 @@ public abstract class AuditApiTests(ControlPlaneFixture cp)
         ids.ShouldBe(ids.OrderByDescending(x => x).ToList());
     }
 
+    [Fact]
+    public async Task Hibernate_and_wake_are_audited_with_the_caller_and_the_owner()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var agentId = ControlPlaneFixture.Unique("audit-agent-");
+        await cp.InsertAgentAsync(agentId);
+        var (owner, userId, username) = await cp.QuickUserAsync("frozen");
+        var id = $"{username}-xterm-frozen";
+        await cp.InsertSessionAsync(id, userId, username, "running", agentId);
+        var admin = await cp.AdminClientAsync();
+
+        // An admin freezes somebody else's desktop; the owner wakes it.
+        await (await admin.PostAsync($"/api/v1/sessions/{id}/hibernate", null, ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        await using (var conn = await cp.Db.OpenAsync(ct))
+            await Dapper.SqlMapper.ExecuteAsync(conn, "UPDATE sessions SET state = 'hibernated' WHERE id = @id", new { id }); // the agent's result
+        await (await owner.PostAsync($"/api/v1/sessions/{id}/wake", null, ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        // Refused (already waking): nothing happened, nothing recorded.
+        await (await owner.PostAsync($"/api/v1/sessions/{id}/wake", null, ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+
+        var hibernated = await (await admin.GetAsync("/api/v1/audit?action=session.hibernated&limit=1000", ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        var byAdmin = hibernated.EnumerateArray().Where(e => e.GetProperty("target").GetString() == id).ShouldHaveSingleItem();
+        byAdmin.GetProperty("actor").GetString().ShouldBe("admin");
+        byAdmin.GetProperty("detail").GetString().ShouldBe($"owner={username}");
+        byAdmin.GetProperty("clientIp").GetString().ShouldBe("127.0.0.1");
+        var woken = await (await admin.GetAsync("/api/v1/audit?action=session.woken&limit=1000", ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        var byOwner = woken.EnumerateArray().Where(e => e.GetProperty("target").GetString() == id).ShouldHaveSingleItem();
+        byOwner.GetProperty("actor").GetString().ShouldBe(username);
+        byOwner.GetProperty("detail").GetString().ShouldBe($"owner={username}");
+    }
+
     [Theory]
     [InlineData("0")]
     [InlineData("1001")]

@@ -1,3 +1,5 @@
+using System.Net;
+using System.Net.Http.Json;
 using Dapper;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
@@ -6,6 +8,7 @@ using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Sessions;
 using StreamSpace.ControlPlane.Streaming;
+using StreamSpace.ControlPlane.Tests.Hub;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 using StreamSpace.Protocol;
 
@@ -70,6 +73,35 @@ public abstract class IdleSessionTests(ControlPlaneFixture cp)
 
         (await StateAsync(idle)).State.ShouldBe(SessionState.Terminating);
         (await CommandsAsync(idle)).ShouldBe([(CommandTypes.SessionStop, CommandState.Pending)]);
+    }
+
+    [Fact]
+    public async Task An_idle_session_keeps_its_idle_reason_once_its_agent_stopped_it()
+    {
+        var admin = await cp.AdminClientAsync();
+        var agentId = ControlPlaneFixture.Unique("idleend");
+        var token = (await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
+            .GetProperty("token").GetString()!;
+        var (_, userId, username) = await cp.QuickUserAsync("idleend");
+        var idle = await SessionAsync(agentId, userId, username, "running", changed: DateTimeOffset.UtcNow.AddHours(-2), input: null);
+        await using var agent = await ScriptedAgent.OnlineAsync(cp.BaseAddress, agentId, token,
+            [new SessionInventoryItem { SessionId = idle, State = ObservedStates.Running }], heartbeat: false);
+        // Connected for longer than the timeout: a viewer could have had the time.
+        await using (var conn = await cp.Db.OpenAsync(Ct))
+            await conn.ExecuteAsync("UPDATE agents SET connected_at = @since WHERE agent_id = @agentId", new { since = DateTimeOffset.UtcNow.AddHours(-3), agentId });
+
+        (await Sweeper(StreamSpaceOptions.IdleTerminate).SweepAsync(Ct)).ShouldBe([idle]);
+        var reason = (await StateAsync(idle)).Reason.ShouldNotBeNull();
+        reason.ShouldStartWith("idle: no input for 01:00:00");
+
+        // The agent does it: its result carries no reason of its own.
+        var stop = await agent.ExpectCommandAsync();
+        stop.Type.ShouldBe(CommandTypes.SessionStop);
+        await agent.AckAsync(stop.CommandId);
+        await agent.ResultAsync(stop.CommandId, success: true);
+        await HubControlPlane.EventuallyAsync(async () => (await StateAsync(idle)).State == SessionState.Terminated, TimeSpan.FromSeconds(10),
+            $"session {idle} terminated by the stop's result");
+        (await StateAsync(idle)).Reason.ShouldBe(reason);
     }
 
     [Fact]

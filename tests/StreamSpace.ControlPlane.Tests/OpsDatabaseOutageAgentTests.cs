@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.Protocol;
 using StreamSpace.ControlPlane.Tests.Hub;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 
@@ -91,5 +93,38 @@ public sealed class OpsDatabaseOutageAgentTests(ProxiedHubControlPlane cp) : ICl
         row.Status.ShouldBe(AgentStatus.Online);
         row.ConnectionId.ShouldBe(connectionId);
         row.LastHeartbeat!.Value.ShouldBeGreaterThan(DateTimeOffset.UtcNow - TimeSpan.FromSeconds(3));
+    }
+
+    [Fact]
+    public async Task A_session_status_the_database_did_not_take_is_applied_once_it_is_back_not_taken_for_lost()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var (agentId, token) = await cp.CreateAgentAsync("outage-status");
+        var exits = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var stays = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        await using var agent = await cp.OnlineAgentAsync(agentId, token,
+        [
+            new SessionInventoryItem { SessionId = exits, State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = stays, State = ObservedStates.Running },
+        ]);
+
+        cp.Proxy.Cut();
+        try
+        {
+            await agent.StatusAsync(exits, ObservedStates.Exited);
+            // Long enough for the event to fail against the cut database and for a reconciliation (every 2 s) to run.
+            await Task.Delay(TimeSpan.FromSeconds(3), ct);
+        }
+        finally
+        {
+            cp.Proxy.Restore();
+        }
+
+        await cp.SessionStateIsAsync(exits, SessionState.Terminated, TimeSpan.FromSeconds(10));
+        (await cp.SessionRowAsync(exits)).Reason.ShouldBe("app exited");
+        // Reconciliations after the outage leave the other session as the agent reports it.
+        await Task.Delay(TimeSpan.FromSeconds(2.5), ct);
+        (await cp.SessionRowAsync(stays)).State.ShouldBe(SessionState.Running);
+        agent.IsOpen.ShouldBeTrue($"the agent's socket was closed: {agent.CloseDescription}");
     }
 }

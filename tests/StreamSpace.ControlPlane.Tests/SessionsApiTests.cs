@@ -3,6 +3,7 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using Dapper;
 using StreamSpace.ControlPlane.Identity;
+using StreamSpace.ControlPlane.Tests.Hub;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 using StreamSpace.Protocol;
 
@@ -263,6 +264,56 @@ public abstract class SessionsApiTests(ControlPlaneFixture cp)
     }
 
     [Fact]
+    public async Task A_deleted_session_keeps_its_reason_once_the_agent_stopped_it()
+    {
+        var admin = await cp.AdminClientAsync();
+        var agentId = ControlPlaneFixture.Unique("stopper-");
+        var token = (await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
+            .GetProperty("token").GetString()!;
+        var (_, userId, username) = await cp.QuickUserAsync("ended");
+        var confirmed = $"{username}-xterm-confrm";
+        var vanished = $"{username}-xterm-vanish";
+        await cp.InsertSessionAsync(confirmed, userId, username, "running", agentId);
+        await cp.InsertSessionAsync(vanished, userId, username, "running", agentId);
+        var agent = await ScriptedAgent.OnlineAsync(cp.BaseAddress, agentId, token,
+        [
+            new SessionInventoryItem { SessionId = confirmed, State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = vanished, State = ObservedStates.Running },
+        ], heartbeat: false);
+        try
+        {
+            // The agent reports the stop as it sees it, then the stop's result (no reason of its own).
+            var deleted = await (await admin.DeleteAsync($"/api/v1/sessions/{confirmed}", Ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+            deleted.GetProperty("stateReason").GetString().ShouldBe("deleted by admin");
+            var stop = await agent.ExpectCommandAsync();
+            stop.SessionId.ShouldBe(confirmed);
+            await agent.AckAsync(stop.CommandId);
+            await agent.StatusAsync(confirmed, ObservedStates.Stopped);
+            await agent.ResultAsync(stop.CommandId, success: true);
+            await HubControlPlane.EventuallyAsync(async () => await cp.ScalarAsync<long>("SELECT COUNT(*) FROM agent_commands WHERE id = @id AND state = 'succeeded'",
+                new { id = stop.CommandId }) == 1, TimeSpan.FromSeconds(10), "the stop's result applied");
+            var ended = await (await admin.GetAsync($"/api/v1/sessions/{confirmed}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+            ended.GetProperty("state").GetString().ShouldBe("terminated");
+            ended.GetProperty("stateReason").GetString().ShouldBe("deleted by admin");
+
+            // The agent goes down with the other stop unanswered and comes back without the session: reconciliation ends it.
+            await (await admin.DeleteAsync($"/api/v1/sessions/{vanished}", Ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+            (await agent.ExpectCommandAsync()).SessionId.ShouldBe(vanished);
+            agent.Crash();
+            await agent.DisposeAsync();
+            agent = await ScriptedAgent.OnlineAsync(cp.BaseAddress, agentId, token, heartbeat: false);
+            await HubControlPlane.EventuallyAsync(async () => await cp.ScalarAsync<string>("SELECT state FROM sessions WHERE id = @vanished", new { vanished }) == "terminated",
+                TimeSpan.FromSeconds(10), "reconciliation ends the session the agent no longer reports");
+            var gone = await (await admin.GetAsync($"/api/v1/sessions/{vanished}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+            gone.GetProperty("stateReason").GetString().ShouldBe("deleted by admin");
+        }
+        finally
+        {
+            await agent.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task Hibernate_and_wake_follow_the_state_machine()
     {
         await AgentOnlineAsync();
@@ -290,6 +341,44 @@ public abstract class SessionsApiTests(ControlPlaneFixture cp)
         var types = await cp.ScalarAsync<long>(
             "SELECT COUNT(*) FROM agent_commands WHERE session_id = @id AND type IN ('session.hibernate', 'session.wake') AND state = 'pending'", new { id });
         types.ShouldBe(2);
+    }
+
+    [Fact]
+    public async Task Hibernate_and_wake_are_refused_while_the_agent_is_offline_naming_it()
+    {
+        var admin = await cp.AdminClientAsync();
+        var agentId = ControlPlaneFixture.Unique("sleepy-");
+        var token = (await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
+            .GetProperty("token").GetString()!;
+        var (client, userId, username) = await cp.QuickUserAsync("offline");
+        var running = $"{username}-xterm-runnin";
+        var hibernated = $"{username}-xterm-hibern";
+        await cp.InsertSessionAsync(running, userId, username, "running", agentId);
+        await cp.InsertSessionAsync(hibernated, userId, username, "hibernated", agentId);
+        // What the agent reports at every hello, so reconciliation leaves both sessions as they are.
+        SessionInventoryItem[] inventory =
+        [
+            new() { SessionId = running, State = ObservedStates.Running }, new() { SessionId = hibernated, State = ObservedStates.Hibernated },
+        ];
+        // The agent was connected and went away: its closed socket marks it offline.
+        await (await ScriptedAgent.OnlineAsync(cp.BaseAddress, agentId, token, inventory, heartbeat: false)).DisposeAsync();
+        await HubControlPlane.EventuallyAsync(async () => await cp.ScalarAsync<string>("SELECT status FROM agents WHERE agent_id = @agentId", new { agentId }) == "offline",
+            TimeSpan.FromSeconds(10), $"agent {agentId} offline after its socket closed");
+
+        foreach (var (id, verb, state) in new[] { (running, "hibernate", "running"), (hibernated, "wake", "hibernated") })
+        {
+            var error = await (await client.PostAsync($"/api/v1/sessions/{id}/{verb}", null, Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+            error.GetProperty("error").GetString().ShouldBe("Agent offline");
+            error.GetProperty("message").GetString()!.ShouldContain($"agent '{agentId}', which is offline");
+            (await cp.ScalarAsync<string>("SELECT state FROM sessions WHERE id = @id", new { id })).ShouldBe(state);
+            (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM agent_commands WHERE session_id = @id", new { id })).ShouldBe(0);
+        }
+
+        // Back online: the same request is taken.
+        await using var back = await ScriptedAgent.OnlineAsync(cp.BaseAddress, agentId, token, inventory);
+        var waking = await (await client.PostAsync($"/api/v1/sessions/{hibernated}/wake", null, Ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        waking.GetProperty("state").GetString().ShouldBe("waking");
+        (await back.ExpectCommandAsync()).Type.ShouldBe(CommandTypes.SessionWake);
     }
 
     [Fact]

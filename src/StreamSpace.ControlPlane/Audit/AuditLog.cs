@@ -11,6 +11,10 @@ public static class AuditActions
     public const string LoginFailed = "login.failed";
     public const string SessionCreated = "session.created";
     public const string SessionDeleted = "session.deleted";
+    /// <summary>A hibernate asked through the API (actor the caller, target the session, the owner in the detail).</summary>
+    public const string SessionHibernated = "session.hibernated";
+    /// <summary>A wake asked through the API (actor the caller, target the session, the owner in the detail).</summary>
+    public const string SessionWoken = "session.woken";
     /// <summary>A session hibernated or terminated by idle handling (actor <c>system</c>).</summary>
     public const string SessionIdle = "session.idle";
     /// <summary>

@@ -24,6 +24,14 @@ public static class SessionStateMachine
         [SessionState.Failed] = [],
     };
 
+    /// <summary>
+    /// The reason a transition stores. Entering <c>terminated</c> without a reason of its own (a stop that succeeded, the
+    /// agent confirming it) keeps the one the termination was asked with ("deleted by …", "idle: …"): the session list
+    /// shows it as why the session ended. A reason given (an expired stop) still replaces it.
+    /// </summary>
+    private static string ReasonSql(string to, string reason, string stored) =>
+        to == SessionState.Terminated ? $"COALESCE({reason}, {stored})" : reason;
+
     public static bool CanTransition(string from, string to) =>
         Allowed.TryGetValue(from, out var targets) && Array.IndexOf(targets, to) >= 0;
 
@@ -47,8 +55,8 @@ public static class SessionStateMachine
             new { sessionId, placedOn }, tx, cancellationToken: ct));
         if (current is null || !sources.Contains(current)) return null;
         var changed = await conn.ExecuteAsync(new CommandDefinition(
-            """
-            UPDATE sessions SET state = @to, state_reason = @reason, updated_at = @now
+            $"""
+            UPDATE sessions SET state = @to, state_reason = {ReasonSql(to, "@reason", "state_reason")}, updated_at = @now
             WHERE id = @sessionId AND state = @current
             """,
             new { sessionId, to, reason, now, current }, tx, cancellationToken: ct));
@@ -70,8 +78,8 @@ public static class SessionStateMachine
         if (postgres)
         {
             return (await conn.QueryAsync<string>(new CommandDefinition(
-                """
-                UPDATE sessions s SET state = @to, state_reason = v.reason, updated_at = @now
+                $"""
+                UPDATE sessions s SET state = @to, state_reason = {ReasonSql(to, "v.reason", "s.state_reason")}, updated_at = @now
                 FROM unnest(@ids, @agents, @reasons) AS v(id, agent_id, reason)
                 WHERE s.id = v.id AND s.agent_id = v.agent_id AND s.state = ANY(@sources)
                 RETURNING s.id
@@ -87,7 +95,7 @@ public static class SessionStateMachine
         foreach (var (id, agentId, reason) in sessions)
         {
             if (await conn.ExecuteAsync(new CommandDefinition(
-                    "UPDATE sessions SET state = @to, state_reason = @reason, updated_at = @now WHERE id = @id AND agent_id = @agentId AND state IN @sources",
+                    $"UPDATE sessions SET state = @to, state_reason = {ReasonSql(to, "@reason", "state_reason")}, updated_at = @now WHERE id = @id AND agent_id = @agentId AND state IN @sources",
                     new { to, reason, now, id, agentId, sources }, tx, cancellationToken: ct)) == 1)
                 changed.Add(id);
         }

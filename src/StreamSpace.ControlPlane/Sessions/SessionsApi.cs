@@ -1,6 +1,7 @@
 using System.Data.Common;
 using Dapper;
 using Microsoft.AspNetCore.Http.HttpResults;
+using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Audit;
 using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Data;
@@ -158,16 +159,22 @@ public static class SessionsApi
     }
 
     public static Task<Results<Accepted<SessionView>, JsonHttpResult<ApiError>>> HibernateAsync(
-        string id, HttpContext http, Db db, CommandOutbox outbox, TimeProvider time, CancellationToken ct) =>
-        RequestAsync(id, SessionState.Running, SessionState.Hibernating, CommandTypes.SessionHibernate, "hibernated", http, db, outbox, time, ct);
+        string id, HttpContext http, Db db, CommandOutbox outbox, AuditLog audit, TimeProvider time, CancellationToken ct) =>
+        RequestAsync(id, SessionState.Running, SessionState.Hibernating, CommandTypes.SessionHibernate, "hibernated", AuditActions.SessionHibernated,
+            http, db, outbox, audit, time, ct);
 
     public static Task<Results<Accepted<SessionView>, JsonHttpResult<ApiError>>> WakeAsync(
-        string id, HttpContext http, Db db, CommandOutbox outbox, TimeProvider time, CancellationToken ct) =>
-        RequestAsync(id, SessionState.Hibernated, SessionState.Waking, CommandTypes.SessionWake, "woken", http, db, outbox, time, ct);
+        string id, HttpContext http, Db db, CommandOutbox outbox, AuditLog audit, TimeProvider time, CancellationToken ct) =>
+        RequestAsync(id, SessionState.Hibernated, SessionState.Waking, CommandTypes.SessionWake, "woken", AuditActions.SessionWoken,
+            http, db, outbox, audit, time, ct);
 
-    /// <summary>Moves a session from <paramref name="from"/> to <paramref name="to"/> and asks its agent to do the work.</summary>
+    /// <summary>
+    /// Moves a session from <paramref name="from"/> to <paramref name="to"/>, asks its agent to do the work and audits it
+    /// (an admin can freeze somebody else's desktop), all in one transaction.
+    /// </summary>
     private static async Task<Results<Accepted<SessionView>, JsonHttpResult<ApiError>>> RequestAsync(
-        string id, string from, string to, string commandType, string verb, HttpContext http, Db db, CommandOutbox outbox, TimeProvider time, CancellationToken ct)
+        string id, string from, string to, string commandType, string verb, string auditAction,
+        HttpContext http, Db db, CommandOutbox outbox, AuditLog audit, TimeProvider time, CancellationToken ct)
     {
         var caller = CurrentUser.From(http.User);
         var (session, error) = await db.InTransactionAsync<(SessionRecord?, JsonHttpResult<ApiError>?)>(async (conn, tx) =>
@@ -176,8 +183,17 @@ public static class SessionsApi
             if (current is null) return (null, NotFound(id));
             if (current.State != from || current.AgentId is null)
                 return (null, ApiErrors.Conflict($"Session '{id}' is {current.State}; only a {from} session can be {verb}."));
+            // An offline agent cannot do it: the command would wait, expire and leave the session hibernating or waking
+            // (design-deviations 3) until the agent is back, neither viewable nor retryable. Read under the session's lock,
+            // so the answer and the state change agree; the agent row is the hub's to lock.
+            var agentStatus = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
+                "SELECT status FROM agents WHERE agent_id = @agentId", new { agentId = current.AgentId }, tx, cancellationToken: ct));
+            if (agentStatus != AgentStatus.Online)
+                return (null, ApiErrors.Of(StatusCodes.Status409Conflict, "Agent offline",
+                    $"Session '{id}' runs on agent '{current.AgentId}', which is {agentStatus ?? "no longer registered"}; it can be {verb} when the agent is back online."));
             await SessionStateMachine.TryTransitionAsync(conn, tx, id, to, $"{verb} by {caller.Username}", time.GetUtcNow(), from, ct: ct);
             await outbox.EnqueueAsync(conn, tx, current.AgentId, id, commandType, new SessionCommandArgs(id), ct);
+            await audit.WriteAsync(conn, tx, caller.Username, auditAction, id, $"owner={current.Username}", http, ct);
             return (await FindVisibleAsync(conn, tx, db, id, caller, forUpdate: false, ct), null);
         }, ct);
         if (error is not null) return error;

@@ -68,6 +68,14 @@ public sealed class AgentConnection : IDisposable
     public Dictionary<string, string> Inventory { get; } = new(StringComparer.Ordinal);
 
     /// <summary>
+    /// <c>session.status</c> events the database did not take (an outage), oldest first, and those that arrived behind
+    /// them: applied again, in order, before the next event and at every reconciliation, so what the agent observed (an
+    /// app that exited) is not lost and its session not later taken for lost. At most <see cref="TrackedSessionLimit"/>.
+    /// Guarded by <see cref="ProcessingLock"/>.
+    /// </summary>
+    public List<SessionStatusPayload> UnappliedStatuses { get; } = [];
+
+    /// <summary>
     /// How many sessions <see cref="Inventory"/> may hold before a report of one more the database does not know closes the
     /// connection (<see cref="SessionObservations.TrackingLimit"/>; set from the agent's capacity at hello).
     /// </summary>

@@ -419,14 +419,7 @@ public sealed class AgentHub(
             else if (report.Status is { } status)
             {
                 await FlushAsync();
-                var admitted = true;
-                await GuardAsync(async () => admitted = await observations.ApplyAsync(connection, status, ct), MessageTypes.SessionStatus);
-                if (!admitted)
-                {
-                    await ViolationAsync(connection, TooManySessions,
-                        $"more than {connection.TrackedSessionLimit} sessions reported, {status.SessionId} unknown here");
-                    return false;
-                }
+                if (!await ApplyStatusesAsync(connection, status, ct)) return false;
             }
         }
         await FlushAsync();
@@ -464,6 +457,49 @@ public sealed class AgentHub(
         }
     }
 
+    /// <summary>
+    /// Applies the <c>session.status</c> events a database failure left (<see cref="AgentConnection.UnappliedStatuses"/>),
+    /// then <paramref name="status"/> when given, in the order the agent sent them; what the database does not take waits
+    /// for the next try. False when one was refused (too many unknown sessions) and the connection closed.
+    /// </summary>
+    private async Task<bool> ApplyStatusesAsync(AgentConnection connection, SessionStatusPayload? status, CancellationToken ct)
+    {
+        var waiting = connection.UnappliedStatuses;
+        if (status is not null)
+        {
+            if (waiting.Count >= connection.TrackedSessionLimit)
+            {
+                logger.LogWarning(HubEvents.HubLoopFailed, "Dropped the oldest of {Count} unapplied session events of agent {AgentId} (session {SessionId} {ObservedState}); its next hello settles it",
+                    waiting.Count, connection.AgentId, waiting[0].SessionId, waiting[0].State);
+                waiting.RemoveAt(0);
+            }
+            waiting.Add(status);
+        }
+        while (waiting.Count > 0)
+        {
+            var next = waiting[0];
+            bool admitted;
+            try
+            {
+                admitted = await observations.ApplyAsync(connection, next, ct);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                logger.LogError(HubEvents.HubLoopFailed, ex, "Could not apply '{Type}' reports from agent {AgentId}; {Count} kept for the next try",
+                    MessageTypes.SessionStatus, connection.AgentId, waiting.Count);
+                return true;
+            }
+            waiting.RemoveAt(0);
+            if (!admitted)
+            {
+                await ViolationAsync(connection, TooManySessions,
+                    $"more than {connection.TrackedSessionLimit} sessions reported, {next.SessionId} unknown here");
+                return false;
+            }
+        }
+        return true;
+    }
+
     private static void TrackResult(AgentConnection connection, string sessionId, string type, bool success)
     {
         switch (type, success)
@@ -498,6 +534,8 @@ public sealed class AgentHub(
         await connection.ProcessingLock.WaitAsync(connection.Lifetime);
         try
         {
+            // Events an outage held back first: reconciliation compares the database with the inventory they update.
+            if (connection.UnappliedStatuses.Count > 0 && !await ApplyStatusesAsync(connection, null, connection.Lifetime)) return;
             await reconciler.ReconcileAsync(connection, connection.Lifetime);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)

@@ -68,8 +68,8 @@ public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider ti
                         reason = lostReason;
                         break;
                     case null when state == SessionState.Terminating:
+                        // The stop took effect: the session keeps the reason it was terminated for.
                         to = SessionState.Terminated;
-                        reason = "stopped: the agent no longer reports this session";
                         break;
                 }
                 if (to is null) continue;

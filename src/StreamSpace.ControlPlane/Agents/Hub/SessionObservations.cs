@@ -56,8 +56,6 @@ public sealed class SessionObservations(Db db, TimeProvider time, ILogger<Sessio
                 overLimit = true;
                 return null;
             }
-            // Before anything can fail, so the inventory matches what the agent said (idempotent if the transaction is retried).
-            Track(connection, status.SessionId, status.State);
             if (owner is null) return "ignored: the session is unknown or not placed on any agent";
             var current = await SessionTransitions.CurrentAsync(conn, tx, status.SessionId, ct);
             var from = status.State switch
@@ -75,7 +73,11 @@ public sealed class SessionObservations(Db db, TimeProvider time, ILogger<Sessio
             return from is null ? $"no change from {current}" : $"{from} -> changed";
         }, ct);
         if (overLimit) return false;
-        if (placedElsewhere is not null)
+        if (placedElsewhere is null)
+            // Only once committed: an event the database did not take must not change the inventory either, or reconciliation
+            // would take the session it reports (say, exited) for one the agent lost.
+            Track(connection, status.SessionId, status.State);
+        else
         {
             logger.LogWarning(HubEvents.SessionObserved, "Agent {AgentId} reported session {SessionId} {ObservedState}, but that session is placed on agent {Owner}; ignored",
                 connection.AgentId, status.SessionId, status.State, placedElsewhere);

@@ -23,7 +23,10 @@ internal static class SessionTransitions
         conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
             "SELECT state FROM sessions WHERE id = @sessionId", new { sessionId }, tx, cancellationToken: ct));
 
-    /// <summary>Ends a live session: through terminating to terminated (an app that exited, a stop that finished).</summary>
+    /// <summary>
+    /// Ends a live session: through terminating to terminated (an app that exited, a stop that finished). A session
+    /// already terminating keeps the reason its termination was asked with; <paramref name="reason"/> is for one that was not.
+    /// </summary>
     public static async Task<bool> EndAsync(DbConnection conn, DbTransaction tx, string sessionId, string reason, DateTimeOffset now, CancellationToken ct)
     {
         var current = await CurrentAsync(conn, tx, sessionId, ct);
@@ -31,6 +34,6 @@ internal static class SessionTransitions
         if (current != SessionState.Terminating
             && await SessionStateMachine.TryTransitionAsync(conn, tx, sessionId, SessionState.Terminating, reason, now, expectedFrom: current, ct: ct) is null)
             return false;
-        return await SessionStateMachine.TryTransitionAsync(conn, tx, sessionId, SessionState.Terminated, reason, now, expectedFrom: SessionState.Terminating, ct: ct) is not null;
+        return await SessionStateMachine.TryTransitionAsync(conn, tx, sessionId, SessionState.Terminated, null, now, expectedFrom: SessionState.Terminating, ct: ct) is not null;
     }
 }
