@@ -29,6 +29,24 @@ public sealed class DatabaseTargetTests
     }
 
     [Fact]
+    public void The_URLs_query_takes_libpqs_names_as_providers_write_them()
+    {
+        var csb = Postgres("postgres://app:secret@127.0.0.1/app?sslmode=verify-full&sslrootcert=/etc/ca.pem&channel_binding=require" +
+                           "&application_name=streamspace&connect_timeout=12&target_session_attrs=read-write&keepalives=1&keepalives_idle=30" +
+                           "&sslcert=/etc/client.pem&sslkey=/etc/client.key&gssencmode=disable");
+        csb.SslMode.ShouldBe(SslMode.VerifyFull);
+        csb.RootCertificate.ShouldBe("/etc/ca.pem");
+        csb.ChannelBinding.ShouldBe(ChannelBinding.Require);
+        csb.ApplicationName.ShouldBe("streamspace");
+        csb.Timeout.ShouldBe(12);
+        csb.TargetSessionAttributes.ShouldBe("read-write");
+        csb.TcpKeepAlive.ShouldBeTrue();
+        csb.TcpKeepAliveTime.ShouldBe(30);
+        (csb.SslCertificate, csb.SslKey).ShouldBe(("/etc/client.pem", "/etc/client.key"));
+        csb.GssEncryptionMode.ShouldBe(GssEncryptionMode.Disable);
+    }
+
+    [Fact]
     public void Without_a_query_the_defaults_stay()
     {
         var csb = Postgres("postgres://app@127.0.0.1/streamspace");

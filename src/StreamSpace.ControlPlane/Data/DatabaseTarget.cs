@@ -48,9 +48,9 @@ public sealed record DatabaseTarget(DatabaseKind Kind, string ConnectionString)
     }
 
     /// <summary>
-    /// The URL's query as connection settings (<c>?sslmode=require&amp;Maximum%20Pool%20Size=80</c>), over the defaults
-    /// above; a name Npgsql does not know or a value it cannot take is refused, never dropped: a dropped
-    /// <c>sslmode=verify-full</c> would connect without the TLS the operator asked for.
+    /// The URL's query as connection settings (<c>?sslmode=require&amp;sslrootcert=/ca.pem</c> in libpq's names, or Npgsql's
+    /// own keywords such as <c>Maximum%20Pool%20Size=80</c>), over the defaults above; a name neither knows or a value it
+    /// cannot take is refused, never dropped: a dropped <c>sslmode=verify-full</c> would connect without the TLS asked for.
     /// </summary>
     private static void ApplyQuery(NpgsqlConnectionStringBuilder csb, string query)
     {
@@ -62,17 +62,45 @@ public sealed record DatabaseTarget(DatabaseKind Kind, string ConnectionString)
             var value = parts.Length == 2 ? Unescape(parts[1]) : "";
             try
             {
-                csb[key] = value;
+                if (LibpqNames.TryGetValue(key, out var npgsql))
+                    csb[npgsql.Keyword] = npgsql.Value?.Invoke(value) ?? value;
+                else
+                    csb[key] = value;
             }
             catch (Exception ex) when (ex is ArgumentException or FormatException or InvalidCastException or OverflowException)
             {
                 var shown = key.Equals("password", StringComparison.OrdinalIgnoreCase) || key.Equals("pwd", StringComparison.OrdinalIgnoreCase) ? "***" : value;
                 throw new StreamSpaceConfigurationException(
-                    $"STREAMSPACE_DATABASE: '{key}={shown}' in the URL's query is not a connection setting PostgreSQL's client takes " +
-                    "(e.g. ?sslmode=require&Maximum%20Pool%20Size=80)");
+                    $"STREAMSPACE_DATABASE: '{key}={shown}' in the URL's query is not a connection setting the control plane's PostgreSQL client takes " +
+                    "(libpq's names such as sslmode, sslrootcert, application_name, connect_timeout, or Npgsql's keywords such as Maximum%20Pool%20Size)");
             }
         }
     }
+
+    /// <summary>
+    /// The query names of a libpq connection URI (what providers and other clients write in a postgres:// URL) as Npgsql's
+    /// keywords, with the value's form where it differs (libpq's sslmode=verify-full, keepalives=1). Npgsql's own keywords work as they are.
+    /// </summary>
+    private static readonly Dictionary<string, (string Keyword, Func<string, string>? Value)> LibpqNames = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["sslmode"] = ("SSL Mode", v => v.Trim().ToLowerInvariant() switch { "verify-full" => "VerifyFull", "verify-ca" => "VerifyCA", _ => v }),
+        ["application_name"] = ("Application Name", null),
+        ["connect_timeout"] = ("Timeout", null),
+        ["dbname"] = ("Database", null),
+        ["user"] = ("Username", null),
+        ["sslrootcert"] = ("Root Certificate", null),
+        ["sslcert"] = ("SSL Certificate", null),
+        ["sslkey"] = ("SSL Key", null),
+        ["sslpassword"] = ("SSL Password", null),
+        ["target_session_attrs"] = ("Target Session Attributes", null),
+        ["channel_binding"] = ("Channel Binding", null),
+        ["gssencmode"] = ("GSS Encryption Mode", null),
+        ["krbsrvname"] = ("Kerberos Service Name", null),
+        ["passfile"] = ("Passfile", null),
+        ["keepalives"] = ("Tcp Keepalive", v => v.Trim() switch { "1" => "true", "0" => "false", var other => other }),
+        ["keepalives_idle"] = ("Tcp Keepalive Time", null),
+        ["keepalives_interval"] = ("Tcp Keepalive Interval", null),
+    };
 
     private static string? ConnectionStringHost(string value)
     {
