@@ -13,6 +13,8 @@ public static class TemplateYaml
     private static readonly ISerializer Serializer = new SerializerBuilder()
         .WithNamingConvention(CamelCaseNamingConvention.Instance)
         .ConfigureDefaultValuesHandling(DefaultValuesHandling.OmitNull)
+        // Text that YAML would read as something else (null, ~, true, 12) in quotes, so it comes back as the same text.
+        .WithQuotingNecessaryStrings()
         .Build();
 
     /// <summary>
