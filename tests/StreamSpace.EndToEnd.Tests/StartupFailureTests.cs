@@ -75,7 +75,7 @@ public sealed class StartupFailureTests
     [InlineData("StreamSpace__Data", "/srv/streamspace", "Invalid StreamSpace configuration: StreamSpace__Data is not a setting (did you mean StreamSpace__DataFolder?)")]
     [InlineData("StreamSpace__Web__PageSize", "50", "Invalid StreamSpace configuration: StreamSpace__Web__PageSize is not a setting (did you mean StreamSpace__Web__AuditPageSize?)")]
     [InlineData("StreamSpace__Streaming__TicketLifeTime2", "00:00:30", "Invalid StreamSpace configuration: StreamSpace__Streaming__TicketLifeTime2 is not a setting (did you mean StreamSpace__Streaming__TicketLifetime?)")]
-    [InlineData("StreamSpace__Agent__MaxSesions", "5", "invalid agent configuration: StreamSpace__Agent__MaxSesions is not a setting (did you mean StreamSpace__Agent__MaxSessions?)")]
+    [InlineData("StreamSpace__Agent__MaxSesions", "5", "Invalid StreamSpace configuration: StreamSpace__Agent__MaxSesions is not a setting (did you mean StreamSpace__Agent__MaxSessions?)")]
     [InlineData("StreamSpace__Agent__SessionMaxProcesses", "abc", "Failed to convert configuration value 'abc' at 'StreamSpace:Agent:SessionMaxProcesses' to type 'System.Int32'.")]
     [InlineData("StreamSpace__CommandTtl", "banana", "Failed to convert configuration value 'banana' at 'StreamSpace:CommandTtl' to type 'System.TimeSpan'.")]
     [InlineData("STREAMSPACE_ADMIN_PASSWORD", "short", "Invalid StreamSpace configuration: STREAMSPACE_ADMIN_PASSWORD must be at least 8 characters")]

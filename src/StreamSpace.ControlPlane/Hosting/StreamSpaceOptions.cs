@@ -91,8 +91,12 @@ public sealed class StreamSpaceOptions
                 ? seconds : throw new StreamSpaceConfigurationException($"STREAMSPACE_HEARTBEAT_SECONDS must be a whole number, got '{hb}'");
         // The StreamSpace section (StreamSpace__X variables, --StreamSpace:X arguments) wins over STREAMSPACE_X.
         StreamSpaceConfigurationException.Binding(() => config.GetSection("StreamSpace").Bind(o));
-        StreamSpaceConfigurationException.ThrowIfAny(Agent.Hosting.SettingNames.Unknown(
-            config.GetSection("StreamSpace"), typeof(StreamSpaceOptions), "Agent", "Web", "Streaming"));
+        // The Agent section too, with the embedded agent off as well (its settings are then read by nobody, and a typo
+        // there would only surface the day it is turned on); Web and Streaming check theirs below.
+        StreamSpaceConfigurationException.ThrowIfAny([
+            .. Agent.Hosting.SettingNames.Unknown(config.GetSection("StreamSpace"), typeof(StreamSpaceOptions), "Agent", "Web", "Streaming"),
+            .. Agent.Hosting.SettingNames.Unknown(config.GetSection(Agent.Hosting.AgentOptions.ConfigurationSection), typeof(Agent.Hosting.AgentOptions)),
+        ]);
         o.DataFolder = Path.GetFullPath(o.DataFolder);
         o.Validate();
         // The web UI's and the streaming sections (StreamSpace__Web__X, StreamSpace__Streaming__X) too, so their bad values
