@@ -173,12 +173,6 @@ public class ProcessRuntimeTests : IAsyncDisposable
         environ.ShouldContain("GREETING=hi");
         environ.ShouldNotContain(e => e.StartsWith("MOZ_HEADLESS", StringComparison.Ordinal));
         environ.ShouldNotContain(e => e.StartsWith("STREAMSPACE_AGENT_TOKEN", StringComparison.Ordinal));
-        // A TMPDIR of the session's own (0700, its user's), not the host's shared /tmp, where apps' leftovers stayed for good.
-        var tempDir = Path.Combine(_state.Folder, "sessions", args.SessionId, "run", "tmp");
-        environ.ShouldContain($"TMPDIR={tempDir}");
-        File.GetUnixFileMode(tempDir).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        var leftover = Path.Combine(tempDir, "org.chromium.Chromium.test");
-        Directory.CreateDirectory(leftover);
 
         // The VNC socket is 0600 in a 0700 folder of the session user: nobody else can reach it.
         var socket = record["socketPath"]!.GetValue<string>();
@@ -200,7 +194,6 @@ public class ProcessRuntimeTests : IAsyncDisposable
         TestProcesses.Group(pgid).ShouldBeEmpty();
         runtime.Inventory().ShouldBeEmpty();
         Directory.Exists(home).ShouldBeFalse("a temporary home is removed on stop");
-        Directory.Exists(tempDir).ShouldBeFalse("the session's TMPDIR is removed on stop");
         (await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Stopped)).State.ShouldBe("stopped");
         // Stopping an unknown session succeeds.
         await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
@@ -668,8 +661,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
     public async Task App_that_ends_by_itself_is_reported_exited()
     {
         var runtime = await NewRuntimeAsync();
-        // The app leaves something in its TMPDIR, as Chromium does.
-        var args = Args("mkdir \"$TMPDIR/org.chromium.Chromium.left\" && sleep 1");
+        var args = Args("sleep 1");
         await runtime.StartAsync(args, TestContext.Current.CancellationToken);
         var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
 
@@ -678,11 +670,8 @@ public class ProcessRuntimeTests : IAsyncDisposable
         status.State.ShouldBe(ObservedStates.Exited);
         status.Reason.ShouldBe("app exited with code 0");
         runtime.Inventory().ShouldBeEmpty();
-        // The rest of the session (Xvnc) is cleaned up with it, and what it left in its TMPDIR; its log stays.
+        // The rest of the session (Xvnc) is cleaned up with it.
         await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).Count == 0, Wait, "the session group to be gone");
-        var run = Path.Combine(_state.Folder, "sessions", args.SessionId, "run");
-        File.Exists(Path.Combine(run, "session.log")).ShouldBeTrue();
-        Directory.Exists(Path.Combine(run, "tmp")).ShouldBeFalse("what the app left in its TMPDIR is removed when the session ends");
     }
 
     [Fact]

@@ -217,11 +217,6 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         Directory.CreateDirectory(runDir);
         File.SetUnixFileMode(runDir, PrivateDir);
         user.Own(runDir);
-        // Made here, in the folder just made, so no link the user planted can stand in its place.
-        var tempDir = ProcessSession.TempDirOf(dir);
-        Directory.CreateDirectory(tempDir);
-        File.SetUnixFileMode(tempDir, PrivateDir);
-        user.Own(tempDir);
 
         // What this start has taken so far: on any failure it is given back (AbandonStartAsync), so nothing of a start
         // that was answered failed runs on untracked or stays behind.
@@ -312,7 +307,6 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
         if (_cgroups is not null) await _cgroups.KillAndRemoveAsync(sessionId, _time, CancellationToken.None);
         if (temporaryHome is not null) TryDelete(temporaryHome);
-        TryDelete(ProcessSession.TempDirOf(dir));
         if (socketPath is not null && Path.GetDirectoryName(socketPath) is { } socketDir) TryDelete(socketDir);
     }
 
@@ -361,7 +355,6 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         start.Environment["DISPLAY"] = $":{display}";
         start.Environment["XAUTHORITY"] = xauthority;
         start.Environment["STREAMSPACE_SESSION_ID"] = args.SessionId;
-        start.Environment["TMPDIR"] = Path.Combine(runDir, ProcessSession.TempFolderName);
         start.WorkingDirectory = home;
 
         var deadline = _time.GetTimestamp() + (long)(_options.SessionStartTimeout.TotalSeconds * _time.TimestampFrequency);
@@ -819,10 +812,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
         else
         {
-            // Keep the folder (its log tells why the session ended) but drop the record, so it is not re-adopted, and
-            // what the session's apps left in their TMPDIR.
+            // Keep the folder (its log tells why the session ended) but drop the record, so it is not re-adopted.
             File.Delete(Path.Combine(session.Dir, ProcessSessionRecord.FileName));
-            TryDelete(ProcessSession.TempDirOf(session.Dir));
         }
     }
 
@@ -1245,12 +1236,6 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         public string Dir { get; } = dir;
         public string RunDir => RunDirOf(Dir);
         public static string RunDirOf(string dir) => Path.Combine(dir, "run");
-        /// <summary>
-        /// The session's TMPDIR, removed when the session ends: the host's /tmp is shared by every session and the agent,
-        /// and what apps leave there (Chromium's org.chromium.Chromium.* folders, one per session) stayed for good.
-        /// </summary>
-        public const string TempFolderName = "tmp";
-        public static string TempDirOf(string dir) => Path.Combine(RunDirOf(dir), TempFolderName);
         /// <summary>Serializes commands and monitor passes on this one session.</summary>
         public SemaphoreSlim Gate { get; } = new(1, 1);
         /// <summary>The leader when this agent process started it (null for re-adopted sessions).</summary>
