@@ -80,7 +80,7 @@ public sealed class StartupFailureTests
     [InlineData("StreamSpace__CommandTtl", "banana", "Failed to convert configuration value 'banana' at 'StreamSpace:CommandTtl' to type 'System.TimeSpan'.")]
     [InlineData("STREAMSPACE_ADMIN_PASSWORD", "short", "Invalid StreamSpace configuration: STREAMSPACE_ADMIN_PASSWORD must be at least 8 characters")]
     [InlineData("STREAMSPACE_SESSION_LIMITS", "perhaps", "STREAMSPACE_SESSION_LIMITS must be true or false, got 'perhaps'")]
-    [InlineData("STREAMSPACE_SESSION_USER", "bad:user", "invalid agent configuration: STREAMSPACE_SESSION_USER 'bad:user' is not a valid account name: lower-case letters, digits, '_' and '-', beginning with a letter or '_'")]
+    [InlineData("STREAMSPACE_SESSION_USER", "bad:user", "invalid agent configuration: STREAMSPACE_SESSION_USER 'bad:user' is not a valid account name: letters, digits, '.', '_' and '-' (a '$' at the end), not beginning with '-' and not only digits")]
     [InlineData("STREAMSPACE_JWT_KEY", "not base64 at all!", "Invalid StreamSpace configuration: STREAMSPACE_JWT_KEY must be base64 of at least 32 bytes (e.g. the output of 'openssl rand -base64 48')")]
     [InlineData("STREAMSPACE_JWT_KEY", "c2hvcnQta2V5", "Invalid StreamSpace configuration: STREAMSPACE_JWT_KEY must be base64 of at least 32 bytes (e.g. the output of 'openssl rand -base64 48')")]
     [InlineData("StreamSpace__Web__AuditPageSize", "0", "Invalid StreamSpace configuration: StreamSpace__Web__AuditPageSize must be between 1 and 1000")]

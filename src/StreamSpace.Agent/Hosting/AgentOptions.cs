@@ -197,15 +197,16 @@ public sealed partial class AgentOptions
 
     /// <summary>
     /// Why <see cref="SessionUser"/> cannot name the session accounts, or null. Checked before anything starts: useradd
-    /// refuses a name outside the portable account-name rule (<c>bad:user</c> would also break <c>/etc/passwd</c>'s
-    /// format), and a per-owner account adds <c>-</c> and 16 hex digits to the prefix, within Linux's 32 characters.
+    /// refuses a name outside its account-name rule (<c>bad:user</c> would also break <c>/etc/passwd</c>'s format), and a per-owner account adds <c>-</c> and 16 hex digits to the prefix, within Linux's 32 characters.
     /// </summary>
     public string? SessionUserProblem()
     {
         const string Variable = "STREAMSPACE_SESSION_USER";
         if (string.IsNullOrWhiteSpace(SessionUser) || SessionUser == "root") return $"{Variable} must name an unprivileged user";
-        if (!AccountNameRule().IsMatch(SessionUser))
-            return $"{Variable} '{Printable(SessionUser)}' is not a valid account name: lower-case letters, digits, '_' and '-', beginning with a letter or '_'";
+        if (!AccountNameRule().IsMatch(SessionUser) || SessionUser.All(char.IsAsciiDigit) || SessionUser is "." or "..")
+            return $"{Variable} '{Printable(SessionUser)}' is not a valid account name: {AccountNameRuleText}";
+        if (SessionUserPerOwner && SessionUser.EndsWith('$'))
+            return $"{Variable} '{SessionUser}' is the prefix of per-owner accounts and cannot end in '$' (only an account name's last character may be one)";
         if (SessionUserPerOwner && SessionUser.Length > Runtimes.Process.SessionUser.MaxPrefixLength)
             return $"{Variable} '{SessionUser}' is the prefix of per-owner accounts and may have at most {Runtimes.Process.SessionUser.MaxPrefixLength} characters";
         if (SessionUser.Length > MaxAccountNameLength)
@@ -222,8 +223,15 @@ public sealed partial class AgentOptions
     /// <summary>Linux account names: at most 32 characters (utmp, and what shadow's useradd accepts).</summary>
     private const int MaxAccountNameLength = 32;
 
-    [System.Text.RegularExpressions.GeneratedRegex(@"^[a-z_][a-z0-9_-]*\z")]
+    /// <summary>
+    /// The names Debian's useradd takes without <c>--badname</c> (shadow's is_valid_user_name): letters, digits, '.', '_'
+    /// and '-', not beginning with '-', optionally ending in '$', not only digits and not "." or "..". Anything else
+    /// (':', '/', whitespace) breaks /etc/passwd or paths; narrower than that would refuse names that worked before.
+    /// </summary>
+    [System.Text.RegularExpressions.GeneratedRegex(@"^[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?\z")]
     private static partial System.Text.RegularExpressions.Regex AccountNameRule();
+
+    private const string AccountNameRuleText = "letters, digits, '.', '_' and '-' (a '$' at the end), not beginning with '-' and not only digits";
 
     /// <summary>A configured value as one line of an error message: control characters (a newline) shown as '?'.</summary>
     private static string Printable(string value) => string.Concat(value.Select(c => char.IsControl(c) ? '?' : c));
