@@ -64,6 +64,32 @@ embedded_agent_on() {
   fi
   [ "$on" = true ]
 }
+# The data folder the control plane uses (StreamSpaceOptions.FromConfiguration), as given (a relative one is under the
+# folder run.sh starts it in): the StreamSpace:DataFolder setting, else STREAMSPACE_DATA (empty is unset), else ./data,
+# each setting read wherever it comes from (config_lookup).
+data_folder() {
+  local v
+  if v=$(config_lookup StreamSpace:DataFolder "$@"); then printf '%s' "$v"; return 0; fi
+  v=$(config_lookup STREAMSPACE_DATA "$@") || v=""
+  printf '%s' "${v:-./data}"
+}
+# The generated admin password saved in data folder $1, or nothing. The control plane writes that file only at the start
+# that creates admin with a generated password, before it listens.
+admin_password_saved() { cat "$1/admin-password.txt" 2>/dev/null || true; }
+# What to tell a person about signing in as admin once the control plane answers, given its data folder ($1) and what
+# admin_password_saved said before it started ($2). The password only when this start made admin with a generated one:
+# STREAMSPACE_ADMIN_PASSWORD applies to a database's first start only, and a saved password may have been changed since.
+admin_login() {
+  local saved
+  saved=$(admin_password_saved "$1")
+  if [ -n "$saved" ] && [ "$saved" != "$2" ]; then
+    echo "  admin login: admin / $saved  (saved in $1/admin-password.txt)"
+  elif [ -n "$saved" ]; then
+    echo "  admin login: admin / the password of this database's first start, unless it was changed since (STREAMSPACE_ADMIN_PASSWORD then, or the generated one saved in $1/admin-password.txt)"
+  else
+    echo "  admin login: admin / the password of this database's first start, unless it was changed since (STREAMSPACE_ADMIN_PASSWORD then, or the generated one that start printed)"
+  fi
+}
 # The host of a listen address (IPv6 in brackets) and its port (the scheme's default when it names none).
 listen_host() { local a=${1#*://}; a=${a%%/*}; case $a in \[*) printf '%s' "${a%%]*}]" ;; *) printf '%s' "${a%%:*}" ;; esac; }
 listen_port() {
@@ -130,6 +156,8 @@ export STREAMSPACE_EMBEDDED_AGENT=${STREAMSPACE_EMBEDDED_AGENT:-true}
 mkdir -p "$STREAMSPACE_DATA"
 listen=$(control_plane_urls "$@"); listen=${listen%%;*}
 if embedded_agent_on "$@"; then embedded=true; else embedded=false; fi
+data=$(data_folder "$@")
+admin_before=$(admin_password_saved "$data")
 url=$(open_url "$listen")     # what a person opens
 probe=$(probe_url "$listen")  # what this script asks /healthz at
 
@@ -140,7 +168,7 @@ if [ "$(http_status "$probe/healthz")" != 000 ]; then
   exit 1
 fi
 
-log "starting the control plane on $listen (data: $STREAMSPACE_DATA, embedded agent: $embedded)"
+log "starting the control plane on $listen (data: $data, embedded agent: $embedded)"
 .build/control-plane/StreamSpace.ControlPlane "$@" &
 cp_pid=$!
 trap 'kill -TERM $cp_pid 2>/dev/null; wait $cp_pid 2>/dev/null' INT TERM
@@ -165,11 +193,7 @@ if all_interfaces "$(listen_host "$listen")"; then
   address=$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -m1 -E '^[0-9]+(\.[0-9]+){3}$' || true)
   echo "  listening on all interfaces ($listen): from another machine use this machine's address${address:+, e.g. http://$address:$(listen_port "$listen")}"
 fi
-if [ -n "${STREAMSPACE_ADMIN_PASSWORD:-}" ]; then
-  echo "  admin login: admin / (the password in STREAMSPACE_ADMIN_PASSWORD)"
-elif [ -f "$STREAMSPACE_DATA/admin-password.txt" ]; then
-  echo "  admin login: admin / $(cat "$STREAMSPACE_DATA/admin-password.txt")  (saved in $STREAMSPACE_DATA/admin-password.txt)"
-fi
+admin_login "$data" "$admin_before"
 if [ "$embedded" = true ]; then
   echo "  an embedded local agent (process runtime) is attached"
 else

@@ -23,7 +23,10 @@ public static class ProtocolJson
 
     public static byte[] Encode(Envelope envelope) => JsonSerializer.SerializeToUtf8Bytes(envelope, Options);
 
-    /// <summary>Decodes one frame. Unknown fields are ignored; a newer or older unsupported version is an error.</summary>
+    /// <summary>
+    /// Decodes one frame. Unknown fields are ignored; a newer or older unsupported version is an error, and then
+    /// <paramref name="envelope"/> is still set (so the caller can tell it from a frame that is no envelope, and name it).
+    /// </summary>
     public static bool TryDecode(ReadOnlySpan<byte> frame, out Envelope? envelope, out string? error)
     {
         envelope = null;

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
+using System.Net.Http.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Configuration.EnvironmentVariables;
@@ -178,5 +179,123 @@ public sealed class RunShSettingsTests
         var runShSays = await RunShPartAsync("""if embedded_agent_on "$@"; then echo attached; else echo none; fi""", env, args);
 
         runShSays.Trim().ShouldBe(controlPlaneRunsOne ? "attached" : "none");
+    }
+
+    [Theory]
+    [InlineData(new string[0], new string[0])]
+    [InlineData(new[] { "STREAMSPACE_DATA=/srv/streamspace-a" }, new string[0])]
+    [InlineData(new[] { "STREAMSPACE_DATA=" }, new string[0])]
+    [InlineData(new[] { "STREAMSPACE_DATA=relative/data" }, new string[0])]
+    // run.sh exports STREAMSPACE_DATA=./data when it is unset; the StreamSpace section wins over it, in any form.
+    [InlineData(new[] { "STREAMSPACE_DATA=./data", "StreamSpace__DataFolder=/srv/streamspace-b" }, new string[0])]
+    [InlineData(new[] { "STREAMSPACE_DATA=./data", "streamspace__datafolder=relative/b" }, new string[0])]
+    [InlineData(new[] { "STREAMSPACE_DATA=./data", "DOTNET_StreamSpace__DataFolder=/srv/streamspace-c" }, new string[0])]
+    [InlineData(new[] { "STREAMSPACE_DATA=./data" }, new[] { "--StreamSpace:DataFolder", "/srv/streamspace-d" })]
+    [InlineData(new[] { "StreamSpace__DataFolder=/srv/streamspace-e" }, new[] { "--STREAMSPACE_DATA=/srv/streamspace-f" })]
+    // STREAMSPACE_DATA as an argument wins over the variable.
+    [InlineData(new[] { "STREAMSPACE_DATA=./data" }, new[] { "--STREAMSPACE_DATA=/srv/streamspace-g" })]
+    [InlineData(new[] { "STREAMSPACE_DATA=./data" }, new[] { "/streamspace_data", "/srv/streamspace-h" })]
+    [InlineData(new[] { "ASPNETCORE_STREAMSPACE_DATA=/srv/streamspace-i" }, new string[0])]
+    public async Task Run_sh_reports_the_data_folder_the_control_plane_uses(string[] envSettings, string[] args)
+    {
+        var env = envSettings.Select(e => e.Split('=', 2)).ToDictionary(e => e[0], e => (string?)e[1]);
+        // Both relative to this process's folder: the control plane resolves a relative one against the folder it starts in.
+        var controlPlaneUses = StreamSpaceOptions.FromConfiguration(ControlPlaneConfiguration(env, args)).DataFolder;
+
+        var runShSays = await RunShPartAsync("""data_folder "$@" """, env, args);
+
+        Path.GetFullPath(runShSays).ShouldBe(controlPlaneUses);
+    }
+
+    /// <summary>
+    /// One start as ./run.sh does it: what admin_password_saved says before, the control plane on <paramref name="env"/>
+    /// until it answers /healthz, then what admin_login says. The control plane is the caller's to stop.
+    /// </summary>
+    private static async Task<(ManagedProcess ControlPlane, string Says)> StartAsRunShAsync(Uri baseAddress, Dictionary<string, string?> env)
+    {
+        var before = await RunShPartAsync("""admin_password_saved "$(data_folder "$@")" """, env, []);
+        var cpEnv = new Dictionary<string, string?>(env) { ["STREAMSPACE_URLS"] = baseAddress.ToString().TrimEnd('/'), ["STREAMSPACE_EMBEDDED_AGENT"] = "false" };
+        var cp = ManagedProcess.Start("control-plane-runsh-admin", Paths.ControlPlaneExe, cpEnv);
+        try
+        {
+            using var http = new HttpClient { BaseAddress = baseAddress, Timeout = TimeSpan.FromSeconds(2) };
+            await Platform.WaitUntilAsync(async () =>
+            {
+                if (cp.HasExited) throw new InvalidOperationException($"the control plane exited: {cp.Output}");
+                try
+                {
+                    return (await http.GetAsync("/healthz", TestContext.Current.CancellationToken)).IsSuccessStatusCode;
+                }
+                catch (HttpRequestException) { return false; }
+                catch (TaskCanceledException) when (!TestContext.Current.CancellationToken.IsCancellationRequested) { return false; }
+            }, TimeSpan.FromSeconds(60), "the control plane answering /healthz");
+            // As $(...) hands it over in run.sh: without the trailing newline.
+            var afterEnv = new Dictionary<string, string?>(env) { ["RUNSH_ADMIN_BEFORE"] = before.TrimEnd('\n') };
+            return (cp, await RunShPartAsync("""admin_login "$(data_folder "$@")" "$RUNSH_ADMIN_BEFORE" """, afterEnv, []));
+        }
+        catch
+        {
+            await cp.DisposeAsync();
+            throw;
+        }
+    }
+
+    private static async Task<HttpStatusCode> SignInAsync(Uri baseAddress, string password)
+    {
+        using var http = new HttpClient { BaseAddress = baseAddress };
+        using var response = await http.PostAsJsonAsync("/api/v1/auth/login", new { username = "admin", password }, TestContext.Current.CancellationToken);
+        return response.StatusCode;
+    }
+
+    [Fact]
+    public async Task Run_sh_shows_the_admin_password_only_after_the_start_that_made_it_and_reads_the_data_folder_the_control_plane_uses()
+    {
+        using var data = new ScratchFolder("runsh-admin-");
+        // Where STREAMSPACE_DATA points while StreamSpace__DataFolder moves the control plane elsewhere: a stale password file.
+        using var decoy = new ScratchFolder("runsh-decoy-");
+        await File.WriteAllTextAsync(Path.Combine(decoy.Path, "admin-password.txt"), "stale-decoy-password\n", TestContext.Current.CancellationToken);
+        var baseAddress = new Uri($"http://127.0.0.1:{FreePort.Next()}");
+        var env = new Dictionary<string, string?> { ["STREAMSPACE_DATA"] = decoy.Path, ["StreamSpace__DataFolder"] = data.Path };
+
+        // First start, no STREAMSPACE_ADMIN_PASSWORD: admin is made with a generated password, which run.sh shows.
+        string generated;
+        var (cp, says) = await StartAsRunShAsync(baseAddress, env);
+        await using (cp)
+        {
+            generated = (await File.ReadAllTextAsync(Path.Combine(data.Path, "admin-password.txt"), TestContext.Current.CancellationToken)).TrimEnd('\n');
+            says.ShouldContain($"admin / {generated}  (saved in {data.Path}/admin-password.txt)");
+            says.ShouldNotContain("stale-decoy-password");
+            (await SignInAsync(baseAddress, generated)).ShouldBe(HttpStatusCode.OK);
+
+            // The admin changes it.
+            using var admin = new HttpClient { BaseAddress = baseAddress };
+            using var login = await admin.PostAsJsonAsync("/api/v1/auth/login", new { username = "admin", password = generated }, TestContext.Current.CancellationToken);
+            var token = (await login.Content.ReadFromJsonAsync<System.Text.Json.JsonElement>(TestContext.Current.CancellationToken)).GetProperty("token").GetString();
+            admin.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token);
+            var me = await admin.GetFromJsonAsync<System.Text.Json.JsonElement>("/api/v1/users/me", TestContext.Current.CancellationToken);
+            using var changed = await admin.PatchAsJsonAsync($"/api/v1/users/{me.GetProperty("id").GetString()}", new { password = "changed-by-the-admin" }, TestContext.Current.CancellationToken);
+            changed.StatusCode.ShouldBe(HttpStatusCode.OK, await changed.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
+            await cp.StopAsync(TimeSpan.FromSeconds(10));
+        }
+
+        // Later starts, without and with STREAMSPACE_ADMIN_PASSWORD (which applies to a first start only): no password shown.
+        foreach (var variable in new[] { null, "from-the-variable-later" })
+        {
+            var later = new Dictionary<string, string?>(env) { ["STREAMSPACE_ADMIN_PASSWORD"] = variable };
+            if (variable is null) later.Remove("STREAMSPACE_ADMIN_PASSWORD");
+            (cp, says) = await StartAsRunShAsync(baseAddress, later);
+            await using (cp)
+            {
+                says.ShouldNotContain(generated, Case.Sensitive, "the admin changed it");
+                says.ShouldNotContain("the password in STREAMSPACE_ADMIN_PASSWORD");
+                says.ShouldNotContain("stale-decoy-password");
+                says.ShouldContain("the password of this database's first start, unless it was changed since");
+                says.ShouldContain($"{data.Path}/admin-password.txt");
+                (await SignInAsync(baseAddress, generated)).ShouldBe(HttpStatusCode.Unauthorized);
+                (await SignInAsync(baseAddress, "from-the-variable-later")).ShouldBe(HttpStatusCode.Unauthorized);
+                (await SignInAsync(baseAddress, "changed-by-the-admin")).ShouldBe(HttpStatusCode.OK);
+                await cp.StopAsync(TimeSpan.FromSeconds(10));
+            }
+        }
     }
 }

@@ -39,6 +39,8 @@ internal sealed class ControlConnection : IAsyncDisposable
     private readonly ClientWebSocket _socket = new();
     // Writer frames and the close frame share the socket's send side: one at a time.
     private readonly SemaphoreSlim _sendLock = new(1, 1);
+    /// <summary>The agent closed the socket itself (a frame it cannot take), after logging why.</summary>
+    private bool _closedByAgent;
 
     public ControlConnection(AgentOptions options, ISessionRuntime runtime, CommandDedupeStore store, CommandExecutor executor,
         AgentOutbox outbox, EndedSessions ended, Func<bool> draining, ILogger logger, TimeProvider time, CancellationToken agentLifetime)
@@ -143,6 +145,8 @@ internal sealed class ControlConnection : IAsyncDisposable
                     var refused = answer.PayloadAs<RefusedPayload>();
                     _logger.LogError("Control plane refused agent {AgentId}: {Code}: {Reason}", _options.AgentId, refused.Code, refused.Reason);
                     return null;
+                case null when _closedByAgent:
+                    return null; // ReceiveAsync logged why
                 case null:
                     _logger.LogWarning("Control plane closed the connection before welcoming agent {AgentId}", _options.AgentId);
                     return null;
@@ -333,7 +337,10 @@ internal sealed class ControlConnection : IAsyncDisposable
         }
     }
 
-    /// <summary>One whole text frame, decoded; null when the peer closed. Oversized frames close the connection.</summary>
+    /// <summary>
+    /// One whole text frame, decoded; null when the peer closed. Oversized frames and envelopes of a protocol version
+    /// this agent does not speak close the connection; frames that are no envelope at all are skipped.
+    /// </summary>
     private async Task<Envelope?> ReceiveAsync(CancellationToken ct)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(16 * 1024);
@@ -378,6 +385,17 @@ internal sealed class ControlConnection : IAsyncDisposable
                 {
                     return envelope;
                 }
+                if (envelope is not null)
+                {
+                    // An envelope of another version (protocol.md, Versioning): its shape cannot be trusted, and skipping it
+                    // would leave a welcome or refused to the handshake timeout and a command unacked, redelivered for ever.
+                    // Ending the connection sends the worker into its backoff, so a control plane that keeps doing it is
+                    // not dialled in a hot loop.
+                    _logger.LogError("Control plane sent {Type} message {MessageId} in protocol version {Version}; this agent speaks {MinSupported}..{Current}: closing the connection (the agent and the control plane need a common protocol version)",
+                        envelope.Type, envelope.Id, envelope.V, ProtocolVersion.MinSupported, ProtocolVersion.Current);
+                    await CloseQuietlyAsync(WebSocketCloseStatus.PolicyViolation, $"unsupported protocol version {envelope.V}", ct);
+                    return null;
+                }
                 _logger.LogWarning("Ignoring an undecodable frame from the control plane: {Error}", error);
             }
         }
@@ -389,6 +407,7 @@ internal sealed class ControlConnection : IAsyncDisposable
 
     private async Task CloseQuietlyAsync(WebSocketCloseStatus status, string description, CancellationToken ct)
     {
+        _closedByAgent = true;
         await _sendLock.WaitAsync(ct);
         try
         {

@@ -284,6 +284,69 @@ public class AgentConnectionTests : IAsyncLifetime
         _cp.Attempts.ShouldBeInRange(2, 4);
     }
 
+    /// <summary>Everything the agent sends on <paramref name="connection"/> until it closes it (within <see cref="Wait"/>), and how it closed it.</summary>
+    private static async Task<(List<Envelope> Received, WebSocketClosedException Closed)> UntilClosedAsync(TestAgentConnection connection)
+    {
+        var received = new List<Envelope>();
+        var deadline = Stopwatch.StartNew();
+        while (true)
+        {
+            var left = Wait - deadline.Elapsed;
+            if (left <= TimeSpan.Zero) throw new TimeoutException($"the agent kept the connection open; it sent: {string.Join(", ", received.Select(e => e.Type))}");
+            try
+            {
+                received.Add(await connection.ReceiveAsync(left));
+            }
+            catch (WebSocketClosedException closed)
+            {
+                return (received, closed);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Welcome_in_an_unsupported_protocol_version_is_logged_as_an_error_and_retried_with_backoff()
+    {
+        _cp.WelcomeVersion = ProtocolVersion.Current + 1;
+        // Jitter pinned to the top of the range: delays 0.5 s, 1 s, 2 s, ...
+        await StartAgentAsync(new InstrumentedRuntime(), random: new FixedRandom(0.999));
+        var stopwatch = Stopwatch.StartNew();
+
+        var first = await _cp.NextConnectionAsync();
+        var (_, closed) = await UntilClosedAsync(first);
+        closed.Status.ShouldBe(WebSocketCloseStatus.PolicyViolation);
+        // Not left to the 10 s handshake timeout: closed at once, dialled again after the first backoff delay.
+        await _cp.NextConnectionAsync(TimeSpan.FromSeconds(3));
+        stopwatch.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(3));
+        _log.Contains("welcome message", LogLevel.Error).ShouldBeTrue();
+        _log.Contains($"in protocol version {ProtocolVersion.Current + 1}; this agent speaks {ProtocolVersion.MinSupported}..{ProtocolVersion.Current}", LogLevel.Error).ShouldBeTrue();
+
+        var left = TimeSpan.FromSeconds(2.2) - stopwatch.Elapsed;
+        if (left > TimeSpan.Zero) await Task.Delay(left, TestContext.Current.CancellationToken);
+        _cp.Attempts.ShouldBeInRange(2, 4, "backoff, not a hot loop");
+    }
+
+    [Fact]
+    public async Task Command_in_an_unsupported_protocol_version_is_not_acked_and_ends_the_connection_which_is_dialled_again_with_backoff()
+    {
+        var runtime = new InstrumentedRuntime();
+        await StartAgentAsync(runtime, random: new FixedRandom(0.999));
+        var first = await _cp.NextConnectionAsync();
+
+        await first.SendCommandAsync("from-the-future", CommandTypes.SessionStart, "alice-xterm-vvvvvv", StartArgs.For("alice-xterm-vvvvvv"),
+            version: ProtocolVersion.Current + 1);
+        var (received, closed) = await UntilClosedAsync(first);
+
+        received.ShouldNotContain(e => e.Type == MessageTypes.Ack, "a command the agent cannot read is not acked");
+        closed.Status.ShouldBe(WebSocketCloseStatus.PolicyViolation);
+        _log.Contains("command message", LogLevel.Error).ShouldBeTrue();
+        _log.Contains($"in protocol version {ProtocolVersion.Current + 1}; this agent speaks {ProtocolVersion.MinSupported}..{ProtocolVersion.Current}", LogLevel.Error).ShouldBeTrue();
+        var second = await _cp.NextConnectionAsync(TimeSpan.FromSeconds(3));
+        second.Hello.AgentId.ShouldBe(TestControlPlane.AgentId);
+        runtime.Starts.ShouldBe(0);
+        _cp.Attempts.ShouldBe(2);
+    }
+
     [Fact]
     public async Task Wrong_token_is_logged_as_rejected_and_never_welcomed()
     {

@@ -32,6 +32,9 @@ internal sealed class TestControlPlane : IAsyncDisposable
 
     public int HeartbeatIntervalSeconds { get; set; } = 1;
 
+    /// <summary>The protocol version the welcome envelope says it is in (a control plane of another version).</summary>
+    public int WelcomeVersion { get; set; } = ProtocolVersion.Current;
+
     /// <summary>When set, every connection is closed right after its welcome (a control plane failing each agent at once).</summary>
     public bool CloseAfterWelcome { get; set; }
 
@@ -103,7 +106,7 @@ internal sealed class TestControlPlane : IAsyncDisposable
         {
             HeartbeatIntervalSeconds = HeartbeatIntervalSeconds,
             ConnectionId = Guid.NewGuid().ToString("N"),
-        });
+        }, WelcomeVersion);
         if (CloseAfterWelcome)
         {
             await socket.CloseAsync(WebSocketCloseStatus.InternalServerError, "test: failed after welcome", CancellationToken.None);
@@ -133,12 +136,13 @@ internal sealed class TestAgentConnection
 
     public TaskCompletionSource Closed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public async Task SendAsync<T>(string type, T payload)
+    public async Task SendAsync<T>(string type, T payload, int version = ProtocolVersion.Current)
     {
+        var envelope = Envelope.Create(type, payload, DateTimeOffset.UtcNow) with { V = version };
         await _send.WaitAsync();
         try
         {
-            await _socket.SendAsync(ProtocolJson.Encode(Envelope.Create(type, payload, DateTimeOffset.UtcNow)), WebSocketMessageType.Text, true, CancellationToken.None);
+            await _socket.SendAsync(ProtocolJson.Encode(envelope), WebSocketMessageType.Text, true, CancellationToken.None);
         }
         finally
         {
@@ -146,14 +150,14 @@ internal sealed class TestAgentConnection
         }
     }
 
-    public Task SendCommandAsync(string commandId, string type, string sessionId, object? args = null) =>
+    public Task SendCommandAsync(string commandId, string type, string sessionId, object? args = null, int version = ProtocolVersion.Current) =>
         SendAsync(MessageTypes.Command, new CommandPayload
         {
             CommandId = commandId,
             Type = type,
             SessionId = sessionId,
             Args = System.Text.Json.JsonSerializer.SerializeToElement(args ?? new { }, ProtocolJson.Options),
-        });
+        }, version);
 
     /// <summary>Next envelope from the agent; throws on timeout or close.</summary>
     public async Task<Envelope> ReceiveAsync(TimeSpan timeout)
