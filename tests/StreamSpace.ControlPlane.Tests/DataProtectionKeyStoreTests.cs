@@ -1,6 +1,7 @@
 using System.Xml.Linq;
 using Microsoft.AspNetCore.DataProtection;
 using StreamSpace.ControlPlane.Data;
+using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Identity;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 
@@ -57,4 +58,48 @@ public abstract class DataProtectionKeyStoreTests(DatabaseKind kind)
 }
 
 public sealed class DataProtectionKeyStoreTests_Sqlite() : DataProtectionKeyStoreTests(DatabaseKind.Sqlite);
-public sealed class DataProtectionKeyStoreTests_Postgres() : DataProtectionKeyStoreTests(DatabaseKind.Postgres);
+/// <summary>Several replicas on one database (PostgreSQL only: SQLite serves one replica).</summary>
+public sealed class DataProtectionKeyStoreTests_Postgres() : DataProtectionKeyStoreTests(DatabaseKind.Postgres)
+{
+    [Fact]
+    public async Task Replicas_starting_at_once_on_a_fresh_database_share_one_key()
+    {
+        // Each made its own first key when both found none: the one that stored last used its own, which the other never
+        // read, so its cookies and antiforgery tokens were refused there until that one's key ring refresh (about a day).
+        await using var database = await TestDatabase.CreateAsync(DatabaseKind.Postgres);
+        var data = Path.Combine(Path.GetTempPath(), "streamspace-tests", "data-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(data);
+        var replicas = Enumerable.Range(0, 2).Select(_ => StreamSpaceApp.Build(ControlPlaneFixture.StandaloneArgs(data, embeddedAgent: false,
+            [$"--StreamSpace:Database={database.Setting}"]))).ToList();
+        try
+        {
+            using var start = new SemaphoreSlim(0);
+            var starts = replicas.Select(app => Task.Run(async () =>
+            {
+                await start.WaitAsync(TestContext.Current.CancellationToken);
+                await app.StartAsync(TestContext.Current.CancellationToken);
+            })).ToList();
+            start.Release(starts.Count);
+            await Task.WhenAll(starts);
+
+            await using var db = new Db(database.Target);
+            new DataProtectionKeyStore(db, TimeProvider.System).GetAllElements().Count.ShouldBe(1, "the replicas made a key each");
+            foreach (var (from, to) in ((int, int)[])[(0, 1), (1, 0)])
+            {
+                var payload = Protector(replicas[from]).Protect($"ticket from {from}");
+                Protector(replicas[to]).Unprotect(payload).ShouldBe($"ticket from {from}");
+            }
+        }
+        finally
+        {
+            foreach (var app in replicas)
+            {
+                await app.StopAsync(CancellationToken.None);
+                await app.DisposeAsync();
+            }
+            try { Directory.Delete(data, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+
+        static IDataProtector Protector(WebApplication app) => app.Services.GetRequiredService<IDataProtectionProvider>().CreateProtector("cookie");
+    }
+}

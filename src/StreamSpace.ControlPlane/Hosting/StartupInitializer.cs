@@ -6,7 +6,7 @@ namespace StreamSpace.ControlPlane.Hosting;
 
 /// <summary>
 /// Everything that must happen before the first request: wait for the database, apply migrations,
-/// load the signing key, create the admin, seed the catalog. Runs in <c>StartingAsync</c>, before
+/// load the signing key and the Data Protection key ring, create the admin, seed the catalog. Runs in <c>StartingAsync</c>, before
 /// Kestrel listens and before other hosted services start.
 /// </summary>
 public sealed class StartupInitializer(IServiceProvider services, Db db, TimeProvider time, ILogger<StartupInitializer> logger)
@@ -32,6 +32,7 @@ public sealed class StartupInitializer(IServiceProvider services, Db db, TimePro
         await WaitForDatabaseAsync(cancellationToken);
         await MigrateAsync(cancellationToken);
         await services.GetRequiredService<SigningKeyProvider>().LoadAsync(cancellationToken);
+        await services.GetRequiredService<DataProtectionKeyRing>().LoadAsync(cancellationToken);
         await services.GetRequiredService<AdminBootstrap>().EnsureAdminAsync(cancellationToken);
         await services.GetRequiredService<TemplateCatalog>().SeedBuiltInAsync(cancellationToken);
     }

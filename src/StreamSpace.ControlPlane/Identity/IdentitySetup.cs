@@ -36,6 +36,7 @@ public static class IdentitySetup
     public static IServiceCollection AddStreamSpaceDataProtection(this IServiceCollection services)
     {
         services.AddSingleton<DataProtectionKeyStore>();
+        services.AddSingleton<DataProtectionKeyRing>();
         services.AddDataProtection().SetApplicationName(DataProtectionKeyStore.ApplicationName);
         services.AddSingleton<IConfigureOptions<KeyManagementOptions>>(sp =>
             new ConfigureOptions<KeyManagementOptions>(o => o.XmlRepository = sp.GetRequiredService<DataProtectionKeyStore>()));

@@ -47,10 +47,13 @@ public sealed class AgentHub(
         });
         // Reports already received are applied even after the socket ends (bounded by CleanupTimeout), not dropped.
         using var drain = CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping);
+        // Reconciliation runs per connected agent every ReconcileInterval and always opens a transaction: during an outage
+        // each agent's pass says so once, not an error with its stack every interval.
+        var reconcileOutage = new DatabaseOutageLog(logger, time, $"Reconciliation of agent {agentId}", _options.ReconcileInterval);
         try
         {
-            if (!await HandshakeAsync(connection, reader)) return;
-            reconcileLoop = ReconcilePeriodicallyAsync(connection);
+            if (!await HandshakeAsync(connection, reader, reconcileOutage)) return;
+            reconcileLoop = ReconcilePeriodicallyAsync(connection, reconcileOutage);
             reportPump = PumpReportsAsync(connection, reports.Reader, drain.Token);
             await ReadLoopAsync(connection, reader, reports.Writer);
         }
@@ -105,7 +108,7 @@ public sealed class AgentHub(
     }
 
     /// <summary>Reads hello, validates it, marks the agent online and welcomes it. False when the connection was refused.</summary>
-    private async Task<bool> HandshakeAsync(AgentConnection connection, FrameReader reader)
+    private async Task<bool> HandshakeAsync(AgentConnection connection, FrameReader reader, DatabaseOutageLog reconcileOutage)
     {
         FrameReadStatus status;
         using (var helloTimeout = CancellationTokenSource.CreateLinkedTokenSource(connection.Lifetime))
@@ -184,7 +187,7 @@ public sealed class AgentHub(
         // Nothing reported and nothing placed here: reconciliation would change nothing, so a fleet of fresh or idle
         // agents reconnecting at once (after a restart) costs no transaction per agent. The periodic pass still runs.
         if (hello.Inventory.Count > 0 || online.HasLiveSessions)
-            await ReconcileAsync(connection);
+            await ReconcileAsync(connection, reconcileOutage);
         delivery.Request(connection.AgentId, reconnected: true);
         return true;
     }
@@ -419,7 +422,7 @@ public sealed class AgentHub(
             else if (report.Status is { } status)
             {
                 await FlushAsync();
-                if (!await ApplyStatusesAsync(connection, status, ct)) return false;
+                if (!await ApplyStatusesAsync(connection, status, null, ct)) return false;
             }
         }
         await FlushAsync();
@@ -460,9 +463,11 @@ public sealed class AgentHub(
     /// <summary>
     /// Applies the <c>session.status</c> events a database failure left (<see cref="AgentConnection.UnappliedStatuses"/>),
     /// then <paramref name="status"/> when given, in the order the agent sent them; what the database does not take waits
-    /// for the next try. False when one was refused (too many unknown sessions) and the connection closed.
+    /// for the next try. False when one was refused (too many unknown sessions) and the connection closed. With
+    /// <paramref name="outage"/> (reconciliation's pass), a database outage is left to it to log.
     /// </summary>
-    private async Task<bool> ApplyStatusesAsync(AgentConnection connection, SessionStatusPayload? status, CancellationToken ct)
+    private async Task<bool> ApplyStatusesAsync(AgentConnection connection, SessionStatusPayload? status, DatabaseOutageLog? outage,
+        CancellationToken ct)
     {
         var waiting = connection.UnappliedStatuses;
         if (status is not null)
@@ -485,8 +490,9 @@ public sealed class AgentHub(
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
-                logger.LogError(HubEvents.HubLoopFailed, ex, "Could not apply '{Type}' reports from agent {AgentId}; {Count} kept for the next try",
-                    MessageTypes.SessionStatus, connection.AgentId, waiting.Count);
+                if (outage?.Failed(ex) != true)
+                    logger.LogError(HubEvents.HubLoopFailed, ex, "Could not apply '{Type}' reports from agent {AgentId}; {Count} kept for the next try",
+                        MessageTypes.SessionStatus, connection.AgentId, waiting.Count);
                 return true;
             }
             waiting.RemoveAt(0);
@@ -516,31 +522,34 @@ public sealed class AgentHub(
         }
     }
 
-    private async Task ReconcilePeriodicallyAsync(AgentConnection connection)
+    private async Task ReconcilePeriodicallyAsync(AgentConnection connection, DatabaseOutageLog outage)
     {
         using var timer = new PeriodicTimer(_options.ReconcileInterval, time);
         try
         {
             while (await timer.WaitForNextTickAsync(connection.Lifetime))
-                await ReconcileAsync(connection);
+                await ReconcileAsync(connection, outage);
         }
         catch (OperationCanceledException)
         {
         }
     }
 
-    private async Task ReconcileAsync(AgentConnection connection)
+    /// <param name="outage">The connection's, used by the hello's pass and the periodic ones (never at once: both hold its processing lock).</param>
+    private async Task ReconcileAsync(AgentConnection connection, DatabaseOutageLog outage)
     {
         await connection.ProcessingLock.WaitAsync(connection.Lifetime);
         try
         {
             // Events an outage held back first: reconciliation compares the database with the inventory they update.
-            if (connection.UnappliedStatuses.Count > 0 && !await ApplyStatusesAsync(connection, null, connection.Lifetime)) return;
+            if (connection.UnappliedStatuses.Count > 0 && !await ApplyStatusesAsync(connection, null, outage, connection.Lifetime)) return;
             await reconciler.ReconcileAsync(connection, connection.Lifetime);
+            outage.Succeeded();
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            logger.LogError(HubEvents.HubLoopFailed, ex, "Reconciliation of agent {AgentId} failed; it is retried on the next interval", connection.AgentId);
+            if (!outage.Failed(ex))
+                logger.LogError(HubEvents.HubLoopFailed, ex, "Reconciliation of agent {AgentId} failed; it is retried on the next interval", connection.AgentId);
         }
         finally
         {
