@@ -308,6 +308,65 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
     }
 
     [Fact]
+    public void Role_and_quota_changes_made_while_the_rows_change_is_in_flight_are_sent_after_it_the_latest_of_each()
+    {
+        // A number input's step arrow clicked three times fires change 6, 7, 8 before the disabling render reaches the
+        // browser; the browser then shows 8 (and the role picked meanwhile), so that is what the server must end up with.
+        static string Alice(int quota, string role) => $$"""[{"id":"u2","username":"alice","role":"{{role}}","disabled":false,"maxSessions":{{quota}}}]""";
+        Api.Answer("GET /api/v1/users", Alice(5, "user"))
+           .Answer("GET /api/v1/users", Alice(6, "user"))
+           .Answer("GET /api/v1/users", Alice(8, "user"))
+           .Answer("GET /api/v1/users", Alice(8, "admin"))
+           .Answer("PATCH /api/v1/users/u2", """{"id":"u2","username":"alice","role":"user","disabled":false,"maxSessions":6}""");
+        var answer = Api.Hold("PATCH /api/v1/users/u2");
+        var cut = Render<AdminUsers>();
+        var quota = cut.Find("input[aria-label='Session quota of alice']");
+        var role = cut.Find("select[aria-label='Role of alice']");
+
+        quota.Change("6");
+        cut.WaitForAssertion(() => Api.RequestsTo("PATCH /api/v1/users/u2").Count.ShouldBe(1));
+        quota.Change("7");
+        quota.Change("8");
+        role.Change("admin");
+        Api.RequestsTo("PATCH /api/v1/users/u2").Count.ShouldBe(1); // one change per row at a time
+        answer();
+
+        cut.WaitForAssertion(() => Api.RequestsTo("GET /api/v1/users").Count.ShouldBe(4));
+        var sent = Api.RequestsTo("PATCH /api/v1/users/u2").Select(r => r.Body!).ToList();
+        sent.Count.ShouldBe(3, string.Join(" ", sent));
+        JsonDocument.Parse(sent[0]).RootElement.GetProperty("maxSessions").GetInt32().ShouldBe(6);
+        JsonDocument.Parse(sent[1]).RootElement.GetProperty("maxSessions").GetInt32().ShouldBe(8);
+        JsonDocument.Parse(sent[2]).RootElement.GetProperty("role").GetString().ShouldBe("admin");
+        cut.WaitForAssertion(() => cut.Find("input[aria-label='Session quota of alice']").GetAttribute("value").ShouldBe("8"));
+        cut.Find("select[aria-label='Role of alice']").GetAttribute("value").ShouldBe("admin");
+        cut.Find("input[aria-label='Session quota of alice']").HasAttribute("disabled").ShouldBeFalse();
+        cut.FindAll("tr.row-error").ShouldBeEmpty();
+    }
+
+    [Fact]
+    public void A_change_made_while_the_rows_change_is_in_flight_that_the_server_then_holds_sends_nothing_more()
+    {
+        // Up then down: the browser shows 6 again, which the first change already set.
+        Api.Answer("GET /api/v1/users", """[{"id":"u2","username":"alice","role":"user","disabled":false,"maxSessions":5}]""")
+           .Answer("GET /api/v1/users", """[{"id":"u2","username":"alice","role":"user","disabled":false,"maxSessions":6}]""")
+           .Answer("PATCH /api/v1/users/u2", """{"id":"u2","username":"alice","role":"user","disabled":false,"maxSessions":6}""");
+        var answer = Api.Hold("PATCH /api/v1/users/u2");
+        var cut = Render<AdminUsers>();
+        var quota = cut.Find("input[aria-label='Session quota of alice']");
+
+        quota.Change("6");
+        cut.WaitForAssertion(() => Api.RequestsTo("PATCH /api/v1/users/u2").Count.ShouldBe(1));
+        quota.Change("7");
+        quota.Change("6");
+        answer();
+
+        cut.WaitForAssertion(() => Api.RequestsTo("GET /api/v1/users").Count.ShouldBe(2));
+        cut.WaitForAssertion(() => cut.Find("input[aria-label='Session quota of alice']").HasAttribute("disabled").ShouldBeFalse());
+        Api.RequestsTo("PATCH /api/v1/users/u2").Count.ShouldBe(1);
+        cut.Find("input[aria-label='Session quota of alice']").GetAttribute("value").ShouldBe("6");
+    }
+
+    [Fact]
     public void A_user_created_without_a_quota_gets_the_servers_default()
     {
         // No maxSessions in the request: the API applies StreamSpace__DefaultMaxSessions (the page cannot know it).
