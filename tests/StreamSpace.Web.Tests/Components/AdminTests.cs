@@ -344,6 +344,31 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
     }
 
     [Fact]
+    public void A_refused_change_keeps_its_reason_on_the_row_when_a_change_made_meanwhile_then_succeeds()
+    {
+        // Demoting the last admin is refused; the quota changed while that call was in flight goes through after it.
+        static string Bob(int quota) => $$"""[{"id":"u2","username":"bob","role":"admin","disabled":false,"maxSessions":{{quota}}}]""";
+        Api.Answer("GET /api/v1/users", Bob(5))
+           .Answer("GET /api/v1/users", Bob(5))
+           .Answer("GET /api/v1/users", Bob(7))
+           .Answer("PATCH /api/v1/users/u2", HttpStatusCode.Conflict, """{"error":"Last admin","message":"At least one enabled admin must remain."}""")
+           .Answer("PATCH /api/v1/users/u2", """{"id":"u2","username":"bob","role":"admin","disabled":false,"maxSessions":7}""");
+        var answer = Api.Hold("PATCH /api/v1/users/u2");
+        var cut = Render<AdminUsers>();
+
+        cut.Find("select[aria-label='Role of bob']").Change("user");
+        cut.WaitForAssertion(() => Api.RequestsTo("PATCH /api/v1/users/u2").Count.ShouldBe(1));
+        cut.Find("input[aria-label='Session quota of bob']").Change("7");
+        answer();
+
+        cut.WaitForAssertion(() => Api.RequestsTo("GET /api/v1/users").Count.ShouldBe(3));
+        Api.RequestsTo("PATCH /api/v1/users/u2").Count.ShouldBe(2);
+        cut.WaitForAssertion(() => cut.Find("tr.row-error").TextContent.ShouldContain("At least one enabled admin must remain."));
+        cut.Find("select[aria-label='Role of bob']").GetAttribute("value").ShouldBe("admin");
+        cut.Find("input[aria-label='Session quota of bob']").GetAttribute("value").ShouldBe("7");
+    }
+
+    [Fact]
     public void A_change_made_while_the_rows_change_is_in_flight_that_the_server_then_holds_sends_nothing_more()
     {
         // Up then down: the browser shows 6 again, which the first change already set.
