@@ -78,10 +78,7 @@ public abstract class IdleSessionTests(ControlPlaneFixture cp)
     [Fact]
     public async Task An_idle_session_keeps_its_idle_reason_once_its_agent_stopped_it()
     {
-        var admin = await cp.AdminClientAsync();
-        var agentId = ControlPlaneFixture.Unique("idleend");
-        var token = (await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
-            .GetProperty("token").GetString()!;
+        var (agentId, token) = await cp.RegisterAgentAsync("idleend");
         var (_, userId, username) = await cp.QuickUserAsync("idleend");
         var idle = await SessionAsync(agentId, userId, username, "running", changed: DateTimeOffset.UtcNow.AddHours(-2), input: null);
         await using var agent = await ScriptedAgent.OnlineAsync(cp.BaseAddress, agentId, token,

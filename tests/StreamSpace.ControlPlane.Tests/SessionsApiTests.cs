@@ -267,9 +267,7 @@ public abstract class SessionsApiTests(ControlPlaneFixture cp)
     public async Task A_deleted_session_keeps_its_reason_once_the_agent_stopped_it()
     {
         var admin = await cp.AdminClientAsync();
-        var agentId = ControlPlaneFixture.Unique("stopper-");
-        var token = (await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
-            .GetProperty("token").GetString()!;
+        var (agentId, token) = await cp.RegisterAgentAsync("stopper-");
         var (_, userId, username) = await cp.QuickUserAsync("ended");
         var confirmed = $"{username}-xterm-confrm";
         var vanished = $"{username}-xterm-vanish";
@@ -346,10 +344,7 @@ public abstract class SessionsApiTests(ControlPlaneFixture cp)
     [Fact]
     public async Task Hibernate_and_wake_are_refused_while_the_agent_is_offline_naming_it()
     {
-        var admin = await cp.AdminClientAsync();
-        var agentId = ControlPlaneFixture.Unique("sleepy-");
-        var token = (await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
-            .GetProperty("token").GetString()!;
+        var (agentId, token) = await cp.RegisterAgentAsync("sleepy-");
         var (client, userId, username) = await cp.QuickUserAsync("offline");
         var running = $"{username}-xterm-runnin";
         var hibernated = $"{username}-xterm-hibern";

@@ -1,3 +1,4 @@
+using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using Dapper;
@@ -162,6 +163,15 @@ public abstract class ControlPlaneFixture : IAsyncLifetime
 
     /// <summary>Unique name helper so tests sharing a fixture never collide.</summary>
     public static string Unique(string prefix) => $"{prefix}{Guid.NewGuid().ToString("N")[..8]}";
+
+    /// <summary>Registers an agent through the admin API, as an operator does, and returns its id and one-time token.</summary>
+    public async Task<(string AgentId, string Token)> RegisterAgentAsync(string prefix)
+    {
+        var agentId = Unique(prefix);
+        var admin = await AdminClientAsync();
+        var created = await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.Created);
+        return (agentId, created.GetProperty("token").GetString()!);
+    }
 }
 
 public sealed class SqliteControlPlane() : ControlPlaneFixture(DatabaseKind.Sqlite);
