@@ -675,6 +675,23 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_command_of_a_yaml_block_ending_in_a_newline_starts_and_a_missing_program_in_one_is_still_named()
+    {
+        // "command: |" followed by "xterm" is stored as "xterm\n"; the newline once became part of the program's name.
+        var runtime = await NewRuntimeAsync();
+        var args = Args("xterm\n");
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        (await NextObservationAsync(runtime.Observations, args.SessionId, ObservedStates.Running)).State.ShouldBe(ObservedStates.Running);
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).Any(m => TestProcesses.CommandName(m.Pid) == "xterm"), Wait, "xterm in the session group");
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+
+        (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(Args("no-such-program --flag\n"), TestContext.Current.CancellationToken)))
+            .Message.ShouldBe("'no-such-program' (template 'xterm') is not installed on this agent");
+        runtime.Inventory().ShouldBeEmpty();
+    }
+
+    [Fact]
     public async Task An_Xvnc_that_exits_at_once_fails_the_start_at_once_with_its_own_words()
     {
         // A desktop of 99999x99999 pixels is more memory than Xvnc can get: it exits as it starts. The leader has reaped it

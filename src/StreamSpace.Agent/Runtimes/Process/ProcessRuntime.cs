@@ -155,15 +155,24 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     /// <summary>
     /// The program a shell command line starts, when it is a plain word (not a shell construct); after <c>exec</c>, the
     /// word that follows it. Other shell builtins and keywords (<c>cd</c>, <c>if</c>, ...) start no program of their own.
+    /// Null means "not known before the shell runs it": the start goes ahead and a program the shell cannot find ends it
+    /// with the shell's own words ("the app exited right after it started: ... not found"). Words end at any whitespace
+    /// (a YAML <c>command: |</c> block ends in a newline); a first word the shell would still rewrite (quotes, <c>~</c>,
+    /// <c>\</c>, <c>$</c>) or a <c>#</c> comment line is not looked up, so a valid command is never refused.
     /// </summary>
     internal static string? ProgramOf(string command)
     {
-        var words = command.TrimStart().Split([' ', '\t'], 2);
-        var first = words[0];
-        if (first == "exec") return words.Length > 1 ? ProgramOf(words[1]) : null;
+        var line = command.TrimStart();
+        var end = 0;
+        while (end < line.Length && !char.IsWhiteSpace(line[end])) end++;
+        var first = line[..end];
+        if (first == "exec") return end < line.Length ? ProgramOf(line[end..]) : null;
         if (ShellWords.Contains(first)) return null;
-        return first.Length == 0 || first.Contains('=', StringComparison.Ordinal) || first.IndexOfAny(['$', '(', '`', ';', '&', '|', '<', '>', '{']) >= 0 ? null : first;
+        return first.Length == 0 || first[0] == '#' || first.Contains('=', StringComparison.Ordinal) || first.AsSpan().IndexOfAny(ShellSyntax) >= 0 ? null : first;
     }
+
+    /// <summary>Characters of a word the shell expands, unquotes or treats as syntax: such a word is not a program's name as written.</summary>
+    private static readonly System.Buffers.SearchValues<char> ShellSyntax = System.Buffers.SearchValues.Create("$(`;&|<>{\"'~\\");
 
     private static readonly HashSet<string> ShellWords = new(StringComparer.Ordinal)
     {
