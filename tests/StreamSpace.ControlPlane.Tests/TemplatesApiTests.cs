@@ -140,6 +140,37 @@ public abstract class TemplatesApiTests(ControlPlaneFixture cp)
     }
 
     [Fact]
+    public async Task An_env_entry_or_command_longer_than_exec_takes_in_one_string_is_400_naming_it()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("argmax-");
+        object Body(string value, string command = "xterm") => new
+        {
+            displayName = "Arg max",
+            defaultResources = new { cpu = "500m", memory = "512Mi" },
+            stream = new { protocol = "vnc", port = 5901 },
+            env = new Dictionary<string, string> { ["FOO"] = value },
+            process = new { command },
+        };
+        // 44 000 characters fit the template's 64 Ki, but as UTF-8 "FOO=" + 132 000 bytes is more than Linux's
+        // MAX_ARG_STRLEN (131 072 bytes with the NUL): every session start failed "Argument list too long".
+        var wide = new string('中', 44_000);
+        var json = await (await admin.PostAsJsonAsync($"/api/v1/templates/{name}", Body(wide), Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        var field = json.GetProperty("fields").GetProperty("env.FOO").GetString()!;
+        field.ShouldContain("132004 bytes");
+        field.ShouldContain("MAX_ARG_STRLEN");
+        json = await (await admin.PostAsJsonAsync($"/api/v1/templates/{name}", Body("bar", "xterm -title " + wide), Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        json.GetProperty("fields").GetProperty("process.command").GetString()!.ShouldContain("MAX_ARG_STRLEN");
+        await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+
+        // As many characters of ASCII are 44 004 bytes: accepted, and stored whole.
+        var ascii = new string('x', 44_000);
+        await (await admin.PostAsJsonAsync($"/api/v1/templates/{name}", Body(ascii, "xterm -title " + ascii[..20_000]), Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+        (await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK))
+            .GetProperty("env").GetProperty("FOO").GetString().ShouldBe(ascii);
+    }
+
+    [Fact]
     public async Task Invalid_templates_are_400_naming_the_fields()
     {
         var admin = await cp.AdminClientAsync();

@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.RegularExpressions;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Sessions;
@@ -47,6 +48,15 @@ public partial class TemplateDefinition
     /// </summary>
     public const int MaxTextLength = 64 * 1024;
 
+    /// <summary>
+    /// Most bytes of one string a process agent hands to exec, its terminating NUL included: Linux's MAX_ARG_STRLEN
+    /// (32 pages of 4 KiB). Each env entry becomes one <c>NAME=VALUE</c> argument and environment string, the process
+    /// command one argument of <c>sh -c</c>; one longer than this fails every start with E2BIG ("Argument list too
+    /// long"). <see cref="MaxTextLength"/> already bounds all of them together to 192 KiB of UTF-8 (three bytes per
+    /// character at most), far below the ~2 MiB (a quarter of the usual 8 MiB stack) exec allows for everything at once.
+    /// </summary>
+    public const int MaxExecStringBytes = 128 * 1024;
+
     /// <summary>Checks every rule of the catalog; the returned <see cref="Validation"/> names each bad field.</summary>
     public Validation Validate()
     {
@@ -85,6 +95,14 @@ public partial class TemplateDefinition
         }
 
         foreach (var (field, text) in Texts()) v.RequireStorable(field, text);
+        foreach (var (key, value) in Env ?? [])
+        {
+            var bytes = Encoding.UTF8.GetByteCount(key) + 1 + Encoding.UTF8.GetByteCount(value ?? "");
+            if (bytes + 1 > MaxExecStringBytes)
+                v.Add($"env.{key}", $"'{key}=...' is {bytes} bytes of UTF-8; Linux passes at most {MaxExecStringBytes - 1} bytes in one environment string (MAX_ARG_STRLEN), so every session would fail to start");
+        }
+        if (Process?.Command is { } command && Encoding.UTF8.GetByteCount(command) is var commandBytes && commandBytes + 1 > MaxExecStringBytes)
+            v.Add("process.command", $"is {commandBytes} bytes of UTF-8; Linux passes at most {MaxExecStringBytes - 1} bytes in one program argument (MAX_ARG_STRLEN), so every session would fail to start");
 
         if (Process is null && Docker is null && Kubernetes is null)
             v.Add("process", "at least one runtime section (process, docker, kubernetes) is required");
