@@ -68,16 +68,66 @@ public abstract class SessionsApiTests(ControlPlaneFixture cp)
     {
         await AgentOnlineAsync();
         var (client, _, _) = await cp.QuickUserAsync("res");
+        // Below firefox-browser's defaults (1 cpu, 2Gi): a user may always ask for less.
         var json = await (await client.PostAsJsonAsync("/api/v1/sessions",
-            new { template = "firefox-browser", resources = new { cpu = "1.5", memory = "1Gi" }, persistentHome = true }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
-        json.GetProperty("resources").GetProperty("cpu").GetString().ShouldBe("1.5");
+            new { template = "firefox-browser", resources = new { cpu = "0.5", memory = "1Gi" }, persistentHome = true }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+        json.GetProperty("resources").GetProperty("cpu").GetString().ShouldBe("0.5");
         json.GetProperty("resources").GetProperty("memory").GetString().ShouldBe("1Gi");
         json.GetProperty("persistentHome").GetBoolean().ShouldBeTrue();
 
         var partial = await (await client.PostAsJsonAsync("/api/v1/sessions",
-            new { template = "firefox-browser", resources = new { memory = "3Gi" } }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+            new { template = "firefox-browser", resources = new { memory = "1536Mi" } }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
         partial.GetProperty("resources").GetProperty("cpu").GetString().ShouldBe("1");
-        partial.GetProperty("resources").GetProperty("memory").GetString().ShouldBe("3Gi");
+        partial.GetProperty("resources").GetProperty("memory").GetString().ShouldBe("1536Mi");
+    }
+
+    [Fact]
+    public async Task Resources_above_the_template_are_refused_naming_the_field_unless_an_admin_asks()
+    {
+        await AgentOnlineAsync();
+        var (client, _, username) = await cp.QuickUserAsync("greedy");
+
+        // xterm gives 250m and 256Mi: a plain user asking for more is refused before quota or placement, nothing written.
+        async Task<JsonElement> RefusedAsync(object resources, params string[] fields)
+        {
+            var json = await (await client.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm", resources }, Ct)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+            foreach (var field in fields)
+            {
+                json.GetProperty("fields").TryGetProperty(field, out _).ShouldBeTrue($"fields should name {field}: {json}");
+                json.GetProperty("message").GetString()!.ShouldContain($"'{field}'");
+            }
+            json.GetProperty("fields").EnumerateObject().Count().ShouldBe(fields.Length, json.ToString());
+            json.GetProperty("message").GetString()!.ShouldContain("only an admin may ask for more");
+            return json;
+        }
+
+        var memory = await RefusedAsync(new { cpu = "64", memory = "256Gi" }, "resources.cpu", "resources.memory");
+        memory.GetProperty("message").GetString()!.ShouldContain("'resources.memory' 256Gi is above the template's 256Mi");
+        memory.GetProperty("message").GetString()!.ShouldContain("'resources.cpu' 64 is above the template's 250m");
+        await RefusedAsync(new { cpu = "251m" }, "resources.cpu");
+        await RefusedAsync(new { cpu = "0.3" }, "resources.cpu");
+        await RefusedAsync(new { memory = "257Mi" }, "resources.memory");
+        await RefusedAsync(new { cpu = "100m", memory = "1Gi" }, "resources.memory");
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM sessions WHERE username = @username", new { username })).ShouldBe(0);
+
+        // At the template's values (compared by value, not text) and below: taken, and stored as given.
+        foreach (var (cpu, mem) in new[] { ("0.25", "0.25Gi"), ("250m", "268435456"), ("100m", "128Mi") })
+        {
+            var json = await (await client.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm", resources = new { cpu, memory = mem } }, Ct))
+                .ShouldBeJsonAsync(HttpStatusCode.Created);
+            json.GetProperty("resources").GetProperty("cpu").GetString().ShouldBe(cpu);
+            json.GetProperty("resources").GetProperty("memory").GetString().ShouldBe(mem);
+        }
+
+        // An admin may ask for more, for their own session or somebody else's.
+        var (admin, _, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("bigadmin"), Roles.Admin);
+        foreach (var body in new object[] { new { template = "xterm", resources = new { cpu = "2", memory = "4Gi" } },
+                     new { template = "xterm", user = username, resources = new { cpu = "2", memory = "4Gi" } } })
+        {
+            var json = await (await admin.PostAsJsonAsync("/api/v1/sessions", body, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+            json.GetProperty("resources").GetProperty("cpu").GetString().ShouldBe("2");
+            json.GetProperty("resources").GetProperty("memory").GetString().ShouldBe("4Gi");
+        }
     }
 
     [Fact]

@@ -2,6 +2,7 @@ using StreamSpace.ControlPlane.Templates;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text;
+using System.Text.Json.Nodes;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 
 namespace StreamSpace.ControlPlane.Tests;
@@ -222,6 +223,52 @@ public abstract class TemplatesApiTests(ControlPlaneFixture cp)
         await (await admin.PostRawAsync($"/api/v1/templates/{name}", "<xml/>", "application/xml")).ShouldBeErrorAsync(HttpStatusCode.UnsupportedMediaType);
 
         await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+    }
+
+    [Fact]
+    public async Task A_template_read_with_GET_can_be_edited_and_PUT_back_as_it_is()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("roundtrip-");
+        await (await admin.PostAsJsonAsync($"/api/v1/templates/{name}", ValidBody(), Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+        var read = await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+
+        // curl | jq | curl: the whole answer, bookkeeping included, with one field changed. The bookkeeping is the
+        // catalog's and is ignored, even when it says something else.
+        var body = JsonNode.Parse(read.GetRawText())!.AsObject();
+        body["builtin"].ShouldNotBeNull();
+        body["createdAt"].ShouldNotBeNull();
+        body["updatedAt"].ShouldNotBeNull();
+        body["displayName"] = "Edited";
+        body["builtin"] = true;
+        body["createdAt"] = "2000-01-01T00:00:00Z";
+        var replaced = await (await admin.PutAsync($"/api/v1/templates/{name}",
+            new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"), Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        replaced.GetProperty("displayName").GetString().ShouldBe("Edited");
+
+        var stored = await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        stored.GetProperty("displayName").GetString().ShouldBe("Edited");
+        stored.GetProperty("builtin").GetBoolean().ShouldBeFalse();
+        stored.GetProperty("createdAt").GetDateTimeOffset().ShouldBe(read.GetProperty("createdAt").GetDateTimeOffset());
+        stored.GetProperty("defaultResources").GetProperty("cpu").GetString().ShouldBe("500m");
+        stored.GetProperty("process").GetProperty("command").GetString().ShouldBe("xterm -e top");
+
+        // Any other unknown field is still refused, by name; the answer lists only the fields a body sets.
+        body["surprise"] = 1;
+        var refused = await (await admin.PutAsync($"/api/v1/templates/{name}",
+            new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"), Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        refused.GetProperty("fields").TryGetProperty("surprise", out _).ShouldBeTrue(refused.ToString());
+        refused.GetProperty("message").GetString()!.ShouldNotContain("builtin");
+        (await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK))
+            .GetProperty("updatedAt").GetDateTimeOffset().ShouldBe(stored.GetProperty("updatedAt").GetDateTimeOffset());
+
+        // The same for a new template made from another's answer.
+        var copy = ControlPlaneFixture.Unique("copy-");
+        body.Remove("surprise");
+        body["name"] = copy;
+        var made = await (await admin.PostRawAsync($"/api/v1/templates/{copy}", body.ToJsonString())).ShouldBeJsonAsync(HttpStatusCode.Created);
+        made.GetProperty("displayName").GetString().ShouldBe("Edited");
+        made.GetProperty("builtin").GetBoolean().ShouldBeFalse();
     }
 
     [Fact]

@@ -5,7 +5,7 @@ namespace StreamSpace.ControlPlane.Hosting;
 /// <summary>The body of every error answer: a short <c>error</c>, a human <c>message</c>, and details where useful.</summary>
 public sealed record ApiError(string Error, string Message)
 {
-    /// <summary>Validation errors by field name (400).</summary>
+    /// <summary>Validation errors by field name (400), and the fields of a session request above its template's resources (403).</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public IReadOnlyDictionary<string, string>? Fields { get; init; }
     /// <summary>Why each agent was passed over (503 at session creation).</summary>

@@ -179,6 +179,8 @@ public sealed class SessionCreator : IAsyncDisposable
                 continue;
             }
 
+            if (!r.Caller.IsAdmin && AboveTemplate(r, template) is { } above) { outcomes[i] = above; continue; }
+
             var quotaStatus = users.Check(owner);
             if (quotaStatus.Exceeded)
             {
@@ -276,6 +278,30 @@ public sealed class SessionCreator : IAsyncDisposable
             """,
             args, tx, cancellationToken: ct));
         return written;
+    }
+
+    /// <summary>
+    /// A request for more than the template's <c>defaultResources</c>, refused for anyone but an admin: the template's
+    /// values are the per-session limits that keep one session from taking the host (design-deviations 9), so a user
+    /// may ask for less but not more. Compared by value (<c>0.5</c> = <c>500m</c>, <c>1Gi</c> = <c>1024Mi</c>).
+    /// </summary>
+    private static SessionCreateOutcome? AboveTemplate(SessionCreateRequest r, TemplateView template)
+    {
+        var fields = new Dictionary<string, string>();
+        var ceiling = template.DefaultResources;
+        // Both sides were validated (the request by the API, the template when stored); a template value that would not
+        // parse counts as no room, so a broken template never lets a request through.
+        if (r.Cpu is not null && ResourceQuantity.TryParseCpu(r.Cpu, out var cpu, out _)
+            && !(ResourceQuantity.TryParseCpu(ceiling?.Cpu, out var maxCpu, out _) && cpu <= maxCpu))
+            fields["resources.cpu"] = $"{r.Cpu} is above the template's {ceiling?.Cpu}";
+        if (r.Memory is not null && ResourceQuantity.TryParseMemory(r.Memory, out var memory, out _)
+            && !(ResourceQuantity.TryParseMemory(ceiling?.Memory, out var maxMemory, out _) && memory <= maxMemory))
+            fields["resources.memory"] = $"{r.Memory} is above the template's {ceiling?.Memory}";
+        if (fields.Count == 0) return null;
+        var message = string.Join("; ", fields.Select(f => $"'{f.Key}' {f.Value}"))
+                      + $"; only an admin may ask for more than template '{r.TemplateName}' gives.";
+        return new SessionCreateOutcome(null, TypedResults.Json(new ApiError("Above template resources", message) { Fields = fields },
+            statusCode: StatusCodes.Status403Forbidden));
     }
 
     private static SessionCreateOutcome Invalid(string field, string message) =>

@@ -112,10 +112,11 @@ public static class TemplatesApi
         {
             try
             {
-                template = await JsonSerializer.DeserializeAsync<TemplateDefinition>(request.Body, jsonOptions, ct);
+                template = await JsonSerializer.DeserializeAsync<TemplateBody>(request.Body, jsonOptions, ct);
             }
             catch (JsonException ex)
             {
+                // Described against the definition, so "it takes ..." lists only the fields a body can set.
                 var (message, field, problem) = JsonErrorText.Describe(ex, typeof(TemplateDefinition), jsonOptions);
                 // A field's problem names the field; a body-level one already says "The request body ...".
                 return (null, ApiErrors.BadRequest(field is null ? message : $"The request body is not a valid template: {message}",
@@ -140,4 +141,17 @@ public static class TemplatesApi
 
     private static JsonHttpResult<ApiError> NotFound(string name) =>
         ApiErrors.NotFound($"There is no template named '{name}'.");
+
+    /// <summary>
+    /// A JSON template body: the definition, plus the catalog's bookkeeping that GET adds (<see cref="TemplateView"/>),
+    /// taken with any value and ignored, so the answer of a GET can be edited and sent back as it is
+    /// (<c>curl | jq | curl</c>). Any other unknown field is still refused. Stored as its <see cref="TemplateDefinition"/>
+    /// only (<see cref="TemplateCatalog"/> serializes that type), so nothing of these reaches the catalog.
+    /// </summary>
+    private sealed class TemplateBody : TemplateDefinition
+    {
+        public JsonElement? Builtin { get; set; }
+        public JsonElement? CreatedAt { get; set; }
+        public JsonElement? UpdatedAt { get; set; }
+    }
 }
