@@ -69,8 +69,9 @@ public sealed class AgentConnection : IDisposable
 
     /// <summary>
     /// <c>session.status</c> events the database did not take (an outage), oldest first, and those that arrived behind
-    /// them: applied again, in order, before the next event and at every reconciliation, so what the agent observed (an
-    /// app that exited) is not lost and its session not later taken for lost. At most <see cref="TrackedSessionLimit"/>.
+    /// them (the hello's ended sessions too): applied again, in order, before the next event, at every reconciliation
+    /// (which waits while any remain) and once more when the connection ends, so what the agent observed (an app that
+    /// exited) is not lost and its session not later taken for lost. At most <see cref="TrackedSessionLimit"/>.
     /// Guarded by <see cref="ProcessingLock"/>.
     /// </summary>
     public List<SessionStatusPayload> UnappliedStatuses { get; } = [];
