@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using StreamSpace.ControlPlane.Agents;
+using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Sessions;
 using StreamSpace.Protocol;
@@ -198,5 +199,40 @@ public sealed class OpsDatabaseOutageAgentTests(ProxiedHubControlPlane cp) : ICl
         (await cp.SessionRowAsync(exits)).Reason.ShouldBe("app exited");
         (await cp.SessionRowAsync(stays)).State.ShouldBe(SessionState.Running);
         agent.IsOpen.ShouldBeTrue($"the agent's socket was closed: {agent.CloseDescription}");
+    }
+
+    [Fact]
+    public async Task A_held_back_session_status_is_applied_before_a_later_result_so_a_stopped_session_is_not_stopped_again_as_an_orphan()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var (agentId, token) = await cp.CreateAgentAsync("outage-order");
+        var stopped = await cp.CreateSessionAsync(agentId, SessionState.Terminating);
+        await using var agent = await cp.OnlineAgentAsync(agentId, token, [new SessionInventoryItem { SessionId = stopped, State = ObservedStates.Running }]);
+        // Its stop: the hello's reconciliation queues it (a session being terminated that the agent still runs).
+        var stop = await agent.ExpectCommandAsync();
+        (stop.Type, stop.SessionId).ShouldBe((CommandTypes.SessionStop, stopped));
+        var stopId = stop.CommandId;
+        await agent.AckAsync(stopId);
+        await HubControlPlane.EventuallyAsync(async () => (await cp.CommandRowAsync(stopId)).State == CommandState.Acked, TimeSpan.FromSeconds(5), "the ack applied");
+
+        // The agent reports the session running (its display came back, say) during the outage, then, once the database
+        // is back, that the stop succeeded: in that order.
+        cp.Proxy.Cut();
+        try
+        {
+            await agent.StatusAsync(stopped, ObservedStates.Running);
+            await Task.Delay(TimeSpan.FromSeconds(1), ct);
+        }
+        finally
+        {
+            cp.Proxy.Restore();
+        }
+        await agent.ResultAsync(stopId, success: true);
+
+        await cp.SessionStateIsAsync(stopped, SessionState.Terminated, TimeSpan.FromSeconds(5));
+        // A reconciliation (every 2 s) after both: the session is no longer tracked, so no stop is queued for it again.
+        await Task.Delay(TimeSpan.FromSeconds(2.5), ct);
+        (await cp.CommandsForSessionAsync(stopped)).Select(c => c.Id).ShouldBe([stopId], "no orphan stop for a session the agent stopped");
+        (await cp.SessionRowAsync(stopped)).State.ShouldBe(SessionState.Terminated);
     }
 }

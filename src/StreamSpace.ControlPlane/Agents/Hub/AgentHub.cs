@@ -462,16 +462,18 @@ public sealed class AgentHub(
             }
             else if (report.Status is { } status)
             {
-                await FlushAsync();
+                if (!await FlushAsync()) return false;
                 if (!await ApplyStatusesAsync(connection, status, ct)) return false;
             }
         }
-        await FlushAsync();
-        return true;
+        return await FlushAsync();
 
-        async Task FlushAsync()
+        async Task<bool> FlushAsync()
         {
-            if (acks.Count == 0 && received.Count == 0) return;
+            if (acks.Count == 0 && received.Count == 0) return true;
+            // Events held back by an outage came before these in the agent's order: a held 'running' applied after a later
+            // stop's result would track the stopped session again, and reconciliation would stop it as an orphan.
+            if (connection.UnappliedStatuses.Count > 0 && !await ApplyStatusesAsync(connection, null, ct)) return false;
             var (a, r) = (acks.ToList(), received.ToList());
             acks.Clear();
             received.Clear();
@@ -484,6 +486,7 @@ public sealed class AgentHub(
                         TrackResult(connection, sessionId, applied.Command.Type, applied.Success);
                 }
             }, r.Count > 0 ? MessageTypes.Result : MessageTypes.Ack);
+            return true;
         }
 
         async Task GuardAsync(Func<Task> apply, string type)
