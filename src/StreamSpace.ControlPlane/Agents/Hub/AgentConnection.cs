@@ -1,4 +1,5 @@
 using System.Net.WebSockets;
+using StreamSpace.ControlPlane.Commands;
 using StreamSpace.Protocol;
 
 namespace StreamSpace.ControlPlane.Agents.Hub;
@@ -75,6 +76,25 @@ public sealed class AgentConnection : IDisposable
     /// Guarded by <see cref="ProcessingLock"/>.
     /// </summary>
     public List<SessionStatusPayload> UnappliedStatuses { get; } = [];
+
+    /// <summary>
+    /// Queues <paramref name="status"/> behind <see cref="UnappliedStatuses"/>, its reason cut to what the database keeps
+    /// of it (it is cut so when applied anyway): the bound counts events, and an agent's reason may be up to a frame long.
+    /// Returns the oldest event when the queue was full and it had to go. Call with <see cref="ProcessingLock"/> held.
+    /// </summary>
+    public SessionStatusPayload? HoldStatus(SessionStatusPayload status)
+    {
+        SessionStatusPayload? dropped = null;
+        if (UnappliedStatuses.Count >= TrackedSessionLimit)
+        {
+            dropped = UnappliedStatuses[0];
+            UnappliedStatuses.RemoveAt(0);
+        }
+        UnappliedStatuses.Add(status.Reason is { Length: > CommandResults.MaxReasonLength } reason
+            ? status with { Reason = CommandResults.Reason(reason) }
+            : status);
+        return dropped;
+    }
 
     /// <summary>
     /// How many sessions <see cref="Inventory"/> may hold before a report of one more the database does not know closes the

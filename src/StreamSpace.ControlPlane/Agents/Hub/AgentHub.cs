@@ -541,14 +541,9 @@ public sealed class AgentHub(
     /// <summary>Queues <paramref name="status"/> behind the held-back events (at most the tracking limit: the oldest goes).</summary>
     private void Hold(AgentConnection connection, SessionStatusPayload status)
     {
-        var waiting = connection.UnappliedStatuses;
-        if (waiting.Count >= connection.TrackedSessionLimit)
-        {
+        if (connection.HoldStatus(status) is { } dropped)
             logger.LogWarning(HubEvents.HubLoopFailed, "Dropped the oldest of {Count} unapplied session events of agent {AgentId} (session {SessionId} {ObservedState}); its next hello settles it",
-                waiting.Count, connection.AgentId, waiting[0].SessionId, waiting[0].State);
-            waiting.RemoveAt(0);
-        }
-        waiting.Add(status);
+                connection.UnappliedStatuses.Count, connection.AgentId, dropped.SessionId, dropped.State);
     }
 
     private static void TrackResult(AgentConnection connection, string sessionId, string type, bool success)
