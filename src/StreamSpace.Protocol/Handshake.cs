@@ -34,9 +34,14 @@ public sealed record SessionInventoryItem
     public required string State { get; init; }
     /// <summary>
     /// Why an ended session (<c>exited</c>, <c>crashed</c>, <c>stopped</c>) ended, as its <c>session.status</c> said
-    /// ("app killed by signal 15"); absent for live sessions and from older agents.
+    /// ("app killed by signal 15"); absent for live sessions and from older agents. At most
+    /// <see cref="MaxReasonLength"/> characters: what the control plane keeps of a reason, and what keeps a hello listing
+    /// many crashes (each reason quoting a log the session user writes) far below <see cref="ProtocolJson.MaxFrameBytes"/>.
     /// </summary>
     public string? Reason { get; init; }
+
+    /// <summary>Longest <see cref="Reason"/> an agent sends (the control plane's <c>sessions.reason</c> keeps 1000).</summary>
+    public const int MaxReasonLength = 1000;
 }
 
 /// <summary>Session states as observed by an agent.</summary>

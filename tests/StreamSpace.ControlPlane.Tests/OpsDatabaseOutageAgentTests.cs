@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using StreamSpace.ControlPlane.Agents;
+using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Sessions;
 using StreamSpace.Protocol;
@@ -126,5 +127,112 @@ public sealed class OpsDatabaseOutageAgentTests(ProxiedHubControlPlane cp) : ICl
         await Task.Delay(TimeSpan.FromSeconds(2.5), ct);
         (await cp.SessionRowAsync(stays)).State.ShouldBe(SessionState.Running);
         agent.IsOpen.ShouldBeTrue($"the agent's socket was closed: {agent.CloseDescription}");
+    }
+
+    [Fact]
+    public async Task A_held_back_session_status_is_applied_when_its_connection_ends_not_lost_with_it()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var (agentId, token) = await cp.CreateAgentAsync("outage-close");
+        var exits = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var stays = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var agent = await cp.OnlineAgentAsync(agentId, token,
+        [
+            new SessionInventoryItem { SessionId = exits, State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = stays, State = ObservedStates.Running },
+        ]);
+
+        cp.Proxy.Cut();
+        try
+        {
+            await agent.StatusAsync(exits, ObservedStates.Exited);
+            await Task.Delay(TimeSpan.FromSeconds(3), ct);
+        }
+        finally
+        {
+            cp.Proxy.Restore();
+        }
+        // The connection ends (the agent reconnects, say) with the event still held, before a reconciliation retried it.
+        // The agent, having reported it on a connection that stayed up, will not list the session again.
+        await agent.DisposeAsync();
+
+        await cp.SessionStateIsAsync(exits, SessionState.Terminated, TimeSpan.FromSeconds(10));
+        (await cp.SessionRowAsync(exits)).Reason.ShouldBe("app exited");
+        await using var again = await cp.OnlineAgentAsync(agentId, token, [new SessionInventoryItem { SessionId = stays, State = ObservedStates.Running }]);
+        await Task.Delay(TimeSpan.FromSeconds(2.5), ct);
+        (await cp.SessionRowAsync(exits)).State.ShouldBe(SessionState.Terminated);
+        (await cp.SessionRowAsync(stays)).State.ShouldBe(SessionState.Running);
+    }
+
+    [Fact]
+    public async Task An_ended_session_in_a_hello_the_database_did_not_take_is_applied_later_not_failed_as_lost_meanwhile()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var (agentId, token) = await cp.CreateAgentAsync("outage-hello");
+        var exits = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var stays = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        // The database refuses to end this session (as in an outage), and only that: failing it as lost would still work.
+        var trigger = ControlPlaneFixture.Unique("fail_end_");
+        await cp.ExecuteAsync($"""
+            CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+            CREATE TRIGGER {trigger} BEFORE UPDATE ON sessions FOR EACH ROW WHEN (NEW.id = '{exits}' AND NEW.state = '{SessionState.Terminated}') EXECUTE FUNCTION {trigger}();
+            """, new { });
+        ScriptedAgent agent;
+        try
+        {
+            agent = await cp.OnlineAgentAsync(agentId, token,
+            [
+                new SessionInventoryItem { SessionId = stays, State = ObservedStates.Running },
+                new SessionInventoryItem { SessionId = exits, State = ObservedStates.Exited, Reason = "app exited with code 0" },
+            ]);
+            // The hello's own reconciliation and one more (every 2 s) while the database refuses the ended session.
+            await Task.Delay(TimeSpan.FromSeconds(3), ct);
+            (await cp.SessionRowAsync(exits)).State.ShouldBe(SessionState.Running, "not failed as lost while its end waits");
+        }
+        finally
+        {
+            await cp.ExecuteAsync($"DROP TRIGGER {trigger} ON sessions; DROP FUNCTION {trigger}();", new { });
+        }
+        await using var _ = agent;
+
+        await cp.SessionStateIsAsync(exits, SessionState.Terminated, TimeSpan.FromSeconds(10));
+        (await cp.SessionRowAsync(exits)).Reason.ShouldBe("app exited");
+        (await cp.SessionRowAsync(stays)).State.ShouldBe(SessionState.Running);
+        agent.IsOpen.ShouldBeTrue($"the agent's socket was closed: {agent.CloseDescription}");
+    }
+
+    [Fact]
+    public async Task A_held_back_session_status_is_applied_before_a_later_result_so_a_stopped_session_is_not_stopped_again_as_an_orphan()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var (agentId, token) = await cp.CreateAgentAsync("outage-order");
+        var stopped = await cp.CreateSessionAsync(agentId, SessionState.Terminating);
+        await using var agent = await cp.OnlineAgentAsync(agentId, token, [new SessionInventoryItem { SessionId = stopped, State = ObservedStates.Running }]);
+        // Its stop: the hello's reconciliation queues it (a session being terminated that the agent still runs).
+        var stop = await agent.ExpectCommandAsync();
+        (stop.Type, stop.SessionId).ShouldBe((CommandTypes.SessionStop, stopped));
+        var stopId = stop.CommandId;
+        await agent.AckAsync(stopId);
+        await HubControlPlane.EventuallyAsync(async () => (await cp.CommandRowAsync(stopId)).State == CommandState.Acked, TimeSpan.FromSeconds(5), "the ack applied");
+
+        // The agent reports the session running (its display came back, say) during the outage, then, once the database
+        // is back, that the stop succeeded: in that order.
+        cp.Proxy.Cut();
+        try
+        {
+            await agent.StatusAsync(stopped, ObservedStates.Running);
+            await Task.Delay(TimeSpan.FromSeconds(1), ct);
+        }
+        finally
+        {
+            cp.Proxy.Restore();
+        }
+        await agent.ResultAsync(stopId, success: true);
+
+        await cp.SessionStateIsAsync(stopped, SessionState.Terminated, TimeSpan.FromSeconds(5));
+        // A reconciliation (every 2 s) after both: the session is no longer tracked, so no stop is queued for it again.
+        await Task.Delay(TimeSpan.FromSeconds(2.5), ct);
+        (await cp.CommandsForSessionAsync(stopped)).Select(c => c.Id).ShouldBe([stopId], "no orphan stop for a session the agent stopped");
+        (await cp.SessionRowAsync(stopped)).State.ShouldBe(SessionState.Terminated);
     }
 }

@@ -116,20 +116,10 @@ internal sealed class ControlConnection : IAsyncDisposable
 
         var live = _runtime.Inventory();
         var ended = _ended.Snapshot().Where(e => live.All(s => s.SessionId != e.SessionId)).ToList();
-        var hello = new HelloPayload
-        {
-            AgentId = _options.AgentId,
-            Version = AgentVersion.Value,
-            Platform = _runtime.Platform,
-            Region = _options.Region,
-            Capacity = new AgentCapacity { MaxSessions = _options.MaxSessions, ActiveSessions = live.Count },
-            Draining = _draining(),
-            SessionLimits = _runtime.SessionLimits,
-            Inventory = [.. live, .. ended.Select(e => new SessionInventoryItem { SessionId = e.SessionId, State = e.State, Reason = e.Reason })],
-        };
+        var (hello, helloFrame) = HelloFrame(live, ended);
         try
         {
-            await SendAsync(Envelope.Create(MessageTypes.Hello, hello, _time.GetUtcNow()), timeout.Token);
+            await SendAsync(helloFrame, timeout.Token);
             var answer = await ReceiveAsync(timeout.Token);
             switch (answer?.Type)
             {
@@ -159,6 +149,45 @@ internal sealed class ControlConnection : IAsyncDisposable
         {
             _logger.LogWarning("Handshake with {Uri} failed: {Error}", uri, ex.Message);
             return null;
+        }
+    }
+
+    /// <summary>
+    /// The hello, encoded, and never larger than the control plane accepts (it refuses a bigger one before any welcome,
+    /// and only a welcome lets ended sessions go, so the agent would stay locked out). Too many ended sessions to list with
+    /// their reasons: listed without them (the control plane then says "reported at reconnect"); still too many: the
+    /// oldest are left out of this hello, and <paramref name="ended"/> is cut to what it carries. Those left out stay
+    /// remembered (<see cref="EndedSessions"/>); their <c>session.status</c> still goes out, or a later hello lists them.
+    /// </summary>
+    private (HelloPayload Hello, byte[] Frame) HelloFrame(IReadOnlyList<SessionInventoryItem> live, List<EndedSessions.Entry> ended)
+    {
+        var withReasons = true;
+        while (true)
+        {
+            var hello = new HelloPayload
+            {
+                AgentId = _options.AgentId,
+                Version = AgentVersion.Value,
+                Platform = _runtime.Platform,
+                Region = _options.Region,
+                Capacity = new AgentCapacity { MaxSessions = _options.MaxSessions, ActiveSessions = live.Count },
+                Draining = _draining(),
+                SessionLimits = _runtime.SessionLimits,
+                Inventory = [.. live, .. ended.Select(e => new SessionInventoryItem { SessionId = e.SessionId, State = e.State, Reason = withReasons ? e.Reason : null })],
+            };
+            var frame = ProtocolJson.Encode(Envelope.Create(MessageTypes.Hello, hello, _time.GetUtcNow()));
+            if (frame.Length <= ProtocolJson.MaxFrameBytes || ended.Count == 0) return (hello, frame);
+            if (withReasons)
+            {
+                _logger.LogWarning("The hello listing {Count} ended sessions with their reasons takes {Bytes} bytes; sent without the reasons", ended.Count, frame.Length);
+                withReasons = false;
+                continue;
+            }
+            // Oldest first out, a tenth at a time (at least one): a hello is encoded a handful of times at most.
+            var drop = Math.Max(1, ended.Count / 10);
+            _logger.LogWarning("The hello listing {Count} ended sessions takes {Bytes} bytes; the {Drop} oldest left out of it", ended.Count, frame.Length, drop);
+            ended.Sort((a, b) => a.At.CompareTo(b.At));
+            ended.RemoveRange(0, drop);
         }
     }
 
@@ -323,9 +352,10 @@ internal sealed class ControlConnection : IAsyncDisposable
         }
     }
 
-    private async Task SendAsync(Envelope envelope, CancellationToken ct)
+    private Task SendAsync(Envelope envelope, CancellationToken ct) => SendAsync(ProtocolJson.Encode(envelope), ct);
+
+    private async Task SendAsync(byte[] bytes, CancellationToken ct)
     {
-        var bytes = ProtocolJson.Encode(envelope);
         await _sendLock.WaitAsync(ct);
         try
         {

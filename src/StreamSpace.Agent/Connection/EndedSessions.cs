@@ -38,10 +38,22 @@ internal sealed class EndedSessions
         lock (_gate)
         {
             if (status.State is ObservedStates.Exited or ObservedStates.Crashed or ObservedStates.Stopped)
-                _entries[status.SessionId] = new Entry(status.SessionId, status.State, status.Reason, _connectionId, now);
+                _entries[status.SessionId] = new Entry(status.SessionId, status.State, Shortened(status.Reason), _connectionId, now);
             else
                 _entries.Remove(status.SessionId);
         }
+    }
+
+    /// <summary>
+    /// A reason cut to what the control plane keeps of it, never inside a surrogate pair: an "Xvnc is gone" reason quotes
+    /// a log the session user writes, and the protocol's JSON writes '&lt;' or any non-ASCII character as six bytes, so a
+    /// few whole ones would carry the hello past the frame limit the control plane refuses.
+    /// </summary>
+    private static string? Shortened(string? reason)
+    {
+        const int max = SessionInventoryItem.MaxReasonLength;
+        if (reason is null || reason.Length <= max) return reason;
+        return reason[..(char.IsHighSurrogate(reason[max - 1]) ? max - 1 : max)];
     }
 
     /// <summary>What the next hello lists beside the live sessions.</summary>
@@ -60,9 +72,11 @@ internal sealed class EndedSessions
     {
         lock (_gate)
         {
-            // Only the very entry the hello carried: a newer observation of the same session replaced it since.
+            // Only the very entry the hello carried: a newer observation of the same session replaced it since. A set: a
+            // hello may carry thousands, and this runs before the connection reads anything (keep-alive pongs included).
+            var wasCarried = carried.ToHashSet();
             var restamp = _entries.Values
-                .Where(e => e.ConnectionId is null || carried.Any(c => c == e))
+                .Where(e => e.ConnectionId is null || wasCarried.Contains(e))
                 .ToList();
             foreach (var entry in restamp)
             {

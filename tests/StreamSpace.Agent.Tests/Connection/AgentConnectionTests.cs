@@ -471,6 +471,58 @@ public class AgentConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Sessions_that_crashed_with_huge_reasons_while_disconnected_fit_the_next_hello_with_their_reasons_cut()
+    {
+        await using var proxy = new TcpProxy(new Uri(_cp.Url));
+        var runtime = new InstrumentedRuntime();
+        string[] ids = ["alice-xterm-aaaaaa", "bob-xterm-bbbbbb", "carol-xterm-cccccc"];
+        foreach (var id in ids) await runtime.StartAsync(StartArgs.For(id), TestContext.Current.CancellationToken);
+        await StartAgentAsync(runtime, BehindProxy(proxy));
+        var first = await _cp.NextConnectionAsync();
+        await first.CollectAsync(r => r.Any(e => e.Type == MessageTypes.Heartbeat), Wait);
+
+        // "Xvnc is gone: <the last lines of a log the session user writes>": 64 KiB each, every '<' six bytes in JSON
+        // (\u003C), so three of them whole come to 1.2 MB, past the frame limit. A surrogate pair straddles the cut.
+        proxy.SilenceOpenConnections();
+        var log = "Xvnc is gone: " + new string('<', SessionInventoryItem.MaxReasonLength - 15) + "\U0001F600" + new string('<', 64 * 1024);
+        foreach (var id in ids) runtime.Crash(id, log);
+
+        var second = await _cp.NextConnectionAsync(TimeSpan.FromSeconds(15));
+        second.Hello.Inventory.Select(i => i.SessionId).Order(StringComparer.Ordinal).ShouldBe(ids);
+        foreach (var item in second.Hello.Inventory)
+        {
+            item.State.ShouldBe(ObservedStates.Crashed);
+            item.Reason.ShouldBe(log[..(SessionInventoryItem.MaxReasonLength - 1)], "cut to what the control plane keeps, not inside the pair");
+        }
+        (await second.CollectAsync(r => r.Any(e => e.Type == MessageTypes.Heartbeat), Wait))
+            .ShouldContain(e => e.Type == MessageTypes.Heartbeat, "welcomed, and the connection runs");
+    }
+
+    [Theory]
+    // Reasons of 1000 '<' (6000 bytes each in JSON): 200 of them do not fit, the 200 sessions without them do.
+    [InlineData(200, 1000, 200)]
+    // 20 000 sessions do not fit even without reasons: the oldest are left out, the rest fit.
+    [InlineData(20_000, 0, 10_000)]
+    public async Task A_hello_listing_more_ended_sessions_than_fit_a_frame_is_cut_to_fit_and_welcomed(int crashes, int reasonLength, int atLeastListed)
+    {
+        await using var proxy = new TcpProxy(new Uri(_cp.Url));
+        var runtime = new InstrumentedRuntime();
+        await StartAgentAsync(runtime, BehindProxy(proxy));
+        var first = await _cp.NextConnectionAsync();
+        await first.CollectAsync(r => r.Any(e => e.Type == MessageTypes.Heartbeat), Wait);
+
+        proxy.SilenceOpenConnections();
+        var reason = reasonLength == 0 ? null : new string('<', reasonLength);
+        for (var i = 0; i < crashes; i++) runtime.Crash($"crashed-session-{i:D6}", reason);
+
+        var second = await _cp.NextConnectionAsync(TimeSpan.FromSeconds(20));
+        second.Hello.Inventory.Count.ShouldBeInRange(atLeastListed, crashes);
+        second.Hello.Inventory.ShouldAllBe(i => i.State == ObservedStates.Crashed && i.Reason == null);
+        // Welcomed, and the connection runs (answering keep-alive pings: taking in the welcome of thousands is quick).
+        await second.CollectAsync(r => r.Any(e => e.Type == MessageTypes.Heartbeat), Wait);
+    }
+
+    [Fact]
     public async Task Ended_session_reported_on_a_connection_that_stayed_up_is_not_listed_in_later_hellos()
     {
         var options = Options();

@@ -32,7 +32,7 @@ internal sealed class InstrumentedRuntime : ISessionRuntime
     }
 
     /// <summary>The session dies (its app killed, its Xvnc gone): gone from the inventory, reported <c>crashed</c> with <paramref name="reason"/>.</summary>
-    public void Crash(string sessionId, string reason)
+    public void Crash(string sessionId, string? reason)
     {
         _exited[sessionId] = true;
         _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = sessionId, State = ObservedStates.Crashed, Reason = reason });

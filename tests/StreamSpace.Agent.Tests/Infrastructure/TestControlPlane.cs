@@ -168,6 +168,12 @@ internal sealed class TestAgentConnection
         ValueWebSocketReceiveResult result;
         do
         {
+            if (length == buffer.Length)
+            {
+                // As the hub does: a frame over the limit is refused, never read on.
+                await _socket.CloseAsync(WebSocketCloseStatus.MessageTooBig, "frame_too_large", CancellationToken.None);
+                throw new WebSocketClosedException(WebSocketCloseStatus.MessageTooBig, $"frame over {ProtocolJson.MaxFrameBytes} bytes");
+            }
             result = await _socket.ReceiveAsync(buffer.AsMemory(length), cts.Token);
             if (result.MessageType == WebSocketMessageType.Close)
             {

@@ -1,4 +1,5 @@
 using System.Net.WebSockets;
+using StreamSpace.ControlPlane.Commands;
 using StreamSpace.Protocol;
 
 namespace StreamSpace.ControlPlane.Agents.Hub;
@@ -69,11 +70,31 @@ public sealed class AgentConnection : IDisposable
 
     /// <summary>
     /// <c>session.status</c> events the database did not take (an outage), oldest first, and those that arrived behind
-    /// them: applied again, in order, before the next event and at every reconciliation, so what the agent observed (an
-    /// app that exited) is not lost and its session not later taken for lost. At most <see cref="TrackedSessionLimit"/>.
+    /// them (the hello's ended sessions too): applied again, in order, before the next event, at every reconciliation
+    /// (which waits while any remain) and once more when the connection ends, so what the agent observed (an app that
+    /// exited) is not lost and its session not later taken for lost. At most <see cref="TrackedSessionLimit"/>.
     /// Guarded by <see cref="ProcessingLock"/>.
     /// </summary>
     public List<SessionStatusPayload> UnappliedStatuses { get; } = [];
+
+    /// <summary>
+    /// Queues <paramref name="status"/> behind <see cref="UnappliedStatuses"/>, its reason cut to what the database keeps
+    /// of it (it is cut so when applied anyway): the bound counts events, and an agent's reason may be up to a frame long.
+    /// Returns the oldest event when the queue was full and it had to go. Call with <see cref="ProcessingLock"/> held.
+    /// </summary>
+    public SessionStatusPayload? HoldStatus(SessionStatusPayload status)
+    {
+        SessionStatusPayload? dropped = null;
+        if (UnappliedStatuses.Count >= TrackedSessionLimit)
+        {
+            dropped = UnappliedStatuses[0];
+            UnappliedStatuses.RemoveAt(0);
+        }
+        UnappliedStatuses.Add(status.Reason is { Length: > CommandResults.MaxReasonLength } reason
+            ? status with { Reason = CommandResults.Reason(reason) }
+            : status);
+        return dropped;
+    }
 
     /// <summary>
     /// How many sessions <see cref="Inventory"/> may hold before a report of one more the database does not know closes the

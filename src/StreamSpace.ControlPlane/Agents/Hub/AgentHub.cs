@@ -72,6 +72,7 @@ public sealed class AgentHub(
             await connection.FinishAsync();
             await reportPump;
             await reconcileLoop;
+            await ApplyHeldStatusesAfterCloseAsync(connection);
             // Whatever ended the connection (even mid-handshake): offline, but only where the agents row still names
             // this connection id, so a replaced connection's cleanup never touches its successor. That covers one
             // that died between its online write and registration, and one whose hello was still being written
@@ -79,6 +80,41 @@ public sealed class AgentHub(
             if (registry.Remove(connection) || connection.OnlineWrite is not null)
                 await MarkOfflineAfterCloseAsync(connection);
         }
+    }
+
+    /// <summary>
+    /// The connection ended with <c>session.status</c> events still held back by a database failure: one more try
+    /// (bounded by <see cref="CleanupTimeout"/>), as the database may be back by now. The agent forgets an ended session
+    /// it reported once the connection stayed up a while, so its next hello may not list it: an event dropped here can
+    /// make reconciliation fail that session as lost, and each one dropped is logged.
+    /// </summary>
+    private async Task ApplyHeldStatusesAfterCloseAsync(AgentConnection connection)
+    {
+        var waiting = connection.UnappliedStatuses;
+        if (waiting.Count == 0) return;
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping);
+        timeout.CancelAfter(CleanupTimeout);
+        try
+        {
+            while (waiting.Count > 0)
+            {
+                // Nothing else uses the connection any more (its pump and reconciliation ended): no lock to take. Its
+                // limit on unknown sessions no longer matters either: there is no connection left to close.
+                await observations.ApplyAsync(connection, waiting[0], timeout.Token);
+                waiting.RemoveAt(0);
+            }
+        }
+        catch (Exception ex)
+        {
+            logger.LogError(HubEvents.HubLoopFailed, ex, "Could not apply the {Count} session events agent {AgentId} reported on connection {ConnectionId} before it closed",
+                waiting.Count, connection.AgentId, connection.ConnectionId);
+        }
+        foreach (var dropped in waiting)
+        {
+            logger.LogWarning(HubEvents.HubLoopFailed, "Dropped the event of agent {AgentId} that session {SessionId} is {ObservedState} ({Reason}): the database did not take it before connection {ConnectionId} closed; the agent's next hello or reconciliation settles the session",
+                connection.AgentId, dropped.SessionId, dropped.State, dropped.Reason, connection.ConnectionId);
+        }
+        waiting.Clear();
     }
 
     private async Task MarkOfflineAfterCloseAsync(AgentConnection connection)
@@ -204,17 +240,25 @@ public sealed class AgentHub(
         await connection.ProcessingLock.WaitAsync(connection.Lifetime);
         try
         {
-            foreach (var item in ended)
+            // The agent's own reason (kept like a status's: NUL replaced, cut to the column); older agents send none.
+            var statuses = ended.Select(item => new SessionStatusPayload
             {
-                // The agent's own reason (kept like a status's: NUL replaced, cut to the column); older agents send none.
-                var reason = string.IsNullOrWhiteSpace(item.Reason) ? "reported at reconnect" : StorableText.Clean(item.Reason);
-                await observations.ApplyAsync(connection,
-                    new SessionStatusPayload { SessionId = item.SessionId, State = item.State, Reason = reason }, connection.Lifetime);
+                SessionId = item.SessionId, State = item.State,
+                Reason = string.IsNullOrWhiteSpace(item.Reason) ? "reported at reconnect" : StorableText.Clean(item.Reason),
+            }).ToList();
+            var applied = 0;
+            try
+            {
+                for (; applied < statuses.Count; applied++) await observations.ApplyAsync(connection, statuses[applied], connection.Lifetime);
             }
-        }
-        catch (Exception ex) when (ex is not OperationCanceledException)
-        {
-            logger.LogError(HubEvents.HubLoopFailed, ex, "Could not apply the ended sessions in agent {AgentId}'s hello", connection.AgentId);
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // Not in the tracked inventory (the hello ended them), so dropping them here would let the reconciliation
+                // right after fail them as lost: they wait with the held-back events, and reconciliation waits for those.
+                logger.LogError(HubEvents.HubLoopFailed, ex, "Could not apply the ended sessions in agent {AgentId}'s hello; {Count} kept for the next try",
+                    connection.AgentId, statuses.Count - applied);
+                foreach (var status in statuses.Skip(applied)) Hold(connection, status);
+            }
         }
         finally
         {
@@ -421,16 +465,18 @@ public sealed class AgentHub(
             }
             else if (report.Status is { } status)
             {
-                await FlushAsync();
+                if (!await FlushAsync()) return false;
                 if (!await ApplyStatusesAsync(connection, status, null, ct)) return false;
             }
         }
-        await FlushAsync();
-        return true;
+        return await FlushAsync();
 
-        async Task FlushAsync()
+        async Task<bool> FlushAsync()
         {
-            if (acks.Count == 0 && received.Count == 0) return;
+            if (acks.Count == 0 && received.Count == 0) return true;
+            // Events held back by an outage came before these in the agent's order: a held 'running' applied after a later
+            // stop's result would track the stopped session again, and reconciliation would stop it as an orphan.
+            if (connection.UnappliedStatuses.Count > 0 && !await ApplyStatusesAsync(connection, null, null, ct)) return false;
             var (a, r) = (acks.ToList(), received.ToList());
             acks.Clear();
             received.Clear();
@@ -443,6 +489,7 @@ public sealed class AgentHub(
                         TrackResult(connection, sessionId, applied.Command.Type, applied.Success);
                 }
             }, r.Count > 0 ? MessageTypes.Result : MessageTypes.Ack);
+            return true;
         }
 
         async Task GuardAsync(Func<Task> apply, string type)
@@ -470,16 +517,7 @@ public sealed class AgentHub(
         CancellationToken ct)
     {
         var waiting = connection.UnappliedStatuses;
-        if (status is not null)
-        {
-            if (waiting.Count >= connection.TrackedSessionLimit)
-            {
-                logger.LogWarning(HubEvents.HubLoopFailed, "Dropped the oldest of {Count} unapplied session events of agent {AgentId} (session {SessionId} {ObservedState}); its next hello settles it",
-                    waiting.Count, connection.AgentId, waiting[0].SessionId, waiting[0].State);
-                waiting.RemoveAt(0);
-            }
-            waiting.Add(status);
-        }
+        if (status is not null) Hold(connection, status);
         while (waiting.Count > 0)
         {
             var next = waiting[0];
@@ -504,6 +542,14 @@ public sealed class AgentHub(
             }
         }
         return true;
+    }
+
+    /// <summary>Queues <paramref name="status"/> behind the held-back events (at most the tracking limit: the oldest goes).</summary>
+    private void Hold(AgentConnection connection, SessionStatusPayload status)
+    {
+        if (connection.HoldStatus(status) is { } dropped)
+            logger.LogWarning(HubEvents.HubLoopFailed, "Dropped the oldest of {Count} unapplied session events of agent {AgentId} (session {SessionId} {ObservedState}); its next hello settles it",
+                connection.UnappliedStatuses.Count, connection.AgentId, dropped.SessionId, dropped.State);
     }
 
     private static void TrackResult(AgentConnection connection, string sessionId, string type, bool success)
@@ -541,8 +587,11 @@ public sealed class AgentHub(
         await connection.ProcessingLock.WaitAsync(connection.Lifetime);
         try
         {
-            // Events an outage held back first: reconciliation compares the database with the inventory they update.
+            // Events an outage held back first: reconciliation compares the database with the inventory they update. While
+            // some still wait, it waits too: a session they end is not in the inventory (a hello's ended one never was)
+            // and would be failed as lost; the database just refused them anyway, so the next interval tries again.
             if (connection.UnappliedStatuses.Count > 0 && !await ApplyStatusesAsync(connection, null, outage, connection.Lifetime)) return;
+            if (connection.UnappliedStatuses.Count > 0) return;
             await reconciler.ReconcileAsync(connection, connection.Lifetime);
             outage.Succeeded();
         }
