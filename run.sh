@@ -122,8 +122,9 @@ http_status() {
 
 # Packages a local session needs: TigerVNC (one Xvnc per session), the built-in templates' apps, matchbox (a window
 # manager that makes each app fill the session's desktop as the viewer resizes it), and setsid/setpriv (util-linux)
-# to run sessions in their own process group as an unprivileged user; and curl, which this script probes /healthz with.
-APT_PACKAGES=(tigervnc-standalone-server matchbox-window-manager xterm firefox-esr chromium util-linux procps ca-certificates curl)
+# to run sessions in their own process group as an unprivileged user; curl, which this script probes /healthz with; and
+# jq, which the README's first API calls read the token with.
+APT_PACKAGES=(tigervnc-standalone-server matchbox-window-manager xterm firefox-esr chromium util-linux procps ca-certificates curl jq)
 if command -v apt-get >/dev/null; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
@@ -197,7 +198,7 @@ admin_login "$data" "$admin_before"
 if [ "$embedded" = true ]; then
   echo "  an embedded local agent (process runtime) is attached"
 else
-  echo "  no agent is attached: add one with POST /api/v1/agents and start src/StreamSpace.Agent"
+  echo "  no embedded agent: agents registered with POST /api/v1/agents connect by themselves (README: a standalone agent)"
 fi
 if [ "$embedded" = true ]; then
   echo "  stop with Ctrl-C (running sessions keep running and the next ./run.sh takes them back; end them in the UI to stop them)"
