@@ -100,26 +100,11 @@ public sealed class OpsDatabaseOutageAgentTests(ProxiedHubControlPlane cp) : ICl
     public async Task A_session_status_the_database_did_not_take_is_applied_once_it_is_back_not_taken_for_lost()
     {
         var ct = TestContext.Current.CancellationToken;
-        var (agentId, token) = await cp.CreateAgentAsync("outage-status");
-        var exits = await cp.CreateSessionAsync(agentId, SessionState.Running);
-        var stays = await cp.CreateSessionAsync(agentId, SessionState.Running);
-        await using var agent = await cp.OnlineAgentAsync(agentId, token,
-        [
-            new SessionInventoryItem { SessionId = exits, State = ObservedStates.Running },
-            new SessionInventoryItem { SessionId = stays, State = ObservedStates.Running },
-        ]);
+        var (_, _, agent, exits, stays) = await TwoRunningSessionsAsync("outage-status");
+        await using var online = agent;
 
-        cp.Proxy.Cut();
-        try
-        {
-            await agent.StatusAsync(exits, ObservedStates.Exited);
-            // Long enough for the event to fail against the cut database and for a reconciliation (every 2 s) to run.
-            await Task.Delay(TimeSpan.FromSeconds(3), ct);
-        }
-        finally
-        {
-            cp.Proxy.Restore();
-        }
+        // Long enough for the event to fail against the cut database and for a reconciliation (every 2 s) to run.
+        await DuringAnOutageAsync(() => agent.StatusAsync(exits, ObservedStates.Exited), TimeSpan.FromSeconds(3));
 
         await cp.SessionStateIsAsync(exits, SessionState.Terminated, TimeSpan.FromSeconds(10));
         (await cp.SessionRowAsync(exits)).Reason.ShouldBe("app exited");
@@ -133,25 +118,9 @@ public sealed class OpsDatabaseOutageAgentTests(ProxiedHubControlPlane cp) : ICl
     public async Task A_held_back_session_status_is_applied_when_its_connection_ends_not_lost_with_it()
     {
         var ct = TestContext.Current.CancellationToken;
-        var (agentId, token) = await cp.CreateAgentAsync("outage-close");
-        var exits = await cp.CreateSessionAsync(agentId, SessionState.Running);
-        var stays = await cp.CreateSessionAsync(agentId, SessionState.Running);
-        var agent = await cp.OnlineAgentAsync(agentId, token,
-        [
-            new SessionInventoryItem { SessionId = exits, State = ObservedStates.Running },
-            new SessionInventoryItem { SessionId = stays, State = ObservedStates.Running },
-        ]);
+        var (agentId, token, agent, exits, stays) = await TwoRunningSessionsAsync("outage-close");
 
-        cp.Proxy.Cut();
-        try
-        {
-            await agent.StatusAsync(exits, ObservedStates.Exited);
-            await Task.Delay(TimeSpan.FromSeconds(3), ct);
-        }
-        finally
-        {
-            cp.Proxy.Restore();
-        }
+        await DuringAnOutageAsync(() => agent.StatusAsync(exits, ObservedStates.Exited), TimeSpan.FromSeconds(3));
         // The connection ends (the agent reconnects, say) with the event still held, before a reconciliation retried it.
         // The agent, having reported it on a connection that stayed up, will not list the session again.
         await agent.DisposeAsync();
@@ -193,7 +162,7 @@ public sealed class OpsDatabaseOutageAgentTests(ProxiedHubControlPlane cp) : ICl
         {
             await cp.ExecuteAsync($"DROP TRIGGER {trigger} ON sessions; DROP FUNCTION {trigger}();", new { });
         }
-        await using var _ = agent;
+        await using var online = agent;
 
         await cp.SessionStateIsAsync(exits, SessionState.Terminated, TimeSpan.FromSeconds(10));
         (await cp.SessionRowAsync(exits)).Reason.ShouldBe("app exited");
@@ -217,16 +186,7 @@ public sealed class OpsDatabaseOutageAgentTests(ProxiedHubControlPlane cp) : ICl
 
         // The agent reports the session running (its display came back, say) during the outage, then, once the database
         // is back, that the stop succeeded: in that order.
-        cp.Proxy.Cut();
-        try
-        {
-            await agent.StatusAsync(stopped, ObservedStates.Running);
-            await Task.Delay(TimeSpan.FromSeconds(1), ct);
-        }
-        finally
-        {
-            cp.Proxy.Restore();
-        }
+        await DuringAnOutageAsync(() => agent.StatusAsync(stopped, ObservedStates.Running), TimeSpan.FromSeconds(1));
         await agent.ResultAsync(stopId, success: true);
 
         await cp.SessionStateIsAsync(stopped, SessionState.Terminated, TimeSpan.FromSeconds(5));
@@ -234,5 +194,35 @@ public sealed class OpsDatabaseOutageAgentTests(ProxiedHubControlPlane cp) : ICl
         await Task.Delay(TimeSpan.FromSeconds(2.5), ct);
         (await cp.CommandsForSessionAsync(stopped)).Select(c => c.Id).ShouldBe([stopId], "no orphan stop for a session the agent stopped");
         (await cp.SessionRowAsync(stopped)).State.ShouldBe(SessionState.Terminated);
+    }
+
+    /// <summary>An agent online with two running sessions it reports: one a test ends, one that must stay running.</summary>
+    private async Task<(string AgentId, string Token, ScriptedAgent Agent, string Exits, string Stays)> TwoRunningSessionsAsync(string prefix)
+    {
+        var (agentId, token) = await cp.CreateAgentAsync(prefix);
+        var exits = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var stays = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var agent = await cp.OnlineAgentAsync(agentId, token,
+        [
+            new SessionInventoryItem { SessionId = exits, State = ObservedStates.Running },
+            new SessionInventoryItem { SessionId = stays, State = ObservedStates.Running },
+        ]);
+        return (agentId, token, agent, exits, stays);
+    }
+
+    /// <summary>Cuts the database, sends what <paramref name="report"/> sends, waits <paramref name="hold"/> for the control
+    /// plane to fail on it, and restores the database.</summary>
+    private async Task DuringAnOutageAsync(Func<Task> report, TimeSpan hold)
+    {
+        cp.Proxy.Cut();
+        try
+        {
+            await report();
+            await Task.Delay(hold, TestContext.Current.CancellationToken);
+        }
+        finally
+        {
+            cp.Proxy.Restore();
+        }
     }
 }
