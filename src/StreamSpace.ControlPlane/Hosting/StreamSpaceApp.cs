@@ -66,6 +66,7 @@ public static class StreamSpaceApp
         services.AddSingleton(Options.Create(options));
         services.TryAddSingletonTimeProvider();
         services.AddSingleton(_ => new Db(database));
+        services.AddSingleton<RequestOutageLog>();
         services.Configure<JsonOptions>(o =>
         {
             o.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.CamelCase;
