@@ -235,6 +235,9 @@ public sealed class OpsDatabaseOutageTests(ProxiedPostgresControlPlane cp) : ICl
         logged.ShouldNotContain(e => e.Exception != null, $"a request logged a stack trace for an outage:\n{said}");
         logged.Count(e => e.Level == LogLevel.Warning).ShouldBeLessThanOrEqualTo(2, said);
         logged.ShouldAllBe(e => e.Level == LogLevel.Warning || e.Level == LogLevel.Debug, said);
+        // Nor elsewhere: reading the token's user row failed first, and JwtBearerHandler logged that as an Error with its stack.
+        var traces = cp.Log.Entries.Skip(cutAt).Where(e => e.Level >= LogLevel.Warning && e.Exception is not null).ToList();
+        traces.ShouldBeEmpty(string.Join("\n", traces.Select(e => $"{e.Level} {e.Category}: {e.Message}")));
     }
 
     /// <summary>The loop a <see cref="DatabaseOutageLog"/> line is about ("Heartbeat flush: database unreachable: …").</summary>
