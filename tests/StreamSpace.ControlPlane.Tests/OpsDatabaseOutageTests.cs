@@ -29,6 +29,9 @@ public sealed class ProxiedPostgresControlPlane() : ControlPlaneFixture(Database
 
     public static readonly TimeSpan ReconcileInterval = TimeSpan.FromSeconds(2);
 
+    /// <summary>The category API requests log a database outage under (<see cref="RequestOutageLog"/>).</summary>
+    public const string RequestOutageCategory = "StreamSpace.Database";
+
     /// <summary>Everything the app logs (at the fixture's level, warnings and up; Information for <see cref="OutageLoggingLoops"/>).</summary>
     public CapturedLog Log { get; } = new();
 
@@ -47,6 +50,8 @@ public sealed class ProxiedPostgresControlPlane() : ControlPlaneFixture(Database
                 $"--StreamSpace:ReconcileInterval={ReconcileInterval:c}",
                 // The loops' "database reachable again" is Information.
                 .. OutageLoggingLoops.Select(loop => $"--Logging:LogLevel:{loop}=Information"),
+                // Requests' outage failures past the first are Debug: captured, to see that each is still logged.
+                $"--Logging:LogLevel:{RequestOutageCategory}=Debug",
             ];
         }
     }
@@ -193,6 +198,46 @@ public sealed class OpsDatabaseOutageTests(ProxiedPostgresControlPlane cp) : ICl
         var hub = logged.Where(e => e.Category == ProxiedPostgresControlPlane.OutageLoggingLoops[^1] && e.Level == LogLevel.Warning).ToList();
         hub.ShouldHaveSingleItem().Message.ShouldStartWith($"Reconciliation of agent {agent.AgentId}: database unreachable: ");
         agent.IsOpen.ShouldBeTrue($"the agent's socket was closed: {agent.CloseDescription}");
+    }
+
+    [Fact]
+    public async Task Api_requests_during_an_outage_log_at_most_a_warning_without_stack_traces_and_answer_the_same_503()
+    {
+        // Before, each request logged a Warning with the whole stack: a busy API filled the log during an outage.
+        var (user, _, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("outage-req"));
+        (await user.GetAsync("/api/v1/sessions", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+        var paths = Enumerable.Range(0, 20).Select(i => i % 2 == 0 ? "/api/v1/users/me" : "/api/v1/sessions").ToList();
+        var cutAt = cp.Log.Entries.Count;
+        cp.Proxy.Cut();
+        try
+        {
+            // Concurrent, as on a busy API.
+            var answers = await Task.WhenAll(paths.Select(path => user.GetAsync(path, TestContext.Current.CancellationToken)));
+            foreach (var answer in answers)
+            {
+                var error = await answer.ShouldBeErrorAsync(HttpStatusCode.ServiceUnavailable);
+                error.GetProperty("error").GetString().ShouldBe("Database unavailable");
+                error.GetProperty("message").GetString().ShouldBe("The database cannot be reached right now; try again shortly.");
+                answer.Headers.RetryAfter?.Delta.ShouldBe(TimeSpan.FromSeconds(5));
+            }
+        }
+        finally
+        {
+            cp.Proxy.Restore();
+        }
+        (await user.GetAsync("/api/v1/sessions", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.OK);
+
+        var logged = cp.Log.Entries.Skip(cutAt)
+            .Where(e => e.Category == ProxiedPostgresControlPlane.RequestOutageCategory && e.Message.StartsWith("Database unavailable while serving /api/", StringComparison.Ordinal))
+            .ToList();
+        var said = string.Join("\n", logged.Select(e => $"{e.Level}: {e.Message}{(e.Exception is null ? "" : " + stack trace")}"));
+        logged.Count.ShouldBe(paths.Count, $"each failed request is logged (Warning or Debug):\n{said}");
+        logged.ShouldNotContain(e => e.Exception != null, $"a request logged a stack trace for an outage:\n{said}");
+        logged.Count(e => e.Level == LogLevel.Warning).ShouldBeLessThanOrEqualTo(2, said);
+        logged.ShouldAllBe(e => e.Level == LogLevel.Warning || e.Level == LogLevel.Debug, said);
+        // Nor elsewhere: reading the token's user row failed first, and JwtBearerHandler logged that as an Error with its stack.
+        var traces = cp.Log.Entries.Skip(cutAt).Where(e => e.Level >= LogLevel.Warning && e.Exception is not null).ToList();
+        traces.ShouldBeEmpty(string.Join("\n", traces.Select(e => $"{e.Level} {e.Category}: {e.Message}")));
     }
 
     /// <summary>The loop a <see cref="DatabaseOutageLog"/> line is about ("Heartbeat flush: database unreachable: …").</summary>

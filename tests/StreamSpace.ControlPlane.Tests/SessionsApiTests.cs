@@ -362,6 +362,45 @@ public abstract class SessionsApiTests(ControlPlaneFixture cp)
     }
 
     [Fact]
+    public async Task A_hibernated_session_keeps_why_it_was_hibernated_until_it_is_woken()
+    {
+        var admin = await cp.AdminClientAsync();
+        var agentId = ControlPlaneFixture.Unique("sleeper-");
+        var token = (await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
+            .GetProperty("token").GetString()!;
+        var (_, userId, username) = await cp.QuickUserAsync("dozer");
+        var id = $"{username}-xterm-dozing";
+        await cp.InsertSessionAsync(id, userId, username, "running", agentId);
+        await using var agent = await ScriptedAgent.OnlineAsync(cp.BaseAddress, agentId, token,
+            [new SessionInventoryItem { SessionId = id, State = ObservedStates.Running }], heartbeat: false);
+
+        // The agent reports the session as it sees it, then the hibernate's result (neither with a reason of its own).
+        var hibernating = await (await admin.PostAsync($"/api/v1/sessions/{id}/hibernate", null, Ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        hibernating.GetProperty("stateReason").GetString().ShouldBe("hibernated by admin");
+        var hibernate = await agent.ExpectCommandAsync();
+        hibernate.Type.ShouldBe(CommandTypes.SessionHibernate);
+        await agent.AckAsync(hibernate.CommandId);
+        await agent.StatusAsync(id, ObservedStates.Hibernated);
+        await agent.ResultAsync(hibernate.CommandId, success: true);
+        await HubControlPlane.EventuallyAsync(async () => await cp.ScalarAsync<long>("SELECT COUNT(*) FROM agent_commands WHERE id = @id AND state = 'succeeded'",
+            new { id = hibernate.CommandId }) == 1, TimeSpan.FromSeconds(10), "the hibernate's result applied");
+        var hibernated = await (await admin.GetAsync($"/api/v1/sessions/{id}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        hibernated.GetProperty("state").GetString().ShouldBe("hibernated");
+        hibernated.GetProperty("stateReason").GetString().ShouldBe("hibernated by admin");
+
+        // A wake that succeeded leaves nothing to explain: a running session has no reason.
+        await (await admin.PostAsync($"/api/v1/sessions/{id}/wake", null, Ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        var wake = await agent.ExpectCommandAsync();
+        wake.Type.ShouldBe(CommandTypes.SessionWake);
+        await agent.AckAsync(wake.CommandId);
+        await agent.ResultAsync(wake.CommandId, success: true);
+        await HubControlPlane.EventuallyAsync(async () => await cp.ScalarAsync<string>("SELECT state FROM sessions WHERE id = @id", new { id }) == "running",
+            TimeSpan.FromSeconds(10), "the wake's result applied");
+        var woken = await (await admin.GetAsync($"/api/v1/sessions/{id}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        woken.GetProperty("stateReason").ValueKind.ShouldBe(JsonValueKind.Null);
+    }
+
+    [Fact]
     public async Task Hibernate_and_wake_follow_the_state_machine()
     {
         await AgentOnlineAsync();

@@ -55,7 +55,7 @@ public sealed class DatabaseOutageLog(ILogger logger, TimeProvider time, string 
     }
 
     // Npgsql's outer message ("Exception while reading from stream") says less than the socket error under it.
-    private static string OneLine(Exception ex)
+    internal static string OneLine(Exception ex)
     {
         var inner = ex.InnerException is { Message.Length: > 0 } i && i.Message != ex.Message ? $" ({i.Message})" : "";
         return (ex.Message + inner).ReplaceLineEndings(" ");

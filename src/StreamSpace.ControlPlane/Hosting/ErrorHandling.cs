@@ -47,8 +47,7 @@ public static class ErrorHandling
             }
             catch (Exception ex) when (IsDatabaseOutage(ex) && !context.Response.HasStarted)
             {
-                context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("StreamSpace.Database")
-                    .LogWarning(ex, "Database unavailable while serving {Path}", context.Request.Path);
+                context.RequestServices.GetRequiredService<Data.RequestOutageLog>().Failed(context.Request.Path, ex);
                 context.RequestServices.GetRequiredService<Data.Db>().ClearPool();
                 context.Response.Headers.RetryAfter = "5";
                 await WriteAsync(context, StatusCodes.Status503ServiceUnavailable,

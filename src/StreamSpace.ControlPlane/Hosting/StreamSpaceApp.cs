@@ -66,6 +66,7 @@ public static class StreamSpaceApp
         services.AddSingleton(Options.Create(options));
         services.TryAddSingletonTimeProvider();
         services.AddSingleton(_ => new Db(database));
+        services.AddSingleton<RequestOutageLog>();
         services.Configure<JsonOptions>(o =>
         {
             o.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.CamelCase;
@@ -100,7 +101,7 @@ public static class StreamSpaceApp
         // Pings with a timeout, not .NET's default unsolicited pongs (which never notice a silent peer): every accepted
         // socket (agent control, agent data, viewer) is aborted once its peer stops answering.
         app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = options.WebSocketKeepAliveInterval, KeepAliveTimeout = options.WebSocketKeepAliveTimeout });
-        app.UseAuthentication();
+        app.UseStreamSpaceAuthentication();
         app.UseAuthorization();
         app.UseAntiforgery();
 

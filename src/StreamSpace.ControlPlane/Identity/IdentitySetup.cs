@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using System.Security.Claims;
 using Dapper;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
@@ -28,6 +29,20 @@ public static class IdentitySetup
             .SetFallbackPolicy(new Microsoft.AspNetCore.Authorization.AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build());
         return services;
     }
+
+    /// <summary><see cref="HttpContext.Items"/> key: the database outage that kept a bearer token's user row from being read.</summary>
+    private static readonly object UnreachableDatabase = new();
+
+    /// <summary>
+    /// Authentication, then the database outage that kept it from reading a token's user row thrown again (to be
+    /// answered 503 by <see cref="Hosting.ErrorHandling"/>, as any request the outage fails).
+    /// </summary>
+    public static IApplicationBuilder UseStreamSpaceAuthentication(this IApplicationBuilder app) =>
+        app.UseAuthentication().Use((context, next) =>
+        {
+            (context.Items[UnreachableDatabase] as ExceptionDispatchInfo)?.Throw();
+            return next(context);
+        });
 
     /// <summary>
     /// Data Protection (the sign-in cookie's and the antiforgery tokens' encryption) with its key ring in the database, the
@@ -83,8 +98,20 @@ public static class IdentitySetup
                     var principal = context.Principal!;
                     var userId = principal.FindFirst("sub")?.Value;
                     var tokenVersion = principal.FindFirst(TokenIssuer.TokenVersionClaim)?.Value;
-                    var user = userId is null ? null
-                        : await context.HttpContext.RequestServices.GetRequiredService<TokenUserLookup>().FindAsync(userId, context.HttpContext.RequestAborted);
+                    UserRecord? user;
+                    try
+                    {
+                        user = userId is null ? null
+                            : await context.HttpContext.RequestServices.GetRequiredService<TokenUserLookup>().FindAsync(userId, context.HttpContext.RequestAborted);
+                    }
+                    catch (Exception ex) when (Hosting.ErrorHandling.IsDatabaseOutage(ex))
+                    {
+                        // Thrown from here, JwtBearerHandler logs it as an Error with its stack, on every request of an outage;
+                        // it is thrown again right after authentication instead (UseStreamSpaceAuthentication): the same 503.
+                        context.HttpContext.Items[UnreachableDatabase] = ExceptionDispatchInfo.Capture(ex);
+                        context.Fail(ex);
+                        return;
+                    }
                     if (user is null || user.Disabled || tokenVersion != user.TokenVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
                     {
                         context.Fail("The token is no longer valid.");

@@ -27,10 +27,16 @@ public static class SessionStateMachine
     /// <summary>
     /// The reason a transition stores. Entering <c>terminated</c> without a reason of its own (a stop that succeeded, the
     /// agent confirming it) keeps the one the termination was asked with ("deleted by …", "idle: …"): the session list
-    /// shows it as why the session ended. A reason given (an expired stop) still replaces it.
+    /// shows it as why the session ended. Likewise <c>hibernating → hibernated</c> keeps why it was hibernated
+    /// ("hibernated by …", "idle: …"); a wake that did not take (<c>waking → hibernated</c>) does not keep "woken by …".
+    /// A reason given (an expired stop, a failed wake) still replaces it.
     /// </summary>
-    private static string ReasonSql(string to, string reason, string stored) =>
-        to == SessionState.Terminated ? $"COALESCE({reason}, {stored})" : reason;
+    private static string ReasonSql(string to, string reason, string stored, string storedState) => to switch
+    {
+        SessionState.Terminated => $"COALESCE({reason}, {stored})",
+        SessionState.Hibernated => $"COALESCE({reason}, CASE WHEN {storedState} = '{SessionState.Hibernating}' THEN {stored} END)",
+        _ => reason,
+    };
 
     public static bool CanTransition(string from, string to) =>
         Allowed.TryGetValue(from, out var targets) && Array.IndexOf(targets, to) >= 0;
@@ -56,7 +62,7 @@ public static class SessionStateMachine
         if (current is null || !sources.Contains(current)) return null;
         var changed = await conn.ExecuteAsync(new CommandDefinition(
             $"""
-            UPDATE sessions SET state = @to, state_reason = {ReasonSql(to, "@reason", "state_reason")}, updated_at = @now
+            UPDATE sessions SET state = @to, state_reason = {ReasonSql(to, "@reason", "state_reason", "state")}, updated_at = @now
             WHERE id = @sessionId AND state = @current
             """,
             new { sessionId, to, reason, now, current }, tx, cancellationToken: ct));
@@ -79,7 +85,7 @@ public static class SessionStateMachine
         {
             return (await conn.QueryAsync<string>(new CommandDefinition(
                 $"""
-                UPDATE sessions s SET state = @to, state_reason = {ReasonSql(to, "v.reason", "s.state_reason")}, updated_at = @now
+                UPDATE sessions s SET state = @to, state_reason = {ReasonSql(to, "v.reason", "s.state_reason", "s.state")}, updated_at = @now
                 FROM unnest(@ids, @agents, @reasons) AS v(id, agent_id, reason)
                 WHERE s.id = v.id AND s.agent_id = v.agent_id AND s.state = ANY(@sources)
                 RETURNING s.id
@@ -95,7 +101,7 @@ public static class SessionStateMachine
         foreach (var (id, agentId, reason) in sessions)
         {
             if (await conn.ExecuteAsync(new CommandDefinition(
-                    $"UPDATE sessions SET state = @to, state_reason = {ReasonSql(to, "@reason", "state_reason")}, updated_at = @now WHERE id = @id AND agent_id = @agentId AND state IN @sources",
+                    $"UPDATE sessions SET state = @to, state_reason = {ReasonSql(to, "@reason", "state_reason", "state")}, updated_at = @now WHERE id = @id AND agent_id = @agentId AND state IN @sources",
                     new { to, reason, now, id, agentId, sources }, tx, cancellationToken: ct)) == 1)
                 changed.Add(id);
         }
