@@ -148,11 +148,36 @@ public sealed class EmbeddedAgentSettingsTests : IDisposable
         }
 
         // Its sessions in <data>/agent-local are placed on 'local': under another id its hello would have them stopped.
-        await using var renamed = StreamSpaceApp.Build(ControlPlaneFixture.StandaloneArgs(data, embeddedAgent: true, ["--StreamSpace:EmbeddedAgentId=renamed"]));
-        var refused = await Should.ThrowAsync<StreamSpace.Agent.Hosting.AgentOptionsException>(() => renamed.StartAsync(TestContext.Current.CancellationToken));
+        // Refused while the control plane is built, before it listens or starts anything.
+        var refused = Should.Throw<StreamSpace.Agent.Hosting.AgentOptionsException>(
+            () => StreamSpaceApp.Build(ControlPlaneFixture.StandaloneArgs(data, embeddedAgent: true, ["--StreamSpace:EmbeddedAgentId=renamed"])));
         refused.Message.ShouldStartWith($"the agent state folder {Path.Combine(data, "agent-local")} belongs to agent 'local', not 'renamed': ");
-        var db = renamed.Services.GetRequiredService<StreamSpace.ControlPlane.Data.Db>();
+        await using var db = new StreamSpace.ControlPlane.Data.Db(StreamSpace.ControlPlane.Data.DatabaseTarget.Parse(null, data));
         await using var conn = await db.OpenAsync(TestContext.Current.CancellationToken);
         (await Dapper.SqlMapper.ExecuteScalarAsync<long>(conn, "SELECT COUNT(*) FROM agents WHERE agent_id = 'renamed'")).ShouldBe(0, "refused before it registered");
+    }
+
+    [Fact]
+    public async Task A_control_plane_built_on_a_data_folder_whose_agent_state_is_in_use_is_refused_and_the_folder_is_free_once_the_first_is_disposed()
+    {
+        var data = Directory.CreateDirectory(Path.Combine(_root, "data")).FullName;
+        var first = StreamSpaceApp.Build(ControlPlaneFixture.StandaloneArgs(data, embeddedAgent: true, []));
+        await using (first)
+        {
+            // Held from the build on, before anything listens: the second one ends there, as a second ./run.sh does.
+            var refused = Should.Throw<StreamSpace.Agent.Hosting.AgentOptionsException>(
+                () => StreamSpaceApp.Build(ControlPlaneFixture.StandaloneArgs(data, embeddedAgent: true, [])));
+            refused.Message.ShouldBe($"the agent state folder {Path.Combine(data, "agent-local")} is in use by another agent (pid {Environment.ProcessId}): " +
+                "one state folder serves one agent process (STREAMSPACE_AGENT_STATE)");
+        }
+
+        // The first was never started: disposing it released the folder all the same.
+        var (app, admin) = await StartAsync(data);
+        await using (app)
+        using (admin)
+        {
+            await OnlineLocalAgentAsync(admin);
+            await app.StopAsync(TestContext.Current.CancellationToken);
+        }
     }
 }

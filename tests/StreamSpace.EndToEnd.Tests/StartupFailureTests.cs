@@ -266,4 +266,72 @@ public sealed class StartupFailureTests
         ending.Output.Trim().ShouldNotContain("\n");
         ending.MadeDatabase.ShouldBeFalse("said before any start-up work");
     }
+
+    [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public async Task A_second_control_plane_on_a_data_folder_in_use_ends_before_it_listens_with_one_plain_line()
+    {
+        // A second ./run.sh in the same checkout while the first runs: the same data folder, so the same embedded agent
+        // state folder, on another port.
+        using var scratch = new ScratchFolder("streamspace-e2e-data-twice-");
+        // Temporary folders are made 0700; as root the embedded agent would then keep its state elsewhere (and say why).
+        File.SetUnixFileMode(scratch.Path, (UnixFileMode)Convert.ToInt32("755", 8));
+        var data = Path.Combine(scratch.Path, "data");
+        var firstAddress = new Uri($"http://127.0.0.1:{FreePort.Next()}");
+        var settings = new Dictionary<string, string?>
+        {
+            ["STREAMSPACE_URLS"] = firstAddress.ToString().TrimEnd('/'),
+            ["STREAMSPACE_DATA"] = data,
+            ["STREAMSPACE_ADMIN_PASSWORD"] = Platform.AdminPassword,
+            ["STREAMSPACE_EMBEDDED_AGENT"] = "true",
+        };
+        await using var first = ManagedProcess.Start("control-plane-data-first", Paths.ControlPlaneExe, settings);
+        using var http = new HttpClient { BaseAddress = firstAddress, Timeout = TimeSpan.FromSeconds(2) };
+        await Platform.WaitUntilAsync(async () =>
+        {
+            if (first.HasExited) throw new InvalidOperationException($"the first control plane exited: {first.Output}");
+            if (!first.Output.Contains("Embedded local agent", StringComparison.Ordinal)) return false;
+            try
+            {
+                return (await http.GetAsync("/readyz", TestContext.Current.CancellationToken)).IsSuccessStatusCode;
+            }
+            catch (HttpRequestException) { return false; }
+            catch (TaskCanceledException) when (!TestContext.Current.CancellationToken.IsCancellationRequested) { return false; }
+        }, TimeSpan.FromSeconds(60), "the first control plane ready, its embedded agent holding the state folder");
+
+        var secondPort = FreePort.Next();
+        settings["STREAMSPACE_URLS"] = $"http://127.0.0.1:{secondPort}";
+        await using var second = ManagedProcess.Start("control-plane-data-second", Paths.ControlPlaneExe, settings);
+        // Knocks on its port for as long as it lives: a socket that listens (Kestrel's, or the early one it hands Kestrel)
+        // completes the connection even before anything answers it.
+        var accepted = false;
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!second.HasExited && DateTime.UtcNow < until)
+        {
+            using var knock = new TcpClient();
+            try
+            {
+                await knock.ConnectAsync(IPAddress.Loopback, secondPort, TestContext.Current.CancellationToken);
+                accepted = true;
+            }
+            catch (SocketException)
+            {
+            }
+            await Task.Delay(10, TestContext.Current.CancellationToken);
+        }
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(30));
+        await second.WaitForExitAsync(timeout.Token);
+
+        second.ExitCode.ShouldBe(2, second.Output);
+        second.Output.Trim().ShouldBe(
+            $"streamspace: the agent state folder {Path.Combine(data, "agent-local")} is in use by another agent (pid {first.Pid}): " +
+            "one state folder serves one agent process (STREAMSPACE_AGENT_STATE)");
+        second.Output.ShouldNotContain("\"LogLevel\":\"Error\"");
+        second.Output.ShouldNotContain("Now listening");
+        accepted.ShouldBeFalse("the second control plane listened on its port before it refused");
+        first.HasExited.ShouldBeFalse("the control plane that held the data folder was disturbed");
+        using var ready = await http.GetAsync("/readyz", TestContext.Current.CancellationToken);
+        ready.IsSuccessStatusCode.ShouldBeTrue("the first control plane still answers");
+    }
 }

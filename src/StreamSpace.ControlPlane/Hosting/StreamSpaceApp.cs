@@ -29,8 +29,23 @@ public static class StreamSpaceApp
         var options = StreamSpaceOptions.FromConfiguration(builder.Configuration);
         // Parsed now, so a wrong STREAMSPACE_DATABASE (or embedded-agent setting) stops the start before anything runs.
         var database = DatabaseTarget.Parse(options.Database, options.DataFolder);
-        if (options.EmbeddedAgent) _ = Agents.Embedded.EmbeddedAgentService.SessionSettings(builder.Configuration);
+        // Locked now, before this control plane listens or starts its loops: a second one on the same data folder (a second
+        // ./run.sh) ends here, with one line, rather than after it answered requests and swept the first one's database.
+        var embeddedAgentFolder = options.EmbeddedAgent ? Agents.Embedded.EmbeddedAgentFolder.Claim(options, builder.Configuration) : null;
+        try
+        {
+            return Compose(builder, options, database, embeddedAgentFolder, configureServices);
+        }
+        catch
+        {
+            embeddedAgentFolder?.Dispose();
+            throw;
+        }
+    }
 
+    private static WebApplication Compose(WebApplicationBuilder builder, StreamSpaceOptions options, DatabaseTarget database,
+        Agents.Embedded.EmbeddedAgentFolder? embeddedAgentFolder, Action<IServiceCollection>? configureServices)
+    {
         var urls = builder.Configuration["urls"];
         if (urls is null && builder.Configuration["STREAMSPACE_URLS"] is { Length: > 0 } streamSpaceUrls)
             builder.WebHost.UseUrls(urls = streamSpaceUrls);
@@ -91,10 +106,17 @@ public static class StreamSpaceApp
         services.AddStreamSpaceStreaming();
         services.AddStreamSpaceWeb();
         services.AddHostedService<StartupInitializer>();
-        services.AddHostedService<Agents.Embedded.EmbeddedAgentService>();
+        if (embeddedAgentFolder is not null)
+        {
+            // Made by a factory, so the container disposes it (an instance given as such it would not).
+            services.AddSingleton(_ => embeddedAgentFolder);
+            services.AddHostedService<Agents.Embedded.EmbeddedAgentService>();
+        }
         configureServices?.Invoke(services);
 
         var app = builder.Build();
+        // Resolved now, so the host's disposal releases the state folder even when it never started.
+        if (embeddedAgentFolder is not null) app.Services.GetRequiredService<Agents.Embedded.EmbeddedAgentFolder>();
         // Kestrel took its sockets by now; whatever it did not take (other addresses configured) is closed.
         app.Lifetime.ApplicationStarted.Register(early.Dispose);
         app.UseApiErrorHandling();

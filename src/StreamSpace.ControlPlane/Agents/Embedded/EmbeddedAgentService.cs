@@ -16,7 +16,7 @@ namespace StreamSpace.ControlPlane.Agents.Embedded;
 /// treats it specially.
 /// </summary>
 public sealed class EmbeddedAgentService(
-    IOptions<StreamSpaceOptions> options, Db db, IServer server, TimeProvider time, IConfiguration configuration,
+    IOptions<StreamSpaceOptions> options, EmbeddedAgentFolder folder, Db db, IServer server, TimeProvider time,
     ILoggerFactory loggerFactory, ILogger<EmbeddedAgentService> logger) : IHostedLifecycleService
 {
     public const string Region = "local";
@@ -31,11 +31,10 @@ public sealed class EmbeddedAgentService(
 
     public async Task StartedAsync(CancellationToken cancellationToken)
     {
-        if (!options.Value.EmbeddedAgent) return;
         var baseUrl = LoopbackAddress();
         var token = AgentTokens.Generate();
         var agentId = options.Value.EmbeddedAgentId;
-        var agentOptions = SessionSettings(configuration);
+        var agentOptions = folder.Settings;
         agentOptions.ControlPlaneUrl = baseUrl;
         agentOptions.AgentId = agentId;
         agentOptions.Token = token;
@@ -43,13 +42,10 @@ public sealed class EmbeddedAgentService(
         agentOptions.HeartbeatSeconds = options.Value.HeartbeatSeconds;
         agentOptions.MaxSessions = options.Value.EmbeddedAgentMaxSessions;
         agentOptions.Region = Region;
-        var (state, why) = StateFolderChoice.ForEmbedded(options.Value.DataFolder, agentOptions.StateFolder, Environment.IsPrivilegedProcess,
-            agentOptions.SharedStateRoot);
-        agentOptions.StateFolder = state;
-        agentOptions.EnsureStateFolder();
-        // Held from before the registration: only the host that holds the folder may claim the row as its own, and a folder
-        // that belongs to another agent id is refused before that id's row is touched.
-        var folderLock = StateFolderLock.Acquire(state, agentId);
+        // Locked since the control plane was built (EmbeddedAgentFolder), so before the registration: only the host that holds
+        // the folder may claim the row as its own, and a folder that belongs to another agent id was refused before that id's
+        // row was touched. This service releases it from here on (the agent does once it started).
+        var folderLock = folder.TakeLock();
         try
         {
             if (!await RegisterAsync(agentId, token, folderLock.ReadFile(TokenHashFile), cancellationToken))
@@ -59,7 +55,8 @@ public sealed class EmbeddedAgentService(
             }
             // After the commit: a crash in between leaves the previous hash here, and the restart waits out the offline timeout.
             folderLock.WriteFile(TokenHashFile, AgentTokens.Hash(token));
-            if (why is not null) logger.LogWarning("The embedded agent keeps its state (sessions, homes) in {State}, not in the data folder: {Why}", state, why);
+            if (folder.Why is not null)
+                logger.LogWarning("The embedded agent keeps its state (sessions, homes) in {State}, not in the data folder: {Why}", agentOptions.StateFolder, folder.Why);
             _host = await EmbeddedAgentHost.StartAsync(agentOptions, folderLock, loggerFactory, cancellationToken);
         }
         catch
@@ -146,7 +143,7 @@ public sealed class EmbeddedAgentService(
     /// <c>StreamSpace:Agent</c> section, also for <c>SharedStateRoot</c>). Identity, runtime, capacity and region are the
     /// embedded agent's own and set by the caller. StateFolder is empty unless configured; a configured one is made now, or
     /// refused (<see cref="AgentOptionsException"/>) when it cannot be used, so the control plane stops before anything runs;
-    /// so is a session user that cannot name an account.
+    /// so is a session user that cannot name an account. Read once, by <see cref="EmbeddedAgentFolder.Claim"/>.
     /// </summary>
     internal static AgentOptions SessionSettings(IConfiguration configuration)
     {
