@@ -75,39 +75,14 @@ public abstract class IdleSessionTests(ControlPlaneFixture cp)
         (await CommandsAsync(idle)).ShouldBe([(CommandTypes.SessionStop, CommandState.Pending)]);
     }
 
-    [Fact]
-    public async Task An_idle_session_keeps_its_idle_reason_once_its_agent_hibernated_it()
+    /// <summary>The agent's result carries no reason of its own: the session keeps the idle sweeper's.</summary>
+    [Theory]
+    [InlineData(StreamSpaceOptions.IdleHibernate, CommandTypes.SessionHibernate, SessionState.Hibernated)]
+    [InlineData(StreamSpaceOptions.IdleTerminate, CommandTypes.SessionStop, SessionState.Terminated)]
+    public async Task An_idle_session_keeps_its_idle_reason_once_its_agent_carried_out_the_idle_action(string action, string command, string endState)
     {
-        var admin = await cp.AdminClientAsync();
-        var agentId = ControlPlaneFixture.Unique("idlesleep");
-        var token = (await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
-            .GetProperty("token").GetString()!;
-        var (_, userId, username) = await cp.QuickUserAsync("idlesleep");
-        var idle = await SessionAsync(agentId, userId, username, "running", changed: DateTimeOffset.UtcNow.AddHours(-2), input: null);
-        await using var agent = await ScriptedAgent.OnlineAsync(cp.BaseAddress, agentId, token,
-            [new SessionInventoryItem { SessionId = idle, State = ObservedStates.Running }], heartbeat: false);
-        await using (var conn = await cp.Db.OpenAsync(Ct))
-            await conn.ExecuteAsync("UPDATE agents SET connected_at = @since WHERE agent_id = @agentId", new { since = DateTimeOffset.UtcNow.AddHours(-3), agentId });
-
-        (await Sweeper(StreamSpaceOptions.IdleHibernate).SweepAsync(Ct)).ShouldBe([idle]);
-        var reason = (await StateAsync(idle)).Reason.ShouldNotBeNull();
-        reason.ShouldStartWith("idle: no input for 01:00:00");
-
-        // Only the hibernate's result, no status event first: the result moves the session itself.
-        var hibernate = await agent.ExpectCommandAsync();
-        hibernate.Type.ShouldBe(CommandTypes.SessionHibernate);
-        await agent.AckAsync(hibernate.CommandId);
-        await agent.ResultAsync(hibernate.CommandId, success: true);
-        await HubControlPlane.EventuallyAsync(async () => (await StateAsync(idle)).State == SessionState.Hibernated, TimeSpan.FromSeconds(10),
-            $"session {idle} hibernated by the hibernate's result");
-        (await StateAsync(idle)).Reason.ShouldBe(reason);
-    }
-
-    [Fact]
-    public async Task An_idle_session_keeps_its_idle_reason_once_its_agent_stopped_it()
-    {
-        var (agentId, token) = await cp.RegisterAgentAsync("idleend");
-        var (_, userId, username) = await cp.QuickUserAsync("idleend");
+        var (agentId, token) = await cp.RegisterAgentAsync("idleact");
+        var (_, userId, username) = await cp.QuickUserAsync("idleact");
         var idle = await SessionAsync(agentId, userId, username, "running", changed: DateTimeOffset.UtcNow.AddHours(-2), input: null);
         await using var agent = await ScriptedAgent.OnlineAsync(cp.BaseAddress, agentId, token,
             [new SessionInventoryItem { SessionId = idle, State = ObservedStates.Running }], heartbeat: false);
@@ -115,17 +90,17 @@ public abstract class IdleSessionTests(ControlPlaneFixture cp)
         await using (var conn = await cp.Db.OpenAsync(Ct))
             await conn.ExecuteAsync("UPDATE agents SET connected_at = @since WHERE agent_id = @agentId", new { since = DateTimeOffset.UtcNow.AddHours(-3), agentId });
 
-        (await Sweeper(StreamSpaceOptions.IdleTerminate).SweepAsync(Ct)).ShouldBe([idle]);
+        (await Sweeper(action).SweepAsync(Ct)).ShouldBe([idle]);
         var reason = (await StateAsync(idle)).Reason.ShouldNotBeNull();
         reason.ShouldStartWith("idle: no input for 01:00:00");
 
-        // The agent does it: its result carries no reason of its own.
-        var stop = await agent.ExpectCommandAsync();
-        stop.Type.ShouldBe(CommandTypes.SessionStop);
-        await agent.AckAsync(stop.CommandId);
-        await agent.ResultAsync(stop.CommandId, success: true);
-        await HubControlPlane.EventuallyAsync(async () => (await StateAsync(idle)).State == SessionState.Terminated, TimeSpan.FromSeconds(10),
-            $"session {idle} terminated by the stop's result");
+        // Only the command's result, no status event first: the result moves the session itself.
+        var sent = await agent.ExpectCommandAsync();
+        sent.Type.ShouldBe(command);
+        await agent.AckAsync(sent.CommandId);
+        await agent.ResultAsync(sent.CommandId, success: true);
+        await HubControlPlane.EventuallyAsync(async () => (await StateAsync(idle)).State == endState, TimeSpan.FromSeconds(10),
+            $"session {idle} {endState} by the {command} result");
         (await StateAsync(idle)).Reason.ShouldBe(reason);
     }
 
