@@ -49,12 +49,7 @@ internal sealed class EndedSessions
     /// a log the session user writes, and the protocol's JSON writes '&lt;' or any non-ASCII character as six bytes, so a
     /// few whole ones would carry the hello past the frame limit the control plane refuses.
     /// </summary>
-    private static string? Shortened(string? reason)
-    {
-        const int max = SessionInventoryItem.MaxReasonLength;
-        if (reason is null || reason.Length <= max) return reason;
-        return reason[..(char.IsHighSurrogate(reason[max - 1]) ? max - 1 : max)];
-    }
+    private static string? Shortened(string? reason) => reason is null ? null : TextLength.Cut(reason, SessionInventoryItem.MaxReasonLength);
 
     /// <summary>What the next hello lists beside the live sessions.</summary>
     public IReadOnlyList<Entry> Snapshot()

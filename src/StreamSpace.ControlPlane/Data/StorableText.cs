@@ -24,6 +24,5 @@ public static class StorableText
     /// inside a surrogate pair: half a pair is no text either database takes alike (Npgsql cannot encode it and fails the
     /// statement, SQLite stores U+FFFD).
     /// </summary>
-    public static string Truncate(string text, int maxLength) =>
-        text.Length <= maxLength ? text : text[..(char.IsHighSurrogate(text[maxLength - 1]) ? maxLength - 1 : maxLength)];
+    public static string Truncate(string text, int maxLength) => Protocol.TextLength.Cut(text, maxLength);
 }
