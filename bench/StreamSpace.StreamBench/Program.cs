@@ -26,6 +26,11 @@
 // Run: bench/stream.sh, or dotnet run -c Release --project bench/StreamSpace.StreamBench --
 //   [--mib 128] [--pings 2000] [--pace-ms 16] [--paced-seconds 2] [--streams 1,10,100] [--only ours|floor|native]
 //   [--websockify-target unix|tcp]
+// - Our relay's sockets run their completions on the socket event threads, as in the product (StreamSpace.Protocol's
+//   InlineSocketCompletions, set up the same way before the first socket); STREAMSPACE_RELAY_INLINE_COMPLETIONS=0
+//   measures it with thread-pool hand-overs instead.
+using StreamSpace.Protocol;
 using StreamSpace.StreamBench;
 
+InlineSocketCompletions.ConfigureEventThreads();
 return await StreamBench.MainAsync(args);

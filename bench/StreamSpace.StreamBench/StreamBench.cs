@@ -447,6 +447,7 @@ public static class StreamBench
                 // As ProcessRuntime.ConnectVncAsync reaches a session's Xvnc: its Unix socket.
                 var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
                 await socket.ConnectAsync(new UnixDomainSocketEndPoint(echoUnixPath), c);
+                InlineSocketCompletions.TryEnable(socket);
                 return new NetworkStream(socket, ownsSocket: true);
             }, NullLogger.Instance, CancellationToken.None), CancellationToken.None);
             return Task.CompletedTask;

@@ -5,6 +5,8 @@ using StreamSpace.Agent.Hosting;
 using StreamSpace.Agent.Runtimes;
 
 // The standalone agent: generic host, JSON console logs, SIGTERM/Ctrl-C = graceful drain (sessions keep running).
+// Before the first socket: the stream relay's sockets complete on the socket event threads, one per core.
+StreamSpace.Protocol.InlineSocketCompletions.ConfigureEventThreads();
 var builder = Host.CreateApplicationBuilder(args);
 builder.Logging.ClearProviders();
 builder.Logging.AddJsonConsole(o =>

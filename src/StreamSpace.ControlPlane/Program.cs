@@ -6,6 +6,8 @@ using StreamSpace.ControlPlane.Hosting;
 // The start-up failures an operator meets most end in one plain line and an exit code, not an unhandled-exception dump
 // (which also aborts the process): a setting it cannot start with (2), an address already taken (1), a database it cannot
 // use (3). SIGTERM or Ctrl-C while it starts (waiting for its database, say) is a stop like any other: exit code 0.
+// Before the first socket: the stream relay's sockets complete on the socket event threads, one per core.
+StreamSpace.Protocol.InlineSocketCompletions.ConfigureEventThreads();
 IHostApplicationLifetime? lifetime = null;
 try
 {

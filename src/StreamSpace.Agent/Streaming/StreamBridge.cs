@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using System.Net.WebSockets;
 using Microsoft.Extensions.Logging;
 using StreamSpace.Agent.Runtimes;
@@ -36,6 +37,30 @@ public sealed class StreamBridge : IAsyncDisposable
     public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
     /// <summary>How long closing waits for the control plane's close answer before aborting.</summary>
     public static readonly TimeSpan CloseTimeout = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Dials data sockets with inline completions (<see cref="InlineSocketCompletions"/>): the bridge's copy loops are
+    /// all that runs on them, and they never block. Otherwise what ClientWebSocket's own handler does (a new TCP
+    /// connection per socket, no pooling: an upgraded connection is never reused).
+    /// </summary>
+    private static readonly HttpMessageInvoker DataSocketDialer = new(new SocketsHttpHandler
+    {
+        ConnectCallback = async (context, ct) =>
+        {
+            var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            try
+            {
+                await socket.ConnectAsync(context.DnsEndPoint, ct);
+                InlineSocketCompletions.TryEnable(socket);
+                return new NetworkStream(socket, ownsSocket: true);
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+        },
+    });
 
     private readonly ClientWebSocket _socket;
     private readonly Stream _vnc;
@@ -83,7 +108,7 @@ public sealed class StreamBridge : IAsyncDisposable
         socket.Options.KeepAliveTimeout = KeepAliveTimeout;
         try
         {
-            await socket.ConnectAsync(dataUri, linked.Token);
+            await socket.ConnectAsync(dataUri, DataSocketDialer, linked.Token);
         }
         catch (Exception ex) when (!ct.IsCancellationRequested && ex is OperationCanceledException or WebSocketException or HttpRequestException)
         {

@@ -27,6 +27,8 @@ public static class AgentStreamEndpoint
             return ApiErrors.Of(StatusCodes.Status401Unauthorized, "Invalid stream token",
                 "The stream is unknown, expired or already connected, or the bearer token does not match it.");
 
+        // From here on this connection only relays (the viewer's request runs the relay; this one waits for its end).
+        RelayTransportTuning.PreferInlineCompletions(http);
         using var socket = await http.WebSockets.AcceptWebSocketAsync();
         if (!pending.Deliver(socket))
         {

@@ -1,5 +1,7 @@
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using StreamSpace.Protocol;
 
 namespace StreamSpace.ControlPlane.Streaming;
 
@@ -27,12 +29,23 @@ internal static class RelayTransportTuning
     /// 7.1–7.9 ms/MiB; unchanged at 1 and 10 streams.
     /// </summary>
     /// <remarks>
-    /// "Unsafe" because application code then runs on the I/O thread. Here that thread is still a thread-pool
-    /// thread: the runtime's own socket completions are not inlined (DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS is
-    /// not set, and must stay unset for the control plane), so the epoll thread never runs application code, and a request doing slow work (a password hash, a
-    /// SQLite query) holds one pool thread exactly as before, only its own connection's I/O waits for it.
+    /// "Unsafe" because application code then runs on the I/O thread. For the API's connections that thread is still a
+    /// thread-pool thread: the runtime hands their socket completions to the pool (DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS
+    /// is not set, and must stay unset for the control plane), so a request doing slow work (a password hash, a SQLite
+    /// query) holds one pool thread exactly as before, and only its own connection's I/O waits for it. Only a relay's two
+    /// connections, once their request's own work is done, complete on the socket event thread itself
+    /// (<see cref="PreferInlineCompletions"/>).
     /// </remarks>
     public const bool InlineScheduling = true;
+
+    /// <summary>
+    /// Puts the socket under this request (a viewer's or an agent's data WebSocket, about to relay) on inline
+    /// completions (<see cref="InlineSocketCompletions"/>): with <see cref="InlineScheduling"/> a relayed message then
+    /// goes from one socket to the other on the socket event thread, without a thread-pool hand-over. Call it only
+    /// once the request's own work (ticket, database, audit) is done: what follows must never block.
+    /// </summary>
+    public static void PreferInlineCompletions(HttpContext http) =>
+        InlineSocketCompletions.TryEnable(http.Features.Get<IConnectionSocketFeature>()?.Socket);
 
     public static IServiceCollection AddRelayTransportTuning(this IServiceCollection services)
     {

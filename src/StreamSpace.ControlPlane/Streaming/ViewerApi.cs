@@ -114,12 +114,12 @@ public static class ViewerApi
         using var viewer = await http.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext { SubProtocol = subprotocol });
         // Shutdown ends streams at once instead of letting them hold the host until its shutdown timeout.
         using var relayCt = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
-        await RelayAsync(viewer, session, rendezvous, opener, activity, grant, options.Value, loggers.CreateLogger("StreamSpace.Streaming.Relay"), relayCt.Token);
+        await RelayAsync(http, viewer, session, rendezvous, opener, activity, grant, options.Value, loggers.CreateLogger("StreamSpace.Streaming.Relay"), relayCt.Token);
         return TypedResults.Empty;
     }
 
     private static async Task RelayAsync(
-        WebSocket viewer, StreamSession session, StreamRendezvous rendezvous, IStreamOpener opener, SessionActivity activity,
+        HttpContext http, WebSocket viewer, StreamSession session, StreamRendezvous rendezvous, IStreamOpener opener, SessionActivity activity,
         ViewerAccess.Grant grant, StreamingOptions options, ILogger logger, CancellationToken ct)
     {
         using var pending = rendezvous.Open(session.Id);
@@ -159,6 +159,8 @@ public static class ViewerApi
 
         logger.LogInformation("Stream {StreamId} for session {SessionId} connected through agent {AgentId}", pending.StreamId, session.Id, session.AgentId);
         var mark = activity.Attach(session.Id);
+        // Both sides are connected and the request's own work is done: from here on this connection only relays.
+        RelayTransportTuning.PreferInlineCompletions(http);
         try
         {
             await StreamRelay.RunAsync(viewer, agent, mark, options.CloseTimeout, logger, pending.StreamId, grant, ct);

@@ -150,6 +150,8 @@ public class ProcessRuntimeTests : IAsyncDisposable
             var banner = new byte[12];
             await vnc.ReadExactlyAsync(banner, TestContext.Current.CancellationToken);
             Encoding.ASCII.GetString(banner).ShouldStartWith("RFB 003.00");
+            // Only the stream bridge's copy loop uses it: its completions run on the socket event thread.
+            InlineSocketCompletions.IsEnabledOn(vnc.ShouldBeOfType<NetworkStream>().Socket).ShouldBeTrue();
         }
 
         var record = Record(args.SessionId);

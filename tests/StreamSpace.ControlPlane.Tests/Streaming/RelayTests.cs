@@ -1,9 +1,11 @@
+using System.Collections.Concurrent;
 using System.Net;
 using System.Net.WebSockets;
 using Dapper;
 using StreamSpace.Agent.Streaming;
 using StreamSpace.ControlPlane.Streaming;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
+using StreamSpace.Protocol;
 
 namespace StreamSpace.ControlPlane.Tests.Streaming;
 
@@ -37,6 +39,74 @@ public sealed class RelayTests(StreamingSqliteControlPlane cp) : IClassFixture<S
         var bridge = cp.AgentSide.Bridges.ToArray()[bridgesBefore];
         (await bridge.WaitAsync(Timeout)).ShouldBe(StreamBridgeResult.Success);
         await WaitUntilAsync(() => echo.OpenConnections == 0);
+    }
+
+    [Fact]
+    public async Task Relay_runs_on_the_socket_event_threads_on_both_legs_and_leaves_api_connections_on_the_thread_pool()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        // The agent's side: where its bridge writes the viewer's bytes towards the session's display.
+        var writers = new ConcurrentQueue<string?>();
+        cp.AgentSide.Serve(session, async ct => new WriteThreadRecorder(await echo.ConnectAsync(ct), writers));
+        var openedBefore = cp.AgentSide.Opened.Count;
+
+        using var viewer = await cp.ConnectViewerAsync(alice, session);
+        using var cts = new CancellationTokenSource(Timeout);
+        var reader = new StreamingWebSocketReader(viewer);
+        // The first message may find the bridge not yet reading; later ones find its loop waiting on the data socket
+        // (unless the machine paused the loop's thread until the next message was there: hence five).
+        foreach (var message in new[] { "RFB 003.008\n"u8.ToArray(), "two"u8.ToArray(), "three"u8.ToArray(), "four"u8.ToArray(), "five"u8.ToArray() })
+        {
+            await viewer.SendAsync(message, WebSocketMessageType.Binary, true, cts.Token);
+            (await reader.ReadExactAsync(message.Length, cts.Token)).ShouldBe(message);
+        }
+
+        var dataPath = cp.AgentSide.Opened.ToArray()[openedBefore].DataPath;
+        var relayed = cp.ServerSockets.Where(s => s.Path == $"/api/v1/sessions/{session}/vnc" || s.Path == dataPath).ToList();
+        relayed.Count.ShouldBe(2, "the viewer's WebSocket and the agent's data WebSocket");
+        relayed.ShouldAllBe(s => InlineSocketCompletions.IsEnabledOn(s.Socket));
+        // The ticket request came on a connection of its own, which went on serving requests on the thread pool.
+        var api = cp.ServerSockets.Where(s => s.Path == $"/api/v1/sessions/{session}/viewer-ticket").ToList();
+        api.ShouldNotBeEmpty();
+        api.ShouldAllBe(s => !InlineSocketCompletions.IsEnabledOn(s.Socket));
+        writers.Skip(1).ShouldContain(".NET Sockets", "the agent's data socket completes where epoll reports it, and the bridge writes from there");
+        await viewer.CloseAsync(WebSocketCloseStatus.NormalClosure, "bye", cts.Token);
+    }
+
+    /// <summary>A VNC connection that notes the thread of every write.</summary>
+    private sealed class WriteThreadRecorder(Stream inner, ConcurrentQueue<string?> threads) : Stream
+    {
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => inner.Read(buffer, offset, count);
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken ct = default) => inner.ReadAsync(buffer, ct);
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => inner.Write(buffer, offset, count);
+
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken ct = default)
+        {
+            threads.Enqueue(Thread.CurrentThread.Name);
+            return inner.WriteAsync(buffer, ct);
+        }
+
+        public override async ValueTask DisposeAsync()
+        {
+            await inner.DisposeAsync();
+            await base.DisposeAsync();
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) inner.Dispose();
+            base.Dispose(disposing);
+        }
     }
 
     [Fact]

@@ -1,8 +1,11 @@
 using System.Collections.Concurrent;
 using System.Net.Http.Headers;
+using System.Net.Sockets;
 using System.Net.WebSockets;
 using System.Security.Cryptography;
 using Dapper;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
@@ -23,12 +26,29 @@ public abstract class StreamingControlPlane(DatabaseKind kind) : ControlPlaneFix
     public FakeTimeProvider Clock { get; } = new(DateTimeOffset.UtcNow);
     public InProcessAgentSide AgentSide { get; } = new();
 
+    /// <summary>The server side's socket of every request, by request path, to check what the relay did with them.</summary>
+    public ConcurrentQueue<(string Path, Socket Socket)> ServerSockets { get; } = new();
+
     protected override IEnumerable<string> ExtraArgs => ["--StreamSpace:Streaming:RendezvousTimeout=00:00:02"];
 
     protected override void ConfigureServices(IServiceCollection services)
     {
         services.AddSingleton<TimeProvider>(Clock);
         services.AddSingleton<IStreamOpener>(AgentSide);
+        services.AddSingleton<IStartupFilter>(new SocketRecorder(ServerSockets));
+    }
+
+    private sealed class SocketRecorder(ConcurrentQueue<(string Path, Socket Socket)> sockets) : IStartupFilter
+    {
+        public Action<IApplicationBuilder> Configure(Action<IApplicationBuilder> next) => app =>
+        {
+            app.Use((http, following) =>
+            {
+                if (http.Features.Get<IConnectionSocketFeature>()?.Socket is { } socket) sockets.Enqueue((http.Request.Path.Value ?? "", socket));
+                return following(http);
+            });
+            next(app);
+        };
     }
 
     public override async ValueTask InitializeAsync()

@@ -658,6 +658,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                     sessionId, listener, session.Record.Xvnc.Pid);
                 throw new SessionRuntimeException($"session {sessionId}: its VNC socket does not lead to its Xvnc");
             }
+            // Only the stream bridge's copy loop reads and writes it from here on.
+            InlineSocketCompletions.TryEnable(socket);
             return new NetworkStream(socket, ownsSocket: true);
         }
         catch (SocketException ex)
