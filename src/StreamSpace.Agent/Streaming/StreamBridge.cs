@@ -39,9 +39,11 @@ public sealed class StreamBridge : IAsyncDisposable
     public static readonly TimeSpan CloseTimeout = TimeSpan.FromSeconds(5);
 
     /// <summary>
-    /// Dials data sockets with inline completions (<see cref="InlineSocketCompletions"/>): the bridge's copy loops are
-    /// all that runs on them, and they never block. Otherwise what ClientWebSocket's own handler does (a new TCP
-    /// connection per socket, no pooling: an upgraded connection is never reused).
+    /// Dials data sockets whose completions run on the socket event thread (<see cref="InlineSocketCompletions"/>),
+    /// for the bridge's copy loops, which never block. Switched after TLS (wss://), so the handshake and its certificate
+    /// checks run on the thread pool; <see cref="ConnectAsync"/> leaves the event thread again once the upgrade is
+    /// answered, before the VNC connection and the command's bookkeeping. Otherwise what ClientWebSocket's own handler
+    /// does: an upgraded connection is never pooled.
     /// </summary>
     private static readonly HttpMessageInvoker DataSocketDialer = new(new SocketsHttpHandler
     {
@@ -51,16 +53,23 @@ public sealed class StreamBridge : IAsyncDisposable
             try
             {
                 await socket.ConnectAsync(context.DnsEndPoint, ct);
-                InlineSocketCompletions.TryEnable(socket);
-                return new NetworkStream(socket, ownsSocket: true);
             }
             catch
             {
                 socket.Dispose();
                 throw;
             }
+            context.InitialRequestMessage.Options.Set(DataSocketKey, socket);
+            return new NetworkStream(socket, ownsSocket: true);
+        },
+        PlaintextStreamFilter = (context, _) =>
+        {
+            if (context.InitialRequestMessage.Options.TryGetValue(DataSocketKey, out var socket)) InlineSocketCompletions.TryEnable(socket);
+            return ValueTask.FromResult(context.PlaintextStream);
         },
     });
+
+    private static readonly HttpRequestOptionsKey<Socket> DataSocketKey = new("StreamSpace.DataSocket");
 
     private readonly ClientWebSocket _socket;
     private readonly Stream _vnc;
@@ -108,7 +117,17 @@ public sealed class StreamBridge : IAsyncDisposable
         socket.Options.KeepAliveTimeout = KeepAliveTimeout;
         try
         {
-            await socket.ConnectAsync(dataUri, DataSocketDialer, linked.Token);
+            try
+            {
+                await socket.ConnectAsync(dataUri, DataSocketDialer, linked.Token);
+            }
+            finally
+            {
+                // The upgrade's answer (or its refusal) completed on the socket event thread, the data socket being inline
+                // from before the request: leave it before anything that may block (the VNC connection, the command's
+                // files and locks).
+                await Task.Yield();
+            }
         }
         catch (Exception ex) when (!ct.IsCancellationRequested && ex is OperationCanceledException or WebSocketException or HttpRequestException)
         {

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net.WebSockets;
 using System.Text;
 using System.Text.Json;
@@ -125,7 +126,11 @@ public sealed class SessionStreamsTests : IAsyncDisposable
     {
         await StartAgentAsync();
         var sessionId = await StartSessionAsync();
+        // The start's own readiness check talked to Xvnc: its connection is gone once Xvnc has seen it close.
+        var settle = Stopwatch.StartNew();
+        while (VncConnections(sessionId) > 0 && settle.Elapsed < Wait) await Task.Delay(20, TestContext.Current.CancellationToken);
         var before = VncConnections(sessionId);
+        before.ShouldBe(0);
 
         // The viewer's stream.open arrives right behind the hibernate: it runs once the session's processes are stopped.
         Submit("hibernate", CommandTypes.SessionHibernate, sessionId);

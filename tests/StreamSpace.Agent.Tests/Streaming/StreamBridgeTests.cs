@@ -51,4 +51,25 @@ public sealed class StreamBridgeTests
 
         failure.Message.ShouldStartWith($"the stream's data socket at 127.0.0.1:{port} could not be opened: ");
     }
+
+    [Fact]
+    public async Task The_VNC_connection_and_what_follows_run_on_the_thread_pool_not_on_the_socket_event_thread_the_upgrade_completed_on()
+    {
+        await using var endpoint = await TestStreamEndpoint.StartAsync();
+        (string? Name, bool Pool)? vncDialledOn = null;
+
+        await using var bridge = await StreamBridge.ConnectAsync(
+            new Uri(endpoint.Url), TestStreamEndpoint.Args("s1"),
+            _ =>
+            {
+                vncDialledOn = (Thread.CurrentThread.Name, Thread.CurrentThread.IsThreadPoolThread);
+                return Task.FromResult<Stream>(new MemoryStream());
+            },
+            NullLogger.Instance, TestContext.Current.CancellationToken);
+
+        // The data socket's completions are inline from before the upgrade was sent, so its answer completed on the event
+        // thread; the VNC connection (a lock, a connect) and the command's bookkeeping after it (fsyncs) must not run there.
+        vncDialledOn.ShouldBe((".NET TP Worker", true));
+        await endpoint.NextAsync(TimeSpan.FromSeconds(10));
+    }
 }
