@@ -69,6 +69,24 @@ internal static class SessionTestData
             new { id, userId, username, template, state, agentId, persistent = false, now });
     }
 
+    /// <summary>
+    /// Inserts <paramref name="count"/> ended sessions (terminated and failed, in turn) placed on <paramref name="agentId"/>
+    /// in one set-based statement: the history a long-lived agent builds up.
+    /// </summary>
+    public static async Task InsertEndedSessionsAsync(this ControlPlaneFixture cp, string userId, string username, string agentId, int count)
+    {
+        await using var conn = await cp.Db.OpenAsync(CancellationToken.None);
+        await conn.ExecuteAsync(
+            """
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < @count)
+            INSERT INTO sessions (id, user_id, username, template, state, state_reason, agent_id, cpu, memory, persistent_home, created_at, updated_at)
+            SELECT @prefix || i, @userId, @username, 'xterm', CASE WHEN i % 2 = 0 THEN 'terminated' ELSE 'failed' END, NULL, @agentId,
+                '250m', '256Mi', @persistent, @now, @now
+            FROM n
+            """,
+            new { count, prefix = $"{username}-xterm-ended", userId, username, agentId, persistent = false, now = DateTimeOffset.UtcNow });
+    }
+
     public static async Task<T> ScalarAsync<T>(this ControlPlaneFixture cp, string sql, object? args = null)
     {
         await using var conn = await cp.Db.OpenAsync(CancellationToken.None);

@@ -88,8 +88,7 @@ public static partial class AgentsApi
     public static async Task<Ok<IReadOnlyList<AgentView>>> ListAsync(Db db, CancellationToken ct)
     {
         await using var conn = await db.OpenAsync(ct);
-        var rows = await conn.QueryAsync<AgentRecord>(new CommandDefinition(
-            $"SELECT {AgentRecord.Columns} FROM agents a ORDER BY a.agent_id", cancellationToken: ct));
+        var rows = await conn.QueryAsync<AgentRecord>(new CommandDefinition(ListSql, cancellationToken: ct));
         return TypedResults.Ok<IReadOnlyList<AgentView>>(rows.Select(r => r.ToView()).ToList());
     }
 
@@ -252,8 +251,13 @@ public static partial class AgentsApi
         { UnconfirmedSessions = unconfirmed }, statusCode: StatusCodes.Status409Conflict);
 
     private static Task<AgentRecord?> FindAsync(System.Data.Common.DbConnection conn, System.Data.Common.DbTransaction? tx, string agentId, CancellationToken ct) =>
-        conn.QuerySingleOrDefaultAsync<AgentRecord?>(new CommandDefinition(
-            $"SELECT {AgentRecord.Columns} FROM agents a WHERE a.agent_id = @agentId", new { agentId }, tx, cancellationToken: ct));
+        conn.QuerySingleOrDefaultAsync<AgentRecord?>(new CommandDefinition(FindSql, new { agentId }, tx, cancellationToken: ct));
+
+    /// <summary>Every agent, with its live-session count (<see cref="AgentRecord.Columns"/>).</summary>
+    internal static readonly string ListSql = $"SELECT {AgentRecord.Columns} FROM {AgentRecord.From} ORDER BY a.agent_id";
+
+    /// <summary>The agent <c>@agentId</c>, with its live-session count.</summary>
+    internal static readonly string FindSql = $"SELECT {AgentRecord.Columns} FROM {AgentRecord.From} WHERE a.agent_id = @agentId";
 
     private static JsonHttpResult<ApiError> NotFound(string agentId) => ApiErrors.NotFound($"There is no agent '{agentId}'.");
 }

@@ -103,6 +103,31 @@ public sealed class CrossReplicaDeliveryTests_Postgres(TwoReplicaControlPlane cp
     }
 
     [Fact]
+    public async Task A_command_another_replica_expired_is_forgotten_by_the_connection_that_carried_it_when_its_late_result_comes()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var (agent, sessionId) = await AgentOnReplicaBWithASessionAsync("xexpire");
+        await using var _ = agent;
+        var connection = cp.ReplicaB.Services.GetRequiredService<AgentConnectionRegistry>().Find(agent.AgentId)!;
+
+        // Replica A writes a command; replica B carries it to the agent, which acks it but answers only after it expired.
+        var commandId = await cp.EnqueueAsync(agent.AgentId, sessionId, CommandTypes.StreamOpen, new { sessionId, streamId = "late" });
+        (await agent.ExpectCommandAsync(TimeSpan.FromSeconds(5))).CommandId.ShouldBe(commandId);
+        await agent.AckAsync(commandId);
+        await cp.ExecuteAsync("UPDATE agent_commands SET expires_at = @at WHERE id = @commandId", new { at = DateTimeOffset.UtcNow, commandId });
+        // Replica A's expiry pass finds it: the connection that remembers it is on replica B, out of its reach.
+        await cp.App.Services.GetRequiredService<Commands.CommandDelivery>().ExpireAsync(ct);
+        (await cp.CommandRowAsync(commandId)).State.ShouldBe(Commands.CommandState.Expired);
+        connection.DeliveredCount.ShouldBe(1);
+
+        // The late result is ignored (the command is final), and the connection forgets the command all the same.
+        await agent.ResultAsync(commandId, success: true);
+        await HubControlPlane.EventuallyAsync(() => Task.FromResult(connection.DeliveredCount == 0), TimeSpan.FromSeconds(5),
+            "replica B's connection forgot the command whose late result it ignored");
+        (await cp.CommandRowAsync(commandId)).State.ShouldBe(Commands.CommandState.Expired);
+    }
+
+    [Fact]
     public async Task A_user_disabled_on_one_replica_loses_the_token_on_the_other_at_once()
     {
         var (_, id, token) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("xrepuser"));

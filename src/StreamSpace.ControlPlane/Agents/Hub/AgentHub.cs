@@ -483,11 +483,12 @@ public sealed class AgentHub(
             await GuardAsync(async () =>
             {
                 foreach (var applied in await results.ApplyAsync(connection.AgentId, a, r, ct))
-                {
-                    connection.ForgetDelivery(applied.Command.Id);
                     if (applied.Command.SessionId is { } sessionId)
                         TrackResult(connection, sessionId, applied.Command.Type, applied.Success);
-                }
+                // Forgotten whether applied or ignored: an ignored result's command is final already (expired, often by another
+                // replica, whose expiry cannot reach this connection; or finished by the agent's other connection), or unknown
+                // here. Kept, it stayed remembered for the connection's life.
+                foreach (var result in r) connection.ForgetDelivery(result.CommandId);
             }, r.Count > 0 ? MessageTypes.Result : MessageTypes.Ack);
             return true;
         }

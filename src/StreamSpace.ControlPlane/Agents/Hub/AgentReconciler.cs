@@ -17,6 +17,20 @@ public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider ti
     private static readonly string[] AwaitingStart = [SessionState.Pending, SessionState.Starting];
     private static readonly string[] Established = [SessionState.Running, SessionState.Hibernating, SessionState.Hibernated, SessionState.Waking];
 
+    /// <summary>
+    /// The live sessions placed on <c>@agentId</c>, locked (PostgreSQL). The join starts from the agent's live-session
+    /// counter (kept by the triggers on <c>sessions</c>, M0004/M0005), so an agent with none reads one counter row, not every
+    /// session it ever had: the agent index holds no state, on purpose (M0006: state changes stay HOT updates), and this
+    /// runs for every connected agent at each reconciliation interval. Read after the agent row is locked, a counter of 0
+    /// is exact: a session becomes live only when a create inserts it, and placement locks the agent row first. With live
+    /// sessions the scan still reads all of the agent's sessions, ended ones too; only an index on state could bound that.
+    /// Only the sessions are locked (<c>OF s</c>): the counter row is what every transition on the agent updates.
+    /// </summary>
+    internal static string PlacedSql(Db db) => $"""
+        SELECT s.id, s.state FROM agent_live_sessions l JOIN sessions s ON s.agent_id = l.agent_id
+        WHERE l.agent_id = @agentId AND l.live > 0 AND s.state IN ({SessionState.LiveSqlList}){(db.IsPostgres ? $"{db.ForUpdate} OF s" : "")}
+        """;
+
     /// <summary>Call with <see cref="AgentConnection.ProcessingLock"/> held, so the inventory matches what was applied.</summary>
     public async Task<ReconcileSummary> ReconcileAsync(AgentConnection connection, CancellationToken ct)
     {
@@ -33,9 +47,7 @@ public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider ti
                 $"SELECT connection_id FROM agents WHERE agent_id = @agentId{db.ForUpdate}",
                 new { agentId }, tx, cancellationToken: ct));
             if (owner != connection.ConnectionId) return null;
-            var placed = (await conn.QueryAsync<(string Id, string State)>(new CommandDefinition(
-                    $"SELECT id, state FROM sessions WHERE agent_id = @agentId AND state IN ({SessionState.LiveSqlList}){db.ForUpdate}",
-                    new { agentId }, tx, cancellationToken: ct)))
+            var placed = (await conn.QueryAsync<(string Id, string State)>(new CommandDefinition(PlacedSql(db), new { agentId }, tx, cancellationToken: ct)))
                 .ToDictionary(r => r.Id, r => r.State, StringComparer.Ordinal);
             var commands = (await conn.QueryAsync<(string SessionId, string Type, string State)>(new CommandDefinition(
                 $"""

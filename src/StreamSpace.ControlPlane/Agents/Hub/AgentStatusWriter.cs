@@ -89,8 +89,13 @@ public sealed class AgentStatusWriter(
         }
     }
 
-    private static string LiveOn(string agent) =>
-        $"EXISTS (SELECT 1 FROM sessions s WHERE s.agent_id = {agent} AND s.state IN ({Sessions.SessionState.LiveSqlList}))";
+    /// <summary>
+    /// Whether any live session is placed on <paramref name="agent"/>: its live-session counter (kept by the triggers on
+    /// <c>sessions</c>, migrations M0004/M0005), one row. An EXISTS over the agent's sessions read every session it ever
+    /// had when none is live (the agent index holds no state), on every hello.
+    /// </summary>
+    internal static string LiveOn(string agent) =>
+        $"EXISTS (SELECT 1 FROM agent_live_sessions l WHERE l.agent_id = {agent} AND l.live > 0)";
 
     /// <summary>
     /// The PostgreSQL hello batch: one set-based UPDATE. Its rows are locked first, in agent-id order (the order placement
