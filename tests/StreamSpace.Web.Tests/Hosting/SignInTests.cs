@@ -20,7 +20,33 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         using var browser = host.Browser();
         using var response = await browser.Http.GetAsync(page);
         response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        response.Headers.Location!.PathAndQuery.ShouldBe($"/signin?returnUrl={Uri.EscapeDataString(page)}");
+        response.Headers.Location!.OriginalString.ShouldBe($"/signin?returnUrl={Uri.EscapeDataString(page)}");
+    }
+
+    [Fact]
+    public async Task Redirects_to_sign_in_and_to_denied_keep_the_browsers_scheme_and_host()
+    {
+        // Behind a TLS-terminating proxy the request arrives as http under the public host name: a Location built from
+        // it (http://streamspace.example/…) would take the browser off https. A relative one keeps the browser's own.
+        using var browser = host.Browser();
+        using var signIn = await browser.Http.SendAsync(Proxied("/sessions"));
+        signIn.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        signIn.Headers.Location!.OriginalString.ShouldBe("/signin?returnUrl=%2Fsessions");
+
+        var name = WebHostFixture.Unique("proxied");
+        await host.CreateUserAsync(name);
+        (await browser.SignInAsync(name, WebHostFixture.UserPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        using var denied = await browser.Http.SendAsync(Proxied("/admin/users"));
+        denied.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        denied.Headers.Location!.OriginalString.ShouldBe("/denied?returnUrl=%2Fadmin%2Fusers");
+
+        static HttpRequestMessage Proxied(string path)
+        {
+            var request = new HttpRequestMessage(HttpMethod.Get, path);
+            request.Headers.Host = "streamspace.example";
+            request.Headers.Add("X-Forwarded-Proto", "https");
+            return request;
+        }
     }
 
     [Fact]
@@ -168,7 +194,7 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         signOut.Headers.Location!.OriginalString.ShouldBe("/signin?signedOut=1");
         using var after = await browser.Http.GetAsync("/");
         after.StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        after.Headers.Location!.AbsolutePath.ShouldBe("/signin");
+        after.Headers.Location!.OriginalString.ShouldBe("/signin?returnUrl=%2F");
     }
 
     [Theory]
@@ -236,7 +262,7 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         (await user.SignInAsync(name, WebHostFixture.UserPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
         using var denied = await user.Http.GetAsync(page);
         denied.StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        denied.Headers.Location!.AbsolutePath.ShouldBe("/denied");
+        denied.Headers.Location!.OriginalString.ShouldStartWith("/denied?");
         (await user.Http.GetStringAsync(denied.Headers.Location)).ShouldContain("Not allowed");
         (await user.Http.GetStringAsync("/")).ShouldNotContain("href=\"/admin\"");
 
@@ -260,7 +286,7 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
 
         using var response = await browser.Http.GetAsync("/sessions");
         response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        response.Headers.Location!.PathAndQuery.ShouldBe("/signin?returnUrl=%2Fsessions");
+        response.Headers.Location!.OriginalString.ShouldBe("/signin?returnUrl=%2Fsessions");
     }
 
     [Fact]
@@ -388,7 +414,7 @@ public sealed class ExpiredSignInTests(FakeClockWebHost host) : IClassFixture<Fa
 
         using var expired = await browser.Http.GetAsync("/sessions");
         expired.StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        expired.Headers.Location!.PathAndQuery.ShouldBe("/signin?returnUrl=%2Fsessions");
+        expired.Headers.Location!.OriginalString.ShouldBe("/signin?returnUrl=%2Fsessions");
         using var again = await browser.SignInAsync(name, WebHostFixture.UserPassword, "/sessions");
         again.Headers.Location!.OriginalString.ShouldBe("/sessions");
         (await browser.Http.GetAsync("/sessions")).StatusCode.ShouldBe(HttpStatusCode.OK);
