@@ -168,15 +168,25 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
     }
 
     [Theory]
-    [InlineData("//evil.example/steal")]
-    [InlineData("https://evil.example/")]
-    [InlineData("/\\evil.example")]
-    public async Task The_return_address_must_be_on_this_site(string returnUrl)
+    [InlineData("//evil.example/steal", "/")]
+    [InlineData("https://evil.example/", "/")]
+    [InlineData("/\\evil.example", "/")]
+    [InlineData("/a\tb", "/")]
+    [InlineData("/a\u0085b", "/")] // a C1 control character
+    [InlineData("/a\u007Fb", "/")]
+    // A header holds only ASCII: anything else is sent percent-encoded, as the browser would ask for it.
+    [InlineData("/é", "/%C3%A9")]
+    [InlineData("/%C3%A9", "/%C3%A9")]
+    [InlineData("/sessions?user=日本", "/sessions?user=%E6%97%A5%E6%9C%AC")]
+    [InlineData("/a b", "/a%20b")]
+    [InlineData("/a\u2028b", "/a%E2%80%A8b")]
+    [InlineData("/😀", "/%F0%9F%98%80")]
+    public async Task The_return_address_must_be_on_this_site_and_is_sent_in_ascii(string returnUrl, string location)
     {
         using var browser = host.Browser();
         using var response = await browser.SignInAsync("admin", WebHostFixture.AdminPassword, returnUrl);
-        response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        response.Headers.Location!.OriginalString.ShouldBe("/");
+        response.StatusCode.ShouldBe(HttpStatusCode.Redirect, await response.Content.ReadAsStringAsync());
+        response.Headers.Location!.OriginalString.ShouldBe(location);
     }
 
     [Fact]
