@@ -190,6 +190,31 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
     }
 
     [Fact]
+    public async Task A_username_typed_with_capitals_signs_in_as_the_lowercase_user()
+    {
+        var name = WebHostFixture.Unique("erin");
+        await host.CreateUserAsync(name);
+        using var browser = host.Browser();
+
+        using var response = await browser.SignInAsync(" " + name.ToUpperInvariant(), WebHostFixture.UserPassword, "/sessions");
+
+        response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        response.Headers.Location!.OriginalString.ShouldBe("/sessions");
+        (await browser.Http.GetStringAsync("/sessions")).ShouldContain(name);
+    }
+
+    [Fact]
+    public async Task The_username_field_is_left_alone_by_phone_keyboards()
+    {
+        using var browser = host.Browser();
+        var html = await browser.Http.GetStringAsync("/signin");
+        var field = Regex.Match(html, "<input id=\"username\"[^>]*>").Value;
+        field.ShouldContain("autocapitalize=\"none\"");
+        field.ShouldContain("autocorrect=\"off\"");
+        field.ShouldContain("spellcheck=\"false\"");
+    }
+
+    [Fact]
     public async Task Sign_out_clears_the_cookie()
     {
         using var browser = host.Browser();
