@@ -20,6 +20,17 @@ public abstract class AuthApiTests(ControlPlaneFixture cp)
         json.GetProperty("user").GetProperty("role").GetString().ShouldBe("admin");
     }
 
+    [Theory]
+    [InlineData("Admin")]
+    [InlineData(" ADMIN ")]
+    public async Task A_username_in_capitals_logs_in_as_its_lowercase_user(string typed)
+    {
+        // Every username is lowercase, and phone keyboards capitalize the first letter.
+        var response = await cp.Client().PostJsonAsync("/api/v1/auth/login", new { username = typed, password = ControlPlaneFixture.AdminPassword });
+        var json = await response.ShouldBeJsonAsync(HttpStatusCode.OK);
+        json.GetProperty("user").GetProperty("username").GetString().ShouldBe("admin");
+    }
+
     [Fact]
     public async Task Wrong_password_is_401_with_an_error_body()
     {

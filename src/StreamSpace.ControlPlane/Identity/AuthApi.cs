@@ -34,7 +34,8 @@ public static class AuthApi
         v.RequireStorable("username", body?.Username);
         if (!v.IsValid) return v.ToResult();
 
-        var username = body!.Username!.Trim();
+        // Every username is lowercase (UsersApi), so "Admin" typed on a phone keyboard is admin.
+        var username = body!.Username!.Trim().ToLowerInvariant();
         var throttle = limiter.TryAttempt(username, http.Connection.RemoteIpAddress, out var retryAfter);
         // Checked before the database and the (deliberately slow) hash; throttled attempts are not audited,
         // so a flood of them costs neither CPU nor database writes.

@@ -1,3 +1,5 @@
+using System.Text;
+
 namespace StreamSpace.ControlPlane.Web;
 
 /// <summary>Return addresses after sign-in: only paths on this site, so the sign-in page is no open redirect.</summary>
@@ -10,5 +12,30 @@ public static class LocalUrl
         && !url.Contains("://", StringComparison.Ordinal)
         && !url.Any(char.IsControl);
 
-    public static string OrRoot(string? url) => IsLocal(url) ? url! : "/";
+    /// <summary>
+    /// The local address ready for a Location header, or <c>/</c>. A path may hold any character (the cookie handler passes
+    /// the request's decoded path, <c>/é</c> for <c>/%C3%A9</c>), but a header only ASCII: Kestrel refuses anything else
+    /// with a 500 after the sign-in cookie is set. So spaces and non-ASCII characters are percent-encoded as UTF-8, which is
+    /// the address the browser would have asked for; what is ASCII already (escapes included) stays as it is.
+    /// </summary>
+    public static string OrRoot(string? url) => IsLocal(url) ? ToAscii(url!) : "/";
+
+    private static string ToAscii(string url)
+    {
+        if (!url.Any(c => c is <= ' ' or > '~')) return url;
+        var ascii = new StringBuilder(url.Length * 3);
+        Span<byte> utf8 = stackalloc byte[4];
+        foreach (var rune in url.EnumerateRunes())
+        {
+            if (rune.Value is > ' ' and <= '~')
+            {
+                ascii.Append((char)rune.Value);
+                continue;
+            }
+            // A lone surrogate enumerates as U+FFFD, so every rune has its UTF-8 form.
+            var length = rune.EncodeToUtf8(utf8);
+            foreach (var b in utf8[..length]) ascii.Append('%').Append(b.ToString("X2", System.Globalization.CultureInfo.InvariantCulture));
+        }
+        return ascii.ToString();
+    }
 }

@@ -74,10 +74,25 @@ public static class WebAuthentication
         return response.WriteAsJsonAsync(new Hosting.ApiError(error, message));
     }
 
+    /// <summary>
+    /// Redirects to the sign-in or denied page by path and query only. The handler's URI is absolute, built from the
+    /// request as it arrived: behind a TLS-terminating proxy that is <c>http://</c>, and would send the browser off https.
+    /// A relative Location keeps the browser's own scheme and host.
+    /// </summary>
     private static Task RedirectAsync(RedirectContext<CookieAuthenticationOptions> context)
     {
-        context.Response.Redirect(context.RedirectUri);
+        context.Response.Redirect(PathAndQuery(context.RedirectUri, context.Request));
         return Task.CompletedTask;
+    }
+
+    /// <summary><paramref name="redirectUri"/> without the scheme and host the handler put in front of it (the request's own).</summary>
+    private static string PathAndQuery(string redirectUri, HttpRequest request)
+    {
+        var origin = request.Scheme + Uri.SchemeDelimiter + request.Host;
+        if (redirectUri.StartsWith(origin + "/", StringComparison.OrdinalIgnoreCase)) return redirectUri[origin.Length..];
+        return Uri.TryCreate(redirectUri, UriKind.Absolute, out var absolute) && (absolute.Scheme == Uri.UriSchemeHttp || absolute.Scheme == Uri.UriSchemeHttps)
+            ? absolute.PathAndQuery
+            : redirectUri;
     }
 
     /// <summary>

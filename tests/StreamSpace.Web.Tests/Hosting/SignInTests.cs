@@ -20,7 +20,33 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         using var browser = host.Browser();
         using var response = await browser.Http.GetAsync(page);
         response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        response.Headers.Location!.PathAndQuery.ShouldBe($"/signin?returnUrl={Uri.EscapeDataString(page)}");
+        response.Headers.Location!.OriginalString.ShouldBe($"/signin?returnUrl={Uri.EscapeDataString(page)}");
+    }
+
+    [Fact]
+    public async Task Redirects_to_sign_in_and_to_denied_keep_the_browsers_scheme_and_host()
+    {
+        // Behind a TLS-terminating proxy the request arrives as http under the public host name: a Location built from
+        // it (http://streamspace.example/…) would take the browser off https. A relative one keeps the browser's own.
+        using var browser = host.Browser();
+        using var signIn = await browser.Http.SendAsync(Proxied("/sessions"));
+        signIn.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        signIn.Headers.Location!.OriginalString.ShouldBe("/signin?returnUrl=%2Fsessions");
+
+        var name = WebHostFixture.Unique("proxied");
+        await host.CreateUserAsync(name);
+        (await browser.SignInAsync(name, WebHostFixture.UserPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        using var denied = await browser.Http.SendAsync(Proxied("/admin/users"));
+        denied.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        denied.Headers.Location!.OriginalString.ShouldBe("/denied?returnUrl=%2Fadmin%2Fusers");
+
+        static HttpRequestMessage Proxied(string path)
+        {
+            var request = new HttpRequestMessage(HttpMethod.Get, path);
+            request.Headers.Host = "streamspace.example";
+            request.Headers.Add("X-Forwarded-Proto", "https");
+            return request;
+        }
     }
 
     [Fact]
@@ -142,15 +168,50 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
     }
 
     [Theory]
-    [InlineData("//evil.example/steal")]
-    [InlineData("https://evil.example/")]
-    [InlineData("/\\evil.example")]
-    public async Task The_return_address_must_be_on_this_site(string returnUrl)
+    [InlineData("//evil.example/steal", "/")]
+    [InlineData("https://evil.example/", "/")]
+    [InlineData("/\\evil.example", "/")]
+    [InlineData("/a\tb", "/")]
+    [InlineData("/a\u0085b", "/")] // a C1 control character
+    [InlineData("/a\u007Fb", "/")]
+    // A header holds only ASCII: anything else is sent percent-encoded, as the browser would ask for it.
+    [InlineData("/é", "/%C3%A9")]
+    [InlineData("/%C3%A9", "/%C3%A9")]
+    [InlineData("/sessions?user=日本", "/sessions?user=%E6%97%A5%E6%9C%AC")]
+    [InlineData("/a b", "/a%20b")]
+    [InlineData("/a\u2028b", "/a%E2%80%A8b")]
+    [InlineData("/😀", "/%F0%9F%98%80")]
+    public async Task The_return_address_must_be_on_this_site_and_is_sent_in_ascii(string returnUrl, string location)
     {
         using var browser = host.Browser();
         using var response = await browser.SignInAsync("admin", WebHostFixture.AdminPassword, returnUrl);
+        response.StatusCode.ShouldBe(HttpStatusCode.Redirect, await response.Content.ReadAsStringAsync());
+        response.Headers.Location!.OriginalString.ShouldBe(location);
+    }
+
+    [Fact]
+    public async Task A_username_typed_with_capitals_signs_in_as_the_lowercase_user()
+    {
+        var name = WebHostFixture.Unique("erin");
+        await host.CreateUserAsync(name);
+        using var browser = host.Browser();
+
+        using var response = await browser.SignInAsync(" " + name.ToUpperInvariant(), WebHostFixture.UserPassword, "/sessions");
+
         response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        response.Headers.Location!.OriginalString.ShouldBe("/");
+        response.Headers.Location!.OriginalString.ShouldBe("/sessions");
+        (await browser.Http.GetStringAsync("/sessions")).ShouldContain(name);
+    }
+
+    [Fact]
+    public async Task The_username_field_is_left_alone_by_phone_keyboards()
+    {
+        using var browser = host.Browser();
+        var html = await browser.Http.GetStringAsync("/signin");
+        var field = Regex.Match(html, "<input id=\"username\"[^>]*>").Value;
+        field.ShouldContain("autocapitalize=\"none\"");
+        field.ShouldContain("autocorrect=\"off\"");
+        field.ShouldContain("spellcheck=\"false\"");
     }
 
     [Fact]
@@ -168,7 +229,7 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         signOut.Headers.Location!.OriginalString.ShouldBe("/signin?signedOut=1");
         using var after = await browser.Http.GetAsync("/");
         after.StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        after.Headers.Location!.AbsolutePath.ShouldBe("/signin");
+        after.Headers.Location!.OriginalString.ShouldBe("/signin?returnUrl=%2F");
     }
 
     [Theory]
@@ -236,7 +297,7 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         (await user.SignInAsync(name, WebHostFixture.UserPassword)).StatusCode.ShouldBe(HttpStatusCode.Redirect);
         using var denied = await user.Http.GetAsync(page);
         denied.StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        denied.Headers.Location!.AbsolutePath.ShouldBe("/denied");
+        denied.Headers.Location!.OriginalString.ShouldStartWith("/denied?");
         (await user.Http.GetStringAsync(denied.Headers.Location)).ShouldContain("Not allowed");
         (await user.Http.GetStringAsync("/")).ShouldNotContain("href=\"/admin\"");
 
@@ -260,7 +321,7 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
 
         using var response = await browser.Http.GetAsync("/sessions");
         response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        response.Headers.Location!.PathAndQuery.ShouldBe("/signin?returnUrl=%2Fsessions");
+        response.Headers.Location!.OriginalString.ShouldBe("/signin?returnUrl=%2Fsessions");
     }
 
     [Fact]
@@ -388,7 +449,7 @@ public sealed class ExpiredSignInTests(FakeClockWebHost host) : IClassFixture<Fa
 
         using var expired = await browser.Http.GetAsync("/sessions");
         expired.StatusCode.ShouldBe(HttpStatusCode.Redirect);
-        expired.Headers.Location!.PathAndQuery.ShouldBe("/signin?returnUrl=%2Fsessions");
+        expired.Headers.Location!.OriginalString.ShouldBe("/signin?returnUrl=%2Fsessions");
         using var again = await browser.SignInAsync(name, WebHostFixture.UserPassword, "/sessions");
         again.Headers.Location!.OriginalString.ShouldBe("/sessions");
         (await browser.Http.GetAsync("/sessions")).StatusCode.ShouldBe(HttpStatusCode.OK);
