@@ -393,6 +393,40 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_deleted_users_home_is_deleted_once_no_session_uses_it_and_deleting_it_again_succeeds()
+    {
+        var runtime = await NewRuntimeAsync();
+        var userId = Guid.NewGuid().ToString("N");
+        var args = Args("touch \"$HOME/was-here\"; exec xterm", persistentHome: true) with
+        {
+            SessionId = "erin-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "erin", UserId = userId,
+        };
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var home = Path.Combine(_state.Folder, "homes", "id." + userId);
+        await TestProcesses.WaitUntilAsync(() => File.Exists(Path.Combine(home, "was-here")), Wait, "file written in the home");
+        var neighbour = Path.Combine(_state.Folder, "homes", "id." + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(neighbour);
+        File.WriteAllText(Path.Combine(neighbour, "keep"), "another user's");
+
+        // Still in use (e.g. a session whose stop expired on the control plane): refused, naming it, and nothing removed.
+        var refused = await Should.ThrowAsync<SessionRuntimeException>(() => runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken));
+        refused.Message.ShouldContain(args.SessionId);
+        File.Exists(Path.Combine(home, "was-here")).ShouldBeTrue();
+        await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
+        await Should.ThrowAsync<SessionRuntimeException>(() => runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken));
+
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        await runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken);
+        Directory.Exists(home).ShouldBeFalse();
+        await runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken); // a redelivery after a restart: idempotent
+        await runtime.DeleteHomeAsync(Guid.NewGuid().ToString("N"), TestContext.Current.CancellationToken); // never had one here
+        File.ReadAllText(Path.Combine(neighbour, "keep")).ShouldBe("another user's");
+        (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.DeleteHomeAsync("../sessions", TestContext.Current.CancellationToken)))
+            .Message.ShouldContain("not a safe name");
+        Directory.Exists(Path.Combine(_state.Folder, "sessions")).ShouldBeTrue();
+    }
+
+    [Fact]
     public async Task Persistent_home_is_kept_and_owned_by_the_session_user()
     {
         var runtime = await NewRuntimeAsync();

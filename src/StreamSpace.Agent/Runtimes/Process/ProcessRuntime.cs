@@ -1061,6 +1061,35 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     }
 
     /// <summary>
+    /// Deletes <c>homes/id.&lt;user id&gt;</c>, the persistent home of a user the control plane deleted. Its user id is
+    /// never given to anybody else, so no later session can want it. A session still running here with that home
+    /// (the control plane ended it without the agent's word, e.g. its stop expired) keeps it: the command fails, naming
+    /// the session, rather than pulling the files from under its programs. A home kept by username by an older agent is
+    /// left alone: that name may belong to somebody else by now.
+    /// </summary>
+    public Task DeleteHomeAsync(string userId, CancellationToken ct)
+    {
+        ValidateName(userId, "user id");
+        var home = Path.Combine(_homesDir, "id." + userId);
+        var users = _sessions.Values.Where(s => !s.Record.TemporaryHome && s.Record.HomePath == home)
+            .Select(s => s.Record.SessionId).Order(StringComparer.Ordinal).ToList();
+        if (users.Count > 0)
+            throw new SessionRuntimeException(
+                $"the persistent home of user {userId} is in use by session {string.Join(", ", users)} on this agent; stop it first");
+        if (Posix.Entry(home) is null) return Task.CompletedTask; // idempotent: deleted already, or never made here
+        try
+        {
+            RemoveTree(home);
+        }
+        catch (IOException ex)
+        {
+            throw new SessionRuntimeException($"the persistent home of user {userId} could not be deleted: {ex.Message}", ex);
+        }
+        _logger.LogInformation("Deleted the persistent home {Home} of user {UserId}: the control plane deleted that user", home, userId);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>
     /// The first display number from <see cref="AgentOptions.FirstDisplay"/> that no session of this agent uses and no X
     /// server holds. An X server holds a number while something listens on its socket (<see cref="ListeningDisplays"/>),
     /// or, while it starts, when its lock names a live X server of that display (<see cref="LockHeld"/>). The lock and
