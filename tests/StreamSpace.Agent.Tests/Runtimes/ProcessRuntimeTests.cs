@@ -19,7 +19,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
     private readonly List<ProcessRuntime> _runtimes = [];
 
     private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null, string? stateFolder = null, string? windowManager = null, string? cgroupRoot = null, string? geometry = null,
-        int? firstDisplay = null, int? displayCount = null, string? xvncPath = null, string? socketBase = null)
+        int? firstDisplay = null, int? displayCount = null, string? xvncPath = null, string? socketBase = null, long? logMaxBytes = null)
     {
         var options = new AgentOptions
         {
@@ -35,6 +35,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
         if (firstDisplay is { } first) options.FirstDisplay = first;
         if (displayCount is { } count) options.DisplayCount = count;
         if (xvncPath is not null) options.XvncPath = xvncPath;
+        if (logMaxBytes is { } cap) options.SessionLogMaxBytes = cap;
         var logger = _log.CreateLogger(nameof(ProcessRuntime));
         var runtime = socketBase is null ? new ProcessRuntime(options, logger, TimeProvider.System) : new ProcessRuntime(options, logger, TimeProvider.System) { SocketBase = socketBase };
         _runtimes.Add(runtime);
@@ -424,6 +425,36 @@ public class ProcessRuntimeTests : IAsyncDisposable
         (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.DeleteHomeAsync("../sessions", TestContext.Current.CancellationToken)))
             .Message.ShouldContain("not a safe name");
         Directory.Exists(Path.Combine(_state.Folder, "sessions")).ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task A_session_log_over_the_cap_is_emptied_while_the_app_keeps_running_and_writing()
+    {
+        const long Cap = AgentOptions.MinSessionLogMaxBytes;
+        var runtime = await NewRuntimeAsync(logMaxBytes: Cap);
+        // About 1.6 MB/s of output, numbered: far beyond the cap within the test.
+        var args = Args("n=0; while :; do n=$((n+1)); echo \"line $n $(head -c 16000 /dev/zero | tr '\\0' x)\"; sleep 0.01; done");
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var log = Path.Combine(_state.Folder, "sessions", args.SessionId, "run", "session.log");
+
+        long largest = 0;
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        while (watch.Elapsed < TimeSpan.FromSeconds(4))
+        {
+            largest = Math.Max(largest, new FileInfo(log).Length);
+            await Task.Delay(20, TestContext.Current.CancellationToken);
+        }
+        // Bounded: at most what ~1.6 MB/s adds in a monitor interval (200 ms) or two beyond the cap.
+        largest.ShouldBeLessThan(Cap + 1024 * 1024);
+        var text = File.ReadAllText(log);
+        text.ShouldContain("over the agent's cap of 65536: what came before was removed");
+        var lines = text.Split('\n').Where(l => l.StartsWith("line ", StringComparison.Ordinal)).Select(l => int.Parse(l.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        lines.ShouldNotBeEmpty();
+        lines.Max().ShouldBeGreaterThan(200, "the app went on writing (16 kB a line: over 3 MB in all)");
+        runtime.Inventory().Single(i => i.SessionId == args.SessionId).State.ShouldBe(ObservedStates.Running);
+        _log.Entries.Count(e => e.Message.Contains($"The log of session {args.SessionId} reached", StringComparison.Ordinal)).ShouldBe(1, "said once per session");
+
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
     }
 
     [Fact]
