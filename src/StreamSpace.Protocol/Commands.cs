@@ -92,3 +92,12 @@ public sealed record StreamOpenArgs
     /// <summary>One-time secret the agent presents on the data WebSocket.</summary>
     public required string Token { get; init; }
 }
+
+/// <summary>
+/// Arguments of <see cref="CommandTypes.HomeDelete"/>: the control plane deleted this user, so the agent deletes the
+/// persistent home it keeps for them (a user id is never given to anybody else, so nobody can need it again).
+/// </summary>
+public sealed record HomeDeleteArgs
+{
+    public required string UserId { get; init; }
+}

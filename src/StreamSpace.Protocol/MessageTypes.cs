@@ -22,6 +22,8 @@ public static class CommandTypes
     public const string SessionWake = "session.wake";
     /// <summary>Asks the agent to dial a data WebSocket back and splice it to the session's VNC endpoint.</summary>
     public const string StreamOpen = "stream.open";
+    /// <summary>Asks the agent to delete a deleted user's persistent home; no session (see <see cref="HomeDeleteArgs"/>).</summary>
+    public const string HomeDelete = "home.delete";
 }
 
 /// <summary>Platforms (runtimes) an agent can run sessions on.</summary>

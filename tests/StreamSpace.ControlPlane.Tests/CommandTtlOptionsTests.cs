@@ -24,5 +24,7 @@ public sealed class CommandTtlOptionsTests
         ]);
         Should.Throw<StreamSpaceConfigurationException>(new StreamSpaceOptions { CommandTtl = TimeSpan.Zero }.Validate).Message
             .ShouldContain("StreamSpace__CommandTtl must be positive");
+        Should.Throw<StreamSpaceConfigurationException>(new StreamSpaceOptions { HomeDeleteCommandTtl = tooLong }.Validate).Message
+            .ShouldContain("StreamSpace__HomeDeleteCommandTtl must be positive and at most 1.00:00:00");
     }
 }

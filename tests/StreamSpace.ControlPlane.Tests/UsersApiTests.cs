@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Dapper;
+using StreamSpace.ControlPlane.Agents;
 using StreamSpace.ControlPlane.Identity;
 using StreamSpace.ControlPlane.Tests.Infrastructure;
 
@@ -253,15 +254,70 @@ public abstract class UsersApiTests(ControlPlaneFixture cp)
         entries[3].GetProperty("detail").GetString().ShouldBe("user -> admin");
     }
 
-    private async Task InsertSessionAsync(string id, string userId, string username, string state)
+    [Fact]
+    public async Task Delete_queues_a_home_delete_to_each_agent_where_the_user_had_a_persistent_home()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("homes");
+        var (_, id, _) = await cp.CreateUserAsync(name);
+        var (_, otherId, otherName) = await cp.QuickUserAsync("neighbour");
+        string[] agents = [.. Enumerable.Range(0, 4).Select(_ => ControlPlaneFixture.Unique("homeagent"))];
+        foreach (var agent in agents) await cp.InsertAgentAsync(agent, AgentStatus.Offline);
+        var deletedAgent = ControlPlaneFixture.Unique("goneagent"); // sessions name it, the agents table no longer does
+        // Two persistent homes' sessions on agents[0] (one command), one on agents[1], a temporary home on agents[2], a
+        // persistent session never placed, one on a deleted agent, and another user's persistent home on agents[3].
+        await InsertSessionAsync($"{name}-xterm-aaaaaa", id, name, "terminated", agents[0], persistentHome: true);
+        await InsertSessionAsync($"{name}-firefox-browser-bbbbbb", id, name, "failed", agents[0], persistentHome: true);
+        await InsertSessionAsync($"{name}-xterm-cccccc", id, name, "terminated", agents[1], persistentHome: true);
+        await InsertSessionAsync($"{name}-xterm-dddddd", id, name, "terminated", agents[2], persistentHome: false);
+        await InsertSessionAsync($"{name}-xterm-eeeeee", id, name, "failed", null, persistentHome: true);
+        await InsertSessionAsync($"{name}-xterm-ffffff", id, name, "terminated", deletedAgent, persistentHome: true);
+        await InsertSessionAsync($"{otherName}-xterm-gggggg", otherId, otherName, "terminated", agents[3], persistentHome: true);
+        // Refused while a session lives: nothing queued.
+        await InsertSessionAsync($"{name}-xterm-hhhhhh", id, name, "hibernated", agents[1], persistentHome: true);
+        await (await admin.DeleteAsync($"/api/v1/users/{id}", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        (await HomeDeletesAsync(id)).ShouldBeEmpty();
+
+        await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
+            await conn.ExecuteAsync("UPDATE sessions SET state = 'terminated' WHERE id = @s", new { s = $"{name}-xterm-hhhhhh" });
+        (await admin.DeleteAsync($"/api/v1/users/{id}", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+
+        var commands = await HomeDeletesAsync(id);
+        commands.Select(c => c.AgentId).Order(StringComparer.Ordinal).ShouldBe(new[] { agents[0], agents[1] }.Order(StringComparer.Ordinal));
+        foreach (var c in commands)
+        {
+            c.SessionId.ShouldBeNull();
+            c.State.ShouldBe("pending"); // the agents are offline: it waits for them
+            JsonDocument.Parse(c.Payload).RootElement.GetProperty("userId").GetString().ShouldBe(id);
+            (c.ExpiresAt - c.CreatedAt).ShouldBe(TimeSpan.FromHours(24), "it waits as long as a command may for an agent that is away");
+        }
+        (await HomeDeletesForAgentsAsync(agents[2], agents[3], deletedAgent)).ShouldBe(0);
+    }
+
+    private sealed record HomeDeleteRow(string AgentId, string? SessionId, string Payload, string State, DateTimeOffset CreatedAt, DateTimeOffset ExpiresAt);
+
+    private async Task<List<HomeDeleteRow>> HomeDeletesAsync(string userId)
+    {
+        await using var conn = await cp.Db.OpenAsync(CancellationToken.None);
+        return (await conn.QueryAsync<HomeDeleteRow>(
+            """
+            SELECT agent_id AS AgentId, session_id AS SessionId, payload AS Payload, state AS State, created_at AS CreatedAt, expires_at AS ExpiresAt
+            FROM agent_commands WHERE type = 'home.delete' AND payload LIKE @pattern
+            """, new { pattern = $"%{userId}%" })).ToList();
+    }
+
+    private Task<long> HomeDeletesForAgentsAsync(params string[] agentIds) =>
+        cp.ScalarAsync<long>($"SELECT COUNT(*) FROM agent_commands WHERE type = 'home.delete' AND {cp.Db.InList("agent_id", "ids")}", new { ids = agentIds });
+
+    private async Task InsertSessionAsync(string id, string userId, string username, string state, string? agentId = null, bool persistentHome = false)
     {
         var now = DateTimeOffset.UtcNow;
         await using var conn = await cp.Db.OpenAsync(CancellationToken.None);
         await conn.ExecuteAsync(
             """
-            INSERT INTO sessions (id, user_id, username, template, state, cpu, memory, persistent_home, created_at, updated_at)
-            VALUES (@id, @userId, @username, 'xterm', @state, '1', '1Gi', @home, @now, @now)
-            """, new { id, userId, username, state, home = false, now });
+            INSERT INTO sessions (id, user_id, username, template, state, agent_id, cpu, memory, persistent_home, created_at, updated_at)
+            VALUES (@id, @userId, @username, 'xterm', @state, @agentId, '1', '1Gi', @home, @now, @now)
+            """, new { id, userId, username, state, agentId, home = persistentHome, now });
     }
 }
 

@@ -200,9 +200,10 @@ internal sealed class CommandDedupeStore
     /// Commands run even when the state folder cannot record them, because running one twice changes nothing. Every
     /// session's home lives in the state folder, so one session filling its home must not stop viewers of all sessions
     /// (stream.open) or an admin's terminate (stop). A start, hibernate or wake repeated after a restart could undo
-    /// what happened since (start a session stopped meanwhile, freeze one woken meanwhile): those are refused.
+    /// what happened since (start a session stopped meanwhile, freeze one woken meanwhile): those are refused. A deleted
+    /// user's home.delete frees space in that very folder, and its user can never need the home again.
     /// </summary>
-    private static bool RunsUnrecorded(string type) => type is CommandTypes.SessionStop or CommandTypes.StreamOpen;
+    private static bool RunsUnrecorded(string type) => type is CommandTypes.SessionStop or CommandTypes.StreamOpen or CommandTypes.HomeDelete;
 
     /// <summary>Drops records finished longer ago than the retention period (unreadable ones: found that long ago).</summary>
     public void Prune()

@@ -139,6 +139,11 @@ internal sealed class CommandExecutor
             case CommandTypes.StreamOpen:
                 await OpenStreamAsync(RequireSession(command), ReadArgs<StreamOpenArgs>(command), ct);
                 break;
+            case CommandTypes.HomeDelete:
+                var userId = ReadArgs<HomeDeleteArgs>(command).UserId;
+                if (string.IsNullOrWhiteSpace(userId)) throw new CommandRejectedException($"'{command.Type}' needs a userId");
+                await _runtime.DeleteHomeAsync(userId, ct);
+                break;
             default:
                 throw new CommandRejectedException($"unknown command type '{command.Type}'");
         }

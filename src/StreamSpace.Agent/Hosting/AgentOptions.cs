@@ -88,6 +88,15 @@ public sealed partial class AgentOptions
     public TimeSpan StopGracePeriod { get; set; } = TimeSpan.FromSeconds(5);
     /// <summary>How often the process monitor looks for exited or crashed sessions.</summary>
     public TimeSpan MonitorInterval { get; set; } = TimeSpan.FromSeconds(1);
+    /// <summary>
+    /// Size beyond which the monitor empties a session's <c>session.log</c> (the app's output). It lies in the state folder,
+    /// which also holds homes and command records: a chatty app running for weeks would fill the disk, and the agent could
+    /// then record no start, hibernate or wake. The app keeps writing to it (it appends), from the start again.
+    /// </summary>
+    public long SessionLogMaxBytes { get; set; } = DefaultSessionLogMaxBytes;
+    public const long DefaultSessionLogMaxBytes = 8L * 1024 * 1024;
+    /// <summary>Smallest <see cref="SessionLogMaxBytes"/>: a crash reason quotes the log's last lines, read from its last 64 KiB.</summary>
+    public const long MinSessionLogMaxBytes = 64 * 1024;
 
     /// <summary>Reads the options from <c>STREAMSPACE_*</c> variables, falling back to the <c>StreamSpace:Agent</c> section.</summary>
     public static AgentOptions FromConfiguration(IConfiguration configuration)
@@ -188,6 +197,7 @@ public sealed partial class AgentOptions
         if (SessionStartTimeout <= TimeSpan.Zero) problems.Add("SessionStartTimeout must be positive");
         if (StopGracePeriod < TimeSpan.Zero) problems.Add("StopGracePeriod must not be negative");
         if (MonitorInterval <= TimeSpan.Zero) problems.Add("MonitorInterval must be positive");
+        if (SessionLogMaxBytes < MinSessionLogMaxBytes) problems.Add($"SessionLogMaxBytes (StreamSpace__Agent__SessionLogMaxBytes) must be at least {MinSessionLogMaxBytes}");
         if (SessionMaxProcesses is < 16 or > 4_194_304) problems.Add("SessionMaxProcesses (STREAMSPACE_SESSION_MAX_PROCESSES) must be between 16 and 4194304");
         if (problems.Count > 0)
         {

@@ -30,6 +30,13 @@ public interface ISessionRuntime : IAsyncDisposable
     Task HibernateAsync(string sessionId, CancellationToken ct);
     Task WakeAsync(string sessionId, CancellationToken ct);
 
+    /// <summary>
+    /// Deletes the persistent home this agent keeps for <paramref name="userId"/> (the control plane deleted that user).
+    /// Idempotent: no such home is success. Refused (<see cref="SessionRuntimeException"/>) while a session here still
+    /// uses it.
+    /// </summary>
+    Task DeleteHomeAsync(string userId, CancellationToken ct);
+
     /// <summary>A byte stream to the session's VNC server (RFB), for the stream relay.</summary>
     Task<Stream> ConnectVncAsync(string sessionId, CancellationToken ct);
 }

@@ -29,6 +29,11 @@ public sealed class StreamSpaceOptions
     public int MissedHeartbeatsBeforeOffline { get; set; } = 3;
     /// <summary>How long a command may wait for its agent before it expires and fails its session; at most <see cref="MaxCommandTtl"/>.</summary>
     public TimeSpan CommandTtl { get; set; } = TimeSpan.FromMinutes(10);
+    /// <summary>
+    /// How long a deleted user's <c>home.delete</c> may wait for an agent that is away: the longest TTL there is
+    /// (<see cref="MaxCommandTtl"/>), since nothing else would ever remove that home.
+    /// </summary>
+    public TimeSpan HomeDeleteCommandTtl { get; set; } = MaxCommandTtl;
     /// <summary>How long a sent command may stay unacknowledged before it is sent again.</summary>
     public TimeSpan CommandAckTimeout { get; set; } = TimeSpan.FromSeconds(10);
     /// <summary>How long an acknowledged command may run without a result before it is sent again (the agent dedupes).</summary>
@@ -163,6 +168,8 @@ public sealed class StreamSpaceOptions
         if (MissedHeartbeatsBeforeOffline is < 1 or > MaxMissedHeartbeats)
             errors.Add($"StreamSpace__MissedHeartbeatsBeforeOffline must be between 1 and {MaxMissedHeartbeats}");
         if (CommandTtl <= TimeSpan.Zero || CommandTtl > MaxCommandTtl) errors.Add(CommandTtlTooLong($"StreamSpace__{nameof(CommandTtl)}"));
+        if (HomeDeleteCommandTtl <= TimeSpan.Zero || HomeDeleteCommandTtl > MaxCommandTtl)
+            errors.Add(CommandTtlTooLong($"StreamSpace__{nameof(HomeDeleteCommandTtl)}"));
         Duration(CommandAckTimeout, nameof(CommandAckTimeout), MaxCommandTimeout);
         Duration(CommandResultTimeout, nameof(CommandResultTimeout), MaxCommandTimeout);
         if (CommandBackoffMaxFactor is < 1 or > MaxBackoffFactor) errors.Add($"StreamSpace__CommandBackoffMaxFactor must be between 1 and {MaxBackoffFactor}");

@@ -4,9 +4,11 @@ using Dapper;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 using StreamSpace.ControlPlane.Audit;
+using StreamSpace.ControlPlane.Commands;
 using StreamSpace.ControlPlane.Data;
 using StreamSpace.ControlPlane.Hosting;
 using StreamSpace.ControlPlane.Sessions;
+using StreamSpace.Protocol;
 
 namespace StreamSpace.ControlPlane.Identity;
 
@@ -175,12 +177,19 @@ public static partial class UsersApi
         return result;
     }
 
+    /// <summary>
+    /// Deletes a user without live sessions, with their finished sessions. Every agent where one of their sessions had a
+    /// persistent home gets a <c>home.delete</c> in the same transaction: the home is theirs alone (kept by user id, which
+    /// nobody else is ever given) and would otherwise stay on that agent, with their data, for ever.
+    /// </summary>
     public static async Task<Results<NoContent, JsonHttpResult<ApiError>>> DeleteAsync(
-        string id, HttpContext http, Db db, AuditLog audit, TokenUserLookup tokenUsers, CancellationToken ct)
+        string id, HttpContext http, Db db, AuditLog audit, TokenUserLookup tokenUsers, CommandOutbox outbox,
+        IOptions<StreamSpaceOptions> options, CancellationToken ct)
     {
         var caller = CurrentUser.From(http.User);
         if (caller.Id == id) return ApiErrors.Forbidden("You cannot delete yourself; ask another admin.");
 
+        WrittenCommands? homeDeletes = null;
         var result = await db.InTransactionAsync<Results<NoContent, JsonHttpResult<ApiError>>>(async (conn, tx) =>
         {
             var (callerRow, user) = await LockCallerAndTargetAsync(conn, tx, db, caller.Id, id, ct);
@@ -192,6 +201,17 @@ public static partial class UsersApi
                 $"SELECT COUNT(*) FROM sessions WHERE user_id = @id AND state IN ({SessionState.LiveSqlList})", new { id }, tx, cancellationToken: ct));
             if (live > 0)
                 return ApiErrors.Conflict($"User '{user.Username}' still has {live} live session(s); terminate them first.");
+            // Read before the sessions go: they are the only record of where this user's homes are. Agents deleted since
+            // took their state folder with them.
+            var homeAgents = (await conn.QueryAsync<string>(new CommandDefinition(
+                """
+                SELECT DISTINCT agent_id FROM sessions
+                WHERE user_id = @id AND persistent_home = @yes AND agent_id IN (SELECT agent_id FROM agents)
+                ORDER BY agent_id
+                """, new { id, yes = true }, tx, cancellationToken: ct))).ToList();
+            homeDeletes = await outbox.WriteManyAsync(conn, tx,
+                homeAgents.Select(agent => new NewCommand(agent, null, CommandTypes.HomeDelete, new HomeDeleteArgs { UserId = id })).ToList(),
+                ct, options.Value.HomeDeleteCommandTtl);
             // Finished sessions only keep history of this user; they reference the row (foreign key) and go with it.
             await conn.ExecuteAsync(new CommandDefinition("DELETE FROM sessions WHERE user_id = @id", new { id }, tx, cancellationToken: ct));
             await conn.ExecuteAsync(new CommandDefinition("DELETE FROM users WHERE id = @id", new { id }, tx, cancellationToken: ct));
@@ -199,6 +219,7 @@ public static partial class UsersApi
             return TypedResults.NoContent();
         }, ct);
         tokenUsers.Invalidate(id);
+        if (result.Result is NoContent && homeDeletes is not null) outbox.NotifyWritten(homeDeletes);
         return result;
     }
 

@@ -123,6 +123,23 @@ public class CommandExecutorTests : IDisposable
     }
 
     [Fact]
+    public async Task Home_delete_needs_no_session_and_hands_the_user_id_to_the_runtime()
+    {
+        var executor = Executor();
+        var args = JsonSerializer.SerializeToElement(new HomeDeleteArgs { UserId = "3f2b9c0d5e6a4b1c8d7e6f5a4b3c2d1e" }, ProtocolJson.Options);
+        var result = await RunAsync(executor, new CommandPayload { CommandId = "h1", Type = CommandTypes.HomeDelete, Args = args });
+        result.ShouldBe(new ResultPayload { CommandId = "h1", Success = true });
+        _runtime.DeletedHomes.ShouldBe(["3f2b9c0d5e6a4b1c8d7e6f5a4b3c2d1e"]);
+
+        var missing = await RunAsync(executor, new CommandPayload { CommandId = "h2", Type = CommandTypes.HomeDelete,
+            Args = JsonSerializer.SerializeToElement(new { userId = " " }, ProtocolJson.Options) });
+        missing.Success.ShouldBeFalse();
+        missing.Error.ShouldBe("'home.delete' needs a userId");
+        (await RunAsync(executor, new CommandPayload { CommandId = "h3", Type = CommandTypes.HomeDelete })).Error.ShouldBe("'home.delete' needs args");
+        _runtime.DeletedHomes.Count.ShouldBe(1);
+    }
+
+    [Fact]
     public async Task Result_the_state_folder_cannot_store_is_still_sent_and_kept_for_redeliveries()
     {
         var command = Start("c1", "alice-xterm-aaaaaa");

@@ -143,6 +143,18 @@ public class AgentOptionsTests
     }
 
     [Fact]
+    public void A_sessions_log_is_capped_at_8_MiB_by_default_and_never_below_64_KiB()
+    {
+        From(Base()).SessionLogMaxBytes.ShouldBe(8L * 1024 * 1024);
+        var smaller = Base();
+        smaller["StreamSpace:Agent:SessionLogMaxBytes"] = "1048576";
+        From(smaller).SessionLogMaxBytes.ShouldBe(1024 * 1024);
+        smaller["StreamSpace:Agent:SessionLogMaxBytes"] = "1000";
+        Should.Throw<AgentOptionsException>(() => From(smaller).Validate()).Message
+            .ShouldContain("SessionLogMaxBytes (StreamSpace__Agent__SessionLogMaxBytes) must be at least 65536");
+    }
+
+    [Fact]
     public void Session_limits_are_on_by_default_and_turned_off_by_environment()
     {
         From(Base()).SessionLimits.ShouldBeTrue();

@@ -58,6 +58,16 @@ internal sealed class InstrumentedRuntime : ISessionRuntime
     }
 
     public Task StopAsync(string sessionId, CancellationToken ct) => _inner.StopAsync(sessionId, ct);
+
+    /// <summary>The user ids whose homes were deleted, in order.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<string> DeletedHomes { get; } = new();
+
+    public Task DeleteHomeAsync(string userId, CancellationToken ct)
+    {
+        DeletedHomes.Enqueue(userId);
+        return _inner.DeleteHomeAsync(userId, ct);
+    }
+
     public Task HibernateAsync(string sessionId, CancellationToken ct) => _inner.HibernateAsync(sessionId, ct);
     public Task WakeAsync(string sessionId, CancellationToken ct) => _inner.WakeAsync(sessionId, ct);
     public Task<Stream> ConnectVncAsync(string sessionId, CancellationToken ct) => _inner.ConnectVncAsync(sessionId, ct);

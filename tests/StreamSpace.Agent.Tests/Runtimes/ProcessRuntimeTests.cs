@@ -19,7 +19,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
     private readonly List<ProcessRuntime> _runtimes = [];
 
     private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null, string? stateFolder = null, string? windowManager = null, string? cgroupRoot = null, string? geometry = null,
-        int? firstDisplay = null, int? displayCount = null, string? xvncPath = null, string? socketBase = null)
+        int? firstDisplay = null, int? displayCount = null, string? xvncPath = null, string? socketBase = null, long? logMaxBytes = null)
     {
         var options = new AgentOptions
         {
@@ -35,6 +35,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
         if (firstDisplay is { } first) options.FirstDisplay = first;
         if (displayCount is { } count) options.DisplayCount = count;
         if (xvncPath is not null) options.XvncPath = xvncPath;
+        if (logMaxBytes is { } cap) options.SessionLogMaxBytes = cap;
         var logger = _log.CreateLogger(nameof(ProcessRuntime));
         var runtime = socketBase is null ? new ProcessRuntime(options, logger, TimeProvider.System) : new ProcessRuntime(options, logger, TimeProvider.System) { SocketBase = socketBase };
         _runtimes.Add(runtime);
@@ -390,6 +391,70 @@ public class ProcessRuntimeTests : IAsyncDisposable
         await process.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(Wait, TestContext.Current.CancellationToken);
         await error;
         return (process.ExitCode, await output);
+    }
+
+    [Fact]
+    public async Task A_deleted_users_home_is_deleted_once_no_session_uses_it_and_deleting_it_again_succeeds()
+    {
+        var runtime = await NewRuntimeAsync();
+        var userId = Guid.NewGuid().ToString("N");
+        var args = Args("touch \"$HOME/was-here\"; exec xterm", persistentHome: true) with
+        {
+            SessionId = "erin-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "erin", UserId = userId,
+        };
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var home = Path.Combine(_state.Folder, "homes", "id." + userId);
+        await TestProcesses.WaitUntilAsync(() => File.Exists(Path.Combine(home, "was-here")), Wait, "file written in the home");
+        var neighbour = Path.Combine(_state.Folder, "homes", "id." + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(neighbour);
+        File.WriteAllText(Path.Combine(neighbour, "keep"), "another user's");
+
+        // Still in use (e.g. a session whose stop expired on the control plane): refused, naming it, and nothing removed.
+        var refused = await Should.ThrowAsync<SessionRuntimeException>(() => runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken));
+        refused.Message.ShouldContain(args.SessionId);
+        File.Exists(Path.Combine(home, "was-here")).ShouldBeTrue();
+        await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
+        await Should.ThrowAsync<SessionRuntimeException>(() => runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken));
+
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        await runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken);
+        Directory.Exists(home).ShouldBeFalse();
+        await runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken); // a redelivery after a restart: idempotent
+        await runtime.DeleteHomeAsync(Guid.NewGuid().ToString("N"), TestContext.Current.CancellationToken); // never had one here
+        File.ReadAllText(Path.Combine(neighbour, "keep")).ShouldBe("another user's");
+        (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.DeleteHomeAsync("../sessions", TestContext.Current.CancellationToken)))
+            .Message.ShouldContain("not a safe name");
+        Directory.Exists(Path.Combine(_state.Folder, "sessions")).ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task A_session_log_over_the_cap_is_emptied_while_the_app_keeps_running_and_writing()
+    {
+        const long Cap = AgentOptions.MinSessionLogMaxBytes;
+        var runtime = await NewRuntimeAsync(logMaxBytes: Cap);
+        // About 1.6 MB/s of output, numbered: far beyond the cap within the test.
+        var args = Args("n=0; while :; do n=$((n+1)); echo \"line $n $(head -c 16000 /dev/zero | tr '\\0' x)\"; sleep 0.01; done");
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var log = Path.Combine(_state.Folder, "sessions", args.SessionId, "run", "session.log");
+
+        long largest = 0;
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        while (watch.Elapsed < TimeSpan.FromSeconds(4))
+        {
+            largest = Math.Max(largest, new FileInfo(log).Length);
+            await Task.Delay(20, TestContext.Current.CancellationToken);
+        }
+        // Bounded: at most what ~1.6 MB/s adds in a monitor interval (200 ms) or two beyond the cap.
+        largest.ShouldBeLessThan(Cap + 1024 * 1024);
+        var text = File.ReadAllText(log);
+        text.ShouldContain("over the agent's cap of 65536: what came before was removed");
+        var lines = text.Split('\n').Where(l => l.StartsWith("line ", StringComparison.Ordinal)).Select(l => int.Parse(l.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        lines.ShouldNotBeEmpty();
+        lines.Max().ShouldBeGreaterThan(200, "the app went on writing (16 kB a line: over 3 MB in all)");
+        runtime.Inventory().Single(i => i.SessionId == args.SessionId).State.ShouldBe(ObservedStates.Running);
+        _log.Entries.Count(e => e.Message.Contains($"The log of session {args.SessionId} reached", StringComparison.Ordinal)).ShouldBe(1, "said once per session");
+
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
     }
 
     [Fact]

@@ -43,6 +43,47 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
     }
 
     [Fact]
+    public async Task A_deleted_users_home_delete_reaches_the_agent_without_a_session_and_its_results_finish_it()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var (otherId, otherToken) = await cp.CreateAgentAsync();
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        await using var other = await cp.OnlineAgentAsync(otherId, otherToken);
+        var admin = await cp.AdminClientAsync();
+        var username = ControlPlaneFixture.Unique("gone");
+        var (_, userId, _) = await cp.CreateUserAsync(username);
+        foreach (var (placedOn, suffix) in new[] { (agentId, "aaaaaa"), (otherId, "bbbbbb") })
+            await cp.ExecuteAsync(
+                """
+                INSERT INTO sessions (id, user_id, username, template, state, agent_id, cpu, memory, persistent_home, created_at, updated_at)
+                VALUES (@id, @userId, @username, 'xterm', 'terminated', @placedOn, '500m', '512Mi', @yes, @now, @now)
+                """,
+                new { id = $"{username}-xterm-{suffix}", userId, username, placedOn, yes = true, now = DateTimeOffset.UtcNow });
+
+        (await admin.DeleteAsync($"/api/v1/users/{userId}", TestContext.Current.CancellationToken)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+
+        var done = await agent.ExpectCommandAsync();
+        var refused = await other.ExpectCommandAsync();
+        foreach (var command in new[] { done, refused })
+        {
+            command.Type.ShouldBe(CommandTypes.HomeDelete);
+            command.SessionId.ShouldBeNull();
+            command.Args.GetProperty("userId").GetString().ShouldBe(userId);
+        }
+        await agent.AckAsync(done.CommandId);
+        await agent.ResultAsync(done.CommandId, success: true);
+        await other.AckAsync(refused.CommandId);
+        await other.ResultAsync(refused.CommandId, success: false, error: "the persistent home is in use");
+
+        await HubControlPlane.EventuallyAsync(async () => (await cp.CommandRowAsync(done.CommandId)).State == CommandState.Succeeded, Soon, "home.delete succeeded");
+        await HubControlPlane.EventuallyAsync(async () => (await cp.CommandRowAsync(refused.CommandId)).State == CommandState.Failed, Soon, "home.delete failed");
+        (await cp.CommandRowAsync(refused.CommandId)).Error.ShouldBe("the persistent home is in use");
+        await agent.ExpectNothingAsync(TimeSpan.FromSeconds(2.5));
+        agent.IsOpen.ShouldBeTrue();
+        other.IsOpen.ShouldBeTrue();
+    }
+
+    [Fact]
     public async Task A_failed_start_fails_the_session_with_the_agents_reason()
     {
         var (agentId, token) = await cp.CreateAgentAsync();

@@ -42,6 +42,9 @@ internal static partial class Posix
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int OpenNative(string path, int flags);
 
+    [LibraryImport("libc", EntryPoint = "ftruncate", SetLastError = true)]
+    private static partial int FtruncateNative(SafeHandle fd, long length);
+
     [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
     private static partial int FsyncNative(SafeHandle fd);
 
@@ -56,7 +59,56 @@ internal static partial class Posix
 
     private const int AT_FDCWD = -100;
     private const int AT_SYMLINK_NOFOLLOW = 0x100;
-    private const uint STATX_TYPE = 0x1, STATX_MODE = 0x2, STATX_UID = 0x8;
+    private const int AT_EMPTY_PATH = 0x1000;
+    private const uint STATX_TYPE = 0x1, STATX_MODE = 0x2, STATX_NLINK = 0x4, STATX_UID = 0x8, STATX_SIZE = 0x200;
+    private const int O_WRONLY = 1;
+    private const int O_APPEND = 0x400;
+
+    /// <summary>What an open file is: its owner, its number of names (hard links), whether it is a regular file, its size.</summary>
+    public readonly record struct FileFacts(int Uid, int Links, bool IsRegular, long Size);
+
+    /// <summary>The size of <paramref name="path"/> itself (a link is not followed), or null when it does not exist.</summary>
+    public static unsafe long? SizeOf(string path)
+    {
+        var buffer = stackalloc byte[256];
+        if (StatxNative(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_SIZE, buffer) != 0) return null;
+        return (long)*(ulong*)(buffer + 40); // u64 stx_size at offset 40
+    }
+
+    /// <summary>What the open <paramref name="file"/> is (statx of the descriptor), or null when the kernel does not say.</summary>
+    public static unsafe FileFacts? Facts(SafeHandle file)
+    {
+        var buffer = stackalloc byte[256];
+        var added = false;
+        file.DangerousAddRef(ref added);
+        try
+        {
+            if (StatxNative((int)file.DangerousGetHandle(), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW,
+                    STATX_TYPE | STATX_NLINK | STATX_UID | STATX_SIZE, buffer) != 0) return null;
+        }
+        finally
+        {
+            if (added) file.DangerousRelease();
+        }
+        return new FileFacts((int)*(uint*)(buffer + 20), (int)*(uint*)(buffer + 16), (*(ushort*)(buffer + 28) & 0xF000) == 0x8000, (long)*(ulong*)(buffer + 40));
+    }
+
+    /// <summary>
+    /// Opens <paramref name="path"/> for appending without following a link in its last part and without waiting on a
+    /// FIFO; null when it cannot be opened so. Every write lands at the end, whatever else writes to it.
+    /// </summary>
+    public static Microsoft.Win32.SafeHandles.SafeFileHandle? OpenAppendNoFollow(string path)
+    {
+        var fd = OpenNative(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        return fd < 0 ? null : new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    /// <summary>ftruncate: cuts the open file to <paramref name="length"/> bytes.</summary>
+    public static void Truncate(SafeHandle file, long length)
+    {
+        if (FtruncateNative(file, length) != 0)
+            throw new IOException($"ftruncate failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+    }
 
     /// <summary>
     /// What <paramref name="path"/> itself is (a link is not followed): its owner and its kind, or null when it does not

@@ -715,7 +715,12 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             if (!await session.Gate.WaitAsync(0, ct)) continue;
             try
             {
-                if (!_sessions.ContainsKey(session.Record.SessionId) || Judge(session) is not { } ending) continue;
+                if (!_sessions.ContainsKey(session.Record.SessionId)) continue;
+                if (Judge(session) is not { } ending)
+                {
+                    CapLog(session);
+                    continue;
+                }
                 var r = session.Record;
                 await KillSessionAsync(r, ct);
                 Forget(session, removeFolder: false);
@@ -749,6 +754,45 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         return r.Leader.IsAlive
             ? null
             : new SessionStatusPayload { SessionId = r.SessionId, State = ObservedStates.Crashed, Reason = "session processes were killed" };
+    }
+
+    /// <summary>
+    /// Empties a live session's log once it is larger than <see cref="AgentOptions.SessionLogMaxBytes"/> (see there why);
+    /// its processes append to it, so they go on writing from the start of the file, and the cut says so in its first
+    /// line. The log is in the session user's folder: it is opened without following a link, and only a regular file with
+    /// one name that belongs to the session's account (or the agent's) is cut, never a file somebody linked there.
+    /// </summary>
+    private void CapLog(ProcessSession session)
+    {
+        var path = Path.Combine(session.RunDir, SessionLauncher.LogFile);
+        if (Posix.SizeOf(path) is not { } size || size <= _options.SessionLogMaxBytes) return;
+        try
+        {
+            using var file = Posix.OpenAppendNoFollow(path);
+            var facts = file is null ? null : Posix.Facts(file);
+            var owner = Posix.Entry(session.RunDir)?.Uid;
+            if (facts is not { IsRegular: true, Links: 1 } known || (known.Uid != owner && known.Uid != Posix.EffectiveUid))
+            {
+                if (!session.LogCapped)
+                    _logger.LogWarning("The log {Path} of session {SessionId} is over {Cap} bytes but is not the session's own regular file: left alone",
+                        path, session.Record.SessionId, _options.SessionLogMaxBytes);
+                session.LogCapped = true;
+                return;
+            }
+            Posix.Truncate(file!, 0);
+            RandomAccess.Write(file!, Encoding.UTF8.GetBytes(
+                $"[streamspace agent {_time.GetUtcNow():O}] this log reached {known.Size} bytes, over the agent's cap of {_options.SessionLogMaxBytes}: what came before was removed\n"), 0);
+            if (!session.LogCapped)
+                _logger.LogWarning("The log of session {SessionId} reached {Size} bytes, over the cap of {Cap} (SessionLogMaxBytes): emptied, and emptied " +
+                    "again each time it is over (said once per session)", session.Record.SessionId, known.Size, _options.SessionLogMaxBytes);
+            session.LogCapped = true;
+        }
+        catch (IOException ex)
+        {
+            if (!session.LogCapped)
+                _logger.LogWarning("The log of session {SessionId} could not be cut (said once per session): {Error}", session.Record.SessionId, ex.Message);
+            session.LogCapped = true;
+        }
     }
 
     /// <summary>Why a session's process died, when its memory limit was the cause; empty otherwise.</summary>
@@ -1061,6 +1105,35 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     }
 
     /// <summary>
+    /// Deletes <c>homes/id.&lt;user id&gt;</c>, the persistent home of a user the control plane deleted. Its user id is
+    /// never given to anybody else, so no later session can want it. A session still running here with that home
+    /// (the control plane ended it without the agent's word, e.g. its stop expired) keeps it: the command fails, naming
+    /// the session, rather than pulling the files from under its programs. A home kept by username by an older agent is
+    /// left alone: that name may belong to somebody else by now.
+    /// </summary>
+    public Task DeleteHomeAsync(string userId, CancellationToken ct)
+    {
+        ValidateName(userId, "user id");
+        var home = Path.Combine(_homesDir, "id." + userId);
+        var users = _sessions.Values.Where(s => !s.Record.TemporaryHome && s.Record.HomePath == home)
+            .Select(s => s.Record.SessionId).Order(StringComparer.Ordinal).ToList();
+        if (users.Count > 0)
+            throw new SessionRuntimeException(
+                $"the persistent home of user {userId} is in use by session {string.Join(", ", users)} on this agent; stop it first");
+        if (Posix.Entry(home) is null) return Task.CompletedTask; // idempotent: deleted already, or never made here
+        try
+        {
+            RemoveTree(home);
+        }
+        catch (IOException ex)
+        {
+            throw new SessionRuntimeException($"the persistent home of user {userId} could not be deleted: {ex.Message}", ex);
+        }
+        _logger.LogInformation("Deleted the persistent home {Home} of user {UserId}: the control plane deleted that user", home, userId);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>
     /// The first display number from <see cref="AgentOptions.FirstDisplay"/> that no session of this agent uses and no X
     /// server holds. An X server holds a number while something listens on its socket (<see cref="ListeningDisplays"/>),
     /// or, while it starts, when its lock names a live X server of that display (<see cref="LockHeld"/>). The lock and
@@ -1251,6 +1324,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         public SemaphoreSlim Gate { get; } = new(1, 1);
         /// <summary>The leader when this agent process started it (null for re-adopted sessions).</summary>
         public System.Diagnostics.Process? Leader { get; init; }
+        /// <summary>Whether the agent has said it cut this session's log (<see cref="CapLog"/>): it says so once.</summary>
+        public bool LogCapped { get; set; }
     }
 
     private sealed class SessionStartFailure(string message, bool displayInUse) : Exception(message)

@@ -44,6 +44,9 @@ public sealed class SimulatedRuntime : ISessionRuntime
 
     public Task WakeAsync(string sessionId, CancellationToken ct) => Set(sessionId, ObservedStates.Running);
 
+    /// <summary>Simulated sessions have no homes: there is never one to delete.</summary>
+    public Task DeleteHomeAsync(string userId, CancellationToken ct) => Task.CompletedTask;
+
     public Task<Stream> ConnectVncAsync(string sessionId, CancellationToken ct) =>
         throw new SessionRuntimeException("the simulated runtime has no VNC server");
 
