@@ -114,6 +114,9 @@ public sealed class CrossReplicaDeliveryTests_Postgres(TwoReplicaControlPlane cp
         var commandId = await cp.EnqueueAsync(agent.AgentId, sessionId, CommandTypes.StreamOpen, new { sessionId, streamId = "late" });
         (await agent.ExpectCommandAsync(TimeSpan.FromSeconds(5))).CommandId.ShouldBe(commandId);
         await agent.AckAsync(commandId);
+        // The ack is applied in the background: expiring before it lands would race it (the expiry's compare-and-set loses).
+        await HubControlPlane.EventuallyAsync(async () => (await cp.CommandRowAsync(commandId)).State == Commands.CommandState.Acked,
+            TimeSpan.FromSeconds(5), "the ack applied");
         await cp.ExecuteAsync("UPDATE agent_commands SET expires_at = @at WHERE id = @commandId", new { at = DateTimeOffset.UtcNow, commandId });
         // Replica A's expiry pass finds it: the connection that remembers it is on replica B, out of its reach.
         await cp.App.Services.GetRequiredService<Commands.CommandDelivery>().ExpireAsync(ct);
