@@ -126,7 +126,7 @@ internal sealed class ControlConnection : IAsyncDisposable
                 case MessageTypes.Welcome:
                     var welcome = answer.PayloadAs<WelcomePayload>();
                     ConnectionId = welcome.ConnectionId;
-                    _ended.Welcomed(welcome.ConnectionId, ended, _time.GetUtcNow());
+                    _ended.Welcomed(welcome.ConnectionId, ended, _time.GetTimestamp());
                     var seconds = welcome.HeartbeatIntervalSeconds > 0 ? welcome.HeartbeatIntervalSeconds : _options.HeartbeatSeconds;
                     _logger.LogInformation("Connected to {Uri} as {AgentId} (connection {ConnectionId}, protocol v{Version}, heartbeat {Seconds} s, {Sessions} sessions in inventory)",
                         uri, _options.AgentId, welcome.ConnectionId, welcome.AcceptedVersion, seconds, hello.Inventory.Count);
@@ -313,7 +313,7 @@ internal sealed class ControlConnection : IAsyncDisposable
                 first = false;
                 // Still up: what this connection reported long before the keep-alive would have caught a dead peer
                 // (a ping within the interval after the write, unanswered for the timeout; twice that for the timers' slack) arrived.
-                _ended.Settle(ConnectionId!, _time.GetUtcNow() - 2 * (_options.KeepAliveInterval + _options.KeepAliveTimeout));
+                _ended.Settle(ConnectionId!, _time, 2 * (_options.KeepAliveInterval + _options.KeepAliveTimeout));
             }
         }
         catch (OperationCanceledException)

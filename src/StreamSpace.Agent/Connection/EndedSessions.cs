@@ -20,9 +20,10 @@ internal sealed class EndedSessions
     /// <summary>
     /// An ended session, why (its <c>session.status</c>'s reason, which the hello carries too: the control plane applies
     /// the hello's entry first, and a crash must fail with what crashed, not "reported at reconnect"), and the welcomed
-    /// connection its <c>session.status</c> went out on (null: not yet sent).
+    /// connection its <c>session.status</c> went out on (null: not yet sent), and when, as a <see cref="TimeProvider"/>
+    /// timestamp: monotonic, so a wall clock stepped forward (NTP, a restored snapshot) settles nothing early.
     /// </summary>
-    public sealed record Entry(string SessionId, string State, string? Reason, string? ConnectionId, DateTimeOffset At);
+    public sealed record Entry(string SessionId, string State, string? Reason, string? ConnectionId, long At);
 
     public int Count
     {
@@ -33,7 +34,7 @@ internal sealed class EndedSessions
     }
 
     /// <summary>Every observation passes here: an ended one is kept, a live one (a later start of the id) forgets it.</summary>
-    public void Observed(SessionStatusPayload status, DateTimeOffset now)
+    public void Observed(SessionStatusPayload status, long now)
     {
         lock (_gate)
         {
@@ -63,7 +64,7 @@ internal sealed class EndedSessions
     /// they stay listed: stamped with this connection, they are let go only once it stayed up long enough
     /// (<see cref="Settle"/>), like the statuses that ended since the hello and go out on this connection.
     /// </summary>
-    public void Welcomed(string connectionId, IReadOnlyList<Entry> carried, DateTimeOffset now)
+    public void Welcomed(string connectionId, IReadOnlyList<Entry> carried, long now)
     {
         lock (_gate)
         {
@@ -91,16 +92,16 @@ internal sealed class EndedSessions
     }
 
     /// <summary>
-    /// <paramref name="connectionId"/> is still up: what it reported until <paramref name="cutoff"/> went out long enough
-    /// ago that a dead peer would have broken the connection by now, so the control plane has it.
+    /// <paramref name="connectionId"/> is still up: what it reported at least <paramref name="age"/> ago went out long
+    /// enough ago that a dead peer would have broken the connection by now, so the control plane has it.
     /// </summary>
-    public void Settle(string connectionId, DateTimeOffset cutoff)
+    public void Settle(string connectionId, TimeProvider time, TimeSpan age)
     {
         lock (_gate)
         {
             // Called on every heartbeat: nothing to look at, nothing allocated.
             if (_entries.Count == 0) return;
-            foreach (var entry in _entries.Values.Where(e => e.ConnectionId == connectionId && e.At <= cutoff).ToList())
+            foreach (var entry in _entries.Values.Where(e => e.ConnectionId == connectionId && time.GetElapsedTime(e.At) >= age).ToList())
             {
                 _entries.Remove(entry.SessionId);
             }

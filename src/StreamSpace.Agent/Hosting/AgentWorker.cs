@@ -147,7 +147,7 @@ public sealed class AgentWorker : BackgroundService
             await foreach (var status in _runtime.Observations.ReadAllAsync(ct))
             {
                 // Before the post, so the hello after a broken connection lists an ended session even if this frame is lost.
-                _ended.Observed(status, _time.GetUtcNow());
+                _ended.Observed(status, _time.GetTimestamp());
                 _outbox.Post(MessageTypes.SessionStatus, status);
             }
         }

@@ -544,6 +544,42 @@ public class AgentConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Ended_session_stays_listed_when_the_wall_clock_steps_forward_before_its_connection_settled_it()
+    {
+        var options = Options();
+        options.KeepAliveInterval = TimeSpan.FromSeconds(5);
+        options.KeepAliveTimeout = TimeSpan.FromSeconds(5); // settled after 2 × 10 s on this connection
+        var clock = new SteppedWallClock();
+        var runtime = new InstrumentedRuntime();
+        await runtime.StartAsync(StartArgs.For("alice-xterm-jjjjjj"), TestContext.Current.CancellationToken);
+        var worker = new AgentWorker(options, runtime, _log, clock, Random.Shared);
+        _workers.Add(worker);
+        await worker.StartAsync(TestContext.Current.CancellationToken);
+        var first = await _cp.NextConnectionAsync();
+
+        runtime.ExitApp("alice-xterm-jjjjjj");
+        await first.CollectAsync(r => r.Any(e => e.Type == MessageTypes.SessionStatus && e.PayloadAs<SessionStatusPayload>().State == ObservedStates.Exited), Wait);
+        // NTP steps the wall clock an hour forward; two heartbeats later (each settles what is old enough) the connection drops.
+        clock.Step(TimeSpan.FromHours(1));
+        await first.CollectAsync(r => r.Count(e => e.Type == MessageTypes.Heartbeat) >= 2, Wait);
+        await first.CloseAsync();
+
+        var second = await _cp.NextConnectionAsync();
+        second.Hello.Inventory.ShouldContain(i => i.SessionId == "alice-xterm-jjjjjj" && i.State == ObservedStates.Exited,
+            "a couple of seconds on this connection are not the keep-alive's 20 s, whatever the wall clock says");
+    }
+
+    /// <summary>The wall clock as NTP may step it; the monotonic timestamp and timers go on as the system's.</summary>
+    private sealed class SteppedWallClock : TimeProvider
+    {
+        private long _offsetTicks;
+
+        public void Step(TimeSpan by) => Interlocked.Add(ref _offsetTicks, by.Ticks);
+
+        public override DateTimeOffset GetUtcNow() => base.GetUtcNow().AddTicks(Interlocked.Read(ref _offsetTicks));
+    }
+
+    [Fact]
     public async Task Drain_sends_a_draining_heartbeat_closes_cleanly_and_keeps_sessions()
     {
         var runtime = new InstrumentedRuntime();
