@@ -294,6 +294,38 @@ public abstract class UsersApiTests(ControlPlaneFixture cp)
         (await HomeDeletesForAgentsAsync(agents[2], agents[3], deletedAgent)).ShouldBe(0);
     }
 
+    [Fact]
+    public async Task Delete_is_refused_while_an_agent_may_still_run_a_persistent_home_session_of_the_user_unless_forced()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("awayhome");
+        var (owner, id, _) = await cp.CreateUserAsync(name);
+        var agent = ControlPlaneFixture.Unique("awayagent");
+        await cp.InsertAgentAsync(agent, AgentStatus.Offline);
+        // The session is deleted while its agent is away; its stop expires, so it ends "terminated" without the agent's word.
+        var sessionId = $"{name}-xterm-aaaaaa";
+        await InsertSessionAsync(sessionId, id, name, "running", agent, persistentHome: true);
+        await (await owner.DeleteAsync($"/api/v1/sessions/{sessionId}", ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        await using (var conn = await cp.Db.OpenAsync(ct))
+            await conn.ExecuteAsync("UPDATE agent_commands SET expires_at = @at WHERE session_id = @sessionId", new { at = DateTimeOffset.UtcNow, sessionId });
+        await Hub.HubControlPlane.EventuallyAsync(async () => await cp.ScalarAsync<string>(
+            "SELECT state FROM sessions WHERE id = @sessionId", new { sessionId }) == "terminated", TimeSpan.FromSeconds(10), "the expired stop ended the session");
+
+        // When the agent returns, its home.delete would arrive before reconciliation's stop and be refused for good.
+        var refused = await (await admin.DeleteAsync($"/api/v1/users/{id}", ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        refused.GetProperty("unconfirmedSessions").GetInt64().ShouldBe(1);
+        refused.GetProperty("message").GetString()!.ShouldContain("?force=true");
+        (await HomeDeletesAsync(id)).ShouldBeEmpty();
+        var bad = await (await admin.DeleteAsync($"/api/v1/users/{id}?force=yes", ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        bad.GetProperty("fields").GetProperty("force").GetString().ShouldBe("must be true or false");
+
+        (await admin.DeleteAsync($"/api/v1/users/{id}?force=true", ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        (await HomeDeletesAsync(id)).Select(c => c.AgentId).ShouldBe([agent]);
+        (await cp.ScalarAsync<string>("SELECT detail FROM audit_log WHERE action = 'user.deleted' AND target = @name", new { name }))
+            .ShouldStartWith("forced; 1 persistent-home session(s)");
+    }
+
     private sealed record HomeDeleteRow(string AgentId, string? SessionId, string Payload, string State, DateTimeOffset CreatedAt, DateTimeOffset ExpiresAt);
 
     private async Task<List<HomeDeleteRow>> HomeDeletesAsync(string userId)

@@ -183,9 +183,11 @@ public static partial class UsersApi
     /// nobody else is ever given) and would otherwise stay on that agent, with their data, for ever.
     /// </summary>
     public static async Task<Results<NoContent, JsonHttpResult<ApiError>>> DeleteAsync(
-        string id, HttpContext http, Db db, AuditLog audit, TokenUserLookup tokenUsers, CommandOutbox outbox,
+        string id, string? force, HttpContext http, Db db, AuditLog audit, TokenUserLookup tokenUsers, CommandOutbox outbox,
         IOptions<StreamSpaceOptions> options, CancellationToken ct)
     {
+        bool? forced = force switch { null => false, "true" => true, "false" => false, _ => null };
+        if (forced is null) return new Validation().Add("force", "must be true or false").ToResult();
         var caller = CurrentUser.From(http.User);
         if (caller.Id == id) return ApiErrors.Forbidden("You cannot delete yourself; ask another admin.");
 
@@ -201,6 +203,13 @@ public static partial class UsersApi
                 $"SELECT COUNT(*) FROM sessions WHERE user_id = @id AND state IN ({SessionState.LiveSqlList})", new { id }, tx, cancellationToken: ct));
             if (live > 0)
                 return ApiErrors.Conflict($"User '{user.Username}' still has {live} live session(s); terminate them first.");
+            // A persistent-home session whose stop (or start) the control plane gave up on while its agent was away may still
+            // run there: the agent would refuse the home.delete, which reaches it before reconciliation's stop, for good.
+            var unconfirmed = await conn.ExecuteScalarAsync<long>(new CommandDefinition(UnconfirmedHomesSql, new
+            {
+                id, yes = true, start = CommandTypes.SessionStart, stop = CommandTypes.SessionStop, expired = CommandState.Expired,
+            }, tx, cancellationToken: ct));
+            if (unconfirmed > 0 && forced != true) return UnconfirmedHomesConflict(user.Username, id, unconfirmed);
             // Read before the sessions go: they are the only record of where this user's homes are. Agents deleted since
             // took their state folder with them.
             var homeAgents = (await conn.QueryAsync<string>(new CommandDefinition(
@@ -215,13 +224,33 @@ public static partial class UsersApi
             // Finished sessions only keep history of this user; they reference the row (foreign key) and go with it.
             await conn.ExecuteAsync(new CommandDefinition("DELETE FROM sessions WHERE user_id = @id", new { id }, tx, cancellationToken: ct));
             await conn.ExecuteAsync(new CommandDefinition("DELETE FROM users WHERE id = @id", new { id }, tx, cancellationToken: ct));
-            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.UserDeleted, user.Username, null, http, ct);
+            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.UserDeleted, user.Username,
+                unconfirmed > 0 ? $"forced; {unconfirmed} persistent-home session(s) an agent had not confirmed stopping: their homes stay" : null, http, ct);
             return TypedResults.NoContent();
         }, ct);
         tokenUsers.Invalidate(id);
         if (result.Result is NoContent && homeDeletes is not null) outbox.NotifyWritten(homeDeletes);
         return result;
     }
+
+    /// <summary>
+    /// The user's persistent-home sessions an agent may still run though the control plane ended them without its word
+    /// (<see cref="Agents.AgentsApi.UnconfirmedCommandSql"/>, the agent delete's rule).
+    /// </summary>
+    private static readonly string UnconfirmedHomesSql = $"""
+        SELECT COUNT(DISTINCT c.session_id) FROM agent_commands c
+        JOIN agents a ON a.agent_id = c.agent_id
+        JOIN sessions s ON s.id = c.session_id
+        WHERE s.user_id = @id AND s.persistent_home = @yes AND c.state IN ({CommandRow.OpenStatesSql}, @expired)
+          AND {Agents.AgentsApi.UnconfirmedCommandSql}
+        """;
+
+    private static JsonHttpResult<ApiError> UnconfirmedHomesConflict(string username, string id, long unconfirmed) => TypedResults.Json(
+        new ApiError("Conflict",
+            $"User '{username}' may still have {unconfirmed} session{(unconfirmed == 1 ? "" : "s")} with a persistent home running on an agent " +
+            "that has not confirmed stopping it (its stop expired while the agent was away): that agent would refuse to delete the home. " +
+            $"Bring the agent online once so it stops the session, or delete with ?force=true (DELETE /api/v1/users/{id}?force=true) and leave that home on its host.")
+        { UnconfirmedSessions = unconfirmed }, statusCode: StatusCodes.Status409Conflict);
 
     private static void ValidatePassword(Validation v, string? password, bool required)
     {
