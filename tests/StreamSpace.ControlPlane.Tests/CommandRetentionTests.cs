@@ -87,6 +87,10 @@ public abstract class CommandRetentionTests(ControlPlaneFixture cp)
         var back = ControlPlaneFixture.Unique("back");
         await cp.InsertAgentAsync(back, Agents.AgentStatus.Offline);
         await ConnectedAsync(back, old + TimeSpan.FromMinutes(30));
+        // Registered long before their commands (only commands of the agent row's own lifetime count).
+        await using (var conn = await cp.Db.OpenAsync(Ct))
+            await conn.ExecuteAsync(new CommandDefinition($"UPDATE agents SET created_at = @at WHERE {cp.Db.InList("agent_id", "ids")}",
+                new { at = old - TimeSpan.FromDays(7), ids = new[] { away, neverSeen, back } }, cancellationToken: Ct));
 
         async Task<string> SessionAsync(string agentId)
         {

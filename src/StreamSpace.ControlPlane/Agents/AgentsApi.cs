@@ -215,11 +215,13 @@ public static partial class AgentsApi
     /// on the next hello's inventory to stop what is left). A hello after the expiry reconciled it: what the agent still
     /// had got a new stop, which is open until it answers. Parameters: <c>@start</c>, <c>@stop</c> and <c>@expired</c>, the
     /// names of <c>session.start</c>, <c>session.stop</c> and the expired state. The delete's 409 counts these rows, so
-    /// <see cref="Commands.CommandPruner"/> keeps the expired ones past their retention.
+    /// <see cref="Commands.CommandPruner"/> keeps the expired ones past their retention. Only commands of this agent row's
+    /// lifetime: an agent deleted and registered again under its id (another host, or a mistake undone) starts clean.
     /// </summary>
     internal const string UnconfirmedCommandSql = """
         c.type IN (@start, @stop) AND c.session_id IS NOT NULL AND (c.type = @stop OR c.attempts > 0)
           AND (c.state <> @expired OR a.connected_at IS NULL OR c.updated_at >= a.connected_at)
+          AND c.created_at >= a.created_at
         """;
 
     /// <summary>
