@@ -1441,6 +1441,50 @@ public class ProcessRuntimeTests : IAsyncDisposable
         Directory.Exists(Path.Combine(_state.Folder, "sessions", args.SessionId)).ShouldBeTrue("its log is kept for a day");
     }
 
+    /// <summary>
+    /// The folder of a session that ended <paramref name="age"/> ago, with its log, as the agent leaves it (no record).
+    /// Its time is set last: what is made inside it afterwards changes only the folders below.
+    /// </summary>
+    private string EndedSessionFolder(TimeSpan age)
+    {
+        var dir = Path.Combine(_state.Folder, "sessions", "alice-ended-" + Guid.NewGuid().ToString("N")[..6]);
+        Directory.CreateDirectory(Path.Combine(dir, "run"));
+        Directory.CreateDirectory(Path.Combine(dir, "home"));
+        File.WriteAllText(Path.Combine(dir, "run", SessionLauncher.LogFile), "the app exited\n");
+        Directory.SetLastWriteTimeUtc(dir, (DateTimeOffset.UtcNow - age).UtcDateTime);
+        return dir;
+    }
+
+    [Fact]
+    public async Task An_old_ended_sessions_folder_that_cannot_be_removed_is_named_in_one_warning_and_the_agent_starts_all_the_same()
+    {
+        // A mount its session left inside: rm --one-file-system does not cross into it and fails, root or not.
+        var stuck = EndedSessionFolder(TimeSpan.FromDays(2));
+        var mount = Path.Combine(stuck, "home", "mnt");
+        Directory.CreateDirectory(mount); // changes the time of home/, not of the session's folder
+        var old = EndedSessionFolder(TimeSpan.FromDays(2));
+        var recent = EndedSessionFolder(TimeSpan.FromHours(1));
+        (await RunAsync(["/bin/mount", "-t", "tmpfs", "-o", "size=1m", "streamspace-test", mount])).ShouldBe(0);
+        try
+        {
+            var runtime = await NewRuntimeAsync();
+
+            var warnings = _log.Entries.Where(e => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning && e.Message.Contains(stuck, StringComparison.Ordinal)).ToList();
+            warnings.ShouldHaveSingleItem().Message.ShouldStartWith($"The folder {stuck} of a session that ended more than 1.00:00:00 ago could not be removed");
+            warnings[0].Message.ShouldEndWith($"rm: cannot remove '{mount}': Device or resource busy"); // rm's own words say why
+            Directory.Exists(old).ShouldBeFalse("the other old folder is pruned all the same");
+            Directory.Exists(recent).ShouldBeTrue("a log is kept for a day");
+            // The agent works: a session starts and stops.
+            var args = Args();
+            await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+            await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        }
+        finally
+        {
+            await RunAsync(["/bin/umount", mount]);
+        }
+    }
+
     [Fact]
     public async Task A_socket_folder_another_account_made_first_or_a_link_is_refused_with_what_to_do()
     {
