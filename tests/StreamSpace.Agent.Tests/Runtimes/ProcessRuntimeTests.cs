@@ -609,6 +609,40 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_session_whose_record_cannot_be_deleted_is_still_reported_ended_and_so_is_another_in_the_same_pass()
+    {
+        var runtime = await NewRuntimeAsync();
+        var stuck = Args();
+        var other = Args();
+        await runtime.StartAsync(stuck, TestContext.Current.CancellationToken);
+        await runtime.StartAsync(other, TestContext.Current.CancellationToken);
+        var xvncs = new[] { stuck, other }.Select(a => Record(a.SessionId)["xvnc"]!["pid"]!.GetValue<int>()).ToList();
+        // The record cannot be deleted: a non-empty folder stands in its place (as for a state folder gone read-only).
+        var record = Path.Combine(_state.Folder, "sessions", stuck.SessionId, ProcessSessionRecord.FileName);
+        _state.KillOnDispose(Record(stuck.SessionId)["pgid"]!.GetValue<int>());
+        File.Delete(record);
+        Directory.CreateDirectory(record);
+        File.WriteAllText(Path.Combine(record, "keep"), "");
+
+        // Their apps lose the display with it: each session ends crashed (Xvnc gone) or exited (the app), whichever the monitor sees first.
+        foreach (var xvnc in xvncs) Posix.Signal(xvnc, Posix.SIGKILL);
+
+        var ended = new Dictionary<string, SessionStatusPayload>();
+        using (var timeout = new CancellationTokenSource(Wait))
+        {
+            while (ended.Count < 2)
+            {
+                var status = await runtime.Observations.ReadAsync(timeout.Token);
+                if (status.State is ObservedStates.Crashed or ObservedStates.Exited) ended[status.SessionId] = status;
+            }
+        }
+        ended.Keys.Order(StringComparer.Ordinal).ShouldBe(new[] { stuck.SessionId, other.SessionId }.Order(StringComparer.Ordinal));
+        runtime.Inventory().ShouldBeEmpty();
+        _log.Contains($"The record of ended session {stuck.SessionId} could not be deleted", Microsoft.Extensions.Logging.LogLevel.Warning).ShouldBeTrue();
+        SessionProcesses(stuck.SessionId).ShouldBeEmpty();
+    }
+
+    [Fact]
     public async Task Session_user_cannot_make_the_agent_read_or_write_through_its_folder()
     {
         var runtime = await NewRuntimeAsync();

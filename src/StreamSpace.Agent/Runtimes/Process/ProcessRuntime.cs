@@ -707,7 +707,11 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
     }
 
-    /// <summary>Finds sessions whose Xvnc or app ended and reports them as crashed or exited.</summary>
+    /// <summary>
+    /// Finds sessions whose Xvnc or app ended and reports them as crashed or exited: once their processes are gone, whatever
+    /// becomes of their files. What goes wrong with one session is logged and leaves the others of the pass to be judged;
+    /// the session is judged again on the next pass.
+    /// </summary>
     private async Task CheckSessionsAsync(CancellationToken ct)
     {
         foreach (var session in _sessions.Values)
@@ -724,9 +728,19 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 }
                 var r = session.Record;
                 await KillSessionAsync(r, ct);
-                Forget(session, removeFolder: false);
-                _logger.LogWarning("Session {SessionId} {State}: {Reason}", r.SessionId, ending.State, ending.Reason);
-                _observations.Writer.TryWrite(ending);
+                try
+                {
+                    Forget(session, removeFolder: false);
+                }
+                finally
+                {
+                    _logger.LogWarning("Session {SessionId} {State}: {Reason}", r.SessionId, ending.State, ending.Reason);
+                    _observations.Writer.TryWrite(ending);
+                }
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                _logger.LogError(ex, "Session monitor pass failed for session {SessionId}; it is judged again on the next pass", session.Record.SessionId);
             }
             finally
             {
@@ -847,6 +861,10 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
     }
 
+    /// <summary>
+    /// Drops a session whose processes are gone, and what it took: its X files, temporary home, socket folder, and its
+    /// folder or (to keep the log) its record. Never throws: what cannot be removed is logged and left behind.
+    /// </summary>
     private void Forget(ProcessSession session, bool removeFolder)
     {
         var r = session.Record;
@@ -869,7 +887,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         else
         {
             // Keep the folder (its log tells why the session ended) but drop the record, so it is not re-adopted.
-            File.Delete(Path.Combine(session.Dir, ProcessSessionRecord.FileName));
+            try
+            {
+                File.Delete(Path.Combine(session.Dir, ProcessSessionRecord.FileName));
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Re-adopted by the agent's next start, which finds its processes gone and forgets it again.
+                _logger.LogWarning("The record of ended session {SessionId} could not be deleted: {Error}", r.SessionId, ex.Message);
+            }
         }
     }
 
