@@ -840,6 +840,44 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_hibernate_or_wake_whose_record_cannot_be_saved_fails_with_why_and_leaves_the_session_as_it_was()
+    {
+        var runtime = await NewRuntimeAsync();
+        var args = Args();
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        // The record is written beside and renamed over session.json: a folder in the way of that file fails the save, root or not.
+        var temp = Path.Combine(_state.Folder, "sessions", args.SessionId, ProcessSessionRecord.FileName + ".tmp");
+        Directory.CreateDirectory(temp);
+
+        var failure = await Should.ThrowAsync<SessionRuntimeException>(() => runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken));
+
+        failure.Message.ShouldStartWith($"session {args.SessionId} stays running: its record could not be saved: ");
+        failure.Message.ShouldContain(temp);
+        runtime.Inventory().Single().State.ShouldBe(ObservedStates.Running);
+        Record(args.SessionId)["state"]!.GetValue<string>().ShouldBe("running");
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).All(m => m.State is not ('T' or 't')), Wait, "every process of the session continued");
+
+        // The mirror: a wake that cannot be saved leaves the session hibernated, its processes stopped again.
+        Directory.Delete(temp);
+        await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
+        Directory.CreateDirectory(temp);
+
+        failure = await Should.ThrowAsync<SessionRuntimeException>(() => runtime.WakeAsync(args.SessionId, TestContext.Current.CancellationToken));
+
+        failure.Message.ShouldStartWith($"session {args.SessionId} stays hibernated: its record could not be saved: ");
+        runtime.Inventory().Single().State.ShouldBe(ObservedStates.Hibernated);
+        Record(args.SessionId)["state"]!.GetValue<string>().ShouldBe("hibernated");
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).All(m => m.State is 'T' or 't' or 'Z'), Wait, "every process of the session stopped again");
+
+        Directory.Delete(temp);
+        await runtime.WakeAsync(args.SessionId, TestContext.Current.CancellationToken);
+        runtime.Inventory().Single().State.ShouldBe(ObservedStates.Running);
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        TestProcesses.Group(pgid).ShouldBeEmpty();
+    }
+
+    [Fact]
     public async Task A_session_left_stopped_by_an_agent_that_ended_mid_hibernate_is_continued_when_re_adopted()
     {
         var first = await NewRuntimeAsync();

@@ -530,8 +530,20 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             }
             if (r.State != newState)
             {
-                session.Record = r with { State = newState };
-                session.Record.Save(session.Dir);
+                var changed = r with { State = newState };
+                try
+                {
+                    changed.Save(session.Dir);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    // The session stays what its record says (and what the control plane keeps it as when this fails), processes
+                    // included: a hibernate continues them, a wake stops them again.
+                    SignalSession(r, signal == Posix.SIGSTOP ? Posix.SIGCONT : Posix.SIGSTOP);
+                    _logger.LogWarning("Session {SessionId} stays {State}: its record could not be saved ({Error})", sessionId, r.State, ex.Message);
+                    throw new SessionRuntimeException($"session {sessionId} stays {r.State}: its record could not be saved: {ex.Message}", ex);
+                }
+                session.Record = changed;
                 _logger.LogInformation("Session {SessionId} is now {State}", sessionId, newState);
             }
             _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = sessionId, State = newState });
