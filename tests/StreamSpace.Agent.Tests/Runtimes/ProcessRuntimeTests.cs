@@ -19,7 +19,8 @@ public class ProcessRuntimeTests : IAsyncDisposable
     private readonly List<ProcessRuntime> _runtimes = [];
 
     private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null, string? stateFolder = null, string? windowManager = null, string? cgroupRoot = null, string? geometry = null,
-        int? firstDisplay = null, int? displayCount = null, string? xvncPath = null, string? socketBase = null, long? logMaxBytes = null)
+        int? firstDisplay = null, int? displayCount = null, string? xvncPath = null, string? socketBase = null, long? logMaxBytes = null,
+        TimeProvider? time = null, TimeSpan? monitorInterval = null)
     {
         var options = new AgentOptions
         {
@@ -27,7 +28,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
             CgroupRoot = cgroupRoot ?? "/sys/fs/cgroup",
             StateFolder = stateFolder ?? _state.Folder,
             StopGracePeriod = TimeSpan.FromSeconds(2),
-            MonitorInterval = TimeSpan.FromMilliseconds(200),
+            MonitorInterval = monitorInterval ?? TimeSpan.FromMilliseconds(200),
             SessionMaxProcesses = maxProcesses,
             SessionWindowManager = windowManager,
         };
@@ -37,7 +38,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
         if (xvncPath is not null) options.XvncPath = xvncPath;
         if (logMaxBytes is { } cap) options.SessionLogMaxBytes = cap;
         var logger = _log.CreateLogger(nameof(ProcessRuntime));
-        var runtime = socketBase is null ? new ProcessRuntime(options, logger, TimeProvider.System) : new ProcessRuntime(options, logger, TimeProvider.System) { SocketBase = socketBase };
+        var runtime = socketBase is null ? new ProcessRuntime(options, logger, time ?? TimeProvider.System) : new ProcessRuntime(options, logger, time ?? TimeProvider.System) { SocketBase = socketBase };
         _runtimes.Add(runtime);
         await runtime.InitializeAsync(TestContext.Current.CancellationToken);
         return runtime;
@@ -1517,13 +1518,13 @@ public class ProcessRuntimeTests : IAsyncDisposable
     /// The folder of a session that ended <paramref name="age"/> ago, with its log, as the agent leaves it (no record).
     /// Its time is set last: what is made inside it afterwards changes only the folders below.
     /// </summary>
-    private string EndedSessionFolder(TimeSpan age)
+    private string EndedSessionFolder(TimeSpan age, DateTimeOffset? now = null)
     {
         var dir = Path.Combine(_state.Folder, "sessions", "alice-ended-" + Guid.NewGuid().ToString("N")[..6]);
         Directory.CreateDirectory(Path.Combine(dir, "run"));
         Directory.CreateDirectory(Path.Combine(dir, "home"));
         File.WriteAllText(Path.Combine(dir, "run", SessionLauncher.LogFile), "the app exited\n");
-        Directory.SetLastWriteTimeUtc(dir, (DateTimeOffset.UtcNow - age).UtcDateTime);
+        Directory.SetLastWriteTimeUtc(dir, ((now ?? DateTimeOffset.UtcNow) - age).UtcDateTime);
         return dir;
     }
 
@@ -1555,6 +1556,28 @@ public class ProcessRuntimeTests : IAsyncDisposable
         {
             await RunAsync(["/bin/umount", mount]);
         }
+    }
+
+    [Fact]
+    public async Task A_running_agent_prunes_the_folders_of_sessions_that_ended_more_than_a_day_ago_every_hour()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        await NewRuntimeAsync(time: time, monitorInterval: TimeSpan.FromMinutes(1));
+        var started = time.GetUtcNow();
+        // Sessions that ended after the agent started: one right away, one 23 hours later.
+        var ended = EndedSessionFolder(TimeSpan.Zero, started);
+        var endedLater = EndedSessionFolder(TimeSpan.FromHours(-23), started);
+
+        // Hours pass on the agent's clock, ten minutes at a time.
+        while (Directory.Exists(ended) && time.GetUtcNow() - started < TimeSpan.FromHours(30))
+        {
+            time.Advance(TimeSpan.FromMinutes(10));
+            await Task.Delay(10, TestContext.Current.CancellationToken);
+        }
+
+        Directory.Exists(ended).ShouldBeFalse("a day and an hour after it ended, its folder is gone");
+        (time.GetUtcNow() - started).ShouldBeGreaterThan(TimeSpan.FromDays(1), "kept for a day");
+        Directory.Exists(endedLater).ShouldBeTrue("this one ended less than a day ago");
     }
 
     [Fact]

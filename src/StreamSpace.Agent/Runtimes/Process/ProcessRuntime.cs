@@ -32,6 +32,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     private const UnixFileMode TraverseOnly = PrivateDir | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
     /// <summary>Displays tried per start before giving up; another X server may grab a free number between check and bind.</summary>
     private const int DisplayAttempts = 5;
+    /// <summary>How often a running agent removes the folders of sessions that ended more than a day ago (as the command records: hourly).</summary>
+    private static readonly TimeSpan SessionFolderPruneInterval = TimeSpan.FromHours(1);
 
     private readonly AgentOptions _options;
     private readonly ILogger _logger;
@@ -700,6 +702,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     private async Task MonitorAsync(CancellationToken ct)
     {
         using var timer = new PeriodicTimer(_options.MonitorInterval, _time);
+        var nextPrune = _time.GetUtcNow() + SessionFolderPruneInterval;
         try
         {
             while (await timer.WaitForNextTickAsync(ct))
@@ -707,6 +710,11 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 try
                 {
                     await CheckSessionsAsync(ct);
+                    if (_time.GetUtcNow() >= nextPrune)
+                    {
+                        nextPrune = _time.GetUtcNow() + SessionFolderPruneInterval;
+                        PruneEndedSessionFolders();
+                    }
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
@@ -1318,11 +1326,11 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
     /// <summary>
     /// Removes the folders of sessions that ended (or whose start the agent died in) more than
-    /// <see cref="AgentOptions.CommandRetention"/> ago: their logs say why they ended, for a day. Runs at start, and never
-    /// fails (it must not keep the agent from starting): a folder that cannot be removed (a mount left inside it) is left
-    /// where it is, said once in a warning naming it and why. A start reuses a session's folder only when its own command
-    /// is delivered again, which happens within the command's TTL (at most a day, the least retention), so a folder old
-    /// enough to be pruned is never one a start is about to use.
+    /// <see cref="AgentOptions.CommandRetention"/> ago: their logs say why they ended, for a day. Runs at start and every
+    /// <see cref="SessionFolderPruneInterval"/>, and never fails (it must not keep the agent from starting): a folder that
+    /// cannot be removed (a mount left inside it) is left where it is, said once in a warning naming it and why. A start
+    /// reuses a session's folder only when its own command is delivered again, which happens within the command's TTL (at
+    /// most a day, the least retention), so a folder old enough to be pruned is never one a start is about to use.
     /// </summary>
     private void PruneEndedSessionFolders()
     {
