@@ -100,4 +100,49 @@ public sealed class AgentStateFolderTests
         first.HasExited.ShouldBeFalse("the agent that held the folder was disturbed");
         await first.KillAsync();
     }
+
+    [Fact]
+    public async Task A_non_root_agent_removes_the_read_only_tree_an_old_ended_session_left_and_starts()
+    {
+        Environment.IsPrivilegedProcess.ShouldBeTrue("the test hands a state folder to an unprivileged account and runs the agent as that account");
+        using var scratch = new ScratchFolder("streamspace-e2e-agent-prune-");
+        File.SetUnixFileMode(scratch.Path, (UnixFileMode)Convert.ToInt32("755", 8));
+        var state = Path.Combine(scratch.Path, "state");
+        // A session that ended two days ago left Go's module cache in its temporary home: folders of mode 555, which the
+        // agent's account (the sessions' account too, without root) cannot empty as they are.
+        var ended = Path.Combine(state, "sessions", "alice-go-4f2a9c");
+        var module = Path.Combine(ended, "home", "go", "pkg", "mod", "example.com", "m@v1.0.0");
+        Directory.CreateDirectory(module);
+        await File.WriteAllTextAsync(Path.Combine(module, "go.mod"), "module example.com/m\n", TestContext.Current.CancellationToken);
+        Directory.CreateDirectory(Path.Combine(ended, "run"));
+        await File.WriteAllTextAsync(Path.Combine(ended, "run", "session.log"), "the app exited\n", TestContext.Current.CancellationToken);
+        (await RunAsync("/bin/chown", "-R", "streamspace:", state)).ShouldBe(0);
+        (await RunAsync("/bin/chmod", "-R", "a-w", Path.Combine(ended, "home", "go"))).ShouldBe(0);
+        Directory.SetLastWriteTimeUtc(ended, DateTime.UtcNow.AddDays(-2));
+
+        await using var agent = ManagedProcess.Start("agent-non-root-prune", "/usr/bin/setpriv", new Dictionary<string, string?>
+        {
+            // Nothing listens there: the agent keeps retrying, which is all this test needs of it.
+            ["STREAMSPACE_CONTROL_PLANE"] = "http://127.0.0.1:1",
+            ["STREAMSPACE_AGENT_ID"] = "worker-10",
+            ["STREAMSPACE_AGENT_TOKEN"] = "ssa_unused",
+            ["STREAMSPACE_AGENT_STATE"] = state,
+            ["HOME"] = scratch.Path,
+        }, scratch.Path, "--reuid=streamspace", "--regid=streamspace", "--clear-groups", "--", Paths.AgentExe);
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (!agent.Output.Contains("connecting to", StringComparison.Ordinal) && !agent.HasExited && DateTime.UtcNow < until)
+            await Task.Delay(100, TestContext.Current.CancellationToken);
+
+        agent.HasExited.ShouldBeFalse(agent.Output);
+        agent.Output.ShouldContain("connecting to");
+        Directory.Exists(ended).ShouldBeFalse(agent.Output);
+        await agent.KillAsync();
+    }
+
+    private static async Task<int> RunAsync(string program, params string[] arguments)
+    {
+        using var process = System.Diagnostics.Process.Start(program, arguments);
+        await process.WaitForExitAsync(TestContext.Current.CancellationToken);
+        return process.ExitCode;
+    }
 }

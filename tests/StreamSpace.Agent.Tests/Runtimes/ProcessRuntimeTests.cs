@@ -19,7 +19,8 @@ public class ProcessRuntimeTests : IAsyncDisposable
     private readonly List<ProcessRuntime> _runtimes = [];
 
     private async Task<ProcessRuntime> NewRuntimeAsync(int maxProcesses = 4096, TimeSpan? startTimeout = null, string? stateFolder = null, string? windowManager = null, string? cgroupRoot = null, string? geometry = null,
-        int? firstDisplay = null, int? displayCount = null, string? xvncPath = null, string? socketBase = null, long? logMaxBytes = null)
+        int? firstDisplay = null, int? displayCount = null, string? xvncPath = null, string? socketBase = null, long? logMaxBytes = null,
+        TimeProvider? time = null, TimeSpan? monitorInterval = null)
     {
         var options = new AgentOptions
         {
@@ -27,7 +28,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
             CgroupRoot = cgroupRoot ?? "/sys/fs/cgroup",
             StateFolder = stateFolder ?? _state.Folder,
             StopGracePeriod = TimeSpan.FromSeconds(2),
-            MonitorInterval = TimeSpan.FromMilliseconds(200),
+            MonitorInterval = monitorInterval ?? TimeSpan.FromMilliseconds(200),
             SessionMaxProcesses = maxProcesses,
             SessionWindowManager = windowManager,
         };
@@ -37,7 +38,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
         if (xvncPath is not null) options.XvncPath = xvncPath;
         if (logMaxBytes is { } cap) options.SessionLogMaxBytes = cap;
         var logger = _log.CreateLogger(nameof(ProcessRuntime));
-        var runtime = socketBase is null ? new ProcessRuntime(options, logger, TimeProvider.System) : new ProcessRuntime(options, logger, TimeProvider.System) { SocketBase = socketBase };
+        var runtime = socketBase is null ? new ProcessRuntime(options, logger, time ?? TimeProvider.System) : new ProcessRuntime(options, logger, time ?? TimeProvider.System) { SocketBase = socketBase };
         _runtimes.Add(runtime);
         await runtime.InitializeAsync(TestContext.Current.CancellationToken);
         return runtime;
@@ -609,6 +610,40 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_session_whose_record_cannot_be_deleted_is_still_reported_ended_and_so_is_another_in_the_same_pass()
+    {
+        var runtime = await NewRuntimeAsync();
+        var stuck = Args();
+        var other = Args();
+        await runtime.StartAsync(stuck, TestContext.Current.CancellationToken);
+        await runtime.StartAsync(other, TestContext.Current.CancellationToken);
+        var xvncs = new[] { stuck, other }.Select(a => Record(a.SessionId)["xvnc"]!["pid"]!.GetValue<int>()).ToList();
+        // The record cannot be deleted: a non-empty folder stands in its place (as for a state folder gone read-only).
+        var record = Path.Combine(_state.Folder, "sessions", stuck.SessionId, ProcessSessionRecord.FileName);
+        _state.KillOnDispose(Record(stuck.SessionId)["pgid"]!.GetValue<int>());
+        File.Delete(record);
+        Directory.CreateDirectory(record);
+        File.WriteAllText(Path.Combine(record, "keep"), "");
+
+        // Their apps lose the display with it: each session ends crashed (Xvnc gone) or exited (the app), whichever the monitor sees first.
+        foreach (var xvnc in xvncs) Posix.Signal(xvnc, Posix.SIGKILL);
+
+        var ended = new Dictionary<string, SessionStatusPayload>();
+        using (var timeout = new CancellationTokenSource(Wait))
+        {
+            while (ended.Count < 2)
+            {
+                var status = await runtime.Observations.ReadAsync(timeout.Token);
+                if (status.State is ObservedStates.Crashed or ObservedStates.Exited) ended[status.SessionId] = status;
+            }
+        }
+        ended.Keys.Order(StringComparer.Ordinal).ShouldBe(new[] { stuck.SessionId, other.SessionId }.Order(StringComparer.Ordinal));
+        runtime.Inventory().ShouldBeEmpty();
+        _log.Contains($"The record of ended session {stuck.SessionId} could not be deleted", Microsoft.Extensions.Logging.LogLevel.Warning).ShouldBeTrue();
+        SessionProcesses(stuck.SessionId).ShouldBeEmpty();
+    }
+
+    [Fact]
     public async Task Session_user_cannot_make_the_agent_read_or_write_through_its_folder()
     {
         var runtime = await NewRuntimeAsync();
@@ -802,6 +837,44 @@ public class ProcessRuntimeTests : IAsyncDisposable
         // Stop works on a hibernated session as well.
         await adopted.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
         await adopted.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        TestProcesses.Group(pgid).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task A_hibernate_or_wake_whose_record_cannot_be_saved_fails_with_why_and_leaves_the_session_as_it_was()
+    {
+        var runtime = await NewRuntimeAsync();
+        var args = Args();
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        // The record is written beside and renamed over session.json: a folder in the way of that file fails the save, root or not.
+        var temp = Path.Combine(_state.Folder, "sessions", args.SessionId, ProcessSessionRecord.FileName + ".tmp");
+        Directory.CreateDirectory(temp);
+
+        var failure = await Should.ThrowAsync<SessionRuntimeException>(() => runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken));
+
+        failure.Message.ShouldStartWith($"session {args.SessionId} stays running: its record could not be saved: ");
+        failure.Message.ShouldContain(temp);
+        runtime.Inventory().Single().State.ShouldBe(ObservedStates.Running);
+        Record(args.SessionId)["state"]!.GetValue<string>().ShouldBe("running");
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).All(m => m.State is not ('T' or 't')), Wait, "every process of the session continued");
+
+        // The mirror: a wake that cannot be saved leaves the session hibernated, its processes stopped again.
+        Directory.Delete(temp);
+        await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
+        Directory.CreateDirectory(temp);
+
+        failure = await Should.ThrowAsync<SessionRuntimeException>(() => runtime.WakeAsync(args.SessionId, TestContext.Current.CancellationToken));
+
+        failure.Message.ShouldStartWith($"session {args.SessionId} stays hibernated: its record could not be saved: ");
+        runtime.Inventory().Single().State.ShouldBe(ObservedStates.Hibernated);
+        Record(args.SessionId)["state"]!.GetValue<string>().ShouldBe("hibernated");
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).All(m => m.State is 'T' or 't' or 'Z'), Wait, "every process of the session stopped again");
+
+        Directory.Delete(temp);
+        await runtime.WakeAsync(args.SessionId, TestContext.Current.CancellationToken);
+        runtime.Inventory().Single().State.ShouldBe(ObservedStates.Running);
+        await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
         TestProcesses.Group(pgid).ShouldBeEmpty();
     }
 
@@ -1439,6 +1512,72 @@ public class ProcessRuntimeTests : IAsyncDisposable
         second.Inventory().ShouldBeEmpty();
         Directory.Exists(socketDir).ShouldBeFalse();
         Directory.Exists(Path.Combine(_state.Folder, "sessions", args.SessionId)).ShouldBeTrue("its log is kept for a day");
+    }
+
+    /// <summary>
+    /// The folder of a session that ended <paramref name="age"/> ago, with its log, as the agent leaves it (no record).
+    /// Its time is set last: what is made inside it afterwards changes only the folders below.
+    /// </summary>
+    private string EndedSessionFolder(TimeSpan age, DateTimeOffset? now = null)
+    {
+        var dir = Path.Combine(_state.Folder, "sessions", "alice-ended-" + Guid.NewGuid().ToString("N")[..6]);
+        Directory.CreateDirectory(Path.Combine(dir, "run"));
+        Directory.CreateDirectory(Path.Combine(dir, "home"));
+        File.WriteAllText(Path.Combine(dir, "run", SessionLauncher.LogFile), "the app exited\n");
+        Directory.SetLastWriteTimeUtc(dir, ((now ?? DateTimeOffset.UtcNow) - age).UtcDateTime);
+        return dir;
+    }
+
+    [Fact]
+    public async Task An_old_ended_sessions_folder_that_cannot_be_removed_is_named_in_one_warning_and_the_agent_starts_all_the_same()
+    {
+        // A mount its session left inside: rm --one-file-system does not cross into it and fails, root or not.
+        var stuck = EndedSessionFolder(TimeSpan.FromDays(2));
+        var mount = Path.Combine(stuck, "home", "mnt");
+        Directory.CreateDirectory(mount); // changes the time of home/, not of the session's folder
+        var old = EndedSessionFolder(TimeSpan.FromDays(2));
+        var recent = EndedSessionFolder(TimeSpan.FromHours(1));
+        (await RunAsync(["/bin/mount", "-t", "tmpfs", "-o", "size=1m", "streamspace-test", mount])).ShouldBe(0);
+        try
+        {
+            var runtime = await NewRuntimeAsync();
+
+            var warnings = _log.Entries.Where(e => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning && e.Message.Contains(stuck, StringComparison.Ordinal)).ToList();
+            warnings.ShouldHaveSingleItem().Message.ShouldStartWith($"The folder {stuck} of a session that ended more than 1.00:00:00 ago could not be removed");
+            warnings[0].Message.ShouldEndWith($"rm: cannot remove '{mount}': Device or resource busy"); // rm's own words say why
+            Directory.Exists(old).ShouldBeFalse("the other old folder is pruned all the same");
+            Directory.Exists(recent).ShouldBeTrue("a log is kept for a day");
+            // The agent works: a session starts and stops.
+            var args = Args();
+            await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+            await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
+        }
+        finally
+        {
+            await RunAsync(["/bin/umount", mount]);
+        }
+    }
+
+    [Fact]
+    public async Task A_running_agent_prunes_the_folders_of_sessions_that_ended_more_than_a_day_ago_every_hour()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        await NewRuntimeAsync(time: time, monitorInterval: TimeSpan.FromMinutes(1));
+        var started = time.GetUtcNow();
+        // Sessions that ended after the agent started: one right away, one 23 hours later.
+        var ended = EndedSessionFolder(TimeSpan.Zero, started);
+        var endedLater = EndedSessionFolder(TimeSpan.FromHours(-23), started);
+
+        // Hours pass on the agent's clock, ten minutes at a time.
+        while (Directory.Exists(ended) && time.GetUtcNow() - started < TimeSpan.FromHours(30))
+        {
+            time.Advance(TimeSpan.FromMinutes(10));
+            await Task.Delay(10, TestContext.Current.CancellationToken);
+        }
+
+        Directory.Exists(ended).ShouldBeFalse("a day and an hour after it ended, its folder is gone");
+        (time.GetUtcNow() - started).ShouldBeGreaterThan(TimeSpan.FromDays(1), "kept for a day");
+        Directory.Exists(endedLater).ShouldBeTrue("this one ended less than a day ago");
     }
 
     [Fact]

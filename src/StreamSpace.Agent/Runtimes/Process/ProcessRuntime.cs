@@ -32,6 +32,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     private const UnixFileMode TraverseOnly = PrivateDir | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
     /// <summary>Displays tried per start before giving up; another X server may grab a free number between check and bind.</summary>
     private const int DisplayAttempts = 5;
+    /// <summary>How often a running agent removes the folders of sessions that ended more than a day ago (as the command records: hourly).</summary>
+    private static readonly TimeSpan SessionFolderPruneInterval = TimeSpan.FromHours(1);
 
     private readonly AgentOptions _options;
     private readonly ILogger _logger;
@@ -47,6 +49,8 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     private SessionCgroups? _cgroups;
     private readonly ConcurrentDictionary<string, SessionUser> _owners = new(StringComparer.Ordinal);
     private Task? _monitor;
+    /// <summary>Folders <see cref="PruneEndedSessionFolders"/> could not remove and has said so about (it says so once per folder).</summary>
+    private readonly HashSet<string> _unprunable = new(StringComparer.Ordinal);
     private int _disposed;
 
     public ProcessRuntime(AgentOptions options, ILogger logger, TimeProvider time)
@@ -116,10 +120,9 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 // A folder without a record is a session that ended, or a start the agent died in: that one's socket folder
                 // (an ended session's went with it) serves nothing now.
                 RemoveSocketDirOf(dir);
-                // Its log is kept for a day, then pruned.
-                if (Directory.GetLastWriteTimeUtc(dir) < _time.GetUtcNow().UtcDateTime - _options.CommandRetention) RemoveTree(dir);
             }
         }
+        PruneEndedSessionFolders();
         if (_options.SessionLimits)
         {
             // Without limits there may still be cgroups: a cgroup v2 hierarchy without the cpu and memory controllers
@@ -529,8 +532,20 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             }
             if (r.State != newState)
             {
-                session.Record = r with { State = newState };
-                session.Record.Save(session.Dir);
+                var changed = r with { State = newState };
+                try
+                {
+                    changed.Save(session.Dir);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    // The session stays what its record says (and what the control plane keeps it as when this fails), processes
+                    // included: a hibernate continues them, a wake stops them again.
+                    SignalSession(r, signal == Posix.SIGSTOP ? Posix.SIGCONT : Posix.SIGSTOP);
+                    _logger.LogWarning("Session {SessionId} stays {State}: its record could not be saved ({Error})", sessionId, r.State, ex.Message);
+                    throw new SessionRuntimeException($"session {sessionId} stays {r.State}: its record could not be saved: {ex.Message}", ex);
+                }
+                session.Record = changed;
                 _logger.LogInformation("Session {SessionId} is now {State}", sessionId, newState);
             }
             _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = sessionId, State = newState });
@@ -687,6 +702,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     private async Task MonitorAsync(CancellationToken ct)
     {
         using var timer = new PeriodicTimer(_options.MonitorInterval, _time);
+        var nextPrune = _time.GetUtcNow() + SessionFolderPruneInterval;
         try
         {
             while (await timer.WaitForNextTickAsync(ct))
@@ -694,6 +710,11 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 try
                 {
                     await CheckSessionsAsync(ct);
+                    if (_time.GetUtcNow() >= nextPrune)
+                    {
+                        nextPrune = _time.GetUtcNow() + SessionFolderPruneInterval;
+                        PruneEndedSessionFolders();
+                    }
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
@@ -706,7 +727,11 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
     }
 
-    /// <summary>Finds sessions whose Xvnc or app ended and reports them as crashed or exited.</summary>
+    /// <summary>
+    /// Finds sessions whose Xvnc or app ended and reports them as crashed or exited: once their processes are gone, whatever
+    /// becomes of their files. What goes wrong with one session is logged and leaves the others of the pass to be judged;
+    /// the session is judged again on the next pass.
+    /// </summary>
     private async Task CheckSessionsAsync(CancellationToken ct)
     {
         foreach (var session in _sessions.Values)
@@ -723,9 +748,19 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 }
                 var r = session.Record;
                 await KillSessionAsync(r, ct);
-                Forget(session, removeFolder: false);
-                _logger.LogWarning("Session {SessionId} {State}: {Reason}", r.SessionId, ending.State, ending.Reason);
-                _observations.Writer.TryWrite(ending);
+                try
+                {
+                    Forget(session, removeFolder: false);
+                }
+                finally
+                {
+                    _logger.LogWarning("Session {SessionId} {State}: {Reason}", r.SessionId, ending.State, ending.Reason);
+                    _observations.Writer.TryWrite(ending);
+                }
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                _logger.LogError(ex, "Session monitor pass failed for session {SessionId}; it is judged again on the next pass", session.Record.SessionId);
             }
             finally
             {
@@ -846,6 +881,10 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         }
     }
 
+    /// <summary>
+    /// Drops a session whose processes are gone, and what it took: its X files, temporary home, socket folder, and its
+    /// folder or (to keep the log) its record. Never throws: what cannot be removed is logged and left behind.
+    /// </summary>
     private void Forget(ProcessSession session, bool removeFolder)
     {
         var r = session.Record;
@@ -868,7 +907,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         else
         {
             // Keep the folder (its log tells why the session ended) but drop the record, so it is not re-adopted.
-            File.Delete(Path.Combine(session.Dir, ProcessSessionRecord.FileName));
+            try
+            {
+                File.Delete(Path.Combine(session.Dir, ProcessSessionRecord.FileName));
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Re-adopted by the agent's next start, which finds its processes gone and forgets it again.
+                _logger.LogWarning("The record of ended session {SessionId} could not be deleted: {Error}", r.SessionId, ex.Message);
+            }
         }
     }
 
@@ -1278,20 +1325,84 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     }
 
     /// <summary>
+    /// Removes the folders of sessions that ended (or whose start the agent died in) more than
+    /// <see cref="AgentOptions.CommandRetention"/> ago: their logs say why they ended, for a day. Runs at start and every
+    /// <see cref="SessionFolderPruneInterval"/>, and never fails (it must not keep the agent from starting): a folder that
+    /// cannot be removed (a mount left inside it) is left where it is, said once in a warning naming it and why. A start
+    /// reuses a session's folder only when its own command is delivered again, which happens within the command's TTL (at
+    /// most a day, the least retention), so a folder old enough to be pruned is never one a start is about to use.
+    /// </summary>
+    private void PruneEndedSessionFolders()
+    {
+        string[] folders;
+        try
+        {
+            folders = Directory.GetDirectories(_sessionsDir);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            _logger.LogWarning("The folders of ended sessions in {Folder} could not be listed for pruning: {Error}", _sessionsDir, ex.Message);
+            return;
+        }
+        var cutoff = _time.GetUtcNow().UtcDateTime - _options.CommandRetention;
+        foreach (var dir in folders)
+        {
+            if (_sessions.ContainsKey(Path.GetFileName(dir))) continue;
+            try
+            {
+                if (Directory.GetLastWriteTimeUtc(dir) >= cutoff) continue;
+                RemoveTree(dir);
+                _unprunable.Remove(dir);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                if (_unprunable.Add(dir))
+                    _logger.LogWarning("The folder {Folder} of a session that ended more than {Retention} ago could not be removed and is left in place " +
+                        "(said once): {Error}", dir, _options.CommandRetention, ex.Message);
+            }
+        }
+    }
+
+    /// <summary>
     /// Removes a folder whose contents a session user may own (a session's folder, a temporary home, a socket folder),
     /// as root. Directory.Delete walks by path: a user who swaps a folder inside for a link while it runs (a big folder
     /// makes the moment long) would have root empty the link's target, /etc say. GNU rm never follows a link, enters each
     /// folder by handle and checks it is the one it listed (and with --one-file-system never crosses into a mount).
+    /// Throws <see cref="IOException"/> when it cannot (also when rm cannot be started: no free file descriptor or process).
     /// </summary>
     private static void RemoveTree(string path)
     {
         if (!Directory.Exists(path)) return;
-        var start = new System.Diagnostics.ProcessStartInfo("/bin/rm") { RedirectStandardError = true, UseShellExecute = false };
-        foreach (var arg in new[] { "-rf", "--one-file-system", "--", path }) start.ArgumentList.Add(arg);
-        using var rm = System.Diagnostics.Process.Start(start) ?? throw new IOException($"could not start rm to remove {path}");
-        var error = rm.StandardError.ReadToEnd();
-        rm.WaitForExit();
-        if (rm.ExitCode != 0) throw new IOException($"removing {path} failed: {error.Trim()}");
+        if (RunOn(path, "/bin/rm", "-rf", "--one-file-system") is not { } error) return;
+        // Without root, rm cannot empty a folder its owner may not write, and sessions leave such trees (Go's module cache
+        // is read-only on purpose). Their sessions ran as the agent's own account, so it may make them writable, and tries
+        // once more. Root needs no write permission: its rm fails for reasons chmod does not change (a mount inside),
+        // and chmod, which has no --one-file-system, would reach into that mount.
+        if (Posix.EffectiveUid == 0 || Posix.Entry(path) is not { IsDirectory: true, IsLink: false }) throw new IOException(error);
+        // -R follows no link it meets inside; path itself, which it would follow, is no link (checked above). What it
+        // cannot change (another account's), the second rm names.
+        RunOn(path, "/bin/chmod", "-R", "u+rwX");
+        if (RunOn(path, "/bin/rm", "-rf", "--one-file-system") is { } again) throw new IOException(again);
+    }
+
+    /// <summary>Runs <paramref name="program"/> with <paramref name="options"/> on <paramref name="path"/>; null when it succeeded, else what it said.</summary>
+    private static string? RunOn(string path, string program, params string[] options)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo(program) { RedirectStandardError = true, UseShellExecute = false };
+        foreach (var arg in options.Append("--").Append(path)) start.ArgumentList.Add(arg);
+        System.Diagnostics.Process? process;
+        try
+        {
+            process = System.Diagnostics.Process.Start(start);
+        }
+        catch (System.ComponentModel.Win32Exception ex)
+        {
+            throw new IOException($"removing {path} failed: {Path.GetFileName(program)} could not be started ({ex.Message})", ex);
+        }
+        using var tool = process ?? throw new IOException($"removing {path} failed: {Path.GetFileName(program)} could not be started");
+        var error = tool.StandardError.ReadToEnd();
+        tool.WaitForExit();
+        return tool.ExitCode == 0 ? null : $"removing {path} failed: {error.Trim()}";
     }
 
     private static void ValidateName(string value, string what)
