@@ -90,6 +90,23 @@ public abstract class AgentsApiTests(ControlPlaneFixture cp)
     }
 
     [Fact]
+    public async Task Ids_that_name_a_literal_agents_route_are_refused_saying_why()
+    {
+        // GET /api/v1/agents/connect is the hub's WebSocket and /api/v1/agents/streams/{id} the data sockets' route:
+        // an agent under either id could never be read, drained or deleted.
+        var admin = await cp.AdminClientAsync();
+        foreach (var agentId in new[] { "connect", "streams" })
+        {
+            var json = await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, Ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+            json.GetProperty("fields").GetProperty("agentId").GetString()
+                .ShouldBe($"'{agentId}' is reserved: /api/v1/agents/{agentId} is a route of its own, so the agent could not be read or managed");
+            (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM agents WHERE agent_id = @agentId", new { agentId })).ShouldBe(0);
+        }
+        // Only the exact ids: a name that merely starts with one is an ordinary agent.
+        await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId = ControlPlaneFixture.Unique("connect-") }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+    }
+
+    [Fact]
     public async Task Users_are_forbidden_and_anonymous_callers_unauthorized()
     {
         var (user, _, _) = await cp.QuickUserAsync("plain");

@@ -154,6 +154,61 @@ public abstract class AuditApiTests(ControlPlaneFixture cp)
             new Dictionary<string, object> { ["user"] = name, ["fetch"] = Audit.AuditApi.DefaultLimit + 1 })).ShouldBeLessThan(QueryCost.HandfulOfRows(cp.Kind));
     }
 
+    [Fact]
+    public async Task Filtering_by_user_finds_what_others_did_to_their_sessions_and_not_entries_of_a_namesake_agent_or_template()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var agentId = ControlPlaneFixture.Unique("audit-subject-");
+        await cp.InsertAgentAsync(agentId, maxSessions: 1000);
+        var (owner, userId, username) = await cp.QuickUserAsync("subject");
+        var admin = await cp.AdminClientAsync();
+        await (await admin.PatchAsJsonAsync($"/api/v1/users/{userId}", new { maxSessions = 6 }, ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+
+        // An agent and a template named like the user: their entries have the username as target, yet are not about the user.
+        await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId = username }, ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
+        await using (var conn = await cp.Db.OpenAsync(ct))
+            await Dapper.SqlMapper.ExecuteAsync(conn,
+                "INSERT INTO audit_log (at, actor, action, target, detail, client_ip) VALUES (@now, 'admin', 'template.changed', @username, 'created', NULL)",
+                new { now = DateTimeOffset.UtcNow, username });
+
+        // What an admin does to the user's sessions: a session made for them, and one hibernated, woken and deleted.
+        var made = (await (await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm", user = username }, ct))
+            .ShouldBeJsonAsync(HttpStatusCode.Created)).GetProperty("id").GetString()!;
+        var id = $"{username}-xterm-subject";
+        await cp.InsertSessionAsync(id, userId, username, "running", agentId);
+        await (await admin.PostAsync($"/api/v1/sessions/{id}/hibernate", null, ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        await using (var conn = await cp.Db.OpenAsync(ct))
+            await Dapper.SqlMapper.ExecuteAsync(conn, "UPDATE sessions SET state = 'hibernated' WHERE id = @id", new { id }); // the agent's result
+        await (await admin.PostAsync($"/api/v1/sessions/{id}/wake", null, ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        await (await admin.DeleteAsync($"/api/v1/sessions/{id}", ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+        // And what the user did themselves.
+        await (await owner.DeleteAsync($"/api/v1/sessions/{made}", ct)).ShouldBeJsonAsync(HttpStatusCode.Accepted);
+
+        var entries = await (await admin.GetAsync($"/api/v1/audit?user={username}", ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        entries.EnumerateArray().Select(e => (e.GetProperty("actor").GetString(), e.GetProperty("action").GetString(), e.GetProperty("target").GetString()))
+            .ShouldBe([
+                (username, "session.deleted", made),
+                ("admin", "session.deleted", id),
+                ("admin", "session.woken", id),
+                ("admin", "session.hibernated", id),
+                ("admin", "session.created", made),
+                ("admin", "user.updated", username),
+            ]);
+
+        // Paged as before: following the Link headers walks the same entries.
+        var walked = new List<long>();
+        string? url = $"/api/v1/audit?user={username}&limit=3";
+        while (url is not null)
+        {
+            using var response = await admin.GetAsync(url, ct);
+            walked.AddRange((await response.ShouldBeJsonAsync(HttpStatusCode.OK)).EnumerateArray().Select(e => e.GetProperty("id").GetInt64()));
+            url = response.Headers.TryGetValues("Link", out var link) ? link.Single().Split(';')[0].Trim('<', '>', ' ') : null;
+        }
+        walked.ShouldBe(entries.EnumerateArray().Select(e => e.GetProperty("id").GetInt64()).ToList());
+
+        (await admin.DeleteAsync($"/api/v1/agents/{username}", ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+    }
+
     [Theory]
     [InlineData("0")]
     [InlineData("-1")]

@@ -157,6 +157,20 @@ public sealed class EmbeddedAgentSettingsTests : IDisposable
         (await Dapper.SqlMapper.ExecuteScalarAsync<long>(conn, "SELECT COUNT(*) FROM agents WHERE agent_id = 'renamed'")).ShouldBe(0, "refused before it registered");
     }
 
+    [Theory]
+    [InlineData("connect")]
+    [InlineData("streams")]
+    public void An_embedded_agent_id_that_names_a_literal_agents_route_is_refused_at_start_saying_why(string agentId)
+    {
+        // As an API registration would be: /api/v1/agents/connect and /api/v1/agents/streams/{id} are routes of their own.
+        var data = Directory.CreateDirectory(Path.Combine(_root, "data")).FullName;
+        var refused = Should.Throw<StreamSpaceConfigurationException>(
+            () => StreamSpaceApp.Build(ControlPlaneFixture.StandaloneArgs(data, embeddedAgent: true, [$"--StreamSpace:EmbeddedAgentId={agentId}"])));
+        refused.Message.ShouldContain(
+            $"StreamSpace__EmbeddedAgentId: '{agentId}' is reserved: /api/v1/agents/{agentId} is a route of its own, so the agent could not be read or managed");
+        Directory.Exists(Path.Combine(data, $"agent-{agentId}")).ShouldBeFalse("refused before it took a state folder");
+    }
+
     [Fact]
     public async Task A_control_plane_built_on_a_data_folder_whose_agent_state_is_in_use_is_refused_and_the_folder_is_free_once_the_first_is_disposed()
     {

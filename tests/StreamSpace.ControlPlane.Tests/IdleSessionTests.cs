@@ -47,8 +47,8 @@ public abstract class IdleSessionTests(ControlPlaneFixture cp)
             state.ShouldBe(SessionState.Hibernating);
             reason.ShouldStartWith("idle: no input for 01:00:00");
             (await CommandsAsync(id)).ShouldBe([(CommandTypes.SessionHibernate, CommandState.Pending)]);
-            (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = @action AND target = @id AND actor = 'system'",
-                new { action = AuditActions.SessionIdle, id })).ShouldBe(1);
+            (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = @action AND target = @id AND actor = 'system' AND subject_user = @username",
+                new { action = AuditActions.SessionIdle, id, username })).ShouldBe(1);
         }
         foreach (var id in new[] { recentInput, justWoken, hibernated, pending })
         {

@@ -29,6 +29,47 @@ public abstract class UnmatchedRequestsTests(ControlPlaneFixture cp)
         await response.ShouldBeErrorAsync(HttpStatusCode.MethodNotAllowed);
         response.Content.Headers.Allow.ShouldContain("POST");
     }
+
+    [Theory]
+    [InlineData("/api/v1/x.json")]
+    [InlineData("/api/v1/nope")]
+    [InlineData("/api/v1/agents/worker.1/nothing-here")]
+    [InlineData("/api/x.y/z.json")]
+    public async Task Unknown_api_paths_are_the_same_json_404_for_anonymous_and_signed_in_callers(string path)
+    {
+        // The catch-all's {*path:nonfile} leaves out paths whose last segment has a dot: those were 401 to an anonymous
+        // caller and the framework's generic 404 text to a signed-in one.
+        var admin = await cp.AdminClientAsync();
+        foreach (var client in new[] { cp.Client(), admin })
+        {
+            using var response = await client.GetAsync(path, TestContext.Current.CancellationToken);
+            var json = await response.ShouldBeErrorAsync(HttpStatusCode.NotFound);
+            json.GetProperty("error").GetString().ShouldBe("Not found");
+            json.GetProperty("message").GetString().ShouldBe($"No route for GET {path}.");
+        }
+    }
+
+    [Theory]
+    [InlineData("worker1")]
+    [InlineData("worker.1")]
+    public async Task Wrong_method_on_an_agent_is_405_with_allow_whether_or_not_its_id_has_a_dot(string agentId)
+    {
+        var admin = await cp.AdminClientAsync();
+        using var response = await admin.PutAsync($"/api/v1/agents/{agentId}", new StringContent("{}", System.Text.Encoding.UTF8, "application/json"),
+            TestContext.Current.CancellationToken);
+        await response.ShouldBeErrorAsync(HttpStatusCode.MethodNotAllowed);
+        response.Content.Headers.Allow.Order().ShouldBe(["DELETE", "GET"]);
+    }
+
+    [Theory]
+    [InlineData("/viewer")]
+    [InlineData("/viewer/")]
+    public async Task The_viewer_assets_folder_itself_is_a_json_404_not_a_binder_400(string path)
+    {
+        using var response = await cp.Client().GetAsync(path, TestContext.Current.CancellationToken);
+        var json = await response.ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        json.GetProperty("message").GetString().ShouldBe("No viewer asset ''.");
+    }
 }
 
 public sealed class UnmatchedRequestsTests_Sqlite(SqliteControlPlane cp) : UnmatchedRequestsTests(cp), IClassFixture<SqliteControlPlane>;

@@ -122,6 +122,33 @@ public abstract class UsersApiTests(ControlPlaneFixture cp)
     }
 
     [Fact]
+    public async Task The_created_users_location_answers_that_user_as_the_list_shows_it_to_admins_only()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("loc");
+        using var response = await admin.PostAsJsonAsync("/api/v1/users", new { username = name, password = Password, maxSessions = 2 },
+            TestContext.Current.CancellationToken);
+        var created = await response.ShouldBeJsonAsync(HttpStatusCode.Created);
+        var id = created.GetProperty("id").GetString()!;
+        response.Headers.Location!.OriginalString.ShouldBe($"/api/v1/users/{id}");
+
+        var fetched = await (await admin.GetAsync(response.Headers.Location, TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        var listed = (await (await admin.GetAsync("/api/v1/users", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK))
+            .EnumerateArray().Single(u => u.GetProperty("id").GetString() == id);
+        fetched.GetRawText().ShouldBe(listed.GetRawText());
+        fetched.GetProperty("username").GetString().ShouldBe(name);
+        fetched.GetProperty("maxSessions").GetInt32().ShouldBe(2);
+
+        var (user, _, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("peek"));
+        await (await user.GetAsync(response.Headers.Location, TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        var missing = await (await admin.GetAsync("/api/v1/users/no-such-id", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        missing.GetProperty("message").GetString().ShouldBe("No user with id 'no-such-id'.");
+        // /me is still the caller, not a user with id "me".
+        (await (await user.GetAsync("/api/v1/users/me", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK))
+            .GetProperty("role").GetString().ShouldBe("user");
+    }
+
+    [Fact]
     public async Task Patch_changes_quota_and_keeps_tokens()
     {
         var admin = await cp.AdminClientAsync();

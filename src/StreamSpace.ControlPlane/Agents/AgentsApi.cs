@@ -28,6 +28,17 @@ public static partial class AgentsApi
     [GeneratedRegex(@"^[a-z0-9][a-z0-9._-]{0,62}\z")]
     public static partial Regex AgentIdPattern();
 
+    /// <summary>
+    /// Ids that fit <see cref="AgentIdPattern"/> but name a literal route under /api/v1/agents (the hub's
+    /// <c>connect</c>, the data sockets' <c>streams/{id}</c>): those routes win, so such an agent could not be administered.
+    /// </summary>
+    public static readonly IReadOnlySet<string> ReservedAgentIds = new HashSet<string>(StringComparer.Ordinal) { "connect", "streams" };
+
+    /// <summary>Why <paramref name="agentId"/> is reserved, or null if it is not.</summary>
+    public static string? ReservedAgentIdReason(string agentId) => ReservedAgentIds.Contains(agentId)
+        ? $"'{agentId}' is reserved: /api/v1/agents/{agentId} is a route of its own, so the agent could not be read or managed"
+        : null;
+
     [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\z")]
     private static partial Regex RegionPattern();
 
@@ -54,6 +65,7 @@ public static partial class AgentsApi
         if (body is null) return v.Add("body", "a JSON object {agentId, platform?, region?, maxSessions?} is required").ToResult();
         if (string.IsNullOrEmpty(body.AgentId)) v.Add("agentId", "is required");
         else if (!AgentIdPattern().IsMatch(body.AgentId)) v.Add("agentId", "must be 1-63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit");
+        else if (ReservedAgentIdReason(body.AgentId) is { } reserved) v.Add("agentId", reserved);
         var platform = body.Platform ?? Platforms.Process;
         if (!Platforms.All.Contains(platform)) v.Add("platform", $"must be one of {string.Join(", ", Platforms.All)}");
         var region = body.Region ?? DefaultRegion;

@@ -36,7 +36,10 @@ public static class AuditApi
         return routes;
     }
 
-    /// <param name="user">entries whose actor or target is this username</param>
+    /// <param name="user">
+    /// entries by this username, about it (<c>user.*</c> with it as target) or about its sessions (<c>subject_user</c>);
+    /// not those of a template or agent that happens to share the name
+    /// </param>
     /// <param name="limit">read as text so a non-number is our clear 400, not a binder error</param>
     /// <param name="before">only entries older than this id: the cursor of the Link header's next page</param>
     public static async Task<Results<Ok<List<AuditEntry>>, JsonHttpResult<ApiError>>> ListAsync(
@@ -72,12 +75,12 @@ public static class AuditApi
 
     /// <summary>
     /// The page query; parameters <c>@user</c>, <c>@action</c>, <c>@beforeId</c> (each only when filtered by it) and
-    /// <c>@fetch</c>. Both halves of the user filter have an index (actor, and target since M0013).
+    /// <c>@fetch</c>. Every branch of the user filter has an index (actor; target since M0013; subject_user since M0014).
     /// </summary>
     internal static string ListSql(bool byUser, bool byAction, bool before)
     {
         var sql = new StringBuilder("SELECT id AS Id, at AS At, actor AS Actor, action AS Action, target AS Target, detail AS Detail, client_ip AS ClientIp FROM audit_log WHERE 1 = 1");
-        if (byUser) sql.Append(" AND (actor = @user OR target = @user)");
+        if (byUser) sql.Append(" AND (actor = @user OR subject_user = @user OR (target = @user AND action LIKE 'user.%'))");
         if (byAction) sql.Append(" AND action = @action");
         if (before) sql.Append(" AND id < @beforeId");
         // id is the insertion order; `at` can tie within a clock tick. One row more than the page tells whether more follow.

@@ -46,6 +46,13 @@ public sealed class AuditLog(Db db, TimeProvider time)
         await WriteAsync(conn, null, actor, action, target, detail, http, ct);
     }
 
+    /// <summary>An entry about <paramref name="sessionId"/>, which <c>?user=</c> finds under its <paramref name="owner"/>.</summary>
+    public async Task WriteSessionAsync(string? actor, string action, string sessionId, string owner, string? detail, HttpContext? http, CancellationToken ct)
+    {
+        await using var conn = await db.OpenAsync(ct);
+        await WriteSessionAsync(conn, null, actor, action, sessionId, owner, detail, http, ct);
+    }
+
     /// <summary>Appends several entries in the caller's transaction: one set-based INSERT on PostgreSQL.</summary>
     public async Task WriteManyAsync(DbConnection conn, DbTransaction? tx, IReadOnlyList<NewAuditEntry> entries, CancellationToken ct)
     {
@@ -59,8 +66,8 @@ public sealed class AuditLog(Db db, TimeProvider time)
         }
         foreach (var e in entries)
             await conn.ExecuteAsync(new CommandDefinition(
-                "INSERT INTO audit_log (at, actor, action, target, detail, client_ip) VALUES (@at, @Actor, @Action, @Target, @Detail, @ClientIp)",
-                new { at, e.Actor, e.Action, e.Target, e.Detail, e.ClientIp }, tx, cancellationToken: ct));
+                "INSERT INTO audit_log (at, actor, action, target, detail, client_ip, subject_user) VALUES (@at, @Actor, @Action, @Target, @Detail, @ClientIp, @SubjectUser)",
+                new { at, e.Actor, e.Action, e.Target, e.Detail, e.ClientIp, e.SubjectUser }, tx, cancellationToken: ct));
     }
 
     /// <summary>
@@ -69,21 +76,29 @@ public sealed class AuditLog(Db db, TimeProvider time)
     /// </summary>
     internal (string Sql, object Args) PgInsertMany(IReadOnlyList<NewAuditEntry> entries) =>
         ("""
-         INSERT INTO audit_log (at, actor, action, target, detail, client_ip)
-         SELECT @a_at, v.actor, v.action, v.target, v.detail, v.ip
-         FROM unnest(@a_actors, @a_actions, @a_targets, @a_details, @a_ips) WITH ORDINALITY AS v(actor, action, target, detail, ip, n)
+         INSERT INTO audit_log (at, actor, action, target, detail, client_ip, subject_user)
+         SELECT @a_at, v.actor, v.action, v.target, v.detail, v.ip, v.subject
+         FROM unnest(@a_actors, @a_actions, @a_targets, @a_details, @a_ips, @a_subjects) WITH ORDINALITY AS v(actor, action, target, detail, ip, subject, n)
          ORDER BY v.n
          """,
          new
          {
              a_at = time.GetUtcNow(), a_actors = entries.Select(e => e.Actor).ToArray(), a_actions = entries.Select(e => e.Action).ToArray(),
              a_targets = entries.Select(e => e.Target).ToArray(), a_details = entries.Select(e => e.Detail).ToArray(),
-             a_ips = entries.Select(e => e.ClientIp).ToArray(),
+             a_ips = entries.Select(e => e.ClientIp).ToArray(), a_subjects = entries.Select(e => e.SubjectUser).ToArray(),
          });
 
     public Task WriteAsync(DbConnection conn, DbTransaction? tx, string? actor, string action, string? target, string? detail, HttpContext? http, CancellationToken ct) =>
         WriteManyAsync(conn, tx, [new NewAuditEntry(actor, action, target, detail, http?.Connection.RemoteIpAddress?.ToString())], ct);
+
+    /// <inheritdoc cref="WriteSessionAsync(string?, string, string, string, string?, HttpContext?, CancellationToken)"/>
+    public Task WriteSessionAsync(DbConnection conn, DbTransaction? tx, string? actor, string action, string sessionId, string owner, string? detail,
+        HttpContext? http, CancellationToken ct) =>
+        WriteManyAsync(conn, tx, [new NewAuditEntry(actor, action, sessionId, detail, http?.Connection.RemoteIpAddress?.ToString(), owner)], ct);
 }
 
-/// <summary>One entry for <see cref="AuditLog.WriteManyAsync"/>.</summary>
-public sealed record NewAuditEntry(string? Actor, string Action, string? Target, string? Detail, string? ClientIp);
+/// <summary>
+/// One entry for <see cref="AuditLog.WriteManyAsync"/>. <paramref name="SubjectUser"/>: the user the entry is about when the
+/// target is not that user (a session's owner), so <c>GET /api/v1/audit?user=</c> finds it.
+/// </summary>
+public sealed record NewAuditEntry(string? Actor, string Action, string? Target, string? Detail, string? ClientIp, string? SubjectUser = null);

@@ -162,6 +162,8 @@ public sealed class StreamSpaceOptions
         if (EmbeddedAgentMaxSessions is < 1 or > 10_000) errors.Add("StreamSpace__EmbeddedAgentMaxSessions must be between 1 and 10000");
         if (!Agents.AgentsApi.AgentIdPattern().IsMatch(EmbeddedAgentId))
             errors.Add("StreamSpace__EmbeddedAgentId must be 1-63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit");
+        else if (Agents.AgentsApi.ReservedAgentIdReason(EmbeddedAgentId) is { } reserved)
+            errors.Add($"StreamSpace__EmbeddedAgentId: {reserved}");
         if (DefaultMaxSessions is < 0 or > Identity.UsersApi.MaxSessionsLimit)
             errors.Add($"StreamSpace__DefaultMaxSessions must be between 0 and {Identity.UsersApi.MaxSessionsLimit}");
         if (HeartbeatSeconds is < 1 or > 3600) errors.Add("STREAMSPACE_HEARTBEAT_SECONDS (StreamSpace__HeartbeatSeconds) must be between 1 and 3600");

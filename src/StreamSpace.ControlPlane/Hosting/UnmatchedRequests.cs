@@ -13,6 +13,9 @@ public static class UnmatchedRequests
     public static IEndpointRouteBuilder MapUnmatchedRequests(this IEndpointRouteBuilder routes)
     {
         routes.MapFallback(Answer).AllowAnonymous().ExcludeFromDescription();
+        // The default fallback's {*path:nonfile} leaves out paths whose last segment has a dot (/api/v1/x.json,
+        // /api/v1/agents/worker.1): under /api every path gets the same JSON 404 or 405, whoever asks.
+        routes.MapFallback("/api/{**path}", Answer).AllowAnonymous().ExcludeFromDescription();
         return routes;
     }
 

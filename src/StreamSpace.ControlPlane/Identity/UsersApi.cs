@@ -37,6 +37,7 @@ public static partial class UsersApi
         group.MapGet("/me", GetMeAsync).RequireAuthorization(Policies.User);
         group.MapGet("", ListAsync).RequireAuthorization(Policies.Admin);
         group.MapPost("", CreateAsync).RequireAuthorization(Policies.Admin);
+        group.MapGet("/{id}", GetAsync).RequireAuthorization(Policies.Admin);
         group.MapPatch("/{id}", UpdateAsync).RequireAuthorization(Policies.Admin);
         group.MapDelete("/{id}", DeleteAsync).RequireAuthorization(Policies.Admin);
         return routes;
@@ -57,6 +58,14 @@ public static partial class UsersApi
         var users = await conn.QueryAsync<UserRecord>(new CommandDefinition(
             $"SELECT {UserRecord.Columns} FROM users ORDER BY username", cancellationToken: ct));
         return TypedResults.Ok(users.Select(u => u.ToDto()).ToList());
+    }
+
+    /// <summary>One user, as the list shows it; where <see cref="CreateAsync"/>'s Location points.</summary>
+    public static async Task<Results<Ok<UserDto>, JsonHttpResult<ApiError>>> GetAsync(string id, Db db, CancellationToken ct)
+    {
+        await using var conn = await db.OpenAsync(ct);
+        var user = await FindAsync(conn, null, id, forUpdate: "", ct);
+        return user is null ? ApiErrors.NotFound($"No user with id '{id}'.") : TypedResults.Ok(user.ToDto());
     }
 
     public static async Task<Results<Created<UserDto>, JsonHttpResult<ApiError>>> CreateAsync(

@@ -120,7 +120,7 @@ internal sealed class IdleSessionSweeper(
             {
                 // Only the session row is locked: agent rows are placement's and the hub's to lock.
                 var row = await conn.QuerySingleOrDefaultAsync<IdleRow>(new CommandDefinition(
-                    $"SELECT s.agent_id AS AgentId, {since} AS IdleSince FROM {from} WHERE s.id = @id AND {idle}{db.ForUpdate}{(db.IsPostgres ? " OF s" : "")}",
+                    $"SELECT s.agent_id AS AgentId, s.username AS Username, {since} AS IdleSince FROM {from} WHERE s.id = @id AND {idle}{db.ForUpdate}{(db.IsPostgres ? " OF s" : "")}",
                     new { id, running = SessionState.Running, online = AgentStatus.Online, cutoff, templates = names }, tx, cancellationToken: ct));
                 if (row is null) return null; // input came, the agent went away, or the session moved on meanwhile
                 if (activity.LastInput(id) is { } local && local >= cutoff) return null; // input here, not written yet
@@ -129,7 +129,8 @@ internal sealed class IdleSessionSweeper(
                     reason, now, SessionState.Running, ct: ct);
                 await outbox.EnqueueAsync(conn, tx, row.AgentId, id, terminate ? CommandTypes.SessionStop : CommandTypes.SessionHibernate,
                     new SessionCommandArgs(id), ct);
-                await audit.WriteAsync(conn, tx, Identity.AdminBootstrap.SystemActor, AuditActions.SessionIdle, id, $"{o.IdleAction}d after {timeout} without input", null, ct);
+                await audit.WriteSessionAsync(conn, tx, Identity.AdminBootstrap.SystemActor, AuditActions.SessionIdle, id, row.Username,
+                    $"{o.IdleAction}d after {timeout} without input", null, ct);
                 return row.AgentId;
             }, ct);
             if (agent is null) continue;
@@ -145,6 +146,7 @@ internal sealed class IdleSessionSweeper(
     private sealed class IdleRow
     {
         public string AgentId { get; init; } = "";
+        public string Username { get; init; } = "";
         public DateTimeOffset IdleSince { get; init; }
     }
 }

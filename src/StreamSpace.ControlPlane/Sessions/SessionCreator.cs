@@ -221,7 +221,7 @@ public sealed class SessionCreator : IAsyncDisposable
                 Launch = template.ToLaunchSpec(),
             }));
             entries.Add(new NewAuditEntry(r.Caller.Username, AuditActions.SessionCreated, session.Id,
-                $"template={r.TemplateName} user={owner.Username} agent={decision.AgentId}", r.ClientIp));
+                $"template={r.TemplateName} user={owner.Username} agent={decision.AgentId}", r.ClientIp, owner.Username));
             outcomes[i] = new SessionCreateOutcome(session.ToView(), null);
         }
 

@@ -150,7 +150,7 @@ public static class SessionsApi
                 // Never placed: there is nothing to stop anywhere.
                 await SessionStateMachine.TryTransitionAsync(conn, tx, id, SessionState.Terminated, $"deleted by {caller.Username}", now, SessionState.Terminating, ct: ct);
             }
-            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.SessionDeleted, id, $"was {session.State}", http, ct);
+            await audit.WriteSessionAsync(conn, tx, caller.Username, AuditActions.SessionDeleted, id, session.Username, $"was {session.State}", http, ct);
             return await FindVisibleAsync(conn, tx, db, id, caller, forUpdate: false, ct);
         }, ct);
         if (result is null) return NotFound(id);
@@ -193,7 +193,7 @@ public static class SessionsApi
                     $"Session '{id}' runs on agent '{current.AgentId}', which is {agentStatus ?? "no longer registered"}; it can be {verb} when the agent is back online."));
             await SessionStateMachine.TryTransitionAsync(conn, tx, id, to, $"{verb} by {caller.Username}", time.GetUtcNow(), from, ct: ct);
             await outbox.EnqueueAsync(conn, tx, current.AgentId, id, commandType, new SessionCommandArgs(id), ct);
-            await audit.WriteAsync(conn, tx, caller.Username, auditAction, id, $"owner={current.Username}", http, ct);
+            await audit.WriteSessionAsync(conn, tx, caller.Username, auditAction, id, current.Username, $"owner={current.Username}", http, ct);
             return (await FindVisibleAsync(conn, tx, db, id, caller, forUpdate: false, ct), null);
         }, ct);
         if (error is not null) return error;

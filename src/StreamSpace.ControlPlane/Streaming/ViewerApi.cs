@@ -108,7 +108,7 @@ public static class ViewerApi
             return ApiErrors.Forbidden(ViewerAccess.EndedReason, "Access ended");
         // An admin on somebody else's desktop sees it and can type into it: on the record before the first byte flows.
         if (holder.UserId != session.UserId)
-            await audit.WriteAsync(holder.Username, AuditActions.SessionViewed, session.Id, $"owner={session.Username}", http, ct);
+            await audit.WriteSessionAsync(holder.Username, AuditActions.SessionViewed, session.Id, session.Username, $"owner={session.Username}", http, ct);
 
         var subprotocol = http.WebSockets.WebSocketRequestedProtocols.Contains(BinarySubprotocol) ? BinarySubprotocol : null;
         using var viewer = await http.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext { SubProtocol = subprotocol });

@@ -29,7 +29,7 @@ public static class ViewerPage
         // credentials (cookie or stored bearer token) to get a viewer ticket.
         routes.MapMethods("/sessions/{id}/view", Ops.OpsEndpoints.GetOrHead, (string id, HttpContext http) => ServeFile(http, files, types, "index.html", cache: false))
             .AllowAnonymous().ExcludeFromDescription();
-        routes.MapMethods(AssetsPath + "/{**path}", Ops.OpsEndpoints.GetOrHead, (string path, HttpContext http) => ServeFile(http, files, types, path, cache: true))
+        routes.MapMethods(AssetsPath + "/{**path}", Ops.OpsEndpoints.GetOrHead, (string? path, HttpContext http) => ServeFile(http, files, types, path ?? "", cache: true))
             .AllowAnonymous().ExcludeFromDescription();
         return routes;
     }
@@ -40,7 +40,7 @@ public static class ViewerPage
     {
         // PhysicalFileProvider refuses paths that leave its root ("..", absolute paths).
         var file = files.GetFileInfo(path);
-        if (!file.Exists || file.IsDirectory || file.PhysicalPath is null)
+        if (path.Length == 0 || !file.Exists || file.IsDirectory || file.PhysicalPath is null)
             return TypedResults.Json(new Hosting.ApiError("Not found", $"No viewer asset '{path}'."), statusCode: StatusCodes.Status404NotFound);
         if (!types.TryGetContentType(file.Name, out var contentType)) contentType = "application/octet-stream";
         http.Response.Headers.CacheControl = cache ? "public, max-age=300" : "no-store";

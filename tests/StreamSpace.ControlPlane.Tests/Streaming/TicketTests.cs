@@ -269,6 +269,9 @@ public abstract class TicketTests(StreamingControlPlane cp)
         entry.GetProperty("actor").GetString().ShouldBe("admin");
         entry.GetProperty("detail").GetString().ShouldBe($"owner={aliceName}");
         entry.GetProperty("clientIp").GetString().ShouldBe("127.0.0.1");
+        // Listed under the owner too: the entry is about her session.
+        using var byOwner = await admin.GetAsync($"/api/v1/audit?user={aliceName}&action=session.viewed", TestContext.Current.CancellationToken);
+        (await byOwner.ShouldBeJsonAsync(HttpStatusCode.OK)).EnumerateArray().ShouldHaveSingleItem().GetProperty("target").GetString().ShouldBe(session);
     }
 
     private static async Task<List<JsonElement>> ViewedAsync(HttpClient admin, string session)
