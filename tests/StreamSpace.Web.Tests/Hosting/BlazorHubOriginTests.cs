@@ -153,9 +153,9 @@ public sealed class AllowedOriginTests(AllowedOriginWebHost host) : IClassFixtur
         // The same rule as the hub's: an old browser (no Sec-Fetch-Site) behind a TLS proxy sends the public origin.
         using var browser = await SignedInAdminAsync();
 
-        using var allowed = await PostAsync(browser, "/api/v1/sessions/x.json", AllowedOriginWebHost.PublicOrigin);
-        allowed.StatusCode.ShouldBe(HttpStatusCode.NotFound); // authorized by the cookie; simply nothing there
-        using var other = await PostAsync(browser, "/api/v1/sessions/x.json", "https://other.example");
+        using var allowed = await PostAsync(browser, "/api/v1/sessions/no-such-session/hibernate", AllowedOriginWebHost.PublicOrigin);
+        allowed.StatusCode.ShouldBe(HttpStatusCode.NotFound); // authorized by the cookie; simply no such session
+        using var other = await PostAsync(browser, "/api/v1/sessions/no-such-session/hibernate", "https://other.example");
         other.StatusCode.ShouldBe(HttpStatusCode.Unauthorized);
     }
 

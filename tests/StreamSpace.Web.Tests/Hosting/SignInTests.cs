@@ -359,24 +359,24 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         using var read = await browser.Http.GetAsync("/api/v1/sessions/x.json");
         read.StatusCode.ShouldBe(HttpStatusCode.NotFound); // authorized by the cookie; simply nothing there
 
-        using var crossSite = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/x.json");
+        using var crossSite = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/no-such-session/hibernate");
         crossSite.Headers.Add("Origin", "http://evil.example");
         using var refused = await browser.Http.SendAsync(crossSite);
         refused.StatusCode.ShouldBe(HttpStatusCode.Unauthorized);
 
-        using var sameOrigin = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/x.json");
+        using var sameOrigin = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/no-such-session/hibernate");
         sameOrigin.Headers.Add("Origin", host.BaseAddress.GetLeftPart(UriPartial.Authority));
         sameOrigin.Headers.Add("Sec-Fetch-Site", "same-origin");
         using var allowed = await browser.Http.SendAsync(sameOrigin);
-        allowed.StatusCode.ShouldBe(HttpStatusCode.NotFound);
+        allowed.StatusCode.ShouldBe(HttpStatusCode.NotFound); // authorized: simply no such session
 
         // Behind a TLS-terminating proxy the browser's origin is https while the request arrives as http: the browser's
         // own Sec-Fetch-Site decides. Without it, the Origin must be this host's.
-        using var proxied = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/x.json");
+        using var proxied = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/no-such-session/hibernate");
         proxied.Headers.Add("Origin", "https://" + host.BaseAddress.Authority);
         proxied.Headers.Add("Sec-Fetch-Site", "same-origin");
         (await browser.Http.SendAsync(proxied)).StatusCode.ShouldBe(HttpStatusCode.NotFound);
-        using var crossSiteBrowser = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/x.json");
+        using var crossSiteBrowser = new HttpRequestMessage(HttpMethod.Post, "/api/v1/sessions/no-such-session/hibernate");
         crossSiteBrowser.Headers.Add("Origin", host.BaseAddress.GetLeftPart(UriPartial.Authority));
         crossSiteBrowser.Headers.Add("Sec-Fetch-Site", "cross-site");
         (await browser.Http.SendAsync(crossSiteBrowser)).StatusCode.ShouldBe(HttpStatusCode.Unauthorized);
