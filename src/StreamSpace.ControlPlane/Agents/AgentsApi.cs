@@ -184,15 +184,14 @@ public static partial class AgentsApi
 
     /// <summary>
     /// Refused while live sessions are placed on the agent: they would be orphaned with nobody to stop them. Refused too
-    /// while the agent may still run sessions the control plane ended without its word (<see cref="UnconfirmedSql"/>):
+    /// while the agent may still run sessions the control plane ended without its word (<see cref="CountUnconfirmedAsync"/>):
     /// once the row is gone the agent never connects again, so its next hello would never stop them. <c>?force=true</c>
     /// deletes in that case anyway (audited as forced), never with live sessions.
     /// </summary>
     public static async Task<Results<NoContent, JsonHttpResult<ApiError>>> DeleteAsync(
         string agentId, string? force, HttpContext http, Db db, AuditLog audit, CancellationToken ct)
     {
-        bool? forced = force switch { null => false, "true" => true, "false" => false, _ => null };
-        if (forced is null) return new Validation().Add("force", "must be true or false").ToResult();
+        if (ForceParameter.Parse(force) is not { } forced) return ForceParameter.Invalid();
         var caller = CurrentUser.From(http.User);
         var outcome = await db.InTransactionAsync(async (conn, tx) =>
         {
@@ -204,14 +203,11 @@ public static partial class AgentsApi
                 $"SELECT COUNT(*) FROM sessions WHERE agent_id = @agentId AND state IN ({SessionState.LiveSqlList})",
                 new { agentId }, tx, cancellationToken: ct));
             if (liveSessions > 0) return new DeleteOutcome(true, liveSessions, 0);
-            var unconfirmed = await conn.ExecuteScalarAsync<long>(new CommandDefinition(UnconfirmedSql, new
-            {
-                agentId, start = CommandTypes.SessionStart, stop = CommandTypes.SessionStop, expired = CommandState.Expired,
-            }, tx, cancellationToken: ct));
-            if (unconfirmed > 0 && forced != true) return new DeleteOutcome(true, 0, unconfirmed);
+            var unconfirmed = await CountUnconfirmedAsync(conn, tx, "WHERE c.agent_id = @agentId", new { agentId }, ct);
+            if (unconfirmed > 0 && !forced) return new DeleteOutcome(true, 0, unconfirmed);
             await conn.ExecuteAsync(new CommandDefinition("DELETE FROM agents WHERE agent_id = @agentId", new { agentId }, tx, cancellationToken: ct));
             await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentDeleted, agentId,
-                forced == true ? $"forced; {unconfirmed} session(s) the agent had not confirmed stopping left to it" : null, http, ct);
+                forced ? $"forced; {unconfirmed} session(s) the agent had not confirmed stopping left to it" : null, http, ct);
             return new DeleteOutcome(true, 0, 0);
         }, ct);
         if (!outcome.Found) return NotFound(agentId);
@@ -237,15 +233,24 @@ public static partial class AgentsApi
         """;
 
     /// <summary>
-    /// The sessions this agent may still run though the control plane ended them without its word
-    /// (<see cref="UnconfirmedCommandSql"/>). Read through <c>ix_agent_commands_agent_state</c> (agent_id, state): the
-    /// open and expired rows of one agent.
+    /// Counts the sessions an agent may still run though the control plane ended them without its word
+    /// (<see cref="UnconfirmedCommandSql"/>), among the commands <paramref name="scope"/> keeps: a join and a WHERE over
+    /// <c>c</c> (the command) and <c>a</c> (its agent), with its parameters in <paramref name="scopeArgs"/>. The agent
+    /// delete counts one agent's (read through <c>ix_agent_commands_agent_state</c>), the user delete one user's homes.
     /// </summary>
-    private static readonly string UnconfirmedSql = $"""
-        SELECT COUNT(DISTINCT c.session_id) FROM agent_commands c JOIN agents a ON a.agent_id = c.agent_id
-        WHERE c.agent_id = @agentId AND c.state IN ({CommandRow.OpenStatesSql}, @expired)
-          AND {UnconfirmedCommandSql}
-        """;
+    internal static Task<long> CountUnconfirmedAsync(
+        System.Data.Common.DbConnection conn, System.Data.Common.DbTransaction tx, string scope, object scopeArgs, CancellationToken ct)
+    {
+        var args = new DynamicParameters(scopeArgs);
+        args.Add("start", CommandTypes.SessionStart);
+        args.Add("stop", CommandTypes.SessionStop);
+        args.Add("expired", CommandState.Expired);
+        return conn.ExecuteScalarAsync<long>(new CommandDefinition(
+            $"""
+            SELECT COUNT(DISTINCT c.session_id) FROM agent_commands c JOIN agents a ON a.agent_id = c.agent_id
+            {scope} AND c.state IN ({CommandRow.OpenStatesSql}, @expired) AND {UnconfirmedCommandSql}
+            """, args, tx, cancellationToken: ct));
+    }
 
     private readonly record struct DeleteOutcome(bool Found, long Live, long Unconfirmed);
 

@@ -195,8 +195,7 @@ public static partial class UsersApi
         string id, string? force, HttpContext http, Db db, AuditLog audit, TokenUserLookup tokenUsers, CommandOutbox outbox,
         IOptions<StreamSpaceOptions> options, CancellationToken ct)
     {
-        bool? forced = force switch { null => false, "true" => true, "false" => false, _ => null };
-        if (forced is null) return new Validation().Add("force", "must be true or false").ToResult();
+        if (ForceParameter.Parse(force) is not { } forced) return ForceParameter.Invalid();
         var caller = CurrentUser.From(http.User);
         if (caller.Id == id) return ApiErrors.Forbidden("You cannot delete yourself; ask another admin.");
 
@@ -214,11 +213,9 @@ public static partial class UsersApi
                 return ApiErrors.Conflict($"User '{user.Username}' still has {live} live session(s); terminate them first.");
             // A persistent-home session whose stop (or start) the control plane gave up on while its agent was away may still
             // run there: the agent would refuse the home.delete, which reaches it before reconciliation's stop, for good.
-            var unconfirmed = await conn.ExecuteScalarAsync<long>(new CommandDefinition(UnconfirmedHomesSql, new
-            {
-                id, yes = true, start = CommandTypes.SessionStart, stop = CommandTypes.SessionStop, expired = CommandState.Expired,
-            }, tx, cancellationToken: ct));
-            if (unconfirmed > 0 && forced != true) return UnconfirmedHomesConflict(user.Username, id, unconfirmed);
+            var unconfirmed = await Agents.AgentsApi.CountUnconfirmedAsync(conn, tx,
+                "JOIN sessions s ON s.id = c.session_id WHERE s.user_id = @id AND s.persistent_home = @yes", new { id, yes = true }, ct);
+            if (unconfirmed > 0 && !forced) return UnconfirmedHomesConflict(user.Username, id, unconfirmed);
             // Read before the sessions go: they are the only record of where this user's homes are. Agents deleted since
             // took their state folder with them.
             var homeAgents = (await conn.QueryAsync<string>(new CommandDefinition(
@@ -241,18 +238,6 @@ public static partial class UsersApi
         if (result.Result is NoContent && homeDeletes is not null) outbox.NotifyWritten(homeDeletes);
         return result;
     }
-
-    /// <summary>
-    /// The user's persistent-home sessions an agent may still run though the control plane ended them without its word
-    /// (<see cref="Agents.AgentsApi.UnconfirmedCommandSql"/>, the agent delete's rule).
-    /// </summary>
-    private static readonly string UnconfirmedHomesSql = $"""
-        SELECT COUNT(DISTINCT c.session_id) FROM agent_commands c
-        JOIN agents a ON a.agent_id = c.agent_id
-        JOIN sessions s ON s.id = c.session_id
-        WHERE s.user_id = @id AND s.persistent_home = @yes AND c.state IN ({CommandRow.OpenStatesSql}, @expired)
-          AND {Agents.AgentsApi.UnconfirmedCommandSql}
-        """;
 
     private static JsonHttpResult<ApiError> UnconfirmedHomesConflict(string username, string id, long unconfirmed) => TypedResults.Json(
         new ApiError("Conflict",
