@@ -10,6 +10,12 @@ public sealed record CommandPayload
     public required string Type { get; init; }
     public string? SessionId { get; init; }
     public JsonElement Args { get; init; }
+    /// <summary>
+    /// When the control plane gives up on the command, by the control plane's clock (null: never, or an older control
+    /// plane). The agent does not start a command whose time is up: it reads the control plane's clock from the
+    /// <c>ts</c> of its <c>welcome</c>, so the two hosts' clocks need not agree.
+    /// </summary>
+    public DateTimeOffset? ExpiresAt { get; init; }
 }
 
 public sealed record AckPayload

@@ -22,14 +22,16 @@ internal sealed class CommandExecutor
     private readonly AgentOptions _options;
     private readonly Func<bool> _draining;
     private readonly ILogger _logger;
+    private readonly TimeProvider _time;
     private readonly Dictionary<string, Task> _tails = [];
     private readonly Lock _gate = new();
     /// <summary>Sessions whose start is under way: the runtime lists a session only once its launch finished.</summary>
     private readonly HashSet<string> _starting = [];
     private readonly SessionStreams _streams = new();
 
-    public CommandExecutor(ISessionRuntime runtime, CommandDedupeStore store, AgentOutbox outbox, AgentOptions options, Func<bool> draining, ILogger logger)
+    public CommandExecutor(ISessionRuntime runtime, CommandDedupeStore store, AgentOutbox outbox, AgentOptions options, Func<bool> draining, ILogger logger, TimeProvider time)
     {
+        _time = time;
         _runtime = runtime;
         _store = store;
         _outbox = outbox;
@@ -47,8 +49,13 @@ internal sealed class CommandExecutor
         }
     }
 
-    /// <summary>Queues an admitted command behind earlier commands of the same session; returns at once.</summary>
-    public void Submit(CommandPayload command, CancellationToken ct)
+    /// <summary>
+    /// Queues an admitted command behind earlier commands of the same session; returns at once. Past its
+    /// <paramref name="deadline"/> (when it waited behind a slow command of its session, or in a socket while the
+    /// network was down) it is not run but answered as expired: the control plane has given up on it and failed what it
+    /// was for, so starting it then would only start a session nobody wants.
+    /// </summary>
+    public void Submit(CommandPayload command, CancellationToken ct, CommandDeadline? deadline = null)
     {
         var key = SessionKey(command);
         lock (_gate)
@@ -60,7 +67,7 @@ internal sealed class CommandExecutor
                 try
                 {
                     await previous; // never throws: RunAsync catches everything
-                    await RunAsync(command, ct);
+                    await RunAsync(command, deadline, ct);
                 }
                 finally
                 {
@@ -74,9 +81,18 @@ internal sealed class CommandExecutor
         }
     }
 
-    private async Task RunAsync(CommandPayload command, CancellationToken ct)
+    private async Task RunAsync(CommandPayload command, CommandDeadline? deadline, CancellationToken ct)
     {
         ResultPayload result;
+        if (deadline is { } due && _time.GetTimestamp() >= due.Timestamp)
+        {
+            result = new ResultPayload { CommandId = command.CommandId, Success = false, Error = $"expired before the agent could run it (the control plane gave up on it at {due.ExpiresAt:O})" };
+            _logger.LogWarning("Command {CommandId} ({Type}, session {SessionId}) not run: it expired at {ExpiresAt:O} (control plane's clock) before its turn came",
+                command.CommandId, command.Type, command.SessionId, due.ExpiresAt);
+            _store.Complete(result);
+            _outbox.Post(MessageTypes.Result, result);
+            return;
+        }
         try
         {
             await ExecuteAsync(command, ct);

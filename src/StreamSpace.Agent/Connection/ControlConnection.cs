@@ -41,6 +41,8 @@ internal sealed class ControlConnection : IAsyncDisposable
     private readonly SemaphoreSlim _sendLock = new(1, 1);
     /// <summary>The agent closed the socket itself (a frame it cannot take), after logging why.</summary>
     private bool _closedByAgent;
+    /// <summary>Set at the welcome (null before it, or when the welcome carried no time): turns a command's expiry into a deadline here.</summary>
+    private ControlPlaneClock? _controlPlaneClock;
 
     public ControlConnection(AgentOptions options, ISessionRuntime runtime, CommandDedupeStore store, CommandExecutor executor,
         AgentOutbox outbox, EndedSessions ended, Func<bool> draining, ILogger logger, TimeProvider time, CancellationToken agentLifetime)
@@ -126,6 +128,7 @@ internal sealed class ControlConnection : IAsyncDisposable
                 case MessageTypes.Welcome:
                     var welcome = answer.PayloadAs<WelcomePayload>();
                     ConnectionId = welcome.ConnectionId;
+                    _controlPlaneClock = answer.Ts == default ? null : new ControlPlaneClock(answer.Ts, _time.GetTimestamp(), _time);
                     _ended.Welcomed(welcome.ConnectionId, ended, _time.GetTimestamp());
                     var seconds = welcome.HeartbeatIntervalSeconds > 0 ? welcome.HeartbeatIntervalSeconds : _options.HeartbeatSeconds;
                     _logger.LogInformation("Connected to {Uri} as {AgentId} (connection {ConnectionId}, protocol v{Version}, heartbeat {Seconds} s, {Sessions} sessions in inventory)",
@@ -254,7 +257,7 @@ internal sealed class ControlConnection : IAsyncDisposable
                 {
                     case CommandAdmission.Execute:
                         _logger.LogInformation("Command {CommandId} ({Type}, session {SessionId}) received", command.CommandId, command.Type, command.SessionId);
-                        _executor.Submit(command, _agentLifetime);
+                        _executor.Submit(command, _agentLifetime, _controlPlaneClock?.DeadlineOf(command.ExpiresAt));
                         break;
                     case CommandAdmission.AlreadyRunning:
                         _logger.LogInformation("Command {CommandId} redelivered while still running: re-acked", command.CommandId);

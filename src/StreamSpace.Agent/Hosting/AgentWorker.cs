@@ -73,7 +73,7 @@ public sealed class AgentWorker : BackgroundService
         }
         await _runtime.InitializeAsync(cancellationToken);
         _store.Load(_runtime.Inventory()); // after re-adoption: an interrupted hibernate or wake is answered from it
-        _executor = new CommandExecutor(_runtime, _store, _outbox, _options, () => _draining, _loggerFactory.CreateLogger<CommandExecutor>());
+        _executor = new CommandExecutor(_runtime, _store, _outbox, _options, () => _draining, _loggerFactory.CreateLogger<CommandExecutor>(), _time);
         await base.StartAsync(cancellationToken);
     }
 

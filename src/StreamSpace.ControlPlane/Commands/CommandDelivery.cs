@@ -167,7 +167,7 @@ public sealed class CommandDelivery : BackgroundService
             var reconnectedIds = connected.Where(r => r.Value).Select(r => r.Key).ToArray();
             due = (await conn.QueryAsync<CommandRow>(new CommandDefinition(
                 $"""
-                SELECT {CommandRow.Columns} FROM agent_commands
+                SELECT {CommandRow.Columns}, expires_at AS ExpiresAt FROM agent_commands
                 WHERE {_db.InList("agent_id", "ids")} AND state IN ({CommandRow.OpenStatesSql}) AND expires_at > @now
                   AND (next_attempt_at <= @now{(reconnectedIds.Length > 0 ? $" OR {_db.InList("agent_id", "reconnected")}" : "")})
                 ORDER BY agent_id, created_at, id
@@ -239,6 +239,7 @@ public sealed class CommandDelivery : BackgroundService
             Type = command.Type,
             SessionId = command.SessionId,
             Args = ParseArgs(command.Payload),
+            ExpiresAt = command.ExpiresAt,
         }, now);
         try
         {

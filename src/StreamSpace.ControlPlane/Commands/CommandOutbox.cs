@@ -66,10 +66,11 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
             await conn.ExecuteAsync(new CommandDefinition(sql, args, tx, cancellationToken: ct));
             return written;
         }
-        var rows = Rows(commands, handOff);
+        var now = time.GetUtcNow();
+        var rows = Rows(commands, handOff, now + (ttl ?? options.Value.CommandTtl));
         foreach (var row in rows)
         {
-            var (sql, args, _) = SqliteInsertOne(row, ttl);
+            var (sql, args, _) = SqliteInsertOne(row, now);
             await conn.ExecuteAsync(new CommandDefinition(sql, args, tx, cancellationToken: ct));
         }
         return new WrittenCommands(rows);
@@ -81,8 +82,9 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
     /// </summary>
     internal (string Sql, object Args, WrittenCommands Written) PgInsertMany(IReadOnlyList<NewCommand> commands, TimeSpan? ttl = null, HandOffReservations? handOff = null)
     {
-        var rows = Rows(commands, handOff);
         var now = time.GetUtcNow();
+        var expires = now + (ttl ?? options.Value.CommandTtl);
+        var rows = Rows(commands, handOff, expires);
         // Agents whose new commands wait in the table and whose socket is not on this replica: the replica that holds
         // it is woken at commit (DatabaseNotificationListener). Local agents are woken in process (NotifyWritten).
         var remote = rows.Where(r => r.Attempts == 0 && CanHandOff?.Invoke(r.AgentId) != true)
@@ -102,14 +104,13 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
                 c_sessions = rows.Select(r => r.SessionId).ToArray(), c_types = rows.Select(r => r.Type).ToArray(),
                 c_payloads = rows.Select(r => r.Payload).ToArray(), c_states = rows.Select(r => r.State).ToArray(),
                 c_attempts = rows.Select(r => r.Attempts).ToArray(), c_nexts = rows.Select(r => NextAttempt(r, now).ToUniversalTime()).ToArray(),
-                c_now = now, c_expires = now + (ttl ?? options.Value.CommandTtl),
+                c_now = now, c_expires = expires,
             },
             new WrittenCommands(rows));
     }
 
-    private (string Sql, object Args, string Id) SqliteInsertOne(CommandRow row, TimeSpan? ttl)
+    private (string Sql, object Args, string Id) SqliteInsertOne(CommandRow row, DateTimeOffset now)
     {
-        var now = time.GetUtcNow();
         return ("""
             INSERT INTO agent_commands (id, agent_id, session_id, type, payload, state, attempts, next_attempt_at, expires_at, created_at, updated_at)
             VALUES (@id, @agentId, @sessionId, @type, @payload, @state, @attempts, @next, @expires, @now, @now)
@@ -117,13 +118,13 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
             new
             {
                 id = row.Id, agentId = row.AgentId, sessionId = row.SessionId, type = row.Type, payload = row.Payload, state = row.State,
-                attempts = row.Attempts, next = NextAttempt(row, now), now, expires = now + (ttl ?? options.Value.CommandTtl),
+                attempts = row.Attempts, next = NextAttempt(row, now), now, expires = row.ExpiresAt,
             },
             row.Id);
     }
 
     /// <summary>The rows to write: pending, or (hand-off) already claimed for a connection of the agent on this replica.</summary>
-    private List<CommandRow> Rows(IReadOnlyList<NewCommand> commands, HandOffReservations? handOff)
+    private List<CommandRow> Rows(IReadOnlyList<NewCommand> commands, HandOffReservations? handOff, DateTimeOffset expiresAt)
     {
         var reserve = handOff is null ? null : ReserveHandOff;
         return commands.Select(c =>
@@ -134,7 +135,7 @@ public sealed class CommandOutbox(Db db, TimeProvider time, IOptions<StreamSpace
             return new CommandRow
             {
                 Id = id, AgentId = c.AgentId, SessionId = c.SessionId, Type = c.Type, Payload = Payload(c.Args),
-                State = claimed ? CommandState.Sent : CommandState.Pending, Attempts = claimed ? 1 : 0,
+                State = claimed ? CommandState.Sent : CommandState.Pending, Attempts = claimed ? 1 : 0, ExpiresAt = expiresAt,
             };
         }).ToList();
     }

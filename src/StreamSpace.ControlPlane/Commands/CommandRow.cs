@@ -12,6 +12,7 @@ public sealed record CommandRow
     public int Attempts { get; init; }
     /// <summary>Read only where asked for (not in <see cref="Columns"/>): the expiry pass, to quote the command's own TTL.</summary>
     public DateTimeOffset? CreatedAt { get; init; }
+    /// <summary>Read only where asked for: by delivery, which tells the agent (the agent does not start an expired command), and the expiry pass.</summary>
     public DateTimeOffset? ExpiresAt { get; init; }
     /// <summary>Read only where asked for: the agent the command's session is placed on (null: no session, or not placed).</summary>
     public string? SessionAgentId { get; init; }

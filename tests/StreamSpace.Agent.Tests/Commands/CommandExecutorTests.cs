@@ -21,8 +21,10 @@ public class CommandExecutorTests : IDisposable
         _store.Load([]);
     }
 
+    private readonly Microsoft.Extensions.Time.Testing.FakeTimeProvider _time = new(new DateTimeOffset(2026, 3, 1, 12, 0, 0, TimeSpan.Zero));
+
     private CommandExecutor Executor(int maxSessions = 5) =>
-        new(_runtime, _store, _outbox, new AgentOptions { MaxSessions = maxSessions }, () => _draining, NullLogger.Instance);
+        new(_runtime, _store, _outbox, new AgentOptions { MaxSessions = maxSessions }, () => _draining, NullLogger.Instance, _time);
 
     private static CommandPayload Start(string id, string sessionId) => new()
     {
@@ -112,6 +114,39 @@ public class CommandExecutorTests : IDisposable
         (await RunAsync(executor, stop)).Success.ShouldBeTrue();
         (await RunAsync(executor, Start("c4", "d-xterm-dddddd"))).Error.ShouldBe("no display free");
         (await RunAsync(executor, Start("c5", "e-xterm-eeeeee"))).Success.ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task A_command_whose_time_ran_out_behind_a_slow_command_of_its_session_is_answered_expired_and_not_run()
+    {
+        var executor = Executor();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _runtime.HoldStart["a-xterm-aaaaaa"] = release.Task;
+        var start = Start("c1", "a-xterm-aaaaaa");
+        _store.Admit(start, out _).ShouldBe(CommandAdmission.Execute);
+        executor.Submit(start, TestContext.Current.CancellationToken);
+        var hibernate = new CommandPayload { CommandId = "c2", Type = CommandTypes.SessionHibernate, SessionId = "a-xterm-aaaaaa" };
+        _store.Admit(hibernate, out _).ShouldBe(CommandAdmission.Execute);
+        var expiresAt = new DateTimeOffset(2026, 3, 1, 13, 0, 0, TimeSpan.Zero);
+        executor.Submit(hibernate, TestContext.Current.CancellationToken,
+            new CommandDeadline(expiresAt, _time.GetTimestamp() + 5 * _time.TimestampFrequency));
+
+        _time.Advance(TimeSpan.FromSeconds(6)); // the start takes longer than the hibernate may wait
+        release.SetResult();
+        (await NextResultAsync()).ShouldBe(new ResultPayload { CommandId = "c1", Success = true });
+        var late = await NextResultAsync();
+        late.ShouldBe(new ResultPayload { CommandId = "c2", Success = false,
+            Error = "expired before the agent could run it (the control plane gave up on it at 2026-03-01T13:00:00.0000000+00:00)" });
+        _runtime.Inventory().Single().State.ShouldBe(ObservedStates.Running, "the expired hibernate froze nothing");
+        _store.Admit(hibernate, out var stored).ShouldBe(CommandAdmission.AlreadyFinished, "a redelivery gets the same answer");
+        stored!.Error.ShouldBe(late.Error);
+
+        // One with time left runs.
+        var timely = new CommandPayload { CommandId = "c3", Type = CommandTypes.SessionHibernate, SessionId = "a-xterm-aaaaaa" };
+        _store.Admit(timely, out _).ShouldBe(CommandAdmission.Execute);
+        executor.Submit(timely, TestContext.Current.CancellationToken, new CommandDeadline(expiresAt, _time.GetTimestamp() + 5 * _time.TimestampFrequency));
+        (await NextResultAsync()).ShouldBe(new ResultPayload { CommandId = "c3", Success = true });
+        _runtime.Inventory().Single().State.ShouldBe(ObservedStates.Hibernated);
     }
 
     [Fact]

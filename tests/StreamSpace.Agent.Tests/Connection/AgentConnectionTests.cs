@@ -138,6 +138,31 @@ public class AgentConnectionTests : IAsyncLifetime
         (await _cp.NextConnectionAsync()).Hello.AgentId.ShouldBe(TestControlPlane.AgentId);
     }
 
+    [Theory]
+    [InlineData(-1)]
+    [InlineData(+1)]
+    public async Task A_command_is_not_run_once_it_expired_by_the_control_planes_clock_however_far_off_the_agents_clock_is(int hours)
+    {
+        // The control plane's clock an hour behind or ahead of the agent's: expiry is read against the welcome's time.
+        _cp.ClockOffset = TimeSpan.FromHours(hours);
+        var runtime = new InstrumentedRuntime();
+        await StartAgentAsync(runtime);
+        var connection = await _cp.NextConnectionAsync();
+
+        var expired = StartArgs.For("alice-xterm-dddddd");
+        await connection.SendCommandAsync("late", CommandTypes.SessionStart, expired.SessionId, expired, expiresAt: connection.Now - TimeSpan.FromSeconds(1));
+        var lateResult = ResultOf(await connection.CollectAsync(r => Has(r, MessageTypes.Result, "late"), Wait), "late");
+        lateResult.Success.ShouldBeFalse();
+        lateResult.Error.ShouldStartWith("expired before the agent could run it (the control plane gave up on it at ");
+        runtime.Starts.ShouldBe(0, "an expired start starts nothing");
+
+        var timely = StartArgs.For("alice-xterm-eeeeee");
+        await connection.SendCommandAsync("timely", CommandTypes.SessionStart, timely.SessionId, timely, expiresAt: connection.Now + TimeSpan.FromSeconds(30));
+        ResultOf(await connection.CollectAsync(r => Has(r, MessageTypes.Result, "timely"), Wait), "timely").Success.ShouldBeTrue();
+        runtime.Inventory().Select(s => s.SessionId).ShouldBe([timely.SessionId]);
+        _log.Contains("not run: it expired at").ShouldBeTrue();
+    }
+
     [Fact]
     public async Task Command_delivered_twice_is_executed_once_also_across_an_agent_restart()
     {

@@ -38,6 +38,9 @@ internal sealed class TestControlPlane : IAsyncDisposable
     /// <summary>When set, every connection is closed right after its welcome (a control plane failing each agent at once).</summary>
     public bool CloseAfterWelcome { get; set; }
 
+    /// <summary>How far this control plane's clock is from the test host's: the <c>ts</c> of what it sends (a host whose clock is off).</summary>
+    public TimeSpan ClockOffset { get; set; }
+
     /// <summary>WebSocket upgrade requests that presented valid credentials.</summary>
     public int Attempts => Volatile.Read(ref _attempts);
 
@@ -92,7 +95,7 @@ internal sealed class TestControlPlane : IAsyncDisposable
         }
         Interlocked.Increment(ref _attempts);
         using var socket = await context.WebSockets.AcceptWebSocketAsync();
-        var connection = new TestAgentConnection(socket);
+        var connection = new TestAgentConnection(socket) { ClockOffset = ClockOffset };
         _all.Add(connection);
         var hello = await connection.ReceiveAsync(TimeSpan.FromSeconds(10));
         connection.Hello = hello.PayloadAs<HelloPayload>();
@@ -134,11 +137,17 @@ internal sealed class TestAgentConnection
 
     public HelloPayload Hello { get; set; } = null!;
 
+    /// <summary>See <see cref="TestControlPlane.ClockOffset"/>.</summary>
+    public TimeSpan ClockOffset { get; init; }
+
+    /// <summary>Now by this control plane's clock.</summary>
+    public DateTimeOffset Now => DateTimeOffset.UtcNow + ClockOffset;
+
     public TaskCompletionSource Closed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public async Task SendAsync<T>(string type, T payload, int version = ProtocolVersion.Current)
     {
-        var envelope = Envelope.Create(type, payload, DateTimeOffset.UtcNow) with { V = version };
+        var envelope = Envelope.Create(type, payload, Now) with { V = version };
         await _send.WaitAsync();
         try
         {
@@ -150,13 +159,15 @@ internal sealed class TestAgentConnection
         }
     }
 
-    public Task SendCommandAsync(string commandId, string type, string sessionId, object? args = null, int version = ProtocolVersion.Current) =>
+    public Task SendCommandAsync(string commandId, string type, string sessionId, object? args = null, int version = ProtocolVersion.Current,
+        DateTimeOffset? expiresAt = null) =>
         SendAsync(MessageTypes.Command, new CommandPayload
         {
             CommandId = commandId,
             Type = type,
             SessionId = sessionId,
             Args = System.Text.Json.JsonSerializer.SerializeToElement(args ?? new { }, ProtocolJson.Options),
+            ExpiresAt = expiresAt,
         }, version);
 
     /// <summary>Next envelope from the agent; throws on timeout or close.</summary>

@@ -44,7 +44,7 @@ public sealed class SessionStreamsTests : IAsyncDisposable
         await _runtime.InitializeAsync(TestContext.Current.CancellationToken);
         _store = new CommandDedupeStore(_state.Folder, TimeSpan.FromHours(24), TimeProvider.System, NullLogger.Instance);
         _store.Load([]);
-        _executor = new CommandExecutor(_runtime, _store, _outbox, options, () => false, _log.CreateLogger(nameof(CommandExecutor)));
+        _executor = new CommandExecutor(_runtime, _store, _outbox, options, () => false, _log.CreateLogger(nameof(CommandExecutor)), TimeProvider.System);
     }
 
     private async Task<string> StartSessionAsync()

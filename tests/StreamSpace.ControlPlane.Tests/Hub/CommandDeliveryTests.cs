@@ -122,6 +122,31 @@ public abstract class CommandDeliveryTests(HubControlPlane cp)
     }
 
     [Fact]
+    public async Task Every_delivery_tells_the_agent_when_the_command_expires()
+    {
+        // The agent does not start a command whose time is up (it waited in a socket or behind a slow command).
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var sessionId = await cp.CreateSessionAsync(agentId, SessionState.Pending);
+        var queued = await cp.EnqueueAsync(agentId, sessionId, CommandTypes.SessionStart, ttl: TimeSpan.FromMinutes(7));
+        var queuedExpiry = (await cp.CommandRowAsync(queued)).ExpiresAt!.Value;
+        queuedExpiry.ShouldBe(DateTimeOffset.UtcNow + TimeSpan.FromMinutes(7), TimeSpan.FromSeconds(30));
+
+        await using var agent = await cp.OnlineAgentAsync(agentId, token);
+        var delivered = await agent.ExpectCommandAsync(); // polled from the table when the agent connects
+        delivered.CommandId.ShouldBe(queued);
+        delivered.ExpiresAt!.Value.ShouldBe(queuedExpiry, TimeSpan.FromMilliseconds(1));
+        var redelivered = await agent.ExpectCommandAsync(TimeSpan.FromSeconds(4)); // no ack: sent again
+        redelivered.CommandId.ShouldBe(queued);
+        redelivered.ExpiresAt.ShouldBe(delivered.ExpiresAt);
+        await agent.AckAsync(queued);
+
+        var handedOff = await cp.WriteHandedOffAsync(agentId, sessionId, CommandTypes.SessionStop);
+        var sent = await agent.ExpectCommandAsync(); // handed to the connection by the writer, never read back
+        sent.CommandId.ShouldBe(handedOff.Id);
+        sent.ExpiresAt!.Value.ShouldBe((await cp.CommandRowAsync(handedOff.Id)).ExpiresAt!.Value, TimeSpan.FromMilliseconds(1));
+    }
+
+    [Fact]
     public async Task Commands_are_delivered_in_created_order()
     {
         var (agentId, token) = await cp.CreateAgentAsync();

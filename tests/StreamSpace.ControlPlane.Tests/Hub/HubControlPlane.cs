@@ -126,7 +126,7 @@ public abstract class HubControlPlane(DatabaseKind kind) : ControlPlaneFixture(k
     {
         await using var conn = await Db.OpenAsync(CancellationToken.None);
         return await conn.QuerySingleAsync<CommandStateRow>(
-            "SELECT state AS State, attempts AS Attempts, error AS Error FROM agent_commands WHERE id = @commandId", new { commandId });
+            "SELECT state AS State, attempts AS Attempts, error AS Error, expires_at AS ExpiresAt FROM agent_commands WHERE id = @commandId", new { commandId });
     }
 
     public async Task<IReadOnlyList<CommandStateRow>> CommandsForSessionAsync(string sessionId)
@@ -235,6 +235,7 @@ public sealed record CommandStateRow
     public required string State { get; init; }
     public int Attempts { get; init; }
     public string? Error { get; init; }
+    public DateTimeOffset? ExpiresAt { get; init; }
 }
 
 public sealed class HubSqliteControlPlane() : HubControlPlane(DatabaseKind.Sqlite);
