@@ -70,14 +70,15 @@ public sealed class RelayThroughputTests(StreamingSqliteControlPlane cp) : IClas
         await using var source = StreamingTestServer.Source();
         cp.AgentSide.Serve(session, source.ConnectAsync);
         const int Readers = 3;
-        const int Pairs = 5;
-        var window = TimeSpan.FromMilliseconds(500);
+        const int Stalls = 9;
+        var window = TimeSpan.FromSeconds(1);
         var settle = TimeSpan.FromMilliseconds(250);
 
-        // Three viewers read continuously; the machine is shared, so throughput is sampled in short
-        // windows alternating without / with a stalled fourth viewer (ABBA order against drift), and
-        // the median of the per-pair ratios is compared.
-        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        // Three viewers read continuously. The machine is shared and the relay's throughput still climbs for seconds
+        // after start (tiered compilation), so each window with a stalled fourth viewer is compared with the mean of
+        // the windows alone just before and just after it (a local drift cancels), and the median of those ratios
+        // is what must hold.
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(90));
         long total = 0;
         var viewers = new List<ClientWebSocket>();
         for (var i = 0; i < Readers; i++) viewers.Add(await cp.ConnectViewerAsync(alice, session));
@@ -112,6 +113,8 @@ public sealed class RelayThroughputTests(StreamingSqliteControlPlane cp) : IClas
             await Task.Delay(settle); // its socket buffers and the relay's send to it fill up and block
             var sample = await SampleAsync();
             stalled.Abort();
+            // Gone on both sides: its VNC-side connection closes too, and its teardown is not in the next window.
+            await RelayTests.WaitUntilAsync(() => source.OpenConnections == Readers);
             return sample;
         }
 
@@ -121,24 +124,25 @@ public sealed class RelayThroughputTests(StreamingSqliteControlPlane cp) : IClas
             return await SampleAsync();
         }
 
-        await AloneAsync(); // warm-up
-        var ratios = new List<double>();
-        var log = new List<string>();
-        for (var pair = 0; pair < Pairs; pair++)
+        await Task.Delay(TimeSpan.FromSeconds(2)); // warm-up: the readers' flow
+        await WithStalledViewerAsync(); // warm-up: a viewer's connect path
+        var alone = new List<double> { await AloneAsync() };
+        var stalledSamples = new List<double>();
+        for (var i = 0; i < Stalls; i++)
         {
-            double alone, withStalled;
-            if (pair % 2 == 0) { alone = await AloneAsync(); withStalled = await WithStalledViewerAsync(); }
-            else { withStalled = await WithStalledViewerAsync(); alone = await AloneAsync(); }
-            ratios.Add(withStalled / alone);
-            log.Add($"{alone:F0}/{withStalled:F0}");
+            stalledSamples.Add(await WithStalledViewerAsync());
+            alone.Add(await AloneAsync());
         }
         await stop.CancelAsync();
         await Task.WhenAll(reading);
         foreach (var viewer in viewers) viewer.Abort();
 
-        var median = ratios.Order().ElementAt(Pairs / 2);
-        TestContext.Current.SendDiagnosticMessage($"MiB/s alone/with a stalled viewer per pair: {string.Join(", ", log)}");
-        median.ShouldBeGreaterThanOrEqualTo(0.9, $"MiB/s alone/with a stalled viewer per pair: {string.Join(", ", log)}");
+        var ratios = stalledSamples.Select((s, i) => s / ((alone[i] + alone[i + 1]) / 2)).ToList();
+        var median = ratios.Order().ElementAt(Stalls / 2);
+        var log = $"MiB/s alone: {string.Join(", ", alone.Select(a => a.ToString("F0")))}; with a stalled viewer: " +
+            $"{string.Join(", ", stalledSamples.Select(a => a.ToString("F0")))}; ratios {string.Join(", ", ratios.Select(r => r.ToString("F2")))}";
+        TestContext.Current.SendDiagnosticMessage(log);
+        median.ShouldBeGreaterThanOrEqualTo(0.9, log);
     }
 
     private static async Task<byte[]> SendPatternAsync(WebSocket socket, int seed, long total, CancellationToken ct)
