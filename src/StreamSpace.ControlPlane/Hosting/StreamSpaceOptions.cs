@@ -44,6 +44,14 @@ public sealed class StreamSpaceOptions
     public TimeSpan CommandRetention { get; set; } = TimeSpan.FromDays(7);
     /// <summary>How often finished commands older than <see cref="CommandRetention"/> are pruned (also once at start).</summary>
     public TimeSpan CommandPruneInterval { get; set; } = TimeSpan.FromHours(1);
+    /// <summary>
+    /// How long an ended session (terminated or failed) is kept, counted from when it ended, before it is deleted with its
+    /// finished commands and viewer tickets (<see cref="Sessions.EndedSessionPruner"/>); 0 = kept forever. The audit log
+    /// is never pruned.
+    /// </summary>
+    public TimeSpan SessionRetention { get; set; } = TimeSpan.FromDays(30);
+    /// <summary>How often ended sessions older than <see cref="SessionRetention"/> are deleted (also once at start).</summary>
+    public TimeSpan SessionPruneInterval { get; set; } = TimeSpan.FromHours(1);
     /// <summary>How often each replica looks for due commands (also ones written by other replicas).</summary>
     public TimeSpan CommandPollInterval { get; set; } = TimeSpan.FromSeconds(1);
     /// <summary>How long a new agent connection may take to send its hello.</summary>
@@ -138,6 +146,12 @@ public sealed class StreamSpaceOptions
         $"{name} must be positive and at most {MaxCommandTtl:c}: agents remember a finished command for 24 h, and one redelivered later could run twice";
     /// <summary>Longest look-back (retention, idle timeout): <c>now - x</c> must stay a date.</summary>
     public static readonly TimeSpan MaxLookBack = TimeSpan.FromDays(36_500);
+    /// <summary>
+    /// Shortest <see cref="SessionRetention"/> other than 0 (forever): a user whose session just ended must still find it
+    /// and why it ended (<c>stateReason</c>), and a value meant in days but written as hours (<c>00:30:00</c>) must not
+    /// delete the history of the last month.
+    /// </summary>
+    public static readonly TimeSpan MinSessionRetention = TimeSpan.FromHours(1);
     public const int MaxBackoffFactor = 1024;
     public const int MaxMissedHeartbeats = 100;
     /// <summary>Largest <see cref="MaxRequestBodyBytes"/>: the API takes JSON and template YAML, never files.</summary>
@@ -177,6 +191,10 @@ public sealed class StreamSpaceOptions
         if (CommandBackoffMaxFactor is < 1 or > MaxBackoffFactor) errors.Add($"StreamSpace__CommandBackoffMaxFactor must be between 1 and {MaxBackoffFactor}");
         Duration(CommandRetention, nameof(CommandRetention), MaxLookBack);
         Interval(CommandPruneInterval, nameof(CommandPruneInterval));
+        if (SessionRetention != TimeSpan.Zero && SessionRetention < MinSessionRetention)
+            errors.Add($"StreamSpace__SessionRetention must be 0 (keep ended sessions forever) or at least {MinSessionRetention:c}");
+        else if (SessionRetention > MaxLookBack) errors.Add($"StreamSpace__SessionRetention must be at most {MaxLookBack:c}");
+        Interval(SessionPruneInterval, nameof(SessionPruneInterval));
         Interval(CommandPollInterval, nameof(CommandPollInterval));
         Interval(HelloTimeout, nameof(HelloTimeout));
         Interval(HeartbeatFlushInterval, nameof(HeartbeatFlushInterval));

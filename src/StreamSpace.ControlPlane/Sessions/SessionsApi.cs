@@ -24,7 +24,9 @@ public static class SessionsApi
         services.AddSingleton<SessionQuota>()
             .AddSingleton<SessionCreator>()
             .AddSingleton<IdleSessionSweeper>()
-            .AddHostedService(sp => sp.GetRequiredService<IdleSessionSweeper>());
+            .AddHostedService(sp => sp.GetRequiredService<IdleSessionSweeper>())
+            .AddSingleton<EndedSessionPruner>()
+            .AddHostedService(sp => sp.GetRequiredService<EndedSessionPruner>());
 
     public static IEndpointRouteBuilder MapSessionsApi(this IEndpointRouteBuilder routes)
     {

@@ -21,6 +21,7 @@ internal static class HubEvents
     public static readonly EventId CommandResultIgnored = new(3022, nameof(CommandResultIgnored));
     public static readonly EventId CommandCompleted = new(3023, nameof(CommandCompleted));
     public static readonly EventId CommandsPruned = new(3024, nameof(CommandsPruned));
+    public static readonly EventId SessionsPruned = new(3025, nameof(SessionsPruned));
     public static readonly EventId SessionObserved = new(3030, nameof(SessionObserved));
     public static readonly EventId Reconciled = new(3031, nameof(Reconciled));
     public static readonly EventId HubLoopFailed = new(3040, nameof(HubLoopFailed));
