@@ -168,8 +168,43 @@ public abstract class SessionRetentionTests(ControlPlaneFixture cp)
         (await IdsAsync("agent_commands", "agent_id = @agentId", new { agentId })).ShouldBe([command]);
     }
 
-    private EndedSessionPruner Pruner(int batchSize = 1000, TimeSpan? retention = null, ILogger<EndedSessionPruner>? logger = null) =>
-        new(cp.Db, TimeProvider.System, Options.Create(new StreamSpaceOptions { SessionRetention = retention ?? Retention }),
+    [Fact]
+    public async Task The_running_service_prunes_at_start_and_then_at_its_interval_and_not_at_all_with_a_retention_of_zero()
+    {
+        var agentId = ControlPlaneFixture.Unique("loop");
+        await cp.InsertAgentAsync(agentId);
+        var (_, userId, username) = await cp.QuickUserAsync("loop");
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(Now);
+        var endedLongAgo = await SessionAsync(userId, username, SessionState.Terminated, agentId, Old);
+        var endsItsRetentionWithinTheHour = await SessionAsync(userId, username, SessionState.Failed, agentId, Old, ended: Recent);
+
+        var forever = Pruner(retention: TimeSpan.Zero, time: clock);
+        await forever.StartAsync(Ct);
+        await forever.ExecuteTask!.WaitAsync(TimeSpan.FromSeconds(30), Ct);
+        await forever.StopAsync(CancellationToken.None);
+        (await IdsAsync("sessions", "user_id = @userId", new { userId })).Count.ShouldBe(2);
+
+        var pruner = Pruner(time: clock);
+        await pruner.StartAsync(Ct);
+        try
+        {
+            await Hub.HubControlPlane.EventuallyAsync(async () => !(await IdsAsync("sessions", "user_id = @userId", new { userId })).Contains(endedLongAgo),
+                TimeSpan.FromSeconds(30), "the pass at start deleted the session that ended before the retention");
+            (await IdsAsync("sessions", "user_id = @userId", new { userId })).ShouldBe([endsItsRetentionWithinTheHour]);
+
+            clock.Advance(new StreamSpaceOptions().SessionPruneInterval + TimeSpan.FromMinutes(1));
+            await Hub.HubControlPlane.EventuallyAsync(async () => (await IdsAsync("sessions", "user_id = @userId", new { userId })).Count == 0,
+                TimeSpan.FromSeconds(30), "the next pass, an interval later, deleted the session whose retention ended since");
+        }
+        finally
+        {
+            await pruner.StopAsync(CancellationToken.None);
+        }
+    }
+
+    private EndedSessionPruner Pruner(int batchSize = 1000, TimeSpan? retention = null, ILogger<EndedSessionPruner>? logger = null,
+        TimeProvider? time = null) =>
+        new(cp.Db, time ?? TimeProvider.System, Options.Create(new StreamSpaceOptions { SessionRetention = retention ?? Retention }),
             logger ?? NullLogger<EndedSessionPruner>.Instance)
         {
             BatchSize = batchSize,
