@@ -23,7 +23,8 @@ public sealed class AgentReconciler(Db db, CommandOutbox outbox, TimeProvider ti
     /// session it ever had: the agent index holds no state, on purpose (M0006: state changes stay HOT updates), and this
     /// runs for every connected agent at each reconciliation interval. Read after the agent row is locked, a counter of 0
     /// is exact: a session becomes live only when a create inserts it, and placement locks the agent row first. With live
-    /// sessions the scan still reads all of the agent's sessions, ended ones too; only an index on state could bound that.
+    /// sessions the scan still reads all of the agent's sessions, ended ones too, as many as
+    /// the ended-session retention keeps (<see cref="Sessions.EndedSessionPruner"/>).
     /// Only the sessions are locked (<c>OF s</c>): the counter row is what every transition on the agent updates.
     /// </summary>
     internal static string PlacedSql(Db db) => $"""
