@@ -215,7 +215,10 @@ public abstract class AgentsApiTests(ControlPlaneFixture cp)
         // Registered again under the forced-away agent's id (another host takes the name): its predecessor's expired
         // stop is not this agent's, so it is not counted against it and never connecting does not keep it.
         await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId = away.AgentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
-        (await admin.DeleteAsync($"/api/v1/agents/{away.AgentId}", Ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        (await admin.DeleteAsync($"/api/v1/agents/{away.AgentId}?force=true", Ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        // ?force=true where nothing needed forcing is an ordinary delete on the record (it said "forced; 0 session(s) ...").
+        (await cp.ScalarAsync<string?>("SELECT detail FROM audit_log WHERE action = 'agent.deleted' AND target = @agentId ORDER BY id DESC LIMIT 1",
+            new { agentId = away.AgentId })).ShouldBeNull();
 
         async Task<(string AgentId, string Token)> AgentWithExpiredStopAsync(string prefix)
         {
