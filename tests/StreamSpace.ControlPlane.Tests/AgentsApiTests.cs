@@ -175,6 +175,22 @@ public abstract class AgentsApiTests(ControlPlaneFixture cp)
     }
 
     [Fact]
+    public async Task Concurrent_deletes_of_one_agent_delete_it_once_and_answer_the_others_404()
+    {
+        var admin = await cp.AdminClientAsync();
+        var (agentId, _) = await cp.RegisterAgentAsync("twicegone-");
+        var answers = await Task.WhenAll(Enumerable.Range(0, 8).Select(async i =>
+        {
+            using var response = await admin.DeleteAsync($"/api/v1/agents/{agentId}{(i % 2 == 1 ? "?force=true" : "")}", Ct);
+            if (response.StatusCode == HttpStatusCode.NoContent) return "deleted";
+            (await response.ShouldBeErrorAsync(HttpStatusCode.NotFound)).GetProperty("message").GetString().ShouldBe($"There is no agent '{agentId}'.");
+            return "not found";
+        }));
+        answers.Count(a => a == "deleted").ShouldBe(1);
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'agent.deleted' AND target = @agentId", new { agentId })).ShouldBe(1);
+    }
+
+    [Fact]
     public async Task Delete_refuses_while_the_agent_may_still_run_a_session_whose_stop_expired_unless_forced()
     {
         var admin = await cp.AdminClientAsync();
@@ -215,7 +231,10 @@ public abstract class AgentsApiTests(ControlPlaneFixture cp)
         // Registered again under the forced-away agent's id (another host takes the name): its predecessor's expired
         // stop is not this agent's, so it is not counted against it and never connecting does not keep it.
         await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId = away.AgentId }, Ct)).ShouldBeJsonAsync(HttpStatusCode.Created);
-        (await admin.DeleteAsync($"/api/v1/agents/{away.AgentId}", Ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        (await admin.DeleteAsync($"/api/v1/agents/{away.AgentId}?force=true", Ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        // ?force=true where nothing needed forcing is an ordinary delete on the record (it said "forced; 0 session(s) ...").
+        (await cp.ScalarAsync<string?>("SELECT detail FROM audit_log WHERE action = 'agent.deleted' AND target = @agentId ORDER BY id DESC LIMIT 1",
+            new { agentId = away.AgentId })).ShouldBeNull();
 
         async Task<(string AgentId, string Token)> AgentWithExpiredStopAsync(string prefix)
         {

@@ -65,6 +65,35 @@ public abstract class BodyErrorMessageTests(ControlPlaneFixture cp)
         users.EnumerateArray().Single(u => u.GetProperty("id").GetString() == userId).GetProperty("role").GetString().ShouldBe("user");
     }
 
+    /// <summary>
+    /// A query parameter given twice reached the handler as both values joined with a comma: the audit filtered by the user
+    /// "a,b" and answered 200 with an empty page, a doubled <c>?force=true</c> was told it "must be true or false".
+    /// </summary>
+    [Theory]
+    [InlineData("GET", "/api/v1/audit?user=admin&user=alice", "user")]
+    [InlineData("GET", "/api/v1/audit?action=login.failed&limit=5&action=user.created", "action")]
+    [InlineData("DELETE", "/api/v1/users/no-such-user?force=true&force=true", "force")]
+    [InlineData("DELETE", "/api/v1/agents/no-such-agent?force=true&force=false", "force")]
+    [InlineData("GET", "/api/v1/sessions?user=admin&user=", "user")]
+    public async Task A_query_parameter_given_twice_is_refused_naming_it(string method, string url, string field)
+    {
+        var admin = await cp.AdminClientAsync();
+        using var response = await admin.SendAsync(new HttpRequestMessage(new HttpMethod(method), url), TestContext.Current.CancellationToken);
+        var error = await response.ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        error.GetProperty("error").GetString().ShouldBe("Invalid request");
+        error.GetProperty("message").GetString().ShouldBe($"'{field}' appears more than once in the query string.");
+        error.GetProperty("fields").EnumerateObject().Select(f => (f.Name, f.Value.GetString())).ShouldBe([(field, "appears more than once in the query string")]);
+    }
+
+    [Fact]
+    public async Task A_query_parameter_given_twice_does_not_tell_a_non_admin_or_an_unknown_path_anything_new()
+    {
+        var (user, _, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("twiceq-"));
+        await (await user.GetAsync("/api/v1/audit?user=a&user=b", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Forbidden);
+        await (await cp.Client().GetAsync("/api/v1/audit?user=a&user=b", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+        await (await user.GetAsync("/api/v1/no-such-thing?a=1&a=2", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+    }
+
     [Theory]
     [InlineData("application/yaml", "displayName: A\ndisplayName: B", "invalid YAML at line 2, column 1: 'displayName' appears more than once")]
     [InlineData("application/yaml", "displayName: X\nenv:\n  LANG: C\n  LANG: C.UTF-8", "invalid YAML at line 3, column 3: 'LANG' appears more than once")]

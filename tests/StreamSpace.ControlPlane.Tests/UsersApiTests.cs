@@ -353,6 +353,31 @@ public abstract class UsersApiTests(ControlPlaneFixture cp)
             .ShouldStartWith("forced; 1 persistent-home session(s)");
     }
 
+    /// <summary>Admins (or a double click) deleting one user at once: one delete, one audit entry, one home.delete; the rest a JSON 404.</summary>
+    [Fact]
+    public async Task Concurrent_deletes_of_one_user_delete_it_once_and_answer_the_others_404()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var admin = await cp.AdminClientAsync();
+        var (second, _, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("admin2"), Roles.Admin);
+        var name = ControlPlaneFixture.Unique("twicegone");
+        var (_, id, _) = await cp.CreateUserAsync(name);
+        var agent = ControlPlaneFixture.Unique("homeagent");
+        await cp.InsertAgentAsync(agent, AgentStatus.Online);
+        await InsertSessionAsync($"{name}-xterm-aaaaaa", id, name, "terminated", agent, persistentHome: true);
+
+        var answers = await Task.WhenAll(Enumerable.Range(0, 8).Select(async i =>
+        {
+            using var response = await (i % 2 == 0 ? admin : second).DeleteAsync($"/api/v1/users/{id}{(i % 4 == 1 ? "?force=true" : "")}", ct);
+            if (response.StatusCode == HttpStatusCode.NoContent) return "deleted";
+            (await response.ShouldBeErrorAsync(HttpStatusCode.NotFound)).GetProperty("message").GetString().ShouldBe($"No user with id '{id}'.");
+            return "not found";
+        }));
+        answers.Count(a => a == "deleted").ShouldBe(1);
+        (await HomeDeletesAsync(id)).Count.ShouldBe(1);
+        (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'user.deleted' AND target = @name", new { name })).ShouldBe(1);
+    }
+
     private sealed record HomeDeleteRow(string AgentId, string? SessionId, string Payload, string State, DateTimeOffset CreatedAt, DateTimeOffset ExpiresAt);
 
     private async Task<List<HomeDeleteRow>> HomeDeletesAsync(string userId)

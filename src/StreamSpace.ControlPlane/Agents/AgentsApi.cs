@@ -207,7 +207,7 @@ public static partial class AgentsApi
             if (unconfirmed > 0 && !forced) return new DeleteOutcome(true, 0, unconfirmed);
             await conn.ExecuteAsync(new CommandDefinition("DELETE FROM agents WHERE agent_id = @agentId", new { agentId }, tx, cancellationToken: ct));
             await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentDeleted, agentId,
-                forced ? $"forced; {unconfirmed} session(s) the agent had not confirmed stopping left to it" : null, http, ct);
+                unconfirmed > 0 ? $"forced; {unconfirmed} session(s) the agent had not confirmed stopping left to it" : null, http, ct);
             return new DeleteOutcome(true, 0, 0);
         }, ct);
         if (!outcome.Found) return NotFound(agentId);

@@ -125,6 +125,7 @@ public static class StreamSpaceApp
         app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = options.WebSocketKeepAliveInterval, KeepAliveTimeout = options.WebSocketKeepAliveTimeout });
         app.UseStreamSpaceAuthentication();
         app.UseAuthorization();
+        app.UseRepeatedQueryParametersRefused();
         app.UseAntiforgery();
 
         app.MapOpsEndpoints();

@@ -18,7 +18,15 @@ public static class LocalUrl
     /// with a 500 after the sign-in cookie is set. So spaces and non-ASCII characters are percent-encoded as UTF-8, which is
     /// the address the browser would have asked for; what is ASCII already (escapes included) stays as it is.
     /// </summary>
-    public static string OrRoot(string? url) => IsLocal(url) ? ToAscii(url!) : "/";
+    public static string OrRoot(string? url) => IsLocal(url) && ToAscii(url!) is { Length: <= MaxLength } ascii ? ascii : "/";
+
+    /// <summary>
+    /// The longest return address kept, in its ASCII form. Kestrel takes no request line longer than 8 KiB (its default
+    /// MaxRequestLineSize), so no address of this site is longer, nor is one the cookie handler makes; a longer one was made
+    /// up elsewhere. Kept, it went into the Location header (100 000 characters gave a 100 kB header, which browsers and
+    /// proxies refuse) and the sign-in form.
+    /// </summary>
+    public const int MaxLength = 8 * 1024;
 
     private static string ToAscii(string url)
     {

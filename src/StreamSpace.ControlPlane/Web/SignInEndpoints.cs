@@ -119,8 +119,15 @@ public static class SignInEndpoints
         return TypedResults.LocalRedirect("/signin?signedOut=1");
     }
 
+    /// <summary>
+    /// The longest typed username handed back to the form. Usernames have at most 32 characters; this leaves room for one
+    /// typed with capitals or a typo, while a pasted page of text (100 000 characters gave a 300 kB Location header, which
+    /// browsers and proxies refuse) is not echoed.
+    /// </summary>
+    private const int MaxEchoedUsernameLength = 64;
+
     private static RedirectHttpResult BackToSignIn(string error, string returnUrl, string? username) =>
         TypedResults.LocalRedirect(
             $"/signin?error={error}&returnUrl={Uri.EscapeDataString(returnUrl)}" +
-            (string.IsNullOrWhiteSpace(username) ? "" : $"&username={Uri.EscapeDataString(username.Trim())}"));
+            (username?.Trim() is { Length: > 0 and <= MaxEchoedUsernameLength } typed ? $"&username={Uri.EscapeDataString(typed)}" : ""));
 }

@@ -189,6 +189,41 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         response.Headers.Location!.OriginalString.ShouldBe(location);
     }
 
+    /// <summary>
+    /// No address of this site is longer than a request line Kestrel takes (8 KiB): a longer "return address" is not one of
+    /// its pages. It used to go back into the Location header as it was, 100 kB and more, which browsers and proxies refuse
+    /// (HttpClient: "The HTTP response headers length exceeded the set limit of 65536 bytes").
+    /// </summary>
+    [Theory]
+    [InlineData("r", 100_000, "/")]
+    [InlineData("é", 50_000, "/")]
+    [InlineData("r", 4_000, null)] // long, but an address this site could have: kept
+    public async Task A_return_address_longer_than_any_request_line_is_not_kept(string filler, int count, string? location)
+    {
+        var returnUrl = "/sessions?q=" + string.Concat(Enumerable.Repeat(filler, count));
+        using var browser = host.Browser();
+        using var response = await browser.SignInAsync("admin", WebHostFixture.AdminPassword, returnUrl);
+        response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        response.Headers.Location!.OriginalString.ShouldBe(location ?? returnUrl);
+
+        using var refused = await host.Browser().SignInAsync("admin", "not-the-password", returnUrl);
+        refused.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        refused.Headers.Location!.OriginalString.ShouldBe($"/signin?error=invalid&returnUrl={Uri.EscapeDataString(location ?? returnUrl)}&username=admin");
+    }
+
+    /// <summary>A pasted page of text in the username field is not echoed back into the Location header (it made 100 kB of it).</summary>
+    [Theory]
+    [InlineData(100_000, false)]
+    [InlineData(64, true)]
+    public async Task A_wrong_sign_in_hands_back_the_typed_username_only_when_it_could_be_one(int length, bool echoed)
+    {
+        var typed = new string('u', length);
+        using var browser = host.Browser();
+        using var response = await browser.SignInAsync(typed, "not-the-password", "/sessions");
+        response.StatusCode.ShouldBe(HttpStatusCode.Redirect);
+        response.Headers.Location!.OriginalString.ShouldBe("/signin?error=invalid&returnUrl=%2Fsessions" + (echoed ? "&username=" + typed : ""));
+    }
+
     [Fact]
     public async Task A_username_typed_with_capitals_signs_in_as_the_lowercase_user()
     {
