@@ -165,6 +165,19 @@ public abstract class AgentsApiTests(ControlPlaneFixture cp)
         var conflict = await (await admin.DeleteAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
         conflict.GetProperty("message").GetString()!.ShouldContain("2 live sessions");
         conflict.TryGetProperty("unconfirmedSessions", out _).ShouldBeFalse("force does not override live sessions, so the UI offers none");
+        conflict.GetProperty("message").GetString()!.ShouldContain("delete them first");
+
+        // Sessions already being stopped need the agent, not another delete: the 409 says which they are.
+        await using (var conn = await cp.Db.OpenAsync(Ct))
+            await Dapper.SqlMapper.ExecuteAsync(conn, "UPDATE sessions SET state = 'terminating' WHERE id = @id", new { id = $"{username}-xterm-live01" });
+        var partly = (await (await admin.DeleteAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict)).GetProperty("message").GetString()!;
+        partly.ShouldContain("2 live sessions (1 of them being stopped)");
+        partly.ShouldContain("delete the others first");
+        await using (var conn = await cp.Db.OpenAsync(Ct))
+            await Dapper.SqlMapper.ExecuteAsync(conn, "UPDATE sessions SET state = 'terminating' WHERE agent_id = @agentId AND state = 'hibernated'", new { agentId });
+        var stopping = (await (await admin.DeleteAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict)).GetProperty("message").GetString()!;
+        stopping.ShouldContain("2 live sessions, all being stopped: wait until the agent confirms the stops");
+        stopping.ShouldNotContain("delete them");
 
         await using (var conn = await cp.Db.OpenAsync(Ct))
             await Dapper.SqlMapper.ExecuteAsync(conn, "UPDATE sessions SET state = 'terminated' WHERE agent_id = @agentId", new { agentId });

@@ -253,6 +253,17 @@ public abstract class UsersApiTests(ControlPlaneFixture cp)
 
         var conflict = await (await admin.DeleteAsync($"/api/v1/users/{id}", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
         conflict.GetProperty("message").GetString()!.ShouldContain("2 live session");
+        conflict.GetProperty("message").GetString()!.ShouldContain("terminate them first");
+
+        // Sessions already being stopped need their agent, not the user's own terminate: the 409 says which they are.
+        await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
+            await conn.ExecuteAsync("UPDATE sessions SET state = 'terminating' WHERE id = @s1", new { s1 });
+        (await (await admin.DeleteAsync($"/api/v1/users/{id}", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Conflict))
+            .GetProperty("message").GetString()!.ShouldContain("2 live session(s), 1 of them being stopped; terminate the others first");
+        await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
+            await conn.ExecuteAsync("UPDATE sessions SET state = 'terminating' WHERE id = @s2", new { s2 });
+        (await (await admin.DeleteAsync($"/api/v1/users/{id}", TestContext.Current.CancellationToken)).ShouldBeErrorAsync(HttpStatusCode.Conflict))
+            .GetProperty("message").GetString()!.ShouldContain("all being stopped: wait until their agents confirm the stops");
 
         await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
             await conn.ExecuteAsync("UPDATE sessions SET state = 'terminated' WHERE user_id = @id", new { id });

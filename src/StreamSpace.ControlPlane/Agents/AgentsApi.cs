@@ -198,20 +198,22 @@ public static partial class AgentsApi
             // Locked first: placement locks candidate agent rows too, so no session lands here between count and delete.
             var exists = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
                 $"SELECT agent_id FROM agents WHERE agent_id = @agentId{db.ForUpdate}", new { agentId }, tx, cancellationToken: ct));
-            if (exists is null) return new DeleteOutcome(false, 0, 0);
-            var liveSessions = await conn.ExecuteScalarAsync<long>(new CommandDefinition(
-                $"SELECT COUNT(*) FROM sessions WHERE agent_id = @agentId AND state IN ({SessionState.LiveSqlList})",
-                new { agentId }, tx, cancellationToken: ct));
-            if (liveSessions > 0) return new DeleteOutcome(true, liveSessions, 0);
+            if (exists is null) return new DeleteOutcome(false, 0, 0, 0);
+            var live = await conn.QuerySingleAsync<(long Live, long Stopping)>(new CommandDefinition(
+                $"""
+                SELECT COUNT(*) AS Live, COALESCE(SUM(CASE WHEN state = @terminating THEN 1 ELSE 0 END), 0) AS Stopping
+                FROM sessions WHERE agent_id = @agentId AND state IN ({SessionState.LiveSqlList})
+                """, new { agentId, terminating = SessionState.Terminating }, tx, cancellationToken: ct));
+            if (live.Live > 0) return new DeleteOutcome(true, live.Live, live.Stopping, 0);
             var unconfirmed = await CountUnconfirmedAsync(conn, tx, "WHERE c.agent_id = @agentId", new { agentId }, ct);
-            if (unconfirmed > 0 && !forced) return new DeleteOutcome(true, 0, unconfirmed);
+            if (unconfirmed > 0 && !forced) return new DeleteOutcome(true, 0, 0, unconfirmed);
             await conn.ExecuteAsync(new CommandDefinition("DELETE FROM agents WHERE agent_id = @agentId", new { agentId }, tx, cancellationToken: ct));
             await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentDeleted, agentId,
                 unconfirmed > 0 ? $"forced; {unconfirmed} session(s) the agent had not confirmed stopping left to it" : null, http, ct);
-            return new DeleteOutcome(true, 0, 0);
+            return new DeleteOutcome(true, 0, 0, 0);
         }, ct);
         if (!outcome.Found) return NotFound(agentId);
-        if (outcome.Live > 0) return LiveSessionsConflict(agentId, outcome.Live);
+        if (outcome.Live > 0) return LiveSessionsConflict(agentId, outcome.Live, outcome.Stopping);
         if (outcome.Unconfirmed > 0) return UnconfirmedSessionsConflict(agentId, outcome.Unconfirmed);
         return TypedResults.NoContent();
     }
@@ -252,11 +254,28 @@ public static partial class AgentsApi
             """, args, tx, cancellationToken: ct));
     }
 
-    private readonly record struct DeleteOutcome(bool Found, long Live, long Unconfirmed);
+    private readonly record struct DeleteOutcome(bool Found, long Live, long Stopping, long Unconfirmed);
 
     /// <summary>The delete's 409 while sessions run on the agent: <c>?force=true</c> does not override it.</summary>
-    public static JsonHttpResult<ApiError> LiveSessionsConflict(string agentId, long live) => ApiErrors.Conflict(
-        $"Agent '{agentId}' still has {live} live session{(live == 1 ? "" : "s")}; drain it (POST /api/v1/agents/{agentId}/drain) and wait for them to end, or delete them first.");
+    /// <summary>
+    /// The delete's 409 while sessions are placed on the agent. Those already being stopped (<c>terminating</c>, deleted
+    /// by their users or an admin) need nothing but time or the agent's return, so the message says so instead of asking
+    /// the admin to delete them again.
+    /// </summary>
+    public static JsonHttpResult<ApiError> LiveSessionsConflict(string agentId, long live, long stopping = 0)
+    {
+        var others = live - stopping;
+        var text = $"Agent '{agentId}' still has {live} live session{(live == 1 ? "" : "s")}";
+        if (stopping > 0 && others == 0)
+            text += $", {(live == 1 ? "which is" : "all")} being stopped: wait until the agent confirms the stop" +
+                    $"{(live == 1 ? "" : "s")} (it must be online to do so), then delete it.";
+        else if (stopping > 0)
+            text += $" ({stopping} of them being stopped); drain it (POST /api/v1/agents/{agentId}/drain) and wait for them to end, " +
+                    "or delete the others first.";
+        else
+            text += $"; drain it (POST /api/v1/agents/{agentId}/drain) and wait for them to end, or delete them first.";
+        return ApiErrors.Conflict(text);
+    }
 
     /// <summary>
     /// The delete's 409 while the agent may still run sessions that ended without its word. <c>unconfirmedSessions</c>

@@ -207,10 +207,17 @@ public static partial class UsersApi
             if (user is null) return ApiErrors.NotFound($"No user with id '{id}'.");
             if (user is { Role: Roles.Admin, Disabled: false } && await OtherEnabledAdminsAsync(conn, tx, user.Id, ct) == 0)
                 return ApiErrors.Conflict($"'{user.Username}' is the last enabled admin; make another admin first.");
-            var live = await conn.ExecuteScalarAsync<long>(new CommandDefinition(
-                $"SELECT COUNT(*) FROM sessions WHERE user_id = @id AND state IN ({SessionState.LiveSqlList})", new { id }, tx, cancellationToken: ct));
-            if (live > 0)
-                return ApiErrors.Conflict($"User '{user.Username}' still has {live} live session(s); terminate them first.");
+            var live = await conn.QuerySingleAsync<(long Live, long Stopping)>(new CommandDefinition(
+                $"""
+                SELECT COUNT(*) AS Live, COALESCE(SUM(CASE WHEN state = @terminating THEN 1 ELSE 0 END), 0) AS Stopping
+                FROM sessions WHERE user_id = @id AND state IN ({SessionState.LiveSqlList})
+                """, new { id, terminating = SessionState.Terminating }, tx, cancellationToken: ct));
+            if (live.Live > 0)
+                return ApiErrors.Conflict(live.Stopping == live.Live
+                    ? $"User '{user.Username}' still has {live.Live} live session(s), all being stopped: wait until their agents confirm the stops (they must be online to do so), then delete the user."
+                    : live.Stopping > 0
+                        ? $"User '{user.Username}' still has {live.Live} live session(s), {live.Stopping} of them being stopped; terminate the others first."
+                        : $"User '{user.Username}' still has {live.Live} live session(s); terminate them first.");
             // A persistent-home session whose stop (or start) the control plane gave up on while its agent was away may still
             // run there: the agent would refuse the home.delete, which reaches it before reconciliation's stop, for good.
             var unconfirmed = await Agents.AgentsApi.CountUnconfirmedAsync(conn, tx,
