@@ -21,6 +21,53 @@ public abstract class UnmatchedRequestsTests(ControlPlaneFixture cp)
         await response.ShouldBeErrorAsync(HttpStatusCode.UnsupportedMediaType);
     }
 
+    [Theory]
+    [InlineData("application/json; charset=utf-8")]
+    [InlineData("application/json; charset=UTF-8")]
+    [InlineData("application/json; charset=\"utf-8\"")]
+    [InlineData("application/json; charset=\"UTF-8\"; foo=bar")]
+    [InlineData("application/json; charset=iso-8859-1")]
+    public async Task Json_body_in_a_known_charset_is_read_even_when_the_charset_is_quoted(string contentType)
+    {
+        // The framework's JSON reader looked the charset up verbatim: a quoted "utf-8", which HTTP allows, was a 500.
+        var admin = await cp.AdminClientAsync();
+        var username = $"charset-{Guid.NewGuid():N}"[..20];
+        using var response = await admin.PostAsync("/api/v1/users",
+            WithContentType($$"""{"username":"{{username}}","password":"charset-password-1"}""", contentType), TestContext.Current.CancellationToken);
+        var text = await response.Content.ReadAsStringAsync(TestContext.Current.CancellationToken);
+        response.StatusCode.ShouldBe(HttpStatusCode.Created, text);
+        text.ShouldContain(username);
+    }
+
+    [Theory]
+    [InlineData("application/json; charset=foo", "the charset 'foo', which the server does not know")]
+    [InlineData("application/json; charset=\"foo\"", "the charset 'foo', which the server does not know")]
+    [InlineData("application/json; charset=", "an empty charset")]
+    [InlineData("application/json; charset=\"\"", "an empty charset")]
+    public async Task Json_body_in_an_unknown_charset_is_415_naming_it(string contentType, string named)
+    {
+        var admin = await cp.AdminClientAsync();
+        var users = await admin.GetStringAsync("/api/v1/users", TestContext.Current.CancellationToken);
+        using var response = await admin.PostAsync("/api/v1/users",
+            WithContentType("""{"username":"charset-refused","password":"charset-password-1"}""", contentType), TestContext.Current.CancellationToken);
+        var json = await response.ShouldBeErrorAsync(HttpStatusCode.UnsupportedMediaType);
+        json.GetProperty("message").GetString().ShouldBe($"The request's Content-Type names {named}; send the JSON body as UTF-8 (Content-Type: application/json).");
+        (await admin.GetStringAsync("/api/v1/users", TestContext.Current.CancellationToken)).ShouldBe(users, "a refused body creates nothing");
+
+        // Authorization still answers first: an anonymous caller learns nothing about the body.
+        using var anonymous = await cp.Client().PostAsync("/api/v1/users",
+            WithContentType("{}", contentType), TestContext.Current.CancellationToken);
+        await anonymous.ShouldBeErrorAsync(HttpStatusCode.Unauthorized);
+    }
+
+    private static StringContent WithContentType(string body, string contentType)
+    {
+        var content = new StringContent(body);
+        content.Headers.Remove("Content-Type");
+        content.Headers.TryAddWithoutValidation("Content-Type", contentType).ShouldBeTrue();
+        return content;
+    }
+
     [Fact]
     public async Task Wrong_method_on_a_known_path_is_405_with_allow()
     {

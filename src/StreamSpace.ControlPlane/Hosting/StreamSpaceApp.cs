@@ -126,6 +126,7 @@ public static class StreamSpaceApp
         app.UseStreamSpaceAuthentication();
         app.UseAuthorization();
         app.UseRepeatedQueryParametersRefused();
+        app.UseJsonBodyCharsetChecked();
         app.UseAntiforgery();
 
         app.MapOpsEndpoints();
