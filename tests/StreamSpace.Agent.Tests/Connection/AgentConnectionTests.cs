@@ -543,8 +543,10 @@ public class AgentConnectionTests : IAsyncLifetime
         var second = await _cp.NextConnectionAsync(TimeSpan.FromSeconds(20));
         second.Hello.Inventory.Count.ShouldBeInRange(atLeastListed, crashes);
         second.Hello.Inventory.ShouldAllBe(i => i.State == ObservedStates.Crashed && i.Reason == null);
-        // Welcomed, and the connection runs (answering keep-alive pings: taking in the welcome of thousands is quick).
-        await second.CollectAsync(r => r.Any(e => e.Type == MessageTypes.Heartbeat), Wait);
+        // Welcomed, and the connection runs (answering keep-alive pings: taking in the welcome of thousands is quick). The
+        // first heartbeat follows every session.status queued while the agent was away, one frame each (20 000 of them,
+        // each parsed by the test control plane): seconds on a loaded 2-core machine, so it gets three times the usual wait.
+        await second.CollectAsync(r => r.Any(e => e.Type == MessageTypes.Heartbeat), 3 * Wait);
     }
 
     [Fact]
