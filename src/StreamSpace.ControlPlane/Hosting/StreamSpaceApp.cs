@@ -47,12 +47,19 @@ public static class StreamSpaceApp
         Agents.Embedded.EmbeddedAgentFolder? embeddedAgentFolder, Action<IServiceCollection>? configureServices)
     {
         var urls = builder.Configuration["urls"];
+        var urlsSetting = "the listen address (--urls, ASPNETCORE_URLS)";
         if (urls is null && builder.Configuration["STREAMSPACE_URLS"] is { Length: > 0 } streamSpaceUrls)
+        {
+            urlsSetting = "STREAMSPACE_URLS";
             builder.WebHost.UseUrls(urls = streamSpaceUrls);
+        }
         else if (urls is null && builder.Configuration["ASPNETCORE_URLS"] is null)
             builder.WebHost.UseUrls(urls = "http://127.0.0.1:8000");
+        var listen = urls ?? builder.Configuration["ASPNETCORE_URLS"];
+        if (listen is not null && ListenUrls.Problem(listen) is { } problem)
+            throw new StreamSpaceConfigurationException($"Invalid StreamSpace configuration: {urlsSetting} must be {ListenUrls.Expected}; {problem}");
         // Listen now, so agents reconnecting while the rest starts up wait in the accept queue instead of backing off.
-        var early = EarlyListeners.Open(urls ?? builder.Configuration["ASPNETCORE_URLS"] ?? "");
+        var early = EarlyListeners.Open(listen ?? "");
         builder.Services.Configure<SocketTransportOptions>(o =>
         {
             o.Backlog = EarlyListeners.AcceptBacklog;
