@@ -171,6 +171,47 @@ public abstract class IdentityAdminBootstrapTests(DatabaseKind kind)
     }
 
     [Fact]
+    public async Task A_generated_password_that_cannot_be_saved_makes_no_admin_and_a_later_start_makes_one()
+    {
+        // The account used to be committed first: a password that then could not be saved belonged to an admin nobody
+        // could sign in as, and the marker stopped every later start from making another.
+        var ct = TestContext.Current.CancellationToken;
+        await using var database = await TestDatabase.CreateAsync(kind);
+        SchemaMigrator.MigrateUp(database.Target);
+        await using var db = new Db(database.Target);
+        AdminBootstrap Bootstrap(string dataFolder) => new(db, Microsoft.Extensions.Options.Options.Create(new StreamSpaceOptions { DataFolder = dataFolder }),
+            new Audit.AuditLog(db, TimeProvider.System), TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLogger<AdminBootstrap>.Instance);
+
+        // A folder below a file cannot be made, whoever runs the test (root included).
+        var message = (await Should.ThrowAsync<StreamSpaceConfigurationException>(() => Bootstrap("/etc/passwd/streamspace").EnsureAdminAsync(ct))).Message;
+        message.ShouldStartWith("cannot save the generated admin password in /etc/passwd/streamspace (");
+        message.ShouldEndWith("): make STREAMSPACE_DATA a folder this account can write, or set STREAMSPACE_ADMIN_PASSWORD");
+        await using (var conn = await db.OpenAsync(ct))
+        {
+            (await Dapper.SqlMapper.ExecuteScalarAsync<long>(conn, "SELECT COUNT(*) FROM users")).ShouldBe(0);
+            (await Dapper.SqlMapper.ExecuteScalarAsync<long>(conn, "SELECT COUNT(*) FROM settings WHERE key = 'admin_bootstrapped'")).ShouldBe(0);
+        }
+
+        var dataFolder = Path.Combine(Path.GetTempPath(), "streamspace-tests", "data-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            // Two replicas starting at once: one makes the admin, neither leaves its pending file behind.
+            await Task.WhenAll(Bootstrap(dataFolder).EnsureAdminAsync(ct), Bootstrap(dataFolder).EnsureAdminAsync(ct));
+            Directory.GetFiles(dataFolder).Select(Path.GetFileName).ShouldBe([AdminBootstrap.PasswordFileName]);
+            var file = Path.Combine(dataFolder, AdminBootstrap.PasswordFileName);
+            if (!OperatingSystem.IsWindows()) File.GetUnixFileMode(file).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            var password = (await File.ReadAllTextAsync(file, ct)).TrimEnd('\n');
+            await using var conn = await db.OpenAsync(ct);
+            var hash = await Dapper.SqlMapper.ExecuteScalarAsync<string>(conn, "SELECT password_hash FROM users WHERE username = 'admin'");
+            PasswordHasher.Verify(password, hash!).ShouldBeTrue();
+        }
+        finally
+        {
+            try { Directory.Delete(dataFolder, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    [Fact]
     public async Task Configured_admin_password_writes_no_password_file()
     {
         await using var database = await TestDatabase.CreateAsync(kind);

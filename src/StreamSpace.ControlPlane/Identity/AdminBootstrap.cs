@@ -34,37 +34,52 @@ public sealed class AdminBootstrap(Db db, IOptions<StreamSpaceOptions> options, 
         var generated = options.Value.AdminPassword is null;
         var password = options.Value.AdminPassword ?? GeneratePassword();
         var hash = PasswordHasher.Hash(password);
-        var created = await db.InTransactionAsync(async (conn, tx) =>
+        var file = Path.Combine(options.Value.DataFolder, PasswordFileName);
+        // A generated password is saved before the account exists: an account whose password could not then be saved (a
+        // data folder that cannot be written, a full disk) would be an admin nobody can sign in as, and the marker would
+        // stop every later start from making another.
+        var pending = generated ? await SavePendingAsync(file, password, ct) : null;
+        bool created;
+        try
         {
-            var now = time.GetUtcNow();
-            // The marker row is also the lock: a replica starting at the same moment waits here, then finds it and stops.
-            var claimed = await conn.ExecuteAsync(new CommandDefinition(
-                "INSERT INTO settings (key, value, updated_at) VALUES (@MarkerKey, @value, @now) ON CONFLICT (key) DO NOTHING",
-                new { MarkerKey, value = now.ToString("O", System.Globalization.CultureInfo.InvariantCulture), now }, tx, cancellationToken: ct));
-            if (claimed == 0) return false;
-            // A database from before the marker that has users was bootstrapped then (admin deleted or not).
-            var users = await conn.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM users", transaction: tx, cancellationToken: ct));
-            if (users > 0) return false;
-            await conn.ExecuteAsync(new CommandDefinition(
-                """
-                INSERT INTO users (id, username, password_hash, role, disabled, max_sessions, token_version, created_at, updated_at)
-                VALUES (@id, @AdminUsername, @hash, @role, @disabled, @max, 1, @now, @now)
-                """,
-                new { id = Guid.NewGuid().ToString("N"), AdminUsername, hash, role = Roles.Admin, disabled = false, max = options.Value.DefaultMaxSessions, now },
-                tx, cancellationToken: ct));
-            await audit.WriteAsync(conn, tx, SystemActor, AuditActions.UserCreated, AdminUsername,
-                $"role={Roles.Admin} first start, password {(generated ? "generated" : "from STREAMSPACE_ADMIN_PASSWORD")}", null, ct);
-            return true;
-        }, ct);
-        if (!created) return;
+            created = await db.InTransactionAsync(async (conn, tx) =>
+            {
+                var now = time.GetUtcNow();
+                // The marker row is also the lock: a replica starting at the same moment waits here, then finds it and stops.
+                var claimed = await conn.ExecuteAsync(new CommandDefinition(
+                    "INSERT INTO settings (key, value, updated_at) VALUES (@MarkerKey, @value, @now) ON CONFLICT (key) DO NOTHING",
+                    new { MarkerKey, value = now.ToString("O", System.Globalization.CultureInfo.InvariantCulture), now }, tx, cancellationToken: ct));
+                if (claimed == 0) return false;
+                // A database from before the marker that has users was bootstrapped then (admin deleted or not).
+                var users = await conn.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM users", transaction: tx, cancellationToken: ct));
+                if (users > 0) return false;
+                await conn.ExecuteAsync(new CommandDefinition(
+                    """
+                    INSERT INTO users (id, username, password_hash, role, disabled, max_sessions, token_version, created_at, updated_at)
+                    VALUES (@id, @AdminUsername, @hash, @role, @disabled, @max, 1, @now, @now)
+                    """,
+                    new { id = Guid.NewGuid().ToString("N"), AdminUsername, hash, role = Roles.Admin, disabled = false, max = options.Value.DefaultMaxSessions, now },
+                    tx, cancellationToken: ct));
+                await audit.WriteAsync(conn, tx, SystemActor, AuditActions.UserCreated, AdminUsername,
+                    $"role={Roles.Admin} first start, password {(generated ? "generated" : "from STREAMSPACE_ADMIN_PASSWORD")}", null, ct);
+                return true;
+            }, ct);
+        }
+        catch
+        {
+            if (pending is not null) File.Delete(pending);
+            throw;
+        }
+        if (!created)
+        {
+            if (pending is not null) File.Delete(pending);
+            return;
+        }
 
-        if (generated)
+        if (pending is not null)
         {
-            var file = Path.Combine(options.Value.DataFolder, PasswordFileName);
-            Directory.CreateDirectory(options.Value.DataFolder);
-            await File.WriteAllTextAsync(file, password + "\n", ct);
-            if (!OperatingSystem.IsWindows())
-                File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            // A rename within the folder: the file appears whole, with the mode it was made with.
+            File.Move(pending, file, overwrite: true);
             // Printed once on the console on purpose: this is the only way the operator learns it.
             Console.Out.WriteLine($"StreamSpace admin account created: username 'admin', password '{password}' (saved to {file})");
             logger.LogInformation("Created the admin account with a generated password saved to {File}", file);
@@ -72,6 +87,33 @@ public sealed class AdminBootstrap(Db db, IOptions<StreamSpaceOptions> options, 
         else
         {
             logger.LogInformation("Created the admin account with the password from STREAMSPACE_ADMIN_PASSWORD");
+        }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="password"/> to a new file beside <paramref name="file"/>, readable by this account only from
+    /// the moment it exists (not written first and narrowed after), and answers its path.
+    /// </summary>
+    private static async Task<string> SavePendingAsync(string file, string password, CancellationToken ct)
+    {
+        var folder = Path.GetDirectoryName(file)!;
+        var pending = Path.Combine(folder, $".{PasswordFileName}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            Directory.CreateDirectory(folder);
+            var create = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+            if (!OperatingSystem.IsWindows()) create.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            await using var stream = new FileStream(pending, create);
+            await stream.WriteAsync(System.Text.Encoding.UTF8.GetBytes(password + "\n"), ct);
+            stream.Flush(flushToDisk: true);
+            return pending;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            try { File.Delete(pending); } catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException) { }
+            throw new StreamSpaceConfigurationException(
+                $"cannot save the generated admin password in {folder} ({ex.Message}): make STREAMSPACE_DATA a folder this account can write, " +
+                "or set STREAMSPACE_ADMIN_PASSWORD", ex);
         }
     }
 
