@@ -104,6 +104,16 @@ public sealed class StartupFailureTests
     [InlineData("StreamSpace__Streaming__RendezvousTimeout", "00:00:31", "Invalid StreamSpace configuration: StreamSpace__Streaming__RendezvousTimeout must be positive and at most StreamSpace__Streaming__DataTokenLifetime (00:00:30)")]
     [InlineData("StreamSpace__Streaming__AllowedOrigins__0", "not an origin", "Invalid StreamSpace configuration: StreamSpace__Streaming__AllowedOrigins__0 must be scheme://host[:port], got 'not an origin'")]
     [InlineData("StreamSpace__Streaming__ReplicaUrl", "ftp://127.0.0.7/", "Invalid StreamSpace configuration: StreamSpace__Streaming__ReplicaUrl must be http(s)://host[:port][/path] (this replica's own address as agents reach it), got 'ftp://127.0.0.7/'")]
+    [InlineData("STREAMSPACE_DATABASE", "sqlite:/etc/passwd/streamspace.db", "STREAMSPACE_DATABASE: cannot make the folder '/etc/passwd' for the SQLite database: The file '/etc/passwd' already exists.")]
+    [InlineData("STREAMSPACE_SESSION_MAX_PROCESSES", "5", "invalid agent configuration: SessionMaxProcesses (STREAMSPACE_SESSION_MAX_PROCESSES) must be between 16 and 4194304")]
+    [InlineData("StreamSpace__IdleAction", "sleep", "Invalid StreamSpace configuration: StreamSpace__IdleAction must be 'hibernate' or 'terminate', got 'sleep'")]
+    // Kestrel read these only once it started listening, after the database work: an abort with a stack trace, or (a
+    // port that is not a number) port 80 on every interface.
+    [InlineData("STREAMSPACE_URLS", "garbage", "Invalid StreamSpace configuration: STREAMSPACE_URLS must be http:// or https:// addresses with a port, ';'-separated (e.g. http://127.0.0.1:8000 or http://0.0.0.0:8000); 'garbage' is not an address")]
+    [InlineData("STREAMSPACE_URLS", "http://127.0.0.1:notaport", "Invalid StreamSpace configuration: STREAMSPACE_URLS must be http:// or https:// addresses with a port, ';'-separated (e.g. http://127.0.0.1:8000 or http://0.0.0.0:8000); 'http://127.0.0.1:notaport' has the port 'notaport'; a port is a number from 0 to 65535")]
+    [InlineData("STREAMSPACE_URLS", "http://127.0.0.1:0;http://127.0.0.1:99999", "Invalid StreamSpace configuration: STREAMSPACE_URLS must be http:// or https:// addresses with a port, ';'-separated (e.g. http://127.0.0.1:8000 or http://0.0.0.0:8000); 'http://127.0.0.1:99999' has the port '99999'; a port is a number from 0 to 65535")]
+    [InlineData("STREAMSPACE_URLS", "ftp://127.0.0.1:9999", "Invalid StreamSpace configuration: STREAMSPACE_URLS must be http:// or https:// addresses with a port, ';'-separated (e.g. http://127.0.0.1:8000 or http://0.0.0.0:8000); 'ftp://127.0.0.1:9999' has the scheme 'ftp'; the control plane serves http and https")]
+    [InlineData("ASPNETCORE_URLS", "http://[::1:8000", "Invalid StreamSpace configuration: the listen address (--urls, ASPNETCORE_URLS) must be http:// or https:// addresses with a port, ';'-separated (e.g. http://127.0.0.1:8000 or http://0.0.0.0:8000); 'http://[::1:8000' has an IPv6 host without its closing ']'")]
     public async Task A_setting_the_control_plane_cannot_start_with_ends_it_at_once_with_one_plain_line(string variable, string value, string message)
     {
         // With the embedded agent on, so its settings are read too.

@@ -16,12 +16,12 @@ public sealed record DatabaseTarget(DatabaseKind Kind, string ConnectionString)
     public static DatabaseTarget Parse(string? value, string dataFolder)
     {
         if (string.IsNullOrWhiteSpace(value))
-            return Sqlite(Path.Combine(dataFolder, "streamspace.db"));
+            return Sqlite(Path.Combine(dataFolder, "streamspace.db"), "STREAMSPACE_DATA");
         if (value.StartsWith("sqlite:", StringComparison.OrdinalIgnoreCase))
         {
             var path = value["sqlite:".Length..];
             if (path.Length == 0) throw new StreamSpaceConfigurationException("STREAMSPACE_DATABASE 'sqlite:' needs a file path, e.g. sqlite:./data/streamspace.db");
-            return Sqlite(path);
+            return Sqlite(path, "STREAMSPACE_DATABASE");
         }
         if (value.StartsWith("postgres://", StringComparison.OrdinalIgnoreCase) || value.StartsWith("postgresql://", StringComparison.OrdinalIgnoreCase))
         {
@@ -114,10 +114,20 @@ public sealed record DatabaseTarget(DatabaseKind Kind, string ConnectionString)
         }
     }
 
-    private static DatabaseTarget Sqlite(string path)
+    /// <param name="setting">The setting that named the file, for the error when its folder cannot be made.</param>
+    private static DatabaseTarget Sqlite(string path, string setting)
     {
         var full = Path.GetFullPath(path);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+        var folder = Path.GetDirectoryName(full)!;
+        try
+        {
+            Directory.CreateDirectory(folder);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // A setting the control plane cannot start with (exit code 2), said in one line, not an unhandled exception.
+            throw new StreamSpaceConfigurationException($"{setting}: cannot make the folder '{folder}' for the SQLite database: {ex.Message}", ex);
+        }
         var csb = new SqliteConnectionStringBuilder { DataSource = full, Cache = SqliteCacheMode.Private, Pooling = true, DefaultTimeout = 30 };
         return new DatabaseTarget(DatabaseKind.Sqlite, csb.ConnectionString);
     }

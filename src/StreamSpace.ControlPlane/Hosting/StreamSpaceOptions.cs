@@ -208,7 +208,7 @@ public sealed class StreamSpaceOptions
         // Input reaches the database every few seconds (the relay's activity flush): shorter timeouts would idle active users.
         if (IdleTimeout != TimeSpan.Zero && IdleTimeout < TimeSpan.FromMinutes(1)) errors.Add("StreamSpace__IdleTimeout must be 0 (off) or at least 00:01:00");
         else if (IdleTimeout > MaxLookBack) errors.Add($"StreamSpace__IdleTimeout must be at most {MaxLookBack:c}");
-        if (IdleAction is not (IdleHibernate or IdleTerminate)) errors.Add($"IdleAction must be '{IdleHibernate}' or '{IdleTerminate}', got '{IdleAction}'");
+        if (IdleAction is not (IdleHibernate or IdleTerminate)) errors.Add($"StreamSpace__IdleAction must be '{IdleHibernate}' or '{IdleTerminate}', got '{IdleAction}'");
         Interval(IdleCheckInterval, nameof(IdleCheckInterval));
         Duration(TokenLifetime, nameof(TokenLifetime), MaxTokenLifetime);
         if (LoginAttemptsPerUsernamePerMinute < 1) errors.Add("StreamSpace__LoginAttemptsPerUsernamePerMinute must be >= 1");

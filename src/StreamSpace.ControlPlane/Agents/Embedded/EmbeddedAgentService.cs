@@ -143,7 +143,7 @@ public sealed class EmbeddedAgentService(
     /// <c>StreamSpace:Agent</c> section, also for <c>SharedStateRoot</c>). Identity, runtime, capacity and region are the
     /// embedded agent's own and set by the caller. StateFolder is empty unless configured; a configured one is made now, or
     /// refused (<see cref="AgentOptionsException"/>) when it cannot be used, so the control plane stops before anything runs;
-    /// so is a session user that cannot name an account. Read once, by <see cref="EmbeddedAgentFolder.Claim"/>.
+    /// so is a session user that cannot name an account, or a process limit out of range. Read once, by <see cref="EmbeddedAgentFolder.Claim"/>.
     /// </summary>
     internal static AgentOptions SessionSettings(IConfiguration configuration)
     {
@@ -161,7 +161,7 @@ public sealed class EmbeddedAgentService(
             SessionWindowManager = configured.SessionWindowManager,
         };
         // Here, not only when the agent starts: that is after the control plane listens and made its database.
-        settings.ValidateSessionUser();
+        settings.ValidateSessionSettings();
         return settings;
     }
 
