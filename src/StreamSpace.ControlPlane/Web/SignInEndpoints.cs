@@ -34,8 +34,10 @@ public static class SignInEndpoints
     {
         // Checks its antiforgery token itself (SignInAsync): a failed check by the middleware is a bare 400 for a form that
         // only went stale, because another tab signed in or out after this page was loaded.
+        // Ahead of the sign-in page's own endpoint (a Blazor component answers POSTs too, with an empty 400 for any it does
+        // not take): every POST /signin is this one's, whatever its body.
         routes.MapPost("/signin", SignInAsync).AllowAnonymous().ExcludeFromDescription()
-            .DisableAntiforgery();
+            .DisableAntiforgery().WithOrder(-1);
         // Anonymous so that a browser whose sign-in already expired can still clear its cookie. Checks its antiforgery
         // token itself (SignOutAsync): the middleware only records a failed check, which refuses the request when the
         // endpoint binds a form, and this one binds none.
@@ -45,10 +47,29 @@ public static class SignInEndpoints
     }
 
     private static async Task<Results<RedirectHttpResult, JsonHttpResult<ApiError>>> SignInAsync(
-        [FromForm] SignInForm? form, HttpContext http, IAntiforgery antiforgery, IOptions<AntiforgeryOptions> antiforgeryOptions, CancellationToken ct)
+        HttpContext http, IAntiforgery antiforgery, IOptions<AntiforgeryOptions> antiforgeryOptions, CancellationToken ct)
     {
-        // The binder gives null when the form has none of the fields (a=1, an antiforgery token alone).
-        form ??= new SignInForm();
+        // Read here rather than bound ([FromForm]): that made routing pass a post without a form (no body, JSON) to the
+        // sign-in page's endpoint, an empty 400 page; this says what the endpoint takes.
+        if (!http.Request.HasFormContentType)
+            return ApiErrors.Of(StatusCodes.Status415UnsupportedMediaType, "Unsupported media type",
+                "POST /signin takes the sign-in page's form (application/x-www-form-urlencoded); sign in from /signin, or use POST /api/v1/auth/login.");
+        IFormCollection fields;
+        try
+        {
+            fields = await http.Request.ReadFormAsync(ct);
+        }
+        catch (Exception ex) when (ex is InvalidDataException or BadHttpRequestException)
+        {
+            // Over the form limits (field count, key or value length), or a body cut short.
+            return ApiErrors.Of(StatusCodes.Status400BadRequest, "Bad request", "The sign-in form cannot be read; submit it from the sign-in page.");
+        }
+        var form = new SignInForm
+        {
+            Username = fields["Username"] is [{ } username] ? username : null,
+            Password = fields["Password"] is [{ } password] ? password : null,
+            ReturnUrl = fields["ReturnUrl"] is [{ } returnTo] ? returnTo : null,
+        };
         var returnUrl = LocalUrl.OrRoot(form.ReturnUrl);
         if (!await antiforgery.IsRequestValidAsync(http))
         {

@@ -116,6 +116,24 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
         (await response.Content.ReadAsStringAsync()).ShouldContain("antiforgery token");
     }
 
+    [Theory]
+    [InlineData(null)]
+    [InlineData("application/json")]
+    [InlineData("text/plain")]
+    public async Task A_sign_in_post_without_a_form_is_a_415_saying_what_it_takes(string? contentType)
+    {
+        // The sign-in page's own endpoint answered these with an empty 400 page.
+        using var browser = host.Browser();
+        using var content = contentType is null ? null : new StringContent("""{"username":"admin"}""", System.Text.Encoding.UTF8, contentType);
+        using var response = await browser.Http.PostAsync("/signin", content);
+        var text = await response.Content.ReadAsStringAsync();
+        response.StatusCode.ShouldBe(HttpStatusCode.UnsupportedMediaType, text);
+        using var json = System.Text.Json.JsonDocument.Parse(text);
+        json.RootElement.GetProperty("error").GetString().ShouldBe("Unsupported media type");
+        json.RootElement.GetProperty("message").GetString().ShouldBe(
+            "POST /signin takes the sign-in page's form (application/x-www-form-urlencoded); sign in from /signin, or use POST /api/v1/auth/login.");
+    }
+
     [Fact]
     public async Task A_sign_in_post_with_only_a_token_goes_back_to_the_form()
     {
