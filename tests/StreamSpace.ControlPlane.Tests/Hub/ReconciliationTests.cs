@@ -134,12 +134,16 @@ public abstract class ReconciliationTests(HubControlPlane cp)
     {
         var (agentId, token) = await cp.CreateAgentAsync();
         var exited = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var failedApp = await cp.CreateSessionAsync(agentId, SessionState.Running);
+        var chatty = await cp.CreateSessionAsync(agentId, SessionState.Running);
         var crashed = await cp.CreateSessionAsync(agentId, SessionState.Running);
         var killed = await cp.CreateSessionAsync(agentId, SessionState.Running);
         var killedHibernated = await cp.CreateSessionAsync(agentId, SessionState.Hibernated);
         await using var agent = await cp.OnlineAgentAsync(agentId, token,
         [
             new SessionInventoryItem { SessionId = exited, State = ObservedStates.Exited, Reason = "app exited with code 0" },
+            new SessionInventoryItem { SessionId = failedApp, State = ObservedStates.Exited, Reason = "app exited with code 127" },
+            new SessionInventoryItem { SessionId = chatty, State = ObservedStates.Exited, Reason = "app exited with code 2 and said hello" },
             // An older agent's item: no reason.
             new SessionInventoryItem { SessionId = crashed, State = ObservedStates.Crashed },
             new SessionInventoryItem { SessionId = killed, State = ObservedStates.Crashed, Reason = "app killed by signal 15" },
@@ -147,6 +151,10 @@ public abstract class ReconciliationTests(HubControlPlane cp)
         ]);
         await cp.SessionStateIsAsync(exited, SessionState.Terminated, Soon);
         (await cp.SessionRowAsync(exited)).Reason.ShouldBe("app exited", "an app that exited by itself ended normally, whatever it said");
+        await cp.SessionStateIsAsync(failedApp, SessionState.Terminated, Soon);
+        (await cp.SessionRowAsync(failedApp)).Reason.ShouldBe("app exited with code 127", "an exit code other than 0 is what tells a user the app failed");
+        await cp.SessionStateIsAsync(chatty, SessionState.Terminated, Soon);
+        (await cp.SessionRowAsync(chatty)).Reason.ShouldBe("app exited", "only the code is kept, not other text");
         await cp.SessionStateIsAsync(crashed, SessionState.Failed, Soon);
         (await cp.SessionRowAsync(crashed)).Reason.ShouldBe("crashed: reported at reconnect");
         await cp.SessionStateIsAsync(killed, SessionState.Failed, Soon);

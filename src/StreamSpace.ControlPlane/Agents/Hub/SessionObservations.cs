@@ -62,7 +62,7 @@ public sealed class SessionObservations(Db db, TimeProvider time, ILogger<Sessio
             {
                 ObservedStates.Running => await SessionTransitions.FromAsync(conn, tx, status.SessionId, AwaitingReady, SessionState.Running, null, now, ct),
                 ObservedStates.Hibernated => await SessionTransitions.FromAsync(conn, tx, status.SessionId, [SessionState.Hibernating], SessionState.Hibernated, null, now, ct),
-                ObservedStates.Exited => await EndAsync(conn, tx, current, status.SessionId, "app exited", now, ct),
+                ObservedStates.Exited => await EndAsync(conn, tx, current, status.SessionId, ExitedReason(status.Reason), now, ct),
                 ObservedStates.Stopped => await EndAsync(conn, tx, current, status.SessionId, "stopped on the agent", now, ct),
                 ObservedStates.Crashed when current == SessionState.Terminating =>
                     await EndAsync(conn, tx, current, status.SessionId, "stopped (crashed while terminating)", now, ct),
@@ -87,6 +87,20 @@ public sealed class SessionObservations(Db db, TimeProvider time, ILogger<Sessio
             connection.AgentId, status.SessionId, status.State, outcome);
         return true;
     }
+
+    private const string ExitedWithCode = "app exited with code ";
+
+    /// <summary>
+    /// The reason an app that exited by itself ends its session with: "app exited", and the exit code when the agent gave
+    /// one other than 0 (<c>app exited with code 127</c>: what a user needs to see that the app failed at once). Written
+    /// here from the number; any other text the agent sent is not kept, an exit being a normal end whatever it said.
+    /// </summary>
+    internal static string ExitedReason(string? reported) =>
+        reported is not null && reported.StartsWith(ExitedWithCode, StringComparison.Ordinal)
+        && int.TryParse(reported.AsSpan(ExitedWithCode.Length), System.Globalization.NumberStyles.AllowLeadingSign,
+            System.Globalization.CultureInfo.InvariantCulture, out var code) && code != 0
+            ? ExitedWithCode + code.ToString(System.Globalization.CultureInfo.InvariantCulture)
+            : "app exited";
 
     private static async Task<string?> EndAsync(
         System.Data.Common.DbConnection conn, System.Data.Common.DbTransaction tx, string? current, string sessionId, string reason, DateTimeOffset now, CancellationToken ct) =>
