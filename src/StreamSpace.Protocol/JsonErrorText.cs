@@ -33,6 +33,13 @@ public static class JsonErrorText
             field = DuplicatedField(field, said);
             problem = $"appears more than once in {container}";
         }
+        else if (said.StartsWith("The JSON value could not be converted to", StringComparison.Ordinal)
+                 && IsInvalidUtf16(json))
+        {
+            // A string after all, but one no text can hold: a \uD800-\uDFFF escape without its other half.
+            if (field.Length == 0) return ($"{whole} must be text without a lone surrogate (a \\uD800-\\uDFFF escape without its pair).", null, null);
+            problem = "must be text without a lone surrogate (a \\uD800-\\uDFFF escape without its pair)";
+        }
         else if (said.StartsWith("The JSON value could not be converted to", StringComparison.Ordinal))
         {
             var target = TypeAt(bodyType, field, options);
@@ -55,6 +62,16 @@ public static class JsonErrorText
     }
 
     private const string MissingRequired = "missing required properties including: ";
+
+    /// <summary>The reader refused a string's escapes as UTF-16 (a lone surrogate); nested once more for a constructor's parameter.</summary>
+    private static bool IsInvalidUtf16(Exception json)
+    {
+        for (var inner = json.InnerException; inner is not null; inner = inner.InnerException)
+        {
+            if (inner is InvalidOperationException && inner.Message.Contains("UTF-16 JSON text", StringComparison.Ordinal)) return true;
+        }
+        return false;
+    }
 
     /// <summary>
     /// The repeated field: the serializer names it ("Duplicate property 'role' encountered ..."), by the spelling of the

@@ -31,6 +31,11 @@ public abstract class BodyErrorMessageTests(ControlPlaneFixture cp)
     [InlineData("/api/v1/sessions", """{"template":"xterm","resources":{"cpu":"1","memory":"1Gi","cpu":"64"}}""",
         "'resources.cpu' appears more than once in this request.", "resources.cpu")]
     [InlineData("/api/v1/agents", """{"agentId":"w1","maxSessions":"3"}""", "'maxSessions' must be a whole number or null.", "maxSessions")]
+    // A string, but not text: reported as what it is, not as "must be a string".
+    [InlineData("/api/v1/users", """{"username":"a\ud800b","password":"long-enough"}""",
+        "'username' must be text without a lone surrogate (a \\uD800-\\uDFFF escape without its pair).", "username")]
+    [InlineData("/api/v1/sessions", """{"template":"xterm","resources":{"cpu":"\udc00"}}""",
+        "'resources.cpu' must be text without a lone surrogate (a \\uD800-\\uDFFF escape without its pair).", "resources.cpu")]
     public async Task A_body_that_cannot_be_bound_is_explained_in_the_apis_terms(string path, string body, string message, string? field)
     {
         var admin = await cp.AdminClientAsync();
