@@ -21,7 +21,7 @@ public static class AgentStreamEndpoint
         string streamId, HttpContext http, StreamRendezvous rendezvous, ILoggerFactory loggers)
     {
         if (!http.WebSockets.IsWebSocketRequest)
-            return ApiErrors.BadRequest("This endpoint speaks WebSocket only.");
+            return ApiErrors.Of(StatusCodes.Status400BadRequest, "WebSocket required", "This endpoint speaks WebSocket only.");
         var pending = rendezvous.Claim(streamId, BearerToken(http.Request));
         if (pending is null)
             return ApiErrors.Of(StatusCodes.Status401Unauthorized, "Invalid stream token",

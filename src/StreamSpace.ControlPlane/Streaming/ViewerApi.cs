@@ -69,7 +69,7 @@ public static class ViewerApi
         if (ticket.Length == 0)
             return Unauthorized("Ticket required", "Connect with ?ticket= from POST /api/v1/sessions/{id}/viewer-ticket.");
         if (!http.WebSockets.IsWebSocketRequest)
-            return ApiErrors.BadRequest("This endpoint speaks WebSocket only (binary RFB frames).");
+            return ApiErrors.Of(StatusCodes.Status400BadRequest, "WebSocket required", "This endpoint speaks WebSocket only (binary RFB frames).");
 
         var (refusal, holder) = await tickets.ConsumeAsync(ticket, id, ct);
         switch (refusal)

@@ -130,6 +130,26 @@ public abstract class TicketTests(StreamingControlPlane cp)
     }
 
     [Fact]
+    public async Task A_plain_get_with_a_ticket_is_told_to_use_a_websocket_and_leaves_the_ticket_usable()
+    {
+        // A link opened in a browser tab, or curl: not a viewer, so the ticket is not spent on it.
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        var (ticket, url) = await alice.TicketAsync(session);
+
+        using var plain = await cp.Client().GetAsync(VncPath(session, ticket), TestContext.Current.CancellationToken);
+        var error = await plain.ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        error.GetProperty("error").GetString().ShouldBe("WebSocket required");
+        error.GetProperty("message").GetString().ShouldBe("This endpoint speaks WebSocket only (binary RFB frames).");
+
+        using var viewer = await cp.ConnectViewerAsync(url);
+        viewer.SubProtocol.ShouldBe("binary");
+        await viewer.CloseAsync(WebSocketCloseStatus.NormalClosure, "", CancellationToken.None);
+    }
+
+    [Fact]
     public async Task A_ticket_used_by_a_connected_viewer_cannot_connect_a_second_one()
     {
         var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
