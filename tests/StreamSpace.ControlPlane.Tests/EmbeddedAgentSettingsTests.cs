@@ -114,6 +114,50 @@ public sealed class EmbeddedAgentSettingsTests : IDisposable
     }
 
     [Fact]
+    public async Task The_embedded_agent_runs_sessions_with_the_agent_sections_settings()
+    {
+        // StreamSpace:Agent:Geometry (and the rest of the section) used to apply to standalone agents only: the embedded
+        // one took the session account and limit settings and ignored the others without a word.
+        var data = Directory.CreateDirectory(Path.Combine(_root, "data")).FullName;
+        var (app, admin) = await StartAsync(data, "--StreamSpace:Agent:Geometry=1024x640");
+        await using (app)
+        using (admin)
+        {
+            await OnlineLocalAgentAsync(admin);
+            using var created = await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, TestContext.Current.CancellationToken);
+            created.StatusCode.ShouldBe(System.Net.HttpStatusCode.Created, await created.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
+            var id = (await created.Content.ReadFromJsonAsync<JsonElement>(TestContext.Current.CancellationToken)).GetProperty("id").GetString()!;
+            var session = await SessionPastAsync(admin, id, "pending", "starting");
+            session.GetProperty("state").GetString().ShouldBe("running", session.ToString());
+
+            // The session's Xvnc: its process group is the session's, its command line says the size.
+            var xvnc = Directory.EnumerateDirectories("/proc")
+                .Select(p => { try { return File.ReadAllText(Path.Combine(p, "cmdline")).Split('\0'); } catch (IOException) { return []; } })
+                .Where(args => args.Length > 0 && Path.GetFileName(args[0]) == "Xvnc" && args.Any(a => a.Contains(data, StringComparison.Ordinal)))
+                .ToList();
+            xvnc.ShouldHaveSingleItem($"one Xvnc under {data}").ShouldContain("1024x640");
+
+            using var deleted = await admin.DeleteAsync($"/api/v1/sessions/{id}", TestContext.Current.CancellationToken);
+            deleted.IsSuccessStatusCode.ShouldBeTrue();
+            (await SessionPastAsync(admin, id, "running", "terminating")).GetProperty("state").GetString().ShouldBe("terminated");
+            await app.StopAsync(TestContext.Current.CancellationToken);
+        }
+    }
+
+    [Theory]
+    [InlineData("--StreamSpace:Agent:Geometry=huge", "invalid agent configuration: Geometry must look like 1280x800")]
+    [InlineData("--StreamSpace:Agent:SessionLogMaxBytes=10", "invalid agent configuration: SessionLogMaxBytes (StreamSpace__Agent__SessionLogMaxBytes) must be at least 65536")]
+    [InlineData("--STREAMSPACE_SESSION_MAX_PROCESSES=5", "invalid agent configuration: SessionMaxProcesses (STREAMSPACE_SESSION_MAX_PROCESSES) must be between 16 and 4194304")]
+    public void An_agent_setting_the_embedded_agent_cannot_start_with_is_refused_when_the_control_plane_is_built(string setting, string message)
+    {
+        // Not once the control plane listens and made its database, as the embedded agent's own start would find it.
+        var data = Directory.CreateDirectory(Path.Combine(_root, "data")).FullName;
+        Should.Throw<StreamSpace.Agent.Hosting.AgentOptionsException>(
+            () => StreamSpaceApp.Build(ControlPlaneFixture.StandaloneArgs(data, embeddedAgent: true, [setting]))).Message.ShouldBe(message);
+        File.Exists(Path.Combine(data, "streamspace.db")).ShouldBeFalse();
+    }
+
+    [Fact]
     public async Task The_embedded_agents_capacity_follows_the_setting_on_every_start()
     {
         // The agent enforces StreamSpace__EmbeddedAgentMaxSessions; the row must say the same, or placement and the agent

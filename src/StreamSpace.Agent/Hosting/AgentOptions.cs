@@ -189,7 +189,7 @@ public sealed partial class AgentOptions
         if (KeepAliveInterval <= TimeSpan.Zero) problems.Add("KeepAliveInterval must be positive");
         if (KeepAliveTimeout <= TimeSpan.Zero || KeepAliveTimeout > TimeSpan.FromHours(1)) problems.Add("KeepAliveTimeout must be positive and at most one hour");
         if (CommandRetention < CommandRecords.MinRetention) problems.Add("CommandRetention must be at least 24 hours (contract §5)");
-        problems.AddRange(SessionSettingProblems());
+        if (SessionUserProblem() is { } sessionUser) problems.Add(sessionUser);
         if (string.IsNullOrWhiteSpace(XvncPath)) problems.Add("XvncPath is required");
         if (!System.Text.RegularExpressions.Regex.IsMatch(Geometry, @"^[0-9]{3,5}x[0-9]{3,5}\z")) problems.Add("Geometry must look like 1280x800");
         if (FirstDisplay is < 1 or > 60_000) problems.Add("FirstDisplay must be between 1 and 60000");
@@ -198,6 +198,7 @@ public sealed partial class AgentOptions
         if (StopGracePeriod < TimeSpan.Zero) problems.Add("StopGracePeriod must not be negative");
         if (MonitorInterval <= TimeSpan.Zero) problems.Add("MonitorInterval must be positive");
         if (SessionLogMaxBytes < MinSessionLogMaxBytes) problems.Add($"SessionLogMaxBytes (StreamSpace__Agent__SessionLogMaxBytes) must be at least {MinSessionLogMaxBytes}");
+        if (SessionMaxProcesses is < 16 or > 4_194_304) problems.Add("SessionMaxProcesses (STREAMSPACE_SESSION_MAX_PROCESSES) must be between 16 and 4194304");
         if (problems.Count > 0)
         {
             throw new AgentOptionsException("invalid agent configuration: " + string.Join("; ", problems));
@@ -230,20 +231,21 @@ public sealed partial class AgentOptions
     }
 
     /// <summary>
-    /// Throws <see cref="AgentOptionsException"/> naming every problem of the settings that shape a session (its account and
-    /// limits): the part of <see cref="Validate"/> an embedded agent's control plane checks before it starts, since the
-    /// agent's own identity is set later.
+    /// <see cref="Validate"/> for an agent whose host sets its identity, runtime, capacity, region and heartbeat later (the
+    /// embedded agent, whose control plane checks the rest before it starts): every other setting is checked now.
     /// </summary>
-    public void ValidateSessionSettings()
+    public void ValidateExceptIdentity()
     {
-        if (SessionSettingProblems().ToList() is [_, ..] problems)
-            throw new AgentOptionsException("invalid agent configuration: " + string.Join("; ", problems));
-    }
-
-    private IEnumerable<string> SessionSettingProblems()
-    {
-        if (SessionUserProblem() is { } sessionUser) yield return sessionUser;
-        if (SessionMaxProcesses is < 16 or > 4_194_304) yield return "SessionMaxProcesses (STREAMSPACE_SESSION_MAX_PROCESSES) must be between 16 and 4194304";
+        var probe = (AgentOptions)MemberwiseClone();
+        probe.ControlPlaneUrl = "http://127.0.0.1";
+        probe.AgentId = "embedded";
+        probe.Token = "embedded";
+        probe.Runtime = Platforms.Process;
+        probe.HeartbeatSeconds = 10;
+        probe.MaxSessions = 1;
+        probe.Region = "embedded";
+        if (string.IsNullOrWhiteSpace(probe.StateFolder)) probe.StateFolder = "embedded";
+        probe.Validate();
     }
 
     /// <summary>Linux account names: at most 32 characters (utmp, and what shadow's useradd accepts).</summary>

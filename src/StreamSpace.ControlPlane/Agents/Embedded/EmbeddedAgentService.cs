@@ -137,31 +137,23 @@ public sealed class EmbeddedAgentService(
     }
 
     /// <summary>
-    /// The embedded agent's session settings, read like a standalone agent's (README, "Agent process"):
-    /// <c>STREAMSPACE_AGENT_STATE</c>, <c>STREAMSPACE_SESSION_LIMITS</c>, <c>STREAMSPACE_SESSION_MAX_PROCESSES</c>,
-    /// <c>STREAMSPACE_SESSION_USER</c> and <c>…_PER_OWNER</c>, <c>STREAMSPACE_SESSION_WINDOW_MANAGER</c> (or the
-    /// <c>StreamSpace:Agent</c> section, also for <c>SharedStateRoot</c>). Identity, runtime, capacity and region are the
-    /// embedded agent's own and set by the caller. StateFolder is empty unless configured; a configured one is made now, or
-    /// refused (<see cref="AgentOptionsException"/>) when it cannot be used, so the control plane stops before anything runs;
-    /// so is a session user that cannot name an account, or a process limit out of range. Read once, by <see cref="EmbeddedAgentFolder.Claim"/>.
+    /// The embedded agent's settings, read as a standalone agent's are (README, "Agent process"): <c>STREAMSPACE_AGENT_STATE</c>,
+    /// the <c>STREAMSPACE_SESSION_*</c> variables and the whole <c>StreamSpace:Agent</c> section (<c>Geometry</c>,
+    /// <c>SessionLogMaxBytes</c>, <c>XvncPath</c>, <c>SharedStateRoot</c>, ...). Identity, runtime, capacity, region and
+    /// heartbeat are the embedded agent's own and set by the caller. StateFolder is empty unless configured; a configured
+    /// one is made now, or refused (<see cref="AgentOptionsException"/>) when it cannot be used, so the control plane stops
+    /// before anything runs; so does any other setting the agent could not start with. Read once, by
+    /// <see cref="EmbeddedAgentFolder.Claim"/>.
     /// </summary>
     internal static AgentOptions SessionSettings(IConfiguration configuration)
     {
-        var configured = AgentOptions.FromConfiguration(configuration);
+        var settings = AgentOptions.FromConfiguration(configuration);
         if (AgentOptions.ConfiguredStateFolder(configuration) is { } folder)
             new AgentOptions { StateFolder = folder }.EnsureStateFolder();
-        var settings = new AgentOptions
-        {
-            StateFolder = AgentOptions.ConfiguredStateFolder(configuration) ?? "",
-            SharedStateRoot = configured.SharedStateRoot,
-            SessionUser = configured.SessionUser,
-            SessionUserPerOwner = configured.SessionUserPerOwner,
-            SessionLimits = configured.SessionLimits,
-            SessionMaxProcesses = configured.SessionMaxProcesses,
-            SessionWindowManager = configured.SessionWindowManager,
-        };
+        // Not the standalone default (./data/agent-<STREAMSPACE_AGENT_ID>): unset, the data folder decides (EmbeddedAgentFolder).
+        settings.StateFolder = AgentOptions.ConfiguredStateFolder(configuration) ?? "";
         // Here, not only when the agent starts: that is after the control plane listens and made its database.
-        settings.ValidateSessionSettings();
+        settings.ValidateExceptIdentity();
         return settings;
     }
 
