@@ -172,7 +172,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
 
         // Environment: display set, template env passed, never headless, no agent secrets.
         var appPid = record["app"]!["pid"]!.GetValue<int>();
-        var environ = File.ReadAllText($"/proc/{appPid}/environ").Split('\0');
+        var environ = await AppEnvironmentAsync(appPid);
         environ.ShouldContain($":{record["display"]!.GetValue<int>()}".Insert(0, "DISPLAY="));
         environ.ShouldContain("GREETING=hi");
         environ.ShouldNotContain(e => e.StartsWith("MOZ_HEADLESS", StringComparison.Ordinal));
@@ -203,6 +203,19 @@ public class ProcessRuntimeTests : IAsyncDisposable
         await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
     }
 
+    /// <summary>
+    /// The environment of the session's app process. /proc shows none while that process is inside its exec (the shell
+    /// the leader forked running /bin/sh -c, which execs the app's command; the kernel sets the new image's environment up
+    /// as part of the exec), so an empty one is read again, for up to 10 s. Seen empty once in a full run under load.
+    /// </summary>
+    private static async Task<string[]> AppEnvironmentAsync(int appPid)
+    {
+        var environ = "";
+        for (var until = DateTime.UtcNow.AddSeconds(10); environ.Length == 0 && DateTime.UtcNow < until; await Task.Delay(50, TestContext.Current.CancellationToken))
+            environ = await File.ReadAllTextAsync($"/proc/{appPid}/environ", TestContext.Current.CancellationToken);
+        return environ.Split('\0');
+    }
+
     [Fact]
     public async Task The_sessions_display_admits_only_programs_holding_its_cookie()
     {
@@ -214,7 +227,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
         var xauthority = Path.Combine(_state.Folder, "sessions", args.SessionId, "run", XAuthority.FileName);
         File.GetUnixFileMode(xauthority).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite);
         var appPid = record["app"]!["pid"]!.GetValue<int>();
-        File.ReadAllText($"/proc/{appPid}/environ").Split('\0').ShouldContain($"XAUTHORITY={xauthority}");
+        (await AppEnvironmentAsync(appPid)).ShouldContain($"XAUTHORITY={xauthority}");
 
         // With the session's cookie (as the session user, like its app) the X server answers; without it nobody gets
         // in, not even root, although X access is by socket and every local user can reach the socket.
