@@ -63,6 +63,23 @@ public sealed class EmbeddedAgentSettingsTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Creates an xterm session on the embedded agent, waits until it runs, hands its id to <paramref name="whileRunning"/>,
+    /// then deletes it and waits until it is terminated.
+    /// </summary>
+    private static async Task WithRunningXtermAsync(HttpClient admin, Action<string> whileRunning)
+    {
+        using var created = await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, TestContext.Current.CancellationToken);
+        created.StatusCode.ShouldBe(System.Net.HttpStatusCode.Created, await created.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
+        var id = (await created.Content.ReadFromJsonAsync<JsonElement>(TestContext.Current.CancellationToken)).GetProperty("id").GetString()!;
+        var session = await SessionPastAsync(admin, id, "pending", "starting");
+        session.GetProperty("state").GetString().ShouldBe("running", session.ToString());
+        whileRunning(id);
+        using var deleted = await admin.DeleteAsync($"/api/v1/sessions/{id}", TestContext.Current.CancellationToken);
+        deleted.IsSuccessStatusCode.ShouldBeTrue();
+        (await SessionPastAsync(admin, id, "running", "terminating")).GetProperty("state").GetString().ShouldBe("terminated");
+    }
+
     [Fact]
     public async Task As_root_sessions_start_when_the_data_folder_is_in_a_folder_the_session_accounts_cannot_enter()
     {
@@ -79,19 +96,12 @@ public sealed class EmbeddedAgentSettingsTests : IDisposable
         using (admin)
         {
             await OnlineLocalAgentAsync(admin);
-            using var created = await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, TestContext.Current.CancellationToken);
-            created.StatusCode.ShouldBe(System.Net.HttpStatusCode.Created, await created.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
-            var id = (await created.Content.ReadFromJsonAsync<JsonElement>(TestContext.Current.CancellationToken)).GetProperty("id").GetString()!;
-
-            var session = await SessionPastAsync(admin, id, "pending", "starting");
-            session.GetProperty("state").GetString().ShouldBe("running", session.ToString());
-            var state = Directory.EnumerateDirectories(shared).ShouldHaveSingleItem();
-            Directory.Exists(Path.Combine(state, "sessions", id)).ShouldBeTrue();
-            Directory.Exists(Path.Combine(data, "agent-local")).ShouldBeFalse("the state went to the data folder after all");
-
-            using var deleted = await admin.DeleteAsync($"/api/v1/sessions/{id}", TestContext.Current.CancellationToken);
-            deleted.IsSuccessStatusCode.ShouldBeTrue();
-            (await SessionPastAsync(admin, id, "running", "terminating")).GetProperty("state").GetString().ShouldBe("terminated");
+            await WithRunningXtermAsync(admin, id =>
+            {
+                var state = Directory.EnumerateDirectories(shared).ShouldHaveSingleItem();
+                Directory.Exists(Path.Combine(state, "sessions", id)).ShouldBeTrue();
+                Directory.Exists(Path.Combine(data, "agent-local")).ShouldBeFalse("the state went to the data folder after all");
+            });
             await app.StopAsync(TestContext.Current.CancellationToken);
         }
     }
@@ -124,22 +134,15 @@ public sealed class EmbeddedAgentSettingsTests : IDisposable
         using (admin)
         {
             await OnlineLocalAgentAsync(admin);
-            using var created = await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm" }, TestContext.Current.CancellationToken);
-            created.StatusCode.ShouldBe(System.Net.HttpStatusCode.Created, await created.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
-            var id = (await created.Content.ReadFromJsonAsync<JsonElement>(TestContext.Current.CancellationToken)).GetProperty("id").GetString()!;
-            var session = await SessionPastAsync(admin, id, "pending", "starting");
-            session.GetProperty("state").GetString().ShouldBe("running", session.ToString());
-
-            // The session's Xvnc: its process group is the session's, its command line says the size.
-            var xvnc = Directory.EnumerateDirectories("/proc")
-                .Select(p => { try { return File.ReadAllText(Path.Combine(p, "cmdline")).Split('\0'); } catch (IOException) { return []; } })
-                .Where(args => args.Length > 0 && Path.GetFileName(args[0]) == "Xvnc" && args.Any(a => a.Contains(data, StringComparison.Ordinal)))
-                .ToList();
-            xvnc.ShouldHaveSingleItem($"one Xvnc under {data}").ShouldContain("1024x640");
-
-            using var deleted = await admin.DeleteAsync($"/api/v1/sessions/{id}", TestContext.Current.CancellationToken);
-            deleted.IsSuccessStatusCode.ShouldBeTrue();
-            (await SessionPastAsync(admin, id, "running", "terminating")).GetProperty("state").GetString().ShouldBe("terminated");
+            await WithRunningXtermAsync(admin, _ =>
+            {
+                // The session's Xvnc (its socket is in the state folder under the data folder): its command line says the size.
+                var xvnc = Directory.EnumerateDirectories("/proc")
+                    .Select(p => { try { return File.ReadAllText(Path.Combine(p, "cmdline")).Split('\0'); } catch (IOException) { return []; } })
+                    .Where(args => args.Length > 0 && Path.GetFileName(args[0]) == "Xvnc" && args.Any(a => a.Contains(data, StringComparison.Ordinal)))
+                    .ToList();
+                xvnc.ShouldHaveSingleItem($"one Xvnc under {data}").ShouldContain("1024x640");
+            });
             await app.StopAsync(TestContext.Current.CancellationToken);
         }
     }
