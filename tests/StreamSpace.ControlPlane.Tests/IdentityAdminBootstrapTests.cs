@@ -100,6 +100,11 @@ public abstract class IdentityAdminBootstrapTests(DatabaseKind kind)
         }
     }
 
+    /// <summary>The bootstrap on its own, without a host: real database, real audit log, system time.</summary>
+    private static AdminBootstrap NewBootstrap(Db db, StreamSpaceOptions options) =>
+        new(db, Microsoft.Extensions.Options.Options.Create(options), new Audit.AuditLog(db, TimeProvider.System),
+            TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLogger<AdminBootstrap>.Instance);
+
     [Fact]
     public async Task A_database_from_before_the_marker_that_has_users_gets_no_new_admin()
     {
@@ -117,8 +122,7 @@ public abstract class IdentityAdminBootstrapTests(DatabaseKind kind)
                 """, new { hash = PasswordHasher.Hash("operator-password"), no = false, now = DateTimeOffset.UtcNow });
         }
         var options = new StreamSpaceOptions { DataFolder = Path.GetTempPath(), AdminPassword = "configured-password" };
-        var bootstrap = new AdminBootstrap(db, Microsoft.Extensions.Options.Options.Create(options), new Audit.AuditLog(db, TimeProvider.System),
-            TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLogger<AdminBootstrap>.Instance);
+        var bootstrap = NewBootstrap(db, options);
         await bootstrap.EnsureAdminAsync(ct);
         await using var check = await db.OpenAsync(ct);
         (await Dapper.SqlMapper.ExecuteScalarAsync<long>(check, "SELECT COUNT(*) FROM users WHERE username = 'admin'")).ShouldBe(0);
@@ -179,8 +183,7 @@ public abstract class IdentityAdminBootstrapTests(DatabaseKind kind)
         await using var database = await TestDatabase.CreateAsync(kind);
         SchemaMigrator.MigrateUp(database.Target);
         await using var db = new Db(database.Target);
-        AdminBootstrap Bootstrap(string dataFolder) => new(db, Microsoft.Extensions.Options.Options.Create(new StreamSpaceOptions { DataFolder = dataFolder }),
-            new Audit.AuditLog(db, TimeProvider.System), TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLogger<AdminBootstrap>.Instance);
+        AdminBootstrap Bootstrap(string dataFolder) => NewBootstrap(db, new StreamSpaceOptions { DataFolder = dataFolder });
 
         // A folder below a file cannot be made, whoever runs the test (root included).
         var message = (await Should.ThrowAsync<StreamSpaceConfigurationException>(() => Bootstrap("/etc/passwd/streamspace").EnsureAdminAsync(ct))).Message;
@@ -219,8 +222,7 @@ public abstract class IdentityAdminBootstrapTests(DatabaseKind kind)
         SchemaMigrator.MigrateUp(database.Target);
         await using var db = new Db(database.Target);
         var options = new StreamSpaceOptions { DataFolder = dataFolder, AdminPassword = "configured-password" };
-        var bootstrap = new AdminBootstrap(db, Microsoft.Extensions.Options.Options.Create(options), new Audit.AuditLog(db, TimeProvider.System),
-            TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLogger<AdminBootstrap>.Instance);
+        var bootstrap = NewBootstrap(db, options);
         await bootstrap.EnsureAdminAsync(TestContext.Current.CancellationToken);
         await bootstrap.EnsureAdminAsync(TestContext.Current.CancellationToken);
         File.Exists(Path.Combine(dataFolder, AdminBootstrap.PasswordFileName)).ShouldBeFalse();
