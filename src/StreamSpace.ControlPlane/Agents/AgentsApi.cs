@@ -199,11 +199,7 @@ public static partial class AgentsApi
             var exists = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
                 $"SELECT agent_id FROM agents WHERE agent_id = @agentId{db.ForUpdate}", new { agentId }, tx, cancellationToken: ct));
             if (exists is null) return new DeleteOutcome(false, 0, 0, 0);
-            var live = await conn.QuerySingleAsync<(long Live, long Stopping)>(new CommandDefinition(
-                $"""
-                SELECT COUNT(*) AS Live, COALESCE(SUM(CASE WHEN state = @terminating THEN 1 ELSE 0 END), 0) AS Stopping
-                FROM sessions WHERE agent_id = @agentId AND state IN ({SessionState.LiveSqlList})
-                """, new { agentId, terminating = SessionState.Terminating }, tx, cancellationToken: ct));
+            var live = await CountLiveAsync(conn, tx, "agent_id", agentId, ct);
             if (live.Live > 0) return new DeleteOutcome(true, live.Live, live.Stopping, 0);
             var unconfirmed = await CountUnconfirmedAsync(conn, tx, "WHERE c.agent_id = @agentId", new { agentId }, ct);
             if (unconfirmed > 0 && !forced) return new DeleteOutcome(true, 0, 0, unconfirmed);
@@ -235,6 +231,18 @@ public static partial class AgentsApi
         """;
 
     /// <summary>
+    /// The live sessions whose <paramref name="column"/> (<c>agent_id</c> or <c>user_id</c>) is <paramref name="value"/>,
+    /// and how many of them are already being stopped (<c>terminating</c>): what the agent and user deletes refuse over.
+    /// </summary>
+    internal static Task<(long Live, long Stopping)> CountLiveAsync(
+        System.Data.Common.DbConnection conn, System.Data.Common.DbTransaction tx, string column, string value, CancellationToken ct) =>
+        conn.QuerySingleAsync<(long Live, long Stopping)>(new CommandDefinition(
+            $"""
+            SELECT COUNT(*) AS Live, COALESCE(SUM(CASE WHEN state = @terminating THEN 1 ELSE 0 END), 0) AS Stopping
+            FROM sessions WHERE {column} = @value AND state IN ({SessionState.LiveSqlList})
+            """, new { value, terminating = SessionState.Terminating }, tx, cancellationToken: ct));
+
+    /// <summary>
     /// Counts the sessions an agent may still run though the control plane ended them without its word
     /// (<see cref="UnconfirmedCommandSql"/>), among the commands <paramref name="scope"/> keeps: a join and a WHERE over
     /// <c>c</c> (the command) and <c>a</c> (its agent), with its parameters in <paramref name="scopeArgs"/>. The agent
@@ -256,9 +264,8 @@ public static partial class AgentsApi
 
     private readonly record struct DeleteOutcome(bool Found, long Live, long Stopping, long Unconfirmed);
 
-    /// <summary>The delete's 409 while sessions run on the agent: <c>?force=true</c> does not override it.</summary>
     /// <summary>
-    /// The delete's 409 while sessions are placed on the agent. Those already being stopped (<c>terminating</c>, deleted
+    /// The delete's 409 while sessions are placed on the agent (<c>?force=true</c> does not override it). Those already being stopped (<c>terminating</c>, deleted
     /// by their users or an admin) need nothing but time or the agent's return, so the message says so instead of asking
     /// the admin to delete them again.
     /// </summary>

@@ -207,11 +207,7 @@ public static partial class UsersApi
             if (user is null) return ApiErrors.NotFound($"No user with id '{id}'.");
             if (user is { Role: Roles.Admin, Disabled: false } && await OtherEnabledAdminsAsync(conn, tx, user.Id, ct) == 0)
                 return ApiErrors.Conflict($"'{user.Username}' is the last enabled admin; make another admin first.");
-            var live = await conn.QuerySingleAsync<(long Live, long Stopping)>(new CommandDefinition(
-                $"""
-                SELECT COUNT(*) AS Live, COALESCE(SUM(CASE WHEN state = @terminating THEN 1 ELSE 0 END), 0) AS Stopping
-                FROM sessions WHERE user_id = @id AND state IN ({SessionState.LiveSqlList})
-                """, new { id, terminating = SessionState.Terminating }, tx, cancellationToken: ct));
+            var live = await Agents.AgentsApi.CountLiveAsync(conn, tx, "user_id", id, ct);
             if (live.Live > 0)
                 return ApiErrors.Conflict(live.Stopping == live.Live
                     ? $"User '{user.Username}' still has {live.Live} live session(s), all being stopped: wait until their agents confirm the stops (they must be online to do so), then delete the user."
