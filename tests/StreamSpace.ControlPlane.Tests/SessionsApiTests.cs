@@ -204,12 +204,17 @@ public abstract class SessionsApiTests(ControlPlaneFixture cp)
         own.EnumerateArray().Select(s => s.GetProperty("id").GetString()).ShouldBe([carolSession]);
         var widened = await (await carol.GetAsync("/api/v1/sessions?user=admin", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
         widened.GetArrayLength().ShouldBe(0);
+        // Empty filters are no filters (as on the audit log), for a user and an admin alike.
+        (await (await carol.GetAsync("/api/v1/sessions?user=&agent=&state=&live=", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK))
+            .EnumerateArray().Select(s => s.GetProperty("id").GetString()).ShouldBe([carolSession]);
         await (await carol.GetAsync($"/api/v1/sessions/{carolSession}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
 
         var all = await (await admin.GetAsync("/api/v1/sessions", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
         var allIds = all.EnumerateArray().Select(s => s.GetProperty("id").GetString()).ToList();
         allIds.ShouldContain(adminSession);
         allIds.ShouldContain(carolSession);
+        var unfiltered = await (await admin.GetAsync("/api/v1/sessions?user=&agent=&state=&live=", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        unfiltered.EnumerateArray().Select(s => s.GetProperty("id").GetString()).ShouldBe(allIds);
         var filtered = await (await admin.GetAsync($"/api/v1/sessions?user={carolName}&agent={Agent}&state=pending", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
         filtered.EnumerateArray().Select(s => s.GetProperty("id").GetString()).ShouldBe([carolSession]);
         (await (await admin.GetAsync($"/api/v1/sessions?user={carolName}&state=running", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK)).GetArrayLength().ShouldBe(0);

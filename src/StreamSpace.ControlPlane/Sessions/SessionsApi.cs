@@ -73,6 +73,9 @@ public static class SessionsApi
     public static async Task<Results<Ok<IReadOnlyList<SessionView>>, JsonHttpResult<ApiError>>> ListAsync(
         HttpContext http, Db db, string? user, string? agent, string? state, string? live, string? limit, string? after, CancellationToken ct)
     {
+        // An empty filter is no filter (a form with the field left blank sends it so), as on GET /api/v1/audit: `?user=`
+        // used to filter by the empty username and list nothing.
+        (user, agent, state, live) = (NullIfEmpty(user), NullIfEmpty(agent), NullIfEmpty(state), NullIfEmpty(live));
         var v = new Validation().RequireStorable("user", user).RequireStorable("agent", agent);
         if (state is not null && !SessionState.All.Contains(state))
             v.Add("state", $"is not a session state; one of: {string.Join(", ", SessionState.All)}");
@@ -121,6 +124,8 @@ public static class SessionsApi
         }
         return TypedResults.Ok<IReadOnlyList<SessionView>>(rows.Select(r => r.ToView()).ToList());
     }
+
+    private static string? NullIfEmpty(string? value) => string.IsNullOrEmpty(value) ? null : value;
 
     public static async Task<Results<Ok<SessionView>, JsonHttpResult<ApiError>>> GetAsync(string id, HttpContext http, Db db, CancellationToken ct)
     {
