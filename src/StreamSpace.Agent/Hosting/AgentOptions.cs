@@ -112,7 +112,7 @@ public sealed partial class AgentOptions
         {
             // A value of the section that is not of its type ("SessionMaxProcesses=abc"): one line and exit code 2, not a
             // stack trace, as for every other setting.
-            throw new AgentOptionsException(ex.Message, ex);
+            throw new AgentOptionsException("invalid agent configuration: " + SettingNames.ConversionFailure(ex.Message), ex);
         }
         if (SettingNames.Unknown(section, typeof(AgentOptions)) is { Count: > 0 } unknown)
             throw new AgentOptionsException("invalid agent configuration: " + string.Join("; ", unknown));

@@ -35,6 +35,30 @@ public static class SettingNames
         return problems;
     }
 
+    /// <summary>
+    /// The configuration binder's "Failed to convert configuration value 'banana' at 'StreamSpace:CommandTtl' to type
+    /// 'System.TimeSpan'." in an operator's words: "StreamSpace__CommandTtl must be a duration ([d.]hh:mm:ss, e.g. 00:10:00 or
+    /// 30.00:00:00), got 'banana'" (the variable as it is set, and what it takes instead of a .NET type name). Any other
+    /// message is kept as it is.
+    /// </summary>
+    public static string ConversionFailure(string binderMessage)
+    {
+        ArgumentNullException.ThrowIfNull(binderMessage);
+        var m = System.Text.RegularExpressions.Regex.Match(binderMessage,
+            @"\AFailed to convert configuration value '(?<value>.*)' at '(?<path>[^']+)' to type '(?<type>[^']+)'\.\z",
+            System.Text.RegularExpressions.RegexOptions.Singleline);
+        if (!m.Success) return binderMessage;
+        var takes = m.Groups["type"].Value switch
+        {
+            "System.TimeSpan" => "a duration ([d.]hh:mm:ss, e.g. 00:10:00 or 30.00:00:00)",
+            "System.Int32" or "System.Int64" or "System.Int16" => "a whole number",
+            "System.Double" or "System.Single" or "System.Decimal" => "a number",
+            "System.Boolean" => "true or false",
+            var type => $"a value of type {type}",
+        };
+        return $"{m.Groups["path"].Value.Replace(":", "__", StringComparison.Ordinal)} must be {takes}, got '{m.Groups["value"].Value}'";
+    }
+
     /// <summary>The environment-variable spelling of a setting, as the README writes them: <c>StreamSpace__Web__X</c>.</summary>
     private static string EnvironmentName(string sectionPath, string key) => (sectionPath + ":" + key).Replace(":", "__", StringComparison.Ordinal);
 

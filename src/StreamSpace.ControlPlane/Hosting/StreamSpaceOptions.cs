@@ -234,8 +234,8 @@ public sealed class StreamSpaceConfigurationException(string message, Exception?
 {
     /// <summary>
     /// Runs <paramref name="bind"/> (a section's Bind, at the call site so the configuration binder's generated code
-    /// knows the options type); a value that does not convert is this exception with the binder's own message
-    /// ("Failed to convert configuration value 'x' at 'StreamSpace:CommandTtl' to type 'System.TimeSpan'.").
+    /// knows the options type); a value that does not convert is this exception, saying it in an operator's words
+    /// (<see cref="Agent.Hosting.SettingNames.ConversionFailure"/>).
     /// </summary>
     public static void Binding(Action bind)
     {
@@ -245,7 +245,7 @@ public sealed class StreamSpaceConfigurationException(string message, Exception?
         }
         catch (InvalidOperationException ex)
         {
-            throw new StreamSpaceConfigurationException(ex.Message, ex);
+            throw new StreamSpaceConfigurationException("Invalid StreamSpace configuration: " + Agent.Hosting.SettingNames.ConversionFailure(ex.Message), ex);
         }
     }
 

@@ -172,6 +172,18 @@ public class AgentOptionsTests
         Should.Throw<AgentOptionsException>(() => From(notABool)).Message.ShouldBe("STREAMSPACE_SESSION_LIMITS must be true or false, got 'no'");
     }
 
+    [Theory]
+    [InlineData("StreamSpace:Agent:SessionMaxProcesses", "many", "StreamSpace__Agent__SessionMaxProcesses must be a whole number, got 'many'")]
+    [InlineData("StreamSpace:Agent:KeepAliveTimeout", "banana", "StreamSpace__Agent__KeepAliveTimeout must be a duration ([d.]hh:mm:ss, e.g. 00:10:00 or 30.00:00:00), got 'banana'")]
+    [InlineData("StreamSpace:Agent:SessionLimits", "nope", "StreamSpace__Agent__SessionLimits must be true or false, got 'nope'")]
+    public void A_section_value_that_does_not_convert_is_named_as_it_is_set_with_what_it_takes(string key, string value, string expected)
+    {
+        var values = Base();
+        values[key] = value;
+        // Not the binder's "Failed to convert configuration value … to type 'System.Int32'".
+        Should.Throw<AgentOptionsException>(() => From(values)).Message.ShouldBe($"invalid agent configuration: {expected}");
+    }
+
     [Fact]
     public void Keep_alive_pings_must_be_answered_within_a_bounded_time()
     {
