@@ -71,7 +71,7 @@ public sealed class AuthRateLimiterTests
     [Fact]
     public void Limiter_counts_usernames_case_insensitively_and_separately_per_client()
     {
-        using var limiter = new LoginRateLimiter(Options.Create(new StreamSpaceOptions { LoginAttemptsPerUsernamePerMinute = 2, LoginAttemptsPerClientPerMinute = 100 }));
+        var limiter = new LoginRateLimiter(Options.Create(new StreamSpaceOptions { LoginAttemptsPerUsernamePerMinute = 2, LoginAttemptsPerClientPerMinute = 100 }), TimeProvider.System);
         limiter.TryAttempt("bob", IPAddress.Parse("10.0.0.1"), out _).ShouldBe(LoginThrottle.None);
         limiter.TryAttempt("BOB", IPAddress.Parse("10.0.0.2"), out _).ShouldBe(LoginThrottle.None);
         limiter.TryAttempt("Bob", IPAddress.Parse("10.0.0.3"), out var after).ShouldBe(LoginThrottle.Username);
@@ -80,9 +80,35 @@ public sealed class AuthRateLimiterTests
     }
 
     [Fact]
+    public void A_refused_attempt_is_told_when_its_window_ends_and_ended_windows_are_forgotten()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.Parse("2026-12-02T06:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        var limiter = new LoginRateLimiter(Options.Create(new StreamSpaceOptions { LoginAttemptsPerUsernamePerMinute = 2, LoginAttemptsPerClientPerMinute = 3 }), time);
+        var client = IPAddress.Parse("10.0.0.1");
+        limiter.TryAttempt("bob", client, out _).ShouldBe(LoginThrottle.None);
+        time.Advance(TimeSpan.FromSeconds(20));
+        limiter.TryAttempt("bob", client, out _).ShouldBe(LoginThrottle.None);
+        time.Advance(TimeSpan.FromSeconds(15));
+        // Bob's window began 35 s ago: 25 s are left, not a whole minute.
+        limiter.TryAttempt("bob", client, out var after).ShouldBe(LoginThrottle.Username);
+        after.ShouldBe(TimeSpan.FromSeconds(25));
+        // That attempt still counted for the address (its third): the address is refused too, until its own window ends.
+        limiter.TryAttempt("carol", client, out after).ShouldBe(LoginThrottle.Client);
+        after.ShouldBe(TimeSpan.FromSeconds(25));
+        time.Advance(TimeSpan.FromSeconds(25));
+        limiter.TryAttempt("bob", client, out _).ShouldBe(LoginThrottle.None, "both windows ended");
+        // A minute later the windows of keys not seen since are swept away on the next attempt.
+        limiter.TryAttempt("dave", IPAddress.Parse("10.0.0.2"), out _).ShouldBe(LoginThrottle.None);
+        limiter.TrackedKeys.ShouldBe(4);
+        time.Advance(TimeSpan.FromMinutes(2));
+        limiter.TryAttempt("erin", IPAddress.Parse("10.0.0.3"), out _).ShouldBe(LoginThrottle.None);
+        limiter.TrackedKeys.ShouldBe(2, "only erin and her address");
+    }
+
+    [Fact]
     public void An_ipv6_client_counts_by_its_64_network_and_an_ipv4_one_by_its_address()
     {
-        using var limiter = new LoginRateLimiter(Options.Create(new StreamSpaceOptions { LoginAttemptsPerUsernamePerMinute = 100, LoginAttemptsPerClientPerMinute = 2 }));
+        var limiter = new LoginRateLimiter(Options.Create(new StreamSpaceOptions { LoginAttemptsPerUsernamePerMinute = 100, LoginAttemptsPerClientPerMinute = 2 }), TimeProvider.System);
         // One host, a new address of its /64 for every attempt.
         limiter.TryAttempt("a", IPAddress.Parse("2001:db8:1:2::1"), out _).ShouldBe(LoginThrottle.None);
         limiter.TryAttempt("b", IPAddress.Parse("2001:db8:1:2:ffff::9"), out _).ShouldBe(LoginThrottle.None);
