@@ -24,6 +24,18 @@ public sealed partial class SignInTests(WebHostFixture host) : IClassFixture<Web
     }
 
     [Fact]
+    public async Task The_site_icon_is_served_to_a_signed_out_browser_not_sent_to_sign_in()
+    {
+        // Every browser asks for /favicon.ico on its own, before anyone signs in; it used to get the sign-in redirect.
+        using var browser = host.Browser();
+        using var response = await browser.Http.GetAsync("/favicon.ico");
+        response.StatusCode.ShouldBe(HttpStatusCode.OK);
+        response.Content.Headers.ContentType?.MediaType.ShouldBe("image/x-icon");
+        var icon = await response.Content.ReadAsByteArrayAsync();
+        icon[..4].ShouldBe(new byte[] { 0, 0, 1, 0 }, "an ICO file's header");
+    }
+
+    [Fact]
     public async Task Redirects_to_sign_in_and_to_denied_keep_the_browsers_scheme_and_host()
     {
         // Behind a TLS-terminating proxy the request arrives as http under the public host name: a Location built from
