@@ -242,7 +242,8 @@ public static partial class UsersApi
         return result;
     }
 
-    private static JsonHttpResult<ApiError> UnconfirmedHomesConflict(string username, string id, long unconfirmed) => TypedResults.Json(
+    /// <summary>The 409 that <c>?force=true</c> overrides: persistent-home sessions an agent has not confirmed stopping.</summary>
+    public static JsonHttpResult<ApiError> UnconfirmedHomesConflict(string username, string id, long unconfirmed) => TypedResults.Json(
         new ApiError("Conflict",
             $"User '{username}' may still have {unconfirmed} session{(unconfirmed == 1 ? "" : "s")} with a persistent home running on an agent " +
             "that has not confirmed stopping it (its stop expired while the agent was away): that agent would refuse to delete the home. " +
