@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text.Json;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using StreamSpace.ControlPlane.Ops;
@@ -57,6 +58,55 @@ public abstract class OpsTests(ControlPlaneFixture cp)
         paths.TryGetProperty("/api/v1/users/me", out _).ShouldBeTrue();
         paths.TryGetProperty("/api/v1/auth/login", out _).ShouldBeTrue();
         paths.TryGetProperty("/api/v1/audit", out _).ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task OpenApi_document_lists_each_endpoints_error_answers_with_the_error_body()
+    {
+        var doc = await (await cp.Client().GetAsync("/openapi/v1.json", TestContext.Current.CancellationToken)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        doc.GetProperty("components").GetProperty("schemas").GetProperty("ApiError").GetProperty("required")
+            .EnumerateArray().Select(e => e.GetString()).ShouldBe(["error", "message"], ignoreOrder: true);
+        Dictionary<string, JsonElement> Responses(string path, string method) =>
+            doc.GetProperty("paths").GetProperty(path).GetProperty(method).GetProperty("responses").EnumerateObject().ToDictionary(p => p.Name, p => p.Value);
+
+        var operations = 0;
+        foreach (var path in doc.GetProperty("paths").EnumerateObject().Where(p => p.Name.StartsWith("/api/", StringComparison.Ordinal)))
+            foreach (var operation in path.Value.EnumerateObject())
+            {
+                operations++;
+                var responses = operation.Value.GetProperty("responses").EnumerateObject().ToDictionary(p => p.Name, p => p.Value);
+                // Every error answer is the {error, message} body, described in words rather than by the status's name.
+                foreach (var (status, response) in responses.Where(r => r.Key[0] is '4' or '5'))
+                {
+                    response.GetProperty("content").GetProperty("application/json").GetProperty("schema").GetProperty("$ref").GetString()
+                        .ShouldBe("#/components/schemas/ApiError", $"{operation.Name} {path.Name} {status}");
+                    response.GetProperty("description").GetString().ShouldNotBe(
+                        Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(int.Parse(status, System.Globalization.CultureInfo.InvariantCulture)),
+                        $"{operation.Name} {path.Name} {status}");
+                }
+                if (path.Name != "/api/v1/agents/streams/{streamId}") responses.Keys.ShouldContain("503", $"{operation.Name} {path.Name}");
+                if (path.Name is not ("/api/v1/auth/login" or "/api/v1/agents/streams/{streamId}")) responses.Keys.ShouldContain("401", $"{operation.Name} {path.Name}");
+            }
+        operations.ShouldBeGreaterThanOrEqualTo(30);
+
+        // By kind: no input, no 400; admin only, 403; a JSON body, 413 and 415; an id, 404.
+        Responses("/api/v1/users/me", "get").Keys.ShouldBe(["200", "401", "503"], ignoreOrder: true);
+        Responses("/api/v1/users", "get").Keys.ShouldContain("403");
+        Responses("/api/v1/agents/{agentId}", "delete").Keys.ShouldBe(["204", "400", "401", "403", "404", "409", "503"], ignoreOrder: true);
+        // Named by the endpoint itself.
+        var create = Responses("/api/v1/sessions", "post");
+        create.Keys.ShouldBe(["201", "400", "401", "403", "413", "415", "503"], ignoreOrder: true);
+        create["503"].GetProperty("description").GetString()!.ShouldContain("'reasons'");
+        Responses("/api/v1/auth/login", "post").Keys.ShouldContain("429");
+        var vnc = Responses("/api/v1/sessions/{id}/vnc", "get");
+        vnc.Keys.ShouldContain("101");
+        vnc.Keys.ShouldNotContain("200");
+        vnc["401"].GetProperty("description").GetString()!.ShouldContain("ticket");
+        // A template is read by hand (JSON or YAML): its body is documented all the same, and a create by name has no 404.
+        var templateCreate = doc.GetProperty("paths").GetProperty("/api/v1/templates/{name}").GetProperty("post");
+        templateCreate.GetProperty("requestBody").GetProperty("content").EnumerateObject().Select(c => c.Name)
+            .ShouldBe(["application/json", "application/yaml"], ignoreOrder: true);
+        templateCreate.GetProperty("responses").TryGetProperty("404", out _).ShouldBeFalse();
     }
 
     [Fact]

@@ -48,13 +48,15 @@ public static partial class AgentsApi
     public static IEndpointRouteBuilder MapAgentsApi(this IEndpointRouteBuilder routes)
     {
         var group = routes.MapGroup("/api/v1/agents").WithTags("Agents").RequireAuthorization(Policies.Admin);
-        group.MapPost("/", CreateAsync).RequireAuthorization(Policies.Admin);
+        group.MapPost("/", CreateAsync).RequireAuthorization(Policies.Admin)
+            .ProducesApiError(StatusCodes.Status409Conflict, "An agent with that id is registered.");
         group.MapGet("/", ListAsync).RequireAuthorization(Policies.Admin);
         group.MapGet("/{agentId}", GetAsync).RequireAuthorization(Policies.Admin);
         group.MapPost("/{agentId}/drain", DrainAsync).RequireAuthorization(Policies.Admin);
         group.MapPost("/{agentId}/undrain", UndrainAsync).RequireAuthorization(Policies.Admin);
         group.MapPost("/{agentId}/rotate-token", RotateTokenAsync).RequireAuthorization(Policies.Admin);
-        group.MapDelete("/{agentId}", DeleteAsync).RequireAuthorization(Policies.Admin);
+        group.MapDelete("/{agentId}", DeleteAsync).RequireAuthorization(Policies.Admin)
+            .ProducesApiError(StatusCodes.Status409Conflict, "The agent has live sessions, or sessions whose stop it has not confirmed (?force=true deletes anyway).");
         return routes;
     }
 

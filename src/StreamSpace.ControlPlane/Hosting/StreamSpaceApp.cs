@@ -101,7 +101,7 @@ public static class StreamSpaceApp
         });
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         services.AddProblemDetails();
-        services.AddOpenApi();
+        services.AddOpenApi(o => o.AddOperationTransformer(ApiErrorResponses.DescribeOperationAsync));
         services.AddSingleton<AuditLog>();
         services.AddSingleton<CommandOutbox>();
         services.AddStreamSpaceIdentity();
@@ -136,15 +136,18 @@ public static class StreamSpaceApp
         app.UseJsonBodyCharsetChecked();
         app.UseAntiforgery();
 
-        app.MapOpsEndpoints();
-        app.MapAuthApi();
-        app.MapUsersApi();
-        app.MapAuditApi();
-        app.MapTemplatesApi();
-        app.MapSessionsApi();
-        app.MapAgentsApi();
-        app.MapAgentHub();
-        app.MapStreamSpaceStreaming();
+        // The API's error answers documented in OpenAPI by the kind of each endpoint, once all of its metadata is there.
+        var api = app.MapGroup("");
+        ((IEndpointConventionBuilder)api).Finally(ApiErrorResponses.Describe);
+        api.MapOpsEndpoints();
+        api.MapAuthApi();
+        api.MapUsersApi();
+        api.MapAuditApi();
+        api.MapTemplatesApi();
+        api.MapSessionsApi();
+        api.MapAgentsApi();
+        api.MapAgentHub();
+        api.MapStreamSpaceStreaming();
         app.MapStreamSpaceWeb();
         app.MapUnmatchedRequests();
         return app;

@@ -18,7 +18,9 @@ public static class AuthApi
     public static IEndpointRouteBuilder MapAuthApi(this IEndpointRouteBuilder routes)
     {
         var group = routes.MapGroup("/api/v1/auth").WithTags("Auth");
-        group.MapPost("/login", LoginAsync).AllowAnonymous();
+        group.MapPost("/login", LoginAsync).AllowAnonymous()
+            .ProducesApiError(StatusCodes.Status401Unauthorized, "Wrong username or password, or the user is disabled.")
+            .ProducesApiError(StatusCodes.Status429TooManyRequests, "Too many attempts for this username or from this client; 'Retry-After' says when to try again.");
         return routes;
     }
 

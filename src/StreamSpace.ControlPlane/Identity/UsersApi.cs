@@ -36,10 +36,15 @@ public static partial class UsersApi
         var group = routes.MapGroup("/api/v1/users").WithTags("Users");
         group.MapGet("/me", GetMeAsync).RequireAuthorization(Policies.User);
         group.MapGet("", ListAsync).RequireAuthorization(Policies.Admin);
-        group.MapPost("", CreateAsync).RequireAuthorization(Policies.Admin);
+        group.MapPost("", CreateAsync).RequireAuthorization(Policies.Admin)
+            .ProducesApiError(StatusCodes.Status409Conflict, "A user with that name exists.");
         group.MapGet("/{id}", GetAsync).RequireAuthorization(Policies.Admin);
-        group.MapPatch("/{id}", UpdateAsync).RequireAuthorization(Policies.Admin);
-        group.MapDelete("/{id}", DeleteAsync).RequireAuthorization(Policies.Admin);
+        group.MapPatch("/{id}", UpdateAsync).RequireAuthorization(Policies.Admin)
+            .ProducesApiError(StatusCodes.Status403Forbidden, "The caller is not an admin, or would disable themselves or change their own role.")
+            .ProducesApiError(StatusCodes.Status409Conflict, "The change would leave no enabled admin.");
+        group.MapDelete("/{id}", DeleteAsync).RequireAuthorization(Policies.Admin)
+            .ProducesApiError(StatusCodes.Status403Forbidden, "The caller is not an admin, or is deleting themselves.")
+            .ProducesApiError(StatusCodes.Status409Conflict, "The last enabled admin; live sessions (terminate them first); or persistent-home sessions an agent has not confirmed stopping (?force=true deletes anyway).");
         return routes;
     }
 

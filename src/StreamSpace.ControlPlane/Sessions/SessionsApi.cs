@@ -31,12 +31,16 @@ public static class SessionsApi
     public static IEndpointRouteBuilder MapSessionsApi(this IEndpointRouteBuilder routes)
     {
         var group = routes.MapGroup("/api/v1/sessions").WithTags("Sessions").RequireAuthorization(Policies.User);
-        group.MapPost("/", CreateAsync).RequireAuthorization(Policies.User);
+        group.MapPost("/", CreateAsync).RequireAuthorization(Policies.User)
+            .ProducesApiError(StatusCodes.Status403Forbidden, "The owner's quota is used up; a user asked for another user's session; or resources above the template's (admins only).")
+            .ProducesApiError(StatusCodes.Status503ServiceUnavailable, "No agent can take the session ('reasons' says why for each agent), or the database is unavailable ('Retry-After').");
         group.MapGet("/", ListAsync).RequireAuthorization(Policies.User);
         group.MapGet("/{id}", GetAsync).RequireAuthorization(Policies.User);
         group.MapDelete("/{id}", DeleteAsync).RequireAuthorization(Policies.User);
-        group.MapPost("/{id}/hibernate", HibernateAsync).RequireAuthorization(Policies.User);
-        group.MapPost("/{id}/wake", WakeAsync).RequireAuthorization(Policies.User);
+        group.MapPost("/{id}/hibernate", HibernateAsync).RequireAuthorization(Policies.User)
+            .ProducesApiError(StatusCodes.Status409Conflict, "The session is not running, or its agent is offline.");
+        group.MapPost("/{id}/wake", WakeAsync).RequireAuthorization(Policies.User)
+            .ProducesApiError(StatusCodes.Status409Conflict, "The session is not hibernated, or its agent is offline.");
         return routes;
     }
 

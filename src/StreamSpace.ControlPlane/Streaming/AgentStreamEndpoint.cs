@@ -13,7 +13,12 @@ public static class AgentStreamEndpoint
         // Anonymous at the routing level on purpose: the credential is the one-time data token that
         // travelled to the agent inside its authenticated stream.open command; it is checked (and
         // burnt) below before the upgrade. Agent tokens are not accepted here.
-        routes.MapGet("/api/v1/agents/streams/{streamId}", ConnectAsync).AllowAnonymous().WithTags("Streaming");
+        routes.MapGet("/api/v1/agents/streams/{streamId}", ConnectAsync).AllowAnonymous().WithTags("Streaming")
+            .ProducesWebSocket("An agent's data WebSocket for one viewer's stream.")
+            .ProducesApiError(StatusCodes.Status400BadRequest, "Not a WebSocket request.")
+            .ProducesApiError(StatusCodes.Status401Unauthorized, "The stream is unknown, expired or already connected, or the bearer token does not match it.")
+            // Streams wait in this replica's memory: no lookup by id (404) and no database (503).
+            .WithoutApiError(StatusCodes.Status404NotFound).WithoutApiError(StatusCodes.Status503ServiceUnavailable);
         return routes;
     }
 

@@ -24,11 +24,17 @@ public static class ViewerApi
     public static IEndpointRouteBuilder MapViewerApi(this IEndpointRouteBuilder routes)
     {
         var group = routes.MapGroup("/api/v1/sessions").WithTags("Streaming");
-        group.MapPost("/{id}/viewer-ticket", IssueTicketAsync).RequireAuthorization(Policies.User);
+        group.MapPost("/{id}/viewer-ticket", IssueTicketAsync).RequireAuthorization(Policies.User)
+            .ProducesApiError(StatusCodes.Status409Conflict, "The session is not running, or its agent is offline.");
         // Anonymous at the routing level on purpose: browsers cannot put an Authorization header on a
         // WebSocket, and the API token must never travel in a URL (invariant 6). The one-time, session-bound
         // ticket in the query string is the credential; ConnectAsync checks and consumes it before the upgrade.
-        group.MapGet("/{id}/vnc", ConnectAsync).AllowAnonymous();
+        group.MapGet("/{id}/vnc", ConnectAsync).AllowAnonymous()
+            .ProducesWebSocket("The WebSocket (binary frames of raw RFB) to the session's desktop.")
+            .ProducesApiError(StatusCodes.Status400BadRequest, "Not a WebSocket request.")
+            .ProducesApiError(StatusCodes.Status401Unauthorized, "No ticket, or one that is invalid, expired, used or revoked (an API token is never accepted here).")
+            .ProducesApiError(StatusCodes.Status403Forbidden, "The Origin may not open the viewer, the ticket is for another session, or its user is disabled, gone or no longer allowed.")
+            .ProducesApiError(StatusCodes.Status409Conflict, "The session is not running, or has no agent.");
         return routes;
     }
 

@@ -17,6 +17,8 @@ public static class TemplatesApi
 {
     public static IServiceCollection AddStreamSpaceTemplates(this IServiceCollection services) => services.AddSingleton<TemplateCatalog>();
 
+    private const string TemplateBodyText = "The template as JSON or YAML (the fields of templates/*.yaml); a name in it must match the path.";
+
     public static IEndpointRouteBuilder MapTemplatesApi(this IEndpointRouteBuilder routes)
     {
         var group = routes.MapGroup("/api/v1/templates").WithTags("Templates");
@@ -24,9 +26,12 @@ public static class TemplatesApi
         group.MapGet("/{name}", GetAsync).RequireAuthorization(Policies.User);
         // The body is read by hand (JSON or YAML), so no Accepts<> metadata: it would make routing refuse
         // other media types before the handler can answer them with a clear 415.
-        group.MapPost("/{name}", CreateAsync).RequireAuthorization(Policies.Admin);
-        group.MapPut("/{name}", ReplaceAsync).RequireAuthorization(Policies.Admin);
-        group.MapDelete("/{name}", DeleteAsync).RequireAuthorization(Policies.Admin);
+        group.MapPost("/{name}", CreateAsync).RequireAuthorization(Policies.Admin).AcceptsDocumentedBody(typeof(TemplateDefinition), TemplateBodyText, "application/json", "application/yaml")
+            .ProducesApiError(StatusCodes.Status409Conflict, "A template with that name exists (PUT changes it).")
+            .WithoutApiError(StatusCodes.Status404NotFound);
+        group.MapPut("/{name}", ReplaceAsync).RequireAuthorization(Policies.Admin).AcceptsDocumentedBody(typeof(TemplateDefinition), TemplateBodyText, "application/json", "application/yaml");
+        group.MapDelete("/{name}", DeleteAsync).RequireAuthorization(Policies.Admin)
+            .ProducesApiError(StatusCodes.Status409Conflict, "Live sessions use the template.");
         return routes;
     }
 

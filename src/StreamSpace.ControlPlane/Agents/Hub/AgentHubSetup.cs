@@ -43,6 +43,9 @@ public static class AgentHubSetup
     {
         routes.MapGet(ConnectPath, ConnectAsync)
             .RequireAuthorization(Policies.Agent)
+            .ProducesWebSocket("The agent's control channel (docs/protocol.md).")
+            .ProducesApiError(StatusCodes.Status401Unauthorized, "The agent token is missing or not that agent's.")
+            .ProducesApiError(StatusCodes.Status403Forbidden, "Not an agent's credential.")
             .WithTags("Agents")
             .WithSummary("Agent control channel (WebSocket). Authorization: Bearer <agent token>, X-StreamSpace-Agent-Id: <agentId>.");
         return routes;
