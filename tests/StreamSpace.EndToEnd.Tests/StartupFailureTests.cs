@@ -346,4 +346,36 @@ public sealed class StartupFailureTests
         using var ready = await http.GetAsync("/readyz", TestContext.Current.CancellationToken);
         ready.IsSuccessStatusCode.ShouldBeTrue("the first control plane still answers");
     }
+
+    [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public async Task Standalone_agent_settings_set_for_a_control_plane_with_the_embedded_agent_are_named_as_ignored()
+    {
+        // STREAMSPACE_MAX_SESSIONS meant for the embedded agent passed for applied while it kept its own capacity.
+        using var scratch = new ScratchFolder("streamspace-e2e-ignored-");
+        File.SetUnixFileMode(scratch.Path, (UnixFileMode)Convert.ToInt32("755", 8));
+        const string token = "a-standalone-agents-token-1234";
+        await using var cp = ManagedProcess.Start("control-plane-ignored", Paths.ControlPlaneExe, new Dictionary<string, string?>
+        {
+            ["STREAMSPACE_URLS"] = $"http://127.0.0.1:{FreePort.Next()}",
+            ["STREAMSPACE_DATA"] = Path.Combine(scratch.Path, "data"),
+            ["STREAMSPACE_ADMIN_PASSWORD"] = Platform.AdminPassword,
+            ["STREAMSPACE_EMBEDDED_AGENT"] = "true",
+            ["StreamSpace__EmbeddedAgentMaxSessions"] = "3",
+            ["STREAMSPACE_MAX_SESSIONS"] = "50",
+            ["STREAMSPACE_AGENT_TOKEN"] = token,
+        });
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!cp.Output.Contains("Embedded local agent", StringComparison.Ordinal) && !cp.HasExited && DateTime.UtcNow < until)
+            await Task.Delay(100, TestContext.Current.CancellationToken);
+        cp.HasExited.ShouldBeFalse(cp.Output);
+        var warnings = cp.Output.Split('\n').Where(l => l.StartsWith('{'))
+            .Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)
+            .Where(e => e.GetProperty("LogLevel").GetString() == "Warning")
+            .Select(e => e.GetProperty("Message").GetString()!).ToList();
+        warnings.ShouldContain("STREAMSPACE_MAX_SESSIONS is set, but it is a standalone agent's setting and the embedded agent ignores it: its capacity is StreamSpace__EmbeddedAgentMaxSessions (3)");
+        warnings.ShouldContain("STREAMSPACE_AGENT_TOKEN is set, but it is a standalone agent's setting and the embedded agent ignores it: it registers a token of its own at every start");
+        warnings.ShouldNotContain(w => w.StartsWith("STREAMSPACE_REGION", StringComparison.Ordinal));
+        cp.Output.ShouldNotContain(token);
+    }
 }

@@ -15,12 +15,16 @@ public sealed class EmbeddedAgentFolder : IDisposable
 {
     private StateFolderLock? _lock;
 
-    private EmbeddedAgentFolder(AgentOptions settings, string? why, StateFolderLock folderLock)
+    private EmbeddedAgentFolder(AgentOptions settings, string? why, IReadOnlyList<(string Variable, string Instead)> ignoredSettings, StateFolderLock folderLock)
     {
         Settings = settings;
         Why = why;
+        IgnoredSettings = ignoredSettings;
         _lock = folderLock;
     }
+
+    /// <summary>Standalone agent settings set for this process that the embedded agent ignores (<see cref="EmbeddedAgentService.IgnoredStandaloneSettings"/>).</summary>
+    public IReadOnlyList<(string Variable, string Instead)> IgnoredSettings { get; }
 
     /// <summary>The agent's session settings (<see cref="EmbeddedAgentService.SessionSettings"/>) with the chosen state folder.</summary>
     public AgentOptions Settings { get; }
@@ -39,7 +43,8 @@ public sealed class EmbeddedAgentFolder : IDisposable
         var (state, why) = StateFolderChoice.ForEmbedded(options.DataFolder, settings.StateFolder, Environment.IsPrivilegedProcess, settings.SharedStateRoot);
         settings.StateFolder = state;
         settings.EnsureStateFolder();
-        return new EmbeddedAgentFolder(settings, why, StateFolderLock.Acquire(state, options.EmbeddedAgentId));
+        return new EmbeddedAgentFolder(settings, why, EmbeddedAgentService.IgnoredStandaloneSettings(configuration, options),
+            StateFolderLock.Acquire(state, options.EmbeddedAgentId));
     }
 
     /// <summary>The held lock, once: from then on the caller releases it.</summary>

@@ -55,6 +55,8 @@ public sealed class EmbeddedAgentService(
             }
             // After the commit: a crash in between leaves the previous hash here, and the restart waits out the offline timeout.
             folderLock.WriteFile(TokenHashFile, AgentTokens.Hash(token));
+            foreach (var (variable, instead) in folder.IgnoredSettings)
+                logger.LogWarning("{Variable} is set, but it is a standalone agent's setting and the embedded agent ignores it: {Instead}", variable, instead);
             if (folder.Why is not null)
                 logger.LogWarning("The embedded agent keeps its state (sessions, homes) in {State}, not in the data folder: {Why}", agentOptions.StateFolder, folder.Why);
             _host = await EmbeddedAgentHost.StartAsync(agentOptions, folderLock, loggerFactory, cancellationToken);
@@ -145,6 +147,25 @@ public sealed class EmbeddedAgentService(
     /// before anything runs; so does any other setting the agent could not start with. Read once, by
     /// <see cref="EmbeddedAgentFolder.Claim"/>.
     /// </summary>
+    /// <summary>
+    /// A standalone agent's settings set for this process, which the embedded agent does not take (its identity, credential,
+    /// address, runtime, capacity and region are its own): one warning each, naming what it uses instead, so a
+    /// <c>STREAMSPACE_MAX_SESSIONS=50</c> meant for it does not pass for applied. Values are not repeated (one is a token).
+    /// </summary>
+    internal static IReadOnlyList<(string Variable, string Instead)> IgnoredStandaloneSettings(IConfiguration configuration, StreamSpaceOptions options)
+    {
+        var instead = new (string Variable, string Instead)[]
+        {
+            ("STREAMSPACE_AGENT_ID", $"its id is StreamSpace__EmbeddedAgentId ('{options.EmbeddedAgentId}')"),
+            ("STREAMSPACE_AGENT_TOKEN", "it registers a token of its own at every start"),
+            ("STREAMSPACE_CONTROL_PLANE", "it dials this control plane over loopback"),
+            ("STREAMSPACE_RUNTIME", $"it always uses the {Platforms.Process} runtime"),
+            ("STREAMSPACE_MAX_SESSIONS", $"its capacity is StreamSpace__EmbeddedAgentMaxSessions ({options.EmbeddedAgentMaxSessions})"),
+            ("STREAMSPACE_REGION", $"its region is '{Region}'"),
+        };
+        return instead.Where(s => !string.IsNullOrEmpty(configuration[s.Variable])).ToList();
+    }
+
     internal static AgentOptions SessionSettings(IConfiguration configuration)
     {
         var settings = AgentOptions.FromConfiguration(configuration);
