@@ -81,7 +81,12 @@ public static class StreamSpaceApp
             o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
             o.UseUtcTimestamp = true;
         });
-        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes);
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes;
+            // Long addresses are refused by the app with a JSON 414 (RequestTargetLimit), not by Kestrel with a bare one.
+            k.Limits.MaxRequestLineSize = RequestTargetLimit.KestrelMaxRequestLine;
+        });
         builder.Host.ConfigureHostOptions(h => h.ShutdownTimeout = TimeSpan.FromSeconds(15));
 
         var services = builder.Services;
@@ -127,6 +132,7 @@ public static class StreamSpaceApp
         // Kestrel took its sockets by now; whatever it did not take (other addresses configured) is closed.
         app.Lifetime.ApplicationStarted.Register(early.Dispose);
         app.UseApiErrorHandling();
+        app.UseRequestTargetLimit();
         // Pings with a timeout, not .NET's default unsolicited pongs (which never notice a silent peer): every accepted
         // socket (agent control, agent data, viewer) is aborted once its peer stops answering.
         app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = options.WebSocketKeepAliveInterval, KeepAliveTimeout = options.WebSocketKeepAliveTimeout });

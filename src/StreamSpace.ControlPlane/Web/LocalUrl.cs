@@ -21,12 +21,12 @@ public static class LocalUrl
     public static string OrRoot(string? url) => IsLocal(url) && ToAscii(url!) is { Length: <= MaxLength } ascii ? ascii : "/";
 
     /// <summary>
-    /// The longest return address kept, in its ASCII form. Kestrel takes no request line longer than 8 KiB (its default
-    /// MaxRequestLineSize), so no address of this site is longer, nor is one the cookie handler makes; a longer one was made
+    /// The longest return address kept, in its ASCII form. No request with a longer path and query reaches a page (a JSON 414,
+    /// <see cref="Hosting.RequestTargetLimit"/>), so no address of this site is longer, nor is one the cookie handler makes; a longer one was made
     /// up elsewhere. Kept, it went into the Location header (100 000 characters gave a 100 kB header, which browsers and
     /// proxies refuse) and the sign-in form.
     /// </summary>
-    public const int MaxLength = 8 * 1024;
+    public const int MaxLength = Hosting.RequestTargetLimit.MaxBytes;
 
     private static string ToAscii(string url)
     {
