@@ -25,7 +25,11 @@ public static class StreamSpaceApp
         // No configuration reload: options are read once at start-up, and the reload watcher is a recursive inotify watch
         // of the content root (the working folder): 1 300 watches when started in a source checkout, every write below
         // it (a database's files, a build) handled by the control plane, and the whole file system when started in /.
-        var builder = WebApplication.CreateBuilder([.. args, "--hostBuilder:reloadConfigOnChange=false"]);
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions
+        {
+            Args = [.. args, "--hostBuilder:reloadConfigOnChange=false"],
+            WebRootPath = PublishedWebRoot(args),
+        });
         var options = StreamSpaceOptions.FromConfiguration(builder.Configuration);
         // Parsed now, so a wrong STREAMSPACE_DATABASE (or embedded-agent setting) stops the start before anything runs.
         var database = DatabaseTarget.Parse(options.Database, options.DataFolder);
@@ -163,5 +167,21 @@ public static class StreamSpaceApp
     {
         if (!services.Any(d => d.ServiceType == typeof(TimeProvider)))
             services.AddSingleton(TimeProvider.System);
+    }
+
+    /// <summary>
+    /// The published web root (app.css, blazor.web.js, the icon) next to the program, where <c>dotnet publish</c> puts it.
+    /// The default, <c>wwwroot</c> under the current folder, is the checkout when <c>./run.sh</c> starts the published
+    /// program from there: every asset was then answered 200 with an empty body and the web UI had no styles. Null (the
+    /// default) for a build run from its project, whose assets the runtime manifest maps (WebSetup), or when the operator
+    /// chose a web root (<c>--webroot</c>, <c>ASPNETCORE_WEBROOT</c>).
+    /// </summary>
+    internal static string? PublishedWebRoot(string[] args)
+    {
+        var published = Path.Combine(AppContext.BaseDirectory, "wwwroot");
+        var chosen = Environment.GetEnvironmentVariable("ASPNETCORE_WEBROOT") is { Length: > 0 }
+                     || Environment.GetEnvironmentVariable("DOTNET_WEBROOT") is { Length: > 0 }
+                     || args.Any(a => a.TrimStart('-', '/').StartsWith("webroot", StringComparison.OrdinalIgnoreCase));
+        return !chosen && Directory.Exists(published) ? published : null;
     }
 }
