@@ -7,8 +7,10 @@ using StreamSpace.ControlPlane.Hosting;
 namespace StreamSpace.UiJourney.Tests.Infrastructure;
 
 /// <summary>
-/// The control plane as a user runs it: its own process (the built <c>StreamSpace.ControlPlane.dll</c>) on a
-/// loopback port, SQLite in a fresh data folder, and the embedded local agent.
+/// The control plane as a user runs it: its own process, published as <c>./run.sh</c> publishes it (the web assets in a
+/// <c>wwwroot</c> beside the program) and started from another folder, on a loopback port, SQLite in a fresh data folder,
+/// and the embedded local agent. (The build output, whose assets the runtime manifest maps from the project, hid that the
+/// published program served every asset empty.)
 /// </summary>
 public class ControlPlaneProcess : IAsyncLifetime
 {
@@ -60,11 +62,12 @@ public class ControlPlaneProcess : IAsyncLifetime
         Directory.CreateDirectory(DataFolder);
         var port = FreeLoopbackPort();
         BaseAddress = new Uri($"http://127.0.0.1:{port}/");
-        var dll = typeof(StreamSpaceApp).Assembly.Location;
+        var dll = await Published.Value;
         var start = new ProcessStartInfo("dotnet")
         {
             ArgumentList = { dll },
-            WorkingDirectory = Path.GetDirectoryName(dll)!,
+            // Not the program's folder: run.sh starts it from the checkout.
+            WorkingDirectory = DataFolder,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
@@ -107,6 +110,32 @@ public class ControlPlaneProcess : IAsyncLifetime
         }
         _process?.Dispose();
         try { Directory.Delete(DataFolder, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    /// <summary>The tests' own build of the control plane, published once per test run (seconds: no build, no ReadyToRun).</summary>
+    private static readonly Lazy<Task<string>> Published = new(PublishAsync);
+
+    private static async Task<string> PublishAsync()
+    {
+        var built = typeof(StreamSpaceApp).Assembly.Location;
+        var root = new DirectoryInfo(AppContext.BaseDirectory);
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "StreamSpace.slnx"))) root = root.Parent;
+        if (root is null) throw new DirectoryNotFoundException("repository root (StreamSpace.slnx) not found above " + AppContext.BaseDirectory);
+        var configuration = built.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
+        var output = Path.Combine(Path.GetTempPath(), "streamspace-journey", "published-" + Guid.NewGuid().ToString("N")[..8]);
+        var publish = new ProcessStartInfo("dotnet")
+        {
+            ArgumentList = { "publish", Path.Combine(root.FullName, "src", "StreamSpace.ControlPlane"), "-c", configuration, "--no-build", "-nologo", "-v:q", "-o", output },
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        using var process = Process.Start(publish) ?? throw new InvalidOperationException("dotnet publish did not start");
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        if (process.ExitCode != 0) throw new InvalidOperationException($"dotnet publish failed ({process.ExitCode}):\n{await stdout}{await stderr}");
+        return Path.Combine(output, Path.GetFileName(built));
     }
 
     private static int FreeLoopbackPort()
