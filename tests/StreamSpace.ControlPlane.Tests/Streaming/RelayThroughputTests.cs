@@ -70,15 +70,17 @@ public sealed class RelayThroughputTests(StreamingSqliteControlPlane cp) : IClas
         await using var source = StreamingTestServer.Source();
         cp.AgentSide.Serve(session, source.ConnectAsync);
         const int Readers = 3;
-        const int Stalls = 9;
-        var window = TimeSpan.FromSeconds(1);
+        // Windows of 2 s and 11 of them: 1 s windows alone swung by ±20 % from one to the next on this machine (548, 411,
+        // 504, 398 MiB/s), so nine ratios of them put the median below 0.9 now and then with nothing stalled at all.
+        const int Stalls = 11;
+        var window = TimeSpan.FromSeconds(2);
         var settle = TimeSpan.FromMilliseconds(250);
 
         // Three viewers read continuously. The machine is shared and the relay's throughput still climbs for seconds
         // after start (tiered compilation), so each window with a stalled fourth viewer is compared with the mean of
         // the windows alone just before and just after it (a local drift cancels), and the median of those ratios
         // is what must hold.
-        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(150));
         long total = 0;
         var viewers = new List<ClientWebSocket>();
         for (var i = 0; i < Readers; i++) viewers.Add(await cp.ConnectViewerAsync(alice, session));
