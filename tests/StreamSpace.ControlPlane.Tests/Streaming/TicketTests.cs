@@ -15,6 +15,21 @@ public abstract class TicketTests(StreamingControlPlane cp)
 {
     private static string VncPath(string sessionId, string ticket) => $"/api/v1/sessions/{sessionId}/vnc?ticket={ticket}";
 
+    /// <summary>A user's session that the agent side serves with an echo endpoint (disposed with the test).</summary>
+    private sealed record ServedSession(HttpClient Alice, string AliceId, string Session, StreamingTestServer Echo) : IAsyncDisposable
+    {
+        public ValueTask DisposeAsync() => Echo.DisposeAsync();
+    }
+
+    private async Task<ServedSession> ServedSessionAsync(string? username = null)
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(username ?? ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        return new ServedSession(alice, aliceId, session, echo);
+    }
+
     [Fact]
     public async Task Owner_gets_a_one_time_ticket_stored_only_as_its_hash()
     {
@@ -133,10 +148,8 @@ public abstract class TicketTests(StreamingControlPlane cp)
     public async Task A_plain_get_with_a_ticket_is_told_to_use_a_websocket_and_leaves_the_ticket_usable()
     {
         // A link opened in a browser tab, or curl: not a viewer, so the ticket is not spent on it.
-        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
-        var session = await cp.CreateSessionAsync(aliceId);
-        await using var echo = StreamingTestServer.Echo();
-        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        await using var served = await ServedSessionAsync();
+        var (alice, aliceId, session, _) = served;
         var (ticket, url) = await alice.TicketAsync(session);
 
         using var plain = await cp.Client().GetAsync(VncPath(session, ticket), TestContext.Current.CancellationToken);
@@ -152,10 +165,8 @@ public abstract class TicketTests(StreamingControlPlane cp)
     [Fact]
     public async Task A_ticket_used_by_a_connected_viewer_cannot_connect_a_second_one()
     {
-        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
-        var session = await cp.CreateSessionAsync(aliceId);
-        await using var echo = StreamingTestServer.Echo();
-        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        await using var served = await ServedSessionAsync();
+        var (alice, aliceId, session, _) = served;
         var (ticket, url) = await alice.TicketAsync(session);
 
         using var viewer = await cp.ConnectViewerAsync(url);
@@ -219,10 +230,8 @@ public abstract class TicketTests(StreamingControlPlane cp)
     [Fact]
     public async Task A_ticket_issued_before_a_password_change_is_refused_and_burnt()
     {
-        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
-        var session = await cp.CreateSessionAsync(aliceId);
-        await using var echo = StreamingTestServer.Echo();
-        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        await using var served = await ServedSessionAsync();
+        var (alice, aliceId, session, echo) = served;
         var (ticket, _) = await alice.TicketAsync(session);
 
         await PatchUserAsync(aliceId, new { password = "a-new-password-2" });
@@ -239,10 +248,8 @@ public abstract class TicketTests(StreamingControlPlane cp)
     public async Task A_ticket_issued_before_tickets_recorded_a_token_version_still_opens_the_viewer()
     {
         // As M0011 leaves a ticket issued before the upgrade (or a replica not upgraded yet issues one): version 0.
-        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
-        var session = await cp.CreateSessionAsync(aliceId);
-        await using var echo = StreamingTestServer.Echo();
-        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        await using var served = await ServedSessionAsync();
+        var (alice, aliceId, session, _) = served;
         var (_, url) = await alice.TicketAsync(session);
         await using (var conn = await cp.Db.OpenAsync(CancellationToken.None))
             await Dapper.SqlMapper.ExecuteAsync(conn, "UPDATE viewer_tickets SET token_version = 0 WHERE session_id = @session", new { session });
@@ -255,10 +262,8 @@ public abstract class TicketTests(StreamingControlPlane cp)
     [Fact]
     public async Task A_ticket_of_a_user_disabled_after_it_was_issued_is_refused_and_burnt()
     {
-        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
-        var session = await cp.CreateSessionAsync(aliceId);
-        await using var echo = StreamingTestServer.Echo();
-        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        await using var served = await ServedSessionAsync();
+        var (alice, aliceId, session, echo) = served;
         var (ticket, _) = await alice.TicketAsync(session);
 
         await PatchUserAsync(aliceId, new { disabled = true });
@@ -273,10 +278,8 @@ public abstract class TicketTests(StreamingControlPlane cp)
     public async Task An_admin_viewing_another_users_session_is_audited_the_owner_viewing_their_own_is_not()
     {
         var aliceName = ControlPlaneFixture.Unique("alice");
-        var (alice, aliceId, _) = await cp.CreateUserAsync(aliceName);
-        var session = await cp.CreateSessionAsync(aliceId);
-        await using var echo = StreamingTestServer.Echo();
-        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        await using var served = await ServedSessionAsync(aliceName);
+        var (alice, aliceId, session, _) = served;
         var admin = await cp.AdminClientAsync();
 
         using (var own = await cp.ConnectViewerAsync(alice, session))
@@ -320,10 +323,8 @@ public abstract class TicketTests(StreamingControlPlane cp)
     [Fact]
     public async Task A_foreign_origin_is_403_before_the_ticket_is_touched()
     {
-        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
-        var session = await cp.CreateSessionAsync(aliceId);
-        await using var echo = StreamingTestServer.Echo();
-        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        await using var served = await ServedSessionAsync();
+        var (alice, aliceId, session, _) = served;
         var (ticket, url) = await alice.TicketAsync(session);
 
         using var foreign = await cp.UpgradeRequestAsync(VncPath(session, ticket), origin: "http://evil.example");
