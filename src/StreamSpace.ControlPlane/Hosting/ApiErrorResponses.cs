@@ -18,6 +18,7 @@ namespace StreamSpace.ControlPlane.Hosting;
 public static class ApiErrorResponses
 {
     private static readonly string[] Json = ["application/json"];
+    private const string TooLarge = "The body is larger than StreamSpace__MaxRequestBodyBytes.";
 
     /// <summary>Documents one error answer of this endpoint (an <see cref="ApiError"/> body with this status).</summary>
     public static TBuilder ProducesApiError<TBuilder>(this TBuilder builder, int statusCode, string description)
@@ -42,7 +43,7 @@ public static class ApiErrorResponses
     public static TBuilder AcceptsDocumentedBody<TBuilder>(this TBuilder builder, Type type, string description, params string[] contentTypes)
         where TBuilder : IEndpointConventionBuilder =>
         builder.WithMetadata(new DocumentedBody(type, description, contentTypes))
-            .ProducesApiError(StatusCodes.Status413PayloadTooLarge, "The body is larger than StreamSpace__MaxRequestBodyBytes.")
+            .ProducesApiError(StatusCodes.Status413PayloadTooLarge, TooLarge)
             .ProducesApiError(StatusCodes.Status415UnsupportedMediaType, $"The body is not sent as {string.Join(" or ", contentTypes)}.");
 
     /// <summary>
@@ -105,7 +106,7 @@ public static class ApiErrorResponses
             Add(StatusCodes.Status404NotFound, "Nothing by that name or id (another user's session counts as none).");
         if (hasBody)
         {
-            Add(StatusCodes.Status413PayloadTooLarge, "The body is larger than StreamSpace__MaxRequestBodyBytes.");
+            Add(StatusCodes.Status413PayloadTooLarge, TooLarge);
             Add(StatusCodes.Status415UnsupportedMediaType, "The body is not sent as application/json (UTF-8).");
         }
         Add(StatusCodes.Status503ServiceUnavailable, "The database is unreachable or every connection is busy; 'Retry-After' says when to try again.");
