@@ -408,7 +408,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
     }
 
     [Fact]
-    public async Task A_deleted_users_home_is_deleted_once_no_session_uses_it_and_deleting_it_again_succeeds()
+    public async Task A_deleted_users_home_still_in_use_is_deleted_when_its_session_stops_and_deleting_it_again_succeeds()
     {
         var runtime = await NewRuntimeAsync();
         var userId = Guid.NewGuid().ToString("N");
@@ -422,23 +422,66 @@ public class ProcessRuntimeTests : IAsyncDisposable
         var neighbour = Path.Combine(_state.Folder, "homes", "id." + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(neighbour);
         File.WriteAllText(Path.Combine(neighbour, "keep"), "another user's");
+        var unusedId = Guid.NewGuid().ToString("N");
+        var unused = Path.Combine(_state.Folder, "homes", "id." + unusedId);
+        Directory.CreateDirectory(Path.Combine(unused, "sub"));
+        File.WriteAllText(Path.Combine(unused, "sub", "old"), "a user's whose sessions all ended");
 
-        // Still in use (e.g. a session whose stop expired on the control plane): refused, naming it, and nothing removed.
-        var refused = await Should.ThrowAsync<SessionRuntimeException>(() => runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken));
-        refused.Message.ShouldContain(args.SessionId);
+        // Used by no session: deleted at once, and nothing to defer.
+        await runtime.DeleteHomeAsync(unusedId, TestContext.Current.CancellationToken);
+        Directory.Exists(unused).ShouldBeFalse();
+        Directory.Exists(Path.Combine(_state.Folder, "home-deletes")).ShouldBeFalse();
+
+        // Still in use (a session whose stop expired on the control plane, which reconciliation stops next): accepted, and
+        // nothing is pulled from under the session's programs until it ends; hibernated the same.
+        await runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken);
         File.Exists(Path.Combine(home, "was-here")).ShouldBeTrue();
+        File.Exists(Path.Combine(_state.Folder, "home-deletes", userId)).ShouldBeTrue("the deferred deletion recorded");
         await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
-        await Should.ThrowAsync<SessionRuntimeException>(() => runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken));
+        await runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken); // a redelivery: still deferred
+        File.Exists(Path.Combine(home, "was-here")).ShouldBeTrue();
 
         await runtime.StopAsync(args.SessionId, TestContext.Current.CancellationToken);
-        await runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken);
-        Directory.Exists(home).ShouldBeFalse();
+        Directory.Exists(home).ShouldBeFalse("deleted once its last session stopped");
+        File.Exists(Path.Combine(_state.Folder, "home-deletes", userId)).ShouldBeFalse();
         await runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken); // a redelivery after a restart: idempotent
         await runtime.DeleteHomeAsync(Guid.NewGuid().ToString("N"), TestContext.Current.CancellationToken); // never had one here
         File.ReadAllText(Path.Combine(neighbour, "keep")).ShouldBe("another user's");
+        Directory.EnumerateFileSystemEntries(Path.Combine(_state.Folder, "home-deletes")).ShouldBeEmpty();
         (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.DeleteHomeAsync("../sessions", TestContext.Current.CancellationToken)))
             .Message.ShouldContain("not a safe name");
         Directory.Exists(Path.Combine(_state.Folder, "sessions")).ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task A_deferred_home_deletion_is_done_at_the_next_start_when_its_session_ended_while_the_agent_was_away()
+    {
+        var first = await NewRuntimeAsync();
+        var userId = Guid.NewGuid().ToString("N");
+        var args = Args("touch \"$HOME/was-here\"; exec xterm", persistentHome: true) with
+        {
+            SessionId = "fred-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "fred", UserId = userId,
+        };
+        var kept = Args(persistentHome: true) with { SessionId = "gina-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "gina", UserId = Guid.NewGuid().ToString("N") };
+        await first.StartAsync(args, TestContext.Current.CancellationToken);
+        await first.StartAsync(kept, TestContext.Current.CancellationToken);
+        var home = Path.Combine(_state.Folder, "homes", "id." + userId);
+        await TestProcesses.WaitUntilAsync(() => File.Exists(Path.Combine(home, "was-here")), Wait, "file written in the home");
+        await first.DeleteHomeAsync(userId, TestContext.Current.CancellationToken);
+        var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
+        _state.KillOnDispose(Record(kept.SessionId)["pgid"]!.GetValue<int>());
+        await first.DisposeAsync();
+        Directory.Exists(home).ShouldBeTrue("kept while the agent is away");
+        TestProcesses.KillGroup(pgid);
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).Count == 0, Wait, "the session's processes to die");
+
+        var second = await NewRuntimeAsync();
+        Directory.Exists(home).ShouldBeFalse("deleted at start: its session ended while the agent was away");
+        File.Exists(Path.Combine(_state.Folder, "home-deletes", userId)).ShouldBeFalse();
+        Directory.Exists(Path.Combine(_state.Folder, "homes", "id." + kept.UserId)).ShouldBeTrue("another user's home, in use, kept");
+        second.Inventory().Select(s => s.SessionId).ShouldBe([kept.SessionId]);
+        await second.StopAsync(kept.SessionId, TestContext.Current.CancellationToken);
+        Directory.Exists(Path.Combine(_state.Folder, "homes", "id." + kept.UserId)).ShouldBeTrue("a home without a deletion outlives its session");
     }
 
     [Fact]

@@ -40,6 +40,13 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     private readonly TimeProvider _time;
     private readonly string _sessionsDir;
     private readonly string _homesDir;
+    /// <summary>
+    /// One empty file per deleted user whose home a session still used when its <c>home.delete</c> came: the home goes
+    /// when the last such session ends (<see cref="Forget"/>), or at the next start when the agent was away meanwhile.
+    /// </summary>
+    private readonly string _homeDeletesDir;
+    /// <summary>Held while a home's users are checked and its deletion is done or deferred, so neither a deletion nor a deferral is missed.</summary>
+    private readonly Lock _homeDeletes = new();
     private readonly ConcurrentDictionary<string, ProcessSession> _sessions = new();
     private readonly Channel<SessionStatusPayload> _observations = Channel.CreateUnbounded<SessionStatusPayload>();
     private readonly HashSet<int> _reservedDisplays = [];
@@ -60,6 +67,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         _time = time;
         _sessionsDir = Path.Combine(Path.GetFullPath(options.StateFolder), "sessions");
         _homesDir = Path.Combine(Path.GetFullPath(options.StateFolder), "homes");
+        _homeDeletesDir = Path.Combine(Path.GetFullPath(options.StateFolder), "home-deletes");
     }
 
     public string Platform => Platforms.Process;
@@ -140,6 +148,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         // Judge the adopted sessions before the first hello, so the inventory never lists a dead one.
         await CheckSessionsAsync(ct);
         if (_cgroups is not null) await _cgroups.RemoveStaleAsync(_sessions.Keys.ToHashSet(StringComparer.Ordinal), _time, ct);
+        CompleteDeferredHomeDeletes();
         foreach (var session in _sessions.Values)
         {
             _logger.LogInformation("Re-adopted session {SessionId} on display :{Display} (pgid {Pgid}, {State})",
@@ -900,6 +909,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             else
                 TryDelete(socketDir);
         }
+        if (!r.TemporaryHome) DeleteHomeIfDeferred(r.HomePath);
         if (removeFolder)
         {
             TryDelete(session.Dir);
@@ -1153,31 +1163,99 @@ public sealed partial class ProcessRuntime : ISessionRuntime
 
     /// <summary>
     /// Deletes <c>homes/id.&lt;user id&gt;</c>, the persistent home of a user the control plane deleted. Its user id is
-    /// never given to anybody else, so no later session can want it. A session still running here with that home
-    /// (the control plane ended it without the agent's word, e.g. its stop expired) keeps it: the command fails, naming
-    /// the session, rather than pulling the files from under its programs. A home kept by username by an older agent is
-    /// left alone: that name may belong to somebody else by now.
+    /// never given to anybody else, so no later session can want it. A session still running or hibernated here with that
+    /// home (the control plane ended it without the agent's word, e.g. its stop expired, and will stop it by reconciliation
+    /// now that it knows nothing of it) keeps it until it ends: the deletion is recorded in the state folder and done
+    /// when the last such session ends, or at the agent's next start if it ended while the agent was away, rather than
+    /// pulling the files from under its programs or refusing (a refused <c>home.delete</c> is never sent again). A home
+    /// kept by username by an older agent is left alone: that name may belong to somebody else by now.
     /// </summary>
     public Task DeleteHomeAsync(string userId, CancellationToken ct)
     {
         ValidateName(userId, "user id");
         var home = Path.Combine(_homesDir, "id." + userId);
-        var users = _sessions.Values.Where(s => !s.Record.TemporaryHome && s.Record.HomePath == home)
-            .Select(s => s.Record.SessionId).Order(StringComparer.Ordinal).ToList();
-        if (users.Count > 0)
-            throw new SessionRuntimeException(
-                $"the persistent home of user {userId} is in use by session {string.Join(", ", users)} on this agent; stop it first");
-        if (Posix.Entry(home) is null) return Task.CompletedTask; // idempotent: deleted already, or never made here
-        try
+        lock (_homeDeletes)
         {
-            RemoveTree(home);
+            var users = HomeUsers(home);
+            if (users.Count > 0)
+            {
+                var marker = Path.Combine(_homeDeletesDir, userId);
+                try
+                {
+                    Directory.CreateDirectory(_homeDeletesDir);
+                    File.WriteAllBytes(marker, []);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    throw new SessionRuntimeException(
+                        $"the persistent home of user {userId} is in use by session {string.Join(", ", users)}, and its deletion once they end could not be recorded: {ex.Message}", ex);
+                }
+                _logger.LogInformation("The persistent home {Home} of deleted user {UserId} is deleted once session {SessionIds} ends: it still runs here",
+                    home, userId, string.Join(", ", users));
+                return Task.CompletedTask;
+            }
+            DeleteHome(home, userId);
         }
-        catch (IOException ex)
-        {
-            throw new SessionRuntimeException($"the persistent home of user {userId} could not be deleted: {ex.Message}", ex);
-        }
-        _logger.LogInformation("Deleted the persistent home {Home} of user {UserId}: the control plane deleted that user", home, userId);
         return Task.CompletedTask;
+    }
+
+    /// <summary>The sessions of this agent that use <paramref name="home"/> as their persistent home, in order.</summary>
+    private List<string> HomeUsers(string home) =>
+        _sessions.Values.Where(s => !s.Record.TemporaryHome && s.Record.HomePath == home)
+            .Select(s => s.Record.SessionId).Order(StringComparer.Ordinal).ToList();
+
+    /// <summary>Removes a deleted user's home and the record of its deferred deletion; idempotent. Called under <see cref="_homeDeletes"/>.</summary>
+    private void DeleteHome(string home, string userId)
+    {
+        if (Posix.Entry(home) is not null)
+        {
+            try
+            {
+                RemoveTree(home);
+            }
+            catch (IOException ex)
+            {
+                throw new SessionRuntimeException($"the persistent home of user {userId} could not be deleted: {ex.Message}", ex);
+            }
+            _logger.LogInformation("Deleted the persistent home {Home} of user {UserId}: the control plane deleted that user", home, userId);
+        }
+        var marker = Path.Combine(_homeDeletesDir, userId);
+        if (File.Exists(marker)) File.Delete(marker); // File.Delete throws when the folder is not there (no deletion was ever deferred)
+    }
+
+    /// <summary>
+    /// Does a deferred deletion of <paramref name="home"/> (see <see cref="DeleteHomeAsync"/>) once no session uses it.
+    /// Never throws: a home that cannot be removed now is tried again at the agent's next start.
+    /// </summary>
+    private void DeleteHomeIfDeferred(string home)
+    {
+        var name = Path.GetFileName(home);
+        if (Path.GetDirectoryName(home) != _homesDir || !name.StartsWith("id.", StringComparison.Ordinal)) return;
+        var userId = name["id.".Length..];
+        lock (_homeDeletes)
+        {
+            if (!File.Exists(Path.Combine(_homeDeletesDir, userId)) || HomeUsers(home).Count > 0) return;
+            try
+            {
+                DeleteHome(home, userId);
+            }
+            catch (Exception ex) when (ex is SessionRuntimeException or IOException or UnauthorizedAccessException)
+            {
+                _logger.LogWarning("The deferred deletion of {Home} failed; tried again when the agent starts: {Error}", home, ex.Message);
+            }
+        }
+    }
+
+    /// <summary>At start: the deferred home deletions whose sessions ended while the agent was away (or whose deletion failed).</summary>
+    private void CompleteDeferredHomeDeletes()
+    {
+        if (!Directory.Exists(_homeDeletesDir)) return;
+        foreach (var marker in Directory.EnumerateFiles(_homeDeletesDir))
+        {
+            var userId = Path.GetFileName(marker);
+            if (!SafeName().IsMatch(userId)) continue;
+            DeleteHomeIfDeferred(Path.Combine(_homesDir, "id." + userId));
+        }
     }
 
     /// <summary>
