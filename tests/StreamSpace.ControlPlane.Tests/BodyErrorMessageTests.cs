@@ -77,7 +77,6 @@ public abstract class BodyErrorMessageTests(ControlPlaneFixture cp)
     [Theory]
     [InlineData("GET", "/api/v1/audit?user=admin&user=alice", "user")]
     [InlineData("GET", "/api/v1/audit?action=login.failed&limit=5&action=user.created", "action")]
-    [InlineData("DELETE", "/api/v1/users/no-such-user?force=true&force=true", "force")]
     [InlineData("DELETE", "/api/v1/agents/no-such-agent?force=true&force=false", "force")]
     [InlineData("GET", "/api/v1/sessions?user=admin&user=", "user")]
     public async Task A_query_parameter_given_twice_is_refused_naming_it(string method, string url, string field)

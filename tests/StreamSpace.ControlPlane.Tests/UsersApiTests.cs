@@ -333,7 +333,7 @@ public abstract class UsersApiTests(ControlPlaneFixture cp)
     }
 
     [Fact]
-    public async Task Delete_is_refused_while_an_agent_may_still_run_a_persistent_home_session_of_the_user_unless_forced()
+    public async Task Delete_while_an_agent_may_still_run_a_persistent_home_session_of_the_user_queues_its_home_delete_and_audits_why()
     {
         var ct = TestContext.Current.CancellationToken;
         var admin = await cp.AdminClientAsync();
@@ -350,18 +350,12 @@ public abstract class UsersApiTests(ControlPlaneFixture cp)
         await Hub.HubControlPlane.EventuallyAsync(async () => await cp.ScalarAsync<string>(
             "SELECT state FROM sessions WHERE id = @sessionId", new { sessionId }) == "terminated", TimeSpan.FromSeconds(10), "the expired stop ended the session");
 
-        // When the agent returns, its home.delete would arrive before reconciliation's stop and be refused for good.
-        var refused = await (await admin.DeleteAsync($"/api/v1/users/{id}", ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
-        refused.GetProperty("unconfirmedSessions").GetInt64().ShouldBe(1);
-        refused.GetProperty("message").GetString()!.ShouldContain("?force=true");
-        (await HomeDeletesAsync(id)).ShouldBeEmpty();
-        var bad = await (await admin.DeleteAsync($"/api/v1/users/{id}?force=yes", ct)).ShouldBeErrorAsync(HttpStatusCode.BadRequest);
-        bad.GetProperty("fields").GetProperty("force").GetString().ShouldBe("must be true or false");
-
-        (await admin.DeleteAsync($"/api/v1/users/{id}?force=true", ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        // When the agent returns, reconciliation stops that session and the agent deletes the home once it has (it defers
+        // a home.delete while a session uses the home), so nothing is refused; the audit entry says what is still out there.
+        (await admin.DeleteAsync($"/api/v1/users/{id}", ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
         (await HomeDeletesAsync(id)).Select(c => c.AgentId).ShouldBe([agent]);
         (await cp.ScalarAsync<string>("SELECT detail FROM audit_log WHERE action = 'user.deleted' AND target = @name", new { name }))
-            .ShouldStartWith("forced; 1 persistent-home session(s)");
+            .ShouldStartWith("1 persistent-home session(s) an agent had not confirmed stopping: that agent stops them when it is back");
     }
 
     /// <summary>Admins (or a double click) deleting one user at once: one delete, one audit entry, one home.delete; the rest a JSON 404.</summary>
@@ -379,7 +373,7 @@ public abstract class UsersApiTests(ControlPlaneFixture cp)
 
         var answers = await Task.WhenAll(Enumerable.Range(0, 8).Select(async i =>
         {
-            using var response = await (i % 2 == 0 ? admin : second).DeleteAsync($"/api/v1/users/{id}{(i % 4 == 1 ? "?force=true" : "")}", ct);
+            using var response = await (i % 2 == 0 ? admin : second).DeleteAsync($"/api/v1/users/{id}", ct);
             if (response.StatusCode == HttpStatusCode.NoContent) return "deleted";
             (await response.ShouldBeErrorAsync(HttpStatusCode.NotFound)).GetProperty("message").GetString().ShouldBe($"No user with id '{id}'.");
             return "not found";

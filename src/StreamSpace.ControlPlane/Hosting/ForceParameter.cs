@@ -2,7 +2,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace StreamSpace.ControlPlane.Hosting;
 
-/// <summary><c>?force=true|false</c> of a delete that a 409 may refuse (agents, users); absent is false.</summary>
+/// <summary><c>?force=true|false</c> of an agent delete that a 409 may refuse; absent is false.</summary>
 internal static class ForceParameter
 {
     /// <summary>The value, or null when it is neither <c>true</c> nor <c>false</c> (answer <see cref="Invalid"/>).</summary>

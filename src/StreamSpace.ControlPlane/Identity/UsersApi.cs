@@ -44,7 +44,7 @@ public static partial class UsersApi
             .ProducesApiError(StatusCodes.Status409Conflict, "The change would leave no enabled admin.");
         group.MapDelete("/{id}", DeleteAsync).RequireAuthorization(Policies.Admin)
             .ProducesApiError(StatusCodes.Status403Forbidden, "The caller is not an admin, or is deleting themselves.")
-            .ProducesApiError(StatusCodes.Status409Conflict, "The last enabled admin; live sessions (terminate them first); or persistent-home sessions an agent has not confirmed stopping (?force=true deletes anyway).");
+            .ProducesApiError(StatusCodes.Status409Conflict, "The last enabled admin, or live sessions (terminate them first).");
         return routes;
     }
 
@@ -194,13 +194,14 @@ public static partial class UsersApi
     /// <summary>
     /// Deletes a user without live sessions, with their finished sessions. Every agent where one of their sessions had a
     /// persistent home gets a <c>home.delete</c> in the same transaction: the home is theirs alone (kept by user id, which
-    /// nobody else is ever given) and would otherwise stay on that agent, with their data, for ever.
+    /// nobody else is ever given) and would otherwise stay on that agent, with their data, for ever. A session of theirs
+    /// whose stop expired while its agent was away may still run there; that agent stops it by reconciliation when it
+    /// returns, and deletes the home once it has (an agent defers a <c>home.delete</c> while a session uses the home).
     /// </summary>
     public static async Task<Results<NoContent, JsonHttpResult<ApiError>>> DeleteAsync(
-        string id, string? force, HttpContext http, Db db, AuditLog audit, TokenUserLookup tokenUsers, CommandOutbox outbox,
+        string id, HttpContext http, Db db, AuditLog audit, TokenUserLookup tokenUsers, CommandOutbox outbox,
         IOptions<StreamSpaceOptions> options, CancellationToken ct)
     {
-        if (ForceParameter.Parse(force) is not { } forced) return ForceParameter.Invalid();
         var caller = CurrentUser.From(http.User);
         if (caller.Id == id) return ApiErrors.Forbidden("You cannot delete yourself; ask another admin.");
 
@@ -220,10 +221,9 @@ public static partial class UsersApi
                         ? $"User '{user.Username}' still has {live.Live} live session(s), {live.Stopping} of them being stopped; terminate the others first."
                         : $"User '{user.Username}' still has {live.Live} live session(s); terminate them first.");
             // A persistent-home session whose stop (or start) the control plane gave up on while its agent was away may still
-            // run there: the agent would refuse the home.delete, which reaches it before reconciliation's stop, for good.
+            // run there: said in the audit entry, since its home goes only once that agent is back and has stopped it.
             var unconfirmed = await Agents.AgentsApi.CountUnconfirmedAsync(conn, tx,
                 "JOIN sessions s ON s.id = c.session_id WHERE s.user_id = @id AND s.persistent_home = @yes", new { id, yes = true }, ct);
-            if (unconfirmed > 0 && !forced) return UnconfirmedHomesConflict(user.Username, id, unconfirmed);
             // Read before the sessions go: they are the only record of where this user's homes are. Agents deleted since
             // took their state folder with them.
             var homeAgents = (await conn.QueryAsync<string>(new CommandDefinition(
@@ -239,21 +239,13 @@ public static partial class UsersApi
             await conn.ExecuteAsync(new CommandDefinition("DELETE FROM sessions WHERE user_id = @id", new { id }, tx, cancellationToken: ct));
             await conn.ExecuteAsync(new CommandDefinition("DELETE FROM users WHERE id = @id", new { id }, tx, cancellationToken: ct));
             await audit.WriteAsync(conn, tx, caller.Username, AuditActions.UserDeleted, user.Username,
-                unconfirmed > 0 ? $"forced; {unconfirmed} persistent-home session(s) an agent had not confirmed stopping: their homes stay" : null, http, ct);
+                unconfirmed > 0 ? $"{unconfirmed} persistent-home session(s) an agent had not confirmed stopping: that agent stops them when it is back, and deletes their homes then if its home.delete has not expired" : null, http, ct);
             return TypedResults.NoContent();
         }, ct);
         tokenUsers.Invalidate(id);
         if (result.Result is NoContent && homeDeletes is not null) outbox.NotifyWritten(homeDeletes);
         return result;
     }
-
-    /// <summary>The 409 that <c>?force=true</c> overrides: persistent-home sessions an agent has not confirmed stopping.</summary>
-    public static JsonHttpResult<ApiError> UnconfirmedHomesConflict(string username, string id, long unconfirmed) => TypedResults.Json(
-        new ApiError("Conflict",
-            $"User '{username}' may still have {unconfirmed} session{(unconfirmed == 1 ? "" : "s")} with a persistent home running on an agent " +
-            "that has not confirmed stopping it (its stop expired while the agent was away): that agent would refuse to delete the home. " +
-            $"Bring the agent online once so it stops the session, or delete with ?force=true (DELETE /api/v1/users/{id}?force=true) and leave that home on its host.")
-        { UnconfirmedSessions = unconfirmed }, statusCode: StatusCodes.Status409Conflict);
 
     private static void ValidatePassword(Validation v, string? password, bool required)
     {

@@ -24,7 +24,7 @@ namespace StreamSpace.ControlPlane.Sessions;
 /// <para>Kept whatever their age: a session with an open command (a stop the reconciler wrote for it because its agent
 /// still reports it, say), and one whose start or stop expired without its agent's word since
 /// (<see cref="Agents.AgentsApi.UnconfirmedCommandSql"/>, kept past its retention by <see cref="CommandPruner"/> for the
-/// same reason): the agent may still run it, and the user delete's 409 counts such sessions through their row. Kept too,
+/// same reason): the agent may still run it, and the agent delete's 409 and the user delete's audit entry count such sessions through their row. Kept too,
 /// per user and agent, the newest ended session that had a persistent home there while no newer one exists: sessions are
 /// the only record of where a user's homes are, which the user delete reads to send each agent its <c>home.delete</c>.</para>
 /// <para>Sessions go in batches of <see cref="BatchSize"/>, each one transaction that deletes the sessions and then their

@@ -285,50 +285,6 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
     }
 
     [Fact]
-    public void A_user_delete_refused_for_homes_an_agent_has_not_confirmed_stopping_offers_delete_anyway_with_force()
-    {
-        // The agent that ran bob's persistent-home session may never come back to confirm its stop.
-        const string users = """[{"id":"u2","username":"bob","role":"user","disabled":false,"maxSessions":3,"createdAt":"2026-11-29T10:00:00Z"}]""";
-        var refusal = StreamSpace.ControlPlane.Identity.UsersApi.UnconfirmedHomesConflict("bob", "u2", 1).Value!;
-        Api.Answer("GET /api/v1/users", users)
-           .Answer("GET /api/v1/users", users)
-           .Answer("GET /api/v1/users", "[]")
-           .Answer("DELETE /api/v1/users/u2", HttpStatusCode.Conflict, Json(refusal))
-           .Answer("DELETE /api/v1/users/u2?force=true", HttpStatusCode.NoContent, "");
-        var cut = Render<AdminUsers>();
-        cut.Find("button[aria-label='Delete bob']").Click();
-        cut.Find(".confirm button.danger").Click();
-
-        cut.WaitForAssertion(() => cut.Find(".row-error .error").TextContent.ShouldContain(refusal.Message));
-        Api.RequestsTo("DELETE /api/v1/users/u2").Single().Query.ShouldBeEmpty();
-        cut.Find(".row-error button[aria-label='Delete bob anyway']").Click();
-        cut.Find(".row-error .confirm").TextContent.ShouldContain("Delete anyway: that home stays on its agent's host.");
-        Api.RequestsTo("DELETE /api/v1/users/u2?force=true").ShouldBeEmpty(); // not before the second confirmation
-        cut.Find(".row-error .confirm button.danger").Click();
-
-        cut.WaitForAssertion(() => cut.FindAll("tr[data-user='bob']").ShouldBeEmpty());
-        Api.RequestsTo("DELETE /api/v1/users/u2?force=true").Count.ShouldBe(1);
-        cut.FindAll(".row-error").ShouldBeEmpty();
-    }
-
-    [Fact]
-    public void A_user_delete_refused_for_live_sessions_offers_no_force()
-    {
-        // ?force=true never overrides live sessions: offering it would only earn the same refusal.
-        const string users = """[{"id":"u2","username":"bob","role":"user","disabled":false,"maxSessions":3,"createdAt":"2026-11-29T10:00:00Z"}]""";
-        Api.Answer("GET /api/v1/users", users)
-           .Answer("DELETE /api/v1/users/u2", HttpStatusCode.Conflict,
-               """{"error":"Conflict","message":"User 'bob' still has 1 live session(s); terminate them first."}""");
-        var cut = Render<AdminUsers>();
-        cut.Find("button[aria-label='Delete bob']").Click();
-        cut.Find(".confirm button.danger").Click();
-
-        cut.WaitForAssertion(() => cut.Find(".row-error .error").TextContent.ShouldContain("terminate them first"));
-        cut.FindAll("button[aria-label='Delete bob anyway']").ShouldBeEmpty();
-        Api.RequestsTo("DELETE /api/v1/users/u2").Count.ShouldBe(1);
-    }
-
-    [Fact]
     public void A_second_submit_of_the_new_user_form_before_the_first_is_answered_sends_nothing_more()
     {
         // As the API answers a repeated create: the first is created, the second finds the name taken.

@@ -127,10 +127,8 @@ public sealed class StreamSpaceApiClient(HttpClient http, AuthenticationStatePro
     public Task<ApiResult<UserBody>> UpdateUserAsync(string id, UpdateUserBody body, CancellationToken ct) =>
         SendAsync<UserBody>(HttpMethod.Patch, $"api/v1/users/{Uri.EscapeDataString(id)}", JsonContent.Create(body, options: Json), ct);
 
-    /// <summary><paramref name="force"/> deletes even while an agent may still run one of the user's persistent-home sessions
-    /// it has not confirmed stopping (that home then stays on its host).</summary>
-    public Task<ApiResult<NoContent>> DeleteUserAsync(string id, bool force, CancellationToken ct) =>
-        SendAsync<NoContent>(HttpMethod.Delete, $"api/v1/users/{Uri.EscapeDataString(id)}{(force ? "?force=true" : "")}", null, ct);
+    public Task<ApiResult<NoContent>> DeleteUserAsync(string id, CancellationToken ct) =>
+        SendAsync<NoContent>(HttpMethod.Delete, $"api/v1/users/{Uri.EscapeDataString(id)}", null, ct);
 
     // Audit
     /// <summary>The newest <paramref name="limit"/> entries (at most the API's <see cref="Audit.AuditApi.MaxLimit"/>).</summary>
