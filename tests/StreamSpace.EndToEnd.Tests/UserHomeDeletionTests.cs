@@ -16,23 +16,7 @@ public sealed class UserHomeDeletionTests
     public async Task Deleting_a_user_removes_their_persistent_home_from_the_agent()
     {
         await using var platform = await Platform.StartAsync(DatabaseKind.Sqlite, heartbeatSeconds: 2);
-        var admin = await platform.AdminAsync();
-        var agent = await platform.AddAgentAsync("agent-homes", "process");
-        await Platform.WaitUntilAsync(async () => await admin.AgentStatusAsync("agent-homes") == "online", TimeSpan.FromSeconds(10), "agent online");
-        await admin.CreateUserAsync("leaver", "leaver-password-1");
-        var users = await admin.GetJsonAsync("/api/v1/users");
-        var userId = users.EnumerateArray().Single(u => u.GetProperty("username").GetString() == "leaver").GetProperty("id").GetString()!;
-
-        string id;
-        using (var create = await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm", user = "leaver", persistentHome = true }))
-        {
-            create.StatusCode.ShouldBe(HttpStatusCode.Created, await create.Content.ReadAsStringAsync());
-            id = (await create.Content.ReadFromJsonAsync<System.Text.Json.JsonElement>()).GetProperty("id").GetString()!;
-        }
-        await admin.WaitForSessionStateAsync(id, "running", TimeSpan.FromSeconds(60));
-        var home = Path.Combine(agent.StateFolder, "homes", "id." + userId);
-        Directory.Exists(home).ShouldBeTrue("the session's persistent home");
-        await File.WriteAllTextAsync(Path.Combine(home, "notes.txt"), "the leaver's data", TestContext.Current.CancellationToken);
+        var (admin, agent, userId, id, home) = await RunSessionWithHomeAsync(platform, "agent-homes", "leaver");
 
         using (var terminate = await admin.DeleteAsync($"/api/v1/sessions/{id}"))
             terminate.StatusCode.ShouldBe(HttpStatusCode.Accepted);
@@ -58,21 +42,7 @@ public sealed class UserHomeDeletionTests
     {
         await using var platform = await Platform.StartAsync(DatabaseKind.Sqlite, heartbeatSeconds: 2,
             env: new Dictionary<string, string?> { ["StreamSpace__CommandTtl"] = "00:00:05" });
-        var admin = await platform.AdminAsync();
-        var agent = await platform.AddAgentAsync("agent-away", "process");
-        await Platform.WaitUntilAsync(async () => await admin.AgentStatusAsync("agent-away") == "online", TimeSpan.FromSeconds(10), "agent online");
-        await admin.CreateUserAsync("stayer", "stayer-password-1");
-        var users = await admin.GetJsonAsync("/api/v1/users");
-        var userId = users.EnumerateArray().Single(u => u.GetProperty("username").GetString() == "stayer").GetProperty("id").GetString()!;
-        string id;
-        using (var create = await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm", user = "stayer", persistentHome = true }))
-        {
-            create.StatusCode.ShouldBe(HttpStatusCode.Created, await create.Content.ReadAsStringAsync());
-            id = (await create.Content.ReadFromJsonAsync<System.Text.Json.JsonElement>()).GetProperty("id").GetString()!;
-        }
-        await admin.WaitForSessionStateAsync(id, "running", TimeSpan.FromSeconds(60));
-        var home = Path.Combine(agent.StateFolder, "homes", "id." + userId);
-        await File.WriteAllTextAsync(Path.Combine(home, "notes.txt"), "the stayer's data", TestContext.Current.CancellationToken);
+        var (admin, agent, userId, id, home) = await RunSessionWithHomeAsync(platform, "agent-away", "stayer");
         var record = Path.Combine(agent.StateFolder, "sessions", id, "session.json");
         File.Exists(record).ShouldBeTrue("the agent's record of the running session");
 
@@ -96,5 +66,31 @@ public sealed class UserHomeDeletionTests
         // Deferred (home.delete first) or done at once (the stop first): either way no deferred deletion is left.
         var deferred = Path.Combine(agent.StateFolder, "home-deletes");
         (Directory.Exists(deferred) ? Directory.GetFileSystemEntries(deferred) : []).ShouldBeEmpty("no deferred deletion left");
+    }
+
+    /// <summary>
+    /// An agent online, a new user, and their running xterm session with a persistent home on it, holding the user's
+    /// <c>notes.txt</c>.
+    /// </summary>
+    private static async Task<(HttpClient Admin, AgentHandle Agent, string UserId, string SessionId, string Home)> RunSessionWithHomeAsync(
+        Platform platform, string agentId, string username)
+    {
+        var admin = await platform.AdminAsync();
+        var agent = await platform.AddAgentAsync(agentId, "process");
+        await Platform.WaitUntilAsync(async () => await admin.AgentStatusAsync(agentId) == "online", TimeSpan.FromSeconds(10), "agent online");
+        await admin.CreateUserAsync(username, username + "-password-1");
+        var users = await admin.GetJsonAsync("/api/v1/users");
+        var userId = users.EnumerateArray().Single(u => u.GetProperty("username").GetString() == username).GetProperty("id").GetString()!;
+        string id;
+        using (var create = await admin.PostAsJsonAsync("/api/v1/sessions", new { template = "xterm", user = username, persistentHome = true }))
+        {
+            create.StatusCode.ShouldBe(HttpStatusCode.Created, await create.Content.ReadAsStringAsync());
+            id = (await create.Content.ReadFromJsonAsync<System.Text.Json.JsonElement>()).GetProperty("id").GetString()!;
+        }
+        await admin.WaitForSessionStateAsync(id, "running", TimeSpan.FromSeconds(60));
+        var home = Path.Combine(agent.StateFolder, "homes", "id." + userId);
+        Directory.Exists(home).ShouldBeTrue("the session's persistent home");
+        await File.WriteAllTextAsync(Path.Combine(home, "notes.txt"), $"the {username}'s data", TestContext.Current.CancellationToken);
+        return (admin, agent, userId, id, home);
     }
 }

@@ -407,18 +407,25 @@ public class ProcessRuntimeTests : IAsyncDisposable
         return (process.ExitCode, await output);
     }
 
+    /// <summary>Starts an xterm session of a new user id with a persistent home and waits until it wrote to that home.</summary>
+    private async Task<(SessionStartArgs Args, string Home)> StartWithHomeAsync(ProcessRuntime runtime, string user)
+    {
+        var args = Args("touch \"$HOME/was-here\"; exec xterm", persistentHome: true) with
+        {
+            SessionId = $"{user}-xterm-" + Guid.NewGuid().ToString("N")[..6], User = user, UserId = Guid.NewGuid().ToString("N"),
+        };
+        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
+        var home = Path.Combine(_state.Folder, "homes", "id." + args.UserId);
+        await TestProcesses.WaitUntilAsync(() => File.Exists(Path.Combine(home, "was-here")), Wait, "file written in the home");
+        return (args, home);
+    }
+
     [Fact]
     public async Task A_deleted_users_home_still_in_use_is_deleted_when_its_session_stops_and_deleting_it_again_succeeds()
     {
         var runtime = await NewRuntimeAsync();
-        var userId = Guid.NewGuid().ToString("N");
-        var args = Args("touch \"$HOME/was-here\"; exec xterm", persistentHome: true) with
-        {
-            SessionId = "erin-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "erin", UserId = userId,
-        };
-        await runtime.StartAsync(args, TestContext.Current.CancellationToken);
-        var home = Path.Combine(_state.Folder, "homes", "id." + userId);
-        await TestProcesses.WaitUntilAsync(() => File.Exists(Path.Combine(home, "was-here")), Wait, "file written in the home");
+        var (args, home) = await StartWithHomeAsync(runtime, "erin");
+        var userId = args.UserId!;
         var neighbour = Path.Combine(_state.Folder, "homes", "id." + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(neighbour);
         File.WriteAllText(Path.Combine(neighbour, "keep"), "another user's");
@@ -457,16 +464,9 @@ public class ProcessRuntimeTests : IAsyncDisposable
     public async Task A_deferred_home_deletion_is_done_at_the_next_start_when_its_session_ended_while_the_agent_was_away()
     {
         var first = await NewRuntimeAsync();
-        var userId = Guid.NewGuid().ToString("N");
-        var args = Args("touch \"$HOME/was-here\"; exec xterm", persistentHome: true) with
-        {
-            SessionId = "fred-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "fred", UserId = userId,
-        };
-        var kept = Args(persistentHome: true) with { SessionId = "gina-xterm-" + Guid.NewGuid().ToString("N")[..6], User = "gina", UserId = Guid.NewGuid().ToString("N") };
-        await first.StartAsync(args, TestContext.Current.CancellationToken);
-        await first.StartAsync(kept, TestContext.Current.CancellationToken);
-        var home = Path.Combine(_state.Folder, "homes", "id." + userId);
-        await TestProcesses.WaitUntilAsync(() => File.Exists(Path.Combine(home, "was-here")), Wait, "file written in the home");
+        var (args, home) = await StartWithHomeAsync(first, "fred");
+        var userId = args.UserId!;
+        var (kept, _) = await StartWithHomeAsync(first, "gina");
         await first.DeleteHomeAsync(userId, TestContext.Current.CancellationToken);
         var pgid = Record(args.SessionId)["pgid"]!.GetValue<int>();
         _state.KillOnDispose(Record(kept.SessionId)["pgid"]!.GetValue<int>());
