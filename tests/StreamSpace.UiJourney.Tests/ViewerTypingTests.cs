@@ -8,8 +8,9 @@ namespace StreamSpace.UiJourney.Tests;
 
 /// <summary>
 /// Input through the viewer in real Chromium: keys typed on the noVNC canvas reach the shell in a real xterm
-/// session (via relay, embedded agent and Xvnc) and redraw the canvas; text sent from the viewer's clipboard
-/// panel is pasted into the session.
+/// session (via relay, embedded agent and Xvnc) and redraw the canvas; text selected in the session reaches the
+/// viewer's clipboard panel (and the local clipboard, for the session's owner only); text sent from the panel is
+/// pasted into the session.
 /// </summary>
 public sealed class ViewerTypingTests(ControlPlaneProcess cp, Chromium chromium) : IClassFixture<ControlPlaneProcess>, IClassFixture<Chromium>
 {
@@ -27,12 +28,13 @@ public sealed class ViewerTypingTests(ControlPlaneProcess cp, Chromium chromium)
     private static readonly Position InsideXterm = new() { X = 40, Y = 40 };
 
     [Fact]
-    public async Task Typing_on_the_viewer_canvas_runs_a_command_in_the_xterm_session_and_the_clipboard_panel_pastes()
+    public async Task Typing_on_the_viewer_canvas_runs_a_command_in_the_xterm_session_and_the_clipboard_works_both_ways()
     {
         var sessionId = await CreateRunningXtermAsAdminAsync();
         var home = Path.Combine(cp.DataFolder, "agent-local", "sessions", sessionId, "home");
 
         await using var context = await chromium.NewContextAsync(cp.BaseAddress);
+        await context.GrantPermissionsAsync(["clipboard-read", "clipboard-write"], new() { Origin = cp.BaseAddress.ToString().TrimEnd('/') });
         var page = await context.NewPageAsync();
         await Chromium.StepAsync(page, "viewer-typing", async () =>
         {
@@ -65,6 +67,15 @@ public sealed class ViewerTypingTests(ControlPlaneProcess cp, Chromium chromium)
             var after = await canvas.ScreenshotAsync(new() { Path = Path.Combine(Chromium.ArtifactsFolder, "31-viewer-after-typing.png") });
             after.ShouldNotBe(before);
 
+            // Clipboard from the session: text selected in xterm (PRIMARY, which Xvnc sends) reaches the panel, and, this
+            // being the viewer's own session, the local clipboard too.
+            await page.WaitForFunctionAsync("() => document.body.dataset.clipboardMirror === 'true'");
+            await page.EvaluateAsync("() => navigator.clipboard.writeText('local-before')");
+            await SelectXtermLinesAsync(page, canvas);
+            await page.WaitForFunctionAsync("() => document.querySelector('#clipboard-text').value.includes('hello')", null, new() { Timeout = 15_000 });
+            await page.WaitForFunctionAsync("async () => (await navigator.clipboard.readText()).includes('hello')", null, new() { Timeout = 5_000 });
+            (await page.Locator("#clipboard-mirror-note").IsHiddenAsync()).ShouldBeTrue();
+
             // Clipboard: the panel sends text to the session (noVNC clipboardPasteFrom); a middle click pastes it into
             // a running `cat`, which writes it to a file we can read.
             await page.Keyboard.TypeAsync("cat > $HOME/pasted", new() { Delay = 20 });
@@ -84,6 +95,58 @@ public sealed class ViewerTypingTests(ControlPlaneProcess cp, Chromium chromium)
         });
     }
 
+    /// <summary>
+    /// Text copied in another user's session (here: an admin viewing it) reaches the panel but not the viewer's own
+    /// clipboard, which the session's programs could otherwise fill with text to be pasted into a terminal later.
+    /// </summary>
+    [Fact]
+    public async Task Text_copied_in_another_users_session_stays_in_the_panel_and_is_not_put_on_the_viewers_clipboard()
+    {
+        var sessionId = await CreateRunningXtermAsAdminAsync(forUser: "clipowner");
+
+        await using var context = await chromium.NewContextAsync(cp.BaseAddress);
+        await context.GrantPermissionsAsync(["clipboard-read", "clipboard-write"], new() { Origin = cp.BaseAddress.ToString().TrimEnd('/') });
+        var page = await context.NewPageAsync();
+        await Chromium.StepAsync(page, "viewer-foreign-clipboard", async () =>
+        {
+            await page.GotoAsync("/");
+            await Pages.SignInAsync(page, "admin", ControlPlaneProcess.AdminPassword);
+            await page.GotoAsync($"/sessions/{Uri.EscapeDataString(sessionId)}/view");
+            await page.Locator("#status").Filter(new() { HasText = "Connected" }).WaitForAsync(new() { Timeout = 30_000 });
+            var canvas = page.Locator("#screen canvas");
+            await canvas.WaitForAsync();
+            await page.WaitForFunctionAsync("() => document.body.dataset.clipboardMirror === 'false'");
+            await page.EvaluateAsync("() => navigator.clipboard.writeText('local-before')");
+
+            await canvas.ClickAsync(new() { Position = InsideXterm });
+            await page.Keyboard.TypeAsync("echo copied-by-the-owner", new() { Delay = 20 });
+            await page.Keyboard.PressAsync("Enter");
+            // Selected until it is there: the echo's output must be drawn before a selection can hold it.
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+            while (!(await page.Locator("#clipboard-text").InputValueAsync()).Contains("copied-by-the-owner", StringComparison.Ordinal))
+            {
+                DateTime.UtcNow.ShouldBeLessThan(deadline, "the session's selection never reached the panel");
+                await SelectXtermLinesAsync(page, canvas);
+                await Task.Delay(500);
+            }
+            await page.Locator("#clipboard-toggle").ClickAsync();
+            await page.Locator("#clipboard-mirror-note").WaitForAsync();
+            await Task.Delay(500); // a mirror would have been written with the panel's text, at once
+            (await page.EvaluateAsync<string>("() => navigator.clipboard.readText()")).ShouldBe("local-before");
+            await Chromium.ScreenshotAsync(page, "33-viewer-foreign-clipboard");
+        });
+    }
+
+    /// <summary>Drags across xterm's first lines (it sits at the desktop's top-left), selecting them as a user would.</summary>
+    private static async Task SelectXtermLinesAsync(IPage page, ILocator canvas)
+    {
+        var box = (await canvas.BoundingBoxAsync())!;
+        await page.Mouse.MoveAsync(box.X + 2, box.Y + 2);
+        await page.Mouse.DownAsync();
+        await page.Mouse.MoveAsync(box.X + 400, box.Y + 60, new() { Steps = 8 });
+        await page.Mouse.UpAsync();
+    }
+
     private static async Task WaitForFileAsync(string path, string content)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
@@ -96,19 +159,25 @@ public sealed class ViewerTypingTests(ControlPlaneProcess cp, Chromium chromium)
         }
     }
 
-    private async Task<string> CreateRunningXtermAsAdminAsync()
+    /// <param name="forUser">Create the session for this user (made first) instead of for the admin.</param>
+    private async Task<string> CreateRunningXtermAsAdminAsync(string? forUser = null)
     {
         using var http = new HttpClient { BaseAddress = cp.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
         using var login = await http.PostAsJsonAsync("api/v1/auth/login", new { username = "admin", password = ControlPlaneProcess.AdminPassword });
         login.EnsureSuccessStatusCode();
         var token = (await login.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("token").GetString();
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        if (forUser is not null)
+        {
+            using var user = await http.PostAsJsonAsync("api/v1/users", new { username = forUser, password = forUser + "-password-1" });
+            user.StatusCode.ShouldBe(System.Net.HttpStatusCode.Created, await user.Content.ReadAsStringAsync());
+        }
         // The embedded agent dials in shortly after the control plane is ready: 503 until then.
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         string id;
         while (true)
         {
-            using var created = await http.PostAsJsonAsync("api/v1/sessions", new { template = "xterm" });
+            using var created = await http.PostAsJsonAsync("api/v1/sessions", new { template = "xterm", user = forUser });
             if (created.StatusCode == System.Net.HttpStatusCode.ServiceUnavailable && DateTime.UtcNow < deadline)
             {
                 await Task.Delay(500);

@@ -22,6 +22,13 @@ let rfb = null;
  * leaves a second stream open behind the one the page shows.
  */
 let generation = 0;
+/**
+ * Whether the signed-in person owns this session. Only then is text the session copies also written to the local
+ * clipboard: another user's session (an admin viewing it) could otherwise fill the viewer's clipboard with whatever its
+ * programs choose, to be pasted later into a terminal. For those it stays in the panel, to be copied by hand. False
+ * until known, so nothing is mirrored before the answer.
+ */
+let ownSession = false;
 let userDisconnected = false;
 let attempt = 0;
 let timer = null;
@@ -41,6 +48,17 @@ async function api(method, path) {
   let body = null;
   try { body = await response.json(); } catch { /* empty or not JSON */ }
   return { status: response.status, body };
+}
+
+async function learnOwnership() {
+  try {
+    const [me, session] = await Promise.all([api('GET', '/api/v1/users/me'), api('GET', apiBase)]);
+    ownSession = me.status === 200 && session.status === 200 && me.body.username === session.body.user;
+  } catch {
+    ownSession = false;
+  }
+  document.body.dataset.clipboardMirror = String(ownSession);
+  $('clipboard-mirror-note').hidden = ownSession;
 }
 
 function setStatus(text) { $('status').textContent = text; }
@@ -171,8 +189,9 @@ async function connect() {
   stream.addEventListener('clipboard', (e) => {
     if (!mine()) return;
     $('clipboard-text').value = e.detail.text;
-    // Mirror into the local clipboard where the browser allows it (secure contexts); the panel always has it.
-    navigator.clipboard?.writeText(e.detail.text).catch(() => {});
+    // Mirrored into the local clipboard, for the session's owner only, where the browser allows it (secure contexts);
+    // the panel always has it.
+    if (ownSession) navigator.clipboard?.writeText(e.detail.text).catch(() => {});
   });
   stream.addEventListener('securityfailure', (e) => {
     if (mine()) showMessage(`The session refused the connection: ${e.detail.reason || e.detail.status}`, { retry: true });
@@ -221,4 +240,5 @@ $('clipboard-send').addEventListener('click', () => {
   if (rfb) rfb.clipboardPasteFrom($('clipboard-text').value);
 });
 
+if (sessionId) learnOwnership();
 connect();
