@@ -444,6 +444,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
         await runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken);
         File.Exists(Path.Combine(home, "was-here")).ShouldBeTrue();
         File.Exists(Path.Combine(_state.Folder, "home-deletes", userId)).ShouldBeTrue("the deferred deletion recorded");
+        File.GetUnixFileMode(Path.Combine(_state.Folder, "home-deletes")).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
         await runtime.DeleteHomeAsync(userId, TestContext.Current.CancellationToken); // a redelivery: still deferred
         File.Exists(Path.Combine(home, "was-here")).ShouldBeTrue();

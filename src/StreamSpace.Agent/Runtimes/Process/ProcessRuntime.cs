@@ -1182,7 +1182,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 var marker = Path.Combine(_homeDeletesDir, userId);
                 try
                 {
-                    Directory.CreateDirectory(_homeDeletesDir);
+                    Directory.CreateDirectory(_homeDeletesDir, PrivateDir); // the agent's alone, like its command records
                     File.WriteAllBytes(marker, []);
                 }
                 catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
