@@ -177,7 +177,9 @@ public sealed class StartupFailureTests
         took.ShouldBeGreaterThan(TimeSpan.FromSeconds(29), ending.Output); // it did wait, as documented
         held.Count.ShouldBeGreaterThan(1, "it tried more than once");
         ending.Output.ShouldContain("streamspace: cannot open the database postgres://postgres@127.0.0.1:");
-        ending.Output.ShouldMatch(@"streamspace: cannot open the database \S+: The operation has timed out \(gave up after 3[01] s: \d+ attempts, a second apart");
+        // The reason is the last attempt's: Npgsql's 5 s ran out reading the server's answer ("The operation has timed out"),
+        // or, once in a full run with every core busy starting the suite's processes, before its connect completed.
+        ending.Output.ShouldMatch(@"streamspace: cannot open the database \S+: (The operation has timed out|Failed to connect to 127\.0\.0\.1:\d+) \(gave up after 3[01] s: \d+ attempts, a second apart");
         ending.Output.ShouldNotContain("Unhandled exception");
     }
 
