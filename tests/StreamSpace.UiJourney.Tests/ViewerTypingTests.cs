@@ -33,17 +33,11 @@ public sealed class ViewerTypingTests(ControlPlaneProcess cp, Chromium chromium)
         var sessionId = await CreateRunningXtermAsAdminAsync();
         var home = Path.Combine(cp.DataFolder, "agent-local", "sessions", sessionId, "home");
 
-        await using var context = await chromium.NewContextAsync(cp.BaseAddress);
-        await context.GrantPermissionsAsync(["clipboard-read", "clipboard-write"], new() { Origin = cp.BaseAddress.ToString().TrimEnd('/') });
+        await using var context = await NewContextWithClipboardAsync();
         var page = await context.NewPageAsync();
         await Chromium.StepAsync(page, "viewer-typing", async () =>
         {
-            await page.GotoAsync("/");
-            await Pages.SignInAsync(page, "admin", ControlPlaneProcess.AdminPassword);
-            await page.GotoAsync($"/sessions/{Uri.EscapeDataString(sessionId)}/view");
-            await page.Locator("#status").Filter(new() { HasText = "Connected" }).WaitForAsync(new() { Timeout = 30_000 });
-            var canvas = page.Locator("#screen canvas");
-            await canvas.WaitForAsync();
+            var canvas = await OpenViewerAsAdminAsync(page, sessionId);
 
             // Wait until the desktop is drawn and still (resize to the window and xterm's first paint are over).
             var stillSince = DateTime.UtcNow + TimeSpan.FromSeconds(30);
@@ -104,17 +98,11 @@ public sealed class ViewerTypingTests(ControlPlaneProcess cp, Chromium chromium)
     {
         var sessionId = await CreateRunningXtermAsAdminAsync(forUser: "clipowner");
 
-        await using var context = await chromium.NewContextAsync(cp.BaseAddress);
-        await context.GrantPermissionsAsync(["clipboard-read", "clipboard-write"], new() { Origin = cp.BaseAddress.ToString().TrimEnd('/') });
+        await using var context = await NewContextWithClipboardAsync();
         var page = await context.NewPageAsync();
         await Chromium.StepAsync(page, "viewer-foreign-clipboard", async () =>
         {
-            await page.GotoAsync("/");
-            await Pages.SignInAsync(page, "admin", ControlPlaneProcess.AdminPassword);
-            await page.GotoAsync($"/sessions/{Uri.EscapeDataString(sessionId)}/view");
-            await page.Locator("#status").Filter(new() { HasText = "Connected" }).WaitForAsync(new() { Timeout = 30_000 });
-            var canvas = page.Locator("#screen canvas");
-            await canvas.WaitForAsync();
+            var canvas = await OpenViewerAsAdminAsync(page, sessionId);
             await page.WaitForFunctionAsync("() => document.body.dataset.clipboardMirror === 'false'");
             await page.EvaluateAsync("() => navigator.clipboard.writeText('local-before')");
 
@@ -135,6 +123,26 @@ public sealed class ViewerTypingTests(ControlPlaneProcess cp, Chromium chromium)
             (await page.EvaluateAsync<string>("() => navigator.clipboard.readText()")).ShouldBe("local-before");
             await Chromium.ScreenshotAsync(page, "33-viewer-foreign-clipboard");
         });
+    }
+
+    /// <summary>A browser context whose pages may read and write the local clipboard (what the tests check it with).</summary>
+    private async Task<IBrowserContext> NewContextWithClipboardAsync()
+    {
+        var context = await chromium.NewContextAsync(cp.BaseAddress);
+        await context.GrantPermissionsAsync(["clipboard-read", "clipboard-write"], new() { Origin = cp.BaseAddress.ToString().TrimEnd('/') });
+        return context;
+    }
+
+    /// <summary>Signs in as the admin and opens the session's viewer until it is connected; the noVNC canvas.</summary>
+    private static async Task<ILocator> OpenViewerAsAdminAsync(IPage page, string sessionId)
+    {
+        await page.GotoAsync("/");
+        await Pages.SignInAsync(page, "admin", ControlPlaneProcess.AdminPassword);
+        await page.GotoAsync($"/sessions/{Uri.EscapeDataString(sessionId)}/view");
+        await page.Locator("#status").Filter(new() { HasText = "Connected" }).WaitForAsync(new() { Timeout = 30_000 });
+        var canvas = page.Locator("#screen canvas");
+        await canvas.WaitForAsync();
+        return canvas;
     }
 
     /// <summary>Drags across xterm's first lines (it sits at the desktop's top-left), selecting them as a user would.</summary>
