@@ -909,7 +909,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             else
                 TryDelete(socketDir);
         }
-        if (!r.TemporaryHome) DeleteHomeIfDeferred(r.HomePath);
+        if (!r.TemporaryHome && HomeOwnerId(r.HomePath) is { } owner) CompleteDeferredHomeDelete(owner);
         if (removeFolder)
         {
             TryDelete(session.Dir);
@@ -1173,17 +1173,16 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     public Task DeleteHomeAsync(string userId, CancellationToken ct)
     {
         ValidateName(userId, "user id");
-        var home = Path.Combine(_homesDir, "id." + userId);
+        var home = HomeOf(userId);
         lock (_homeDeletes)
         {
             var users = HomeUsers(home);
             if (users.Count > 0)
             {
-                var marker = Path.Combine(_homeDeletesDir, userId);
                 try
                 {
                     Directory.CreateDirectory(_homeDeletesDir, PrivateDir); // the agent's alone, like its command records
-                    File.WriteAllBytes(marker, []);
+                    File.WriteAllBytes(DeferredHomeDelete(userId), []);
                 }
                 catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
                 {
@@ -1192,12 +1191,26 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                 }
                 _logger.LogInformation("The persistent home {Home} of deleted user {UserId} is deleted once session {SessionIds} ends: it still runs here",
                     home, userId, string.Join(", ", users));
-                return Task.CompletedTask;
             }
-            DeleteHome(home, userId);
+            else
+            {
+                DeleteHome(userId);
+            }
         }
         return Task.CompletedTask;
     }
+
+    /// <summary>The persistent home of the user with id <paramref name="userId"/>: <c>homes/id.&lt;user id&gt;</c>.</summary>
+    private string HomeOf(string userId) => Path.Combine(_homesDir, "id." + userId);
+
+    /// <summary>The user id whose <see cref="HomeOf"/> <paramref name="home"/> is; null for a home kept by username.</summary>
+    private string? HomeOwnerId(string home) =>
+        Path.GetDirectoryName(home) == _homesDir && Path.GetFileName(home) is { } name && name.StartsWith("id.", StringComparison.Ordinal)
+            ? name["id.".Length..]
+            : null;
+
+    /// <summary>The record that the home of <paramref name="userId"/> is to be deleted once no session uses it.</summary>
+    private string DeferredHomeDelete(string userId) => Path.Combine(_homeDeletesDir, userId);
 
     /// <summary>The sessions of this agent that use <paramref name="home"/> as their persistent home, in order.</summary>
     private List<string> HomeUsers(string home) =>
@@ -1205,8 +1218,9 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             .Select(s => s.Record.SessionId).Order(StringComparer.Ordinal).ToList();
 
     /// <summary>Removes a deleted user's home and the record of its deferred deletion; idempotent. Called under <see cref="_homeDeletes"/>.</summary>
-    private void DeleteHome(string home, string userId)
+    private void DeleteHome(string userId)
     {
+        var home = HomeOf(userId);
         if (Posix.Entry(home) is not null)
         {
             try
@@ -1219,29 +1233,27 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             }
             _logger.LogInformation("Deleted the persistent home {Home} of user {UserId}: the control plane deleted that user", home, userId);
         }
-        var marker = Path.Combine(_homeDeletesDir, userId);
+        var marker = DeferredHomeDelete(userId);
         if (File.Exists(marker)) File.Delete(marker); // File.Delete throws when the folder is not there (no deletion was ever deferred)
     }
 
     /// <summary>
-    /// Does a deferred deletion of <paramref name="home"/> (see <see cref="DeleteHomeAsync"/>) once no session uses it.
-    /// Never throws: a home that cannot be removed now is tried again at the agent's next start.
+    /// Does the deferred deletion of the home of <paramref name="userId"/> (see <see cref="DeleteHomeAsync"/>), if there is
+    /// one, once no session uses that home. Never throws: a home that cannot be removed now is tried again at the agent's
+    /// next start.
     /// </summary>
-    private void DeleteHomeIfDeferred(string home)
+    private void CompleteDeferredHomeDelete(string userId)
     {
-        var name = Path.GetFileName(home);
-        if (Path.GetDirectoryName(home) != _homesDir || !name.StartsWith("id.", StringComparison.Ordinal)) return;
-        var userId = name["id.".Length..];
         lock (_homeDeletes)
         {
-            if (!File.Exists(Path.Combine(_homeDeletesDir, userId)) || HomeUsers(home).Count > 0) return;
+            if (!File.Exists(DeferredHomeDelete(userId)) || HomeUsers(HomeOf(userId)).Count > 0) return;
             try
             {
-                DeleteHome(home, userId);
+                DeleteHome(userId);
             }
             catch (Exception ex) when (ex is SessionRuntimeException or IOException or UnauthorizedAccessException)
             {
-                _logger.LogWarning("The deferred deletion of {Home} failed; tried again when the agent starts: {Error}", home, ex.Message);
+                _logger.LogWarning("The deferred deletion of {Home} failed; tried again when the agent starts: {Error}", HomeOf(userId), ex.Message);
             }
         }
     }
@@ -1253,8 +1265,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         foreach (var marker in Directory.EnumerateFiles(_homeDeletesDir))
         {
             var userId = Path.GetFileName(marker);
-            if (!SafeName().IsMatch(userId)) continue;
-            DeleteHomeIfDeferred(Path.Combine(_homesDir, "id." + userId));
+            if (SafeName().IsMatch(userId)) CompleteDeferredHomeDelete(userId);
         }
     }
 
