@@ -939,7 +939,10 @@ public class ProcessRuntimeTests : IAsyncDisposable
         failure.Message.ShouldStartWith($"session {args.SessionId} stays hibernated: its record could not be saved: ");
         runtime.Inventory().Single().State.ShouldBe(ObservedStates.Hibernated);
         Record(args.SessionId)["state"]!.GetValue<string>().ShouldBe("hibernated");
-        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).All(m => m.State is 'T' or 't' or 'Z'), Wait, "every process of the session stopped again");
+        // Stopped as the runtime counts it (ProcFs.IsHeld): a shell caught by the SIGSTOP in a vfork whose child was stopped
+        // before its exec waits in the kernel (state D) for as long as that child is stopped, and never shows T.
+        await TestProcesses.WaitUntilAsync(() => ProcFs.GroupStates(pgid) is var group && group.All(m => ProcFs.IsHeld(m, group)), Wait,
+            "every process of the session stopped again");
 
         Directory.Delete(temp);
         await runtime.WakeAsync(args.SessionId, TestContext.Current.CancellationToken);
