@@ -358,6 +358,57 @@ public abstract class UsersApiTests(ControlPlaneFixture cp)
             .ShouldStartWith("1 persistent-home session(s) an agent had not confirmed stopping: that agent stops them when it is back");
     }
 
+    /// <summary>
+    /// A deleted user's home.delete waits for an agent that is away; deleting that agent would drop it for good (it never
+    /// connects again), leaving the user's files on its host, so the agent delete refuses over it unless forced.
+    /// </summary>
+    [Fact]
+    public async Task An_agent_that_still_owes_a_deleted_users_home_delete_is_deleted_only_when_forced_or_once_it_deleted_the_home()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("owedhome");
+        var (_, id, _) = await cp.CreateUserAsync(name);
+        var agents = new List<(string AgentId, string Token)>();
+        foreach (var prefix in new[] { "gonehost", "backhost" })
+        {
+            var agentId = ControlPlaneFixture.Unique(prefix);
+            var token = (await (await admin.PostAsJsonAsync("/api/v1/agents", new { agentId }, ct)).ShouldBeJsonAsync(HttpStatusCode.Created))
+                .GetProperty("token").GetString()!;
+            agents.Add((agentId, token));
+            await InsertSessionAsync($"{name}-xterm-{agentId[^6..]}", id, name, "terminated", agentId, persistentHome: true);
+        }
+        (await admin.DeleteAsync($"/api/v1/users/{id}", ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        (await HomeDeletesAsync(id)).Count.ShouldBe(2);
+
+        var (gone, _) = agents[0];
+        var refused = await (await admin.DeleteAsync($"/api/v1/agents/{gone}", ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        refused.GetProperty("pendingHomeDeletes").GetInt64().ShouldBe(1);
+        refused.TryGetProperty("unconfirmedSessions", out _).ShouldBeFalse("no session of this agent ended without its word");
+        refused.GetProperty("message").GetString().ShouldBe(
+            $"Agent '{gone}' still holds the persistent home of 1 deleted user (their home.delete waits for it): deleting it now would leave " +
+            $"those files on its host. Bring the agent online once so it deletes them, or delete with ?force=true (DELETE /api/v1/agents/{gone}?force=true).");
+        await (await admin.GetAsync($"/api/v1/agents/{gone}", ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+        (await admin.DeleteAsync($"/api/v1/agents/{gone}?force=true", ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        (await cp.ScalarAsync<string>("SELECT detail FROM audit_log WHERE action = 'agent.deleted' AND target = @gone", new { gone }))
+            .ShouldBe("forced; 1 deleted user(s)' persistent home(s) it had not deleted left to it");
+
+        // The other host comes back, is handed its home.delete and reports it done: nothing holds it any more.
+        var (back, backToken) = agents[1];
+        await (await admin.DeleteAsync($"/api/v1/agents/{back}", ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        await using (var agent = await Hub.ScriptedAgent.OnlineAsync(cp.BaseAddress, back, backToken))
+        {
+            var command = await agent.ExpectCommandAsync();
+            command.Type.ShouldBe(Protocol.CommandTypes.HomeDelete);
+            await agent.AckAsync(command.CommandId);
+            await agent.ResultAsync(command.CommandId, success: true);
+            await Hub.HubControlPlane.EventuallyAsync(async () => (await HomeDeletesAsync(id)).Single(c => c.AgentId == back).State == "succeeded",
+                TimeSpan.FromSeconds(10), "the home.delete's result was applied");
+        }
+        (await admin.DeleteAsync($"/api/v1/agents/{back}", ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        (await cp.ScalarAsync<string?>("SELECT detail FROM audit_log WHERE action = 'agent.deleted' AND target = @back", new { back })).ShouldBeNull();
+    }
+
     /// <summary>Admins (or a double click) deleting one user at once: one delete, one audit entry, one home.delete; the rest a JSON 404.</summary>
     [Fact]
     public async Task Concurrent_deletes_of_one_user_delete_it_once_and_answer_the_others_404()

@@ -56,7 +56,7 @@ public static partial class AgentsApi
         group.MapPost("/{agentId}/undrain", UndrainAsync).RequireAuthorization(Policies.Admin);
         group.MapPost("/{agentId}/rotate-token", RotateTokenAsync).RequireAuthorization(Policies.Admin);
         group.MapDelete("/{agentId}", DeleteAsync).RequireAuthorization(Policies.Admin)
-            .ProducesApiError(StatusCodes.Status409Conflict, "The agent has live sessions, or sessions whose stop it has not confirmed (?force=true deletes anyway).");
+            .ProducesApiError(StatusCodes.Status409Conflict, "The agent has live sessions, or sessions whose stop it has not confirmed or deleted users' homes it has not deleted (?force=true deletes anyway for those two).");
         return routes;
     }
 
@@ -200,21 +200,44 @@ public static partial class AgentsApi
             // Locked first: placement locks candidate agent rows too, so no session lands here between count and delete.
             var exists = await conn.QuerySingleOrDefaultAsync<string?>(new CommandDefinition(
                 $"SELECT agent_id FROM agents WHERE agent_id = @agentId{db.ForUpdate}", new { agentId }, tx, cancellationToken: ct));
-            if (exists is null) return new DeleteOutcome(false, 0, 0, 0);
+            if (exists is null) return new DeleteOutcome(false, 0, 0, 0, 0);
             var live = await CountLiveAsync(conn, tx, "agent_id", agentId, ct);
-            if (live.Live > 0) return new DeleteOutcome(true, live.Live, live.Stopping, 0);
+            if (live.Live > 0) return new DeleteOutcome(true, live.Live, live.Stopping, 0, 0);
             var unconfirmed = await CountUnconfirmedAsync(conn, tx, "WHERE c.agent_id = @agentId", new { agentId }, ct);
-            if (unconfirmed > 0 && !forced) return new DeleteOutcome(true, 0, 0, unconfirmed);
+            var homeDeletes = await CountPendingHomeDeletesAsync(conn, tx, agentId, ct);
+            if ((unconfirmed > 0 || homeDeletes > 0) && !forced) return new DeleteOutcome(true, 0, 0, unconfirmed, homeDeletes);
             await conn.ExecuteAsync(new CommandDefinition("DELETE FROM agents WHERE agent_id = @agentId", new { agentId }, tx, cancellationToken: ct));
-            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentDeleted, agentId,
-                unconfirmed > 0 ? $"forced; {unconfirmed} session(s) the agent had not confirmed stopping left to it" : null, http, ct);
-            return new DeleteOutcome(true, 0, 0, 0);
+            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentDeleted, agentId, ForcedDetail(unconfirmed, homeDeletes), http, ct);
+            return new DeleteOutcome(true, 0, 0, 0, 0);
         }, ct);
         if (!outcome.Found) return NotFound(agentId);
         if (outcome.Live > 0) return LiveSessionsConflict(agentId, outcome.Live, outcome.Stopping);
-        if (outcome.Unconfirmed > 0) return UnconfirmedSessionsConflict(agentId, outcome.Unconfirmed);
+        if (outcome.Unconfirmed > 0 || outcome.HomeDeletes > 0) return UnconfirmedSessionsConflict(agentId, outcome.Unconfirmed, outcome.HomeDeletes);
         return TypedResults.NoContent();
     }
+
+    /// <summary>The audit detail of a forced delete: what was left to the agent's host; null when nothing was.</summary>
+    private static string? ForcedDetail(long unconfirmed, long homeDeletes)
+    {
+        if (unconfirmed == 0 && homeDeletes == 0) return null;
+        var left = new List<string>(2);
+        if (unconfirmed > 0) left.Add($"{unconfirmed} session(s) the agent had not confirmed stopping");
+        if (homeDeletes > 0) left.Add($"{homeDeletes} deleted user(s)' persistent home(s) it had not deleted");
+        return $"forced; {string.Join(" and ", left)} left to it";
+    }
+
+    /// <summary>
+    /// The <c>home.delete</c> commands of this agent row's lifetime still waiting for it: each is a deleted user's persistent
+    /// home, with their files, on the agent's host. Once the row is gone the agent never connects again to receive them, so
+    /// the delete refuses over them as over unconfirmed stops. An expired one is not counted: it gave up already.
+    /// </summary>
+    internal static Task<long> CountPendingHomeDeletesAsync(
+        System.Data.Common.DbConnection conn, System.Data.Common.DbTransaction tx, string agentId, CancellationToken ct) =>
+        conn.ExecuteScalarAsync<long>(new CommandDefinition(
+            $"""
+            SELECT COUNT(*) FROM agent_commands c JOIN agents a ON a.agent_id = c.agent_id
+            WHERE c.agent_id = @agentId AND c.state IN ({CommandRow.OpenStatesSql}) AND c.type = @homeDelete AND c.created_at >= a.created_at
+            """, new { agentId, homeDelete = CommandTypes.HomeDelete }, tx, cancellationToken: ct));
 
     /// <summary>
     /// An open or expired command <c>c</c> of agent <c>a</c> that leaves its session possibly running on the agent though
@@ -264,7 +287,7 @@ public static partial class AgentsApi
             """, args, tx, cancellationToken: ct));
     }
 
-    private readonly record struct DeleteOutcome(bool Found, long Live, long Stopping, long Unconfirmed);
+    private readonly record struct DeleteOutcome(bool Found, long Live, long Stopping, long Unconfirmed, long HomeDeletes);
 
     /// <summary>
     /// The delete's 409 while sessions are placed on the agent (<c>?force=true</c> does not override it). Those already being stopped (<c>terminating</c>, deleted
@@ -287,15 +310,31 @@ public static partial class AgentsApi
     }
 
     /// <summary>
-    /// The delete's 409 while the agent may still run sessions that ended without its word. <c>unconfirmedSessions</c>
-    /// tells it apart from <see cref="LiveSessionsConflict"/> for clients (the admin agents page offers the force).
+    /// The delete's 409 while the agent may still run sessions that ended without its word, or still holds deleted users'
+    /// homes it has not been able to delete. <c>unconfirmedSessions</c> and <c>pendingHomeDeletes</c> tell it apart from
+    /// <see cref="LiveSessionsConflict"/> for clients (the admin agents page offers the force).
     /// </summary>
-    public static JsonHttpResult<ApiError> UnconfirmedSessionsConflict(string agentId, long unconfirmed) => TypedResults.Json(
-        new ApiError("Conflict",
-            $"Agent '{agentId}' may still run {unconfirmed} session{(unconfirmed == 1 ? "" : "s")} that ended here without its confirmation " +
-            "(a stop or start that expired or is still open since it last connected): deleting it now would leave them running on its host. " +
-            $"Bring the agent online once so it stops them, or delete with ?force=true (DELETE /api/v1/agents/{agentId}?force=true).")
-        { UnconfirmedSessions = unconfirmed }, statusCode: StatusCodes.Status409Conflict);
+    public static JsonHttpResult<ApiError> UnconfirmedSessionsConflict(string agentId, long unconfirmed, long homeDeletes = 0)
+    {
+        var held = new List<string>(2);
+        if (unconfirmed > 0)
+            held.Add($"may still run {unconfirmed} session{(unconfirmed == 1 ? "" : "s")} that ended here without its confirmation " +
+                     "(a stop or start that expired or is still open since it last connected)");
+        if (homeDeletes > 0)
+            held.Add($"still holds the persistent home{(homeDeletes == 1 ? "" : "s")} of {homeDeletes} deleted user{(homeDeletes == 1 ? "" : "s")} " +
+                     "(their home.delete waits for it)");
+        var (what, todo) = unconfirmed > 0
+            ? (homeDeletes > 0 ? ("them and those files", "stops those sessions and deletes those homes") : ("them", "stops them"))
+            : ("those files", "deletes them");
+        return TypedResults.Json(
+            new ApiError("Conflict",
+                $"Agent '{agentId}' {string.Join(" and ", held)}: deleting it now would leave {what} on its host. " +
+                $"Bring the agent online once so it {todo}, or delete with ?force=true (DELETE /api/v1/agents/{agentId}?force=true).")
+            {
+                UnconfirmedSessions = unconfirmed > 0 ? unconfirmed : null,
+                PendingHomeDeletes = homeDeletes > 0 ? homeDeletes : null,
+            }, statusCode: StatusCodes.Status409Conflict);
+    }
 
     private static Task<AgentRecord?> FindAsync(System.Data.Common.DbConnection conn, System.Data.Common.DbTransaction? tx, string agentId, CancellationToken ct) =>
         conn.QuerySingleOrDefaultAsync<AgentRecord?>(new CommandDefinition(FindSql, new { agentId }, tx, cancellationToken: ct));

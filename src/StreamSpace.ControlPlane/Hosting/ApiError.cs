@@ -17,6 +17,12 @@ public sealed record ApiError(string Error, string Message)
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public long? UnconfirmedSessions { get; init; }
+    /// <summary>
+    /// How many deleted users' persistent homes the agent still holds, their <c>home.delete</c> waiting for it (409 at agent
+    /// delete, overridden by <c>?force=true</c> like <see cref="UnconfirmedSessions"/>).
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public long? PendingHomeDeletes { get; init; }
 }
 
 public sealed record AgentRejection(string AgentId, string Reason);

@@ -191,6 +191,23 @@ public sealed class AdminTests_CannedApi() : ComponentTest("admin", admin: true)
     }
 
     [Fact]
+    public void A_delete_refused_for_deleted_users_homes_the_agent_still_holds_offers_delete_anyway_saying_so()
+    {
+        var refusal = AgentsApi.UnconfirmedSessionsConflict("local", 0, homeDeletes: 2).Value!;
+        refusal.Message.ShouldContain("still holds the persistent homes of 2 deleted users");
+        Api.Answer("GET /api/v1/agents", Agents("offline", 0))
+           .Answer("GET /api/v1/agents", Agents("offline", 0))
+           .Answer("DELETE /api/v1/agents/local", HttpStatusCode.Conflict, Json(refusal));
+        var cut = Render<AdminAgents>();
+        cut.Find("button[aria-label='Delete local']").Click();
+        cut.Find(".confirm button.danger").Click();
+
+        cut.WaitForAssertion(() => cut.Find(".row-error .error").TextContent.ShouldContain(refusal.Message));
+        cut.Find(".row-error button[aria-label='Delete local anyway']").Click();
+        cut.Find(".row-error .confirm").TextContent.ShouldContain("Delete anyway: deleted users' homes stay on its host.");
+    }
+
+    [Fact]
     public void A_delete_refused_for_live_sessions_offers_no_force()
     {
         // ?force=true never overrides live sessions: offering it would only earn the same refusal.

@@ -11,6 +11,8 @@ public sealed record ApiErrorBody(string? Error, string? Message)
     public List<AgentRejectionBody>? Reasons { get; init; }
     /// <summary>Set on an agent delete's 409 that <c>?force=true</c> overrides (sessions the agent has not confirmed stopping).</summary>
     public long? UnconfirmedSessions { get; init; }
+    /// <summary>Set on an agent delete's 409 that <c>?force=true</c> overrides (deleted users' homes the agent still holds).</summary>
+    public long? PendingHomeDeletes { get; init; }
 }
 
 public sealed record AgentRejectionBody(string AgentId, string Reason);
