@@ -929,7 +929,8 @@ public class ProcessRuntimeTests : IAsyncDisposable
         Record(args.SessionId)["state"]!.GetValue<string>().ShouldBe("running");
         await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).All(m => m.State is not ('T' or 't')), Wait, "every process of the session continued");
 
-        // The mirror: a wake that cannot be saved leaves the session hibernated, its processes stopped again.
+        // The mirror: a wake that cannot be saved leaves the session hibernated, its processes never continued (the record
+        // says "running" before any of them runs again).
         Directory.Delete(temp);
         await runtime.HibernateAsync(args.SessionId, TestContext.Current.CancellationToken);
         Directory.CreateDirectory(temp);
@@ -942,7 +943,7 @@ public class ProcessRuntimeTests : IAsyncDisposable
         // Stopped as the runtime counts it (ProcFs.IsHeld): a shell caught by the SIGSTOP in a vfork whose child was stopped
         // before its exec waits in the kernel (state D) for as long as that child is stopped, and never shows T.
         await TestProcesses.WaitUntilAsync(() => ProcFs.GroupStates(pgid) is var group && group.All(m => ProcFs.IsHeld(m, group)), Wait,
-            "every process of the session stopped again");
+            "every process of the session still stopped");
 
         Directory.Delete(temp);
         await runtime.WakeAsync(args.SessionId, TestContext.Current.CancellationToken);
@@ -1525,7 +1526,95 @@ public class ProcessRuntimeTests : IAsyncDisposable
         Directory.Exists(Path.Combine(_state.Folder, "sessions", sessionId, "home")).ShouldBeFalse("its temporary home is removed");
         Directory.Exists(Path.GetDirectoryName(socket)).ShouldBeFalse("its socket folder is removed");
         File.Exists(Path.Combine(_state.Folder, "sessions", sessionId, ProcessSessionRecord.FileName)).ShouldBeFalse();
+        File.Exists(Path.Combine(_state.Folder, "sessions", sessionId, LaunchRecord.FileName)).ShouldBeFalse();
         runtime.Inventory().ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task A_home_delete_that_comes_while_a_session_of_that_user_starts_waits_for_the_start_and_no_later_start_of_theirs_runs()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        using var xvnc = new HeldXvnc();
+        var runtime = await NewRuntimeAsync(xvncPath: xvnc.Path);
+        SessionStartArgs ArgsOf(string user, string userId) => Args("touch \"$HOME/was-here\"; exec xterm", persistentHome: true) with
+        {
+            SessionId = $"{user}-xterm-" + Guid.NewGuid().ToString("N")[..6], User = user, UserId = userId,
+        };
+        string HomeOf(string userId) => Path.Combine(_state.Folder, "homes", "id." + userId);
+        string DeferralOf(string userId) => Path.Combine(_state.Folder, "home-deletes", userId);
+
+        // A start that is given up after the home.delete came: the home goes with it.
+        var doomedId = Guid.NewGuid().ToString("N");
+        var doomed = ArgsOf("ivan", doomedId);
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var doomedStart = runtime.StartAsync(doomed, cancel.Token);
+        await HeldXvncSocketAsync(doomed.SessionId);
+        await runtime.DeleteHomeAsync(doomedId, ct);
+        Directory.Exists(HomeOf(doomedId)).ShouldBeTrue("the starting session's home is not pulled from under it");
+        File.Exists(DeferralOf(doomedId)).ShouldBeTrue("deferred until the start ends");
+        await cancel.CancelAsync();
+        await FailureOfAsync(doomedStart);
+        Directory.Exists(HomeOf(doomedId)).ShouldBeFalse("deleted once the start it waited for was given up");
+        File.Exists(DeferralOf(doomedId)).ShouldBeFalse();
+
+        // A start that succeeds: its session keeps the home until it ends.
+        var userId = Guid.NewGuid().ToString("N");
+        var args = ArgsOf("hank", userId);
+        var start = runtime.StartAsync(args, ct);
+        await HeldXvncSocketAsync(args.SessionId);
+        Directory.Exists(HomeOf(userId)).ShouldBeTrue("made by the start, which now waits for Xvnc");
+        await runtime.DeleteHomeAsync(userId, ct);
+        File.Exists(DeferralOf(userId)).ShouldBeTrue("deferred: a session of that home is starting");
+        xvnc.Open();
+        await start;
+        await TestProcesses.WaitUntilAsync(() => File.Exists(Path.Combine(HomeOf(userId), "was-here")), Wait, "the session wrote to its home");
+
+        // The user is deleted: no start of theirs runs here any more, so none can make their home again once it is gone.
+        var again = ArgsOf("hank", userId);
+        (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(again, ct))).Message.ShouldBe(
+            $"user hank (id {userId}) was deleted: the control plane sent this agent the deletion of their home, so no session of theirs starts here");
+        Directory.Exists(Path.Combine(_state.Folder, "sessions", again.SessionId)).ShouldBeFalse();
+        (await Should.ThrowAsync<SessionRuntimeException>(() => runtime.StartAsync(ArgsOf("ivan", doomedId), ct))).Message.ShouldContain("was deleted");
+
+        await runtime.StopAsync(args.SessionId, ct);
+        Directory.Exists(HomeOf(userId)).ShouldBeFalse("deleted once its last session stopped");
+        // Another user's start is not affected.
+        var other = ArgsOf("iris", Guid.NewGuid().ToString("N"));
+        await runtime.StartAsync(other, ct);
+        await runtime.StopAsync(other.SessionId, ct);
+    }
+
+    [Fact]
+    public async Task A_start_the_agent_ended_in_after_letting_the_app_start_is_killed_at_the_next_start_without_cgroups()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var noCgroups = Path.Combine(_state.Folder, "no-cgroups");
+        var first = await NewRuntimeAsync(cgroupRoot: noCgroups);
+        var args = Args();
+        await first.StartAsync(args, ct);
+        var dir = Path.Combine(_state.Folder, "sessions", args.SessionId);
+        File.Exists(Path.Combine(dir, LaunchRecord.FileName)).ShouldBeFalse("removed once the session's record is saved");
+        var record = Record(args.SessionId);
+        var pgid = record["pgid"]!.GetValue<int>();
+        await first.DisposeAsync();
+        // What an agent that ended between the launch file and the session's record leaves: the launch record, no session record.
+        File.WriteAllText(Path.Combine(dir, LaunchRecord.FileName), new JsonObject
+        {
+            ["pgid"] = pgid, ["display"] = record["display"]!.DeepClone(), ["leader"] = record["leader"]!.DeepClone(), ["xvnc"] = record["xvnc"]!.DeepClone(),
+        }.ToJsonString());
+        File.Delete(Path.Combine(dir, ProcessSessionRecord.FileName));
+        TestProcesses.Group(pgid).Count.ShouldBeGreaterThan(1, "Xvnc and the app outlived the agent");
+
+        var second = await NewRuntimeAsync(cgroupRoot: noCgroups);
+
+        second.Inventory().ShouldBeEmpty();
+        await TestProcesses.WaitUntilAsync(() => TestProcesses.Group(pgid).Count == 0, Wait, "every process of the cut-short start killed");
+        File.Exists(Path.Combine(dir, LaunchRecord.FileName)).ShouldBeFalse();
+        _log.Contains($"The start of session {args.SessionId} was cut short by the agent's end", Microsoft.Extensions.Logging.LogLevel.Warning).ShouldBeTrue();
+        // Its display is free again: the next start may take it.
+        var next = Args();
+        await second.StartAsync(next, ct);
+        await second.StopAsync(next.SessionId, ct);
     }
 
     [Fact]

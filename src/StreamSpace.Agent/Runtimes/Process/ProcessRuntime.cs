@@ -45,8 +45,15 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     /// when the last such session ends (<see cref="Forget"/>), or at the next start when the agent was away meanwhile.
     /// </summary>
     private readonly string _homeDeletesDir;
+    /// <summary>
+    /// One empty file per deleted user whose <c>home.delete</c> came here, named by their user id (never given to anybody
+    /// else): no session of theirs starts here after it, so no start can make their home again once it is gone.
+    /// </summary>
+    private readonly string _deletedUsersDir;
     /// <summary>Held while a home's users are checked and its deletion is done or deferred, so neither a deletion nor a deferral is missed.</summary>
     private readonly Lock _homeDeletes = new();
+    /// <summary>The persistent homes of starts under way, by session id (<see cref="BeginStart"/>); under <see cref="_homeDeletes"/>.</summary>
+    private readonly Dictionary<string, string> _startingHomes = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, ProcessSession> _sessions = new();
     private readonly Channel<SessionStatusPayload> _observations = Channel.CreateUnbounded<SessionStatusPayload>();
     private readonly HashSet<int> _reservedDisplays = [];
@@ -68,6 +75,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         _sessionsDir = Path.Combine(Path.GetFullPath(options.StateFolder), "sessions");
         _homesDir = Path.Combine(Path.GetFullPath(options.StateFolder), "homes");
         _homeDeletesDir = Path.Combine(Path.GetFullPath(options.StateFolder), "home-deletes");
+        _deletedUsersDir = Path.Combine(Path.GetFullPath(options.StateFolder), "deleted-users");
     }
 
     public string Platform => Platforms.Process;
@@ -122,11 +130,14 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                     _logger.LogWarning("The record of session {SessionId} could not be made private (mode 0600): {Error}", record.SessionId, ex.Message);
                 }
                 _sessions[record.SessionId] = new ProcessSession(record, dir);
+                LaunchRecord.Delete(dir); // the agent ended between saving the record and removing this
             }
             else
             {
                 // A folder without a record is a session that ended, or a start the agent died in: that one's socket folder
-                // (an ended session's went with it) serves nothing now.
+                // (an ended session's went with it) serves nothing now, nor do the processes of a start it died in after
+                // letting the app start.
+                if (LaunchRecord.Load(dir) is { } launch) await KillCutShortStartAsync(dir, launch, ct);
                 RemoveSocketDirOf(dir);
             }
         }
@@ -162,6 +173,23 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             }
         }
         _monitor = MonitorAsync(_stopping.Token);
+    }
+
+    /// <summary>
+    /// Kills what a start the agent ended in had launched (<see cref="LaunchRecord"/>): its leader, Xvnc and app ran on
+    /// with no record, so nothing would ever stop them, and they held a display number. Never throws for the processes:
+    /// a group no longer ours (<see cref="KillGroupAsync"/>) is left alone.
+    /// </summary>
+    private async Task KillCutShortStartAsync(string dir, LaunchRecord launch, CancellationToken ct)
+    {
+        if (launch.Leader.IsAlive || launch.Xvnc.IsAlive)
+        {
+            _logger.LogWarning("The start of session {SessionId} was cut short by the agent's end after its app was let start; its processes (pgid {Pgid}) are stopped",
+                Path.GetFileName(dir), launch.Pgid);
+            await KillGroupAsync(launch.Pgid, [launch.Leader, launch.Xvnc], ct);
+        }
+        CleanupX11(launch.Display);
+        if (!LaunchRecord.Delete(dir)) _logger.LogWarning("{File} in {Folder} could not be removed", LaunchRecord.FileName, dir);
     }
 
     /// <summary>
@@ -227,6 +255,46 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         var limits = Resources(args);
         var ownerKey = OwnerKey(args);
         var user = UserFor(ownerKey, args.User);
+        var startingHome = BeginStart(args, ownerKey);
+        try
+        {
+            await StartCoreAsync(args, begun, limits, ownerKey, user, ct);
+        }
+        finally
+        {
+            EndStart(args.SessionId, startingHome);
+        }
+    }
+
+    /// <summary>
+    /// Refuses the start of a deleted user's session (their <c>home.delete</c> came here) and, for a persistent home, counts
+    /// the start among the home's users until it ends (<see cref="EndStart"/>): a session joins <see cref="_sessions"/> only
+    /// once it runs, and a <c>home.delete</c> that came meanwhile must wait for it instead of pulling the home from under it
+    /// or missing the home the start made. Returns the persistent home, or null.
+    /// </summary>
+    private string? BeginStart(SessionStartArgs args, string ownerKey)
+    {
+        var home = args.PersistentHome ? Path.Combine(_homesDir, ownerKey) : null;
+        lock (_homeDeletes)
+        {
+            if (args.UserId is not null && File.Exists(DeletedUser(args.UserId)))
+                throw new SessionRuntimeException(
+                    $"user {args.User} (id {args.UserId}) was deleted: the control plane sent this agent the deletion of their home, so no session of theirs starts here");
+            if (home is not null) _startingHomes[args.SessionId] = home;
+        }
+        return home;
+    }
+
+    /// <summary>Ends what <see cref="BeginStart"/> began: a deletion deferred for the start is done now if nothing else uses the home.</summary>
+    private void EndStart(string sessionId, string? home)
+    {
+        if (home is null) return;
+        lock (_homeDeletes) _startingHomes.Remove(sessionId);
+        if (HomeOwnerId(home) is { } owner) CompleteDeferredHomeDelete(owner);
+    }
+
+    private async Task StartCoreAsync(SessionStartArgs args, long begun, (long Cpu, long Memory) limits, string ownerKey, SessionUser user, CancellationToken ct)
+    {
         // <id>/ belongs to the agent (the record lives here, out of the session user's reach, so the user can never
         // plant a symlink the agent would write through); <id>/run/ belongs to the session user: its socket,
         // pid files and log.
@@ -262,6 +330,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                     launched = await LaunchAsync(args, runDir, socketPath, display, home, temporary, user, cgroups, limits.Cpu, phases, ct);
                     var (record, leader) = launched.Value;
                     record.Save(dir);
+                    LaunchRecord.Delete(dir);
                     _sessions[args.SessionId] = new ProcessSession(record, dir) { Leader = leader };
                     _logger.LogInformation(
                         "Session {SessionId} running on display :{Display} as {User} (pgid {Pgid}) after {StartMs} ms: prepared in {PrepareMs} ms, " +
@@ -327,6 +396,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             }
         }
         if (_cgroups is not null) await _cgroups.KillAndRemoveAsync(sessionId, _time, CancellationToken.None);
+        LaunchRecord.Delete(dir); // what it names was killed with the attempt (LaunchAsync) or just above
         if (temporaryHome is not null) TryDelete(temporaryHome);
         if (socketPath is not null && Path.GetDirectoryName(socketPath) is { } socketDir) TryDelete(socketDir);
     }
@@ -404,6 +474,9 @@ public sealed partial class ProcessRuntime : ISessionRuntime
             phases.XvncReady = _time.GetTimestamp();
             // Xvnc started unthrottled (see SessionCgroups.Prepare); the app starts under the template's cpu.
             _cgroups?.LimitCpu(args.SessionId, cpuMillicores);
+            // From the launch file on, the app may start: what runs is recorded first, so an agent that ends before the session's
+            // record is saved stops it at its next start instead of leaving it running unseen.
+            new LaunchRecord(pgid, display, leaderProcess, xvnc).Save(Path.GetDirectoryName(runDir)!);
             // CreateNew = O_EXCL: never follows a symlink the session user may have put there.
             new FileStream(Path.Combine(runDir, SessionLauncher.LaunchFile), FileMode.CreateNew, FileAccess.Write).Dispose();
             // Wakes the leader from its wait for the launch file (the leader only: Xvnc must not get the signal).
@@ -517,6 +590,12 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     public Task WakeAsync(string sessionId, CancellationToken ct) =>
         SignalAsync(sessionId, Posix.SIGCONT, ObservedStates.Running, ct);
 
+    /// <summary>
+    /// Hibernate (SIGSTOP) or wake (SIGCONT). The record says "running" whenever the session's processes may run: a
+    /// hibernate saves "hibernated" only once every process stopped, and a wake saves "running" before it continues any.
+    /// An agent that ends between the two steps thus leaves a running record with stopped processes, which the next
+    /// start continues (<see cref="InitializeAsync"/>), never a hibernated record over a desktop that runs on.
+    /// </summary>
     private async Task SignalAsync(string sessionId, int signal, string newState, CancellationToken ct)
     {
         var session = _sessions.GetValueOrDefault(sessionId) ?? throw new SessionRuntimeException($"session {sessionId} is not on this agent");
@@ -525,9 +604,19 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             var r = session.Record;
             if (!r.Xvnc.IsAlive) throw new SessionRuntimeException($"session {sessionId} is no longer running");
-            if (!SignalSession(r, signal)) throw new SessionRuntimeException($"session {sessionId}: signalling its process group failed");
-            if (signal == Posix.SIGSTOP)
+            if (signal == Posix.SIGCONT)
             {
+                // Saved first; when that fails nothing was continued, and the session stays what its record says.
+                SaveState(session, newState, undoSignal: null);
+                if (!SignalSession(r, signal))
+                {
+                    SaveState(session, r.State, undoSignal: null);
+                    throw new SessionRuntimeException($"session {sessionId}: signalling its process group failed");
+                }
+            }
+            else
+            {
+                if (!SignalSession(r, signal)) throw new SessionRuntimeException($"session {sessionId}: signalling its process group failed");
                 try
                 {
                     await WaitUntilStoppedAsync(r, ct);
@@ -538,24 +627,7 @@ public sealed partial class ProcessRuntime : ISessionRuntime
                     SignalSession(r, Posix.SIGCONT);
                     throw;
                 }
-            }
-            if (r.State != newState)
-            {
-                var changed = r with { State = newState };
-                try
-                {
-                    changed.Save(session.Dir);
-                }
-                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-                {
-                    // The session stays what its record says (and what the control plane keeps it as when this fails), processes
-                    // included: a hibernate continues them, a wake stops them again.
-                    SignalSession(r, signal == Posix.SIGSTOP ? Posix.SIGCONT : Posix.SIGSTOP);
-                    _logger.LogWarning("Session {SessionId} stays {State}: its record could not be saved ({Error})", sessionId, r.State, ex.Message);
-                    throw new SessionRuntimeException($"session {sessionId} stays {r.State}: its record could not be saved: {ex.Message}", ex);
-                }
-                session.Record = changed;
-                _logger.LogInformation("Session {SessionId} is now {State}", sessionId, newState);
+                SaveState(session, newState, undoSignal: Posix.SIGCONT);
             }
             _observations.Writer.TryWrite(new SessionStatusPayload { SessionId = sessionId, State = newState });
         }
@@ -563,6 +635,30 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         {
             session.Gate.Release();
         }
+    }
+
+    /// <summary>
+    /// Saves the session's record with <paramref name="newState"/> (nothing when it says so already). When the record cannot
+    /// be saved the session stays what its record says (and what the control plane keeps it as when this fails), processes
+    /// included: <paramref name="undoSignal"/>, when given, is sent to put them back.
+    /// </summary>
+    private void SaveState(ProcessSession session, string newState, int? undoSignal)
+    {
+        var r = session.Record;
+        if (r.State == newState) return;
+        var changed = r with { State = newState };
+        try
+        {
+            changed.Save(session.Dir);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            if (undoSignal is { } undo) SignalSession(r, undo);
+            _logger.LogWarning("Session {SessionId} stays {State}: its record could not be saved ({Error})", r.SessionId, r.State, ex.Message);
+            throw new SessionRuntimeException($"session {r.SessionId} stays {r.State}: its record could not be saved: {ex.Message}", ex);
+        }
+        session.Record = changed;
+        _logger.LogInformation("Session {SessionId} is now {State}", r.SessionId, newState);
     }
 
     /// <summary>
@@ -1176,13 +1272,20 @@ public sealed partial class ProcessRuntime : ISessionRuntime
         var home = HomeOf(userId);
         lock (_homeDeletes)
         {
+            try
+            {
+                RecordDurably(_deletedUsersDir, userId);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                throw new SessionRuntimeException($"the deletion of user {userId} could not be recorded: {ex.Message}", ex);
+            }
             var users = HomeUsers(home);
             if (users.Count > 0)
             {
                 try
                 {
-                    Directory.CreateDirectory(_homeDeletesDir, PrivateDir); // the agent's alone, like its command records
-                    File.WriteAllBytes(DeferredHomeDelete(userId), []);
+                    RecordDurably(_homeDeletesDir, userId);
                 }
                 catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
                 {
@@ -1212,10 +1315,29 @@ public sealed partial class ProcessRuntime : ISessionRuntime
     /// <summary>The record that the home of <paramref name="userId"/> is to be deleted once no session uses it.</summary>
     private string DeferredHomeDelete(string userId) => Path.Combine(_homeDeletesDir, userId);
 
-    /// <summary>The sessions of this agent that use <paramref name="home"/> as their persistent home, in order.</summary>
+    /// <summary>The record that user <paramref name="userId"/> was deleted (see <see cref="_deletedUsersDir"/>).</summary>
+    private string DeletedUser(string userId) => Path.Combine(_deletedUsersDir, userId);
+
+    /// <summary>
+    /// Makes the empty file <paramref name="name"/> in <paramref name="folder"/> (made 0700 when missing, the agent's alone
+    /// like its command records) so that it survives a crash or power loss: the command it stands for is answered done.
+    /// </summary>
+    private void RecordDurably(string folder, string name)
+    {
+        if (!Directory.Exists(folder))
+        {
+            Directory.CreateDirectory(folder, PrivateDir);
+            Posix.SyncFolder(Path.GetDirectoryName(folder)!);
+        }
+        var path = Path.Combine(folder, name);
+        if (!File.Exists(path)) StreamSpace.Agent.Commands.DurableFile.Replace(path, []);
+    }
+
+    /// <summary>The sessions of this agent that use <paramref name="home"/> as their persistent home, running or starting, in order.</summary>
     private List<string> HomeUsers(string home) =>
-        _sessions.Values.Where(s => !s.Record.TemporaryHome && s.Record.HomePath == home)
-            .Select(s => s.Record.SessionId).Order(StringComparer.Ordinal).ToList();
+        _sessions.Values.Where(s => !s.Record.TemporaryHome && s.Record.HomePath == home).Select(s => s.Record.SessionId)
+            .Concat(_startingHomes.Where(s => s.Value == home).Select(s => s.Key))
+            .Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
 
     /// <summary>Removes a deleted user's home and the record of its deferred deletion; idempotent. Called under <see cref="_homeDeletes"/>.</summary>
     private void DeleteHome(string userId)

@@ -71,3 +71,49 @@ internal sealed record RecordedProcess(int Pid, long StartTime)
 {
     public bool IsAlive => ProcFs.IsAlive(Pid, StartTime);
 }
+
+/// <summary>
+/// What a start has running once it lets the app start (the launch file): saved just before, and removed once the
+/// session's record is saved or the start is given up. From the launch file on, the session's leader, Xvnc and app
+/// would outlive an agent that ends before the record is saved, with nothing on disk naming them; an agent that finds
+/// this file without a record at its next start kills that group (<see cref="ProcessRuntime"/>'s start-up).
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+internal sealed record LaunchRecord(int Pgid, int Display, RecordedProcess Leader, RecordedProcess Xvnc)
+{
+    public const string FileName = "launching.json";
+
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    public void Save(string sessionDir) =>
+        Commands.DurableFile.Replace(Path.Combine(sessionDir, FileName), JsonSerializer.SerializeToUtf8Bytes(this, Json));
+
+    public static LaunchRecord? Load(string sessionDir)
+    {
+        var path = Path.Combine(sessionDir, FileName);
+        if (!File.Exists(path)) return null;
+        try
+        {
+            return JsonSerializer.Deserialize<LaunchRecord>(File.ReadAllText(path), Json);
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Removes the file (and a temp file a crash left); false when it could not be.</summary>
+    public static bool Delete(string sessionDir)
+    {
+        try
+        {
+            File.Delete(Path.Combine(sessionDir, FileName));
+            File.Delete(Path.Combine(sessionDir, FileName + Commands.DurableFile.TempSuffix));
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+}
