@@ -107,6 +107,75 @@ public abstract class TemplatesApiTests(ControlPlaneFixture cp)
     }
 
     /// <summary>A template in YAML with the required fields, then <paramref name="rest"/> (runtime sections and the like).</summary>
+    /// <summary>
+    /// A template body is decoded in the charset its Content-Type names (UTF-8 without one), strictly: bytes that are not
+    /// valid there were replaced by U+FFFD and stored (a Latin-1 "Café" sent without its charset came back "Caf\uFFFD").
+    /// </summary>
+    [Fact]
+    public async Task A_template_body_is_read_in_its_charset_and_bytes_invalid_there_are_refused_not_replaced()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("charset-");
+        var yaml = TemplateYaml(name, "Café", "process:\n  command: xterm");
+        HttpContent Body(byte[] bytes, string contentType)
+        {
+            var content = new ByteArrayContent(bytes);
+            content.Headers.TryAddWithoutValidation("Content-Type", contentType); // "charset=" with nothing after it too
+            return content;
+        }
+
+        // Latin-1 bytes without a charset: not UTF-8, refused saying where; nothing stored.
+        var refused = await (await admin.PostAsync($"/api/v1/templates/{name}", Body(Encoding.Latin1.GetBytes(yaml), "application/yaml"), Ct))
+            .ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        refused.GetProperty("message").GetString()!.ShouldStartWith($"The request body is not valid utf-8 at byte {Encoding.UTF8.GetByteCount(yaml[..yaml.IndexOf('é')])}: send the template as UTF-8");
+        refused.GetProperty("fields").GetProperty("body").GetString()!.ShouldStartWith("is not valid utf-8 at byte ");
+        await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
+        var json = System.Text.Json.JsonSerializer.Serialize(ValidBody("(name)")).Replace("(name)", "Café"); // not escaped as \u00E9
+        (await (await admin.PostAsync($"/api/v1/templates/{name}", Body(Encoding.Latin1.GetBytes(json), "application/json"), Ct))
+            .ShouldBeErrorAsync(HttpStatusCode.BadRequest)).GetProperty("message").GetString()!.ShouldStartWith("The request body is not valid utf-8 at byte ");
+
+        // The same bytes with their charset named, and UTF-16 JSON: stored as written.
+        (await (await admin.PostAsync($"/api/v1/templates/{name}", Body(Encoding.Latin1.GetBytes(yaml), "application/yaml; charset=ISO-8859-1"), Ct))
+            .ShouldBeJsonAsync(HttpStatusCode.Created)).GetProperty("displayName").GetString().ShouldBe("Café");
+        (await (await admin.PutAsync($"/api/v1/templates/{name}", Body(Encoding.Unicode.GetBytes(json.Replace("Café", "Café ✓")), "application/json; charset=\"utf-16\""), Ct))
+            .ShouldBeJsonAsync(HttpStatusCode.OK)).GetProperty("displayName").GetString().ShouldBe("Café ✓");
+        // UTF-8 with a byte order mark, as some editors save it.
+        (await (await admin.PutAsync($"/api/v1/templates/{name}", Body([.. Encoding.UTF8.Preamble, .. Encoding.UTF8.GetBytes(yaml)], "text/yaml"), Ct))
+            .ShouldBeJsonAsync(HttpStatusCode.OK)).GetProperty("displayName").GetString().ShouldBe("Café");
+        (await (await admin.GetAsync($"/api/v1/templates/{name}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK)).GetProperty("displayName").GetString().ShouldBe("Café");
+
+        // A charset the server does not know, or none at all after "charset=": 415 naming it, nothing changed.
+        foreach (var (contentType, named) in new[] { ("application/yaml; charset=bogus", "the charset 'bogus', which the server does not know"), ("application/json; charset=", "an empty charset") })
+        {
+            var unknown = await (await admin.PutAsync($"/api/v1/templates/{name}", Body(Encoding.UTF8.GetBytes(yaml), contentType), Ct))
+                .ShouldBeErrorAsync(HttpStatusCode.UnsupportedMediaType);
+            unknown.GetProperty("message").GetString().ShouldBe($"The request's Content-Type names {named}; send the template as UTF-8 (or name the charset it is in).");
+        }
+    }
+
+    [Fact]
+    public async Task An_env_variable_without_a_value_is_set_empty_and_a_tagged_env_mapping_is_refused_in_words()
+    {
+        var admin = await cp.AdminClientAsync();
+        var name = ControlPlaneFixture.Unique("envnull-");
+        var created = await (await admin.PostAsync($"/api/v1/templates/{name}",
+            new StringContent(TemplateYaml(name, "Env", "process:\n  command: xterm\nenv:\n  EMPTY:\n  SET: x"), Encoding.UTF8, "application/yaml"), Ct))
+            .ShouldBeJsonAsync(HttpStatusCode.Created);
+        created.GetProperty("env").GetProperty("EMPTY").GetString().ShouldBe("");
+        created.GetProperty("env").GetProperty("SET").GetString().ShouldBe("x");
+        var body = JsonNode.Parse(System.Text.Json.JsonSerializer.Serialize(ValidBody()))!;
+        body["env"]!["NOTHING"] = null;
+        (await (await admin.PutAsync($"/api/v1/templates/{name}", new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"), Ct))
+            .ShouldBeJsonAsync(HttpStatusCode.OK)).GetProperty("env").GetProperty("NOTHING").GetString().ShouldBe("");
+
+        var mapping = await (await admin.PutAsync($"/api/v1/templates/{name}",
+            new StringContent(TemplateYaml(name, "Env", "process:\n  command: xterm\nenv: !!map {}"), Encoding.UTF8, "application/yaml"), Ct))
+            .ShouldBeErrorAsync(HttpStatusCode.BadRequest);
+        var message = mapping.GetProperty("message").GetString()!;
+        message.ShouldContain("expected a plain value here, not a mapping or list");
+        message.ShouldNotContain("IConvertible");
+    }
+
     private static string TemplateYaml(string name, string displayName, string rest) => $"""
         name: {name}
         displayName: {displayName}

@@ -14,6 +14,22 @@ public abstract class UnmatchedRequestsTests(ControlPlaneFixture cp)
     }
 
     [Fact]
+    public async Task Options_for_the_whole_server_names_the_root_in_its_405()
+    {
+        // "OPTIONS *" (the asterisk form of the request target) has an empty path; HttpClient does not send it, so raw.
+        using var tcp = new System.Net.Sockets.TcpClient();
+        await tcp.ConnectAsync(cp.BaseAddress.Host, cp.BaseAddress.Port, TestContext.Current.CancellationToken);
+        var stream = tcp.GetStream();
+        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes("OPTIONS * HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"), TestContext.Current.CancellationToken);
+        using var reader = new StreamReader(stream, System.Text.Encoding.UTF8);
+        var response = await reader.ReadToEndAsync(TestContext.Current.CancellationToken);
+        response.ShouldStartWith("HTTP/1.1 405 ");
+        // The body may come chunked: the JSON object between its chunk-size lines.
+        var body = System.Text.Json.JsonDocument.Parse(response[response.IndexOf('{')..(response.LastIndexOf('}') + 1)]).RootElement;
+        body.GetProperty("message").GetString()!.ShouldStartWith("/ does not accept OPTIONS; it accepts ");
+    }
+
+    [Fact]
     public async Task Non_json_body_to_a_json_endpoint_is_415_not_404()
     {
         var admin = await cp.AdminClientAsync();

@@ -21,7 +21,8 @@ public static class UnmatchedRequests
 
     private static IResult Answer(HttpContext http, EndpointDataSource endpoints)
     {
-        var path = http.Request.Path;
+        // A request for the server as a whole ("OPTIONS *") has an empty path; it is matched as the root.
+        var path = http.Request.Path.HasValue ? http.Request.Path.Value! : "/";
         var methods = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         foreach (var endpoint in endpoints.Endpoints.OfType<RouteEndpoint>())
         {

@@ -138,7 +138,8 @@ public partial class TemplateDefinition
         Icon ??= "";
         Home ??= new TemplateHome();
         Home.MountPath ??= DefaultHomeMountPath;
-        Env ??= [];
+        // A variable given no value (YAML "NAME:" or JSON null) is set empty, as the API's schema has it: a string.
+        Env = Env is null ? [] : Env.ToDictionary(e => e.Key, e => e.Value ?? "", StringComparer.Ordinal);
         return this;
     }
 

@@ -41,6 +41,8 @@ public static partial class TemplateYaml
     {
         if (UnknownKey().Match(ex.Message) is { Success: true } unknown) return $"'{unknown.Groups[1].Value}' is not a template field here";
         if (DuplicateKey().Match(ex.Message) is { Success: true } duplicate) return $"'{duplicate.Groups[1].Value}' appears more than once";
+        // A mapping or list tagged onto a place for a plain value (env: !!map {} for one of its values): .NET's own words.
+        if (ex.InnerException is InvalidCastException { Message: "Object must implement IConvertible." }) return "expected a plain value here, not a mapping or list";
         var cause = ex.InnerException is { } inner && inner.Message != ex.Message ? inner.Message : null;
         foreach (var said in (string?[])[ex.Message, cause])
         {

@@ -106,18 +106,25 @@ public static class TemplatesApi
     {
         var mediaType = request.ContentType?.Split(';')[0].Trim().ToLowerInvariant();
         TemplateDefinition? template;
-        if (mediaType is "application/yaml" or "text/yaml" or "application/x-yaml")
+        var yaml = mediaType is "application/yaml" or "text/yaml" or "application/x-yaml";
+        var json = !yaml && (mediaType is null or "application/json" || mediaType!.EndsWith("+json", StringComparison.Ordinal));
+        if (!yaml && !json)
         {
-            using var reader = new StreamReader(request.Body);
-            var text = await reader.ReadToEndAsync(ct);
-            if (!TemplateYaml.TryParse(text, out template, out var yamlError))
+            return (null, ApiErrors.Of(StatusCodes.Status415UnsupportedMediaType, "Unsupported media type",
+                $"Send the template as application/json or application/yaml, not {mediaType}."));
+        }
+        var (text, decodeError) = await RequestBodyText.ReadAsync(request, "template", ct);
+        if (decodeError is not null) return (null, decodeError);
+        if (yaml)
+        {
+            if (!TemplateYaml.TryParse(text!, out template, out var yamlError))
                 return (null, ApiErrors.BadRequest($"The request body is not a valid template: {yamlError}", new Dictionary<string, string> { ["body"] = yamlError! }));
         }
-        else if (mediaType is null or "application/json" || mediaType.EndsWith("+json", StringComparison.Ordinal))
+        else
         {
             try
             {
-                template = await JsonSerializer.DeserializeAsync<TemplateBody>(request.Body, jsonOptions, ct);
+                template = JsonSerializer.Deserialize<TemplateBody>(text!, jsonOptions);
             }
             catch (JsonException ex)
             {
@@ -129,11 +136,6 @@ public static class TemplatesApi
             }
             if (template is null)
                 return (null, ApiErrors.BadRequest("The request body must be a template object.", new Dictionary<string, string> { ["body"] = "is required" }));
-        }
-        else
-        {
-            return (null, ApiErrors.Of(StatusCodes.Status415UnsupportedMediaType, "Unsupported media type",
-                $"Send the template as application/json or application/yaml, not {mediaType}."));
         }
 
         if (template!.Name is { } bodyName && bodyName != name)
