@@ -50,6 +50,15 @@ internal sealed class CommandExecutor
     }
 
     /// <summary>
+    /// Completes once every command queued or running now has finished, answered or given up (a start cancelled with the
+    /// agent's lifetime first kills what it launched). Never faults: each command catches its own failures.
+    /// </summary>
+    public Task WhenIdleAsync()
+    {
+        lock (_gate) return Task.WhenAll(_tails.Values.ToArray());
+    }
+
+    /// <summary>
     /// Queues an admitted command behind earlier commands of the same session; returns at once. Past its
     /// <paramref name="deadline"/> (when it waited behind a slow command of its session, or in a socket while the
     /// network was down) it is not run but answered as expired: the control plane has given up on it and failed what it

@@ -136,6 +136,20 @@ public sealed class AgentWorker : BackgroundService
         }
         await _lifetime.CancelAsync();
         await base.StopAsync(cancellationToken);
+        // Commands still running were cancelled with the agent's lifetime; what they do on the way out (a start given up
+        // kills what it launched and removes its cgroups) ends before the folder is released, so a next agent on it (an
+        // embedded one restarting in this process) never re-adopts while it runs, nor does the process exit halfway.
+        if (_executor is { } executor)
+        {
+            try
+            {
+                await executor.WhenIdleAsync().WaitAsync(cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                _logger.LogWarning("Agent {AgentId} stopped before {Count} command(s) finished", _options.AgentId, executor.Pending);
+            }
+        }
         // Stopped: the next agent on this folder (a restart, in this process or another) may start.
         Interlocked.Exchange(ref _folderLock, null)?.Dispose();
     }

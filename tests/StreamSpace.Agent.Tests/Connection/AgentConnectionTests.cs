@@ -250,6 +250,30 @@ public class AgentConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Stopping_waits_for_a_cancelled_start_to_clean_up_before_it_releases_the_state_folder()
+    {
+        var runtime = new InstrumentedRuntime { CleanupAfterCancel = TimeSpan.FromMilliseconds(700) };
+        runtime.HoldStart["slow-xterm-cccccc"] = new TaskCompletionSource().Task; // never released: only the stop ends it
+        var worker = await StartAgentAsync(runtime);
+        var connection = await _cp.NextConnectionAsync();
+        await connection.SendCommandAsync("held-start", CommandTypes.SessionStart, "slow-xterm-cccccc", StartArgs.For("slow-xterm-cccccc"));
+        await connection.CollectAsync(r => Has(r, MessageTypes.Ack, "held-start"), Wait);
+        // Acked on receipt; the runtime's start begins once the command is recorded.
+        for (var waited = 0; runtime.Starts == 0; waited += 10)
+        {
+            waited.ShouldBeLessThan((int)Wait.TotalMilliseconds, "the held start began");
+            await Task.Delay(10, TestContext.Current.CancellationToken);
+        }
+
+        await worker.StopAsync(TestContext.Current.CancellationToken);
+
+        runtime.CleanedUp.Task.IsCompleted.ShouldBeTrue("the start's clean-up ended before the stop returned");
+        // The folder is free again: a next agent on it starts.
+        var next = await StartAgentAsync(new InstrumentedRuntime());
+        await next.StopAsync(TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
     public async Task Result_produced_while_disconnected_reaches_the_control_plane_after_reconnect()
     {
         var runtime = new InstrumentedRuntime();

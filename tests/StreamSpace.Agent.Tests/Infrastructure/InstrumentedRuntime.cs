@@ -50,10 +50,28 @@ internal sealed class InstrumentedRuntime : ISessionRuntime
     public Task InitializeAsync(CancellationToken ct) => _inner.InitializeAsync(ct);
     public IReadOnlyList<SessionInventoryItem> Inventory() => [.. _inner.Inventory().Where(s => !_exited.ContainsKey(s.SessionId))];
 
+    /// <summary>How long a held start takes to clean up once cancelled (as the process runtime kills what it launched).</summary>
+    public TimeSpan CleanupAfterCancel { get; init; }
+
+    /// <summary>Set when a held start that was cancelled has finished its clean-up.</summary>
+    public TaskCompletionSource CleanedUp { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     public async Task StartAsync(SessionStartArgs args, CancellationToken ct)
     {
         Interlocked.Increment(ref _starts);
-        if (HoldStart.TryGetValue(args.SessionId, out var hold)) await hold.WaitAsync(ct);
+        if (HoldStart.TryGetValue(args.SessionId, out var hold))
+        {
+            try
+            {
+                await hold.WaitAsync(ct);
+            }
+            catch (OperationCanceledException)
+            {
+                await Task.Delay(CleanupAfterCancel, CancellationToken.None);
+                CleanedUp.TrySetResult();
+                throw;
+            }
+        }
         await _inner.StartAsync(args, ct);
     }
 
