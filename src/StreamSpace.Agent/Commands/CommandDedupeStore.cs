@@ -105,9 +105,10 @@ internal sealed class CommandDedupeStore
     }
 
     /// <summary>
-    /// The answer to a command the agent died running. A hibernate or wake whose session is already in the state it
-    /// asked for took effect (the runtime records that state only once it holds, and the session's later commands wait
-    /// behind this one): it succeeded, the answer running it again would give. Answered failed, the control plane would
+    /// The answer to a command the agent died running. A start, hibernate or wake whose session is already in the state it
+    /// asked for took effect (the runtime records a session only once its start succeeded, and a state only once it holds,
+    /// and the session's later commands wait behind this one): it succeeded, the answer running it again would give.
+    /// A start answered failed while the re-adopted session runs would show the user a failed session that runs on. Answered failed, the control plane would
     /// move the session back (hibernating → running) while its desktop stayed frozen, and reconciliation has no rule
     /// for running there and hibernated here. Anything else may have half-happened: failed, as interrupted.
     /// </summary>
@@ -115,6 +116,7 @@ internal sealed class CommandDedupeStore
     {
         var asked = record.Type switch
         {
+            CommandTypes.SessionStart => ObservedStates.Running,
             CommandTypes.SessionHibernate => ObservedStates.Hibernated,
             CommandTypes.SessionWake => ObservedStates.Running,
             _ => null,

@@ -62,7 +62,8 @@ public class CommandDedupeStoreTests : IDisposable
     [Theory]
     [InlineData(CommandTypes.SessionHibernate, ObservedStates.Hibernated)]
     [InlineData(CommandTypes.SessionWake, ObservedStates.Running)]
-    public void A_hibernate_or_wake_interrupted_after_it_took_effect_is_answered_succeeded(string type, string reached)
+    [InlineData(CommandTypes.SessionStart, ObservedStates.Running)] // the runtime records a session only once it started
+    public void A_start_hibernate_or_wake_interrupted_after_it_took_effect_is_answered_succeeded(string type, string reached)
     {
         // The agent was killed after the runtime recorded the new state and before the result was stored.
         NewStore().Admit(Command("c1", type), out _).ShouldBe(CommandAdmission.Execute);
@@ -79,7 +80,8 @@ public class CommandDedupeStoreTests : IDisposable
     [InlineData(CommandTypes.SessionWake, ObservedStates.Hibernated)]      // killed before they were continued
     [InlineData(CommandTypes.SessionHibernate, null)]                      // the session is gone
     [InlineData(CommandTypes.SessionStop, ObservedStates.Running)]
-    [InlineData(CommandTypes.SessionStart, ObservedStates.Running)]        // may have half-happened: never guessed
+    [InlineData(CommandTypes.SessionStart, null)]                          // killed before its session was recorded
+    [InlineData(CommandTypes.SessionStart, ObservedStates.Hibernated)]     // not what a start leaves: never guessed
     public void An_interrupted_command_whose_session_is_not_where_it_asked_is_answered_as_interrupted(string type, string? observed)
     {
         NewStore().Admit(Command("c1", type), out _).ShouldBe(CommandAdmission.Execute);

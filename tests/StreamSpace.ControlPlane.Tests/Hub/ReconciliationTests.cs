@@ -12,6 +12,32 @@ public abstract class ReconciliationTests(HubControlPlane cp)
 {
     private static readonly TimeSpan Soon = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// An agent that died between saving a session and saving its start's result re-adopts the session and (older agents)
+    /// answers the start as interrupted. That failure moves nothing (the session is running by the hello), and it must not
+    /// make the control plane forget the agent runs it: the periodic pass failed it "lost on agent" with no stop written.
+    /// </summary>
+    [Fact]
+    public async Task A_failed_start_result_for_a_session_the_agent_reports_running_leaves_it_running_through_later_passes()
+    {
+        var (agentId, token) = await cp.CreateAgentAsync();
+        var session = await cp.CreateSessionAsync(agentId, SessionState.Starting);
+        var start = await cp.EnqueueAsync(agentId, session, CommandTypes.SessionStart);
+        await using var agent = await cp.OnlineAgentAsync(agentId, token, [new SessionInventoryItem { SessionId = session, State = ObservedStates.Running }]);
+        await cp.SessionStateIsAsync(session, SessionState.Running, Soon);
+        (await agent.ExpectCommandAsync()).CommandId.ShouldBe(start);
+        await agent.AckAsync(start);
+        await agent.ResultAsync(start, success: false, error: "the agent restarted while the command ran");
+        await HubControlPlane.EventuallyAsync(async () => (await cp.CommandsForSessionAsync(session)).Single().State == CommandState.Failed, Soon,
+            "the start's result applied");
+
+        // Two periodic passes (every 2 s here) after the result.
+        await Task.Delay(TimeSpan.FromSeconds(4.5), TestContext.Current.CancellationToken);
+        var row = await cp.SessionRowAsync(session);
+        row.State.ShouldBe(SessionState.Running, $"reason: {row.Reason}");
+        (await cp.CommandsForSessionAsync(session)).Select(c => c.Type).ShouldBe([CommandTypes.SessionStart], "no stop: the session is wanted");
+    }
+
     [Fact]
     public async Task Hello_adopts_running_sessions_fails_lost_ones_ends_terminating_ones_and_stops_orphans()
     {

@@ -553,6 +553,12 @@ public sealed class AgentHub(
                 connection.UnappliedStatuses.Count, connection.AgentId, dropped.SessionId, dropped.State);
     }
 
+    /// <summary>
+    /// What an applied result says about the agent's inventory. A failed start says nothing: the agent may run that
+    /// session all the same (it re-adopted it after dying between saving the session and saving the start's result, and
+    /// answered the start as interrupted), and removing it here had the next reconciliation fail a running session as
+    /// "lost on agent", with no stop ever written for it. The agent's own word (hello, session events) removes entries.
+    /// </summary>
     private static void TrackResult(AgentConnection connection, string sessionId, string type, bool success)
     {
         switch (type, success)
@@ -563,7 +569,7 @@ public sealed class AgentHub(
             case (CommandTypes.SessionHibernate, true):
                 connection.Inventory[sessionId] = ObservedStates.Hibernated;
                 break;
-            case (CommandTypes.SessionStop, true) or (CommandTypes.SessionStart, false):
+            case (CommandTypes.SessionStop, true):
                 connection.Inventory.Remove(sessionId);
                 break;
         }
