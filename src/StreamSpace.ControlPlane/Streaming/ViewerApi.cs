@@ -55,7 +55,11 @@ public static class ViewerApi
         if (session.AgentStatus != Agents.AgentStatus.Online)
             return ApiErrors.Of(StatusCodes.Status409Conflict, "Agent offline",
                 $"Session '{id}' runs on agent '{session.AgentId}', which is {session.AgentStatus ?? "no longer registered"}; the viewer can connect when the agent is back online.");
-        var ticket = await tickets.IssueAsync(session.Id, user.Id, ct);
+        // Authentication (bearer or cookie) put the version the caller's token was checked at in the principal.
+        if (!int.TryParse(http.User.FindFirst(TokenIssuer.TokenVersionClaim)?.Value, System.Globalization.NumberStyles.None,
+                System.Globalization.CultureInfo.InvariantCulture, out var tokenVersion)
+            || await tickets.IssueAsync(session.Id, user.Id, tokenVersion, ct) is not { } ticket)
+            return ApiErrors.Of(StatusCodes.Status401Unauthorized, "Unauthorized", "Your account was changed while this request ran; sign in again.");
         var url = $"/api/v1/sessions/{Uri.EscapeDataString(session.Id)}/vnc?ticket={ticket.Ticket}";
         return TypedResults.Ok(new ViewerTicketResponse(ticket.Ticket, ticket.ExpiresAt, url));
     }

@@ -33,20 +33,27 @@ public sealed class ViewerTicketStore(Db db, TimeProvider time, IOptions<Streami
     /// <summary>Length of a ticket's secret. 256 bits: unguessable within its lifetime by any margin.</summary>
     private const int TicketBytes = 32;
 
-    public async Task<ViewerTicket> IssueAsync(string sessionId, string userId, CancellationToken ct)
+    /// <summary>
+    /// Issues a ticket for the caller, whose token carries <paramref name="tokenVersion"/>: written only while the user is
+    /// enabled and still at that version, in the insert itself. Null when they are not any more: the caller's token was
+    /// checked a moment ago, but a password or role change (the step that revokes a stolen token) may have come since,
+    /// and a ticket stamped with the new version would have passed every later check.
+    /// </summary>
+    public async Task<ViewerTicket?> IssueAsync(string sessionId, string userId, int tokenVersion, CancellationToken ct)
     {
         var ticket = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(TicketBytes));
         var now = time.GetUtcNow();
         var expiresAt = now + options.Value.TicketLifetime;
         await using var conn = await db.OpenAsync(ct);
-        // The version is read in the insert itself; the caller's token was checked against the same row a moment ago.
-        await conn.ExecuteAsync(new CommandDefinition(
+        var issued = await conn.ExecuteAsync(new CommandDefinition(
             """
             INSERT INTO viewer_tickets (id, ticket_hash, session_id, user_id, token_version, expires_at, used_at, created_at)
-            SELECT @id, @hash, @sessionId, u.id, u.token_version, @expiresAt, NULL, @now FROM users u WHERE u.id = @userId
+            SELECT @id, @hash, @sessionId, u.id, u.token_version, @expiresAt, NULL, @now FROM users u
+            WHERE u.id = @userId AND u.token_version = @tokenVersion AND u.disabled = @no
             """,
-            new { id = Guid.NewGuid().ToString("N"), hash = Hash(ticket), sessionId, userId, expiresAt, now },
+            new { id = Guid.NewGuid().ToString("N"), hash = Hash(ticket), sessionId, userId, tokenVersion, no = false, expiresAt, now },
             cancellationToken: ct));
+        if (issued == 0) return null;
         // Expired tickets are worthless; dropping them here keeps the table small without a sweeper.
         await conn.ExecuteAsync(new CommandDefinition(
             "DELETE FROM viewer_tickets WHERE expires_at < @cutoff", new { cutoff = now - TimeSpan.FromHours(1) }, cancellationToken: ct));

@@ -159,6 +159,11 @@ public static class WebAuthentication
             context.ReplacePrincipal(CreatePrincipal(user.Id, user.Username, user.Role, token));
             context.ShouldRenew = true;
         }
+        // The version this request's token was checked at, as the bearer path puts it in the principal: what a change
+        // racing with the request is checked against (a viewer ticket is issued only at that version).
+        var identity = (ClaimsIdentity)context.Principal!.Identity!;
+        foreach (var earlier in identity.FindAll(TokenIssuer.TokenVersionClaim).ToList()) identity.RemoveClaim(earlier);
+        identity.AddClaim(new Claim(TokenIssuer.TokenVersionClaim, tokenVersion!));
     }
 
     private static Task RejectAsync(CookieValidatePrincipalContext context)

@@ -244,6 +244,38 @@ public abstract class TicketTests(StreamingControlPlane cp)
         echo.ServedConnections.ShouldBe(0, "no stream was opened");
     }
 
+    /// <summary>
+    /// A ticket request whose token was checked just before a password change (the step that revokes a stolen token) and
+    /// that inserts just after it: the ticket took the user's new version and passed every later check (a probe with 16
+    /// requesters racing one change got up to 16 such tickets). It is issued only at the version the token carried.
+    /// </summary>
+    [Fact]
+    public async Task A_ticket_is_issued_only_at_the_token_version_its_request_was_authenticated_with()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var served = await ServedSessionAsync();
+        var (_, aliceId, session, _) = served;
+        var store = cp.App.Services.GetRequiredService<StreamSpace.ControlPlane.Streaming.ViewerTicketStore>();
+        async Task<int> VersionAsync()
+        {
+            await using var conn = await cp.Db.OpenAsync(ct);
+            return await Dapper.SqlMapper.ExecuteScalarAsync<int>(conn, "SELECT token_version FROM users WHERE id = @aliceId", new { aliceId });
+        }
+        var checkedAt = await VersionAsync();
+
+        (await store.IssueAsync(session, aliceId, checkedAt, ct)).ShouldNotBeNull();
+        await PatchUserAsync(aliceId, new { password = "a-new-password-3" });
+        (await VersionAsync()).ShouldBe(checkedAt + 1);
+
+        (await store.IssueAsync(session, aliceId, checkedAt, ct)).ShouldBeNull("the request's token was revoked after it was checked");
+        (await store.IssueAsync(session, aliceId, checkedAt + 1, ct)).ShouldNotBeNull("a token of the new version gets one");
+        await using (var conn = await cp.Db.OpenAsync(ct))
+            (await Dapper.SqlMapper.QueryAsync<int>(conn, "SELECT token_version FROM viewer_tickets WHERE session_id = @session ORDER BY created_at", new { session }))
+                .ShouldBe([checkedAt, checkedAt + 1]);
+        await PatchUserAsync(aliceId, new { disabled = true });
+        (await store.IssueAsync(session, aliceId, checkedAt + 2, ct)).ShouldBeNull("nor is one issued to a disabled user");
+    }
+
     [Fact]
     public async Task A_ticket_issued_before_tickets_recorded_a_token_version_still_opens_the_viewer()
     {
