@@ -40,6 +40,28 @@ public sealed class StreamingTestServer : IAsyncDisposable
         while (true) await socket.SendAsync(buffer.AsMemory(), SocketFlags.None, ct);
     });
 
+    /// <summary>
+    /// An RFB 3.8 server that offers security type None and then fails the security result with <paramref name="reason"/>
+    /// (what noVNC reports as a security failure), then waits for the client to hang up.
+    /// </summary>
+    public static StreamingTestServer RefusingRfb(string reason) => new(async (socket, ct) =>
+    {
+        await socket.SendAsync("RFB 003.008\n"u8.ToArray(), SocketFlags.None, ct);
+        var buffer = new byte[64];
+        for (var got = 0; got < 12;) got += Received(await socket.ReceiveAsync(buffer.AsMemory(got, 12 - got), SocketFlags.None, ct));
+        await socket.SendAsync(new byte[] { 1, 1 }, SocketFlags.None, ct); // one security type: None
+        Received(await socket.ReceiveAsync(buffer.AsMemory(0, 1), SocketFlags.None, ct));
+        var text = System.Text.Encoding.UTF8.GetBytes(reason);
+        var result = new byte[8 + text.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(result, 1); // failed
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(result.AsSpan(4), (uint)text.Length);
+        text.CopyTo(result, 8);
+        await socket.SendAsync(result, SocketFlags.None, ct);
+        while (await socket.ReceiveAsync(buffer.AsMemory(), SocketFlags.None, ct) > 0) { }
+
+        static int Received(int n) => n > 0 ? n : throw new IOException("the client hung up during the handshake");
+    });
+
     public int OpenConnections => Volatile.Read(ref _open);
     public int ServedConnections => Volatile.Read(ref _served);
 

@@ -80,6 +80,28 @@ public sealed partial class ViewerBrowserTests(StreamingSqliteControlPlane cp) :
         (await browser.EvaluateAsync("document.getElementById('status').textContent")).ShouldBe("Disconnected");
     }
 
+    [Fact]
+    public async Task Viewer_page_shows_a_vnc_servers_refusal_and_does_not_retry_it_by_itself()
+    {
+        var (_, aliceId, aliceToken) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var refusing = StreamingTestServer.RefusingRfb("too many security failures");
+        cp.AgentSide.Serve(session, refusing.ConnectAsync);
+        await using var browser = await HeadlessChromium.StartAsync();
+        await browser.NavigateAsync(new Uri(cp.BaseAddress, "/viewer/viewer.css"));
+        await browser.EvaluateAsync($"sessionStorage.setItem('streamspace.token', {JsonSerializer.Serialize(aliceToken)})");
+
+        await browser.NavigateAsync(new Uri(cp.BaseAddress, $"/sessions/{session}/view"));
+        var refused = "document.getElementById('overlay-message').textContent === 'The session refused the connection: too many security failures'";
+        await browser.WaitForAsync(refused, TimeSpan.FromSeconds(30));
+        // noVNC reports the disconnect right after: the reason stays and no new ticket or stream is asked for.
+        await Task.Delay(TimeSpan.FromSeconds(3), TestContext.Current.CancellationToken); // longer than the first reconnect's backoff
+        (await browser.EvaluateAsync(refused)).ShouldBe("true");
+        (await browser.EvaluateAsync("document.getElementById('status').textContent")).ShouldBe("Disconnected");
+        (await browser.EvaluateAsync("document.getElementById('overlay-retry').hidden")).ShouldBe("false");
+        refusing.ServedConnections.ShouldBe(1);
+    }
+
     /// <summary>Just enough of the Chrome DevTools protocol to drive one page.</summary>
     private sealed partial class HeadlessChromium : IAsyncDisposable
     {

@@ -185,7 +185,10 @@ async function connect() {
     setStatus('Connected');
     stream.focus();
   });
-  stream.addEventListener('disconnect', () => { if (mine()) onDisconnect(closed); });
+  // Set when the VNC server refused the handshake: noVNC reports the disconnect right after, and retrying would only be
+  // refused the same way (a new ticket each time), with the reason replaced by "connection lost".
+  let refusal = null;
+  stream.addEventListener('disconnect', () => { if (mine()) onDisconnect(closed, refusal); });
   stream.addEventListener('clipboard', (e) => {
     if (!mine()) return;
     $('clipboard-text').value = e.detail.text;
@@ -194,16 +197,25 @@ async function connect() {
     if (ownSession) navigator.clipboard?.writeText(e.detail.text).catch(() => {});
   });
   stream.addEventListener('securityfailure', (e) => {
-    if (mine()) showMessage(`The session refused the connection: ${e.detail.reason || e.detail.status}`, { retry: true });
+    if (!mine()) return;
+    refusal = `The session refused the connection: ${e.detail.reason || e.detail.status}`;
+    showMessage(refusal, { retry: true });
   });
 }
 
-/** The stream ended; `closed` is the WebSocket's close code and the server's reason (empty when the connection just broke). */
-function onDisconnect(closed) {
+/**
+ * The stream ended; `closed` is the WebSocket's close code and the server's reason (empty when the connection just broke),
+ * `refusal` what the VNC server said when it refused the handshake (then no automatic retry: Retry is offered).
+ */
+function onDisconnect(closed, refusal) {
   rfb = null;
   setStatus('Disconnected');
   if (closed.code === CLOSE_ACCESS_ENDED) {
     showMessage(closed.reason || 'The server ended your access to this session.', { retry: true });
+    return;
+  }
+  if (refusal) {
+    showMessage(refusal, { retry: true });
     return;
   }
   showMessage(`${closed.reason || 'The connection was lost.'} Reconnecting…`, { retry: true });
