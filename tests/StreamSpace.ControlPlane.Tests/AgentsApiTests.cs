@@ -178,10 +178,20 @@ public abstract class AgentsApiTests(ControlPlaneFixture cp)
         var stopping = (await (await admin.DeleteAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict)).GetProperty("message").GetString()!;
         stopping.ShouldContain("2 live sessions, all being stopped: wait until the agent confirms the stops");
         stopping.ShouldNotContain("delete them");
-
-        await using (var conn = await cp.Db.OpenAsync(Ct))
-            await Dapper.SqlMapper.ExecuteAsync(conn, "UPDATE sessions SET state = 'terminated' WHERE agent_id = @agentId", new { agentId });
-        (await admin.DeleteAsync($"/api/v1/agents/{agentId}", Ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        // The host may be gone for good (a stop it answered failed waits for its next hello, which never comes): force ends
+        // them here, so the refusal carries the count the UI offers "Delete anyway" for. It never ends other live sessions.
+        var stoppingRefusal = await (await admin.DeleteAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.Conflict);
+        stoppingRefusal.GetProperty("unconfirmedSessions").GetInt64().ShouldBe(2);
+        stoppingRefusal.GetProperty("message").GetString()!.ShouldContain($"or delete with ?force=true (DELETE /api/v1/agents/{agentId}?force=true), which ends them here");
+        (await admin.DeleteAsync($"/api/v1/agents/{agentId}?force=true", Ct)).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        foreach (var id in new[] { $"{username}-xterm-live01", $"{username}-xterm-live02" })
+        {
+            var ended = await (await admin.GetAsync($"/api/v1/sessions/{id}", Ct)).ShouldBeJsonAsync(HttpStatusCode.OK);
+            ended.GetProperty("state").GetString().ShouldBe("terminated");
+            ended.GetProperty("stateReason").GetString().ShouldBe($"agent {agentId} was deleted (forced) before it confirmed the stop; the session may still run on its host");
+        }
+        (await cp.ScalarAsync<string>("SELECT detail FROM audit_log WHERE action = 'agent.deleted' AND target = @agentId", new { agentId }))
+            .ShouldBe("forced; 2 session(s) the agent had not confirmed stopping left to it");
         await (await admin.GetAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
         await (await admin.DeleteAsync($"/api/v1/agents/{agentId}", Ct)).ShouldBeErrorAsync(HttpStatusCode.NotFound);
         (await cp.ScalarAsync<long>("SELECT COUNT(*) FROM audit_log WHERE action = 'agent.deleted' AND target = @agentId", new { agentId })).ShouldBe(1);

@@ -56,7 +56,7 @@ public static partial class AgentsApi
         group.MapPost("/{agentId}/undrain", UndrainAsync).RequireAuthorization(Policies.Admin);
         group.MapPost("/{agentId}/rotate-token", RotateTokenAsync).RequireAuthorization(Policies.Admin);
         group.MapDelete("/{agentId}", DeleteAsync).RequireAuthorization(Policies.Admin)
-            .ProducesApiError(StatusCodes.Status409Conflict, "The agent has live sessions, or sessions whose stop it has not confirmed or deleted users' homes it has not deleted (?force=true deletes anyway for those two).");
+            .ProducesApiError(StatusCodes.Status409Conflict, "The agent has live sessions, or sessions whose stop it has not confirmed or deleted users' homes it has not deleted (?force=true deletes anyway, except with live sessions not being stopped).");
         return routes;
     }
 
@@ -187,11 +187,13 @@ public static partial class AgentsApi
     /// <summary>
     /// Refused while live sessions are placed on the agent: they would be orphaned with nobody to stop them. Refused too
     /// while the agent may still run sessions the control plane ended without its word (<see cref="CountUnconfirmedAsync"/>):
-    /// once the row is gone the agent never connects again, so its next hello would never stop them. <c>?force=true</c>
-    /// deletes in that case anyway (audited as forced), never with live sessions.
+    /// once the row is gone the agent never connects again, so its next hello would never stop them, and while it still
+    /// holds deleted users' homes (<see cref="CountPendingHomeDeletesAsync"/>). <c>?force=true</c> deletes in those cases
+    /// anyway (audited as forced), and when every live session left is already being stopped (ending those here); never
+    /// with other live sessions.
     /// </summary>
     public static async Task<Results<NoContent, JsonHttpResult<ApiError>>> DeleteAsync(
-        string agentId, string? force, HttpContext http, Db db, AuditLog audit, CancellationToken ct)
+        string agentId, string? force, HttpContext http, Db db, AuditLog audit, TimeProvider time, CancellationToken ct)
     {
         if (ForceParameter.Parse(force) is not { } forced) return ForceParameter.Invalid();
         var caller = CurrentUser.From(http.User);
@@ -202,18 +204,38 @@ public static partial class AgentsApi
                 $"SELECT agent_id FROM agents WHERE agent_id = @agentId{db.ForUpdate}", new { agentId }, tx, cancellationToken: ct));
             if (exists is null) return new DeleteOutcome(false, 0, 0, 0, 0);
             var live = await CountLiveAsync(conn, tx, "agent_id", agentId, ct);
-            if (live.Live > 0) return new DeleteOutcome(true, live.Live, live.Stopping, 0, 0);
+            // Live sessions all being stopped need only the agent's confirmation, which a host gone for good never gives (a
+            // stop it answered failed waits for its next hello): ?force=true ends them here, as it leaves unconfirmed stops.
+            if (live.Live > 0 && (live.Stopping < live.Live || !forced)) return new DeleteOutcome(true, live.Live, live.Stopping, 0, 0);
             var unconfirmed = await CountUnconfirmedAsync(conn, tx, "WHERE c.agent_id = @agentId", new { agentId }, ct);
             var homeDeletes = await CountPendingHomeDeletesAsync(conn, tx, agentId, ct);
             if ((unconfirmed > 0 || homeDeletes > 0) && !forced) return new DeleteOutcome(true, 0, 0, unconfirmed, homeDeletes);
+            var ended = live.Stopping > 0 ? await EndStoppingSessionsAsync(conn, tx, db, agentId, time.GetUtcNow(), ct) : 0;
             await conn.ExecuteAsync(new CommandDefinition("DELETE FROM agents WHERE agent_id = @agentId", new { agentId }, tx, cancellationToken: ct));
-            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentDeleted, agentId, ForcedDetail(unconfirmed, homeDeletes), http, ct);
+            await audit.WriteAsync(conn, tx, caller.Username, AuditActions.AgentDeleted, agentId, ForcedDetail(unconfirmed + ended, homeDeletes), http, ct);
             return new DeleteOutcome(true, 0, 0, 0, 0);
         }, ct);
         if (!outcome.Found) return NotFound(agentId);
         if (outcome.Live > 0) return LiveSessionsConflict(agentId, outcome.Live, outcome.Stopping);
         if (outcome.Unconfirmed > 0 || outcome.HomeDeletes > 0) return UnconfirmedSessionsConflict(agentId, outcome.Unconfirmed, outcome.HomeDeletes);
         return TypedResults.NoContent();
+    }
+
+    /// <summary>
+    /// A forced delete of an agent whose remaining sessions are all being stopped: they end <c>terminated</c> here, saying
+    /// the agent never confirmed the stop, since nothing else would ever move them. Returns how many.
+    /// </summary>
+    private static async Task<int> EndStoppingSessionsAsync(
+        System.Data.Common.DbConnection conn, System.Data.Common.DbTransaction tx, Db db, string agentId, DateTimeOffset now, CancellationToken ct)
+    {
+        var stopping = (await conn.QueryAsync<string>(new CommandDefinition(
+            "SELECT id FROM sessions WHERE agent_id = @agentId AND state = @terminating",
+            new { agentId, terminating = SessionState.Terminating }, tx, cancellationToken: ct))).ToList();
+        var reason = Commands.CommandResults.Reason(
+            $"agent {agentId} was deleted (forced) before it confirmed the stop; the session may still run on its host");
+        var ended = await SessionStateMachine.TryTransitionManyAsync(conn, tx, db.IsPostgres,
+            stopping.Select(id => (id, agentId, (string?)reason)).ToList(), [SessionState.Terminating], SessionState.Terminated, now, ct);
+        return ended.Count;
     }
 
     /// <summary>The audit detail of a forced delete: what was left to the agent's host; null when nothing was.</summary>
@@ -299,8 +321,11 @@ public static partial class AgentsApi
         var others = live - stopping;
         var text = $"Agent '{agentId}' still has {live} live session{(live == 1 ? "" : "s")}";
         if (stopping > 0 && others == 0)
-            text += $", {(live == 1 ? "which is" : "all")} being stopped: wait until the agent confirms the stop" +
-                    $"{(live == 1 ? "" : "s")} (it must be online to do so), then delete it.";
+            return TypedResults.Json(new ApiError("Conflict",
+                text + $", {(live == 1 ? "which is" : "all")} being stopped: wait until the agent confirms the stop{(live == 1 ? "" : "s")} " +
+                $"(it must be online to do so), then delete it; or delete with ?force=true (DELETE /api/v1/agents/{agentId}?force=true), which " +
+                $"ends {(live == 1 ? "it" : "them")} here though {(live == 1 ? "it" : "they")} may keep running on its host.")
+            { UnconfirmedSessions = stopping }, statusCode: StatusCodes.Status409Conflict);
         else if (stopping > 0)
             text += $" ({stopping} of them being stopped); drain it (POST /api/v1/agents/{agentId}/drain) and wait for them to end, " +
                     "or delete the others first.";
