@@ -30,8 +30,11 @@ public static class RelayCopier
     /// <summary>WebSocket → WebSocket, keeping message types and boundaries (the control plane's relay).</summary>
     /// <param name="onInput">Shown every received chunk before it is forwarded (the control plane looks for viewer input
     /// in it); null for none.</param>
-    public static Task<(RelayCopyResult Result, Exception? Error)> CopyAsync(WebSocket input, WebSocket output, RelayInputObserver? onInput, CancellationToken ct) =>
-        CopyAsync(new WebSocketRelayInput(input), new WebSocketRelayOutput(output), onInput, ct);
+    /// <param name="writes">Told when each write to <paramref name="output"/> begins and ends (a watchdog for a peer that
+    /// stopped reading); null for none.</param>
+    public static Task<(RelayCopyResult Result, Exception? Error)> CopyAsync(
+        WebSocket input, WebSocket output, RelayInputObserver? onInput, CancellationToken ct, RelayWriteClock? writes = null) =>
+        CopyAsync(new WebSocketRelayInput(input), new WebSocketRelayOutput(output), onInput, ct, writes);
 
     /// <summary>WebSocket → byte stream: message payloads in order (the agent's viewer-input direction).</summary>
     public static Task<(RelayCopyResult Result, Exception? Error)> CopyAsync(WebSocket input, Stream output, CancellationToken ct) =>
@@ -46,7 +49,7 @@ public static class RelayCopier
     /// close frame is not forwarded: the caller closes both sides once one direction has ended.
     /// </summary>
     private static async Task<(RelayCopyResult Result, Exception? Error)> CopyAsync<TInput, TOutput>(
-        TInput input, TOutput output, RelayInputObserver? onInput, CancellationToken ct)
+        TInput input, TOutput output, RelayInputObserver? onInput, CancellationToken ct, RelayWriteClock? writes = null)
         where TInput : struct, IRelayInput
         where TOutput : struct, IRelayOutput
     {
@@ -97,7 +100,9 @@ public static class RelayCopier
                 try
                 {
                     var data = chunk.Count == 0 ? ReadOnlyMemory<byte>.Empty : buffer.AsMemory(0, chunk.Count);
+                    writes?.Begin();
                     await output.WriteAsync(data, chunk, ct);
+                    writes?.End();
                 }
                 catch (OperationCanceledException) when (ct.IsCancellationRequested)
                 {
@@ -123,6 +128,24 @@ public static class RelayCopier
     private static bool IsConnectionFailure(Exception ex) =>
         ex is WebSocketException or IOException or SocketException or ObjectDisposedException or InvalidOperationException or NotSupportedException
             or OperationCanceledException;
+}
+
+/// <summary>
+/// When the write a copy direction is in began (<see cref="RelayCopier"/>), for a watchdog that ends a stream whose
+/// output stopped taking data. Two timestamp stores per message, no allocation.
+/// </summary>
+public sealed class RelayWriteClock(TimeProvider time)
+{
+    private long _since;
+
+    /// <summary>Timestamp (<see cref="TimeProvider.GetTimestamp"/>) when the write under way began; 0 when none is.</summary>
+    public long PendingSince => Volatile.Read(ref _since);
+
+    /// <summary>How long the write under way has waited; zero when none is.</summary>
+    public TimeSpan Pending => PendingSince is var since and not 0 ? time.GetElapsedTime(since) : TimeSpan.Zero;
+
+    internal void Begin() => Volatile.Write(ref _since, Math.Max(1, time.GetTimestamp()));
+    internal void End() => Volatile.Write(ref _since, 0);
 }
 
 /// <summary>

@@ -96,6 +96,7 @@ public sealed class StartupFailureTests
     [InlineData("StreamSpace__CommandRetention", "3650000.00:00:00", "Invalid StreamSpace configuration: StreamSpace__CommandRetention must be at most 36500.00:00:00")]
     [InlineData("StreamSpace__Streaming__CloseTimeout", "60.00:00:00", "Invalid StreamSpace configuration: StreamSpace__Streaming__CloseTimeout must be positive and at most 49.00:00:00")]
     [InlineData("StreamSpace__Streaming__CloseTimeout", "-00:00:01", "Invalid StreamSpace configuration: StreamSpace__Streaming__CloseTimeout must be positive and at most 49.00:00:00")]
+    [InlineData("StreamSpace__Streaming__StallTimeout", "00:00:00", "Invalid StreamSpace configuration: StreamSpace__Streaming__StallTimeout must be positive and at most 49.00:00:00")]
     [InlineData("StreamSpace__Streaming__CloseTimeout", "banana", "Invalid StreamSpace configuration: StreamSpace__Streaming__CloseTimeout must be a duration ([d.]hh:mm:ss, e.g. 00:10:00 or 30.00:00:00), got 'banana'")]
     [InlineData("StreamSpace__Streaming__ActivityFlushInterval", "60.00:00:00", "Invalid StreamSpace configuration: StreamSpace__Streaming__ActivityFlushInterval must be positive and at most 49.00:00:00")]
     [InlineData("StreamSpace__Streaming__ActivityFlushInterval", "00:00:00", "Invalid StreamSpace configuration: StreamSpace__Streaming__ActivityFlushInterval must be positive and at most 49.00:00:00")]

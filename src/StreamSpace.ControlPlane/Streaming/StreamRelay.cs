@@ -14,17 +14,23 @@ internal static class StreamRelay
     /// ends with <see cref="ViewerAccess.Grant.Close"/>. Unlike <paramref name="ct"/> (the server stopping, the viewer's
     /// connection gone), which aborts both sockets, this drops the agent's side, so the viewer still gets a close frame
     /// with the reason.</param>
+    /// <param name="stallTimeout">A send to the viewer waiting longer than this aborts the viewer (<see cref="StreamingOptions.StallTimeout"/>).</param>
     public static async Task RunAsync(
-        WebSocket viewer, WebSocket agent, SessionActivity.Mark activity, TimeSpan closeTimeout, ILogger logger, string streamId,
-        ViewerAccess.Grant? access, CancellationToken ct)
+        WebSocket viewer, WebSocket agent, SessionActivity.Mark activity, TimeSpan closeTimeout, TimeSpan stallTimeout, TimeProvider time,
+        ILogger logger, string streamId, ViewerAccess.Grant? access, CancellationToken ct)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         using var revocation = access?.Ended.Register(agent.Abort);
         // Only a person's input counts as activity, not what the viewer sends by itself (handshake, update requests, fences).
         var input = new RfbInputDetector(activity.Touch);
+        var viewerWrites = new RelayWriteClock(time);
         var toAgent = RelayCopier.CopyAsync(viewer, agent, input.Observe, cts.Token);
-        var toViewer = RelayCopier.CopyAsync(agent, viewer, null, cts.Token);
+        var toViewer = RelayCopier.CopyAsync(agent, viewer, null, cts.Token, viewerWrites);
+        using var watching = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var watchdog = AbortStalledViewerAsync(viewer, viewerWrites, stallTimeout, time, watching.Token);
         var first = await Task.WhenAny(toAgent, toViewer);
+        await watching.CancelAsync();
+        var stalled = await watchdog;
         var viewerEnded = first == toAgent;
         var (result, error) = await first;
         var (ended, other, otherLoop) = viewerEnded ? (viewer, agent, toViewer) : (agent, viewer, toAgent);
@@ -37,6 +43,7 @@ internal static class StreamRelay
         {
             RelayCopyResult.Success => (ended.CloseStatus ?? WebSocketCloseStatus.NormalClosure, ended.CloseStatusDescription ?? ""),
             _ when access?.Ended.IsCancellationRequested == true => ViewerAccess.Grant.Close,
+            _ when stalled => (WebSocketCloseStatus.PolicyViolation, StalledReason),
             // The viewer's connection dropped, or the control plane is stopping.
             RelayCopyResult.Canceled => (WebSocketCloseStatus.EndpointUnavailable, "The stream was ended by the server."),
             _ => (WebSocketCloseStatus.EndpointUnavailable, viewerEnded ? "The viewer connection failed." : "The session's stream ended unexpectedly."),
@@ -48,10 +55,37 @@ internal static class StreamRelay
         await SendCloseAsync(ended, status, reason, closeTimeout);
         AbortIfOpen(viewer);
         AbortIfOpen(agent);
+        if (stalled)
+            logger.LogWarning("Stream {StreamId}: the viewer took no data for {StallTimeout}; its connection was aborted", streamId, stallTimeout);
         logger.LogInformation(
             "Stream {StreamId} ended: the {Side} side finished first ({Result}, close {Status}), the other with {OtherResult}",
             streamId, viewerEnded ? "viewer" : "agent", result, status, otherResult);
         if (error is not null) logger.LogDebug(error, "Stream {StreamId} copy error", streamId);
+    }
+
+    /// <summary>The reason the agent's side is closed with when the viewer was aborted for not reading.</summary>
+    internal const string StalledReason = "The viewer stopped taking the stream's data.";
+
+    /// <summary>
+    /// Aborts the viewer once a send to it has waited <paramref name="stallTimeout"/>: then the relay's viewer direction
+    /// fails and the stream ends both ways. Checked a few times per timeout, from one timer per stream. True when it did.
+    /// </summary>
+    private static async Task<bool> AbortStalledViewerAsync(WebSocket viewer, RelayWriteClock writes, TimeSpan stallTimeout, TimeProvider time, CancellationToken ct)
+    {
+        using var timer = new PeriodicTimer(stallTimeout / 4, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct))
+            {
+                if (writes.Pending < stallTimeout) continue;
+                viewer.Abort();
+                return true;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        return false;
     }
 
     /// <summary>Sends a close frame if this side has not sent one yet; never throws for a dead peer.</summary>

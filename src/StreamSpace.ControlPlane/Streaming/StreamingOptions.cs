@@ -27,6 +27,13 @@ public sealed class StreamingOptions
     public TimeSpan CloseTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
+    /// How long a send to a viewer may wait for the viewer to take the data before its connection is aborted: a viewer
+    /// that stopped reading (a frozen tab, or on purpose) would otherwise hold its relay, its buffers and sockets, for
+    /// ever, also after the session's side ended, since nothing reads that side while the send waits.
+    /// </summary>
+    public TimeSpan StallTimeout { get; set; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>
     /// Extra browser origins (scheme://host[:port]) allowed besides the control plane's own origin, e.g. the public
     /// https:// origin when a TLS proxy forwards plain http: for the viewer WebSocket, the web UI's hub and cookie API
     /// writes alike (<see cref="Web.BrowserOrigin"/>).
@@ -76,6 +83,8 @@ public sealed class StreamingOptions
             yield return $"{prefix}ActivityFlushInterval must be positive and at most {maxTimer:c}";
         if (!InRange(CloseTimeout, maxTimer))
             yield return $"{prefix}CloseTimeout must be positive and at most {maxTimer:c}";
+        if (!InRange(StallTimeout, maxTimer))
+            yield return $"{prefix}StallTimeout must be positive and at most {maxTimer:c}";
         for (var i = 0; i < AllowedOrigins.Count; i++)
         {
             var origin = AllowedOrigins[i];

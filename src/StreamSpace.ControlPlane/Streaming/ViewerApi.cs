@@ -67,7 +67,7 @@ public static class ViewerApi
     public static async Task<Results<EmptyHttpResult, JsonHttpResult<ApiError>>> ConnectAsync(
         string id, HttpContext http, Db db, ViewerTicketStore tickets, StreamRendezvous rendezvous, IStreamOpener opener,
         SessionActivity activity, ViewerAccess access, AuditLog audit, IOptions<StreamingOptions> options, ILoggerFactory loggers,
-        IHostApplicationLifetime lifetime, CancellationToken ct)
+        IHostApplicationLifetime lifetime, TimeProvider time, CancellationToken ct)
     {
         // Cross-site WebSocket hijacking: a page elsewhere must not be able to use a ticket it got hold of.
         if (!Web.BrowserOrigin.IsAllowed(http.Request, options.Value.AllowedOrigins))
@@ -124,13 +124,13 @@ public static class ViewerApi
         using var viewer = await http.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext { SubProtocol = subprotocol });
         // Shutdown ends streams at once instead of letting them hold the host until its shutdown timeout.
         using var relayCt = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
-        await RelayAsync(http, viewer, session, rendezvous, opener, activity, grant, options.Value, loggers.CreateLogger("StreamSpace.Streaming.Relay"), relayCt.Token);
+        await RelayAsync(http, viewer, session, rendezvous, opener, activity, grant, options.Value, time, loggers.CreateLogger("StreamSpace.Streaming.Relay"), relayCt.Token);
         return TypedResults.Empty;
     }
 
     private static async Task RelayAsync(
         HttpContext http, WebSocket viewer, StreamSession session, StreamRendezvous rendezvous, IStreamOpener opener, SessionActivity activity,
-        ViewerAccess.Grant grant, StreamingOptions options, ILogger logger, CancellationToken ct)
+        ViewerAccess.Grant grant, StreamingOptions options, TimeProvider time, ILogger logger, CancellationToken ct)
     {
         using var pending = rendezvous.Open(session.Id);
         var dataPath = StreamRendezvous.DataPath(pending.StreamId);
@@ -173,7 +173,7 @@ public static class ViewerApi
         RelayTransportTuning.PreferInlineCompletions(http);
         try
         {
-            await StreamRelay.RunAsync(viewer, agent, mark, options.CloseTimeout, logger, pending.StreamId, grant, ct);
+            await StreamRelay.RunAsync(viewer, agent, mark, options.CloseTimeout, options.StallTimeout, time, logger, pending.StreamId, grant, ct);
         }
         finally
         {

@@ -123,6 +123,33 @@ public sealed class RelayTests(StreamingSqliteControlPlane cp) : IClassFixture<S
         reason.ShouldNotBeNull().ShouldContain("display");
     }
 
+    /// <summary>
+    /// A viewer that stops reading (a frozen tab, or on purpose) blocks the relay's send to it, and while that waits nothing
+    /// reads the agent's side: the stream, its buffers and sockets stayed for ever, even after the session's side ended. A
+    /// send waiting StallTimeout (1 min by default; this fixture's clock is advanced) aborts the viewer and ends both sides.
+    /// </summary>
+    [Fact]
+    public async Task Relay_aborts_a_viewer_that_took_no_data_for_the_stall_timeout_and_ends_the_sessions_side()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var source = StreamingTestServer.Source(); // a busy desktop
+        cp.AgentSide.Serve(session, source.ConnectAsync);
+        var access = cp.App.Services.GetRequiredService<ViewerAccess>();
+        var grantsBefore = access.Count;
+        using var viewer = await cp.ConnectViewerAsync(alice, session); // and never read from
+        await WaitUntilAsync(() => source.OpenConnections == 1);
+        await Task.Delay(TimeSpan.FromSeconds(2), TestContext.Current.CancellationToken); // the socket buffers fill, the send waits
+        access.Count.ShouldBe(grantsBefore + 1);
+
+        cp.Clock.Advance(TimeSpan.FromSeconds(45)); // under the timeout: kept
+        await Task.Delay(TimeSpan.FromMilliseconds(500), TestContext.Current.CancellationToken);
+        access.Count.ShouldBe(grantsBefore + 1, "a send waiting less than the stall timeout is left alone");
+        cp.Clock.Advance(TimeSpan.FromSeconds(30));
+
+        await WaitUntilAsync(() => access.Count == grantsBefore && source.OpenConnections == 0);
+    }
+
     [Fact]
     public async Task Relay_with_in_process_agent_side_unreachable_vnc_closes_the_viewer_with_a_reason()
     {
