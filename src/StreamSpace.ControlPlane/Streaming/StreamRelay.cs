@@ -15,9 +15,12 @@ internal static class StreamRelay
     /// connection gone), which aborts both sockets, this drops the agent's side, so the viewer still gets a close frame
     /// with the reason.</param>
     /// <param name="stallTimeout">A send to the viewer waiting longer than this aborts the viewer (<see cref="StreamingOptions.StallTimeout"/>).</param>
+    /// <param name="sessionRunning">Asked every <see cref="CheckInterval"/>: false when the session is no longer running here
+    /// (the control plane ended it without its agent, e.g. a stop that expired while the agent's control channel was down,
+    /// whose data socket still relayed a live desktop); then the stream ends. Null: not asked.</param>
     public static async Task RunAsync(
         WebSocket viewer, WebSocket agent, SessionActivity.Mark activity, TimeSpan closeTimeout, TimeSpan stallTimeout, TimeProvider time,
-        ILogger logger, string streamId, ViewerAccess.Grant? access, CancellationToken ct)
+        ILogger logger, string streamId, ViewerAccess.Grant? access, CancellationToken ct, Func<CancellationToken, Task<bool>>? sessionRunning = null)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         using var revocation = access?.Ended.Register(agent.Abort);
@@ -27,10 +30,11 @@ internal static class StreamRelay
         var toAgent = RelayCopier.CopyAsync(viewer, agent, input.Observe, cts.Token);
         var toViewer = RelayCopier.CopyAsync(agent, viewer, null, cts.Token, viewerWrites);
         using var watching = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        var watchdog = AbortStalledViewerAsync(viewer, viewerWrites, stallTimeout, time, watching.Token);
+        var watchdog = WatchAsync(viewer, agent, viewerWrites, stallTimeout, sessionRunning, time, logger, streamId, watching.Token);
         var first = await Task.WhenAny(toAgent, toViewer);
         await watching.CancelAsync();
-        var stalled = await watchdog;
+        var watched = await watchdog;
+        var stalled = watched == Watched.ViewerStalled;
         var viewerEnded = first == toAgent;
         var (result, error) = await first;
         var (ended, other, otherLoop) = viewerEnded ? (viewer, agent, toViewer) : (agent, viewer, toAgent);
@@ -44,6 +48,7 @@ internal static class StreamRelay
             RelayCopyResult.Success => (ended.CloseStatus ?? WebSocketCloseStatus.NormalClosure, ended.CloseStatusDescription ?? ""),
             _ when access?.Ended.IsCancellationRequested == true => ViewerAccess.Grant.Close,
             _ when stalled => (WebSocketCloseStatus.PolicyViolation, StalledReason),
+            _ when watched == Watched.SessionEnded => (WebSocketCloseStatus.EndpointUnavailable, SessionEndedReason),
             // The viewer's connection dropped, or the control plane is stopping.
             RelayCopyResult.Canceled => (WebSocketCloseStatus.EndpointUnavailable, "The stream was ended by the server."),
             _ => (WebSocketCloseStatus.EndpointUnavailable, viewerEnded ? "The viewer connection failed." : "The session's stream ended unexpectedly."),
@@ -66,26 +71,51 @@ internal static class StreamRelay
     /// <summary>The reason the agent's side is closed with when the viewer was aborted for not reading.</summary>
     internal const string StalledReason = "The viewer stopped taking the stream's data.";
 
+    /// <summary>The reason the viewer's stream ends with when its session stopped running without its agent's word.</summary>
+    internal const string SessionEndedReason = "The session is no longer running.";
+
+    /// <summary>How often a stream's watchdog looks (at most; a quarter of the stall timeout when that is shorter).</summary>
+    internal static readonly TimeSpan CheckInterval = TimeSpan.FromSeconds(15);
+
+    private enum Watched { Nothing, ViewerStalled, SessionEnded }
+
     /// <summary>
-    /// Aborts the viewer once a send to it has waited <paramref name="stallTimeout"/>: then the relay's viewer direction
-    /// fails and the stream ends both ways. Checked a few times per timeout, from one timer per stream. True when it did.
+    /// One timer per stream. Aborts the viewer once a send to it has waited <paramref name="stallTimeout"/> (the viewer
+    /// direction then fails and the stream ends both ways), and the agent's side once <paramref name="sessionRunning"/>
+    /// says the session no longer runs (the viewer then gets the reason). A failed check counts as still running.
     /// </summary>
-    private static async Task<bool> AbortStalledViewerAsync(WebSocket viewer, RelayWriteClock writes, TimeSpan stallTimeout, TimeProvider time, CancellationToken ct)
+    private static async Task<Watched> WatchAsync(WebSocket viewer, WebSocket agent, RelayWriteClock writes, TimeSpan stallTimeout,
+        Func<CancellationToken, Task<bool>>? sessionRunning, TimeProvider time, ILogger logger, string streamId, CancellationToken ct)
     {
-        using var timer = new PeriodicTimer(stallTimeout / 4, time);
+        using var timer = new PeriodicTimer(TimeSpan.FromTicks(Math.Min(stallTimeout.Ticks / 4, CheckInterval.Ticks)), time);
         try
         {
             while (await timer.WaitForNextTickAsync(ct))
             {
-                if (writes.Pending < stallTimeout) continue;
-                viewer.Abort();
-                return true;
+                if (writes.Pending >= stallTimeout)
+                {
+                    viewer.Abort();
+                    return Watched.ViewerStalled;
+                }
+                if (sessionRunning is null) continue;
+                try
+                {
+                    if (await sessionRunning(ct)) continue;
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    logger.LogDebug(ex, "Stream {StreamId}: its session's state could not be read; checked again later", streamId);
+                    continue;
+                }
+                logger.LogInformation("Stream {StreamId} ends: its session is no longer running", streamId);
+                agent.Abort();
+                return Watched.SessionEnded;
             }
         }
         catch (OperationCanceledException)
         {
         }
-        return false;
+        return Watched.Nothing;
     }
 
     /// <summary>Sends a close frame if this side has not sent one yet; never throws for a dead peer.</summary>

@@ -124,13 +124,20 @@ public static class ViewerApi
         using var viewer = await http.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext { SubProtocol = subprotocol });
         // Shutdown ends streams at once instead of letting them hold the host until its shutdown timeout.
         using var relayCt = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
-        await RelayAsync(http, viewer, session, rendezvous, opener, activity, grant, options.Value, time, loggers.CreateLogger("StreamSpace.Streaming.Relay"), relayCt.Token);
+        // Still running on the same agent, as far as the control plane knows (asked now and then while the stream lasts).
+        async Task<bool> StillRunningAsync(CancellationToken checkCt)
+        {
+            await using var conn = await db.OpenAsync(checkCt);
+            return await StreamSession.FindAsync(conn, session.Id, checkCt) is { State: SessionState.Running } now && now.AgentId == session.AgentId;
+        }
+        await RelayAsync(http, viewer, session, rendezvous, opener, activity, grant, options.Value, time, StillRunningAsync,
+            loggers.CreateLogger("StreamSpace.Streaming.Relay"), relayCt.Token);
         return TypedResults.Empty;
     }
 
     private static async Task RelayAsync(
         HttpContext http, WebSocket viewer, StreamSession session, StreamRendezvous rendezvous, IStreamOpener opener, SessionActivity activity,
-        ViewerAccess.Grant grant, StreamingOptions options, TimeProvider time, ILogger logger, CancellationToken ct)
+        ViewerAccess.Grant grant, StreamingOptions options, TimeProvider time, Func<CancellationToken, Task<bool>> sessionRunning, ILogger logger, CancellationToken ct)
     {
         using var pending = rendezvous.Open(session.Id);
         var dataPath = StreamRendezvous.DataPath(pending.StreamId);
@@ -173,7 +180,7 @@ public static class ViewerApi
         RelayTransportTuning.PreferInlineCompletions(http);
         try
         {
-            await StreamRelay.RunAsync(viewer, agent, mark, options.CloseTimeout, options.StallTimeout, time, logger, pending.StreamId, grant, ct);
+            await StreamRelay.RunAsync(viewer, agent, mark, options.CloseTimeout, options.StallTimeout, time, logger, pending.StreamId, grant, ct, sessionRunning);
         }
         finally
         {

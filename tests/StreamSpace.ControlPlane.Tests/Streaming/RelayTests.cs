@@ -150,6 +150,36 @@ public sealed class RelayTests(StreamingSqliteControlPlane cp) : IClassFixture<S
         await WaitUntilAsync(() => access.Count == grantsBefore && source.OpenConnections == 0);
     }
 
+    /// <summary>
+    /// The control plane ended the session without its agent (a stop that expired while the agent's control channel was
+    /// down, or its token was rotated): the agent's data socket still relayed the live desktop, which took input while the
+    /// API said "terminated". The relay asks for the session's state now and then and ends the stream when it stopped running.
+    /// </summary>
+    [Fact]
+    public async Task Relay_ends_the_stream_once_its_session_no_longer_runs_though_the_agent_side_is_still_open()
+    {
+        var (alice, aliceId, _) = await cp.CreateUserAsync(ControlPlaneFixture.Unique("alice"));
+        var session = await cp.CreateSessionAsync(aliceId);
+        await using var echo = StreamingTestServer.Echo();
+        cp.AgentSide.Serve(session, echo.ConnectAsync);
+        using var viewer = await cp.ConnectViewerAsync(alice, session);
+        using var cts = new CancellationTokenSource(Timeout);
+        var reader = new StreamingWebSocketReader(viewer);
+        await viewer.SendAsync("one"u8.ToArray(), WebSocketMessageType.Binary, true, cts.Token);
+        (await reader.ReadExactAsync(3, cts.Token)).ShouldBe("one"u8.ToArray());
+
+        cp.Clock.Advance(TimeSpan.FromSeconds(16)); // a check while it runs: nothing happens
+        await viewer.SendAsync("two"u8.ToArray(), WebSocketMessageType.Binary, true, cts.Token);
+        (await reader.ReadExactAsync(3, cts.Token)).ShouldBe("two"u8.ToArray());
+
+        await cp.SetSessionStateAsync(session, "terminated");
+        cp.Clock.Advance(TimeSpan.FromSeconds(16));
+        var (status, reason) = await viewer.ReadUntilCloseAsync(Timeout);
+        status.ShouldBe(WebSocketCloseStatus.EndpointUnavailable);
+        reason.ShouldBe("The session is no longer running.");
+        await WaitUntilAsync(() => echo.OpenConnections == 0);
+    }
+
     [Fact]
     public async Task Relay_with_in_process_agent_side_unreachable_vnc_closes_the_viewer_with_a_reason()
     {
