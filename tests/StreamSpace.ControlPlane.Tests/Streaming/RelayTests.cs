@@ -165,12 +165,9 @@ public sealed class RelayTests(StreamingSqliteControlPlane cp) : IClassFixture<S
         using var viewer = await cp.ConnectViewerAsync(alice, session);
         using var cts = new CancellationTokenSource(Timeout);
         var reader = new StreamingWebSocketReader(viewer);
-        await viewer.SendAsync("one"u8.ToArray(), WebSocketMessageType.Binary, true, cts.Token);
-        (await reader.ReadExactAsync(3, cts.Token)).ShouldBe("one"u8.ToArray());
-
+        await EchoedAsync(viewer, reader, ["one"u8.ToArray()], cts.Token);
         cp.Clock.Advance(TimeSpan.FromSeconds(16)); // a check while it runs: nothing happens
-        await viewer.SendAsync("two"u8.ToArray(), WebSocketMessageType.Binary, true, cts.Token);
-        (await reader.ReadExactAsync(3, cts.Token)).ShouldBe("two"u8.ToArray());
+        await EchoedAsync(viewer, reader, ["two"u8.ToArray()], cts.Token);
 
         await cp.SetSessionStateAsync(session, "terminated");
         cp.Clock.Advance(TimeSpan.FromSeconds(16));
