@@ -1,4 +1,3 @@
-using System.Text;
 using Microsoft.AspNetCore.Http.Metadata;
 using Microsoft.Net.Http.Headers;
 
@@ -22,9 +21,9 @@ public static class JsonBodyCharset
                 && MediaTypeHeaderValue.TryParse(contentType, out var mediaType) && mediaType.Charset.HasValue)
             {
                 var charset = HeaderUtilities.RemoveQuotes(mediaType.Charset).ToString().Trim();
-                if (!IsKnown(charset))
+                if (RequestBodyText.Named(charset) is null)
                 {
-                    var named = charset.Length == 0 ? "an empty charset" : $"the charset '{Shorten(charset)}', which the server does not know";
+                    var named = charset.Length == 0 ? "an empty charset" : $"the charset '{RequestBodyText.Shorten(charset)}', which the server does not know";
                     await TypedResults.Json(new ApiError("Unsupported media type",
                         $"The request's Content-Type names {named}; send the JSON body as UTF-8 (Content-Type: application/json)."),
                         statusCode: StatusCodes.Status415UnsupportedMediaType).ExecuteAsync(context);
@@ -38,22 +37,4 @@ public static class JsonBodyCharset
             }
             await next(context);
         });
-
-    private static bool IsKnown(string charset)
-    {
-        if (charset.Length == 0)
-            return false;
-        try
-        {
-            Encoding.GetEncoding(charset);
-            return true;
-        }
-        catch (ArgumentException)
-        {
-            return false;
-        }
-    }
-
-    /// <summary>A header can be kilobytes long: the message echoes at most 64 characters of it.</summary>
-    private static string Shorten(string value) => value.Length <= 64 ? value : string.Concat(value.AsSpan(0, 64), "…");
 }

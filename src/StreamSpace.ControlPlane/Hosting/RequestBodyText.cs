@@ -49,8 +49,8 @@ public static class RequestBodyText
         }
     }
 
-    /// <summary>The encoding <paramref name="charset"/> names, throwing on bytes it cannot decode; null when unknown.</summary>
-    private static Encoding? Named(string charset)
+    /// <summary>The encoding <paramref name="charset"/> names, throwing on bytes it cannot decode; null when empty or unknown.</summary>
+    internal static Encoding? Named(string charset)
     {
         if (charset.Length == 0) return null;
         try
@@ -64,5 +64,5 @@ public static class RequestBodyText
     }
 
     /// <summary>A header can be kilobytes long: the message echoes at most 64 characters of it.</summary>
-    private static string Shorten(string value) => value.Length <= 64 ? value : string.Concat(value.AsSpan(0, 64), "…");
+    internal static string Shorten(string value) => value.Length <= 64 ? value : string.Concat(value.AsSpan(0, 64), "…");
 }
