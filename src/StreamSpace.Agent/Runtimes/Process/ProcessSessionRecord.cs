@@ -33,13 +33,15 @@ internal sealed record ProcessSessionRecord
 
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web) { WriteIndented = true };
 
-    public static ProcessSessionRecord? Load(string sessionDir)
+    public static ProcessSessionRecord? Load(string sessionDir) => LoadJson<ProcessSessionRecord>(Path.Combine(sessionDir, FileName), Json);
+
+    /// <summary>A record the agent wrote, or null when there is none or it does not parse (cut short by a crash).</summary>
+    internal static T? LoadJson<T>(string path, JsonSerializerOptions options) where T : class
     {
-        var path = Path.Combine(sessionDir, FileName);
         if (!File.Exists(path)) return null;
         try
         {
-            return JsonSerializer.Deserialize<ProcessSessionRecord>(File.ReadAllText(path), Json);
+            return JsonSerializer.Deserialize<T>(File.ReadAllText(path), options);
         }
         catch (JsonException)
         {
@@ -88,19 +90,7 @@ internal sealed record LaunchRecord(int Pgid, int Display, RecordedProcess Leade
     public void Save(string sessionDir) =>
         Commands.DurableFile.Replace(Path.Combine(sessionDir, FileName), JsonSerializer.SerializeToUtf8Bytes(this, Json));
 
-    public static LaunchRecord? Load(string sessionDir)
-    {
-        var path = Path.Combine(sessionDir, FileName);
-        if (!File.Exists(path)) return null;
-        try
-        {
-            return JsonSerializer.Deserialize<LaunchRecord>(File.ReadAllText(path), Json);
-        }
-        catch (JsonException)
-        {
-            return null;
-        }
-    }
+    public static LaunchRecord? Load(string sessionDir) => ProcessSessionRecord.LoadJson<LaunchRecord>(Path.Combine(sessionDir, FileName), Json);
 
     /// <summary>Removes the file (and a temp file a crash left); false when it could not be.</summary>
     public static bool Delete(string sessionDir)
